@@ -1,0 +1,41 @@
+"""Websocket for live pages: re-renders the same partials the pages render first."""
+
+from asgiref.sync import async_to_sync
+from channels.generic.websocket import WebsocketConsumer
+from django.contrib.auth import get_user_model
+from django.template.loader import render_to_string
+
+from . import live, selectors
+
+
+class SandboxesConsumer(WebsocketConsumer):
+    """Pushes the dashboard rows (and, on a detail page, that sandbox's panel) on every change."""
+
+    def connect(self):
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            self.close(code=4401)
+            return
+        self.sandbox_id = self.scope["url_route"]["kwargs"].get("pk")
+        if self.sandbox_id is not None and selectors.sandbox_get_visible(user=user, pk=self.sandbox_id) is None:
+            self.close(code=4403)
+            return
+        async_to_sync(self.channel_layer.group_add)(live.GROUP, self.channel_name)
+        self.accept()
+
+    def disconnect(self, code):
+        async_to_sync(self.channel_layer.group_discard)(live.GROUP, self.channel_name)
+
+    def sandbox_changed(self, event):
+        # Authorise again on every event: the user may have been disabled since connecting.
+        user = get_user_model().objects.filter(pk=self.scope["user"].pk, is_active=True).first()
+        if user is None:
+            self.close(code=4401)
+            return
+        if self.sandbox_id is None:
+            sandboxes = selectors.sandbox_list_visible(user=user)
+            self.send(text_data=render_to_string("sandboxes/_rows.html", {"sandboxes": sandboxes, "oob": True, "user": user}))
+        elif event["sandbox_id"] == self.sandbox_id:
+            sandbox = selectors.sandbox_list_visible(user=user, include_destroyed=True).filter(pk=self.sandbox_id).first()
+            if sandbox is not None:
+                self.send(text_data=render_to_string("sandboxes/_panel.html", {"sandbox": sandbox, "oob": True, "user": user}))

@@ -1,0 +1,89 @@
+"""`manage.py sandbox VERB [NAME]`: the panel's lifecycle from a shell, like manage.sh had.
+
+Actions run in this process (no Celery needed) through the same services as the web panel,
+with the same guards, policy and audit trail; the actor is recorded as cli:<unix user>.
+"""
+
+import getpass
+from decimal import Decimal
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+from sandboxes import engine, policy, services
+from sandboxes.models import Sandbox, Team
+
+VERBS = ["list", "create", "start", "stop", "restart", "pause", "unpause", "reset", "clean", "destroy", "logs"]
+
+
+class Command(BaseCommand):
+    help = "Manage sandboxes: " + ", ".join(VERBS)
+
+    def add_arguments(self, parser):
+        parser.add_argument("verb", choices=VERBS)
+        parser.add_argument("name", nargs="?")
+        parser.add_argument("--yes", action="store_true", help="destroy without asking")
+        parser.add_argument("--image", default=None)
+        parser.add_argument("--memory-mb", type=int, default=None)
+        parser.add_argument("--cpus", type=Decimal, default=None)
+        parser.add_argument("--network", choices=[c for c, _ in Sandbox.Network.choices], default="internet")
+        parser.add_argument("--team", default="default", help="team slug (create)")
+        parser.add_argument("--tail", type=int, default=200, help="lines of output (logs)")
+
+    def handle(self, *args, verb, name, **opts):
+        actor = services.SystemActor(f"cli:{getpass.getuser()}")
+        if verb == "list":
+            return self._list()
+        if not name:
+            raise CommandError(f"`sandbox {verb}` needs a sandbox name.")
+        if verb == "create":
+            return self._create(actor, name, opts)
+        sandbox = Sandbox.objects.exclude(status=Sandbox.Status.DESTROYED).filter(name=name).first()
+        if sandbox is None:
+            raise CommandError(f"No sandbox named {name!r}.")
+        if verb == "logs":
+            if not sandbox.container_id:
+                raise CommandError(f"{name} has no container (it is {sandbox.status}).")
+            self.stdout.write(engine.logs(sandbox.container_id, tail=opts["tail"]), ending="")
+            return
+        if verb == "destroy" and not opts["yes"]:
+            answer = input(f"Destroy {name}, its home volume and every file in {sandbox.workspace_path}? Type the name to confirm: ")
+            if answer.strip() != name:
+                raise CommandError("Not confirmed; nothing was changed.")
+        self._act(actor, sandbox, verb)
+
+    def _list(self):
+        rows = Sandbox.objects.exclude(status=Sandbox.Status.DESTROYED).select_related("team")
+        self.stdout.write(f"{'NAME':24} {'STATUS':11} {'MEMORY':>8} {'CPUS':>5} {'NETWORK':9} IMAGE")
+        for s in rows:
+            status = s.status + ("*" if s.pending_action else "")
+            self.stdout.write(f"{s.name:24} {status:11} {s.memory_mb:>6}MB {s.cpus:>5} {s.network_mode:9} {s.image}")
+
+    def _create(self, actor, name, opts):
+        team, _ = Team.objects.get_or_create(slug=opts["team"], defaults={"name": opts["team"].capitalize()})
+        try:
+            sandbox = services.sandbox_create(
+                actor=actor, team=team, name=name, image=opts["image"] or settings.SANDBOX_DEFAULT_IMAGE,
+                memory_mb=opts["memory_mb"] or settings.SANDBOX_DEFAULT_MEMORY_MB,
+                cpus=opts["cpus"] or Decimal(str(settings.SANDBOX_DEFAULT_CPUS)),
+                network_mode=opts["network"], enqueue=False,
+            )
+        except policy.PolicyViolation as exc:
+            raise CommandError("Refused by the security policy:\n  " + "\n  ".join(exc.problems)) from exc
+        except services.SandboxError as exc:
+            raise CommandError(str(exc)) from exc
+        self._finish(sandbox, "start")
+
+    def _act(self, actor, sandbox, verb):
+        try:
+            services.sandbox_request_action(actor=actor, sandbox=sandbox, action=verb, enqueue=False)
+        except services.SandboxError as exc:
+            raise CommandError(str(exc)) from exc
+        self._finish(sandbox, verb)
+
+    def _finish(self, sandbox, verb):
+        services.sandbox_perform(sandbox_id=sandbox.pk, action=verb)
+        sandbox.refresh_from_db()
+        if sandbox.status == Sandbox.Status.ERROR:
+            raise CommandError(f"{sandbox.name}: {sandbox.status_detail}")
+        self.stdout.write(self.style.SUCCESS(f"{sandbox.name}: {sandbox.status}"))

@@ -1,0 +1,36 @@
+"""Follow Docker's container events and keep every sandbox's status true.
+
+Runs beside the web server (see Procfile). On start and after every reconnect it resyncs all
+sandboxes, so events missed while it was not running are caught up; the Celery beat resync
+every 30 s covers the rest.
+"""
+
+import logging
+import time
+
+from django.core.management.base import BaseCommand
+
+from sandboxes import engine, services
+
+log = logging.getLogger(__name__)
+RELEVANT = {"start", "die", "oom", "kill", "stop", "pause", "unpause", "destroy", "restart"}
+
+
+class Command(BaseCommand):
+    help = "Follow Docker events and update sandbox statuses."
+
+    def handle(self, *args, **opts):
+        delay = 1.0
+        while True:
+            try:
+                since = time.time()
+                services.reconcile_all()
+                self.stdout.write("watching Docker events")
+                for event in engine.events(since=since):
+                    if event["action"] in RELEVANT:
+                        services.sandbox_sync_container(container_id=event["id"])
+                    delay = 1.0
+            except engine.EngineError as exc:
+                log.warning("Docker events unavailable (%s); retrying in %.0fs", exc, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 30.0)

@@ -1,0 +1,89 @@
+"""Thin views: parse, authorise through services, render. All pages need login (middleware)."""
+
+from django.contrib import messages
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
+
+from . import engine, policy, services
+from .forms import DestroyForm, SandboxCreateForm
+from .models import Sandbox
+from .selectors import has_role, sandbox_get_visible, sandbox_list_visible, teams_for_operator
+
+
+def client_ip(request: HttpRequest) -> str | None:
+    return request.META.get("REMOTE_ADDR") or None
+
+
+def engine_status() -> dict:
+    try:
+        return {"engine_ok": True, "engine_version": engine.ping()}
+    except engine.EngineError as exc:
+        return {"engine_ok": False, "engine_error": str(exc)}
+
+
+def dashboard(request: HttpRequest) -> HttpResponse:
+    sandboxes = sandbox_list_visible(user=request.user)
+    context = {"sandboxes": sandboxes, "can_create": teams_for_operator(user=request.user).exists(), **engine_status()}
+    return render(request, "sandboxes/dashboard.html", context)
+
+
+def sandbox_create(request: HttpRequest) -> HttpResponse:
+    form = SandboxCreateForm(request.POST or None, user=request.user)
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        try:
+            services.sandbox_create(
+                actor=request.user, team=data["team"], name=data["name"], image=data["image"],
+                memory_mb=data["memory_mb"], cpus=data["cpus"], network_mode=data["network_mode"],
+                extra_mounts=data["extra_mounts"], source_ip=client_ip(request),
+            )
+        except policy.PolicyViolation as exc:
+            form.add_error(None, exc.problems)
+        except services.SandboxError as exc:
+            form.add_error("name", str(exc))
+        else:
+            messages.success(request, f"Creating {data['name']}…")
+            return redirect("dashboard")
+    return render(request, "sandboxes/create.html", {"form": form, **engine_status()}, status=400 if form.errors else 200)
+
+
+def _get_sandbox(request: HttpRequest, pk: int) -> Sandbox:
+    sandbox = sandbox_get_visible(user=request.user, pk=pk)
+    if sandbox is None:
+        raise Http404("No such sandbox.")
+    return sandbox
+
+
+def sandbox_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    sandbox = _get_sandbox(request, pk)
+    logs = ""
+    if sandbox.container_id:
+        try:
+            logs = engine.logs(sandbox.container_id, tail=200)
+        except engine.EngineError:
+            logs = ""
+    context = {
+        "sandbox": sandbox, "logs": logs, "destroy_form": DestroyForm(sandbox=sandbox),
+        "can_operate": has_role(user=request.user, team=sandbox.team, role="operator"), **engine_status(),
+    }
+    return render(request, "sandboxes/detail.html", context)
+
+
+@require_POST
+def sandbox_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
+    sandbox = _get_sandbox(request, pk)
+    if action == "destroy":
+        form = DestroyForm(request.POST, sandbox=sandbox)
+        if not form.is_valid():
+            messages.error(request, form.errors["confirm_name"][0])
+            return redirect("sandbox_detail", pk=pk)
+    try:
+        services.sandbox_request_action(actor=request.user, sandbox=sandbox, action=action, source_ip=client_ip(request))
+    except services.SandboxError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.info(request, f"{action.capitalize()} requested for {sandbox.name}.")
+    if request.POST.get("next") == "detail" and action != "destroy":
+        return redirect("sandbox_detail", pk=pk)
+    return redirect("dashboard")
