@@ -2,6 +2,7 @@
 
 from asgiref.sync import async_to_sync
 from channels.generic.websocket import WebsocketConsumer
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.template.loader import render_to_string
 
@@ -22,6 +23,9 @@ class SandboxesConsumer(WebsocketConsumer):
             return
         async_to_sync(self.channel_layer.group_add)(live.GROUP, self.channel_name)
         self.accept()
+        # Send the current state at once: anything that changed between the page render and
+        # this connection would otherwise stay stale until the next change.
+        self.sandbox_changed({"sandbox_id": self.sandbox_id})
 
     def disconnect(self, code):
         async_to_sync(self.channel_layer.group_discard)(live.GROUP, self.channel_name)
@@ -32,10 +36,13 @@ class SandboxesConsumer(WebsocketConsumer):
         if user is None:
             self.close(code=4401)
             return
+        # The action buttons are forms: they need the CSRF token a request would have given them.
+        # The cookie's secret is a valid form token (Django accepts it unmasked).
+        context = {"oob": True, "user": user, "csrf_token": self.scope.get("cookies", {}).get(settings.CSRF_COOKIE_NAME, "")}
         if self.sandbox_id is None:
-            sandboxes = selectors.sandbox_list_visible(user=user)
-            self.send(text_data=render_to_string("sandboxes/_rows.html", {"sandboxes": sandboxes, "oob": True, "user": user}))
-        elif event["sandbox_id"] == self.sandbox_id:
-            sandbox = selectors.sandbox_list_visible(user=user, include_destroyed=True).filter(pk=self.sandbox_id).first()
-            if sandbox is not None:
-                self.send(text_data=render_to_string("sandboxes/_panel.html", {"sandbox": sandbox, "oob": True, "user": user}))
+            context["sandboxes"] = selectors.sandbox_list_visible(user=user)
+            self.send(text_data=render_to_string("sandboxes/_rows.html", context))
+        elif event["sandbox_id"] in (None, self.sandbox_id):
+            context["sandbox"] = selectors.sandbox_list_visible(user=user, include_destroyed=True).filter(pk=self.sandbox_id).first()
+            if context["sandbox"] is not None:
+                self.send(text_data=render_to_string("sandboxes/_panel.html", context))

@@ -53,7 +53,7 @@ class Sandbox(models.Model):
         DESTROYED = "destroyed"
 
     class Network(models.TextChoices):
-        INTERNET = "internet", "Internet (no LAN, no host)"
+        INTERNET = "internet", "Internet"
         NONE = "none", "No network"
 
     name = models.SlugField(max_length=40)

@@ -1,0 +1,78 @@
+"""In headless Chromium: log in, create a sandbox, watch it run without a reload, stop it."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import sync_playwright
+
+from sandboxes.models import Sandbox
+from tests.conftest import ROOT, docker_cli
+
+pytestmark = [pytest.mark.browser, pytest.mark.docker, pytest.mark.django_db(transaction=True)]
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+         "--disable-sync", "--no-first-run"]
+SCREENSHOT = ROOT / "var" / "screenshots" / "dashboard.png"
+
+
+@pytest.fixture
+def browser_page():
+    # Playwright's sync API runs an event loop in this thread; the ORM calls the test makes
+    # between browser steps are still plain synchronous calls.
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    assert Path(CHROMIUM).exists(), "Chromium is required (apt-get install chromium)"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+        page = browser.new_page(viewport={"width": 1280, "height": 640})
+        try:
+            yield page
+        finally:
+            browser.close()
+            os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+
+
+def row(name: str, status: str) -> str:
+    return f'tr[data-name="{name}"][data-status="{status}"][data-pending=""]'
+
+
+def test_create_watch_running_and_stop(browser_page, panel_server, admin_user, clean_docker, test_image):
+    page = browser_page
+    page.goto(panel_server + "/")
+    assert "/login/" in page.url
+    page.fill("#id_username", "admin")
+    page.fill("#id_password", "admin-pass-123")
+    page.click("button[type=submit]")
+    page.wait_for_url(panel_server + "/")
+
+    page.click("text=New sandbox")
+    page.fill("#id_name", "browser-box")
+    assert page.input_value("#id_image") == test_image
+    page.click("button:has-text('Create and start')")
+    page.wait_for_url(panel_server + "/")
+    page.evaluate("window.__sameDocument = true")  # survives only if the page is never reloaded
+    page.wait_for_selector(row("browser-box", "running"), timeout=30_000)
+    assert page.evaluate("window.__sameDocument") is True
+    sandbox = Sandbox.objects.get(name="browser-box")
+    assert json.loads(docker_cli("inspect", sandbox.container_id).stdout)[0]["State"]["Running"] is True
+    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOT), full_page=True)
+
+    page.click('tr[data-name="browser-box"] button:has-text("Stop")')
+    page.wait_for_selector(row("browser-box", "stopped"), timeout=30_000)
+    sandbox.refresh_from_db()
+    assert sandbox.status == "stopped"
+    assert json.loads(docker_cli("inspect", sandbox.container_id).stdout)[0]["State"]["Running"] is False
+    assert SCREENSHOT.stat().st_size > 10_000
+
+
+def test_websocket_refuses_anonymous(browser_page, panel_server, db):
+    page = browser_page
+    page.goto(panel_server + "/login/")
+    closed = page.evaluate("""() => new Promise(resolve => {
+        const ws = new WebSocket(location.origin.replace('http', 'ws') + '/ws/sandboxes/');
+        ws.onclose = e => resolve(e.code);
+        ws.onmessage = () => resolve('message');
+    })""")
+    assert closed != "message"

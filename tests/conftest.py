@@ -1,0 +1,185 @@
+"""Shared fixtures. Tests that need Docker, Redis or Chromium use the real ones and fail (never
+skip) when they are missing; `make test` starts them first.
+
+The live stack (Celery worker, Daphne, the Docker events watcher) runs as real subprocesses
+against the test database file, so tests that use it need `transactional_db`: what a test
+writes must be committed for those processes to see it.
+"""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.db import connection
+
+from sandboxes import engine, services
+from sandboxes.models import Membership, Sandbox, Team
+
+ROOT = Path(__file__).resolve().parent.parent
+LOG_DIR = ROOT / "var" / "log" / "tests"
+TEST_IMAGE = "ccpanel/test-busybox:latest"
+
+
+def wait_for(predicate: Callable[[], object], *, timeout: float = 30, interval: float = 0.1, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = predicate()
+        if result:
+            return result
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def docker_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """The docker CLI, used by tests to act "outside the panel" and to read state back."""
+    return subprocess.run(["docker", *args], capture_output=True, text=True, check=check)
+
+
+@pytest.fixture(scope="session")
+def docker_engine():
+    try:
+        return engine.ping()
+    except engine.EngineError as exc:
+        pytest.fail(f"These tests need the Docker engine: {exc}")
+
+
+@pytest.fixture(scope="session")
+def test_image(docker_engine):
+    if not engine.image_exists(TEST_IMAGE):
+        from django.core.management import call_command
+
+        call_command("build_images", test=True)
+    return TEST_IMAGE
+
+
+def _remove_test_resources():
+    label = f"{engine.LABEL_INSTANCE}={settings.PANEL_INSTANCE}"
+    ids = docker_cli("ps", "-aq", "--filter", f"label={label}").stdout.split()
+    if ids:
+        docker_cli("rm", "-f", *ids, check=False)
+    vols = docker_cli("volume", "ls", "-q", "--filter", f"label={label}").stdout.split()
+    if vols:
+        docker_cli("volume", "rm", "-f", *vols, check=False)
+    root = Path(settings.WORKSPACE_ROOT)
+    if root.exists():
+        subprocess.run(["rm", "-rf", str(root)], check=False)
+
+
+@pytest.fixture
+def clean_docker(docker_engine, test_image):
+    """Start and end with no test containers, volumes or workspace folders."""
+    _remove_test_resources()
+    yield
+    _remove_test_resources()
+
+
+@pytest.fixture
+def team(db):
+    return Team.objects.get_or_create(slug="default", defaults={"name": "Default"})[0]
+
+
+@pytest.fixture
+def admin_user(db, team, django_user_model):
+    user = django_user_model.objects.create_superuser("admin", "", "admin-pass-123")
+    Membership.objects.create(user=user, team=team, role=Membership.Role.ADMIN)
+    return user
+
+
+@pytest.fixture
+def make_sandbox(team, test_image):
+    """Create a sandbox and provision it in-process (no worker): returns the running sandbox."""
+
+    def make(name: str, **kwargs) -> Sandbox:
+        params = dict(image=test_image, memory_mb=256, cpus=Decimal("1"), network_mode="internet")
+        params.update(kwargs)
+        sandbox = services.sandbox_create(actor=services.SystemActor("test"), team=team, name=name, enqueue=False, **params)
+        services.sandbox_perform(sandbox_id=sandbox.pk, action="start")
+        sandbox.refresh_from_db()
+        return sandbox
+
+    return make
+
+
+def _subprocess_env() -> dict[str, str]:
+    db = connection.settings_dict
+    env = dict(os.environ)
+    env["DJANGO_SETTINGS_MODULE"] = "controlpanel.settings_test"
+    if db["ENGINE"].endswith("sqlite3"):
+        env["DATABASE_URL"] = f"sqlite:///{db['NAME']}"
+    else:
+        env["DATABASE_URL"] = f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST'] or 'localhost'}:{db['PORT'] or 5432}/{db['NAME']}"
+    return env
+
+
+class Proc:
+    def __init__(self, name: str, cmd: list[str]):
+        LOG_DIR.mkdir(parents=True, exist_ok=True)
+        self.log_path = LOG_DIR / f"{name}.log"
+        self.log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=_subprocess_env(), stdout=self.log, stderr=subprocess.STDOUT)
+
+    def output(self) -> str:
+        return self.log_path.read_text()
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+
+
+@pytest.fixture(scope="session")
+def celery_worker(django_db_setup, django_db_blocker, docker_engine, test_image):
+    """A real Celery worker (prefork, as `make run` starts it) on the test database."""
+    p = Proc("celery-worker", [str(ROOT / ".venv/bin/celery"), "-A", "controlpanel", "worker", "-l", "INFO", "-c", "2"])
+    try:
+        wait_for(lambda: "ready." in p.output() or p.proc.poll() is not None, timeout=60, what="the Celery worker")
+        assert p.proc.poll() is None, p.output()
+        yield p
+    finally:
+        p.stop()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def panel_server(django_db_setup, celery_worker):
+    """Daphne serving the panel (HTTP and websockets) on a free loopback port."""
+    port = _free_port()
+    p = Proc("daphne", [str(ROOT / ".venv/bin/daphne"), "-b", "127.0.0.1", "-p", str(port), "controlpanel.asgi:application"])
+
+    def up():
+        assert p.proc.poll() is None, p.output()
+        with socket.socket() as s:
+            return s.connect_ex(("127.0.0.1", port)) == 0
+
+    try:
+        wait_for(up, timeout=30, what="daphne")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        p.stop()
+
+
+@pytest.fixture
+def engine_watcher(django_db_setup, docker_engine):
+    """The Docker events watcher (`manage.py watch_engine`), as the Procfile runs it."""
+    p = Proc("watch-engine", [sys.executable, "manage.py", "watch_engine"])
+    try:
+        wait_for(lambda: "watching Docker events" in p.output() or p.proc.poll() is not None, timeout=30, what="the watcher")
+        assert p.proc.poll() is None, p.output()
+        yield p
+    finally:
+        p.stop()

@@ -1,0 +1,161 @@
+"""Bad input gets a clear message and changes nothing: no row, no folder, no container."""
+
+import os
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.test import override_settings
+
+from sandboxes import services
+from sandboxes.models import Sandbox
+from tests.conftest import docker_cli
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def form_data(team, test_image):
+    return {"name": "good", "team": team.pk, "image": test_image, "memory_mb": 512, "cpus": "1",
+            "network_mode": "internet", "extra_mounts": ""}
+
+
+@pytest.fixture
+def logged_in(client, admin_user):
+    client.force_login(admin_user)
+    return client
+
+
+def assert_refused(client, data, message):
+    before = set(docker_cli("ps", "-aq").stdout.split())
+    response = client.post("/sandboxes/new/", data)
+    assert response.status_code == 400
+    assert message in response.content.decode()
+    assert not Sandbox.objects.exists()
+    assert not (Path(settings.WORKSPACE_ROOT) / data["name"]).exists()
+    assert set(docker_cli("ps", "-aq").stdout.split()) == before
+
+
+@pytest.mark.parametrize("name", ["Bad_Name", "-dash", "dash-", "a" * 41, "has space", "../up", ""])
+def test_invalid_names_are_refused(logged_in, form_data, name):
+    response = logged_in.post("/sandboxes/new/", {**form_data, "name": name})
+    assert response.status_code == 400
+    assert not Sandbox.objects.exists()
+
+
+def test_duplicate_name_is_refused(logged_in, form_data, make_sandbox, clean_docker):
+    make_sandbox("good")
+    response = logged_in.post("/sandboxes/new/", form_data)
+    assert response.status_code == 400
+    assert "already exists" in response.content.decode()
+    assert Sandbox.objects.count() == 1
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("memory_mb", "100", "greater than or equal to 256"),
+    ("memory_mb", str(10**8), "less than or equal to"),
+    ("cpus", "0", "greater than or equal to 0.25"),
+    ("cpus", "1000", "less than or equal to"),
+    ("image", "NOT AN IMAGE", "valid image reference"),
+    ("image", "ccpanel/no-such-image:1", "not on this machine"),
+])
+def test_out_of_range_values_are_refused(logged_in, form_data, field, value, message):
+    assert_refused(logged_in, {**form_data, field: value}, message)
+
+
+def test_mount_outside_allowed_root_is_refused(logged_in, form_data, tmp_path):
+    assert_refused(logged_in, {**form_data, "extra_mounts": f"{tmp_path}:/workspace/data"}, "outside the allowed folders")
+
+
+@pytest.mark.parametrize("source", ["/etc", "/var/run/docker.sock", "/var/run", "/"])
+def test_system_path_and_docker_socket_mounts_are_refused(logged_in, form_data, source):
+    assert_refused(logged_in, {**form_data, "extra_mounts": f"{source}:/workspace/data"}, "system path")
+
+
+def test_symlink_resolving_outside_is_refused(logged_in, form_data):
+    root = Path(settings.WORKSPACE_ROOT)
+    (root / "links").mkdir(parents=True, exist_ok=True)
+    link = root / "links" / "sneaky"
+    if not link.is_symlink():
+        os.symlink("/etc", link)
+    try:
+        assert_refused(logged_in, {**form_data, "extra_mounts": f"{link}:/workspace/data"}, "resolves to /etc")
+    finally:
+        link.unlink()
+
+
+def test_malformed_mount_line_and_bad_target_are_refused(logged_in, form_data):
+    assert_refused(logged_in, {**form_data, "extra_mounts": "just-one-part"}, "HOST_PATH:CONTAINER_PATH")
+    data_dir = Path(settings.WORKSPACE_ROOT) / "data"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    assert_refused(logged_in, {**form_data, "extra_mounts": f"{data_dir}:/etc"}, "inside /workspace/ or /mnt/")
+
+
+def test_valid_extra_mount_is_mounted(logged_in, form_data, clean_docker):
+    data_dir = Path(settings.WORKSPACE_ROOT) / "datasets"
+    data_dir.mkdir(parents=True)
+    (data_dir / "a.csv").write_text("x\n")
+    response = logged_in.post("/sandboxes/new/", {**form_data, "extra_mounts": f"{data_dir}:/workspace/data:ro"})
+    assert response.status_code == 302
+    sandbox = Sandbox.objects.get(name="good")
+    services.sandbox_perform(sandbox_id=sandbox.pk, action="start")
+    sandbox.refresh_from_db()
+    assert sandbox.status == "running", sandbox.status_detail
+    out = docker_cli("exec", sandbox.container_id, "sh", "-c", "cat /workspace/data/a.csv; touch /workspace/data/b", check=False)
+    assert out.stdout == "x\n" and "Read-only" in out.stderr
+
+
+def test_symlinked_workspace_folder_is_refused_at_start(make_sandbox, clean_docker):
+    """A workspace folder swapped for a link to /etc after creation: the policy stops the recreate."""
+    sandbox = make_sandbox("swapped")
+    services.sandbox_request_action(actor=services.SystemActor("t"), sandbox=sandbox, action="reset", enqueue=False)
+    services.sandbox_perform(sandbox_id=sandbox.pk, action="reset")
+    projects = sandbox.workspace_path / "Projects"
+    projects.rmdir()
+    os.symlink("/etc", projects)
+    sandbox.refresh_from_db()
+    services.sandbox_request_action(actor=services.SystemActor("t"), sandbox=sandbox, action="start", enqueue=False)
+    services.sandbox_perform(sandbox_id=sandbox.pk, action="start")
+    sandbox.refresh_from_db()
+    assert sandbox.status == "error"
+    assert "security policy" in sandbox.status_detail and "/etc" in sandbox.status_detail
+    assert sandbox.container_id == ""
+
+
+def test_docker_down_shows_banner_records_error_and_retry_works(logged_in, form_data, clean_docker):
+    with override_settings(DOCKER_HOST="unix:///nonexistent/docker.sock"):
+        page = logged_in.get("/")
+        assert page.status_code == 200
+        assert "Docker is not reachable" in page.content.decode()
+        response = logged_in.post("/sandboxes/new/", {**form_data, "name": "later"})
+        assert response.status_code == 302
+        sandbox = Sandbox.objects.get(name="later")
+        services.sandbox_perform(sandbox_id=sandbox.pk, action="start")
+        sandbox.refresh_from_db()
+        assert sandbox.status == "error"
+        assert "not reachable" in sandbox.status_detail
+        assert "not reachable" in logged_in.get("/").content.decode()
+    # Docker is back: the same action, retried, works.
+    assert "Docker is not reachable" not in logged_in.get("/").content.decode()
+    response = logged_in.post(f"/sandboxes/{sandbox.pk}/start/")
+    assert response.status_code == 302
+    services.sandbox_perform(sandbox_id=sandbox.pk, action="start")
+    sandbox.refresh_from_db()
+    assert sandbox.status == "running", sandbox.status_detail
+
+
+def test_action_not_allowed_in_status_is_a_message_not_a_500(logged_in, make_sandbox, clean_docker):
+    sandbox = make_sandbox("busy")
+    response = logged_in.post(f"/sandboxes/{sandbox.pk}/unpause/", follow=True)
+    assert response.status_code == 200
+    assert "Cannot unpause busy while it is running" in response.content.decode()
+    response = logged_in.post(f"/sandboxes/{sandbox.pk}/explode/", follow=True)
+    assert "Unknown action" in response.content.decode()
+
+
+def test_two_actions_at_once_are_refused(make_sandbox, clean_docker):
+    sandbox = make_sandbox("twice")
+    actor = services.SystemActor("t")
+    services.sandbox_request_action(actor=actor, sandbox=sandbox, action="stop", enqueue=False)
+    with pytest.raises(services.SandboxError, match="busy"):
+        services.sandbox_request_action(actor=actor, sandbox=sandbox, action="restart", enqueue=False)

@@ -1,0 +1,45 @@
+"""`manage.py sandbox VERB NAME` drives the same services as the web panel."""
+
+from io import StringIO
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from audit.models import AuditEvent
+from sandboxes.models import Sandbox
+from tests.conftest import docker_cli
+
+pytestmark = [pytest.mark.docker, pytest.mark.django_db]
+
+
+def run(*args) -> str:
+    out = StringIO()
+    call_command("sandbox", *args, stdout=out)
+    return out.getvalue()
+
+
+def test_cli_verbs(team, test_image, clean_docker, monkeypatch):
+    assert "clirun: running" in run("create", "clirun", "--image", test_image, "--memory-mb", "256", "--cpus", "1")
+    assert "clirun" in run("list") and "running" in run("list")
+    sandbox = Sandbox.objects.get(name="clirun")
+    docker_cli("exec", sandbox.container_id, "sh", "-c", "echo hello-from-sandbox")
+    assert "clirun: stopped" in run("stop", "clirun")
+    assert "clirun: running" in run("start", "clirun")
+    assert "clirun: stopped" in run("reset", "clirun")
+    assert "clirun: stopped" in run("clean", "clirun")
+    assert "clirun: running" in run("start", "clirun")
+
+    monkeypatch.setattr("builtins.input", lambda prompt: "no")
+    with pytest.raises(CommandError, match="Not confirmed"):
+        run("destroy", "clirun")
+    assert Sandbox.objects.get(name="clirun").status == "running"
+    assert "clirun: destroyed" in run("destroy", "clirun", "--yes")
+    actors = set(AuditEvent.objects.filter(target="clirun", action="sandbox.create").values_list("actor_name", flat=True))
+    assert len(actors) == 1 and actors.pop().startswith("cli:")
+
+
+def test_cli_errors_are_messages(team, test_image, clean_docker):
+    with pytest.raises(CommandError, match="No sandbox named"):
+        run("stop", "nobody")
+    with pytest.raises(CommandError, match="needs a sandbox name"):
+        run("start")

@@ -1,0 +1,71 @@
+"""State stays true when Docker changes behind the panel's back."""
+
+import pytest
+
+from sandboxes import engine, services
+from sandboxes.models import Sandbox
+from tests.conftest import docker_cli, wait_for
+
+pytestmark = [pytest.mark.docker, pytest.mark.django_db(transaction=True)]
+
+
+def status_becomes(pk: int, status: str) -> Sandbox:
+    return wait_for(lambda: (s := Sandbox.objects.get(pk=pk)).status == status and s,
+                    timeout=15, what=f"status {status}")
+
+
+def test_container_removed_outside_the_panel_is_noticed(make_sandbox, engine_watcher, clean_docker):
+    sandbox = make_sandbox("gone")
+    docker_cli("rm", "-f", sandbox.container_id)
+    sandbox = status_becomes(sandbox.pk, "stopped")
+    assert sandbox.container_id == ""
+    assert "removed outside the panel" in sandbox.status_detail
+    # Data is kept and Start brings it back with a new container.
+    services.sandbox_request_action(actor=services.SystemActor("t"), sandbox=sandbox, action="start", enqueue=False)
+    services.sandbox_perform(sandbox_id=sandbox.pk, action="start")
+    assert Sandbox.objects.get(pk=sandbox.pk).status == "running"
+
+
+def test_killed_container_becomes_error_with_reason(make_sandbox, engine_watcher, clean_docker):
+    sandbox = make_sandbox("killed")
+    docker_cli("kill", sandbox.container_id)
+    sandbox = status_becomes(sandbox.pk, "error")
+    assert "exited with code 137" in sandbox.status_detail
+
+
+@pytest.mark.parametrize("before, docker_status, exit_code, oom, expected", [
+    ("running", "exited", 0, True, ("error", "out of memory (limit 256 MB)")),
+    ("running", "exited", 3, False, ("error", "exited with code 3")),
+    ("paused", "exited", 0, False, ("stopped", "The container exited.")),
+    ("stopped", "running", 0, False, ("running", "")),
+    ("running", "paused", 0, False, ("paused", "")),
+    ("stopped", "exited", 143, False, None),  # stopped by the panel: nothing to correct
+    ("error", "exited", 1, False, None),
+])
+def test_docker_state_maps_to_status(team, before, docker_status, exit_code, oom, expected):
+    sandbox = Sandbox(name="m", team=team, memory_mb=256, status=before)
+    state = engine.ContainerState(id="x", name="m", status=docker_status, exit_code=exit_code, oom_killed=oom, error="", labels={})
+    observed = services._observed_status(sandbox, state)
+    if expected is None:
+        assert observed is None
+    else:
+        assert observed[0] == expected[0] and expected[1] in observed[1]
+
+
+def test_periodic_resync_catches_what_happened_while_nothing_watched(make_sandbox, clean_docker):
+    sandbox = make_sandbox("missed")
+    docker_cli("rm", "-f", sandbox.container_id)
+    assert Sandbox.objects.get(pk=sandbox.pk).status == "running"  # nothing watching yet
+    assert services.reconcile_all() == 1
+    assert Sandbox.objects.get(pk=sandbox.pk).status == "stopped"
+    assert services.reconcile_all() == 0  # idempotent
+
+
+def test_busy_sandbox_is_left_to_its_task(make_sandbox, clean_docker):
+    sandbox = make_sandbox("busy")
+    services.sandbox_request_action(actor=services.SystemActor("t"), sandbox=sandbox, action="stop", enqueue=False)
+    docker_cli("rm", "-f", sandbox.container_id)
+    assert services.reconcile_all() == 0
+    services.sandbox_perform(sandbox_id=sandbox.pk, action="stop")
+    services.sandbox_perform(sandbox_id=sandbox.pk, action="stop")  # a redelivered task is a no-op
+    assert Sandbox.objects.get(pk=sandbox.pk).status == "stopped"
