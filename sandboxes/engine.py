@@ -37,6 +37,10 @@ class NotFound(EngineError):
     """The container, volume, image or network does not exist."""
 
 
+class Conflict(EngineError):
+    """The name is taken (409), e.g. by a container left behind by an interrupted create."""
+
+
 @dataclass(frozen=True)
 class ContainerState:
     id: str
@@ -73,6 +77,8 @@ def client() -> docker.DockerClient:
 def _translate(exc: Exception) -> EngineError:
     if isinstance(exc, docker.errors.NotFound):
         return NotFound(getattr(exc, "explanation", None) or str(exc))
+    if isinstance(exc, docker.errors.APIError) and exc.status_code == 409:
+        return Conflict(getattr(exc, "explanation", None) or str(exc))
     if isinstance(exc, docker.errors.APIError):
         return EngineError(getattr(exc, "explanation", None) or str(exc))
     if isinstance(exc, (requests.exceptions.ConnectionError, requests.exceptions.Timeout, ConnectionError)):

@@ -194,32 +194,37 @@ def _claimed(sandbox: Sandbox, action: str):
     return Sandbox.objects.filter(pk=sandbox.pk, pending_action=action)
 
 
-def _ensure_container(sandbox: Sandbox, action: str) -> str:
-    """The sandbox's container id, creating folders, volume, network and container if needed."""
-    if sandbox.container_id and engine.container_state(sandbox.container_id) is not None:
-        return sandbox.container_id
+def _ensure_container(sandbox: Sandbox, action: str) -> engine.ContainerState | None:
+    """Make sure the sandbox has a container, creating folders, volume, network and container
+    if needed. Returns the existing container's state, or None for a container just created."""
+    if sandbox.container_id:
+        state = engine.container_state(sandbox.container_id)
+        if state is not None:
+            return state
     spec = sandbox_spec(sandbox)
     policy.check(spec, allowed_roots=allowed_roots())
     workspace.workspace_prepare(sandbox.name)
     engine.ensure_volume(sandbox.volume_name, labels=engine.managed_labels(sandbox.name))
     if spec.network != "none":
         engine.ensure_network(spec.network, subnet=settings.SANDBOX_SUBNET, bridge=settings.SANDBOX_BRIDGE)
-    # A container of ours with this name but not recorded (a worker died between create and
-    # save) is removed; it holds no data, the folders and the home volume do.
-    engine.remove_container(sandbox.container_name)
-    container_id = engine.create_container(spec, allowed_roots=allowed_roots())
+    try:
+        container_id = engine.create_container(spec, allowed_roots=allowed_roots())
+    except engine.Conflict:
+        # A container of ours with this name but not recorded (a worker died between create
+        # and save): it holds no data (the folders and the home volume do), so replace it.
+        engine.remove_container(sandbox.container_name)
+        container_id = engine.create_container(spec, allowed_roots=allowed_roots())
     _claimed(sandbox, action).update(container_id=container_id)
     sandbox.container_id = container_id
-    return container_id
+    return None
 
 
 def _run_start(sandbox: Sandbox, action: str) -> None:
-    container_id = _ensure_container(sandbox, action)
-    state = engine.container_state(container_id)
+    state = _ensure_container(sandbox, action)
     if state and state.status == "paused":
-        engine.unpause(container_id)
+        engine.unpause(sandbox.container_id)
     elif not state or state.status != "running":
-        engine.start(container_id)
+        engine.start(sandbox.container_id)
 
 
 def _run_stop(sandbox: Sandbox, action: str) -> None:
@@ -229,8 +234,8 @@ def _run_stop(sandbox: Sandbox, action: str) -> None:
 
 
 def _run_restart(sandbox: Sandbox, action: str) -> None:
-    container_id = _ensure_container(sandbox, action)
-    engine.restart(container_id, timeout=settings.SANDBOX_STOP_TIMEOUT)
+    _ensure_container(sandbox, action)
+    engine.restart(sandbox.container_id, timeout=settings.SANDBOX_STOP_TIMEOUT)
 
 
 def _run_pause(sandbox: Sandbox, action: str) -> None:

@@ -69,3 +69,16 @@ def test_busy_sandbox_is_left_to_its_task(make_sandbox, clean_docker):
     services.sandbox_perform(sandbox_id=sandbox.pk, action="stop")
     services.sandbox_perform(sandbox_id=sandbox.pk, action="stop")  # a redelivered task is a no-op
     assert Sandbox.objects.get(pk=sandbox.pk).status == "stopped"
+
+
+def test_leftover_container_with_the_same_name_is_replaced(make_sandbox, clean_docker):
+    """A worker that died between create and saving the id leaves a nameless-to-us container."""
+    sandbox = make_sandbox("leftover")
+    Sandbox.objects.filter(pk=sandbox.pk).update(container_id="", status="stopped")
+    sandbox.refresh_from_db()
+    services.sandbox_request_action(actor=services.SystemActor("t"), sandbox=sandbox, action="start", enqueue=False)
+    services.sandbox_perform(sandbox_id=sandbox.pk, action="start")
+    sandbox.refresh_from_db()
+    assert sandbox.status == "running" and sandbox.container_id
+    names = docker_cli("ps", "-a", "--filter", "name=ccpanel-test-leftover", "--format", "{{.ID}}").stdout.split()
+    assert len(names) == 1 and sandbox.container_id.startswith(names[0])

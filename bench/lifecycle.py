@@ -1,0 +1,135 @@
+"""Create-to-running latency: the panel against the raw Docker SDK, in one run.
+
+Panel: a POST to /sandboxes/new/ through Django's request stack, the Celery task on a real
+worker (prefork, as `make run` starts it), until the database says "running". SDK: the same
+Docker work done directly (workspace folders, home volume, hardened container, start). Runs are
+interleaved so drift on the machine affects both alike. The last line is a JSON object.
+
+Usage: .venv/bin/python bench/lifecycle.py [--runs N]   (needs Docker and Redis; `make bench`)
+"""
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+VAR = ROOT / "var"
+DB = VAR / "bench.sqlite3"
+os.environ.update({
+    "DJANGO_SETTINGS_MODULE": "controlpanel.settings_test",
+    "PANEL_INSTANCE": "bench",
+    "REDIS_URL": os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14"),
+    "DATABASE_URL": f"sqlite:///{DB}",
+    "WORKSPACE_ROOT": str(VAR / "bench-workspaces"),
+    "SANDBOX_NETWORK": "ccpanel-bench",
+    "SANDBOX_SUBNET": "172.28.10.0/24",
+    "SANDBOX_BRIDGE": "ccpanel-bench0",
+})
+for suffix in ("", "-wal", "-shm"):
+    Path(f"{DB}{suffix}").unlink(missing_ok=True)
+
+import django  # noqa: E402
+
+django.setup()
+
+import docker  # noqa: E402  - the raw SDK side of the comparison
+from django.conf import settings  # noqa: E402
+from django.core.management import call_command  # noqa: E402
+from django.test import Client  # noqa: E402
+
+from sandboxes import services  # noqa: E402
+from sandboxes.models import Membership, Sandbox, Team  # noqa: E402
+
+IMAGE = "ccpanel/test-busybox:latest"
+FOLDERS = ["Projects", "Documentation", "Research", "shared", "imports", "exports"]
+
+
+def panel_once(client: Client, team: Team, name: str) -> float:
+    form = {"name": name, "team": team.pk, "image": IMAGE, "memory_mb": 256, "cpus": "1", "network_mode": "internet"}
+    t0 = time.perf_counter()
+    response = client.post("/sandboxes/new/", form)
+    assert response.status_code == 302, response.content
+    while True:
+        row = Sandbox.objects.filter(name=name).values("status", "pending_action", "status_detail", "pk").first()
+        if row["status"] == "running" and not row["pending_action"]:
+            break
+        if row["status"] == "error":
+            raise SystemExit(f"panel create failed: {row['status_detail']}")
+        time.sleep(0.002)
+    elapsed = time.perf_counter() - t0
+    sandbox = Sandbox.objects.get(pk=row["pk"])
+    services.sandbox_request_action(actor=services.SystemActor("bench"), sandbox=sandbox, action="destroy", enqueue=False)
+    services.sandbox_perform(sandbox_id=sandbox.pk, action="destroy")
+    return elapsed
+
+
+def sdk_once(sdk: docker.DockerClient, name: str) -> float:
+    base = Path(settings.WORKSPACE_ROOT) / name
+    t0 = time.perf_counter()
+    for folder in FOLDERS:
+        (base / folder).mkdir(parents=True, exist_ok=True)
+        os.chown(base / folder, 1000, 1000)
+    sdk.volumes.create(f"{name}-home")
+    mounts = [docker.types.Mount(f"/workspace/{f}", str(base / f), type="bind", read_only=f == "imports") for f in FOLDERS]
+    mounts.append(docker.types.Mount("/home/claude", f"{name}-home", type="volume"))
+    container = sdk.containers.create(
+        IMAGE, name=name, user="1000:1000", mem_limit=256 << 20, memswap_limit=256 << 20, nano_cpus=10**9,
+        pids_limit=1024, cap_drop=["ALL"], security_opt=["no-new-privileges:true"], network=settings.SANDBOX_NETWORK,
+        mounts=mounts, labels={"io.ccpanel.instance": "bench"}, tty=True, stdin_open=True, detach=True,
+    )
+    container.start()
+    elapsed = time.perf_counter() - t0
+    container.remove(force=True)
+    sdk.volumes.get(f"{name}-home").remove(force=True)
+    shutil.rmtree(base)
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=15)
+    args = parser.parse_args()
+    call_command("migrate", verbosity=0)
+    team = Team.objects.create(name="Bench", slug="bench")
+    user = django.contrib.auth.get_user_model().objects.create_superuser("bench", "", "bench-pass-123")
+    Membership.objects.create(user=user, team=team, role="admin")
+    client = Client(SERVER_NAME="127.0.0.1")
+    client.force_login(user)
+    sdk = docker.from_env()
+    log = open(VAR / "log" / "bench-worker.log", "w")  # noqa: SIM115
+    worker = subprocess.Popen([str(ROOT / ".venv/bin/celery"), "-A", "controlpanel", "worker", "-l", "INFO", "-c", "2"],
+                              cwd=ROOT, env=dict(os.environ), stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + 60
+        while "ready." not in (VAR / "log" / "bench-worker.log").read_text():
+            if time.time() > deadline or worker.poll() is not None:
+                raise SystemExit("the Celery worker did not start; see var/log/bench-worker.log")
+            time.sleep(0.2)
+        panel, sdk_times = [], []
+        for i in range(args.runs + 2):  # the first two of each are warm-up
+            p = panel_once(client, team, f"bench-p{i}")
+            s = sdk_once(sdk, f"ccpanel-bench-raw{i}")
+            if i >= 2:
+                panel.append(p)
+                sdk_times.append(s)
+    finally:
+        worker.terminate()
+        worker.wait(10)
+    panel_ms, sdk_ms = statistics.median(panel) * 1000, statistics.median(sdk_times) * 1000
+    print(f"runs: {args.runs} (after 2 warm-up), image {IMAGE}")
+    print(f"panel create->running  p50 {panel_ms:7.1f} ms   min {min(panel) * 1000:7.1f}   max {max(panel) * 1000:7.1f}")
+    print(f"raw SDK create+start   p50 {sdk_ms:7.1f} ms   min {min(sdk_times) * 1000:7.1f}   max {max(sdk_times) * 1000:7.1f}")
+    print(f"ratio {panel_ms / sdk_ms:.3f} (target <= 1.25)")
+    print(json.dumps({"panel_ms_p50": round(panel_ms, 1), "sdk_ms_p50": round(sdk_ms, 1), "ratio": round(panel_ms / sdk_ms, 3),
+                      "runs": args.runs}))
+
+
+if __name__ == "__main__":
+    main()
