@@ -10,12 +10,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import docker
 import docker.errors
 import requests.exceptions
 from django.conf import settings
 from docker.types import Mount
-
-import docker
 
 from . import policy
 
