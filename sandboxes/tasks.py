@@ -5,11 +5,12 @@ from celery import shared_task
 from . import engine, services
 
 
-@shared_task(
-    autoretry_for=(engine.EngineUnavailable,), retry_backoff=2, max_retries=0,
-)
+@shared_task
 def sandbox_action_task(sandbox_id: int, action: str) -> None:
-    """Carry out a lifecycle action claimed by services.sandbox_request_action."""
+    """Carry out a lifecycle action claimed by services.sandbox_request_action.
+
+    No automatic retry: a failure (Docker down, say) ends in the `error` status with its
+    reason, and the user retries the action when the cause is fixed."""
     services.sandbox_perform(sandbox_id=sandbox_id, action=action)
 
 

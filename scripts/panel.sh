@@ -69,7 +69,12 @@ elif [ -n "${DOCKER_HOST:-}" ]; then
 else
   command -v dockerd >/dev/null || ensure_pkgs docker.io
   say "starting dockerd (log: var/log/dockerd.log)"
-  as_root setsid dockerd >"$VAR/log/dockerd.log" 2>&1 &
+  # Not through as_root: a backgrounded function is a subshell, and $! would name it, not dockerd.
+  if [ "$(id -u)" = 0 ]; then
+    setsid dockerd >"$VAR/log/dockerd.log" 2>&1 &
+  else
+    sudo setsid dockerd >"$VAR/log/dockerd.log" 2>&1 &
+  fi
   STARTED+=($!)
   for _ in $(seq 1 60); do docker_answers && break; sleep 1; done
   docker_answers || die "dockerd did not start; see var/log/dockerd.log"

@@ -48,3 +48,15 @@ def test_operator_can_act(client, django_user_model, team, running):
     assert client.post(f"/sandboxes/{running.pk}/stop/").status_code == 302
     running.refresh_from_db()
     assert running.pending_action == "stop"
+
+
+def test_detail_page_shows_settings_output_and_destroy_form(client, admin_user, running):
+    from tests.conftest import docker_cli
+
+    docker_cli("exec", running.container_id, "sh", "-c", "echo visible-output > /proc/1/fd/1")
+    client.force_login(admin_user)
+    html = client.get(f"/sandboxes/{running.pk}/").content.decode()
+    assert str(running.workspace_path) in html and running.volume_name in html
+    assert "visible-output" in html
+    assert 'name="confirm_name"' in html
+    assert f'ws-connect="/ws/sandboxes/{running.pk}/"' in html
