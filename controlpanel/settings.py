@@ -134,6 +134,9 @@ CELERY_TASK_ACKS_LATE = True  # tasks are idempotent; a worker crash redelivers,
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Fail fast when Redis is down so the request can say so, rather than hang the page.
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
+CELERY_BROKER_CONNECTION_TIMEOUT = 2
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 CELERY_TASK_DEFAULT_QUEUE = f"ccpanel-{os.environ.get('PANEL_INSTANCE', 'default')}"
 CELERY_BEAT_SCHEDULE = {

@@ -151,3 +151,29 @@ def check(spec: ContainerSpec, *, allowed_roots: list[str]) -> None:
             problems.append(f"Port {port.container_port} may only be published on 127.0.0.1.")
     if problems:
         raise PolicyViolation(problems)
+
+
+def inspect_report(data: dict) -> list[tuple[str, bool, str]]:
+    """(check, holds, what Docker says) for a container's `docker inspect` output: the policy
+    read back from the running container, not from what the panel asked for."""
+    host, config = data["HostConfig"], data["Config"]
+    user = config.get("User") or "root"
+    mounts = data.get("Mounts") or []
+    namespaces = {k: host.get(k) or "" for k in ("NetworkMode", "PidMode", "IpcMode", "UTSMode", "UsernsMode")}
+    security = host.get("SecurityOpt") or []
+    return [
+        ("Runs as a non-root user", user.split(":")[0] not in ("", "0", "root"), user),
+        ("no-new-privileges", NO_NEW_PRIVILEGES in security, ", ".join(security) or "not set"),
+        ("All capabilities dropped, none added", host.get("CapDrop") == ["ALL"] and not host.get("CapAdd"),
+         f"drop {host.get('CapDrop')}, add {host.get('CapAdd') or []}"),
+        ("Not privileged", not host.get("Privileged"), str(bool(host.get("Privileged")))),
+        ("Memory limit", (host.get("Memory") or 0) > 0, f"{(host.get('Memory') or 0) >> 20} MB"),
+        ("CPU limit", (host.get("NanoCpus") or 0) > 0, f"{(host.get('NanoCpus') or 0) / 1e9:g} CPUs"),
+        ("Process limit", (host.get("PidsLimit") or 0) > 0, str(host.get("PidsLimit") or "none")),
+        ("No host namespaces", "host" not in namespaces.values(), f"network {namespaces['NetworkMode']}"),
+        ("No host devices", not host.get("Devices"), str(len(host.get("Devices") or []))),
+        ("No Docker socket mounted", not any("docker.sock" in (m.get("Source") or "") for m in mounts), f"{len(mounts)} mounts"),
+        ("imports is read-only", any(m.get("Destination") == "/workspace/imports" and not m.get("RW") for m in mounts), ""),
+        ("No ports published beyond 127.0.0.1",
+         all(b.get("HostIp") == "127.0.0.1" for bs in (host.get("PortBindings") or {}).values() for b in (bs or [])), ""),
+    ]

@@ -146,16 +146,33 @@ def sandbox_create(
             }, source_ip)
             live.sandbox_changed(sandbox.pk)
             if enqueue:
-                _enqueue(sandbox.pk, "start")
+                _enqueue(sandbox.pk, "start", S.CREATING)
     except IntegrityError as exc:
         raise SandboxError(f"A sandbox named {name!r} already exists.") from exc
     return sandbox
 
 
-def _enqueue(sandbox_id: int, action: str) -> None:
+def _enqueue(sandbox_id: int, action: str, previous_status: str) -> None:
+    """Queue the task once the claim is committed. If the queue (Redis) cannot take it, release
+    the claim with the reason instead of leaving the sandbox "in progress" forever."""
     from .tasks import sandbox_action_task  # tasks import services; import here to avoid a cycle
 
-    transaction.on_commit(lambda: sandbox_action_task.delay(sandbox_id, action))
+    def send():
+        try:
+            sandbox_action_task.delay(sandbox_id, action)
+        except Exception as exc:  # noqa: BLE001 - kombu raises several types for "broker down"
+            log.warning("could not queue %s for sandbox %s: %s", action, sandbox_id, exc)
+            status = S.ERROR if previous_status in (S.CREATING, S.DESTROYING) else previous_status
+            with transaction.atomic():
+                released = Sandbox.objects.filter(pk=sandbox_id, pending_action=action).update(
+                    pending_action="", status=status,
+                    status_detail=f"{action} was not started: the task queue (Redis) is not reachable. Retry when it is back.",
+                )
+                if released:
+                    audit_record(actor=None, action=f"sandbox.{action}.failed",
+                                 target=Sandbox.objects.get(pk=sandbox_id).name, details={"detail": str(exc)})
+
+    transaction.on_commit(send)
 
 
 # --- actions: the request half ---------------------------------------------------------------
@@ -185,7 +202,7 @@ def sandbox_request_action(
         _audit(actor, f"sandbox.{action}", sandbox, {"from": sandbox.status}, source_ip)
         live.sandbox_changed(sandbox.pk)
         if enqueue:
-            _enqueue(sandbox.pk, action)
+            _enqueue(sandbox.pk, action, sandbox.status)
 
 
 # --- actions: the Docker half ----------------------------------------------------------------

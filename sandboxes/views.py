@@ -7,6 +7,7 @@ from django.views.decorators.http import require_POST
 
 from . import engine, policy, services
 from .forms import DestroyForm, SandboxCreateForm
+from .health import service_status
 from .models import Sandbox
 from .selectors import has_role, sandbox_get_visible, sandbox_list_visible, teams_for_operator
 
@@ -15,16 +16,9 @@ def client_ip(request: HttpRequest) -> str | None:
     return request.META.get("REMOTE_ADDR") or None
 
 
-def engine_status() -> dict:
-    try:
-        return {"engine_ok": True, "engine_version": engine.ping()}
-    except engine.EngineError as exc:
-        return {"engine_ok": False, "engine_error": str(exc)}
-
-
 def dashboard(request: HttpRequest) -> HttpResponse:
     sandboxes = sandbox_list_visible(user=request.user)
-    context = {"sandboxes": sandboxes, "can_create": teams_for_operator(user=request.user).exists(), **engine_status()}
+    context = {"sandboxes": sandboxes, "can_create": teams_for_operator(user=request.user).exists(), **service_status()}
     return render(request, "sandboxes/dashboard.html", context)
 
 
@@ -45,7 +39,7 @@ def sandbox_create(request: HttpRequest) -> HttpResponse:
         else:
             messages.success(request, f"Creating {data['name']}…")
             return redirect("dashboard")
-    return render(request, "sandboxes/create.html", {"form": form, **engine_status()}, status=400 if form.errors else 200)
+    return render(request, "sandboxes/create.html", {"form": form, **service_status()}, status=400 if form.errors else 200)
 
 
 def _get_sandbox(request: HttpRequest, pk: int) -> Sandbox:
@@ -57,15 +51,16 @@ def _get_sandbox(request: HttpRequest, pk: int) -> Sandbox:
 
 def sandbox_detail(request: HttpRequest, pk: int) -> HttpResponse:
     sandbox = _get_sandbox(request, pk)
-    logs = ""
+    logs, hardening = "", []
     if sandbox.container_id:
         try:
+            hardening = policy.inspect_report(engine.inspect_container(sandbox.container_id))
             logs = engine.logs(sandbox.container_id, tail=200)
         except engine.EngineError:
-            logs = ""
+            pass  # the banner says why; the page still shows what the panel knows
     context = {
-        "sandbox": sandbox, "logs": logs, "destroy_form": DestroyForm(sandbox=sandbox),
-        "can_operate": has_role(user=request.user, team=sandbox.team, role="operator"), **engine_status(),
+        "sandbox": sandbox, "logs": logs, "hardening": hardening, "destroy_form": DestroyForm(sandbox=sandbox),
+        "can_operate": has_role(user=request.user, team=sandbox.team, role="operator"), **service_status(),
     }
     return render(request, "sandboxes/detail.html", context)
 

@@ -28,3 +28,10 @@ def test_events_outlive_the_user(admin_user, django_user_model):
     admin_user.delete()
     event = AuditEvent.objects.get()
     assert event.actor is None and event.actor_name == "admin"
+
+
+def test_sign_ins_and_failures_are_audited(client, admin_user):
+    client.post("/login/", {"username": "admin", "password": "wrong"})
+    client.post("/login/", {"username": "admin", "password": "admin-pass-123"})
+    actions = list(AuditEvent.objects.order_by("id").values_list("action", "target", "source_ip"))
+    assert actions == [("auth.login_failed", "admin", "127.0.0.1"), ("auth.login", "admin", "127.0.0.1")]

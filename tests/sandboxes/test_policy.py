@@ -96,3 +96,11 @@ def test_engine_refuses_before_docker_sees_the_spec(root, docker_engine, test_im
     with pytest.raises(policy.PolicyViolation):
         engine.create_container(spec, allowed_roots=[root])
     assert docker_cli("inspect", "ccpanel-test-refused", check=False).returncode != 0
+
+
+def test_inspect_report_flags_what_does_not_hold():
+    data = {"Config": {"User": ""}, "Mounts": [{"Source": "/var/run/docker.sock", "Destination": "/d", "RW": True}],
+            "HostConfig": {"CapDrop": None, "CapAdd": ["SYS_ADMIN"], "Privileged": True, "Memory": 0, "NanoCpus": 0,
+                           "PidsLimit": None, "NetworkMode": "host", "SecurityOpt": None, "Devices": [{}],
+                           "PortBindings": {"80/tcp": [{"HostIp": "", "HostPort": "80"}]}}}
+    assert [holds for _, holds, _ in policy.inspect_report(data)] == [False] * 12

@@ -1,0 +1,37 @@
+"""With Redis (the task queue) down, an action says so and leaves nothing half-done."""
+
+import pytest
+
+from controlpanel.celery import app as celery_app
+from sandboxes.models import Sandbox
+
+pytestmark = [pytest.mark.docker, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture
+def broker_down(monkeypatch):
+    # A real broker URL on a port where nothing listens: Celery fails to connect for real.
+    monkeypatch.setattr(celery_app.conf, "broker_url", "redis://127.0.0.1:9/0")
+    celery_app._pool = None
+    celery_app.amqp._producer_pool = None
+    yield
+    celery_app._pool = None
+    celery_app.amqp._producer_pool = None
+
+
+def test_create_and_stop_with_queue_down(client, admin_user, team, make_sandbox, clean_docker, test_image, broker_down):
+    running = make_sandbox("up")
+    client.force_login(admin_user)
+    response = client.post("/sandboxes/new/", {"name": "queued", "team": team.pk, "image": test_image,
+                                               "memory_mb": 256, "cpus": "1", "network_mode": "internet"})
+    assert response.status_code == 302
+    created = Sandbox.objects.get(name="queued")
+    assert created.status == "error" and not created.pending_action
+    assert "task queue (Redis) is not reachable" in created.status_detail
+
+    response = client.post(f"/sandboxes/{running.pk}/stop/")
+    assert response.status_code == 302
+    running.refresh_from_db()
+    assert running.status == "running" and not running.pending_action  # unchanged, and not stuck
+    assert "not reachable" in running.status_detail
+    assert "Actions cannot be queued" in client.get("/").content.decode()
