@@ -124,7 +124,12 @@ REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL], "prefix": f"ccpanel-{os.environ.get('PANEL_INSTANCE', 'default')}"},
+        "CONFIG": {
+            # redis-py 8 defaults socket_timeout to 5 s, shorter than the channel layer's blocking
+            # 5 s BZPOPMIN: every idle websocket would be torn down (channels_redis issue #422).
+            "hosts": [{"address": REDIS_URL, "socket_timeout": 30, "socket_connect_timeout": 5}],
+            "prefix": f"ccpanel-{os.environ.get('PANEL_INSTANCE', 'default')}",
+        },
     }
 }
 CELERY_BROKER_URL = REDIS_URL
@@ -159,9 +164,10 @@ SANDBOX_MOUNT_ROOTS = [
 ]
 SANDBOX_DEFAULT_IMAGE = os.environ.get("SANDBOX_DEFAULT_IMAGE", "ccpanel/claude-code:latest")
 SANDBOX_DEFAULT_MEMORY_MB = int(os.environ.get("SANDBOX_DEFAULT_MEMORY_MB", "8192"))
-SANDBOX_DEFAULT_CPUS = float(os.environ.get("SANDBOX_DEFAULT_CPUS", "4"))
 SANDBOX_MAX_MEMORY_MB = int(os.environ.get("SANDBOX_MAX_MEMORY_MB", "65536"))
-SANDBOX_MAX_CPUS = float(os.environ.get("SANDBOX_MAX_CPUS", str(max(os.cpu_count() or 1, 4))))
+# Docker refuses more CPUs than the machine has, so 4 by default, but never more than that.
+SANDBOX_MAX_CPUS = float(os.environ.get("SANDBOX_MAX_CPUS", str(os.cpu_count() or 1)))
+SANDBOX_DEFAULT_CPUS = min(float(os.environ.get("SANDBOX_DEFAULT_CPUS", "4")), SANDBOX_MAX_CPUS)
 SANDBOX_PIDS_LIMIT = int(os.environ.get("SANDBOX_PIDS_LIMIT", "1024"))
 SANDBOX_UID = 1000
 SANDBOX_USER = os.environ.get("SANDBOX_USER", "claude")

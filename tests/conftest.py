@@ -107,7 +107,7 @@ def make_sandbox(team, test_image):
     return make
 
 
-def _subprocess_env() -> dict[str, str]:
+def subprocess_env() -> dict[str, str]:
     db = connection.settings_dict
     env = dict(os.environ)
     env["DJANGO_SETTINGS_MODULE"] = "controlpanel.settings_test"
@@ -123,7 +123,7 @@ class Proc:
         LOG_DIR.mkdir(parents=True, exist_ok=True)
         self.log_path = LOG_DIR / f"{name}.log"
         self.log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=_subprocess_env(), stdout=self.log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=subprocess_env(), stdout=self.log, stderr=subprocess.STDOUT)
 
     def output(self) -> str:
         return self.log_path.read_text()

@@ -2,13 +2,15 @@
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import sync_playwright
 
 from sandboxes.models import Sandbox
-from tests.conftest import ROOT, docker_cli
+from tests.conftest import ROOT, docker_cli, subprocess_env
 
 pytestmark = [pytest.mark.browser, pytest.mark.docker, pytest.mark.django_db(transaction=True)]
 CHROMIUM = "/usr/bin/chromium"
@@ -76,3 +78,24 @@ def test_websocket_refuses_anonymous(browser_page, panel_server, db):
         ws.onmessage = () => resolve('message');
     })""")
     assert closed != "message"
+
+
+def test_idle_socket_still_delivers_changes_made_elsewhere(browser_page, panel_server, admin_user, make_sandbox, clean_docker):
+    make_sandbox("idle-box")
+    page = browser_page
+    sockets = []
+    page.on("websocket", lambda ws: sockets.append(ws.url))
+    page.goto(panel_server + "/login/")
+    page.fill("#id_username", "admin")
+    page.fill("#id_password", "admin-pass-123")
+    page.click("button[type=submit]")
+    page.wait_for_selector(row("idle-box", "running"))
+    page.evaluate("window.__sameDocument = true")
+    page.wait_for_timeout(7_000)  # longer than any Redis socket or blocking-pop timeout
+    # Someone else stops it from a shell: the CLI in its own process, no page of ours involved.
+    out = subprocess.run([sys.executable, "manage.py", "sandbox", "stop", "idle-box"], cwd=ROOT,
+                         env=subprocess_env(), capture_output=True, text=True)
+    assert "idle-box: stopped" in out.stdout, out.stderr
+    page.wait_for_selector(row("idle-box", "stopped"), timeout=10_000)
+    assert page.evaluate("window.__sameDocument") is True
+    assert len(sockets) == 1, f"the websocket was dropped and reopened: {sockets}"
