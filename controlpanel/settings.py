@@ -175,6 +175,8 @@ SANDBOX_NETWORK = os.environ.get("SANDBOX_NETWORK", "ccpanel-sandboxes")
 SANDBOX_SUBNET = os.environ.get("SANDBOX_SUBNET", "172.28.0.0/24")
 SANDBOX_BRIDGE = os.environ.get("SANDBOX_BRIDGE", "ccpanel0")
 SANDBOX_STOP_TIMEOUT = int(os.environ.get("SANDBOX_STOP_TIMEOUT", "10"))
+# An action still pending this long after it was claimed lost its task; it is queued again.
+SANDBOX_STALE_ACTION_SECONDS = int(os.environ.get("SANDBOX_STALE_ACTION_SECONDS", "900"))
 
 LOGGING = {
     "version": 1,

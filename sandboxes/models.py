@@ -70,8 +70,10 @@ class Sandbox(models.Model):
     pending_action = models.CharField(max_length=12, blank=True, default="")
     status_detail = models.TextField(blank=True, default="")
     container_id = models.CharField(max_length=64, blank=True, default="")
+    # When `pending_action` was claimed: a claim much older than any action takes means its task
+    # was lost (say, Redis restarted), and the periodic resync queues it again.
+    claimed_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         ordering = ["name"]

@@ -9,11 +9,13 @@ done finds `pending_action` cleared and returns.
 
 import logging
 from dataclasses import dataclass
+from datetime import timedelta
 from decimal import Decimal
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 
 from audit.services import audit_record
 
@@ -131,6 +133,7 @@ def sandbox_create(
         network_mode=network_mode,
         status=S.CREATING,
         pending_action="start",
+        claimed_at=timezone.now(),
     )
     mounts = [Mount(host_path=h, container_path=c, read_only=ro) for h, c, ro in extra_mounts]
     policy.check(sandbox_spec(sandbox, mounts), allowed_roots=allowed_roots())
@@ -185,7 +188,7 @@ def sandbox_request_action(
     if transition is None:
         raise SandboxError(f"Unknown action {action!r}.")
     _authorize(actor, sandbox.team, transition.role)
-    changes = {"pending_action": action}
+    changes = {"pending_action": action, "claimed_at": timezone.now()}
     if action == "destroy":
         changes["status"] = S.DESTROYING
     with transaction.atomic():
@@ -357,8 +360,26 @@ def sandbox_sync_container(*, container_id: str) -> bool:
     return sandbox_sync(sandbox=sandbox) if sandbox else False
 
 
+def requeue_stale_actions() -> int:
+    """Queue again the actions whose task was lost: claimed long ago and still pending.
+    Safe because sandbox_perform is idempotent; the claim's clock restarts so it is not
+    queued again on every pass."""
+    from .tasks import sandbox_action_task
+
+    cutoff = timezone.now() - timedelta(seconds=settings.SANDBOX_STALE_ACTION_SECONDS)
+    requeued = 0
+    for pk, action in Sandbox.objects.exclude(pending_action="").filter(claimed_at__lt=cutoff).values_list("pk", "pending_action"):
+        if Sandbox.objects.filter(pk=pk, pending_action=action, claimed_at__lt=cutoff).update(claimed_at=timezone.now()):
+            log.warning("re-queueing %s for sandbox %s: its task never finished", action, pk)
+            sandbox_action_task.delay(pk, action)
+            requeued += 1
+    return requeued
+
+
 def reconcile_all() -> int:
-    """Re-check every idle sandbox against Docker (for events missed while the panel was down)."""
+    """Re-check every idle sandbox against Docker (for events missed while the panel was down),
+    and re-queue lost actions. Returns how many sandboxes changed status."""
+    requeue_stale_actions()
     changed = 0
     for sandbox in Sandbox.objects.exclude(status__in=[S.DESTROYED, S.DESTROYING]).filter(pending_action=""):
         changed += sandbox_sync(sandbox=sandbox)

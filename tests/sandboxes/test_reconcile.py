@@ -82,3 +82,19 @@ def test_leftover_container_with_the_same_name_is_replaced(make_sandbox, clean_d
     assert sandbox.status == "running" and sandbox.container_id
     names = docker_cli("ps", "-a", "--filter", "name=ccpanel-test-leftover", "--format", "{{.ID}}").stdout.split()
     assert len(names) == 1 and sandbox.container_id.startswith(names[0])
+
+
+def test_lost_task_is_queued_again_by_the_periodic_resync(make_sandbox, celery_worker, clean_docker):
+    """A claim whose task vanished (Redis restarted without persistence) does not stay stuck."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    sandbox = make_sandbox("lost")
+    services.sandbox_request_action(actor=services.SystemActor("t"), sandbox=sandbox, action="stop", enqueue=False)
+    assert services.reconcile_all() == 0 and Sandbox.objects.get(pk=sandbox.pk).pending_action == "stop"  # not stale yet
+    Sandbox.objects.filter(pk=sandbox.pk).update(claimed_at=timezone.now() - timedelta(hours=1))
+    services.reconcile_all()
+    sandbox = wait_for(lambda: (s := Sandbox.objects.get(pk=sandbox.pk)).status == "stopped" and not s.pending_action and s,
+                       timeout=30, what="the re-queued stop")
+    assert docker_cli("inspect", "-f", "{{.State.Running}}", sandbox.container_id).stdout.strip() == "false"
