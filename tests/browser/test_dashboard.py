@@ -27,7 +27,7 @@ def browser_page():
     assert Path(CHROMIUM).exists(), "Chromium is required (apt-get install chromium)"
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
-        page = browser.new_page(viewport={"width": 1280, "height": 640})
+        page = browser.new_context(viewport={"width": 1280, "height": 640}).new_page()
         try:
             yield page
         finally:
@@ -81,7 +81,7 @@ def test_websocket_refuses_anonymous(browser_page, panel_server, db):
 
 
 def test_idle_socket_still_delivers_changes_made_elsewhere(browser_page, panel_server, admin_user, make_sandbox, clean_docker):
-    make_sandbox("idle-box")
+    sandbox = make_sandbox("idle-box")
     page = browser_page
     sockets = []
     page.on("websocket", lambda ws: sockets.append(ws.url))
@@ -91,6 +91,9 @@ def test_idle_socket_still_delivers_changes_made_elsewhere(browser_page, panel_s
     page.click("button[type=submit]")
     page.wait_for_selector(row("idle-box", "running"))
     page.evaluate("window.__sameDocument = true")
+    detail = page.context.new_page()  # a second tab, on the sandbox's own page
+    detail.goto(f"{panel_server}/sandboxes/{sandbox.pk}/")
+    detail.wait_for_selector('#sandbox-panel[data-status="running"]')
     page.wait_for_timeout(7_000)  # longer than any Redis socket or blocking-pop timeout
     # Someone else stops it from a shell: the CLI in its own process, no page of ours involved.
     out = subprocess.run([sys.executable, "manage.py", "sandbox", "stop", "idle-box"], cwd=ROOT,
@@ -99,3 +102,5 @@ def test_idle_socket_still_delivers_changes_made_elsewhere(browser_page, panel_s
     page.wait_for_selector(row("idle-box", "stopped"), timeout=10_000)
     assert page.evaluate("window.__sameDocument") is True
     assert len(sockets) == 1, f"the websocket was dropped and reopened: {sockets}"
+    detail.wait_for_selector('#sandbox-panel[data-status="stopped"]', timeout=10_000)
+    assert detail.is_visible('#sandbox-panel button:has-text("Start")')
