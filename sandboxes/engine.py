@@ -144,11 +144,8 @@ def remove_network(name: str) -> None:
 
 
 def ensure_volume(name: str, *, labels: dict[str, str]) -> None:
-    c = client()
-    try:
-        _call(c.api.inspect_volume, name)
-    except NotFound:
-        _call(c.api.create_volume, name=name, driver="local", labels=labels)
+    """Create the named volume; Docker returns the existing one if it is already there."""
+    _call(client().api.create_volume, name=name, driver="local", labels=labels)
 
 
 def volume_exists(name: str) -> bool:

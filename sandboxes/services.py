@@ -147,9 +147,9 @@ def sandbox_create(
                 "image": image, "memory_mb": memory_mb, "cpus": str(cpus), "network": network_mode,
                 "mounts": [str(m) for m in mounts],
             }, source_ip)
-            live.sandbox_changed(sandbox.pk)
-            if enqueue:
+            if enqueue:  # queued first: on-commit callbacks run in order, and the task is what matters
                 _enqueue(sandbox.pk, "start", S.CREATING)
+            live.sandbox_changed(sandbox.pk)
     except IntegrityError as exc:
         raise SandboxError(f"A sandbox named {name!r} already exists.") from exc
     return sandbox
@@ -203,9 +203,9 @@ def sandbox_request_action(
                 raise SandboxError(f"{sandbox.name} is busy ({current['pending_action']} in progress); try again shortly.")
             raise SandboxError(f"Cannot {action} {sandbox.name} while it is {current['status']}.")
         _audit(actor, f"sandbox.{action}", sandbox, {"from": sandbox.status}, source_ip)
-        live.sandbox_changed(sandbox.pk)
         if enqueue:
             _enqueue(sandbox.pk, action, sandbox.status)
+        live.sandbox_changed(sandbox.pk)
 
 
 # --- actions: the Docker half ----------------------------------------------------------------
