@@ -111,6 +111,9 @@ def ensure_network(name: str, *, subnet: str, bridge: str) -> str:
     existing = _call(c.api.networks, names=[name])
     for net in existing:
         if net["Name"] == name:
+            if (net.get("Options") or {}).get("com.docker.network.bridge.enable_icc") != "false":
+                raise EngineError(f"Network {name} exists but lets containers talk to each other; "
+                                  "remove it (the panel recreates it isolated) or set SANDBOX_NETWORK.")
             return net["Id"]
     ipam = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=subnet)])
     try:
@@ -118,6 +121,7 @@ def ensure_network(name: str, *, subnet: str, bridge: str) -> str:
             name,
             driver="bridge",
             ipam=ipam,
+            check_duplicate=True,  # older engines allow two networks of one name unless asked
             options={
                 "com.docker.network.bridge.enable_icc": "false",
                 "com.docker.network.bridge.name": bridge,
@@ -134,13 +138,6 @@ def ensure_network(name: str, *, subnet: str, bridge: str) -> str:
 
 def inspect_network(name: str) -> dict[str, Any]:
     return _call(client().api.inspect_network, name)
-
-
-def remove_network(name: str) -> None:
-    try:
-        _call(client().api.remove_network, name)
-    except NotFound:
-        pass
 
 
 def ensure_volume(name: str, *, labels: dict[str, str]) -> None:
@@ -252,23 +249,6 @@ def remove_container(container_id_or_name: str) -> None:
     except EngineError as exc:
         if "already in progress" not in str(exc):
             raise
-
-
-def list_managed() -> list[ContainerState]:
-    """Every container this panel instance manages, in any state."""
-    items = _call(client().api.containers, all=True, filters={"label": _instance_filter()})
-    return [
-        ContainerState(
-            id=c["Id"],
-            name=(c.get("Names") or ["/"])[0].lstrip("/"),
-            status=c["State"],
-            exit_code=0,
-            oom_killed=False,
-            error="",
-            labels=c.get("Labels") or {},
-        )
-        for c in items
-    ]
 
 
 def logs(container_id: str, *, tail: int = 200) -> str:

@@ -174,6 +174,7 @@ def _enqueue(sandbox_id: int, action: str, previous_status: str) -> None:
                 if released:
                     audit_record(actor=None, action=f"sandbox.{action}.failed",
                                  target=Sandbox.objects.get(pk=sandbox_id).name, details={"detail": str(exc)})
+                    live.sandbox_changed(sandbox_id)
 
     transaction.on_commit(send)
 

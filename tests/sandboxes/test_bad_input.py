@@ -159,3 +159,16 @@ def test_two_actions_at_once_are_refused(make_sandbox, clean_docker):
     services.sandbox_request_action(actor=actor, sandbox=sandbox, action="stop", enqueue=False)
     with pytest.raises(services.SandboxError, match="busy"):
         services.sandbox_request_action(actor=actor, sandbox=sandbox, action="restart", enqueue=False)
+
+
+def test_existing_network_without_isolation_is_refused(make_sandbox, clean_docker, settings):
+    """A same-named network someone made by hand, with inter-container traffic on, is not used."""
+    settings.SANDBOX_NETWORK = "ccpanel-test-open"
+    docker_cli("network", "create", "--subnet", "172.28.11.0/24", "ccpanel-test-open")
+    try:
+        sandbox = make_sandbox("open-net")
+        assert sandbox.status == "error"
+        assert "lets containers talk to each other" in sandbox.status_detail
+        assert sandbox.container_id == ""
+    finally:
+        docker_cli("network", "rm", "ccpanel-test-open", check=False)
