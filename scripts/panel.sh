@@ -49,6 +49,8 @@ PYTHON=${PYTHON:-python3}
 if ! "$PYTHON" -c 'import sys, venv, ensurepip; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
   ensure_pkgs python3 python3-venv
   PYTHON=python3
+  "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+    || die "Python 3.11 or newer is needed (Debian 12, Ubuntu 24.04); set PYTHON=/path/to/python3.11"
 fi
 REQ_SUM=$(sha256sum requirements.txt | cut -d' ' -f1)
 if [ ! -x .venv/bin/python ] || [ "$(cat .venv/.requirements.sha 2>/dev/null)" != "$REQ_SUM" ]; then
@@ -66,6 +68,8 @@ if docker_answers; then
   say "Docker engine answers${DOCKER_HOST:+ at $DOCKER_HOST}"
 elif [ -n "${DOCKER_HOST:-}" ]; then
   die "DOCKER_HOST=$DOCKER_HOST does not answer."
+elif [ -S /var/run/docker.sock ] && [ ! -w /var/run/docker.sock ]; then
+  die "Docker runs but $(id -un) may not use /var/run/docker.sock: run as root, or join the docker group (sudo usermod -aG docker $(id -un), then log in again)."
 else
   command -v dockerd >/dev/null || ensure_pkgs docker.io
   say "starting dockerd (log: var/log/dockerd.log)"
