@@ -153,11 +153,16 @@ def volume_exists(name: str) -> bool:
         return False
 
 
-def remove_volume(name: str) -> None:
+def remove_volume(name: str, *, labels: dict[str, str]) -> bool:
+    """Remove the volume if it carries `labels` (ours); False if it is someone else's."""
     try:
+        found = _call(client().api.inspect_volume, name).get("Labels") or {}
+        if found != {**found, **labels}:
+            return False
         _call(client().api.remove_volume, name, force=True)
     except NotFound:
         pass
+    return True
 
 
 # --- containers ------------------------------------------------------------------------------
@@ -322,10 +327,11 @@ def build_image(context_dir: str, *, tag: str, buildargs: dict[str, str], labels
         raise _translate(exc) from exc
 
 
-def remove_images(*, label: str) -> list[str]:
-    """Remove every image carrying `label` (key=value); returns the removed ids."""
+def remove_images(*, sandbox_name: str) -> list[str]:
+    """Remove every image this panel instance made for the sandbox (snapshots); returns the ids."""
     removed = []
-    for image in _call(client().api.images, filters={"label": label}):
+    labels = [f"{LABEL_SANDBOX}={sandbox_name}", f"{LABEL_INSTANCE}={settings.PANEL_INSTANCE}"]
+    for image in _call(client().api.images, filters={"label": labels}):
         try:
             _call(client().api.remove_image, image["Id"], force=True)
             removed.append(image["Id"])

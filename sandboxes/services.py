@@ -233,11 +233,25 @@ def _ensure_container(sandbox: Sandbox, action: str) -> engine.ContainerState | 
     except engine.Conflict:
         # A container of ours with this name but not recorded (a worker died between create
         # and save): it holds no data (the folders and the home volume do), so replace it.
-        engine.remove_container(sandbox.container_name)
+        if not _remove_leftover(sandbox):
+            raise engine.EngineError(f"A container named {sandbox.container_name} exists that this panel did not "
+                                     "create; rename or remove it, then retry.") from None
         container_id = engine.create_container(spec, allowed_roots=allowed_roots())
     _claimed(sandbox, action).update(container_id=container_id)
     sandbox.container_id = container_id
     return None
+
+
+def _remove_leftover(sandbox: Sandbox) -> bool:
+    """Remove the container holding this sandbox's name if it is this panel's own; return
+    False (and touch nothing) when someone else's container has the name."""
+    state = engine.container_state(sandbox.container_name)
+    if state is None:
+        return True
+    if state.labels != {**state.labels, **engine.managed_labels(sandbox.name)}:
+        return False
+    engine.remove_container(state.id)
+    return True
 
 
 def _run_start(sandbox: Sandbox, action: str) -> None:
@@ -268,19 +282,20 @@ def _run_unpause(sandbox: Sandbox, action: str) -> None:
 
 
 def _run_reset(sandbox: Sandbox, action: str) -> None:
-    engine.remove_container(sandbox.container_id or sandbox.container_name)
-    engine.remove_container(sandbox.container_name)
+    if sandbox.container_id:
+        engine.remove_container(sandbox.container_id)
+    _remove_leftover(sandbox)
     _claimed(sandbox, action).update(container_id="")
 
 
 def _run_clean(sandbox: Sandbox, action: str) -> None:
     _run_reset(sandbox, action)
-    engine.remove_images(label=f"{engine.LABEL_SANDBOX}={sandbox.name}")
+    engine.remove_images(sandbox_name=sandbox.name)
 
 
 def _run_destroy(sandbox: Sandbox, action: str) -> None:
     _run_clean(sandbox, action)
-    engine.remove_volume(sandbox.volume_name)
+    engine.remove_volume(sandbox.volume_name, labels=engine.managed_labels(sandbox.name))
     workspace.workspace_remove(sandbox.name)
 
 

@@ -172,3 +172,17 @@ def test_existing_network_without_isolation_is_refused(make_sandbox, clean_docke
         assert sandbox.container_id == ""
     finally:
         docker_cli("network", "rm", "ccpanel-test-open", check=False)
+
+
+def test_a_foreign_container_with_our_name_is_never_removed(make_sandbox, clean_docker, test_image):
+    docker_cli("run", "-d", "--name", "ccpanel-test-squatter", test_image)
+    try:
+        sandbox = make_sandbox("squatter")
+        assert sandbox.status == "error"
+        assert "this panel did not create" in sandbox.status_detail
+        services.sandbox_request_action(actor=services.SystemActor("t"), sandbox=sandbox, action="destroy", enqueue=False)
+        services.sandbox_perform(sandbox_id=sandbox.pk, action="destroy")
+        assert Sandbox.objects.get(pk=sandbox.pk).status == "destroyed"  # ours goes, theirs stays
+        assert docker_cli("inspect", "-f", "{{.State.Running}}", "ccpanel-test-squatter").stdout.strip() == "true"
+    finally:
+        docker_cli("rm", "-f", "ccpanel-test-squatter", check=False)

@@ -43,3 +43,21 @@ def test_cli_errors_are_messages(team, test_image, clean_docker):
         run("stop", "nobody")
     with pytest.raises(CommandError, match="needs a sandbox name"):
         run("start")
+
+
+def test_clean_removes_the_sandboxes_own_images_and_keeps_data(make_sandbox, clean_docker, test_image):
+    from sandboxes import engine
+
+    sandbox = make_sandbox("cleaner")
+    (sandbox.workspace_path / "Projects" / "keep.txt").write_text("data")
+    # A snapshot as the incident flow will make one: `docker commit` keeps the container's labels.
+    docker_cli("commit", sandbox.container_id, "ccpanel-test/cleaner-snap:1")
+    docker_cli("tag", test_image, "ccpanel-test/unrelated:1")
+    try:
+        assert "cleaner: stopped" in run("clean", "cleaner")
+        assert not engine.image_exists("ccpanel-test/cleaner-snap:1")
+        assert engine.image_exists("ccpanel-test/unrelated:1")
+        assert (sandbox.workspace_path / "Projects" / "keep.txt").read_text() == "data"
+        assert engine.volume_exists(sandbox.volume_name)
+    finally:
+        docker_cli("rmi", "-f", "ccpanel-test/cleaner-snap:1", "ccpanel-test/unrelated:1", check=False)
