@@ -68,9 +68,11 @@ class SandboxCreateForm(forms.Form):
     def __init__(self, *args, user, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["team"].queryset = teams_for_operator(user=user)
-        for field, limit in (("memory_mb", settings.SANDBOX_MAX_MEMORY_MB),
-                             ("cpus", Decimal(str(settings.SANDBOX_MAX_CPUS)))):
-            self.fields[field].validators.append(MaxValueValidator(limit))
+        for field, limit, why in (
+            ("memory_mb", settings.SANDBOX_MAX_MEMORY_MB, "the panel's limit, SANDBOX_MAX_MEMORY_MB"),
+            ("cpus", Decimal(str(settings.SANDBOX_MAX_CPUS)), "the CPUs this machine has, or SANDBOX_MAX_CPUS"),
+        ):
+            self.fields[field].validators.append(MaxValueValidator(limit, message=f"At most {limit:g} ({why})."))
             self.fields[field].widget.attrs["max"] = limit
         self.initial.setdefault("image", settings.SANDBOX_DEFAULT_IMAGE)
         self.initial.setdefault("memory_mb", settings.SANDBOX_DEFAULT_MEMORY_MB)

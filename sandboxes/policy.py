@@ -90,19 +90,18 @@ def check_host_path(source: str, *, allowed_roots: list[str]) -> list[str]:
         return [f"Mount source {source!r} must be an absolute path."]
     real = os.path.realpath(source)
     shown = source if real == source else f"{source} (resolves to {real})"
-    problems = []
+    # One reason per source, the most specific first: that is the one a user needs to read.
+    if "docker.sock" in os.path.basename(real):
+        return [f"Mount source {shown} is a Docker socket."]
     for protected in PROTECTED_HOST_PATHS:
         if real == protected or (protected != "/" and is_within(protected, real)):
-            problems.append(f"Mount source {shown} is or contains the system path {protected}.")
-            break
-    if "docker.sock" in os.path.basename(real):
-        problems.append(f"Mount source {shown} is a Docker socket.")
+            return [f"Mount source {shown} is or contains the system path {protected}."]
     home = os.path.realpath(os.path.expanduser("~"))
     if is_within(home, real) and not any(is_within(real, r) for r in allowed_roots):
-        problems.append(f"Mount source {shown} is or contains a home directory.")
+        return [f"Mount source {shown} is or contains a home directory."]
     if not any(is_within(real, os.path.realpath(r)) for r in allowed_roots):
-        problems.append(f"Mount source {shown} is outside the allowed folders ({', '.join(allowed_roots)}).")
-    return problems
+        return [f"Mount source {shown} is outside the allowed folders ({', '.join(allowed_roots)})."]
+    return []
 
 
 def check_container_path(target: str) -> list[str]:

@@ -61,3 +61,7 @@ def test_detail_page_shows_settings_output_and_destroy_form(client, admin_user, 
     assert 'name="confirm_name"' in html
     assert f'ws-connect="/ws/sandboxes/{running.pk}/"' in html
     assert "✗" not in html and html.count("✓") == 12
+
+
+def test_a_fresh_install_has_a_team_to_create_in(db):
+    assert Team.objects.filter(slug="default").exists()  # made by a data migration

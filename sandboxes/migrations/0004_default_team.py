@@ -1,0 +1,13 @@
+"""Every installation has a Default team, so there is always somewhere to create a sandbox."""
+
+from django.db import migrations
+
+
+def create_default_team(apps, schema_editor):
+    Team = apps.get_model("sandboxes", "Team")
+    Team.objects.get_or_create(slug="default", defaults={"name": "Default"})
+
+
+class Migration(migrations.Migration):
+    dependencies = [("sandboxes", "0003_claimed_at")]
+    operations = [migrations.RunPython(create_default_team, migrations.RunPython.noop)]
