@@ -41,8 +41,10 @@ class SandboxesConsumer(WebsocketConsumer):
         context = {"oob": True, "user": user, "csrf_token": self.scope.get("cookies", {}).get(settings.CSRF_COOKIE_NAME, "")}
         if self.sandbox_id is None:
             context["sandboxes"] = selectors.sandbox_list_visible(user=user)
+            context["operable"] = selectors.team_ids_operable(user=user)
             self.send(text_data=render_to_string("sandboxes/_rows.html", context))
         elif event["sandbox_id"] in (None, self.sandbox_id):
             context["sandbox"] = selectors.sandbox_list_visible(user=user, include_destroyed=True).filter(pk=self.sandbox_id).first()
             if context["sandbox"] is not None:
+                context["can_operate"] = selectors.has_role(user=user, team=context["sandbox"].team, role="operator")
                 self.send(text_data=render_to_string("sandboxes/_panel.html", context))

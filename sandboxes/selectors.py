@@ -39,3 +39,8 @@ def teams_for_operator(*, user) -> QuerySet[Team]:
     return Team.objects.filter(
         memberships__user=user, memberships__role__in=[Membership.Role.OPERATOR, Membership.Role.ADMIN]
     ).order_by("name")
+
+
+def team_ids_operable(*, user) -> set[int]:
+    """Ids of the teams whose sandboxes `user` may act on (to show or hide action buttons)."""
+    return set(teams_for_operator(user=user).values_list("pk", flat=True))

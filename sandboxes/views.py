@@ -9,7 +9,7 @@ from . import engine, policy, services
 from .forms import DestroyForm, SandboxCreateForm
 from .health import service_status
 from .models import Sandbox
-from .selectors import has_role, sandbox_get_visible, sandbox_list_visible, teams_for_operator
+from .selectors import has_role, sandbox_get_visible, sandbox_list_visible, team_ids_operable
 
 
 def client_ip(request: HttpRequest) -> str | None:
@@ -17,8 +17,9 @@ def client_ip(request: HttpRequest) -> str | None:
 
 
 def dashboard(request: HttpRequest) -> HttpResponse:
-    sandboxes = sandbox_list_visible(user=request.user)
-    context = {"sandboxes": sandboxes, "can_create": teams_for_operator(user=request.user).exists(), **service_status()}
+    operable = team_ids_operable(user=request.user)
+    context = {"sandboxes": sandbox_list_visible(user=request.user), "operable": operable, "can_create": bool(operable),
+               **service_status()}
     return render(request, "sandboxes/dashboard.html", context)
 
 

@@ -28,7 +28,9 @@ def test_login_is_required_everywhere(client, running):
 
 def test_viewer_sees_but_cannot_act(client, django_user_model, team, running):
     client.force_login(user_with(django_user_model, "viewer", team, "viewer"))
-    assert "shared-box" in client.get("/").content.decode()
+    html = client.get("/").content.decode()
+    assert "shared-box" in html and "view only" in html and ">Stop<" not in html
+    assert ">Stop<" not in client.get(f"/sandboxes/{running.pk}/").content.decode()
     assert client.post(f"/sandboxes/{running.pk}/stop/").status_code == 403
     running.refresh_from_db()
     assert running.status == "running" and not running.pending_action
