@@ -9,7 +9,7 @@ from django.conf import settings
 from django.core.validators import MaxValueValidator
 
 from . import engine, policy, workspace
-from .models import Sandbox
+from .models import Sandbox, Team
 from .selectors import teams_for_operator
 
 NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?$")
@@ -18,7 +18,8 @@ IMAGE_RE = re.compile(r"^[a-z0-9][a-z0-9._/-]*(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,1
 
 def parse_mounts(text: str) -> list[tuple[str, str, bool]]:
     """Lines of HOST_PATH:CONTAINER_PATH[:ro|:rw] -> [(host, container, read_only)]."""
-    mounts, errors = [], []
+    mounts: list[tuple[str, str, bool]] = []
+    errors: list[str] = []
     for number, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
         if not line or line.startswith("#"):
@@ -53,7 +54,7 @@ class SandboxCreateForm(forms.Form):
         max_length=40,
         help_text="Lower-case letters, digits and hyphens; also the name of its workspace folder.",
     )
-    team = forms.ModelChoiceField(queryset=None, empty_label=None)
+    team: forms.ModelChoiceField = forms.ModelChoiceField(queryset=Team.objects.none(), empty_label=None)
     image = forms.CharField(max_length=255)
     memory_mb = forms.IntegerField(label="Memory (MB)", min_value=256)
     cpus = forms.DecimalField(label="CPUs", min_value=Decimal("0.25"), max_digits=5, decimal_places=2)
@@ -67,7 +68,7 @@ class SandboxCreateForm(forms.Form):
 
     def __init__(self, *args, user, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["team"].queryset = teams_for_operator(user=user)
+        self.fields["team"].queryset = teams_for_operator(user=user)  # type: ignore[attr-defined]
         for field, limit, why in (
             ("memory_mb", settings.SANDBOX_MAX_MEMORY_MB, "the panel's limit, SANDBOX_MAX_MEMORY_MB"),
             ("cpus", Decimal(str(settings.SANDBOX_MAX_CPUS)), "the CPUs this machine has, or SANDBOX_MAX_CPUS"),

@@ -4,7 +4,7 @@ from django.db.models import QuerySet
 
 from .models import Membership, Sandbox, Team
 
-ROLE_RANK = {Membership.Role.VIEWER: 1, Membership.Role.OPERATOR: 2, Membership.Role.ADMIN: 3}
+ROLE_RANK: dict[str, int] = {Membership.Role.VIEWER: 1, Membership.Role.OPERATOR: 2, Membership.Role.ADMIN: 3}
 
 
 def sandbox_list_visible(*, user, include_destroyed: bool = False) -> QuerySet[Sandbox]:

@@ -8,6 +8,7 @@ done finds `pending_action` cleared and returns.
 """
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
@@ -113,7 +114,7 @@ def sandbox_create(
     memory_mb: int,
     cpus: Decimal,
     network_mode: str,
-    extra_mounts: list[tuple[str, str, bool]] = (),
+    extra_mounts: Sequence[tuple[str, str, bool]] = (),
     source_ip: str | None = None,
     enqueue: bool = True,
 ) -> Sandbox:

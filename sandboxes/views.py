@@ -72,7 +72,7 @@ def sandbox_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
     if action == "destroy":
         form = DestroyForm(request.POST, sandbox=sandbox)
         if not form.is_valid():
-            messages.error(request, form.errors["confirm_name"][0])
+            messages.error(request, " ".join(str(e) for e in form.errors["confirm_name"]))
             return redirect("sandbox_detail", pk=pk)
     try:
         services.sandbox_request_action(actor=request.user, sandbox=sandbox, action=action, source_ip=client_ip(request))

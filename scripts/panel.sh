@@ -124,8 +124,9 @@ case "$MODE" in
   test)
     ensure_pkgs chromium
     export DJANGO_SETTINGS_MODULE=controlpanel.settings_test
-    say "lint: ruff, manage.py check, makemigrations --check"
+    say "lint: ruff, mypy, manage.py check, makemigrations --check"
     .venv/bin/ruff check .
+    .venv/bin/mypy controlpanel sandboxes audit
     $PY manage.py check
     $PY manage.py makemigrations --check --dry-run >/dev/null || die "models changed without a migration"
     $PY manage.py build_images --test
