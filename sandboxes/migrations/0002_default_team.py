@@ -9,5 +9,5 @@ def create_default_team(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("sandboxes", "0003_claimed_at")]
+    dependencies = [("sandboxes", "0001_initial")]
     operations = [migrations.RunPython(create_default_team, migrations.RunPython.noop)]
