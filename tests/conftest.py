@@ -128,6 +128,11 @@ class Proc:
     def output(self) -> str:
         return self.log_path.read_text()
 
+    def wait_for_line(self, marker: str, *, timeout: float) -> None:
+        """Wait until the process prints `marker`; fail with its output if it exits first."""
+        wait_for(lambda: marker in self.output() or self.proc.poll() is not None, timeout=timeout, what=self.log_path.stem)
+        assert self.proc.poll() is None, self.output()
+
     def stop(self):
         self.proc.terminate()
         try:
@@ -138,12 +143,11 @@ class Proc:
 
 
 @pytest.fixture(scope="session")
-def celery_worker(django_db_setup, django_db_blocker, docker_engine, test_image):
+def celery_worker(django_db_setup, docker_engine, test_image):
     """A real Celery worker (prefork, as `make run` starts it) on the test database."""
     p = Proc("celery-worker", [str(ROOT / ".venv/bin/celery"), "-A", "controlpanel", "worker", "-l", "INFO", "-c", "2"])
     try:
-        wait_for(lambda: "ready." in p.output() or p.proc.poll() is not None, timeout=60, what="the Celery worker")
-        assert p.proc.poll() is None, p.output()
+        p.wait_for_line("ready.", timeout=60)
         yield p
     finally:
         p.stop()
@@ -178,8 +182,7 @@ def engine_watcher(django_db_setup, docker_engine):
     """The Docker events watcher (`manage.py watch_engine`), as the Procfile runs it."""
     p = Proc("watch-engine", [sys.executable, "manage.py", "watch_engine"])
     try:
-        wait_for(lambda: "watching Docker events" in p.output() or p.proc.poll() is not None, timeout=30, what="the watcher")
-        assert p.proc.poll() is None, p.output()
+        p.wait_for_line("watching Docker events", timeout=30)
         yield p
     finally:
         p.stop()
