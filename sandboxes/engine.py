@@ -153,11 +153,15 @@ def volume_exists(name: str) -> bool:
         return False
 
 
+def _carries(found: dict[str, str] | None, labels: dict[str, str]) -> bool:
+    """Whether an object's labels include all of `labels`: how the panel knows what it made."""
+    return all((found or {}).get(k) == v for k, v in labels.items())
+
+
 def remove_volume(name: str, *, labels: dict[str, str]) -> bool:
     """Remove the volume if it carries `labels` (ours); False if it is someone else's."""
     try:
-        found = _call(client().api.inspect_volume, name).get("Labels") or {}
-        if found != {**found, **labels}:
+        if not _carries(_call(client().api.inspect_volume, name).get("Labels"), labels):
             return False
         _call(client().api.remove_volume, name, force=True)
     except NotFound:
@@ -254,6 +258,18 @@ def remove_container(container_id_or_name: str) -> None:
     except EngineError as exc:
         if "already in progress" not in str(exc):
             raise
+
+
+def remove_container_if_ours(name: str, *, labels: dict[str, str]) -> bool:
+    """Force-remove the container called `name` if it carries `labels`; False, touching
+    nothing, if a container of someone else's has that name. True if none exists."""
+    state = container_state(name)
+    if state is None:
+        return True
+    if not _carries(state.labels, labels):
+        return False
+    remove_container(state.id)
+    return True
 
 
 def logs(container_id: str, *, tail: int = 200) -> str:

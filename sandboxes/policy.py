@@ -113,6 +113,11 @@ def check_container_path(target: str) -> list[str]:
     return []
 
 
+def is_non_root(user: str) -> bool:
+    """Docker's `user` field ("uid[:gid]" or a name) names someone other than root."""
+    return user.split(":")[0].strip() not in ("", "0", "root")
+
+
 def check(spec: ContainerSpec, *, allowed_roots: list[str]) -> None:
     """Raise PolicyViolation listing everything in `spec` that the security policy forbids."""
     problems: list[str] = []
@@ -120,8 +125,7 @@ def check(spec: ContainerSpec, *, allowed_roots: list[str]) -> None:
         problems.append("no-new-privileges must be set.")
     if [c.upper() for c in spec.cap_drop] != ["ALL"] or spec.cap_add:
         problems.append("All capabilities must be dropped and none added.")
-    uid = spec.user.split(":")[0].strip()
-    if uid in ("", "0", "root"):
+    if not is_non_root(spec.user):
         problems.append("The container must run as a non-root user.")
     if spec.memory_bytes <= 0 or spec.nano_cpus <= 0 or spec.pids_limit <= 0:
         problems.append("Memory, CPU and process limits are required.")
@@ -161,7 +165,7 @@ def inspect_report(data: dict) -> list[tuple[str, bool, str]]:
     namespaces = {k: host.get(k) or "" for k in ("NetworkMode", "PidMode", "IpcMode", "UTSMode", "UsernsMode")}
     security = host.get("SecurityOpt") or []
     return [
-        ("Runs as a non-root user", user.split(":")[0] not in ("", "0", "root"), user),
+        ("Runs as a non-root user", is_non_root(user), user),
         ("no-new-privileges", NO_NEW_PRIVILEGES in security, ", ".join(security) or "not set"),
         ("All capabilities dropped, none added", host.get("CapDrop") == ["ALL"] and not host.get("CapAdd"),
          f"drop {host.get('CapDrop')}, add {host.get('CapAdd') or []}"),

@@ -166,16 +166,11 @@ def _enqueue(sandbox_id: int, action: str, previous_status: str) -> None:
             sandbox_action_task.delay(sandbox_id, action)
         except Exception as exc:  # noqa: BLE001 - kombu raises several types for "broker down"
             log.warning("could not queue %s for sandbox %s: %s", action, sandbox_id, exc)
-            status = S.ERROR if previous_status in (S.CREATING, S.DESTROYING) else previous_status
-            with transaction.atomic():
-                released = Sandbox.objects.filter(pk=sandbox_id, pending_action=action).update(
-                    pending_action="", status=status,
-                    status_detail=f"{action} was not started: the task queue (Redis) is not reachable. Retry when it is back.",
-                )
-                if released:
-                    audit_record(actor=None, action=f"sandbox.{action}.failed",
-                                 target=Sandbox.objects.get(pk=sandbox_id).name, details={"detail": str(exc)})
-                    live.sandbox_changed(sandbox_id)
+            sandbox = Sandbox.objects.filter(pk=sandbox_id).first()
+            if sandbox is not None:
+                status = S.ERROR if previous_status in (S.CREATING, S.DESTROYING) else previous_status
+                _finish(sandbox, action, status,
+                        f"{action} was not started: the task queue (Redis) is not reachable. Retry when it is back.")
 
     transaction.on_commit(send)
 
@@ -244,15 +239,8 @@ def _ensure_container(sandbox: Sandbox, action: str) -> engine.ContainerState | 
 
 
 def _remove_leftover(sandbox: Sandbox) -> bool:
-    """Remove the container holding this sandbox's name if it is this panel's own; return
-    False (and touch nothing) when someone else's container has the name."""
-    state = engine.container_state(sandbox.container_name)
-    if state is None:
-        return True
-    if state.labels != {**state.labels, **engine.managed_labels(sandbox.name)}:
-        return False
-    engine.remove_container(state.id)
-    return True
+    """Remove a container of ours holding the sandbox's name; False if the name is someone else's."""
+    return engine.remove_container_if_ours(sandbox.container_name, labels=engine.managed_labels(sandbox.name))
 
 
 def _run_start(sandbox: Sandbox, action: str) -> None:
@@ -325,7 +313,7 @@ def _finish(sandbox: Sandbox, action: str, status: str, detail: str) -> None:
     with transaction.atomic():
         done = _claimed(sandbox, action).update(status=status, pending_action="", status_detail=detail)
         if done:
-            outcome = "failed" if status == S.ERROR else "done"
+            outcome = "failed" if detail else "done"  # a detail is only ever the reason it failed
             _audit(SystemActor("system"), f"sandbox.{action}.{outcome}", sandbox, {"status": status, "detail": detail})
             live.sandbox_changed(sandbox.pk)
     if detail:
@@ -394,9 +382,8 @@ def requeue_stale_actions() -> int:
 
 
 def reconcile_all() -> int:
-    """Re-check every idle sandbox against Docker (for events missed while the panel was down),
-    and re-queue lost actions. Returns how many sandboxes changed status."""
-    requeue_stale_actions()
+    """Re-check every idle sandbox against Docker (for events missed while the panel was down).
+    Returns how many sandboxes changed status."""
     changed = 0
     for sandbox in Sandbox.objects.exclude(status__in=[S.DESTROYED, S.DESTROYING]).filter(pending_action=""):
         changed += sandbox_sync(sandbox=sandbox)

@@ -16,7 +16,10 @@ def sandbox_action_task(sandbox_id: int, action: str) -> None:
 
 @shared_task
 def reconcile_all_task() -> int:
-    """Periodic full resync with Docker, for events missed while nothing was watching."""
+    """Periodic: re-queue actions whose task was lost, then a full resync with Docker for events
+    missed while nothing was watching. (The events watcher resyncs too, but never queues: it
+    must keep running while Redis is down.)"""
+    services.requeue_stale_actions()
     try:
         return services.reconcile_all()
     except engine.EngineUnavailable:

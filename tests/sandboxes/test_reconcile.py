@@ -90,11 +90,13 @@ def test_lost_task_is_queued_again_by_the_periodic_resync(make_sandbox, celery_w
 
     from django.utils import timezone
 
+    from sandboxes.tasks import reconcile_all_task
+
     sandbox = make_sandbox("lost")
     services.sandbox_request_action(actor=services.SystemActor("t"), sandbox=sandbox, action="stop", enqueue=False)
-    assert services.reconcile_all() == 0 and Sandbox.objects.get(pk=sandbox.pk).pending_action == "stop"  # not stale yet
+    assert services.requeue_stale_actions() == 0 and Sandbox.objects.get(pk=sandbox.pk).pending_action == "stop"  # not stale yet
     Sandbox.objects.filter(pk=sandbox.pk).update(claimed_at=timezone.now() - timedelta(hours=1))
-    services.reconcile_all()
+    reconcile_all_task.apply()  # the periodic task, run here as beat would have it run
     sandbox = wait_for(lambda: (s := Sandbox.objects.get(pk=sandbox.pk)).status == "stopped" and not s.pending_action and s,
                        timeout=30, what="the re-queued stop")
     assert docker_cli("inspect", "-f", "{{.State.Running}}", sandbox.container_id).stdout.strip() == "false"
