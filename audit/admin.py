@@ -1,11 +1,12 @@
 from django.contrib import admin
 
 from .models import AuditEvent
+from .services import audit_record
 
 
 @admin.register(AuditEvent)
 class AuditEventAdmin(admin.ModelAdmin):
-    list_display = ["created_at", "actor_name", "action", "target", "source_ip"]
+    list_display = ["seq", "created_at", "actor_name", "action", "target", "source_ip"]
     list_filter = ["action"]
     search_fields = ["target", "actor_name"]
 
@@ -18,3 +19,32 @@ class AuditEventAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+class AuditedAdminMixin:
+    """Every add, change and delete made through this admin is an audit event, written in the
+    admin's own transaction. The admin calls these three hooks for every write it makes (forms,
+    inlines, password changes and the bulk delete action alike)."""
+
+    def audit_team_id(self, obj) -> int | None:
+        """The team an object belongs to, so that team members can see the event."""
+        return None
+
+    def _audit(self, request, verb: str, obj, details: dict) -> None:
+        audit_record(
+            actor=request.user, action=f"admin.{obj._meta.model_name}.{verb}", target=str(obj)[:255],
+            details=details, source_ip=request.META.get("REMOTE_ADDR"), team_id=self.audit_team_id(obj),
+        )
+
+    def log_addition(self, request, obj, message):
+        self._audit(request, "add", obj, {"change": message})
+        return super().log_addition(request, obj, message)  # type: ignore[misc]
+
+    def log_change(self, request, obj, message):
+        self._audit(request, "change", obj, {"change": message})
+        return super().log_change(request, obj, message)  # type: ignore[misc]
+
+    def log_deletions(self, request, queryset):
+        for obj in queryset:
+            self._audit(request, "delete", obj, {"id": obj.pk})
+        return super().log_deletions(request, queryset)  # type: ignore[misc]

@@ -1,6 +1,7 @@
 """The audit trail: an append-only, hash-chained list of what was done, by whom, from where."""
 
 import hashlib
+import hmac
 import json
 
 from django.conf import settings
@@ -8,33 +9,50 @@ from django.db import models
 
 
 class AuditEvent(models.Model):
-    """One action. Actor and target are also kept as text so the event outlives deletions;
-    `hash` covers this event's fields and the previous event's hash, so editing or removing a
-    row breaks the chain (see audit.services.audit_verify_chain)."""
+    """One action. Actor and target are also kept as text so the event outlives deletions.
 
+    `seq` numbers events 1, 2, 3... with no gap, and `hash` is an HMAC (keyed from a file outside
+    the database, see audit.chain) over this event's fields, its `seq` and the previous event's
+    hash. Editing, deleting or reordering rows breaks the chain, and `audit verify` names the
+    first event where it breaks. `prev_hash` is unique: two writers can never both extend the
+    same head (the chain cannot fork).
+
+    An event about a sandbox carries the sandbox's UUID and its team, which is how the audit
+    page shows each user only what concerns their teams. `team` keeps its id even if the team
+    is deleted (no database constraint), since the id is part of the hash."""
+
+    seq = models.PositiveBigIntegerField(unique=True)
     actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     actor_name = models.CharField(max_length=150)
     action = models.CharField(max_length=64, db_index=True)
     target = models.CharField(max_length=255, db_index=True)
+    sandbox_uuid = models.UUIDField(null=True, blank=True, db_index=True)
+    team = models.ForeignKey(
+        "teams.Team", null=True, blank=True, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+"
+    )
     details = models.JSONField(default=dict, blank=True)
     source_ip = models.GenericIPAddressField(null=True, blank=True)
     created_at = models.DateTimeField(db_index=True)
-    prev_hash = models.CharField(max_length=64, blank=True)
+    prev_hash = models.CharField(max_length=64, unique=True)
     hash = models.CharField(max_length=64, unique=True)
 
     class Meta:
-        ordering = ["-created_at", "-id"]
+        ordering = ["-seq"]
 
     def __str__(self) -> str:
         return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.actor_name} {self.action} {self.target}"
 
-    def compute_hash(self) -> str:
-        payload = json.dumps(
+    def payload(self) -> bytes:
+        """The bytes the HMAC covers: every field that says what happened, and where in the chain."""
+        return json.dumps(
             [
+                self.seq,
                 self.prev_hash,
                 self.actor_name,
                 self.action,
                 self.target,
+                str(self.sandbox_uuid) if self.sandbox_uuid else None,
+                self.team_id,
                 self.details,
                 self.source_ip,
                 self.created_at.isoformat(),
@@ -42,5 +60,22 @@ class AuditEvent(models.Model):
             sort_keys=True,
             separators=(",", ":"),
             default=str,
-        )
-        return hashlib.sha256(payload.encode()).hexdigest()
+        ).encode()
+
+    def compute_hash(self, key: bytes) -> str:
+        return hmac.new(key, self.payload(), hashlib.sha256).hexdigest()
+
+
+class ChainCheck(models.Model):
+    """The outcome of one `audit verify` run; the newest one decides the admins' banner."""
+
+    checked_at = models.DateTimeField(auto_now_add=True)
+    ok = models.BooleanField()
+    events = models.PositiveBigIntegerField(default=0)
+    problem = models.TextField(blank=True, default="")
+
+    class Meta:
+        ordering = ["-checked_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.checked_at:%Y-%m-%d %H:%M} {'intact' if self.ok else 'broken'} ({self.events} events)"

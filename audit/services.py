@@ -1,12 +1,41 @@
-"""Writing (and checking) the audit trail. Callers write their event in the same transaction
-as the change it records, so a change that rolls back leaves no event, and vice versa."""
+"""Writing and checking the audit trail.
 
+Callers write their event in the same transaction as the change it records, so a change that
+rolls back leaves no event, and vice versa. Appending is serialised on every database: SQLite
+takes its write lock at BEGIN (transaction_mode IMMEDIATE); PostgreSQL takes a transaction-level
+advisory lock before reading the head, so the next writer reads the head only once this one has
+committed. `prev_hash` is unique as well: should two writers ever read the same head, the second
+insert fails instead of forking the chain.
+"""
+
+import json
+import logging
+import uuid
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from .models import AuditEvent
+from controlpanel.db import serialise
+from controlpanel.settings import key_file
+
+from .models import AuditEvent, ChainCheck
+
+log = logging.getLogger(__name__)
+
+
+@cache
+def _key(path: str) -> bytes:
+    return key_file(Path(path).name).encode()
+
+
+def audit_key() -> bytes:
+    """The HMAC key, from var/audit_key (created 0600 on first use, never stored in the database)."""
+    return _key(str(settings.AUDIT_KEY_FILE))
 
 
 def audit_record(
@@ -17,34 +46,105 @@ def audit_record(
     details: dict[str, Any] | None = None,
     source_ip: str | None = None,
     actor_name: str | None = None,
+    sandbox_uuid: uuid.UUID | str | None = None,
+    team_id: int | None = None,
 ) -> AuditEvent:
     """Append one event, chained to the newest one. `actor` is a user or None (system)."""
     if actor_name is None:
         actor_name = actor.get_username() if actor is not None else "system"
+    # Stored as JSON and hashed as JSON: normalise once so both see the same values.
+    details = json.loads(json.dumps(details or {}, default=str))
+    key = audit_key()
     with transaction.atomic():
-        # SQLite takes the write lock at BEGIN (transaction_mode IMMEDIATE); on PostgreSQL the
-        # row lock on the newest event serialises appenders so the chain never forks.
-        last = AuditEvent.objects.select_for_update().order_by("-id").only("hash").first()
+        serialise("audit-chain")
+        head = AuditEvent.objects.order_by("-seq").values("seq", "hash").first()
         event = AuditEvent(
+            seq=(head["seq"] + 1) if head else 1,
             actor=actor if getattr(actor, "pk", None) else None,
-            actor_name=actor_name,
+            actor_name=actor_name[:150],
             action=action,
-            target=target,
-            details=details or {},
+            target=target[:255],
+            sandbox_uuid=sandbox_uuid or None,
+            team_id=team_id,
+            details=details,
             source_ip=source_ip or None,
             created_at=timezone.now(),
-            prev_hash=last.hash if last else "",
+            prev_hash=head["hash"] if head else "",
         )
-        event.hash = event.compute_hash()
+        event.hash = event.compute_hash(key)
         event.save()
     return event
 
 
-def audit_verify_chain() -> int | None:
-    """Return the id of the first event whose hash or link does not hold, or None if intact."""
-    prev = ""
-    for event in AuditEvent.objects.order_by("id").iterator():
-        if event.prev_hash != prev or event.compute_hash() != event.hash:
-            return event.pk
-        prev = event.hash
-    return None
+@dataclass(frozen=True)
+class ChainProblem:
+    seq: int | None
+    event_id: int | None
+    what: str
+
+    def __str__(self) -> str:
+        return self.what
+
+
+def _read_anchor() -> dict | None:
+    path = settings.AUDIT_ANCHOR_FILE
+    if not path:
+        return None
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _write_anchor(seq: int, hash_: str) -> None:
+    """Remember, outside the database, the head a verification found intact: deleting events
+    from the end of the chain leaves no gap, but it does lose this head."""
+    path = settings.AUDIT_ANCHOR_FILE
+    if not path:
+        return
+    tmp = Path(f"{path}.tmp")
+    tmp.write_text(json.dumps({"seq": seq, "hash": hash_, "at": timezone.now().isoformat()}))
+    tmp.chmod(0o600)
+    tmp.replace(path)
+
+
+def audit_verify_chain() -> tuple[int, ChainProblem | None]:
+    """Walk the chain in insertion order; return (events checked, the first problem or None).
+
+    Names the first event that was altered (its HMAC does not hold), missing (a gap in `seq`),
+    or reordered (present, but not where its `seq` and `prev_hash` say it belongs); and a chain
+    cut short since the last verification (its head then is gone)."""
+    key = audit_key()
+    prev_hash, expected, count = "", 1, 0
+    for event in AuditEvent.objects.order_by("id").iterator(chunk_size=2000):
+        count += 1
+        if event.compute_hash(key) != event.hash:
+            return count, ChainProblem(event.seq, event.pk, f"Event #{event.seq} (id {event.pk}, {event.action} "
+                                       f"on {event.target}) was altered: its HMAC does not match its contents.")
+        if event.seq != expected:
+            if event.seq > expected and not AuditEvent.objects.filter(seq=expected).exists():
+                return count, ChainProblem(expected, None, f"Event #{expected} is missing (the chain jumps from "
+                                           f"#{expected - 1} to #{event.seq}).")
+            return count, ChainProblem(event.seq, event.pk, f"Event #{event.seq} (id {event.pk}) is out of order: "
+                                       f"it stands where #{expected} belongs.")
+        if event.prev_hash != prev_hash:
+            return count, ChainProblem(event.seq, event.pk, f"Event #{event.seq} (id {event.pk}) does not follow "
+                                       f"#{expected - 1}: its link to the previous event is broken.")
+        prev_hash, expected = event.hash, expected + 1
+    anchor = _read_anchor()
+    anchored = int(anchor.get("seq") or 0) if anchor else 0
+    if anchor and (anchored >= expected or not AuditEvent.objects.filter(seq=anchored, hash=anchor.get("hash")).exists()):
+        return count, ChainProblem(anchored, None, f"Events up to #{anchored} were verified on "
+                                   f"{anchor.get('at', '?')[:19]}, but the chain now ends at #{expected - 1}: "
+                                   "events were removed from its end.")
+    if count:
+        _write_anchor(expected - 1, prev_hash)
+    return count, None
+
+
+def audit_verify_and_record() -> ChainCheck:
+    """Verify the chain and keep the outcome (the admins' banner reads the newest)."""
+    count, problem = audit_verify_chain()
+    if problem:
+        log.error("audit chain broken: %s", problem)
+    return ChainCheck.objects.create(ok=problem is None, events=count, problem=str(problem or ""))

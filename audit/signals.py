@@ -1,5 +1,7 @@
-"""Sign-ins are audit events too. Django announces them only through these signals."""
+"""Sign-ins, sign-outs and lock-outs are audit events too. Django and django-axes announce them
+only through these signals."""
 
+from axes.signals import user_locked_out
 from django.contrib.auth.signals import user_logged_in, user_logged_out, user_login_failed
 from django.dispatch import receiver
 
@@ -25,3 +27,9 @@ def on_logout(sender, request, user, **kwargs):
 def on_login_failed(sender, credentials, request=None, **kwargs):
     name = str(credentials.get("username", ""))[:150]
     audit_record(actor=None, actor_name="anonymous", action="auth.login_failed", target=name, source_ip=_ip(request))
+
+
+@receiver(user_locked_out)
+def on_locked_out(sender, request=None, username=None, ip_address=None, **kwargs):
+    audit_record(actor=None, actor_name="anonymous", action="auth.locked_out", target=str(username or "")[:150],
+                 source_ip=ip_address or _ip(request), details={"reason": "too many failed sign-ins"})

@@ -1,5 +1,9 @@
 """ASGI entry point: HTTP through Django (static files served in-process, this is a local
-tool with no separate web server) and websockets through Channels."""
+tool with no separate web server) and websockets through Channels.
+
+Every connection, HTTP (static files included) or websocket, first passes the Host check; a
+websocket must also come from one of the panel's exact origins (scheme, host and port).
+"""
 
 import os
 
@@ -10,14 +14,63 @@ django_asgi_app = get_asgi_application()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
+from django.http.request import split_domain_port, validate_host  # noqa: E402
 
 from sandboxes.routing import websocket_urlpatterns  # noqa: E402
 
-application = ProtocolTypeRouter(
-    {
-        "http": ASGIStaticFilesHandler(django_asgi_app),
-        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
-    }
+
+def _header(scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers") or []:
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+class HostCheck:
+    """Refuse any connection whose Host header is not one of ALLOWED_HOSTS (DNS rebinding): 400
+    for HTTP, a refused handshake for websockets. Django checks the host only for the requests
+    its middleware sees; static files and websockets bypass it, so the check lives here."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] in ("http", "websocket"):
+            domain, _port = split_domain_port(_header(scope, b"host") or "")
+            if not domain or not validate_host(domain, settings.ALLOWED_HOSTS):
+                return await _refuse(scope, receive, send, b"Bad Request: the Host header is not this panel's.")
+        return await self.app(scope, receive, send)
+
+
+class ExactOriginCheck:
+    """Accept a websocket only from the panel's own pages: an Origin equal to one of
+    PANEL_ORIGINS (scheme, host and port). A missing Origin is refused too."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if _header(scope, b"origin") not in settings.PANEL_ORIGINS:
+            return await _refuse(scope, receive, send, b"")
+        return await self.app(scope, receive, send)
+
+
+async def _refuse(scope, receive, send, body: bytes):
+    if scope["type"] == "websocket":
+        await receive()  # websocket.connect
+        await send({"type": "websocket.close", "code": 4403})
+        return
+    await send({"type": "http.response.start", "status": 400, "headers": [(b"content-type", b"text/plain")]})
+    await send({"type": "http.response.body", "body": body})
+
+
+application = HostCheck(
+    ProtocolTypeRouter(
+        {
+            "http": ASGIStaticFilesHandler(django_asgi_app),
+            "websocket": ExactOriginCheck(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+        }
+    )
 )

@@ -1,26 +1,54 @@
 """Settings for the test suite: the same as production, pointed at throw-away resources.
 
-Test sandboxes carry their own instance label, network, bridge, subnet and Redis database, so
-a test run never touches (or reconciles) the sandboxes of a panel running on the same machine.
-The variables are set in os.environ so that the Celery worker and the web server the tests
-start as subprocesses inherit the same configuration.
+Test sandboxes carry their own instance label, network, bridge, subnet, workspace root, mount
+root and Redis database. These are set unconditionally, whatever the environment says, so that a
+`make test` never touches (or reconciles, or cleans up) the sandboxes and folders of a panel
+running on the same machine. The variables are written to os.environ so that the Celery worker
+and the web server the tests start as subprocesses inherit the same configuration.
+
+PANEL_TEST_SLOT (a small number) gives a second test run on the same machine (a helper, the
+benchmarks) its own set of all of these.
 """
 
 import os
+import re
 from pathlib import Path
 
 _base = Path(__file__).resolve().parent.parent
-os.environ.setdefault("PANEL_INSTANCE", "test")
-os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/15")
-os.environ.setdefault("WORKSPACE_ROOT", str(_base / "var" / "test-workspaces"))
-os.environ.setdefault("SANDBOX_NETWORK", "ccpanel-test")
-os.environ.setdefault("SANDBOX_SUBNET", "172.28.9.0/24")
-os.environ.setdefault("SANDBOX_BRIDGE", "ccpanel-test0")
-os.environ.setdefault("SANDBOX_DEFAULT_IMAGE", "ccpanel/test-busybox:latest")
-os.environ.setdefault("SANDBOX_DEFAULT_MEMORY_MB", "256")
-os.environ.setdefault("SANDBOX_DEFAULT_CPUS", "1")
-os.environ.setdefault("SANDBOX_STOP_TIMEOUT", "3")
+_slot = os.environ.get("PANEL_TEST_SLOT", "").strip()
+if _slot and not re.fullmatch(r"[0-9]{1,2}", _slot):
+    raise SystemExit(f"PANEL_TEST_SLOT={_slot!r} must be a number from 0 to 99.")
+_n = int(_slot) if _slot else None
+_name = "test" if _n is None else f"test{_n}"
+
+TEST_ENVIRONMENT = {
+    "PANEL_INSTANCE": _name,
+    "WORKSPACE_ROOT": str(_base / "var" / f"{_name}-workspaces"),
+    # Extra-mount roots may not lie inside a home directory, and a clone of this project may: the
+    # tests' root sits under /srv, named for the instance so the clean-up can recognise it.
+    "SANDBOX_MOUNT_ROOTS": f"/srv/ccpanel-{_name}-mounts",
+    "SANDBOX_NETWORK": f"ccpanel-{_name}",
+    "SANDBOX_SUBNET": "172.28.9.0/24" if _n is None else f"172.29.{_n}.0/24",
+    "SANDBOX_BRIDGE": f"ccpanel-{_name}0"[:15],
+    "SANDBOX_DEFAULT_IMAGE": "ccpanel/test-busybox:latest",
+    "SANDBOX_DEFAULT_MEMORY_MB": "256",
+    "SANDBOX_DEFAULT_CPUS": "1",
+    "SANDBOX_STOP_TIMEOUT": "3",
+}
+os.environ.update(TEST_ENVIRONMENT)
+# The panel's own Redis (or REDIS_URL's server), on a database of the tests' own.
+_redis = os.environ.get("REDIS_URL") or f"unix://{_base / 'var' / 'redis.sock'}?db=0"
+_db = 15 if _n is None else max(1, 14 - _n)
+if _redis.startswith("unix://"):
+    _redis = re.sub(r"\?.*$", "", _redis) + f"?db={_db}"
+else:
+    _redis = re.sub(r"(/\d+)?$", f"/{_db}", _redis, count=1)
+os.environ["REDIS_URL"] = _redis
 
 from .settings import *  # noqa: E402,F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+# Each test starts with a fresh database; an anchor left by another test would not match it.
+AUDIT_ANCHOR_FILE = None
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"{_name}-db.sqlite3")}  # noqa: F405

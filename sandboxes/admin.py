@@ -1,23 +1,12 @@
 from django.contrib import admin
 
-from .models import Membership, Sandbox, Team
-
-
-class MembershipInline(admin.TabularInline):
-    model = Membership
-    extra = 1
-
-
-@admin.register(Team)
-class TeamAdmin(admin.ModelAdmin):
-    list_display = ["name", "slug"]
-    prepopulated_fields = {"slug": ["name"]}
-    inlines = [MembershipInline]
+from .models import Sandbox
 
 
 @admin.register(Sandbox)
 class SandboxAdmin(admin.ModelAdmin):
-    """Read-only here: sandboxes change only through the panel's services."""
+    """Read-only here: sandboxes change only through the panel's services, and Destroy is the
+    only way a sandbox goes (it removes its container, volume and folder, and keeps the row)."""
 
     list_display = ["name", "team", "status", "image", "memory_mb", "cpus", "network_mode"]
     list_filter = ["status", "team"]
@@ -26,4 +15,7 @@ class SandboxAdmin(admin.ModelAdmin):
         return False
 
     def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
         return False

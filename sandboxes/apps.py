@@ -1,6 +1,28 @@
+import pwd
+
 from django.apps import AppConfig
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 
 
 class SandboxesConfig(AppConfig):
     name = "sandboxes"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self):
+        from django.db.backends.signals import connection_created
+
+        from controlpanel.db import restrict_sqlite_files
+
+        from . import live, policy  # noqa: F401 - live connects the logout receiver
+
+        connection_created.connect(restrict_sqlite_files, dispatch_uid="restrict_sqlite_files")
+
+        # Every process (web, worker, beat, watcher, CLI) refuses to start with unsafe roots.
+        homes = [entry.pw_dir for entry in pwd.getpwall()]
+        problems = policy.check_workspace_root(str(settings.WORKSPACE_ROOT), homes=homes)
+        problems += policy.check_mount_roots(
+            [str(r) for r in settings.SANDBOX_MOUNT_ROOTS], workspace_root=str(settings.WORKSPACE_ROOT), homes=homes
+        )
+        if problems:
+            raise ImproperlyConfigured(" ".join(problems))

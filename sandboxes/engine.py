@@ -22,6 +22,9 @@ log = logging.getLogger(__name__)
 LABEL_MANAGED = "io.ccpanel.managed"
 LABEL_INSTANCE = "io.ccpanel.instance"
 LABEL_SANDBOX = "io.ccpanel.sandbox"
+LABEL_UUID = policy.LABEL_UUID
+# Images kept as evidence of an incident: never removed by Clean, Destroy or rotation.
+LABEL_EVIDENCE = "io.ccpanel.evidence"
 
 
 class EngineError(Exception):
@@ -51,8 +54,11 @@ class ContainerState:
     labels: dict[str, str]
 
 
-def managed_labels(sandbox_name: str) -> dict[str, str]:
-    return {LABEL_MANAGED: "true", LABEL_INSTANCE: settings.PANEL_INSTANCE, LABEL_SANDBOX: sandbox_name}
+def managed_labels(sandbox_name: str, sandbox_uuid: str) -> dict[str, str]:
+    """The labels on everything made for one sandbox: this panel instance, and the sandbox's
+    UUID, which is what "ours" means (a name can be reused, a UUID never is)."""
+    return {LABEL_MANAGED: "true", LABEL_INSTANCE: settings.PANEL_INSTANCE, LABEL_SANDBOX: sandbox_name,
+            LABEL_UUID: sandbox_uuid}
 
 
 def _instance_filter() -> list[str]:
@@ -141,8 +147,11 @@ def inspect_network(name: str) -> dict[str, Any]:
 
 
 def ensure_volume(name: str, *, labels: dict[str, str]) -> None:
-    """Create the named volume; Docker returns the existing one if it is already there."""
-    _call(client().api.create_volume, name=name, driver="local", labels=labels)
+    """Create the named volume. Docker returns an existing volume of that name instead, so its
+    labels are checked: a volume that is not this sandbox's is never used."""
+    volume = _call(client().api.create_volume, name=name, driver="local", labels=labels)
+    if not _carries(volume.get("Labels"), labels):
+        raise EngineError(f"A volume named {name} exists that does not belong to this sandbox; it is never reused.")
 
 
 def volume_exists(name: str) -> bool:
@@ -171,9 +180,11 @@ def remove_volume(name: str, *, labels: dict[str, str]) -> bool:
 
 # --- containers ------------------------------------------------------------------------------
 
-def create_container(spec: policy.ContainerSpec, *, allowed_roots: list[str]) -> str:
-    """Check `spec` against the security policy, then create the container; returns its id."""
-    policy.check(spec, allowed_roots=allowed_roots)
+def create_container(spec: policy.ContainerSpec, *, rules: policy.Rules) -> str:
+    """Check `spec` against the security policy (its host folders as they are on disk now),
+    then create the container; returns its id. The container never restarts by itself: Docker
+    would resolve its bind sources again without the policy looking."""
+    policy.check(spec, rules)
     mounts = [Mount(target=b.target, source=b.source, type="bind", read_only=b.read_only) for b in spec.binds]
     mounts += [Mount(target=v.target, source=v.name, type="volume") for v in spec.volumes]
     kwargs: dict[str, Any] = dict(
@@ -195,6 +206,7 @@ def create_container(spec: policy.ContainerSpec, *, allowed_roots: list[str]) ->
         environment=spec.environment,
         ports={f"{p.container_port}/tcp": (p.host_ip, p.host_port) for p in spec.ports} or None,
         runtime=spec.runtime,
+        restart_policy={"Name": "no"},
         working_dir="/workspace",
         tty=True,
         stdin_open=True,
@@ -272,6 +284,42 @@ def remove_container_if_ours(name: str, *, labels: dict[str, str]) -> bool:
     return True
 
 
+def instance_containers() -> list[ContainerState]:
+    """Every container of this panel instance, running or not."""
+    found = _call(client().api.containers, all=True, filters={"label": _instance_filter()})
+    return [ContainerState(id=c["Id"], name=(c.get("Names") or ["/"])[0].lstrip("/"), status=c.get("State", ""),
+                           exit_code=0, oom_killed=False, error="", labels=c.get("Labels") or {}) for c in found]
+
+
+def process_privileges(container_id: str) -> list[dict[str, Any]] | None:
+    """Every process in a running container, with what the kernel says of its privileges:
+    effective and bounding capabilities, uid and no_new_privs, read from /proc on this machine.
+    None when that cannot be read here (the engine is on another machine)."""
+    if settings.DOCKER_HOST and not settings.DOCKER_HOST.startswith("unix://"):
+        return None
+    top = _call(client().api.top, container_id, ps_args="-o pid,args")
+    titles = [t.upper() for t in top.get("Titles") or []]
+    if "PID" not in titles:
+        return None
+    processes = []
+    for row in top.get("Processes") or []:
+        pid = row[titles.index("PID")]
+        try:
+            with open(f"/proc/{int(pid)}/status") as f:
+                status = dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+        except (OSError, ValueError):
+            continue  # exited meanwhile
+        processes.append({
+            "pid": int(pid),
+            "command": row[-1],
+            "uid": int(status.get("Uid", "0").split()[1]),  # effective uid
+            "cap_eff": int(status.get("CapEff", "0"), 16),
+            "cap_bnd": int(status.get("CapBnd", "0"), 16),
+            "no_new_privs": status.get("NoNewPrivs", "0").strip() == "1",
+        })
+    return processes
+
+
 def logs(container_id: str, *, tail: int = 200) -> str:
     raw = _call(client().api.logs, container_id, stdout=True, stderr=True, tail=tail, timestamps=False)
     return raw.decode("utf-8", errors="replace")
@@ -343,11 +391,14 @@ def build_image(context_dir: str, *, tag: str, buildargs: dict[str, str], labels
         raise _translate(exc) from exc
 
 
-def remove_images(*, sandbox_name: str) -> list[str]:
-    """Remove every image this panel instance made for the sandbox (snapshots); returns the ids."""
+def remove_images(*, sandbox_uuid: str) -> list[str]:
+    """Remove every image made from this sandbox (its snapshots: `docker commit` keeps the
+    container's labels, UUID included); never one kept as evidence. Returns the ids."""
     removed = []
-    labels = [f"{LABEL_SANDBOX}={sandbox_name}", f"{LABEL_INSTANCE}={settings.PANEL_INSTANCE}"]
+    labels = [f"{LABEL_UUID}={sandbox_uuid}", f"{LABEL_INSTANCE}={settings.PANEL_INSTANCE}"]
     for image in _call(client().api.images, filters={"label": labels}):
+        if LABEL_EVIDENCE in (image.get("Labels") or {}):
+            continue
         try:
             _call(client().api.remove_image, image["Id"], force=True)
             removed.append(image["Id"])

@@ -1,47 +1,29 @@
-"""Sandboxes, the teams that own them, and their extra mounts.
+"""Sandboxes and their extra mounts.
 
 Status is written only by services.py through guarded updates; `pending_action` names the one
 action in flight (empty when idle), which is how two actions on one sandbox are kept apart.
+Numeric limits and the name are also constrained in the database, so that no input path (the
+form, the CLI, a script) can store a row that a page cannot render or Destroy cannot remove.
 """
 
+import uuid as uuidlib
 from pathlib import Path
 
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
-
-class Team(models.Model):
-    """A group of people sharing sandboxes. Every sandbox belongs to exactly one team."""
-
-    name = models.CharField(max_length=100, unique=True)
-    slug = models.SlugField(max_length=50, unique=True)
-
-    def __str__(self) -> str:
-        return self.name
-
-
-class Membership(models.Model):
-    """A user's role in a team: viewers read, operators drive sandboxes, admins also destroy."""
-
-    class Role(models.TextChoices):
-        VIEWER = "viewer"
-        OPERATOR = "operator"
-        ADMIN = "admin"
-
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
-    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="memberships")
-    role = models.CharField(max_length=10, choices=Role.choices, default=Role.OPERATOR)
-
-    class Meta:
-        constraints = [models.UniqueConstraint(fields=["user", "team"], name="one_membership_per_team")]
-
-    def __str__(self) -> str:
-        return f"{self.user} in {self.team} ({self.role})"
+from teams.models import Team
 
 
 class Sandbox(models.Model):
-    """One hardened container with its workspace folders and home volume."""
+    """One hardened container with its workspace folders and home volume.
+
+    `uuid` is the sandbox's identity: its container labels, its home volume's name and the
+    marker file in its folder carry it, so a later sandbox that reuses the name never adopts
+    what an earlier one left. `host_path_ids` records the (device, inode) of every folder it
+    mounts, taken when the folder was created or first accepted, and checked before every start.
+    """
 
     class Status(models.TextChoices):
         CREATING = "creating"
@@ -57,6 +39,7 @@ class Sandbox(models.Model):
         NONE = "none", "No network"
 
     name = models.SlugField(max_length=40)
+    uuid = models.UUIDField(default=uuidlib.uuid4, unique=True, editable=False)
     team = models.ForeignKey(Team, on_delete=models.PROTECT, related_name="sandboxes")
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
@@ -73,6 +56,11 @@ class Sandbox(models.Model):
     # When `pending_action` was claimed: a claim much older than any action takes means its task
     # was lost (say, Redis restarted), and the periodic resync queues it again.
     claimed_at = models.DateTimeField(null=True, blank=True)
+    # Written every few seconds by the worker carrying out `pending_action`: a claim whose
+    # heartbeat stops has lost its worker. `attempts` counts the runs of the current claim.
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    host_path_ids = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -80,6 +68,10 @@ class Sandbox(models.Model):
         constraints = [
             # A destroyed sandbox keeps its row for history but frees its name.
             models.UniqueConstraint(fields=["name"], condition=~Q(status="destroyed"), name="unique_live_name"),
+            models.CheckConstraint(condition=Q(name__regex=r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$"), name="sandbox_name_is_a_slug"),
+            models.CheckConstraint(condition=Q(memory_mb__gte=6, memory_mb__lte=16 * 1024 * 1024), name="sandbox_memory_in_range"),
+            models.CheckConstraint(condition=Q(cpus__gt=0, cpus__lte=512), name="sandbox_cpus_in_range"),
+            models.CheckConstraint(condition=Q(pids_limit__gt=0, pids_limit__lte=4_194_304), name="sandbox_pids_in_range"),
         ]
 
     def __str__(self) -> str:
@@ -96,7 +88,7 @@ class Sandbox(models.Model):
 
     @property
     def volume_name(self) -> str:
-        return f"{self.container_name}-home"
+        return f"{self.container_name}-home-{self.uuid}"
 
     @property
     def is_busy(self) -> bool:

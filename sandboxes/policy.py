@@ -1,25 +1,49 @@
-"""The security policy: one pure function that every container spec passes before Docker sees it.
+"""The security policy: every container spec passes `check()` before Docker sees it.
 
-`check()` is called for create, recreate and restore alike (engine.create_container calls it
-itself, so no path can skip it). It collects every violation and raises them together, each as
-a sentence a user can act on. Nothing here touches Docker or the database.
+The policy is an allowlist. Each field of a ContainerSpec must hold one of the values listed
+here; anything else is refused, with every reason listed as a sentence a user can act on.
+
+`check()` has two halves:
+- `check_config()` is pure: it judges the spec's values against the installation's Rules.
+- `check_host_paths()` judges every bind source *as it is on disk now*: no symbolic link in any
+  component (each one is opened with O_NOFOLLOW, from / down), a directory, inside the allowed
+  roots, and the same device and inode as recorded when the sandbox was created. Docker resolves
+  a bind source again every time it starts a container, so this half runs right before every
+  create and every start (see services.actions), not once at create. It only reads the host.
+
+engine.create_container calls `check()` itself, so no path to Docker can skip it.
 """
 
+import errno
 import os
+import re
+import stat
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
 
 DOCKER_SOCKETS = ("/var/run/docker.sock", "/run/docker.sock")
-# Host directories that are never mounted, nor any folder that contains them.
-PROTECTED_HOST_PATHS = (
-    "/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib32", "/lib64", "/media", "/mnt",
-    "/opt", "/proc", "/root", "/run", "/sbin", "/srv", "/sys", "/tmp", "/usr", "/var",
-    "/var/lib/docker", *DOCKER_SOCKETS,
+# The operating system's own folders: never mounted, never containing a mount, and a mount root
+# may not lie inside them either.
+SYSTEM_PATHS = (
+    "/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/proc", "/root", "/run",
+    "/sbin", "/sys", "/tmp", "/usr", "/var",
 )
-ALLOWED_RUNTIMES = (None, "runc", "runsc")
-UNCONFINED = ("seccomp=unconfined", "seccomp:unconfined", "apparmor=unconfined", "apparmor:unconfined",
-              "label=disable", "label:disable")
+# Folders that hold other people's or other things' data: never mounted whole, nor anything
+# containing them (a folder inside, say /srv/data, may be).
+CONTAINER_PATHS = ("/", "/home", "/media", "/mnt", "/opt", "/srv")
 NO_NEW_PRIVILEGES = "no-new-privileges:true"
+ALLOWED_SECURITY_OPT = frozenset({NO_NEW_PRIVILEGES})
+NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?$")
+IMAGE_RE = re.compile(
+    r"^(?:[a-z0-9.-]+(?::[0-9]{1,5})?/)?[a-z0-9][a-z0-9._/-]{0,200}"  # [registry[:port]/]repository
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[0-9a-f]{64})?$"  # [:tag][@digest]
+)
+USER_RE = re.compile(r"^([0-9]{1,10}):([0-9]{1,10})$")
+HOSTNAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+WORKSPACE_TARGET = "/workspace"
+EXTRA_TARGET_PARENTS = ("/workspace", "/mnt")
+LABEL_UUID = "io.ccpanel.sandbox-uuid"
 
 
 class PolicyViolation(Exception):
@@ -31,10 +55,29 @@ class PolicyViolation(Exception):
 
 
 @dataclass(frozen=True)
+class Rules:
+    """What this installation allows, read from settings by the caller so that check() stays
+    free of Django. `workspace_root` holds the sandboxes' own folders; `mount_roots` are where
+    extra mounts may come from (validated at start-up by check_mount_roots)."""
+
+    workspace_root: str
+    mount_roots: tuple[str, ...]
+    networks: tuple[str, ...]  # the panel's bridge; "none" is always allowed
+    runtimes: tuple[str, ...] = ("runc", "runsc")
+    security_opt: frozenset[str] = ALLOWED_SECURITY_OPT
+
+
+@dataclass(frozen=True)
 class BindMount:
+    """A host folder mounted into the container. `identity` is the (device, inode) the folder had
+    when the sandbox was created; `workspace` marks the sandbox's own folders, which live under
+    the workspace root, as opposed to extra mounts, which never may."""
+
     source: str
     target: str
     read_only: bool = False
+    identity: tuple[int, int] | None = None
+    workspace: bool = False
 
 
 @dataclass(frozen=True)
@@ -80,103 +123,326 @@ class ContainerSpec:
     read_only_rootfs: bool = False
 
 
+# --- paths, lexically ----------------------------------------------------------------------------
+
 def is_within(path: str, root: str) -> bool:
-    return path == root or path.startswith(root.rstrip("/") + "/")
+    """`path` is `root` or lies inside it (both absolute and normalised)."""
+    return path == root or root == "/" or path.startswith(root.rstrip("/") + "/")
 
 
-def check_host_path(source: str, *, allowed_roots: list[str]) -> list[str]:
-    """Problems with mounting host folder `source`, judged on where it really points."""
-    if not os.path.isabs(source):
-        return [f"Mount source {source!r} must be an absolute path."]
-    real = os.path.realpath(source)
-    shown = source if real == source else f"{source} (resolves to {real})"
-    # One reason per source, the most specific first: that is the one a user needs to read.
-    if "docker.sock" in os.path.basename(real):
-        return [f"Mount source {shown} is a Docker socket."]
-    for protected in PROTECTED_HOST_PATHS:
-        if real == protected or (protected != "/" and is_within(protected, real)):
-            return [f"Mount source {shown} is or contains the system path {protected}."]
-    home = os.path.realpath(os.path.expanduser("~"))
-    if is_within(home, real) and not any(is_within(real, r) for r in allowed_roots):
-        return [f"Mount source {shown} is or contains a home directory."]
-    if not any(is_within(real, os.path.realpath(r)) for r in allowed_roots):
-        return [f"Mount source {shown} is outside the allowed folders ({', '.join(allowed_roots)})."]
+def overlaps(a: str, b: str) -> bool:
+    """One of the two folders is, contains or lies inside the other."""
+    return is_within(a, b) or is_within(b, a)
+
+
+def is_normalised(path: str) -> bool:
+    return path.startswith("/") and os.path.normpath(path) == path and not path.startswith("//")
+
+
+def check_name(name: str) -> list[str]:
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        return ["Name: use 1-40 lower-case letters, digits or hyphens, starting and ending with a letter or digit."]
+    return []
+
+
+def check_image_ref(image: str) -> list[str]:
+    if not isinstance(image, str) or len(image) > 255 or not IMAGE_RE.match(image) or "//" in image or ".." in image:
+        return [f"Image: {str(image)[:80]!r} is not a valid image reference."]
     return []
 
 
 def check_container_path(target: str) -> list[str]:
-    p = PurePosixPath(target)
-    if not p.is_absolute() or ".." in p.parts:
-        return [f"Mount target {target!r} must be an absolute path without '..'."]
-    if not (is_within(str(p), "/workspace") or is_within(str(p), "/mnt")) or str(p) in ("/workspace", "/mnt"):
+    """An extra mount's target: normalised, absolute, strictly inside /workspace/ or /mnt/."""
+    if not isinstance(target, str) or "\x00" in target or not is_normalised(target):
+        return [f"Mount target {target!r} must be a normalised absolute path (no '..', '.', '//' or trailing '/')."]
+    if not any(is_within(target, p) and target != p for p in EXTRA_TARGET_PARENTS):
         return [f"Mount target {target} must be inside /workspace/ or /mnt/."]
     return []
 
 
-def is_non_root(user: str) -> bool:
-    """Docker's `user` field ("uid[:gid]" or a name) names someone other than root."""
-    return user.split(":")[0].strip() not in ("", "0", "root")
+def check_extra_source_lexically(source: str, rules: Rules) -> list[str]:
+    """Where an extra mount's source may lie, judged on the path as written."""
+    if not isinstance(source, str) or "\x00" in source or not is_normalised(source):
+        return [f"Mount source {source!r} must be a normalised absolute path."]
+    if not rules.mount_roots:
+        return [f"Mount source {source}: extra mounts are off (no SANDBOX_MOUNT_ROOTS are configured)."]
+    if overlaps(source, rules.workspace_root):
+        return [f"Mount source {source} is, contains or lies inside the workspace root {rules.workspace_root}."]
+    for protected in (*SYSTEM_PATHS, *DOCKER_SOCKETS):
+        if overlaps(source, protected):
+            return [f"Mount source {source} is, contains or lies inside the system path {protected}."]
+    for protected in CONTAINER_PATHS:
+        if is_within(protected, source):
+            return [f"Mount source {source} is or contains {protected}."]
+    if not any(is_within(source, r) for r in rules.mount_roots):
+        return [f"Mount source {source} is outside the allowed folders ({', '.join(rules.mount_roots)})."]
+    return []
 
 
-def check(spec: ContainerSpec, *, allowed_roots: list[str]) -> None:
-    """Raise PolicyViolation listing everything in `spec` that the security policy forbids."""
+def check_mount_roots(roots: Sequence[str], *, workspace_root: str, homes: Iterable[str]) -> list[str]:
+    """Problems with the configured SANDBOX_MOUNT_ROOTS: a root may not be, contain or lie inside
+    a system path, a home directory (from the password database) or the workspace root."""
+    problems = []
+    homes = [h for h in homes if h and h != "/" and os.path.isabs(h)]
+    for root in roots:
+        if not is_normalised(root) or root == "/":
+            problems.append(f"SANDBOX_MOUNT_ROOTS: {root!r} must be a normalised absolute path other than /.")
+            continue
+        reasons = [f"the system path {p}" for p in (*SYSTEM_PATHS, *DOCKER_SOCKETS) if overlaps(root, p)]
+        reasons += [f"{p}" for p in CONTAINER_PATHS if p != "/" and is_within(p, root)]
+        reasons += [f"the home directory {h}" for h in homes if overlaps(root, os.path.normpath(h))]
+        if overlaps(root, workspace_root):
+            reasons.append(f"the workspace root {workspace_root}")
+        if reasons:
+            problems.append(f"SANDBOX_MOUNT_ROOTS: {root} is, contains or lies inside {reasons[0]}; "
+                            "name a folder of its own for sandboxes to share.")
+    return problems
+
+
+def check_workspace_root(root: str, *, homes: Iterable[str]) -> list[str]:
+    """Problems with WORKSPACE_ROOT: it may lie inside a home directory (the default is
+    ~/ClaudeCodeWorkspace) but may not be or contain a system path or anyone's home."""
+    if not is_normalised(root):
+        return [f"WORKSPACE_ROOT: {root!r} must be a normalised absolute path."]
+    inside = [p for p in (*SYSTEM_PATHS, *DOCKER_SOCKETS, *CONTAINER_PATHS) if is_within(p, root)]
+    inside += [h for h in homes if h and h != "/" and os.path.isabs(h) and is_within(os.path.normpath(h), root)]
+    if inside:
+        return [f"WORKSPACE_ROOT: {root} is or contains {inside[0]}; name a folder of its own for the sandboxes."]
+    return []
+
+
+# --- paths, on disk ------------------------------------------------------------------------------
+
+class HostPathError(Exception):
+    """A host folder that may not be mounted as it is on disk now."""
+
+
+def open_dir_nofollow(path: str, *, flags: int = os.O_PATH) -> int:
+    """Open the directory `path` component by component from /, never following a symbolic
+    link (O_NOFOLLOW at every step). Returns the fd (the caller closes it)."""
+    if not is_normalised(path):
+        raise HostPathError(f"{path!r} is not a normalised absolute path.")
+    fd = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    walked = ""
+    try:
+        parts = [p for p in path.split("/") if p]
+        for i, part in enumerate(parts):
+            walked += "/" + part
+            last = i == len(parts) - 1
+            try:
+                nxt = os.open(part, (flags if last else os.O_PATH) | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            except OSError as exc:
+                raise HostPathError(_describe(walked, part, fd, exc)) from None
+            os.close(fd)
+            fd = nxt
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _describe(walked: str, part: str, parent_fd: int, exc: OSError) -> str:
+    try:
+        st = os.lstat(part, dir_fd=parent_fd)
+    except OSError:
+        return f"{walked} does not exist."
+    if stat.S_ISLNK(st.st_mode):
+        try:
+            target = os.readlink(part, dir_fd=parent_fd)
+        except OSError:
+            target = "?"
+        return f"{walked} is a symbolic link (to {target}); links are never mounted."
+    if not stat.S_ISDIR(st.st_mode):
+        return f"{walked} is not a folder."
+    if exc.errno == errno.EACCES:
+        return f"{walked} cannot be read by the panel."
+    return f"{walked}: {exc.strerror}."
+
+
+def dir_identity(path: str) -> tuple[int, int]:
+    """(device, inode) of the folder `path`, reached without following any link."""
+    fd = open_dir_nofollow(path)
+    try:
+        st = os.fstat(fd)
+        return st.st_dev, st.st_ino
+    finally:
+        os.close(fd)
+
+
+def check_host_paths(spec: ContainerSpec, rules: Rules) -> list[str]:
+    """Judge every bind source as it is on disk now (see the module docstring)."""
+    problems = []
+    for bind in spec.binds:
+        try:
+            identity = dir_identity(bind.source)
+        except HostPathError as exc:
+            problems.append(f"Mount source {bind.source} cannot be mounted: {exc}")
+            continue
+        if bind.identity is None:
+            problems.append(f"Mount source {bind.source} has no recorded identity; it was never checked at create.")
+        elif tuple(bind.identity) != identity:
+            problems.append(f"Mount source {bind.source} was replaced since the sandbox was created "
+                            f"(device/inode {bind.identity[0]}/{bind.identity[1]}, now {identity[0]}/{identity[1]}).")
+    return problems
+
+
+# --- the spec ------------------------------------------------------------------------------------
+
+def check_config(spec: ContainerSpec, rules: Rules) -> list[str]:
+    """Everything about `spec` that can be judged from its values alone."""
     problems: list[str] = []
-    if NO_NEW_PRIVILEGES not in spec.security_opt:
-        problems.append("no-new-privileges must be set.")
-    if [c.upper() for c in spec.cap_drop] != ["ALL"] or spec.cap_add:
+    problems += check_image_ref(spec.image)
+    if set(spec.security_opt) != set(rules.security_opt) or len(spec.security_opt) != len(set(spec.security_opt)):
+        problems.append(f"Security options must be exactly {sorted(rules.security_opt)} "
+                        "(no-new-privileges; seccomp, AppArmor and SELinux confinement may not be changed).")
+    if list(spec.cap_drop) != ["ALL"] or spec.cap_add:
         problems.append("All capabilities must be dropped and none added.")
-    if not is_non_root(spec.user):
-        problems.append("The container must run as a non-root user.")
+    user = USER_RE.match(spec.user or "")
+    if not user or int(user.group(1)) == 0 or int(user.group(2)) == 0:
+        problems.append("The container must run as a non-root user, given as a non-zero uid:gid.")
     if spec.memory_bytes <= 0 or spec.nano_cpus <= 0 or spec.pids_limit <= 0:
         problems.append("Memory, CPU and process limits are required.")
     if spec.privileged:
         problems.append("Privileged containers are not allowed.")
-    if spec.network == "host":
-        problems.append("The host network is not allowed.")
+    if spec.network != "none" and spec.network not in rules.networks:
+        problems.append(f"Network {spec.network!r} is not allowed: only the panel's own bridge or none.")
     for label, mode in (("PID", spec.pid_mode), ("IPC", spec.ipc_mode), ("UTS", spec.uts_mode),
                         ("user", spec.userns_mode)):
         if mode:
             problems.append(f"Sharing the {label} namespace ({mode}) is not allowed.")
     if spec.devices:
         problems.append("Host devices are not allowed.")
-    if any(o.replace(" ", "").lower() in UNCONFINED for o in spec.security_opt):
-        problems.append("seccomp, AppArmor and SELinux confinement may not be disabled.")
-    if spec.runtime not in ALLOWED_RUNTIMES:
-        problems.append(f"Runtime {spec.runtime!r} is not allowed.")
-    for bind in spec.binds:
-        problems += check_host_path(bind.source, allowed_roots=allowed_roots)
-        problems += check_container_path(bind.target)
-    for volume in spec.volumes:
-        if not is_within(volume.target, "/home") or volume.target == "/home":
-            problems.append(f"Volume {volume.name} may only be mounted on a home directory.")
+    if spec.runtime is not None and spec.runtime not in rules.runtimes:
+        problems.append(f"Runtime {spec.runtime!r} is not allowed (only {', '.join(rules.runtimes)}).")
+    if spec.hostname and not HOSTNAME_RE.match(spec.hostname):
+        problems.append(f"Hostname {spec.hostname!r} is not valid.")
+    for name, value in spec.environment.items():
+        if not ENV_NAME_RE.match(name) or "\x00" in str(value):
+            problems.append(f"Environment variable {name[:40]!r} is not valid.")
+    problems += _check_mount_layout(spec, rules)
     for port in spec.ports:
         if port.host_ip != "127.0.0.1":
             problems.append(f"Port {port.container_port} may only be published on 127.0.0.1.")
+    return problems
+
+
+def _check_mount_layout(spec: ContainerSpec, rules: Rules) -> list[str]:
+    problems: list[str] = []
+    uuid = spec.labels.get(LABEL_UUID, "")
+    targets: list[str] = []
+    for bind in spec.binds:
+        if bind.workspace:
+            if not is_normalised(bind.source) or not is_within(bind.source, rules.workspace_root) \
+                    or bind.source == rules.workspace_root:
+                problems.append(f"Workspace folder {bind.source} must lie inside {rules.workspace_root}.")
+            if not is_within(bind.target, WORKSPACE_TARGET) or not is_normalised(bind.target):
+                problems.append(f"Workspace folder target {bind.target} must be inside /workspace/.")
+        else:
+            problems += check_extra_source_lexically(bind.source, rules)
+            problems += check_container_path(bind.target)
+        targets.append(bind.target)
+    for volume in spec.volumes:
+        if not volume.target.startswith("/home/") or not is_normalised(volume.target) or volume.target.count("/") != 2:
+            problems.append(f"Volume {volume.name} may only be mounted on a home directory (/home/<user>).")
+        if not uuid or uuid not in volume.name:
+            problems.append(f"Volume {volume.name} does not belong to this sandbox.")
+        targets.append(volume.target)
+    for i, target in enumerate(targets):
+        for other in targets[i + 1:]:
+            if overlaps(target, other):
+                problems.append(f"Mount targets {target} and {other} overlap; each target must be unique and not nested.")
+    extra = [b for b in spec.binds if not b.workspace]
+    for i, bind in enumerate(extra):
+        for other_bind in extra[i + 1:]:
+            if overlaps(bind.source, other_bind.source) and not (bind.read_only and other_bind.read_only):
+                problems.append(f"Mount sources {bind.source} and {other_bind.source} overlap and one of them is writable.")
+    return problems
+
+
+def check(spec: ContainerSpec, rules: Rules) -> None:
+    """Raise PolicyViolation listing everything in `spec` that the security policy forbids,
+    judging its host folders as they are on disk at this moment."""
+    problems = check_config(spec, rules)
+    if not problems:
+        problems = check_host_paths(spec, rules)
     if problems:
         raise PolicyViolation(problems)
 
 
-def inspect_report(data: dict) -> list[tuple[str, bool, str]]:
+def is_non_root(user: str) -> bool:
+    """Docker's `user` field names someone other than root: a uid:gid with neither zero."""
+    match = USER_RE.match(user or "")
+    return match is not None and int(match.group(1)) != 0 and int(match.group(2)) != 0
+
+
+# --- reading a container back ----------------------------------------------------------------------
+
+def inspect_report(data: dict, spec: ContainerSpec | None = None, processes: list[dict] | None = None
+                   ) -> list[tuple[str, bool, str]]:
     """(check, holds, what Docker says) for a container's `docker inspect` output: the policy
-    read back from the running container, not from what the panel asked for."""
+    read back from the running container, not from what the panel asked for. With `spec`, the
+    container is also compared with the sandbox's saved settings; with `processes` (see
+    engine.process_privileges), every process inside is checked for capabilities and root."""
     host, config = data["HostConfig"], data["Config"]
     user = config.get("User") or "root"
     mounts = data.get("Mounts") or []
     namespaces = {k: host.get(k) or "" for k in ("NetworkMode", "PidMode", "IpcMode", "UTSMode", "UsernsMode")}
     security = host.get("SecurityOpt") or []
-    return [
+    report = [
         ("Runs as a non-root user", is_non_root(user), user),
-        ("no-new-privileges", NO_NEW_PRIVILEGES in security, ", ".join(security) or "not set"),
+        ("no-new-privileges", set(security) == ALLOWED_SECURITY_OPT, ", ".join(security) or "not set"),
         ("All capabilities dropped, none added", host.get("CapDrop") == ["ALL"] and not host.get("CapAdd"),
          f"drop {host.get('CapDrop')}, add {host.get('CapAdd') or []}"),
         ("Not privileged", not host.get("Privileged"), str(bool(host.get("Privileged")))),
         ("Memory limit", (host.get("Memory") or 0) > 0, f"{(host.get('Memory') or 0) >> 20} MB"),
         ("CPU limit", (host.get("NanoCpus") or 0) > 0, f"{(host.get('NanoCpus') or 0) / 1e9:g} CPUs"),
         ("Process limit", (host.get("PidsLimit") or 0) > 0, str(host.get("PidsLimit") or "none")),
-        ("No host namespaces", "host" not in namespaces.values(), f"network {namespaces['NetworkMode']}"),
+        ("No host namespaces", "host" not in namespaces.values() and not any(v.startswith("container:") for v in namespaces.values()),
+         f"network {namespaces['NetworkMode']}"),
         ("No host devices", not host.get("Devices"), str(len(host.get("Devices") or []))),
         ("No Docker socket mounted", not any("docker.sock" in (m.get("Source") or "") for m in mounts), f"{len(mounts)} mounts"),
         ("imports is read-only", any(m.get("Destination") == "/workspace/imports" and not m.get("RW") for m in mounts), ""),
         ("No ports published beyond 127.0.0.1",
          all(b.get("HostIp") == "127.0.0.1" for bs in (host.get("PortBindings") or {}).values() for b in (bs or [])), ""),
     ]
+    if spec is not None:
+        drift = spec_drift(spec, data)
+        report.append(("Matches the sandbox's saved settings", not drift, "; ".join(drift) or "yes"))
+    if processes is not None:
+        bad = [p for p in processes if p["cap_eff"] or p["cap_bnd"] or p["uid"] == 0 or not p["no_new_privs"]]
+        shown = "; ".join(f"pid {p['pid']} {p['command'][:40]!r} uid {p['uid']} caps {p['cap_eff']:x}" for p in bad[:3])
+        report.append(("No process inside has capabilities or runs as root", not bad,
+                       shown or f"{len(processes)} processes checked"))
+    return report
+
+
+def spec_drift(spec: ContainerSpec, data: dict) -> list[str]:
+    """How a container (its `docker inspect`) differs from what `spec` asks for; [] if it matches.
+    Used before a start (a container that drifted is recreated from the spec) and in the report."""
+    host, config = data["HostConfig"], data["Config"]
+    drift = []
+    want_mounts = {(b.source, b.target, not b.read_only) for b in spec.binds}
+    want_mounts |= {(v.name, v.target, True) for v in spec.volumes}
+    have_mounts = {((m.get("Name") if m.get("Type") == "volume" else m.get("Source")), m.get("Destination"), bool(m.get("RW")))
+                   for m in data.get("Mounts") or []}
+    if want_mounts != have_mounts:
+        drift.append("mounts differ")
+    checks = [
+        ("user", config.get("User") or "", spec.user),
+        ("image", config.get("Image") or "", spec.image),
+        ("memory", host.get("Memory") or 0, spec.memory_bytes),
+        ("swap", host.get("MemorySwap") or 0, spec.memory_bytes),
+        ("CPUs", host.get("NanoCpus") or 0, spec.nano_cpus),
+        ("process limit", host.get("PidsLimit") or 0, spec.pids_limit),
+        ("capabilities dropped", list(host.get("CapDrop") or []), list(spec.cap_drop)),
+        ("capabilities added", list(host.get("CapAdd") or []), list(spec.cap_add)),
+        ("security options", sorted(host.get("SecurityOpt") or []), sorted(spec.security_opt)),
+        ("privileged", bool(host.get("Privileged")), spec.privileged),
+        ("network", host.get("NetworkMode") or "", spec.network),
+        ("devices", len(host.get("Devices") or []), len(spec.devices)),
+        ("read-only root", bool(host.get("ReadonlyRootfs")), spec.read_only_rootfs),
+        ("runtime", host.get("Runtime") or "runc", spec.runtime or "runc"),
+        ("labels", {k: (config.get("Labels") or {}).get(k) for k in spec.labels}, spec.labels),
+    ]
+    drift += [f"{what} is {have!r}, not {want!r}" for what, have, want in checks if have != want]
+    return drift

@@ -5,11 +5,14 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
+from teams.models import Membership
+from teams.permissions import team_roles, user_role
+
 from . import engine, policy, services
 from .forms import DestroyForm, SandboxCreateForm
 from .health import service_status
 from .models import Sandbox
-from .selectors import has_role, sandbox_get_visible, sandbox_list_visible, team_ids_operable
+from .selectors import sandbox_get_visible, sandbox_list_visible
 
 
 def client_ip(request: HttpRequest) -> str | None:
@@ -17,9 +20,9 @@ def client_ip(request: HttpRequest) -> str | None:
 
 
 def dashboard(request: HttpRequest) -> HttpResponse:
-    operable = team_ids_operable(user=request.user)
-    context = {"sandboxes": sandbox_list_visible(user=request.user), "operable": operable, "can_create": bool(operable),
-               **service_status()}
+    roles = team_roles(user=request.user)
+    context = {"sandboxes": sandbox_list_visible(user=request.user), "roles": roles,
+               "can_create": any(r != Membership.Role.VIEWER for r in roles.values()), **service_status()}
     return render(request, "sandboxes/dashboard.html", context)
 
 
@@ -33,10 +36,11 @@ def sandbox_create(request: HttpRequest) -> HttpResponse:
                 memory_mb=data["memory_mb"], cpus=data["cpus"], network_mode=data["network_mode"],
                 extra_mounts=data["extra_mounts"], source_ip=client_ip(request),
             )
+        except services.InvalidInput as exc:
+            for field, problems in exc.errors.items():
+                form.add_error(field if field in form.fields else None, problems)
         except policy.PolicyViolation as exc:
-            form.add_error(None, exc.problems)
-        except services.SandboxError as exc:
-            form.add_error("name", str(exc))
+            form.add_error("extra_mounts" if data["extra_mounts"] else None, exc.problems)
         else:
             messages.success(request, f"Creating {data['name']}…")
             return redirect("dashboard")
@@ -55,13 +59,16 @@ def sandbox_detail(request: HttpRequest, pk: int) -> HttpResponse:
     logs, hardening = "", []
     if sandbox.container_id:
         try:
-            hardening = policy.inspect_report(engine.inspect_container(sandbox.container_id))
+            data = engine.inspect_container(sandbox.container_id)
+            processes = engine.process_privileges(sandbox.container_id) if data["State"].get("Running") else None
+            hardening = policy.inspect_report(data, services.sandbox_spec(sandbox), processes)
             logs = engine.logs(sandbox.container_id, tail=200)
         except engine.EngineError:
             pass  # the banner says why; the page still shows what the panel knows
+    roles = {sandbox.team_id: user_role(user=request.user, team=sandbox.team) or ""}
     context = {
         "sandbox": sandbox, "logs": logs, "hardening": hardening, "destroy_form": DestroyForm(sandbox=sandbox),
-        "can_operate": has_role(user=request.user, team=sandbox.team, role="operator"), **service_status(),
+        "roles": roles, **service_status(),
     }
     return render(request, "sandboxes/detail.html", context)
 
@@ -83,3 +90,4 @@ def sandbox_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
     if request.POST.get("next") == "detail" and action != "destroy":
         return redirect("sandbox_detail", pk=pk)
     return redirect("dashboard")
+

@@ -1,10 +1,25 @@
-"""The sandbox's folders on the host, under WORKSPACE_ROOT/<name>/."""
+"""The sandbox's folders on the host, under WORKSPACE_ROOT/<name>/.
+
+    WORKSPACE_ROOT/<name>/                  root-owned, 0755, never mounted
+        .ccpanel-sandbox                    marker: the sandbox's UUID
+        Projects/ Documentation/ Research/  uid 1000, 0755, each mounted at /workspace/<folder>
+        shared/ imports/ exports/
+
+The sandbox sees only the six folders, each as a mount point, and cannot rename or replace them:
+their parent is root's and is not mounted anywhere. Everything here works relative to file
+descriptors opened with O_NOFOLLOW (mkdirat, fchmod, fchown, fstat, unlinkat), so a folder
+swapped for a symbolic link half-way changes nothing outside the workspace: the next step fails
+instead of following the link.
+
+This runs on the machine that runs the Docker engine (bind sources are that machine's paths).
+"""
 
 import os
 import shutil
-from pathlib import Path
 
 from django.conf import settings
+
+from . import policy
 
 # folder name -> mounted read-only inside the container
 FOLDERS: dict[str, bool] = {
@@ -15,37 +30,134 @@ FOLDERS: dict[str, bool] = {
     "imports": True,
     "exports": False,
 }
+MARKER = ".ccpanel-sandbox"
+_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 class WorkspaceError(Exception):
-    pass
+    """A workspace folder that cannot be used as it is; the message says what is in the way."""
 
 
-def _safe_base(name: str) -> Path:
-    root = Path(settings.WORKSPACE_ROOT)
-    base = root / name
-    if base.is_symlink() or base.resolve().parent != root.resolve():
-        raise WorkspaceError(f"{base} is not a plain folder inside {root}; refusing to use it.")
-    return base
+def _open_root() -> int:
+    root = str(settings.WORKSPACE_ROOT)
+    if not os.path.isdir(root):
+        os.makedirs(root, exist_ok=True)
+        os.chmod(root, 0o755)
+    try:
+        return policy.open_dir_nofollow(root, flags=os.O_RDONLY)
+    except policy.HostPathError as exc:
+        raise WorkspaceError(f"The workspace root cannot be used: {exc}") from None
 
 
-def workspace_prepare(name: str) -> Path:
-    """Create the folders (mode 755, owned by the sandbox uid when we can). Keeps existing files."""
-    root = Path(settings.WORKSPACE_ROOT)
-    root.mkdir(parents=True, exist_ok=True)
-    base = _safe_base(name)
-    for path in [base, *(base / f for f in FOLDERS)]:
-        if path.is_symlink():
-            raise WorkspaceError(f"{path} is a symbolic link; refusing to mount it.")
-        path.mkdir(exist_ok=True)
-        os.chmod(path, 0o755)
-        if os.geteuid() == 0:
-            os.chown(path, settings.SANDBOX_UID, settings.SANDBOX_UID, follow_symlinks=False)
-    return base
+def _read_marker(base_fd: int) -> str | None:
+    try:
+        fd = os.open(MARKER, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=base_fd)
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return "?"
+    try:
+        return os.read(fd, 200).decode(errors="replace").strip()
+    finally:
+        os.close(fd)
 
 
-def workspace_remove(name: str) -> None:
-    """Delete the sandbox's folder and everything in it (destroy only)."""
-    base = _safe_base(name)
-    if base.exists():
-        shutil.rmtree(base)
+def _check_name(name: str) -> None:
+    if policy.check_name(name):
+        raise WorkspaceError(f"{name!r} is not a valid sandbox name for a folder.")
+
+
+def workspace_create(name: str, uuid: str) -> dict[str, tuple[int, int]]:
+    """Create the sandbox's folder, its marker and the six folders; return {path: (dev, inode)}
+    of the six, to be recorded and checked again before every start.
+
+    Never adopts someone else's data: a folder that exists already is used only if it carries
+    this sandbox's marker (a redelivered task) or is empty; otherwise WorkspaceError says what
+    is in the way."""
+    _check_name(name)
+    root_fd = _open_root()
+    try:
+        try:
+            os.mkdir(name, 0o700, dir_fd=root_fd)
+        except FileExistsError:
+            pass
+        try:
+            base_fd = os.open(name, _DIR, dir_fd=root_fd)
+        except OSError:
+            raise WorkspaceError(f"{settings.WORKSPACE_ROOT / name} exists and is not a plain folder; "
+                                 "move it away, then retry.") from None
+        try:
+            return _fill(base_fd, name, uuid)
+        finally:
+            os.close(base_fd)
+    finally:
+        os.close(root_fd)
+
+
+def _fill(base_fd: int, name: str, uuid: str) -> dict[str, tuple[int, int]]:
+    base = settings.WORKSPACE_ROOT / name
+    marker = _read_marker(base_fd)
+    if marker is None:
+        if os.listdir(base_fd):
+            raise WorkspaceError(f"{base} already exists and holds files from something else (an earlier sandbox "
+                                 "of this name?); it is never reused. Move it away, then retry.")
+        fd = os.open(MARKER, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=base_fd)
+        try:
+            os.write(fd, f"{uuid}\n".encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    elif marker != uuid:
+        raise WorkspaceError(f"{base} belongs to another sandbox (marker {marker[:36]}); it is never reused. "
+                             "Move it away, then retry.")
+    is_root = os.geteuid() == 0
+    if is_root:
+        os.fchown(base_fd, 0, 0)
+    os.fchmod(base_fd, 0o755)
+    identities = {}
+    for folder in FOLDERS:
+        try:
+            os.mkdir(folder, 0o700, dir_fd=base_fd)
+        except FileExistsError:
+            pass
+        try:
+            fd = os.open(folder, _DIR, dir_fd=base_fd)
+        except OSError:
+            raise WorkspaceError(f"{base / folder} is not a plain folder (a link?); refusing to use it.") from None
+        try:
+            if is_root:
+                os.fchown(fd, settings.SANDBOX_UID, settings.SANDBOX_GID)
+            os.fchmod(fd, 0o755)
+            st = os.fstat(fd)
+            identities[str(base / folder)] = (st.st_dev, st.st_ino)
+        finally:
+            os.close(fd)
+    return identities
+
+
+def workspace_remove(name: str, uuid: str) -> str:
+    """Delete the sandbox's folder and everything in it (destroy only), if it carries this
+    sandbox's marker. Returns "" when done or nothing was there, else why it was left alone."""
+    if policy.check_name(name):
+        return f"no folder removed: {name!r} is not a valid folder name"
+    root = settings.WORKSPACE_ROOT
+    if not root.exists():
+        return ""
+    root_fd = _open_root()
+    try:
+        try:
+            base_fd = os.open(name, _DIR, dir_fd=root_fd)
+        except FileNotFoundError:
+            return ""
+        except OSError:
+            return f"{root / name} is not a plain folder; left in place"
+        try:
+            marker = _read_marker(base_fd)
+        finally:
+            os.close(base_fd)
+        if marker != uuid:
+            return f"{root / name} does not carry this sandbox's marker; left in place"
+        shutil.rmtree(name, dir_fd=root_fd)  # fd-based on Linux: never follows a link inside
+        return ""
+    finally:
+        os.close(root_fd)

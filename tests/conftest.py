@@ -11,7 +11,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
 
@@ -20,7 +20,8 @@ from django.conf import settings
 from django.db import connection
 
 from sandboxes import engine, services
-from sandboxes.models import Membership, Sandbox, Team
+from sandboxes.models import Sandbox
+from teams.models import Membership, Team
 
 ROOT = Path(__file__).resolve().parent.parent
 LOG_DIR = ROOT / "var" / "log" / "tests"
@@ -59,17 +60,43 @@ def test_image(docker_engine):
     return TEST_IMAGE
 
 
-def _remove_test_resources():
-    label = f"{engine.LABEL_INSTANCE}={settings.PANEL_INSTANCE}"
+class UnsafeCleanup(Exception):
+    """The suite's clean-up was pointed at something that is not the tests' own."""
+
+
+def remove_test_resources(*, instance: str, workspace_root: Path, mount_roots: list[Path]) -> None:
+    """Remove the test instance's containers, volumes, images, workspace and mount roots.
+
+    Refuses (raising UnsafeCleanup, touching nothing) unless the instance label starts with
+    "test", the workspace root lies under this project's var/, and each mount root is one of the
+    tests' own under /srv: whatever the environment says, `make test` never removes a user's data."""
+    var = (ROOT / "var").resolve()
+    root = Path(workspace_root).resolve()
+    if not instance.startswith("test"):
+        raise UnsafeCleanup(f"instance {instance!r} is not a test instance")
+    if root == var or var not in root.parents:
+        raise UnsafeCleanup(f"workspace root {root} is not inside {var}")
+    for mount_root in mount_roots:
+        if not (str(mount_root).startswith("/srv/ccpanel-test") and str(mount_root).endswith("-mounts")):
+            raise UnsafeCleanup(f"mount root {mount_root} is not one of the tests' own")
+    label = f"{engine.LABEL_INSTANCE}={instance}"
     ids = docker_cli("ps", "-aq", "--filter", f"label={label}").stdout.split()
     if ids:
         docker_cli("rm", "-f", *ids, check=False)
     vols = docker_cli("volume", "ls", "-q", "--filter", f"label={label}").stdout.split()
     if vols:
         docker_cli("volume", "rm", "-f", *vols, check=False)
-    root = Path(settings.WORKSPACE_ROOT)
-    if root.exists():
-        subprocess.run(["rm", "-rf", str(root)], check=False)
+    images = docker_cli("images", "-q", "--filter", f"label={label}").stdout.split()
+    if images:
+        docker_cli("rmi", "-f", *set(images), check=False)
+    for path in [root, *mount_roots]:
+        if path.exists():
+            subprocess.run(["rm", "-rf", "--one-file-system", str(path)], check=False)
+
+
+def _remove_test_resources():
+    remove_test_resources(instance=settings.PANEL_INSTANCE, workspace_root=Path(settings.WORKSPACE_ROOT),
+                          mount_roots=[Path(r) for r in settings.SANDBOX_MOUNT_ROOTS])
 
 
 @pytest.fixture
@@ -107,9 +134,21 @@ def make_sandbox(team, test_image):
     return make
 
 
-def subprocess_env() -> dict[str, str]:
+@pytest.fixture
+def mount_root() -> Iterator[Path]:
+    """The tests' one allowed extra-mount root (SANDBOX_MOUNT_ROOTS), created empty."""
+    root = Path(settings.SANDBOX_MOUNT_ROOTS[0])
+    assert str(root).startswith("/srv/ccpanel-test"), root
+    subprocess.run(["rm", "-rf", "--one-file-system", str(root)], check=True)
+    root.mkdir(parents=True)
+    root.chmod(0o755)
+    yield root
+    subprocess.run(["rm", "-rf", "--one-file-system", str(root)], check=False)
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
     db = connection.settings_dict
-    env = dict(os.environ)
+    env = dict(os.environ, **extra)
     env["DJANGO_SETTINGS_MODULE"] = "controlpanel.settings_test"
     if db["ENGINE"].endswith("sqlite3"):
         env["DATABASE_URL"] = f"sqlite:///{db['NAME']}"
@@ -119,11 +158,11 @@ def subprocess_env() -> dict[str, str]:
 
 
 class Proc:
-    def __init__(self, name: str, cmd: list[str]):
+    def __init__(self, name: str, cmd: list[str], **env: str):
         LOG_DIR.mkdir(parents=True, exist_ok=True)
         self.log_path = LOG_DIR / f"{name}.log"
         self.log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=subprocess_env(), stdout=self.log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=subprocess_env(**env), stdout=self.log, stderr=subprocess.STDOUT)
 
     def output(self) -> str:
         return self.log_path.read_text()
@@ -163,7 +202,8 @@ def _free_port() -> int:
 def panel_server(django_db_setup, celery_worker):
     """Daphne serving the panel (HTTP and websockets) on a free loopback port."""
     port = _free_port()
-    p = Proc("daphne", [str(ROOT / ".venv/bin/daphne"), "-b", "127.0.0.1", "-p", str(port), "controlpanel.asgi:application"])
+    p = Proc("daphne", [str(ROOT / ".venv/bin/daphne"), "-b", "127.0.0.1", "-p", str(port), "controlpanel.asgi:application"],
+             PANEL_PORT=str(port))
 
     def up():
         assert p.proc.poll() is None, p.output()

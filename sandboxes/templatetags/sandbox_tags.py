@@ -1,21 +1,32 @@
 from django import template
 
 from ..models import Sandbox
-from ..services import TRANSITIONS
+from ..services import allowed_actions
 
 register = template.Library()
 
-# Shown as buttons; destroy has its own confirmation form on the detail page.
+# Destroy has its own confirmation form on the detail page; these are the row buttons.
 BUTTONS = ("start", "stop", "restart", "pause", "unpause", "reset", "clean")
 
 
-@register.filter
-def available_actions(sandbox: Sandbox) -> list[str]:
-    """The actions the sandbox's status allows (the service checks again on submit)."""
-    return [a for a in BUTTONS if sandbox.status in TRANSITIONS[a].allowed_from
-            and not (a == "restart" and sandbox.status == Sandbox.Status.STOPPED)]
+@register.simple_tag
+def sandbox_buttons(sandbox: Sandbox, roles: dict[int, str]) -> list[str]:
+    """The actions the service would accept now from someone with this user's role (the service
+    checks again on submit)."""
+    allowed = allowed_actions(sandbox, role=roles.get(sandbox.team_id))
+    return [a for a in BUTTONS if a in allowed]
+
+
+@register.simple_tag
+def can_destroy(sandbox: Sandbox, roles: dict[int, str]) -> bool:
+    return "destroy" in allowed_actions(sandbox, role=roles.get(sandbox.team_id))
 
 
 @register.filter
 def filesizeformat_mb(mb: int) -> str:
     return f"{mb / 1024:g} GB" if mb >= 1024 and mb % 256 == 0 else f"{mb} MB"
+
+
+@register.filter
+def role_for(roles: dict[int, str], sandbox: Sandbox) -> str:
+    return roles.get(sandbox.team_id, "")

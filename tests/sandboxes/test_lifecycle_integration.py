@@ -74,8 +74,12 @@ def test_lifecycle_create_stop_reset_destroy(client, admin_user, team, celery_wo
     assert net["IPAM"]["Config"][0]["Subnet"] == settings.SANDBOX_SUBNET
     workspace = Path(settings.WORKSPACE_ROOT) / "life"
     assert sorted(p.name for p in workspace.iterdir()) == sorted(
-        ["Projects", "Documentation", "Research", "shared", "imports", "exports"])
+        [".ccpanel-sandbox", "Projects", "Documentation", "Research", "shared", "imports", "exports"])
+    assert (workspace / ".ccpanel-sandbox").read_text().strip() == str(sandbox.uuid)
     assert all((workspace / p).stat().st_mode & 0o777 == 0o755 for p in ["", "Projects", "imports"])
+    # The sandbox's own folder is root's: nothing inside can rename its mount points.
+    assert (workspace.stat().st_uid, workspace.stat().st_gid) == (0, 0)
+    assert all((workspace / p).stat().st_uid == 1000 for p in ["Projects", "imports", "exports"])
 
     # The agent's work lands on the host.
     docker_cli("exec", sandbox.container_id, "sh", "-c", "echo kept > /workspace/Projects/notes.txt")

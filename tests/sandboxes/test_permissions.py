@@ -2,7 +2,7 @@
 
 import pytest
 
-from sandboxes.models import Membership, Team
+from teams.models import Membership, Team
 
 pytestmark = [pytest.mark.docker, pytest.mark.django_db]
 
@@ -62,7 +62,7 @@ def test_detail_page_shows_settings_output_and_destroy_form(client, admin_user, 
     assert "visible-output" in html
     assert 'name="confirm_name"' in html
     assert f'ws-connect="/ws/sandboxes/{running.pk}/"' in html
-    assert "✗" not in html and html.count("✓") == 12
+    assert "✗" not in html and html.count("✓") == 14
 
 
 def test_a_fresh_install_has_a_team_to_create_in(db):

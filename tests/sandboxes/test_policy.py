@@ -1,100 +1,203 @@
-"""The security policy refuses every unsafe spec, and engine.create_container cannot skip it."""
+"""The security policy is an allowlist: it refuses every unsafe spec, judges host folders as they
+are on disk at the moment of the check, and engine.create_container cannot skip it."""
 
 import dataclasses
 import os
+from pathlib import Path
 
 import pytest
 
 from sandboxes import engine, policy
 from tests.conftest import docker_cli
 
+UUID = "01234567-89ab-cdef-0123-456789abcdef"
+
 
 @pytest.fixture
-def root(tmp_path):
-    (tmp_path / "ws").mkdir()
-    return str(tmp_path / "ws")
+def ws(tmp_path) -> Path:
+    """A workspace root with one sandbox's Projects folder."""
+    (tmp_path / "ws" / "box" / "Projects").mkdir(parents=True)
+    return tmp_path / "ws"
 
 
-def good_spec(root: str, **changes) -> policy.ContainerSpec:
+def rules(ws: Path, mount_roots=()) -> policy.Rules:
+    return policy.Rules(workspace_root=str(ws), mount_roots=tuple(str(r) for r in mount_roots), networks=("ccpanel-test",))
+
+
+def bind(path: Path, target="/workspace/Projects", **kw) -> policy.BindMount:
+    kw.setdefault("workspace", True)
+    return policy.BindMount(str(path), target, identity=policy.dir_identity(str(path)), **kw)
+
+
+def good_spec(ws: Path, **changes) -> policy.ContainerSpec:
     spec = policy.ContainerSpec(
         name="ccpanel-test-policy", image="ccpanel/test-busybox:latest", memory_bytes=256 << 20,
         nano_cpus=10**9, pids_limit=100, network="none",
-        binds=(policy.BindMount(root, "/workspace/Projects"),),
-        volumes=(policy.VolumeMount("v", "/home/claude"),),
+        binds=(bind(ws / "box" / "Projects"),),
+        volumes=(policy.VolumeMount(f"ccpanel-test-box-home-{UUID}", "/home/claude"),),
+        labels={policy.LABEL_UUID: UUID},
     )
     return dataclasses.replace(spec, **changes)
 
 
-def problems(spec, root) -> list[str]:
+def problems(spec, r) -> list[str]:
     with pytest.raises(policy.PolicyViolation) as info:
-        policy.check(spec, allowed_roots=[root])
+        policy.check(spec, r)
     return info.value.problems
 
 
-def test_good_spec_passes(root):
-    policy.check(good_spec(root), allowed_roots=[root])
+def test_good_spec_passes(ws):
+    policy.check(good_spec(ws), rules(ws))
+    policy.check(good_spec(ws, network="ccpanel-test", runtime="runsc"), rules(ws))
 
 
 @pytest.mark.parametrize("changes, expected", [
     ({"privileged": True}, "Privileged"),
     ({"cap_add": ("NET_ADMIN",)}, "capabilities"),
     ({"cap_drop": ()}, "capabilities"),
-    ({"security_opt": ()}, "no-new-privileges"),
-    ({"security_opt": ("no-new-privileges:true", "seccomp=unconfined")}, "seccomp"),
-    ({"security_opt": ("no-new-privileges:true", "apparmor=unconfined")}, "AppArmor"),
+    ({"cap_drop": ("ALL", "NET_RAW")}, "capabilities"),
+    ({"security_opt": ()}, "Security options"),
+    ({"security_opt": ("no-new-privileges:true", "seccomp=unconfined")}, "Security options"),
+    ({"security_opt": ("no-new-privileges:true", "apparmor=unconfined")}, "Security options"),
+    ({"security_opt": ("no-new-privileges:true", "label=disable")}, "Security options"),
+    ({"security_opt": ("no-new-privileges:false",)}, "Security options"),
+    ({"security_opt": ("no-new-privileges:true", "no-new-privileges:true")}, "Security options"),
     ({"user": "0:0"}, "non-root"),
+    ({"user": "1000:0"}, "non-root"),
+    ({"user": "0:1000"}, "non-root"),
     ({"user": "root"}, "non-root"),
+    ({"user": "claude"}, "non-root"),  # a name may map to uid 0 in the image
+    ({"user": "1000"}, "non-root"),
     ({"memory_bytes": 0}, "limits"),
     ({"pids_limit": 0}, "limits"),
-    ({"network": "host"}, "host network"),
+    ({"network": "host"}, "Network 'host'"),
+    ({"network": "container:abc"}, "Network 'container:abc'"),
+    ({"network": "bridge"}, "Network 'bridge'"),
     ({"pid_mode": "host"}, "PID namespace"),
     ({"ipc_mode": "host"}, "IPC namespace"),
     ({"uts_mode": "host"}, "UTS namespace"),
     ({"userns_mode": "host"}, "user namespace"),
     ({"devices": ("/dev/kvm:/dev/kvm:rwm",)}, "devices"),
     ({"runtime": "kata"}, "Runtime"),
+    ({"runtime": ""}, "Runtime"),
     ({"ports": (policy.PortBinding(8080, 8080, "0.0.0.0"),)}, "127.0.0.1"),
-    ({"volumes": (policy.VolumeMount("v", "/etc"),)}, "home directory"),
+    ({"volumes": (policy.VolumeMount(f"v-{UUID}", "/etc"),)}, "home directory"),
+    ({"volumes": (policy.VolumeMount("someone-elses-home", "/home/claude"),)}, "does not belong"),
+    ({"image": "NOT AN IMAGE"}, "image reference"),
+    ({"hostname": "a/b"}, "Hostname"),
+    ({"environment": {"BAD NAME": "x"}}, "Environment"),
 ])
-def test_unsafe_settings_are_refused(root, changes, expected):
-    assert any(expected in p for p in problems(good_spec(root, **changes), root))
+def test_unsafe_settings_are_refused(ws, changes, expected):
+    assert any(expected in p for p in problems(good_spec(ws, **changes), rules(ws)))
+
+
+@pytest.mark.parametrize("target", ["/etc", "/", "/workspace/../etc", "relative", "/workspace", "/workspace/",
+                                    "/workspace//x", "/workspace/./x", "/mnt", "/home/claude/x"])
+def test_extra_mount_targets_must_be_normalised_and_inside_workspace_or_mnt(target):
+    assert policy.check_container_path(target)
+
+
+def test_targets_are_unique_and_never_nested(ws):
+    projects = ws / "box" / "Projects"
+    for second in ("/workspace/Projects", "/workspace/Projects/sub"):
+        spec = good_spec(ws, binds=(bind(projects), bind(projects, second)))
+        assert any("overlap" in p for p in problems(spec, rules(ws)))
 
 
 @pytest.mark.parametrize("source", ["/var/run/docker.sock", "/run/docker.sock", "/var/run", "/run", "/", "/etc", "/usr",
-                                    "/root", "/home", "/proc", "/var/lib/docker"])
-def test_system_paths_and_docker_socket_are_refused(root, source):
-    spec = good_spec(root, binds=(policy.BindMount(source, "/workspace/x"),))
-    assert problems(spec, root)
+                                    "/root", "/home", "/proc", "/var/lib/docker", "/tmp/x", "/srv", "/mnt"])
+def test_system_paths_and_docker_socket_are_refused_as_extra_mounts(ws, source):
+    spec = good_spec(ws, binds=(policy.BindMount(source, "/workspace/x", identity=(1, 1)),))
+    assert problems(spec, rules(ws, ["/srv/data"]))
 
 
-def test_path_outside_allowed_root_is_refused(root, tmp_path):
-    (tmp_path / "elsewhere").mkdir()
-    spec = good_spec(root, binds=(policy.BindMount(str(tmp_path / "elsewhere"), "/workspace/x"),))
-    assert any("outside the allowed folders" in p for p in problems(spec, root))
+def test_extra_mounts_are_off_without_mount_roots(ws):
+    spec = good_spec(ws, binds=(policy.BindMount("/srv/data/x", "/workspace/x", identity=(1, 1)),))
+    assert any("extra mounts are off" in p for p in problems(spec, rules(ws)))
 
 
-def test_symlink_resolving_outside_is_refused(root):
-    os.symlink("/etc", os.path.join(root, "innocent"))
-    spec = good_spec(root, binds=(policy.BindMount(os.path.join(root, "innocent"), "/workspace/x"),))
-    found = problems(spec, root)
-    assert any("resolves to /etc" in p for p in found)
+@pytest.mark.parametrize("source", ["{ws}", "{ws}/box", "{ws}/box/Projects", "{parent}"])
+def test_extra_mounts_never_reach_into_the_workspace(ws, source):
+    path = source.format(ws=ws, parent=ws.parent)
+    spec = good_spec(ws, binds=(policy.BindMount(path, "/mnt/all", identity=(1, 1)),))
+    assert any("workspace root" in p for p in problems(spec, rules(ws, [str(ws.parent)])))
 
 
-def test_mount_targets_must_stay_in_workspace(root):
-    for target in ("/etc", "/", "/workspace/../etc", "relative", "/workspace"):
-        assert problems(good_spec(root, binds=(policy.BindMount(root, target),)), root)
+def test_overlapping_extra_mounts_need_both_read_only(ws):
+    r = rules(ws, ["/srv/data"])
+    a = policy.BindMount("/srv/data", "/mnt/a", identity=(1, 1))
+    b = policy.BindMount("/srv/data/sub", "/mnt/b", read_only=True, identity=(1, 2))
+    assert any("overlap and one of them is writable" in p for p in policy.check_config(good_spec(ws, binds=(a, b)), r))
+    both_ro = (dataclasses.replace(a, read_only=True), b)
+    assert not policy.check_config(good_spec(ws, binds=both_ro), r)
 
 
-def test_all_problems_are_reported_together(root):
-    found = problems(good_spec(root, privileged=True, user="0", network="host"), root)
+def test_path_outside_allowed_root_is_refused(ws):
+    spec = good_spec(ws, binds=(policy.BindMount("/srv/elsewhere", "/workspace/x", identity=(1, 1)),))
+    assert any("outside the allowed folders" in p for p in problems(spec, rules(ws, ["/srv/data"])))
+
+
+def test_a_link_in_any_component_is_refused(ws):
+    """Judged on disk, not on the path as written: a link anywhere on the way is refused."""
+    real = ws / "box" / "Projects"
+    os.symlink(ws / "box", ws / "alias")
+    spec = good_spec(ws, binds=(policy.BindMount(str(ws / "alias" / "Projects"), "/workspace/Projects", workspace=True,
+                                                 identity=policy.dir_identity(str(real))),))
+    found = problems(spec, rules(ws))
+    assert any("alias is a symbolic link" in p for p in found), found
+
+
+def test_a_folder_swapped_for_a_link_or_another_folder_is_refused(ws):
+    projects = ws / "box" / "Projects"
+    spec = good_spec(ws)
+    projects.rename(ws / "box" / "old")
+    os.symlink("/etc", projects)
+    assert any("symbolic link (to /etc)" in p for p in problems(spec, rules(ws)))
+    projects.unlink()
+    projects.mkdir()  # a different folder under the same name
+    assert any("was replaced since the sandbox was created" in p for p in problems(spec, rules(ws)))
+    (ws / "box" / "old").rename(ws / "box" / "back")
+    projects.rmdir()
+    (ws / "box" / "back").rename(projects)  # the same folder, moved back: same inode
+    policy.check(spec, rules(ws))
+
+
+def test_a_bind_without_a_recorded_identity_is_refused(ws):
+    spec = good_spec(ws, binds=(policy.BindMount(str(ws / "box" / "Projects"), "/workspace/Projects", workspace=True),))
+    assert any("no recorded identity" in p for p in problems(spec, rules(ws)))
+
+
+def test_workspace_folders_must_lie_inside_the_workspace_root(ws, tmp_path):
+    (tmp_path / "other").mkdir()
+    spec = good_spec(ws, binds=(bind(tmp_path / "other"),))
+    assert any("must lie inside" in p for p in problems(spec, rules(ws)))
+
+
+def test_all_problems_are_reported_together(ws):
+    found = problems(good_spec(ws, privileged=True, user="0:0", network="host"), rules(ws))
     assert len(found) == 3
 
 
+@pytest.mark.parametrize("root, reason", [
+    ("/", "other than /"), ("/etc/x", "/etc"), ("/var/lib/sandboxes", "/var"), ("/usr", "/usr"), ("/tmp/shared", "/tmp"),
+    ("/home", "/home"), ("/home/alice/data", "home directory /home/alice"), ("/data", "home directory /data/bob"),
+    ("/srv", "/srv"), ("/srv/ws/sub", "workspace root"), ("/srv/../etc", "normalised"),
+])
+def test_unsafe_mount_roots_are_refused_at_start_up(root, reason):
+    found = policy.check_mount_roots([root], workspace_root="/srv/ws", homes=["/root", "/home/alice", "/data/bob", "/"])
+    assert found and reason in found[0], found
+
+
+def test_a_safe_mount_root_is_accepted():
+    assert not policy.check_mount_roots(["/srv/shared", "/data2"], workspace_root="/root/ClaudeCodeWorkspace",
+                                        homes=["/root", "/home/alice", "/", "/nonexistent"])
+
+
 @pytest.mark.docker
-def test_engine_refuses_before_docker_sees_the_spec(root, docker_engine, test_image):
-    spec = good_spec(root, name="ccpanel-test-refused", privileged=True)
+def test_engine_refuses_before_docker_sees_the_spec(ws, docker_engine, test_image):
+    spec = good_spec(ws, name="ccpanel-test-refused", privileged=True)
     with pytest.raises(policy.PolicyViolation):
-        engine.create_container(spec, allowed_roots=[root])
+        engine.create_container(spec, rules=rules(ws))
     assert docker_cli("inspect", "ccpanel-test-refused", check=False).returncode != 0
 
 
@@ -103,4 +206,14 @@ def test_inspect_report_flags_what_does_not_hold():
             "HostConfig": {"CapDrop": None, "CapAdd": ["SYS_ADMIN"], "Privileged": True, "Memory": 0, "NanoCpus": 0,
                            "PidsLimit": None, "NetworkMode": "host", "SecurityOpt": None, "Devices": [{}],
                            "PortBindings": {"80/tcp": [{"HostIp": "", "HostPort": "80"}]}}}
-    assert [holds for _, holds, _ in policy.inspect_report(data)] == [False] * 12
+    processes = [{"pid": 7, "command": "sh", "uid": 0, "cap_eff": 0xFFFF, "cap_bnd": 0xFFFF, "no_new_privs": False}]
+    assert [holds for _, holds, _ in policy.inspect_report(data, processes=processes)] == [False] * 13
+
+
+@pytest.mark.parametrize("root, ok", [
+    ("/root/ClaudeCodeWorkspace", True), ("/home/alice/ClaudeCodeWorkspace", True), ("/srv/sandboxes", True),
+    ("/", False), ("/home", False), ("/home/alice", False), ("/etc", False), ("/var", False), ("/srv", False),
+])
+def test_workspace_root_may_lie_in_a_home_but_not_contain_one(root, ok):
+    found = policy.check_workspace_root(root, homes=["/root", "/home/alice", "/"])
+    assert (not found) == ok, found

@@ -6,7 +6,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
-from sandboxes.models import Membership, Team
+from teams.models import Membership, Team
 
 
 class Command(BaseCommand):

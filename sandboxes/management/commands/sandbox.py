@@ -11,7 +11,16 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from sandboxes import engine, policy, services
-from sandboxes.models import Sandbox, Team
+from sandboxes.models import Sandbox
+from teams.models import Team
+
+
+def _decimal(text: str) -> Decimal:
+    try:
+        return Decimal(text)
+    except ArithmeticError:
+        raise ValueError(text) from None
+
 
 VERBS = ["list", "create", "start", "stop", "restart", "pause", "unpause", "reset", "clean", "destroy", "logs"]
 
@@ -25,7 +34,7 @@ class Command(BaseCommand):
         parser.add_argument("--yes", action="store_true", help="destroy without asking")
         parser.add_argument("--image", default=None)
         parser.add_argument("--memory-mb", type=int, default=None)
-        parser.add_argument("--cpus", type=Decimal, default=None)
+        parser.add_argument("--cpus", type=_decimal, default=None)
         parser.add_argument("--network", choices=[c for c, _ in Sandbox.Network.choices], default="internet")
         parser.add_argument("--team", default="default", help="team slug (create)")
         parser.add_argument("--tail", type=int, default=200, help="lines of output (logs)")
@@ -60,12 +69,17 @@ class Command(BaseCommand):
             self.stdout.write(f"{s.name:24} {status:11} {s.memory_mb:>6}MB {s.cpus:>5} {s.network_mode:9} {s.image}")
 
     def _create(self, actor, name, opts):
-        team, _ = Team.objects.get_or_create(slug=opts["team"], defaults={"name": opts["team"].capitalize()})
+        team = Team.objects.filter(slug=opts["team"]).first()
+        if team is None:
+            known = ", ".join(Team.objects.order_by("slug").values_list("slug", flat=True))
+            raise CommandError(f"No team {opts['team']!r} (teams: {known}). Teams are made by an admin, not by the CLI.")
+        # Unset options take the defaults; a given value, even 0, is judged by the same rules as the form's.
         try:
             sandbox = services.sandbox_create(
-                actor=actor, team=team, name=name, image=opts["image"] or settings.SANDBOX_DEFAULT_IMAGE,
-                memory_mb=opts["memory_mb"] or settings.SANDBOX_DEFAULT_MEMORY_MB,
-                cpus=opts["cpus"] or Decimal(str(settings.SANDBOX_DEFAULT_CPUS)),
+                actor=actor, team=team, name=name,
+                image=settings.SANDBOX_DEFAULT_IMAGE if opts["image"] is None else opts["image"],
+                memory_mb=settings.SANDBOX_DEFAULT_MEMORY_MB if opts["memory_mb"] is None else opts["memory_mb"],
+                cpus=Decimal(str(settings.SANDBOX_DEFAULT_CPUS)) if opts["cpus"] is None else opts["cpus"],
                 network_mode=opts["network"], enqueue=False,
             )
         except policy.PolicyViolation as exc:

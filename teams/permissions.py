@@ -1,0 +1,78 @@
+"""Who may do what: a user's role in a team, ranked viewer < operator < admin. Superusers are
+admins of every team. Services call `authorize`; pages and sockets read the roles to show
+exactly what the services would allow."""
+
+from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
+
+from .models import Membership, Team
+
+Role = Membership.Role
+ROLE_RANK: dict[str, int] = {Role.VIEWER: 1, Role.OPERATOR: 2, Role.ADMIN: 3}
+
+
+class SystemActor(str):
+    """An actor that is not a web user (the CLI, the reconciler); authorised for everything."""
+
+
+def actor_name(actor) -> str:
+    if actor is None:
+        return "system"
+    return str(actor) if isinstance(actor, SystemActor) else actor.get_username()
+
+
+def actor_user(actor):
+    """The user to record as the actor, or None for a SystemActor."""
+    return None if isinstance(actor, SystemActor) else actor
+
+
+def team_roles(*, user) -> dict[int, str]:
+    """{team id: the user's role there}."""
+    if getattr(user, "is_superuser", False):
+        return {pk: Role.ADMIN for pk in Team.objects.values_list("pk", flat=True)}
+    return dict(Membership.objects.filter(user=user).values_list("team_id", "role"))
+
+
+def user_role(*, user, team: Team) -> str | None:
+    """The user's role in `team` ("admin" for superusers), or None for no access."""
+    if getattr(user, "is_superuser", False):
+        return Role.ADMIN
+    membership = Membership.objects.filter(user=user, team=team).only("role").first()
+    return membership.role if membership else None
+
+
+def role_allows(role: str | None, needed: str) -> bool:
+    return role is not None and ROLE_RANK[role] >= ROLE_RANK[needed]
+
+
+def has_role(*, user, team: Team, role: str) -> bool:
+    return role_allows(user_role(user=user, team=team), role)
+
+
+def authorize(actor, team: Team, role: str) -> None:
+    """Raise PermissionDenied unless `actor` has at least `role` in `team`."""
+    if isinstance(actor, SystemActor):
+        return
+    if not has_role(user=actor, team=team, role=role):
+        raise PermissionDenied(f"You need the {role} role in team {team} for this.")
+
+
+def teams_visible(*, user) -> QuerySet[Team]:
+    if getattr(user, "is_superuser", False):
+        return Team.objects.order_by("name")
+    return Team.objects.filter(memberships__user=user).order_by("name")
+
+
+def teams_for_operator(*, user) -> QuerySet[Team]:
+    """The teams in which `user` may create sandboxes."""
+    if getattr(user, "is_superuser", False):
+        return Team.objects.order_by("name")
+    return Team.objects.filter(memberships__user=user, memberships__role__in=[Role.OPERATOR, Role.ADMIN]).order_by("name")
+
+
+def team_ids_visible(*, user) -> set[int]:
+    return set(team_roles(user=user))
+
+
+def is_any_team_admin(*, user) -> bool:
+    return bool(getattr(user, "is_superuser", False)) or Membership.objects.filter(user=user, role=Role.ADMIN).exists()

@@ -1,0 +1,58 @@
+"""Changing who is in a team. Team admins only; a team always keeps at least one admin."""
+
+from django.db import transaction
+
+from audit.services import audit_record
+from controlpanel.db import serialise
+
+from .models import Membership, Team
+from .permissions import Role, actor_name, actor_user, authorize
+
+
+class TeamError(Exception):
+    """A change that cannot be made; the message is shown to the user."""
+
+
+def _audit(actor, action: str, team: Team, details: dict, source_ip: str | None) -> None:
+    audit_record(actor=actor_user(actor), actor_name=actor_name(actor), action=action, target=team.slug,
+                 team_id=team.pk, details=details, source_ip=source_ip)
+
+
+def _other_admins(team: Team, user) -> bool:
+    return Membership.objects.filter(team=team, role=Role.ADMIN).exclude(user=user).exists()
+
+
+def membership_set(*, actor, team: Team, user, role: str, source_ip: str | None = None) -> Membership:
+    """Add `user` to `team` with `role`, or change their role."""
+    authorize(actor, team, Role.ADMIN)
+    if role not in Role.values:
+        raise TeamError(f"Unknown role {role!r}.")
+    with transaction.atomic():
+        serialise(f"team-{team.pk}")
+        membership = Membership.objects.filter(team=team, user=user).first()
+        before = membership.role if membership else None
+        if before == role and membership is not None:
+            return membership
+        if before == Role.ADMIN and not _other_admins(team, user):
+            raise TeamError(f"{user.get_username()} is the last admin of {team}; make someone else admin first.")
+        if membership is None:
+            membership = Membership.objects.create(team=team, user=user, role=role)
+        else:
+            Membership.objects.filter(pk=membership.pk).update(role=role)
+            membership.role = role
+        _audit(actor, "team.member_set", team, {"user": user.get_username(), "from": before, "to": role}, source_ip)
+    return membership
+
+
+def membership_remove(*, actor, team: Team, user, source_ip: str | None = None) -> None:
+    """Remove `user` from `team`; the last admin cannot be removed."""
+    authorize(actor, team, Role.ADMIN)
+    with transaction.atomic():
+        serialise(f"team-{team.pk}")
+        membership = Membership.objects.filter(team=team, user=user).first()
+        if membership is None:
+            return
+        if membership.role == Role.ADMIN and not _other_admins(team, user):
+            raise TeamError(f"{user.get_username()} is the last admin of {team}; make someone else admin first.")
+        membership.delete()
+        _audit(actor, "team.member_removed", team, {"user": user.get_username(), "role": membership.role}, source_ip)

@@ -1,0 +1,9 @@
+from django.urls import path
+
+from . import views
+
+urlpatterns = [
+    path("", views.team_list, name="team_list"),
+    path("<slug:slug>/", views.team_detail, name="team_detail"),
+    path("<slug:slug>/members/", views.team_member, name="team_member"),
+]
