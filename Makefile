@@ -9,7 +9,7 @@ test:
 	@bash scripts/panel.sh test $(ARGS)
 
 lint:
-	.venv/bin/ruff check . && .venv/bin/mypy controlpanel sandboxes audit && .venv/bin/python manage.py check && .venv/bin/python manage.py makemigrations --check --dry-run
+	.venv/bin/ruff check . && .venv/bin/mypy controlpanel sandboxes audit teams && .venv/bin/python manage.py check && .venv/bin/python manage.py makemigrations --check --dry-run
 
 bench:
 	@bash scripts/panel.sh bench

@@ -1,9 +1,13 @@
-"""Create-to-running latency: the panel against the raw Docker SDK, in one run.
+"""Create-to-running and start-of-a-stopped-sandbox latency: the panel against the raw Docker
+SDK, in one run.
 
-Panel: a POST to /sandboxes/new/ through Django's request stack, the Celery task on a real
-worker (prefork, as `make run` starts it), until the database says "running". SDK: the same
-Docker work done directly (workspace folders, home volume, hardened container, start). Runs are
-interleaved so drift on the machine affects both alike. The last line is a JSON object.
+Create. Panel: a POST to /sandboxes/new/ through Django's request stack, the Celery task on a
+real worker (prefork, as `make run` starts it), until the database says "running". SDK: the same
+Docker work done directly (workspace folders, home volume, hardened container, start).
+Start. Panel: a POST to /sandboxes/<pk>/start/ of a stopped sandbox, including what every start
+costs now (each folder judged on disk, component by component, against its recorded device and
+inode; the container compared with the saved settings). SDK: `container.start()`.
+Runs are interleaved so drift on the machine affects both alike. The last line is a JSON object.
 
 Usage: .venv/bin/python bench/lifecycle.py [--runs N]   (needs Docker and Redis; `make bench`)
 """
@@ -22,15 +26,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 VAR = ROOT / "var"
 DB = VAR / "bench.sqlite3"
+# The test settings with a slot of their own: instance "test1", its own workspace root, network,
+# subnet and Redis database, so the bench never touches a running panel or test run.
 os.environ.update({
     "DJANGO_SETTINGS_MODULE": "controlpanel.settings_test",
-    "PANEL_INSTANCE": "bench",
-    "REDIS_URL": os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14"),
+    "PANEL_TEST_SLOT": os.environ.get("PANEL_TEST_SLOT", "1"),
     "DATABASE_URL": f"sqlite:///{DB}",
-    "WORKSPACE_ROOT": str(VAR / "bench-workspaces"),
-    "SANDBOX_NETWORK": "ccpanel-bench",
-    "SANDBOX_SUBNET": "172.28.10.0/24",
-    "SANDBOX_BRIDGE": "ccpanel-bench0",
 })
 for suffix in ("", "-wal", "-shm"):
     Path(f"{DB}{suffix}").unlink(missing_ok=True)
@@ -45,32 +46,44 @@ from django.core.management import call_command  # noqa: E402
 from django.test import Client  # noqa: E402
 
 from sandboxes import services  # noqa: E402
-from sandboxes.models import Membership, Sandbox, Team  # noqa: E402
+from sandboxes.models import Sandbox  # noqa: E402
+from teams.models import Membership, Team  # noqa: E402
 
 IMAGE = "ccpanel/test-busybox:latest"
 FOLDERS = ["Projects", "Documentation", "Research", "shared", "imports", "exports"]
 
 
-def panel_once(client: Client, team: Team, name: str, poll: float) -> float:
+def wait_running(name: str, poll: float) -> int:
+    while True:
+        row = Sandbox.objects.filter(name=name).values("status", "pending_action", "status_detail", "pk").first()
+        if row["status"] == "running" and not row["pending_action"]:
+            return row["pk"]
+        if row["status"] == "error":
+            raise SystemExit(f"panel action failed: {row['status_detail']}")
+        time.sleep(poll)
+
+
+def panel_once(client: Client, team: Team, name: str, poll: float) -> tuple[float, float]:
     form = {"name": name, "team": team.pk, "image": IMAGE, "memory_mb": 256, "cpus": "1", "network_mode": "internet"}
     t0 = time.perf_counter()
     response = client.post("/sandboxes/new/", form)
     assert response.status_code == 302, response.content
-    while True:
-        row = Sandbox.objects.filter(name=name).values("status", "pending_action", "status_detail", "pk").first()
-        if row["status"] == "running" and not row["pending_action"]:
-            break
-        if row["status"] == "error":
-            raise SystemExit(f"panel create failed: {row['status_detail']}")
-        time.sleep(poll)
-    elapsed = time.perf_counter() - t0
-    sandbox = Sandbox.objects.get(pk=row["pk"])
-    services.sandbox_request_action(actor=services.SystemActor("bench"), sandbox=sandbox, action="destroy", enqueue=False)
-    services.sandbox_perform(sandbox_id=sandbox.pk, action="destroy")
-    return elapsed
+    pk = wait_running(name, poll)
+    created = time.perf_counter() - t0
+    actor = services.SystemActor("bench")
+    services.sandbox_request_action(actor=actor, sandbox=Sandbox.objects.get(pk=pk), action="stop", enqueue=False)
+    services.sandbox_perform(sandbox_id=pk, action="stop")
+    t0 = time.perf_counter()
+    response = client.post(f"/sandboxes/{pk}/start/")
+    assert response.status_code == 302, response.content
+    wait_running(name, poll)
+    started = time.perf_counter() - t0
+    services.sandbox_request_action(actor=actor, sandbox=Sandbox.objects.get(pk=pk), action="destroy", enqueue=False)
+    services.sandbox_perform(sandbox_id=pk, action="destroy")
+    return created, started
 
 
-def sdk_once(sdk: docker.DockerClient, name: str) -> float:
+def sdk_once(sdk: docker.DockerClient, name: str) -> tuple[float, float]:
     base = Path(settings.WORKSPACE_ROOT) / name
     t0 = time.perf_counter()
     for folder in FOLDERS:
@@ -82,14 +95,18 @@ def sdk_once(sdk: docker.DockerClient, name: str) -> float:
     container = sdk.containers.create(
         IMAGE, name=name, user="1000:1000", mem_limit=256 << 20, memswap_limit=256 << 20, nano_cpus=10**9,
         pids_limit=1024, cap_drop=["ALL"], security_opt=["no-new-privileges:true"], network=settings.SANDBOX_NETWORK,
-        mounts=mounts, labels={"io.ccpanel.instance": "bench"}, tty=True, stdin_open=True, detach=True,
+        mounts=mounts, labels={"io.ccpanel.instance": settings.PANEL_INSTANCE}, tty=True, stdin_open=True, detach=True,
     )
     container.start()
-    elapsed = time.perf_counter() - t0
+    created = time.perf_counter() - t0
+    container.stop(timeout=10)
+    t0 = time.perf_counter()
+    container.start()
+    started = time.perf_counter() - t0
     container.remove(force=True)
     sdk.volumes.get(f"{name}-home").remove(force=True)
     shutil.rmtree(base)
-    return elapsed
+    return created, started
 
 
 def main() -> None:
@@ -115,22 +132,36 @@ def main() -> None:
             if time.time() > deadline or worker.poll() is not None:
                 raise SystemExit("the Celery worker did not start; see var/log/bench-worker.log")
             time.sleep(0.2)
-        panel, sdk_times = [], []
+        panel, sdk_times, panel_start, sdk_start = [], [], [], []
         for i in range(args.runs + 2):  # the first two of each are warm-up
-            p = panel_once(client, team, f"bench-p{i}", args.poll_ms / 1000)
-            s = sdk_once(sdk, f"ccpanel-bench-raw{i}")
+            p, ps = panel_once(client, team, f"bench-p{i}", args.poll_ms / 1000)
+            s, ss = sdk_once(sdk, f"ccpanel-{settings.PANEL_INSTANCE}-raw{i}")
             if i >= 2:
                 panel.append(p)
                 sdk_times.append(s)
+                panel_start.append(ps)
+                sdk_start.append(ss)
     finally:
         worker.terminate()
         worker.wait(10)
-    panel_ms, sdk_ms = statistics.median(panel) * 1000, statistics.median(sdk_times) * 1000
+
+    def p50(xs: list[float]) -> float:
+        return statistics.median(xs) * 1000
+
+    def line(label: str, xs: list[float]) -> str:
+        return f"{label:24} p50 {p50(xs):7.1f} ms   min {min(xs) * 1000:7.1f}   max {max(xs) * 1000:7.1f}"
+
     print(f"runs: {args.runs} (after 2 warm-up), image {IMAGE}, panel polled every {args.poll_ms:g} ms")
-    print(f"panel create->running  p50 {panel_ms:7.1f} ms   min {min(panel) * 1000:7.1f}   max {max(panel) * 1000:7.1f}")
-    print(f"raw SDK create+start   p50 {sdk_ms:7.1f} ms   min {min(sdk_times) * 1000:7.1f}   max {max(sdk_times) * 1000:7.1f}")
-    print(f"ratio {panel_ms / sdk_ms:.3f} (target <= 1.25)")
-    print(json.dumps({"panel_ms_p50": round(panel_ms, 1), "sdk_ms_p50": round(sdk_ms, 1), "ratio": round(panel_ms / sdk_ms, 3),
+    print(line("panel create->running", panel))
+    print(line("raw SDK create+start", sdk_times))
+    print(f"ratio {p50(panel) / p50(sdk_times):.3f} (target <= 1.25)")
+    print(line("panel start (stopped)", panel_start))
+    print(line("raw SDK start (stopped)", sdk_start))
+    print(f"start ratio {p50(panel_start) / p50(sdk_start):.3f} (start-time checks included)")
+    print(json.dumps({"panel_ms_p50": round(p50(panel), 1), "sdk_ms_p50": round(p50(sdk_times), 1),
+                      "ratio": round(p50(panel) / p50(sdk_times), 3),
+                      "start_panel_ms_p50": round(p50(panel_start), 1), "start_sdk_ms_p50": round(p50(sdk_start), 1),
+                      "start_ratio": round(p50(panel_start) / p50(sdk_start), 3),
                       "runs": args.runs, "poll_ms": args.poll_ms}))
 
 

@@ -30,15 +30,19 @@ TEST_ENVIRONMENT = {
     "SANDBOX_NETWORK": f"ccpanel-{_name}",
     "SANDBOX_SUBNET": "172.28.9.0/24" if _n is None else f"172.29.{_n}.0/24",
     "SANDBOX_BRIDGE": f"ccpanel-{_name}0"[:15],
+}
+os.environ.update(TEST_ENVIRONMENT)
+# Defaults that suit the tests; a test may set others for the processes it starts.
+for _key, _value in {
     "SANDBOX_DEFAULT_IMAGE": "ccpanel/test-busybox:latest",
     "SANDBOX_DEFAULT_MEMORY_MB": "256",
     "SANDBOX_DEFAULT_CPUS": "1",
     "SANDBOX_STOP_TIMEOUT": "3",
-}
-os.environ.update(TEST_ENVIRONMENT)
+}.items():
+    os.environ.setdefault(_key, _value)
 # The panel's own Redis (or REDIS_URL's server), on a database of the tests' own.
 _redis = os.environ.get("REDIS_URL") or f"unix://{_base / 'var' / 'redis.sock'}?db=0"
-_db = 15 if _n is None else max(1, 14 - _n)
+_db = 15 if _n is None else 14 - (_n % 14)
 if _redis.startswith("unix://"):
     _redis = re.sub(r"\?.*$", "", _redis) + f"?db={_db}"
 else:

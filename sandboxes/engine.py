@@ -291,6 +291,17 @@ def instance_containers() -> list[ContainerState]:
                            exit_code=0, oom_killed=False, error="", labels=c.get("Labels") or {}) for c in found]
 
 
+def containers_claiming(*, name: str, sandbox_uuid: str) -> list[str]:
+    """Ids of every container that carries the sandbox's UUID label or its exact name, whoever
+    made it (an impostor made by hand included)."""
+    ids: list[str] = []
+    for filters in ({"label": [f"{LABEL_UUID}={sandbox_uuid}"]}, {"name": [f"^/{name}$"]}):
+        for c in _call(client().api.containers, all=True, filters=filters):
+            if c["Id"] not in ids:
+                ids.append(c["Id"])
+    return ids
+
+
 def process_privileges(container_id: str) -> list[dict[str, Any]] | None:
     """Every process in a running container, with what the kernel says of its privileges:
     effective and bounding capabilities, uid and no_new_privs, read from /proc on this machine.

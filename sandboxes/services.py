@@ -526,6 +526,27 @@ def finish(sandbox: Sandbox, action: str, status: str, detail: str, *, outcome: 
     return bool(done)
 
 
+# --- reading a sandbox back ---------------------------------------------------------------------
+
+def hardening_report(sandbox: Sandbox) -> list[tuple[str, bool, str]]:
+    """The policy read back from Docker and the kernel for the container that runs as this
+    sandbox: its recorded container, or any other that carries its name or identity (one made
+    by hand outside the panel is reported, and flagged). Empty when no container exists."""
+    claiming = engine.containers_claiming(name=sandbox.container_name, sandbox_uuid=str(sandbox.uuid))
+    if not claiming:
+        return []
+    inspected = {cid: engine.inspect_container(cid) for cid in claiming}
+    # Report on what runs (a stranger that runs matters more than the panel's stopped container).
+    order = sorted(claiming, key=lambda cid: (not inspected[cid]["State"].get("Running"), cid != sandbox.container_id))
+    shown = order[0]
+    data = inspected[shown]
+    processes = engine.process_privileges(shown) if data["State"].get("Running") else None
+    strangers = [cid[:12] for cid in claiming if cid != sandbox.container_id]
+    report = [("Only the panel's own container claims this sandbox", not strangers,
+               f"also {', '.join(strangers)}" if strangers else (sandbox.container_id or "")[:12])]
+    return report + policy.inspect_report(data, sandbox_spec(sandbox), processes)
+
+
 # --- keeping state true ------------------------------------------------------------------------
 
 def _observed_status(sandbox: Sandbox, state: engine.ContainerState | None) -> tuple[str, str] | None:

@@ -57,12 +57,11 @@ def _get_sandbox(request: HttpRequest, pk: int) -> Sandbox:
 def sandbox_detail(request: HttpRequest, pk: int) -> HttpResponse:
     sandbox = _get_sandbox(request, pk)
     logs, hardening = "", []
-    if sandbox.container_id:
+    if sandbox.status != Sandbox.Status.DESTROYED:
         try:
-            data = engine.inspect_container(sandbox.container_id)
-            processes = engine.process_privileges(sandbox.container_id) if data["State"].get("Running") else None
-            hardening = policy.inspect_report(data, services.sandbox_spec(sandbox), processes)
-            logs = engine.logs(sandbox.container_id, tail=200)
+            hardening = services.hardening_report(sandbox)
+            if sandbox.container_id:
+                logs = engine.logs(sandbox.container_id, tail=200)
         except engine.EngineError:
             pass  # the banner says why; the page still shows what the panel knows
     roles = {sandbox.team_id: user_role(user=request.user, team=sandbox.team) or ""}

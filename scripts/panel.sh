@@ -9,6 +9,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 VAR=$ROOT/var
 mkdir -p "$VAR/log"
+chmod 700 "$VAR"  # keys, the database and Redis's socket are the panel's alone
 MODE=${1:-run}
 shift || true
 STARTED=()
@@ -85,25 +86,24 @@ else
 fi
 
 # --- Redis ------------------------------------------------------------------------------------
-export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379/0}
+# The panel's own Redis listens on a unix socket in var/ (0700), not on a port: no other local
+# user can read the queue or put tasks in it. REDIS_URL names another server instead.
+OWN_REDIS_URL="unix://$VAR/redis.sock?db=0"
+export REDIS_URL=${REDIS_URL:-$OWN_REDIS_URL}
 redis_answers() { $PY -c 'import os,redis; redis.Redis.from_url(os.environ["REDIS_URL"], socket_timeout=2).ping()' >/dev/null 2>&1; }
 if redis_answers; then
   say "Redis answers at $REDIS_URL"
+elif [ "$REDIS_URL" != "$OWN_REDIS_URL" ]; then
+  die "REDIS_URL=$REDIS_URL does not answer."
 else
-  case "$REDIS_URL" in
-    redis://127.0.0.1:*|redis://localhost:*|redis://127.0.0.1/*|redis://localhost/*) ;;
-    *) die "REDIS_URL=$REDIS_URL does not answer." ;;
-  esac
   command -v redis-server >/dev/null || ensure_pkgs redis-server
-  if ! redis_answers; then  # installing may have started it as a service
-    port=$(echo "$REDIS_URL" | sed -nE 's#^redis://[^:/]+:([0-9]+).*#\1#p'); port=${port:-6379}
-    say "starting redis-server on 127.0.0.1:$port (log: var/log/redis.log)"
-    setsid redis-server --bind 127.0.0.1 --port "$port" --save "" --appendonly no --dir "$VAR" \
-      --logfile "$VAR/log/redis.log" &
-    STARTED+=($!)
-    for _ in $(seq 1 30); do redis_answers && break; sleep 0.5; done
-    redis_answers || die "redis-server did not start; see var/log/redis.log"
-  fi
+  say "starting the panel's redis-server on var/redis.sock (log: var/log/redis.log)"
+  rm -f "$VAR/redis.sock"
+  setsid redis-server --port 0 --unixsocket "$VAR/redis.sock" --unixsocketperm 700 --save "" --appendonly no \
+    --dir "$VAR" --logfile "$VAR/log/redis.log" &
+  STARTED+=($!)
+  for _ in $(seq 1 30); do redis_answers && break; sleep 0.5; done
+  redis_answers || die "redis-server did not start; see var/log/redis.log"
 fi
 
 # --- tools the image builders need --------------------------------------------------------------
@@ -126,13 +126,22 @@ case "$MODE" in
     export DJANGO_SETTINGS_MODULE=controlpanel.settings_test
     say "lint: ruff, mypy, manage.py check, makemigrations --check"
     .venv/bin/ruff check .
-    .venv/bin/mypy controlpanel sandboxes audit
+    .venv/bin/mypy controlpanel sandboxes audit teams
     $PY manage.py check
     $PY manage.py makemigrations --check --dry-run >/dev/null || die "models changed without a migration"
     $PY manage.py build_images --test
     DJANGO_SETTINGS_MODULE=controlpanel.settings $PY manage.py build_images
-    say "running the test suite"
+    say "running the test suite (SQLite)"
     .venv/bin/pytest "$@"
+    if [ $# -eq 0 ]; then
+      # The same suite again on PostgreSQL: a cluster of the tests' own, started here.
+      pg_log=$(mktemp)
+      pg_url=$(bash scripts/postgres.sh start 2>"$pg_log") || { cat "$pg_log" >&2; die "PostgreSQL did not start"; }
+      if grep -q started "$pg_log"; then trap 'bash scripts/postgres.sh stop; cleanup' EXIT; fi
+      rm -f "$pg_log"
+      say "running the test suite again (PostgreSQL)"
+      DATABASE_URL=$pg_url .venv/bin/pytest
+    fi
     ;;
   bench)
     export DJANGO_SETTINGS_MODULE=controlpanel.settings_test

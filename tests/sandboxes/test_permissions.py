@@ -62,7 +62,7 @@ def test_detail_page_shows_settings_output_and_destroy_form(client, admin_user, 
     assert "visible-output" in html
     assert 'name="confirm_name"' in html
     assert f'ws-connect="/ws/sandboxes/{running.pk}/"' in html
-    assert "✗" not in html and html.count("✓") == 14
+    assert "✗" not in html and html.count("✓") == 15
 
 
 def test_a_fresh_install_has_a_team_to_create_in(db):

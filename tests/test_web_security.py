@@ -1,0 +1,182 @@
+"""The panel's own defences: exact websocket origins, the Host check on every response, sockets
+closed at logout, throttled sign-ins, and its secrets kept to itself."""
+
+import http.client
+import json
+import multiprocessing
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from asgiref.sync import async_to_sync, sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.conf import settings as django_settings
+
+from audit.models import AuditEvent
+from controlpanel import settings as panel_settings
+from controlpanel.asgi import application
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.django_db
+ORIGIN = f"http://127.0.0.1:{django_settings.PANEL_PORT}"
+
+
+@pytest.fixture
+def in_memory_layer(settings, transactional_db):
+    """Consumers run their database work through channels' database_sync_to_async, which closes
+    the connection after each call: these tests need committed data (transactional_db)."""
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+
+def headers(session: str | None, origin: str | None, host: str = "127.0.0.1:8000") -> list[tuple[bytes, bytes]]:
+    found = [(b"host", host.encode())]
+    if origin is not None:
+        found.append((b"origin", origin.encode()))
+    if session:
+        found.append((b"cookie", f"{django_settings.SESSION_COOKIE_NAME}={session}".encode()))
+    return found
+
+
+def connects(session: str | None, origin: str | None, host: str = "127.0.0.1:8000") -> bool:
+    async def attempt():
+        communicator = WebsocketCommunicator(application, "/ws/sandboxes/", headers=headers(session, origin, host))
+        connected, _ = await communicator.connect()
+        await communicator.disconnect()
+        return connected
+
+    return async_to_sync(attempt)()
+
+
+@pytest.fixture
+def session(client, admin_user) -> str:
+    client.force_login(admin_user)
+    return client.cookies[django_settings.SESSION_COOKIE_NAME].value
+
+
+@pytest.mark.parametrize("origin, accepted", [
+    (ORIGIN, True),
+    (f"http://localhost:{django_settings.PANEL_PORT}", True),
+    ("http://127.0.0.1:9999", False),  # another port on the same machine
+    ("http://localhost:3000", False),
+    ("http://evil.example:8000", False),
+    (f"https://127.0.0.1:{django_settings.PANEL_PORT}", False),
+    (None, False),  # no Origin at all
+])
+def test_websockets_accept_only_the_panels_exact_origins(in_memory_layer, session, origin, accepted):
+    assert connects(session, origin) is accepted
+
+
+def test_a_websocket_with_a_foreign_host_is_refused(in_memory_layer, session):
+    assert connects(session, ORIGIN, host="evil.example") is False
+
+
+def test_logging_out_closes_that_sessions_websockets(in_memory_layer, client, admin_user):
+    client.force_login(admin_user)
+    session = client.cookies[django_settings.SESSION_COOKIE_NAME].value
+
+    async def scenario():
+        communicator = WebsocketCommunicator(application, "/ws/sandboxes/", headers=headers(session, ORIGIN))
+        connected, _ = await communicator.connect()
+        assert connected
+        await communicator.receive_from()  # the current rows, sent on connect
+        response = await sync_to_async(client.post)("/logout/")
+        assert response.status_code == 302
+        closed = await communicator.receive_output(timeout=5)
+        assert closed == {"type": "websocket.close", "code": 4401}
+
+    async_to_sync(scenario)()
+
+
+def test_pages_refuse_a_foreign_host_header(client, admin_user):
+    client.force_login(admin_user)
+    assert client.get("/", HTTP_HOST="evil.example").status_code == 400
+    assert client.get("/", HTTP_HOST="127.0.0.1:8000").status_code == 200
+
+
+@pytest.mark.docker
+def test_static_files_refuse_a_foreign_host_header_too(panel_server):
+    port = int(panel_server.rsplit(":", 1)[1])
+
+    def get(path: str, host: str) -> int:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request("GET", path, headers={"Host": host})
+        status = conn.getresponse().status
+        conn.close()
+        return status
+
+    assert get("/static/css/panel.css", f"127.0.0.1:{port}") == 200
+    assert get("/static/css/panel.css", "evil.example") == 400
+    assert get("/login/", "evil.example") == 400
+    assert get("/login/", f"localhost:{port}") == 200
+
+
+@pytest.fixture
+def lockout_after_three(settings):
+    settings.AXES_FAILURE_LIMIT = 3
+
+
+def login(client, username: str, password: str, ip: str) -> int:
+    return client.post("/login/", {"username": username, "password": password}, REMOTE_ADDR=ip).status_code
+
+
+def test_failed_sign_ins_lock_the_user_name(client, admin_user, lockout_after_three):
+    assert [login(client, "admin", "wrong", "10.0.0.1") for _ in range(3)] == [200, 200, 429]
+    assert login(client, "admin", "admin-pass-123", "10.0.0.2") == 429  # the right password, from elsewhere
+    assert AuditEvent.objects.filter(action="auth.locked_out", target="admin").exists()
+
+
+def test_failed_sign_ins_lock_the_address(client, admin_user, lockout_after_three):
+    for name in ("x1", "x2", "x3"):
+        login(client, name, "wrong", "10.0.0.3")
+    assert login(client, "admin", "admin-pass-123", "10.0.0.3") == 429
+    assert login(client, "admin", "admin-pass-123", "10.0.0.4") == 302  # another address is not affected
+
+
+def test_var_and_the_keys_are_the_panels_alone(admin_user):
+    var = Path(django_settings.VAR_DIR)
+    assert stat.S_IMODE(var.stat().st_mode) == 0o700
+    for name in ("secret_key", "audit_key"):
+        assert stat.S_IMODE((var / name).stat().st_mode) == 0o600, name
+    db = django_settings.DATABASES["default"]
+    if db["ENGINE"].endswith("sqlite3"):
+        assert stat.S_IMODE(Path(db["NAME"]).stat().st_mode) == 0o600
+
+
+def _make_key(var: str, queue) -> None:
+    panel_settings.VAR_DIR = Path(var)
+    queue.put(panel_settings.key_file("race_key"))
+
+
+def test_a_key_is_created_once_even_by_processes_racing(tmp_path):
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_make_key, args=(str(tmp_path), queue)) for _ in range(8)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(30)
+    keys = {queue.get(timeout=5) for _ in procs}
+    assert len(keys) == 1 and len(keys.pop()) > 40
+    assert stat.S_IMODE((tmp_path / "race_key").stat().st_mode) == 0o600
+    assert sorted(os.listdir(tmp_path)) == ["race_key"]  # no temporary file left
+
+
+def test_the_panels_own_redis_is_a_socket_inside_var():
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    env["DJANGO_SETTINGS_MODULE"] = "controlpanel.settings"
+    code = ("import django; django.setup(); from django.conf import settings as s; import json; "
+            "print(json.dumps([s.REDIS_URL, s.CELERY_BROKER_URL, str(s.VAR_DIR)]))")
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, check=True)
+    redis_url, broker, var = json.loads(out.stdout)
+    assert redis_url == f"unix://{var}/redis.sock?db=0"
+    assert broker == f"redis+socket://{var}/redis.sock?virtual_host=0"
+
+
+def test_a_setting_that_cannot_be_read_stops_start_up():
+    env = dict(os.environ, DJANGO_SETTINGS_MODULE="controlpanel.settings", SANDBOX_PIDS_LIMIT="lots")
+    out = subprocess.run([sys.executable, "-c", "import django; django.setup()"], env=env, cwd=ROOT,
+                         capture_output=True, text=True)
+    assert out.returncode != 0 and "SANDBOX_PIDS_LIMIT='lots' is not a whole number" in out.stderr
