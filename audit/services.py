@@ -21,7 +21,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from controlpanel.db import serialise
-from controlpanel.settings import key_file
+from controlpanel.settings.env import key_file
 
 from .models import AuditEvent, ChainCheck
 

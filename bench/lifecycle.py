@@ -29,7 +29,7 @@ DB = VAR / "bench.sqlite3"
 # The test settings with a slot of their own: instance "test1", its own workspace root, network,
 # subnet and Redis database, so the bench never touches a running panel or test run.
 os.environ.update({
-    "DJANGO_SETTINGS_MODULE": "controlpanel.settings_test",
+    "DJANGO_SETTINGS_MODULE": "controlpanel.settings.test",
     "PANEL_TEST_SLOT": os.environ.get("PANEL_TEST_SLOT", "1"),
     "DATABASE_URL": f"sqlite:///{DB}",
 })

@@ -4,7 +4,7 @@ import os
 
 from celery import Celery
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "controlpanel.settings")
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "controlpanel.settings.base")
 
 app = Celery("controlpanel")
 app.config_from_object("django.conf:settings", namespace="CELERY")

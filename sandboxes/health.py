@@ -1,13 +1,30 @@
-"""Is what the panel depends on answering? Shown as a banner on every page."""
+"""Is what the panel depends on answering? Checked in the background, read by every page.
+
+A thread in each web process asks Docker and Redis every HEALTH_SECONDS, with short timeouts,
+and keeps the answer; pages only read it (`snapshot()`), so a hung Docker engine or Redis never
+stalls a page that does not itself need them.
+"""
+
+import logging
+import threading
+import time
 
 from controlpanel.celery import app as celery_app
 
 from . import engine
 
+log = logging.getLogger(__name__)
+HEALTH_SECONDS = 5.0
+CHECK_TIMEOUT = 3
+_state: dict[str, str | None] = {"engine_error": None, "queue_error": None}
+_lock = threading.Lock()
+_thread: threading.Thread | None = None
+
 
 def engine_problem() -> str | None:
+    host = engine.default_host()
     try:
-        engine.ping()
+        engine.engine_for_host(engine.Host(name=host.name, base_url=host.base_url, timeout=CHECK_TIMEOUT)).ping()
     except engine.EngineError as exc:
         return str(exc)
     return None
@@ -22,5 +39,34 @@ def queue_problem() -> str | None:
     return None
 
 
-def service_status() -> dict:
-    return {"engine_error": engine_problem(), "queue_error": queue_problem()}
+def refresh() -> dict[str, str | None]:
+    """Check both now (the background thread does this every few seconds)."""
+    found = {"engine_error": engine_problem(), "queue_error": queue_problem()}
+    with _lock:
+        _state.update(found)
+    return found
+
+
+def _loop() -> None:
+    while True:
+        try:
+            refresh()
+        except Exception:  # noqa: BLE001 - the checker must outlive any one failure
+            log.warning("health check failed", exc_info=True)
+        time.sleep(HEALTH_SECONDS)
+
+
+def snapshot() -> dict[str, str | None]:
+    """The latest answer; never blocks. Starts this process's checker on first use."""
+    global _thread
+    if _thread is None or not _thread.is_alive():
+        with _lock:
+            if _thread is None or not _thread.is_alive():
+                _thread = threading.Thread(target=_loop, name="health", daemon=True)
+                _thread.start()
+    with _lock:
+        return dict(_state)
+
+
+def docker_is_down() -> bool:
+    return bool(snapshot()["engine_error"])

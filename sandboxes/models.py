@@ -34,6 +34,19 @@ class Sandbox(models.Model):
         DESTROYING = "destroying"
         DESTROYED = "destroyed"
 
+    class Action(models.TextChoices):
+        """What can be done to a sandbox: the action table (services.actions.ACTIONS), the
+        buttons, the URLs and the CLI verbs all use these names."""
+
+        START = "start"
+        STOP = "stop"
+        RESTART = "restart"
+        PAUSE = "pause"
+        UNPAUSE = "unpause"
+        RESET = "reset"
+        CLEAN = "clean"
+        DESTROY = "destroy"
+
     class Network(models.TextChoices):
         INTERNET = "internet", "Internet"
         NONE = "none", "No network"
@@ -50,7 +63,7 @@ class Sandbox(models.Model):
     pids_limit = models.PositiveIntegerField()
     network_mode = models.CharField(max_length=10, choices=Network.choices, default=Network.INTERNET)
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.CREATING)
-    pending_action = models.CharField(max_length=12, blank=True, default="")
+    pending_action = models.CharField(max_length=12, blank=True, default="", choices=Action.choices)
     status_detail = models.TextField(blank=True, default="")
     container_id = models.CharField(max_length=64, blank=True, default="")
     # When `pending_action` was claimed: a claim much older than any action takes means its task

@@ -1,8 +1,8 @@
 from django.urls import path
 
-from .consumers import SandboxesConsumer
+from .live.consumers import StatusConsumer
 
 websocket_urlpatterns = [
-    path("ws/sandboxes/", SandboxesConsumer.as_asgi()),
-    path("ws/sandboxes/<int:pk>/", SandboxesConsumer.as_asgi()),
+    path("ws/sandboxes/", StatusConsumer.as_asgi()),
+    path("ws/sandboxes/<int:pk>/", StatusConsumer.as_asgi()),
 ]

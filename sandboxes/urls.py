@@ -1,10 +1,26 @@
-from django.urls import path
+from django.urls import path, register_converter
 
 from . import views
+from .models import Sandbox
+
+
+class ActionConverter:
+    """Only the names of Sandbox.Action route to the action view; anything else is a 404."""
+
+    regex = "|".join(Sandbox.Action.values)
+
+    def to_python(self, value: str) -> str:
+        return value
+
+    def to_url(self, value: str) -> str:
+        return str(value)
+
+
+register_converter(ActionConverter, "action")
 
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
     path("sandboxes/new/", views.sandbox_create, name="sandbox_create"),
     path("sandboxes/<int:pk>/", views.sandbox_detail, name="sandbox_detail"),
-    path("sandboxes/<int:pk>/<str:action>/", views.sandbox_action, name="sandbox_action"),
+    path("sandboxes/<int:pk>/<action:action>/", views.sandbox_action, name="sandbox_action"),
 ]

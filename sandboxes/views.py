@@ -1,18 +1,16 @@
-"""Thin views: parse, authorise through services, render. All pages need login (middleware)."""
+"""Thin views: parse, authorise through services, render. All pages need login (middleware);
+the health banners come from the context processor."""
 
 from django.contrib import messages
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
-from teams.models import Membership
-from teams.permissions import team_roles, user_role
+from teams.permissions import Role, team_roles, user_role
 
-from . import engine, policy, services
+from . import engine, health, policy, selectors, services
 from .forms import DestroyForm, SandboxCreateForm
-from .health import service_status
 from .models import Sandbox
-from .selectors import sandbox_get_visible, sandbox_list_visible
 
 
 def client_ip(request: HttpRequest) -> str | None:
@@ -21,8 +19,9 @@ def client_ip(request: HttpRequest) -> str | None:
 
 def dashboard(request: HttpRequest) -> HttpResponse:
     roles = team_roles(user=request.user)
-    context = {"sandboxes": sandbox_list_visible(user=request.user), "roles": roles,
-               "can_create": any(r != Membership.Role.VIEWER for r in roles.values()), **service_status()}
+    search = request.GET.get("q", "").strip()[:100]
+    page = selectors.sandbox_page(user=request.user, search=search, page=request.GET.get("page"))
+    context = {"page": page, "search": search, "roles": roles, "can_create": any(r != Role.VIEWER for r in roles.values())}
     return render(request, "sandboxes/dashboard.html", context)
 
 
@@ -44,11 +43,11 @@ def sandbox_create(request: HttpRequest) -> HttpResponse:
         else:
             messages.success(request, f"Creating {data['name']}…")
             return redirect("dashboard")
-    return render(request, "sandboxes/create.html", {"form": form, **service_status()}, status=400 if form.errors else 200)
+    return render(request, "sandboxes/create.html", {"form": form}, status=400 if form.errors else 200)
 
 
 def _get_sandbox(request: HttpRequest, pk: int) -> Sandbox:
-    sandbox = sandbox_get_visible(user=request.user, pk=pk)
+    sandbox = selectors.sandbox_get_visible(user=request.user, pk=pk)
     if sandbox is None:
         raise Http404("No such sandbox.")
     return sandbox
@@ -57,25 +56,21 @@ def _get_sandbox(request: HttpRequest, pk: int) -> Sandbox:
 def sandbox_detail(request: HttpRequest, pk: int) -> HttpResponse:
     sandbox = _get_sandbox(request, pk)
     logs, hardening = "", []
-    if sandbox.status != Sandbox.Status.DESTROYED:
+    if sandbox.status != Sandbox.Status.DESTROYED and not health.docker_is_down():
         try:
-            hardening = services.hardening_report(sandbox)
-            if sandbox.container_id:
-                logs = engine.logs(sandbox.container_id, tail=200)
+            hardening = selectors.hardening_report(sandbox)
+            logs = selectors.recent_output(sandbox)
         except engine.EngineError:
             pass  # the banner says why; the page still shows what the panel knows
-    roles = {sandbox.team_id: user_role(user=request.user, team=sandbox.team) or ""}
-    context = {
-        "sandbox": sandbox, "logs": logs, "hardening": hardening, "destroy_form": DestroyForm(sandbox=sandbox),
-        "roles": roles, **service_status(),
-    }
+    context = {"sandbox": sandbox, "logs": logs, "hardening": hardening, "destroy_form": DestroyForm(sandbox=sandbox),
+               "roles": {sandbox.team_id: user_role(user=request.user, team=sandbox.team) or ""}}
     return render(request, "sandboxes/detail.html", context)
 
 
 @require_POST
 def sandbox_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
     sandbox = _get_sandbox(request, pk)
-    if action == "destroy":
+    if action == Sandbox.Action.DESTROY:
         form = DestroyForm(request.POST, sandbox=sandbox)
         if not form.is_valid():
             messages.error(request, " ".join(str(e) for e in form.errors["confirm_name"]))
@@ -86,7 +81,6 @@ def sandbox_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
         messages.error(request, str(exc))
     else:
         messages.info(request, f"{action.capitalize()} requested for {sandbox.name}.")
-    if request.POST.get("next") == "detail" and action != "destroy":
+    if request.POST.get("next") == "detail" and action != Sandbox.Action.DESTROY:
         return redirect("sandbox_detail", pk=pk)
     return redirect("dashboard")
-

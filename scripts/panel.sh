@@ -123,14 +123,14 @@ case "$MODE" in
     ;;
   test)
     ensure_pkgs chromium
-    export DJANGO_SETTINGS_MODULE=controlpanel.settings_test
+    export DJANGO_SETTINGS_MODULE=controlpanel.settings.test
     say "lint: ruff, mypy, manage.py check, makemigrations --check"
     .venv/bin/ruff check .
     .venv/bin/mypy controlpanel sandboxes audit teams
     $PY manage.py check
     $PY manage.py makemigrations --check --dry-run >/dev/null || die "models changed without a migration"
     $PY manage.py build_images --test
-    DJANGO_SETTINGS_MODULE=controlpanel.settings $PY manage.py build_images
+    DJANGO_SETTINGS_MODULE=controlpanel.settings.base $PY manage.py build_images
     say "running the test suite (SQLite)"
     .venv/bin/pytest "$@"
     if [ $# -eq 0 ]; then
@@ -144,7 +144,7 @@ case "$MODE" in
     fi
     ;;
   bench)
-    export DJANGO_SETTINGS_MODULE=controlpanel.settings_test
+    export DJANGO_SETTINGS_MODULE=controlpanel.settings.test
     $PY manage.py build_images --test
     for b in bench/*.py; do say "$b"; $PY "$b"; done
     ;;

@@ -46,14 +46,14 @@ def docker_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="session")
 def docker_engine():
     try:
-        return engine.ping()
+        return engine.engine_for().ping()
     except engine.EngineError as exc:
         pytest.fail(f"These tests need the Docker engine: {exc}")
 
 
 @pytest.fixture(scope="session")
 def test_image(docker_engine):
-    if not engine.image_exists(TEST_IMAGE):
+    if not engine.engine_for().image_exists(TEST_IMAGE):
         from django.core.management import call_command
 
         call_command("build_images", test=True)
@@ -149,7 +149,7 @@ def mount_root() -> Iterator[Path]:
 def subprocess_env(**extra: str) -> dict[str, str]:
     db = connection.settings_dict
     env = dict(os.environ, **extra)
-    env["DJANGO_SETTINGS_MODULE"] = "controlpanel.settings_test"
+    env["DJANGO_SETTINGS_MODULE"] = "controlpanel.settings.test"
     if db["ENGINE"].endswith("sqlite3"):
         env["DATABASE_URL"] = f"sqlite:///{db['NAME']}"
     else:
@@ -203,7 +203,7 @@ def panel_server(django_db_setup, celery_worker):
     """Daphne serving the panel (HTTP and websockets) on a free loopback port."""
     port = _free_port()
     p = Proc("daphne", [str(ROOT / ".venv/bin/daphne"), "-b", "127.0.0.1", "-p", str(port), "controlpanel.asgi:application"],
-             PANEL_PORT=str(port))
+             PANEL_PORT=str(port), PANEL_WS_PORT=str(port))
 
     def up():
         assert p.proc.poll() is None, p.output()

@@ -22,7 +22,7 @@ def users_data(tmp_path) -> Path:
 @pytest.mark.docker
 def test_the_suites_clean_up_leaves_an_exported_workspace_alone(users_data, docker_engine):
     env = dict(os.environ, WORKSPACE_ROOT=str(users_data), PANEL_INSTANCE="default", SANDBOX_MOUNT_ROOTS=str(users_data),
-               DJANGO_SETTINGS_MODULE="controlpanel.settings_test")
+               DJANGO_SETTINGS_MODULE="controlpanel.settings.test")
     code = ("import django; django.setup(); from django.conf import settings as s; "
             "from tests.conftest import _remove_test_resources; _remove_test_resources(); "
             "print(s.WORKSPACE_ROOT, s.PANEL_INSTANCE, s.SANDBOX_MOUNT_ROOTS[0])")

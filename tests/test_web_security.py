@@ -16,8 +16,8 @@ from channels.testing import WebsocketCommunicator
 from django.conf import settings as django_settings
 
 from audit.models import AuditEvent
-from controlpanel import settings as panel_settings
 from controlpanel.asgi import application
+from controlpanel.settings import env as panel_env
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.django_db
@@ -146,8 +146,8 @@ def test_var_and_the_keys_are_the_panels_alone(admin_user):
 
 
 def _make_key(var: str, queue) -> None:
-    panel_settings.VAR_DIR = Path(var)
-    queue.put(panel_settings.key_file("race_key"))
+    panel_env.VAR_DIR = Path(var)
+    queue.put(panel_env.key_file("race_key"))
 
 
 def test_a_key_is_created_once_even_by_processes_racing(tmp_path):
@@ -166,7 +166,7 @@ def test_a_key_is_created_once_even_by_processes_racing(tmp_path):
 
 def test_the_panels_own_redis_is_a_socket_inside_var():
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
-    env["DJANGO_SETTINGS_MODULE"] = "controlpanel.settings"
+    env["DJANGO_SETTINGS_MODULE"] = "controlpanel.settings.base"
     code = ("import django; django.setup(); from django.conf import settings as s; import json; "
             "print(json.dumps([s.REDIS_URL, s.CELERY_BROKER_URL, str(s.VAR_DIR)]))")
     out = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, check=True)
@@ -176,7 +176,7 @@ def test_the_panels_own_redis_is_a_socket_inside_var():
 
 
 def test_a_setting_that_cannot_be_read_stops_start_up():
-    env = dict(os.environ, DJANGO_SETTINGS_MODULE="controlpanel.settings", SANDBOX_PIDS_LIMIT="lots")
+    env = dict(os.environ, DJANGO_SETTINGS_MODULE="controlpanel.settings.base", SANDBOX_PIDS_LIMIT="lots")
     out = subprocess.run([sys.executable, "-c", "import django; django.setup()"], env=env, cwd=ROOT,
                          capture_output=True, text=True)
     assert out.returncode != 0 and "SANDBOX_PIDS_LIMIT='lots' is not a whole number" in out.stderr

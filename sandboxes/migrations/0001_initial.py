@@ -11,7 +11,7 @@ class Migration(migrations.Migration):
     initial = True
 
     dependencies = [
-        ('teams', '0001_initial'),
+        ('teams', '0002_default_team'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
@@ -28,7 +28,7 @@ class Migration(migrations.Migration):
                 ('pids_limit', models.PositiveIntegerField()),
                 ('network_mode', models.CharField(choices=[('internet', 'Internet'), ('none', 'No network')], default='internet', max_length=10)),
                 ('status', models.CharField(choices=[('creating', 'Creating'), ('running', 'Running'), ('stopped', 'Stopped'), ('paused', 'Paused'), ('error', 'Error'), ('destroying', 'Destroying'), ('destroyed', 'Destroyed')], default='creating', max_length=12)),
-                ('pending_action', models.CharField(blank=True, default='', max_length=12)),
+                ('pending_action', models.CharField(blank=True, choices=[('start', 'Start'), ('stop', 'Stop'), ('restart', 'Restart'), ('pause', 'Pause'), ('unpause', 'Unpause'), ('reset', 'Reset'), ('clean', 'Clean'), ('destroy', 'Destroy')], default='', max_length=12)),
                 ('status_detail', models.TextField(blank=True, default='')),
                 ('container_id', models.CharField(blank=True, default='', max_length=64)),
                 ('claimed_at', models.DateTimeField(blank=True, null=True)),

@@ -14,15 +14,15 @@ IMAGE = "ccpanel/claude-code:latest"
 def test_claude_runs_as_uid_1000_in_a_sandbox(make_sandbox, clean_docker, capsys):
     call_command("build_images", tag=IMAGE)  # built already by make: reused, not rebuilt
     assert "present; reusing it" in capsys.readouterr().out
-    assert engine.image_exists(OFFLINE_BASE) or engine.image_exists(OFFICIAL_BASE)
+    assert engine.engine_for().image_exists(OFFLINE_BASE) or engine.engine_for().image_exists(OFFICIAL_BASE)
     sandbox = make_sandbox("agent", image=IMAGE, memory_mb=1024)
     assert sandbox.status == "running", sandbox.status_detail
-    code, out = engine.exec_run(sandbox.container_id, ["claude", "--version"])
+    code, out = engine.engine_for().exec_run(sandbox.container_id, ["claude", "--version"])
     assert code == 0 and "Claude Code" in out
-    code, out = engine.exec_run(sandbox.container_id, ["id", "-u"])
+    code, out = engine.engine_for().exec_run(sandbox.container_id, ["id", "-u"])
     assert out.strip() == str(settings.SANDBOX_UID)
-    code, out = engine.exec_run(sandbox.container_id, ["sh", "-c", "node --version; git --version; rg --version; ssh -V 2>&1"])
+    code, out = engine.engine_for().exec_run(sandbox.container_id, ["sh", "-c", "node --version; git --version; rg --version; ssh -V 2>&1"])
     assert code == 0 and out.startswith("v22.") and "git version" in out and "ripgrep" in out and "OpenSSH" in out
-    assert engine.inspect_container(sandbox.container_id)["Config"]["User"] == "1000:1000"
+    assert engine.engine_for().inspect_container(sandbox.container_id)["Config"]["User"] == "1000:1000"
     services.sandbox_request_action(actor=services.SystemActor("t"), sandbox=sandbox, action="destroy", enqueue=False)
     services.sandbox_perform(sandbox_id=sandbox.pk, action="destroy")

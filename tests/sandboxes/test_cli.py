@@ -56,10 +56,10 @@ def test_clean_removes_the_sandboxes_own_images_and_keeps_data(make_sandbox, cle
     docker_cli("tag", test_image, "ccpanel-test/unrelated:1")
     try:
         assert "cleaner: stopped" in run("clean", "cleaner")
-        assert not engine.image_exists("ccpanel-test/cleaner-snap:1")
-        assert engine.image_exists("ccpanel-test/unrelated:1")
+        assert not engine.engine_for().image_exists("ccpanel-test/cleaner-snap:1")
+        assert engine.engine_for().image_exists("ccpanel-test/unrelated:1")
         assert (sandbox.workspace_path / "Projects" / "keep.txt").read_text() == "data"
-        assert engine.volume_exists(sandbox.volume_name)
+        assert engine.engine_for().volume_exists(sandbox.volume_name)
     finally:
         docker_cli("rmi", "-f", "ccpanel-test/cleaner-snap:1", "ccpanel-test/unrelated:1", check=False)
 

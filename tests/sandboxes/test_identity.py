@@ -67,7 +67,7 @@ def test_same_name_after_the_row_was_deleted_adopts_nothing(make_sandbox, clean_
     assert second.status == "running", second.status_detail
     assert not (second.workspace_path / "Projects" / "old.txt").exists()
     assert not home_has_secret(second)
-    assert engine.volume_exists(first.volume_name)  # the old home is left for its owner, untouched
+    assert engine.engine_for().volume_exists(first.volume_name)  # the old home is left for its owner, untouched
 
 
 def test_a_leftover_volume_is_not_adopted(make_sandbox, clean_docker):
@@ -100,11 +100,11 @@ def test_clean_removes_only_this_sandboxes_images_and_never_evidence(make_sandbo
     docker_cli("commit", new.container_id, "ccpanel-test/imaged-snap:1")
     docker_cli("commit", "--change", "LABEL io.ccpanel.evidence=incident-1", new.container_id, "ccpanel-test/imaged-evidence:1")
     act(new, "clean")
-    assert not engine.image_exists("ccpanel-test/imaged-snap:1")
-    assert engine.image_exists("ccpanel-test/imaged-evidence:1")
-    assert engine.image_exists("ccpanel-test/imaged-old:1")  # another sandbox's, though it had the same name
+    assert not engine.engine_for().image_exists("ccpanel-test/imaged-snap:1")
+    assert engine.engine_for().image_exists("ccpanel-test/imaged-evidence:1")
+    assert engine.engine_for().image_exists("ccpanel-test/imaged-old:1")  # another sandbox's, though it had the same name
     act(Sandbox.objects.get(pk=new.pk), "destroy")
-    assert engine.image_exists("ccpanel-test/imaged-evidence:1")
+    assert engine.engine_for().image_exists("ccpanel-test/imaged-evidence:1")
 
 
 def test_sandbox_rows_cannot_be_deleted_in_the_admin(client, admin_user, make_sandbox, clean_docker):

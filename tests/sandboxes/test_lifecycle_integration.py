@@ -69,7 +69,7 @@ def test_lifecycle_create_stop_reset_destroy(client, admin_user, team, celery_wo
     data = inspect(sandbox.container_id)
     assert data["State"]["Running"] is True
     assert_hardened(data, network=settings.SANDBOX_NETWORK)
-    net = engine.inspect_network(settings.SANDBOX_NETWORK)
+    net = engine.engine_for().inspect_network(settings.SANDBOX_NETWORK)
     assert net["Options"]["com.docker.network.bridge.enable_icc"] == "false"
     assert net["IPAM"]["Config"][0]["Subnet"] == settings.SANDBOX_SUBNET
     workspace = Path(settings.WORKSPACE_ROOT) / "life"
@@ -95,7 +95,7 @@ def test_lifecycle_create_stop_reset_destroy(client, admin_user, team, celery_wo
     assert sandbox.container_id == ""
     assert docker_cli("inspect", old_id, check=False).returncode != 0
     assert (workspace / "Projects" / "notes.txt").read_text() == "kept\n"
-    assert engine.volume_exists(sandbox.volume_name)
+    assert engine.engine_for().volume_exists(sandbox.volume_name)
 
     post_action(client, sandbox, "start")
     sandbox = wait_status(sandbox.pk, "running")
@@ -108,7 +108,7 @@ def test_lifecycle_create_stop_reset_destroy(client, admin_user, team, celery_wo
     post_action(client, sandbox, "destroy", confirm_name="life")
     sandbox = wait_status(sandbox.pk, "destroyed")
     assert docker_cli("inspect", sandbox.container_id, check=False).returncode != 0
-    assert not engine.volume_exists(sandbox.volume_name)
+    assert not engine.engine_for().volume_exists(sandbox.volume_name)
     assert not workspace.exists()
 
     actions = list(AuditEvent.objects.filter(target="life").order_by("id").values_list("action", "actor_name", "source_ip"))

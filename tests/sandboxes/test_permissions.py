@@ -61,7 +61,7 @@ def test_detail_page_shows_settings_output_and_destroy_form(client, admin_user, 
     assert str(running.workspace_path) in html and running.volume_name in html
     assert "visible-output" in html
     assert 'name="confirm_name"' in html
-    assert f'ws-connect="/ws/sandboxes/{running.pk}/"' in html
+    assert f'/ws/sandboxes/{running.pk}/"' in html
     assert "✗" not in html and html.count("✓") == 15
 
 

@@ -197,7 +197,7 @@ def test_a_safe_mount_root_is_accepted():
 def test_engine_refuses_before_docker_sees_the_spec(ws, docker_engine, test_image):
     spec = good_spec(ws, name="ccpanel-test-refused", privileged=True)
     with pytest.raises(policy.PolicyViolation):
-        engine.create_container(spec, rules=rules(ws))
+        engine.engine_for().create_container(spec, rules=rules(ws))
     assert docker_cli("inspect", "ccpanel-test-refused", check=False).returncode != 0
 
 

@@ -45,7 +45,7 @@ def test_killed_container_becomes_error_with_reason(make_sandbox, engine_watcher
 def test_docker_state_maps_to_status(team, before, docker_status, exit_code, oom, expected):
     sandbox = Sandbox(name="m", team=team, memory_mb=256, status=before)
     state = engine.ContainerState(id="x", name="m", status=docker_status, exit_code=exit_code, oom_killed=oom, error="", labels={})
-    observed = services._observed_status(sandbox, state)
+    observed = services.observed_status(sandbox, state)
     if expected is None:
         assert observed is None
     else:

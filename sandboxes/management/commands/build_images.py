@@ -34,8 +34,9 @@ class Command(BaseCommand):
         parser.add_argument("--tag", default=None, help="image tag (default: SANDBOX_DEFAULT_IMAGE)")
 
     def handle(self, *args, test, force, tag, **opts):
+        self.docker = engine.engine_for()
         try:
-            engine.ping()
+            self.docker.ping()
             if test:
                 self._ensure_imported(TEST_IMAGE, "build-test-rootfs.sh", [TEST_CMD, "USER 1000:1000", "WORKDIR /workspace"], force)
             else:
@@ -48,7 +49,7 @@ class Command(BaseCommand):
         self.stdout.flush()
 
     def _ensure_imported(self, ref: str, script: str, changes: list[str], force: bool = False) -> None:
-        if engine.image_exists(ref) and not force:
+        if self.docker.image_exists(ref) and not force:
             self._say(f"==> {ref} is present; reusing it")
             return
         with tempfile.TemporaryDirectory(prefix="ccpanel-build-") as tmp:
@@ -58,15 +59,15 @@ class Command(BaseCommand):
             if result.returncode:
                 raise CommandError(f"{script} failed (exit {result.returncode}).")
             repository, _, tag = ref.partition(":")
-            engine.import_image(str(tar), repository=repository, tag=tag or "latest", changes=changes)
+            self.docker.import_image(str(tar), repository=repository, tag=tag or "latest", changes=changes)
         self._say(f"==> imported {ref}")
 
     def _base_image(self) -> str:
-        if engine.image_exists(OFFICIAL_BASE):
+        if self.docker.image_exists(OFFICIAL_BASE):
             return OFFICIAL_BASE
         self._say(f"==> pulling {OFFICIAL_BASE}")
         try:
-            engine.pull(OFFICIAL_BASE)
+            self.docker.pull(OFFICIAL_BASE)
             return OFFICIAL_BASE
         except engine.EngineError as exc:
             self._say(f"    no registry answered ({exc}); building a local Debian base instead")
@@ -74,7 +75,7 @@ class Command(BaseCommand):
         return OFFLINE_BASE
 
     def _build_default(self, ref: str, force: bool) -> None:
-        if engine.image_exists(ref) and not force:
+        if self.docker.image_exists(ref) and not force:
             self._say(f"==> sandbox image {ref} is present; reusing it")
             return
         base = self._base_image()
@@ -85,7 +86,7 @@ class Command(BaseCommand):
             for crt in glob.glob("/usr/local/share/ca-certificates/**/*.crt", recursive=True):
                 shutil.copy(crt, Path(context) / "extra-ca" / Path(crt).name)
             self._say(f"==> building {ref} from docker/Dockerfile on {base} (several minutes the first time)")
-            for line in engine.build_image(context, tag=ref, buildargs={"BASE_IMAGE": base},
+            for line in self.docker.build_image(context, tag=ref, buildargs={"BASE_IMAGE": base},
                                            labels={"io.ccpanel.image": "claude-code"}):
                 self.stdout.write(line, ending="")
                 self.stdout.flush()

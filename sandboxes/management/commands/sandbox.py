@@ -22,7 +22,7 @@ def _decimal(text: str) -> Decimal:
         raise ValueError(text) from None
 
 
-VERBS = ["list", "create", "start", "stop", "restart", "pause", "unpause", "reset", "clean", "destroy", "logs"]
+VERBS = ["list", "create", "logs", *Sandbox.Action.values]
 
 
 class Command(BaseCommand):
@@ -53,7 +53,7 @@ class Command(BaseCommand):
         if verb == "logs":
             if not sandbox.container_id:
                 raise CommandError(f"{name} has no container (it is {sandbox.status}).")
-            self.stdout.write(engine.logs(sandbox.container_id, tail=opts["tail"]), ending="")
+            self.stdout.write(engine.engine_for(sandbox).logs(sandbox.container_id, tail=opts["tail"]), ending="")
             return
         if verb == "destroy" and not opts["yes"]:
             answer = input(f"Destroy {name}, its home volume and every file in {sandbox.workspace_path}? Type the name to confirm: ")

@@ -26,7 +26,7 @@ class Command(BaseCommand):
                 since = time.time()
                 services.reconcile_all()
                 self.stdout.write("watching Docker events")
-                for event in engine.events(since=since):
+                for event in engine.engine_for().events(since=since):
                     if event["action"] in RELEVANT:
                         services.sandbox_sync_container(container_id=event["id"])
                     delay = 1.0

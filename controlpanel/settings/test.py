@@ -14,7 +14,7 @@ import os
 import re
 from pathlib import Path
 
-_base = Path(__file__).resolve().parent.parent
+_base = Path(__file__).resolve().parent.parent.parent
 _slot = os.environ.get("PANEL_TEST_SLOT", "").strip()
 if _slot and not re.fullmatch(r"[0-9]{1,2}", _slot):
     raise SystemExit(f"PANEL_TEST_SLOT={_slot!r} must be a number from 0 to 99.")
@@ -49,7 +49,7 @@ else:
     _redis = re.sub(r"(/\d+)?$", f"/{_db}", _redis, count=1)
 os.environ["REDIS_URL"] = _redis
 
-from .settings import *  # noqa: E402,F403
+from .base import *  # noqa: E402,F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 # Each test starts with a fresh database; an anchor left by another test would not match it.

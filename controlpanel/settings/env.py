@@ -1,0 +1,86 @@
+"""Reading the environment, strictly: a value that cannot be read stops start-up with the
+variable's name, instead of quietly becoming a default. Also where the panel keeps its own
+files (var/) and the keys it generates there."""
+
+import os
+import secrets
+from pathlib import Path
+
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent.parent
+VAR_DIR = Path(os.environ.get("PANEL_VAR_DIR", BASE_DIR / "var")).resolve()
+
+# Everything the panel keeps for itself (keys, the database, Redis's socket, logs) is for root
+# (or whoever runs the panel) alone: var/ is 0700, the keys and the SQLite files 0600.
+VAR_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
+VAR_DIR.chmod(0o700)
+
+
+def env_str(name: str, default: str) -> str:
+    value = os.environ.get(name)
+    return default if value is None or value.strip() == "" else value.strip()
+
+
+def env_bool(name: str, default: bool = False) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off"}:
+        return False
+    raise ImproperlyConfigured(f"{name}={raw!r} is not a boolean (use true or false).")
+
+
+def env_int(name: str, default: int, *, minimum: int | None = None) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={raw!r} is not a whole number.") from None
+    if minimum is not None and value < minimum:
+        raise ImproperlyConfigured(f"{name}={raw!r} must be at least {minimum}.")
+    return value
+
+
+def env_float(name: str, default: float, *, minimum: float | None = None) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={raw!r} is not a number.") from None
+    if value != value or value in (float("inf"), float("-inf")) or (minimum is not None and value < minimum):
+        raise ImproperlyConfigured(f"{name}={raw!r} must be a finite number{f' of at least {minimum}' if minimum is not None else ''}.")
+    return value
+
+
+def key_file(name: str, *, nbytes: int = 48) -> str:
+    """A per-installation secret kept in var/, created once, atomically and 0600.
+
+    Written to a private temporary file first (O_EXCL) and then hard-linked into place: link()
+    fails if the name exists, so two processes starting at once agree on one key and neither
+    ever reads a half-written file."""
+    path = VAR_DIR / name
+    if not path.exists():
+        tmp = VAR_DIR / f".{name}.{os.getpid()}.{secrets.token_hex(4)}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        try:
+            os.write(fd, secrets.token_urlsafe(nbytes).encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass  # another process won the race; use its key
+        finally:
+            tmp.unlink()
+    if path.stat().st_mode & 0o077:
+        path.chmod(0o600)
+    return path.read_text().strip()

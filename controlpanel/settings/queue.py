@@ -1,0 +1,53 @@
+"""Redis: the Celery broker and the Channels layer.
+
+By default the panel runs its own Redis on a unix socket inside var/ (0700), so no other local
+user can read the queue or put tasks in it. REDIS_URL may name another (redis:// or
+unix://path?db=N)."""
+
+from datetime import timedelta
+
+from .env import VAR_DIR, env_float, env_str
+
+PANEL_INSTANCE = env_str("PANEL_INSTANCE", "default")
+REDIS_URL = env_str("REDIS_URL", f"unix://{VAR_DIR / 'redis.sock'}?db=0")
+
+
+def celery_broker_url(url: str) -> str:
+    """Kombu spells a unix socket redis+socket:///path?virtual_host=N."""
+    if not url.startswith("unix://"):
+        return url
+    path, _, query = url[len("unix://"):].partition("?")
+    params = dict(p.split("=", 1) for p in query.split("&") if "=" in p)
+    return f"redis+socket://{path}?virtual_host={params.get('db', '0')}"
+
+
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {
+            # redis-py 8 defaults socket_timeout to 5 s, shorter than the channel layer's blocking
+            # 5 s BZPOPMIN: every idle websocket would be torn down (channels_redis issue #422).
+            "hosts": [{"address": REDIS_URL, "socket_timeout": 30, "socket_connect_timeout": 5}],
+            "prefix": f"ccpanel-{PANEL_INSTANCE}",
+        },
+    }
+}
+CELERY_BROKER_URL = celery_broker_url(REDIS_URL)
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ACKS_LATE = True  # tasks are idempotent; a worker crash redelivers, never loses
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Fail fast when Redis is down so the request can say so, rather than hang the page.
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
+CELERY_BROKER_CONNECTION_TIMEOUT = 2
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+CELERY_TASK_DEFAULT_QUEUE = f"ccpanel-{PANEL_INSTANCE}"
+# How often the periodic resync runs: it also re-queues actions whose worker is gone.
+SANDBOX_RESYNC_SECONDS = env_float("SANDBOX_RESYNC_SECONDS", 30.0, minimum=1)
+CELERY_BEAT_SCHEDULE = {
+    "reconcile-sandboxes": {"task": "sandboxes.tasks.reconcile_all_task", "schedule": SANDBOX_RESYNC_SECONDS},
+    "verify-audit-chain": {"task": "audit.tasks.audit_verify_task", "schedule": timedelta(days=1)},
+}
+CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")

@@ -1,0 +1,40 @@
+"""The sandboxes: where their folders live, their limits, their network, and how long their
+actions may take."""
+
+import os
+from pathlib import Path
+
+from .env import env_float, env_int, env_str
+
+DOCKER_HOST = env_str("DOCKER_HOST", "") or None
+DOCKER_TIMEOUT = env_int("DOCKER_TIMEOUT", 60, minimum=1)
+WORKSPACE_ROOT = Path(os.path.expanduser(env_str("WORKSPACE_ROOT", "~/ClaudeCodeWorkspace"))).resolve()
+# Folders extra mounts must lie inside (colon-separated). Empty by default: extra mounts are off
+# until an admin names folders. Checked at start-up (sandboxes.apps): a root may not be, contain
+# or lie inside a system path, a home directory or WORKSPACE_ROOT. Read only through
+# sandboxes.services.policy_rules().
+SANDBOX_MOUNT_ROOTS = [Path(p).expanduser().resolve() for p in os.environ.get("SANDBOX_MOUNT_ROOTS", "").split(":") if p.strip()]
+SANDBOX_DEFAULT_IMAGE = env_str("SANDBOX_DEFAULT_IMAGE", "ccpanel/claude-code:latest")
+SANDBOX_MIN_MEMORY_MB = 256
+SANDBOX_DEFAULT_MEMORY_MB = env_int("SANDBOX_DEFAULT_MEMORY_MB", 8192, minimum=SANDBOX_MIN_MEMORY_MB)
+SANDBOX_MAX_MEMORY_MB = env_int("SANDBOX_MAX_MEMORY_MB", 65536, minimum=SANDBOX_MIN_MEMORY_MB)
+# Docker refuses more CPUs than the machine has, so 4 by default, but never more than that.
+SANDBOX_MAX_CPUS = env_float("SANDBOX_MAX_CPUS", float(os.cpu_count() or 1), minimum=0.25)
+SANDBOX_DEFAULT_CPUS = min(env_float("SANDBOX_DEFAULT_CPUS", 4.0, minimum=0.25), SANDBOX_MAX_CPUS)
+SANDBOX_PIDS_LIMIT = env_int("SANDBOX_PIDS_LIMIT", 1024, minimum=16)
+SANDBOX_UID = 1000
+SANDBOX_GID = 1000
+SANDBOX_USER = env_str("SANDBOX_USER", "claude")
+SANDBOX_NETWORK = env_str("SANDBOX_NETWORK", "ccpanel-sandboxes")
+SANDBOX_SUBNET = env_str("SANDBOX_SUBNET", "172.28.0.0/24")
+SANDBOX_BRIDGE = env_str("SANDBOX_BRIDGE", "ccpanel0")
+SANDBOX_RUNTIMES = ("runc", "runsc")
+SANDBOX_STOP_TIMEOUT = env_int("SANDBOX_STOP_TIMEOUT", 10, minimum=0)
+# A running action's worker writes a heartbeat this often; a claim whose heartbeat is older than
+# SANDBOX_STALE_SECONDS (or that never started within it) has lost its worker and is queued again,
+# at most SANDBOX_MAX_ATTEMPTS times before it ends in `error`.
+SANDBOX_HEARTBEAT_SECONDS = env_float("SANDBOX_HEARTBEAT_SECONDS", 5.0, minimum=0.1)
+SANDBOX_STALE_SECONDS = env_int("SANDBOX_STALE_SECONDS", 30, minimum=1)
+SANDBOX_MAX_ATTEMPTS = env_int("SANDBOX_MAX_ATTEMPTS", 3, minimum=1)
+# The dashboard shows this many sandboxes to a page.
+SANDBOX_PAGE_SIZE = 50

@@ -1,0 +1,96 @@
+"""The only code that talks to Docker, bound to a host.
+
+    engine_for(sandbox).start(container_id)
+
+`EngineClient(host)` keeps its own docker-py client and raises the project's own errors
+(EngineError and its kinds); plain values go in and out. There is no module-level client:
+every caller asks for the engine of the host it works on. Today every sandbox lives on the one
+host the settings name (DOCKER_HOST, this machine's socket by default); a Host row per sandbox
+comes with the multi-host work, and only `host_for` changes then.
+
+Tests of services, forms and views may put a fake in place with `override(fake)`; integration
+tests always drive the real engine.
+"""
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from django.conf import settings
+
+from .client import (
+    LABEL_EVIDENCE,
+    LABEL_INSTANCE,
+    LABEL_MANAGED,
+    LABEL_SANDBOX,
+    LABEL_UUID,
+    Conflict,
+    ContainerState,
+    EngineError,
+    EngineUnavailable,
+    Host,
+    NotFound,
+    managed_labels,
+)
+from .containers import ContainersMixin
+from .events import EventsMixin
+from .images import ImagesMixin
+from .networks import NetworksMixin
+from .streams import StreamsMixin
+from .volumes import VolumesMixin
+
+__all__ = [
+    "LABEL_EVIDENCE", "LABEL_INSTANCE", "LABEL_MANAGED", "LABEL_SANDBOX", "LABEL_UUID", "Conflict", "ContainerState",
+    "EngineClient", "EngineError", "EngineUnavailable", "Host", "NotFound", "default_host", "engine_for",
+    "engine_for_host", "managed_labels", "override",
+]
+
+
+class EngineClient(ContainersMixin, NetworksMixin, VolumesMixin, ImagesMixin, EventsMixin, StreamsMixin):
+    """Everything the panel asks of one Docker Engine."""
+
+
+_engines: dict[Host, EngineClient] = {}
+_engines_lock = threading.Lock()
+_override: Any = None
+
+
+def default_host() -> Host:
+    """The host the settings name (read at each call, so a changed setting takes effect)."""
+    return Host(name="local", base_url=settings.DOCKER_HOST, timeout=settings.DOCKER_TIMEOUT)
+
+
+def host_for(sandbox: Any) -> Host:
+    """The host `sandbox` runs on."""
+    return default_host()
+
+
+def engine_for_host(host: Host) -> EngineClient:
+    if _override is not None:
+        return _override
+    with _engines_lock:
+        if host not in _engines:
+            _engines[host] = EngineClient(host)
+        return _engines[host]
+
+
+def engine_for(sandbox: Any = None, *, timeout: int | None = None) -> EngineClient:
+    """The engine of the host `sandbox` runs on (the default host when None: image builds,
+    health checks, the events watcher of this machine). Pages pass a short `timeout`, so that a
+    hung engine cannot hold a request for long."""
+    host = host_for(sandbox) if sandbox is not None else default_host()
+    if timeout is not None:
+        host = Host(name=host.name, base_url=host.base_url, timeout=timeout)
+    return engine_for_host(host)
+
+
+@contextmanager
+def override(fake: Any) -> Iterator[Any]:
+    """Use `fake` as every host's engine while the block runs (fast tests of services only)."""
+    global _override
+    previous, _override = _override, fake
+    try:
+        yield fake
+    finally:
+        _override = previous

@@ -1,0 +1,141 @@
+"""The engine client: one Docker Engine (a host), its own docker-py client and its own errors.
+
+Plain values in and out; docker-py types and exceptions never leave this package. The methods
+are grouped by what they touch (containers, networks, volumes, images, events, streams), one
+module each, and EngineClient gathers them.
+"""
+
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import docker
+import docker.errors
+import requests.exceptions
+from django.conf import settings
+
+from .. import policy
+
+LABEL_MANAGED = "io.ccpanel.managed"
+LABEL_INSTANCE = "io.ccpanel.instance"
+LABEL_SANDBOX = "io.ccpanel.sandbox"
+LABEL_UUID = policy.LABEL_UUID
+# Images kept as evidence of an incident: never removed by Clean, Destroy or rotation.
+LABEL_EVIDENCE = "io.ccpanel.evidence"
+
+
+class EngineError(Exception):
+    """Docker refused or failed an operation; the message is fit to show a user."""
+
+
+class EngineUnavailable(EngineError):
+    """The Docker daemon did not answer."""
+
+
+class NotFound(EngineError):
+    """The container, volume, image or network does not exist."""
+
+
+class Conflict(EngineError):
+    """The name is taken (409), e.g. by a container left behind by an interrupted create."""
+
+
+@dataclass(frozen=True)
+class Host:
+    """Where an engine runs. `base_url` None means this machine's default socket. Until the
+    multi-host work gives hosts rows of their own, every sandbox runs on the one host the
+    settings name (DOCKER_HOST)."""
+
+    name: str
+    base_url: str | None
+    timeout: int
+
+    @property
+    def is_local(self) -> bool:
+        """Whether the engine runs on this machine (so its /proc and its paths are ours)."""
+        return self.base_url is None or self.base_url.startswith("unix://")
+
+
+@dataclass(frozen=True)
+class ContainerState:
+    id: str
+    name: str
+    status: str  # created, running, paused, restarting, removing, exited, dead
+    exit_code: int
+    oom_killed: bool
+    error: str
+    labels: dict[str, str]
+
+
+def managed_labels(sandbox_name: str, sandbox_uuid: str) -> dict[str, str]:
+    """The labels on everything made for one sandbox: this panel instance, and the sandbox's
+    UUID, which is what "ours" means (a name can be reused, a UUID never is)."""
+    return {LABEL_MANAGED: "true", LABEL_INSTANCE: settings.PANEL_INSTANCE, LABEL_SANDBOX: sandbox_name,
+            LABEL_UUID: sandbox_uuid}
+
+
+def instance_filter() -> list[str]:
+    return [f"{LABEL_MANAGED}=true", f"{LABEL_INSTANCE}={settings.PANEL_INSTANCE}"]
+
+
+def carries(found: dict[str, str] | None, labels: dict[str, str]) -> bool:
+    """Whether an object's labels include all of `labels`: how the panel knows what it made."""
+    return all((found or {}).get(k) == v for k, v in labels.items())
+
+
+def translate(exc: Exception, host: Host) -> EngineError:
+    if isinstance(exc, docker.errors.NotFound):
+        return NotFound(getattr(exc, "explanation", None) or str(exc))
+    if isinstance(exc, docker.errors.APIError) and exc.status_code == 409:
+        return Conflict(getattr(exc, "explanation", None) or str(exc))
+    if isinstance(exc, docker.errors.APIError):
+        return EngineError(getattr(exc, "explanation", None) or str(exc))
+    if isinstance(exc, (requests.exceptions.ConnectionError, requests.exceptions.Timeout, ConnectionError)):
+        return EngineUnavailable(f"Docker engine is not reachable ({host.base_url or 'default socket'}).")
+    return EngineError(str(exc))
+
+
+class BaseClient:
+    """The connection to one host; the mixins in the sibling modules add what it can do."""
+
+    def __init__(self, host: Host):
+        self.host = host
+        self._client: docker.DockerClient | None = None
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"<EngineClient {self.host.name}>"
+
+    @property
+    def docker(self) -> docker.DockerClient:
+        if self._client is None:
+            with self._lock:
+                if self._client is None:
+                    try:
+                        if self.host.base_url:
+                            self._client = docker.DockerClient(base_url=self.host.base_url, timeout=self.host.timeout)
+                        else:
+                            self._client = docker.DockerClient.from_env(timeout=self.host.timeout)
+                    except docker.errors.DockerException as exc:
+                        raise EngineUnavailable(f"Docker engine is not reachable: {exc}") from exc
+        return self._client
+
+    @property
+    def api(self) -> Any:
+        return self.docker.api
+
+    def call(self, fn, *args, **kwargs):
+        """Run a docker-py call, turning its errors into the project's own."""
+        try:
+            return fn(*args, **kwargs)
+        except (docker.errors.DockerException, requests.exceptions.RequestException, ConnectionError) as exc:
+            raise translate(exc, self.host) from exc
+
+    def ping(self) -> str:
+        """Return the engine's version, or raise EngineUnavailable."""
+        try:
+            return self.api.version()["Version"]
+        except EngineError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any failure to answer means "unavailable"
+            raise EngineUnavailable(f"Docker engine is not reachable: {exc}") from exc

@@ -1,0 +1,150 @@
+"""Containers: created only through `create_container`, which runs the security policy first."""
+
+from typing import Any
+
+from docker.types import Mount
+
+from .. import policy
+from .client import LABEL_UUID, BaseClient, ContainerState, EngineError, NotFound, carries, instance_filter
+
+
+class ContainersMixin(BaseClient):
+    def create_container(self, spec: policy.ContainerSpec, *, rules: policy.Rules) -> str:
+        """Check `spec` against the security policy (its host folders as they are on disk now),
+        then create the container; returns its id. The container never restarts by itself:
+        Docker would resolve its bind sources again without the policy looking."""
+        policy.check(spec, rules)
+        mounts = [Mount(target=b.target, source=b.source, type="bind", read_only=b.read_only) for b in spec.binds]
+        mounts += [Mount(target=v.target, source=v.name, type="volume") for v in spec.volumes]
+        kwargs: dict[str, Any] = dict(
+            image=spec.image,
+            name=spec.name,
+            user=spec.user,
+            hostname=spec.hostname or None,
+            mem_limit=spec.memory_bytes,
+            memswap_limit=spec.memory_bytes,  # no swap beyond the memory limit
+            nano_cpus=spec.nano_cpus,
+            pids_limit=spec.pids_limit,
+            cap_drop=list(spec.cap_drop),
+            cap_add=list(spec.cap_add) or None,
+            security_opt=list(spec.security_opt),
+            privileged=spec.privileged,
+            read_only=spec.read_only_rootfs,
+            mounts=mounts,
+            labels=spec.labels,
+            environment=spec.environment,
+            ports={f"{p.container_port}/tcp": (p.host_ip, p.host_port) for p in spec.ports} or None,
+            runtime=spec.runtime,
+            restart_policy={"Name": "no"},
+            working_dir="/workspace",
+            tty=True,
+            stdin_open=True,
+            detach=True,
+        )
+        if spec.network == "none":
+            kwargs["network_mode"] = "none"
+        else:
+            kwargs["network"] = spec.network
+        return self.call(self.docker.containers.create, **kwargs).id
+
+    def container_state(self, container_id: str) -> ContainerState | None:
+        """The container's current state, or None if it no longer exists."""
+        try:
+            data = self.call(self.api.inspect_container, container_id)
+        except NotFound:
+            return None
+        state = data["State"]
+        return ContainerState(
+            id=data["Id"],
+            name=data["Name"].lstrip("/"),
+            status=state["Status"],
+            exit_code=state.get("ExitCode", 0),
+            oom_killed=state.get("OOMKilled", False),
+            error=state.get("Error", ""),
+            labels=data["Config"].get("Labels") or {},
+        )
+
+    def inspect_container(self, container_id: str) -> dict[str, Any]:
+        return self.call(self.api.inspect_container, container_id)
+
+    def start(self, container_id: str) -> None:
+        self.call(self.api.start, container_id)
+
+    def stop(self, container_id: str, *, timeout: int) -> None:
+        self.call(self.api.stop, container_id, timeout=timeout)
+
+    def pause(self, container_id: str) -> None:
+        self.call(self.api.pause, container_id)
+
+    def unpause(self, container_id: str) -> None:
+        self.call(self.api.unpause, container_id)
+
+    def remove_container(self, container_id_or_name: str) -> None:
+        """Force-remove; a container that is already gone is not an error (idempotent)."""
+        try:
+            self.call(self.api.remove_container, container_id_or_name, force=True)
+        except NotFound:
+            pass
+        except EngineError as exc:
+            if "already in progress" not in str(exc):
+                raise
+
+    def remove_container_if_ours(self, name: str, *, labels: dict[str, str]) -> bool:
+        """Force-remove the container called `name` if it carries `labels`; False, touching
+        nothing, if a container of someone else's has that name. True if none exists."""
+        state = self.container_state(name)
+        if state is None:
+            return True
+        if not carries(state.labels, labels):
+            return False
+        self.remove_container(state.id)
+        return True
+
+    def instance_containers(self) -> list[ContainerState]:
+        """Every container of this panel instance, running or not."""
+        found = self.call(self.api.containers, all=True, filters={"label": instance_filter()})
+        return [ContainerState(id=c["Id"], name=(c.get("Names") or ["/"])[0].lstrip("/"), status=c.get("State", ""),
+                               exit_code=0, oom_killed=False, error="", labels=c.get("Labels") or {}) for c in found]
+
+    def containers_claiming(self, *, name: str, sandbox_uuid: str) -> list[str]:
+        """Ids of every container that carries the sandbox's UUID label or its exact name, whoever
+        made it (an impostor made by hand included)."""
+        ids: list[str] = []
+        for filters in ({"label": [f"{LABEL_UUID}={sandbox_uuid}"]}, {"name": [f"^/{name}$"]}):
+            for c in self.call(self.api.containers, all=True, filters=filters):
+                if c["Id"] not in ids:
+                    ids.append(c["Id"])
+        return ids
+
+    def process_privileges(self, container_id: str) -> list[dict[str, Any]] | None:
+        """Every process in a running container, with what the kernel says of its privileges:
+        effective and bounding capabilities, uid and no_new_privs, read from /proc. None when
+        that cannot be read from here (the engine is on another machine)."""
+        if not self.host.is_local:
+            return None
+        top = self.call(self.api.top, container_id, ps_args="-o pid,args")
+        titles = [t.upper() for t in top.get("Titles") or []]
+        if "PID" not in titles:
+            return None
+        processes = []
+        for row in top.get("Processes") or []:
+            pid = row[titles.index("PID")]
+            try:
+                with open(f"/proc/{int(pid)}/status") as f:
+                    status = dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+            except (OSError, ValueError):
+                continue  # exited meanwhile
+            processes.append({
+                "pid": int(pid),
+                "command": row[-1],
+                "uid": int(status.get("Uid", "0").split()[1]),  # effective uid
+                "cap_eff": int(status.get("CapEff", "0"), 16),
+                "cap_bnd": int(status.get("CapBnd", "0"), 16),
+                "no_new_privs": status.get("NoNewPrivs", "0").strip() == "1",
+            })
+        return processes
+
+    def exec_run(self, container_id: str, cmd: list[str], *, user: str = "") -> tuple[int, str]:
+        """Run a command inside a running container; returns (exit code, combined output)."""
+        result = self.call(self.docker.containers.get(container_id).exec_run, cmd, user=user or "")
+        return result.exit_code, result.output.decode("utf-8", errors="replace")

@@ -1,0 +1,54 @@
+"""Images: the sandbox images the panel builds, and the snapshots made from sandboxes."""
+
+from collections.abc import Iterator
+
+import docker.errors
+import requests.exceptions
+from django.conf import settings
+
+from .client import LABEL_EVIDENCE, LABEL_INSTANCE, LABEL_UUID, BaseClient, EngineError, NotFound, translate
+
+
+class ImagesMixin(BaseClient):
+    def image_exists(self, ref: str) -> bool:
+        try:
+            self.call(self.api.inspect_image, ref)
+            return True
+        except NotFound:
+            return False
+
+    def pull(self, ref: str) -> None:
+        repo, _, tag = ref.partition(":")
+        self.call(self.api.pull, repo, tag=tag or "latest")
+
+    def import_image(self, tar_path: str, *, repository: str, tag: str, changes: list[str]) -> None:
+        """`docker import` a root filesystem tarball as an image."""
+        self.call(self.api.import_image_from_file, tar_path, repository=repository, tag=tag, changes=changes)
+
+    def build_image(self, context_dir: str, *, tag: str, buildargs: dict[str, str], labels: dict[str, str]) -> Iterator[str]:
+        """Build an image, yielding its progress lines; raise EngineError if a step fails."""
+        stream = self.call(self.api.build, path=context_dir, tag=tag, buildargs=buildargs, labels=labels,
+                           rm=True, forcerm=True, decode=True)
+        try:
+            for chunk in stream:
+                if "error" in chunk:
+                    raise EngineError(chunk["error"].strip())
+                if text := chunk.get("stream"):
+                    yield text
+        except (requests.exceptions.RequestException, docker.errors.DockerException) as exc:
+            raise translate(exc, self.host) from exc
+
+    def remove_images(self, *, sandbox_uuid: str) -> list[str]:
+        """Remove every image made from this sandbox (its snapshots: `docker commit` keeps the
+        container's labels, UUID included); never one kept as evidence. Returns the ids."""
+        removed = []
+        labels = [f"{LABEL_UUID}={sandbox_uuid}", f"{LABEL_INSTANCE}={settings.PANEL_INSTANCE}"]
+        for image in self.call(self.api.images, filters={"label": labels}):
+            if LABEL_EVIDENCE in (image.get("Labels") or {}):
+                continue
+            try:
+                self.call(self.api.remove_image, image["Id"], force=True)
+                removed.append(image["Id"])
+            except NotFound:
+                pass
+        return removed

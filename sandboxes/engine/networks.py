@@ -1,0 +1,35 @@
+"""Networks: the sandboxes' own bridge."""
+
+from typing import Any
+
+import docker
+from django.conf import settings
+
+from .client import LABEL_INSTANCE, LABEL_MANAGED, BaseClient, Conflict, EngineError
+
+
+class NetworksMixin(BaseClient):
+    def ensure_network(self, name: str, *, subnet: str, bridge: str) -> str:
+        """Create the sandbox bridge if missing: its own subnet, inter-container traffic off."""
+        for net in self.call(self.api.networks, names=[name]):
+            if net["Name"] == name:
+                if (net.get("Options") or {}).get("com.docker.network.bridge.enable_icc") != "false":
+                    raise EngineError(f"Network {name} exists but lets containers talk to each other; "
+                                      "remove it (the panel recreates it isolated) or set SANDBOX_NETWORK.")
+                return net["Id"]
+        ipam = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=subnet)])
+        try:
+            return self.call(
+                self.api.create_network,
+                name,
+                driver="bridge",
+                ipam=ipam,
+                check_duplicate=True,  # older engines allow two networks of one name unless asked
+                options={"com.docker.network.bridge.enable_icc": "false", "com.docker.network.bridge.name": bridge},
+                labels={LABEL_MANAGED: "true", LABEL_INSTANCE: settings.PANEL_INSTANCE},
+            )["Id"]
+        except Conflict:  # created concurrently by another worker
+            return self.call(self.api.inspect_network, name)["Id"]
+
+    def inspect_network(self, name: str) -> dict[str, Any]:
+        return self.call(self.api.inspect_network, name)

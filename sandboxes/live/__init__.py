@@ -1,0 +1,62 @@
+"""Live updates: typed broadcasts to groups, and the websocket consumers that render them.
+
+One sender: services call `sandbox_changed(sandbox)` when a sandbox's row changes. The message
+goes, once the transaction commits, to two groups: `team.<team id>` (dashboards of people who
+can see that team) and `sandbox.<pk>` (that sandbox's page). It carries only ids and a kind;
+each consumer re-reads that one sandbox with its own user's permissions and re-renders that one
+row or panel, so the work per event does not grow with the number of sandboxes.
+
+Streams (logs, stats, terminal) are read from the engine per socket and never pass through here.
+"""
+
+import hashlib
+import logging
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.contrib.auth.signals import user_logged_out
+from django.db import transaction
+from django.dispatch import receiver
+
+log = logging.getLogger(__name__)
+STATUS = "sandbox.status"  # the message type; consumers handle it in sandbox_status()
+
+
+def team_group(team_id: int) -> str:
+    return f"team.{team_id}"
+
+
+def sandbox_group(sandbox_id: int) -> str:
+    return f"sandbox.{sandbox_id}"
+
+
+def session_group(session_key: str) -> str:
+    """The group of every socket a sign-in session opened (named by a hash, not the key itself)."""
+    return "session." + hashlib.sha256(session_key.encode()).hexdigest()[:40]
+
+
+def sandbox_changed(sandbox, *, created: bool = False) -> None:
+    """Tell the open pages that `sandbox` changed (or was just created), once the current
+    transaction commits."""
+    message = {"type": STATUS, "sandbox_id": sandbox.pk, "team_id": sandbox.team_id, "created": created}
+
+    def send():
+        for group in (team_group(sandbox.team_id), sandbox_group(sandbox.pk)):
+            _send(group, message)
+
+    transaction.on_commit(send)
+
+
+@receiver(user_logged_out)
+def close_session_sockets(sender, request, user, **kwargs):
+    """Logging out closes the websockets that session opened, in every tab."""
+    key = getattr(getattr(request, "session", None), "session_key", None)
+    if key:
+        _send(session_group(key), {"type": "session.ended"})
+
+
+def _send(group: str, message: dict) -> None:
+    try:
+        async_to_sync(get_channel_layer().group_send)(group, message)
+    except Exception:  # noqa: BLE001 - a missed live update must never fail the action itself
+        log.warning("live update not sent (is Redis running?)", exc_info=True)

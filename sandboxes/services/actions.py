@@ -1,0 +1,230 @@
+"""The lifecycle actions: one table (the statuses each may start from, the status it ends in,
+the role it needs, what it does), the request half that claims and enqueues, and the Docker half
+that a task runs.
+
+Every start (create, start, restart, recreate) judges the sandbox's host folders as they are on
+disk at that moment (policy.check), because Docker resolves bind sources again at every start.
+"""
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from django.conf import settings
+from django.db import transaction
+
+from teams.permissions import Role, authorize, role_allows
+
+from .. import engine, live, policy, workspace
+from ..models import Sandbox
+from .claims import claim, claimed, finish, heartbeat, take_run
+from .claims import enqueue as enqueue_task
+from .common import LostClaim, SandboxError, audit, labels, policy_rules, sandbox_spec
+
+log = logging.getLogger(__name__)
+S = Sandbox.Status
+A = Sandbox.Action
+
+
+@dataclass(frozen=True)
+class Action:
+    """One lifecycle action. `preempts`: it may take over a sandbox busy with another action
+    (Destroy must always be possible, even while a task is stuck)."""
+
+    allowed_from: frozenset[str]
+    result: str
+    run: Callable[[Sandbox, str], None] = field(compare=False)
+    role: str = Role.OPERATOR
+    preempts: bool = False
+
+
+def _save_claimed(sandbox: Sandbox, action: str, **changes) -> None:
+    """Write `changes` while the claim is still ours; raise LostClaim if Destroy took it over."""
+    if not claimed(sandbox, action).update(**changes):
+        raise LostClaim()
+    for name, value in changes.items():
+        setattr(sandbox, name, value)
+
+
+def _provision(sandbox: Sandbox, action: str) -> None:
+    """The sandbox's folders (first time only, recording their identities), home volume and network."""
+    folders = [str(sandbox.workspace_path / f) for f in workspace.FOLDERS]
+    if not all(f in (sandbox.host_path_ids or {}) for f in folders):
+        ids = workspace.workspace_create(sandbox.name, str(sandbox.uuid))
+        _save_claimed(sandbox, action, host_path_ids={**(sandbox.host_path_ids or {}), **{p: list(i) for p, i in ids.items()}})
+    docker = engine.engine_for(sandbox)
+    docker.ensure_volume(sandbox.volume_name, labels=labels(sandbox))
+    if sandbox.network_mode == Sandbox.Network.INTERNET:
+        docker.ensure_network(settings.SANDBOX_NETWORK, subnet=settings.SANDBOX_SUBNET, bridge=settings.SANDBOX_BRIDGE)
+
+
+def _remove_ours(sandbox: Sandbox) -> None:
+    """Remove the container named for the sandbox if it is this sandbox's; refuse if not."""
+    if not engine.engine_for(sandbox).remove_container_if_ours(sandbox.container_name, labels=labels(sandbox)):
+        raise engine.EngineError(f"A container named {sandbox.container_name} exists that does not belong to this "
+                                 "sandbox; the panel never touches it. Rename or remove it, then retry.")
+
+
+def _run_start(sandbox: Sandbox, action: str) -> None:
+    """Start the sandbox, judging its folders on disk right before Docker mounts them. The
+    existing container is started only if it still matches the saved settings; otherwise it is
+    recreated from them (it holds no data: the folders and the home volume do)."""
+    _provision(sandbox, action)
+    docker = engine.engine_for(sandbox)
+    spec = sandbox_spec(sandbox)
+    rules = policy_rules()
+    policy.check(spec, rules)
+    state = docker.container_state(sandbox.container_id) if sandbox.container_id else None
+    if state is not None and not policy.spec_drift(spec, docker.inspect_container(state.id)):
+        if state.status == "paused":
+            docker.unpause(state.id)
+        elif state.status != "running":
+            docker.start(state.id)
+        return
+    if state is not None:
+        docker.remove_container(state.id)
+    _remove_ours(sandbox)
+    container_id = docker.create_container(spec, rules=rules)
+    try:
+        _save_claimed(sandbox, action, container_id=container_id)
+    except LostClaim:
+        docker.remove_container(container_id)
+        raise
+    docker.start(container_id)
+
+
+def _run_stop(sandbox: Sandbox, action: str) -> None:
+    docker = engine.engine_for(sandbox)
+    state = docker.container_state(sandbox.container_id) if sandbox.container_id else None
+    if state and state.status in ("running", "paused", "restarting"):
+        docker.stop(sandbox.container_id, timeout=settings.SANDBOX_STOP_TIMEOUT)
+
+
+def _run_restart(sandbox: Sandbox, action: str) -> None:
+    # Not `docker restart`: that would mount the folders again without the policy looking.
+    _run_stop(sandbox, action)
+    _run_start(sandbox, action)
+
+
+def _run_pause(sandbox: Sandbox, action: str) -> None:
+    engine.engine_for(sandbox).pause(sandbox.container_id)
+
+
+def _run_unpause(sandbox: Sandbox, action: str) -> None:
+    engine.engine_for(sandbox).unpause(sandbox.container_id)
+
+
+def _run_reset(sandbox: Sandbox, action: str) -> None:
+    if sandbox.container_id:
+        engine.engine_for(sandbox).remove_container(sandbox.container_id)
+    _remove_ours(sandbox)
+    _save_claimed(sandbox, action, container_id="")
+
+
+def _run_clean(sandbox: Sandbox, action: str) -> None:
+    _run_reset(sandbox, action)
+    engine.engine_for(sandbox).remove_images(sandbox_uuid=str(sandbox.uuid))
+
+
+def _run_destroy(sandbox: Sandbox, action: str) -> None:
+    """Everything goes, whatever is or is not on disk; what is not this sandbox's stays, and the
+    outcome says so."""
+    docker = engine.engine_for(sandbox)
+    if sandbox.container_id:
+        docker.remove_container(sandbox.container_id)
+    left = []
+    if not docker.remove_container_if_ours(sandbox.container_name, labels=labels(sandbox)):
+        left.append(f"container {sandbox.container_name} is not this sandbox's; left in place")
+    docker.remove_images(sandbox_uuid=str(sandbox.uuid))
+    if not docker.remove_volume(sandbox.volume_name, labels=labels(sandbox)):
+        left.append(f"volume {sandbox.volume_name} is not this sandbox's; left in place")
+    if note := workspace.workspace_remove(sandbox.name, str(sandbox.uuid)):
+        left.append(note)
+    _save_claimed(sandbox, action, container_id="", status_detail="; ".join(left))
+
+
+_LIVE = frozenset({S.CREATING, S.RUNNING, S.STOPPED, S.PAUSED, S.ERROR})
+ACTIONS: dict[str, Action] = {
+    A.START: Action(frozenset({S.STOPPED, S.ERROR, S.CREATING}), S.RUNNING, _run_start),
+    A.STOP: Action(frozenset({S.RUNNING, S.PAUSED, S.ERROR}), S.STOPPED, _run_stop),
+    A.RESTART: Action(frozenset({S.RUNNING, S.ERROR}), S.RUNNING, _run_restart),
+    A.PAUSE: Action(frozenset({S.RUNNING}), S.PAUSED, _run_pause),
+    A.UNPAUSE: Action(frozenset({S.PAUSED}), S.RUNNING, _run_unpause),
+    A.RESET: Action(_LIVE - {S.CREATING}, S.STOPPED, _run_reset),
+    A.CLEAN: Action(_LIVE - {S.CREATING}, S.STOPPED, _run_clean),
+    A.DESTROY: Action(_LIVE | {S.DESTROYING}, S.DESTROYED, _run_destroy, role=Role.ADMIN, preempts=True),
+}
+assert set(ACTIONS) == set(A.values), "every Sandbox.Action has one row in the table"
+
+
+def allowed_actions(sandbox: Sandbox, *, role: str | None) -> list[str]:
+    """The actions `sandbox_request_action` would accept now from someone with `role`: what
+    the pages show as buttons, so a page never offers what the service refuses, nor hides
+    what it allows."""
+    return [name for name, a in ACTIONS.items()
+            if sandbox.status in a.allowed_from and role_allows(role, a.role)
+            and (not sandbox.pending_action or (a.preempts and sandbox.pending_action != name))]
+
+
+def sandbox_request_action(
+    *, actor, sandbox: Sandbox, action: str, source_ip: str | None = None, enqueue: bool = True
+) -> None:
+    """Claim `sandbox` for `action` and enqueue it; raise SandboxError if it cannot run now."""
+    spec = ACTIONS.get(action)
+    if spec is None:
+        raise SandboxError(f"Unknown action {action!r}.")
+    authorize(actor, sandbox.team, spec.role)
+    with transaction.atomic():
+        before = claim(sandbox=sandbox, action=action, allowed_from=spec.allowed_from, preempts=spec.preempts,
+                       status=S.DESTROYING if action == A.DESTROY else None)
+        details = {"from": before["status"]}
+        if before["pending_action"]:
+            details["interrupted"] = before["pending_action"]
+        audit(actor, f"sandbox.{action}", sandbox, details, source_ip)
+        if enqueue:
+            enqueue_task(sandbox.pk, action, before["status"])
+        live.sandbox_changed(sandbox)
+
+
+
+def sandbox_perform(*, sandbox_id: int, action: str) -> None:
+    """Carry out a claimed action against Docker and record how it ended. Every way it can end
+    is recorded: done, refused by the policy, failed with the reason, or given up after
+    SANDBOX_MAX_ATTEMPTS runs whose worker died."""
+    sandbox = take_run(sandbox_id, action)
+    if sandbox is None:
+        return
+    if sandbox.attempts > settings.SANDBOX_MAX_ATTEMPTS:
+        finish(sandbox, action, S.ERROR, f"{action} was given up after {settings.SANDBOX_MAX_ATTEMPTS} attempts: "
+                                         "its worker stopped each time before it finished.")
+        return
+    with heartbeat(sandbox.pk, action):
+        try:
+            ACTIONS[action].run(sandbox, action)
+        except LostClaim:
+            _undo_after_lost_claim(sandbox, action)
+        except policy.PolicyViolation as exc:
+            finish(sandbox, action, S.ERROR, "Refused by the security policy: " + " ".join(exc.problems), outcome="refused")
+        except (engine.EngineError, workspace.WorkspaceError, OSError) as exc:
+            finish(sandbox, action, S.ERROR, f"{action} failed: {exc}")
+        except Exception as exc:  # noqa: BLE001 - an action always ends; the log has the traceback
+            log.exception("%s of sandbox %s failed unexpectedly", action, sandbox.name)
+            finish(sandbox, action, S.ERROR, f"{action} failed unexpectedly ({type(exc).__name__}: {exc}); see the worker's log.")
+        else:
+            finish(sandbox, action, ACTIONS[action].result, sandbox.status_detail if action == A.DESTROY else "",
+                   outcome="done")
+
+
+def _undo_after_lost_claim(sandbox: Sandbox, action: str) -> None:
+    """Destroy took the sandbox over while `action` ran: make sure nothing this run made (a
+    container, the folder, the volume) outlives it. Destroy's own run removes the rest."""
+    log.warning("%s of sandbox %s was interrupted by %s", action, sandbox.name,
+                Sandbox.objects.filter(pk=sandbox.pk).values_list("pending_action", flat=True).first())
+    docker = engine.engine_for(sandbox)
+    try:
+        docker.remove_container_if_ours(sandbox.container_name, labels=labels(sandbox))
+        if Sandbox.objects.filter(pk=sandbox.pk, status__in=[S.DESTROYING, S.DESTROYED]).exists():
+            docker.remove_volume(sandbox.volume_name, labels=labels(sandbox))
+            workspace.workspace_remove(sandbox.name, str(sandbox.uuid))
+    except (engine.EngineError, workspace.WorkspaceError, OSError):
+        log.warning("could not undo the interrupted %s of %s", action, sandbox.name, exc_info=True)

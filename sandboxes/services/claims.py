@@ -1,0 +1,150 @@
+"""Claims: how one action at a time gets a sandbox, and how every claim ends.
+
+`claim()` takes the sandbox for an action with a guarded update of `pending_action` (only from
+the allowed statuses, and only if nothing else holds it, unless the action preempts). The worker
+that carries the action out takes the *run* (`take_run`: one worker at a time, a heartbeat while
+it works), and `finish()` releases the claim with the outcome. Backups, incidents and restores
+claim a sandbox the same way as the lifecycle actions.
+"""
+
+import logging
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from teams.permissions import SystemActor
+
+from .. import live
+from ..models import Sandbox
+from .common import SandboxError, audit
+
+log = logging.getLogger(__name__)
+S = Sandbox.Status
+
+
+def claimed(sandbox: Sandbox, action: str):
+    """The sandbox's row, as long as `action` still holds it (for guarded updates)."""
+    return Sandbox.objects.filter(pk=sandbox.pk, pending_action=action)
+
+
+def claim(*, sandbox: Sandbox, action: str, allowed_from: Iterable[str], preempts: bool = False,
+          status: str | None = None) -> dict[str, str]:
+    """Take `sandbox` for `action`; return its status and pending action from before. Call inside
+    a transaction. Raises SandboxError saying why when it cannot be taken now. A preempting
+    action (Destroy) takes the sandbox even from another action whose task is stuck."""
+    changes: dict = {"pending_action": action, "claimed_at": timezone.now(), "heartbeat_at": None, "attempts": 0}
+    if status:
+        changes["status"] = status
+    rows = Sandbox.objects.filter(pk=sandbox.pk, status__in=list(allowed_from))
+    rows = rows.exclude(pending_action=action) if preempts else rows.filter(pending_action="")
+    found = rows.values("status", "pending_action").first()
+    before = {k: str(v) for k, v in found.items()} if found is not None else None
+    if before is None or not rows.update(**changes):
+        current = Sandbox.objects.filter(pk=sandbox.pk).values("status", "pending_action").first()
+        if current is None:
+            raise SandboxError("That sandbox no longer exists.")
+        if current["pending_action"]:
+            raise SandboxError(f"{sandbox.name} is busy ({current['pending_action']} in progress); try again shortly.")
+        raise SandboxError(f"Cannot {action} {sandbox.name} while it is {current['status']}.")
+    return before
+
+
+def enqueue(sandbox_id: int, action: str, previous_status: str) -> None:
+    """Queue the task once the claim is committed. If the queue (Redis) cannot take it, release
+    the claim with the reason instead of leaving the sandbox "in progress" forever."""
+    from ..tasks import sandbox_action_task  # tasks import services; import here to avoid a cycle
+
+    def send():
+        try:
+            sandbox_action_task.delay(sandbox_id, action)
+        except Exception as exc:  # noqa: BLE001 - kombu raises several types for "broker down"
+            log.warning("could not queue %s for sandbox %s: %s", action, sandbox_id, exc)
+            sandbox = Sandbox.objects.filter(pk=sandbox_id).first()
+            if sandbox is not None:
+                status = S.ERROR if previous_status in (S.CREATING, S.DESTROYING) else previous_status
+                finish(sandbox, action, status,
+                       f"{action} was not started: the task queue (Redis) is not reachable. Retry when it is back.")
+
+    transaction.on_commit(send)
+
+
+def take_run(sandbox_id: int, action: str) -> Sandbox | None:
+    """Take the run of a claimed action: only when nobody runs it, or its runner's heartbeat has
+    stopped. Returns the sandbox, or None (done already, or a live worker is on it)."""
+    now = timezone.now()
+    stale = now - timedelta(seconds=settings.SANDBOX_STALE_SECONDS)
+    taken = Sandbox.objects.filter(pk=sandbox_id, pending_action=action).filter(
+        Q(heartbeat_at__isnull=True) | Q(heartbeat_at__lt=stale)
+    ).update(heartbeat_at=now, attempts=F("attempts") + 1)
+    return Sandbox.objects.select_related("team").filter(pk=sandbox_id, pending_action=action).first() if taken else None
+
+
+@contextmanager
+def heartbeat(sandbox_id: int, action: str) -> Iterator[None]:
+    """While the body runs, write `heartbeat_at` every few seconds from a thread: a claim whose
+    heartbeat stops has lost its worker (see requeue_stale_actions)."""
+    stop = threading.Event()
+
+    def beat():
+        try:
+            while not stop.wait(settings.SANDBOX_HEARTBEAT_SECONDS):
+                if not Sandbox.objects.filter(pk=sandbox_id, pending_action=action).update(heartbeat_at=timezone.now()):
+                    return
+        except Exception:  # noqa: BLE001 - a missed heartbeat must never fail the action
+            log.warning("heartbeat for sandbox %s stopped", sandbox_id, exc_info=True)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-{sandbox_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=2)
+
+
+def finish(sandbox: Sandbox, action: str, status: str, detail: str, *, outcome: str = "failed") -> bool:
+    """Release `action`'s claim on `sandbox` with its outcome ("done", "failed" or "refused", as
+    the audit event says); False if the claim was no longer this action's."""
+    with transaction.atomic():
+        done = claimed(sandbox, action).update(status=status, pending_action="", status_detail=detail, heartbeat_at=None)
+        if done:
+            audit(SystemActor("system"), f"sandbox.{action}.{outcome}", sandbox, {"status": status, "detail": detail})
+            live.sandbox_changed(sandbox)
+    if detail and outcome != "done":
+        log.warning("%s %s: %s", action, sandbox.name, detail)
+    return bool(done)
+
+
+def requeue_stale_actions() -> int:
+    """Queue again the actions whose worker is gone: never started within SANDBOX_STALE_SECONDS
+    of being claimed (the task was lost, say Redis restarted), or whose runner's heartbeat
+    stopped (the worker died). A run is taken by one worker at a time (see take_run), so a
+    duplicate is harmless; after SANDBOX_MAX_ATTEMPTS dead runs the action ends in `error`."""
+    from ..tasks import sandbox_action_task
+
+    now = timezone.now()
+    cutoff = now - timedelta(seconds=settings.SANDBOX_STALE_SECONDS)
+    stale = Sandbox.objects.exclude(pending_action="").filter(
+        Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, claimed_at__lt=cutoff)
+    )
+    requeued = 0
+    for sandbox in stale:
+        action = sandbox.pending_action
+        if sandbox.heartbeat_at is not None and sandbox.attempts >= settings.SANDBOX_MAX_ATTEMPTS:
+            finish(sandbox, action, S.ERROR, f"{action} was given up after {sandbox.attempts} attempts: its worker "
+                                             "stopped each time before it finished.")
+            continue
+        guard = Q(heartbeat_at=sandbox.heartbeat_at) if sandbox.heartbeat_at else Q(heartbeat_at__isnull=True)
+        if claimed(sandbox, action).filter(guard, claimed_at=sandbox.claimed_at).update(claimed_at=now):
+            log.warning("re-queueing %s for sandbox %s: its worker is gone", action, sandbox.name)
+            sandbox_action_task.delay(sandbox.pk, action)
+            requeued += 1
+    return requeued

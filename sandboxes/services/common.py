@@ -1,0 +1,84 @@
+"""What every sandbox service shares: its errors, its audit helper, the policy's rules and the
+container spec built from a sandbox's saved settings."""
+
+from decimal import Decimal
+
+from django.conf import settings
+
+from audit.services import audit_record
+from teams.permissions import actor_name, actor_user
+
+from .. import engine, policy, workspace
+from ..models import Mount, Sandbox
+
+
+class SandboxError(Exception):
+    """A request that cannot be carried out now; the message is shown to the user."""
+
+
+class InvalidInput(SandboxError):
+    """Input the rules refuse; `errors` maps a field name ("" for the whole form) to messages."""
+
+    def __init__(self, errors: dict[str, list[str]]):
+        self.errors = errors
+        super().__init__(" ".join(m for msgs in errors.values() for m in msgs))
+
+
+class LostClaim(Exception):
+    """The action's claim was taken over (by Destroy) while it ran: stop, and undo what it made."""
+
+
+def audit(actor, action: str, sandbox: Sandbox, details: dict | None = None, source_ip: str | None = None) -> None:
+    """An audit event about `sandbox`, tied to its UUID and its team."""
+    audit_record(
+        actor=actor_user(actor),
+        actor_name=actor_name(actor),
+        action=action,
+        target=sandbox.name,
+        sandbox_uuid=sandbox.uuid,
+        team_id=sandbox.team_id,
+        details=details,
+        source_ip=source_ip,
+    )
+
+
+def policy_rules() -> policy.Rules:
+    """The installation's policy, from settings: the one place that reads the allowed roots."""
+    return policy.Rules(
+        workspace_root=str(settings.WORKSPACE_ROOT),
+        mount_roots=tuple(str(r) for r in settings.SANDBOX_MOUNT_ROOTS),
+        networks=(settings.SANDBOX_NETWORK,),
+        runtimes=tuple(settings.SANDBOX_RUNTIMES),
+    )
+
+
+def labels(sandbox: Sandbox) -> dict[str, str]:
+    return engine.managed_labels(sandbox.name, str(sandbox.uuid))
+
+
+def _identity(sandbox: Sandbox, path: str) -> tuple[int, int] | None:
+    found = (sandbox.host_path_ids or {}).get(path)
+    return (int(found[0]), int(found[1])) if found else None
+
+
+def sandbox_spec(sandbox: Sandbox, extra_mounts: list[Mount] | None = None) -> policy.ContainerSpec:
+    """The container spec for `sandbox`, built only from its saved settings."""
+    base = sandbox.workspace_path
+    mounts = extra_mounts if extra_mounts is not None else list(sandbox.mounts.all())
+    binds = [policy.BindMount(str(base / f), f"/workspace/{f}", ro, _identity(sandbox, str(base / f)), workspace=True)
+             for f, ro in workspace.FOLDERS.items()]
+    binds += [policy.BindMount(m.host_path, m.container_path, m.read_only, _identity(sandbox, m.host_path))
+              for m in mounts]
+    return policy.ContainerSpec(
+        name=sandbox.container_name,
+        image=sandbox.image,
+        memory_bytes=sandbox.memory_mb * 1024 * 1024,
+        nano_cpus=int(Decimal(sandbox.cpus) * 1_000_000_000),
+        pids_limit=sandbox.pids_limit,
+        network=settings.SANDBOX_NETWORK if sandbox.network_mode == Sandbox.Network.INTERNET else "none",
+        user=f"{settings.SANDBOX_UID}:{settings.SANDBOX_GID}",
+        binds=tuple(binds),
+        volumes=(policy.VolumeMount(sandbox.volume_name, f"/home/{settings.SANDBOX_USER}"),),
+        labels=labels(sandbox),
+        hostname=sandbox.name,
+    )

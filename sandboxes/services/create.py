@@ -1,0 +1,152 @@
+"""Creating a sandbox: every rule checked here, whoever calls (the form, the CLI, a script)."""
+
+import uuid as uuidlib
+from collections.abc import Sequence
+from decimal import Decimal, InvalidOperation
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from controlpanel.db import serialise
+from teams.models import Team
+from teams.permissions import Role, actor_user, authorize
+
+from .. import engine, live, policy
+from ..models import Mount, Sandbox
+from .claims import enqueue as enqueue_action
+from .common import InvalidInput, audit, policy_rules, sandbox_spec
+
+S = Sandbox.Status
+
+
+def validate_settings(*, name, image, memory_mb, cpus, network_mode) -> dict[str, list[str]]:
+    """The rules for a new sandbox's settings, the same for the form, the CLI and any caller."""
+    errors: dict[str, list[str]] = {}
+
+    def add(field_name: str, message: str) -> None:
+        errors.setdefault(field_name, []).append(message)
+
+    for problem in policy.check_name(name):
+        add("name", problem)
+    for problem in policy.check_image_ref(image):
+        add("image", problem)
+    if not isinstance(memory_mb, int) or isinstance(memory_mb, bool):
+        add("memory_mb", "Memory: a whole number of MB.")
+    elif memory_mb < settings.SANDBOX_MIN_MEMORY_MB:
+        add("memory_mb", f"Memory: at least {settings.SANDBOX_MIN_MEMORY_MB} MB.")
+    elif memory_mb > settings.SANDBOX_MAX_MEMORY_MB:
+        add("memory_mb", f"Memory: at most {settings.SANDBOX_MAX_MEMORY_MB} MB (the panel's limit, SANDBOX_MAX_MEMORY_MB).")
+    try:
+        cpus_value = Decimal(str(cpus))
+        if not cpus_value.is_finite():
+            raise InvalidOperation
+    except (InvalidOperation, ValueError, TypeError):
+        add("cpus", "CPUs: a number such as 1 or 2.5.")
+    else:
+        most = Decimal(str(settings.SANDBOX_MAX_CPUS))
+        if cpus_value < Decimal("0.25"):
+            add("cpus", "CPUs: at least 0.25.")
+        elif cpus_value > most:
+            add("cpus", f"CPUs: at most {most:g} (the CPUs this machine has, or SANDBOX_MAX_CPUS).")
+        elif cpus_value != cpus_value.quantize(Decimal("0.01")):
+            add("cpus", "CPUs: at most two decimal places.")
+    if network_mode not in Sandbox.Network.values:
+        add("network_mode", f"Network: one of {', '.join(Sandbox.Network.values)}.")
+    if not errors.get("image"):
+        try:
+            if not engine.engine_for().image_exists(image):
+                add("image", f"Image {image} is not on this machine; build or pull it first.")
+        except engine.EngineUnavailable:
+            pass  # recorded anyway: its start fails with the reason, and Start retries
+    return errors
+
+
+def _extra_mount_identities(extra_mounts: Sequence[tuple[str, str, bool]], rules: policy.Rules) -> tuple[dict, list[str]]:
+    """Judge each extra mount's source on disk now; return ({path: identity}, problems)."""
+    identities, problems = {}, []
+    for host, _target, _ro in extra_mounts:
+        lexical = policy.check_extra_source_lexically(host, rules)
+        if lexical:
+            problems += lexical
+            continue
+        try:
+            identities[host] = policy.dir_identity(host)
+        except policy.HostPathError as exc:
+            problems.append(f"Mount source {host} cannot be mounted: {exc}")
+    return identities, problems
+
+
+def _overlapping_mounts(extra_mounts: Sequence[tuple[str, str, bool]]) -> list[str]:
+    """Extra mounts that overlap one already mounted by a live sandbox, either side writable.
+    Called with the `sandbox-mounts` lock held, so that two creates cannot both pass."""
+    problems = []
+    live_mounts = list(Mount.objects.exclude(sandbox__status=S.DESTROYED).select_related("sandbox"))
+    for host, _target, read_only in extra_mounts:
+        for other in live_mounts:
+            if policy.overlaps(host, other.host_path) and not (read_only and other.read_only):
+                problems.append(f"Mount source {host} overlaps {other.host_path}, which sandbox {other.sandbox.name} "
+                                "mounts; two sandboxes may share a folder only if both mount it read-only.")
+    return problems
+
+
+def sandbox_create(
+    *,
+    actor,
+    team: Team,
+    name: str,
+    image: str,
+    memory_mb: int,
+    cpus: Decimal,
+    network_mode: str,
+    extra_mounts: Sequence[tuple[str, str, bool]] = (),
+    source_ip: str | None = None,
+    enqueue: bool = True,
+) -> Sandbox:
+    """Record a new sandbox and enqueue its provisioning (folders, volume, container, start).
+
+    Every rule is checked before anything is saved, so a refused sandbox leaves no row, folder
+    or container behind: InvalidInput or PolicyViolation says why. A folder left by an earlier
+    sandbox of the same name is never adopted."""
+    authorize(actor, team, Role.OPERATOR)
+    name = name.strip() if isinstance(name, str) else name
+    errors = validate_settings(name=name, image=image, memory_mb=memory_mb, cpus=cpus, network_mode=network_mode)
+    if errors:
+        raise InvalidInput(errors)
+    base = settings.WORKSPACE_ROOT / name
+    if base.exists() or base.is_symlink():
+        raise InvalidInput({"name": [f"{base} already exists (left by an earlier sandbox of this name?). A new sandbox "
+                                     "never adopts it: move it away or pick another name."]})
+    rules = policy_rules()
+    identities, problems = _extra_mount_identities(extra_mounts, rules)
+    sandbox = Sandbox(
+        name=name, team=team, created_by=actor_user(actor), image=image, memory_mb=memory_mb, cpus=Decimal(str(cpus)),
+        pids_limit=settings.SANDBOX_PIDS_LIMIT, network_mode=network_mode, status=S.CREATING,
+        pending_action=Sandbox.Action.START, claimed_at=timezone.now(), uuid=uuidlib.uuid4(),
+        host_path_ids={p: list(i) for p, i in identities.items()},
+    )
+    mounts = [Mount(host_path=h, container_path=c, read_only=ro) for h, c, ro in extra_mounts]
+    problems += policy.check_config(sandbox_spec(sandbox, mounts), rules)
+    if problems:
+        raise policy.PolicyViolation(list(dict.fromkeys(problems)))
+    try:
+        with transaction.atomic():
+            serialise("sandbox-mounts")
+            if Sandbox.objects.exclude(status=S.DESTROYED).filter(name=name).exists():
+                raise InvalidInput({"name": [f"A sandbox named {name!r} already exists."]})
+            if problems := _overlapping_mounts(extra_mounts):
+                raise policy.PolicyViolation(problems)
+            sandbox.save()
+            for m in mounts:
+                m.sandbox = sandbox
+            Mount.objects.bulk_create(mounts)
+            audit(actor, "sandbox.create", sandbox, {
+                "image": image, "memory_mb": memory_mb, "cpus": str(cpus), "network": network_mode,
+                "mounts": [str(m) for m in mounts],
+            }, source_ip)
+            if enqueue:  # queued first: on-commit callbacks run in order, and the task is what matters
+                enqueue_action(sandbox.pk, Sandbox.Action.START, S.CREATING)
+            live.sandbox_changed(sandbox, created=True)
+    except IntegrityError as exc:
+        raise InvalidInput({"name": [f"A sandbox named {name!r} already exists."]}) from exc
+    return sandbox

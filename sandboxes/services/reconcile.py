@@ -1,0 +1,77 @@
+"""Keeping the panel's view true when Docker changes behind its back: events, the periodic
+resync, and containers left by destroyed sandboxes."""
+
+from django.db import transaction
+
+from teams.permissions import SystemActor
+
+from .. import engine, live
+from ..models import Sandbox
+from .common import audit
+
+S = Sandbox.Status
+
+
+def observed_status(sandbox: Sandbox, state: engine.ContainerState | None) -> tuple[str, str] | None:
+    """The (status, detail) Docker's view implies, or None when the row is already right."""
+    if state is None:
+        return S.STOPPED, ("The container was removed outside the panel. Files and the home volume are "
+                           "kept; Start creates a new container.")
+    if state.status == "running" and sandbox.status != S.RUNNING:
+        return S.RUNNING, ""
+    if state.status == "paused" and sandbox.status != S.PAUSED:
+        return S.PAUSED, ""
+    if state.status in ("exited", "dead", "created") and sandbox.status in (S.RUNNING, S.PAUSED):
+        if state.oom_killed:
+            return S.ERROR, f"Killed: out of memory (limit {sandbox.memory_mb} MB)."
+        if state.exit_code:
+            return S.ERROR, f"The container exited with code {state.exit_code}."
+        return S.STOPPED, "The container exited."
+    return None
+
+
+def sandbox_sync(*, sandbox: Sandbox) -> bool:
+    """Bring an idle sandbox's status in line with its container; True if it changed."""
+    if sandbox.pending_action or not sandbox.container_id or sandbox.status in (S.DESTROYED, S.DESTROYING):
+        return False
+    state = engine.engine_for(sandbox).container_state(sandbox.container_id)
+    observed = observed_status(sandbox, state)
+    if observed is None:
+        return False
+    status, detail = observed
+    with transaction.atomic():
+        changed = Sandbox.objects.filter(
+            pk=sandbox.pk, pending_action="", status=sandbox.status, container_id=sandbox.container_id
+        ).update(status=status, status_detail=detail, container_id=sandbox.container_id if state else "")
+        if changed:
+            audit(SystemActor("system"), "sandbox.state_changed", sandbox, {"from": sandbox.status, "to": status, "reason": detail})
+            live.sandbox_changed(sandbox)
+    return bool(changed)
+
+
+def sandbox_sync_container(*, container_id: str) -> bool:
+    sandbox = Sandbox.objects.filter(container_id=container_id).exclude(status=S.DESTROYED).first()
+    return sandbox_sync(sandbox=sandbox) if sandbox else False
+
+
+def reconcile_all() -> int:
+    """Re-check every idle sandbox against Docker (for events missed while the panel was down).
+    Returns how many sandboxes changed status."""
+    changed = 0
+    for sandbox in Sandbox.objects.exclude(status__in=[S.DESTROYED, S.DESTROYING]).filter(pending_action=""):
+        changed += sandbox_sync(sandbox=sandbox)
+    return changed
+
+
+def remove_orphans() -> int:
+    """Remove containers of this instance that belong to a destroyed sandbox (left by a run that
+    Destroy interrupted, or by a Docker that was down). Containers whose UUID the panel does not
+    know are left alone."""
+    destroyed = {str(u) for u in Sandbox.objects.filter(status=S.DESTROYED).values_list("uuid", flat=True)}
+    docker = engine.engine_for()
+    removed = 0
+    for state in docker.instance_containers():
+        if state.labels.get(engine.LABEL_UUID) in destroyed:
+            docker.remove_container(state.id)
+            removed += 1
+    return removed
