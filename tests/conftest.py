@@ -1,5 +1,7 @@
-"""Shared fixtures. Tests that need Docker, Redis or Chromium use the real ones and fail (never
-skip) when they are missing; `make test` starts them first.
+"""Shared fixtures. Tests that need Docker, Redis or Chromium use the real ones, are marked
+`docker` or `browser`, and fail (never skip) when those are missing; `make test` starts them
+first. The fast tier (`make check`, `pytest -m "not docker and not browser"`) drives the
+services with the in-memory FakeEngine (tests/fakes.py) instead.
 
 The live stack (Celery worker, Daphne, the Docker events watcher) runs as real subprocesses
 against the test database file, so tests that use it need `transactional_db`: what a test
@@ -22,6 +24,7 @@ from django.db import connection
 from sandboxes import engine, services
 from sandboxes.models import Sandbox
 from teams.models import Membership, Team
+from tests.fakes import FakeEngine
 
 ROOT = Path(__file__).resolve().parent.parent
 LOG_DIR = ROOT / "var" / "log" / "tests"
@@ -43,16 +46,27 @@ def docker_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     return subprocess.run(["docker", *args], capture_output=True, text=True, check=check)
 
 
+def _require_marker(request, marker: str) -> None:
+    if request.node.get_closest_marker(marker) is None and request.scope == "function":
+        pytest.fail(f"{request.node.nodeid} uses a real service: mark it `{marker}` so the fast tier leaves it out.")
+
+
 @pytest.fixture(scope="session")
-def docker_engine():
+def _docker_ping():
     try:
         return engine.engine_for().ping()
     except engine.EngineError as exc:
         pytest.fail(f"These tests need the Docker engine: {exc}")
 
 
+@pytest.fixture
+def docker_engine(request, _docker_ping):
+    _require_marker(request, "docker")
+    return _docker_ping
+
+
 @pytest.fixture(scope="session")
-def test_image(docker_engine):
+def _test_image_built(_docker_ping):
     if not engine.engine_for().image_exists(TEST_IMAGE):
         from django.core.management import call_command
 
@@ -60,11 +74,23 @@ def test_image(docker_engine):
     return TEST_IMAGE
 
 
+@pytest.fixture
+def test_image(request, docker_engine, _test_image_built):
+    return _test_image_built
+
+
+@pytest.fixture
+def fake_engine() -> Iterator[FakeEngine]:
+    """The in-memory engine, for every host, for this test (it holds the test image)."""
+    with engine.override(FakeEngine(images={TEST_IMAGE})) as fake:
+        yield fake
+
+
 class UnsafeCleanup(Exception):
     """The suite's clean-up was pointed at something that is not the tests' own."""
 
 
-def remove_test_resources(*, instance: str, workspace_root: Path, mount_roots: list[Path]) -> None:
+def remove_test_resources(*, instance: str, workspace_root: Path, mount_roots: list[Path], docker: bool = True) -> None:
     """Remove the test instance's containers, volumes, images, workspace and mount roots.
 
     Refuses (raising UnsafeCleanup, touching nothing) unless the instance label starts with
@@ -80,23 +106,24 @@ def remove_test_resources(*, instance: str, workspace_root: Path, mount_roots: l
         if not (str(mount_root).startswith("/srv/ccpanel-test") and str(mount_root).endswith("-mounts")):
             raise UnsafeCleanup(f"mount root {mount_root} is not one of the tests' own")
     label = f"{engine.LABEL_INSTANCE}={instance}"
-    ids = docker_cli("ps", "-aq", "--filter", f"label={label}").stdout.split()
-    if ids:
-        docker_cli("rm", "-f", *ids, check=False)
-    vols = docker_cli("volume", "ls", "-q", "--filter", f"label={label}").stdout.split()
-    if vols:
-        docker_cli("volume", "rm", "-f", *vols, check=False)
-    images = docker_cli("images", "-q", "--filter", f"label={label}").stdout.split()
-    if images:
-        docker_cli("rmi", "-f", *set(images), check=False)
+    if docker:
+        ids = docker_cli("ps", "-aq", "--filter", f"label={label}").stdout.split()
+        if ids:
+            docker_cli("rm", "-f", *ids, check=False)
+        vols = docker_cli("volume", "ls", "-q", "--filter", f"label={label}").stdout.split()
+        if vols:
+            docker_cli("volume", "rm", "-f", *vols, check=False)
+        images = docker_cli("images", "-q", "--filter", f"label={label}").stdout.split()
+        if images:
+            docker_cli("rmi", "-f", *set(images), check=False)
     for path in [root, *mount_roots]:
         if path.exists():
             subprocess.run(["rm", "-rf", "--one-file-system", str(path)], check=False)
 
 
-def _remove_test_resources():
+def _remove_test_resources(*, docker: bool = True):
     remove_test_resources(instance=settings.PANEL_INSTANCE, workspace_root=Path(settings.WORKSPACE_ROOT),
-                          mount_roots=[Path(r) for r in settings.SANDBOX_MOUNT_ROOTS])
+                          mount_roots=[Path(r) for r in settings.SANDBOX_MOUNT_ROOTS], docker=docker)
 
 
 @pytest.fixture
@@ -105,6 +132,14 @@ def clean_docker(docker_engine, test_image):
     _remove_test_resources()
     yield
     _remove_test_resources()
+
+
+@pytest.fixture
+def clean_workspace():
+    """Start and end with no test workspace folders (for the fast tier: no Docker involved)."""
+    _remove_test_resources(docker=False)
+    yield
+    _remove_test_resources(docker=False)
 
 
 @pytest.fixture
@@ -120,11 +155,14 @@ def admin_user(db, team, django_user_model):
 
 
 @pytest.fixture
-def make_sandbox(team, test_image):
-    """Create a sandbox and provision it in-process (no worker): returns the running sandbox."""
+def make_sandbox(request, team):
+    """Create a sandbox and provision it in-process (no worker): returns the running sandbox. On
+    the real engine, unless the test asked for `fake_engine`."""
+    if "fake_engine" not in request.fixturenames:
+        request.getfixturevalue("test_image")
 
     def make(name: str, **kwargs) -> Sandbox:
-        params = dict(image=test_image, memory_mb=256, cpus=Decimal("1"), network_mode="internet")
+        params = dict(image=TEST_IMAGE, memory_mb=256, cpus=Decimal("1"), network_mode="internet")
         params.update(kwargs)
         sandbox = services.sandbox_create(actor=services.SystemActor("test"), team=team, name=name, enqueue=False, **params)
         services.sandbox_perform(sandbox_id=sandbox.pk, action="start")
@@ -182,7 +220,7 @@ class Proc:
 
 
 @pytest.fixture(scope="session")
-def celery_worker(django_db_setup, docker_engine, test_image):
+def celery_worker(django_db_setup, _docker_ping, _test_image_built):
     """A real Celery worker (prefork, as `make run` starts it) on the test database."""
     p = Proc("celery-worker", [str(ROOT / ".venv/bin/celery"), "-A", "controlpanel", "worker", "-l", "INFO", "-c", "2"])
     try:

@@ -9,7 +9,7 @@ from audit.models import AuditEvent
 from sandboxes.models import Sandbox
 from tests.conftest import docker_cli
 
-pytestmark = [pytest.mark.docker, pytest.mark.django_db]
+pytestmark = pytest.mark.django_db
 
 
 def run(*args) -> str:
@@ -18,6 +18,7 @@ def run(*args) -> str:
     return out.getvalue()
 
 
+@pytest.mark.docker
 def test_cli_verbs(team, test_image, clean_docker, monkeypatch):
     assert "clirun: running" in run("create", "clirun", "--image", test_image, "--memory-mb", "256", "--cpus", "1")
     assert "clirun" in run("list") and "running" in run("list")
@@ -39,6 +40,7 @@ def test_cli_verbs(team, test_image, clean_docker, monkeypatch):
     assert len(actors) == 1 and actors.pop().startswith("cli:")
 
 
+@pytest.mark.docker
 def test_cli_errors_are_messages(team, test_image, clean_docker):
     with pytest.raises(CommandError, match="No sandbox named"):
         run("stop", "nobody")
@@ -46,6 +48,7 @@ def test_cli_errors_are_messages(team, test_image, clean_docker):
         run("start")
 
 
+@pytest.mark.docker
 def test_clean_removes_the_sandboxes_own_images_and_keeps_data(make_sandbox, clean_docker, test_image):
     from sandboxes import engine
 
@@ -75,7 +78,7 @@ def test_clean_removes_the_sandboxes_own_images_and_keeps_data(make_sandbox, cle
     (["noteam", "--team", "nosuchteam"], "No team 'nosuchteam'"),
     (["badimage", "--image", "NOT/AN IMAGE"], "not a valid image reference"),
 ])
-def test_the_cli_applies_the_forms_rules(team, test_image, args, message):
+def test_the_cli_applies_the_forms_rules(team, fake_engine, clean_workspace, args, message):
     from teams.models import Team
 
     teams_before = Team.objects.count()

@@ -141,3 +141,15 @@ def test_pause_unpause_restart(client, admin_user, team, celery_worker, clean_do
     post_action(client, sandbox, "restart")
     wait_status(sandbox.pk, "running")
     assert inspect(sandbox.container_id)["State"]["StartedAt"] != started
+
+
+def test_detail_page_shows_settings_output_and_destroy_form(client, admin_user, make_sandbox, clean_docker):
+    running = make_sandbox("shared-box")
+    docker_cli("exec", running.container_id, "sh", "-c", "echo visible-output > /proc/1/fd/1")
+    client.force_login(admin_user)
+    html = client.get(f"/sandboxes/{running.pk}/").content.decode()
+    assert str(running.workspace_path) in html and running.volume_name in html
+    assert "visible-output" in html
+    assert 'name="confirm_name"' in html
+    assert f'/ws/sandboxes/{running.pk}/"' in html
+    assert "✗" not in html and html.count("✓") == 15

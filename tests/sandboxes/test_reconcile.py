@@ -2,7 +2,7 @@
 
 import pytest
 
-from sandboxes import engine, services
+from sandboxes import services
 from sandboxes.models import Sandbox
 from tests.conftest import docker_cli, wait_for
 
@@ -31,25 +31,6 @@ def test_killed_container_becomes_error_with_reason(make_sandbox, engine_watcher
     docker_cli("kill", sandbox.container_id)
     sandbox = status_becomes(sandbox.pk, "error")
     assert "exited with code 137" in sandbox.status_detail
-
-
-@pytest.mark.parametrize("before, docker_status, exit_code, oom, expected", [
-    ("running", "exited", 0, True, ("error", "out of memory (limit 256 MB)")),
-    ("running", "exited", 3, False, ("error", "exited with code 3")),
-    ("paused", "exited", 0, False, ("stopped", "The container exited.")),
-    ("stopped", "running", 0, False, ("running", "")),
-    ("running", "paused", 0, False, ("paused", "")),
-    ("stopped", "exited", 143, False, None),  # stopped by the panel: nothing to correct
-    ("error", "exited", 1, False, None),
-])
-def test_docker_state_maps_to_status(team, before, docker_status, exit_code, oom, expected):
-    sandbox = Sandbox(name="m", team=team, memory_mb=256, status=before)
-    state = engine.ContainerState(id="x", name="m", status=docker_status, exit_code=exit_code, oom_killed=oom, error="", labels={})
-    observed = services.observed_status(sandbox, state)
-    if expected is None:
-        assert observed is None
-    else:
-        assert observed[0] == expected[0] and expected[1] in observed[1]
 
 
 def test_periodic_resync_catches_what_happened_while_nothing_watched(make_sandbox, clean_docker):

@@ -15,8 +15,7 @@ def member(django_user_model, name, team, role):
     return user
 
 
-@pytest.mark.docker
-def test_destroy_needs_the_team_admin_role(client, django_user_model, team, make_sandbox, clean_docker):
+def test_destroy_needs_the_team_admin_role(client, django_user_model, team, make_sandbox, fake_engine, clean_workspace):
     sandbox = make_sandbox("guarded")
     operator = member(django_user_model, "op", team, "operator")
     client.force_login(operator)

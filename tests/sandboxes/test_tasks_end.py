@@ -15,9 +15,8 @@ from audit.models import AuditEvent
 from sandboxes import services
 from sandboxes.models import Sandbox
 from sandboxes.tasks import reconcile_all_task, sandbox_action_task
-from tests.conftest import ROOT, Proc, docker_cli, wait_for
+from tests.conftest import ROOT, TEST_IMAGE, Proc, docker_cli, wait_for
 
-pytestmark = [pytest.mark.docker]
 ACTOR = services.SystemActor("test")
 STUBBORN = "ccpanel-test/stubborn:1"
 # The workers these tests start: a stop takes up to 20 s (the container ignores SIGTERM), the
@@ -74,6 +73,7 @@ def kill_worker(p: Proc) -> None:
     p.log.close()
 
 
+@pytest.mark.docker
 @pytest.mark.django_db(transaction=True)
 def test_a_dead_workers_action_is_picked_up_again_and_a_live_ones_never_twice(make_sandbox, stubborn_image, settings,
                                                                               own_queue):
@@ -111,7 +111,7 @@ def test_a_dead_workers_action_is_picked_up_again_and_a_live_ones_never_twice(ma
 
 
 @pytest.mark.django_db
-def test_an_action_whose_worker_keeps_dying_ends_in_error(make_sandbox, clean_docker, settings):
+def test_an_action_whose_worker_keeps_dying_ends_in_error(make_sandbox, fake_engine, clean_workspace, settings):
     sandbox = make_sandbox("doomed")
     services.sandbox_request_action(actor=ACTOR, sandbox=sandbox, action="stop", enqueue=False)
     stale = timezone.now() - timedelta(seconds=settings.SANDBOX_STALE_SECONDS + 5)
@@ -127,18 +127,18 @@ def test_an_action_whose_worker_keeps_dying_ends_in_error(make_sandbox, clean_do
 
 
 @pytest.mark.django_db
-def test_a_run_past_the_limit_ends_in_error_instead_of_running(make_sandbox, clean_docker, settings):
+def test_a_run_past_the_limit_ends_in_error_instead_of_running(make_sandbox, fake_engine, clean_workspace, settings):
     sandbox = make_sandbox("limit")
     services.sandbox_request_action(actor=ACTOR, sandbox=sandbox, action="stop", enqueue=False)
     Sandbox.objects.filter(pk=sandbox.pk).update(attempts=settings.SANDBOX_MAX_ATTEMPTS)
     services.sandbox_perform(sandbox_id=sandbox.pk, action="stop")
     sandbox.refresh_from_db()
     assert sandbox.status == "error" and "given up" in sandbox.status_detail
-    assert docker_cli("inspect", "-f", "{{.State.Running}}", sandbox.container_id).stdout.strip() == "true"
+    assert fake_engine.container_state(sandbox.container_id).status == "running"  # the stop never ran
 
 
 @pytest.mark.django_db
-def test_an_unexpected_exception_ends_in_error_not_in_a_requeue(make_sandbox, clean_docker):
+def test_an_unexpected_exception_ends_in_error_not_in_a_requeue(make_sandbox, fake_engine, clean_workspace):
     sandbox = make_sandbox("broken")
     services.sandbox_request_action(actor=ACTOR, sandbox=sandbox, action="stop", enqueue=False)
     services.sandbox_perform(sandbox_id=sandbox.pk, action="stop")
@@ -155,8 +155,8 @@ def test_an_unexpected_exception_ends_in_error_not_in_a_requeue(make_sandbox, cl
 
 
 @pytest.mark.django_db
-def test_destroy_is_possible_while_another_action_is_stuck(make_sandbox, clean_docker, team, test_image):
-    stuck = services.sandbox_create(actor=ACTOR, team=team, name="stuck", image=test_image, memory_mb=256, cpus=1,
+def test_destroy_is_possible_while_another_action_is_stuck(make_sandbox, fake_engine, clean_workspace, team):
+    stuck = services.sandbox_create(actor=ACTOR, team=team, name="stuck", image=TEST_IMAGE, memory_mb=256, cpus=1,
                                     network_mode="none", enqueue=False)
     assert stuck.status == "creating" and stuck.pending_action == "start"  # its task never ran
     services.sandbox_request_action(actor=ACTOR, sandbox=stuck, action="destroy", enqueue=False)
@@ -173,13 +173,13 @@ def test_destroy_is_possible_while_another_action_is_stuck(make_sandbox, clean_d
         services.sandbox_request_action(actor=ACTOR, sandbox=running, action="destroy", enqueue=False)
     services.sandbox_perform(sandbox_id=running.pk, action="destroy")
     assert Sandbox.objects.get(pk=running.pk).status == "destroyed"
-    assert docker_cli("ps", "-aq", "--filter", f"label=io.ccpanel.sandbox-uuid={running.uuid}").stdout.strip() == ""
+    assert fake_engine.containers_claiming(name=running.container_name, sandbox_uuid=str(running.uuid)) == []
 
 
 @pytest.mark.django_db
-def test_destroy_removes_the_row_whatever_is_on_disk(make_sandbox, clean_docker):
+def test_destroy_removes_the_row_whatever_is_on_disk(make_sandbox, fake_engine, clean_workspace):
     gone = make_sandbox("gone-folder")
-    docker_cli("rm", "-f", gone.container_id)
+    fake_engine.remove_container(gone.container_id)
     shutil.rmtree(gone.workspace_path)
     foreign = make_sandbox("foreign-folder")
     (foreign.workspace_path / ".ccpanel-sandbox").write_text("someone-else\n")
