@@ -18,11 +18,14 @@ class AuditEvent(models.Model):
     same head (the chain cannot fork).
 
     An event about a sandbox carries the sandbox's UUID and its team, which is how the audit
-    page shows each user only what concerns their teams. `team` keeps its id even if the team
-    is deleted (no database constraint), since the id is part of the hash."""
+    page shows each user only what concerns their teams. `actor` and `team` keep their ids even
+    when the user or team is deleted (no database constraint), since the ids are part of the
+    hash; `actor_name` says who it was."""
 
     seq = models.PositiveBigIntegerField(unique=True)
-    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+"
+    )
     actor_name = models.CharField(max_length=150)
     action = models.CharField(max_length=64, db_index=True)
     target = models.CharField(max_length=255, db_index=True)
@@ -48,6 +51,7 @@ class AuditEvent(models.Model):
             [
                 self.seq,
                 self.prev_hash,
+                self.actor_id,
                 self.actor_name,
                 self.action,
                 self.target,

@@ -15,7 +15,7 @@ def audit_events_visible(*, user) -> QuerySet[AuditEvent]:
         return events
     return events.filter(
         Q(sandbox_uuid__isnull=False, team_id__in=team_ids_visible(user=user))
-        | Q(actor=user, action__startswith="auth.")
+        | Q(actor_id=user.pk, action__startswith="auth.")
     )
 
 

@@ -10,6 +10,7 @@ insert fails instead of forking the chain.
 
 import json
 import logging
+import os
 import uuid
 from dataclasses import dataclass
 from functools import cache
@@ -73,6 +74,8 @@ def audit_record(
         )
         event.hash = event.compute_hash(key)
         event.save()
+        seq, hash_ = event.seq, event.hash
+        transaction.on_commit(lambda: _write_anchor(seq, hash_))
     return event
 
 
@@ -97,15 +100,22 @@ def _read_anchor() -> dict | None:
 
 
 def _write_anchor(seq: int, hash_: str) -> None:
-    """Remember, outside the database, the head a verification found intact: deleting events
-    from the end of the chain leaves no gap, but it does lose this head."""
+    """Remember, outside the database, the newest committed head: deleting events from the end
+    of the chain leaves no gap, but it does lose this head. Written after every append (and by
+    every verification); an anchor that falls behind only weakens the check, never breaks it."""
     path = settings.AUDIT_ANCHOR_FILE
     if not path:
         return
-    tmp = Path(f"{path}.tmp")
-    tmp.write_text(json.dumps({"seq": seq, "hash": hash_, "at": timezone.now().isoformat()}))
-    tmp.chmod(0o600)
-    tmp.replace(path)
+    try:
+        current = _read_anchor()
+        if current and int(current.get("seq") or 0) > seq:
+            return  # another process already recorded a newer head
+        tmp = Path(f"{path}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"seq": seq, "hash": hash_, "at": timezone.now().isoformat()}))
+        tmp.chmod(0o600)
+        tmp.replace(path)
+    except OSError:
+        log.warning("could not write the audit anchor %s", path, exc_info=True)
 
 
 def audit_verify_chain() -> tuple[int, ChainProblem | None]:
@@ -134,7 +144,7 @@ def audit_verify_chain() -> tuple[int, ChainProblem | None]:
     anchor = _read_anchor()
     anchored = int(anchor.get("seq") or 0) if anchor else 0
     if anchor and (anchored >= expected or not AuditEvent.objects.filter(seq=anchored, hash=anchor.get("hash")).exists()):
-        return count, ChainProblem(anchored, None, f"Events up to #{anchored} were verified on "
+        return count, ChainProblem(anchored, None, f"Event #{anchored} was recorded on "
                                    f"{anchor.get('at', '?')[:19]}, but the chain now ends at #{expected - 1}: "
                                    "events were removed from its end.")
     if count:

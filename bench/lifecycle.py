@@ -31,7 +31,7 @@ DB = VAR / "bench.sqlite3"
 os.environ.update({
     "DJANGO_SETTINGS_MODULE": "controlpanel.settings.test",
     "PANEL_TEST_SLOT": os.environ.get("PANEL_TEST_SLOT", "1"),
-    "DATABASE_URL": f"sqlite:///{DB}",
+    "PANEL_TEST_DATABASE_URL": f"sqlite:///{DB}",
 })
 for suffix in ("", "-wal", "-shm"):
     Path(f"{DB}{suffix}").unlink(missing_ok=True)

@@ -58,26 +58,36 @@ class PolicyViolation(Exception):
 class Rules:
     """What this installation allows, read from settings by the caller so that check() stays
     free of Django. `workspace_root` holds the sandboxes' own folders; `mount_roots` are where
-    extra mounts may come from (validated at start-up by check_mount_roots)."""
+    extra mounts may come from (validated at start-up by check_mount_roots). `homes` (resolved)
+    and `protected` (the panel's own code, virtualenv and var/) may never be mounted.
+    `trusted_uids` may own the folders between a root and a bind source (root and the panel)."""
 
     workspace_root: str
     mount_roots: tuple[str, ...]
     networks: tuple[str, ...]  # the panel's bridge; "none" is always allowed
     runtimes: tuple[str, ...] = ("runc", "runsc")
     security_opt: frozenset[str] = ALLOWED_SECURITY_OPT
+    homes: tuple[str, ...] = ()
+    protected: tuple[str, ...] = ()
+    trusted_uids: frozenset[int] = frozenset({0})
 
 
 @dataclass(frozen=True)
 class BindMount:
-    """A host folder mounted into the container. `identity` is the (device, inode) the folder had
-    when the sandbox was created; `workspace` marks the sandbox's own folders, which live under
-    the workspace root, as opposed to extra mounts, which never may."""
+    """A host folder mounted into the container. `chain` is the (device, inode) of every folder
+    from / down to the source, recorded when the sandbox was created; `workspace` marks the
+    sandbox's own folders, which live under the workspace root, as opposed to extra mounts,
+    which never may."""
 
     source: str
     target: str
     read_only: bool = False
-    identity: tuple[int, int] | None = None
+    chain: tuple[tuple[int, int], ...] | None = None
     workspace: bool = False
+
+    @property
+    def identity(self) -> tuple[int, int] | None:
+        return self.chain[-1] if self.chain else None
 
 
 @dataclass(frozen=True)
@@ -140,13 +150,13 @@ def is_normalised(path: str) -> bool:
 
 
 def check_name(name: str) -> list[str]:
-    if not isinstance(name, str) or not NAME_RE.match(name):
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         return ["Name: use 1-40 lower-case letters, digits or hyphens, starting and ending with a letter or digit."]
     return []
 
 
 def check_image_ref(image: str) -> list[str]:
-    if not isinstance(image, str) or len(image) > 255 or not IMAGE_RE.match(image) or "//" in image or ".." in image:
+    if not isinstance(image, str) or len(image) > 255 or not IMAGE_RE.fullmatch(image) or "//" in image or ".." in image:
         return [f"Image: {str(image)[:80]!r} is not a valid image reference."]
     return []
 
@@ -174,16 +184,36 @@ def check_extra_source_lexically(source: str, rules: Rules) -> list[str]:
     for protected in CONTAINER_PATHS:
         if is_within(protected, source):
             return [f"Mount source {source} is or contains {protected}."]
+    for protected in rules.protected:
+        if overlaps(source, protected):
+            return [f"Mount source {source} is, contains or lies inside the panel's own {protected}."]
+    for home in rules.homes:
+        if home != "/" and overlaps(source, home):
+            return [f"Mount source {source} is, contains or lies inside the home directory {home}."]
     if not any(is_within(source, r) for r in rules.mount_roots):
         return [f"Mount source {source} is outside the allowed folders ({', '.join(rules.mount_roots)})."]
     return []
 
 
-def check_mount_roots(roots: Sequence[str], *, workspace_root: str, homes: Iterable[str]) -> list[str]:
+def real_homes(homes: Iterable[str]) -> list[str]:
+    """Home directories as they really are (a home reached through a link is judged at its target)."""
+    found = []
+    for home in homes:
+        if home and os.path.isabs(home):
+            for form in {os.path.normpath(home), os.path.realpath(home)}:
+                if form != "/" and form not in found:
+                    found.append(form)
+    return found
+
+
+def check_mount_roots(roots: Sequence[str], *, workspace_root: str, homes: Iterable[str],
+                      protected: Iterable[str] = ()) -> list[str]:
     """Problems with the configured SANDBOX_MOUNT_ROOTS: a root may not be, contain or lie inside
-    a system path, a home directory (from the password database) or the workspace root."""
+    a system path, a home directory (from the password database, resolved), the workspace root
+    or the panel's own folders (its code, virtualenv and var/)."""
     problems = []
-    homes = [h for h in homes if h and h != "/" and os.path.isabs(h)]
+    homes = real_homes(homes)
+    protected = list(protected)
     for root in roots:
         if not is_normalised(root) or root == "/":
             problems.append(f"SANDBOX_MOUNT_ROOTS: {root!r} must be a normalised absolute path other than /.")
@@ -193,6 +223,7 @@ def check_mount_roots(roots: Sequence[str], *, workspace_root: str, homes: Itera
         reasons += [f"the home directory {h}" for h in homes if overlaps(root, os.path.normpath(h))]
         if overlaps(root, workspace_root):
             reasons.append(f"the workspace root {workspace_root}")
+        reasons += [f"the panel's own {p}" for p in protected if overlaps(root, p)]
         if reasons:
             problems.append(f"SANDBOX_MOUNT_ROOTS: {root} is, contains or lies inside {reasons[0]}; "
                             "name a folder of its own for sandboxes to share.")
@@ -205,7 +236,7 @@ def check_workspace_root(root: str, *, homes: Iterable[str]) -> list[str]:
     if not is_normalised(root):
         return [f"WORKSPACE_ROOT: {root!r} must be a normalised absolute path."]
     inside = [p for p in (*SYSTEM_PATHS, *DOCKER_SOCKETS, *CONTAINER_PATHS) if is_within(p, root)]
-    inside += [h for h in homes if h and h != "/" and os.path.isabs(h) and is_within(os.path.normpath(h), root)]
+    inside += [h for h in real_homes(homes) if is_within(h, root)]
     if inside:
         return [f"WORKSPACE_ROOT: {root} is or contains {inside[0]}; name a folder of its own for the sandboxes."]
     return []
@@ -259,30 +290,109 @@ def _describe(walked: str, part: str, parent_fd: int, exc: OSError) -> str:
     return f"{walked}: {exc.strerror}."
 
 
-def dir_identity(path: str) -> tuple[int, int]:
-    """(device, inode) of the folder `path`, reached without following any link."""
-    fd = open_dir_nofollow(path)
+def _root_of(path: str, roots: Iterable[str]) -> str | None:
+    """The deepest of `roots` that `path` lies inside."""
+    inside = [r for r in roots if is_within(path, r)]
+    return max(inside, key=len) if inside else None
+
+
+def dir_chain(path: str, *, root: str | None = None, trusted_uids: Iterable[int] = (0,)) -> tuple[tuple[int, int], ...]:
+    """(device, inode) of every folder from / down to `path`, walked without following any link.
+
+    With `root` (the allowed root `path` lies in), also judge who could swap the folder between
+    this check and Docker's mount: every folder from `root` down to the parent of `path` must be
+    owned by one of `trusted_uids` and writable by its owner only, and no folder above `root` may
+    be writable by its group or others. Raises HostPathError saying which folder fails."""
+    fd = open_dir_nofollow("/")
+    chain = []
     try:
         st = os.fstat(fd)
-        return st.st_dev, st.st_ino
+        chain.append((st.st_dev, st.st_ino))
+        walked = ""
+        parts = [p for p in path.split("/") if p]
+        trusted = set(trusted_uids)
+        for part in parts:
+            parent = walked or "/"
+            if root is not None:
+                _judge_parent(parent, st, below_root=is_within(parent, root), trusted=trusted)
+            walked += "/" + part
+            try:
+                nxt = os.open(part, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            except OSError as exc:
+                raise HostPathError(_describe(walked, part, fd, exc)) from None
+            os.close(fd)
+            fd = nxt
+            st = os.fstat(fd)
+            chain.append((st.st_dev, st.st_ino))
+        return tuple(chain)
     finally:
         os.close(fd)
 
 
+def _judge_parent(path: str, st: os.stat_result, *, below_root: bool, trusted: set[int]) -> None:
+    if st.st_mode & 0o022:
+        raise HostPathError(f"{path} is writable by its group or by others, who could swap a folder inside it "
+                            "for a link between the check and Docker's mount; make it writable by its owner only.")
+    if below_root and st.st_uid not in trusted:
+        raise HostPathError(f"{path} belongs to uid {st.st_uid}, who could swap a folder inside it between the check "
+                            "and Docker's mount; folders on the way to a mount must belong to root or the panel.")
+
+
+def dir_identity(path: str) -> tuple[int, int]:
+    """(device, inode) of the folder `path`, reached without following any link."""
+    return dir_chain(path)[-1]
+
+
+def read_mountinfo(path: str = "/proc/self/mountinfo") -> list[tuple[str, str]]:
+    """(mount point, root of the mount within its file system) for every mount of this machine."""
+    found = []
+    try:
+        with open(path) as f:
+            for line in f:
+                fields = line.split()
+                found.append((_unescape(fields[4]), _unescape(fields[3])))
+    except OSError:
+        pass
+    return found
+
+
+def _unescape(field_text: str) -> str:
+    """mountinfo writes a space as \\040, a tab as \\011, a backslash as \\134."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field_text)
+
+
+def check_not_on_a_bind_mount(source: str, mounts: list[tuple[str, str]] | None = None) -> list[str]:
+    """An extra mount may not be, or lie on, a bind mount of a sub-folder: that is a second name
+    for a folder elsewhere (perhaps inside the workspace), which identity checks cannot see
+    through."""
+    for point, fs_root in mounts if mounts is not None else read_mountinfo():
+        if fs_root != "/" and is_within(source, point):
+            return [f"Mount source {source} lies on {point}, a bind mount of another folder ({fs_root}); "
+                    "name that folder itself."]
+    return []
+
+
 def check_host_paths(spec: ContainerSpec, rules: Rules) -> list[str]:
-    """Judge every bind source as it is on disk now (see the module docstring)."""
+    """Judge every bind source as it is on disk now (see the module docstring): no link on the
+    way, nobody but root or the panel able to swap it, no bind mount under it, and every folder
+    from / down to it the very one recorded when the sandbox was created."""
     problems = []
+    mounts = read_mountinfo()
     for bind in spec.binds:
+        root = rules.workspace_root if bind.workspace else _root_of(bind.source, rules.mount_roots)
         try:
-            identity = dir_identity(bind.source)
+            chain = dir_chain(bind.source, root=root, trusted_uids=rules.trusted_uids)
         except HostPathError as exc:
             problems.append(f"Mount source {bind.source} cannot be mounted: {exc}")
             continue
-        if bind.identity is None:
+        if not bind.workspace:
+            problems += check_not_on_a_bind_mount(bind.source, mounts)
+        if not bind.chain:
             problems.append(f"Mount source {bind.source} has no recorded identity; it was never checked at create.")
-        elif tuple(bind.identity) != identity:
-            problems.append(f"Mount source {bind.source} was replaced since the sandbox was created "
-                            f"(device/inode {bind.identity[0]}/{bind.identity[1]}, now {identity[0]}/{identity[1]}).")
+        elif tuple(map(tuple, bind.chain)) != chain:
+            was, now = bind.chain[-1], chain[-1]
+            problems.append(f"Mount source {bind.source} (or a folder on its way) was replaced since the sandbox was "
+                            f"created (device/inode {was[0]}/{was[1]}, now {now[0]}/{now[1]}).")
     return problems
 
 
@@ -297,7 +407,7 @@ def check_config(spec: ContainerSpec, rules: Rules) -> list[str]:
                         "(no-new-privileges; seccomp, AppArmor and SELinux confinement may not be changed).")
     if list(spec.cap_drop) != ["ALL"] or spec.cap_add:
         problems.append("All capabilities must be dropped and none added.")
-    user = USER_RE.match(spec.user or "")
+    user = USER_RE.fullmatch(spec.user or "")
     if not user or int(user.group(1)) == 0 or int(user.group(2)) == 0:
         problems.append("The container must run as a non-root user, given as a non-zero uid:gid.")
     if spec.memory_bytes <= 0 or spec.nano_cpus <= 0 or spec.pids_limit <= 0:
@@ -312,12 +422,12 @@ def check_config(spec: ContainerSpec, rules: Rules) -> list[str]:
             problems.append(f"Sharing the {label} namespace ({mode}) is not allowed.")
     if spec.devices:
         problems.append("Host devices are not allowed.")
-    if spec.runtime is not None and spec.runtime not in rules.runtimes:
+    if spec.runtime not in rules.runtimes:  # never None: that would be whatever the daemon's default is
         problems.append(f"Runtime {spec.runtime!r} is not allowed (only {', '.join(rules.runtimes)}).")
-    if spec.hostname and not HOSTNAME_RE.match(spec.hostname):
+    if spec.hostname and not HOSTNAME_RE.fullmatch(spec.hostname):
         problems.append(f"Hostname {spec.hostname!r} is not valid.")
     for name, value in spec.environment.items():
-        if not ENV_NAME_RE.match(name) or "\x00" in str(value):
+        if not ENV_NAME_RE.fullmatch(name) or "\x00" in str(value):
             problems.append(f"Environment variable {name[:40]!r} is not valid.")
     problems += _check_mount_layout(spec, rules)
     for port in spec.ports:
@@ -359,6 +469,13 @@ def _check_mount_layout(spec: ContainerSpec, rules: Rules) -> list[str]:
     return problems
 
 
+def same_folder_or_nested(a: Sequence[Sequence[int]], b: Sequence[Sequence[int]]) -> bool:
+    """Whether two folders, given as recorded chains, are the same or one lies inside the other,
+    judged by identity rather than by name (a second name for a folder does not hide it)."""
+    a_ids, b_ids = {tuple(x) for x in a}, {tuple(x) for x in b}
+    return tuple(a[-1]) in b_ids or tuple(b[-1]) in a_ids
+
+
 def check(spec: ContainerSpec, rules: Rules) -> None:
     """Raise PolicyViolation listing everything in `spec` that the security policy forbids,
     judging its host folders as they are on disk at this moment."""
@@ -371,7 +488,7 @@ def check(spec: ContainerSpec, rules: Rules) -> None:
 
 def is_non_root(user: str) -> bool:
     """Docker's `user` field names someone other than root: a uid:gid with neither zero."""
-    match = USER_RE.match(user or "")
+    match = USER_RE.fullmatch(user or "")
     return match is not None and int(match.group(1)) != 0 and int(match.group(2)) != 0
 
 

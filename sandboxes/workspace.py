@@ -62,14 +62,38 @@ def _read_marker(base_fd: int) -> str | None:
         os.close(fd)
 
 
+def read_marker(name: str) -> str | None:
+    """The UUID in WORKSPACE_ROOT/<name>/'s marker, or None (no folder, no marker, not a folder)."""
+    if policy.check_name(name):
+        return None
+    try:
+        root_fd = policy.open_dir_nofollow(str(settings.WORKSPACE_ROOT), flags=os.O_RDONLY)
+    except policy.HostPathError:
+        return None
+    try:
+        base_fd = os.open(name, _DIR, dir_fd=root_fd)
+    except OSError:
+        return None
+    finally:
+        os.close(root_fd)
+    try:
+        return _read_marker(base_fd)
+    finally:
+        os.close(base_fd)
+
+
 def _check_name(name: str) -> None:
     if policy.check_name(name):
         raise WorkspaceError(f"{name!r} is not a valid sandbox name for a folder.")
 
 
-def workspace_create(name: str, uuid: str) -> dict[str, tuple[int, int]]:
-    """Create the sandbox's folder, its marker and the six folders; return {path: (dev, inode)}
-    of the six, to be recorded and checked again before every start.
+Chain = tuple[tuple[int, int], ...]
+
+
+def workspace_create(name: str, uuid: str) -> dict[str, Chain]:
+    """Create the sandbox's folder, its marker and the six folders; return, for each of the six,
+    the (device, inode) of every folder from / down to it, to be recorded and checked again
+    before every start.
 
     Never adopts someone else's data: a folder that exists already is used only if it carries
     this sandbox's marker (a redelivered task) or is empty; otherwise WorkspaceError says what
@@ -94,7 +118,7 @@ def workspace_create(name: str, uuid: str) -> dict[str, tuple[int, int]]:
         os.close(root_fd)
 
 
-def _fill(base_fd: int, name: str, uuid: str) -> dict[str, tuple[int, int]]:
+def _fill(base_fd: int, name: str, uuid: str) -> dict[str, Chain]:
     base = settings.WORKSPACE_ROOT / name
     marker = _read_marker(base_fd)
     if marker is None:
@@ -114,7 +138,8 @@ def _fill(base_fd: int, name: str, uuid: str) -> dict[str, tuple[int, int]]:
     if is_root:
         os.fchown(base_fd, 0, 0)
     os.fchmod(base_fd, 0o755)
-    identities = {}
+    chains = {}
+    trusted = {0, os.geteuid()}
     for folder in FOLDERS:
         try:
             os.mkdir(folder, 0o700, dir_fd=base_fd)
@@ -129,10 +154,18 @@ def _fill(base_fd: int, name: str, uuid: str) -> dict[str, tuple[int, int]]:
                 os.fchown(fd, settings.SANDBOX_UID, settings.SANDBOX_GID)
             os.fchmod(fd, 0o755)
             st = os.fstat(fd)
-            identities[str(base / folder)] = (st.st_dev, st.st_ino)
+            path = str(base / folder)
+            # Walked again by path, as Docker will: it must reach the very folder made here.
+            try:
+                chain = policy.dir_chain(path, root=str(settings.WORKSPACE_ROOT), trusted_uids=trusted)
+            except policy.HostPathError as exc:
+                raise WorkspaceError(f"{path} cannot be used: {exc}") from None
+            if chain[-1] != (st.st_dev, st.st_ino):
+                raise WorkspaceError(f"{path} was replaced while it was being made; refusing to use it.")
+            chains[path] = chain
         finally:
             os.close(fd)
-    return identities
+    return chains
 
 
 def workspace_remove(name: str, uuid: str) -> str:
@@ -157,6 +190,11 @@ def workspace_remove(name: str, uuid: str) -> str:
             os.close(base_fd)
         if marker != uuid:
             return f"{root / name} does not carry this sandbox's marker; left in place"
+        base = str(root / name)
+        mounted = [point for point, _fs_root in policy.read_mountinfo() if policy.is_within(point, base)]
+        if mounted:
+            # rmtree would empty the mounted folder too: whatever is mounted there is not ours.
+            return f"{base} has {mounted[0]} mounted inside it; left in place (unmount it, then destroy again)"
         shutil.rmtree(name, dir_fd=root_fd)  # fd-based on Linux: never follows a link inside
         return ""
     finally:

@@ -140,7 +140,7 @@ case "$MODE" in
       if grep -q started "$pg_log"; then trap 'bash scripts/postgres.sh stop; cleanup' EXIT; fi
       rm -f "$pg_log"
       say "running the test suite again (PostgreSQL)"
-      DATABASE_URL=$pg_url .venv/bin/pytest
+      PANEL_TEST_DATABASE_URL=$pg_url .venv/bin/pytest
     fi
     ;;
   bench)

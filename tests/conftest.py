@@ -188,10 +188,12 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     db = connection.settings_dict
     env = dict(os.environ, **extra)
     env["DJANGO_SETTINGS_MODULE"] = "controlpanel.settings.test"
+    # The processes the tests start use the test database itself (settings.test reads this).
     if db["ENGINE"].endswith("sqlite3"):
-        env["DATABASE_URL"] = f"sqlite:///{db['NAME']}"
+        env["PANEL_TEST_DATABASE_URL"] = f"sqlite:///{db['NAME']}"
     else:
-        env["DATABASE_URL"] = f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST'] or 'localhost'}:{db['PORT'] or 5432}/{db['NAME']}"
+        env["PANEL_TEST_DATABASE_URL"] = (f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST'] or 'localhost'}:"
+                                          f"{db['PORT'] or 5432}/{db['NAME']}")
     return env
 
 

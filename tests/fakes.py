@@ -161,6 +161,17 @@ class FakeEngine:
     def process_privileges(self, container_id: str) -> list[dict[str, Any]] | None:
         return []
 
+    def mounted_identities(self, container_id: str, targets: list[str]) -> dict[str, tuple[int, int]] | None:
+        """What the fake "mounted": each bind source as it is on disk at the start."""
+        c = self._get(container_id)
+        found = {}
+        for b in c.spec.binds:
+            try:
+                found[b.target] = policy.dir_identity(b.source)
+            except policy.HostPathError:
+                pass
+        return found
+
     def logs(self, container_id: str, *, tail: int = 200) -> str:
         self._check("logs")
         return "".join(self._get(container_id).log[-tail:])

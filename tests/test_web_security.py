@@ -180,3 +180,48 @@ def test_a_setting_that_cannot_be_read_stops_start_up():
     out = subprocess.run([sys.executable, "-c", "import django; django.setup()"], env=env, cwd=ROOT,
                          capture_output=True, text=True)
     assert out.returncode != 0 and "SANDBOX_PIDS_LIMIT='lots' is not a whole number" in out.stderr
+
+
+def test_a_socket_opened_before_a_password_change_closes_at_logout(in_memory_layer, client, admin_user):
+    """The password change gives the session a new key; logging out must still close the socket
+    opened under the old one (found by review)."""
+    client.force_login(admin_user)
+    session = client.cookies[django_settings.SESSION_COOKIE_NAME].value
+
+    async def scenario():
+        communicator = WebsocketCommunicator(application, "/ws/sandboxes/", headers=headers(session, ORIGIN))
+        connected, _ = await communicator.connect()
+        assert connected
+        await communicator.receive_from()
+        response = await sync_to_async(client.post)("/admin/password_change/", {
+            "old_password": "admin-pass-123", "new_password1": "N3w-pass-word-xyz", "new_password2": "N3w-pass-word-xyz"})
+        assert response.status_code == 302
+        assert client.cookies[django_settings.SESSION_COOKIE_NAME].value != session
+        assert (await sync_to_async(client.post)("/logout/")).status_code == 302
+        assert await communicator.receive_output(timeout=5) == {"type": "websocket.close", "code": 4401}
+
+    async_to_sync(scenario)()
+
+
+def test_a_socket_whose_session_ended_otherwise_gets_nothing_more(in_memory_layer, client, admin_user, team):
+    """A session that ends without a logout (expired, deleted): the next message closes the
+    socket instead of showing it anything."""
+    from django.contrib.sessions.models import Session
+
+    from sandboxes import live
+    from sandboxes.models import Sandbox
+
+    client.force_login(admin_user)
+    session = client.cookies[django_settings.SESSION_COOKIE_NAME].value
+    sandbox = Sandbox.objects.create(name="quiet", team=team, image="x", memory_mb=256, cpus=1, pids_limit=10)
+
+    async def scenario():
+        communicator = WebsocketCommunicator(application, "/ws/sandboxes/", headers=headers(session, ORIGIN))
+        assert (await communicator.connect())[0]
+        await communicator.receive_from()
+        await sync_to_async(Session.objects.filter(session_key=session).delete)()
+        await sync_to_async(live._send)(live.team_group(team.pk), {"type": live.STATUS, "sandbox_id": sandbox.pk,
+                                                                   "team_id": team.pk, "created": False})
+        assert await communicator.receive_output(timeout=5) == {"type": "websocket.close", "code": 4401}
+
+    async_to_sync(scenario)()

@@ -48,6 +48,9 @@ if _redis.startswith("unix://"):
 else:
     _redis = re.sub(r"(/\d+)?$", f"/{_db}", _redis, count=1)
 os.environ["REDIS_URL"] = _redis
+# The tests' own database: SQLite in var/, or the PostgreSQL that PANEL_TEST_DATABASE_URL names
+# (make test's second run). A DATABASE_URL the user exported for their panel is never used.
+os.environ["DATABASE_URL"] = os.environ.get("PANEL_TEST_DATABASE_URL") or f"sqlite:///{_base / 'var' / f'{_name}-db.sqlite3'}"
 
 from .base import *  # noqa: E402,F403
 

@@ -1,5 +1,6 @@
 """Containers: created only through `create_container`, which runs the security policy first."""
 
+import os
 from typing import Any
 
 from docker.types import Mount
@@ -143,6 +144,22 @@ class ContainersMixin(BaseClient):
                 "no_new_privs": status.get("NoNewPrivs", "0").strip() == "1",
             })
         return processes
+
+    def mounted_identities(self, container_id: str, targets: list[str]) -> dict[str, tuple[int, int]] | None:
+        """(device, inode) of the folder actually mounted at each target of a running container,
+        seen through the container's own root on this machine: what Docker really mounted, not
+        what it was asked to. None when that cannot be read from here (a remote engine)."""
+        if not self.host.is_local:
+            return None
+        pid = self.inspect_container(container_id)["State"].get("Pid") or 0
+        found = {}
+        for target in targets:
+            try:
+                st = os.stat(f"/proc/{int(pid)}/root{target}", follow_symlinks=False)
+            except OSError:
+                continue
+            found[target] = (st.st_dev, st.st_ino)
+        return found
 
     def exec_run(self, container_id: str, cmd: list[str], *, user: str = "") -> tuple[int, str]:
         """Run a command inside a running container; returns (exit code, combined output)."""

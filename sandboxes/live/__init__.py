@@ -9,7 +9,6 @@ row or panel, so the work per event does not grow with the number of sandboxes.
 Streams (logs, stats, terminal) are read from the engine per socket and never pass through here.
 """
 
-import hashlib
 import logging
 
 from asgiref.sync import async_to_sync
@@ -30,9 +29,9 @@ def sandbox_group(sandbox_id: int) -> str:
     return f"sandbox.{sandbox_id}"
 
 
-def session_group(session_key: str) -> str:
-    """The group of every socket a sign-in session opened (named by a hash, not the key itself)."""
-    return "session." + hashlib.sha256(session_key.encode()).hexdigest()[:40]
+def user_group(user_id: int) -> str:
+    """The group of every socket a user opened, in any session."""
+    return f"user.{user_id}"
 
 
 def sandbox_changed(sandbox, *, created: bool = False) -> None:
@@ -49,10 +48,12 @@ def sandbox_changed(sandbox, *, created: bool = False) -> None:
 
 @receiver(user_logged_out)
 def close_session_sockets(sender, request, user, **kwargs):
-    """Logging out closes the websockets that session opened, in every tab."""
-    key = getattr(getattr(request, "session", None), "session_key", None)
-    if key:
-        _send(session_group(key), {"type": "session.ended"})
+    """Logging out closes the websockets that session opened, in every tab: all the user's
+    sockets are told to close, and those of other, still valid sessions reconnect at once (the
+    page's socket retries), while the ended session's cannot. Each socket also checks its
+    session on every message (see consumers), which covers a session that ends otherwise."""
+    if user is not None:
+        _send(user_group(user.pk), {"type": "session.ended"})
 
 
 def _send(group: str, message: dict) -> None:

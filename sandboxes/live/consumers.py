@@ -1,18 +1,21 @@
 """The status websocket: the dashboard's rows and a sandbox page's panel, kept live.
 
 A dashboard socket joins `team.<id>` for each team its user can see; a sandbox page's socket
-joins `sandbox.<pk>`. Both join their sign-in session's group, so logging out closes them. Every
-message is authorised again (the user may have been disabled or removed from the team since),
-and renders just the one row or panel it is about with the same partial the page used.
+joins `sandbox.<pk>`. Both join their user's group, so logging out closes them. Every message is
+authorised again (the session may have ended, the user may have been disabled or removed from
+the team since), and renders just the one row or panel it is about with the same partial the
+page used.
 """
 
+from importlib import import_module
 from urllib.parse import parse_qs
 
 from asgiref.sync import async_to_sync
 from channels.generic.websocket import WebsocketConsumer
 from django.conf import settings
-from django.contrib.auth import get_user_model
+from django.contrib.auth import HASH_SESSION_KEY, SESSION_KEY, get_user_model
 from django.template.loader import render_to_string
+from django.utils.crypto import constant_time_compare
 
 from teams.models import Membership
 from teams.permissions import Role, team_roles
@@ -20,6 +23,7 @@ from teams.permissions import Role, team_roles
 from .. import live, selectors
 from ..models import Sandbox
 
+SessionStore = import_module(settings.SESSION_ENGINE).SessionStore
 CLOSE_UNAUTHORISED = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_TRY_LATER = 1013
@@ -43,7 +47,8 @@ class StatusConsumer(WebsocketConsumer):
             groups = [live.sandbox_group(self.sandbox_id)]
         else:
             groups = [live.team_group(team_id) for team_id in team_roles(user=user)]
-        self.groups_joined = [*groups, live.session_group(self.scope["session"].session_key or "")]
+        self.session_key = self.scope["session"].session_key or ""
+        self.groups_joined = [*groups, live.user_group(user.pk)]
         try:
             for group in self.groups_joined:
                 async_to_sync(self.channel_layer.group_add)(group, self.channel_name)
@@ -83,11 +88,18 @@ class StatusConsumer(WebsocketConsumer):
             return Role.ADMIN
         return Membership.objects.filter(user_id=user.pk, team_id=team_id).values_list("role", flat=True).first()
 
+    def _session_is_valid(self, user) -> bool:
+        """The socket's sign-in session still exists, has not expired, and is still this user's
+        with their current password (what Django checks for a page)."""
+        data = SessionStore(self.session_key).load() if self.session_key else {}
+        stored = data.get(HASH_SESSION_KEY) or ""
+        return str(data.get(SESSION_KEY)) == str(user.pk) and constant_time_compare(stored, user.get_session_auth_hash())
+
     def sandbox_status(self, event):
-        """One sandbox changed: re-check who may see it, then send its row or panel (three
-        queries, however many sandboxes and sockets there are)."""
+        """One sandbox changed: re-check the session and who may see the sandbox, then send its
+        row or panel (four queries, however many sandboxes and sockets there are)."""
         user = get_user_model().objects.filter(pk=self.user_id, is_active=True).first()
-        if user is None:
+        if user is None or not self._session_is_valid(user):
             self.close(code=CLOSE_UNAUTHORISED)
             return
         sandbox = Sandbox.objects.select_related("team").filter(pk=event["sandbox_id"]).first()

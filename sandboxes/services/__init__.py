@@ -13,12 +13,12 @@ from teams.permissions import SystemActor
 from .actions import ACTIONS, Action, allowed_actions, sandbox_perform, sandbox_request_action
 from .claims import claim, finish, requeue_stale_actions
 from .common import InvalidInput, LostClaim, SandboxError, policy_rules, sandbox_spec
-from .create import sandbox_create, validate_settings
+from .create import sandbox_create, sandbox_reapprove_folders, validate_settings
 from .reconcile import observed_status, reconcile_all, remove_orphans, sandbox_sync, sandbox_sync_container
 
 __all__ = [
     "ACTIONS", "Action", "InvalidInput", "LostClaim", "SandboxError", "SystemActor", "allowed_actions", "claim", "finish",
     "observed_status", "policy_rules", "reconcile_all", "remove_orphans", "requeue_stale_actions", "sandbox_create",
-    "sandbox_perform", "sandbox_request_action", "sandbox_spec", "sandbox_sync", "sandbox_sync_container",
+    "sandbox_perform", "sandbox_reapprove_folders", "sandbox_request_action", "sandbox_spec", "sandbox_sync", "sandbox_sync_container",
     "validate_settings",
 ]

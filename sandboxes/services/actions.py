@@ -50,8 +50,9 @@ def _provision(sandbox: Sandbox, action: str) -> None:
     """The sandbox's folders (first time only, recording their identities), home volume and network."""
     folders = [str(sandbox.workspace_path / f) for f in workspace.FOLDERS]
     if not all(f in (sandbox.host_path_ids or {}) for f in folders):
-        ids = workspace.workspace_create(sandbox.name, str(sandbox.uuid))
-        _save_claimed(sandbox, action, host_path_ids={**(sandbox.host_path_ids or {}), **{p: list(i) for p, i in ids.items()}})
+        chains = workspace.workspace_create(sandbox.name, str(sandbox.uuid))
+        _save_claimed(sandbox, action, host_path_ids={**(sandbox.host_path_ids or {}),
+                                                      **{p: [list(pair) for pair in c] for p, c in chains.items()}})
     docker = engine.engine_for(sandbox)
     docker.ensure_volume(sandbox.volume_name, labels=labels(sandbox))
     if sandbox.network_mode == Sandbox.Network.INTERNET:
@@ -80,6 +81,7 @@ def _run_start(sandbox: Sandbox, action: str) -> None:
             docker.unpause(state.id)
         elif state.status != "running":
             docker.start(state.id)
+            _verify_mounted(docker, state.id, spec)
         return
     if state is not None:
         docker.remove_container(state.id)
@@ -91,6 +93,21 @@ def _run_start(sandbox: Sandbox, action: str) -> None:
         docker.remove_container(container_id)
         raise
     docker.start(container_id)
+    _verify_mounted(docker, container_id, spec)
+
+
+def _verify_mounted(docker, container_id: str, spec: policy.ContainerSpec) -> None:
+    """After the start, check that Docker mounted the very folders the policy judged: a swap
+    that won the race between the check and the mount is caught here, and the container is
+    removed before the start is reported."""
+    seen = docker.mounted_identities(container_id, [b.target for b in spec.binds])
+    if seen is None:
+        return  # a remote engine: the checks before the start are what holds
+    wrong = [b for b in spec.binds if seen.get(b.target) != b.identity]
+    if wrong:
+        docker.remove_container(container_id)
+        raise policy.PolicyViolation([f"Docker mounted another folder than {b.source} at {b.target} (it was swapped "
+                                      "during the start); the container was removed." for b in wrong])
 
 
 def _run_stop(sandbox: Sandbox, action: str) -> None:

@@ -94,10 +94,12 @@ def heartbeat(sandbox_id: int, action: str) -> Iterator[None]:
     def beat():
         try:
             while not stop.wait(settings.SANDBOX_HEARTBEAT_SECONDS):
-                if not Sandbox.objects.filter(pk=sandbox_id, pending_action=action).update(heartbeat_at=timezone.now()):
-                    return
-        except Exception:  # noqa: BLE001 - a missed heartbeat must never fail the action
-            log.warning("heartbeat for sandbox %s stopped", sandbox_id, exc_info=True)
+                try:
+                    if not Sandbox.objects.filter(pk=sandbox_id, pending_action=action).update(heartbeat_at=timezone.now()):
+                        return  # the claim is gone (finished, or taken over by Destroy)
+                except Exception:  # noqa: BLE001 - a missed beat is retried at the next tick, never fatal
+                    log.warning("heartbeat for sandbox %s missed; retrying", sandbox_id, exc_info=True)
+                    connection.close()
         finally:
             connection.close()
 

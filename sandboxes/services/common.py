@@ -1,6 +1,9 @@
 """What every sandbox service shares: its errors, its audit helper, the policy's rules and the
 container spec built from a sandbox's saved settings."""
 
+import os
+import pwd
+import sys
 from decimal import Decimal
 
 from django.conf import settings
@@ -42,6 +45,11 @@ def audit(actor, action: str, sandbox: Sandbox, details: dict | None = None, sou
     )
 
 
+def protected_folders() -> tuple[str, ...]:
+    """The panel's own folders: its code, its virtualenv and var/ (keys, database, Redis)."""
+    return tuple(dict.fromkeys(os.path.realpath(p) for p in (settings.BASE_DIR, settings.VAR_DIR, sys.prefix)))
+
+
 def policy_rules() -> policy.Rules:
     """The installation's policy, from settings: the one place that reads the allowed roots."""
     return policy.Rules(
@@ -49,6 +57,9 @@ def policy_rules() -> policy.Rules:
         mount_roots=tuple(str(r) for r in settings.SANDBOX_MOUNT_ROOTS),
         networks=(settings.SANDBOX_NETWORK,),
         runtimes=tuple(settings.SANDBOX_RUNTIMES),
+        homes=tuple(policy.real_homes(entry.pw_dir for entry in pwd.getpwall())),
+        protected=protected_folders(),
+        trusted_uids=frozenset({0, os.geteuid()}),
     )
 
 
@@ -56,18 +67,19 @@ def labels(sandbox: Sandbox) -> dict[str, str]:
     return engine.managed_labels(sandbox.name, str(sandbox.uuid))
 
 
-def _identity(sandbox: Sandbox, path: str) -> tuple[int, int] | None:
+def recorded_chain(sandbox: Sandbox, path: str) -> tuple[tuple[int, int], ...] | None:
+    """The (device, inode) chain recorded for one of the sandbox's folders, from / down."""
     found = (sandbox.host_path_ids or {}).get(path)
-    return (int(found[0]), int(found[1])) if found else None
+    return tuple((int(pair[0]), int(pair[1])) for pair in found) if found else None
 
 
 def sandbox_spec(sandbox: Sandbox, extra_mounts: list[Mount] | None = None) -> policy.ContainerSpec:
     """The container spec for `sandbox`, built only from its saved settings."""
     base = sandbox.workspace_path
     mounts = extra_mounts if extra_mounts is not None else list(sandbox.mounts.all())
-    binds = [policy.BindMount(str(base / f), f"/workspace/{f}", ro, _identity(sandbox, str(base / f)), workspace=True)
+    binds = [policy.BindMount(str(base / f), f"/workspace/{f}", ro, recorded_chain(sandbox, str(base / f)), workspace=True)
              for f, ro in workspace.FOLDERS.items()]
-    binds += [policy.BindMount(m.host_path, m.container_path, m.read_only, _identity(sandbox, m.host_path))
+    binds += [policy.BindMount(m.host_path, m.container_path, m.read_only, recorded_chain(sandbox, m.host_path))
               for m in mounts]
     return policy.ContainerSpec(
         name=sandbox.container_name,
@@ -81,4 +93,5 @@ def sandbox_spec(sandbox: Sandbox, extra_mounts: list[Mount] | None = None) -> p
         volumes=(policy.VolumeMount(sandbox.volume_name, f"/home/{settings.SANDBOX_USER}"),),
         labels=labels(sandbox),
         hostname=sandbox.name,
+        runtime="runc",
     )

@@ -12,7 +12,7 @@ from controlpanel.db import serialise
 from teams.models import Team
 from teams.permissions import Role, actor_user, authorize
 
-from .. import engine, live, policy
+from .. import engine, live, policy, workspace
 from ..models import Mount, Sandbox
 from .claims import enqueue as enqueue_action
 from .common import InvalidInput, audit, policy_rules, sandbox_spec
@@ -62,31 +62,65 @@ def validate_settings(*, name, image, memory_mb, cpus, network_mode) -> dict[str
     return errors
 
 
-def _extra_mount_identities(extra_mounts: Sequence[tuple[str, str, bool]], rules: policy.Rules) -> tuple[dict, list[str]]:
-    """Judge each extra mount's source on disk now; return ({path: identity}, problems)."""
-    identities, problems = {}, []
+def _judge_extra_mounts(extra_mounts: Sequence[tuple[str, str, bool]], rules: policy.Rules) -> tuple[dict, list[str]]:
+    """Judge each extra mount's source on disk now; return ({path: chain}, problems). Judged by
+    identity as well as by name, so that a second name for a folder (a bind mount, a case-
+    insensitive file system) can neither reach the workspace nor hide an overlap."""
+    chains: dict[str, tuple] = {}
+    problems: list[str] = []
+    mounts = policy.read_mountinfo()
     for host, _target, _ro in extra_mounts:
         lexical = policy.check_extra_source_lexically(host, rules)
         if lexical:
             problems += lexical
             continue
+        root = max((r for r in rules.mount_roots if policy.is_within(host, r)), key=len)
         try:
-            identities[host] = policy.dir_identity(host)
+            chains[host] = policy.dir_chain(host, root=root, trusted_uids=rules.trusted_uids)
         except policy.HostPathError as exc:
             problems.append(f"Mount source {host} cannot be mounted: {exc}")
-    return identities, problems
+            continue
+        problems += policy.check_not_on_a_bind_mount(host, mounts)
+    try:
+        workspace_chain = policy.dir_chain(rules.workspace_root)
+    except policy.HostPathError:
+        workspace_chain = None  # not made yet: nothing can lie inside it, and the names were checked
+    for host, chain in chains.items():
+        if workspace_chain and policy.same_folder_or_nested(chain, workspace_chain):
+            problems.append(f"Mount source {host} is, contains or lies inside the workspace root {rules.workspace_root} "
+                            "(under another name).")
+    items = list(chains.items())
+    for i, (host, chain) in enumerate(items):
+        for other, other_chain in items[i + 1:]:
+            ro = {h: ro for h, _t, ro in extra_mounts}
+            if policy.same_folder_or_nested(chain, other_chain) and not (ro[host] and ro[other]):
+                problems.append(f"Mount sources {host} and {other} overlap and one of them is writable.")
+    return chains, problems
 
 
-def _overlapping_mounts(extra_mounts: Sequence[tuple[str, str, bool]]) -> list[str]:
-    """Extra mounts that overlap one already mounted by a live sandbox, either side writable.
-    Called with the `sandbox-mounts` lock held, so that two creates cannot both pass."""
+def _overlapping_mounts(extra_mounts: Sequence[tuple[str, str, bool]], chains: dict, *, exclude: int | None = None) -> list[str]:
+    """Extra mounts that overlap a folder of a live sandbox: one of its extra mounts (unless both
+    are read-only) or its own workspace folders, judged by name and by identity. Called with the
+    `sandbox-mounts` lock held, so that two creates cannot both pass."""
     problems = []
-    live_mounts = list(Mount.objects.exclude(sandbox__status=S.DESTROYED).select_related("sandbox"))
+    live = Sandbox.objects.exclude(status=S.DESTROYED).prefetch_related("mounts")
+    if exclude is not None:
+        live = live.exclude(pk=exclude)
     for host, _target, read_only in extra_mounts:
-        for other in live_mounts:
-            if policy.overlaps(host, other.host_path) and not (read_only and other.read_only):
-                problems.append(f"Mount source {host} overlaps {other.host_path}, which sandbox {other.sandbox.name} "
-                                "mounts; two sandboxes may share a folder only if both mount it read-only.")
+        chain = chains.get(host)
+        for sandbox in live:
+            recorded = sandbox.host_path_ids or {}
+            for other in sandbox.mounts.all():
+                other_chain = recorded.get(other.host_path)
+                same = policy.overlaps(host, other.host_path) or (
+                    chain is not None and other_chain and policy.same_folder_or_nested(chain, other_chain))
+                if same and not (read_only and other.read_only):
+                    problems.append(f"Mount source {host} overlaps {other.host_path}, which sandbox {sandbox.name} "
+                                    "mounts; two sandboxes may share a folder only if both mount it read-only.")
+            if chain is not None:
+                mounted = {p for p in recorded if p not in {m.host_path for m in sandbox.mounts.all()}}
+                if any(policy.same_folder_or_nested(chain, recorded[p]) for p in mounted):
+                    problems.append(f"Mount source {host} is a folder of sandbox {sandbox.name} (under another name).")
     return problems
 
 
@@ -118,12 +152,12 @@ def sandbox_create(
         raise InvalidInput({"name": [f"{base} already exists (left by an earlier sandbox of this name?). A new sandbox "
                                      "never adopts it: move it away or pick another name."]})
     rules = policy_rules()
-    identities, problems = _extra_mount_identities(extra_mounts, rules)
+    chains, problems = _judge_extra_mounts(extra_mounts, rules)
     sandbox = Sandbox(
         name=name, team=team, created_by=actor_user(actor), image=image, memory_mb=memory_mb, cpus=Decimal(str(cpus)),
         pids_limit=settings.SANDBOX_PIDS_LIMIT, network_mode=network_mode, status=S.CREATING,
         pending_action=Sandbox.Action.START, claimed_at=timezone.now(), uuid=uuidlib.uuid4(),
-        host_path_ids={p: list(i) for p, i in identities.items()},
+        host_path_ids={p: [list(pair) for pair in c] for p, c in chains.items()},
     )
     mounts = [Mount(host_path=h, container_path=c, read_only=ro) for h, c, ro in extra_mounts]
     problems += policy.check_config(sandbox_spec(sandbox, mounts), rules)
@@ -134,7 +168,7 @@ def sandbox_create(
             serialise("sandbox-mounts")
             if Sandbox.objects.exclude(status=S.DESTROYED).filter(name=name).exists():
                 raise InvalidInput({"name": [f"A sandbox named {name!r} already exists."]})
-            if problems := _overlapping_mounts(extra_mounts):
+            if problems := _overlapping_mounts(extra_mounts, chains):
                 raise policy.PolicyViolation(problems)
             sandbox.save()
             for m in mounts:
@@ -150,3 +184,40 @@ def sandbox_create(
     except IntegrityError as exc:
         raise InvalidInput({"name": [f"A sandbox named {name!r} already exists."]}) from exc
     return sandbox
+
+
+def sandbox_reapprove_folders(*, actor, sandbox: Sandbox) -> dict[str, dict]:
+    """Record again what a stopped sandbox's folders are, for when they legitimately changed
+    identity (a restore from a file-level backup, a file system whose device numbers changed at
+    boot). Every rule of a create applies again: the folder must carry this sandbox's marker,
+    no link on the way, nobody but root or the panel able to swap it, no overlap with another
+    sandbox's mounts. Host-side only (`manage.py sandbox reapprove`), and audited."""
+    authorize(actor, sandbox.team, Role.ADMIN)
+    if sandbox.pending_action or sandbox.status not in (S.STOPPED, S.ERROR):
+        raise InvalidInput({"": [f"{sandbox.name} must be stopped (it is {sandbox.status}) and idle."]})
+    rules = policy_rules()
+    if workspace.read_marker(sandbox.name) != str(sandbox.uuid):
+        raise InvalidInput({"": [f"{sandbox.workspace_path} does not carry this sandbox's marker."]})
+    chains: dict[str, tuple] = {}
+    problems: list[str] = []
+    for folder in workspace.FOLDERS:
+        path = str(sandbox.workspace_path / folder)
+        try:
+            chains[path] = policy.dir_chain(path, root=rules.workspace_root, trusted_uids=rules.trusted_uids)
+        except policy.HostPathError as exc:
+            problems.append(f"{path} cannot be mounted: {exc}")
+    mounts = [(m.host_path, m.container_path, m.read_only) for m in sandbox.mounts.all()]
+    extra_chains, extra_problems = _judge_extra_mounts(mounts, rules)
+    problems += extra_problems
+    if problems:
+        raise policy.PolicyViolation(problems)
+    with transaction.atomic():
+        serialise("sandbox-mounts")
+        if problems := _overlapping_mounts(mounts, extra_chains, exclude=sandbox.pk):
+            raise policy.PolicyViolation(problems)
+        before = sandbox.host_path_ids or {}
+        recorded = {p: [list(pair) for pair in c] for p, c in {**chains, **extra_chains}.items()}
+        Sandbox.objects.filter(pk=sandbox.pk, pending_action="").update(host_path_ids=recorded)
+        changed = {p: {"was": before.get(p, [None])[-1], "now": c[-1]} for p, c in recorded.items() if before.get(p) != c}
+        audit(actor, "sandbox.folders_reapproved", sandbox, {"changed": changed})
+    return changed

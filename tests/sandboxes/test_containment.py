@@ -5,8 +5,11 @@ with a link to /, and Docker followed the link at the next start. Now extra moun
 the workspace, the sandbox's own folder is root's, and every start judges the folders on disk.
 """
 
+import ctypes
 import json
 import os
+import shutil
+import subprocess
 import threading
 from pathlib import Path
 
@@ -173,7 +176,8 @@ def test_a_swap_racing_workspace_creation_changes_nothing_outside(clean_docker, 
             stop.clear()
     assert swaps > 0
     assert snapshot(outside) == before
-    assert all(o == "made" or "not a plain folder (a link?)" in o for o in outcomes), outcomes
+    # Each run either made real folders or refused, naming the folder it would not use.
+    assert all(o == "made" or "/Projects" in o for o in outcomes), outcomes
 
 
 def report_row(client, sandbox: Sandbox, check: str) -> str:
@@ -221,3 +225,113 @@ def test_a_root_process_or_a_loosened_limit_turns_the_report_red(client, admin_u
     assert sandbox.status == "running" and sandbox.container_id != old_id
     data = json.loads(docker_cli("inspect", sandbox.container_id).stdout)[0]
     assert data["HostConfig"]["PidsLimit"] == settings.SANDBOX_PIDS_LIMIT
+
+
+# --- found by the review: races with Docker's mount, second names for a folder, mounts inside ---
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def exchange(a: Path, b: Path) -> None:
+    """Swap two names atomically (renameat2 RENAME_EXCHANGE)."""
+    if _libc.renameat2(-100, str(a).encode(), -100, str(b).encode(), 2) != 0:
+        raise OSError(ctypes.get_errno(), "renameat2")
+
+
+@pytest.fixture
+def far_outside() -> Path:
+    """A folder outside every allowed root (standing for the host's /), with a secret in it."""
+    path = Path(settings.VAR_DIR) / f"{settings.PANEL_INSTANCE}-outside"
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(mode=0o777)
+    path.chmod(0o777)
+    (path / "SECRET").write_text("secret\n")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_a_swap_racing_dockers_mount_never_leaves_a_sandbox_running_on_the_wrong_folder(team, test_image, clean_docker,
+                                                                                       mount_root, far_outside):
+    """Someone able to write the mount root (root here; the rules keep anyone else out, see
+    below) swaps the bind source for a link over and over while the sandbox starts. Whatever
+    start wins the race, what Docker really mounted is compared with what was checked."""
+    data = mount_root / "data"
+    data.mkdir()
+    os.symlink(far_outside, mount_root / "evil")
+    sandbox = create("racer", test_image, team, [(str(data), "/mnt/data", False)])
+    services.sandbox_perform(sandbox_id=sandbox.pk, action="start")
+    sandbox = act(Sandbox.objects.get(pk=sandbox.pk), "stop")
+    stop = threading.Event()
+
+    def swapper():
+        while not stop.is_set():
+            try:
+                exchange(data, mount_root / "evil")
+            except OSError:
+                pass
+
+    thread = threading.Thread(target=swapper, daemon=True)
+    thread.start()
+    outcomes = []
+    try:
+        for _ in range(25):
+            sandbox = act(sandbox, "start")
+            outcomes.append(sandbox.status)
+            if sandbox.status == "running":
+                seen = docker_cli("exec", sandbox.container_id, "ls", "/mnt/data", check=False).stdout
+                assert "SECRET" not in seen, "a sandbox runs with a folder outside every allowed root"
+                sandbox = act(sandbox, "stop")
+    finally:
+        stop.set()
+        thread.join()
+    assert sorted(os.listdir(far_outside)) == ["SECRET"]
+    assert "error" in outcomes, outcomes  # the swaps were seen, not missed
+
+
+def test_two_names_for_one_folder_cannot_both_be_mounted(team, test_image, clean_docker, mount_root):
+    """A bind mount (or a case-insensitive file system) gives one folder two names: the second
+    sandbox is refused, by identity or because the name lies on a bind mount."""
+    a, b = mount_root / "a", mount_root / "b"
+    a.mkdir()
+    b.mkdir()
+    subprocess.run(["mount", "--bind", str(a), str(b)], check=True)
+    try:
+        create("one", test_image, team, [(str(a), "/mnt/shared", False)])
+        with pytest.raises(policy.PolicyViolation, match="bind mount of another folder|overlaps"):
+            create("two", test_image, team, [(str(b), "/mnt/shared", False)])
+        (a / "sub").mkdir()
+        with pytest.raises(policy.PolicyViolation, match="bind mount of another folder|overlaps"):
+            create("three", test_image, team, [(str(b / "sub"), "/mnt/sub", True)])
+    finally:
+        subprocess.run(["umount", str(b)], check=False)
+    assert sorted(Sandbox.objects.values_list("name", flat=True)) == ["one"]
+
+
+def test_a_folder_others_can_write_on_the_way_is_refused_at_create_and_at_start(team, test_image, clean_docker, mount_root):
+    """A sandbox with a writable mount (uid 1000 inside) must never hold a folder on the way to
+    another bind source: folders on the way must be root's (or the panel's), writable by their
+    owner only."""
+    (mount_root / "team" / "data").mkdir(parents=True)
+    os.chown(mount_root / "team", 1000, 1000)
+    with pytest.raises(policy.PolicyViolation, match="belongs to uid 1000"):
+        create("shared", test_image, team, [(str(mount_root / "team" / "data"), "/mnt/data", False)])
+    os.chown(mount_root / "team", 0, 0)
+    sandbox = create("shared", test_image, team, [(str(mount_root / "team" / "data"), "/mnt/data", False)])
+    services.sandbox_perform(sandbox_id=sandbox.pk, action="start")
+    sandbox = act(Sandbox.objects.get(pk=sandbox.pk), "stop")
+    (mount_root / "team").chmod(0o777)
+    sandbox = act(sandbox, "start")
+    assert sandbox.status == "error" and "writable by its group or by others" in sandbox.status_detail
+
+
+def test_destroy_never_deletes_through_a_folder_mounted_inside_the_workspace(make_sandbox, clean_docker, far_outside):
+    sandbox = make_sandbox("sharer", network_mode="none")
+    inner = sandbox.workspace_path / "Projects" / "code"
+    inner.mkdir()
+    subprocess.run(["mount", "--bind", str(far_outside), str(inner)], check=True)
+    try:
+        sandbox = act(sandbox, "destroy")
+        assert sandbox.status == "destroyed" and "mounted inside it; left in place" in sandbox.status_detail
+        assert sorted(os.listdir(far_outside)) == ["SECRET"]
+    finally:
+        subprocess.run(["umount", str(inner)], check=False)

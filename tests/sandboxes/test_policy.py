@@ -3,9 +3,13 @@ are on disk at the moment of the check, and engine.create_container cannot skip 
 
 import dataclasses
 import os
+import shutil
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from django.conf import settings
 
 from sandboxes import engine, policy
 from tests.conftest import docker_cli
@@ -14,10 +18,13 @@ UUID = "01234567-89ab-cdef-0123-456789abcdef"
 
 
 @pytest.fixture
-def ws(tmp_path) -> Path:
-    """A workspace root with one sandbox's Projects folder."""
-    (tmp_path / "ws" / "box" / "Projects").mkdir(parents=True)
-    return tmp_path / "ws"
+def ws() -> Iterator[Path]:
+    """A workspace root with one sandbox's Projects folder. Under var/, not /tmp: /tmp is
+    writable by everyone, so nothing under it may be mounted (see the ownership tests)."""
+    root = Path(settings.VAR_DIR) / f"{settings.PANEL_INSTANCE}-policy-{uuid.uuid4().hex[:8]}"
+    (root / "ws" / "box" / "Projects").mkdir(parents=True)
+    yield root / "ws"
+    shutil.rmtree(root)
 
 
 def rules(ws: Path, mount_roots=()) -> policy.Rules:
@@ -26,13 +33,13 @@ def rules(ws: Path, mount_roots=()) -> policy.Rules:
 
 def bind(path: Path, target="/workspace/Projects", **kw) -> policy.BindMount:
     kw.setdefault("workspace", True)
-    return policy.BindMount(str(path), target, identity=policy.dir_identity(str(path)), **kw)
+    return policy.BindMount(str(path), target, chain=policy.dir_chain(str(path)), **kw)
 
 
 def good_spec(ws: Path, **changes) -> policy.ContainerSpec:
     spec = policy.ContainerSpec(
         name="ccpanel-test-policy", image="ccpanel/test-busybox:latest", memory_bytes=256 << 20,
-        nano_cpus=10**9, pids_limit=100, network="none",
+        nano_cpus=10**9, pids_limit=100, network="none", runtime="runc",
         binds=(bind(ws / "box" / "Projects"),),
         volumes=(policy.VolumeMount(f"ccpanel-test-box-home-{UUID}", "/home/claude"),),
         labels={policy.LABEL_UUID: UUID},
@@ -80,6 +87,7 @@ def test_good_spec_passes(ws):
     ({"devices": ("/dev/kvm:/dev/kvm:rwm",)}, "devices"),
     ({"runtime": "kata"}, "Runtime"),
     ({"runtime": ""}, "Runtime"),
+    ({"runtime": None}, "Runtime"),  # the daemon's default, whatever it is configured to be
     ({"ports": (policy.PortBinding(8080, 8080, "0.0.0.0"),)}, "127.0.0.1"),
     ({"volumes": (policy.VolumeMount(f"v-{UUID}", "/etc"),)}, "home directory"),
     ({"volumes": (policy.VolumeMount("someone-elses-home", "/home/claude"),)}, "does not belong"),
@@ -107,33 +115,33 @@ def test_targets_are_unique_and_never_nested(ws):
 @pytest.mark.parametrize("source", ["/var/run/docker.sock", "/run/docker.sock", "/var/run", "/run", "/", "/etc", "/usr",
                                     "/root", "/home", "/proc", "/var/lib/docker", "/tmp/x", "/srv", "/mnt"])
 def test_system_paths_and_docker_socket_are_refused_as_extra_mounts(ws, source):
-    spec = good_spec(ws, binds=(policy.BindMount(source, "/workspace/x", identity=(1, 1)),))
+    spec = good_spec(ws, binds=(policy.BindMount(source, "/workspace/x", chain=((1, 1),)),))
     assert problems(spec, rules(ws, ["/srv/data"]))
 
 
 def test_extra_mounts_are_off_without_mount_roots(ws):
-    spec = good_spec(ws, binds=(policy.BindMount("/srv/data/x", "/workspace/x", identity=(1, 1)),))
+    spec = good_spec(ws, binds=(policy.BindMount("/srv/data/x", "/workspace/x", chain=((1, 1),)),))
     assert any("extra mounts are off" in p for p in problems(spec, rules(ws)))
 
 
 @pytest.mark.parametrize("source", ["{ws}", "{ws}/box", "{ws}/box/Projects", "{parent}"])
 def test_extra_mounts_never_reach_into_the_workspace(ws, source):
     path = source.format(ws=ws, parent=ws.parent)
-    spec = good_spec(ws, binds=(policy.BindMount(path, "/mnt/all", identity=(1, 1)),))
+    spec = good_spec(ws, binds=(policy.BindMount(path, "/mnt/all", chain=((1, 1),)),))
     assert any("workspace root" in p for p in problems(spec, rules(ws, [str(ws.parent)])))
 
 
 def test_overlapping_extra_mounts_need_both_read_only(ws):
     r = rules(ws, ["/srv/data"])
-    a = policy.BindMount("/srv/data", "/mnt/a", identity=(1, 1))
-    b = policy.BindMount("/srv/data/sub", "/mnt/b", read_only=True, identity=(1, 2))
+    a = policy.BindMount("/srv/data", "/mnt/a", chain=((1, 1),))
+    b = policy.BindMount("/srv/data/sub", "/mnt/b", read_only=True, chain=((1, 2),))
     assert any("overlap and one of them is writable" in p for p in policy.check_config(good_spec(ws, binds=(a, b)), r))
     both_ro = (dataclasses.replace(a, read_only=True), b)
     assert not policy.check_config(good_spec(ws, binds=both_ro), r)
 
 
 def test_path_outside_allowed_root_is_refused(ws):
-    spec = good_spec(ws, binds=(policy.BindMount("/srv/elsewhere", "/workspace/x", identity=(1, 1)),))
+    spec = good_spec(ws, binds=(policy.BindMount("/srv/elsewhere", "/workspace/x", chain=((1, 1),)),))
     assert any("outside the allowed folders" in p for p in problems(spec, rules(ws, ["/srv/data"])))
 
 
@@ -142,7 +150,7 @@ def test_a_link_in_any_component_is_refused(ws):
     real = ws / "box" / "Projects"
     os.symlink(ws / "box", ws / "alias")
     spec = good_spec(ws, binds=(policy.BindMount(str(ws / "alias" / "Projects"), "/workspace/Projects", workspace=True,
-                                                 identity=policy.dir_identity(str(real))),))
+                                                 chain=policy.dir_chain(str(real))),))
     found = problems(spec, rules(ws))
     assert any("alias is a symbolic link" in p for p in found), found
 
@@ -167,9 +175,9 @@ def test_a_bind_without_a_recorded_identity_is_refused(ws):
     assert any("no recorded identity" in p for p in problems(spec, rules(ws)))
 
 
-def test_workspace_folders_must_lie_inside_the_workspace_root(ws, tmp_path):
-    (tmp_path / "other").mkdir()
-    spec = good_spec(ws, binds=(bind(tmp_path / "other"),))
+def test_workspace_folders_must_lie_inside_the_workspace_root(ws):
+    (ws.parent / "other").mkdir()
+    spec = good_spec(ws, binds=(bind(ws.parent / "other"),))
     assert any("must lie inside" in p for p in problems(spec, rules(ws)))
 
 
@@ -217,3 +225,52 @@ def test_inspect_report_flags_what_does_not_hold():
 def test_workspace_root_may_lie_in_a_home_but_not_contain_one(root, ok):
     found = policy.check_workspace_root(root, homes=["/root", "/home/alice", "/"])
     assert (not found) == ok, found
+
+
+def test_a_folder_on_the_way_that_others_can_write_is_refused(ws):
+    """Whoever can write a folder on the way could swap the bind source for a link between the
+    check and Docker's mount: refused, above the root (group or others may write) and below it
+    (also: owned by anyone but root or the panel)."""
+    spec = good_spec(ws)
+    (ws / "box").chmod(0o777)
+    assert any("writable by its group or by others" in p for p in problems(spec, rules(ws)))
+    (ws / "box").chmod(0o755)
+    os.chown(ws / "box", 1000, 1000)
+    assert any("belongs to uid 1000" in p for p in problems(spec, rules(ws)))
+    os.chown(ws / "box", 0, 0)
+    ws.parent.chmod(0o775)  # above the root: the group could swap the whole workspace
+    assert any("writable by its group or by others" in p for p in problems(spec, rules(ws)))
+    ws.parent.chmod(0o755)
+    policy.check(spec, rules(ws))
+
+
+@pytest.mark.parametrize("root, reason", [("/work", "the panel's own"), ("/srv/x", None)])
+def test_mount_roots_may_not_hold_the_panels_own_folders(root, reason):
+    found = policy.check_mount_roots([root], workspace_root="/root/ws", homes=[], protected=["/work/main", "/work/main/.venv"])
+    assert (reason in found[0]) if reason else not found
+
+
+def test_a_home_reached_through_a_link_is_judged_at_its_target(ws):
+    base = ws.parent
+    (base / "data" / "home" / "alice").mkdir(parents=True)
+    os.symlink(base / "data" / "home", base / "home")
+    found = policy.check_mount_roots([str(base / "data" / "home")], workspace_root="/root/ws",
+                                     homes=[str(base / "home" / "alice")])
+    assert found and "home directory" in found[0]
+
+
+def test_names_with_a_trailing_newline_are_refused():
+    assert policy.check_name("abc\n") and policy.check_image_ref("busybox\n")
+
+
+def test_a_source_on_a_bind_mount_of_a_sub_folder_is_refused():
+    mounts = [("/", "/"), ("/srv/shared/alias", "/root/ClaudeCodeWorkspace/box")]
+    assert policy.check_not_on_a_bind_mount("/srv/shared/alias/Projects", mounts)
+    assert not policy.check_not_on_a_bind_mount("/srv/shared/data", mounts)
+
+
+def test_overlap_is_judged_by_identity_too():
+    outer = ((1, 2), (1, 10), (1, 11))
+    inner_by_another_name = ((1, 2), (1, 50), (1, 11), (1, 12))  # /srv/b/sub where /srv/b is /srv/a
+    assert policy.same_folder_or_nested(outer, inner_by_another_name)
+    assert not policy.same_folder_or_nested(outer, ((1, 2), (1, 10), (1, 13)))

@@ -92,3 +92,32 @@ def test_docker_state_maps_to_status(team, before, docker_status, exit_code, oom
         assert observed is None
     else:
         assert observed[0] == expected[0] and expected[1] in observed[1]
+
+
+def test_a_folder_that_changed_identity_legitimately_can_be_reapproved_from_the_host(make_sandbox, fake):
+    """A folder restored from a file-level backup (or a device number changed at boot) has a new
+    identity: Start refuses until an admin on the host re-records it, under every rule of a create."""
+    from io import StringIO
+
+    from django.core.management import CommandError, call_command
+
+    sandbox = act(make_sandbox("restored"), "stop")
+    projects = sandbox.workspace_path / "Projects"
+    projects.rename(sandbox.workspace_path / "old")
+    projects.mkdir()
+    os.chown(projects, 1000, 1000)
+    assert act(sandbox, "start").status == "error"
+    os.symlink("/etc", sandbox.workspace_path / "Research2")
+    out = StringIO()
+    call_command("sandbox", "reapprove", "restored", stdout=out)
+    assert f"re-recorded {projects}" in out.getvalue()
+    assert act(Sandbox.objects.get(pk=sandbox.pk), "start").status == "running"
+    assert AuditEvent.objects.filter(sandbox_uuid=sandbox.uuid, action="sandbox.folders_reapproved").exists()
+    # Never for a running sandbox, and never for a folder that is a link.
+    with pytest.raises(CommandError, match="must be stopped"):
+        call_command("sandbox", "reapprove", "restored", stdout=StringIO())
+    sandbox = act(Sandbox.objects.get(pk=sandbox.pk), "stop")
+    (sandbox.workspace_path / "Research").rename(sandbox.workspace_path / "Research-old")
+    (sandbox.workspace_path / "Research2").rename(sandbox.workspace_path / "Research")
+    with pytest.raises(CommandError, match="symbolic link"):
+        call_command("sandbox", "reapprove", "restored", stdout=StringIO())

@@ -9,6 +9,7 @@ import time
 from datetime import timedelta
 
 import pytest
+from django.conf import settings
 from django.utils import timezone
 
 from audit.models import AuditEvent
@@ -16,9 +17,10 @@ from sandboxes import services
 from sandboxes.models import Sandbox
 from sandboxes.tasks import reconcile_all_task, sandbox_action_task
 from tests.conftest import ROOT, TEST_IMAGE, Proc, docker_cli, wait_for
+from tests.fakes import FakeEngine
 
 ACTOR = services.SystemActor("test")
-STUBBORN = "ccpanel-test/stubborn:1"
+STUBBORN = f"ccpanel-{settings.PANEL_INSTANCE}/stubborn:1"
 # The workers these tests start: a stop takes up to 20 s (the container ignores SIGTERM), the
 # heartbeat is written every 0.5 s and a claim is stale after 3 s without one.
 WORKER_ENV = {"SANDBOX_STOP_TIMEOUT": "20", "SANDBOX_HEARTBEAT_SECONDS": "0.5", "SANDBOX_STALE_SECONDS": "3"}
@@ -27,7 +29,7 @@ WORKER_ENV = {"SANDBOX_STOP_TIMEOUT": "20", "SANDBOX_HEARTBEAT_SECONDS": "0.5", 
 @pytest.fixture
 def stubborn_image(test_image, clean_docker):
     """An image whose main process ignores SIGTERM, so that `stop` lasts the whole timeout."""
-    cid = docker_cli("create", "--label", "io.ccpanel.instance=test", test_image).stdout.strip()
+    cid = docker_cli("create", "--label", f"io.ccpanel.instance={settings.PANEL_INSTANCE}", test_image).stdout.strip()
     docker_cli("commit", "--change", 'CMD ["/bin/sh", "-c", "trap \\"\\" TERM; while :; do sleep 1; done"]', cid, STUBBORN)
     docker_cli("rm", cid)
     yield STUBBORN
@@ -190,3 +192,44 @@ def test_destroy_removes_the_row_whatever_is_on_disk(make_sandbox, fake_engine, 
     assert foreign.workspace_path.exists()  # not provably this sandbox's: left, and said so
     assert "left in place" in Sandbox.objects.get(pk=foreign.pk).status_detail
 
+
+
+class SlowStopEngine(FakeEngine):
+    def stop(self, container_id: str, *, timeout: int) -> None:
+        time.sleep(2.5)
+        super().stop(container_id, timeout=timeout)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_missed_heartbeat_is_retried_so_a_live_run_is_never_queued_again(team, clean_workspace, settings, monkeypatch):
+    """One transient database error in the heartbeat thread (found by review) must not end the
+    heartbeat: the run is alive, so it must not look stale."""
+    import threading
+
+    from sandboxes import engine
+    from sandboxes.services import claims
+
+    settings.SANDBOX_HEARTBEAT_SECONDS = 0.2
+    settings.SANDBOX_STALE_SECONDS = 1
+    fake = SlowStopEngine(images={TEST_IMAGE})
+    real_now, failed = claims.timezone.now, []
+
+    def flaky_now():
+        if threading.current_thread().name.startswith("heartbeat-") and not failed:
+            failed.append(1)
+            raise RuntimeError("database is locked")
+        return real_now()
+
+    with engine.override(fake):
+        sandbox = services.sandbox_create(actor=ACTOR, team=team, name="beating", image=TEST_IMAGE, memory_mb=256, cpus=1,
+                                          network_mode="none", enqueue=False)
+        services.sandbox_perform(sandbox_id=sandbox.pk, action="start")
+        services.sandbox_request_action(actor=ACTOR, sandbox=sandbox, action="stop", enqueue=False)
+        monkeypatch.setattr(claims.timezone, "now", flaky_now)
+        worker = threading.Thread(target=services.sandbox_perform, kwargs={"sandbox_id": sandbox.pk, "action": "stop"})
+        worker.start()
+        time.sleep(1.8)  # past SANDBOX_STALE_SECONDS since the run began
+        assert failed, "the heartbeat thread never met its error"
+        assert services.requeue_stale_actions() == 0
+        worker.join()
+    assert Sandbox.objects.get(pk=sandbox.pk).status == "stopped"

@@ -22,7 +22,7 @@ def _decimal(text: str) -> Decimal:
         raise ValueError(text) from None
 
 
-VERBS = ["list", "create", "logs", *Sandbox.Action.values]
+VERBS = ["list", "create", "logs", "reapprove", *Sandbox.Action.values]
 
 
 class Command(BaseCommand):
@@ -55,6 +55,8 @@ class Command(BaseCommand):
                 raise CommandError(f"{name} has no container (it is {sandbox.status}).")
             self.stdout.write(engine.engine_for(sandbox).logs(sandbox.container_id, tail=opts["tail"]), ending="")
             return
+        if verb == "reapprove":
+            return self._reapprove(actor, sandbox)
         if verb == "destroy" and not opts["yes"]:
             answer = input(f"Destroy {name}, its home volume and every file in {sandbox.workspace_path}? Type the name to confirm: ")
             if answer.strip() != name:
@@ -87,6 +89,18 @@ class Command(BaseCommand):
         except services.SandboxError as exc:
             raise CommandError(str(exc)) from exc
         self._finish(sandbox, "start")
+
+    def _reapprove(self, actor, sandbox):
+        """Record the folders' identities again after they legitimately changed (see the service)."""
+        try:
+            changed = services.sandbox_reapprove_folders(actor=actor, sandbox=sandbox)
+        except policy.PolicyViolation as exc:
+            raise CommandError("Refused by the security policy:\n  " + "\n  ".join(exc.problems)) from exc
+        except services.SandboxError as exc:
+            raise CommandError(str(exc)) from exc
+        for path in changed:
+            self.stdout.write(f"re-recorded {path}")
+        self.stdout.write(self.style.SUCCESS(f"{sandbox.name}: {len(changed)} folder(s) re-recorded; Start checks them from now on."))
 
     def _act(self, actor, sandbox, verb):
         try:
