@@ -1,15 +1,18 @@
-# The two commands a new user runs; both go through scripts/panel.sh, which installs what is
-# missing and starts what is not running (and stops it again on exit).
-.PHONY: run test lint bench
+# The two commands a new user runs, and the fast one for your own loop. All go through
+# scripts/panel.sh, which installs what is missing and starts what is not running.
+.PHONY: run test check lint bench
 
-run:
+run:    ## set up and serve the panel on http://127.0.0.1:8000 (Ctrl-C stops it; sandboxes keep running)
 	@bash scripts/panel.sh run
 
-test:
+test:   ## lint, then every test (Docker, Redis, Celery, Chromium for real), on SQLite then PostgreSQL
 	@bash scripts/panel.sh test $(ARGS)
 
-lint:
-	.venv/bin/ruff check . && .venv/bin/mypy controlpanel sandboxes audit teams && .venv/bin/python manage.py check && .venv/bin/python manage.py makemigrations --check --dry-run
+check:  ## lint, then the tests that need no Docker, Redis or browser
+	@bash scripts/panel.sh check $(ARGS)
 
-bench:
+lint:   ## ruff (lint and format), mypy, manage.py check, makemigrations --check
+	@bash scripts/panel.sh lint
+
+bench:  ## the benchmarks in bench/, each ending with one JSON line
 	@bash scripts/panel.sh bench

@@ -32,8 +32,12 @@ class AuditedAdminMixin:
 
     def _audit(self, request, verb: str, obj, details: dict) -> None:
         audit_record(
-            actor=request.user, action=f"admin.{obj._meta.model_name}.{verb}", target=str(obj)[:255],
-            details=details, source_ip=request.META.get("REMOTE_ADDR"), team_id=self.audit_team_id(obj),
+            actor=request.user,
+            action=f"admin.{obj._meta.model_name}.{verb}",
+            target=str(obj)[:255],
+            details=details,
+            source_ip=request.META.get("REMOTE_ADDR"),
+            team_id=self.audit_team_id(obj),
         )
 
     def log_addition(self, request, obj, message):

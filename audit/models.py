@@ -30,9 +30,7 @@ class AuditEvent(models.Model):
     action = models.CharField(max_length=64, db_index=True)
     target = models.CharField(max_length=255, db_index=True)
     sandbox_uuid = models.UUIDField(null=True, blank=True, db_index=True)
-    team = models.ForeignKey(
-        "teams.Team", null=True, blank=True, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+"
-    )
+    team = models.ForeignKey("teams.Team", null=True, blank=True, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+")
     details = models.JSONField(default=dict, blank=True)
     source_ip = models.GenericIPAddressField(null=True, blank=True)
     created_at = models.DateTimeField(db_index=True)

@@ -14,8 +14,7 @@ def audit_events_visible(*, user) -> QuerySet[AuditEvent]:
     if user.is_superuser:
         return events
     return events.filter(
-        Q(sandbox_uuid__isnull=False, team_id__in=team_ids_visible(user=user))
-        | Q(actor_id=user.pk, action__startswith="auth.")
+        Q(sandbox_uuid__isnull=False, team_id__in=team_ids_visible(user=user)) | Q(actor_id=user.pk, action__startswith="auth.")
     )
 
 

@@ -129,24 +129,36 @@ def audit_verify_chain() -> tuple[int, ChainProblem | None]:
     for event in AuditEvent.objects.order_by("id").iterator(chunk_size=2000):
         count += 1
         if event.compute_hash(key) != event.hash:
-            return count, ChainProblem(event.seq, event.pk, f"Event #{event.seq} (id {event.pk}, {event.action} "
-                                       f"on {event.target}) was altered: its HMAC does not match its contents.")
+            return count, ChainProblem(
+                event.seq,
+                event.pk,
+                f"Event #{event.seq} (id {event.pk}, {event.action} on {event.target}) was altered: its HMAC does not match its contents.",
+            )
         if event.seq != expected:
             if event.seq > expected and not AuditEvent.objects.filter(seq=expected).exists():
-                return count, ChainProblem(expected, None, f"Event #{expected} is missing (the chain jumps from "
-                                           f"#{expected - 1} to #{event.seq}).")
-            return count, ChainProblem(event.seq, event.pk, f"Event #{event.seq} (id {event.pk}) is out of order: "
-                                       f"it stands where #{expected} belongs.")
+                return count, ChainProblem(
+                    expected, None, f"Event #{expected} is missing (the chain jumps from #{expected - 1} to #{event.seq})."
+                )
+            return count, ChainProblem(
+                event.seq, event.pk, f"Event #{event.seq} (id {event.pk}) is out of order: it stands where #{expected} belongs."
+            )
         if event.prev_hash != prev_hash:
-            return count, ChainProblem(event.seq, event.pk, f"Event #{event.seq} (id {event.pk}) does not follow "
-                                       f"#{expected - 1}: its link to the previous event is broken.")
+            return count, ChainProblem(
+                event.seq,
+                event.pk,
+                f"Event #{event.seq} (id {event.pk}) does not follow #{expected - 1}: its link to the previous event is broken.",
+            )
         prev_hash, expected = event.hash, expected + 1
     anchor = _read_anchor()
     anchored = int(anchor.get("seq") or 0) if anchor else 0
     if anchor and (anchored >= expected or not AuditEvent.objects.filter(seq=anchored, hash=anchor.get("hash")).exists()):
-        return count, ChainProblem(anchored, None, f"Event #{anchored} was recorded on "
-                                   f"{anchor.get('at', '?')[:19]}, but the chain now ends at #{expected - 1}: "
-                                   "events were removed from its end.")
+        return count, ChainProblem(
+            anchored,
+            None,
+            f"Event #{anchored} was recorded on "
+            f"{anchor.get('at', '?')[:19]}, but the chain now ends at #{expected - 1}: "
+            "events were removed from its end.",
+        )
     if count:
         _write_anchor(expected - 1, prev_hash)
     return count, None

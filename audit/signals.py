@@ -31,5 +31,11 @@ def on_login_failed(sender, credentials, request=None, **kwargs):
 
 @receiver(user_locked_out)
 def on_locked_out(sender, request=None, username=None, ip_address=None, **kwargs):
-    audit_record(actor=None, actor_name="anonymous", action="auth.locked_out", target=str(username or "")[:150],
-                 source_ip=ip_address or _ip(request), details={"reason": "too many failed sign-ins"})
+    audit_record(
+        actor=None,
+        actor_name="anonymous",
+        action="auth.locked_out",
+        target=str(username or "")[:150],
+        source_ip=ip_address or _ip(request),
+        details={"reason": "too many failed sign-ins"},
+    )

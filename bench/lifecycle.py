@@ -28,11 +28,13 @@ VAR = ROOT / "var"
 DB = VAR / "bench.sqlite3"
 # The test settings with a slot of their own: instance "test1", its own workspace root, network,
 # subnet and Redis database, so the bench never touches a running panel or test run.
-os.environ.update({
-    "DJANGO_SETTINGS_MODULE": "controlpanel.settings.test",
-    "PANEL_TEST_SLOT": os.environ.get("PANEL_TEST_SLOT", "1"),
-    "PANEL_TEST_DATABASE_URL": f"sqlite:///{DB}",
-})
+os.environ.update(
+    {
+        "DJANGO_SETTINGS_MODULE": "controlpanel.settings.test",
+        "PANEL_TEST_SLOT": os.environ.get("PANEL_TEST_SLOT", "1"),
+        "PANEL_TEST_DATABASE_URL": f"sqlite:///{DB}",
+    }
+)
 for suffix in ("", "-wal", "-shm"):
     Path(f"{DB}{suffix}").unlink(missing_ok=True)
 
@@ -93,9 +95,21 @@ def sdk_once(sdk: docker.DockerClient, name: str) -> tuple[float, float]:
     mounts = [docker.types.Mount(f"/workspace/{f}", str(base / f), type="bind", read_only=f == "imports") for f in FOLDERS]
     mounts.append(docker.types.Mount("/home/claude", f"{name}-home", type="volume"))
     container = sdk.containers.create(
-        IMAGE, name=name, user="1000:1000", mem_limit=256 << 20, memswap_limit=256 << 20, nano_cpus=10**9,
-        pids_limit=1024, cap_drop=["ALL"], security_opt=["no-new-privileges:true"], network=settings.SANDBOX_NETWORK,
-        mounts=mounts, labels={"io.ccpanel.instance": settings.PANEL_INSTANCE}, tty=True, stdin_open=True, detach=True,
+        IMAGE,
+        name=name,
+        user="1000:1000",
+        mem_limit=256 << 20,
+        memswap_limit=256 << 20,
+        nano_cpus=10**9,
+        pids_limit=1024,
+        cap_drop=["ALL"],
+        security_opt=["no-new-privileges:true"],
+        network=settings.SANDBOX_NETWORK,
+        mounts=mounts,
+        labels={"io.ccpanel.instance": settings.PANEL_INSTANCE},
+        tty=True,
+        stdin_open=True,
+        detach=True,
     )
     container.start()
     created = time.perf_counter() - t0
@@ -124,8 +138,13 @@ def main() -> None:
     client.force_login(user)
     sdk = docker.from_env()
     log = open(VAR / "log" / "bench-worker.log", "w")  # noqa: SIM115
-    worker = subprocess.Popen([str(ROOT / ".venv/bin/celery"), "-A", "controlpanel", "worker", "-l", "INFO", "-c", "2"],
-                              cwd=ROOT, env=dict(os.environ), stdout=log, stderr=subprocess.STDOUT)
+    worker = subprocess.Popen(
+        [str(ROOT / ".venv/bin/celery"), "-A", "controlpanel", "worker", "-l", "INFO", "-c", "2"],
+        cwd=ROOT,
+        env=dict(os.environ),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         deadline = time.time() + 60
         while "ready." not in (VAR / "log" / "bench-worker.log").read_text():
@@ -158,11 +177,20 @@ def main() -> None:
     print(line("panel start (stopped)", panel_start))
     print(line("raw SDK start (stopped)", sdk_start))
     print(f"start ratio {p50(panel_start) / p50(sdk_start):.3f} (start-time checks included)")
-    print(json.dumps({"panel_ms_p50": round(p50(panel), 1), "sdk_ms_p50": round(p50(sdk_times), 1),
-                      "ratio": round(p50(panel) / p50(sdk_times), 3),
-                      "start_panel_ms_p50": round(p50(panel_start), 1), "start_sdk_ms_p50": round(p50(sdk_start), 1),
-                      "start_ratio": round(p50(panel_start) / p50(sdk_start), 3),
-                      "runs": args.runs, "poll_ms": args.poll_ms}))
+    print(
+        json.dumps(
+            {
+                "panel_ms_p50": round(p50(panel), 1),
+                "sdk_ms_p50": round(p50(sdk_times), 1),
+                "ratio": round(p50(panel) / p50(sdk_times), 3),
+                "start_panel_ms_p50": round(p50(panel_start), 1),
+                "start_sdk_ms_p50": round(p50(sdk_start), 1),
+                "start_ratio": round(p50(panel_start) / p50(sdk_start), 3),
+                "runs": args.runs,
+                "poll_ms": args.poll_ms,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

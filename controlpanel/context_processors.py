@@ -7,13 +7,13 @@ from django.http.request import split_domain_port
 
 from audit.selectors import audit_chain_problem
 from sandboxes import health
-from teams.permissions import is_any_team_admin
+from teams.permissions import Role, request_roles
 
 
 def panel(request: HttpRequest) -> dict:
     context: dict = {**health.snapshot(), "ws_base": _ws_base(request)}
     user = getattr(request, "user", None)
-    if user is not None and user.is_authenticated and (user.is_superuser or is_any_team_admin(user=user)):
+    if user is not None and user.is_authenticated and (user.is_superuser or Role.ADMIN in request_roles(request).values()):
         problem = audit_chain_problem()
         # The problem names an event, which may be another team's: its text is for superusers.
         if problem and not user.is_superuser:

@@ -24,7 +24,9 @@ class SandboxesConfig(AppConfig):
         from .services.common import protected_folders
 
         problems += policy.check_mount_roots(
-            [str(r) for r in settings.SANDBOX_MOUNT_ROOTS], workspace_root=str(settings.WORKSPACE_ROOT), homes=homes,
+            [str(r) for r in settings.SANDBOX_MOUNT_ROOTS],
+            workspace_root=str(settings.WORKSPACE_ROOT),
+            homes=homes,
             protected=protected_folders(),
         )
         if problems:

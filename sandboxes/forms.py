@@ -57,8 +57,10 @@ class SandboxCreateForm(forms.Form):
         roots = settings.SANDBOX_MOUNT_ROOTS
         self.fields["extra_mounts"].help_text = (
             "One per line, HOST_PATH:CONTAINER_PATH[:ro]. Host folders must lie inside "
-            + ", ".join(str(r) for r in roots) + "; targets inside /workspace/ or /mnt/."
-            if roots else "Off: an admin enables extra mounts by naming shared folders in SANDBOX_MOUNT_ROOTS."
+            + ", ".join(str(r) for r in roots)
+            + "; targets inside /workspace/ or /mnt/."
+            if roots
+            else "Off: an admin enables extra mounts by naming shared folders in SANDBOX_MOUNT_ROOTS."
         )
         self.initial.setdefault("image", settings.SANDBOX_DEFAULT_IMAGE)
         self.initial.setdefault("memory_mb", settings.SANDBOX_DEFAULT_MEMORY_MB)

@@ -54,9 +54,7 @@ class Sandbox(models.Model):
     name = models.SlugField(max_length=40)
     uuid = models.UUIDField(default=uuidlib.uuid4, unique=True, editable=False)
     team = models.ForeignKey(Team, on_delete=models.PROTECT, related_name="sandboxes")
-    created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     image = models.CharField(max_length=255)
     memory_mb = models.PositiveIntegerField()
     cpus = models.DecimalField(max_digits=5, decimal_places=2)

@@ -25,8 +25,22 @@ DOCKER_SOCKETS = ("/var/run/docker.sock", "/run/docker.sock")
 # The operating system's own folders: never mounted, never containing a mount, and a mount root
 # may not lie inside them either.
 SYSTEM_PATHS = (
-    "/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/proc", "/root", "/run",
-    "/sbin", "/sys", "/tmp", "/usr", "/var",
+    "/bin",
+    "/boot",
+    "/dev",
+    "/etc",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/libx32",
+    "/proc",
+    "/root",
+    "/run",
+    "/sbin",
+    "/sys",
+    "/tmp",
+    "/usr",
+    "/var",
 )
 # Folders that hold other people's or other things' data: never mounted whole, nor anything
 # containing them (a folder inside, say /srv/data, may be).
@@ -135,6 +149,7 @@ class ContainerSpec:
 
 # --- paths, lexically ----------------------------------------------------------------------------
 
+
 def is_within(path: str, root: str) -> bool:
     """`path` is `root` or lies inside it (both absolute and normalised)."""
     return path == root or root == "/" or path.startswith(root.rstrip("/") + "/")
@@ -206,8 +221,7 @@ def real_homes(homes: Iterable[str]) -> list[str]:
     return found
 
 
-def check_mount_roots(roots: Sequence[str], *, workspace_root: str, homes: Iterable[str],
-                      protected: Iterable[str] = ()) -> list[str]:
+def check_mount_roots(roots: Sequence[str], *, workspace_root: str, homes: Iterable[str], protected: Iterable[str] = ()) -> list[str]:
     """Problems with the configured SANDBOX_MOUNT_ROOTS: a root may not be, contain or lie inside
     a system path, a home directory (from the password database, resolved), the workspace root
     or the panel's own folders (its code, virtualenv and var/)."""
@@ -225,8 +239,9 @@ def check_mount_roots(roots: Sequence[str], *, workspace_root: str, homes: Itera
             reasons.append(f"the workspace root {workspace_root}")
         reasons += [f"the panel's own {p}" for p in protected if overlaps(root, p)]
         if reasons:
-            problems.append(f"SANDBOX_MOUNT_ROOTS: {root} is, contains or lies inside {reasons[0]}; "
-                            "name a folder of its own for sandboxes to share.")
+            problems.append(
+                f"SANDBOX_MOUNT_ROOTS: {root} is, contains or lies inside {reasons[0]}; name a folder of its own for sandboxes to share."
+            )
     return problems
 
 
@@ -243,6 +258,7 @@ def check_workspace_root(root: str, *, homes: Iterable[str]) -> list[str]:
 
 
 # --- paths, on disk ------------------------------------------------------------------------------
+
 
 class HostPathError(Exception):
     """A host folder that may not be mounted as it is on disk now."""
@@ -331,11 +347,15 @@ def dir_chain(path: str, *, root: str | None = None, trusted_uids: Iterable[int]
 
 def _judge_parent(path: str, st: os.stat_result, *, below_root: bool, trusted: set[int]) -> None:
     if st.st_mode & 0o022:
-        raise HostPathError(f"{path} is writable by its group or by others, who could swap a folder inside it "
-                            "for a link between the check and Docker's mount; make it writable by its owner only.")
+        raise HostPathError(
+            f"{path} is writable by its group or by others, who could swap a folder inside it "
+            "for a link between the check and Docker's mount; make it writable by its owner only."
+        )
     if below_root and st.st_uid not in trusted:
-        raise HostPathError(f"{path} belongs to uid {st.st_uid}, who could swap a folder inside it between the check "
-                            "and Docker's mount; folders on the way to a mount must belong to root or the panel.")
+        raise HostPathError(
+            f"{path} belongs to uid {st.st_uid}, who could swap a folder inside it between the check "
+            "and Docker's mount; folders on the way to a mount must belong to root or the panel."
+        )
 
 
 def dir_identity(path: str) -> tuple[int, int]:
@@ -367,8 +387,7 @@ def check_not_on_a_bind_mount(source: str, mounts: list[tuple[str, str]] | None 
     through."""
     for point, fs_root in mounts if mounts is not None else read_mountinfo():
         if fs_root != "/" and is_within(source, point):
-            return [f"Mount source {source} lies on {point}, a bind mount of another folder ({fs_root}); "
-                    "name that folder itself."]
+            return [f"Mount source {source} lies on {point}, a bind mount of another folder ({fs_root}); name that folder itself."]
     return []
 
 
@@ -391,20 +410,25 @@ def check_host_paths(spec: ContainerSpec, rules: Rules) -> list[str]:
             problems.append(f"Mount source {bind.source} has no recorded identity; it was never checked at create.")
         elif tuple(map(tuple, bind.chain)) != chain:
             was, now = bind.chain[-1], chain[-1]
-            problems.append(f"Mount source {bind.source} (or a folder on its way) was replaced since the sandbox was "
-                            f"created (device/inode {was[0]}/{was[1]}, now {now[0]}/{now[1]}).")
+            problems.append(
+                f"Mount source {bind.source} (or a folder on its way) was replaced since the sandbox was "
+                f"created (device/inode {was[0]}/{was[1]}, now {now[0]}/{now[1]})."
+            )
     return problems
 
 
 # --- the spec ------------------------------------------------------------------------------------
+
 
 def check_config(spec: ContainerSpec, rules: Rules) -> list[str]:
     """Everything about `spec` that can be judged from its values alone."""
     problems: list[str] = []
     problems += check_image_ref(spec.image)
     if set(spec.security_opt) != set(rules.security_opt) or len(spec.security_opt) != len(set(spec.security_opt)):
-        problems.append(f"Security options must be exactly {sorted(rules.security_opt)} "
-                        "(no-new-privileges; seccomp, AppArmor and SELinux confinement may not be changed).")
+        problems.append(
+            f"Security options must be exactly {sorted(rules.security_opt)} "
+            "(no-new-privileges; seccomp, AppArmor and SELinux confinement may not be changed)."
+        )
     if list(spec.cap_drop) != ["ALL"] or spec.cap_add:
         problems.append("All capabilities must be dropped and none added.")
     user = USER_RE.fullmatch(spec.user or "")
@@ -416,8 +440,7 @@ def check_config(spec: ContainerSpec, rules: Rules) -> list[str]:
         problems.append("Privileged containers are not allowed.")
     if spec.network != "none" and spec.network not in rules.networks:
         problems.append(f"Network {spec.network!r} is not allowed: only the panel's own bridge or none.")
-    for label, mode in (("PID", spec.pid_mode), ("IPC", spec.ipc_mode), ("UTS", spec.uts_mode),
-                        ("user", spec.userns_mode)):
+    for label, mode in (("PID", spec.pid_mode), ("IPC", spec.ipc_mode), ("UTS", spec.uts_mode), ("user", spec.userns_mode)):
         if mode:
             problems.append(f"Sharing the {label} namespace ({mode}) is not allowed.")
     if spec.devices:
@@ -442,8 +465,7 @@ def _check_mount_layout(spec: ContainerSpec, rules: Rules) -> list[str]:
     targets: list[str] = []
     for bind in spec.binds:
         if bind.workspace:
-            if not is_normalised(bind.source) or not is_within(bind.source, rules.workspace_root) \
-                    or bind.source == rules.workspace_root:
+            if not is_normalised(bind.source) or not is_within(bind.source, rules.workspace_root) or bind.source == rules.workspace_root:
                 problems.append(f"Workspace folder {bind.source} must lie inside {rules.workspace_root}.")
             if not is_within(bind.target, WORKSPACE_TARGET) or not is_normalised(bind.target):
                 problems.append(f"Workspace folder target {bind.target} must be inside /workspace/.")
@@ -458,12 +480,12 @@ def _check_mount_layout(spec: ContainerSpec, rules: Rules) -> list[str]:
             problems.append(f"Volume {volume.name} does not belong to this sandbox.")
         targets.append(volume.target)
     for i, target in enumerate(targets):
-        for other in targets[i + 1:]:
+        for other in targets[i + 1 :]:
             if overlaps(target, other):
                 problems.append(f"Mount targets {target} and {other} overlap; each target must be unique and not nested.")
     extra = [b for b in spec.binds if not b.workspace]
     for i, bind in enumerate(extra):
-        for other_bind in extra[i + 1:]:
+        for other_bind in extra[i + 1 :]:
             if overlaps(bind.source, other_bind.source) and not (bind.read_only and other_bind.read_only):
                 problems.append(f"Mount sources {bind.source} and {other_bind.source} overlap and one of them is writable.")
     return problems
@@ -494,8 +516,8 @@ def is_non_root(user: str) -> bool:
 
 # --- reading a container back ----------------------------------------------------------------------
 
-def inspect_report(data: dict, spec: ContainerSpec | None = None, processes: list[dict] | None = None
-                   ) -> list[tuple[str, bool, str]]:
+
+def inspect_report(data: dict, spec: ContainerSpec | None = None, processes: list[dict] | None = None) -> list[tuple[str, bool, str]]:
     """(check, holds, what Docker says) for a container's `docker inspect` output: the policy
     read back from the running container, not from what the panel asked for. With `spec`, the
     container is also compared with the sandbox's saved settings; with `processes` (see
@@ -508,19 +530,28 @@ def inspect_report(data: dict, spec: ContainerSpec | None = None, processes: lis
     report = [
         ("Runs as a non-root user", is_non_root(user), user),
         ("no-new-privileges", set(security) == ALLOWED_SECURITY_OPT, ", ".join(security) or "not set"),
-        ("All capabilities dropped, none added", host.get("CapDrop") == ["ALL"] and not host.get("CapAdd"),
-         f"drop {host.get('CapDrop')}, add {host.get('CapAdd') or []}"),
+        (
+            "All capabilities dropped, none added",
+            host.get("CapDrop") == ["ALL"] and not host.get("CapAdd"),
+            f"drop {host.get('CapDrop')}, add {host.get('CapAdd') or []}",
+        ),
         ("Not privileged", not host.get("Privileged"), str(bool(host.get("Privileged")))),
         ("Memory limit", (host.get("Memory") or 0) > 0, f"{(host.get('Memory') or 0) >> 20} MB"),
         ("CPU limit", (host.get("NanoCpus") or 0) > 0, f"{(host.get('NanoCpus') or 0) / 1e9:g} CPUs"),
         ("Process limit", (host.get("PidsLimit") or 0) > 0, str(host.get("PidsLimit") or "none")),
-        ("No host namespaces", "host" not in namespaces.values() and not any(v.startswith("container:") for v in namespaces.values()),
-         f"network {namespaces['NetworkMode']}"),
+        (
+            "No host namespaces",
+            "host" not in namespaces.values() and not any(v.startswith("container:") for v in namespaces.values()),
+            f"network {namespaces['NetworkMode']}",
+        ),
         ("No host devices", not host.get("Devices"), str(len(host.get("Devices") or []))),
         ("No Docker socket mounted", not any("docker.sock" in (m.get("Source") or "") for m in mounts), f"{len(mounts)} mounts"),
         ("imports is read-only", any(m.get("Destination") == "/workspace/imports" and not m.get("RW") for m in mounts), ""),
-        ("No ports published beyond 127.0.0.1",
-         all(b.get("HostIp") == "127.0.0.1" for bs in (host.get("PortBindings") or {}).values() for b in (bs or [])), ""),
+        (
+            "No ports published beyond 127.0.0.1",
+            all(b.get("HostIp") == "127.0.0.1" for bs in (host.get("PortBindings") or {}).values() for b in (bs or [])),
+            "",
+        ),
     ]
     if spec is not None:
         drift = spec_drift(spec, data)
@@ -528,8 +559,7 @@ def inspect_report(data: dict, spec: ContainerSpec | None = None, processes: lis
     if processes is not None:
         bad = [p for p in processes if p["cap_eff"] or p["cap_bnd"] or p["uid"] == 0 or not p["no_new_privs"]]
         shown = "; ".join(f"pid {p['pid']} {p['command'][:40]!r} uid {p['uid']} caps {p['cap_eff']:x}" for p in bad[:3])
-        report.append(("No process inside has capabilities or runs as root", not bad,
-                       shown or f"{len(processes)} processes checked"))
+        report.append(("No process inside has capabilities or runs as root", not bad, shown or f"{len(processes)} processes checked"))
     return report
 
 
@@ -540,8 +570,10 @@ def spec_drift(spec: ContainerSpec, data: dict) -> list[str]:
     drift = []
     want_mounts = {(b.source, b.target, not b.read_only) for b in spec.binds}
     want_mounts |= {(v.name, v.target, True) for v in spec.volumes}
-    have_mounts = {((m.get("Name") if m.get("Type") == "volume" else m.get("Source")), m.get("Destination"), bool(m.get("RW")))
-                   for m in data.get("Mounts") or []}
+    have_mounts = {
+        ((m.get("Name") if m.get("Type") == "volume" else m.get("Source")), m.get("Destination"), bool(m.get("RW")))
+        for m in data.get("Mounts") or []
+    }
     if want_mounts != have_mounts:
         drift.append("mounts differ")
     checks = [

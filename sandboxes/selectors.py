@@ -1,7 +1,6 @@
 """Reads, always limited to what the given user may see."""
 
 from django.conf import settings
-from django.core.paginator import Page, Paginator
 from django.db.models import QuerySet
 
 from . import engine, policy
@@ -24,15 +23,77 @@ def sandbox_get_visible(*, user, pk: int) -> Sandbox | None:
     return sandbox_list_visible(user=user).filter(pk=pk).first()
 
 
-def sandbox_page(*, user, search: str = "", page: int | str | None = None) -> Page:
-    """One page of the dashboard: SANDBOX_PAGE_SIZE sandboxes, by name, filtered by `search`."""
-    sandboxes = sandbox_list_visible(user=user).only(
-        "pk", "name", "status", "pending_action", "status_detail", "image", "memory_mb", "cpus", "network_mode",
-        "team__id", "team__name", "team_id",
+class SandboxPage:
+    """One page of the dashboard, like Django's Page, but counting only when it must: a page
+    that is the first and holds fewer rows than fit needs no COUNT query."""
+
+    def __init__(self, queryset: QuerySet[Sandbox], number: int, size: int):
+        rows = list(queryset[(number - 1) * size : number * size + 1])
+        self.number = number
+        self.object_list = rows[:size]
+        self._has_next = len(rows) > size
+        self._count = len(rows) if number == 1 and not self._has_next else None
+        self._queryset = queryset
+        self.size = size
+
+    def __iter__(self):
+        return iter(self.object_list)
+
+    @property
+    def count(self) -> int:
+        if self._count is None:
+            self._count = self._queryset.count()
+        return self._count
+
+    @property
+    def num_pages(self) -> int:
+        return max(1, -(-self.count // self.size))
+
+    def has_next(self) -> bool:
+        return self._has_next
+
+    def has_previous(self) -> bool:
+        return self.number > 1
+
+    def has_other_pages(self) -> bool:
+        return self._has_next or self.number > 1
+
+    def next_page_number(self) -> int:
+        return self.number + 1
+
+    def previous_page_number(self) -> int:
+        return self.number - 1
+
+
+def sandbox_page(*, user, roles: dict[int, str], search: str = "", page: int | str | None = None) -> SandboxPage:
+    """One page of the dashboard: SANDBOX_PAGE_SIZE sandboxes, by name, filtered by `search`.
+    `roles` (teams.permissions.team_roles) says which teams' sandboxes the user sees."""
+    sandboxes = (
+        Sandbox.objects.select_related("team")
+        .exclude(status=Sandbox.Status.DESTROYED)
+        .only(
+            "pk",
+            "name",
+            "status",
+            "pending_action",
+            "status_detail",
+            "image",
+            "memory_mb",
+            "cpus",
+            "network_mode",
+            "team__name",
+            "team_id",
+        )
     )
+    if not getattr(user, "is_superuser", False):
+        sandboxes = sandboxes.filter(team_id__in=list(roles))
     if search:
         sandboxes = sandboxes.filter(name__icontains=search.strip())
-    return Paginator(sandboxes, settings.SANDBOX_PAGE_SIZE).get_page(page)
+    try:
+        number = max(1, int(page or 1))
+    except (TypeError, ValueError):
+        number = 1
+    return SandboxPage(sandboxes, number, settings.SANDBOX_PAGE_SIZE)
 
 
 def hardening_report(sandbox: Sandbox) -> list[tuple[str, bool, str]]:
@@ -49,8 +110,13 @@ def hardening_report(sandbox: Sandbox) -> list[tuple[str, bool, str]]:
     data = inspected[shown]
     processes = docker.process_privileges(shown) if data["State"].get("Running") else None
     strangers = [cid[:12] for cid in claiming if cid != sandbox.container_id]
-    report = [("Only the panel's own container claims this sandbox", not strangers,
-               f"also {', '.join(strangers)}" if strangers else (sandbox.container_id or "")[:12])]
+    report = [
+        (
+            "Only the panel's own container claims this sandbox",
+            not strangers,
+            f"also {', '.join(strangers)}" if strangers else (sandbox.container_id or "")[:12],
+        )
+    ]
     return report + policy.inspect_report(data, sandbox_spec(sandbox), processes)
 
 

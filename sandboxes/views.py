@@ -3,14 +3,16 @@ the health banners come from the context processor."""
 
 from django.contrib import messages
 from django.http import Http404, HttpRequest, HttpResponse
+from django.middleware.csrf import get_token
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
-from teams.permissions import Role, team_roles, user_role
+from teams.permissions import Role, request_roles, user_role
 
 from . import engine, health, policy, selectors, services
 from .forms import DestroyForm, SandboxCreateForm
 from .models import Sandbox
+from .rows import render_rows, row_for, rows_for
 
 
 def client_ip(request: HttpRequest) -> str | None:
@@ -18,10 +20,16 @@ def client_ip(request: HttpRequest) -> str | None:
 
 
 def dashboard(request: HttpRequest) -> HttpResponse:
-    roles = team_roles(user=request.user)
+    roles = request_roles(request)
     search = request.GET.get("q", "").strip()[:100]
-    page = selectors.sandbox_page(user=request.user, search=search, page=request.GET.get("page"))
-    context = {"page": page, "search": search, "roles": roles, "can_create": any(r != Role.VIEWER for r in roles.values())}
+    page = selectors.sandbox_page(user=request.user, roles=roles, search=search, page=request.GET.get("page"))
+    context = {
+        "page": page,
+        "rows_html": render_rows(rows_for(page.object_list, roles, csrf=get_token(request))),
+        "search": search,
+        "csrf": get_token(request),
+        "can_create": any(r != Role.VIEWER for r in roles.values()),
+    }
     return render(request, "sandboxes/dashboard.html", context)
 
 
@@ -31,9 +39,15 @@ def sandbox_create(request: HttpRequest) -> HttpResponse:
         data = form.cleaned_data
         try:
             services.sandbox_create(
-                actor=request.user, team=data["team"], name=data["name"], image=data["image"],
-                memory_mb=data["memory_mb"], cpus=data["cpus"], network_mode=data["network_mode"],
-                extra_mounts=data["extra_mounts"], source_ip=client_ip(request),
+                actor=request.user,
+                team=data["team"],
+                name=data["name"],
+                image=data["image"],
+                memory_mb=data["memory_mb"],
+                cpus=data["cpus"],
+                network_mode=data["network_mode"],
+                extra_mounts=data["extra_mounts"],
+                source_ip=client_ip(request),
             )
         except services.InvalidInput as exc:
             for field, problems in exc.errors.items():
@@ -62,8 +76,14 @@ def sandbox_detail(request: HttpRequest, pk: int) -> HttpResponse:
             logs = selectors.recent_output(sandbox)
         except engine.EngineError:
             pass  # the banner says why; the page still shows what the panel knows
-    context = {"sandbox": sandbox, "logs": logs, "hardening": hardening, "destroy_form": DestroyForm(sandbox=sandbox),
-               "roles": {sandbox.team_id: user_role(user=request.user, team=sandbox.team) or ""}}
+    context = {
+        "sandbox": sandbox,
+        "row": row_for(sandbox, user_role(user=request.user, team=sandbox.team), csrf=get_token(request), back_to_detail=True),
+        "logs": logs,
+        "hardening": hardening,
+        "csrf": get_token(request),
+        "destroy_form": DestroyForm(sandbox=sandbox),
+    }
     return render(request, "sandboxes/detail.html", context)
 
 

@@ -11,7 +11,14 @@ descriptors opened with O_NOFOLLOW (mkdirat, fchmod, fchown, fstat, unlinkat), s
 swapped for a symbolic link half-way changes nothing outside the workspace: the next step fails
 instead of following the link.
 
-This runs on the machine that runs the Docker engine (bind sources are that machine's paths).
+Where this runs. A bind source is a path on the machine that runs the Docker engine, so the
+folders are made, checked (policy.dir_chain, engine.mounted_identities) and removed on that
+machine. Today that is always this machine: the panel and its one engine share a host, and the
+panel calls these functions directly. When sandboxes run on remote hosts, this module and the
+on-disk half of the policy move with the engine: each host runs a small agent (the same code,
+reached over the host's authenticated channel, as EngineClient reaches its Docker) that makes,
+judges and removes folders there, and EngineClient(host) gains the calls to it. Callers do not
+change: they already ask `engine_for(sandbox)`, and nothing here assumes one global host.
 """
 
 import os
@@ -108,8 +115,7 @@ def workspace_create(name: str, uuid: str) -> dict[str, Chain]:
         try:
             base_fd = os.open(name, _DIR, dir_fd=root_fd)
         except OSError:
-            raise WorkspaceError(f"{settings.WORKSPACE_ROOT / name} exists and is not a plain folder; "
-                                 "move it away, then retry.") from None
+            raise WorkspaceError(f"{settings.WORKSPACE_ROOT / name} exists and is not a plain folder; move it away, then retry.") from None
         try:
             return _fill(base_fd, name, uuid)
         finally:
@@ -123,8 +129,10 @@ def _fill(base_fd: int, name: str, uuid: str) -> dict[str, Chain]:
     marker = _read_marker(base_fd)
     if marker is None:
         if os.listdir(base_fd):
-            raise WorkspaceError(f"{base} already exists and holds files from something else (an earlier sandbox "
-                                 "of this name?); it is never reused. Move it away, then retry.")
+            raise WorkspaceError(
+                f"{base} already exists and holds files from something else (an earlier sandbox "
+                "of this name?); it is never reused. Move it away, then retry."
+            )
         fd = os.open(MARKER, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=base_fd)
         try:
             os.write(fd, f"{uuid}\n".encode())
@@ -132,8 +140,7 @@ def _fill(base_fd: int, name: str, uuid: str) -> dict[str, Chain]:
         finally:
             os.close(fd)
     elif marker != uuid:
-        raise WorkspaceError(f"{base} belongs to another sandbox (marker {marker[:36]}); it is never reused. "
-                             "Move it away, then retry.")
+        raise WorkspaceError(f"{base} belongs to another sandbox (marker {marker[:36]}); it is never reused. Move it away, then retry.")
     is_root = os.geteuid() == 0
     if is_root:
         os.fchown(base_fd, 0, 0)

@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# Set-up shared by `make run`, `make test` and `make bench`:
-#   system packages (docker.io, redis-server, ...) when missing, dockerd and Redis when they do
-#   not answer, the virtualenv from pinned requirements, migrations, the sandbox image; then
-#   serve the panel (run), run the whole test suite (test) or the benchmarks (bench).
-# Whatever this script started, it stops when it exits (Ctrl-C included).
+# Set-up shared by the make targets, then one of:
+#   run    serve the panel (scripts/supervise.py runs the Procfile's processes, restarting any that dies)
+#   test   lint, then the whole test suite on SQLite, then again on a PostgreSQL of its own
+#   check  lint, then the tests that need no Docker, Redis or browser (the fast tier)
+#   lint   ruff (lint and format), mypy, manage.py check, makemigrations --check
+#   bench  the benchmarks in bench/
+# It installs what is missing (system packages, the virtualenv from pinned requirements) and
+# starts dockerd and Redis when they do not answer. dockerd is started detached and left running:
+# the sandboxes must outlive the panel. Whatever else this script started, it stops on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -53,17 +57,39 @@ if ! "$PYTHON" -c 'import sys, venv, ensurepip; sys.exit(sys.version_info < (3, 
   "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
     || die "Python 3.11 or newer is needed (Debian 12, Ubuntu 24.04); set PYTHON=/path/to/python3.11"
 fi
-REQ_SUM=$(sha256sum requirements.txt | cut -d' ' -f1)
-if [ ! -x .venv/bin/python ] || [ "$(cat .venv/.requirements.sha 2>/dev/null)" != "$REQ_SUM" ]; then
-  say "creating .venv from requirements.txt"
+# make run installs what the panel runs on; the other modes also install the tools (requirements-dev).
+case "$MODE" in run) REQS=requirements.txt ;; *) REQS=requirements-dev.txt ;; esac
+REQ_SUM=$(cat requirements.txt "$REQS" | sha256sum | cut -d' ' -f1)
+if [ ! -x .venv/bin/python ] || ! grep -qx "$REQ_SUM" .venv/.installed 2>/dev/null; then
+  say "installing $REQS into .venv"
   [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
   .venv/bin/pip install -q --upgrade pip
-  .venv/bin/pip install -q -r requirements.txt
-  echo "$REQ_SUM" > .venv/.requirements.sha
+  .venv/bin/pip install -q -r "$REQS"
+  echo "$REQ_SUM" >> .venv/.installed
 fi
 PY=.venv/bin/python
 
-# --- Docker -----------------------------------------------------------------------------------
+lint() {
+  say "lint: ruff (lint and format), mypy, manage.py check, makemigrations --check"
+  .venv/bin/ruff check .
+  .venv/bin/ruff format --check . >/dev/null || { .venv/bin/ruff format --diff . | head -40; die "ruff format would change files: run .venv/bin/ruff format ."; }
+  .venv/bin/mypy controlpanel sandboxes audit teams
+  DJANGO_SETTINGS_MODULE=controlpanel.settings.test $PY manage.py check
+  DJANGO_SETTINGS_MODULE=controlpanel.settings.test $PY manage.py makemigrations --check --dry-run >/dev/null \
+    || die "models changed without a migration"
+}
+
+# The fast tier needs none of the services: no Docker, no Redis, no browser.
+case "$MODE" in
+  lint) lint; exit 0 ;;
+  check)
+    lint
+    say "the fast tests (no Docker, Redis or browser)"
+    exec env DJANGO_SETTINGS_MODULE=controlpanel.settings.test .venv/bin/pytest -m "not docker and not browser" -q "$@"
+    ;;
+esac
+
+# --- Docker: used if it answers, otherwise started and left running ---------------------------
 docker_answers() { $PY -c 'import docker,sys; docker.from_env(timeout=5).ping()' >/dev/null 2>&1; }
 if docker_answers; then
   say "Docker engine answers${DOCKER_HOST:+ at $DOCKER_HOST}"
@@ -73,14 +99,19 @@ elif [ -S /var/run/docker.sock ] && [ ! -w /var/run/docker.sock ]; then
   die "Docker runs but $(id -un) may not use /var/run/docker.sock: run as root, or join the docker group (sudo usermod -aG docker $(id -un), then log in again)."
 else
   command -v dockerd >/dev/null || ensure_pkgs docker.io
-  say "starting dockerd (log: var/log/dockerd.log)"
-  # Not through as_root: a backgrounded function is a subshell, and $! would name it, not dockerd.
-  if [ "$(id -u)" = 0 ]; then
-    setsid dockerd >"$VAR/log/dockerd.log" 2>&1 &
+  if [ -d /run/systemd/system ] && command -v systemctl >/dev/null; then
+    say "starting the docker service (systemd)"
+    as_root systemctl start docker
   else
-    sudo setsid dockerd >"$VAR/log/dockerd.log" 2>&1 &
+    # No systemd: dockerd runs detached from this shell and keeps running after the panel stops,
+    # so the sandboxes do too. Not through as_root: a backgrounded function is a subshell.
+    say "starting dockerd in the background (log: var/log/dockerd.log); it keeps running after the panel stops"
+    if [ "$(id -u)" = 0 ]; then
+      setsid nohup dockerd >"$VAR/log/dockerd.log" 2>&1 </dev/null &
+    else
+      sudo setsid nohup dockerd >"$VAR/log/dockerd.log" 2>&1 </dev/null &
+    fi
   fi
-  STARTED+=($!)
   for _ in $(seq 1 60); do docker_answers && break; sleep 1; done
   docker_answers || die "dockerd did not start; see var/log/dockerd.log"
 fi
@@ -91,20 +122,20 @@ fi
 OWN_REDIS_URL="unix://$VAR/redis.sock?db=0"
 export REDIS_URL=${REDIS_URL:-$OWN_REDIS_URL}
 redis_answers() { $PY -c 'import os,redis; redis.Redis.from_url(os.environ["REDIS_URL"], socket_timeout=2).ping()' >/dev/null 2>&1; }
-if redis_answers; then
-  say "Redis answers at $REDIS_URL"
-elif [ "$REDIS_URL" != "$OWN_REDIS_URL" ]; then
+command -v redis-server >/dev/null || ensure_pkgs redis-server
+if [ "$REDIS_URL" != "$OWN_REDIS_URL" ] && ! redis_answers; then
   die "REDIS_URL=$REDIS_URL does not answer."
-else
-  command -v redis-server >/dev/null || ensure_pkgs redis-server
-  say "starting the panel's redis-server on var/redis.sock (log: var/log/redis.log)"
-  rm -f "$VAR/redis.sock"
-  setsid redis-server --port 0 --unixsocket "$VAR/redis.sock" --unixsocketperm 700 --save "" --appendonly no \
-    --dir "$VAR" --logfile "$VAR/log/redis.log" &
-  STARTED+=($!)
-  for _ in $(seq 1 30); do redis_answers && break; sleep 0.5; done
-  redis_answers || die "redis-server did not start; see var/log/redis.log"
 fi
+start_own_redis() {  # for the tests and benchmarks; `make run` has the supervisor run it
+  if [ "$REDIS_URL" = "$OWN_REDIS_URL" ] && ! redis_answers; then
+    say "starting the panel's redis-server on var/redis.sock (log: var/log/redis.log)"
+    setsid redis-server --port 0 --unixsocket "$VAR/redis.sock" --unixsocketperm 700 --save "" --appendonly no \
+      --dir "$VAR" --logfile "$VAR/log/redis.log" &
+    STARTED+=($!)
+    for _ in $(seq 1 30); do redis_answers && break; sleep 0.5; done
+    redis_answers || die "redis-server did not start; see var/log/redis.log"
+  fi
+}
 
 # --- tools the image builders need --------------------------------------------------------------
 ensure_pkgs debootstrap busybox-static
@@ -115,20 +146,17 @@ case "$MODE" in
     $PY manage.py build_images
     $PY manage.py ensure_admin
     mkdir -p "${WORKSPACE_ROOT:-$HOME/ClaudeCodeWorkspace}"
-    say "serving the panel on http://127.0.0.1:${PANEL_PORT:-8000}/ (Ctrl-C stops everything)"
-    .venv/bin/honcho -f Procfile start &
-    honcho_pid=$!
-    STARTED=("$honcho_pid" "${STARTED[@]:-}")
-    wait "$honcho_pid"
+    skip=()
+    if [ "$REDIS_URL" != "$OWN_REDIS_URL" ]; then skip=(--skip redis); fi
+    say "serving the panel on http://127.0.0.1:${PANEL_PORT:-8000}/ (Ctrl-C stops the panel; sandboxes keep running)"
+    trap - INT TERM
+    .venv/bin/python scripts/supervise.py "${skip[@]}"
     ;;
   test)
     ensure_pkgs chromium
+    lint
+    start_own_redis
     export DJANGO_SETTINGS_MODULE=controlpanel.settings.test
-    say "lint: ruff, mypy, manage.py check, makemigrations --check"
-    .venv/bin/ruff check .
-    .venv/bin/mypy controlpanel sandboxes audit teams
-    $PY manage.py check
-    $PY manage.py makemigrations --check --dry-run >/dev/null || die "models changed without a migration"
     $PY manage.py build_images --test
     DJANGO_SETTINGS_MODULE=controlpanel.settings.base $PY manage.py build_images
     say "running the test suite (SQLite)"
@@ -144,9 +172,11 @@ case "$MODE" in
     fi
     ;;
   bench)
+    ensure_pkgs wrk
+    start_own_redis
     export DJANGO_SETTINGS_MODULE=controlpanel.settings.test
     $PY manage.py build_images --test
     for b in bench/*.py; do say "$b"; $PY "$b"; done
     ;;
-  *) die "unknown mode $MODE (run, test or bench)" ;;
+  *) die "unknown mode $MODE (run, test, check, lint or bench)" ;;
 esac

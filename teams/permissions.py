@@ -33,6 +33,14 @@ def team_roles(*, user) -> dict[int, str]:
     return dict(Membership.objects.filter(user=user).values_list("team_id", "role"))
 
 
+def request_roles(request) -> dict[int, str]:
+    """team_roles() of the request's user, read once per request (pages and the context
+    processor both need them)."""
+    if not hasattr(request, "_panel_roles"):
+        request._panel_roles = team_roles(user=request.user) if request.user.is_authenticated else {}
+    return request._panel_roles
+
+
 def user_role(*, user, team: Team) -> str | None:
     """The user's role in `team` ("admin" for superusers), or None for no access."""
     if getattr(user, "is_superuser", False):

@@ -14,8 +14,15 @@ class TeamError(Exception):
 
 
 def _audit(actor, action: str, team: Team, details: dict, source_ip: str | None) -> None:
-    audit_record(actor=actor_user(actor), actor_name=actor_name(actor), action=action, target=team.slug,
-                 team_id=team.pk, details=details, source_ip=source_ip)
+    audit_record(
+        actor=actor_user(actor),
+        actor_name=actor_name(actor),
+        action=action,
+        target=team.slug,
+        team_id=team.pk,
+        details=details,
+        source_ip=source_ip,
+    )
 
 
 def _other_admins(team: Team, user) -> bool:

@@ -33,8 +33,11 @@ def _get_team(request: HttpRequest, slug: str) -> tuple[Team, str]:
 def team_detail(request: HttpRequest, slug: str) -> HttpResponse:
     team, role = _get_team(request, slug)
     members = Membership.objects.filter(team=team).select_related("user").order_by("user__username")
-    return render(request, "teams/detail.html", {"team": team, "role": role, "members": members,
-                                                 "roles": Role.choices, "is_admin": role == Role.ADMIN})
+    return render(
+        request,
+        "teams/detail.html",
+        {"team": team, "role": role, "members": members, "roles": Role.choices, "is_admin": role == Role.ADMIN},
+    )
 
 
 @require_POST

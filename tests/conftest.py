@@ -122,8 +122,12 @@ def remove_test_resources(*, instance: str, workspace_root: Path, mount_roots: l
 
 
 def _remove_test_resources(*, docker: bool = True):
-    remove_test_resources(instance=settings.PANEL_INSTANCE, workspace_root=Path(settings.WORKSPACE_ROOT),
-                          mount_roots=[Path(r) for r in settings.SANDBOX_MOUNT_ROOTS], docker=docker)
+    remove_test_resources(
+        instance=settings.PANEL_INSTANCE,
+        workspace_root=Path(settings.WORKSPACE_ROOT),
+        mount_roots=[Path(r) for r in settings.SANDBOX_MOUNT_ROOTS],
+        docker=docker,
+    )
 
 
 @pytest.fixture
@@ -192,8 +196,9 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     if db["ENGINE"].endswith("sqlite3"):
         env["PANEL_TEST_DATABASE_URL"] = f"sqlite:///{db['NAME']}"
     else:
-        env["PANEL_TEST_DATABASE_URL"] = (f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST'] or 'localhost'}:"
-                                          f"{db['PORT'] or 5432}/{db['NAME']}")
+        env["PANEL_TEST_DATABASE_URL"] = (
+            f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST'] or 'localhost'}:{db['PORT'] or 5432}/{db['NAME']}"
+        )
     return env
 
 
@@ -242,8 +247,12 @@ def _free_port() -> int:
 def panel_server(django_db_setup, celery_worker):
     """Daphne serving the panel (HTTP and websockets) on a free loopback port."""
     port = _free_port()
-    p = Proc("daphne", [str(ROOT / ".venv/bin/daphne"), "-b", "127.0.0.1", "-p", str(port), "controlpanel.asgi:application"],
-             PANEL_PORT=str(port), PANEL_WS_PORT=str(port))
+    p = Proc(
+        "daphne",
+        [str(ROOT / ".venv/bin/daphne"), "-b", "127.0.0.1", "-p", str(port), "controlpanel.asgi:application"],
+        PANEL_PORT=str(port),
+        PANEL_WS_PORT=str(port),
+    )
 
     def up():
         assert p.proc.poll() is None, p.output()

@@ -98,8 +98,9 @@ class FakeEngine:
         c = self._find(container_id)
         if c is None:
             return None
-        return engine.ContainerState(id=c.id, name=c.spec.name, status=c.status, exit_code=c.exit_code, oom_killed=False,
-                                     error="", labels=dict(c.spec.labels))
+        return engine.ContainerState(
+            id=c.id, name=c.spec.name, status=c.status, exit_code=c.exit_code, oom_killed=False, error="", labels=dict(c.spec.labels)
+        )
 
     def inspect_container(self, container_id: str) -> dict[str, Any]:
         self._check("inspect_container")
@@ -108,14 +109,30 @@ class FakeEngine:
         mounts = [{"Type": "bind", "Source": b.source, "Destination": b.target, "RW": not b.read_only} for b in s.binds]
         mounts += [{"Type": "volume", "Name": v.name, "Destination": v.target, "RW": True} for v in s.volumes]
         return {
-            "Id": c.id, "Name": "/" + s.name, "State": {"Status": c.status, "Running": c.status == "running"},
+            "Id": c.id,
+            "Name": "/" + s.name,
+            "State": {"Status": c.status, "Running": c.status == "running"},
             "Config": {"User": s.user, "Image": s.image, "Labels": dict(s.labels)},
             "Mounts": mounts,
-            "HostConfig": {"Memory": s.memory_bytes, "MemorySwap": s.memory_bytes, "NanoCpus": s.nano_cpus,
-                           "PidsLimit": s.pids_limit, "CapDrop": list(s.cap_drop), "CapAdd": list(s.cap_add) or None,
-                           "SecurityOpt": list(s.security_opt), "Privileged": s.privileged,
-                           "NetworkMode": s.network, "Devices": [], "PortBindings": {}, "ReadonlyRootfs": s.read_only_rootfs,
-                           "Runtime": s.runtime or "runc", "PidMode": "", "IpcMode": "private", "UTSMode": "", "UsernsMode": ""},
+            "HostConfig": {
+                "Memory": s.memory_bytes,
+                "MemorySwap": s.memory_bytes,
+                "NanoCpus": s.nano_cpus,
+                "PidsLimit": s.pids_limit,
+                "CapDrop": list(s.cap_drop),
+                "CapAdd": list(s.cap_add) or None,
+                "SecurityOpt": list(s.security_opt),
+                "Privileged": s.privileged,
+                "NetworkMode": s.network,
+                "Devices": [],
+                "PortBindings": {},
+                "ReadonlyRootfs": s.read_only_rootfs,
+                "Runtime": s.runtime or "runc",
+                "PidMode": "",
+                "IpcMode": "private",
+                "UTSMode": "",
+                "UsernsMode": "",
+            },
         }
 
     def start(self, container_id: str) -> None:
@@ -155,8 +172,7 @@ class FakeEngine:
 
     def containers_claiming(self, *, name: str, sandbox_uuid: str) -> list[str]:
         self._check("containers_claiming")
-        return [c.id for c in self.containers.values()
-                if c.spec.name == name or c.spec.labels.get(engine.LABEL_UUID) == sandbox_uuid]
+        return [c.id for c in self.containers.values() if c.spec.name == name or c.spec.labels.get(engine.LABEL_UUID) == sandbox_uuid]
 
     def process_privileges(self, container_id: str) -> list[dict[str, Any]] | None:
         return []

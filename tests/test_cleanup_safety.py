@@ -21,11 +21,18 @@ def users_data(tmp_path) -> Path:
 
 @pytest.mark.docker
 def test_the_suites_clean_up_leaves_an_exported_workspace_alone(users_data, docker_engine):
-    env = dict(os.environ, WORKSPACE_ROOT=str(users_data), PANEL_INSTANCE="default", SANDBOX_MOUNT_ROOTS=str(users_data),
-               DJANGO_SETTINGS_MODULE="controlpanel.settings.test")
-    code = ("import django; django.setup(); from django.conf import settings as s; "
-            "from tests.conftest import _remove_test_resources; _remove_test_resources(); "
-            "print(s.WORKSPACE_ROOT, s.PANEL_INSTANCE, s.SANDBOX_MOUNT_ROOTS[0])")
+    env = dict(
+        os.environ,
+        WORKSPACE_ROOT=str(users_data),
+        PANEL_INSTANCE="default",
+        SANDBOX_MOUNT_ROOTS=str(users_data),
+        DJANGO_SETTINGS_MODULE="controlpanel.settings.test",
+    )
+    code = (
+        "import django; django.setup(); from django.conf import settings as s; "
+        "from tests.conftest import _remove_test_resources; _remove_test_resources(); "
+        "print(s.WORKSPACE_ROOT, s.PANEL_INSTANCE, s.SANDBOX_MOUNT_ROOTS[0])"
+    )
     out = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, check=True)
     root, instance, mount_root = out.stdout.split()
     assert Path(root) == ROOT / "var" / "test-workspaces" and instance == "test"
@@ -33,15 +40,19 @@ def test_the_suites_clean_up_leaves_an_exported_workspace_alone(users_data, dock
     assert (users_data / "project" / "precious.txt").read_text() == "a user's work\n"
 
 
-@pytest.mark.parametrize("instance, root, mounts, reason", [
-    ("default", "{var}/test-workspaces", [], "not a test instance"),
-    ("test", "{data}", [], "is not inside"),
-    ("test", "{var}", [], "is not inside"),
-    ("test", "{var}/test-workspaces", ["{data}"], "not one of the tests' own"),
-])
+@pytest.mark.parametrize(
+    "instance, root, mounts, reason",
+    [
+        ("default", "{var}/test-workspaces", [], "not a test instance"),
+        ("test", "{data}", [], "is not inside"),
+        ("test", "{var}", [], "is not inside"),
+        ("test", "{var}/test-workspaces", ["{data}"], "not one of the tests' own"),
+    ],
+)
 def test_the_clean_up_refuses_what_is_not_the_tests_own(users_data, instance, root, mounts, reason):
     fill = {"var": ROOT / "var", "data": users_data}
     with pytest.raises(UnsafeCleanup, match=reason):
-        remove_test_resources(instance=instance, workspace_root=Path(root.format(**fill)),
-                              mount_roots=[Path(m.format(**fill)) for m in mounts])
+        remove_test_resources(
+            instance=instance, workspace_root=Path(root.format(**fill)), mount_roots=[Path(m.format(**fill)) for m in mounts]
+        )
     assert (users_data / "project" / "precious.txt").exists()

@@ -56,15 +56,18 @@ def session(client, admin_user) -> str:
     return client.cookies[django_settings.SESSION_COOKIE_NAME].value
 
 
-@pytest.mark.parametrize("origin, accepted", [
-    (ORIGIN, True),
-    (f"http://localhost:{django_settings.PANEL_PORT}", True),
-    ("http://127.0.0.1:9999", False),  # another port on the same machine
-    ("http://localhost:3000", False),
-    ("http://evil.example:8000", False),
-    (f"https://127.0.0.1:{django_settings.PANEL_PORT}", False),
-    (None, False),  # no Origin at all
-])
+@pytest.mark.parametrize(
+    "origin, accepted",
+    [
+        (ORIGIN, True),
+        (f"http://localhost:{django_settings.PANEL_PORT}", True),
+        ("http://127.0.0.1:9999", False),  # another port on the same machine
+        ("http://localhost:3000", False),
+        ("http://evil.example:8000", False),
+        (f"https://127.0.0.1:{django_settings.PANEL_PORT}", False),
+        (None, False),  # no Origin at all
+    ],
+)
 def test_websockets_accept_only_the_panels_exact_origins(in_memory_layer, session, origin, accepted):
     assert connects(session, origin) is accepted
 
@@ -167,8 +170,10 @@ def test_a_key_is_created_once_even_by_processes_racing(tmp_path):
 def test_the_panels_own_redis_is_a_socket_inside_var():
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
     env["DJANGO_SETTINGS_MODULE"] = "controlpanel.settings.base"
-    code = ("import django; django.setup(); from django.conf import settings as s; import json; "
-            "print(json.dumps([s.REDIS_URL, s.CELERY_BROKER_URL, str(s.VAR_DIR)]))")
+    code = (
+        "import django; django.setup(); from django.conf import settings as s; import json; "
+        "print(json.dumps([s.REDIS_URL, s.CELERY_BROKER_URL, str(s.VAR_DIR)]))"
+    )
     out = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, check=True)
     redis_url, broker, var = json.loads(out.stdout)
     assert redis_url == f"unix://{var}/redis.sock?db=0"
@@ -177,8 +182,7 @@ def test_the_panels_own_redis_is_a_socket_inside_var():
 
 def test_a_setting_that_cannot_be_read_stops_start_up():
     env = dict(os.environ, DJANGO_SETTINGS_MODULE="controlpanel.settings.base", SANDBOX_PIDS_LIMIT="lots")
-    out = subprocess.run([sys.executable, "-c", "import django; django.setup()"], env=env, cwd=ROOT,
-                         capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-c", "import django; django.setup()"], env=env, cwd=ROOT, capture_output=True, text=True)
     assert out.returncode != 0 and "SANDBOX_PIDS_LIMIT='lots' is not a whole number" in out.stderr
 
 
@@ -193,8 +197,10 @@ def test_a_socket_opened_before_a_password_change_closes_at_logout(in_memory_lay
         connected, _ = await communicator.connect()
         assert connected
         await communicator.receive_from()
-        response = await sync_to_async(client.post)("/admin/password_change/", {
-            "old_password": "admin-pass-123", "new_password1": "N3w-pass-word-xyz", "new_password2": "N3w-pass-word-xyz"})
+        response = await sync_to_async(client.post)(
+            "/admin/password_change/",
+            {"old_password": "admin-pass-123", "new_password1": "N3w-pass-word-xyz", "new_password2": "N3w-pass-word-xyz"},
+        )
         assert response.status_code == 302
         assert client.cookies[django_settings.SESSION_COOKIE_NAME].value != session
         assert (await sync_to_async(client.post)("/logout/")).status_code == 302
@@ -220,8 +226,28 @@ def test_a_socket_whose_session_ended_otherwise_gets_nothing_more(in_memory_laye
         assert (await communicator.connect())[0]
         await communicator.receive_from()
         await sync_to_async(Session.objects.filter(session_key=session).delete)()
-        await sync_to_async(live._send)(live.team_group(team.pk), {"type": live.STATUS, "sandbox_id": sandbox.pk,
-                                                                   "team_id": team.pk, "created": False})
+        await sync_to_async(live._send)(
+            live.team_group(team.pk), {"type": live.STATUS, "sandbox_id": sandbox.pk, "team_id": team.pk, "created": False}
+        )
         assert await communicator.receive_output(timeout=5) == {"type": "websocket.close", "code": 4401}
+
+    async_to_sync(scenario)()
+
+
+def test_a_websocket_while_redis_is_down_closes_cleanly(settings, transactional_db, client, admin_user):
+    """Redis down: the socket is refused with "try again later" (the page retries), never an error."""
+    settings.CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [{"address": "unix:///nonexistent/redis.sock"}]},
+        }
+    }
+    client.force_login(admin_user)
+    session = client.cookies[django_settings.SESSION_COOKIE_NAME].value
+
+    async def scenario():
+        communicator = WebsocketCommunicator(application, "/ws/sandboxes/", headers=headers(session, ORIGIN))
+        connected, code = await communicator.connect(timeout=10)
+        assert not connected and code == 1013
 
     async_to_sync(scenario)()

@@ -17,6 +17,7 @@ from .security import *  # noqa: F403
 
 INSTALLED_APPS = [
     "daphne",
+    "whitenoise.runserver_nostatic",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -31,7 +32,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "controlpanel.middleware.ValidHostMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -59,14 +62,10 @@ TEMPLATES = [
     },
 ]
 ASGI_APPLICATION = "controlpanel.asgi.application"
-WSGI_APPLICATION = None
+WSGI_APPLICATION = "controlpanel.wsgi.application"
 
 # --- Database: SQLite by default, PostgreSQL (or any) through DATABASE_URL -----------------
-DATABASES = {
-    "default": dj_database_url.parse(
-        env_str("DATABASE_URL", f"sqlite:///{VAR_DIR / 'db.sqlite3'}"), conn_max_age=0
-    )
-}
+DATABASES = {"default": dj_database_url.parse(env_str("DATABASE_URL", f"sqlite:///{VAR_DIR / 'db.sqlite3'}"), conn_max_age=0)}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The web server, the Celery worker and the engine watcher write concurrently: WAL lets
     # readers go on during a write, IMMEDIATE takes the write lock up front so two writers
@@ -87,7 +86,10 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-STATIC_ROOT = VAR_DIR / "static"
+STATIC_ROOT = None  # nothing is collected: WhiteNoise serves static/ directly
+# WhiteNoise serves the files straight from static/ (no collectstatic step for a local tool).
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = DEBUG  # noqa: F405
 
 LOGGING = {
     "version": 1,
@@ -95,5 +97,10 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
-    "loggers": {"django.channels.server": {"level": "WARNING"}, "axes": {"level": "WARNING"}},
+    "loggers": {
+        "django.channels.server": {"level": "WARNING"},
+        "axes": {"level": "WARNING"},
+        # A foreign Host header gets a 400; a traceback per refused request would drown the log.
+        "django.security.DisallowedHost": {"level": "CRITICAL"},
+    },
 }

@@ -16,7 +16,7 @@ def celery_broker_url(url: str) -> str:
     """Kombu spells a unix socket redis+socket:///path?virtual_host=N."""
     if not url.startswith("unix://"):
         return url
-    path, _, query = url[len("unix://"):].partition("?")
+    path, _, query = url[len("unix://") :].partition("?")
     params = dict(p.split("=", 1) for p in query.split("&") if "=" in p)
     return f"redis+socket://{path}?virtual_host={params.get('db', '0')}"
 
@@ -50,4 +50,4 @@ CELERY_BEAT_SCHEDULE = {
     "reconcile-sandboxes": {"task": "sandboxes.tasks.reconcile_all_task", "schedule": SANDBOX_RESYNC_SECONDS},
     "verify-audit-chain": {"task": "audit.tasks.audit_verify_task", "schedule": timedelta(days=1)},
 }
-CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / f"celerybeat-schedule-{PANEL_INSTANCE}")

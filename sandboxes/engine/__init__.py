@@ -41,9 +41,23 @@ from .streams import StreamsMixin
 from .volumes import VolumesMixin
 
 __all__ = [
-    "LABEL_EVIDENCE", "LABEL_INSTANCE", "LABEL_MANAGED", "LABEL_SANDBOX", "LABEL_UUID", "Conflict", "ContainerState",
-    "EngineClient", "EngineError", "EngineUnavailable", "Host", "NotFound", "default_host", "engine_for",
-    "engine_for_host", "managed_labels", "override",
+    "LABEL_EVIDENCE",
+    "LABEL_INSTANCE",
+    "LABEL_MANAGED",
+    "LABEL_SANDBOX",
+    "LABEL_UUID",
+    "Conflict",
+    "ContainerState",
+    "EngineClient",
+    "EngineError",
+    "EngineUnavailable",
+    "Host",
+    "NotFound",
+    "default_host",
+    "engine_for",
+    "engine_for_host",
+    "managed_labels",
+    "override",
 ]
 
 

@@ -70,8 +70,7 @@ class ContainerState:
 def managed_labels(sandbox_name: str, sandbox_uuid: str) -> dict[str, str]:
     """The labels on everything made for one sandbox: this panel instance, and the sandbox's
     UUID, which is what "ours" means (a name can be reused, a UUID never is)."""
-    return {LABEL_MANAGED: "true", LABEL_INSTANCE: settings.PANEL_INSTANCE, LABEL_SANDBOX: sandbox_name,
-            LABEL_UUID: sandbox_uuid}
+    return {LABEL_MANAGED: "true", LABEL_INSTANCE: settings.PANEL_INSTANCE, LABEL_SANDBOX: sandbox_name, LABEL_UUID: sandbox_uuid}
 
 
 def instance_filter() -> list[str]:

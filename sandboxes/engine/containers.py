@@ -104,8 +104,18 @@ class ContainersMixin(BaseClient):
     def instance_containers(self) -> list[ContainerState]:
         """Every container of this panel instance, running or not."""
         found = self.call(self.api.containers, all=True, filters={"label": instance_filter()})
-        return [ContainerState(id=c["Id"], name=(c.get("Names") or ["/"])[0].lstrip("/"), status=c.get("State", ""),
-                               exit_code=0, oom_killed=False, error="", labels=c.get("Labels") or {}) for c in found]
+        return [
+            ContainerState(
+                id=c["Id"],
+                name=(c.get("Names") or ["/"])[0].lstrip("/"),
+                status=c.get("State", ""),
+                exit_code=0,
+                oom_killed=False,
+                error="",
+                labels=c.get("Labels") or {},
+            )
+            for c in found
+        ]
 
     def containers_claiming(self, *, name: str, sandbox_uuid: str) -> list[str]:
         """Ids of every container that carries the sandbox's UUID label or its exact name, whoever
@@ -135,14 +145,16 @@ class ContainersMixin(BaseClient):
                     status = dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
             except (OSError, ValueError):
                 continue  # exited meanwhile
-            processes.append({
-                "pid": int(pid),
-                "command": row[-1],
-                "uid": int(status.get("Uid", "0").split()[1]),  # effective uid
-                "cap_eff": int(status.get("CapEff", "0"), 16),
-                "cap_bnd": int(status.get("CapBnd", "0"), 16),
-                "no_new_privs": status.get("NoNewPrivs", "0").strip() == "1",
-            })
+            processes.append(
+                {
+                    "pid": int(pid),
+                    "command": row[-1],
+                    "uid": int(status.get("Uid", "0").split()[1]),  # effective uid
+                    "cap_eff": int(status.get("CapEff", "0"), 16),
+                    "cap_bnd": int(status.get("CapBnd", "0"), 16),
+                    "no_new_privs": status.get("NoNewPrivs", "0").strip() == "1",
+                }
+            )
         return processes
 
     def mounted_identities(self, container_id: str, targets: list[str]) -> dict[str, tuple[int, int]] | None:

@@ -13,8 +13,7 @@ class EventsMixin(BaseClient):
     def events(self, *, since: float | None = None) -> Iterator[dict[str, Any]]:
         """Container events for this instance's sandboxes, as plain dicts, until the stream ends.
         The generator closes the underlying HTTP stream when it is closed itself."""
-        stream = self.call(self.api.events, since=since, decode=True,
-                           filters={"type": "container", "label": instance_filter()})
+        stream = self.call(self.api.events, since=since, decode=True, filters={"type": "container", "label": instance_filter()})
         try:
             for event in stream:
                 yield {

@@ -27,8 +27,9 @@ class ImagesMixin(BaseClient):
 
     def build_image(self, context_dir: str, *, tag: str, buildargs: dict[str, str], labels: dict[str, str]) -> Iterator[str]:
         """Build an image, yielding its progress lines; raise EngineError if a step fails."""
-        stream = self.call(self.api.build, path=context_dir, tag=tag, buildargs=buildargs, labels=labels,
-                           rm=True, forcerm=True, decode=True)
+        stream = self.call(
+            self.api.build, path=context_dir, tag=tag, buildargs=buildargs, labels=labels, rm=True, forcerm=True, decode=True
+        )
         try:
             for chunk in stream:
                 if "error" in chunk:

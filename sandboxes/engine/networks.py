@@ -14,8 +14,10 @@ class NetworksMixin(BaseClient):
         for net in self.call(self.api.networks, names=[name]):
             if net["Name"] == name:
                 if (net.get("Options") or {}).get("com.docker.network.bridge.enable_icc") != "false":
-                    raise EngineError(f"Network {name} exists but lets containers talk to each other; "
-                                      "remove it (the panel recreates it isolated) or set SANDBOX_NETWORK.")
+                    raise EngineError(
+                        f"Network {name} exists but lets containers talk to each other; "
+                        "remove it (the panel recreates it isolated) or set SANDBOX_NETWORK."
+                    )
                 return net["Id"]
         ipam = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=subnet)])
         try:

@@ -22,6 +22,7 @@ from teams.permissions import Role, team_roles
 
 from .. import live, selectors
 from ..models import Sandbox
+from ..rows import render_row, render_rows, row_for, rows_for
 
 SessionStore = import_module(settings.SESSION_ENGINE).SessionStore
 CLOSE_UNAUTHORISED = 4401
@@ -72,16 +73,24 @@ class StatusConsumer(WebsocketConsumer):
     def session_ended(self, event):
         self.close(code=CLOSE_UNAUTHORISED)
 
-    def _context(self, user, roles: dict[int, str]) -> dict:
+    def _csrf(self) -> str:
         # The action buttons are forms: they need the CSRF token a request would have given them.
         # The cookie's secret is a valid form token (Django accepts it unmasked).
-        return {"oob": True, "user": user, "roles": roles,
-                "csrf_token": self.scope.get("cookies", {}).get(settings.CSRF_COOKIE_NAME, "")}
+        return self.scope.get("cookies", {}).get(settings.CSRF_COOKIE_NAME, "")
+
+    def _context(self) -> dict:
+        return {"oob": True}
 
     def _send_page(self, user) -> None:
         roles = team_roles(user=user)
-        page = selectors.sandbox_page(user=user, search=self.search, page=1 if self.first_page else None)
-        self.send(text_data=render_to_string("sandboxes/_rows.html", {**self._context(user, roles), "page": page}))
+        page = selectors.sandbox_page(user=user, roles=roles, search=self.search, page=1 if self.first_page else None)
+        context = {
+            **self._context(),
+            "page": page,
+            "rows_html": render_rows(rows_for(page.object_list, roles, csrf=self._csrf())),
+            "search": self.search,
+        }
+        self.send(text_data=render_to_string("sandboxes/_rows.html", context))
 
     def _role(self, user, team_id: int) -> str | None:
         if user.is_superuser:
@@ -108,15 +117,13 @@ class StatusConsumer(WebsocketConsumer):
             if role is None or sandbox is None:
                 self.close(code=CLOSE_FORBIDDEN)  # no longer visible to this user
                 return
-            context = {**self._context(user, {sandbox.team_id: role}), "sandbox": sandbox}
+            context = {**self._context(), "sandbox": sandbox, "row": row_for(sandbox, role, csrf=self._csrf(), back_to_detail=True)}
             self.send(text_data=render_to_string("sandboxes/_panel.html", context))
             return
         if role is None or sandbox is None or sandbox.status == Sandbox.Status.DESTROYED:
             self.send(text_data=f'<tr id="sandbox-{int(event["sandbox_id"])}" hx-swap-oob="delete"></tr>')
             return
-        context = {**self._context(user, {sandbox.team_id: role}), "sandbox": sandbox}
-        if event.get("created"):
-            if not self.first_page or self.search.lower() not in sandbox.name:
-                return  # not on the page this socket shows
-            context["insert"] = True
-        self.send(text_data=render_to_string("sandboxes/_row.html", context))
+        insert = bool(event.get("created"))
+        if insert and (not self.first_page or self.search.lower() not in sandbox.name):
+            return  # a new sandbox, but not on the page this socket shows
+        self.send(text_data=render_row(row_for(sandbox, role, csrf=self._csrf()), oob=True, insert=insert))

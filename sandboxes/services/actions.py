@@ -51,8 +51,9 @@ def _provision(sandbox: Sandbox, action: str) -> None:
     folders = [str(sandbox.workspace_path / f) for f in workspace.FOLDERS]
     if not all(f in (sandbox.host_path_ids or {}) for f in folders):
         chains = workspace.workspace_create(sandbox.name, str(sandbox.uuid))
-        _save_claimed(sandbox, action, host_path_ids={**(sandbox.host_path_ids or {}),
-                                                      **{p: [list(pair) for pair in c] for p, c in chains.items()}})
+        _save_claimed(
+            sandbox, action, host_path_ids={**(sandbox.host_path_ids or {}), **{p: [list(pair) for pair in c] for p, c in chains.items()}}
+        )
     docker = engine.engine_for(sandbox)
     docker.ensure_volume(sandbox.volume_name, labels=labels(sandbox))
     if sandbox.network_mode == Sandbox.Network.INTERNET:
@@ -62,8 +63,10 @@ def _provision(sandbox: Sandbox, action: str) -> None:
 def _remove_ours(sandbox: Sandbox) -> None:
     """Remove the container named for the sandbox if it is this sandbox's; refuse if not."""
     if not engine.engine_for(sandbox).remove_container_if_ours(sandbox.container_name, labels=labels(sandbox)):
-        raise engine.EngineError(f"A container named {sandbox.container_name} exists that does not belong to this "
-                                 "sandbox; the panel never touches it. Rename or remove it, then retry.")
+        raise engine.EngineError(
+            f"A container named {sandbox.container_name} exists that does not belong to this "
+            "sandbox; the panel never touches it. Rename or remove it, then retry."
+        )
 
 
 def _run_start(sandbox: Sandbox, action: str) -> None:
@@ -106,8 +109,12 @@ def _verify_mounted(docker, container_id: str, spec: policy.ContainerSpec) -> No
     wrong = [b for b in spec.binds if seen.get(b.target) != b.identity]
     if wrong:
         docker.remove_container(container_id)
-        raise policy.PolicyViolation([f"Docker mounted another folder than {b.source} at {b.target} (it was swapped "
-                                      "during the start); the container was removed." for b in wrong])
+        raise policy.PolicyViolation(
+            [
+                f"Docker mounted another folder than {b.source} at {b.target} (it was swapped during the start); the container was removed."
+                for b in wrong
+            ]
+        )
 
 
 def _run_stop(sandbox: Sandbox, action: str) -> None:
@@ -178,22 +185,29 @@ def allowed_actions(sandbox: Sandbox, *, role: str | None) -> list[str]:
     """The actions `sandbox_request_action` would accept now from someone with `role`: what
     the pages show as buttons, so a page never offers what the service refuses, nor hides
     what it allows."""
-    return [name for name, a in ACTIONS.items()
-            if sandbox.status in a.allowed_from and role_allows(role, a.role)
-            and (not sandbox.pending_action or (a.preempts and sandbox.pending_action != name))]
+    return [
+        name
+        for name, a in ACTIONS.items()
+        if sandbox.status in a.allowed_from
+        and role_allows(role, a.role)
+        and (not sandbox.pending_action or (a.preempts and sandbox.pending_action != name))
+    ]
 
 
-def sandbox_request_action(
-    *, actor, sandbox: Sandbox, action: str, source_ip: str | None = None, enqueue: bool = True
-) -> None:
+def sandbox_request_action(*, actor, sandbox: Sandbox, action: str, source_ip: str | None = None, enqueue: bool = True) -> None:
     """Claim `sandbox` for `action` and enqueue it; raise SandboxError if it cannot run now."""
     spec = ACTIONS.get(action)
     if spec is None:
         raise SandboxError(f"Unknown action {action!r}.")
     authorize(actor, sandbox.team, spec.role)
     with transaction.atomic():
-        before = claim(sandbox=sandbox, action=action, allowed_from=spec.allowed_from, preempts=spec.preempts,
-                       status=S.DESTROYING if action == A.DESTROY else None)
+        before = claim(
+            sandbox=sandbox,
+            action=action,
+            allowed_from=spec.allowed_from,
+            preempts=spec.preempts,
+            status=S.DESTROYING if action == A.DESTROY else None,
+        )
         details = {"from": before["status"]}
         if before["pending_action"]:
             details["interrupted"] = before["pending_action"]
@@ -201,7 +215,6 @@ def sandbox_request_action(
         if enqueue:
             enqueue_task(sandbox.pk, action, before["status"])
         live.sandbox_changed(sandbox)
-
 
 
 def sandbox_perform(*, sandbox_id: int, action: str) -> None:
@@ -212,8 +225,12 @@ def sandbox_perform(*, sandbox_id: int, action: str) -> None:
     if sandbox is None:
         return
     if sandbox.attempts > settings.SANDBOX_MAX_ATTEMPTS:
-        finish(sandbox, action, S.ERROR, f"{action} was given up after {settings.SANDBOX_MAX_ATTEMPTS} attempts: "
-                                         "its worker stopped each time before it finished.")
+        finish(
+            sandbox,
+            action,
+            S.ERROR,
+            f"{action} was given up after {settings.SANDBOX_MAX_ATTEMPTS} attempts: its worker stopped each time before it finished.",
+        )
         return
     with heartbeat(sandbox.pk, action):
         try:
@@ -228,15 +245,18 @@ def sandbox_perform(*, sandbox_id: int, action: str) -> None:
             log.exception("%s of sandbox %s failed unexpectedly", action, sandbox.name)
             finish(sandbox, action, S.ERROR, f"{action} failed unexpectedly ({type(exc).__name__}: {exc}); see the worker's log.")
         else:
-            finish(sandbox, action, ACTIONS[action].result, sandbox.status_detail if action == A.DESTROY else "",
-                   outcome="done")
+            finish(sandbox, action, ACTIONS[action].result, sandbox.status_detail if action == A.DESTROY else "", outcome="done")
 
 
 def _undo_after_lost_claim(sandbox: Sandbox, action: str) -> None:
     """Destroy took the sandbox over while `action` ran: make sure nothing this run made (a
     container, the folder, the volume) outlives it. Destroy's own run removes the rest."""
-    log.warning("%s of sandbox %s was interrupted by %s", action, sandbox.name,
-                Sandbox.objects.filter(pk=sandbox.pk).values_list("pending_action", flat=True).first())
+    log.warning(
+        "%s of sandbox %s was interrupted by %s",
+        action,
+        sandbox.name,
+        Sandbox.objects.filter(pk=sandbox.pk).values_list("pending_action", flat=True).first(),
+    )
     docker = engine.engine_for(sandbox)
     try:
         docker.remove_container_if_ours(sandbox.container_name, labels=labels(sandbox))

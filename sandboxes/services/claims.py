@@ -33,8 +33,9 @@ def claimed(sandbox: Sandbox, action: str):
     return Sandbox.objects.filter(pk=sandbox.pk, pending_action=action)
 
 
-def claim(*, sandbox: Sandbox, action: str, allowed_from: Iterable[str], preempts: bool = False,
-          status: str | None = None) -> dict[str, str]:
+def claim(
+    *, sandbox: Sandbox, action: str, allowed_from: Iterable[str], preempts: bool = False, status: str | None = None
+) -> dict[str, str]:
     """Take `sandbox` for `action`; return its status and pending action from before. Call inside
     a transaction. Raises SandboxError saying why when it cannot be taken now. A preempting
     action (Destroy) takes the sandbox even from another action whose task is stuck."""
@@ -68,8 +69,9 @@ def enqueue(sandbox_id: int, action: str, previous_status: str) -> None:
             sandbox = Sandbox.objects.filter(pk=sandbox_id).first()
             if sandbox is not None:
                 status = S.ERROR if previous_status in (S.CREATING, S.DESTROYING) else previous_status
-                finish(sandbox, action, status,
-                       f"{action} was not started: the task queue (Redis) is not reachable. Retry when it is back.")
+                finish(
+                    sandbox, action, status, f"{action} was not started: the task queue (Redis) is not reachable. Retry when it is back."
+                )
 
     transaction.on_commit(send)
 
@@ -79,9 +81,11 @@ def take_run(sandbox_id: int, action: str) -> Sandbox | None:
     stopped. Returns the sandbox, or None (done already, or a live worker is on it)."""
     now = timezone.now()
     stale = now - timedelta(seconds=settings.SANDBOX_STALE_SECONDS)
-    taken = Sandbox.objects.filter(pk=sandbox_id, pending_action=action).filter(
-        Q(heartbeat_at__isnull=True) | Q(heartbeat_at__lt=stale)
-    ).update(heartbeat_at=now, attempts=F("attempts") + 1)
+    taken = (
+        Sandbox.objects.filter(pk=sandbox_id, pending_action=action)
+        .filter(Q(heartbeat_at__isnull=True) | Q(heartbeat_at__lt=stale))
+        .update(heartbeat_at=now, attempts=F("attempts") + 1)
+    )
     return Sandbox.objects.select_related("team").filter(pk=sandbox_id, pending_action=action).first() if taken else None
 
 
@@ -141,8 +145,12 @@ def requeue_stale_actions() -> int:
     for sandbox in stale:
         action = sandbox.pending_action
         if sandbox.heartbeat_at is not None and sandbox.attempts >= settings.SANDBOX_MAX_ATTEMPTS:
-            finish(sandbox, action, S.ERROR, f"{action} was given up after {sandbox.attempts} attempts: its worker "
-                                             "stopped each time before it finished.")
+            finish(
+                sandbox,
+                action,
+                S.ERROR,
+                f"{action} was given up after {sandbox.attempts} attempts: its worker stopped each time before it finished.",
+            )
             continue
         guard = Q(heartbeat_at=sandbox.heartbeat_at) if sandbox.heartbeat_at else Q(heartbeat_at__isnull=True)
         if claimed(sandbox, action).filter(guard, claimed_at=sandbox.claimed_at).update(claimed_at=now):

@@ -77,10 +77,11 @@ def sandbox_spec(sandbox: Sandbox, extra_mounts: list[Mount] | None = None) -> p
     """The container spec for `sandbox`, built only from its saved settings."""
     base = sandbox.workspace_path
     mounts = extra_mounts if extra_mounts is not None else list(sandbox.mounts.all())
-    binds = [policy.BindMount(str(base / f), f"/workspace/{f}", ro, recorded_chain(sandbox, str(base / f)), workspace=True)
-             for f, ro in workspace.FOLDERS.items()]
-    binds += [policy.BindMount(m.host_path, m.container_path, m.read_only, recorded_chain(sandbox, m.host_path))
-              for m in mounts]
+    binds = [
+        policy.BindMount(str(base / f), f"/workspace/{f}", ro, recorded_chain(sandbox, str(base / f)), workspace=True)
+        for f, ro in workspace.FOLDERS.items()
+    ]
+    binds += [policy.BindMount(m.host_path, m.container_path, m.read_only, recorded_chain(sandbox, m.host_path)) for m in mounts]
     return policy.ContainerSpec(
         name=sandbox.container_name,
         image=sandbox.image,

@@ -87,11 +87,12 @@ def _judge_extra_mounts(extra_mounts: Sequence[tuple[str, str, bool]], rules: po
         workspace_chain = None  # not made yet: nothing can lie inside it, and the names were checked
     for host, chain in chains.items():
         if workspace_chain and policy.same_folder_or_nested(chain, workspace_chain):
-            problems.append(f"Mount source {host} is, contains or lies inside the workspace root {rules.workspace_root} "
-                            "(under another name).")
+            problems.append(
+                f"Mount source {host} is, contains or lies inside the workspace root {rules.workspace_root} (under another name)."
+            )
     items = list(chains.items())
     for i, (host, chain) in enumerate(items):
-        for other, other_chain in items[i + 1:]:
+        for other, other_chain in items[i + 1 :]:
             ro = {h: ro for h, _t, ro in extra_mounts}
             if policy.same_folder_or_nested(chain, other_chain) and not (ro[host] and ro[other]):
                 problems.append(f"Mount sources {host} and {other} overlap and one of them is writable.")
@@ -113,10 +114,13 @@ def _overlapping_mounts(extra_mounts: Sequence[tuple[str, str, bool]], chains: d
             for other in sandbox.mounts.all():
                 other_chain = recorded.get(other.host_path)
                 same = policy.overlaps(host, other.host_path) or (
-                    chain is not None and other_chain and policy.same_folder_or_nested(chain, other_chain))
+                    chain is not None and other_chain and policy.same_folder_or_nested(chain, other_chain)
+                )
                 if same and not (read_only and other.read_only):
-                    problems.append(f"Mount source {host} overlaps {other.host_path}, which sandbox {sandbox.name} "
-                                    "mounts; two sandboxes may share a folder only if both mount it read-only.")
+                    problems.append(
+                        f"Mount source {host} overlaps {other.host_path}, which sandbox {sandbox.name} "
+                        "mounts; two sandboxes may share a folder only if both mount it read-only."
+                    )
             if chain is not None:
                 mounted = {p for p in recorded if p not in {m.host_path for m in sandbox.mounts.all()}}
                 if any(policy.same_folder_or_nested(chain, recorded[p]) for p in mounted):
@@ -149,14 +153,29 @@ def sandbox_create(
         raise InvalidInput(errors)
     base = settings.WORKSPACE_ROOT / name
     if base.exists() or base.is_symlink():
-        raise InvalidInput({"name": [f"{base} already exists (left by an earlier sandbox of this name?). A new sandbox "
-                                     "never adopts it: move it away or pick another name."]})
+        raise InvalidInput(
+            {
+                "name": [
+                    f"{base} already exists (left by an earlier sandbox of this name?). A new sandbox "
+                    "never adopts it: move it away or pick another name."
+                ]
+            }
+        )
     rules = policy_rules()
     chains, problems = _judge_extra_mounts(extra_mounts, rules)
     sandbox = Sandbox(
-        name=name, team=team, created_by=actor_user(actor), image=image, memory_mb=memory_mb, cpus=Decimal(str(cpus)),
-        pids_limit=settings.SANDBOX_PIDS_LIMIT, network_mode=network_mode, status=S.CREATING,
-        pending_action=Sandbox.Action.START, claimed_at=timezone.now(), uuid=uuidlib.uuid4(),
+        name=name,
+        team=team,
+        created_by=actor_user(actor),
+        image=image,
+        memory_mb=memory_mb,
+        cpus=Decimal(str(cpus)),
+        pids_limit=settings.SANDBOX_PIDS_LIMIT,
+        network_mode=network_mode,
+        status=S.CREATING,
+        pending_action=Sandbox.Action.START,
+        claimed_at=timezone.now(),
+        uuid=uuidlib.uuid4(),
         host_path_ids={p: [list(pair) for pair in c] for p, c in chains.items()},
     )
     mounts = [Mount(host_path=h, container_path=c, read_only=ro) for h, c, ro in extra_mounts]
@@ -174,10 +193,19 @@ def sandbox_create(
             for m in mounts:
                 m.sandbox = sandbox
             Mount.objects.bulk_create(mounts)
-            audit(actor, "sandbox.create", sandbox, {
-                "image": image, "memory_mb": memory_mb, "cpus": str(cpus), "network": network_mode,
-                "mounts": [str(m) for m in mounts],
-            }, source_ip)
+            audit(
+                actor,
+                "sandbox.create",
+                sandbox,
+                {
+                    "image": image,
+                    "memory_mb": memory_mb,
+                    "cpus": str(cpus),
+                    "network": network_mode,
+                    "mounts": [str(m) for m in mounts],
+                },
+                source_ip,
+            )
             if enqueue:  # queued first: on-commit callbacks run in order, and the task is what matters
                 enqueue_action(sandbox.pk, Sandbox.Action.START, S.CREATING)
             live.sandbox_changed(sandbox, created=True)

@@ -15,8 +15,9 @@ S = Sandbox.Status
 def observed_status(sandbox: Sandbox, state: engine.ContainerState | None) -> tuple[str, str] | None:
     """The (status, detail) Docker's view implies, or None when the row is already right."""
     if state is None:
-        return S.STOPPED, ("The container was removed outside the panel. Files and the home volume are "
-                           "kept; Start creates a new container.")
+        return S.STOPPED, (
+            "The container was removed outside the panel. Files and the home volume are kept; Start creates a new container."
+        )
     if state.status == "running" and sandbox.status != S.RUNNING:
         return S.RUNNING, ""
     if state.status == "paused" and sandbox.status != S.PAUSED:
@@ -40,9 +41,9 @@ def sandbox_sync(*, sandbox: Sandbox) -> bool:
         return False
     status, detail = observed
     with transaction.atomic():
-        changed = Sandbox.objects.filter(
-            pk=sandbox.pk, pending_action="", status=sandbox.status, container_id=sandbox.container_id
-        ).update(status=status, status_detail=detail, container_id=sandbox.container_id if state else "")
+        changed = Sandbox.objects.filter(pk=sandbox.pk, pending_action="", status=sandbox.status, container_id=sandbox.container_id).update(
+            status=status, status_detail=detail, container_id=sandbox.container_id if state else ""
+        )
         if changed:
             audit(SystemActor("system"), "sandbox.state_changed", sandbox, {"from": sandbox.status, "to": status, "reason": detail})
             live.sandbox_changed(sandbox)

@@ -133,13 +133,10 @@ def test_audit_page_shows_only_the_users_teams_and_own_sign_ins(client, django_u
     alice = django_user_model.objects.create_user("alice", password="pw-123456789")
     Membership.objects.create(user=alice, team=team, role="viewer")
     bob = django_user_model.objects.create_user("bob", password="pw-123456789")
-    audit_record(actor=None, action="sandbox.start", target="ours", sandbox_uuid="11111111-1111-1111-1111-111111111111",
-                 team_id=team.pk)
-    audit_record(actor=None, action="sandbox.start", target="theirs", sandbox_uuid="22222222-2222-2222-2222-222222222222",
-                 team_id=other.pk)
+    audit_record(actor=None, action="sandbox.start", target="ours", sandbox_uuid="11111111-1111-1111-1111-111111111111", team_id=team.pk)
+    audit_record(actor=None, action="sandbox.start", target="theirs", sandbox_uuid="22222222-2222-2222-2222-222222222222", team_id=other.pk)
     # A sandbox of the other team that happens to share a name with one of ours: still not shown.
-    audit_record(actor=None, action="sandbox.stop", target="ours", sandbox_uuid="33333333-3333-3333-3333-333333333333",
-                 team_id=other.pk)
+    audit_record(actor=None, action="sandbox.stop", target="ours", sandbox_uuid="33333333-3333-3333-3333-333333333333", team_id=other.pk)
     audit_record(actor=alice, action="auth.login", target="alice")
     audit_record(actor=bob, action="auth.login", target="bob")
     client.force_login(alice)
@@ -149,18 +146,30 @@ def test_audit_page_shows_only_the_users_teams_and_own_sign_ins(client, django_u
 
 def test_changes_in_the_admin_are_audited(client, admin_user, team, django_user_model):
     client.force_login(admin_user)
-    response = client.post("/admin/auth/user/add/", {"username": "carol", "password1": "a-long-pass-9876",
-                                                      "password2": "a-long-pass-9876", "usable_password": "true"})
+    response = client.post(
+        "/admin/auth/user/add/",
+        {"username": "carol", "password1": "a-long-pass-9876", "password2": "a-long-pass-9876", "usable_password": "true"},
+    )
     assert response.status_code == 302, response.content.decode()[:2000]
     carol = django_user_model.objects.get(username="carol")
-    response = client.post(f"/admin/teams/team/{team.pk}/change/", {
-        "name": team.name, "slug": team.slug,
-        "memberships-TOTAL_FORMS": "2", "memberships-INITIAL_FORMS": "1", "memberships-MIN_NUM_FORMS": "0",
-        "memberships-MAX_NUM_FORMS": "1000",
-        "memberships-0-id": Membership.objects.get(user=admin_user).pk, "memberships-0-team": team.pk,
-        "memberships-0-user": admin_user.pk, "memberships-0-role": "admin",
-        "memberships-1-team": team.pk, "memberships-1-user": carol.pk, "memberships-1-role": "operator",
-    })
+    response = client.post(
+        f"/admin/teams/team/{team.pk}/change/",
+        {
+            "name": team.name,
+            "slug": team.slug,
+            "memberships-TOTAL_FORMS": "2",
+            "memberships-INITIAL_FORMS": "1",
+            "memberships-MIN_NUM_FORMS": "0",
+            "memberships-MAX_NUM_FORMS": "1000",
+            "memberships-0-id": Membership.objects.get(user=admin_user).pk,
+            "memberships-0-team": team.pk,
+            "memberships-0-user": admin_user.pk,
+            "memberships-0-role": "admin",
+            "memberships-1-team": team.pk,
+            "memberships-1-user": carol.pk,
+            "memberships-1-role": "operator",
+        },
+    )
     assert response.status_code == 302, response.content.decode()[:3000]
     membership = Membership.objects.get(user=carol)
     response = client.post(f"/admin/teams/membership/{membership.pk}/delete/", {"post": "yes"})

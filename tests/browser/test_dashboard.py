@@ -14,8 +14,14 @@ from tests.conftest import ROOT, docker_cli, subprocess_env
 
 pytestmark = [pytest.mark.browser, pytest.mark.docker, pytest.mark.django_db(transaction=True)]
 CHROMIUM = "/usr/bin/chromium"
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-         "--disable-sync", "--no-first-run"]
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 SCREENSHOT = ROOT / "var" / "screenshots" / "dashboard.png"
 
 
@@ -96,8 +102,9 @@ def test_idle_socket_still_delivers_changes_made_elsewhere(browser_page, panel_s
     detail.wait_for_selector('#sandbox-panel[data-status="running"]')
     page.wait_for_timeout(7_000)  # longer than any Redis socket or blocking-pop timeout
     # Someone else stops it from a shell: the CLI in its own process, no page of ours involved.
-    out = subprocess.run([sys.executable, "manage.py", "sandbox", "stop", "idle-box"], cwd=ROOT,
-                         env=subprocess_env(), capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "manage.py", "sandbox", "stop", "idle-box"], cwd=ROOT, env=subprocess_env(), capture_output=True, text=True
+    )
     assert "idle-box: stopped" in out.stdout, out.stderr
     page.wait_for_selector(row("idle-box", "stopped"), timeout=10_000)
     assert page.evaluate("window.__sameDocument") is True

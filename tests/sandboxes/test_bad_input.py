@@ -19,8 +19,15 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def form_data(team, fake_engine, clean_workspace):
-    return {"name": "good", "team": team.pk, "image": TEST_IMAGE, "memory_mb": 512, "cpus": "1",
-            "network_mode": "internet", "extra_mounts": ""}
+    return {
+        "name": "good",
+        "team": team.pk,
+        "image": TEST_IMAGE,
+        "memory_mb": 512,
+        "cpus": "1",
+        "network_mode": "internet",
+        "extra_mounts": "",
+    }
 
 
 @pytest.fixture
@@ -40,8 +47,7 @@ def assert_refused(client, data, message):
     assert not engine.engine_for().containers
 
 
-@pytest.mark.parametrize("name", ["Bad_Name", "Foo", "-dash", "dash-", "a" * 41, "a" * 300, "has space", "../up", "a/b",
-                                  ".", "..", ""])
+@pytest.mark.parametrize("name", ["Bad_Name", "Foo", "-dash", "dash-", "a" * 41, "a" * 300, "has space", "../up", "a/b", ".", "..", ""])
 def test_invalid_names_are_refused(logged_in, form_data, name):
     response = logged_in.post("/sandboxes/new/", {**form_data, "name": name})
     assert response.status_code == 400
@@ -56,17 +62,20 @@ def test_duplicate_name_is_refused(logged_in, form_data, make_sandbox, fake_engi
     assert Sandbox.objects.count() == 1
 
 
-@pytest.mark.parametrize("field, value, message", [
-    ("memory_mb", "100", "at least 256 MB"),
-    ("memory_mb", "0", "at least 256 MB"),
-    ("memory_mb", str(10**8), "SANDBOX_MAX_MEMORY_MB"),
-    ("cpus", "0", "at least 0.25"),
-    ("cpus", "1000", "the CPUs this machine has"),
-    ("cpus", "1e15", "the CPUs this machine has"),
-    ("cpus", "0.333", "two decimal places"),
-    ("image", "NOT AN IMAGE", "valid image reference"),
-    ("image", "ccpanel/no-such-image:1", "not on this machine"),
-])
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("memory_mb", "100", "at least 256 MB"),
+        ("memory_mb", "0", "at least 256 MB"),
+        ("memory_mb", str(10**8), "SANDBOX_MAX_MEMORY_MB"),
+        ("cpus", "0", "at least 0.25"),
+        ("cpus", "1000", "the CPUs this machine has"),
+        ("cpus", "1e15", "the CPUs this machine has"),
+        ("cpus", "0.333", "two decimal places"),
+        ("image", "NOT AN IMAGE", "valid image reference"),
+        ("image", "ccpanel/no-such-image:1", "not on this machine"),
+    ],
+)
 def test_out_of_range_values_are_refused(logged_in, form_data, field, value, message):
     assert_refused(logged_in, {**form_data, field: value}, message)
 
@@ -74,25 +83,34 @@ def test_out_of_range_values_are_refused(logged_in, form_data, field, value, mes
 def test_mount_outside_allowed_root_is_refused(logged_in, form_data, mount_root):
     (mount_root.parent / "ccpanel-test-elsewhere").mkdir(exist_ok=True)
     try:
-        assert_refused(logged_in, {**form_data, "extra_mounts": f"{mount_root.parent}/ccpanel-test-elsewhere:/workspace/data"},
-                       "outside the allowed folders")
+        assert_refused(
+            logged_in,
+            {**form_data, "extra_mounts": f"{mount_root.parent}/ccpanel-test-elsewhere:/workspace/data"},
+            "outside the allowed folders",
+        )
     finally:
         (mount_root.parent / "ccpanel-test-elsewhere").rmdir()
 
 
-@pytest.mark.parametrize("source, message", [
-    ("/etc", "system path /etc"), ("/var/run/docker.sock", "system path /var"), ("/run/docker.sock", "system path /run"),
-    ("/var/run", "system path /var"), ("/", "contains or lies inside the workspace root"), ("/root", "system path /root"),
-    ("/home", "contains /home"),
-])
+@pytest.mark.parametrize(
+    "source, message",
+    [
+        ("/etc", "system path /etc"),
+        ("/var/run/docker.sock", "system path /var"),
+        ("/run/docker.sock", "system path /run"),
+        ("/var/run", "system path /var"),
+        ("/", "contains or lies inside the workspace root"),
+        ("/root", "system path /root"),
+        ("/home", "contains /home"),
+    ],
+)
 def test_system_path_and_docker_socket_mounts_are_refused(logged_in, form_data, mount_root, source, message):
     assert_refused(logged_in, {**form_data, "extra_mounts": f"{source}:/workspace/data"}, message)
 
 
 def test_symlink_in_a_mount_source_is_refused(logged_in, form_data, mount_root):
     os.symlink("/etc", mount_root / "sneaky")
-    assert_refused(logged_in, {**form_data, "extra_mounts": f"{mount_root}/sneaky:/workspace/data"},
-                   "sneaky is a symbolic link (to /etc)")
+    assert_refused(logged_in, {**form_data, "extra_mounts": f"{mount_root}/sneaky:/workspace/data"}, "sneaky is a symbolic link (to /etc)")
 
 
 def test_extra_mounts_are_off_until_an_admin_names_roots(logged_in, form_data, mount_root, settings):
@@ -124,5 +142,3 @@ def test_two_actions_at_once_are_refused(make_sandbox, fake_engine, clean_worksp
     services.sandbox_request_action(actor=actor, sandbox=sandbox, action="stop", enqueue=False)
     with pytest.raises(services.SandboxError, match="busy"):
         services.sandbox_request_action(actor=actor, sandbox=sandbox, action="restart", enqueue=False)
-
-

@@ -67,17 +67,20 @@ def test_clean_removes_the_sandboxes_own_images_and_keeps_data(make_sandbox, cle
         docker_cli("rmi", "-f", "ccpanel-test/cleaner-snap:1", "ccpanel-test/unrelated:1", check=False)
 
 
-@pytest.mark.parametrize("args, message", [
-    (["Foo"], "lower-case letters"),
-    (["a/b"], "lower-case letters"),
-    (["."], "lower-case letters"),
-    (["x" * 300], "lower-case letters"),
-    (["zero", "--memory-mb", "0"], "at least 256 MB"),
-    (["huge", "--cpus", "1e15"], "the CPUs this machine has"),
-    (["nan", "--cpus", "NaN"], "a number"),
-    (["noteam", "--team", "nosuchteam"], "No team 'nosuchteam'"),
-    (["badimage", "--image", "NOT/AN IMAGE"], "not a valid image reference"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["Foo"], "lower-case letters"),
+        (["a/b"], "lower-case letters"),
+        (["."], "lower-case letters"),
+        (["x" * 300], "lower-case letters"),
+        (["zero", "--memory-mb", "0"], "at least 256 MB"),
+        (["huge", "--cpus", "1e15"], "the CPUs this machine has"),
+        (["nan", "--cpus", "NaN"], "a number"),
+        (["noteam", "--team", "nosuchteam"], "No team 'nosuchteam'"),
+        (["badimage", "--image", "NOT/AN IMAGE"], "not a valid image reference"),
+    ],
+)
 def test_the_cli_applies_the_forms_rules(team, fake_engine, clean_workspace, args, message):
     from teams.models import Team
 
@@ -95,8 +98,15 @@ def test_rows_no_page_could_render_are_refused_by_the_database(team):
     from django.db import DataError, IntegrityError, transaction
 
     base = dict(team=team, image="x", memory_mb=256, cpus=Decimal("1"), pids_limit=100)
-    for bad in ({"name": "a/b"}, {"name": "."}, {"name": "Foo"}, {"name": "x" * 300}, {"name": "ok", "cpus": Decimal("1e15")},
-                {"name": "ok", "memory_mb": 0}, {"name": "ok", "pids_limit": 0}):
+    for bad in (
+        {"name": "a/b"},
+        {"name": "."},
+        {"name": "Foo"},
+        {"name": "x" * 300},
+        {"name": "ok", "cpus": Decimal("1e15")},
+        {"name": "ok", "memory_mb": 0},
+        {"name": "ok", "pids_limit": 0},
+    ):
         with pytest.raises((IntegrityError, DataError)), transaction.atomic():  # DataError: PostgreSQL's column limits
             Sandbox.objects.create(**{**base, **bad})
     assert not Sandbox.objects.exists()

@@ -51,8 +51,9 @@ def outside(mount_root) -> Path:
 
 
 def create(name: str, test_image: str, team, mounts=()) -> Sandbox:
-    return services.sandbox_create(actor=ACTOR, team=team, name=name, image=test_image, memory_mb=256, cpus=1,
-                                   network_mode="none", extra_mounts=mounts, enqueue=False)
+    return services.sandbox_create(
+        actor=ACTOR, team=team, name=name, image=test_image, memory_mb=256, cpus=1, network_mode="none", extra_mounts=mounts, enqueue=False
+    )
 
 
 def test_the_original_attack_mount_of_the_workspace_is_refused(team, test_image, clean_docker, mount_root, settings):
@@ -76,8 +77,14 @@ def test_a_sandbox_cannot_rename_its_own_mount_points(make_sandbox, clean_docker
     sandbox = make_sandbox("tenant")
     base = sandbox.workspace_path
     assert (base.stat().st_uid, base.stat().st_mode & 0o777) == (0, 0o755)
-    out = docker_cli("exec", sandbox.container_id, "sh", "-c",
-                     "mv /workspace/Projects /workspace/P2; ln -s / /workspace/Projects; ls -ld /workspace/Projects", check=False)
+    out = docker_cli(
+        "exec",
+        sandbox.container_id,
+        "sh",
+        "-c",
+        "mv /workspace/Projects /workspace/P2; ln -s / /workspace/Projects; ls -ld /workspace/Projects",
+        check=False,
+    )
     assert "Projects ->" not in out.stdout
     assert (base / "Projects").is_dir() and not (base / "Projects").is_symlink()
     assert sorted(os.listdir(base)) == sorted([workspace.MARKER, *workspace.FOLDERS])
@@ -100,8 +107,9 @@ def test_two_sandboxes_may_not_mount_overlapping_folders_unless_both_read_only(t
 def test_two_overlapping_mounts_in_one_sandbox_are_refused(team, test_image, clean_docker, mount_root):
     (mount_root / "data" / "sub").mkdir(parents=True)
     with pytest.raises(policy.PolicyViolation, match="overlap and one of them is writable"):
-        create("nested", test_image, team, [(str(mount_root / "data"), "/mnt/a", False),
-                                            (str(mount_root / "data" / "sub"), "/mnt/b", True)])
+        create(
+            "nested", test_image, team, [(str(mount_root / "data"), "/mnt/a", False), (str(mount_root / "data" / "sub"), "/mnt/b", True)]
+        )
 
 
 @pytest.mark.parametrize("swap", ["link to outside", "another folder"])
@@ -198,10 +206,26 @@ def test_a_capability_added_outside_the_panel_turns_the_report_red(client, admin
     docker_cli("rm", "-f", sandbox.container_id)
     labels = [arg for k, v in data["Config"]["Labels"].items() if k.startswith("io.ccpanel.") for arg in ("--label", f"{k}={v}")]
     mounts = [arg for m in data["Mounts"] if m["Type"] == "bind" for arg in ("-v", f"{m['Source']}:{m['Destination']}")]
-    docker_cli("run", "-d", "--name", data["Name"].lstrip("/"), "--user", "1000:1000", "--cap-drop", "ALL",
-               "--cap-add", "NET_ADMIN", *labels, *mounts, sandbox.image)
-    for check in ("All capabilities dropped, none added", "Only the panel&#x27;s own container claims this sandbox",
-                  "No process inside has capabilities"):
+    docker_cli(
+        "run",
+        "-d",
+        "--name",
+        data["Name"].lstrip("/"),
+        "--user",
+        "1000:1000",
+        "--cap-drop",
+        "ALL",
+        "--cap-add",
+        "NET_ADMIN",
+        *labels,
+        *mounts,
+        sandbox.image,
+    )
+    for check in (
+        "All capabilities dropped, none added",
+        "Only the panel&#x27;s own container claims this sandbox",
+        "No process inside has capabilities",
+    ):
         row = report_row(client, sandbox, check)
         assert 'class="bad"' in row, row
 
@@ -250,8 +274,9 @@ def far_outside() -> Path:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def test_a_swap_racing_dockers_mount_never_leaves_a_sandbox_running_on_the_wrong_folder(team, test_image, clean_docker,
-                                                                                       mount_root, far_outside):
+def test_a_swap_racing_dockers_mount_never_leaves_a_sandbox_running_on_the_wrong_folder(
+    team, test_image, clean_docker, mount_root, far_outside
+):
     """Someone able to write the mount root (root here; the rules keep anyone else out, see
     below) swaps the bind source for a link over and over while the sandbox starts. Whatever
     start wins the race, what Docker really mounted is compared with what was checked."""

@@ -16,8 +16,10 @@ pytestmark = [pytest.mark.docker, pytest.mark.django_db]
 def production_defaults() -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SANDBOX_")}
     env["DJANGO_SETTINGS_MODULE"] = "controlpanel.settings.base"
-    code = ("import django; django.setup(); from django.conf import settings as s; import json; "
-            "print(json.dumps([s.SANDBOX_DEFAULT_MEMORY_MB, s.SANDBOX_DEFAULT_CPUS, s.SANDBOX_MAX_CPUS]))")
+    code = (
+        "import django; django.setup(); from django.conf import settings as s; import json; "
+        "print(json.dumps([s.SANDBOX_DEFAULT_MEMORY_MB, s.SANDBOX_DEFAULT_CPUS, s.SANDBOX_MAX_CPUS]))"
+    )
     out = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, check=True)
     memory, cpus, max_cpus = json.loads(out.stdout)
     return {"memory_mb": memory, "cpus": cpus, "max_cpus": max_cpus}

@@ -1,7 +1,6 @@
 """Faults only the real engine shows: Docker down, a same-named network or container made by
 someone else, and an extra mount really mounted read-only."""
 
-
 import pytest
 from django.test import override_settings
 
@@ -14,8 +13,15 @@ pytestmark = [pytest.mark.docker, pytest.mark.django_db]
 
 @pytest.fixture
 def form_data(team, test_image):
-    return {"name": "good", "team": team.pk, "image": test_image, "memory_mb": 512, "cpus": "1",
-            "network_mode": "internet", "extra_mounts": ""}
+    return {
+        "name": "good",
+        "team": team.pk,
+        "image": test_image,
+        "memory_mb": 512,
+        "cpus": "1",
+        "network_mode": "internet",
+        "extra_mounts": "",
+    }
 
 
 @pytest.fixture

@@ -19,8 +19,7 @@ def act(sandbox: Sandbox, action: str) -> Sandbox:
 
 
 def leave_traces(sandbox: Sandbox) -> None:
-    docker_cli("exec", sandbox.container_id, "sh", "-c",
-               "echo old > /workspace/Projects/old.txt; echo token > /home/claude/.secret")
+    docker_cli("exec", sandbox.container_id, "sh", "-c", "echo old > /workspace/Projects/old.txt; echo token > /home/claude/.secret")
 
 
 def home_has_secret(sandbox: Sandbox) -> bool:
@@ -54,8 +53,9 @@ def test_same_name_after_the_row_was_deleted_adopts_nothing(make_sandbox, clean_
     leave_traces(first)
     Sandbox.objects.filter(pk=first.pk).delete()  # the row is gone; folder, volume and container stay
     with pytest.raises(services.InvalidInput, match="never adopts it"):
-        services.sandbox_create(actor=ACTOR, team=team, name="forgotten", image=test_image, memory_mb=256, cpus=1,
-                                network_mode="none", enqueue=False)
+        services.sandbox_create(
+            actor=ACTOR, team=team, name="forgotten", image=test_image, memory_mb=256, cpus=1, network_mode="none", enqueue=False
+        )
     assert not Sandbox.objects.filter(name="forgotten").exists()
     # Moved out of the way by its owner, the name is free: the new sandbox still takes nothing old.
     first.workspace_path.rename(first.workspace_path.with_name("forgotten-old"))
@@ -82,8 +82,9 @@ def test_a_leftover_volume_is_not_adopted(make_sandbox, clean_docker):
 
 
 def test_a_volume_squatting_the_sandboxes_volume_name_is_refused(make_sandbox, clean_docker, team, test_image):
-    sandbox = services.sandbox_create(actor=ACTOR, team=team, name="squatted", image=test_image, memory_mb=256, cpus=1,
-                                      network_mode="none", enqueue=False)
+    sandbox = services.sandbox_create(
+        actor=ACTOR, team=team, name="squatted", image=test_image, memory_mb=256, cpus=1, network_mode="none", enqueue=False
+    )
     docker_cli("volume", "create", "--label", "io.ccpanel.instance=test", sandbox.volume_name)
     services.sandbox_perform(sandbox_id=sandbox.pk, action="start")
     sandbox.refresh_from_db()
@@ -111,6 +112,5 @@ def test_sandbox_rows_cannot_be_deleted_in_the_admin(client, admin_user, make_sa
     sandbox = make_sandbox("kept")
     client.force_login(admin_user)
     assert client.get(f"/admin/sandboxes/sandbox/{sandbox.pk}/delete/").status_code == 403
-    response = client.post("/admin/sandboxes/sandbox/", {"action": "delete_selected", "_selected_action": [sandbox.pk],
-                                                          "post": "yes"})
+    response = client.post("/admin/sandboxes/sandbox/", {"action": "delete_selected", "_selected_action": [sandbox.pk], "post": "yes"})
     assert Sandbox.objects.filter(pk=sandbox.pk).exists(), response.status_code

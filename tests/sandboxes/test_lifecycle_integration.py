@@ -58,10 +58,18 @@ def assert_hardened(data: dict, *, network: str):
 
 def test_lifecycle_create_stop_reset_destroy(client, admin_user, team, celery_worker, clean_docker, test_image):
     client.force_login(admin_user)
-    response = client.post("/sandboxes/new/", {
-        "name": "life", "team": team.pk, "image": test_image, "memory_mb": 256, "cpus": "1",
-        "network_mode": "internet", "extra_mounts": "",
-    })
+    response = client.post(
+        "/sandboxes/new/",
+        {
+            "name": "life",
+            "team": team.pk,
+            "image": test_image,
+            "memory_mb": 256,
+            "cpus": "1",
+            "network_mode": "internet",
+            "extra_mounts": "",
+        },
+    )
     assert response.status_code == 302, response.content.decode()
     sandbox = wait_status(Sandbox.objects.get(name="life").pk, "running")
 
@@ -74,7 +82,8 @@ def test_lifecycle_create_stop_reset_destroy(client, admin_user, team, celery_wo
     assert net["IPAM"]["Config"][0]["Subnet"] == settings.SANDBOX_SUBNET
     workspace = Path(settings.WORKSPACE_ROOT) / "life"
     assert sorted(p.name for p in workspace.iterdir()) == sorted(
-        [".ccpanel-sandbox", "Projects", "Documentation", "Research", "shared", "imports", "exports"])
+        [".ccpanel-sandbox", "Projects", "Documentation", "Research", "shared", "imports", "exports"]
+    )
     assert (workspace / ".ccpanel-sandbox").read_text().strip() == str(sandbox.uuid)
     assert all((workspace / p).stat().st_mode & 0o777 == 0o755 for p in ["", "Projects", "imports"])
     # The sandbox's own folder is root's: nothing inside can rename its mount points.
@@ -120,8 +129,9 @@ def test_lifecycle_create_stop_reset_destroy(client, admin_user, team, celery_wo
 
 def test_none_network_mode_has_no_network(client, admin_user, team, celery_worker, clean_docker, test_image):
     client.force_login(admin_user)
-    client.post("/sandboxes/new/", {"name": "offline", "team": team.pk, "image": test_image,
-                                     "memory_mb": 256, "cpus": "1", "network_mode": "none"})
+    client.post(
+        "/sandboxes/new/", {"name": "offline", "team": team.pk, "image": test_image, "memory_mb": 256, "cpus": "1", "network_mode": "none"}
+    )
     sandbox = wait_status(Sandbox.objects.get(name="offline").pk, "running")
     data = inspect(sandbox.container_id)
     assert data["HostConfig"]["NetworkMode"] == "none"

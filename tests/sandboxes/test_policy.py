@@ -38,8 +38,13 @@ def bind(path: Path, target="/workspace/Projects", **kw) -> policy.BindMount:
 
 def good_spec(ws: Path, **changes) -> policy.ContainerSpec:
     spec = policy.ContainerSpec(
-        name="ccpanel-test-policy", image="ccpanel/test-busybox:latest", memory_bytes=256 << 20,
-        nano_cpus=10**9, pids_limit=100, network="none", runtime="runc",
+        name="ccpanel-test-policy",
+        image="ccpanel/test-busybox:latest",
+        memory_bytes=256 << 20,
+        nano_cpus=10**9,
+        pids_limit=100,
+        network="none",
+        runtime="runc",
         binds=(bind(ws / "box" / "Projects"),),
         volumes=(policy.VolumeMount(f"ccpanel-test-box-home-{UUID}", "/home/claude"),),
         labels={policy.LABEL_UUID: UUID},
@@ -58,49 +63,65 @@ def test_good_spec_passes(ws):
     policy.check(good_spec(ws, network="ccpanel-test", runtime="runsc"), rules(ws))
 
 
-@pytest.mark.parametrize("changes, expected", [
-    ({"privileged": True}, "Privileged"),
-    ({"cap_add": ("NET_ADMIN",)}, "capabilities"),
-    ({"cap_drop": ()}, "capabilities"),
-    ({"cap_drop": ("ALL", "NET_RAW")}, "capabilities"),
-    ({"security_opt": ()}, "Security options"),
-    ({"security_opt": ("no-new-privileges:true", "seccomp=unconfined")}, "Security options"),
-    ({"security_opt": ("no-new-privileges:true", "apparmor=unconfined")}, "Security options"),
-    ({"security_opt": ("no-new-privileges:true", "label=disable")}, "Security options"),
-    ({"security_opt": ("no-new-privileges:false",)}, "Security options"),
-    ({"security_opt": ("no-new-privileges:true", "no-new-privileges:true")}, "Security options"),
-    ({"user": "0:0"}, "non-root"),
-    ({"user": "1000:0"}, "non-root"),
-    ({"user": "0:1000"}, "non-root"),
-    ({"user": "root"}, "non-root"),
-    ({"user": "claude"}, "non-root"),  # a name may map to uid 0 in the image
-    ({"user": "1000"}, "non-root"),
-    ({"memory_bytes": 0}, "limits"),
-    ({"pids_limit": 0}, "limits"),
-    ({"network": "host"}, "Network 'host'"),
-    ({"network": "container:abc"}, "Network 'container:abc'"),
-    ({"network": "bridge"}, "Network 'bridge'"),
-    ({"pid_mode": "host"}, "PID namespace"),
-    ({"ipc_mode": "host"}, "IPC namespace"),
-    ({"uts_mode": "host"}, "UTS namespace"),
-    ({"userns_mode": "host"}, "user namespace"),
-    ({"devices": ("/dev/kvm:/dev/kvm:rwm",)}, "devices"),
-    ({"runtime": "kata"}, "Runtime"),
-    ({"runtime": ""}, "Runtime"),
-    ({"runtime": None}, "Runtime"),  # the daemon's default, whatever it is configured to be
-    ({"ports": (policy.PortBinding(8080, 8080, "0.0.0.0"),)}, "127.0.0.1"),
-    ({"volumes": (policy.VolumeMount(f"v-{UUID}", "/etc"),)}, "home directory"),
-    ({"volumes": (policy.VolumeMount("someone-elses-home", "/home/claude"),)}, "does not belong"),
-    ({"image": "NOT AN IMAGE"}, "image reference"),
-    ({"hostname": "a/b"}, "Hostname"),
-    ({"environment": {"BAD NAME": "x"}}, "Environment"),
-])
+@pytest.mark.parametrize(
+    "changes, expected",
+    [
+        ({"privileged": True}, "Privileged"),
+        ({"cap_add": ("NET_ADMIN",)}, "capabilities"),
+        ({"cap_drop": ()}, "capabilities"),
+        ({"cap_drop": ("ALL", "NET_RAW")}, "capabilities"),
+        ({"security_opt": ()}, "Security options"),
+        ({"security_opt": ("no-new-privileges:true", "seccomp=unconfined")}, "Security options"),
+        ({"security_opt": ("no-new-privileges:true", "apparmor=unconfined")}, "Security options"),
+        ({"security_opt": ("no-new-privileges:true", "label=disable")}, "Security options"),
+        ({"security_opt": ("no-new-privileges:false",)}, "Security options"),
+        ({"security_opt": ("no-new-privileges:true", "no-new-privileges:true")}, "Security options"),
+        ({"user": "0:0"}, "non-root"),
+        ({"user": "1000:0"}, "non-root"),
+        ({"user": "0:1000"}, "non-root"),
+        ({"user": "root"}, "non-root"),
+        ({"user": "claude"}, "non-root"),  # a name may map to uid 0 in the image
+        ({"user": "1000"}, "non-root"),
+        ({"memory_bytes": 0}, "limits"),
+        ({"pids_limit": 0}, "limits"),
+        ({"network": "host"}, "Network 'host'"),
+        ({"network": "container:abc"}, "Network 'container:abc'"),
+        ({"network": "bridge"}, "Network 'bridge'"),
+        ({"pid_mode": "host"}, "PID namespace"),
+        ({"ipc_mode": "host"}, "IPC namespace"),
+        ({"uts_mode": "host"}, "UTS namespace"),
+        ({"userns_mode": "host"}, "user namespace"),
+        ({"devices": ("/dev/kvm:/dev/kvm:rwm",)}, "devices"),
+        ({"runtime": "kata"}, "Runtime"),
+        ({"runtime": ""}, "Runtime"),
+        ({"runtime": None}, "Runtime"),  # the daemon's default, whatever it is configured to be
+        ({"ports": (policy.PortBinding(8080, 8080, "0.0.0.0"),)}, "127.0.0.1"),
+        ({"volumes": (policy.VolumeMount(f"v-{UUID}", "/etc"),)}, "home directory"),
+        ({"volumes": (policy.VolumeMount("someone-elses-home", "/home/claude"),)}, "does not belong"),
+        ({"image": "NOT AN IMAGE"}, "image reference"),
+        ({"hostname": "a/b"}, "Hostname"),
+        ({"environment": {"BAD NAME": "x"}}, "Environment"),
+    ],
+)
 def test_unsafe_settings_are_refused(ws, changes, expected):
     assert any(expected in p for p in problems(good_spec(ws, **changes), rules(ws)))
 
 
-@pytest.mark.parametrize("target", ["/etc", "/", "/workspace/../etc", "relative", "/workspace", "/workspace/",
-                                    "/workspace//x", "/workspace/./x", "/mnt", "/home/claude/x"])
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/etc",
+        "/",
+        "/workspace/../etc",
+        "relative",
+        "/workspace",
+        "/workspace/",
+        "/workspace//x",
+        "/workspace/./x",
+        "/mnt",
+        "/home/claude/x",
+    ],
+)
 def test_extra_mount_targets_must_be_normalised_and_inside_workspace_or_mnt(target):
     assert policy.check_container_path(target)
 
@@ -112,8 +133,25 @@ def test_targets_are_unique_and_never_nested(ws):
         assert any("overlap" in p for p in problems(spec, rules(ws)))
 
 
-@pytest.mark.parametrize("source", ["/var/run/docker.sock", "/run/docker.sock", "/var/run", "/run", "/", "/etc", "/usr",
-                                    "/root", "/home", "/proc", "/var/lib/docker", "/tmp/x", "/srv", "/mnt"])
+@pytest.mark.parametrize(
+    "source",
+    [
+        "/var/run/docker.sock",
+        "/run/docker.sock",
+        "/var/run",
+        "/run",
+        "/",
+        "/etc",
+        "/usr",
+        "/root",
+        "/home",
+        "/proc",
+        "/var/lib/docker",
+        "/tmp/x",
+        "/srv",
+        "/mnt",
+    ],
+)
 def test_system_paths_and_docker_socket_are_refused_as_extra_mounts(ws, source):
     spec = good_spec(ws, binds=(policy.BindMount(source, "/workspace/x", chain=((1, 1),)),))
     assert problems(spec, rules(ws, ["/srv/data"]))
@@ -149,8 +187,10 @@ def test_a_link_in_any_component_is_refused(ws):
     """Judged on disk, not on the path as written: a link anywhere on the way is refused."""
     real = ws / "box" / "Projects"
     os.symlink(ws / "box", ws / "alias")
-    spec = good_spec(ws, binds=(policy.BindMount(str(ws / "alias" / "Projects"), "/workspace/Projects", workspace=True,
-                                                 chain=policy.dir_chain(str(real))),))
+    spec = good_spec(
+        ws,
+        binds=(policy.BindMount(str(ws / "alias" / "Projects"), "/workspace/Projects", workspace=True, chain=policy.dir_chain(str(real))),),
+    )
     found = problems(spec, rules(ws))
     assert any("alias is a symbolic link" in p for p in found), found
 
@@ -186,19 +226,31 @@ def test_all_problems_are_reported_together(ws):
     assert len(found) == 3
 
 
-@pytest.mark.parametrize("root, reason", [
-    ("/", "other than /"), ("/etc/x", "/etc"), ("/var/lib/sandboxes", "/var"), ("/usr", "/usr"), ("/tmp/shared", "/tmp"),
-    ("/home", "/home"), ("/home/alice/data", "home directory /home/alice"), ("/data", "home directory /data/bob"),
-    ("/srv", "/srv"), ("/srv/ws/sub", "workspace root"), ("/srv/../etc", "normalised"),
-])
+@pytest.mark.parametrize(
+    "root, reason",
+    [
+        ("/", "other than /"),
+        ("/etc/x", "/etc"),
+        ("/var/lib/sandboxes", "/var"),
+        ("/usr", "/usr"),
+        ("/tmp/shared", "/tmp"),
+        ("/home", "/home"),
+        ("/home/alice/data", "home directory /home/alice"),
+        ("/data", "home directory /data/bob"),
+        ("/srv", "/srv"),
+        ("/srv/ws/sub", "workspace root"),
+        ("/srv/../etc", "normalised"),
+    ],
+)
 def test_unsafe_mount_roots_are_refused_at_start_up(root, reason):
     found = policy.check_mount_roots([root], workspace_root="/srv/ws", homes=["/root", "/home/alice", "/data/bob", "/"])
     assert found and reason in found[0], found
 
 
 def test_a_safe_mount_root_is_accepted():
-    assert not policy.check_mount_roots(["/srv/shared", "/data2"], workspace_root="/root/ClaudeCodeWorkspace",
-                                        homes=["/root", "/home/alice", "/", "/nonexistent"])
+    assert not policy.check_mount_roots(
+        ["/srv/shared", "/data2"], workspace_root="/root/ClaudeCodeWorkspace", homes=["/root", "/home/alice", "/", "/nonexistent"]
+    )
 
 
 @pytest.mark.docker
@@ -210,18 +262,40 @@ def test_engine_refuses_before_docker_sees_the_spec(ws, docker_engine, test_imag
 
 
 def test_inspect_report_flags_what_does_not_hold():
-    data = {"Config": {"User": ""}, "Mounts": [{"Source": "/var/run/docker.sock", "Destination": "/d", "RW": True}],
-            "HostConfig": {"CapDrop": None, "CapAdd": ["SYS_ADMIN"], "Privileged": True, "Memory": 0, "NanoCpus": 0,
-                           "PidsLimit": None, "NetworkMode": "host", "SecurityOpt": None, "Devices": [{}],
-                           "PortBindings": {"80/tcp": [{"HostIp": "", "HostPort": "80"}]}}}
+    data = {
+        "Config": {"User": ""},
+        "Mounts": [{"Source": "/var/run/docker.sock", "Destination": "/d", "RW": True}],
+        "HostConfig": {
+            "CapDrop": None,
+            "CapAdd": ["SYS_ADMIN"],
+            "Privileged": True,
+            "Memory": 0,
+            "NanoCpus": 0,
+            "PidsLimit": None,
+            "NetworkMode": "host",
+            "SecurityOpt": None,
+            "Devices": [{}],
+            "PortBindings": {"80/tcp": [{"HostIp": "", "HostPort": "80"}]},
+        },
+    }
     processes = [{"pid": 7, "command": "sh", "uid": 0, "cap_eff": 0xFFFF, "cap_bnd": 0xFFFF, "no_new_privs": False}]
     assert [holds for _, holds, _ in policy.inspect_report(data, processes=processes)] == [False] * 13
 
 
-@pytest.mark.parametrize("root, ok", [
-    ("/root/ClaudeCodeWorkspace", True), ("/home/alice/ClaudeCodeWorkspace", True), ("/srv/sandboxes", True),
-    ("/", False), ("/home", False), ("/home/alice", False), ("/etc", False), ("/var", False), ("/srv", False),
-])
+@pytest.mark.parametrize(
+    "root, ok",
+    [
+        ("/root/ClaudeCodeWorkspace", True),
+        ("/home/alice/ClaudeCodeWorkspace", True),
+        ("/srv/sandboxes", True),
+        ("/", False),
+        ("/home", False),
+        ("/home/alice", False),
+        ("/etc", False),
+        ("/var", False),
+        ("/srv", False),
+    ],
+)
 def test_workspace_root_may_lie_in_a_home_but_not_contain_one(root, ok):
     found = policy.check_workspace_root(root, homes=["/root", "/home/alice", "/"])
     assert (not found) == ok, found
@@ -254,8 +328,7 @@ def test_a_home_reached_through_a_link_is_judged_at_its_target(ws):
     base = ws.parent
     (base / "data" / "home" / "alice").mkdir(parents=True)
     os.symlink(base / "data" / "home", base / "home")
-    found = policy.check_mount_roots([str(base / "data" / "home")], workspace_root="/root/ws",
-                                     homes=[str(base / "home" / "alice")])
+    found = policy.check_mount_roots([str(base / "data" / "home")], workspace_root="/root/ws", homes=[str(base / "home" / "alice")])
     assert found and "home directory" in found[0]
 
 

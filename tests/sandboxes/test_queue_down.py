@@ -26,8 +26,10 @@ def broker_down():
 def test_create_and_stop_with_queue_down(client, admin_user, team, make_sandbox, clean_docker, test_image, broker_down):
     running = make_sandbox("up")
     client.force_login(admin_user)
-    response = client.post("/sandboxes/new/", {"name": "queued", "team": team.pk, "image": test_image,
-                                               "memory_mb": 256, "cpus": "1", "network_mode": "internet"})
+    response = client.post(
+        "/sandboxes/new/",
+        {"name": "queued", "team": team.pk, "image": test_image, "memory_mb": 256, "cpus": "1", "network_mode": "internet"},
+    )
     assert response.status_code == 302
     created = Sandbox.objects.get(name="queued")
     assert created.status == "error" and not created.pending_action

@@ -10,8 +10,7 @@ pytestmark = [pytest.mark.docker, pytest.mark.django_db(transaction=True)]
 
 
 def status_becomes(pk: int, status: str) -> Sandbox:
-    return wait_for(lambda: (s := Sandbox.objects.get(pk=pk)).status == status and s,
-                    timeout=15, what=f"status {status}")
+    return wait_for(lambda: (s := Sandbox.objects.get(pk=pk)).status == status and s, timeout=15, what=f"status {status}")
 
 
 def test_container_removed_outside_the_panel_is_noticed(make_sandbox, engine_watcher, clean_docker):
@@ -78,6 +77,9 @@ def test_lost_task_is_queued_again_by_the_periodic_resync(make_sandbox, celery_w
     assert services.requeue_stale_actions() == 0 and Sandbox.objects.get(pk=sandbox.pk).pending_action == "stop"  # not stale yet
     Sandbox.objects.filter(pk=sandbox.pk).update(claimed_at=timezone.now() - timedelta(hours=1))
     reconcile_all_task.apply()  # the periodic task, run here as beat would have it run
-    sandbox = wait_for(lambda: (s := Sandbox.objects.get(pk=sandbox.pk)).status == "stopped" and not s.pending_action and s,
-                       timeout=30, what="the re-queued stop")
+    sandbox = wait_for(
+        lambda: (s := Sandbox.objects.get(pk=sandbox.pk)).status == "stopped" and not s.pending_action and s,
+        timeout=30,
+        what="the re-queued stop",
+    )
     assert docker_cli("inspect", "-f", "{{.State.Running}}", sandbox.container_id).stdout.strip() == "false"

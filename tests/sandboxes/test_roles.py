@@ -39,8 +39,10 @@ def test_team_admins_manage_members_and_others_cannot(client, django_user_model,
     client.post(url, {"username": "dev", "role": "viewer"})
     assert Membership.objects.get(user=dev, team=team).role == "viewer"
     events = list(AuditEvent.objects.filter(action="team.member_set").order_by("seq").values_list("details", "team_id"))
-    assert events == [({"user": "dev", "from": None, "to": "operator"}, team.pk),
-                      ({"user": "dev", "from": "operator", "to": "viewer"}, team.pk)]
+    assert events == [
+        ({"user": "dev", "from": None, "to": "operator"}, team.pk),
+        ({"user": "dev", "from": "operator", "to": "viewer"}, team.pk),
+    ]
     client.force_login(dev)
     assert client.post(url, {"username": "dev", "role": "admin"}).status_code == 403
     assert Membership.objects.get(user=dev, team=team).role == "viewer"

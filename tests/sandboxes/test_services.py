@@ -27,8 +27,9 @@ def act(sandbox: Sandbox, action: str) -> Sandbox:
 def test_a_sandbox_goes_through_its_whole_life(make_sandbox, fake):
     sandbox = make_sandbox("life")
     assert sandbox.status == "running" and fake.container_state(sandbox.container_id).status == "running"
-    assert sorted(os.listdir(sandbox.workspace_path)) == sorted([".ccpanel-sandbox", "Documentation", "Projects", "Research",
-                                                                 "exports", "imports", "shared"])
+    assert sorted(os.listdir(sandbox.workspace_path)) == sorted(
+        [".ccpanel-sandbox", "Documentation", "Projects", "Research", "exports", "imports", "shared"]
+    )
     sandbox = act(sandbox, "stop")
     assert sandbox.status == "stopped" and fake.container_state(sandbox.container_id).status == "exited"
     first_id = sandbox.container_id
@@ -43,10 +44,19 @@ def test_a_sandbox_goes_through_its_whole_life(make_sandbox, fake):
     sandbox = act(sandbox, "destroy")
     assert sandbox.status == "destroyed" and not fake.containers and sandbox.volume_name not in fake.volumes
     assert not sandbox.workspace_path.exists()
-    done = list(AuditEvent.objects.filter(sandbox_uuid=sandbox.uuid, action__endswith=".done").order_by("seq")
-                .values_list("action", flat=True))
-    assert done == ["sandbox.start.done", "sandbox.stop.done", "sandbox.start.done", "sandbox.pause.done",
-                    "sandbox.unpause.done", "sandbox.reset.done", "sandbox.start.done", "sandbox.destroy.done"]
+    done = list(
+        AuditEvent.objects.filter(sandbox_uuid=sandbox.uuid, action__endswith=".done").order_by("seq").values_list("action", flat=True)
+    )
+    assert done == [
+        "sandbox.start.done",
+        "sandbox.stop.done",
+        "sandbox.start.done",
+        "sandbox.pause.done",
+        "sandbox.unpause.done",
+        "sandbox.reset.done",
+        "sandbox.start.done",
+        "sandbox.destroy.done",
+    ]
 
 
 def test_a_folder_swapped_before_a_start_is_refused_and_audited(make_sandbox, fake, tmp_path):
@@ -63,7 +73,8 @@ def test_a_folder_swapped_before_a_start_is_refused_and_audited(make_sandbox, fa
 def test_a_container_that_drifted_is_recreated_from_the_saved_settings(make_sandbox, fake):
     sandbox = act(make_sandbox("drift"), "stop")
     fake.containers[sandbox.container_id].spec = fake.containers[sandbox.container_id].spec.__class__(
-        **{**fake.containers[sandbox.container_id].spec.__dict__, "pids_limit": 999999})
+        **{**fake.containers[sandbox.container_id].spec.__dict__, "pids_limit": 999999}
+    )
     sandbox = act(sandbox, "start")
     assert sandbox.status == "running" and fake.containers[sandbox.container_id].spec.pids_limit != 999999
 
@@ -75,15 +86,18 @@ def test_docker_down_ends_the_action_in_error_with_the_reason(make_sandbox, fake
     assert sandbox.status == "error" and "not reachable" in sandbox.status_detail and not sandbox.pending_action
 
 
-@pytest.mark.parametrize("before, docker_status, exit_code, oom, expected", [
-    ("running", "exited", 0, True, ("error", "out of memory (limit 256 MB)")),
-    ("running", "exited", 3, False, ("error", "exited with code 3")),
-    ("paused", "exited", 0, False, ("stopped", "The container exited.")),
-    ("stopped", "running", 0, False, ("running", "")),
-    ("running", "paused", 0, False, ("paused", "")),
-    ("stopped", "exited", 143, False, None),  # stopped by the panel: nothing to correct
-    ("error", "exited", 1, False, None),
-])
+@pytest.mark.parametrize(
+    "before, docker_status, exit_code, oom, expected",
+    [
+        ("running", "exited", 0, True, ("error", "out of memory (limit 256 MB)")),
+        ("running", "exited", 3, False, ("error", "exited with code 3")),
+        ("paused", "exited", 0, False, ("stopped", "The container exited.")),
+        ("stopped", "running", 0, False, ("running", "")),
+        ("running", "paused", 0, False, ("paused", "")),
+        ("stopped", "exited", 143, False, None),  # stopped by the panel: nothing to correct
+        ("error", "exited", 1, False, None),
+    ],
+)
 def test_docker_state_maps_to_status(team, before, docker_status, exit_code, oom, expected):
     sandbox = Sandbox(name="m", team=team, memory_mb=256, status=before)
     state = engine.ContainerState(id="x", name="m", status=docker_status, exit_code=exit_code, oom_killed=oom, error="", labels={})

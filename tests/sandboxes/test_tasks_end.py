@@ -57,8 +57,11 @@ def own_queue():
 
 
 def start_worker(name: str, queue: str) -> Proc:
-    p = Proc(name, [str(ROOT / ".venv/bin/celery"), "-A", "controlpanel", "worker", "-l", "INFO", "-c", "1",
-                    "-n", f"{name}@%h", "-Q", queue], **WORKER_ENV)
+    p = Proc(
+        name,
+        [str(ROOT / ".venv/bin/celery"), "-A", "controlpanel", "worker", "-l", "INFO", "-c", "1", "-n", f"{name}@%h", "-Q", queue],
+        **WORKER_ENV,
+    )
     p.wait_for_line("ready.", timeout=60)
     return p
 
@@ -77,8 +80,7 @@ def kill_worker(p: Proc) -> None:
 
 @pytest.mark.docker
 @pytest.mark.django_db(transaction=True)
-def test_a_dead_workers_action_is_picked_up_again_and_a_live_ones_never_twice(make_sandbox, stubborn_image, settings,
-                                                                              own_queue):
+def test_a_dead_workers_action_is_picked_up_again_and_a_live_ones_never_twice(make_sandbox, stubborn_image, settings, own_queue):
     settings.SANDBOX_STALE_SECONDS = 3
     sandbox = make_sandbox("stubborn", image=stubborn_image)
     first = start_worker("worker-a", own_queue)
@@ -99,8 +101,11 @@ def test_a_dead_workers_action_is_picked_up_again_and_a_live_ones_never_twice(ma
         second = start_worker("worker-b", own_queue)
         back = time.monotonic()
         reconcile_all_task.apply()  # what beat runs every SANDBOX_RESYNC_SECONDS
-        done = wait_for(lambda: (s := Sandbox.objects.get(pk=sandbox.pk)).status == "stopped" and not s.pending_action and s,
-                        timeout=60, what="the stop to be picked up again")
+        done = wait_for(
+            lambda: (s := Sandbox.objects.get(pk=sandbox.pk)).status == "stopped" and not s.pending_action and s,
+            timeout=60,
+            what="the stop to be picked up again",
+        )
         assert time.monotonic() - back < 60
         assert done.attempts == 2
         assert AuditEvent.objects.filter(sandbox_uuid=sandbox.uuid, action="sandbox.stop.done").count() == 1
@@ -158,8 +163,9 @@ def test_an_unexpected_exception_ends_in_error_not_in_a_requeue(make_sandbox, fa
 
 @pytest.mark.django_db
 def test_destroy_is_possible_while_another_action_is_stuck(make_sandbox, fake_engine, clean_workspace, team):
-    stuck = services.sandbox_create(actor=ACTOR, team=team, name="stuck", image=TEST_IMAGE, memory_mb=256, cpus=1,
-                                    network_mode="none", enqueue=False)
+    stuck = services.sandbox_create(
+        actor=ACTOR, team=team, name="stuck", image=TEST_IMAGE, memory_mb=256, cpus=1, network_mode="none", enqueue=False
+    )
     assert stuck.status == "creating" and stuck.pending_action == "start"  # its task never ran
     services.sandbox_request_action(actor=ACTOR, sandbox=stuck, action="destroy", enqueue=False)
     services.sandbox_perform(sandbox_id=stuck.pk, action="start")  # the old task, delivered late: a no-op
@@ -193,7 +199,6 @@ def test_destroy_removes_the_row_whatever_is_on_disk(make_sandbox, fake_engine, 
     assert "left in place" in Sandbox.objects.get(pk=foreign.pk).status_detail
 
 
-
 class SlowStopEngine(FakeEngine):
     def stop(self, container_id: str, *, timeout: int) -> None:
         time.sleep(2.5)
@@ -221,8 +226,9 @@ def test_a_missed_heartbeat_is_retried_so_a_live_run_is_never_queued_again(team,
         return real_now()
 
     with engine.override(fake):
-        sandbox = services.sandbox_create(actor=ACTOR, team=team, name="beating", image=TEST_IMAGE, memory_mb=256, cpus=1,
-                                          network_mode="none", enqueue=False)
+        sandbox = services.sandbox_create(
+            actor=ACTOR, team=team, name="beating", image=TEST_IMAGE, memory_mb=256, cpus=1, network_mode="none", enqueue=False
+        )
         services.sandbox_perform(sandbox_id=sandbox.pk, action="start")
         services.sandbox_request_action(actor=ACTOR, sandbox=sandbox, action="stop", enqueue=False)
         monkeypatch.setattr(claims.timezone, "now", flaky_now)

@@ -86,8 +86,9 @@ class Command(BaseCommand):
             for crt in glob.glob("/usr/local/share/ca-certificates/**/*.crt", recursive=True):
                 shutil.copy(crt, Path(context) / "extra-ca" / Path(crt).name)
             self._say(f"==> building {ref} from docker/Dockerfile on {base} (several minutes the first time)")
-            for line in self.docker.build_image(context, tag=ref, buildargs={"BASE_IMAGE": base},
-                                           labels={"io.ccpanel.image": "claude-code"}):
+            for line in self.docker.build_image(
+                context, tag=ref, buildargs={"BASE_IMAGE": base}, labels={"io.ccpanel.image": "claude-code"}
+            ):
                 self.stdout.write(line, ending="")
                 self.stdout.flush()
         self._say(f"==> built {ref}")

@@ -26,8 +26,10 @@ class Command(BaseCommand):
         user = User.objects.create_superuser(username=username, email="", password=password)
         Membership.objects.create(user=user, team=team, role=Membership.Role.ADMIN)
         bar = "=" * 64
-        self.stdout.write(self.style.WARNING(
-            f"{bar}\n First admin created. Log in at http://127.0.0.1:8000/ with\n"
-            f"   user:     {username}\n   password: {password}\n"
-            f" This password is shown only now. Change it under Admin → Users.\n{bar}"
-        ))
+        self.stdout.write(
+            self.style.WARNING(
+                f"{bar}\n First admin created. Log in at http://127.0.0.1:8000/ with\n"
+                f"   user:     {username}\n   password: {password}\n"
+                f" This password is shown only now. Change it under Admin → Users.\n{bar}"
+            )
+        )

@@ -78,11 +78,14 @@ class Command(BaseCommand):
         # Unset options take the defaults; a given value, even 0, is judged by the same rules as the form's.
         try:
             sandbox = services.sandbox_create(
-                actor=actor, team=team, name=name,
+                actor=actor,
+                team=team,
+                name=name,
                 image=settings.SANDBOX_DEFAULT_IMAGE if opts["image"] is None else opts["image"],
                 memory_mb=settings.SANDBOX_DEFAULT_MEMORY_MB if opts["memory_mb"] is None else opts["memory_mb"],
                 cpus=Decimal(str(settings.SANDBOX_DEFAULT_CPUS)) if opts["cpus"] is None else opts["cpus"],
-                network_mode=opts["network"], enqueue=False,
+                network_mode=opts["network"],
+                enqueue=False,
             )
         except policy.PolicyViolation as exc:
             raise CommandError("Refused by the security policy:\n  " + "\n  ".join(exc.problems)) from exc

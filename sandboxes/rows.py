@@ -1,0 +1,142 @@
+"""What a page shows of a sandbox, computed once in Python so that the templates only print it:
+the dashboard renders up to 50 of these per request, and the live path renders one per event,
+with the same partial (_row.html, _panel.html).
+
+The buttons are exactly the actions the services would accept from the viewer now
+(services.allowed_actions), so a page never offers what the service refuses, nor hides what it
+allows. They are small forms, built here with every value escaped (html.escape, as the template engine
+would): building them in the template engine cost more than the rest of the row together.
+"""
+
+from dataclasses import dataclass
+from functools import cache
+from html import escape
+
+from django.urls import reverse
+from django.utils.safestring import SafeString, mark_safe
+
+from teams.permissions import Role
+
+from .models import Sandbox
+from .services import allowed_actions
+
+# The row and panel buttons; Destroy has its own confirmation form on the sandbox's page.
+BUTTONS = [a for a in Sandbox.Action.values if a != Sandbox.Action.DESTROY]
+CONFIRM: dict[str, str] = {
+    Sandbox.Action.RESET: "Reset {name}? The container and its running processes are removed; files and the home volume are kept.",
+    Sandbox.Action.CLEAN: "Clean {name}? The container, its images and snapshots are removed; files and the home volume are kept.",
+}
+
+
+@dataclass(frozen=True)
+class Row:
+    """A sandbox as a row or a panel shows it: flat values, looked up once."""
+
+    sandbox: Sandbox
+    pk: int
+    name: str
+    status: str
+    status_label: str
+    pending: str
+    detail: str
+    image: str
+    network: str
+    team: str
+    url: str
+    memory: str
+    cpus: str
+    view_only: bool
+    actions: tuple[str, ...]
+    buttons: SafeString
+    can_destroy: bool
+
+
+STATUS_LABELS = dict(Sandbox.Status.choices)
+NETWORK_LABELS = dict(Sandbox.Network.choices)
+
+
+def memory_label(mb: int) -> str:
+    return f"{mb / 1024:g} GB" if mb >= 1024 and mb % 256 == 0 else f"{mb} MB"
+
+
+def cpus_label(cpus) -> str:
+    return f"{float(cpus):g}"
+
+
+def _buttons(sandbox: Sandbox, url: str, actions: list[str], csrf: str, back_to_detail: bool) -> SafeString:
+    back = '<input type="hidden" name="next" value="detail">' if back_to_detail else ""
+    token = escape(csrf)
+    html = []
+    for a in actions:
+        confirm = f' onclick="return confirm({escape(_js_string(CONFIRM[a].format(name=sandbox.name)))})"' if a in CONFIRM else ""
+        html.append(
+            f'<form method="post" action="{escape(url)}{a}/" class="inline">'
+            f'<input type="hidden" name="csrfmiddlewaretoken" value="{token}">{back}'
+            f'<button type="submit" name="action" value="{a}"{confirm}>{a.capitalize()}</button></form>'
+        )
+    return mark_safe("".join(html))  # noqa: S308 - every value above is escaped
+
+
+def _js_string(text: str) -> str:
+    """A JavaScript string literal for an attribute (escaped for HTML by the caller)."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+@cache
+def _detail_prefix() -> str:
+    """The sandbox pages' URL up to the id: "/sandboxes/" (urls.py puts the id last)."""
+    return reverse("sandbox_detail", args=[0])[: -len("0/")]
+
+
+def row_for(sandbox: Sandbox, role: str | None, *, csrf: str, back_to_detail: bool = False) -> Row:
+    url = f"{_detail_prefix()}{int(sandbox.pk)}/"
+    allowed = allowed_actions(sandbox, role=role)
+    actions = [a for a in BUTTONS if a in allowed]
+    return Row(
+        sandbox=sandbox,
+        pk=sandbox.pk,
+        name=sandbox.name,
+        status=sandbox.status,
+        status_label=STATUS_LABELS.get(sandbox.status, sandbox.status),
+        pending=sandbox.pending_action,
+        detail=sandbox.status_detail,
+        image=sandbox.image,
+        network=NETWORK_LABELS.get(sandbox.network_mode, sandbox.network_mode),
+        team=sandbox.team.name,
+        url=url,
+        memory=memory_label(sandbox.memory_mb),
+        cpus=cpus_label(sandbox.cpus),
+        view_only=role == Role.VIEWER,
+        actions=tuple(actions),
+        buttons=_buttons(sandbox, url, actions, csrf, back_to_detail),
+        can_destroy=Sandbox.Action.DESTROY in allowed,
+    )
+
+
+def rows_for(sandboxes, roles: dict[int, str], *, csrf: str) -> list[Row]:
+    return [row_for(s, roles.get(s.team_id), csrf=csrf) for s in sandboxes]
+
+
+def render_row(row: Row, *, oob: bool = False, insert: bool = False) -> SafeString:
+    """A dashboard row: the one partial that both the page and the live path render. Written in
+    Python with every value escaped: the dashboard renders up to 50 per request, and the
+    template engine cost more per row than the rest of the request together."""
+    e = escape
+    pending = f' <span class="pending" title="in progress">⟳ {e(row.pending)}…</span>' if row.pending else ""
+    detail = f'<div class="detail">{e(row.detail)}</div>' if row.detail else ""
+    actions = '<span class="hint">view only</span>' if row.view_only else row.buttons
+    swap = ' hx-swap-oob="true"' if oob and not insert else ""
+    html = (
+        f'<tr id="sandbox-{int(row.pk)}"{swap} data-name="{e(row.name)}" data-status="{e(row.status)}" data-pending="{e(row.pending)}">'
+        f'<td><a href="{e(row.url)}">{e(row.name)}</a></td>'
+        f'<td><span class="status status-{e(row.status)}">{e(row.status_label)}</span>{pending}{detail}</td>'
+        f"<td><code>{e(row.image)}</code></td><td>{e(row.memory)}</td><td>{e(row.cpus)}</td><td>{e(row.network)}</td>"
+        f'<td>{e(row.team)}</td><td class="actions">{actions}</td></tr>'
+    )
+    if insert:
+        html = f'<tbody hx-swap-oob="beforeend:#sandbox-rows">{html}</tbody>'
+    return mark_safe(html)  # noqa: S308 - every value above is escaped
+
+
+def render_rows(rows: list[Row]) -> SafeString:
+    return mark_safe("\n".join(render_row(r) for r in rows))  # noqa: S308 - each row escapes its values
