@@ -318,19 +318,18 @@ def dir_chain(path: str, *, root: str | None = None, trusted_uids: Iterable[int]
     With `root` (the allowed root `path` lies in), also judge who could swap the folder between
     this check and Docker's mount: every folder from `root` down to the parent of `path` must be
     owned by one of `trusted_uids` and writable by its owner only, and no folder above `root` may
-    be writable by its group or others. Raises HostPathError saying which folder fails."""
+    be writable by its group or others, unless it is sticky (like /tmp) and both it and the
+    entry on the way belong to `trusted_uids`: then nobody else may rename that entry. Raises
+    HostPathError saying which folder fails."""
     fd = open_dir_nofollow("/")
     chain = []
     try:
         st = os.fstat(fd)
         chain.append((st.st_dev, st.st_ino))
         walked = ""
-        parts = [p for p in path.split("/") if p]
         trusted = set(trusted_uids)
-        for part in parts:
-            parent = walked or "/"
-            if root is not None:
-                _judge_parent(parent, st, below_root=is_within(parent, root), trusted=trusted)
+        for part in [p for p in path.split("/") if p]:
+            parent, parent_st = walked or "/", st
             walked += "/" + part
             try:
                 nxt = os.open(part, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
@@ -339,22 +338,27 @@ def dir_chain(path: str, *, root: str | None = None, trusted_uids: Iterable[int]
             os.close(fd)
             fd = nxt
             st = os.fstat(fd)
+            if root is not None:
+                _judge_parent(parent, parent_st, st, below_root=is_within(parent, root), trusted=trusted)
             chain.append((st.st_dev, st.st_ino))
         return tuple(chain)
     finally:
         os.close(fd)
 
 
-def _judge_parent(path: str, st: os.stat_result, *, below_root: bool, trusted: set[int]) -> None:
-    if st.st_mode & 0o022:
-        raise HostPathError(
-            f"{path} is writable by its group or by others, who could swap a folder inside it "
-            "for a link between the check and Docker's mount; make it writable by its owner only."
-        )
+def _judge_parent(path: str, st: os.stat_result, child: os.stat_result, *, below_root: bool, trusted: set[int]) -> None:
     if below_root and st.st_uid not in trusted:
         raise HostPathError(
             f"{path} belongs to uid {st.st_uid}, who could swap a folder inside it between the check "
             "and Docker's mount; folders on the way to a mount must belong to root or the panel."
+        )
+    if st.st_mode & 0o022:
+        # The sticky bit lets only an entry's owner (or the folder's) rename it: safe when both are trusted.
+        if st.st_mode & stat.S_ISVTX and st.st_uid in trusted and child.st_uid in trusted:
+            return
+        raise HostPathError(
+            f"{path} is writable by its group or by others, who could swap a folder inside it "
+            "for a link between the check and Docker's mount; make it writable by its owner only."
         )
 
 

@@ -347,3 +347,15 @@ def test_overlap_is_judged_by_identity_too():
     inner_by_another_name = ((1, 2), (1, 50), (1, 11), (1, 12))  # /srv/b/sub where /srv/b is /srv/a
     assert policy.same_folder_or_nested(outer, inner_by_another_name)
     assert not policy.same_folder_or_nested(outer, ((1, 2), (1, 10), (1, 13)))
+
+
+def test_a_sticky_folder_on_the_way_is_safe_when_the_entry_is_roots(ws):
+    """/tmp is writable by everyone but sticky: nobody but root may rename root's entries there,
+    so a workspace under /tmp/<root's folder> is safe, and one under someone else's folder is not."""
+    spec = good_spec(ws)
+    ws.parent.chmod(0o1777)
+    policy.check(spec, rules(ws))
+    os.chown(ws, 1000, 1000)  # the entry in the sticky folder is someone else's: they may swap it
+    assert any("writable by its group or by others" in p or "belongs to uid 1000" in p for p in problems(spec, rules(ws)))
+    os.chown(ws, 0, 0)
+    ws.parent.chmod(0o755)
