@@ -324,11 +324,12 @@ def test_mount_roots_may_not_hold_the_panels_own_folders(root, reason):
     assert (reason in found[0]) if reason else not found
 
 
-def test_a_home_reached_through_a_link_is_judged_at_its_target(ws):
-    base = ws.parent
-    (base / "data" / "home" / "alice").mkdir(parents=True)
-    os.symlink(base / "data" / "home", base / "home")
-    found = policy.check_mount_roots([str(base / "data" / "home")], workspace_root="/root/ws", homes=[str(base / "home" / "alice")])
+def test_a_home_reached_through_a_link_is_judged_at_its_target(mount_root):
+    (mount_root / "data" / "home" / "alice").mkdir(parents=True)
+    os.symlink(mount_root / "data" / "home", mount_root / "home")
+    found = policy.check_mount_roots(
+        [str(mount_root / "data" / "home")], workspace_root="/root/ws", homes=[str(mount_root / "home" / "alice")]
+    )
     assert found and "home directory" in found[0]
 
 
