@@ -52,3 +52,22 @@ class AuditedAdminMixin:
         for obj in queryset:
             self._audit(request, "delete", obj, {"id": obj.pk})
         return super().log_deletions(request, queryset)  # type: ignore[misc]
+
+
+def _audit_axes_admins() -> None:
+    """django-axes's admin (lock-outs, failed sign-ins): clearing a lock-out there is a change
+    like any other, so it is audited too."""
+    from axes import admin as axes_admin
+    from axes.models import AccessAttempt, AccessFailureLog, AccessLog
+
+    for model, base in (
+        (AccessAttempt, axes_admin.AccessAttemptAdmin),
+        (AccessLog, axes_admin.AccessLogAdmin),
+        (AccessFailureLog, axes_admin.AccessFailureLogAdmin),
+    ):
+        if admin.site.is_registered(model):
+            admin.site.unregister(model)
+        admin.site.register(model, type(f"Audited{base.__name__}", (AuditedAdminMixin, base), {}))
+
+
+_audit_axes_admins()

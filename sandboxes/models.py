@@ -116,3 +116,27 @@ class Mount(models.Model):
 
     def __str__(self) -> str:
         return f"{self.host_path} -> {self.container_path}{' (ro)' if self.read_only else ''}"
+
+
+class TerminalSession(models.Model):
+    """One browser terminal opened into a sandbox: who, when and for how long (never what was
+    typed). Listed on the sandbox's page, and audited when it opens and closes."""
+
+    sandbox = models.ForeignKey(Sandbox, on_delete=models.CASCADE, related_name="terminal_sessions")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    user_name = models.CharField(max_length=150)
+    exec_id = models.CharField(max_length=64, blank=True, default="")
+    source_ip = models.GenericIPAddressField(null=True, blank=True)
+    started_at = models.DateTimeField(auto_now_add=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    end_reason = models.CharField(max_length=200, blank=True, default="")
+
+    class Meta:
+        ordering = ["-started_at"]
+
+    def __str__(self) -> str:
+        return f"{self.user_name} in {self.sandbox} at {self.started_at:%Y-%m-%d %H:%M}"
+
+    @property
+    def duration_seconds(self) -> int | None:
+        return int((self.ended_at - self.started_at).total_seconds()) if self.ended_at else None

@@ -367,17 +367,21 @@ def dir_identity(path: str) -> tuple[int, int]:
     return dir_chain(path)[-1]
 
 
-def read_mountinfo(path: str = "/proc/self/mountinfo") -> list[tuple[str, str]]:
-    """(mount point, root of the mount within its file system) for every mount of this machine."""
-    found = []
+@dataclass(frozen=True)
+class MountEntry:
+    point: str  # where it is mounted
+    root: str  # which folder of its file system it shows
+    device: str  # major:minor of that file system
+
+
+def read_mountinfo(path: str = "/proc/self/mountinfo") -> list[MountEntry]:
+    """Every mount of this machine. Raises HostPathError if that cannot be read: the checks that
+    need it must not pass for want of it."""
     try:
         with open(path) as f:
-            for line in f:
-                fields = line.split()
-                found.append((_unescape(fields[4]), _unescape(fields[3])))
-    except OSError:
-        pass
-    return found
+            return [MountEntry(_unescape(fields[4]), _unescape(fields[3]), fields[2]) for fields in (line.split() for line in f)]
+    except (OSError, IndexError) as exc:
+        raise HostPathError(f"the list of mounts ({path}) cannot be read: {exc}") from None
 
 
 def _unescape(field_text: str) -> str:
@@ -385,13 +389,56 @@ def _unescape(field_text: str) -> str:
     return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field_text)
 
 
-def check_not_on_a_bind_mount(source: str, mounts: list[tuple[str, str]] | None = None) -> list[str]:
-    """An extra mount may not be, or lie on, a bind mount of a sub-folder: that is a second name
-    for a folder elsewhere (perhaps inside the workspace), which identity checks cannot see
-    through."""
-    for point, fs_root in mounts if mounts is not None else read_mountinfo():
-        if fs_root != "/" and is_within(source, point):
-            return [f"Mount source {source} lies on {point}, a bind mount of another folder ({fs_root}); name that folder itself."]
+def check_single_name(source: str, mounts: list[MountEntry]) -> list[str]:
+    """An extra mount's folder must have one name only. A file system mounted twice, or a bind
+    mount of a folder, makes a second path to the same folder, which the checks by name cannot
+    see through: refused when another mount of the same file system also shows this folder. (A
+    btrfs subvolume mounted at /, which shows a sub-folder of its file system, is one name.)"""
+    inside = [m for m in mounts if is_within(source, m.point)]
+    if not inside:
+        return []
+    on = max(inside, key=lambda m: len(m.point))
+    rest = source[len(on.point) :].lstrip("/") if on.point != "/" else source.lstrip("/")
+    folder = os.path.normpath(on.root.rstrip("/") + "/" + rest) if rest else on.root
+    for other in mounts:
+        if other is not on and other.device == on.device and is_within(folder, other.root):
+            alias = os.path.normpath(other.point.rstrip("/") + "/" + folder[len(other.root) :].lstrip("/"))
+            return [
+                f"Mount source {source} is the same folder as {alias} (its file system is mounted twice); "
+                "one folder may have one name only."
+            ]
+    return []
+
+
+def forbidden_chains(rules: Rules) -> list[tuple[str, tuple[tuple[int, int], ...], bool]]:
+    """(label, chain, whether only containing it is refused) for every folder an extra mount may
+    never be, contain or lie inside, judged by identity: system folders, homes, the panel's own
+    folders and Docker's, the workspace. Folders that do not exist are left out."""
+    found = []
+    for label, paths, contain_only in (
+        ("the system path", (*SYSTEM_PATHS,), False),
+        ("the home directory", rules.homes, False),
+        ("the panel's own", rules.protected, False),
+        ("the workspace root", (rules.workspace_root,), False),
+        ("", CONTAINER_PATHS, True),
+    ):
+        for path in paths:
+            try:
+                found.append((f"{label} {path}".strip(), dir_chain(path), contain_only))
+            except HostPathError:
+                continue
+    return found
+
+
+def check_identity_against(source: str, chain: Sequence[Sequence[int]], forbidden) -> list[str]:
+    """The source, by identity, against forbidden_chains(): a second name for a home or a system
+    folder is refused like the folder itself."""
+    ids = {tuple(x) for x in chain}
+    for label, other, contain_only in forbidden:
+        contains = tuple(chain[-1]) in {tuple(x) for x in other}
+        inside = tuple(other[-1]) in ids
+        if contains or (inside and not contain_only):
+            return [f"Mount source {source} is, contains or lies inside {label} (under another name)."]
     return []
 
 
@@ -399,8 +446,13 @@ def check_host_paths(spec: ContainerSpec, rules: Rules) -> list[str]:
     """Judge every bind source as it is on disk now (see the module docstring): no link on the
     way, nobody but root or the panel able to swap it, no bind mount under it, and every folder
     from / down to it the very one recorded when the sandbox was created."""
-    problems = []
-    mounts = read_mountinfo()
+    problems: list[str] = []
+    extra = [b for b in spec.binds if not b.workspace]
+    try:
+        mounts = read_mountinfo() if extra else []
+        forbidden = forbidden_chains(rules) if extra else []
+    except HostPathError as exc:
+        return [f"Extra mounts cannot be judged: {exc}"]
     for bind in spec.binds:
         root = rules.workspace_root if bind.workspace else _root_of(bind.source, rules.mount_roots)
         try:
@@ -409,7 +461,8 @@ def check_host_paths(spec: ContainerSpec, rules: Rules) -> list[str]:
             problems.append(f"Mount source {bind.source} cannot be mounted: {exc}")
             continue
         if not bind.workspace:
-            problems += check_not_on_a_bind_mount(bind.source, mounts)
+            problems += check_single_name(bind.source, mounts)
+            problems += check_identity_against(bind.source, chain, forbidden)
         if not bind.chain:
             problems.append(f"Mount source {bind.source} has no recorded identity; it was never checked at create.")
         elif tuple(map(tuple, bind.chain)) != chain:
@@ -596,6 +649,7 @@ def spec_drift(spec: ContainerSpec, data: dict) -> list[str]:
         ("read-only root", bool(host.get("ReadonlyRootfs")), spec.read_only_rootfs),
         ("runtime", host.get("Runtime") or "runc", spec.runtime or "runc"),
         ("labels", {k: (config.get("Labels") or {}).get(k) for k in spec.labels}, spec.labels),
+        ("TTY", bool(config.get("Tty")), False),
     ]
     drift += [f"{what} is {have!r}, not {want!r}" for what, have, want in checks if have != want]
     return drift

@@ -8,6 +8,7 @@ allows. They are small forms, built here with every value escaped (html.escape, 
 would): building them in the template engine cost more than the rest of the row together.
 """
 
+import json
 from dataclasses import dataclass
 from functools import cache
 from html import escape
@@ -78,8 +79,9 @@ def _buttons(sandbox: Sandbox, url: str, actions: list[str], csrf: str, back_to_
 
 
 def _js_string(text: str) -> str:
-    """A JavaScript string literal for an attribute (escaped for HTML by the caller)."""
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    """A JavaScript string literal for an attribute (escaped for HTML by the caller): JSON
+    escapes quotes, backslashes and every control character."""
+    return json.dumps(text)
 
 
 @cache

@@ -198,7 +198,10 @@ def workspace_remove(name: str, uuid: str) -> str:
         if marker != uuid:
             return f"{root / name} does not carry this sandbox's marker; left in place"
         base = str(root / name)
-        mounted = [point for point, _fs_root in policy.read_mountinfo() if policy.is_within(point, base)]
+        try:
+            mounted = [m.point for m in policy.read_mountinfo() if policy.is_within(m.point, base)]
+        except policy.HostPathError as exc:
+            return f"{base} left in place: {exc} (whatever might be mounted inside would be deleted too)"
         if mounted:
             # rmtree would empty the mounted folder too: whatever is mounted there is not ours.
             return f"{base} has {mounted[0]} mounted inside it; left in place (unmount it, then destroy again)"

@@ -147,7 +147,13 @@ case "$MODE" in
     $PY manage.py ensure_admin
     mkdir -p "${WORKSPACE_ROOT:-$HOME/ClaudeCodeWorkspace}"
     skip=()
-    if [ "$REDIS_URL" != "$OWN_REDIS_URL" ]; then skip=(--skip redis); fi
+    if [ "$REDIS_URL" != "$OWN_REDIS_URL" ]; then
+      skip=(--skip redis)
+    elif redis_answers; then
+      # Another Redis serves var/redis.sock (a panel or a `make test` from this folder): a second
+      # one would take the socket over and leave the first panel without its queue.
+      die "var/redis.sock already answers: the panel (or make test) is running from this folder; stop it first."
+    fi
     say "serving the panel on http://127.0.0.1:${PANEL_PORT:-8000}/ (Ctrl-C stops the panel; sandboxes keep running)"
     trap - INT TERM
     .venv/bin/python scripts/supervise.py "${skip[@]}"

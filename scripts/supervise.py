@@ -10,10 +10,16 @@ up first, so a dead Celery worker's pool children never linger. One process dyin
 the others. SIGINT or SIGTERM stops them all (SIGTERM, then SIGKILL after 10 s) and exits.
 
 Only the panel's own processes are here: dockerd and the sandboxes are not, so they outlive the
-panel.
+panel. Should the supervisor itself die (SIGKILL, the OOM killer), every child gets SIGTERM from
+the kernel (PR_SET_PDEATHSIG): no orphan keeps a socket or a port. SIGHUP (the terminal closed)
+stops everything like Ctrl-C. A lock in var/ keeps a second panel from starting in the same
+folder. Output goes to var/log/panel.log, and to the terminal while it reads: a paused or gone
+terminal never blocks the panel.
 """
 
 import argparse
+import ctypes
+import fcntl
 import os
 import re
 import selectors
@@ -22,10 +28,18 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 BACKOFF_MAX = 30.0
 HEALTHY_AFTER = 60.0
 COLOURS = [36, 33, 32, 35, 34, 31, 96, 93]
+PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM when the supervisor dies, however it dies."""
+    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 @dataclass
@@ -50,16 +64,27 @@ def read_procfile(path: str, skip: set[str]) -> list[Child]:
 
 
 class Supervisor:
-    def __init__(self, children: list[Child]):
+    def __init__(self, children: list[Child], log_path: Path):
         self.children = children
         self.selector = selectors.DefaultSelector()
         self.stopping = False
         self.width = max(len(c.name) for c in children)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.log = open(log_path, "a", buffering=1)  # noqa: SIM115 - the supervisor's lifetime
+        os.set_blocking(sys.stdout.fileno(), False)
+        self.dropped = 0
 
     def say(self, name: str, colour: int, text: str) -> None:
         stamp = time.strftime("%H:%M:%S")
-        sys.stdout.write(f"\033[{colour}m{stamp} {name:<{self.width}} |\033[0m {text}\n")
-        sys.stdout.flush()
+        self.log.write(f"{time.strftime('%Y-%m-%d')} {stamp} {name:<{self.width}} | {text}\n")
+        line = f"\033[{colour}m{stamp} {name:<{self.width}} |\033[0m {text}\n".encode(errors="replace")
+        try:
+            if self.dropped:
+                os.write(sys.stdout.fileno(), f"[{self.dropped} lines not shown here; see var/log/panel.log]\n".encode())
+                self.dropped = 0
+            os.write(sys.stdout.fileno(), line)
+        except (BlockingIOError, BrokenPipeError, OSError):
+            self.dropped += 1  # the terminal is not reading: the log file has it
 
     def start(self, child: Child) -> None:
         child.proc = subprocess.Popen(
@@ -68,6 +93,7 @@ class Supervisor:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
+            preexec_fn=_die_with_parent,  # noqa: PLW1509 - prctl only, before exec
         )
         child.started_at = time.monotonic()
         os.set_blocking(child.proc.stdout.fileno(), False)
@@ -106,7 +132,7 @@ class Supervisor:
             self.say(child.name, child.colour, line.decode(errors="replace").rstrip())
 
     def run(self) -> int:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, self.request_stop)
         for child in self.children:
             self.start(child)
@@ -147,12 +173,21 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--procfile", default="Procfile")
     parser.add_argument("--skip", action="append", default=[], help="a process of the Procfile not to run")
+    parser.add_argument("--var", default="var", help="the panel's own folder (lock and log)")
     args = parser.parse_args()
     children = read_procfile(args.procfile, set(args.skip))
     if not children:
         print(f"no processes in {args.procfile}", file=sys.stderr)
         return 2
-    return Supervisor(children).run()
+    var = Path(args.var)
+    var.mkdir(mode=0o700, exist_ok=True)
+    lock = open(var / "panel.lock", "w")  # noqa: SIM115 - held until the supervisor exits
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        print(f"The panel is already running from this folder ({var / 'panel.lock'} is held); stop it first.", file=sys.stderr)
+        return 3
+    return Supervisor(children, var / "log" / "panel.log").run()
 
 
 if __name__ == "__main__":

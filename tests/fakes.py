@@ -56,6 +56,9 @@ class FakeEngine:
         self._check("ping")
         return "fake"
 
+    def data_root(self) -> str | None:
+        return "/var/lib/docker"
+
     def image_exists(self, ref: str) -> bool:
         self._check("image_exists")
         return ref in self.images
@@ -178,8 +181,11 @@ class FakeEngine:
         return []
 
     def mounted_identities(self, container_id: str, targets: list[str]) -> dict[str, tuple[int, int]] | None:
-        """What the fake "mounted": each bind source as it is on disk at the start."""
+        """What the fake "mounted": each bind source as it is on disk at the start (None, as the
+        real engine says, for a container that is not running)."""
         c = self._get(container_id)
+        if c.status != "running":
+            return None
         found = {}
         for b in c.spec.binds:
             try:

@@ -33,7 +33,7 @@ class Panel:
         self.log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
         env = subprocess_env(PANEL_PORT=str(self.port), PANEL_WS_PORT=str(self.ws_port), PANEL_WEB_WORKERS="2")
         self.proc = subprocess.Popen(
-            [sys.executable, "scripts/supervise.py", "--skip", "redis"],
+            [sys.executable, "scripts/supervise.py", "--skip", "redis", "--var", str(ROOT / "var" / "test-supervisor")],
             cwd=ROOT,
             env=env,
             stdout=self.log,

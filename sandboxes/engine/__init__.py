@@ -37,11 +37,14 @@ from .containers import ContainersMixin
 from .events import EventsMixin
 from .images import ImagesMixin
 from .networks import NetworksMixin
-from .streams import StreamsMixin
+from .streams import LogLine, LogStream, StreamsMixin, Terminal
 from .volumes import VolumesMixin
 
 __all__ = [
     "LABEL_EVIDENCE",
+    "LogLine",
+    "LogStream",
+    "Terminal",
     "LABEL_INSTANCE",
     "LABEL_MANAGED",
     "LABEL_SANDBOX",

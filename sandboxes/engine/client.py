@@ -130,6 +130,16 @@ class BaseClient:
         except (docker.errors.DockerException, requests.exceptions.RequestException, ConnectionError) as exc:
             raise translate(exc, self.host) from exc
 
+    def data_root(self) -> str | None:
+        """Where the engine keeps its data (volumes, images), which no sandbox may ever mount;
+        None if the engine does not answer."""
+        if not hasattr(self, "_data_root"):
+            try:
+                self._data_root = self.call(self.api.info).get("DockerRootDir") or None
+            except EngineError:
+                return None
+        return self._data_root
+
     def ping(self) -> str:
         """Return the engine's version, or raise EngineUnavailable."""
         try:

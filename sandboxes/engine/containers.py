@@ -38,8 +38,10 @@ class ContainersMixin(BaseClient):
             runtime=spec.runtime,
             restart_policy={"Name": "no"},
             working_dir="/workspace",
-            tty=True,
-            stdin_open=True,
+            # No TTY for the main process: Docker then keeps stdout and stderr apart in the logs.
+            # The browser terminal opens its own TTY with `docker exec`.
+            tty=False,
+            stdin_open=False,
             detach=True,
         )
         if spec.network == "none":
@@ -160,16 +162,22 @@ class ContainersMixin(BaseClient):
     def mounted_identities(self, container_id: str, targets: list[str]) -> dict[str, tuple[int, int]] | None:
         """(device, inode) of the folder actually mounted at each target of a running container,
         seen through the container's own root on this machine: what Docker really mounted, not
-        what it was asked to. None when that cannot be read from here (a remote engine)."""
+        what it was asked to. None when that cannot be read: a remote engine, or a container
+        that is no longer running (it exited at once: nothing of it runs to be wrong)."""
         if not self.host.is_local:
             return None
-        pid = self.inspect_container(container_id)["State"].get("Pid") or 0
+        state = self.inspect_container(container_id)["State"]
+        pid = int(state.get("Pid") or 0)
+        if not state.get("Running") or pid <= 0:
+            return None
         found = {}
         for target in targets:
             try:
-                st = os.stat(f"/proc/{int(pid)}/root{target}", follow_symlinks=False)
+                st = os.stat(f"/proc/{pid}/root{target}", follow_symlinks=False)
             except OSError:
-                continue
+                if not os.path.exists(f"/proc/{pid}/root"):
+                    return None  # it exited meanwhile
+                continue  # nothing there: reported as not the folder checked
             found[target] = (st.st_dev, st.st_ino)
         return found
 

@@ -7,15 +7,13 @@ the team since), and renders just the one row or panel it is about with the same
 page used.
 """
 
-from importlib import import_module
 from urllib.parse import parse_qs
 
 from asgiref.sync import async_to_sync
 from channels.generic.websocket import WebsocketConsumer
 from django.conf import settings
-from django.contrib.auth import HASH_SESSION_KEY, SESSION_KEY, get_user_model
+from django.contrib.auth import get_user_model
 from django.template.loader import render_to_string
-from django.utils.crypto import constant_time_compare
 
 from teams.models import Membership
 from teams.permissions import Role, team_roles
@@ -23,8 +21,8 @@ from teams.permissions import Role, team_roles
 from .. import live, selectors
 from ..models import Sandbox
 from ..rows import render_row, render_rows, row_for, rows_for
+from . import access
 
-SessionStore = import_module(settings.SESSION_ENGINE).SessionStore
 CLOSE_UNAUTHORISED = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_TRY_LATER = 1013
@@ -40,7 +38,11 @@ class StatusConsumer(WebsocketConsumer):
         self.sandbox_id = self.scope["url_route"]["kwargs"].get("pk")
         query = parse_qs(self.scope.get("query_string", b"").decode())
         self.search = (query.get("q") or [""])[0]
-        self.first_page = (query.get("page") or ["1"])[0] == "1"
+        try:
+            self.page_number = max(1, int((query.get("page") or ["1"])[0]))
+        except ValueError:
+            self.page_number = 1
+        self.first_page = self.page_number == 1
         if self.sandbox_id is not None:
             if selectors.sandbox_get_visible(user=user, pk=self.sandbox_id) is None:
                 self.close(code=CLOSE_FORBIDDEN)
@@ -83,7 +85,7 @@ class StatusConsumer(WebsocketConsumer):
 
     def _send_page(self, user) -> None:
         roles = team_roles(user=user)
-        page = selectors.sandbox_page(user=user, roles=roles, search=self.search, page=1 if self.first_page else None)
+        page = selectors.sandbox_page(user=user, roles=roles, search=self.search, page=self.page_number)
         context = {
             **self._context(),
             "page": page,
@@ -97,18 +99,14 @@ class StatusConsumer(WebsocketConsumer):
             return Role.ADMIN
         return Membership.objects.filter(user_id=user.pk, team_id=team_id).values_list("role", flat=True).first()
 
-    def _session_is_valid(self, user) -> bool:
-        """The socket's sign-in session still exists, has not expired, and is still this user's
-        with their current password (what Django checks for a page)."""
-        data = SessionStore(self.session_key).load() if self.session_key else {}
-        stored = data.get(HASH_SESSION_KEY) or ""
-        return str(data.get(SESSION_KEY)) == str(user.pk) and constant_time_compare(stored, user.get_session_auth_hash())
+    def access_changed(self, event):
+        pass  # every status message is authorised again anyway
 
     def sandbox_status(self, event):
         """One sandbox changed: re-check the session and who may see the sandbox, then send its
         row or panel (four queries, however many sandboxes and sockets there are)."""
         user = get_user_model().objects.filter(pk=self.user_id, is_active=True).first()
-        if user is None or not self._session_is_valid(user):
+        if user is None or not access.session_is_valid(self.session_key, user):
             self.close(code=CLOSE_UNAUTHORISED)
             return
         sandbox = Sandbox.objects.select_related("team").filter(pk=event["sandbox_id"]).first()

@@ -102,9 +102,13 @@ def _run_start(sandbox: Sandbox, action: str) -> None:
 def _verify_mounted(docker, container_id: str, spec: policy.ContainerSpec) -> None:
     """After the start, check that Docker mounted the very folders the policy judged: a swap
     that won the race between the check and the mount is caught here, and the container is
-    removed before the start is reported."""
+    removed before the start is reported. A container that exited at once is said so (and kept,
+    with its output)."""
     seen = docker.mounted_identities(container_id, [b.target for b in spec.binds])
     if seen is None:
+        state = docker.container_state(container_id)
+        if state is not None and state.status in ("exited", "dead"):
+            raise engine.EngineError(f"the container exited at once (code {state.exit_code}); its output says why.")
         return  # a remote engine: the checks before the start are what holds
     wrong = [b for b in spec.binds if seen.get(b.target) != b.identity]
     if wrong:
@@ -237,15 +241,20 @@ def sandbox_perform(*, sandbox_id: int, action: str) -> None:
             ACTIONS[action].run(sandbox, action)
         except LostClaim:
             _undo_after_lost_claim(sandbox, action)
+            return
         except policy.PolicyViolation as exc:
-            finish(sandbox, action, S.ERROR, "Refused by the security policy: " + " ".join(exc.problems), outcome="refused")
+            ended = finish(sandbox, action, S.ERROR, "Refused by the security policy: " + " ".join(exc.problems), outcome="refused")
         except (engine.EngineError, workspace.WorkspaceError, OSError) as exc:
-            finish(sandbox, action, S.ERROR, f"{action} failed: {exc}")
+            ended = finish(sandbox, action, S.ERROR, f"{action} failed: {exc}")
         except Exception as exc:  # noqa: BLE001 - an action always ends; the log has the traceback
             log.exception("%s of sandbox %s failed unexpectedly", action, sandbox.name)
-            finish(sandbox, action, S.ERROR, f"{action} failed unexpectedly ({type(exc).__name__}: {exc}); see the worker's log.")
+            ended = finish(sandbox, action, S.ERROR, f"{action} failed unexpectedly ({type(exc).__name__}: {exc}); see the worker's log.")
         else:
-            finish(sandbox, action, ACTIONS[action].result, sandbox.status_detail if action == A.DESTROY else "", outcome="done")
+            ended = finish(sandbox, action, ACTIONS[action].result, sandbox.status_detail if action == A.DESTROY else "", outcome="done")
+        if not ended:
+            # Destroy took the sandbox over while this ran, and this run did not notice (it ended
+            # some other way): whatever it made must not outlive the sandbox either.
+            _undo_after_lost_claim(sandbox, action)
 
 
 def _undo_after_lost_claim(sandbox: Sandbox, action: str) -> None:

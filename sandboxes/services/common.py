@@ -45,9 +45,13 @@ def audit(actor, action: str, sandbox: Sandbox, details: dict | None = None, sou
     )
 
 
-def protected_folders() -> tuple[str, ...]:
-    """The panel's own folders: its code, its virtualenv and var/ (keys, database, Redis)."""
-    return tuple(dict.fromkeys(os.path.realpath(p) for p in (settings.BASE_DIR, settings.VAR_DIR, sys.prefix)))
+def protected_folders(*, with_engine: bool = False) -> tuple[str, ...]:
+    """The panel's own folders (its code, its virtualenv and var/: keys, database, Redis), and,
+    with_engine, the Docker engine's data (every sandbox's home volume is there)."""
+    found: list[str] = [str(settings.BASE_DIR), str(settings.VAR_DIR), sys.prefix]
+    if with_engine and (data_root := engine.engine_for().data_root()):
+        found.append(data_root)
+    return tuple(dict.fromkeys(os.path.realpath(p) for p in found))
 
 
 def policy_rules() -> policy.Rules:
@@ -58,7 +62,7 @@ def policy_rules() -> policy.Rules:
         networks=(settings.SANDBOX_NETWORK,),
         runtimes=tuple(settings.SANDBOX_RUNTIMES),
         homes=tuple(policy.real_homes(entry.pw_dir for entry in pwd.getpwall())),
-        protected=protected_folders(),
+        protected=protected_folders(with_engine=True),
         trusted_uids=frozenset({0, os.geteuid()}),
     )
 

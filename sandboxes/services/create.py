@@ -68,7 +68,13 @@ def _judge_extra_mounts(extra_mounts: Sequence[tuple[str, str, bool]], rules: po
     insensitive file system) can neither reach the workspace nor hide an overlap."""
     chains: dict[str, tuple] = {}
     problems: list[str] = []
-    mounts = policy.read_mountinfo()
+    if not extra_mounts:
+        return chains, problems
+    try:
+        mounts = policy.read_mountinfo()
+        forbidden = policy.forbidden_chains(rules)
+    except policy.HostPathError as exc:
+        return chains, [f"Extra mounts cannot be judged: {exc}"]
     for host, _target, _ro in extra_mounts:
         lexical = policy.check_extra_source_lexically(host, rules)
         if lexical:
@@ -80,7 +86,8 @@ def _judge_extra_mounts(extra_mounts: Sequence[tuple[str, str, bool]], rules: po
         except policy.HostPathError as exc:
             problems.append(f"Mount source {host} cannot be mounted: {exc}")
             continue
-        problems += policy.check_not_on_a_bind_mount(host, mounts)
+        problems += policy.check_single_name(host, mounts)
+        problems += policy.check_identity_against(host, chains[host], forbidden)
     try:
         workspace_chain = policy.dir_chain(rules.workspace_root)
     except policy.HostPathError:

@@ -203,3 +203,13 @@ def test_the_daily_check_is_scheduled():
     assert settings.CELERY_BEAT_SCHEDULE["verify-audit-chain"]["task"] == "audit.tasks.audit_verify_task"
     app.loader.import_default_modules()
     assert "audit.tasks.audit_verify_task" in app.tasks
+
+
+def test_clearing_a_lock_out_in_the_admin_is_audited(client, admin_user):
+    from axes.models import AccessAttempt
+
+    attempt = AccessAttempt.objects.create(username="mallory", ip_address="10.0.0.9", user_agent="x", failures_since_start=10)
+    client.force_login(admin_user)
+    response = client.post(f"/admin/axes/accessattempt/{attempt.pk}/delete/", {"post": "yes"})
+    assert response.status_code == 302 and not AccessAttempt.objects.exists()
+    assert AuditEvent.objects.filter(action="admin.accessattempt.delete", actor_name="admin").exists()

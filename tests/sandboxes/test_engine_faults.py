@@ -94,3 +94,19 @@ def test_a_foreign_container_with_our_name_is_never_removed(make_sandbox, clean_
         assert docker_cli("inspect", "-f", "{{.State.Running}}", "ccpanel-test-squatter").stdout.strip() == "true"
     finally:
         docker_cli("rm", "-f", "ccpanel-test-squatter", check=False)
+
+
+def test_a_container_that_exits_at_once_is_reported_and_kept(make_sandbox, clean_docker, test_image, settings):
+    """Found by review: no process to read the mounts from is not a swap; the container and its
+    output are kept, and the reason is the exit."""
+    tag = f"ccpanel-{settings.PANEL_INSTANCE}/exits:1"
+    cid = docker_cli("create", "--label", f"io.ccpanel.instance={settings.PANEL_INSTANCE}", test_image).stdout.strip()
+    docker_cli("commit", "--change", 'CMD ["/bin/sh", "-c", "echo bye; exit 3"]', cid, tag)
+    docker_cli("rm", cid)
+    try:
+        sandbox = make_sandbox("quitter", image=tag)
+        assert sandbox.status == "error", sandbox.status_detail
+        assert "exited at once (code 3)" in sandbox.status_detail and "security policy" not in sandbox.status_detail
+        assert docker_cli("logs", sandbox.container_id).stdout.strip() == "bye"
+    finally:
+        docker_cli("rmi", "-f", tag, check=False)

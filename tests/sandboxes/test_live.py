@@ -164,3 +164,37 @@ def test_the_dashboard_pages_and_searches_beyond_fifty(client, admin_user, team)
     found = client.get("/?q=box-12").content.decode()
     assert found.count('<tr id="sandbox-') == 10 and "Page" not in found.split("sandbox-rows")[1]
     assert client.get("/?page=999").status_code == 200 and client.get("/?page=x").status_code == 200
+
+
+def test_a_dashboard_socket_on_page_two_sends_page_two(in_memory_layer, client_factory, django_user_model, team):
+    """Found by review: the socket of page 2 used to send page 1 in its place."""
+    Sandbox.objects.bulk_create(
+        [Sandbox(name=f"box-{i:03d}", team=team, image="img", memory_mb=256, cpus=1, pids_limit=10) for i in range(60)]
+    )
+    [cookie] = sessions(client_factory, django_user_model, team, 1)
+
+    async def scenario():
+        headers = [
+            (b"host", b"127.0.0.1:8000"),
+            (b"origin", ORIGIN.encode()),
+            (b"cookie", f"{settings.SESSION_COOKIE_NAME}={cookie}".encode()),
+        ]
+        communicator = WebsocketCommunicator(application, "/ws/sandboxes/?page=2", headers=headers)
+        assert (await communicator.connect())[0]
+        page = await communicator.receive_from()
+        await communicator.disconnect()
+        return page
+
+    page = async_to_sync(scenario)()
+    assert "box-050" in page and "box-000" not in page and page.count("<tr id=") == 10
+
+
+@pytest.mark.django_db
+def test_a_team_name_cannot_break_out_of_a_confirm(client, admin_user):
+    from teams.models import Team
+
+    team = Team.objects.create(name="ops');fetch('/admin/');('", slug="ops")
+    Membership.objects.create(user=admin_user, team=team, role=Role.ADMIN)
+    client.force_login(admin_user)
+    html = client.get("/teams/ops/").content.decode()
+    assert "fetch('/admin/')" not in html and "\\u0027" in html

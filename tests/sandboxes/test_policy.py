@@ -337,10 +337,22 @@ def test_names_with_a_trailing_newline_are_refused():
     assert policy.check_name("abc\n") and policy.check_image_ref("busybox\n")
 
 
-def test_a_source_on_a_bind_mount_of_a_sub_folder_is_refused():
-    mounts = [("/", "/"), ("/srv/shared/alias", "/root/ClaudeCodeWorkspace/box")]
-    assert policy.check_not_on_a_bind_mount("/srv/shared/alias/Projects", mounts)
-    assert not policy.check_not_on_a_bind_mount("/srv/shared/data", mounts)
+def test_a_folder_with_a_second_name_is_refused_and_a_btrfs_root_is_one_name():
+    M = policy.MountEntry
+    bind = [M("/", "/", "8:1"), M("/srv/shared/alias", "/root/ClaudeCodeWorkspace/box", "8:1")]
+    assert policy.check_single_name("/srv/shared/alias/Projects", bind)  # also /root/.../box/Projects
+    assert not policy.check_single_name("/srv/shared/data", bind)
+    twice = [M("/", "/", "8:1"), M("/mnt/again", "/", "8:1")]  # the same file system mounted twice
+    assert policy.check_single_name("/srv/shared/data", twice)
+    btrfs = [M("/", "/@", "0:30"), M("/home", "/@home", "0:30")]  # Fedora, openSUSE, Ubuntu on btrfs
+    assert not policy.check_single_name("/srv/shared/data", btrfs)
+    btrfs_top = [*btrfs, M("/mnt/pool", "/", "0:30")]  # the top of the pool mounted too: /@ has a second name
+    assert "/mnt/pool/@/srv/shared/data" in policy.check_single_name("/srv/shared/data", btrfs_top)[0]
+
+
+def test_the_list_of_mounts_must_be_readable(tmp_path):
+    with pytest.raises(policy.HostPathError, match="cannot be read"):
+        policy.read_mountinfo(str(tmp_path / "missing"))
 
 
 def test_overlap_is_judged_by_identity_too():

@@ -239,3 +239,41 @@ def test_a_missed_heartbeat_is_retried_so_a_live_run_is_never_queued_again(team,
         assert services.requeue_stale_actions() == 0
         worker.join()
     assert Sandbox.objects.get(pk=sandbox.pk).status == "stopped"
+
+
+class DestroyDuringProvision(FakeEngine):
+    """While a start provisions the home volume, Destroy is requested and runs to its end."""
+
+    sandbox_pk: int | None = None
+
+    def ensure_volume(self, name, *, labels):
+        if self.sandbox_pk is not None:
+            pk, self.sandbox_pk = self.sandbox_pk, None
+            sandbox = Sandbox.objects.get(pk=pk)
+            services.sandbox_request_action(actor=ACTOR, sandbox=sandbox, action="destroy", enqueue=False)
+            services.sandbox_perform(sandbox_id=pk, action="destroy")
+        return super().ensure_volume(name, labels=labels)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_start_that_destroy_took_over_leaves_nothing_behind(team, clean_workspace):
+    """Found by review: the start ends another way (refused: Destroy removed its folders) and
+    never notices it lost its claim; what it made must still be undone."""
+    from sandboxes import engine
+
+    fake = DestroyDuringProvision(images={TEST_IMAGE})
+    with engine.override(fake):
+        box = services.sandbox_create(
+            actor=ACTOR, team=team, name="leaky", image=TEST_IMAGE, memory_mb=256, cpus=1, network_mode="none", enqueue=False
+        )
+        services.sandbox_perform(sandbox_id=box.pk, action="start")
+        services.sandbox_request_action(actor=ACTOR, sandbox=box, action="stop", enqueue=False)
+        services.sandbox_perform(sandbox_id=box.pk, action="stop")
+        box.refresh_from_db()
+        services.sandbox_request_action(actor=ACTOR, sandbox=box, action="start", enqueue=False)
+        fake.sandbox_pk = box.pk
+        services.sandbox_perform(sandbox_id=box.pk, action="start")
+    box.refresh_from_db()
+    assert box.status == "destroyed"
+    assert box.volume_name not in fake.volumes and not fake.containers
+    assert not box.workspace_path.exists()

@@ -5,6 +5,7 @@ with the same guards, policy and audit trail; the actor is recorded as cli:<unix
 """
 
 import getpass
+import re
 from decimal import Decimal
 
 from django.conf import settings
@@ -13,6 +14,8 @@ from django.core.management.base import BaseCommand, CommandError
 from sandboxes import engine, policy, services
 from sandboxes.models import Sandbox
 from teams.models import Team
+
+CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # every control character but tab and newline
 
 
 def _decimal(text: str) -> Decimal:
@@ -38,6 +41,7 @@ class Command(BaseCommand):
         parser.add_argument("--network", choices=[c for c, _ in Sandbox.Network.choices], default="internet")
         parser.add_argument("--team", default="default", help="team slug (create)")
         parser.add_argument("--tail", type=int, default=200, help="lines of output (logs)")
+        parser.add_argument("--raw", action="store_true", help="logs: keep control characters and escape sequences")
 
     def handle(self, *args, verb, name, **opts):
         actor = services.SystemActor(f"cli:{getpass.getuser()}")
@@ -53,7 +57,10 @@ class Command(BaseCommand):
         if verb == "logs":
             if not sandbox.container_id:
                 raise CommandError(f"{name} has no container (it is {sandbox.status}).")
-            self.stdout.write(engine.engine_for(sandbox).logs(sandbox.container_id, tail=opts["tail"]), ending="")
+            text = engine.engine_for(sandbox).logs(sandbox.container_id, tail=opts["tail"])
+            # The agent wrote this: its escape sequences (a terminal title, the clipboard) must
+            # not reach the admin's terminal unless asked for.
+            self.stdout.write(text if opts["raw"] else CONTROL.sub("\ufffd", text), ending="")
             return
         if verb == "reapprove":
             return self._reapprove(actor, sandbox)

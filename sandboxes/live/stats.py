@@ -1,0 +1,160 @@
+"""Resource use of the running sandboxes, at 1 Hz, for whoever is watching.
+
+One collector per host, in the websocket process, serves every viewer: it samples each running
+sandbox of its host once a second (Docker's one-shot stats, a few milliseconds each, several at
+once) and hands the figures to its subscribers, each of which passes on only what its user may
+see. With no subscriber it stops: nothing is polled when nobody looks. It keeps the last five
+minutes per sandbox, so that a page opened now draws its charts at once.
+"""
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from channels.db import database_sync_to_async
+
+from .. import engine
+from ..models import Sandbox
+
+log = logging.getLogger(__name__)
+INTERVAL = 1.0
+HISTORY = 300  # samples: five minutes at 1 Hz
+
+Subscriber = Callable[[dict[int, dict[str, Any]]], Awaitable[None]]
+
+
+def figures(sample: dict[str, Any], previous: dict[str, Any] | None, elapsed: float) -> dict[str, Any]:
+    """Plain figures from one Docker stats sample (and the one before, for rates and CPU %)."""
+    cpu = sample.get("cpu_stats") or {}
+    memory = sample.get("memory_stats") or {}
+    stats = memory.get("stats") or {}
+    # What the kernel could take back at once is not "used": the page cache (cgroup v1) or the
+    # inactive file pages (v2), as `docker stats` counts it.
+    used = max(0, (memory.get("usage") or 0) - (stats.get("total_inactive_file") or stats.get("inactive_file") or 0))
+    networks = (sample.get("networks") or {}).values()
+    rx = sum(n.get("rx_bytes", 0) for n in networks)
+    tx = sum(n.get("tx_bytes", 0) for n in networks)
+    blk_read = blk_write = 0
+    for entry in (sample.get("blkio_stats") or {}).get("io_service_bytes_recursive") or []:
+        op = (entry.get("op") or "").lower()
+        if op == "read":
+            blk_read += entry.get("value", 0)
+        elif op == "write":
+            blk_write += entry.get("value", 0)
+    found = {
+        "cpu": None,
+        "mem": used,
+        "mem_limit": memory.get("limit") or 0,
+        "rx": rx,
+        "tx": tx,
+        "blk_read": blk_read,
+        "blk_write": blk_write,
+        "pids": (sample.get("pids_stats") or {}).get("current") or 0,
+        "rx_rate": None,
+        "tx_rate": None,
+        "t": time.time(),
+        "_cpu_total": (cpu.get("cpu_usage") or {}).get("total_usage") or 0,
+        "_cpu_system": cpu.get("system_cpu_usage") or 0,
+        "_cpus": cpu.get("online_cpus") or 1,
+    }
+    if previous is not None:
+        system_delta = found["_cpu_system"] - previous["_cpu_system"]
+        if system_delta > 0:
+            found["cpu"] = round(100.0 * (found["_cpu_total"] - previous["_cpu_total"]) / system_delta * found["_cpus"], 2)
+        if elapsed > 0:
+            found["rx_rate"] = max(0.0, (rx - previous["rx"]) / elapsed)
+            found["tx_rate"] = max(0.0, (tx - previous["tx"]) / elapsed)
+    return found
+
+
+def public(f: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in f.items() if not k.startswith("_")}
+
+
+class StatsCollector:
+    def __init__(self, host: engine.Host):
+        self.host = host
+        self.subscribers: dict[object, Subscriber] = {}
+        self.task: asyncio.Task | None = None
+        self.pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix=f"stats-{host.name}")
+        self.previous: dict[str, dict[str, Any]] = {}  # container id -> last figures
+        self.history: dict[int, deque] = {}
+        self.samples_taken = 0
+
+    def subscribe(self, key: object, callback: Subscriber) -> None:
+        self.subscribers[key] = callback
+        if self.task is None or self.task.done():
+            self.task = asyncio.get_running_loop().create_task(self._run())
+
+    def unsubscribe(self, key: object) -> None:
+        self.subscribers.pop(key, None)
+        if not self.subscribers and self.task is not None:
+            self.task.cancel()
+            self.task = None
+
+    def history_of(self, sandbox_id: int) -> list[dict[str, Any]]:
+        return list(self.history.get(sandbox_id, ()))
+
+    @database_sync_to_async
+    def _running(self) -> list[tuple[int, str]]:
+        return list(
+            Sandbox.objects.filter(status__in=[Sandbox.Status.RUNNING, Sandbox.Status.PAUSED])
+            .exclude(container_id="")
+            .values_list("pk", "container_id")
+        )
+
+    def _sample(self, container_id: str) -> dict[str, Any] | None:
+        try:
+            return engine.engine_for_host(self.host).stats_once(container_id)
+        except engine.EngineError:
+            return None
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self.subscribers:
+            started = loop.time()
+            try:
+                await self._tick(loop)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - the collector outlives any one bad tick
+                log.warning("stats tick failed", exc_info=True)
+            await asyncio.sleep(max(0.05, INTERVAL - (loop.time() - started)))
+
+    async def _tick(self, loop) -> None:
+        running = await self._running()
+        samples = await asyncio.gather(*(loop.run_in_executor(self.pool, self._sample, cid) for _, cid in running))
+        now = time.time()
+        current: dict[int, dict[str, Any]] = {}
+        seen = set()
+        for (pk, cid), sample in zip(running, samples, strict=True):
+            if sample is None or not sample.get("read") or not (sample.get("cpu_stats") or {}).get("system_cpu_usage"):
+                continue  # stopped meanwhile
+            previous = self.previous.get(cid)
+            found = figures(sample, previous, now - previous["t"] if previous else 0.0)
+            self.previous[cid] = found
+            seen.add(cid)
+            current[pk] = public(found)
+            self.history.setdefault(pk, deque(maxlen=HISTORY)).append(current[pk])
+        self.previous = {cid: f for cid, f in self.previous.items() if cid in seen}
+        self.samples_taken += 1
+        for callback in list(self.subscribers.values()):
+            try:
+                await callback(current)
+            except Exception:  # noqa: BLE001 - one subscriber's failure is its own
+                log.warning("stats subscriber failed", exc_info=True)
+
+
+_collectors: dict[engine.Host, StatsCollector] = {}
+
+
+def collector_for(host: engine.Host | None = None) -> StatsCollector:
+    """The one collector of `host` (the default host) in this process."""
+    host = host or engine.default_host()
+    if host not in _collectors:
+        _collectors[host] = StatsCollector(host)
+    return _collectors[host]

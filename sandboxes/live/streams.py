@@ -1,0 +1,515 @@
+"""The live views of one sandbox: its log, its resource use and processes, and a terminal.
+
+Each socket reads from the engine for itself (never through the status broadcasts), and checks
+its user's right to see the sandbox when it connects and before every message it sends or
+takes (sandboxes.live.access). What it sends is data, JSON or raw terminal bytes; the page shows
+it as text, never as HTML.
+"""
+
+import asyncio
+import json
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+from django.contrib.auth import get_user_model
+
+from teams.permissions import Role
+
+from .. import engine, live
+from ..models import Sandbox
+from ..services import terminals
+from . import access
+from .stats import collector_for
+
+log = logging.getLogger(__name__)
+CLOSE_UNAUTHORISED = 4401
+CLOSE_FORBIDDEN = 4403
+CLOSE_TOO_SLOW = 4429
+CLOSE_TRY_LATER = 1013
+
+
+class SandboxStream(AsyncWebsocketConsumer):
+    """What every live view of one sandbox does: authorise, join the groups that may end it,
+    and check again before each message."""
+
+    needed_role = Role.VIEWER
+
+    async def connect(self):
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            await self.close(code=CLOSE_UNAUTHORISED)
+            return
+        self.user_id = user.pk
+        self.session_key = self.scope["session"].session_key or ""
+        self.sandbox_id = int(self.scope["url_route"]["kwargs"]["pk"])
+        self.grant: access.Grant | None = None
+        self.closed = False
+        if not await self.allowed(force=True):
+            await self.close(code=CLOSE_FORBIDDEN)
+            return
+        self.groups_joined = [live.user_group(self.user_id), live.sandbox_group(self.sandbox_id)]
+        try:
+            for group in self.groups_joined:
+                await self.channel_layer.group_add(group, self.channel_name)
+        except Exception:  # noqa: BLE001 - Redis is down: the page's socket retries
+            await self.close(code=CLOSE_TRY_LATER)
+            return
+        await self.accept()
+        await self.started()
+
+    async def disconnect(self, code):
+        self.closed = True
+        for group in getattr(self, "groups_joined", []):
+            try:
+                await self.channel_layer.group_discard(group, self.channel_name)
+            except Exception:  # noqa: BLE001 - the group expires by itself
+                pass
+        await self.stopped()
+
+    async def started(self) -> None:
+        """The socket was accepted: start streaming."""
+
+    async def stopped(self) -> None:
+        """The socket closed: stop whatever streams."""
+
+    async def allowed(self, *, force: bool = False) -> bool:
+        """Whether the user may still see this sandbox (re-read at most once a second, and at
+        once after their access changed); closes the socket if not."""
+        if force or not access.is_fresh(self.grant):
+            self.grant = await database_sync_to_async(access.check)(
+                user_id=self.user_id, session_key=self.session_key, sandbox_id=self.sandbox_id, needed=self.needed_role
+            )
+        if self.grant is None and not self.closed and hasattr(self, "groups_joined"):
+            self.closed = True
+            await self.close(code=CLOSE_FORBIDDEN)
+        return self.grant is not None
+
+    @property
+    def sandbox(self) -> Sandbox:
+        """The sandbox as of the last check (only read after a check that passed)."""
+        assert self.grant is not None
+        return self.grant.sandbox
+
+    async def access_changed(self, event):
+        self.grant = None
+        await self.allowed(force=True)
+
+    async def session_ended(self, event):
+        self.closed = True
+        await self.close(code=CLOSE_UNAUTHORISED)
+
+    async def sandbox_status(self, event):
+        """A status change of this sandbox (the status broadcasts also reach this group)."""
+        if await self.allowed(force=True):
+            await self.status_changed(self.sandbox)
+
+    async def status_changed(self, sandbox: Sandbox) -> None:
+        pass
+
+    async def send_json(self, payload: dict[str, Any]) -> int:
+        text = json.dumps(payload, separators=(",", ":"))
+        await self.send(text_data=text)
+        return len(text)
+
+
+# --- the log -----------------------------------------------------------------------------------
+
+MAX_LINE = 16 * 1024  # characters shown of one line; the download has them whole
+MAX_UNACKED = 2 * 1024 * 1024  # bytes sent but not yet acknowledged by the page
+QUEUE_LINES = 20_000
+
+
+def _hand_over(loop, callback, item) -> bool:
+    """From a reader thread to the socket's event loop; False once that loop is gone."""
+    try:
+        loop.call_soon_threadsafe(callback, item)
+        return True
+    except RuntimeError:  # the loop closed: nobody is listening any more
+        return False
+
+
+def _line(entry: engine.LogLine) -> list:
+    text = entry.text.decode("utf-8", errors="replace")
+    if len(text) > MAX_LINE:
+        text = text[:MAX_LINE] + f" … ({len(text) - MAX_LINE} more characters; download the log for all of it)"
+    return [1 if entry.stream == "stderr" else 0, entry.timestamp, text]
+
+
+def _nanoseconds(timestamp: str) -> int:
+    """An RFC 3339 stamp as Docker writes it (UTC, up to nine decimals, trailing zeros dropped)
+    as nanoseconds since the epoch: stamps of different lengths compare right."""
+    try:
+        head, _, frac = timestamp.rstrip("Z").partition(".")
+        seconds = int(datetime.fromisoformat(head + "+00:00").timestamp())
+        return seconds * 1_000_000_000 + int((frac + "000000000")[:9] or 0)
+    except ValueError:
+        return 0
+
+
+def _since(timestamp: str) -> str:
+    """Docker's `since` (seconds, with the nanoseconds) for an RFC 3339 stamp."""
+    ns = _nanoseconds(timestamp)
+    return f"{ns // 1_000_000_000}.{ns % 1_000_000_000:09d}"
+
+
+class LogConsumer(SandboxStream):
+    """/ws/sandboxes/<pk>/logs/?tail=N: the last N lines, then the log as it is written.
+
+    Messages: {"t": "lines", "l": [[0 stdout | 1 stderr, time, text], ...]}, {"t": "end"} when
+    the sandbox stops (the log resumes when it starts again), {"t": "error", "text": ...}.
+    The page acknowledges what it read ({"ack": bytes}); a page that falls more than 2 MB
+    behind is told so and dropped, so a slow reader never grows the server's memory."""
+
+    async def started(self):
+        params = dict(p.split("=", 1) for p in self.scope.get("query_string", b"").decode().split("&") if "=" in p)
+        try:
+            self.tail = max(0, min(5000, int(params.get("tail", "200"))))
+        except ValueError:
+            self.tail = 200
+        self.sent = self.acked = 0
+        self.last_timestamp, self.resume_after = "", 0
+        self.container_id = ""
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.room = threading.Semaphore(QUEUE_LINES)
+        self.stream: engine.LogStream | None = None
+        self.sender = asyncio.get_running_loop().create_task(self._send_loop())
+        await self._follow(self.sandbox)
+
+    async def stopped(self):
+        self._stop_reader()
+        if getattr(self, "sender", None):
+            self.sender.cancel()
+
+    def _stop_reader(self) -> None:
+        stream, self.stream = getattr(self, "stream", None), None
+        if stream is not None:
+            stream.close()
+
+    async def receive(self, text_data=None, bytes_data=None):
+        try:
+            self.acked = max(self.acked, int(json.loads(text_data or "{}").get("ack", 0)))
+        except (ValueError, TypeError, AttributeError):
+            pass
+
+    async def status_changed(self, sandbox: Sandbox) -> None:
+        if sandbox.status == Sandbox.Status.RUNNING and sandbox.container_id and self.stream is None:
+            await self._follow(sandbox)
+
+    async def _follow(self, sandbox: Sandbox) -> None:
+        if not sandbox.container_id:
+            await self.send_json({"t": "end", "text": f"{sandbox.name} has no container yet; its log starts when it runs."})
+            return
+        new_container = sandbox.container_id != self.container_id
+        since = None if new_container or not self.last_timestamp else _since(self.last_timestamp)
+        # Docker's `since` includes lines of that very instant: those already sent are skipped.
+        self.resume_after = 0 if new_container else _nanoseconds(self.last_timestamp)
+        self.container_id = sandbox.container_id
+        docker = engine.engine_for(sandbox)
+        try:
+            self.stream = await asyncio.get_running_loop().run_in_executor(
+                None, lambda: docker.log_stream(sandbox.container_id, tail=self.tail if new_container else 0, since=since)
+            )
+        except engine.EngineError as exc:
+            await self.send_json({"t": "error", "text": f"The log is not available: {exc}"})
+            return
+        loop = asyncio.get_running_loop()
+        threading.Thread(target=self._read, args=(self.stream, loop), name=f"log-{self.sandbox_id}", daemon=True).start()
+
+    def _read(self, stream: engine.LogStream, loop) -> None:
+        """Thread: lines from Docker to the sender, blocking when the sender is far behind. Ends
+        when the stream ends or is closed (the socket went away)."""
+        outcome = ("end", "")
+        try:
+            for entry in stream:
+                while not self.room.acquire(timeout=1):
+                    if self.closed:
+                        return
+                if not _hand_over(loop, self.queue.put_nowait, entry):
+                    return
+        except engine.EngineError as exc:
+            outcome = ("error", str(exc))
+        _hand_over(loop, self.queue.put_nowait, (stream, outcome))
+
+    async def _send_loop(self) -> None:
+        """One sender: each message carries what is queued when it goes (up to 500 lines), so a
+        lone line goes at once and a burst goes in few messages."""
+        while True:
+            item = await self.queue.get()
+            batch, end = [], None
+            while True:
+                if isinstance(item, tuple):
+                    end = item
+                    break
+                self.room.release()
+                if not (self.resume_after and _nanoseconds(item.timestamp) <= self.resume_after):
+                    batch.append(_line(item))
+                    self.last_timestamp = item.timestamp or self.last_timestamp
+                if len(batch) >= 500 or self.queue.empty():
+                    break
+                item = self.queue.get_nowait()
+            await self._flush(batch)
+            if end is not None:
+                await self._ended(*end)
+
+    async def _flush(self, batch: list) -> None:
+        if not batch or self.closed:
+            return
+        if not await self.allowed():
+            return
+        if self.sent - self.acked > MAX_UNACKED:
+            self.closed = True
+            self._stop_reader()
+            await self.send_json({"t": "error", "text": "Disconnected: this page reads the log too slowly. Reload to resume."})
+            await self.close(code=CLOSE_TOO_SLOW)
+            return
+        self.sent += await self.send_json({"t": "lines", "l": batch})
+
+    async def _ended(self, stream, outcome: tuple[str, str]) -> None:
+        if stream is not self.stream or self.closed:
+            return  # an older reader, closed on purpose
+        self.stream = None
+        kind, detail = outcome
+        if kind == "error":
+            await self.send_json({"t": "error", "text": f"{detail} Trying again…"})
+            await asyncio.sleep(2)
+        else:
+            await self.send_json({"t": "end", "text": "The sandbox stopped; the log resumes when it starts again."})
+        if await self.allowed(force=True):
+            sandbox = self.sandbox
+            if sandbox.status == Sandbox.Status.RUNNING and sandbox.container_id and not self.closed:
+                await self._follow(sandbox)
+
+
+# --- resource use and processes ----------------------------------------------------------------
+
+
+class StatsConsumer(SandboxStream):
+    """/ws/sandboxes/<pk>/stats/: this sandbox's figures at 1 Hz, the last five minutes at once,
+    and its processes every two seconds. {"t": "history"|"stats", ...}, {"t": "processes", ...}."""
+
+    async def started(self):
+        self.collector = collector_for(engine.host_for(self.sandbox))
+        await self.send_json({"t": "history", "s": self.collector.history_of(self.sandbox_id)})
+        self.collector.subscribe(self, self._tick)
+        self.ticks = 0
+
+    async def stopped(self):
+        if getattr(self, "collector", None):
+            self.collector.unsubscribe(self)
+
+    async def _tick(self, current: dict[int, dict]) -> None:
+        if self.closed or not await self.allowed():
+            return
+        if self.sandbox_id in current:
+            await self.send_json({"t": "stats", "s": current[self.sandbox_id]})
+        self.ticks += 1
+        if self.ticks % 2 == 1:
+            await self._processes()
+
+    async def _processes(self) -> None:
+        sandbox = self.sandbox
+        if sandbox.status != Sandbox.Status.RUNNING or not sandbox.container_id:
+            await self.send_json({"t": "processes", "p": []})
+            return
+        docker = engine.engine_for(sandbox, timeout=5)
+        try:
+            processes = await asyncio.get_running_loop().run_in_executor(None, docker.top, sandbox.container_id)
+        except engine.EngineError:
+            return
+        await self.send_json({"t": "processes", "p": processes})
+
+
+class DashboardStatsConsumer(AsyncWebsocketConsumer):
+    """/ws/stats/: figures for every running sandbox the user may see, for the dashboard's cells.
+    Who may see what is read again at every tick."""
+
+    async def connect(self):
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            await self.close(code=CLOSE_UNAUTHORISED)
+            return
+        self.user_id, self.session_key = user.pk, self.scope["session"].session_key or ""
+        self.closed = False
+        try:
+            await self.channel_layer.group_add(live.user_group(self.user_id), self.channel_name)
+        except Exception:  # noqa: BLE001 - Redis is down: the page's socket retries
+            await self.close(code=CLOSE_TRY_LATER)
+            return
+        await self.accept()
+        self.collector = collector_for()
+        self.collector.subscribe(self, self._tick)
+
+    async def disconnect(self, code):
+        self.closed = True
+        if getattr(self, "collector", None):
+            self.collector.unsubscribe(self)
+        try:
+            await self.channel_layer.group_discard(live.user_group(self.user_id), self.channel_name)
+        except Exception:  # noqa: BLE001
+            pass
+
+    async def session_ended(self, event):
+        self.closed = True
+        await self.close(code=CLOSE_UNAUTHORISED)
+
+    async def access_changed(self, event):
+        pass  # read again at the next tick anyway
+
+    async def sandbox_status(self, event):
+        pass
+
+    @database_sync_to_async
+    def _visible(self, ids: list[int]) -> set[int] | None:
+        from django.contrib.auth import get_user_model
+
+        from teams.permissions import team_roles
+
+        user = get_user_model().objects.filter(pk=self.user_id, is_active=True).first()
+        if user is None or not access.session_is_valid(self.session_key, user):
+            return None
+        rows = Sandbox.objects.filter(pk__in=ids)
+        if not user.is_superuser:
+            rows = rows.filter(team_id__in=list(team_roles(user=user)))
+        return set(rows.values_list("pk", flat=True))
+
+    async def _tick(self, current: dict[int, dict]) -> None:
+        if self.closed:
+            return
+        visible = await self._visible(list(current))
+        if visible is None:
+            self.closed = True
+            await self.close(code=CLOSE_UNAUTHORISED)
+            return
+        payload = {pk: figures for pk, figures in current.items() if pk in visible}
+        await self.send(text_data=json.dumps({"t": "stats", "s": payload}, separators=(",", ":")))
+
+
+# --- the terminal ------------------------------------------------------------------------------
+
+
+class TerminalConsumer(SandboxStream):
+    """/ws/sandboxes/<pk>/terminal/: a shell in the sandbox (`docker exec` with a TTY), as the
+    sandbox's own non-root user in /workspace. Operators and above. Binary frames carry the
+    bytes both ways; {"t": "resize", "cols": C, "rows": R} resizes. Closing the page ends the
+    shell, and so does stopping the sandbox. Audited (who, when, how long), never recorded."""
+
+    needed_role = Role.OPERATOR
+    SHELL = ["/bin/sh", "-c", "if [ -x /bin/bash ]; then exec /bin/bash -l; else exec /bin/sh -l; fi"]
+
+    async def started(self):
+        sandbox = self.sandbox
+        self.session = None
+        self.terminal: engine.Terminal | None = None
+        self.output: asyncio.Queue = asyncio.Queue()
+        # Keystrokes go to the shell in order, from one thread of their own (a full pipe must
+        # never block the event loop, and two writers could reorder them).
+        self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"term-in-{self.sandbox_id}")
+        user = await database_sync_to_async(get_user_model().objects.get)(pk=self.user_id)
+        client = self.scope.get("client") or [None]
+        try:
+            self.session = await database_sync_to_async(terminals.terminal_open)(actor=user, sandbox=sandbox, source_ip=client[0])
+            docker = engine.engine_for(sandbox)
+            env = {"TERM": "xterm-256color", "HOME": f"/home/{settings.SANDBOX_USER}", "LANG": "C.UTF-8"}
+            self.terminal = await asyncio.get_running_loop().run_in_executor(
+                None,
+                lambda: docker.open_terminal(
+                    sandbox.container_id,
+                    user=f"{settings.SANDBOX_UID}:{settings.SANDBOX_GID}",
+                    workdir="/workspace",
+                    cmd=self.SHELL,
+                    env=env,
+                ),
+            )
+        except Exception as exc:  # noqa: BLE001 - refused or Docker failed: say why, then close
+            await self.send_json({"t": "error", "text": f"The terminal could not open: {exc}"})
+            await self._end(str(exc))
+            return
+        await database_sync_to_async(terminals.terminal_started)(session=self.session, exec_id=self.terminal.exec_id)
+        loop = asyncio.get_running_loop()
+        self.sender = loop.create_task(self._send_loop())
+        threading.Thread(target=self._read, args=(self.terminal, loop), name=f"term-{self.sandbox_id}", daemon=True).start()
+
+    def _read(self, terminal: engine.Terminal, loop) -> None:
+        """Thread: the shell's output, in order, to the one sender."""
+        while data := terminal.read():
+            if not _hand_over(loop, self.output.put_nowait, data):
+                return
+        _hand_over(loop, self.output.put_nowait, None)
+
+    async def _send_loop(self) -> None:
+        while (data := await self.output.get()) is not None:
+            while not self.output.empty() and len(data) < 65536:
+                more = self.output.get_nowait()
+                if more is None:
+                    self.output.put_nowait(None)
+                    break
+                data += more
+            if self.closed or not await self.allowed():
+                return
+            await self.send(bytes_data=data)
+        await self._end("the shell ended")
+
+    async def _write(self, data: bytes) -> None:
+        if self.terminal is not None:
+            await asyncio.get_running_loop().run_in_executor(self.writer, self.terminal.send, data)
+
+    async def receive(self, text_data=None, bytes_data=None):
+        if self.closed or self.terminal is None or not await self.allowed():
+            return
+        if bytes_data is not None:
+            await self._write(bytes_data)
+            return
+        try:
+            message = json.loads(text_data or "{}")
+        except ValueError:
+            return
+        if message.get("t") == "resize":
+            try:
+                cols, rows = int(message.get("cols", 80)), int(message.get("rows", 24))
+            except (TypeError, ValueError):
+                return
+            if 1 <= cols <= 1000 and 1 <= rows <= 500:
+                docker, exec_id = engine.engine_for(self.sandbox), self.terminal.exec_id
+                try:
+                    await asyncio.get_running_loop().run_in_executor(
+                        self.writer, lambda: docker.resize_terminal(exec_id, cols=cols, rows=rows)
+                    )
+                except engine.EngineError:
+                    pass
+        elif message.get("t") == "in" and isinstance(message.get("d"), str):
+            await self._write(message["d"].encode())
+
+    async def status_changed(self, sandbox: Sandbox) -> None:
+        if sandbox.status != Sandbox.Status.RUNNING:
+            await self._end(f"the sandbox is {sandbox.status}")
+
+    async def stopped(self):
+        await self._end("the page closed")
+
+    async def _end(self, reason: str) -> None:
+        terminal, self.terminal = getattr(self, "terminal", None), None
+        if terminal is not None:
+            terminal.close()
+            docker = engine.engine_for(self.sandbox)
+            try:
+                await asyncio.get_running_loop().run_in_executor(None, docker.end_terminal, terminal.exec_id)
+            except engine.EngineError:
+                pass  # the sandbox (or Docker) is gone, and the shell with it
+        if getattr(self, "writer", None) is not None:
+            self.writer.shutdown(wait=False)
+        if getattr(self, "session", None) is not None:
+            session, self.session = self.session, None
+            await database_sync_to_async(terminals.terminal_close)(session=session, reason=reason)
+        if not self.closed:
+            self.closed = True
+            try:
+                await self.send_json({"t": "end", "text": f"Terminal closed: {reason}."})
+            except Exception:  # noqa: BLE001 - the socket may be gone already
+                pass
+            await self.close()

@@ -1,0 +1,284 @@
+"""The live views, through their websockets, against a real container and the real Redis layer."""
+
+import json
+import time
+
+import pytest
+from asgiref.sync import async_to_sync, sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.conf import settings
+from django.test import Client
+
+from audit.models import AuditEvent
+from controlpanel.asgi import application
+from sandboxes import services
+from sandboxes.models import Sandbox, TerminalSession
+from teams.models import Membership, Team
+from teams.services import membership_remove
+from tests.conftest import docker_cli
+
+pytestmark = [pytest.mark.docker, pytest.mark.django_db(transaction=True)]
+ORIGIN = f"http://127.0.0.1:{settings.PANEL_PORT}"
+ACTOR = services.SystemActor("test")
+
+
+def cookie_for(user) -> str:
+    client = Client()
+    client.force_login(user)
+    return client.cookies[settings.SESSION_COOKIE_NAME].value
+
+
+def headers_for(user) -> list[tuple[bytes, bytes]]:
+    """A signed-in browser's handshake headers (made outside the event loop: it writes a session)."""
+    return [
+        (b"host", b"127.0.0.1:8000"),
+        (b"origin", ORIGIN.encode()),
+        (b"cookie", f"{settings.SESSION_COOKIE_NAME}={cookie_for(user)}".encode()),
+    ]
+
+
+def socket(path: str, headers: list) -> WebsocketCommunicator:
+    return WebsocketCommunicator(application, path, headers=headers)
+
+
+def member(django_user_model, name: str, team: Team, role: str):
+    user = django_user_model.objects.create_user(name, password="pw-123456789")
+    Membership.objects.create(user=user, team=team, role=role)
+    return user
+
+
+async def messages_until(communicator, predicate, *, timeout: float = 15) -> list[dict]:
+    seen: list[dict] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            out = await communicator.receive_output(timeout=max(0.1, deadline - time.monotonic()))
+        except TimeoutError:
+            break
+        if out["type"] == "websocket.close":
+            seen.append({"t": "closed", "code": out.get("code")})
+            break
+        seen.append(json.loads(out["text"]) if out.get("text") else {"t": "bytes", "b": out.get("bytes")})
+        if predicate(seen):
+            break
+    return seen
+
+
+def lines_of(seen: list[dict]) -> list[list]:
+    return [line for m in seen if m.get("t") == "lines" for line in m["l"]]
+
+
+def act(sandbox: Sandbox, action: str) -> Sandbox:
+    services.sandbox_request_action(actor=ACTOR, sandbox=sandbox, action=action, enqueue=False)
+    services.sandbox_perform(sandbox_id=sandbox.pk, action=action)
+    return Sandbox.objects.get(pk=sandbox.pk)
+
+
+def write(sandbox: Sandbox, script: str) -> None:
+    """Print from inside the container, as its main process does (to PID 1's stdout/stderr)."""
+    docker_cli("exec", sandbox.container_id, "sh", "-c", f"exec >/proc/1/fd/1 2>/proc/1/fd/2; {script}")
+
+
+def test_log_lines_arrive_complete_in_order_and_marked(admin_user, make_sandbox, clean_docker):
+    sandbox = make_sandbox("talker")
+
+    admin_h = headers_for(admin_user)
+
+    async def scenario():
+        ws = socket(f"/ws/sandboxes/{sandbox.pk}/logs/?tail=0", admin_h)
+        assert (await ws.connect())[0]
+        await sync_to_async(write)(sandbox, "for i in $(seq 1 300); do echo out-$i; echo err-$i >&2; done")
+        seen = await messages_until(ws, lambda s: len(lines_of(s)) >= 600)
+        await ws.disconnect()
+        return lines_of(seen)
+
+    lines = async_to_sync(scenario)()
+    assert [text for stream, _, text in lines if stream == 0] == [f"out-{i}" for i in range(1, 301)]
+    assert [text for stream, _, text in lines if stream == 1] == [f"err-{i}" for i in range(1, 301)]
+    assert all(stamp.endswith("Z") for _, stamp, _ in lines)
+
+
+def test_hostile_long_and_binary_lines_arrive_as_data(admin_user, make_sandbox, clean_docker):
+    sandbox = make_sandbox("odd")
+
+    admin_h = headers_for(admin_user)
+
+    async def scenario():
+        ws = socket(f"/ws/sandboxes/{sandbox.pk}/logs/?tail=0", admin_h)
+        assert (await ws.connect())[0]
+        await sync_to_async(write)(
+            sandbox, "printf '<script>alert(1)</script>\\n'; printf '\\377\\376bin\\001\\n'; head -c 40000 /dev/zero | tr '\\0' x; echo"
+        )
+        seen = await messages_until(ws, lambda s: len(lines_of(s)) >= 3)
+        await ws.disconnect()
+        return lines_of(seen)
+
+    lines = async_to_sync(scenario)()
+    assert lines[0][2] == "<script>alert(1)</script>"  # text, as written: the page shows it as text
+    assert lines[1][2].startswith("\ufffd\ufffdbin")  # invalid UTF-8 replaced, never an error
+    assert len(lines[2][2]) < 17000 and "more characters" in lines[2][2]
+
+
+def test_a_stopped_sandbox_ends_the_log_and_a_start_resumes_it(admin_user, make_sandbox, clean_docker):
+    sandbox = make_sandbox("restarter")
+
+    admin_h = headers_for(admin_user)
+
+    async def scenario():
+        ws = socket(f"/ws/sandboxes/{sandbox.pk}/logs/?tail=0", admin_h)
+        assert (await ws.connect())[0]
+        await sync_to_async(write)(sandbox, "echo before")
+        seen = await messages_until(ws, lambda s: "before" in [line[2] for line in lines_of(s)])
+        await sync_to_async(act)(sandbox, "stop")
+        seen += await messages_until(ws, lambda s: any(m.get("t") == "end" for m in s))
+        started = await sync_to_async(act)(sandbox, "start")
+        await sync_to_async(write)(started, "echo after")
+        seen += await messages_until(ws, lambda s: "after" in [line[2] for line in lines_of(s)])
+        await ws.disconnect()
+        return seen
+
+    seen = async_to_sync(scenario)()
+    texts = [line[2] for line in lines_of(seen)]
+    ended = next(m for m in seen if m.get("t") == "end")
+    assert "stopped" in ended["text"]
+    assert texts.count("before") == 1 and texts[-1] == "after"  # resumed, nothing repeated
+
+
+def test_a_slow_reader_is_dropped(admin_user, make_sandbox, clean_docker):
+    sandbox = make_sandbox("flood")
+
+    admin_h = headers_for(admin_user)
+
+    async def scenario():
+        ws = socket(f"/ws/sandboxes/{sandbox.pk}/logs/?tail=0", admin_h)
+        assert (await ws.connect())[0]
+        await sync_to_async(write)(sandbox, "i=0; while [ $i -lt 60000 ]; do echo line-$i-padding-padding-padding; i=$((i+1)); done")
+        seen = await messages_until(ws, lambda s: s[-1].get("t") in ("closed", "error"), timeout=60)  # never acknowledges
+        if seen[-1].get("t") == "error":
+            seen += await messages_until(ws, lambda s: s[-1].get("t") == "closed", timeout=10)
+        return seen
+
+    seen = async_to_sync(scenario)()
+    assert any(m.get("t") == "error" and "too slowly" in m["text"] for m in seen)
+    assert seen[-1] == {"t": "closed", "code": 4429}
+
+
+def test_stats_arrive_every_second_with_plausible_figures(admin_user, make_sandbox, clean_docker):
+    sandbox = make_sandbox("busy")
+    docker_cli("exec", "-d", sandbox.container_id, "sh", "-c", "while :; do :; done")
+
+    admin_h = headers_for(admin_user)
+
+    async def scenario():
+        ws = socket(f"/ws/sandboxes/{sandbox.pk}/stats/", admin_h)
+        assert (await ws.connect())[0]
+        start = time.monotonic()
+        seen = await messages_until(ws, lambda s: sum(m.get("t") == "stats" for m in s) >= 5, timeout=20)
+        elapsed = time.monotonic() - start
+        await ws.disconnect()
+        return seen, elapsed
+
+    seen, elapsed = async_to_sync(scenario)()
+    stats = [m["s"] for m in seen if m.get("t") == "stats"]
+    assert len(stats) >= 5 and elapsed / len(stats) <= 1.3  # at 1 Hz or faster
+    later = stats[-1]
+    assert later["cpu"] is not None and 20 <= later["cpu"] <= 105  # one busy loop, limited to one CPU
+    assert 0 < later["mem"] < later["mem_limit"] == 256 * 1024 * 1024
+    assert later["pids"] >= 2
+    processes = [m["p"] for m in seen if m.get("t") == "processes"]
+    assert processes and any("while" in p["command"] for p in processes[-1])
+
+
+def test_the_terminal_runs_as_the_sandbox_user_and_is_audited(django_user_model, team, make_sandbox, clean_docker):
+    sandbox = make_sandbox("shell")
+    operator = member(django_user_model, "op", team, "operator")
+
+    operator_h = headers_for(operator)
+
+    async def scenario():
+        ws = socket(f"/ws/sandboxes/{sandbox.pk}/terminal/", operator_h)
+        assert (await ws.connect())[0]
+        await ws.send_to(text_data=json.dumps({"t": "resize", "cols": 120, "rows": 40}))
+        await ws.send_to(bytes_data=b"echo hello-$((6*7)); id -u; pwd; stty size\n")
+        seen = await messages_until(ws, lambda s: b"40 120" in b"".join(m.get("b") or b"" for m in s))
+        await ws.disconnect()
+        return b"".join(m.get("b") or b"" for m in seen)
+
+    output = async_to_sync(scenario)()
+    assert b"hello-42" in output and b"\r\n1000\r\n" in output and b"/workspace" in output
+    session = TerminalSession.objects.get(sandbox=sandbox)
+    assert session.user_name == "op" and session.ended_at is not None and session.exec_id
+    actions = list(AuditEvent.objects.filter(sandbox_uuid=sandbox.uuid, action__startswith="terminal.").values_list("action", flat=True))
+    assert sorted(actions) == ["terminal.close", "terminal.open"]
+    assert (
+        docker_cli("exec", sandbox.container_id, "ps").stdout.count("bash")
+        + docker_cli("exec", sandbox.container_id, "ps").stdout.count("sh -l")
+        == 0
+    )  # the shell ended with the page
+
+
+def test_stopping_the_sandbox_ends_the_terminal(admin_user, make_sandbox, clean_docker):
+    sandbox = make_sandbox("stopper")
+
+    admin_h = headers_for(admin_user)
+
+    async def scenario():
+        ws = socket(f"/ws/sandboxes/{sandbox.pk}/terminal/", admin_h)
+        assert (await ws.connect())[0]
+        await sync_to_async(act)(sandbox, "stop")
+        return await messages_until(ws, lambda s: s[-1].get("t") == "closed", timeout=20)
+
+    seen = async_to_sync(scenario)()
+    assert any(m.get("t") == "end" for m in seen) and seen[-1]["t"] == "closed"
+    assert TerminalSession.objects.get(sandbox=sandbox).ended_at is not None
+
+
+def test_a_viewer_cannot_open_a_terminal_and_an_outsider_nothing(django_user_model, team, make_sandbox, clean_docker):
+    sandbox = make_sandbox("guarded")
+    viewer = member(django_user_model, "viewer", team, "viewer")
+    outsider = member(django_user_model, "outsider", Team.objects.create(name="Other", slug="other"), "admin")
+
+    hs = {"viewer": headers_for(viewer), "outsider": headers_for(outsider)}
+
+    async def scenario():
+        results = {}
+        for who in ("viewer", "outsider"):
+            for view in ("logs", "stats", "terminal"):
+                ws = socket(f"/ws/sandboxes/{sandbox.pk}/{view}/", hs[who])
+                connected, code = await ws.connect()
+                results[(who, view)] = connected
+                if connected:
+                    await ws.disconnect()
+        return results
+
+    results = async_to_sync(scenario)()
+    assert results == {
+        ("viewer", "logs"): True,
+        ("viewer", "stats"): True,
+        ("viewer", "terminal"): False,
+        ("outsider", "logs"): False,
+        ("outsider", "stats"): False,
+        ("outsider", "terminal"): False,
+    }
+    assert not TerminalSession.objects.exists()
+
+
+def test_a_viewer_removed_from_the_team_stops_receiving_within_one_message(django_user_model, team, admin_user, make_sandbox, clean_docker):
+    sandbox = make_sandbox("revoked")
+    viewer = member(django_user_model, "leaving", team, "viewer")
+
+    viewer_h = headers_for(viewer)
+
+    async def scenario():
+        ws = socket(f"/ws/sandboxes/{sandbox.pk}/logs/?tail=0", viewer_h)
+        assert (await ws.connect())[0]
+        await sync_to_async(write)(sandbox, "echo while-a-member")
+        seen = await messages_until(ws, lambda s: "while-a-member" in [line[2] for line in lines_of(s)])
+        await sync_to_async(membership_remove)(actor=admin_user, team=team, user=viewer)
+        await sync_to_async(write)(sandbox, "echo after-removal")
+        seen += await messages_until(ws, lambda s: s[-1].get("t") == "closed", timeout=10)
+        return seen
+
+    seen = async_to_sync(scenario)()
+    assert "after-removal" not in [line[2] for line in lines_of(seen)]
+    assert seen[-1] == {"t": "closed", "code": 4403}
