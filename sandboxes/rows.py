@@ -16,7 +16,7 @@ from html import escape
 from django.urls import reverse
 from django.utils.safestring import SafeString, mark_safe
 
-from teams.permissions import Role
+from teams.permissions import Role, role_allows
 
 from .models import Sandbox
 from .services import allowed_actions
@@ -50,6 +50,7 @@ class Row:
     actions: tuple[str, ...]
     buttons: SafeString
     can_destroy: bool
+    can_open_terminal: bool
 
 
 STATUS_LABELS = dict(Sandbox.Status.choices)
@@ -112,6 +113,7 @@ def row_for(sandbox: Sandbox, role: str | None, *, csrf: str, back_to_detail: bo
         actions=tuple(actions),
         buttons=_buttons(sandbox, url, actions, csrf, back_to_detail),
         can_destroy=Sandbox.Action.DESTROY in allowed,
+        can_open_terminal=role_allows(role, Role.OPERATOR),
     )
 
 
@@ -133,7 +135,7 @@ def render_row(row: Row, *, oob: bool = False, insert: bool = False) -> SafeStri
         f'<td><a href="{e(row.url)}">{e(row.name)}</a></td>'
         f'<td><span class="status status-{e(row.status)}">{e(row.status_label)}</span>{pending}{detail}</td>'
         f"<td><code>{e(row.image)}</code></td><td>{e(row.memory)}</td><td>{e(row.cpus)}</td><td>{e(row.network)}</td>"
-        f'<td>{e(row.team)}</td><td class="actions">{actions}</td></tr>'
+        f'<td>{e(row.team)}</td><td class="usage" data-usage="{int(row.pk)}"></td><td class="actions">{actions}</td></tr>'
     )
     if insert:
         html = f'<tbody hx-swap-oob="beforeend:#sandbox-rows">{html}</tbody>'

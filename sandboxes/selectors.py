@@ -118,9 +118,3 @@ def hardening_report(sandbox: Sandbox) -> list[tuple[str, bool, str]]:
         )
     ]
     return report + policy.inspect_report(data, sandbox_spec(sandbox), processes)
-
-
-def recent_output(sandbox: Sandbox, *, tail: int = 200) -> str:
-    if not sandbox.container_id:
-        return ""
-    return engine.engine_for(sandbox, timeout=PAGE_TIMEOUT).logs(sandbox.container_id, tail=tail)

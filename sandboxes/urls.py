@@ -22,5 +22,7 @@ urlpatterns = [
     path("", views.dashboard, name="dashboard"),
     path("sandboxes/new/", views.sandbox_create, name="sandbox_create"),
     path("sandboxes/<int:pk>/", views.sandbox_detail, name="sandbox_detail"),
+    path("sandboxes/<int:pk>/files/", views.sandbox_files, name="sandbox_files"),
+    path("sandboxes/<int:pk>/logs/download/", views.sandbox_logs_download, name="sandbox_logs_download"),
     path("sandboxes/<int:pk>/<action:action>/", views.sandbox_action, name="sandbox_action"),
 ]

@@ -151,7 +151,7 @@ class StreamsMixin(BaseClient):
 
     def top(self, container_id: str) -> list[dict[str, str]]:
         """The processes in a running container, as `docker top` lists them."""
-        found = self.call(self.api.top, container_id, ps_args="-eo pid,user,pcpu,rss,etime,args")
+        found = self.call(self.api.top, container_id, ps_args="-eo pid,uid,pcpu,rss,etime,args")
         titles = [t.lower() for t in found.get("Titles") or []]
         return [dict(zip(titles, row, strict=False)) for row in found.get("Processes") or []]
 

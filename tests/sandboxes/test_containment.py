@@ -314,22 +314,26 @@ def test_a_swap_racing_dockers_mount_never_leaves_a_sandbox_running_on_the_wrong
 
 
 def test_two_names_for_one_folder_cannot_both_be_mounted(team, test_image, clean_docker, mount_root):
-    """A bind mount (or a case-insensitive file system) gives one folder two names: the second
-    sandbox is refused, by identity or because the name lies on a bind mount."""
+    """A bind mount (or a case-insensitive file system) gives one folder two names. A sandbox
+    mounting it under one name is refused at its next start once the second name appears, and
+    neither name is accepted for a new sandbox while both exist."""
     a, b = mount_root / "a", mount_root / "b"
-    a.mkdir()
+    (a / "sub").mkdir(parents=True)
     b.mkdir()
+    one = create("one", test_image, team, [(str(a), "/mnt/shared", False)])
+    services.sandbox_perform(sandbox_id=one.pk, action="start")
+    one = act(Sandbox.objects.get(pk=one.pk), "stop")
     subprocess.run(["mount", "--bind", str(a), str(b)], check=True)
     try:
-        create("one", test_image, team, [(str(a), "/mnt/shared", False)])
-        with pytest.raises(policy.PolicyViolation, match="bind mount of another folder|overlaps"):
-            create("two", test_image, team, [(str(b), "/mnt/shared", False)])
-        (a / "sub").mkdir()
-        with pytest.raises(policy.PolicyViolation, match="bind mount of another folder|overlaps"):
-            create("three", test_image, team, [(str(b / "sub"), "/mnt/sub", True)])
+        for name, source in (("two", b), ("three", b / "sub"), ("four", a)):
+            with pytest.raises(policy.PolicyViolation, match="one folder may have one name only"):
+                create(name, test_image, team, [(str(source), "/mnt/shared", True)])
+        one = act(one, "start")
+        assert one.status == "error" and "one name only" in one.status_detail
     finally:
         subprocess.run(["umount", str(b)], check=False)
     assert sorted(Sandbox.objects.values_list("name", flat=True)) == ["one"]
+    assert act(one, "start").status == "running"  # one name again: it starts
 
 
 def test_a_folder_others_can_write_on_the_way_is_refused_at_create_and_at_start(team, test_image, clean_docker, mount_root):

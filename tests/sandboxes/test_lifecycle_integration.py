@@ -155,11 +155,16 @@ def test_pause_unpause_restart(client, admin_user, team, celery_worker, clean_do
 
 def test_detail_page_shows_settings_output_and_destroy_form(client, admin_user, make_sandbox, clean_docker):
     running = make_sandbox("shared-box")
-    docker_cli("exec", running.container_id, "sh", "-c", "echo visible-output > /proc/1/fd/1")
+    docker_cli("exec", running.container_id, "sh", "-c", "echo visible-output > /proc/1/fd/1; echo to-stderr > /proc/1/fd/2")
     client.force_login(admin_user)
     html = client.get(f"/sandboxes/{running.pk}/").content.decode()
     assert str(running.workspace_path) in html and running.volume_name in html
-    assert "visible-output" in html
+    for socket in ("logs", "stats", "terminal"):
+        assert f'/ws/sandboxes/{running.pk}/{socket}/"' in html
+    download = client.get(f"/sandboxes/{running.pk}/logs/download/")
+    body = b"".join(download.streaming_content).decode()
+    assert download["Content-Disposition"].startswith('attachment; filename="shared-box-output-')
+    assert " stdout visible-output\n" in body and " stderr to-stderr\n" in body
     assert 'name="confirm_name"' in html
     assert f'/ws/sandboxes/{running.pk}/"' in html
     assert "✗" not in html and html.count("✓") == 15
