@@ -8,9 +8,10 @@ Prints, in one run:
 - terminal round trip: a keystroke sent until its echo comes back, p50 and p99;
 - the websocket server's CPU, as a share of one core, while 20 running sandboxes stream stats at
   1 Hz to one viewer;
-- the websocket server's added memory with 20 log and 20 stats sockets open.
+- the websocket server's added memory with 20 log and 20 stats sockets open;
+- one file-activity walk of 100,000 files (target: under a second).
 The last line is a JSON object: log_p50_ms, log_p99_ms, burst_lines_per_s, burst_complete,
-term_p50_ms, term_p99_ms, stats_cpu_pct_of_core, added_mem_mb.
+term_p50_ms, term_p99_ms, stats_cpu_pct_of_core, added_mem_mb (and files_100k_s).
 
 Usage: .venv/bin/python bench/live.py [--samples 200]   (needs Docker and Redis; `make bench`)
 """
@@ -281,6 +282,22 @@ async def memory_with_sockets(bench: Bench, sandboxes: list[Sandbox]) -> float:
     return after - before
 
 
+def files_walk(sandbox: Sandbox, count: int = 100_000) -> float:
+    from sandboxes.activity import recent_files
+
+    projects = sandbox.workspace_path / "Projects" / "many"
+    for d in range(count // 1000):
+        folder = projects / f"d{d:03d}"
+        folder.mkdir(parents=True)
+        for i in range(1000):
+            (folder / f"f{i:04d}.txt").touch()
+    started = time.perf_counter()
+    found = recent_files(sandbox, within_seconds=3600)
+    elapsed = time.perf_counter() - started
+    assert found.scanned >= count, found.scanned
+    return elapsed
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--samples", type=int, default=200)
@@ -295,6 +312,7 @@ def main() -> None:
         others = [first] + [bench.sandbox(f"live-{i}") for i in range(1, 20)]
         cpu = asyncio.run(stats_cpu(bench))
         memory = asyncio.run(memory_with_sockets(bench, others))
+        walk = files_walk(others[1])
     finally:
         bench.close()
     figures = {
@@ -306,6 +324,7 @@ def main() -> None:
         "term_p99_ms": round(pct(term, 99), 2),
         "stats_cpu_pct_of_core": round(cpu, 1),
         "added_mem_mb": round(memory, 1),
+        "files_100k_s": round(walk, 3),
     }
     print(
         f"log latency, container to websocket: p50 {figures['log_p50_ms']} ms, p99 {figures['log_p99_ms']} ms "
@@ -317,6 +336,7 @@ def main() -> None:
         f"websocket server CPU, 20 running sandboxes at 1 Hz to one viewer: {figures['stats_cpu_pct_of_core']} % of one core; target < 15"
     )
     print(f"websocket server memory added by 20 log and 20 stats sockets: {figures['added_mem_mb']} MB")
+    print(f"file activity, one walk of 100,000 files: {figures['files_100k_s']} s; target < 1")
     print(json.dumps(figures))
 
 

@@ -198,3 +198,51 @@ def test_a_team_name_cannot_break_out_of_a_confirm(client, admin_user):
     client.force_login(admin_user)
     html = client.get("/teams/ops/").content.decode()
     assert "fetch('/admin/')" not in html and "\\u0027" in html
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_stats_collector_polls_only_while_someone_watches(team, fake_engine):
+    """One collector per host serves every viewer; with no viewer it stops polling."""
+    import asyncio
+
+    from sandboxes import engine
+    from sandboxes.live.stats import StatsCollector
+
+    fake_engine.stats_once = lambda cid: {
+        "read": "now",
+        "cpu_stats": {"system_cpu_usage": time_ns(), "cpu_usage": {"total_usage": 1}},
+        "memory_stats": {"usage": 1 << 20, "limit": 256 << 20},
+        "pids_stats": {"current": 2},
+    }
+    Sandbox.objects.create(
+        name="polled", team=team, image="img", memory_mb=256, cpus=1, pids_limit=10, status=S.RUNNING, container_id="c" * 64
+    )
+    collector = StatsCollector(engine.default_host())
+    received = []
+
+    async def scenario():
+        async def one(current):
+            received.append(("one", current))
+
+        async def two(current):
+            received.append(("two", current))
+
+        collector.subscribe("a", one)
+        collector.subscribe("b", two)
+        await asyncio.sleep(2.3)
+        taken = collector.samples_taken
+        collector.unsubscribe("a")
+        collector.unsubscribe("b")
+        await asyncio.sleep(1.5)
+        return taken
+
+    taken = async_to_sync(scenario)()
+    assert taken >= 2 and collector.samples_taken == taken and collector.task is None  # stopped with the last viewer
+    assert {who for who, _ in received} == {"one", "two"}  # one sampling served both
+    assert len([1 for who, _ in received if who == "one"]) == taken
+
+
+def time_ns() -> int:
+    import time
+
+    return time.time_ns()
