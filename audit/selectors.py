@@ -22,3 +22,49 @@ def audit_chain_problem() -> str | None:
     """What the newest `audit verify` found wrong, or None if it found the chain intact."""
     latest = ChainCheck.objects.only("ok", "problem").first()
     return latest.problem if latest is not None and not latest.ok else None
+
+
+def audit_events_filtered(*, user, params) -> tuple[QuerySet[AuditEvent], dict[str, str], list[str]]:
+    """The visible events narrowed by the audit page's filters: actor, sandbox, team, action
+    (a prefix, such as `backup.`), and a time range (dates or date-times, in the panel's time
+    zone). Returns (events, the filters applied, problems with the filters)."""
+    events = audit_events_visible(user=user)
+    applied: dict[str, str] = {}
+    problems: list[str] = []
+    if actor := (params.get("actor") or "").strip()[:150]:
+        events, applied["actor"] = events.filter(actor_name=actor), actor
+    if sandbox := (params.get("sandbox") or "").strip()[:255]:
+        events, applied["sandbox"] = events.filter(target=sandbox), sandbox
+    if team := (params.get("team") or "").strip():
+        if team.isdigit():
+            events, applied["team"] = events.filter(team_id=int(team)), team
+        else:
+            problems.append("Team: choose one from the list.")
+    if action := (params.get("action") or "").strip()[:64]:
+        events, applied["action"] = events.filter(action__startswith=action), action
+    for name, lookup in (("since", "created_at__gte"), ("until", "created_at__lte")):
+        raw = (params.get(name) or "").strip()
+        if not raw:
+            continue
+        moment = _parse_moment(raw, end_of_day=name == "until")
+        if moment is None:
+            problems.append(f"{name.capitalize()}: a date (YYYY-MM-DD) or a date and time (YYYY-MM-DDTHH:MM).")
+            continue
+        events, applied[name] = events.filter(**{lookup: moment}), moment.isoformat()
+    return events, applied, problems
+
+
+def _parse_moment(raw: str, *, end_of_day: bool):
+    from datetime import datetime, time
+
+    from django.utils import timezone
+
+    try:
+        if len(raw) == 10:
+            day = datetime.strptime(raw, "%Y-%m-%d").date()
+            moment = datetime.combine(day, time.max if end_of_day else time.min)
+        else:
+            moment = datetime.fromisoformat(raw)
+    except ValueError:
+        return None
+    return timezone.make_aware(moment) if timezone.is_naive(moment) else moment

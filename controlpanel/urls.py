@@ -2,11 +2,18 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
+from backups import urls as backup_urls
+from incidents import urls as incident_urls
+
 urlpatterns = [
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
     path("audit/", include("audit.urls")),
+    path("backups/", include("backups.urls")),
+    path("incidents/", include("incidents.urls")),
     path("teams/", include("teams.urls")),
+    path("sandboxes/<int:pk>/", include(backup_urls.sandbox_urlpatterns)),
+    path("sandboxes/<int:pk>/", include(incident_urls.sandbox_urlpatterns)),
     path("", include("sandboxes.urls")),
 ]

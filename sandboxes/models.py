@@ -47,6 +47,14 @@ class Sandbox(models.Model):
         CLEAN = "clean"
         DESTROY = "destroy"
 
+    class Job(models.TextChoices):
+        """What else can hold a sandbox's claim: the jobs of the backups and incidents apps. They
+        claim a sandbox like a lifecycle action, so nothing else changes it meanwhile."""
+
+        BACKUP = "backup"
+        RESTORE = "restore"
+        INCIDENT = "incident"
+
     class Network(models.TextChoices):
         INTERNET = "internet", "Internet"
         NONE = "none", "No network"
@@ -61,7 +69,10 @@ class Sandbox(models.Model):
     pids_limit = models.PositiveIntegerField()
     network_mode = models.CharField(max_length=10, choices=Network.choices, default=Network.INTERNET)
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.CREATING)
-    pending_action = models.CharField(max_length=12, blank=True, default="", choices=Action.choices)
+    pending_action = models.CharField(max_length=12, blank=True, default="", choices=Action.choices + Job.choices)
+    # An open incident holds the sandbox: only the incident's own steps (and backups, which only
+    # read) may claim it until the incident is closed. See incidents.services.
+    on_hold = models.BooleanField(default=False)
     status_detail = models.TextField(blank=True, default="")
     container_id = models.CharField(max_length=64, blank=True, default="")
     # When `pending_action` was claimed: a claim much older than any action takes means its task

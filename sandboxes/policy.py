@@ -145,6 +145,10 @@ class ContainerSpec:
     userns_mode: str | None = None
     runtime: str | None = None
     read_only_rootfs: bool = False
+    # "sandbox": a sandbox's own container. "helper": a container that is created and never
+    # started, only to reach a volume's files through the engine's archive API (backups and
+    # restores of the home): no network, no host folder, a read-only root, one volume.
+    profile: str = "sandbox"
 
 
 # --- paths, lexically ----------------------------------------------------------------------------
@@ -510,10 +514,24 @@ def check_config(spec: ContainerSpec, rules: Rules) -> list[str]:
         if not ENV_NAME_RE.fullmatch(name) or "\x00" in str(value):
             problems.append(f"Environment variable {name[:40]!r} is not valid.")
     problems += _check_mount_layout(spec, rules)
+    problems += _check_profile(spec)
     for port in spec.ports:
         if port.host_ip != "127.0.0.1":
             problems.append(f"Port {port.container_port} may only be published on 127.0.0.1.")
     return problems
+
+
+PROFILES = ("sandbox", "helper")
+
+
+def _check_profile(spec: ContainerSpec) -> list[str]:
+    if spec.profile not in PROFILES:
+        return [f"Unknown container profile {spec.profile!r}."]
+    if spec.profile == "helper" and (
+        spec.network != "none" or spec.binds or spec.ports or spec.environment or not spec.read_only_rootfs or len(spec.volumes) != 1
+    ):
+        return ["A helper container has no network, no host folder, no port and no environment, a read-only root, and one volume."]
+    return []
 
 
 def _check_mount_layout(spec: ContainerSpec, rules: Rules) -> list[str]:

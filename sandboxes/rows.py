@@ -39,6 +39,7 @@ class Row:
     status: str
     status_label: str
     pending: str
+    on_hold: bool
     detail: str
     image: str
     network: str
@@ -102,6 +103,7 @@ def row_for(sandbox: Sandbox, role: str | None, *, csrf: str, back_to_detail: bo
         status=sandbox.status,
         status_label=STATUS_LABELS.get(sandbox.status, sandbox.status),
         pending=sandbox.pending_action,
+        on_hold=sandbox.on_hold,
         detail=sandbox.status_detail,
         image=sandbox.image,
         network=NETWORK_LABELS.get(sandbox.network_mode, sandbox.network_mode),
@@ -127,6 +129,8 @@ def render_row(row: Row, *, oob: bool = False, insert: bool = False) -> SafeStri
     template engine cost more per row than the rest of the request together."""
     e = escape
     pending = f' <span class="pending" title="in progress">⟳ {e(row.pending)}…</span>' if row.pending else ""
+    if row.on_hold:
+        pending += ' <span class="badge bad" title="An open incident holds this sandbox">incident</span>'
     detail = f'<div class="detail">{e(row.detail)}</div>' if row.detail else ""
     actions = '<span class="hint">view only</span>' if row.view_only else row.buttons
     swap = ' hx-swap-oob="true"' if oob and not insert else ""

@@ -76,6 +76,7 @@ def sandbox_page(*, user, roles: dict[int, str], search: str = "", page: int | s
             "name",
             "status",
             "pending_action",
+            "on_hold",
             "status_detail",
             "image",
             "memory_mb",
@@ -118,3 +119,11 @@ def hardening_report(sandbox: Sandbox) -> list[tuple[str, bool, str]]:
         )
     ]
     return report + policy.inspect_report(data, sandbox_spec(sandbox), processes)
+
+
+def open_incident(sandbox: Sandbox):
+    """The incident holding the sandbox, if one is open (read through the related name, so the
+    sandboxes app does not import the incidents app)."""
+    if not sandbox.on_hold:
+        return None
+    return sandbox.incidents.exclude(step="close", state="done").first()  # type: ignore[attr-defined]

@@ -24,5 +24,8 @@ urlpatterns = [
     path("sandboxes/<int:pk>/", views.sandbox_detail, name="sandbox_detail"),
     path("sandboxes/<int:pk>/files/", views.sandbox_files, name="sandbox_files"),
     path("sandboxes/<int:pk>/logs/download/", views.sandbox_logs_download, name="sandbox_logs_download"),
+    path("sandboxes/<int:pk>/transfer/", views.sandbox_transfer, name="sandbox_transfer"),
+    path("sandboxes/<int:pk>/transfer/upload/", views.sandbox_upload, name="sandbox_upload"),
+    path("sandboxes/<int:pk>/transfer/download/", views.sandbox_download, name="sandbox_download"),
     path("sandboxes/<int:pk>/<action:action>/", views.sandbox_action, name="sandbox_action"),
 ]

@@ -1,16 +1,19 @@
 """Thin views: parse, authorise through services, render. All pages need login (middleware);
 the health banners come from the context processor."""
 
+from django.conf import settings
 from django.contrib import messages
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.middleware.csrf import get_token
 from django.shortcuts import redirect, render
 from django.utils import timezone
+from django.utils.http import content_disposition_header
 from django.views.decorators.http import require_POST
 
+from controlpanel.uploads import limited_upload
 from teams.permissions import Role, request_roles, user_role
 
-from . import activity, engine, health, policy, selectors, services
+from . import activity, engine, health, policy, selectors, services, transfer
 from .forms import DestroyForm, SandboxCreateForm
 from .models import Sandbox
 from .rows import render_rows, row_for, rows_for
@@ -83,6 +86,7 @@ def sandbox_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "csrf": get_token(request),
         "destroy_form": DestroyForm(sandbox=sandbox),
         "sessions": sandbox.terminal_sessions.all()[:10],
+        "open_incident": selectors.open_incident(sandbox),
     }
     return render(request, "sandboxes/detail.html", context)
 
@@ -153,5 +157,65 @@ def sandbox_logs_download(request: HttpRequest, pk: int) -> HttpResponse | Strea
     stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
     response = StreamingHttpResponse(lines(), content_type="text/plain; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="{sandbox.name}-output-{stamp}.log"'
+    response["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+def sandbox_transfer(request: HttpRequest, pk: int) -> HttpResponse:
+    """The page's Files in and out card: what imports/ and exports/ hold (one folder level at a
+    time), an upload form and download links. Operators and above."""
+    sandbox = _get_sandbox(request, pk)
+    path = request.GET.get("path", "")
+    try:
+        imports = transfer.list_folder(user=request.user, sandbox=sandbox, folder=transfer.UPLOAD_FOLDER)
+        exports = transfer.list_folder(user=request.user, sandbox=sandbox, folder=transfer.DOWNLOAD_FOLDER, path=path)
+        error = ""
+    except transfer.TransferError as exc:
+        imports, exports, error = [], [], str(exc)
+    parts = [p for p in path.split("/") if p]
+    context = {
+        "sandbox": sandbox,
+        "imports": imports,
+        "exports": exports,
+        "path": "/".join(parts),
+        "parent": "/".join(parts[:-1]),
+        "error": error,
+        "limit": settings.TRANSFER_MAX_UPLOAD_BYTES,
+    }
+    return render(request, "sandboxes/_transfer.html", context)
+
+
+@require_POST
+@limited_upload(lambda: settings.TRANSFER_MAX_UPLOAD_BYTES)
+def sandbox_upload(request: HttpRequest, pk: int) -> HttpResponse:
+    """Upload one file into imports/ (read-only inside the sandbox), under the name given."""
+    sandbox = _get_sandbox(request, pk)
+    uploaded = request.FILES.get("file")
+    if request.upload_too_large():  # type: ignore[attr-defined]
+        messages.error(request, f"The file is larger than the limit of {settings.TRANSFER_MAX_UPLOAD_BYTES} bytes; nothing was written.")
+        return redirect("sandbox_detail", pk=pk)
+    if uploaded is None:
+        messages.error(request, "Choose a file to upload.")
+        return redirect("sandbox_detail", pk=pk)
+    name = request.POST.get("name", "").strip() or uploaded.name or ""
+    try:
+        sha256 = transfer.upload(actor=request.user, sandbox=sandbox, name=name, source=uploaded, source_ip=client_ip(request))
+    except transfer.TransferError as exc:
+        messages.error(request, f"Upload refused: {exc}")
+    else:
+        messages.success(request, f"Uploaded imports/{name} (sha256 {sha256}).")
+    return redirect("sandbox_detail", pk=pk)
+
+
+def sandbox_download(request: HttpRequest, pk: int) -> HttpResponse | StreamingHttpResponse:
+    """Download exports/<path>: a file, or a folder as a streamed .tar.gz."""
+    sandbox = _get_sandbox(request, pk)
+    try:
+        found = transfer.download(actor=request.user, sandbox=sandbox, path=request.GET.get("path", ""), source_ip=client_ip(request))
+    except transfer.TransferError as exc:
+        return HttpResponse(f"{exc}\n", status=400, content_type="text/plain; charset=utf-8")
+    content_type = "application/gzip" if found.is_archive else "application/octet-stream"
+    response = StreamingHttpResponse(found, content_type=content_type)
+    response["Content-Disposition"] = content_disposition_header(True, found.name)
     response["X-Content-Type-Options"] = "nosniff"
     return response

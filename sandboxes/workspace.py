@@ -23,6 +23,7 @@ change: they already ask `engine_for(sandbox)`, and nothing here assumes one glo
 
 import os
 import shutil
+import stat
 
 from django.conf import settings
 
@@ -209,3 +210,54 @@ def workspace_remove(name: str, uuid: str) -> str:
         return ""
     finally:
         os.close(root_fd)
+
+
+def replace_contents(name: str, uuid: str, folder: str, source: str | None, *, identity: tuple[int, int] | None) -> None:
+    """Empty one of the sandbox's six folders, then move into it everything inside `source` (a
+    staging folder on the same file system, made by the panel; None leaves the folder empty).
+    The folder keeps its identity (the one recorded at create, checked here first), so the
+    next start still finds the folder it approved. Everything goes through file descriptors
+    opened without following links: nothing the sandbox left in the folder can redirect it."""
+    _check_name(name)
+    if folder not in FOLDERS:
+        raise WorkspaceError(f"{folder!r} is not one of a sandbox's folders.")
+    root_fd = _open_root()
+    try:
+        try:
+            base_fd = os.open(name, _DIR, dir_fd=root_fd)
+        except OSError:
+            raise WorkspaceError(f"{settings.WORKSPACE_ROOT / name} is missing or not a plain folder.") from None
+        try:
+            if _read_marker(base_fd) != uuid:
+                raise WorkspaceError(f"{settings.WORKSPACE_ROOT / name} does not carry this sandbox's marker.")
+            try:
+                fd = os.open(folder, _DIR, dir_fd=base_fd)
+            except OSError:
+                raise WorkspaceError(f"{settings.WORKSPACE_ROOT / name / folder} is not a plain folder (a link?).") from None
+            try:
+                st = os.fstat(fd)
+                if identity is not None and (st.st_dev, st.st_ino) != tuple(identity):
+                    raise WorkspaceError(f"{settings.WORKSPACE_ROOT / name / folder} was replaced since the sandbox was created.")
+                _empty(fd)
+                if source is not None:
+                    src_fd = policy.open_dir_nofollow(source, flags=os.O_RDONLY)
+                    try:
+                        for entry in os.listdir(src_fd):
+                            os.rename(entry, entry, src_dir_fd=src_fd, dst_dir_fd=fd)
+                    finally:
+                        os.close(src_fd)
+            finally:
+                os.close(fd)
+        finally:
+            os.close(base_fd)
+    finally:
+        os.close(root_fd)
+
+
+def _empty(dir_fd: int) -> None:
+    for entry in os.listdir(dir_fd):
+        st = os.stat(entry, dir_fd=dir_fd, follow_symlinks=False)
+        if stat.S_ISDIR(st.st_mode):
+            shutil.rmtree(entry, dir_fd=dir_fd)  # fd-based: never follows a link inside
+        else:
+            os.unlink(entry, dir_fd=dir_fd)

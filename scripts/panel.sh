@@ -73,7 +73,7 @@ lint() {
   say "lint: ruff (lint and format), mypy, manage.py check, makemigrations --check"
   .venv/bin/ruff check .
   .venv/bin/ruff format --check . >/dev/null || { .venv/bin/ruff format --diff . | head -40; die "ruff format would change files: run .venv/bin/ruff format ."; }
-  .venv/bin/mypy controlpanel sandboxes audit teams
+  .venv/bin/mypy controlpanel sandboxes audit teams backups incidents
   DJANGO_SETTINGS_MODULE=controlpanel.settings.test $PY manage.py check
   DJANGO_SETTINGS_MODULE=controlpanel.settings.test $PY manage.py makemigrations --check --dry-run >/dev/null \
     || die "models changed without a migration"
@@ -85,7 +85,7 @@ case "$MODE" in
   check)
     lint
     say "the fast tests (no Docker, Redis or browser)"
-    exec env DJANGO_SETTINGS_MODULE=controlpanel.settings.test .venv/bin/pytest -m "not docker and not browser" -q "$@"
+    exec env DJANGO_SETTINGS_MODULE=controlpanel.settings.test .venv/bin/pytest -m "not docker and not browser and not slow" -q "$@"
     ;;
 esac
 

@@ -9,6 +9,7 @@ writes must be committed for those processes to see it.
 """
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -90,7 +91,9 @@ class UnsafeCleanup(Exception):
     """The suite's clean-up was pointed at something that is not the tests' own."""
 
 
-def remove_test_resources(*, instance: str, workspace_root: Path, mount_roots: list[Path], docker: bool = True) -> None:
+def remove_test_resources(
+    *, instance: str, workspace_root: Path, mount_roots: list[Path], docker: bool = True, var_roots: tuple[Path, ...] = ()
+) -> None:
     """Remove the test instance's containers, volumes, images, workspace and mount roots.
 
     Refuses (raising UnsafeCleanup, touching nothing) unless the instance label starts with
@@ -100,8 +103,10 @@ def remove_test_resources(*, instance: str, workspace_root: Path, mount_roots: l
     root = Path(workspace_root).resolve()
     if not instance.startswith("test"):
         raise UnsafeCleanup(f"instance {instance!r} is not a test instance")
-    if root == var or var not in root.parents:
-        raise UnsafeCleanup(f"workspace root {root} is not inside {var}")
+    for folder in (root, *var_roots):
+        folder = Path(folder).resolve()
+        if folder == var or var not in folder.parents:
+            raise UnsafeCleanup(f"{folder} is not inside {var}")
     for mount_root in mount_roots:
         if not (str(mount_root).startswith("/srv/ccpanel-test") and str(mount_root).endswith("-mounts")):
             raise UnsafeCleanup(f"mount root {mount_root} is not one of the tests' own")
@@ -116,8 +121,8 @@ def remove_test_resources(*, instance: str, workspace_root: Path, mount_roots: l
         images = docker_cli("images", "-q", "--filter", f"label={label}").stdout.split()
         if images:
             docker_cli("rmi", "-f", *set(images), check=False)
-    for path in [root, *mount_roots]:
-        if path.exists():
+    for path in [root, *mount_roots, *var_roots]:
+        if Path(path).exists():
             subprocess.run(["rm", "-rf", "--one-file-system", str(path)], check=False)
 
 
@@ -127,6 +132,7 @@ def _remove_test_resources(*, docker: bool = True):
         workspace_root=Path(settings.WORKSPACE_ROOT),
         mount_roots=[Path(r) for r in settings.SANDBOX_MOUNT_ROOTS],
         docker=docker,
+        var_roots=(Path(settings.BACKUP_ROOT), Path(settings.EVIDENCE_ROOT)),
     )
 
 
@@ -275,3 +281,51 @@ def engine_watcher(django_db_setup, docker_engine):
         yield p
     finally:
         p.stop()
+
+
+# The workers that tests of dying workers start: a stop takes up to 20 s (a container may ignore
+# SIGTERM), the heartbeat is written every 0.5 s and a claim is stale after 3 s without one.
+WORKER_ENV = {"SANDBOX_STOP_TIMEOUT": "20", "SANDBOX_HEARTBEAT_SECONDS": "0.5", "SANDBOX_STALE_SECONDS": "3"}
+
+
+@pytest.fixture
+def own_queue():
+    """Send this test's tasks to a queue only its own workers read (the suite's shared worker,
+    with other settings, must not take them)."""
+    from controlpanel.celery import app
+
+    queue = "ccpanel-test-tasks-end"
+
+    def reroute():
+        app.amqp.flush_routes()
+        app.amqp.__dict__.pop("router", None)  # a cached_property built from the routes
+
+    before = app.conf.task_routes
+    app.conf.task_routes = {f"{app_name}.tasks.*": {"queue": queue} for app_name in ("sandboxes", "backups", "incidents")}
+    reroute()
+    yield queue
+    app.conf.task_routes = before
+    reroute()
+
+
+def start_worker(name: str, queue: str, **env: str) -> Proc:
+    """A worker of its own (one process) reading only `queue`, with short heartbeats."""
+    p = Proc(
+        name,
+        [str(ROOT / ".venv/bin/celery"), "-A", "controlpanel", "worker", "-l", "INFO", "-c", "1", "-n", f"{name}@%h", "-Q", queue],
+        **{**WORKER_ENV, **env},
+    )
+    p.wait_for_line("ready.", timeout=60)
+    return p
+
+
+def kill_worker(p: Proc) -> None:
+    """SIGKILL the worker and its pool children: a crash, not a shutdown."""
+    children = os.popen(f"pgrep -P {p.proc.pid}").read().split()
+    for pid in [p.proc.pid, *map(int, children)]:
+        try:
+            os.kill(int(pid), signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    p.proc.wait(10)
+    p.log.close()

@@ -3,13 +3,15 @@
 Everything a user may want to change comes from the environment (see README.md,
 "Configuration"); the defaults give a panel on 127.0.0.1:8000 with SQLite and the panel's own
 Redis on a unix socket in var/. A value that cannot be read stops start-up with its name.
-The topics live in their own modules: queue (Redis, Celery, Channels), sandboxes, security.
+The topics live in their own modules: queue (Redis, Celery, Channels), sandboxes, backups,
+security.
 """
 
 import os
 
 import dj_database_url
 
+from .backups import *  # noqa: F403
 from .env import BASE_DIR, VAR_DIR, env_str  # noqa: F401
 from .queue import *  # noqa: F403
 from .sandboxes import *  # noqa: F403
@@ -28,6 +30,8 @@ INSTALLED_APPS = [
     "axes",
     "teams",
     "sandboxes",
+    "backups",
+    "incidents",
     "audit",
 ]
 

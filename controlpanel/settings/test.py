@@ -30,6 +30,8 @@ TEST_ENVIRONMENT = {
     "SANDBOX_NETWORK": f"ccpanel-{_name}",
     "SANDBOX_SUBNET": "172.28.9.0/24" if _n is None else f"172.29.{_n}.0/24",
     "SANDBOX_BRIDGE": f"ccpanel-{_name}0"[:15],
+    "BACKUP_ROOT": str(_base / "var" / f"{_name}-backups"),
+    "EVIDENCE_ROOT": str(_base / "var" / f"{_name}-evidence"),
 }
 os.environ.update(TEST_ENVIRONMENT)
 # Defaults that suit the tests; a test may set others for the processes it starts.

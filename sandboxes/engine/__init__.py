@@ -21,6 +21,7 @@ from django.conf import settings
 
 from .client import (
     LABEL_EVIDENCE,
+    LABEL_HELPER,
     LABEL_INSTANCE,
     LABEL_MANAGED,
     LABEL_SANDBOX,
@@ -42,6 +43,7 @@ from .volumes import VolumesMixin
 
 __all__ = [
     "LABEL_EVIDENCE",
+    "LABEL_HELPER",
     "LogLine",
     "LogStream",
     "Terminal",

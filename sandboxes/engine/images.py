@@ -53,3 +53,21 @@ class ImagesMixin(BaseClient):
             except NotFound:
                 pass
         return removed
+
+    def commit_evidence(self, container_id: str, *, repository: str, tag: str, incident: str) -> str:
+        """`docker commit` the container into an image labelled as evidence of `incident` (the
+        container's own labels, its sandbox's UUID among them, are kept). Returns the image id;
+        an image already committed for this incident is returned instead of a second one."""
+        found = self.call(self.api.images, filters={"label": [f"{LABEL_EVIDENCE}={incident}"]})
+        if found:
+            return found[0]["Id"]
+        result = self.call(
+            self.api.commit,
+            container_id,
+            repository=repository,
+            tag=tag,
+            message=f"evidence of incident {incident}",
+            changes=[f"LABEL {LABEL_EVIDENCE}={incident}"],
+            pause=True,
+        )
+        return result["Id"]

@@ -1,10 +1,11 @@
 """Who may still watch: the checks every socket runs when it connects and again on every message.
 
-A socket re-reads, on each message it is about to send (a log batch, a stats tick, terminal
-output) or receives (a keystroke), whether its user is still active, its sign-in session still
-valid, and the user's role in the sandbox's team still enough. The answer is kept for at most a
-second; a change of membership or of the user (signals below) tells the user's sockets at once,
-so a removed viewer's next message is never sent.
+On each message a socket is about to send (a log batch, a stats tick, terminal output) or
+receives (a keystroke), it reads again whether its user is still active and their role in the
+sandbox's team still enough (`role_now`, two small queries): a viewer removed from the team
+is refused the very next message, whatever the timing. The fuller check (the sign-in session,
+the sandbox itself) is kept for at most a second; a change of membership or of the user
+(signals below) and a logout also tell the user's sockets at once.
 """
 
 import time
@@ -62,6 +63,20 @@ def check(*, user_id: int, session_key: str, sandbox_id: int, needed: str) -> Gr
     if not role_allows(role, needed):
         return None
     return Grant(sandbox=sandbox, role=role or "", checked_at=time.monotonic())
+
+
+def role_now(*, user_id: int, team_id: int) -> str | None:
+    """The user's role in the team at this moment, or None (gone, inactive, not a member)."""
+    superuser = get_user_model().objects.filter(pk=user_id, is_active=True).values_list("is_superuser", flat=True).first()
+    if superuser is None:
+        return None
+    if superuser:
+        return Role.ADMIN
+    return Membership.objects.filter(user_id=user_id, team_id=team_id).values_list("role", flat=True).first()
+
+
+def still_allowed(grant: Grant, *, user_id: int, needed: str) -> bool:
+    return role_allows(role_now(user_id=user_id, team_id=grant.sandbox.team_id), needed)
 
 
 def is_fresh(grant: Grant | None) -> bool:

@@ -79,12 +79,17 @@ class SandboxStream(AsyncWebsocketConsumer):
         """The socket closed: stop whatever streams."""
 
     async def allowed(self, *, force: bool = False) -> bool:
-        """Whether the user may still see this sandbox (re-read at most once a second, and at
-        once after their access changed); closes the socket if not."""
+        """Whether the user may still see this sandbox: their role is read again every time, the
+        rest (session, sandbox) at most once a second and at once after their access changed.
+        Closes the socket if not."""
         if force or not access.is_fresh(self.grant):
             self.grant = await database_sync_to_async(access.check)(
                 user_id=self.user_id, session_key=self.session_key, sandbox_id=self.sandbox_id, needed=self.needed_role
             )
+        elif self.grant is not None and not await database_sync_to_async(access.still_allowed)(
+            self.grant, user_id=self.user_id, needed=self.needed_role
+        ):
+            self.grant = None
         if self.grant is None and not self.closed and hasattr(self, "groups_joined"):
             self.closed = True
             await self.close(code=CLOSE_FORBIDDEN)

@@ -14,7 +14,7 @@ from .actions import ACTIONS, Action, allowed_actions, sandbox_perform, sandbox_
 from .claims import claim, finish, requeue_stale_actions
 from .common import InvalidInput, LostClaim, SandboxError, policy_rules, sandbox_spec
 from .create import sandbox_create, sandbox_reapprove_folders, validate_settings
-from .reconcile import observed_status, reconcile_all, remove_orphans, sandbox_sync, sandbox_sync_container
+from .reconcile import observed_status, reconcile_all, record_engine_event, remove_orphans, sandbox_sync, sandbox_sync_container
 
 __all__ = [
     "ACTIONS",
@@ -29,6 +29,7 @@ __all__ = [
     "observed_status",
     "policy_rules",
     "reconcile_all",
+    "record_engine_event",
     "remove_orphans",
     "requeue_stale_actions",
     "sandbox_create",

@@ -38,7 +38,7 @@ class Action:
     preempts: bool = False
 
 
-def _save_claimed(sandbox: Sandbox, action: str, **changes) -> None:
+def save_claimed(sandbox: Sandbox, action: str, **changes) -> None:
     """Write `changes` while the claim is still ours; raise LostClaim if Destroy took it over."""
     if not claimed(sandbox, action).update(**changes):
         raise LostClaim()
@@ -46,12 +46,12 @@ def _save_claimed(sandbox: Sandbox, action: str, **changes) -> None:
         setattr(sandbox, name, value)
 
 
-def _provision(sandbox: Sandbox, action: str) -> None:
+def provision(sandbox: Sandbox, action: str) -> None:
     """The sandbox's folders (first time only, recording their identities), home volume and network."""
     folders = [str(sandbox.workspace_path / f) for f in workspace.FOLDERS]
     if not all(f in (sandbox.host_path_ids or {}) for f in folders):
         chains = workspace.workspace_create(sandbox.name, str(sandbox.uuid))
-        _save_claimed(
+        save_claimed(
             sandbox, action, host_path_ids={**(sandbox.host_path_ids or {}), **{p: [list(pair) for pair in c] for p, c in chains.items()}}
         )
     docker = engine.engine_for(sandbox)
@@ -69,11 +69,11 @@ def _remove_ours(sandbox: Sandbox) -> None:
         )
 
 
-def _run_start(sandbox: Sandbox, action: str) -> None:
+def run_start(sandbox: Sandbox, action: str) -> None:
     """Start the sandbox, judging its folders on disk right before Docker mounts them. The
     existing container is started only if it still matches the saved settings; otherwise it is
     recreated from them (it holds no data: the folders and the home volume do)."""
-    _provision(sandbox, action)
+    provision(sandbox, action)
     docker = engine.engine_for(sandbox)
     spec = sandbox_spec(sandbox)
     rules = policy_rules()
@@ -91,7 +91,7 @@ def _run_start(sandbox: Sandbox, action: str) -> None:
     _remove_ours(sandbox)
     container_id = docker.create_container(spec, rules=rules)
     try:
-        _save_claimed(sandbox, action, container_id=container_id)
+        save_claimed(sandbox, action, container_id=container_id)
     except LostClaim:
         docker.remove_container(container_id)
         raise
@@ -121,40 +121,40 @@ def _verify_mounted(docker, container_id: str, spec: policy.ContainerSpec) -> No
         )
 
 
-def _run_stop(sandbox: Sandbox, action: str) -> None:
+def run_stop(sandbox: Sandbox, action: str) -> None:
     docker = engine.engine_for(sandbox)
     state = docker.container_state(sandbox.container_id) if sandbox.container_id else None
     if state and state.status in ("running", "paused", "restarting"):
         docker.stop(sandbox.container_id, timeout=settings.SANDBOX_STOP_TIMEOUT)
 
 
-def _run_restart(sandbox: Sandbox, action: str) -> None:
+def run_restart(sandbox: Sandbox, action: str) -> None:
     # Not `docker restart`: that would mount the folders again without the policy looking.
-    _run_stop(sandbox, action)
-    _run_start(sandbox, action)
+    run_stop(sandbox, action)
+    run_start(sandbox, action)
 
 
-def _run_pause(sandbox: Sandbox, action: str) -> None:
+def run_pause(sandbox: Sandbox, action: str) -> None:
     engine.engine_for(sandbox).pause(sandbox.container_id)
 
 
-def _run_unpause(sandbox: Sandbox, action: str) -> None:
+def run_unpause(sandbox: Sandbox, action: str) -> None:
     engine.engine_for(sandbox).unpause(sandbox.container_id)
 
 
-def _run_reset(sandbox: Sandbox, action: str) -> None:
+def run_reset(sandbox: Sandbox, action: str) -> None:
     if sandbox.container_id:
         engine.engine_for(sandbox).remove_container(sandbox.container_id)
     _remove_ours(sandbox)
-    _save_claimed(sandbox, action, container_id="")
+    save_claimed(sandbox, action, container_id="")
 
 
-def _run_clean(sandbox: Sandbox, action: str) -> None:
-    _run_reset(sandbox, action)
+def run_clean(sandbox: Sandbox, action: str) -> None:
+    run_reset(sandbox, action)
     engine.engine_for(sandbox).remove_images(sandbox_uuid=str(sandbox.uuid))
 
 
-def _run_destroy(sandbox: Sandbox, action: str) -> None:
+def run_destroy(sandbox: Sandbox, action: str) -> None:
     """Everything goes, whatever is or is not on disk; what is not this sandbox's stays, and the
     outcome says so."""
     docker = engine.engine_for(sandbox)
@@ -168,19 +168,19 @@ def _run_destroy(sandbox: Sandbox, action: str) -> None:
         left.append(f"volume {sandbox.volume_name} is not this sandbox's; left in place")
     if note := workspace.workspace_remove(sandbox.name, str(sandbox.uuid)):
         left.append(note)
-    _save_claimed(sandbox, action, container_id="", status_detail="; ".join(left))
+    save_claimed(sandbox, action, container_id="", status_detail="; ".join(left))
 
 
 _LIVE = frozenset({S.CREATING, S.RUNNING, S.STOPPED, S.PAUSED, S.ERROR})
 ACTIONS: dict[str, Action] = {
-    A.START: Action(frozenset({S.STOPPED, S.ERROR, S.CREATING}), S.RUNNING, _run_start),
-    A.STOP: Action(frozenset({S.RUNNING, S.PAUSED, S.ERROR}), S.STOPPED, _run_stop),
-    A.RESTART: Action(frozenset({S.RUNNING, S.ERROR}), S.RUNNING, _run_restart),
-    A.PAUSE: Action(frozenset({S.RUNNING}), S.PAUSED, _run_pause),
-    A.UNPAUSE: Action(frozenset({S.PAUSED}), S.RUNNING, _run_unpause),
-    A.RESET: Action(_LIVE - {S.CREATING}, S.STOPPED, _run_reset),
-    A.CLEAN: Action(_LIVE - {S.CREATING}, S.STOPPED, _run_clean),
-    A.DESTROY: Action(_LIVE | {S.DESTROYING}, S.DESTROYED, _run_destroy, role=Role.ADMIN, preempts=True),
+    A.START: Action(frozenset({S.STOPPED, S.ERROR, S.CREATING}), S.RUNNING, run_start),
+    A.STOP: Action(frozenset({S.RUNNING, S.PAUSED, S.ERROR}), S.STOPPED, run_stop),
+    A.RESTART: Action(frozenset({S.RUNNING, S.ERROR}), S.RUNNING, run_restart),
+    A.PAUSE: Action(frozenset({S.RUNNING}), S.PAUSED, run_pause),
+    A.UNPAUSE: Action(frozenset({S.PAUSED}), S.RUNNING, run_unpause),
+    A.RESET: Action(_LIVE - {S.CREATING}, S.STOPPED, run_reset),
+    A.CLEAN: Action(_LIVE - {S.CREATING}, S.STOPPED, run_clean),
+    A.DESTROY: Action(_LIVE | {S.DESTROYING}, S.DESTROYED, run_destroy, role=Role.ADMIN, preempts=True),
 }
 assert set(ACTIONS) == set(A.values), "every Sandbox.Action has one row in the table"
 
@@ -193,6 +193,7 @@ def allowed_actions(sandbox: Sandbox, *, role: str | None) -> list[str]:
         name
         for name, a in ACTIONS.items()
         if sandbox.status in a.allowed_from
+        and not sandbox.on_hold
         and role_allows(role, a.role)
         and (not sandbox.pending_action or (a.preempts and sandbox.pending_action != name))
     ]

@@ -9,7 +9,7 @@ claim a sandbox the same way as the lifecycle actions.
 
 import logging
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 
@@ -34,22 +34,34 @@ def claimed(sandbox: Sandbox, action: str):
 
 
 def claim(
-    *, sandbox: Sandbox, action: str, allowed_from: Iterable[str], preempts: bool = False, status: str | None = None
+    *,
+    sandbox: Sandbox,
+    action: str,
+    allowed_from: Iterable[str],
+    preempts: bool = False,
+    status: str | None = None,
+    while_on_hold: bool = False,
 ) -> dict[str, str]:
     """Take `sandbox` for `action`; return its status and pending action from before. Call inside
     a transaction. Raises SandboxError saying why when it cannot be taken now. A preempting
-    action (Destroy) takes the sandbox even from another action whose task is stuck."""
+    action (Destroy) takes the sandbox even from another action whose task is stuck. A sandbox
+    that an open incident holds is taken only by a job that says `while_on_hold` (the
+    incident's own steps, and backups, which only read)."""
     changes: dict = {"pending_action": action, "claimed_at": timezone.now(), "heartbeat_at": None, "attempts": 0}
     if status:
         changes["status"] = status
     rows = Sandbox.objects.filter(pk=sandbox.pk, status__in=list(allowed_from))
+    if not while_on_hold:
+        rows = rows.filter(on_hold=False)
     rows = rows.exclude(pending_action=action) if preempts else rows.filter(pending_action="")
     found = rows.values("status", "pending_action").first()
     before = {k: str(v) for k, v in found.items()} if found is not None else None
     if before is None or not rows.update(**changes):
-        current = Sandbox.objects.filter(pk=sandbox.pk).values("status", "pending_action").first()
+        current = Sandbox.objects.filter(pk=sandbox.pk).values("status", "pending_action", "on_hold").first()
         if current is None:
             raise SandboxError("That sandbox no longer exists.")
+        if current["on_hold"] and not while_on_hold:
+            raise SandboxError(f"{sandbox.name} is held by an open incident; its steps run from the incident's page until it is closed.")
         if current["pending_action"]:
             raise SandboxError(f"{sandbox.name} is busy ({current['pending_action']} in progress); try again shortly.")
         raise SandboxError(f"Cannot {action} {sandbox.name} while it is {current['status']}.")
@@ -116,24 +128,39 @@ def heartbeat(sandbox_id: int, action: str) -> Iterator[None]:
         thread.join(timeout=2)
 
 
-def finish(sandbox: Sandbox, action: str, status: str, detail: str, *, outcome: str = "failed") -> bool:
+def finish(sandbox: Sandbox, action: str, status: str | None, detail: str, *, outcome: str = "failed", audited: bool = True) -> bool:
     """Release `action`'s claim on `sandbox` with its outcome ("done", "failed" or "refused", as
-    the audit event says); False if the claim was no longer this action's."""
+    the audit event says); False if the claim was no longer this action's. `status` None keeps
+    the status (a backup changes nothing); `audited` False when the job audits its own end."""
+    changes = {"pending_action": "", "status_detail": detail, "heartbeat_at": None}
+    if status is not None:
+        changes["status"] = status
     with transaction.atomic():
-        done = claimed(sandbox, action).update(status=status, pending_action="", status_detail=detail, heartbeat_at=None)
-        if done:
+        done = claimed(sandbox, action).update(**changes)
+        if done and audited:
             audit(SystemActor("system"), f"sandbox.{action}.{outcome}", sandbox, {"status": status, "detail": detail})
+        if done:
             live.sandbox_changed(sandbox)
     if detail and outcome != "done":
         log.warning("%s %s: %s", action, sandbox.name, detail)
     return bool(done)
 
 
+# How a claim whose worker is gone is queued again, by what holds it: the lifecycle actions queue
+# sandbox_action_task; the backups and incidents apps register their jobs here (AppConfig.ready).
+RESUMERS: dict[str, Callable[[Sandbox], None]] = {}
+
+
+def register_resumer(job: str, resume: Callable[[Sandbox], None]) -> None:
+    RESUMERS[job] = resume
+
+
 def requeue_stale_actions() -> int:
     """Queue again the actions whose worker is gone: never started within SANDBOX_STALE_SECONDS
     of being claimed (the task was lost, say Redis restarted), or whose runner's heartbeat
     stopped (the worker died). A run is taken by one worker at a time (see take_run), so a
-    duplicate is harmless; after SANDBOX_MAX_ATTEMPTS dead runs the action ends in `error`."""
+    duplicate is harmless; after SANDBOX_MAX_ATTEMPTS dead runs the action ends in `error` (a
+    job of another app is given up by its own run, which knows what to record)."""
     from ..tasks import sandbox_action_task
 
     now = timezone.now()
@@ -144,7 +171,7 @@ def requeue_stale_actions() -> int:
     requeued = 0
     for sandbox in stale:
         action = sandbox.pending_action
-        if sandbox.heartbeat_at is not None and sandbox.attempts >= settings.SANDBOX_MAX_ATTEMPTS:
+        if sandbox.heartbeat_at is not None and sandbox.attempts >= settings.SANDBOX_MAX_ATTEMPTS and action not in RESUMERS:
             finish(
                 sandbox,
                 action,
@@ -155,6 +182,9 @@ def requeue_stale_actions() -> int:
         guard = Q(heartbeat_at=sandbox.heartbeat_at) if sandbox.heartbeat_at else Q(heartbeat_at__isnull=True)
         if claimed(sandbox, action).filter(guard, claimed_at=sandbox.claimed_at).update(claimed_at=now):
             log.warning("re-queueing %s for sandbox %s: its worker is gone", action, sandbox.name)
-            sandbox_action_task.delay(sandbox.pk, action)
+            if action in RESUMERS:
+                RESUMERS[action](sandbox)
+            else:
+                sandbox_action_task.delay(sandbox.pk, action)
             requeued += 1
     return requeued

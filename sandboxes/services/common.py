@@ -46,9 +46,10 @@ def audit(actor, action: str, sandbox: Sandbox, details: dict | None = None, sou
 
 
 def protected_folders(*, with_engine: bool = False) -> tuple[str, ...]:
-    """The panel's own folders (its code, its virtualenv and var/: keys, database, Redis), and,
+    """The panel's own folders (its code, its virtualenv and var/: keys, database, Redis; the
+    backups and the evidence), and,
     with_engine, the Docker engine's data (every sandbox's home volume is there)."""
-    found: list[str] = [str(settings.BASE_DIR), str(settings.VAR_DIR), sys.prefix]
+    found: list[str] = [str(settings.BASE_DIR), str(settings.VAR_DIR), sys.prefix, str(settings.BACKUP_ROOT), str(settings.EVIDENCE_ROOT)]
     if with_engine and (data_root := engine.engine_for().data_root()):
         found.append(data_root)
     return tuple(dict.fromkeys(os.path.realpath(p) for p in found))
@@ -95,8 +96,31 @@ def sandbox_spec(sandbox: Sandbox, extra_mounts: list[Mount] | None = None) -> p
         network=settings.SANDBOX_NETWORK if sandbox.network_mode == Sandbox.Network.INTERNET else "none",
         user=f"{settings.SANDBOX_UID}:{settings.SANDBOX_GID}",
         binds=tuple(binds),
-        volumes=(policy.VolumeMount(sandbox.volume_name, f"/home/{settings.SANDBOX_USER}"),),
+        volumes=(policy.VolumeMount(sandbox.volume_name, home_target()),),
         labels=labels(sandbox),
         hostname=sandbox.name,
         runtime="runc",
     )
+
+
+def helper_spec(sandbox: Sandbox) -> policy.ContainerSpec:
+    """The `helper` profile for `sandbox`: a container created from its image and never started,
+    holding only its home volume, through which backups read and restores write the home."""
+    return policy.ContainerSpec(
+        name=f"{sandbox.container_name}-helper",
+        image=sandbox.image,
+        memory_bytes=64 * 1024 * 1024,
+        nano_cpus=250_000_000,
+        pids_limit=16,
+        network="none",
+        user=f"{settings.SANDBOX_UID}:{settings.SANDBOX_GID}",
+        volumes=(policy.VolumeMount(sandbox.volume_name, home_target()),),
+        labels={**labels(sandbox), engine.LABEL_HELPER: "true"},
+        runtime="runc",
+        read_only_rootfs=True,
+        profile="helper",
+    )
+
+
+def home_target() -> str:
+    return f"/home/{settings.SANDBOX_USER}"

@@ -20,16 +20,17 @@ from .common import InvalidInput, audit, policy_rules, sandbox_spec
 S = Sandbox.Status
 
 
-def validate_settings(*, name, image, memory_mb, cpus, network_mode) -> dict[str, list[str]]:
-    """The rules for a new sandbox's settings, the same for the form, the CLI and any caller."""
+def validate_settings(*, name, image, memory_mb, cpus, network_mode, image_present: bool = True) -> dict[str, list[str]]:
+    """The rules for a new sandbox's settings, the same for the form, the CLI and any caller
+    (a restore judges a manifest's settings with them too, `image_present` False)."""
     errors: dict[str, list[str]] = {}
 
     def add(field_name: str, message: str) -> None:
         errors.setdefault(field_name, []).append(message)
 
-    for problem in policy.check_name(name):
+    for problem in policy.check_name(name) if isinstance(name, str) else ["Name: text."]:
         add("name", problem)
-    for problem in policy.check_image_ref(image):
+    for problem in policy.check_image_ref(image) if isinstance(image, str) else ["Image: text."]:
         add("image", problem)
     if not isinstance(memory_mb, int) or isinstance(memory_mb, bool):
         add("memory_mb", "Memory: a whole number of MB.")
@@ -53,7 +54,7 @@ def validate_settings(*, name, image, memory_mb, cpus, network_mode) -> dict[str
             add("cpus", "CPUs: at most two decimal places.")
     if network_mode not in Sandbox.Network.values:
         add("network_mode", f"Network: one of {', '.join(Sandbox.Network.values)}.")
-    if not errors.get("image"):
+    if image_present and not errors.get("image"):
         try:
             if not engine.engine_for().image_exists(image):
                 add("image", f"Image {image} is not on this machine; build or pull it first.")
@@ -147,12 +148,15 @@ def sandbox_create(
     extra_mounts: Sequence[tuple[str, str, bool]] = (),
     source_ip: str | None = None,
     enqueue: bool = True,
+    claim_for: str = Sandbox.Action.START,
+    audit_details: dict | None = None,
 ) -> Sandbox:
     """Record a new sandbox and enqueue its provisioning (folders, volume, container, start).
 
     Every rule is checked before anything is saved, so a refused sandbox leaves no row, folder
     or container behind: InvalidInput or PolicyViolation says why. A folder left by an earlier
-    sandbox of the same name is never adopted."""
+    sandbox of the same name is never adopted. A restore into a new sandbox passes `claim_for`
+    (the restore job) and queues its own task."""
     authorize(actor, team, Role.OPERATOR)
     name = name.strip() if isinstance(name, str) else name
     errors = validate_settings(name=name, image=image, memory_mb=memory_mb, cpus=cpus, network_mode=network_mode)
@@ -180,7 +184,7 @@ def sandbox_create(
         pids_limit=settings.SANDBOX_PIDS_LIMIT,
         network_mode=network_mode,
         status=S.CREATING,
-        pending_action=Sandbox.Action.START,
+        pending_action=claim_for,
         claimed_at=timezone.now(),
         uuid=uuidlib.uuid4(),
         host_path_ids={p: [list(pair) for pair in c] for p, c in chains.items()},
@@ -210,10 +214,13 @@ def sandbox_create(
                     "cpus": str(cpus),
                     "network": network_mode,
                     "mounts": [str(m) for m in mounts],
+                    **(audit_details or {}),
                 },
                 source_ip,
             )
-            if enqueue:  # queued first: on-commit callbacks run in order, and the task is what matters
+            if (
+                enqueue and claim_for == Sandbox.Action.START
+            ):  # queued first: on-commit callbacks run in order, and the task is what matters
                 enqueue_action(sandbox.pk, Sandbox.Action.START, S.CREATING)
             live.sandbox_changed(sandbox, created=True)
     except IntegrityError as exc:

@@ -1,5 +1,6 @@
-"""Keeping the panel's view true when Docker changes behind its back: events, the periodic
-resync, and containers left by destroyed sandboxes."""
+"""Keeping the panel's view true when Docker changes behind its back: events (synced, and the
+ones that matter written to the audit trail), the periodic resync, and containers left by
+destroyed sandboxes."""
 
 from django.db import transaction
 
@@ -76,3 +77,26 @@ def remove_orphans() -> int:
             docker.remove_container(state.id)
             removed += 1
     return removed
+
+
+# What Docker reports that belongs in the audit trail (the watcher writes these as they happen).
+AUDITED_EVENTS = frozenset({"die", "oom", "kill", "destroy"})
+
+
+def record_engine_event(*, event: dict) -> bool:
+    """Write one of Docker's container events about a sandbox into the audit trail, as
+    `container.<action>` by the actor `docker`. Helper containers are left out."""
+    action = event.get("action", "")
+    attributes = event.get("attributes") or {}
+    sandbox_uuid = attributes.get(engine.LABEL_UUID)
+    if action not in AUDITED_EVENTS or not sandbox_uuid or attributes.get(engine.LABEL_HELPER):
+        return False
+    sandbox = Sandbox.objects.filter(uuid=sandbox_uuid).first()
+    if sandbox is None:
+        return False
+    details = {"container": str(event.get("id", ""))[:12], "name": attributes.get("name", "")}
+    for key in ("exitCode", "signal"):
+        if key in attributes:
+            details[key] = attributes[key]
+    audit(SystemActor("docker"), f"container.{action}", sandbox, details)
+    return True

@@ -6,6 +6,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from audit.models import AuditEvent
+from backups.models import Backup
 from sandboxes.models import Sandbox
 from tests.conftest import docker_cli
 
@@ -30,6 +31,9 @@ def test_cli_verbs(team, test_image, clean_docker, monkeypatch):
     assert "clirun: stopped" in run("reset", "clirun")
     assert "clirun: stopped" in run("clean", "clirun")
     assert "clirun: running" in run("start", "clirun")
+    backup_line = run("backup", "clirun")
+    assert "clirun-" in backup_line and ".tar.gz" in backup_line and "sha256" in backup_line
+    assert Backup.objects.get(sandbox=sandbox).status == "done"
 
     monkeypatch.setattr("builtins.input", lambda prompt: "no")
     with pytest.raises(CommandError, match="Not confirmed"):

@@ -2,6 +2,7 @@
 
 import pytest
 
+from audit.models import AuditEvent
 from sandboxes import services
 from sandboxes.models import Sandbox
 from tests.conftest import docker_cli, wait_for
@@ -30,6 +31,20 @@ def test_killed_container_becomes_error_with_reason(make_sandbox, engine_watcher
     docker_cli("kill", sandbox.container_id)
     sandbox = status_becomes(sandbox.pk, "error")
     assert "exited with code 137" in sandbox.status_detail
+    # Docker's own events are in the audit trail, by the actor "docker".
+    events = wait_for(
+        lambda: (
+            {e.action: e for e in AuditEvent.objects.filter(sandbox_uuid=sandbox.uuid, actor_name="docker")}
+            if AuditEvent.objects.filter(sandbox_uuid=sandbox.uuid, action="container.die").exists()
+            else None
+        ),
+        timeout=15,
+        what="the die event in the audit trail",
+    )
+    assert events["container.kill"].details["signal"] == "9"
+    assert events["container.die"].details["exitCode"] == "137"
+    docker_cli("rm", "-f", sandbox.container_id)
+    wait_for(lambda: AuditEvent.objects.filter(sandbox_uuid=sandbox.uuid, action="container.destroy").exists(), timeout=15, what="destroy")
 
 
 def test_periodic_resync_catches_what_happened_while_nothing_watched(make_sandbox, clean_docker):

@@ -2,9 +2,7 @@
 of runs; a live worker's action is never run twice; a dead worker's is picked up again; and
 Destroy is always possible."""
 
-import os
 import shutil
-import signal
 import time
 from datetime import timedelta
 
@@ -16,14 +14,11 @@ from audit.models import AuditEvent
 from sandboxes import services
 from sandboxes.models import Sandbox
 from sandboxes.tasks import reconcile_all_task, sandbox_action_task
-from tests.conftest import ROOT, TEST_IMAGE, Proc, docker_cli, wait_for
+from tests.conftest import TEST_IMAGE, docker_cli, kill_worker, start_worker, wait_for
 from tests.fakes import FakeEngine
 
 ACTOR = services.SystemActor("test")
 STUBBORN = f"ccpanel-{settings.PANEL_INSTANCE}/stubborn:1"
-# The workers these tests start: a stop takes up to 20 s (the container ignores SIGTERM), the
-# heartbeat is written every 0.5 s and a claim is stale after 3 s without one.
-WORKER_ENV = {"SANDBOX_STOP_TIMEOUT": "20", "SANDBOX_HEARTBEAT_SECONDS": "0.5", "SANDBOX_STALE_SECONDS": "3"}
 
 
 @pytest.fixture
@@ -34,48 +29,6 @@ def stubborn_image(test_image, clean_docker):
     docker_cli("rm", cid)
     yield STUBBORN
     docker_cli("rmi", "-f", STUBBORN, check=False)
-
-
-@pytest.fixture
-def own_queue():
-    """Send this test's tasks to a queue only its own workers read (the suite's shared worker,
-    with other settings, must not take them)."""
-    from controlpanel.celery import app
-
-    queue = "ccpanel-test-tasks-end"
-
-    def reroute():
-        app.amqp.flush_routes()
-        app.amqp.__dict__.pop("router", None)  # a cached_property built from the routes
-
-    before = app.conf.task_routes
-    app.conf.task_routes = {"sandboxes.tasks.*": {"queue": queue}}
-    reroute()
-    yield queue
-    app.conf.task_routes = before
-    reroute()
-
-
-def start_worker(name: str, queue: str) -> Proc:
-    p = Proc(
-        name,
-        [str(ROOT / ".venv/bin/celery"), "-A", "controlpanel", "worker", "-l", "INFO", "-c", "1", "-n", f"{name}@%h", "-Q", queue],
-        **WORKER_ENV,
-    )
-    p.wait_for_line("ready.", timeout=60)
-    return p
-
-
-def kill_worker(p: Proc) -> None:
-    """SIGKILL the worker and its pool children: a crash, not a shutdown."""
-    children = os.popen(f"pgrep -P {p.proc.pid}").read().split()
-    for pid in [p.proc.pid, *map(int, children)]:
-        try:
-            os.kill(int(pid), signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    p.proc.wait(10)
-    p.log.close()
 
 
 @pytest.mark.docker

@@ -25,7 +25,7 @@ def _decimal(text: str) -> Decimal:
         raise ValueError(text) from None
 
 
-VERBS = ["list", "create", "logs", "reapprove", *Sandbox.Action.values]
+VERBS = ["list", "create", "logs", "reapprove", "backup", *Sandbox.Action.values]
 
 
 class Command(BaseCommand):
@@ -64,6 +64,8 @@ class Command(BaseCommand):
             return
         if verb == "reapprove":
             return self._reapprove(actor, sandbox)
+        if verb == "backup":
+            return self._backup(actor, sandbox)
         if verb == "destroy" and not opts["yes"]:
             answer = input(f"Destroy {name}, its home volume and every file in {sandbox.workspace_path}? Type the name to confirm: ")
             if answer.strip() != name:
@@ -111,6 +113,21 @@ class Command(BaseCommand):
         for path in changed:
             self.stdout.write(f"re-recorded {path}")
         self.stdout.write(self.style.SUCCESS(f"{sandbox.name}: {len(changed)} folder(s) re-recorded; Start checks them from now on."))
+
+    def _backup(self, actor, sandbox):
+        """Back up now, in this process, through the same service as the Back up button."""
+        from backups import services as backups
+        from backups.models import Backup
+
+        try:
+            backup = backups.backup_request(actor=actor, sandbox=sandbox, enqueue=False)
+        except services.SandboxError as exc:
+            raise CommandError(str(exc)) from exc
+        backups.backup_perform(backup_id=backup.pk)
+        backup.refresh_from_db()
+        if backup.status != Backup.Status.DONE:
+            raise CommandError(f"{sandbox.name}: {backup.detail}")
+        self.stdout.write(self.style.SUCCESS(f"{backup.path} ({backup.size_bytes} bytes, {backup.files} entries, sha256 {backup.sha256})"))
 
     def _act(self, actor, sandbox, verb):
         try:

@@ -1,4 +1,5 @@
-"""Follow Docker's container events and keep every sandbox's status true.
+"""Follow Docker's container events: keep every sandbox's status true, and write die, oom, kill
+and destroy into the audit trail.
 
 Runs beside the web server (see Procfile). On start and after every reconnect it resyncs all
 sandboxes, so events missed while it was not running are caught up; the Celery beat resync
@@ -29,6 +30,7 @@ class Command(BaseCommand):
                 for event in engine.engine_for().events(since=since):
                     if event["action"] in RELEVANT:
                         services.sandbox_sync_container(container_id=event["id"])
+                    services.record_engine_event(event=event)
                     delay = 1.0
             except engine.EngineError as exc:
                 log.warning("Docker events unavailable (%s); retrying in %.0fs", exc, delay)

@@ -1,0 +1,833 @@
+"""Backup archives: written fast and atomically, checked against their manifest, taken apart
+safely. No Django, no Docker: paths, file objects and plain values in and out.
+
+    <name>-YYYYMMDD-HHMMSS.tar.gz
+        workspace/<Folder>/...   the six folders, read on the host without following a link
+        home/...                 the home volume, as the engine hands it over
+        manifest.json            last: the sandbox's config, and every member's type, size,
+                                 mode and sha256
+
+Writing. The tar stream is cut into 1 MB blocks, and each block becomes one gzip member,
+compressed on a pool of threads (zlib lets go of the GIL while it works), written in order: a
+multi-member gzip file, which gzip, `tar xzf` and Python all read as one. A block that does not
+compress (media, git packs, archives) is stored instead of being squeezed for nothing. The file
+is written under a temporary name in the same folder, flushed to disk, then renamed: a crash or
+a full disk leaves no file under the final name.
+
+Reading for a restore. Nothing is extracted in place: every member is judged first (tarfile's
+`data` filter, and stricter rules on top: no absolute path, no `..`, no link leaving its area,
+no hard link but to a file already extracted, no device or FIFO, no setuid or setgid bit, only
+UTF-8 names, member and byte limits), and written only inside a fresh folder that the caller
+made, through file descriptors opened without following links. Symbolic links are made last,
+once no later member can be written through them.
+"""
+
+import gzip
+import hashlib
+import io
+import json
+import os
+import posixpath
+import stat
+import tarfile
+import zlib
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+FORMAT = 1
+MANIFEST = "manifest.json"
+WORKSPACE = "workspace"
+HOME = "home"
+BLOCK = 1 << 20
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+class ArchiveError(Exception):
+    """An archive that cannot be written, read or trusted; the message says why."""
+
+
+class Refused(ArchiveError):
+    """An archive whose contents a restore refuses (hostile or broken); nothing was written
+    outside the temporary folder."""
+
+
+# --- writing ------------------------------------------------------------------------------------
+
+
+def _incompressible(block: bytes) -> bool:
+    """Whether deflate would gain almost nothing on `block`, judged on three samples."""
+    if len(block) < 16384:
+        return False
+    step = len(block) // 3
+    for start in (0, step, 2 * step):
+        sample = block[start : start + 8192]
+        if len(zlib.compress(sample, 1)) < len(sample) * 0.97:
+            return False
+    return True
+
+
+def _mode(mode: int) -> int:
+    """Permission bits as archived: never setuid or setgid (a restore refuses those)."""
+    return stat.S_IMODE(mode) & ~(stat.S_ISUID | stat.S_ISGID)
+
+
+def _gzip_member(block: bytes, level: int) -> bytes:
+    if level and _incompressible(block):
+        level = 0
+    compressor = zlib.compressobj(level, zlib.DEFLATED, 31)  # 31: a gzip header and trailer
+    return compressor.compress(block) + compressor.flush()
+
+
+class _ParallelGzip(io.RawIOBase):
+    """A write-only file object that gzips what it is given, a block per thread, in order. At
+    most 2 blocks per thread are in flight, so memory stays bounded whatever the size."""
+
+    def __init__(self, out: IO[bytes], *, level: int, workers: int):
+        super().__init__()
+        self.out = out
+        self.level = level
+        self.buffer = bytearray()
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gzip")
+        self.pending: deque[Future[bytes]] = deque()
+        self.limit = 2 * workers
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+        self.fed = 0
+        self.abandoned = False
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:  # type: ignore[override]
+        if self.abandoned:
+            return len(data)  # the archive was given up: whatever still flushes goes nowhere
+        self.buffer += data
+        self.fed += len(data)
+        while len(self.buffer) >= BLOCK:
+            self._submit(bytes(self.buffer[:BLOCK]))
+            del self.buffer[:BLOCK]
+        return len(data)
+
+    def _submit(self, block: bytes) -> None:
+        self.pending.append(self.pool.submit(_gzip_member, block, self.level))
+        while len(self.pending) > self.limit:
+            self._drain_one()
+
+    def _drain_one(self) -> None:
+        data = self.pending.popleft().result()
+        self.out.write(data)
+        self.sha256.update(data)
+        self.size += len(data)
+
+    def finish(self) -> None:
+        if self.buffer or not self.fed:
+            self._submit(bytes(self.buffer))
+            self.buffer.clear()
+        while self.pending:
+            self._drain_one()
+        self.pool.shutdown()
+
+    def abandon(self) -> None:
+        self.abandoned = True
+        for future in self.pending:
+            future.cancel()
+        self.pending.clear()
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+class _Exact(io.RawIOBase):
+    """Reads exactly `size` bytes through `read`, hashing them. A file that shrank while it was
+    read is padded with zeros and one that grew is cut, so that the tar header stays true and
+    the manifest says exactly what was archived."""
+
+    def __init__(self, read: Callable[[int], bytes], size: int):
+        super().__init__()
+        self._read = read
+        self.left = size
+        self.sha256 = hashlib.sha256()
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:  # type: ignore[override]
+        if self.left <= 0:
+            return b""
+        n = self.left if n is None or n < 0 else min(n, self.left)
+        data = self._read(n) or b"\0" * n
+        self.left -= len(data)
+        self.sha256.update(data)
+        return data
+
+
+@dataclass
+class Progress:
+    files: int = 0
+    bytes: int = 0
+
+
+class ArchiveWriter:
+    """Write one archive to `final_path`, atomically. Use as a context manager: leaving the
+    block with an exception removes the temporary file; `commit()` makes it the real one.
+
+    `progress(files, bytes)` is called after each member (the caller throttles its writes)."""
+
+    def __init__(self, final_path: str, *, level: int = 6, workers: int | None = None, progress: Callable[[int, int], None] | None = None):
+        self.final_path = final_path
+        self.folder = os.path.dirname(final_path) or "."
+        self.tmp_path = partial_path(final_path)
+        self.level = level
+        self.workers = workers or max(1, os.cpu_count() or 1)
+        self.progress = progress
+        self.entries: list[dict[str, Any]] = []
+        self.skipped: list[str] = []
+        self.done = Progress()
+        self._file: IO[bytes] | None = None
+        self._gzip: _ParallelGzip | None = None
+        self._tar: tarfile.TarFile | None = None
+
+    def __enter__(self) -> "ArchiveWriter":
+        remove_partial(self.tmp_path)  # left by a worker that died: this run starts over
+        fd = os.open(self.tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        self._file = os.fdopen(fd, "wb", buffering=1 << 20)
+        self._gzip = _ParallelGzip(self._file, level=self.level, workers=self.workers)
+        self._tar = tarfile.open(fileobj=self._gzip, mode="w|", format=tarfile.PAX_FORMAT, encoding="utf-8", errors="surrogateescape")
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None or self._file is not None:
+            self.abort()
+
+    # members ----------------------------------------------------------------------------------
+
+    def _info(self, path: str, kind: bytes, mode: int, mtime: float, size: int = 0) -> tarfile.TarInfo:
+        info = tarfile.TarInfo(path)
+        info.type = kind
+        info.mode = _mode(mode)
+        info.mtime = int(mtime)
+        info.size = size
+        info.uid = info.gid = 1000
+        info.uname = info.gname = ""
+        return info
+
+    def _added(self, entry: dict[str, Any], size: int = 0) -> None:
+        self.entries.append(entry)
+        self.done.files += 1
+        self.done.bytes += size
+        if self.progress:
+            self.progress(self.done.files, self.done.bytes)
+
+    def add_dir(self, path: str, *, mode: int, mtime: float) -> None:
+        assert self._tar is not None
+        self._tar.addfile(self._info(path, tarfile.DIRTYPE, mode, mtime))
+        self._added({"path": path, "type": "dir", "mode": _mode(mode)})
+
+    def add_symlink(self, path: str, target: str, *, mode: int = 0o777, mtime: float) -> None:
+        assert self._tar is not None
+        info = self._info(path, tarfile.SYMTYPE, mode, mtime)
+        info.linkname = target
+        self._tar.addfile(info)
+        self._added({"path": path, "type": "symlink", "target": target})
+
+    def add_hardlink(self, path: str, target: str, *, mode: int, mtime: float) -> None:
+        assert self._tar is not None
+        info = self._info(path, tarfile.LNKTYPE, mode, mtime)
+        info.linkname = target
+        self._tar.addfile(info)
+        self._added({"path": path, "type": "hardlink", "target": target})
+
+    def add_file_fd(self, path: str, fd: int, *, size: int, mode: int, mtime: float) -> str:
+        """Add `size` bytes read from `fd`; returns their sha256."""
+        assert self._tar is not None
+        reader = _Exact(lambda n: os.read(fd, n), size)
+        self._tar.addfile(self._info(path, tarfile.REGTYPE, mode, mtime, size), reader)
+        digest = reader.sha256.hexdigest()
+        self._added({"path": path, "type": "file", "size": size, "mode": _mode(mode), "sha256": digest}, size)
+        return digest
+
+    def add_file_stream(self, path: str, stream: IO[bytes], *, size: int, mode: int, mtime: float) -> str:
+        """Add a member whose content comes from another archive's stream."""
+        assert self._tar is not None
+        hasher = _Exact(stream.read, size)
+        self._tar.addfile(self._info(path, tarfile.REGTYPE, mode, mtime, size), hasher)
+        digest = hasher.sha256.hexdigest()
+        self._added({"path": path, "type": "file", "size": size, "mode": _mode(mode), "sha256": digest}, size)
+        return digest
+
+    def add_bytes(self, path: str, data: bytes, *, mode: int = 0o644, mtime: float) -> str:
+        return self.add_file_stream(path, io.BytesIO(data), size=len(data), mode=mode, mtime=mtime)
+
+    # the end ----------------------------------------------------------------------------------
+
+    def commit(self, manifest: dict[str, Any], *, mtime: float) -> tuple[int, str]:
+        """Write the manifest last, finish the file, flush it to disk and give it its final
+        name. Returns (the archive's size, its sha256)."""
+        assert self._tar is not None and self._gzip is not None and self._file is not None
+        body = dict(manifest, format=FORMAT, files=self.entries, skipped=self.skipped)
+        data = json.dumps(body, indent=1, sort_keys=True).encode()
+        info = self._info(MANIFEST, tarfile.REGTYPE, 0o644, mtime, len(data))
+        self._tar.addfile(info, io.BytesIO(data))
+        self._tar.close()
+        self._gzip.finish()
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        self._file = None
+        os.rename(self.tmp_path, self.final_path)
+        fsync_dir(self.folder)
+        return self._gzip.size, self._gzip.sha256.hexdigest()
+
+    def abort(self) -> None:
+        if self._gzip is not None:
+            self._gzip.abandon()
+        if self._tar is not None:
+            self._tar.closed = True  # type: ignore[attr-defined]  # nothing more is written, not even by its finaliser
+            self._tar.fileobj.closed = True  # type: ignore[union-attr,attr-defined]
+        if self._file is not None:
+            try:
+                self._file.close()
+            except OSError:
+                pass  # a full disk fails the flush too; the file goes anyway
+            self._file = None
+        remove_partial(self.tmp_path)
+
+
+def partial_path(final_path: str) -> str:
+    """Where the archive for `final_path` is written until it is complete."""
+    folder, name = os.path.split(final_path)
+    return os.path.join(folder or ".", f".{name}.partial")
+
+
+def remove_partial(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def add_tree(writer: ArchiveWriter, dir_fd: int, prefix: str) -> None:
+    """Add everything under the open folder `dir_fd` as `prefix/...`: folders, regular files
+    and symbolic links (as links, never followed). Sockets, FIFOs and devices are skipped and
+    named in the manifest. Takes ownership of `dir_fd`."""
+    st = os.fstat(dir_fd)
+    writer.add_dir(prefix, mode=st.st_mode, mtime=st.st_mtime)
+    stack: list[tuple[int, str]] = [(dir_fd, prefix)]
+    while stack:
+        fd, base = stack.pop()
+        try:
+            with os.scandir(fd) as found:
+                entries = sorted(found, key=lambda e: e.name)
+            subdirs = []
+            for entry in entries:
+                path = f"{base}/{entry.name}"
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                    if stat.S_ISDIR(st.st_mode):
+                        writer.add_dir(path, mode=st.st_mode, mtime=st.st_mtime)
+                        subdirs.append((entry.name, path))
+                    elif stat.S_ISLNK(st.st_mode):
+                        writer.add_symlink(path, os.readlink(entry.name, dir_fd=fd), mtime=st.st_mtime)
+                    elif stat.S_ISREG(st.st_mode):
+                        _add_regular(writer, fd, entry.name, path)
+                    else:
+                        writer.skipped.append(path)
+                except (FileNotFoundError, NotADirectoryError):
+                    continue  # removed while the walk went by
+            for name, path in reversed(subdirs):
+                try:
+                    stack.append((os.open(name, _DIR_FLAGS, dir_fd=fd), path))
+                except OSError:
+                    writer.skipped.append(path)
+        finally:
+            os.close(fd)
+
+
+def _add_regular(writer: ArchiveWriter, dir_fd: int, name: str, path: str) -> None:
+    # O_NONBLOCK: a FIFO swapped in after the scan cannot hang the open; fstat judges what opened.
+    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            writer.skipped.append(path)
+            return
+        writer.add_file_fd(path, fd, size=st.st_size, mode=st.st_mode, mtime=st.st_mtime)
+    finally:
+        os.close(fd)
+
+
+class ChunkReader(io.RawIOBase):
+    """A file object over an iterator of byte chunks (the engine's archive stream)."""
+
+    def __init__(self, chunks: Iterable[bytes]):
+        super().__init__()
+        self.chunks: Iterator[bytes] = iter(chunks)
+        self.rest = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:  # type: ignore[override]
+        while not self.rest:
+            try:
+                self.rest = next(self.chunks)
+            except StopIteration:
+                return 0
+        n = min(len(buffer), len(self.rest))
+        buffer[:n] = self.rest[:n]
+        self.rest = self.rest[n:]
+        return n
+
+
+def add_engine_tar(writer: ArchiveWriter, stream: IO[bytes], prefix: str) -> None:
+    """Copy an archive the engine produced (`docker cp` of a folder: its members are named
+    <folder>/...) into the backup as `prefix/...`, hashing every file. Hard links stay links to
+    the renamed member; devices and FIFOs are skipped."""
+    with tarfile.open(fileobj=stream, mode="r|", encoding="utf-8", errors="surrogateescape") as tar:
+        for member in tar:
+            first, _, rest = member.name.strip("/").partition("/")
+            path = f"{prefix}/{rest}" if rest else prefix
+            if member.isdir():
+                writer.add_dir(path, mode=member.mode, mtime=member.mtime)
+            elif member.issym():
+                writer.add_symlink(path, member.linkname, mtime=member.mtime)
+            elif member.islnk():
+                _first, _, target = member.linkname.strip("/").partition("/")
+                writer.add_hardlink(path, f"{prefix}/{target}", mode=member.mode, mtime=member.mtime)
+            elif member.isreg():
+                source = tar.extractfile(member)
+                assert source is not None
+                writer.add_file_stream(path, source, size=member.size, mode=member.mode, mtime=member.mtime)
+            else:
+                writer.skipped.append(path)
+
+
+# --- reading ------------------------------------------------------------------------------------
+
+
+class _HashingFile(io.RawIOBase):
+    """Reads a file, hashing every byte that goes by (the archive's own sha256)."""
+
+    def __init__(self, raw: IO[bytes]):
+        super().__init__()
+        self.raw = raw
+        self.sha256 = hashlib.sha256()
+        self.count = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:  # type: ignore[override]
+        n = self.raw.readinto(buffer)  # type: ignore[attr-defined]
+        if n:
+            self.sha256.update(memoryview(buffer)[:n])
+            self.count += n
+        return n or 0
+
+
+@dataclass
+class Checked:
+    """What a walk through an archive found."""
+
+    manifest: dict[str, Any] | None = None
+    problems: list[str] = field(default_factory=list)
+    files: int = 0
+    bytes: int = 0
+    sha256: str = ""
+    dropped: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems and self.manifest is not None
+
+
+def _open_members(raw: IO[bytes]) -> tarfile.TarFile:
+    return tarfile.open(fileobj=gzip.GzipFile(fileobj=raw, mode="rb"), mode="r|", encoding="utf-8", errors="surrogateescape")
+
+
+def _hash_member(tar: tarfile.TarFile, member: tarfile.TarInfo) -> str:
+    digest = hashlib.sha256()
+    source = tar.extractfile(member)
+    assert source is not None
+    while chunk := source.read(BLOCK):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _entry_of(member: tarfile.TarInfo, digest: str | None) -> dict[str, Any]:
+    if member.isdir():
+        return {"path": member.name, "type": "dir", "mode": stat.S_IMODE(member.mode)}
+    if member.issym():
+        return {"path": member.name, "type": "symlink", "target": member.linkname}
+    if member.islnk():
+        return {"path": member.name, "type": "hardlink", "target": member.linkname}
+    return {"path": member.name, "type": "file", "size": member.size, "mode": stat.S_IMODE(member.mode), "sha256": digest}
+
+
+def compare(manifest: dict[str, Any], seen: dict[str, dict[str, Any]]) -> list[str]:
+    """Differences between what the manifest lists and what the archive holds."""
+    problems = []
+    listed = {str(e.get("path")): e for e in manifest.get("files") or [] if isinstance(e, dict)}
+    for path, entry in listed.items():
+        found = seen.get(path)
+        if found is None:
+            problems.append(f"{path} is listed in the manifest but missing from the archive.")
+        elif found != entry:
+            what = "content (sha256)" if found.get("sha256") != entry.get("sha256") else "type, size or mode"
+            problems.append(f"{path} differs from the manifest: its {what}.")
+    for path in seen.keys() - listed.keys():
+        problems.append(f"{path} is in the archive but not in its manifest.")
+    return problems
+
+
+def verify(path: str) -> Checked:
+    """Re-read the archive: hash every member, compare with the manifest, and hash the file."""
+    result = Checked()
+    seen: dict[str, dict[str, Any]] = {}
+    try:
+        with open(path, "rb", buffering=0) as raw_file:
+            raw = _HashingFile(raw_file)
+            with _open_members(io.BufferedReader(raw, BLOCK)) as tar:
+                for member in tar:
+                    if member.name == MANIFEST:
+                        result.manifest = _read_manifest(tar, member)
+                        continue
+                    digest = _hash_member(tar, member) if member.isreg() else None
+                    seen[member.name] = _entry_of(member, digest)
+                    result.files += 1
+                    result.bytes += member.size if member.isreg() else 0
+            while raw.read(BLOCK):
+                pass  # anything after the tar's end still counts towards the file's hash
+            result.sha256 = raw.sha256.hexdigest()
+    except (OSError, EOFError, tarfile.TarError, zlib.error) as exc:
+        result.problems.append(f"The archive cannot be read to its end: {exc}.")
+        return result
+    except Refused as exc:
+        result.problems.append(str(exc))
+        return result
+    if result.manifest is None:
+        result.problems.append("The archive has no manifest.")
+    else:
+        result.problems += compare(result.manifest, seen)
+    return result
+
+
+def _read_manifest(tar: tarfile.TarFile, member: tarfile.TarInfo, *, limit: int = 512 << 20) -> dict[str, Any]:
+    if not member.isreg() or member.size > limit:
+        raise Refused("The manifest is not a regular file of a sensible size.")
+    source = tar.extractfile(member)
+    assert source is not None
+    try:
+        manifest = json.loads(source.read())
+    except ValueError as exc:
+        raise Refused(f"The manifest is not valid JSON ({exc}).") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or not isinstance(manifest.get("files"), list):
+        raise Refused("The manifest is not one this panel wrote (unknown format).")
+    return manifest
+
+
+# --- safe extraction ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Limits:
+    members: int = 2_000_000
+    bytes: int = 1 << 40
+    name_bytes: int = 4096
+
+
+def _check_name(name: str, areas: tuple[str, ...]) -> tuple[str, str]:
+    """(area, path inside the area) of a member name, or Refused saying why not."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise Refused(f"A member's name is not valid UTF-8 ({name.encode('utf-8', 'surrogateescape')[:80]!r}).") from None
+    if "\x00" in name or any(ord(c) < 32 for c in name):
+        raise Refused(f"A member's name holds a control character: {name[:80]!r}.")
+    if name.startswith("/"):
+        raise Refused(f"A member has an absolute path: {name[:200]}.")
+    parts = name.rstrip("/").split("/")
+    if any(p in ("", ".", "..") for p in parts):
+        raise Refused(f"A member's path holds '..', '.' or an empty part: {name[:200]}.")
+    if any(len(p.encode()) > 255 for p in parts):
+        raise Refused(f"A member's name has a part longer than 255 bytes: {name[:80]}….")
+    top = parts[0]
+    if top == WORKSPACE and len(parts) >= 2 and f"{WORKSPACE}/{parts[1]}" in areas:
+        return f"{WORKSPACE}/{parts[1]}", "/".join(parts[2:])
+    if top == HOME and HOME in areas:
+        return HOME, "/".join(parts[1:])
+    raise Refused(f"A member lies outside the folders a backup holds: {name[:200]}.")
+
+
+def _link_stays_inside(name: str, target: str) -> bool:
+    """Whether a symbolic link at `name` pointing at `target` stays inside what it restores
+    into: the workspace (its six folders together), or the home."""
+    if not target or target.startswith("/") or "\x00" in target:
+        return False
+    top, _, inner = name.partition("/")
+    joined = posixpath.normpath(posixpath.join(posixpath.dirname(inner), target))
+    return top in (WORKSPACE, HOME) and joined != ".." and not joined.startswith("../")
+
+
+class _Extractor:
+    """Writes the members of one archive under `dest` (a fresh folder), judging each first."""
+
+    def __init__(self, dest: str, *, areas: tuple[str, ...], limits: Limits, uid: int | None, gid: int | None, drop_outside_links: bool):
+        self.dest = dest
+        self.drop_outside_links = drop_outside_links
+        self.dropped: list[str] = []
+        self.areas = areas
+        self.limits = limits
+        self.owner = (uid, gid) if uid is not None and gid is not None else None
+        self.root_fd = os.open(dest, _DIR_FLAGS)
+        self.files: dict[str, str] = {}  # member name -> sha256 of what was written
+        self.kinds: dict[str, str] = {}  # member name -> dir, file, symlink, hardlink
+        self.symlinks: list[tuple[str, str]] = []
+        self.dir_modes: list[tuple[str, int, int]] = []
+        self.count = 0
+        self.total = 0
+
+    def close(self) -> None:
+        os.close(self.root_fd)
+
+    def _parent_fd(self, name: str) -> tuple[int, str]:
+        """An fd of the folder that will hold `name` (made as needed), and the last part."""
+        parts = name.split("/")
+        fd = os.dup(self.root_fd)
+        try:
+            for i, part in enumerate(parts[:-1]):
+                sofar = "/".join(parts[: i + 1])
+                if sofar in self.kinds and self.kinds[sofar] != "dir":
+                    raise Refused(f"{name} would be written through {sofar}, which is not a folder.")
+                try:
+                    os.mkdir(part, 0o700, dir_fd=fd)
+                except FileExistsError:
+                    pass
+                next_fd = os.open(part, _DIR_FLAGS, dir_fd=fd)
+                os.close(fd)
+                fd = next_fd
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd, parts[-1]
+
+    def member(self, tar: tarfile.TarFile, member: tarfile.TarInfo) -> None:
+        self.count += 1
+        if self.count > self.limits.members:
+            raise Refused(f"The archive holds more than {self.limits.members} members (the restore limit).")
+        if len(member.name.encode("utf-8", "surrogateescape")) > self.limits.name_bytes:
+            raise Refused(f"A member's name is longer than {self.limits.name_bytes} bytes.")
+        area, inner = _check_name(member.name, self.areas)
+        name = member.name.rstrip("/")
+        if name in self.kinds and not (member.isdir() and self.kinds[name] == "dir"):
+            raise Refused(f"{name} appears twice in the archive.")
+        if member.mode & (stat.S_ISUID | stat.S_ISGID):
+            raise Refused(f"{name} has the setuid or setgid bit.")
+        if (
+            member.ischr()
+            or member.isblk()
+            or member.isfifo()
+            or not (member.isdir() or member.isreg() or member.issym() or member.islnk())
+        ):
+            raise Refused(f"{name} is a device, a FIFO or another special file.")
+        if member.issym() and not _link_stays_inside(name, member.linkname):
+            if self.drop_outside_links:
+                self.dropped.append(f"{name} -> {member.linkname[:200]}")
+                return
+            raise Refused(
+                f"{name} is a link that leaves its folder (to {member.linkname[:200]}). A link made inside the sandbox, "
+                "such as a virtualenv's bin/python, can be left out: restore again with 'leave out links that point "
+                "outside their folder'."
+            )
+        try:
+            filtered = tarfile.data_filter(member, self.dest)
+        except tarfile.FilterError as exc:
+            raise Refused(f"{name} is refused: {exc}.") from None
+        if member.issym():
+            self.kinds[name] = "symlink"
+            self.symlinks.append((name, member.linkname))
+            return
+        if member.islnk():
+            self._hardlink(name, area, member)
+            return
+        self.total += member.size if member.isreg() else 0
+        if self.total > self.limits.bytes:
+            raise Refused(f"The archive holds more than {self.limits.bytes} bytes (the restore limit).")
+        if member.isdir():
+            self._mkdir(name, filtered.mode if filtered.mode is not None else 0o755, int(member.mtime))
+        else:
+            self._write(tar, member, name, filtered.mode if filtered.mode is not None else 0o644)
+
+    def _mkdir(self, name: str, mode: int, mtime: int) -> None:
+        if name.count("/") == 0:
+            self.kinds[name] = "dir"  # workspace/ or home/: the staging folder's own
+            return
+        fd, last = self._parent_fd(name)
+        try:
+            try:
+                os.mkdir(last, 0o700, dir_fd=fd)
+            except FileExistsError:
+                # Made earlier on the way to a member below it (files are made with O_EXCL, and
+                # a name seen before as anything but a folder was refused above).
+                os.close(os.open(last, _DIR_FLAGS, dir_fd=fd))
+        finally:
+            os.close(fd)
+        self.kinds[name] = "dir"
+        self.dir_modes.append((name, stat.S_IMODE(mode), mtime))
+
+    def _write(self, tar: tarfile.TarFile, member: tarfile.TarInfo, name: str, mode: int) -> None:
+        source = tar.extractfile(member)
+        assert source is not None
+        fd, last = self._parent_fd(name)
+        try:
+            out = os.open(last, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=fd)
+        except FileExistsError:
+            os.close(fd)
+            raise Refused(f"{name} appears twice in the archive.") from None
+        os.close(fd)
+        digest = hashlib.sha256()
+        try:
+            while chunk := source.read(BLOCK):
+                digest.update(chunk)
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(out, view) :]
+            if self.owner:
+                os.fchown(out, *self.owner)
+            os.fchmod(out, stat.S_IMODE(mode) & 0o777)
+            os.utime(out, (member.mtime, member.mtime))
+        finally:
+            os.close(out)
+        self.files[name] = digest.hexdigest()
+        self.kinds[name] = "file"
+
+    def _hardlink(self, name: str, area: str, member: tarfile.TarInfo) -> None:
+        """A hard link becomes a copy of a file this archive already wrote, in the same area;
+        anything else (a link out, a link to a link, to a folder, to a later member) is refused."""
+        target = member.linkname.rstrip("/")
+        if target not in self.files or not (target == area or target.startswith(area + "/")):
+            raise Refused(f"{name} is a hard link to {target[:200]}, which is not a file extracted before it in the same folder.")
+        self.kinds[name] = "hardlink"
+        self.files[name] = self.files[target]
+        src_fd, src_last = self._parent_fd(target)
+        dst_fd, dst_last = self._parent_fd(name)
+        try:
+            src = os.open(src_last, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=src_fd)
+            try:
+                out = os.open(dst_last, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dst_fd)
+                try:
+                    st = os.fstat(src)
+                    while chunk := os.read(src, BLOCK):
+                        os.write(out, chunk)
+                    if self.owner:
+                        os.fchown(out, *self.owner)
+                    os.fchmod(out, stat.S_IMODE(st.st_mode))
+                    os.utime(out, (st.st_mtime, st.st_mtime))
+                finally:
+                    os.close(out)
+            finally:
+                os.close(src)
+        finally:
+            os.close(src_fd)
+            os.close(dst_fd)
+
+    def finish(self) -> None:
+        """Make the links (no member comes after them now), then set folders' modes."""
+        for name, target in self.symlinks:
+            if any(other.startswith(name + "/") for other in self.kinds):
+                raise Refused(f"{name} is a link that other members would be written through.")
+            fd, last = self._parent_fd(name)
+            try:
+                os.symlink(target, last, dir_fd=fd)
+                if self.owner:
+                    os.chown(last, *self.owner, dir_fd=fd, follow_symlinks=False)
+            finally:
+                os.close(fd)
+        for name, mode, mtime in reversed(self.dir_modes):
+            fd, last = self._parent_fd(name)
+            try:
+                dfd = os.open(last, _DIR_FLAGS, dir_fd=fd)
+                try:
+                    if self.owner:
+                        os.fchown(dfd, *self.owner)
+                    os.fchmod(dfd, mode & 0o777 | 0o700)
+                    os.utime(dfd, (mtime, mtime))
+                finally:
+                    os.close(dfd)
+            finally:
+                os.close(fd)
+
+
+def extract(
+    archive_path: str,
+    dest: str,
+    *,
+    areas: tuple[str, ...],
+    limits: Limits,
+    uid: int | None = None,
+    gid: int | None = None,
+    drop_outside_links: bool = False,
+) -> Checked:
+    """Extract the archive under `dest` (an empty folder the caller made and removes) after
+    judging each member; then check every file against the manifest. Raises Refused, with
+    nothing written outside `dest`. With `drop_outside_links`, symbolic links that point outside
+    their folder are left out (listed in `dropped`) instead of refusing the archive."""
+    result = Checked()
+    seen: dict[str, dict[str, Any]] = {}
+    extractor = _Extractor(dest, areas=areas, limits=limits, uid=uid, gid=gid, drop_outside_links=drop_outside_links)
+    try:
+        with open(archive_path, "rb", buffering=0) as raw_file:
+            raw = _HashingFile(raw_file)
+            with _open_members(io.BufferedReader(raw, BLOCK)) as tar:
+                for member in tar:
+                    if member.name == MANIFEST:
+                        if result.manifest is not None:
+                            raise Refused("The archive holds two manifests.")
+                        result.manifest = _read_manifest(tar, member)
+                        continue
+                    if result.manifest is not None:
+                        raise Refused("Members follow the manifest: this is not an archive the panel wrote.")
+                    extractor.member(tar, member)
+                    name = member.name.rstrip("/")
+                    if name not in extractor.kinds:
+                        continue  # left out (a link pointing outside), listed in `dropped`
+                    seen[name] = _entry_of(member, extractor.files.get(name))
+                    seen[name]["path"] = name
+            extractor.finish()
+            while raw.read(BLOCK):
+                pass
+            result.sha256 = raw.sha256.hexdigest()
+    except (OSError, EOFError, tarfile.TarError, zlib.error) as exc:
+        raise Refused(f"The archive cannot be read to its end: {exc}.") from None
+    finally:
+        extractor.close()
+    if result.manifest is None:
+        raise Refused("The archive has no manifest.")
+    dropped = {d.split(" -> ")[0] for d in extractor.dropped}
+    listed = {e.get("path", "").rstrip("/"): e for e in result.manifest["files"] if isinstance(e, dict) and e.get("path") not in dropped}
+    normalised = {k: dict(v, path=k) for k, v in seen.items()}
+    result.problems = compare({"files": [dict(e, path=k) for k, e in listed.items()]}, normalised)
+    if result.problems:
+        raise Refused("The archive does not match its manifest: " + " ".join(result.problems[:5]))
+    result.files = len(seen)
+    result.bytes = extractor.total
+    result.dropped = extractor.dropped
+    return result
+
+
+def manifest_only(path: str) -> dict[str, Any]:
+    """The manifest of an archive (read to the end: it is the last member)."""
+    with open(path, "rb") as raw, _open_members(raw) as tar:
+        for member in tar:
+            if member.name == MANIFEST:
+                return _read_manifest(tar, member)
+    raise Refused("The archive has no manifest.")

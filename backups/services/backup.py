@@ -1,0 +1,335 @@
+"""Making backups: the request (claim the sandbox, record the row, audit, queue), the writing of
+the archive, and how every backup ends. Also verify, delete and rotation."""
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+
+from django.conf import settings
+from django.core.exceptions import PermissionDenied
+from django.db import transaction
+from django.utils import timezone
+
+from sandboxes import engine, live, policy, workspace
+from sandboxes.models import Sandbox
+from sandboxes.services import SandboxError, SystemActor, finish
+from sandboxes.services.claims import claim, heartbeat, take_run
+from sandboxes.services.common import audit, helper_spec, home_target, policy_rules
+from teams.permissions import Role, actor_name, actor_user, authorize
+
+from .. import archive
+from ..models import Backup, BackupSchedule
+
+log = logging.getLogger(__name__)
+S = Sandbox.Status
+JOB = Sandbox.Job.BACKUP
+BACKUP_FROM = frozenset({S.RUNNING, S.STOPPED, S.PAUSED, S.ERROR})
+
+
+class BackupError(SandboxError):
+    """A backup request that cannot be carried out; the message is shown to the user."""
+
+
+def backup_root() -> Path:
+    """BACKUP_ROOT, made 0700 if missing (archives hold everything a sandbox has)."""
+    root = settings.BACKUP_ROOT
+    root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if root.stat().st_mode & 0o077:
+        root.chmod(0o700)
+    return root
+
+
+def config_of(sandbox: Sandbox) -> dict:
+    """The sandbox's settings, as a manifest records them."""
+    return {
+        "name": sandbox.name,
+        "uuid": str(sandbox.uuid),
+        "team": sandbox.team.slug,
+        "image": sandbox.image,
+        "memory_mb": sandbox.memory_mb,
+        "cpus": str(sandbox.cpus),
+        "pids_limit": sandbox.pids_limit,
+        "network_mode": sandbox.network_mode,
+        "mounts": [{"host_path": m.host_path, "container_path": m.container_path, "read_only": m.read_only} for m in sandbox.mounts.all()],
+    }
+
+
+def _file_name(sandbox_name: str) -> str:
+    stamp = timezone.localtime().strftime("%Y%m%d-%H%M%S")
+    name, n = f"{sandbox_name}-{stamp}.tar.gz", 2
+    while Backup.objects.filter(file_name=name).exists() or (settings.BACKUP_ROOT / name).exists():
+        name, n = f"{sandbox_name}-{stamp}-{n}.tar.gz", n + 1
+    return name
+
+
+def new_backup_row(actor, sandbox: Sandbox, kind: str) -> Backup:
+    """The row of a backup about to be written (status running)."""
+    return Backup.objects.create(
+        sandbox=sandbox,
+        team_id=sandbox.team_id,
+        sandbox_name=sandbox.name,
+        file_name=_file_name(sandbox.name),
+        kind=kind,
+        created_by=actor_user(actor),
+        created_by_name=actor_name(actor),
+    )
+
+
+def backup_request(
+    *, actor, sandbox: Sandbox, kind: str = Backup.Kind.MANUAL, source_ip: str | None = None, enqueue: bool = True
+) -> Backup:
+    """Claim the sandbox for a backup, record it and queue it. A backup only reads, so it may run
+    while an incident holds the sandbox; nothing else changes the sandbox while it runs."""
+    authorize(actor, sandbox.team, Role.OPERATOR)
+    with transaction.atomic():
+        claim(sandbox=sandbox, action=JOB, allowed_from=BACKUP_FROM, while_on_hold=True)
+        backup = new_backup_row(actor, sandbox, kind)
+        audit(actor, "backup.requested", sandbox, {"backup": backup.file_name, "kind": kind}, source_ip)
+        if enqueue:
+            queue_backup(backup.pk)
+        live.sandbox_changed(sandbox)
+    return backup
+
+
+def queue_backup(backup_id: int) -> None:
+    """Queue the backup's task once the claim commits; if the queue cannot take it, end the
+    backup with the reason instead of leaving the sandbox busy."""
+    from ..tasks import backup_task
+
+    def send():
+        try:
+            backup_task.delay(backup_id)
+        except Exception as exc:  # noqa: BLE001 - kombu raises several types for "broker down"
+            log.warning("could not queue backup %s: %s", backup_id, exc)
+            backup = Backup.objects.filter(pk=backup_id).select_related("sandbox").first()
+            if backup is not None and backup.sandbox is not None:
+                _end(backup, backup.sandbox, ok=False, detail="The backup was not started: the task queue (Redis) is not reachable.")
+
+    transaction.on_commit(send)
+
+
+def resume_backup(sandbox: Sandbox) -> None:
+    """Queue again the backup whose worker is gone (claims.requeue_stale_actions calls this)."""
+    backup = Backup.objects.filter(sandbox=sandbox, status=Backup.Status.RUNNING).order_by("-pk").first()
+    if backup is None:
+        finish(sandbox, JOB, None, "The backup's record is gone; the sandbox was released.")
+        return
+    from ..tasks import backup_task
+
+    backup_task.delay(backup.pk)
+
+
+def backup_perform(*, backup_id: int) -> None:
+    """Write a claimed backup. Safe to run again: a run whose worker died starts the archive
+    over (the temporary file is replaced), and an archive that was completed under its final
+    name before the worker died is checked and recorded instead of written twice."""
+    backup = Backup.objects.filter(pk=backup_id, status=Backup.Status.RUNNING).first()
+    if backup is None or backup.sandbox_id is None:
+        return
+    sandbox = take_run(backup.sandbox_id, JOB)
+    if sandbox is None:
+        return
+    if sandbox.attempts > settings.SANDBOX_MAX_ATTEMPTS:
+        _end(backup, sandbox, ok=False, detail=f"Given up after {settings.SANDBOX_MAX_ATTEMPTS} attempts: its worker stopped each time.")
+        return
+    with heartbeat(sandbox.pk, JOB):
+        try:
+            write_backup(sandbox, backup)
+        except (archive.ArchiveError, engine.EngineError, workspace.WorkspaceError, policy.PolicyViolation, OSError) as exc:
+            _end(backup, sandbox, ok=False, detail=f"The backup failed: {_reason(exc)}")
+        except Exception as exc:  # noqa: BLE001 - a backup always ends; the log has the traceback
+            log.exception("backup %s failed unexpectedly", backup.file_name)
+            _end(backup, sandbox, ok=False, detail=f"The backup failed unexpectedly ({type(exc).__name__}: {exc}); see the worker's log.")
+        else:
+            _end(backup, sandbox, ok=True, detail="")
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, OSError) and exc.errno == 28:
+        return f"the disk holding {settings.BACKUP_ROOT} is full. No partial archive was left; earlier backups are intact."
+    if isinstance(exc, policy.PolicyViolation):
+        return " ".join(exc.problems)
+    return str(exc)
+
+
+def _end(backup: Backup, sandbox: Sandbox, *, ok: bool, detail: str) -> None:
+    """Record how the backup ended, audit it, release the sandbox, rotate scheduled backups."""
+    backup.refresh_from_db()
+    if not ok:  # a run that died may have left its temporary file
+        archive.remove_partial(archive.partial_path(str(settings.BACKUP_ROOT / backup.file_name)))
+    with transaction.atomic():
+        if not ok:
+            Backup.objects.filter(pk=backup.pk).update(status=Backup.Status.FAILED, detail=detail, finished_at=timezone.now())
+            audit(SystemActor("system"), "backup.failed", sandbox, {"backup": backup.file_name, "detail": detail})
+        else:
+            audit(
+                SystemActor("system"),
+                "backup.done",
+                sandbox,
+                {"backup": backup.file_name, "sha256": backup.sha256, "size": backup.size_bytes, "files": backup.files},
+            )
+        finish(sandbox, JOB, None, "" if ok else detail, outcome="done" if ok else "failed", audited=False)
+    if ok and backup.kind == Backup.Kind.SCHEDULED:
+        rotate(sandbox)
+
+
+def _throttled(backup_id: int, every: float = 0.5) -> Callable[[int, int], None]:
+    last = [0.0]
+
+    def progress(files: int, data: int) -> None:
+        now = time.monotonic()
+        if now - last[0] >= every:
+            last[0] = now
+            Backup.objects.filter(pk=backup_id).update(progress_files=files, progress_bytes=data)
+
+    return progress
+
+
+def write_backup(sandbox: Sandbox, backup: Backup) -> Backup:
+    """Write the archive of `sandbox` for `backup` and record it done. The caller holds a claim
+    on the sandbox (a backup's own, a restore's or an incident's)."""
+    final = backup_root() / backup.file_name
+    if final.exists():
+        return _record_existing(sandbox, backup, final)
+    manifest = {
+        "sandbox": config_of(sandbox),
+        "created_at": timezone.now().isoformat(),
+        "created_by": backup.created_by_name,
+        "kind": backup.kind,
+    }
+    docker = engine.engine_for(sandbox)
+    with archive.ArchiveWriter(str(final), level=settings.BACKUP_COMPRESSION_LEVEL, progress=_throttled(backup.pk)) as writer:
+        for folder in workspace.FOLDERS:
+            archive.add_tree(writer, _open_folder(sandbox, folder), f"{archive.WORKSPACE}/{folder}")
+        if docker.volume_exists(sandbox.volume_name):
+            with docker.helper(helper_spec(sandbox), rules=policy_rules()) as helper_id:
+                stream = archive.ChunkReader(docker.read_archive(helper_id, home_target()))
+                archive.add_engine_tar(writer, stream, archive.HOME)  # type: ignore[arg-type]
+        size, sha256 = writer.commit(manifest, mtime=time.time())
+        files, data = writer.done.files, writer.done.bytes
+    Backup.objects.filter(pk=backup.pk).update(
+        status=Backup.Status.DONE,
+        size_bytes=size,
+        sha256=sha256,
+        files=files,
+        data_bytes=data,
+        progress_files=files,
+        progress_bytes=data,
+        config=manifest["sandbox"],
+        finished_at=timezone.now(),
+    )
+    backup.refresh_from_db()
+    return backup
+
+
+def _open_folder(sandbox: Sandbox, folder: str) -> int:
+    """An fd of one of the sandbox's folders, opened without following a link, and checked to
+    be the very folder recorded at create (a folder swapped on the host is not backed up)."""
+    path = str(sandbox.workspace_path / folder)
+    fd = policy.open_dir_nofollow(path, flags=os.O_RDONLY)
+    st = os.fstat(fd)
+    recorded = (sandbox.host_path_ids or {}).get(path)
+    if recorded and tuple(recorded[-1]) != (st.st_dev, st.st_ino):
+        os.close(fd)
+        raise workspace.WorkspaceError(f"{path} was replaced since the sandbox was created; it is not backed up.")
+    return fd
+
+
+def _record_existing(sandbox: Sandbox, backup: Backup, final: Path) -> Backup:
+    """An archive finished under its final name by a run that died before recording it: check
+    it, and record it (or remove it and fail, if it does not hold)."""
+    checked = archive.verify(str(final))
+    if not checked.ok:
+        final.unlink()
+        raise archive.ArchiveError("an earlier run left an archive that does not verify; it was removed. Back up again.")
+    Backup.objects.filter(pk=backup.pk).update(
+        status=Backup.Status.DONE,
+        size_bytes=final.stat().st_size,
+        sha256=checked.sha256,
+        files=checked.files,
+        data_bytes=checked.bytes,
+        config=(checked.manifest or {}).get("sandbox") or {},
+        finished_at=timezone.now(),
+    )
+    backup.refresh_from_db()
+    return backup
+
+
+# --- verify, delete, rotate -------------------------------------------------------------------
+
+
+def backup_verify(*, backup: Backup) -> Backup:
+    """Re-hash the archive against its manifest and its recorded sha256; record the outcome."""
+    problems: list[str] = []
+    if not backup.path.exists():
+        problems.append(f"{backup.file_name} is missing from {settings.BACKUP_ROOT}.")
+    else:
+        checked = archive.verify(str(backup.path))
+        problems += checked.problems
+        if backup.sha256 and checked.sha256 and checked.sha256 != backup.sha256:
+            problems.append("The file's sha256 differs from the one recorded when it was made: it was changed or replaced.")
+    with transaction.atomic():
+        Backup.objects.filter(pk=backup.pk).update(
+            verified_at=timezone.now(), verified_ok=not problems, verify_detail=" ".join(problems[:20])
+        )
+        audit_backup(
+            SystemActor("system"), backup, "backup.verified" if not problems else "backup.verify_failed", {"problems": problems[:20]}
+        )
+    backup.refresh_from_db()
+    return backup
+
+
+def audit_backup(actor, backup: Backup, action: str, details: dict | None = None, source_ip: str | None = None) -> None:
+    from audit.services import audit_record
+
+    audit_record(
+        actor=actor_user(actor),
+        actor_name=actor_name(actor),
+        action=action,
+        target=backup.sandbox_name,
+        sandbox_uuid=backup.sandbox.uuid if backup.sandbox else None,
+        team_id=backup.team_id,
+        details={"backup": backup.file_name, **(details or {})},
+        source_ip=source_ip,
+    )
+
+
+def backup_delete(*, actor, backup: Backup, source_ip: str | None = None, reason: str = "") -> None:
+    """Delete the archive and its row. Evidence, running backups and backups a running restore
+    reads are never deleted."""
+    if not isinstance(actor, SystemActor):
+        authorize(actor, backup.team, Role.ADMIN)
+    if backup.is_evidence:
+        raise BackupError(f"{backup.file_name} is evidence of an incident; it is never deleted by the panel.")
+    if backup.status == Backup.Status.RUNNING:
+        raise BackupError(f"{backup.file_name} is still being written.")
+    if backup.restores.filter(status="running").exists():
+        raise BackupError(f"{backup.file_name} is being restored; delete it when the restore has ended.")
+    with transaction.atomic():
+        audit_backup(actor, backup, "backup.deleted", {"sha256": backup.sha256, "reason": reason}, source_ip)
+        backup.delete()
+        transaction.on_commit(lambda: archive.remove_partial(str(backup.path)))
+
+
+def rotate(sandbox: Sandbox) -> int:
+    """Delete the sandbox's scheduled backups that its schedule no longer keeps."""
+    schedule = BackupSchedule.objects.filter(sandbox=sandbox).first()
+    if schedule is None or (schedule.keep_last is None and schedule.keep_days is None):
+        return 0
+    cutoff = timezone.now() - timedelta(days=schedule.keep_days) if schedule.keep_days is not None else None
+    scheduled = Backup.objects.filter(sandbox=sandbox, kind=Backup.Kind.SCHEDULED, status=Backup.Status.DONE).order_by("-created_at", "-id")
+    removed = 0
+    for index, backup in enumerate(scheduled):
+        kept_by_count = schedule.keep_last is not None and index < schedule.keep_last
+        kept_by_age = cutoff is not None and backup.created_at >= cutoff
+        if kept_by_count or kept_by_age:
+            continue
+        try:
+            backup_delete(actor=SystemActor("rotation"), backup=backup, reason="rotation")
+            removed += 1
+        except (BackupError, PermissionDenied):
+            continue
+    return removed

@@ -1,0 +1,66 @@
+"""Daily backups at a set time: the schedule per sandbox, and the periodic task's check."""
+
+import logging
+from datetime import datetime, time
+
+from django.db import transaction
+from django.utils import timezone
+
+from sandboxes.models import Sandbox
+from sandboxes.services import SandboxError, SystemActor
+from sandboxes.services.common import audit
+from teams.permissions import Role, authorize
+
+from ..models import Backup, BackupSchedule
+from .backup import backup_request
+
+log = logging.getLogger(__name__)
+
+
+def schedule_set(
+    *, actor, sandbox: Sandbox, enabled: bool, at: time, keep_last: int | None, keep_days: int | None, source_ip: str | None = None
+) -> BackupSchedule:
+    """Set (or change) the sandbox's daily backup. At least one of the two limits is kept."""
+    authorize(actor, sandbox.team, Role.OPERATOR)
+    if keep_last is not None and keep_last < 1:
+        raise SandboxError("Keep at least the newest backup.")
+    if keep_days is not None and keep_days < 1:
+        raise SandboxError("Keep backups for at least a day.")
+    with transaction.atomic():
+        schedule, _ = BackupSchedule.objects.update_or_create(
+            sandbox=sandbox, defaults={"enabled": enabled, "at": at, "keep_last": keep_last, "keep_days": keep_days}
+        )
+        audit(
+            actor,
+            "backup.schedule_set",
+            sandbox,
+            {"enabled": enabled, "at": at.strftime("%H:%M"), "keep_last": keep_last, "keep_days": keep_days},
+            source_ip,
+        )
+    return schedule
+
+
+def due_schedules(now: datetime | None = None) -> list[BackupSchedule]:
+    """The enabled schedules whose time has come today and that have not run today."""
+    local = timezone.localtime(now or timezone.now())
+    found = BackupSchedule.objects.filter(enabled=True, at__lte=local.time()).select_related("sandbox__team")
+    return [s for s in found if s.last_run_on != local.date() and s.sandbox.status != Sandbox.Status.DESTROYED]
+
+
+def run_due_schedules(now: datetime | None = None) -> int:
+    """Request today's backup of every due schedule (once a day each: the day is marked first,
+    with a guard, so two beats cannot both start one). A sandbox that is busy is tried again at
+    the next tick."""
+    today = timezone.localtime(now or timezone.now()).date()
+    started = 0
+    for schedule in due_schedules(now):
+        try:
+            with transaction.atomic():
+                marked = BackupSchedule.objects.filter(pk=schedule.pk).exclude(last_run_on=today).update(last_run_on=today)
+                if not marked:
+                    continue
+                backup_request(actor=SystemActor("schedule"), sandbox=schedule.sandbox, kind=Backup.Kind.SCHEDULED)
+            started += 1
+        except SandboxError as exc:
+            log.info("scheduled backup of %s postponed: %s", schedule.sandbox.name, exc)
+    return started

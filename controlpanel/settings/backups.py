@@ -1,0 +1,20 @@
+"""Backups, restores, file transfer and incident evidence: where they go and their limits."""
+
+import os
+from pathlib import Path
+
+from .env import env_int
+
+# Where backup archives go (<name>-YYYYMMDD-HHMMSS.tar.gz), 0700. Never inside the workspace root
+# or a mount root, so that no sandbox can read another's backups (checked at start-up).
+BACKUP_ROOT = Path(os.path.expanduser(os.environ.get("BACKUP_ROOT", "").strip() or "~/ClaudeCodeBackups")).resolve()
+# Evidence archives of incidents: never removed by Clean, Destroy or rotation.
+EVIDENCE_ROOT = Path(os.path.expanduser(os.environ.get("EVIDENCE_ROOT", "").strip() or str(BACKUP_ROOT / "evidence"))).resolve()
+# gzip level of backups (the level `tar czf` uses by default); blocks that do not compress are stored.
+BACKUP_COMPRESSION_LEVEL = env_int("BACKUP_COMPRESSION_LEVEL", 6, minimum=0)
+# A restore refuses an archive with more members or more bytes than these.
+RESTORE_MAX_MEMBERS = env_int("RESTORE_MAX_MEMBERS", 2_000_000, minimum=1)
+RESTORE_MAX_BYTES = env_int("RESTORE_MAX_BYTES", 200 * 1024**3, minimum=1)
+# The largest file an upload into imports/ (or of a backup archive) may be.
+TRANSFER_MAX_UPLOAD_BYTES = env_int("TRANSFER_MAX_UPLOAD_BYTES", 1024**3, minimum=1)
+BACKUP_IMPORT_MAX_BYTES = env_int("BACKUP_IMPORT_MAX_BYTES", 50 * 1024**3, minimum=1)

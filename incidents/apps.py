@@ -1,0 +1,14 @@
+from django.apps import AppConfig
+
+
+class IncidentsConfig(AppConfig):
+    name = "incidents"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self):
+        from sandboxes.models import Sandbox
+        from sandboxes.services.claims import register_resumer
+
+        from . import services
+
+        register_resumer(Sandbox.Job.INCIDENT, services.resume_incident)

@@ -1,0 +1,211 @@
+"""The archive module on its own (no Docker): what it writes reads back and verifies, and every
+hostile archive is refused with nothing written outside the temporary folder."""
+
+import hashlib
+import io
+import os
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+
+from backups import archive
+from tests.backups.helpers import hostile_archive, member
+
+AREAS = tuple(f"workspace/{f}" for f in ("Projects", "Documentation", "Research", "shared", "imports", "exports")) + ("home",)
+CONFIG = {"name": "victim", "image": "ccpanel/test-busybox:latest", "memory_mb": 256, "cpus": "1", "network_mode": "none", "mounts": []}
+
+
+def tree(root: Path) -> dict[str, str]:
+    found = {}
+    for top, dirs, files in os.walk(root):
+        for name in dirs + files:
+            path = Path(top) / name
+            if path.is_symlink():
+                found[str(path.relative_to(root))] = "link:" + os.readlink(path)
+            elif path.is_dir():
+                found[str(path.relative_to(root))] = "dir"
+            elif path.is_file():
+                found[str(path.relative_to(root))] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return found
+
+
+def write(tmp_path: Path) -> tuple[Path, Path]:
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "a.txt").write_text("hello\n" * 1000)
+    (src / "random.bin").write_bytes(os.urandom(3 * 1024 * 1024))
+    (src / "sub" / "b.txt").write_text("b")
+    (src / "link").symlink_to("a.txt")
+    (src / "suid").write_text("s")
+    (src / "suid").chmod(0o4755)
+    os.mkfifo(src / "fifo")
+    out = tmp_path / "out" / "t.tar.gz"
+    out.parent.mkdir()
+    with archive.ArchiveWriter(str(out)) as writer:
+        archive.add_tree(writer, os.open(src, os.O_RDONLY | os.O_DIRECTORY), "workspace/Projects")
+        writer.commit({"sandbox": CONFIG}, mtime=time.time())
+    return src, out
+
+
+def test_written_archive_verifies_and_extracts_to_the_same_files(tmp_path):
+    src, out = write(tmp_path)
+    assert os.listdir(out.parent) == ["t.tar.gz"]  # only the final name: the temporary file is gone
+    checked = archive.verify(str(out))
+    assert checked.ok, checked.problems
+    assert checked.sha256 == hashlib.sha256(out.read_bytes()).hexdigest()
+    assert checked.manifest["skipped"] == ["workspace/Projects/fifo"]
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    result = archive.extract(str(out), str(dest), areas=AREAS, limits=archive.Limits())
+    got = tree(dest / "workspace" / "Projects")
+    want = {k: v for k, v in tree(src).items() if k != "fifo"}
+    assert got == want
+    assert not os.stat(dest / "workspace" / "Projects" / "suid").st_mode & 0o6000  # setuid never archived
+    assert result.sha256 == checked.sha256
+
+
+def test_a_changed_member_fails_verification(tmp_path):
+    _src, out = write(tmp_path)
+    with tarfile.open(out) as tar:
+        members = [(m, tar.extractfile(m).read() if m.isreg() else None) for m in tar.getmembers()]
+    rebuilt = tmp_path / "rebuilt.tar.gz"
+    with tarfile.open(rebuilt, "w:gz", format=tarfile.PAX_FORMAT) as tar:
+        for info, data in members:
+            if info.name == "workspace/Projects/a.txt":
+                data = b"tampered" + data[8:]
+            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+    checked = archive.verify(str(rebuilt))
+    assert not checked.ok and any("a.txt differs" in p for p in checked.problems)
+
+
+def test_an_aborted_archive_leaves_nothing(tmp_path):
+    out = tmp_path / "x.tar.gz"
+    with pytest.raises(RuntimeError), archive.ArchiveWriter(str(out)) as writer:
+        writer.add_bytes("workspace/Projects/a", b"a" * 5_000_000, mtime=0)
+        raise RuntimeError("the worker stops here")
+    assert os.listdir(tmp_path) == []
+
+
+ESCAPE = "ccpanel-escape-test"
+
+
+def cases(outside: Path) -> dict[str, list]:
+    """Each hostile archive's members; `outside` is where an escape would land."""
+    rel_up = "../" * 12
+    return {
+        "absolute path": [member(str(outside / "abs.txt"))],
+        "dot-dot": [member(f"workspace/Projects/{rel_up}{str(outside)[1:]}/dotdot.txt")],
+        "symlink leaving (absolute)": [
+            member("workspace/Projects/out", kind=tarfile.SYMTYPE, link=str(outside)),
+            member("workspace/Projects/out/through-link.txt"),
+        ],
+        "symlink leaving (relative)": [member("workspace/Projects/up", kind=tarfile.SYMTYPE, link=rel_up + str(outside)[1:])],
+        "symlink from the home to the workspace": [member("home/w", kind=tarfile.SYMTYPE, link="../workspace/Projects")],
+        "hard link leaving (absolute)": [member("workspace/Projects/hl", kind=tarfile.LNKTYPE, link="/etc/passwd")],
+        "hard link leaving (relative)": [member("workspace/Projects/hl", kind=tarfile.LNKTYPE, link=f"{rel_up}etc/passwd")],
+        "hard link to a symlink": [
+            member("workspace/Projects/target.txt"),
+            member("workspace/Projects/s", kind=tarfile.SYMTYPE, link="target.txt"),
+            member("workspace/Projects/hl", kind=tarfile.LNKTYPE, link="workspace/Projects/s"),
+        ],
+        "character device": [member("workspace/Projects/null", kind=tarfile.CHRTYPE)],
+        "block device": [member("workspace/Projects/sda", kind=tarfile.BLKTYPE)],
+        "fifo": [member("workspace/Projects/pipe", kind=tarfile.FIFOTYPE)],
+        "setuid": [member("workspace/Projects/su", mode=0o4755)],
+        "setgid": [member("workspace/Projects/sg", mode=0o2755)],
+        "outside the areas": [member("elsewhere/file.txt")],
+        "too many members": [member(f"workspace/Projects/f{i}") for i in range(6)],
+        "too many bytes": [member("workspace/Projects/big", b"z" * 4096)],
+    }
+
+
+REASONS = {
+    "absolute path": "absolute path",
+    "dot-dot": "'..'",
+    "symlink leaving (absolute)": "leaves its folder",
+    "symlink leaving (relative)": "leaves its folder",
+    "symlink from the home to the workspace": "leaves its folder",
+    "hard link leaving (absolute)": "absolute path",
+    "hard link leaving (relative)": "outside the destination",
+    "hard link to a symlink": "not a file extracted before it",
+    "character device": "a device, a FIFO",
+    "block device": "a device, a FIFO",
+    "fifo": "a device, a FIFO",
+    "setuid": "setuid or setgid",
+    "setgid": "setuid or setgid",
+    "outside the areas": "outside the folders a backup holds",
+    "too many members": "more than 5 members",
+    "too many bytes": "more than 1024 bytes",
+}
+
+
+@pytest.mark.parametrize("case", list(REASONS))
+def test_each_hostile_archive_is_refused_with_nothing_written_outside(case, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    members = cases(outside)[case]
+    path = tmp_path / "hostile.tar.gz"
+    hostile_archive(path, members, config=CONFIG)
+    dest = tmp_path / "staging"
+    dest.mkdir()
+    limits = archive.Limits(members=5, bytes=1024)
+    with pytest.raises(archive.Refused) as refused:
+        archive.extract(str(path), str(dest), areas=AREAS, limits=limits)
+    assert REASONS[case] in str(refused.value)
+    assert os.listdir(outside) == []
+    written = [str(p) for p in tmp_path.rglob("*") if not str(p).startswith((str(dest), str(outside), str(path)))]
+    assert written == [], written
+
+
+def test_links_between_the_workspace_folders_are_kept(tmp_path):
+    path = tmp_path / "links.tar.gz"
+    hostile_archive(
+        path, [member("workspace/shared/y", b"y"), member("workspace/Projects/x", kind=tarfile.SYMTYPE, link="../shared/y")], config=CONFIG
+    )
+    dest = tmp_path / "staging"
+    dest.mkdir()
+    archive.extract(str(path), str(dest), areas=AREAS, limits=archive.Limits())
+    assert os.readlink(dest / "workspace/Projects/x") == "../shared/y"
+
+
+def test_names_with_nul_are_refused():
+    with pytest.raises(archive.Refused):
+        archive._check_name("workspace/Projects/a\x00b", AREAS)
+
+
+def test_invalid_utf8_names_are_refused(tmp_path):
+    path = tmp_path / "bad-name.tar.gz"
+    name = b"workspace/Projects/caf\xe9-\xff".decode("utf-8", "surrogateescape")
+    with tarfile.open(path, "w:gz", format=tarfile.GNU_FORMAT, encoding="utf-8", errors="surrogateescape") as tar:
+        info = tarfile.TarInfo(name)
+        info.size = 1
+        tar.addfile(info, io.BytesIO(b"x"))
+    dest = tmp_path / "staging"
+    dest.mkdir()
+    with pytest.raises(archive.Refused, match="UTF-8"):
+        archive.extract(str(path), str(dest), areas=AREAS, limits=archive.Limits())
+    assert list(dest.rglob("*")) == []
+
+
+def test_links_pointing_outside_can_be_left_out_on_request(tmp_path):
+    path = tmp_path / "venv.tar.gz"
+    hostile_archive(
+        path,
+        [
+            member("workspace/Projects/venv/bin/python", kind=tarfile.SYMTYPE, link="/usr/bin/python3"),
+            member("workspace/Projects/app.py", b"print(1)"),
+        ],
+        config=CONFIG,
+    )
+    dest = tmp_path / "staging"
+    dest.mkdir()
+    with pytest.raises(archive.Refused, match="leaves its folder"):
+        archive.extract(str(path), str(dest), areas=AREAS, limits=archive.Limits())
+    dest2 = tmp_path / "staging2"
+    dest2.mkdir()
+    result = archive.extract(str(path), str(dest2), areas=AREAS, limits=archive.Limits(), drop_outside_links=True)
+    assert result.dropped == ["workspace/Projects/venv/bin/python -> /usr/bin/python3"]
+    assert (dest2 / "workspace/Projects/app.py").read_bytes() == b"print(1)"
+    assert not (dest2 / "workspace/Projects/venv/bin/python").exists()
