@@ -287,7 +287,7 @@ def _snapshot(incident: Incident, sandbox: Sandbox) -> str | None:
         Incident.objects.filter(pk=incident.pk).update(backup=backup)
         incident.backup = backup
     if backup.status != Backup.Status.DONE:
-        write_backup(sandbox, backup)
+        write_backup(sandbox, backup, level=settings.INCIDENT_COMPRESSION_LEVEL)
         _event(
             incident,
             f"Backed up the workspace and the home volume: {backup.file_name} ({backup.files} entries, sha256 {backup.sha256[:16]}…).",
@@ -343,7 +343,7 @@ def _bundle(incident: Incident, sandbox: Sandbox, state: engine.ContainerState |
         }
     )
     now = time.time()
-    with archive.ArchiveWriter(str(root / name), level=settings.BACKUP_COMPRESSION_LEVEL) as writer:
+    with archive.ArchiveWriter(str(root / name), level=settings.INCIDENT_COMPRESSION_LEVEL) as writer:
         for member, data in saved.items():
             writer.add_bytes(f"evidence/{member}", data, mtime=now)
         fd = os.open(backup.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)

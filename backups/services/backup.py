@@ -188,9 +188,10 @@ def _throttled(backup_id: int, every: float = 0.5) -> Callable[[int, int], None]
     return progress
 
 
-def write_backup(sandbox: Sandbox, backup: Backup) -> Backup:
+def write_backup(sandbox: Sandbox, backup: Backup, *, level: int | None = None) -> Backup:
     """Write the archive of `sandbox` for `backup` and record it done. The caller holds a claim
-    on the sandbox (a backup's own, a restore's or an incident's)."""
+    on the sandbox (a backup's own, a restore's or an incident's). `level`: gzip's, by default
+    BACKUP_COMPRESSION_LEVEL."""
     final = backup_root() / backup.file_name
     if final.exists():
         return _record_existing(sandbox, backup, final)
@@ -201,7 +202,8 @@ def write_backup(sandbox: Sandbox, backup: Backup) -> Backup:
         "kind": backup.kind,
     }
     docker = engine.engine_for(sandbox)
-    with archive.ArchiveWriter(str(final), level=settings.BACKUP_COMPRESSION_LEVEL, progress=_throttled(backup.pk)) as writer:
+    level = settings.BACKUP_COMPRESSION_LEVEL if level is None else level
+    with archive.ArchiveWriter(str(final), level=level, progress=_throttled(backup.pk)) as writer:
         for folder in workspace.FOLDERS:
             archive.add_tree(writer, _open_folder(sandbox, folder), f"{archive.WORKSPACE}/{folder}")
         if docker.volume_exists(sandbox.volume_name):

@@ -12,6 +12,9 @@ BACKUP_ROOT = Path(os.path.expanduser(os.environ.get("BACKUP_ROOT", "").strip() 
 EVIDENCE_ROOT = Path(os.path.expanduser(os.environ.get("EVIDENCE_ROOT", "").strip() or str(BACKUP_ROOT / "evidence"))).resolve()
 # gzip level of backups (the level `tar czf` uses by default); blocks that do not compress are stored.
 BACKUP_COMPRESSION_LEVEL = env_int("BACKUP_COMPRESSION_LEVEL", 6, minimum=0)
+# An incident's evidence is taken at gzip level 1: while a sandbox is frozen, time matters more
+# than a smaller file (about 3x faster than level 6 on source code, 20% larger).
+INCIDENT_COMPRESSION_LEVEL = env_int("INCIDENT_COMPRESSION_LEVEL", 1, minimum=0)
 # A restore refuses an archive with more members or more bytes than these.
 RESTORE_MAX_MEMBERS = env_int("RESTORE_MAX_MEMBERS", 2_000_000, minimum=1)
 RESTORE_MAX_BYTES = env_int("RESTORE_MAX_BYTES", 200 * 1024**3, minimum=1)
