@@ -37,6 +37,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+from sandboxes import fdwalk
+
 FORMAT = 1
 MANIFEST = "manifest.json"
 WORKSPACE = "workspace"
@@ -317,39 +319,31 @@ def fsync_dir(path: str) -> None:
 
 def add_tree(writer: ArchiveWriter, dir_fd: int, prefix: str) -> None:
     """Add everything under the open folder `dir_fd` as `prefix/...`: folders, regular files
-    and symbolic links (as links, never followed). Sockets, FIFOs and devices are skipped and
-    named in the manifest. Takes ownership of `dir_fd`."""
+    and symbolic links (as links, never followed), walked with one descriptor per level (see
+    sandboxes.fdwalk). Sockets, FIFOs, devices and names that are not UTF-8 (a restore refuses
+    them) are skipped and named in the manifest. Takes ownership of `dir_fd`."""
     st = os.fstat(dir_fd)
     writer.add_dir(prefix, mode=st.st_mode, mtime=st.st_mtime)
-    stack: list[tuple[int, str]] = [(dir_fd, prefix)]
-    while stack:
-        fd, base = stack.pop()
+    walk = fdwalk.Walk(dir_fd, prefix, sort=True)
+    for parent, name, path, st in walk:
         try:
-            with os.scandir(fd) as found:
-                entries = sorted(found, key=lambda e: e.name)
-            subdirs = []
-            for entry in entries:
-                path = f"{base}/{entry.name}"
-                try:
-                    st = entry.stat(follow_symlinks=False)
-                    if stat.S_ISDIR(st.st_mode):
-                        writer.add_dir(path, mode=st.st_mode, mtime=st.st_mtime)
-                        subdirs.append((entry.name, path))
-                    elif stat.S_ISLNK(st.st_mode):
-                        writer.add_symlink(path, os.readlink(entry.name, dir_fd=fd), mtime=st.st_mtime)
-                    elif stat.S_ISREG(st.st_mode):
-                        _add_regular(writer, fd, entry.name, path)
-                    else:
-                        writer.skipped.append(path)
-                except (FileNotFoundError, NotADirectoryError):
-                    continue  # removed while the walk went by
-            for name, path in reversed(subdirs):
-                try:
-                    stack.append((os.open(name, _DIR_FLAGS, dir_fd=fd), path))
-                except OSError:
-                    writer.skipped.append(path)
-        finally:
-            os.close(fd)
+            name.encode("utf-8")
+        except UnicodeEncodeError:
+            writer.skipped.append(fdwalk.display_name(path))
+            walk.prune()
+            continue
+        try:
+            if stat.S_ISDIR(st.st_mode):
+                writer.add_dir(path, mode=st.st_mode, mtime=st.st_mtime)
+            elif stat.S_ISLNK(st.st_mode):
+                writer.add_symlink(path, os.readlink(name, dir_fd=parent), mtime=st.st_mtime)
+            elif stat.S_ISREG(st.st_mode):
+                _add_regular(writer, parent, name, path)
+            else:
+                writer.skipped.append(path)
+        except (FileNotFoundError, NotADirectoryError):
+            continue  # removed while the walk went by
+    writer.skipped += walk.skipped
 
 
 def _add_regular(writer: ArchiveWriter, dir_fd: int, name: str, path: str) -> None:

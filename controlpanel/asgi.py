@@ -1,5 +1,7 @@
-"""ASGI entry point: HTTP through Django (static files served in-process, this is a local
-tool with no separate web server) and websockets through Channels.
+"""ASGI entry point: websockets through Channels. `make run` serves the pages with gunicorn on
+PANEL_PORT and runs this (Daphne) on PANEL_WS_PORT for websockets only: there, an HTTP request
+gets a 404 (a streamed download served under ASGI would be held in memory whole). Only when both
+ports are the same (a single-process set-up, the test suite) does this serve the pages too.
 
 Every connection, HTTP (static files included) or websocket, first passes the Host check; a
 websocket must also come from one of the panel's exact origins (scheme, host and port).
@@ -66,10 +68,16 @@ async def _refuse(scope, receive, send, body: bytes):
     await send({"type": "http.response.body", "body": body})
 
 
+async def _not_here(scope, receive, send):
+    body = f"The panel's pages are served on port {settings.PANEL_PORT}; this port carries its websockets.\n".encode()
+    await send({"type": "http.response.start", "status": 404, "headers": [(b"content-type", b"text/plain; charset=utf-8")]})
+    await send({"type": "http.response.body", "body": body})
+
+
 application = HostCheck(
     ProtocolTypeRouter(
         {
-            "http": ASGIStaticFilesHandler(django_asgi_app),
+            "http": ASGIStaticFilesHandler(django_asgi_app) if settings.PANEL_WS_PORT == settings.PANEL_PORT else _not_here,
             "websocket": ExactOriginCheck(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
         }
     )

@@ -369,7 +369,7 @@ def _is_up(docker, container_id: str) -> bool:
 def _full_logs(docker, container_id: str) -> bytes:
     stream = docker.log_stream(container_id, tail="all", follow=False)
     try:
-        return b"".join(f"{line.timestamp} {line.stream} ".encode() + line.text + b"\n" for line in stream)
+        return b"".join(engine.log_file_chunks(iter(stream)))
     finally:
         stream.close()
 

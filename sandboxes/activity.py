@@ -1,9 +1,10 @@
 """What changed in a sandbox's folders lately, read on the host (so it works while the sandbox is
 stopped).
 
-The walk goes folder by folder through file descriptors opened with O_NOFOLLOW: it never
-follows a symbolic link, so a link the agent planted cannot send it outside the workspace. It
-keeps only the newest entries (a heap), so a folder of a million files costs time, not memory.
+The walk (fdwalk) goes through file descriptors opened with O_NOFOLLOW, one per level of depth:
+it never follows a symbolic link, so a link the agent planted cannot send it outside the
+workspace. It keeps only the newest entries (a heap), so a folder of a million files costs time,
+not memory. Names that are not UTF-8 are shown with U+FFFD in place of the bad bytes.
 """
 
 import heapq
@@ -13,10 +14,9 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from . import policy, workspace
+from . import fdwalk, policy, workspace
 from .models import Sandbox
 
-_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 WINDOWS = {"1h": 3600, "1d": 86400, "7d": 7 * 86400}
 
 
@@ -37,7 +37,7 @@ class Entry:
 class Activity:
     entries: list[Entry]  # newest first
     scanned: int
-    truncated: bool  # more changed than `limit`
+    truncated: bool  # more changed than `limit`, or part of the folders could not be read
     seconds: float
 
 
@@ -47,40 +47,22 @@ def recent_files(sandbox: Sandbox, *, within_seconds: int, limit: int = 500, max
     cutoff = time.time() - within_seconds
     newest: list[Entry] = []
     count = matched = 0
+    incomplete = False
     for folder in workspace.FOLDERS:
         try:
             fd = policy.open_dir_nofollow(str(sandbox.workspace_path / folder), flags=os.O_RDONLY)
         except policy.HostPathError:
             continue
-        stack: list[tuple[int, str]] = [(fd, "")]
-        while stack:
-            dir_fd, prefix = stack.pop()
-            try:
-                with os.scandir(dir_fd) as entries:
-                    for entry in entries:
-                        count += 1
-                        if count > max_entries:
-                            break
-                        try:
-                            st = entry.stat(follow_symlinks=False)
-                        except OSError:
-                            continue
-                        rel = f"{prefix}{entry.name}"
-                        if stat.S_ISDIR(st.st_mode):
-                            try:
-                                stack.append((os.open(entry.name, _DIR, dir_fd=dir_fd), rel + "/"))
-                            except OSError:
-                                pass
-                            continue
-                        if st.st_mtime >= cutoff:
-                            matched += 1
-                            item = Entry(st.st_mtime, folder, rel, st.st_size, stat.S_ISLNK(st.st_mode))
-                            if len(newest) < limit:
-                                heapq.heappush(newest, item)
-                            elif item > newest[0]:
-                                heapq.heapreplace(newest, item)
-            except OSError:
-                pass
-            finally:
-                os.close(dir_fd)
-    return Activity(sorted(newest, reverse=True), count, matched > limit, time.monotonic() - started)
+        walk = fdwalk.Walk(fd, "", limit=max_entries - count)
+        for _parent, _name, path, st in walk:
+            if stat.S_ISDIR(st.st_mode) or st.st_mtime < cutoff:
+                continue
+            matched += 1
+            item = Entry(st.st_mtime, folder, fdwalk.display_name(path), st.st_size, stat.S_ISLNK(st.st_mode))
+            if len(newest) < limit:
+                heapq.heappush(newest, item)
+            elif item > newest[0]:
+                heapq.heapreplace(newest, item)
+        count += walk.count
+        incomplete = incomplete or walk.truncated or bool(walk.skipped)
+    return Activity(sorted(newest, reverse=True), count, matched > limit or incomplete, time.monotonic() - started)

@@ -137,6 +137,9 @@ class TerminalSession(models.Model):
     user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     user_name = models.CharField(max_length=150)
     exec_id = models.CharField(max_length=64, blank=True, default="")
+    # The process that holds the session's socket (host:pid:start time): a session whose process
+    # is gone (the server was killed) is closed and its shell hung up by the periodic resync.
+    server = models.CharField(max_length=200, blank=True, default="")
     source_ip = models.GenericIPAddressField(null=True, blank=True)
     started_at = models.DateTimeField(auto_now_add=True)
     ended_at = models.DateTimeField(null=True, blank=True)

@@ -149,6 +149,10 @@ class ContainerSpec:
     # started, only to reach a volume's files through the engine's archive API (backups and
     # restores of the home): no network, no host folder, a read-only root, one volume.
     profile: str = "sandbox"
+    # Docker keeps the output in files of at most this size, this many of them: what the agent
+    # prints can fill neither the host's disk nor a download's memory.
+    log_max_size: str = "20m"
+    log_max_files: int = 5
 
 
 # --- paths, lexically ----------------------------------------------------------------------------
@@ -638,6 +642,13 @@ def inspect_report(data: dict, spec: ContainerSpec | None = None, processes: lis
     return report
 
 
+def _log_config(host: dict) -> dict:
+    log_config = host.get("LogConfig") or {}
+    if log_config.get("Type") != "json-file":
+        return {"type": log_config.get("Type")}
+    return {k: (log_config.get("Config") or {}).get(k) for k in ("max-size", "max-file")}
+
+
 def spec_drift(spec: ContainerSpec, data: dict) -> list[str]:
     """How a container (its `docker inspect`) differs from what `spec` asks for; [] if it matches.
     Used before a start (a container that drifted is recreated from the spec) and in the report."""
@@ -668,6 +679,7 @@ def spec_drift(spec: ContainerSpec, data: dict) -> list[str]:
         ("runtime", host.get("Runtime") or "runc", spec.runtime or "runc"),
         ("labels", {k: (config.get("Labels") or {}).get(k) for k in spec.labels}, spec.labels),
         ("TTY", bool(config.get("Tty")), False),
+        ("log files", _log_config(host), {"max-size": spec.log_max_size, "max-file": str(spec.log_max_files)}),
     ]
     drift += [f"{what} is {have!r}, not {want!r}" for what, have, want in checks if have != want]
     return drift

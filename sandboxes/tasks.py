@@ -3,6 +3,7 @@
 from celery import shared_task
 
 from . import engine, services
+from .services import terminals
 
 
 @shared_task
@@ -17,12 +18,14 @@ def sandbox_action_task(sandbox_id: int, action: str) -> None:
 
 @shared_task
 def reconcile_all_task() -> int:
-    """Periodic: re-queue actions whose worker is gone, then a full resync with Docker for
-    events missed while nothing was watching, and remove containers of destroyed sandboxes.
+    """Periodic: re-queue actions whose worker is gone, close terminal sessions whose server was
+    killed, then a full resync with Docker for events missed while nothing was watching, and
+    remove containers of destroyed sandboxes.
     (The events watcher resyncs too, but never queues: it must keep running while Redis is
     down.)"""
     services.requeue_stale_actions()
     try:
+        terminals.close_orphan_terminals()
         changed = services.reconcile_all()
         services.remove_orphans()
         return changed

@@ -22,7 +22,7 @@ from django.conf import settings
 from controlpanel.uploads import TooLarge, copy_limited
 from teams.permissions import Role, authorize
 
-from . import policy
+from . import fdwalk, policy
 from .models import Sandbox
 from .services.common import SandboxError, audit
 
@@ -114,7 +114,9 @@ def list_folder(*, user, sandbox: Sandbox, folder: str, path: str = "", limit: i
                     st = entry.stat(follow_symlinks=False)
                 except OSError:
                     continue
-                found.append(Entry(entry.name, stat.S_ISDIR(st.st_mode), stat.S_ISLNK(st.st_mode), st.st_size, st.st_mtime))
+                found.append(
+                    Entry(fdwalk.display_name(entry.name), stat.S_ISDIR(st.st_mode), stat.S_ISLNK(st.st_mode), st.st_size, st.st_mtime)
+                )
                 if len(found) >= limit:
                     break
     finally:
@@ -286,40 +288,31 @@ def _folder_download(actor, sandbox: Sandbox, fd: int, name: str, parts: list[st
 
 
 def _members(top_fd: int, top_name: str) -> Iterator[tuple[tarfile.TarInfo, "_Exact | None"]]:
-    """Members for a folder's archive, walked by fd (takes ownership of `top_fd`)."""
-    stack = [(top_fd, top_name)]
-    while stack:
-        fd, prefix = stack.pop()
+    """Members for a folder's archive, walked by fd, one per level (takes ownership of `top_fd`)."""
+    info = tarfile.TarInfo(top_name)
+    info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, int(os.fstat(top_fd).st_mtime)
+    yield info, None
+    for parent, name, member, st in fdwalk.Walk(top_fd, top_name, sort=True):
         try:
-            info = tarfile.TarInfo(prefix)
-            info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, int(os.fstat(fd).st_mtime)
-            yield info, None
-            with os.scandir(fd) as found:
-                entries = sorted(found, key=lambda e: e.name)
-            for entry in entries:
-                member = f"{prefix}/{entry.name}"
-                try:
-                    st = entry.stat(follow_symlinks=False)
-                    if stat.S_ISDIR(st.st_mode):
-                        stack.append((os.open(entry.name, _DIR, dir_fd=fd), member))
-                    elif stat.S_ISLNK(st.st_mode):
-                        info = tarfile.TarInfo(member)
-                        info.type, info.linkname, info.mtime = tarfile.SYMTYPE, os.readlink(entry.name, dir_fd=fd), int(st.st_mtime)
-                        yield info, None
-                    elif stat.S_ISREG(st.st_mode):
-                        file_fd = os.open(entry.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=fd)
-                        fst = os.fstat(file_fd)
-                        if not stat.S_ISREG(fst.st_mode):
-                            os.close(file_fd)
-                            continue
-                        os.set_blocking(file_fd, True)
-                        info = tarfile.TarInfo(member)
-                        info.size, info.mode, info.mtime = fst.st_size, stat.S_IMODE(fst.st_mode) & 0o755, int(fst.st_mtime)
-                        yield info, _Exact(file_fd, fst.st_size)
-                except OSError:
-                    continue  # gone meanwhile, or unreadable: left out
-        finally:
-            os.close(fd)
+            info = tarfile.TarInfo(member)
+            info.mtime = int(st.st_mtime)
+            if stat.S_ISDIR(st.st_mode):
+                info.type, info.mode = tarfile.DIRTYPE, 0o755
+                yield info, None
+            elif stat.S_ISLNK(st.st_mode):
+                info.type, info.linkname = tarfile.SYMTYPE, os.readlink(name, dir_fd=parent)
+                yield info, None
+            elif stat.S_ISREG(st.st_mode):
+                file_fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=parent)
+                fst = os.fstat(file_fd)
+                if not stat.S_ISREG(fst.st_mode):
+                    os.close(file_fd)
+                    continue
+                os.set_blocking(file_fd, True)
+                info.size, info.mode = fst.st_size, stat.S_IMODE(fst.st_mode) & 0o755
+                yield info, _Exact(file_fd, fst.st_size)
+        except OSError:
+            continue  # gone meanwhile, or unreadable: left out
 
 
 class _Exact:

@@ -147,8 +147,7 @@ def sandbox_logs_download(request: HttpRequest, pk: int) -> HttpResponse | Strea
 
     def lines():
         try:
-            for line in stream:
-                yield f"{line.timestamp} {line.stream} ".encode() + line.text + b"\n"
+            yield from engine.log_file_chunks(iter(stream))
         except engine.EngineError as exc:
             yield f"\n-- the download broke off: {exc}\n".encode()
         finally:

@@ -45,8 +45,8 @@ def membership_set(*, actor, team: Team, user, role: str, source_ip: str | None 
         if membership is None:
             membership = Membership.objects.create(team=team, user=user, role=role)
         else:
-            Membership.objects.filter(pk=membership.pk).update(role=role)
             membership.role = role
+            membership.save(update_fields=["role"])  # save(), not update(): its signal tells the user's open sockets
         _audit(actor, "team.member_set", team, {"user": user.get_username(), "from": before, "to": role}, source_ip)
     return membership
 

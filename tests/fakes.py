@@ -135,6 +135,7 @@ class FakeEngine:
                 "IpcMode": "private",
                 "UTSMode": "",
                 "UsernsMode": "",
+                "LogConfig": {"Type": "json-file", "Config": {"max-size": s.log_max_size, "max-file": str(s.log_max_files)}},
             },
         }
 

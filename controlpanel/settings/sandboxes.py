@@ -30,6 +30,10 @@ SANDBOX_SUBNET = env_str("SANDBOX_SUBNET", "172.28.0.0/24")
 SANDBOX_BRIDGE = env_str("SANDBOX_BRIDGE", "ccpanel0")
 SANDBOX_RUNTIMES = ("runc", "runsc")
 SANDBOX_STOP_TIMEOUT = env_int("SANDBOX_STOP_TIMEOUT", 10, minimum=0)
+# Docker keeps a sandbox's output in SANDBOX_LOG_MAX_FILES files of SANDBOX_LOG_MAX_SIZE each (the
+# oldest goes first): 100 MB a sandbox by default.
+SANDBOX_LOG_MAX_SIZE = env_str("SANDBOX_LOG_MAX_SIZE", "20m")
+SANDBOX_LOG_MAX_FILES = env_int("SANDBOX_LOG_MAX_FILES", 5, minimum=1)
 # A running action's worker writes a heartbeat this often; a claim whose heartbeat is older than
 # SANDBOX_STALE_SECONDS (or that never started within it) has lost its worker and is queued again,
 # at most SANDBOX_MAX_ATTEMPTS times before it ends in `error`.

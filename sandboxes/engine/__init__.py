@@ -38,7 +38,7 @@ from .containers import ContainersMixin
 from .events import EventsMixin
 from .images import ImagesMixin
 from .networks import NetworksMixin
-from .streams import LogLine, LogStream, StreamsMixin, Terminal
+from .streams import LogLine, LogStream, StreamsMixin, Terminal, log_file_chunks
 from .volumes import VolumesMixin
 
 __all__ = [
@@ -61,6 +61,7 @@ __all__ = [
     "default_host",
     "engine_for",
     "engine_for_host",
+    "log_file_chunks",
     "managed_labels",
     "override",
 ]

@@ -37,6 +37,7 @@ class ContainersMixin(BaseClient):
             ports={f"{p.container_port}/tcp": (p.host_ip, p.host_port) for p in spec.ports} or None,
             runtime=spec.runtime,
             restart_policy={"Name": "no"},
+            log_config={"Type": "json-file", "Config": {"max-size": spec.log_max_size, "max-file": str(spec.log_max_files)}},
             working_dir="/workspace",
             # No TTY for the main process: Docker then keeps stdout and stderr apart in the logs.
             # The browser terminal opens its own TTY with `docker exec`.

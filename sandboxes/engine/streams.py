@@ -27,6 +27,10 @@ class LogLine:
     stream: str  # "stdout" or "stderr"
     timestamp: str  # RFC 3339, as Docker stamped it
     text: bytes  # the line without its newline, as the container wrote it (any bytes)
+    partial: bool = False  # the line goes on in the next LogLine of the same stream (a very long line)
+
+
+MAX_PIECE = 1 << 20  # a line longer than this comes in pieces: memory stays bounded whatever the agent writes
 
 
 class LogStream:
@@ -72,19 +76,54 @@ class LogStream:
             yield ("stderr" if stream_id == STDERR else "stdout"), data
 
     def __iter__(self) -> Iterator[LogLine]:
-        buffers = {"stdout": b"", "stderr": b""}
         try:
-            for name, chunk in self._frames():
-                buffers[name] += chunk
-                *lines, buffers[name] = buffers[name].split(b"\n")
-                for line in lines:
-                    yield _parse(name, line)
+            yield from (self._raw_lines() if self._tty else self._message_lines())
         except (OSError, ValueError, AttributeError, http.client.HTTPException, urllib3.exceptions.HTTPError):
             if not self._closed.is_set():
                 raise EngineUnavailable("The log stream from Docker broke off.") from None
-        for name, rest in buffers.items():
-            if rest:
-                yield _parse(name, rest)
+
+    def _message_lines(self) -> Iterator[LogLine]:
+        """Each frame is one log message, "<stamp> <text>", ending in a newline unless Docker
+        cut a long line into pieces (it does at 16 KB, stamping each piece): pieces are joined
+        without their stamps, up to MAX_PIECE, so a line costs time linear in its length."""
+        pending: dict[str, tuple[str, bytearray]] = {}
+        for name, chunk in self._frames():
+            stamp, _, text = chunk.partition(b" ")
+            complete = text.endswith(b"\n")
+            if name in pending:
+                first_stamp, buffer = pending[name]
+            else:
+                first_stamp, buffer = stamp.decode("ascii", "replace"), bytearray()
+            buffer += text[:-1] if complete else text
+            if complete:
+                pending.pop(name, None)
+                yield LogLine(name, first_stamp, bytes(buffer).rstrip(b"\r"))
+            elif len(buffer) >= MAX_PIECE:
+                pending.pop(name, None)
+                yield LogLine(name, first_stamp, bytes(buffer), partial=True)
+            else:
+                pending[name] = (first_stamp, buffer)
+        for name, (first_stamp, buffer) in pending.items():
+            yield LogLine(name, first_stamp, bytes(buffer))
+
+    def _raw_lines(self) -> Iterator[LogLine]:
+        """A container made with a TTY (before the panel stopped using one): one stream, lines
+        as they come; only the new bytes are searched for the end of a line."""
+        buffer = bytearray()
+        for _name, chunk in self._frames():
+            start = len(buffer)
+            buffer += chunk
+            while (end := buffer.find(b"\n", start)) >= 0:
+                yield _parse("stdout", bytes(buffer[:end]))
+                del buffer[: end + 1]
+                start = 0
+            if len(buffer) >= MAX_PIECE:
+                line = _parse("stdout", bytes(buffer))
+                line.partial = True
+                yield line
+                buffer.clear()
+        if buffer:
+            yield _parse("stdout", bytes(buffer))
 
 
 def _parse(stream: str, raw: bytes) -> LogLine:
@@ -99,15 +138,20 @@ class Terminal:
     exec_id: str
     sock: Any
 
-    def send(self, data: bytes) -> None:
+    def send(self, data: bytes) -> bool:
+        """Write keystrokes; False once the shell's socket is gone."""
         raw = getattr(self.sock, "_sock", self.sock)
-        raw.sendall(data)
+        try:
+            raw.sendall(data)
+            return True
+        except Exception:  # noqa: BLE001 - closed meanwhile: nothing more reaches the shell
+            return False
 
     def read(self, size: int = 65536) -> bytes:
         raw = getattr(self.sock, "_sock", self.sock)
         try:
             return raw.recv(size)
-        except OSError:
+        except Exception:  # noqa: BLE001 - closed meanwhile, in whatever way: the shell's output has ended
             return b""
 
     def close(self) -> None:
@@ -199,3 +243,18 @@ class StreamsMixin(BaseClient):
             return bool(self.call(self.api.exec_inspect, exec_id).get("Running"))
         except NotFound:
             return False
+
+
+def log_file_chunks(lines: Iterator[LogLine]) -> Iterator[bytes]:
+    """A log as a text file: "<time> <stream> <text>" a line, with a line that came in pieces
+    written whole again (its pieces follow each other unless the other stream cuts in)."""
+    continuing = ""
+    for line in lines:
+        if continuing and continuing != line.stream:
+            yield b"\n"
+            continuing = ""
+        head = b"" if continuing else f"{line.timestamp} {line.stream} ".encode()
+        yield head + line.text + (b"" if line.partial else b"\n")
+        continuing = line.stream if line.partial else ""
+    if continuing:
+        yield b"\n"

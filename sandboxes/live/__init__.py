@@ -48,12 +48,12 @@ def sandbox_changed(sandbox, *, created: bool = False) -> None:
 
 @receiver(user_logged_out)
 def close_session_sockets(sender, request, user, **kwargs):
-    """Logging out closes the websockets that session opened, in every tab: all the user's
-    sockets are told to close, and those of other, still valid sessions reconnect at once (the
-    page's socket retries), while the ended session's cannot. Each socket also checks its
-    session on every message (see consumers), which covers a session that ends otherwise."""
+    """Logging out closes the websockets that session opened, in every tab; the user's sockets
+    of other sessions (another browser) are told which session ended and stay open. Each socket
+    also checks its session on every message (see consumers), which covers a session that ends
+    otherwise."""
     if user is not None:
-        _send(user_group(user.pk), {"type": "session.ended"})
+        _send(user_group(user.pk), {"type": "session.ended", "session": getattr(request.session, "session_key", None) if request else None})
 
 
 def _send(group: str, message: dict) -> None:

@@ -14,6 +14,7 @@ from importlib import import_module
 
 from django.conf import settings
 from django.contrib.auth import HASH_SESSION_KEY, SESSION_KEY, get_user_model
+from django.db import transaction
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 from django.utils.crypto import constant_time_compare
@@ -84,9 +85,11 @@ def is_fresh(grant: Grant | None) -> bool:
 
 
 def _tell(user_id: int) -> None:
+    """Tell the user's sockets, once the change is committed (before, they would read the old
+    state and keep it for a second)."""
     from . import _send, user_group
 
-    _send(user_group(user_id), {"type": ACCESS_CHANGED})
+    transaction.on_commit(lambda: _send(user_group(user_id), {"type": ACCESS_CHANGED}))
 
 
 @receiver(post_save, sender=Membership)

@@ -73,6 +73,8 @@ class StatusConsumer(WebsocketConsumer):
                 pass
 
     def session_ended(self, event):
+        if event.get("session") not in (None, self.session_key):
+            return  # another browser's session ended, not this one's
         self.close(code=CLOSE_UNAUTHORISED)
 
     def _csrf(self) -> str:

@@ -84,6 +84,7 @@ class StatsCollector:
         self.previous: dict[str, dict[str, Any]] = {}  # container id -> last figures
         self.history: dict[int, deque] = {}
         self.samples_taken = 0
+        self.tops: dict[str, tuple[float, asyncio.Future]] = {}  # container id -> (when, its process list)
 
     def subscribe(self, key: object, callback: Subscriber) -> None:
         self.subscribers[key] = callback
@@ -95,6 +96,21 @@ class StatsCollector:
         if not self.subscribers and self.task is not None:
             self.task.cancel()
             self.task = None
+
+    async def processes(self, container_id: str) -> list[dict[str, str]] | None:
+        """The container's processes (`docker top`), asked of Docker at most once in 1.5 s for
+        every viewer together; None if Docker did not answer within 5 s."""
+        loop = asyncio.get_running_loop()
+        when, found = self.tops.get(container_id, (0.0, None))
+        if found is None or loop.time() - when > 1.5:
+            docker = engine.engine_for_host(engine.Host(self.host.name, self.host.base_url, 5))
+            found = loop.run_in_executor(self.pool, docker.top, container_id)
+            self.tops = {cid: v for cid, v in self.tops.items() if loop.time() - v[0] < 10}
+            self.tops[container_id] = (loop.time(), found)
+        try:
+            return await asyncio.shield(found)
+        except engine.EngineError:
+            return None
 
     def history_of(self, sandbox_id: int) -> list[dict[str, Any]]:
         return list(self.history.get(sandbox_id, ()))
@@ -141,12 +157,15 @@ class StatsCollector:
             current[pk] = public(found)
             self.history.setdefault(pk, deque(maxlen=HISTORY)).append(current[pk])
         self.previous = {cid: f for cid, f in self.previous.items() if cid in seen}
+        running_ids = {pk for pk, _ in running}
+        self.history = {pk: h for pk, h in self.history.items() if pk in running_ids}
         self.samples_taken += 1
-        for callback in list(self.subscribers.values()):
-            try:
-                await callback(current)
-            except Exception:  # noqa: BLE001 - one subscriber's failure is its own
-                log.warning("stats subscriber failed", exc_info=True)
+        # Every viewer at once, each given at most a second: one slow socket holds no one else.
+        callbacks = list(self.subscribers.values())
+        outcomes = await asyncio.gather(*(asyncio.wait_for(cb(current), timeout=1.0) for cb in callbacks), return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, Exception) and not isinstance(outcome, asyncio.TimeoutError):
+                log.warning("stats subscriber failed: %r", outcome)
 
 
 _collectors: dict[engine.Host, StatsCollector] = {}

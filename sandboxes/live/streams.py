@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from channels.db import database_sync_to_async
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -32,6 +33,47 @@ CLOSE_UNAUTHORISED = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_TOO_SLOW = 4429
 CLOSE_TRY_LATER = 1013
+CLOSE_TOO_MANY = 4408
+MAX_SOCKETS_PER_USER = 64
+
+
+class _LiveSockets:
+    """How many live sockets each user has open in this process: past MAX_SOCKETS_PER_USER a new
+    one is refused (each holds a thread and a Docker connection)."""
+
+    def __init__(self):
+        self.by_user: dict[int, set] = {}
+
+    def join(self, socket, user_id: int) -> bool:
+        mine = self.by_user.setdefault(user_id, set())
+        if len(mine) >= MAX_SOCKETS_PER_USER:
+            return False
+        mine.add(socket)
+        socket.counted_for = user_id
+        return True
+
+    async def leave(self, socket) -> None:
+        user_id = getattr(socket, "counted_for", None)
+        if user_id is not None:
+            self.by_user.get(user_id, set()).discard(socket)
+
+
+live_sockets = _LiveSockets()
+
+
+def parse_message(text: str | None) -> dict:
+    """A client's JSON message as a dict, or {} for anything else (not JSON, not an object,
+    nested too deep): what the client sends is never trusted to be well formed."""
+    try:
+        value = json.loads(text or "{}")
+    except (ValueError, RecursionError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def whole_number(value, *, low: int, high: int) -> int | None:
+    """`value` if it is a whole number (not a float, not a boolean) within [low, high]."""
+    return value if type(value) is int and low <= value <= high else None
 
 
 class SandboxStream(AsyncWebsocketConsumer):
@@ -40,10 +82,38 @@ class SandboxStream(AsyncWebsocketConsumer):
 
     needed_role = Role.VIEWER
 
+    async def dispatch(self, message):
+        """Any failure in a handler (a malformed message, a bug) ends this socket cleanly: what
+        it streams is stopped and its shell hung up, and the socket closes with 1011. Left to
+        the server, the connection would close without the clean-up ever running."""
+        try:
+            await super().dispatch(message)
+        except StopConsumer:
+            raise
+        except Exception:
+            log.exception("live socket %s failed; closing it", type(self).__name__)
+            await self._release()
+            try:
+                await self.close(code=1011)
+            except Exception:  # noqa: BLE001 - the socket may be gone already
+                pass
+
+    async def _release(self) -> None:
+        """Stop streaming, once, however the socket ends."""
+        self.closed = True
+        if getattr(self, "released", False):
+            return
+        self.released = True
+        await live_sockets.leave(self)
+        await self.stopped()
+
     async def connect(self):
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
             await self.close(code=CLOSE_UNAUTHORISED)
+            return
+        if not live_sockets.join(self, user.pk):
+            await self.close(code=CLOSE_TOO_MANY)
             return
         self.user_id = user.pk
         self.session_key = self.scope["session"].session_key or ""
@@ -70,7 +140,7 @@ class SandboxStream(AsyncWebsocketConsumer):
                 await self.channel_layer.group_discard(group, self.channel_name)
             except Exception:  # noqa: BLE001 - the group expires by itself
                 pass
-        await self.stopped()
+        await self._release()
 
     async def started(self) -> None:
         """The socket was accepted: start streaming."""
@@ -91,9 +161,15 @@ class SandboxStream(AsyncWebsocketConsumer):
         ):
             self.grant = None
         if self.grant is None and not self.closed and hasattr(self, "groups_joined"):
-            self.closed = True
-            await self.close(code=CLOSE_FORBIDDEN)
+            await self.end_socket(CLOSE_FORBIDDEN)
         return self.grant is not None
+
+    async def end_socket(self, code: int) -> None:
+        """Close from this side, and stop streaming now (a shell is hung up at once), whether
+        or not the page ever answers the close."""
+        self.closed = True
+        await self._release()
+        await self.close(code=code)
 
     @property
     def sandbox(self) -> Sandbox:
@@ -106,8 +182,10 @@ class SandboxStream(AsyncWebsocketConsumer):
         await self.allowed(force=True)
 
     async def session_ended(self, event):
-        self.closed = True
-        await self.close(code=CLOSE_UNAUTHORISED)
+        """A sign-out: only the sockets of that very session close for good."""
+        if event.get("session") not in (None, self.session_key):
+            return
+        await self.end_socket(CLOSE_UNAUTHORISED)
 
     async def sandbox_status(self, event):
         """A status change of this sandbox (the status broadcasts also reach this group)."""
@@ -140,9 +218,9 @@ def _hand_over(loop, callback, item) -> bool:
 
 
 def _line(entry: engine.LogLine) -> list:
-    text = entry.text.decode("utf-8", errors="replace")
-    if len(text) > MAX_LINE:
-        text = text[:MAX_LINE] + f" … ({len(text) - MAX_LINE} more characters; download the log for all of it)"
+    text = entry.text[: MAX_LINE * 4].decode("utf-8", errors="replace")
+    if len(text) > MAX_LINE or entry.partial or len(entry.text) > MAX_LINE * 4:
+        text = text[:MAX_LINE] + " … (the line goes on; download the log for all of it)"
     return [1 if entry.stream == "stderr" else 0, entry.timestamp, text]
 
 
@@ -178,6 +256,8 @@ class LogConsumer(SandboxStream):
         except ValueError:
             self.tail = 200
         self.sent = self.acked = 0
+        self.continuing: dict[str, bool] = {}
+        self.retry_in = 2.0
         self.last_timestamp, self.resume_after = "", 0
         self.container_id = ""
         self.queue: asyncio.Queue = asyncio.Queue()
@@ -188,8 +268,9 @@ class LogConsumer(SandboxStream):
 
     async def stopped(self):
         self._stop_reader()
-        if getattr(self, "sender", None):
-            self.sender.cancel()
+        for task in (getattr(self, "sender", None), getattr(self, "retry", None)):
+            if task is not None:
+                task.cancel()
 
     def _stop_reader(self) -> None:
         stream, self.stream = getattr(self, "stream", None), None
@@ -197,10 +278,10 @@ class LogConsumer(SandboxStream):
             stream.close()
 
     async def receive(self, text_data=None, bytes_data=None):
-        try:
-            self.acked = max(self.acked, int(json.loads(text_data or "{}").get("ack", 0)))
-        except (ValueError, TypeError, AttributeError):
-            pass
+        ack = whole_number(parse_message(text_data).get("ack"), low=0, high=1 << 62)
+        if ack is not None:
+            # Never more than was sent: a page cannot acknowledge its way past the limit.
+            self.acked = min(self.sent, max(self.acked, ack))
 
     async def status_changed(self, sandbox: Sandbox) -> None:
         if sandbox.status == Sandbox.Status.RUNNING and sandbox.container_id and self.stream is None:
@@ -221,8 +302,11 @@ class LogConsumer(SandboxStream):
                 None, lambda: docker.log_stream(sandbox.container_id, tail=self.tail if new_container else 0, since=since)
             )
         except engine.EngineError as exc:
-            await self.send_json({"t": "error", "text": f"The log is not available: {exc}"})
+            # Docker did not answer (restarting?): try again later, ever more slowly, while the page is open.
+            await self.send_json({"t": "error", "text": f"The log is not available: {exc} Trying again in {self.retry_in:g} s…"})
+            self.retry = asyncio.get_running_loop().create_task(self._retry_later())
             return
+        self.retry_in = 2.0
         loop = asyncio.get_running_loop()
         threading.Thread(target=self._read, args=(self.stream, loop), name=f"log-{self.sandbox_id}", daemon=True).start()
 
@@ -253,7 +337,10 @@ class LogConsumer(SandboxStream):
                     break
                 self.room.release()
                 if not (self.resume_after and _nanoseconds(item.timestamp) <= self.resume_after):
-                    batch.append(_line(item))
+                    if not self.continuing.get(item.stream):
+                        batch.append(_line(item))
+                    # The rest of a line that came in pieces is for the download only.
+                    self.continuing[item.stream] = item.partial
                     self.last_timestamp = item.timestamp or self.last_timestamp
                 if len(batch) >= 500 or self.queue.empty():
                     break
@@ -271,9 +358,17 @@ class LogConsumer(SandboxStream):
             self.closed = True
             self._stop_reader()
             await self.send_json({"t": "error", "text": "Disconnected: this page reads the log too slowly. Reload to resume."})
-            await self.close(code=CLOSE_TOO_SLOW)
+            await self.end_socket(CLOSE_TOO_SLOW)
             return
         self.sent += await self.send_json({"t": "lines", "l": batch})
+
+    async def _retry_later(self) -> None:
+        await asyncio.sleep(self.retry_in)
+        self.retry_in = min(self.retry_in * 2, 30.0)
+        if not self.closed and self.stream is None and await self.allowed(force=True):
+            sandbox = self.sandbox
+            if sandbox.status == Sandbox.Status.RUNNING and sandbox.container_id:
+                await self._follow(sandbox)
 
     async def _ended(self, stream, outcome: tuple[str, str]) -> None:
         if stream is not self.stream or self.closed:
@@ -281,9 +376,11 @@ class LogConsumer(SandboxStream):
         self.stream = None
         kind, detail = outcome
         if kind == "error":
-            await self.send_json({"t": "error", "text": f"{detail} Trying again…"})
-            await asyncio.sleep(2)
+            await self.send_json({"t": "error", "text": f"{detail} Trying again in {self.retry_in:g} s…"})
+            await asyncio.sleep(self.retry_in)
+            self.retry_in = min(self.retry_in * 2, 30.0)
         else:
+            self.retry_in = 2.0
             await self.send_json({"t": "end", "text": "The sandbox stopped; the log resumes when it starts again."})
         if await self.allowed(force=True):
             sandbox = self.sandbox
@@ -301,12 +398,16 @@ class StatsConsumer(SandboxStream):
     async def started(self):
         self.collector = collector_for(engine.host_for(self.sandbox))
         await self.send_json({"t": "history", "s": self.collector.history_of(self.sandbox_id)})
-        self.collector.subscribe(self, self._tick)
         self.ticks = 0
+        self.top_task: asyncio.Task | None = None
+        self.collector.subscribe(self, self._tick)
 
     async def stopped(self):
         if getattr(self, "collector", None):
             self.collector.unsubscribe(self)
+        top_task = getattr(self, "top_task", None)
+        if top_task is not None:
+            top_task.cancel()
 
     async def _tick(self, current: dict[int, dict]) -> None:
         if self.closed or not await self.allowed():
@@ -314,20 +415,18 @@ class StatsConsumer(SandboxStream):
         if self.sandbox_id in current:
             await self.send_json({"t": "stats", "s": current[self.sandbox_id]})
         self.ticks += 1
-        if self.ticks % 2 == 1:
-            await self._processes()
+        # The process list comes on its own time: a slow `docker top` never holds the tick.
+        if self.ticks % 2 == 1 and (self.top_task is None or self.top_task.done()):
+            self.top_task = asyncio.get_running_loop().create_task(self._processes())
 
     async def _processes(self) -> None:
         sandbox = self.sandbox
         if sandbox.status != Sandbox.Status.RUNNING or not sandbox.container_id:
             await self.send_json({"t": "processes", "p": []})
             return
-        docker = engine.engine_for(sandbox, timeout=5)
-        try:
-            processes = await asyncio.get_running_loop().run_in_executor(None, docker.top, sandbox.container_id)
-        except engine.EngineError:
-            return
-        await self.send_json({"t": "processes", "p": processes})
+        processes = await self.collector.processes(sandbox.container_id)
+        if processes is not None and not self.closed:
+            await self.send_json({"t": "processes", "p": processes})
 
 
 class DashboardStatsConsumer(AsyncWebsocketConsumer):
@@ -360,6 +459,8 @@ class DashboardStatsConsumer(AsyncWebsocketConsumer):
             pass
 
     async def session_ended(self, event):
+        if event.get("session") not in (None, self.session_key):
+            return
         self.closed = True
         await self.close(code=CLOSE_UNAUTHORISED)
 
@@ -402,16 +503,31 @@ class TerminalConsumer(SandboxStream):
     """/ws/sandboxes/<pk>/terminal/: a shell in the sandbox (`docker exec` with a TTY), as the
     sandbox's own non-root user in /workspace. Operators and above. Binary frames carry the
     bytes both ways; {"t": "resize", "cols": C, "rows": R} resizes. Closing the page ends the
-    shell, and so does stopping the sandbox. Audited (who, when, how long), never recorded."""
+    shell, and so does stopping the sandbox. Audited (who, when, how long), never recorded.
+
+    Flow control both ways, as a real terminal has: the page acknowledges the output it has
+    written ({"t": "ack", "n": bytes}), and the shell's output is read only while less than
+    OUTPUT_WINDOW is unacknowledged (a `yes` into a page that stops reading pauses the shell,
+    it does not grow the server). Keystrokes go to the shell from a thread of their own; while
+    the shell does not read them, at most INPUT_LIMIT bytes wait and the rest is refused."""
 
     needed_role = Role.OPERATOR
     SHELL = ["/bin/sh", "-c", "if [ -x /bin/bash ]; then exec /bin/bash -l; else exec /bin/sh -l; fi"]
+    OUTPUT_WINDOW = 1 << 20
+    INPUT_LIMIT = 256 * 1024
 
     async def started(self):
         sandbox = self.sandbox
         self.session = None
         self.terminal: engine.Terminal | None = None
+        # What ends the shell is fixed when it opens, so that the end never depends on the
+        # user's access at that moment (a removed user's shell is hung up too).
+        self.docker = engine.engine_for(sandbox)
         self.output: asyncio.Queue = asyncio.Queue()
+        self.sent = self.acked = self.read_total = 0
+        self.window_open = threading.Event()
+        self.window_open.set()
+        self.pending_input = 0
         # Keystrokes go to the shell in order, from one thread of their own (a full pipe must
         # never block the event loop, and two writers could reorder them).
         self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"term-in-{self.sandbox_id}")
@@ -419,11 +535,10 @@ class TerminalConsumer(SandboxStream):
         client = self.scope.get("client") or [None]
         try:
             self.session = await database_sync_to_async(terminals.terminal_open)(actor=user, sandbox=sandbox, source_ip=client[0])
-            docker = engine.engine_for(sandbox)
             env = {"TERM": "xterm-256color", "HOME": f"/home/{settings.SANDBOX_USER}", "LANG": "C.UTF-8"}
             self.terminal = await asyncio.get_running_loop().run_in_executor(
                 None,
-                lambda: docker.open_terminal(
+                lambda: self.docker.open_terminal(
                     sandbox.container_id,
                     user=f"{settings.SANDBOX_UID}:{settings.SANDBOX_GID}",
                     workdir="/workspace",
@@ -435,16 +550,28 @@ class TerminalConsumer(SandboxStream):
             await self.send_json({"t": "error", "text": f"The terminal could not open: {exc}"})
             await self._end(str(exc))
             return
-        await database_sync_to_async(terminals.terminal_started)(session=self.session, exec_id=self.terminal.exec_id)
+        await database_sync_to_async(terminals.terminal_started)(
+            session=self.session, exec_id=self.terminal.exec_id, server=terminals.this_server()
+        )
         loop = asyncio.get_running_loop()
         self.sender = loop.create_task(self._send_loop())
         threading.Thread(target=self._read, args=(self.terminal, loop), name=f"term-{self.sandbox_id}", daemon=True).start()
 
     def _read(self, terminal: engine.Terminal, loop) -> None:
-        """Thread: the shell's output, in order, to the one sender."""
-        while data := terminal.read():
-            if not _hand_over(loop, self.output.put_nowait, data):
-                return
+        """Thread: the shell's output, in order, to the one sender; it reads only while less
+        than OUTPUT_WINDOW of what it read is unacknowledged."""
+        while True:
+            while self.read_total - self.acked >= self.OUTPUT_WINDOW:
+                self.window_open.clear()
+                if self.read_total - self.acked < self.OUTPUT_WINDOW:
+                    break  # acknowledged between the test and the clear
+                self.window_open.wait(timeout=0.5)
+                if self.closed:
+                    return
+            data = terminal.read()
+            if not data or not _hand_over(loop, self.output.put_nowait, data):
+                break
+            self.read_total += len(data)
         _hand_over(loop, self.output.put_nowait, None)
 
     async def _send_loop(self) -> None:
@@ -458,37 +585,48 @@ class TerminalConsumer(SandboxStream):
             if self.closed or not await self.allowed():
                 return
             await self.send(bytes_data=data)
+            self.sent += len(data)
         await self._end("the shell ended")
 
-    async def _write(self, data: bytes) -> None:
-        if self.terminal is not None:
-            await asyncio.get_running_loop().run_in_executor(self.writer, self.terminal.send, data)
+    def _write(self, data: bytes) -> None:
+        """Hand keystrokes to the writer thread without waiting for the shell to take them."""
+        terminal = self.terminal
+        if terminal is None:
+            return
+        if self.pending_input + len(data) > self.INPUT_LIMIT:
+            return  # the shell reads nothing (a foreground command): typing ahead is bounded
+        self.pending_input += len(data)
+        future = self.writer.submit(terminal.send, data)
+        loop = asyncio.get_running_loop()
+        future.add_done_callback(lambda _f: _hand_over(loop, self._written, len(data)))
+
+    def _written(self, size: int) -> None:
+        self.pending_input -= size
 
     async def receive(self, text_data=None, bytes_data=None):
         if self.closed or self.terminal is None or not await self.allowed():
             return
         if bytes_data is not None:
-            await self._write(bytes_data)
+            self._write(bytes_data)
             return
-        try:
-            message = json.loads(text_data or "{}")
-        except ValueError:
-            return
-        if message.get("t") == "resize":
-            try:
-                cols, rows = int(message.get("cols", 80)), int(message.get("rows", 24))
-            except (TypeError, ValueError):
-                return
-            if 1 <= cols <= 1000 and 1 <= rows <= 500:
-                docker, exec_id = engine.engine_for(self.sandbox), self.terminal.exec_id
+        message = parse_message(text_data)
+        kind = message.get("t")
+        if kind == "ack":
+            n = whole_number(message.get("n"), low=0, high=1 << 62)
+            if n is not None:
+                self.acked = min(self.sent, max(self.acked, n))
+                self.window_open.set()
+        elif kind == "resize":
+            cols = whole_number(message.get("cols"), low=1, high=1000)
+            rows = whole_number(message.get("rows"), low=1, high=500)
+            if cols is not None and rows is not None:
+                docker, exec_id = self.docker, self.terminal.exec_id
                 try:
-                    await asyncio.get_running_loop().run_in_executor(
-                        self.writer, lambda: docker.resize_terminal(exec_id, cols=cols, rows=rows)
-                    )
+                    await asyncio.get_running_loop().run_in_executor(None, lambda: docker.resize_terminal(exec_id, cols=cols, rows=rows))
                 except engine.EngineError:
                     pass
-        elif message.get("t") == "in" and isinstance(message.get("d"), str):
-            await self._write(message["d"].encode())
+        elif kind == "in" and isinstance(message.get("d"), str):
+            self._write(message["d"].encode("utf-8", "replace"))
 
     async def status_changed(self, sandbox: Sandbox) -> None:
         if sandbox.status != Sandbox.Status.RUNNING:
@@ -499,15 +637,16 @@ class TerminalConsumer(SandboxStream):
 
     async def _end(self, reason: str) -> None:
         terminal, self.terminal = getattr(self, "terminal", None), None
+        if getattr(self, "window_open", None) is not None:
+            self.window_open.set()  # let the reader thread see the end
         if terminal is not None:
-            terminal.close()
-            docker = engine.engine_for(self.sandbox)
+            terminal.close()  # a keystroke write blocked on a full pipe fails now
             try:
-                await asyncio.get_running_loop().run_in_executor(None, docker.end_terminal, terminal.exec_id)
+                await asyncio.get_running_loop().run_in_executor(None, self.docker.end_terminal, terminal.exec_id)
             except engine.EngineError:
                 pass  # the sandbox (or Docker) is gone, and the shell with it
         if getattr(self, "writer", None) is not None:
-            self.writer.shutdown(wait=False)
+            self.writer.shutdown(wait=False, cancel_futures=True)
         if getattr(self, "session", None) is not None:
             session, self.session = self.session, None
             await database_sync_to_async(terminals.terminal_close)(session=session, reason=reason)

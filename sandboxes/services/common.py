@@ -100,6 +100,8 @@ def sandbox_spec(sandbox: Sandbox, extra_mounts: list[Mount] | None = None) -> p
         labels=labels(sandbox),
         hostname=sandbox.name,
         runtime="runc",
+        log_max_size=settings.SANDBOX_LOG_MAX_SIZE,
+        log_max_files=settings.SANDBOX_LOG_MAX_FILES,
     )
 
 

@@ -1,11 +1,15 @@
 """Browser terminals: who opened one into which sandbox, when, and for how long. Keystrokes are
 never recorded."""
 
+import os
+import socket
+
 from django.db import transaction
 from django.utils import timezone
 
 from teams.permissions import Role, SystemActor, actor_name, authorize
 
+from .. import engine
 from ..models import Sandbox, TerminalSession
 from .common import SandboxError, audit
 
@@ -21,8 +25,46 @@ def terminal_open(*, actor, sandbox: Sandbox, source_ip: str | None = None) -> T
     return session
 
 
-def terminal_started(*, session: TerminalSession, exec_id: str) -> None:
-    TerminalSession.objects.filter(pk=session.pk).update(exec_id=exec_id)
+def terminal_started(*, session: TerminalSession, exec_id: str, server: str = "") -> None:
+    TerminalSession.objects.filter(pk=session.pk).update(exec_id=exec_id, server=server)
+
+
+def _start_time(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]  # field 22: when the process started
+    except (OSError, IndexError):
+        return None
+
+
+def this_server() -> str:
+    """This process, as "host:pid:start time" (a pid reused later does not match)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{_start_time(os.getpid())}"
+
+
+def _server_alive(server: str) -> bool:
+    host, _, rest = server.partition(":")
+    pid, _, started = rest.partition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return True  # another machine's: it answers for its own sessions
+    return _start_time(int(pid)) == started
+
+
+def close_orphan_terminals() -> int:
+    """Close the sessions whose server process is gone (killed: it could not close them) and
+    hang up their shells, which Docker would otherwise keep running."""
+    closed = 0
+    for session in TerminalSession.objects.filter(ended_at__isnull=True).exclude(server="").select_related("sandbox"):
+        if _server_alive(session.server):
+            continue
+        if session.exec_id:
+            try:
+                engine.engine_for(session.sandbox).end_terminal(session.exec_id)
+            except engine.EngineError:
+                pass  # the sandbox is gone, and the shell with it
+        terminal_close(session=session, reason="the panel's websocket server stopped")
+        closed += 1
+    return closed
 
 
 def terminal_close(*, session: TerminalSession, reason: str) -> None:

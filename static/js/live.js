@@ -14,7 +14,7 @@
      time; not after the server closed it on purpose (4401 signed out, 4403 no access, 4429 too slow). */
   function reconnecting(path, onMessage, onState, binary) {
     let socket = null, delay = 1000, stopped = false;
-    const final = new Set([4401, 4403, 4429]);
+    const final = new Set([4401, 4403, 4408, 4429]);
     function open() {
       socket = new WebSocket(wsUrl(path));
       if (binary) socket.binaryType = "arraybuffer";
@@ -179,7 +179,7 @@
     const openButton = card.querySelector("#terminal-open");
     const closeButton = card.querySelector("#terminal-close");
     const box = card.querySelector("#terminal");
-    let term = null, socket = null, fit = null;
+    let term = null, socket = null, fit = null, written = 0, acked = 0;
     const encoder = new TextEncoder();
 
     function sendSize() {
@@ -199,13 +199,20 @@
       fit.fit();
       socket = new WebSocket(wsUrl(card.dataset.ws));
       socket.binaryType = "arraybuffer";
+      written = 0; acked = 0;
       socket.onopen = function () { sendSize(); term.focus(); card.dataset.state = "open"; };
       socket.onmessage = function (event) {
         if (typeof event.data === "string") {
           const message = JSON.parse(event.data);
           term.writeln("\r\n\x1b[2m" + String(message.text).replace(/[\x00-\x1f]/g, " ") + "\x1b[0m");
         } else {
-          term.write(new Uint8Array(event.data));
+          const size = event.data.byteLength, own = socket;
+          // Acknowledge output once xterm has drawn it: the server reads the shell only while
+          // little is unacknowledged, so a page that falls behind pauses the shell.
+          term.write(new Uint8Array(event.data), function () {
+            written += size;
+            if (written - acked >= 65536 && own.readyState === 1) { acked = written; own.send(JSON.stringify({ t: "ack", n: written })); }
+          });
         }
       };
       socket.onclose = function () {
