@@ -5,7 +5,6 @@ its start check expects."""
 import hashlib
 import os
 import subprocess
-import tarfile
 from datetime import time
 
 import pytest
@@ -18,6 +17,8 @@ from sandboxes import policy
 from sandboxes import services as sandbox_services
 from sandboxes.models import Sandbox
 from tests.backups.helpers import home_hashes, hostile_archive, member, workspace_hashes, write_home
+from tests.backups.test_archive import REASONS, cases
+from tests.conftest import docker_cli
 
 pytestmark = pytest.mark.docker
 ACTOR = sandbox_services.SystemActor("test")
@@ -178,29 +179,27 @@ def planted(sandbox: Sandbox, members, config=VALID) -> Backup:
     )
 
 
-def test_a_hostile_archive_is_refused_and_the_sandbox_keeps_its_files(make_sandbox, clean_docker, clean_workspace, tmp_path):
+@pytest.mark.parametrize("case", list(REASONS))
+def test_each_hostile_archive_is_refused_and_the_sandbox_keeps_its_files(
+    case, make_sandbox, clean_docker, clean_workspace, tmp_path, settings
+):
     sandbox = make_sandbox("victim")
     keep = sandbox.workspace_path / "Projects" / "keep.txt"
     keep.write_text("mine")
     outside = tmp_path / "outside"
     outside.mkdir()
-    backup = planted(
-        sandbox,
-        [
-            member("workspace/Projects/out", kind=tarfile.SYMTYPE, link=str(outside)),
-            member("workspace/Projects/out/pwned.txt"),
-            member(str(outside / "abs.txt")),
-        ],
-    )
+    settings.RESTORE_MAX_MEMBERS, settings.RESTORE_MAX_BYTES = 5, 1024
+    backup = planted(sandbox, cases(outside)[case])
     restore = services.restore_request(actor=ACTOR, backup=backup, sandbox=sandbox, enqueue=False)
     services.restore_perform(restore_id=restore.pk)
     restore.refresh_from_db()
     sandbox.refresh_from_db()
-    assert restore.status == Restore.Status.REFUSED and "leaves its folder" in restore.detail
+    assert restore.status == Restore.Status.REFUSED and REASONS[case] in restore.detail
     assert os.listdir(outside) == []
-    assert keep.read_text() == "mine"
+    assert keep.read_text() == "mine" and sorted(os.listdir(sandbox.workspace_path / "Projects")) == ["keep.txt"]
     assert sandbox.status == Sandbox.Status.RUNNING and sandbox.pending_action == ""
     assert not (settings.WORKSPACE_ROOT / f".restore-{restore.pk}").exists()
+    assert docker_cli("inspect", "-f", "{{.State.Running}}", sandbox.container_id).stdout.strip() == "true"
     assert AuditEvent.objects.filter(action="backup.restore_refused", sandbox_uuid=sandbox.uuid).exists()
 
 

@@ -1,0 +1,51 @@
+"""Daily backups: due once a day at their time, never twice, never when off; a busy sandbox is
+tried again at the next tick."""
+
+from datetime import datetime, time
+
+import pytest
+from django.utils import timezone
+
+from backups import services
+from backups.models import Backup, BackupSchedule
+from sandboxes import services as sandbox_services
+
+pytestmark = pytest.mark.django_db
+ACTOR = sandbox_services.SystemActor("test")
+
+
+def at(hour: int, minute: int) -> datetime:
+    return timezone.make_aware(datetime.combine(timezone.localdate(), time(hour, minute)))
+
+
+def test_a_schedule_starts_one_backup_a_day_at_its_time(make_sandbox, fake_engine, clean_workspace, django_capture_on_commit_callbacks):
+    sandbox = make_sandbox("daily")
+    services.schedule_set(actor=ACTOR, sandbox=sandbox, enabled=True, at=time(3, 0), keep_last=7, keep_days=None)
+    assert services.run_due_schedules(at(2, 59)) == 0
+    with django_capture_on_commit_callbacks() as queued:
+        assert services.run_due_schedules(at(3, 1)) == 1
+    assert any(callback.__qualname__.startswith("queue_backup") for callback in queued)  # its task is queued on commit
+    backup = Backup.objects.get(sandbox=sandbox)
+    assert backup.kind == Backup.Kind.SCHEDULED and backup.created_by_name == "schedule"
+    sandbox_services.finish(sandbox, "backup", None, "", audited=False)
+    assert services.run_due_schedules(at(23, 0)) == 0  # done for today
+    assert BackupSchedule.objects.get(sandbox=sandbox).last_run_on == timezone.localdate()
+
+
+def test_a_busy_sandbox_is_tried_again_and_an_off_schedule_never_runs(make_sandbox, fake_engine, clean_workspace):
+    busy = make_sandbox("busy")
+    off = make_sandbox("off")
+    services.schedule_set(actor=ACTOR, sandbox=busy, enabled=True, at=time(1, 0), keep_last=None, keep_days=3)
+    services.schedule_set(actor=ACTOR, sandbox=off, enabled=False, at=time(1, 0), keep_last=1, keep_days=None)
+    sandbox_services.sandbox_request_action(actor=ACTOR, sandbox=busy, action="stop", enqueue=False)
+    assert services.run_due_schedules(at(1, 5)) == 0
+    assert BackupSchedule.objects.get(sandbox=busy).last_run_on is None  # not marked: the next tick tries again
+    sandbox_services.sandbox_perform(sandbox_id=busy.pk, action="stop")
+    assert services.run_due_schedules(at(1, 6)) == 1
+    assert not Backup.objects.filter(sandbox=off).exists()
+
+
+def test_a_schedule_keeps_at_least_one(make_sandbox, fake_engine, clean_workspace):
+    sandbox = make_sandbox("tiny")
+    with pytest.raises(sandbox_services.SandboxError):
+        services.schedule_set(actor=ACTOR, sandbox=sandbox, enabled=True, at=time(1, 0), keep_last=0, keep_days=None)
