@@ -66,6 +66,13 @@ def check(*, user_id: int, session_key: str, sandbox_id: int, needed: str) -> Gr
     return Grant(sandbox=sandbox, role=role or "", checked_at=time.monotonic())
 
 
+def session_still_valid(*, user_id: int, session_key: str) -> bool:
+    """Whether the user is active and this sign-in session still theirs (a password change gives
+    the session a new key: the old one is no longer valid)."""
+    user = get_user_model().objects.filter(pk=user_id, is_active=True).first()
+    return user is not None and session_is_valid(session_key, user)
+
+
 def role_now(*, user_id: int, team_id: int) -> str | None:
     """The user's role in the team at this moment, or None (gone, inactive, not a member)."""
     superuser = get_user_model().objects.filter(pk=user_id, is_active=True).values_list("is_superuser", flat=True).first()

@@ -74,7 +74,9 @@ class StatusConsumer(WebsocketConsumer):
 
     def session_ended(self, event):
         if event.get("session") not in (None, self.session_key):
-            return  # another browser's session ended, not this one's
+            user = get_user_model().objects.filter(pk=self.user_id, is_active=True).first()
+            if user is not None and access.session_is_valid(self.session_key, user):
+                return  # another browser's session ended; this one's is still good
         self.close(code=CLOSE_UNAUTHORISED)
 
     def _csrf(self) -> str:

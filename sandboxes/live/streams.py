@@ -182,8 +182,11 @@ class SandboxStream(AsyncWebsocketConsumer):
         await self.allowed(force=True)
 
     async def session_ended(self, event):
-        """A sign-out: only the sockets of that very session close for good."""
-        if event.get("session") not in (None, self.session_key):
+        """A sign-out: the sockets of that session close for good; those of the user's other
+        sessions stay open while their own session is still valid."""
+        if event.get("session") not in (None, self.session_key) and await database_sync_to_async(access.session_still_valid)(
+            user_id=self.user_id, session_key=self.session_key
+        ):
             return
         await self.end_socket(CLOSE_UNAUTHORISED)
 
@@ -459,7 +462,9 @@ class DashboardStatsConsumer(AsyncWebsocketConsumer):
             pass
 
     async def session_ended(self, event):
-        if event.get("session") not in (None, self.session_key):
+        if event.get("session") not in (None, self.session_key) and await database_sync_to_async(access.session_still_valid)(
+            user_id=self.user_id, session_key=self.session_key
+        ):
             return
         self.closed = True
         await self.close(code=CLOSE_UNAUTHORISED)
