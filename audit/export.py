@@ -55,9 +55,16 @@ def _event_dict(row: dict) -> dict:
     return row
 
 
-def _header(filters: dict) -> dict:
+def _header(filters: dict, scope: str) -> dict:
     head = AuditEvent.objects.order_by("-seq").values("seq", "hash").first() or {"seq": 0, "hash": ""}
-    return {"type": "header", "format": FORMAT, "exported_at": timezone.now().isoformat(), "filters": filters, "chain_head": head}
+    return {
+        "type": "header",
+        "format": FORMAT,
+        "exported_at": timezone.now().isoformat(),
+        "scope": scope,
+        "filters": filters,
+        "chain_head": head,
+    }
 
 
 def _line(value: dict) -> str:
@@ -70,9 +77,11 @@ def _rows(events: QuerySet[AuditEvent]) -> Iterator[dict]:
         yield _event_dict(row)
 
 
-def jsonl_lines(events: QuerySet[AuditEvent], *, filters: dict) -> Iterator[str]:
+def jsonl_lines(events: QuerySet[AuditEvent], *, filters: dict, scope: str = "every event") -> Iterator[str]:
+    """`scope` says which events the exporter could see (a non-superuser's export holds only
+    their teams'): `verify --file` repeats it, so a partial file is never taken for the trail."""
     key = audit_key()
-    header = _line(_header(filters))
+    header = _line(_header(filters, scope))
     digest = hmac.new(key, header.encode(), hashlib.sha256)
     yield header + "\n"
     count = 0
@@ -89,9 +98,9 @@ def jsonl_lines(events: QuerySet[AuditEvent], *, filters: dict) -> Iterator[str]
     yield _line({"type": "end", "count": count, "digest": digest.hexdigest()}) + "\n"
 
 
-def csv_lines(events: QuerySet[AuditEvent], *, filters: dict) -> Iterator[str]:
+def csv_lines(events: QuerySet[AuditEvent], *, filters: dict, scope: str = "every event") -> Iterator[str]:
     key = audit_key()
-    header = _line(_header(filters))
+    header = _line(_header(filters, scope))
     digest = hmac.new(key, header.encode(), hashlib.sha256)
     out = io.StringIO()
     writer = csv.writer(out)
@@ -100,9 +109,7 @@ def csv_lines(events: QuerySet[AuditEvent], *, filters: dict) -> Iterator[str]:
     count = 0
     for row in _rows(events):
         digest.update(row["hash"].encode())
-        writer.writerow(
-            ["event", *[json.dumps(row[f], sort_keys=True) if f == "details" else ("" if row[f] is None else row[f]) for f in COLUMNS]]
-        )
+        writer.writerow(["event", *[_cell(json.dumps(row[f], sort_keys=True) if f == "details" else row[f]) for f in COLUMNS]])
         count += 1
         if count % 500 == 0:
             yield out.getvalue()
@@ -110,6 +117,13 @@ def csv_lines(events: QuerySet[AuditEvent], *, filters: dict) -> Iterator[str]:
             out.truncate()
     writer.writerow(["end", json.dumps({"count": count, "digest": digest.hexdigest()})] + [""] * (len(COLUMNS) - 1))
     yield out.getvalue()
+
+
+def _cell(value) -> str:
+    """A CSV cell that a spreadsheet shows as text: a value starting like a formula (a user name
+    typed at a failed sign-in, say) gets a leading apostrophe."""
+    text = "" if value is None else str(value)
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
 # --- checking an exported file -----------------------------------------------------------------
@@ -120,6 +134,8 @@ class FileCheck:
     events: int
     problem: str | None
     head: dict | None
+    scope: str = ""
+    filters: dict | None = None
 
     @property
     def ok(self) -> bool:
@@ -151,9 +167,9 @@ def verify_lines(lines: Iterable[str]) -> FileCheck:
     try:
         header_line = next(it).rstrip("\n")
         header = json.loads(header_line)
-    except (StopIteration, ValueError):
+    except (StopIteration, ValueError, RecursionError):
         return FileCheck(0, "The file does not start with an export header.", None)
-    if header.get("type") != "header" or header.get("format") != FORMAT:
+    if not isinstance(header, dict) or header.get("type") != "header" or header.get("format") != FORMAT or _line(header) != header_line:
         return FileCheck(0, "The first line is not an export header of a known format.", None)
     digest = hmac.new(key, header_line.encode(), hashlib.sha256)
     count, previous, end = 0, None, None
@@ -162,8 +178,12 @@ def verify_lines(lines: Iterable[str]) -> FileCheck:
             return FileCheck(count, f"Line {number} follows the end line.", header.get("chain_head"))
         try:
             row = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):
             return FileCheck(count, f"Line {number} is not JSON.", header.get("chain_head"))
+        if not isinstance(row, dict) or _line(row) != raw.rstrip("\n"):
+            # Only the exact text the export wrote: no added, repeated or reordered keys, no
+            # other spelling of a value (what the HMAC covers is parsed values, not text).
+            return FileCheck(count, f"Line {number} is not as the export wrote it.", header.get("chain_head"))
         if row.get("type") == "end":
             end = row
             continue
@@ -198,4 +218,4 @@ def verify_lines(lines: Iterable[str]) -> FileCheck:
         return FileCheck(
             count, "The events in the file are not those exported: some were removed, added or reordered.", header.get("chain_head")
         )
-    return FileCheck(count, None, header.get("chain_head"))
+    return FileCheck(count, None, header.get("chain_head"), str(header.get("scope", "")), header.get("filters"))

@@ -36,7 +36,7 @@ def audit_events_filtered(*, user, params) -> tuple[QuerySet[AuditEvent], dict[s
     if sandbox := (params.get("sandbox") or "").strip()[:255]:
         events, applied["sandbox"] = events.filter(target=sandbox), sandbox
     if team := (params.get("team") or "").strip():
-        if team.isdigit():
+        if team.isascii() and team.isdecimal() and len(team) <= 12:
             events, applied["team"] = events.filter(team_id=int(team)), team
         else:
             problems.append("Team: choose one from the list.")
@@ -55,7 +55,7 @@ def audit_events_filtered(*, user, params) -> tuple[QuerySet[AuditEvent], dict[s
 
 
 def _parse_moment(raw: str, *, end_of_day: bool):
-    from datetime import datetime, time
+    from datetime import UTC, datetime, time
 
     from django.utils import timezone
 
@@ -64,7 +64,9 @@ def _parse_moment(raw: str, *, end_of_day: bool):
             day = datetime.strptime(raw, "%Y-%m-%d").date()
             moment = datetime.combine(day, time.max if end_of_day else time.min)
         else:
-            moment = datetime.fromisoformat(raw)
-    except ValueError:
+            moment = datetime.fromisoformat(raw[:40])
+        moment = timezone.make_aware(moment) if timezone.is_naive(moment) else moment
+        moment.astimezone(UTC)  # the database compares in UTC: a moment that cannot be one is refused here
+    except (ValueError, OverflowError):
         return None
-    return timezone.make_aware(moment) if timezone.is_naive(moment) else moment
+    return moment

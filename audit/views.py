@@ -31,7 +31,8 @@ def audit_export(request: HttpRequest, fmt: str) -> HttpResponse | StreamingHttp
     events, applied, problems = audit_events_filtered(user=request.user, params=request.GET)
     if problems:
         return HttpResponse(" ".join(problems) + "\n", status=400, content_type="text/plain; charset=utf-8")
-    lines = export.jsonl_lines(events, filters=applied) if fmt == "jsonl" else export.csv_lines(events, filters=applied)
+    scope = "every event" if request.user.is_superuser else f"the events {request.user.get_username()} may see (their teams')"
+    lines = (export.jsonl_lines if fmt == "jsonl" else export.csv_lines)(events, filters=applied, scope=scope)
     content_type = "application/x-ndjson" if fmt == "jsonl" else "text/csv; charset=utf-8"
     response = StreamingHttpResponse((line.encode() for line in lines), content_type=content_type)
     stamp = timezone.localtime().strftime("%Y%m%d-%H%M%S")

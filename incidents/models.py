@@ -62,6 +62,7 @@ class Incident(models.Model):
     evidence_members = models.JSONField(default=list, blank=True)  # [{path, size, sha256}] as the manifest lists them
     reset_mode = models.CharField(max_length=8, choices=ResetMode.choices, blank=True, default="")
     reset_backup = models.ForeignKey("backups.Backup", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    reset_drop_outside_links = models.BooleanField(default=False)
     notes = models.TextField(blank=True, default="")
     resolution = models.CharField(max_length=200, blank=True, default="")
     closed_at = models.DateTimeField(null=True, blank=True)

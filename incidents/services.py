@@ -10,7 +10,6 @@ stopped (claims.requeue_stale_actions calls resume_incident).
 import json
 import logging
 import os
-import shutil
 import time
 import uuid as uuidlib
 from collections.abc import Callable
@@ -22,9 +21,9 @@ from django.utils import timezone
 from backups import archive
 from backups.models import Backup, Restore
 from backups.services import BackupError, write_backup
-from backups.services.backup import new_backup_row
+from backups.services.backup import fail_backup_row, new_backup_row
 from backups.services.restore import _restore as restore_into
-from sandboxes import activity, engine, live, policy, workspace
+from sandboxes import activity, engine, fdwalk, live, policy, workspace
 from sandboxes.models import Sandbox
 from sandboxes.services import LostClaim, SandboxError, SystemActor, finish
 from sandboxes.services.actions import run_reset
@@ -104,6 +103,7 @@ def incident_advance(
     step: str,
     reset_mode: str = "",
     reset_backup: Backup | None = None,
+    drop_outside_links: bool = False,
     source_ip: str | None = None,
     enqueue: bool = True,
 ) -> Incident:
@@ -122,7 +122,11 @@ def incident_advance(
         if reset_mode == Incident.ResetMode.RESTORE:
             if reset_backup is None or reset_backup.sandbox_id != incident.sandbox_id or reset_backup.status != Backup.Status.DONE:
                 raise IncidentError("Choose a finished backup of this sandbox to restore.")
-        changes.update(reset_mode=reset_mode, reset_backup=reset_backup if reset_mode == Incident.ResetMode.RESTORE else None)
+        changes.update(
+            reset_mode=reset_mode,
+            reset_backup=reset_backup if reset_mode == Incident.ResetMode.RESTORE else None,
+            reset_drop_outside_links=drop_outside_links,
+        )
     with transaction.atomic():
         claim(sandbox=incident.sandbox, action=JOB, allowed_from=LIVE, while_on_hold=True)
         if not Incident.objects.filter(pk=incident.pk, step=incident.step, state=incident.state).update(**changes):
@@ -275,7 +279,7 @@ def _snapshot(incident: Incident, sandbox: Sandbox) -> str | None:
     docker = engine.engine_for(sandbox)
     state = docker.container_state(sandbox.container_id) if sandbox.container_id else None
     if not incident.image_id and state is not None:
-        ref = f"ccpanel-evidence/{sandbox.name}"
+        ref = f"{engine.EVIDENCE_REPOSITORY}{sandbox.name}"
         tag = f"incident-{incident.pk}"
         image_id = docker.commit_evidence(state.id, repository=ref, tag=tag, incident=str(incident.uuid))
         Incident.objects.filter(pk=incident.pk).update(image_id=image_id, image_ref=f"{ref}:{tag}")
@@ -287,7 +291,12 @@ def _snapshot(incident: Incident, sandbox: Sandbox) -> str | None:
         Incident.objects.filter(pk=incident.pk).update(backup=backup)
         incident.backup = backup
     if backup.status != Backup.Status.DONE:
-        write_backup(sandbox, backup, level=settings.INCIDENT_COMPRESSION_LEVEL)
+        try:
+            write_backup(sandbox, backup, level=settings.INCIDENT_COMPRESSION_LEVEL)
+        except Exception as exc:
+            fail_backup_row(backup, f"The evidence backup failed: {exc}")
+            Incident.objects.filter(pk=incident.pk).update(backup=None)  # a retry makes a new one
+            raise
         _event(
             incident,
             f"Backed up the workspace and the home volume: {backup.file_name} ({backup.files} entries, sha256 {backup.sha256[:16]}…).",
@@ -354,7 +363,7 @@ def _bundle(incident: Incident, sandbox: Sandbox, state: engine.ContainerState |
             os.close(fd)
         manifest = {"incident": incident.pk, "incident_uuid": str(incident.uuid), "sandbox": sandbox.name, "missing": missing}
         size, sha256 = writer.commit(manifest, mtime=now)
-        members = [{"path": e["path"], "size": e.get("size", 0), "sha256": e.get("sha256", "")} for e in writer.entries]
+        members = [{"path": e["path"], "size": e.get("size", 0), "sha256": e.get("sha256", "")} for e in writer.entries()]
     Incident.objects.filter(pk=incident.pk).update(evidence_file=name, evidence_sha256=sha256, evidence_size=size, evidence_members=members)
     incident.evidence_file, incident.evidence_sha256 = name, sha256
     audit_incident(SystemActor("system"), incident, "incident.evidence", {"file": name, "sha256": sha256, "size": size})
@@ -405,6 +414,7 @@ def _reset(incident: Incident, sandbox: Sandbox) -> str:
         backup=backup,
         backup_name=backup.file_name,
         sandbox=sandbox,
+        drop_outside_links=incident.reset_drop_outside_links,
         safety_backup=incident.backup,  # the evidence backup already holds what was there
         requested_by_name=f"incident #{incident.pk}",
     )
@@ -418,7 +428,7 @@ def _reset(incident: Incident, sandbox: Sandbox) -> str:
         Restore.objects.filter(pk=restore.pk).update(status=Restore.Status.FAILED, detail=str(exc), finished_at=timezone.now())
         raise
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        fdwalk.remove_path(str(staging))
     Restore.objects.filter(pk=restore.pk).update(status=Restore.Status.DONE, detail="restored by the incident", finished_at=timezone.now())
     note = f" ({len(dropped)} link(s) pointing outside their folder left out)" if dropped else ""
     _event(incident, f"Restored {backup.file_name}{note}; the container was removed and the next start makes a new one.")

@@ -113,6 +113,7 @@ def incident_step(request: HttpRequest, pk: int) -> HttpResponse:
                 step=step,
                 reset_mode=request.POST.get("reset_mode", ""),
                 reset_backup=backup,
+                drop_outside_links=bool(request.POST.get("drop_outside_links")),
                 source_ip=client_ip(request),
             )
     except SandboxError as exc:

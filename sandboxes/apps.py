@@ -1,8 +1,18 @@
 import pwd
+import resource
 
 from django.apps import AppConfig
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+
+
+def _more_descriptors() -> None:
+    """Walks of a sandbox's folders hold a descriptor per level of depth, and live sockets one
+    each: every process may use as many as the system lets it (up to 65536)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = min(hard, 65536) if hard != resource.RLIM_INFINITY else 65536
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
 
 
 class SandboxesConfig(AppConfig):
@@ -17,6 +27,7 @@ class SandboxesConfig(AppConfig):
         from . import live, policy  # noqa: F401 - live connects the logout receiver
 
         connection_created.connect(restrict_sqlite_files, dispatch_uid="restrict_sqlite_files")
+        _more_descriptors()
 
         # Every process (web, worker, beat, watcher, CLI) refuses to start with unsafe roots.
         homes = [entry.pw_dir for entry in pwd.getpwall()]

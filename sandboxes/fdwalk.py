@@ -31,8 +31,8 @@ class Walk:
     """Iterate it for (parent fd, name, path, lstat); `skipped` lists what could not be read.
     Takes ownership of `top_fd` (closed when the walk ends or is closed)."""
 
-    def __init__(self, top_fd: int, prefix: str, *, sort: bool = False, limit: int | None = None):
-        self.top_fd, self.prefix, self.sort, self.limit = top_fd, prefix, sort, limit
+    def __init__(self, top_fd: int, prefix: str, *, sort: bool = False, limit: int | None = None, max_depth: int | None = None):
+        self.top_fd, self.prefix, self.sort, self.limit, self.max_depth = top_fd, prefix, sort, limit, max_depth
         self.skipped: list[str] = []
         self.count = 0
         self.truncated = False
@@ -70,6 +70,9 @@ class Walk:
                 self._prune = False
                 yield fd, entry.name, path, st
                 if stat.S_ISDIR(st.st_mode) and not self._prune:
+                    if self.max_depth is not None and len(stack) >= self.max_depth:
+                        self.skipped.append(f"{path} (deeper than {self.max_depth} folders)")
+                        continue
                     try:
                         child = os.open(entry.name, DIR_FLAGS, dir_fd=fd)
                     except OSError:
@@ -85,3 +88,108 @@ class Walk:
         finally:
             for fd, _base, _entries in stack:
                 os.close(fd)
+
+
+def remove_tree(parent_fd: int, name: str, *, budget: int = 64) -> None:
+    """Remove the folder `name` under `parent_fd` and everything in it, without recursion (any
+    depth the agent made) and without following a link. At most `budget` descriptors are held:
+    deeper, a folder's descriptor is closed and opened again through ".." on the way back,
+    checked to be the very folder it was (device and inode), so a folder moved meanwhile stops
+    the removal instead of redirecting it."""
+    top = os.open(name, DIR_FLAGS, dir_fd=parent_fd)
+    st = os.fstat(top)
+    # Each frame: [name in its parent, (device, inode), fd or None, subfolders still to remove]
+    frames: list[list] = [[name, (st.st_dev, st.st_ino), top, None]]
+    try:
+        while frames:
+            frame = frames[-1]
+            if not frame[3]:
+                frame[3] = _clear_files(frame[2])
+                if not frame[3]:
+                    _leave(frames, parent_fd)
+                    continue
+            child = frame[3].pop()
+            try:
+                child_fd = os.open(child, DIR_FLAGS, dir_fd=frame[2])
+            except FileNotFoundError:
+                continue
+            except OSError:
+                os.unlink(child, dir_fd=frame[2])  # swapped for a link or a file meanwhile
+                continue
+            cst = os.fstat(child_fd)
+            frames.append([child, (cst.st_dev, cst.st_ino), child_fd, None])
+            far = len(frames) - budget - 1
+            if far > 0 and frames[far][2] is not None:
+                os.close(frames[far][2])
+                frames[far][2] = None
+    finally:
+        for frame in frames:
+            if frame[2] is not None:
+                os.close(frame[2])
+
+
+def _clear_files(fd: int) -> list[str]:
+    """Unlink everything in the folder but its subfolders; return their names."""
+    folders = []
+    with os.scandir(fd) as found:
+        entries = list(found)
+    for entry in entries:
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                folders.append(entry.name)
+                continue
+            os.unlink(entry.name, dir_fd=fd)
+        except FileNotFoundError:
+            continue
+        except IsADirectoryError:
+            folders.append(entry.name)
+    return folders
+
+
+def _leave(frames: list[list], parent_fd: int) -> None:
+    """The innermost folder is empty: remove it from its parent (opened again if needed)."""
+    name, _ident, fd, _rest = frames.pop()
+    if not frames:
+        os.close(fd)
+        os.rmdir(name, dir_fd=parent_fd)
+        return
+    parent = frames[-1]
+    if parent[2] is None:
+        up = os.open("..", DIR_FLAGS, dir_fd=fd)
+        ust = os.fstat(up)
+        if (ust.st_dev, ust.st_ino) != parent[1]:
+            os.close(up)
+            os.close(fd)
+            raise OSError(f"a folder was moved while {name} was being removed; the removal stopped")
+        parent[2] = up
+    os.close(fd)
+    os.rmdir(name, dir_fd=parent[2])
+
+
+def empty_folder(fd: int) -> None:
+    """Remove everything inside the open folder `fd`, keeping the folder itself."""
+    for sub in _clear_files(fd):
+        try:
+            remove_tree(fd, sub)
+        except FileNotFoundError:
+            continue
+
+
+def remove_path(path: str) -> None:
+    """Remove a folder the panel made (a staging folder) and all in it; errors are logged, not
+    raised (a clean-up must not hide the error that called it)."""
+    import logging
+
+    parent, name = os.path.split(os.path.abspath(path))
+    try:
+        parent_fd = os.open(parent, DIR_FLAGS)
+    except OSError:
+        return
+    try:
+        remove_tree(parent_fd, name)
+    except FileNotFoundError:
+        pass
+    except OSError:
+        logging.getLogger(__name__).warning("could not remove %s", path, exc_info=True)
+    finally:
+        os.close(parent_fd)

@@ -22,12 +22,10 @@ change: they already ask `engine_for(sandbox)`, and nothing here assumes one glo
 """
 
 import os
-import shutil
-import stat
 
 from django.conf import settings
 
-from . import policy
+from . import fdwalk, policy
 
 # folder name -> mounted read-only inside the container
 FOLDERS: dict[str, bool] = {
@@ -204,9 +202,9 @@ def workspace_remove(name: str, uuid: str) -> str:
         except policy.HostPathError as exc:
             return f"{base} left in place: {exc} (whatever might be mounted inside would be deleted too)"
         if mounted:
-            # rmtree would empty the mounted folder too: whatever is mounted there is not ours.
+            # Removing would empty the mounted folder too: whatever is mounted there is not ours.
             return f"{base} has {mounted[0]} mounted inside it; left in place (unmount it, then destroy again)"
-        shutil.rmtree(name, dir_fd=root_fd)  # fd-based on Linux: never follows a link inside
+        fdwalk.remove_tree(root_fd, name)  # fd-based, any depth, never following a link inside
         return ""
     finally:
         os.close(root_fd)
@@ -238,7 +236,7 @@ def replace_contents(name: str, uuid: str, folder: str, source: str | None, *, i
                 st = os.fstat(fd)
                 if identity is not None and (st.st_dev, st.st_ino) != tuple(identity):
                     raise WorkspaceError(f"{settings.WORKSPACE_ROOT / name / folder} was replaced since the sandbox was created.")
-                _empty(fd)
+                fdwalk.empty_folder(fd)
                 if source is not None:
                     src_fd = policy.open_dir_nofollow(source, flags=os.O_RDONLY)
                     try:
@@ -252,12 +250,3 @@ def replace_contents(name: str, uuid: str, folder: str, source: str | None, *, i
             os.close(base_fd)
     finally:
         os.close(root_fd)
-
-
-def _empty(dir_fd: int) -> None:
-    for entry in os.listdir(dir_fd):
-        st = os.stat(entry, dir_fd=dir_fd, follow_symlinks=False)
-        if stat.S_ISDIR(st.st_mode):
-            shutil.rmtree(entry, dir_fd=dir_fd)  # fd-based: never follows a link inside
-        else:
-            os.unlink(entry, dir_fd=dir_fd)

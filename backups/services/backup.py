@@ -122,6 +122,15 @@ def resume_backup(sandbox: Sandbox) -> None:
     backup_task.delay(backup.pk)
 
 
+def fail_backup_row(backup: Backup, detail: str) -> None:
+    """Mark a backup written under another job's claim (a safety or evidence backup) failed,
+    and remove what its run left."""
+    archive.remove_partial(archive.partial_path(str(settings.BACKUP_ROOT / backup.file_name)))
+    Backup.objects.filter(pk=backup.pk, status=Backup.Status.RUNNING).update(
+        status=Backup.Status.FAILED, detail=detail[:2000], finished_at=timezone.now()
+    )
+
+
 def backup_perform(*, backup_id: int) -> None:
     """Write a claimed backup. Safe to run again: a run whose worker died starts the archive
     over (the temporary file is replaced), and an archive that was completed under its final
@@ -172,8 +181,8 @@ def _end(backup: Backup, sandbox: Sandbox, *, ok: bool, detail: str) -> None:
                 {"backup": backup.file_name, "sha256": backup.sha256, "size": backup.size_bytes, "files": backup.files},
             )
         finish(sandbox, JOB, None, "" if ok else detail, outcome="done" if ok else "failed", audited=False)
-    if ok and backup.kind == Backup.Kind.SCHEDULED:
-        rotate(sandbox)
+    if ok and backup.kind == Backup.Kind.SCHEDULED and not Sandbox.objects.filter(pk=sandbox.pk, on_hold=True).exists():
+        rotate(sandbox)  # never while an incident holds it: the backups from before it are what a reset needs
 
 
 def _throttled(backup_id: int, every: float = 0.5) -> Callable[[int, int], None]:

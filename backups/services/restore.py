@@ -12,7 +12,6 @@ resumed: the run starts again from the archive, which is still whole.
 import logging
 import os
 import shutil
-import tarfile
 import uuid as uuidlib
 from decimal import Decimal
 
@@ -20,11 +19,11 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from sandboxes import engine, live, policy, workspace
+from sandboxes import engine, fdwalk, live, policy, workspace
 from sandboxes.models import Mount, Sandbox
 from sandboxes.services import InvalidInput, LostClaim, SandboxError, SystemActor, finish, sandbox_create
 from sandboxes.services.actions import provision, run_destroy, run_reset, run_stop
-from sandboxes.services.claims import claim, heartbeat, take_run
+from sandboxes.services.claims import claim, claimed, heartbeat, take_run
 from sandboxes.services.common import audit, helper_spec, home_target, labels, policy_rules, sandbox_spec
 from sandboxes.services.create import validate_settings
 from teams.models import Team
@@ -32,7 +31,7 @@ from teams.permissions import Role, actor_name, actor_user, authorize
 
 from .. import archive
 from ..models import Backup, Restore
-from .backup import BackupError, new_backup_row, write_backup
+from .backup import BackupError, audit_backup, fail_backup_row, new_backup_row, write_backup
 
 log = logging.getLogger(__name__)
 S = Sandbox.Status
@@ -116,6 +115,9 @@ def restore_request(
         return restore
     if team is None or not new_name:
         raise InvalidInput({"new_name": ["Name the new sandbox."]})
+    # A copy of a backup is a copy of its data: operators of the backup's own team only (the
+    # same rule as downloading it), and operators of the team it goes into.
+    authorize(actor, backup.team, Role.OPERATOR)
     authorize(actor, team, Role.OPERATOR)
     problems = judge_config(backup.config)
     if problems:
@@ -137,6 +139,7 @@ def restore_request(
             audit_details={"restored_from": backup.file_name},
         )
         restore = _new_restore(actor, backup, new, into_new=True, drop=drop_outside_links)
+        audit_backup(actor, backup, "backup.restore_requested", {"into": new.name, "into_team": team.slug}, source_ip)
         if enqueue:
             _queue(restore.pk)
     return restore
@@ -213,7 +216,7 @@ def restore_perform(*, restore_id: int) -> None:
             note = f" Left out {len(dropped)} link(s) pointing outside their folder." if dropped else ""
             _end(restore, ok=True, detail=f"Restored from {restore.backup_name}.{note}")
         finally:
-            shutil.rmtree(staging, ignore_errors=True)
+            fdwalk.remove_path(str(staging))
 
 
 def _restore(restore: Restore, sandbox: Sandbox, staging: str, *, job: str = JOB) -> list[str]:
@@ -222,9 +225,42 @@ def _restore(restore: Restore, sandbox: Sandbox, staging: str, *, job: str = JOB
     if backup is None:
         raise BackupError("The backup was deleted.")
     _usable(backup)
-    if not restore.into_new:
-        _safety_backup(restore, sandbox)
-    shutil.rmtree(staging, ignore_errors=True)  # left by a run whose worker died
+    # Frozen from the safety backup on: nothing the agent writes after it can be lost. A
+    # refused archive unfreezes it, as it was.
+    frozen = _freeze(sandbox) if not restore.into_new else False
+    try:
+        if not restore.into_new:
+            _safety_backup(restore, sandbox)
+        result = _extract(restore, backup, sandbox, staging)
+    except BaseException:
+        if frozen:
+            _thaw(sandbox)
+        raise
+    restore.applying = True  # type: ignore[attr-defined]  # from here on, the sandbox changes
+    _apply(sandbox, staging, job)
+    return result.dropped
+
+
+def _freeze(sandbox: Sandbox) -> bool:
+    docker = engine.engine_for(sandbox)
+    state = docker.container_state(sandbox.container_id) if sandbox.container_id else None
+    if state is not None and state.status == "running":
+        docker.pause(state.id)
+        return True
+    return False
+
+
+def _thaw(sandbox: Sandbox) -> None:
+    try:
+        engine.engine_for(sandbox).unpause(sandbox.container_id)
+    except engine.EngineError:
+        log.warning("could not unpause %s after its refused restore", sandbox.name, exc_info=True)
+
+
+def _extract(restore: Restore, backup: Backup, sandbox: Sandbox, staging: str) -> archive.Checked:
+    """The archive, judged and extracted into `staging`, matched against its manifest, its
+    recorded sha256 and the policy: raises Refused, with nothing written outside staging."""
+    fdwalk.remove_path(staging)  # left by a run whose worker died
     os.mkdir(staging, 0o700)
     areas = tuple(f"{archive.WORKSPACE}/{f}" for f in workspace.FOLDERS) + (archive.HOME,)
     limits = archive.Limits(members=settings.RESTORE_MAX_MEMBERS, bytes=settings.RESTORE_MAX_BYTES)
@@ -237,8 +273,12 @@ def _restore(restore: Restore, sandbox: Sandbox, staging: str, *, job: str = JOB
     problems = judge_config((result.manifest or {}).get("sandbox") or {}, sandbox=sandbox)
     if problems:
         raise archive.Refused("The manifest asks for settings the policy refuses: " + " ".join(problems))
-    _apply(sandbox, staging, job)
-    return result.dropped
+    free = shutil.disk_usage(staging).free
+    if free < settings.RESTORE_MIN_FREE_BYTES:
+        raise archive.ArchiveError(
+            f"only {free} bytes are left on the disk of {settings.WORKSPACE_ROOT}; the restore stopped before changing anything."
+        )
+    return result
 
 
 def _safety_backup(restore: Restore, sandbox: Sandbox) -> None:
@@ -250,30 +290,41 @@ def _safety_backup(restore: Restore, sandbox: Sandbox) -> None:
         safety = new_backup_row(SystemActor(f"before restore by {restore.requested_by_name}"), sandbox, Backup.Kind.PRE_RESTORE)
         Restore.objects.filter(pk=restore.pk).update(safety_backup=safety)
         restore.safety_backup = safety
-    write_backup(sandbox, safety)
+    try:
+        write_backup(sandbox, safety)
+    except Exception as exc:
+        fail_backup_row(safety, f"The backup before the restore failed: {exc}")
+        raise
     audit(SystemActor("system"), "backup.done", sandbox, {"backup": safety.file_name, "sha256": safety.sha256, "kind": safety.kind})
 
 
 def _apply(sandbox: Sandbox, staging: str, job: str) -> None:
     """Swap the sandbox's data for the staged one: no container, a new home volume filled
     through a helper, and each folder's contents replaced in place."""
+    state = engine.engine_for(sandbox).container_state(sandbox.container_id) if sandbox.container_id else None
+    if state is not None and state.status == "paused":
+        engine.engine_for(sandbox).unpause(state.id)  # so that it stops as it would (frozen, it could only be killed)
     run_stop(sandbox, job)
     run_reset(sandbox, job)  # the container goes; a start makes a new one from the settings
     provision(sandbox, job)  # the folders (made for a new sandbox), volume and network
     docker = engine.engine_for(sandbox)
     if not docker.remove_volume(sandbox.volume_name, labels=labels(sandbox)):
         raise engine.EngineError(f"The volume {sandbox.volume_name} is not this sandbox's; it is left alone.")
+    _still_ours(sandbox, job)  # Destroy may take the sandbox over at any step: nothing is made after it did
     docker.ensure_volume(sandbox.volume_name, labels=labels(sandbox))
     home = os.path.join(staging, archive.HOME)
     if os.path.isdir(home):
-        tar_path = os.path.join(staging, "home.tar")
-        with tarfile.open(tar_path, "w", format=tarfile.PAX_FORMAT) as tar:
-            for entry in sorted(os.listdir(home)):
-                tar.add(os.path.join(home, entry), arcname=entry, filter=_owned_by_sandbox)
-        with docker.helper(helper_spec(sandbox), rules=policy_rules()) as helper_id, open(tar_path, "rb") as data:
+        data = archive.tar_stream_of_folder(home, uid=settings.SANDBOX_UID, gid=settings.SANDBOX_GID)
+        with docker.helper(helper_spec(sandbox), rules=policy_rules()) as helper_id:
             docker.write_archive(helper_id, home_target(), data)
+    try:
+        _still_ours(sandbox, job)
+    except LostClaim:
+        docker.remove_volume(sandbox.volume_name, labels=labels(sandbox))  # made while Destroy ran: it goes too
+        raise
     sandbox.refresh_from_db()
     for folder in workspace.FOLDERS:
+        _still_ours(sandbox, job)
         path = str(sandbox.workspace_path / folder)
         recorded = (sandbox.host_path_ids or {}).get(path)
         staged = os.path.join(staging, archive.WORKSPACE, folder)
@@ -286,9 +337,9 @@ def _apply(sandbox: Sandbox, staging: str, job: str) -> None:
         )
 
 
-def _owned_by_sandbox(info: tarfile.TarInfo) -> tarfile.TarInfo:
-    info.uid, info.gid, info.uname, info.gname = settings.SANDBOX_UID, settings.SANDBOX_GID, "", ""
-    return info
+def _still_ours(sandbox: Sandbox, job: str) -> None:
+    if not claimed(sandbox, job).exists():
+        raise LostClaim()
 
 
 def _end(restore: Restore, *, ok: bool, detail: str, refused: bool = False) -> None:
@@ -313,7 +364,12 @@ def _end(restore: Restore, *, ok: bool, detail: str, refused: bool = False) -> N
         return
     # In place: refused before anything changed, or failed part-way (the safety backup holds
     # what was there). Either way the sandbox says so and is stopped or left as it was.
-    untouched = refused
-    safety = restore.safety_backup.file_name if restore.safety_backup_id and restore.safety_backup else ""
-    note = "" if untouched or not safety else f" What was there before is in {safety}."
-    finish(sandbox, JOB, None if untouched else S.ERROR, detail + note, audited=False)
+    touched = getattr(restore, "applying", False)
+    restore.refresh_from_db()
+    safety = restore.safety_backup
+    note = (
+        f" What was there before is in {safety.file_name}."
+        if touched and safety is not None and safety.status == Backup.Status.DONE
+        else ""
+    )
+    finish(sandbox, JOB, S.ERROR if touched else None, detail + note, audited=False)

@@ -41,9 +41,10 @@ def schedule_set(
 
 
 def due_schedules(now: datetime | None = None) -> list[BackupSchedule]:
-    """The enabled schedules whose time has come today and that have not run today."""
+    """The enabled schedules whose time has come today and that have not run today (none of a
+    sandbox an incident holds: its backups from before the incident must not rotate away)."""
     local = timezone.localtime(now or timezone.now())
-    found = BackupSchedule.objects.filter(enabled=True, at__lte=local.time()).select_related("sandbox__team")
+    found = BackupSchedule.objects.filter(enabled=True, at__lte=local.time(), sandbox__on_hold=False).select_related("sandbox__team")
     return [s for s in found if s.last_run_on != local.date() and s.sandbox.status != Sandbox.Status.DESTROYED]
 
 

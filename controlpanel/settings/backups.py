@@ -18,6 +18,8 @@ INCIDENT_COMPRESSION_LEVEL = env_int("INCIDENT_COMPRESSION_LEVEL", 1, minimum=0)
 # A restore refuses an archive with more members or more bytes than these.
 RESTORE_MAX_MEMBERS = env_int("RESTORE_MAX_MEMBERS", 2_000_000, minimum=1)
 RESTORE_MAX_BYTES = env_int("RESTORE_MAX_BYTES", 200 * 1024**3, minimum=1)
+# A restore stops before changing anything if less than this is left free after extracting.
+RESTORE_MIN_FREE_BYTES = env_int("RESTORE_MIN_FREE_BYTES", 512 * 1024**2, minimum=0)
 # The largest file an upload into imports/ (or of a backup archive) may be.
 TRANSFER_MAX_UPLOAD_BYTES = env_int("TRANSFER_MAX_UPLOAD_BYTES", 1024**3, minimum=1)
 BACKUP_IMPORT_MAX_BYTES = env_int("BACKUP_IMPORT_MAX_BYTES", 50 * 1024**3, minimum=1)

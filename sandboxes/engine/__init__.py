@@ -20,6 +20,7 @@ from typing import Any
 from django.conf import settings
 
 from .client import (
+    EVIDENCE_REPOSITORY,
     LABEL_EVIDENCE,
     LABEL_HELPER,
     LABEL_INSTANCE,
@@ -42,6 +43,7 @@ from .streams import LogLine, LogStream, StreamsMixin, Terminal, log_file_chunks
 from .volumes import VolumesMixin
 
 __all__ = [
+    "EVIDENCE_REPOSITORY",
     "LABEL_EVIDENCE",
     "LABEL_HELPER",
     "LogLine",

@@ -22,6 +22,7 @@ LABEL_SANDBOX = "io.ccpanel.sandbox"
 LABEL_UUID = policy.LABEL_UUID
 # Images kept as evidence of an incident: never removed by Clean, Destroy or rotation.
 LABEL_EVIDENCE = "io.ccpanel.evidence"
+EVIDENCE_REPOSITORY = "ccpanel-evidence/"
 # A container made only to reach a volume's files (never started): see policy's helper profile.
 LABEL_HELPER = "io.ccpanel.helper"
 

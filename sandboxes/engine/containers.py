@@ -6,7 +6,17 @@ from typing import Any
 from docker.types import Mount
 
 from .. import policy
-from .client import LABEL_UUID, BaseClient, ContainerState, EngineError, NotFound, carries, instance_filter
+from .client import (
+    EVIDENCE_REPOSITORY,
+    LABEL_EVIDENCE,
+    LABEL_UUID,
+    BaseClient,
+    ContainerState,
+    EngineError,
+    NotFound,
+    carries,
+    instance_filter,
+)
 
 
 class ContainersMixin(BaseClient):
@@ -15,6 +25,7 @@ class ContainersMixin(BaseClient):
         then create the container; returns its id. The container never restarts by itself:
         Docker would resolve its bind sources again without the policy looking."""
         policy.check(spec, rules)
+        self._refuse_evidence(spec.image)
         mounts = [Mount(target=b.target, source=b.source, type="bind", read_only=b.read_only) for b in spec.binds]
         mounts += [Mount(target=v.target, source=v.name, type="volume") for v in spec.volumes]
         kwargs: dict[str, Any] = dict(
@@ -50,6 +61,16 @@ class ContainersMixin(BaseClient):
         else:
             kwargs["network"] = spec.network
         return self.call(self.docker.containers.create, **kwargs).id
+
+    def _refuse_evidence(self, image: str) -> None:
+        """An image kept as evidence of an incident holds what a compromised sandbox left: it is
+        never run again, by any sandbox of any team."""
+        try:
+            labels = self.call(self.api.inspect_image, image).get("Config", {}).get("Labels") or {}
+        except NotFound:
+            return  # Docker says so itself at create
+        if LABEL_EVIDENCE in labels or image.startswith(EVIDENCE_REPOSITORY):
+            raise EngineError(f"{image} is kept as evidence of an incident; it is never run.")
 
     def container_state(self, container_id: str) -> ContainerState | None:
         """The container's current state, or None if it no longer exists."""

@@ -60,7 +60,8 @@ class VolumesMixin(BaseClient):
         except (requests.exceptions.RequestException, docker.errors.DockerException) as exc:
             raise translate(exc, self.host) from exc
 
-    def write_archive(self, container_id: str, path: str, data: IO[bytes]) -> None:
-        """Unpack an uncompressed tar stream into the folder at `path` in the container."""
+    def write_archive(self, container_id: str, path: str, data: IO[bytes] | Iterator[bytes]) -> None:
+        """Unpack an uncompressed tar stream (a file, or chunks sent as they come) into the
+        folder at `path` in the container."""
         if not self.call(self.api.put_archive, container_id, path, data):
             raise EngineError(f"Docker did not unpack the archive into {path}.")

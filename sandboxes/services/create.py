@@ -54,6 +54,8 @@ def validate_settings(*, name, image, memory_mb, cpus, network_mode, image_prese
             add("cpus", "CPUs: at most two decimal places.")
     if network_mode not in Sandbox.Network.values:
         add("network_mode", f"Network: one of {', '.join(Sandbox.Network.values)}.")
+    if isinstance(image, str) and image.startswith(engine.EVIDENCE_REPOSITORY):
+        add("image", f"{image} is kept as evidence of an incident; it is never run.")
     if image_present and not errors.get("image"):
         try:
             if not engine.engine_for().image_exists(image):

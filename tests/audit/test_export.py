@@ -72,7 +72,9 @@ def test_an_unfiltered_export_verifies_and_every_kind_of_tampering_is_found(admi
     edited = list(lines)
     row = json.loads(edited[5])
     row["actor_name"] = "mallory"
-    edited[5] = json.dumps(row) + "\n"
+    edited[5] = json.dumps(row, sort_keys=True, separators=(",", ":")) + "\n"
+    shadowed = list(lines)
+    shadowed[5] = lines[5].replace('{"action":', '{"action":"auth.login","action":', 1)
     removed = lines[:5] + lines[6:]
     reordered = lines[:5] + [lines[6], lines[5]] + lines[7:]
     added = lines[:-1] + [lines[5]] + lines[-1:]
@@ -83,6 +85,7 @@ def test_an_unfiltered_export_verifies_and_every_kind_of_tampering_is_found(admi
         ("reordered", reordered, "out of order"),
         ("added", added, "out of order"),
         ("cut", cut, "cut short"),
+        ("shadowed", shadowed, "not as the export wrote it"),
     ]:
         bad = tmp_path / f"{name}.jsonl"
         bad.write_text("".join(variant))

@@ -209,3 +209,53 @@ def test_links_pointing_outside_can_be_left_out_on_request(tmp_path):
     assert result.dropped == ["workspace/Projects/venv/bin/python -> /usr/bin/python3"]
     assert (dest2 / "workspace/Projects/app.py").read_bytes() == b"print(1)"
     assert not (dest2 / "workspace/Projects/venv/bin/python").exists()
+
+
+def test_a_large_manifest_is_read_a_line_at_a_time(tmp_path, monkeypatch):
+    src, out = write(tmp_path)
+    monkeypatch.setattr(archive, "SMALL_MANIFEST", 16)  # as if it listed millions of files
+    checked = archive.verify(str(out))
+    assert checked.ok, checked.problems
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    archive.extract(str(out), str(dest), areas=AREAS, limits=archive.Limits())
+    assert (dest / "workspace/Projects/sub/b.txt").read_text() == "b"
+
+
+def test_what_a_restore_would_refuse_is_left_out_of_a_backup_and_named(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "ok.txt").write_text("ok")
+    (src / "line\nbreak.txt").write_text("x")
+    fd = os.open(src, os.O_RDONLY | os.O_DIRECTORY)
+    for i in range(17):  # a path longer than 4096 bytes (made part by part: PATH_MAX is 4096)
+        name = f"{i:02}" + "d" * 250
+        os.mkdir(name, dir_fd=fd)
+        fd, old = os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd), fd
+        os.close(old)
+    os.close(os.open("far.txt", os.O_WRONLY | os.O_CREAT, dir_fd=fd))
+    os.close(fd)
+    out = tmp_path / "out.tar.gz"
+    with archive.ArchiveWriter(str(out)) as writer:
+        archive.add_tree(writer, os.open(src, os.O_RDONLY | os.O_DIRECTORY), "workspace/Projects")
+        writer.commit({"sandbox": CONFIG}, mtime=time.time())
+    skipped = " ".join(archive.verify(str(out)).manifest["skipped"])
+    assert "control character" in skipped and "longer than 4096 bytes" in skipped
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    archive.extract(str(out), str(dest), areas=AREAS, limits=archive.Limits())  # restorable as a whole
+    assert (dest / "workspace/Projects/ok.txt").read_text() == "ok"
+
+
+def test_restoring_many_links_and_deep_folders_takes_linear_time(tmp_path):
+    members = [member(f"workspace/Projects/f{i}") for i in range(5000)]
+    members += [member(f"workspace/Projects/l{i}", kind=tarfile.SYMTYPE, link=f"f{i}") for i in range(5000)]
+    path = "workspace/Projects/" + "/".join(f"d{i}" for i in range(300))
+    members += [member(f"{path}/deep{i}") for i in range(200)]
+    hostile_archive(tmp_path / "many.tar.gz", members, config=CONFIG)
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    started = time.monotonic()
+    archive.extract(str(tmp_path / "many.tar.gz"), str(dest), areas=AREAS, limits=archive.Limits())
+    assert time.monotonic() - started < 20  # quadratic, this took minutes
+    assert os.readlink(dest / "workspace/Projects/l4999") == "f4999"

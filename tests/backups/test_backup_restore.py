@@ -241,3 +241,23 @@ def test_a_manifest_asking_for_what_the_policy_refuses_is_refused(bad, make_sand
     restore.refresh_from_db()
     assert restore.status == Restore.Status.REFUSED and "policy refuses" in restore.detail
     assert not (sandbox.workspace_path / "Projects" / "a.txt").exists()
+
+
+def test_a_folder_tree_deeper_than_any_limit_is_backed_up_restored_and_destroyed(make_sandbox, clean_docker, clean_workspace):
+    sandbox = make_sandbox("deep")
+    write_home(sandbox, "cd /workspace/Projects && i=0; while [ $i -lt 1100 ]; do mkdir d && cd d; i=$((i+1)); done; echo bottom > f")
+    (sandbox.workspace_path / "Documentation" / "keep.md").write_text("kept")
+    backup = back_up(sandbox)
+    assert backup.status == Backup.Status.DONE, backup.detail
+    assert any("deeper than 512 folders" in s for s in archive.verify(str(backup.path)).manifest["skipped"])
+    (sandbox.workspace_path / "Documentation" / "keep.md").write_text("changed")
+    restore = services.restore_request(actor=ACTOR, backup=backup, sandbox=sandbox, enqueue=False)
+    services.restore_perform(restore_id=restore.pk)
+    restore.refresh_from_db()
+    assert restore.status == Restore.Status.DONE, restore.detail
+    assert (sandbox.workspace_path / "Documentation" / "keep.md").read_text() == "kept"
+    sandbox_services.sandbox_request_action(actor=ACTOR, sandbox=sandbox, action="destroy", enqueue=False)
+    sandbox_services.sandbox_perform(sandbox_id=sandbox.pk, action="destroy")
+    sandbox.refresh_from_db()
+    assert sandbox.status == Sandbox.Status.DESTROYED and sandbox.status_detail == ""
+    assert not sandbox.workspace_path.exists()

@@ -60,10 +60,31 @@ def test_the_whole_flow_freezes_snapshots_stops_resets_and_closes(make_sandbox, 
     assert hashlib.sha256(evidence.read_bytes()).hexdigest() == incident.evidence_sha256
     checked = archive.verify(str(evidence))
     assert checked.ok, checked.problems
-    members = {e["path"] for e in checked.manifest["files"]}
+    with tarfile.open(evidence, "r:gz") as tar:
+        members = set(tar.getnames())
     for name in ("logs.txt", "inspect.json", "diff.json", "processes.json", "stats.json", "files-modified-last-day.json", "incident.json"):
         assert f"evidence/{name}" in members
     assert f"evidence/backup/{incident.backup.file_name}" in members
+    # The evidence image never runs again, whoever asks and under whatever name.
+    with pytest.raises(sandbox_services.InvalidInput, match="evidence"):
+        sandbox_services.sandbox_create(
+            actor=ACTOR,
+            team=sandbox.team,
+            name="reborn",
+            image=incident.image_ref,
+            memory_mb=256,
+            cpus=1,
+            network_mode="none",
+            enqueue=False,
+        )
+    docker_cli("tag", incident.image_id, "innocent/name:1")
+    reborn = sandbox_services.sandbox_create(
+        actor=ACTOR, team=sandbox.team, name="reborn", image="innocent/name:1", memory_mb=256, cpus=1, network_mode="none", enqueue=False
+    )
+    sandbox_services.sandbox_perform(sandbox_id=reborn.pk, action="start")
+    reborn.refresh_from_db()
+    assert reborn.status == Sandbox.Status.ERROR and "kept as evidence" in reborn.status_detail and not reborn.container_id
+    docker_cli("rmi", "innocent/name:1")
     audited = AuditEvent.objects.get(action="incident.evidence", sandbox_uuid=sandbox.uuid)
     assert audited.details["sha256"] == incident.evidence_sha256
     # The same step run again (a task redelivered after its worker died) makes nothing twice.

@@ -55,7 +55,8 @@ class Command(BaseCommand):
         seq, hash_ = int(head.get("seq") or 0), str(head.get("hash") or "")
         current = AuditEvent.objects.filter(seq=seq, hash=hash_).exists() if seq else True
         note = "" if current else " (its chain head is not in this database: it came from another panel, or the trail changed since)"
-        self.stdout.write(self.style.SUCCESS(f"{path} is complete and unaltered: {check.events} events verified{note}."))
+        what = f"{check.scope or 'every event'}" + (f", filtered by {check.filters}" if check.filters else "")
+        self.stdout.write(self.style.SUCCESS(f"{path} is complete and unaltered: {check.events} events verified{note}. It holds {what}."))
 
     def _export(self, opts) -> None:
         events, applied, problems = audit_events_filtered(user=_Everyone(), params=opts)
