@@ -159,6 +159,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=2)
     args = parser.parse_args()
     call_command("migrate", verbosity=0)
+    call_command("egress", "apply")  # sandboxes on the network start only with their rules
     cleanup()
     team = Team.objects.create(name="Bench", slug="bench")
     sandbox = services.sandbox_create(

@@ -131,6 +131,7 @@ def main() -> None:
     parser.add_argument("--poll-ms", type=float, default=5.0)
     args = parser.parse_args()
     call_command("migrate", verbosity=0)
+    call_command("egress", "apply")  # sandboxes on the network start only with their rules
     team = Team.objects.create(name="Bench", slug="bench")
     user = django.contrib.auth.get_user_model().objects.create_superuser("bench", "", "bench-pass-123")
     Membership.objects.create(user=user, team=team, role="admin")

@@ -98,6 +98,7 @@ class Bench:
     def __init__(self, samples: int):
         self.samples = samples
         call_command("migrate", verbosity=0)
+        call_command("egress", "apply")  # sandboxes on the network start only with their rules
         clean(settings.PANEL_INSTANCE)
         self.team = Team.objects.get(slug="default")
         user = get_user_model().objects.create_superuser("bench", "", "bench-pass-123")

@@ -22,7 +22,7 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
-from sandboxes import engine, services
+from sandboxes import egress, engine, services
 from sandboxes.models import Sandbox
 from teams.models import Membership, Team
 from tests.fakes import FakeEngine
@@ -55,9 +55,13 @@ def _require_marker(request, marker: str) -> None:
 @pytest.fixture(scope="session")
 def _docker_ping():
     try:
-        return engine.engine_for().ping()
+        answer = engine.engine_for().ping()
     except engine.EngineError as exc:
         pytest.fail(f"These tests need the Docker engine: {exc}")
+    # Sandboxes on the network start only when the host's egress rules are in place; the
+    # panel's watcher and periodic check put them there, the tests do it once here.
+    egress.apply()
+    return answer
 
 
 @pytest.fixture

@@ -2,9 +2,12 @@
 actions may take."""
 
 import os
+import re
 from pathlib import Path
 
-from .env import env_float, env_int, env_str
+from django.core.exceptions import ImproperlyConfigured
+
+from .env import env_bool, env_float, env_int, env_str
 
 DOCKER_HOST = env_str("DOCKER_HOST", "") or None
 DOCKER_TIMEOUT = env_int("DOCKER_TIMEOUT", 60, minimum=1)
@@ -28,6 +31,12 @@ SANDBOX_USER = env_str("SANDBOX_USER", "claude")
 SANDBOX_NETWORK = env_str("SANDBOX_NETWORK", "ccpanel-sandboxes")
 SANDBOX_SUBNET = env_str("SANDBOX_SUBNET", "172.28.0.0/24")
 SANDBOX_BRIDGE = env_str("SANDBOX_BRIDGE", "ccpanel0")
+if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,14}", SANDBOX_BRIDGE):
+    raise ImproperlyConfigured(f"SANDBOX_BRIDGE={SANDBOX_BRIDGE!r}: an interface name of 1 to 15 letters, digits, '_', '.' or '-'.")
+# Host-enforced egress rules for `internet` mode (sandboxes.egress): a sandbox reaches the public
+# internet, never the host, the local network or another sandbox. Needs root (iptables); turning
+# it off lets sandboxes reach the LAN and the host's services.
+SANDBOX_EGRESS_RULES = env_bool("SANDBOX_EGRESS_RULES", True)
 SANDBOX_RUNTIMES = ("runc", "runsc")
 SANDBOX_STOP_TIMEOUT = env_int("SANDBOX_STOP_TIMEOUT", 10, minimum=0)
 # Docker keeps a sandbox's output in SANDBOX_LOG_MAX_FILES files of SANDBOX_LOG_MAX_SIZE each (the

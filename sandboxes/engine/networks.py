@@ -18,6 +18,12 @@ class NetworksMixin(BaseClient):
                         f"Network {name} exists but lets containers talk to each other; "
                         "remove it (the panel recreates it isolated) or set SANDBOX_NETWORK."
                     )
+                if (net.get("Options") or {}).get("com.docker.network.bridge.name") != bridge:
+                    # The egress rules match the bridge by its name: another name escapes them.
+                    raise EngineError(
+                        f"Network {name} exists on another bridge than {bridge}, which the egress rules "
+                        "would not cover; remove it (the panel recreates it) or set SANDBOX_BRIDGE."
+                    )
                 return net["Id"]
         ipam = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=subnet)])
         try:

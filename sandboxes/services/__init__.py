@@ -14,7 +14,15 @@ from .actions import ACTIONS, Action, allowed_actions, sandbox_perform, sandbox_
 from .claims import claim, finish, requeue_stale_actions
 from .common import InvalidInput, LostClaim, SandboxError, policy_rules, sandbox_spec
 from .create import sandbox_create, sandbox_reapprove_folders, validate_settings
-from .reconcile import observed_status, reconcile_all, record_engine_event, remove_orphans, sandbox_sync, sandbox_sync_container
+from .reconcile import (
+    egress_repair,
+    observed_status,
+    reconcile_all,
+    record_engine_event,
+    remove_orphans,
+    sandbox_sync,
+    sandbox_sync_container,
+)
 
 __all__ = [
     "ACTIONS",
@@ -38,6 +46,7 @@ __all__ = [
     "sandbox_request_action",
     "sandbox_spec",
     "sandbox_sync",
+    "egress_repair",
     "sandbox_sync_container",
     "validate_settings",
 ]

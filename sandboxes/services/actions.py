@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from django.conf import settings
 from django.db import transaction
 
-from teams.permissions import Role, authorize, role_allows
+from teams.permissions import Role, SystemActor, authorize, role_allows
 
-from .. import engine, live, policy, workspace
+from .. import egress, engine, live, policy, workspace
 from ..models import Sandbox
 from .claims import claim, claimed, finish, heartbeat, take_run
 from .claims import enqueue as enqueue_task
@@ -78,6 +78,8 @@ def run_start(sandbox: Sandbox, action: str) -> None:
     spec = sandbox_spec(sandbox)
     rules = policy_rules()
     policy.check(spec, rules)
+    if sandbox.network_mode == Sandbox.Network.INTERNET:
+        _require_egress_rules(sandbox, docker)
     state = docker.container_state(sandbox.container_id) if sandbox.container_id else None
     if state is not None and not policy.spec_drift(spec, docker.inspect_container(state.id)):
         if state.status == "paused":
@@ -97,6 +99,34 @@ def run_start(sandbox: Sandbox, action: str) -> None:
         raise
     docker.start(container_id)
     _verify_mounted(docker, container_id, spec)
+
+
+def _require_egress_rules(sandbox: Sandbox, docker) -> None:
+    """Fail closed: a sandbox on the network starts only when the host's egress rules are in
+    place, exactly (see sandboxes.egress). Missing or changed rules are not put back here: that
+    is the periodic check's job, which audits what it found."""
+    if not egress.enforced():
+        return
+    if not docker.host.is_local:
+        raise policy.PolicyViolation(
+            [
+                "The egress rules can only be enforced on this machine's own Docker engine; "
+                "use `none` network mode, or set SANDBOX_EGRESS_RULES=false to accept unfiltered egress."
+            ]
+        )
+    try:
+        wrong = egress.problems()
+    except egress.EgressError as exc:
+        wrong = [str(exc)]
+    if wrong:
+        audit(SystemActor("egress"), "egress.refused_start", sandbox, {"problems": wrong})
+        raise policy.PolicyViolation(
+            [
+                f"The egress rules for {settings.SANDBOX_BRIDGE} are not in place ({'; '.join(wrong)}). "
+                f"The panel repairs them within {settings.SANDBOX_RESYNC_SECONDS:.0f} s "
+                "(or run `manage.py egress apply`); start again then."
+            ]
+        )
 
 
 def _verify_mounted(docker, container_id: str, spec: policy.ContainerSpec) -> None:

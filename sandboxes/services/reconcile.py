@@ -2,15 +2,20 @@
 ones that matter written to the audit trail), the periodic resync, and containers left by
 destroyed sandboxes."""
 
+import logging
+
+from django.conf import settings
 from django.db import transaction
 
+from audit.services import audit_record
 from teams.permissions import SystemActor
 
-from .. import engine, live
+from .. import egress, engine, live
 from ..models import Sandbox
 from .common import audit
 
 S = Sandbox.Status
+log = logging.getLogger(__name__)
 
 
 def observed_status(sandbox: Sandbox, state: engine.ContainerState | None) -> tuple[str, str] | None:
@@ -100,3 +105,44 @@ def record_engine_event(*, event: dict) -> bool:
             details[key] = attributes[key]
     audit(SystemActor("docker"), f"container.{action}", sandbox, details)
     return True
+
+
+def egress_repair() -> list[str]:
+    """Compare the host's egress rules with what they should be and put back any difference
+    (audited as `egress.applied`, with what was found). Runs periodically and whenever the events
+    watcher (re)connects, so after a dockerd restart the rules are back before anything starts a
+    sandbox. If they cannot be applied, every sandbox on the network is stopped, with the reason.
+    Returns what was wrong (empty when the rules were in place)."""
+    if not egress.enforced() or not engine.engine_for().host.is_local:
+        return []
+    bridge = settings.SANDBOX_BRIDGE
+    try:
+        wrong = egress.problems()
+        if not wrong:
+            return []
+        egress.apply()
+        left = egress.problems()
+        if left:
+            raise egress.EgressError("still wrong after applying them: " + "; ".join(left))
+    except egress.EgressError as exc:
+        log.error("egress rules for %s cannot be applied: %s", bridge, exc)
+        audit_record(actor=None, actor_name="egress", action="egress.failed", target=bridge, details={"error": str(exc)})
+        _stop_networked(f"Stopped: the egress rules could not be applied ({exc}).")
+        return [str(exc)]
+    audit_record(actor=None, actor_name="egress", action="egress.applied", target=bridge, details={"found": wrong})
+    return wrong
+
+
+def _stop_networked(reason: str) -> None:
+    """Fail closed for running sandboxes too: without their rules they must not stay on the net."""
+    docker = engine.engine_for()
+    for sandbox in Sandbox.objects.filter(network_mode=Sandbox.Network.INTERNET, status__in=[S.RUNNING, S.PAUSED]).exclude(container_id=""):
+        try:
+            docker.stop(sandbox.container_id, timeout=settings.SANDBOX_STOP_TIMEOUT)
+        except engine.EngineError as exc:
+            log.error("could not stop %s: %s", sandbox.name, exc)
+            continue
+        with transaction.atomic():
+            if Sandbox.objects.filter(pk=sandbox.pk, status=sandbox.status, pending_action="").update(status=S.ERROR, status_detail=reason):
+                audit(SystemActor("egress"), "sandbox.state_changed", sandbox, {"from": sandbox.status, "to": S.ERROR, "reason": reason})
+                live.sandbox_changed(sandbox)

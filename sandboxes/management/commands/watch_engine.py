@@ -25,6 +25,7 @@ class Command(BaseCommand):
         while True:
             try:
                 since = time.time()
+                services.egress_repair()  # before any resync: after a dockerd restart too
                 services.reconcile_all()
                 self.stdout.write("watching Docker events")
                 for event in engine.engine_for().events(since=since):

@@ -1,0 +1,38 @@
+"""The host's egress rules for the sandbox bridge (see sandboxes.egress): show, check, apply
+or remove them by hand."""
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+from sandboxes import egress, services
+
+
+class Command(BaseCommand):
+    help = "Check, apply or remove the egress rules of the sandbox bridge."
+
+    def add_arguments(self, parser):
+        parser.add_argument("what", choices=["check", "apply", "remove"])
+
+    def handle(self, *args, what, **opts):
+        bridge = settings.SANDBOX_BRIDGE
+        try:
+            if what == "check":
+                wrong = egress.problems()
+                if wrong:
+                    raise CommandError(f"egress rules for {bridge} are not in place: " + "; ".join(wrong))
+                self.stdout.write(f"egress rules for {bridge} are in place")
+            elif what == "apply":
+                found = services.egress_repair() if egress.enforced() else []
+                if not egress.enforced():
+                    raise CommandError("SANDBOX_EGRESS_RULES is off: nothing to apply.")
+                left = egress.problems()
+                if left:
+                    raise CommandError("; ".join(left))
+                self.stdout.write(
+                    f"egress rules for {bridge} applied" + (f" (found: {'; '.join(found)})" if found else " (already in place)")
+                )
+            else:
+                egress.remove()
+                self.stdout.write(f"egress rules for {bridge} removed; sandboxes on the network will not start until they are back")
+        except egress.EgressError as exc:
+            raise CommandError(str(exc)) from exc

@@ -1,0 +1,289 @@
+"""Egress rules enforced on the host (sandboxes.egress), tried from inside real sandboxes.
+
+"The internet" is a network namespace on a veth pair in 198.18.0.0/15 with a listener inside:
+sandboxes reach it through the host's routing and Docker's NAT, as they would the real internet.
+The host's own addresses are stood for by the veth's host side and the bridge gateway, each with
+a listener of the test's own. No traffic leaves this machine.
+"""
+
+import json
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+from django.conf import settings
+
+from audit.models import AuditEvent
+from sandboxes import egress, services
+from sandboxes.models import Sandbox
+from tests.conftest import docker_cli
+
+pytestmark = [pytest.mark.docker, pytest.mark.django_db]
+ACTOR = services.SystemActor("test")
+PORT = 18080
+
+SERVER = """
+import socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(16)
+while True:
+    c, _ = s.accept()
+    try:
+        c.settimeout(2); c.recv(4096)
+        c.sendall(b"HTTP/1.0 200 OK\\r\\nContent-Length: 8\\r\\n\\r\\n" + sys.argv[3].encode())
+    except OSError:
+        pass
+    c.close()
+"""
+
+
+def _slot() -> int:
+    return int(settings.PANEL_INSTANCE.removeprefix("test") or "0")
+
+
+def sh(*cmd: str) -> None:
+    subprocess.run(cmd, check=True, capture_output=True, text=True)
+
+
+@pytest.fixture
+def internet() -> Iterator[str]:
+    """A namespace standing for the internet: returns its address (198.18.<n>.10, port PORT)."""
+    n = 100 + _slot()
+    ns, host_if, ns_if = f"ccp-inet{n}", f"ccpvh{n}", f"ccpvn{n}"
+    subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+    subprocess.run(["ip", "link", "del", host_if], capture_output=True)
+    sh("ip", "netns", "add", ns)
+    sh("ip", "link", "add", host_if, "type", "veth", "peer", "name", ns_if)
+    sh("ip", "link", "set", ns_if, "netns", ns)
+    sh("ip", "addr", "add", f"198.18.{n}.1/24", "dev", host_if)
+    sh("ip", "link", "set", host_if, "up")
+    sh("ip", "netns", "exec", ns, "ip", "addr", "add", f"198.18.{n}.10/24", "dev", ns_if)
+    sh("ip", "netns", "exec", ns, "ip", "link", "set", ns_if, "up")
+    sh("ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up")
+    sh("ip", "netns", "exec", ns, "ip", "route", "add", "default", "via", f"198.18.{n}.1")
+    server = subprocess.Popen(["ip", "netns", "exec", ns, "python3", "-c", SERVER, f"198.18.{n}.10", str(PORT), "internet"])
+    try:
+        deadline = time.monotonic() + 10
+        while subprocess.run(["ip", "netns", "exec", ns, "ss", "-ltn"], capture_output=True, text=True).stdout.find(f":{PORT}") < 0:
+            assert time.monotonic() < deadline, "the listener in the namespace did not start"
+            time.sleep(0.05)
+        yield f"198.18.{n}.10"
+    finally:
+        server.kill()
+        server.wait()
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        subprocess.run(["ip", "link", "del", host_if], capture_output=True)
+
+
+@pytest.fixture
+def host_listener() -> Iterator[int]:
+    """A service of the host's own, on every one of its addresses (the bridge gateway, the
+    veth's host side): a sandbox must reach none of them."""
+    srv = socket.socket()
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind(("0.0.0.0", 0))
+    srv.listen(16)
+    srv.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve():
+        while not stop.is_set():
+            try:
+                c, _ = srv.accept()
+            except OSError:
+                continue
+            try:
+                c.settimeout(2)
+                c.recv(4096)
+                c.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: 8\r\n\r\nhostonly")
+            except OSError:
+                pass
+            c.close()
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    yield srv.getsockname()[1]
+    stop.set()
+    t.join()
+    srv.close()
+
+
+def fetch(sandbox: Sandbox, address: str, port: int, *, user: str = "") -> str:
+    """The body the sandbox gets from address:port (empty when it cannot connect). busybox nc:
+    its wget crashes in a root filesystem this bare."""
+    args = [
+        "exec",
+        *(["-u", user] if user else []),
+        sandbox.container_id,
+        "sh",
+        "-c",
+        f"printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {address} {port}",
+    ]
+    out = docker_cli(*args, check=False).stdout.strip()
+    return out.splitlines()[-1].strip() if out else ""
+
+
+def gateway() -> str:
+    return docker_cli("network", "inspect", "-f", "{{(index .IPAM.Config 0).Gateway}}", settings.SANDBOX_NETWORK).stdout.strip()
+
+
+def address_of(sandbox: Sandbox) -> str:
+    networks = json.loads(docker_cli("inspect", "-f", "{{json .NetworkSettings.Networks}}", sandbox.container_id).stdout)
+    return networks[settings.SANDBOX_NETWORK]["IPAddress"]
+
+
+def act(sandbox: Sandbox, action: str) -> Sandbox:
+    services.sandbox_request_action(actor=ACTOR, sandbox=sandbox, action=action, enqueue=False)
+    services.sandbox_perform(sandbox_id=sandbox.pk, action=action)
+    return Sandbox.objects.get(pk=sandbox.pk)
+
+
+@pytest.fixture
+def rules_back():
+    """Whatever a test does to the rules, the next one starts with them in place."""
+    apply = egress.apply  # the real one, whatever the test put in its place
+    yield
+    apply()
+
+
+def test_internet_mode_reaches_the_internet_and_nothing_else(make_sandbox, clean_docker, internet, host_listener):
+    a = make_sandbox("egress-a")
+    b = make_sandbox("egress-b")
+    assert a.status == b.status == "running", (a.status_detail, b.status_detail)
+    docker_cli("exec", "-d", b.container_id, "sh", "-c", "while :; do echo sandbox | nc -l -p 18081; done")
+    assert fetch(a, internet, PORT) == "internet"
+    assert fetch(a, gateway(), host_listener) == ""  # the host, on the bridge's own address
+    assert fetch(a, internet.rsplit(".", 1)[0] + ".1", host_listener) == ""  # the host, on another address
+    assert fetch(a, address_of(b), 18081) == ""  # another sandbox
+    # Root inside, with every capability the policy allows (none), changes nothing.
+    assert docker_cli("exec", "-u", "0", a.container_id, "ip", "link", "add", "x0", "type", "dummy", check=False).returncode != 0
+    assert fetch(a, gateway(), host_listener, user="0") == ""
+    # The control: the host's listener answers this machine itself, so the rules are what stop the sandbox.
+    with socket.create_connection((gateway(), host_listener), timeout=2) as c:
+        c.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        assert c.recv(100).endswith(b"hostonly")
+
+
+def test_none_mode_reaches_nothing(make_sandbox, clean_docker, internet, host_listener):
+    s = make_sandbox("egress-none", network_mode="none")
+    assert s.status == "running", s.status_detail
+    assert fetch(s, internet, PORT) == ""
+    assert fetch(s, gateway(), host_listener) == ""
+
+
+def test_rules_deleted_by_hand_refuse_the_next_start_and_the_periodic_check_repairs_them(
+    make_sandbox, clean_docker, internet, host_listener, rules_back
+):
+    s = make_sandbox("egress-tamper")
+    assert fetch(s, gateway(), host_listener) == ""
+    # By hand, as an admin (or an attacker with root on the host) would.
+    c = egress.chains()
+    sh("iptables", "-D", "INPUT", "-i", c.bridge, "-j", c.input)
+    sh("iptables", "-D", "DOCKER-USER", "-i", c.bridge, "-j", c.forward)
+    assert fetch(s, gateway(), host_listener) == "hostonly"  # without them the host is open: they matter
+    assert any("jump from INPUT" in p for p in egress.problems())
+
+    s = act(s, "stop")
+    s = act(s, "start")
+    assert s.status == "error"
+    assert "egress rules" in s.status_detail and "not in place" in s.status_detail
+    assert not docker_cli("ps", "-q", "--filter", f"id={s.container_id}").stdout.strip()
+    assert AuditEvent.objects.filter(action="egress.refused_start", target=s.name).exists()
+
+    found = services.egress_repair()
+    assert found and egress.problems() == []
+    event = AuditEvent.objects.filter(action="egress.applied").latest("seq")
+    assert any("INPUT" in p for p in event.details["found"])
+    s = act(s, "start")
+    assert s.status == "running", s.status_detail
+    assert fetch(s, gateway(), host_listener) == ""
+    assert fetch(s, internet, PORT) == "internet"
+
+
+def test_a_rule_put_before_ours_is_found_and_moved(make_sandbox, clean_docker, host_listener, rules_back):
+    sh("iptables", "-I", "INPUT", "1", "-i", egress.chains().bridge, "-j", "ACCEPT")
+    try:
+        assert any("comes before ours" in p for p in egress.problems())
+        services.egress_repair()
+        assert egress.problems() == []
+        s = make_sandbox("egress-order")
+        assert s.status == "running", s.status_detail
+        assert fetch(s, gateway(), host_listener) == ""
+    finally:
+        subprocess.run(["iptables", "-D", "INPUT", "-i", egress.chains().bridge, "-j", "ACCEPT"], capture_output=True)
+
+
+def test_rules_that_cannot_be_applied_stop_the_sandboxes_on_the_network(make_sandbox, clean_docker, rules_back, monkeypatch):
+    s = make_sandbox("egress-fail")
+    offline = make_sandbox("egress-offline", network_mode="none")
+    assert s.status == offline.status == "running"
+    egress.remove()
+
+    def refuse(bridge=None):
+        raise egress.EgressError("iptables-restore: Permission denied (you must be root)")
+
+    monkeypatch.setattr(egress, "apply", refuse)  # the one failure this machine cannot make for real
+    services.egress_repair()
+    s.refresh_from_db()
+    offline.refresh_from_db()
+    assert s.status == "error" and "could not be applied" in s.status_detail
+    assert docker_cli("inspect", "-f", "{{.State.Running}}", s.container_id).stdout.strip() == "false"
+    assert offline.status == "running"  # no network: nothing to filter
+    assert AuditEvent.objects.filter(action="egress.failed").exists()
+
+
+def test_an_existing_network_on_another_bridge_is_refused(make_sandbox, clean_docker, settings):
+    docker_cli("network", "rm", settings.SANDBOX_NETWORK, check=False)
+    other = f"ccpx{_slot()}"
+    docker_cli(
+        "network",
+        "create",
+        "-o",
+        "com.docker.network.bridge.enable_icc=false",
+        "-o",
+        f"com.docker.network.bridge.name={other}",
+        "--subnet",
+        settings.SANDBOX_SUBNET,
+        settings.SANDBOX_NETWORK,
+    )
+    try:
+        s = make_sandbox("egress-bridge")
+        assert s.status == "error" and "another bridge" in s.status_detail
+    finally:
+        docker_cli("network", "rm", settings.SANDBOX_NETWORK, check=False)
+
+
+def test_the_rules_as_written_are_what_iptables_shows():
+    """The comparison is exact: what apply() writes is what problems() reads back."""
+    c = egress.chains("ccpunit0")
+    rules = egress.wanted_rules(c, ["10.1.2.3"])
+    assert rules[c.input][-1] == "-A CCP-I-ccpunit0 -j DROP"
+    assert "-A CCP-F-ccpunit0 -d 10.1.2.3/32 -p udp -m udp --dport 53 -j RETURN" in rules[c.forward]
+    assert rules[c.forward].index("-A CCP-F-ccpunit0 -o ccpunit0 -j DROP") < rules[c.forward].index(
+        "-A CCP-F-ccpunit0 -d 10.1.2.3/32 -p udp -m udp --dport 53 -j RETURN"
+    )
+
+
+def test_only_private_resolvers_get_the_dns_hole(tmp_path):
+    conf = tmp_path / "resolv.conf"
+    servers = ["10.255.255.53", "127.0.0.53", "8.8.8.8", "fd00::1", "bogus"]
+    conf.write_text("".join(f"nameserver {s}\n" for s in servers) + "# nameserver 192.168.1.1\n")
+    assert egress.host_resolvers(str(conf)) == ["10.255.255.53"]  # loopback: Docker's own; public: not blocked anyway
+    assert egress.host_resolvers(str(tmp_path / "missing")) == []
+
+
+def test_the_command_checks_applies_and_removes(rules_back):
+    from io import StringIO
+
+    from django.core.management import CommandError, call_command
+
+    call_command("egress", "remove", stdout=StringIO())
+    with pytest.raises(CommandError, match="not in place"):
+        call_command("egress", "check", stdout=StringIO())
+    out = StringIO()
+    call_command("egress", "apply", stdout=out)
+    assert "applied" in out.getvalue() and egress.problems() == []
+    assert AuditEvent.objects.filter(action="egress.applied", target=settings.SANDBOX_BRIDGE).exists()
