@@ -21,7 +21,7 @@ case "${1:-start}" in
       as_root pg_createcluster "$VER" "$CLUSTER" -p "$PORT" -- --auth-local=peer --auth-host=scram-sha-256 >/dev/null
     fi
     if ! pg_lsclusters -h | awk -v c="$CLUSTER" '$2 == c {print $4}' | grep -qx online; then
-      as_root pg_ctlcluster "$VER" "$CLUSTER" start
+      as_root pg_ctlcluster "$VER" "$CLUSTER" start >&2  # stdout carries only the URL ("Removed stale pid file." goes to stderr)
       echo started >&2
     fi
     mkdir -p var
