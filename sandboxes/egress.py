@@ -3,18 +3,25 @@
 A sandbox in `internet` mode reaches the public internet and nothing else. Two chains of this
 instance's own, named after its bridge, hold the rules:
 
-- `CCP-F-<bridge>`, jumped to from DOCKER-USER (traffic *through* the host): replies pass;
-  traffic to another sandbox on the bridge, to the private, loopback, link-local (cloud
-  metadata), carrier-grade NAT, multicast and reserved ranges is dropped; the rest goes on to
-  Docker's own rules (NAT to the internet). The one exception is DNS (port 53 only) to the
-  host's own resolvers when they are on a private address, which is how Docker's embedded DNS
-  answers for a container on a home network.
+- `CCP-F-<bridge>`, jumped to from DOCKER-USER (traffic *through* the host), without any
+  state: every packet to another sandbox on the bridge, to the private, loopback, link-local
+  (cloud metadata), carrier-grade NAT, multicast and reserved ranges, and to the subnets of the
+  interfaces that carry the host's default route (its LAN, even on public addresses), is
+  dropped, so a flow opened while the rules were missing dies the moment they are back; the
+  rest goes on to Docker's own rules (NAT to the internet). The one exception is DNS (port 53
+  only) to the host's own resolvers when they sit in a dropped range, which is how Docker's
+  embedded DNS answers for a container on a home network.
 - `CCP-I-<bridge>`, jumped to from INPUT (traffic *to* the host, on any of its addresses, the
-  bridge gateway included): only replies to connections the host opened pass.
+  bridge gateway included): only the reply half of connections the host opened passes.
+
+DOCKER-USER must come first in FORWARD (Docker puts it there; apply() puts it back if another
+program, such as a VPN daemon, inserted a chain before it), and nothing but other panels' jumps
+may come before ours in DOCKER-USER and INPUT.
 
 The container has no NET_ADMIN or NET_RAW and the rules live in the host's namespace, so
 nothing inside a sandbox can lift them. `none` mode has no network to filter. The bridge has no
-IPv6 (the panel never enables it), so there is no second family to filter.
+IPv6 (the panel creates it without, and refuses one that has it: engine.ensure_network), so
+there is no second family to filter.
 
 Fail closed: a sandbox in `internet` mode is started only when `verify()` finds the rules in
 place (actions.run_start). The rules are applied when the panel starts (the events watcher, at
@@ -23,6 +30,7 @@ and by the periodic check, which repairs and audits any difference it finds.
 """
 
 import ipaddress
+import os
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -44,6 +52,8 @@ BLOCKED_RANGES = (
     "240.0.0.0/4",  # reserved, broadcast
 )
 RESOLV_CONF = "/etc/resolv.conf"
+# Where Docker reads the upstream servers when resolv.conf names only systemd-resolved's stub.
+RESOLVED_CONF = "/run/systemd/resolve/resolv.conf"
 TIMEOUT = 20
 
 
@@ -68,48 +78,89 @@ def chains(bridge: str | None = None) -> Chains:
     return Chains(bridge or settings.SANDBOX_BRIDGE)
 
 
+def bridge_present(bridge: str | None = None) -> bool:
+    """The rules match the bridge by its name: it must exist under that name."""
+    return os.path.isdir(f"/sys/class/net/{chains(bridge).bridge}")
+
+
 def enforced() -> bool:
     """Whether this panel filters egress (SANDBOX_EGRESS_RULES; on unless an admin turned it off)."""
     return bool(settings.SANDBOX_EGRESS_RULES)
 
 
-def host_resolvers(path: str = RESOLV_CONF) -> list[str]:
-    """The IPv4 name servers of the host that lie in a blocked range (DNS to them stays open)."""
-    found = []
+def _nameservers(path: str) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
     try:
         with open(path, encoding="utf-8", errors="replace") as fh:
             lines = fh.read(65536).splitlines()
     except OSError:
         return []
-    blocked = [ipaddress.ip_network(r) for r in BLOCKED_RANGES]
+    found = []
     for line in lines:
         parts = line.split()
         if len(parts) >= 2 and parts[0] == "nameserver":
             try:
-                address = ipaddress.ip_address(parts[1])
+                found.append(ipaddress.ip_address(parts[1]))
             except ValueError:
                 continue
-            if address.version == 4 and not address.is_loopback and any(address in net for net in blocked):
-                found.append(str(address))
-    return sorted(set(found))
+    return found
 
 
-def wanted_rules(c: Chains, resolvers: list[str]) -> dict[str, list[str]]:
+def host_resolvers(path: str = RESOLV_CONF, resolved: str = RESOLVED_CONF, dropped: list[str] | None = None) -> list[str]:
+    """The host's IPv4 name servers that lie in a dropped range: DNS to them (port 53 only)
+    stays open. The servers Docker itself forwards to: resolv.conf's, or systemd-resolved's
+    upstreams when resolv.conf names only its local stub."""
+    servers = _nameservers(path)
+    if servers and all(a.is_loopback for a in servers):
+        servers = _nameservers(resolved)
+    nets = [ipaddress.ip_network(r) for r in (dropped if dropped is not None else BLOCKED_RANGES)]
+    return sorted({str(a) for a in servers if a.version == 4 and not a.is_loopback and any(a in n for n in nets)})
+
+
+def lan_subnets() -> list[str]:
+    """The IPv4 subnets of the interfaces that carry a default route: the network the host sits
+    on, which a sandbox must not reach even when its addresses are public."""
+    try:
+        routes = subprocess.run(["ip", "-4", "-o", "route", "show", "default"], capture_output=True, text=True, timeout=TIMEOUT)
+        addrs = subprocess.run(["ip", "-4", "-o", "addr", "show"], capture_output=True, text=True, timeout=TIMEOUT)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise EgressError(f"ip failed: {exc}") from exc
+    devices = set()
+    for line in routes.stdout.splitlines():
+        parts = line.split()
+        if "dev" in parts:
+            devices.add(parts[parts.index("dev") + 1])
+    found = set()
+    for line in addrs.stdout.splitlines():
+        parts = line.split()
+        if len(parts) >= 4 and parts[1] in devices and parts[2] == "inet":
+            network = ipaddress.IPv4Network(parts[3], strict=False)
+            if not any(network.subnet_of(ipaddress.IPv4Network(r)) for r in BLOCKED_RANGES):
+                found.add(str(network))
+    return sorted(found)
+
+
+def dropped_ranges() -> list[str]:
+    return [*BLOCKED_RANGES, *lan_subnets()]
+
+
+def wanted_rules(c: Chains, resolvers: list[str], dropped: list[str] | None = None) -> dict[str, list[str]]:
     """Each chain's rules, exactly as `iptables -S <chain>` prints them."""
-    forward = [
-        f"-A {c.forward} -m conntrack --ctstate RELATED,ESTABLISHED -j RETURN",
-        f"-A {c.forward} -o {c.bridge} -j DROP",
-    ]
+    forward = [f"-A {c.forward} -o {c.bridge} -j DROP"]
     for resolver in resolvers:
         for proto in ("udp", "tcp"):
             forward.append(f"-A {c.forward} -d {resolver}/32 -p {proto} -m {proto} --dport 53 -j RETURN")
-    forward += [f"-A {c.forward} -d {net} -j DROP" for net in BLOCKED_RANGES]
+    forward += [f"-A {c.forward} -d {net} -j DROP" for net in (dropped if dropped is not None else BLOCKED_RANGES)]
     forward.append(f"-A {c.forward} -j RETURN")
     host = [
-        f"-A {c.input} -m conntrack --ctstate RELATED,ESTABLISHED -j RETURN",
+        f"-A {c.input} -m conntrack --ctstate RELATED,ESTABLISHED --ctdir REPLY -j RETURN",
         f"-A {c.input} -j DROP",
     ]
     return {c.forward: forward, c.input: host}
+
+
+def _wanted(c: Chains) -> dict[str, list[str]]:
+    dropped = dropped_ranges()
+    return wanted_rules(c, host_resolvers(dropped=dropped), dropped)
 
 
 def jumps(c: Chains) -> dict[str, str]:
@@ -151,7 +202,7 @@ def problems(bridge: str | None = None) -> list[str]:
     """What is wrong with the live rules, in words; empty when they are exactly in place."""
     c = chains(bridge)
     found = []
-    for chain, rules in wanted_rules(c, host_resolvers()).items():
+    for chain, rules in _wanted(c).items():
         live = _listed(chain)
         if live is None:
             found.append(f"chain {chain} is missing")
@@ -160,7 +211,7 @@ def problems(bridge: str | None = None) -> list[str]:
     for parent, rule in jumps(c).items():
         live = _listed(parent)
         if live is None:
-            found.append(f"chain {parent} is missing")
+            found.append(f"chain {parent} is missing (or holds rules iptables cannot show)")
             continue
         ours = f"-A {parent} {rule}"
         if ours not in live:
@@ -172,37 +223,50 @@ def problems(bridge: str | None = None) -> list[str]:
                 found.append(f"a rule comes before ours in {parent}: {line}")
                 break
     forward = _listed("FORWARD") or []
-    if "-A FORWARD -j DOCKER-USER" not in forward:
-        found.append("FORWARD does not go through DOCKER-USER")
-    else:
-        for line in forward[: forward.index("-A FORWARD -j DOCKER-USER")]:
-            if line.endswith("-j ACCEPT") or line.endswith("-j RETURN"):
-                found.append(f"a rule comes before DOCKER-USER in FORWARD: {line}")
-                break
+    if not forward or forward[0] != FORWARD_JUMP:
+        found.append("DOCKER-USER is not the first rule of FORWARD" + (f" ({forward[0]} is)" if forward else ""))
     return found
 
 
+FORWARD_JUMP = "-A FORWARD -j DOCKER-USER"
+
+
 def apply(bridge: str | None = None) -> None:
-    """Put the rules in place, replacing each chain's content in one step (iptables-restore)."""
+    """Put the rules in place, replacing each of our chains' content in one step
+    (iptables-restore), then make sure the jumps to them come first."""
     c = chains(bridge)
-    wanted = wanted_rules(c, host_resolvers())
+    if _listed("DOCKER-USER") is None:
+        # Never declared here: declaring a chain to iptables-restore empties it, and this one may
+        # hold an admin's rules (or rules this iptables cannot show).
+        raise EgressError("Docker's DOCKER-USER chain is missing or unreadable: is dockerd running, with its iptables rules on?")
+    wanted = _wanted(c)
     lines = ["*filter"]
     lines += [f":{chain} - [0:0]" for chain in wanted]
     for rules in wanted.values():
         lines += rules
     lines.append("COMMIT")
-    if _listed("DOCKER-USER") is None:
-        lines.insert(1, ":DOCKER-USER - [0:0]")  # Docker makes it at its start; a panel may come first
-        lines.insert(len(lines) - 1, "-A DOCKER-USER -j RETURN")
     _iptables("--noflush", stdin="\n".join(lines) + "\n", tool="iptables-restore")
     for parent, rule in jumps(c).items():
         live = _listed(parent) or []
         ours = f"-A {parent} {rule}"
-        while ours in live and any(" -j CCP-" not in line for line in live[: live.index(ours)]):
-            _iptables("-D", parent, *rule.split())  # something was put before it: move it up
-            live = _listed(parent) or []
         if ours not in live:
             _iptables("-I", parent, "1", *rule.split())
+        elif any(" -j CCP-" not in line for line in live[: live.index(ours)]):
+            _move_to_top(parent, ours, rule)
+    forward = _listed("FORWARD") or []
+    if FORWARD_JUMP not in forward:
+        _iptables("-I", "FORWARD", "1", "-j", "DOCKER-USER")
+    elif forward[0] != FORWARD_JUMP:
+        _move_to_top("FORWARD", FORWARD_JUMP, "-j DOCKER-USER")
+
+
+def _move_to_top(chain: str, listed: str, rule: str) -> None:
+    """Insert the rule first, then delete its older copy by position: at no moment is it absent."""
+    _iptables("-I", chain, "1", *rule.split())
+    live = _listed(chain) or []
+    later = [n for n, line in enumerate(live, start=1) if line == listed and n > 1]
+    for n in reversed(later):
+        _iptables("-D", chain, str(n))
 
 
 def remove(bridge: str | None = None) -> None:

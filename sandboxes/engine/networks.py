@@ -5,7 +5,7 @@ from typing import Any
 import docker
 from django.conf import settings
 
-from .client import LABEL_INSTANCE, LABEL_MANAGED, BaseClient, Conflict, EngineError
+from .client import LABEL_INSTANCE, LABEL_MANAGED, BaseClient, Conflict, EngineError, instance_filter
 
 
 class NetworksMixin(BaseClient):
@@ -17,6 +17,10 @@ class NetworksMixin(BaseClient):
                     raise EngineError(
                         f"Network {name} exists but lets containers talk to each other; "
                         "remove it (the panel recreates it isolated) or set SANDBOX_NETWORK."
+                    )
+                if net.get("EnableIPv6"):
+                    raise EngineError(
+                        f"Network {name} has IPv6, which the egress rules do not filter; remove it (the panel recreates it without)."
                     )
                 if (net.get("Options") or {}).get("com.docker.network.bridge.name") != bridge:
                     # The egress rules match the bridge by its name: another name escapes them.
@@ -32,12 +36,18 @@ class NetworksMixin(BaseClient):
                 name,
                 driver="bridge",
                 ipam=ipam,
+                enable_ipv6=False,  # even where the daemon's default-network-opts would turn it on
                 check_duplicate=True,  # older engines allow two networks of one name unless asked
                 options={"com.docker.network.bridge.enable_icc": "false", "com.docker.network.bridge.name": bridge},
                 labels={LABEL_MANAGED: "true", LABEL_INSTANCE: settings.PANEL_INSTANCE},
             )["Id"]
         except Conflict:  # created concurrently by another worker
             return self.call(self.api.inspect_network, name)["Id"]
+
+    def containers_on_network(self, name: str) -> list[str]:
+        """The ids of this instance's running or paused containers attached to network `name`."""
+        found = self.call(self.api.containers, filters={"network": [name], "label": instance_filter()})
+        return [c["Id"] for c in found]
 
     def inspect_network(self, name: str) -> dict[str, Any]:
         return self.call(self.api.inspect_network, name)

@@ -118,6 +118,8 @@ def _require_egress_rules(sandbox: Sandbox, docker) -> None:
         wrong = egress.problems()
     except egress.EgressError as exc:
         wrong = [str(exc)]
+    if not egress.bridge_present():
+        wrong.append(f"the bridge interface {settings.SANDBOX_BRIDGE} is missing (renamed?), so the rules match nothing")
     if wrong:
         audit(SystemActor("egress"), "egress.refused_start", sandbox, {"problems": wrong})
         raise policy.PolicyViolation(

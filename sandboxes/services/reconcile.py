@@ -134,14 +134,20 @@ def egress_repair() -> list[str]:
 
 
 def _stop_networked(reason: str) -> None:
-    """Fail closed for running sandboxes too: without their rules they must not stay on the net."""
+    """Fail closed for running sandboxes too: without their rules nothing of this panel stays on
+    the network, whatever the rows say (a start under way, a container started by hand)."""
     docker = engine.engine_for()
-    for sandbox in Sandbox.objects.filter(network_mode=Sandbox.Network.INTERNET, status__in=[S.RUNNING, S.PAUSED]).exclude(container_id=""):
+    try:
+        ids = docker.containers_on_network(settings.SANDBOX_NETWORK)
+    except engine.EngineError as exc:
+        log.error("could not list the containers on %s: %s", settings.SANDBOX_NETWORK, exc)
+        return
+    for container_id in ids:
         try:
-            docker.stop(sandbox.container_id, timeout=settings.SANDBOX_STOP_TIMEOUT)
+            docker.stop(container_id, timeout=settings.SANDBOX_STOP_TIMEOUT)
         except engine.EngineError as exc:
-            log.error("could not stop %s: %s", sandbox.name, exc)
-            continue
+            log.error("could not stop %s: %s", container_id[:12], exc)
+    for sandbox in Sandbox.objects.filter(container_id__in=ids, status__in=[S.RUNNING, S.PAUSED]):
         with transaction.atomic():
             if Sandbox.objects.filter(pk=sandbox.pk, status=sandbox.status, pending_action="").update(status=S.ERROR, status_detail=reason):
                 audit(SystemActor("egress"), "sandbox.state_changed", sandbox, {"from": sandbox.status, "to": S.ERROR, "reason": reason})

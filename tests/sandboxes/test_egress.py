@@ -127,7 +127,11 @@ def fetch(sandbox: Sandbox, address: str, port: int, *, user: str = "") -> str:
 
 
 def gateway() -> str:
-    return docker_cli("network", "inspect", "-f", "{{(index .IPAM.Config 0).Gateway}}", settings.SANDBOX_NETWORK).stdout.strip()
+    """The host's address on the sandboxes' bridge, read from the interface itself."""
+    out = subprocess.run(["ip", "-4", "-o", "addr", "show", "dev", settings.SANDBOX_BRIDGE], capture_output=True, text=True).stdout
+    address = out.split(" inet ", 1)[1].split("/", 1)[0] if " inet " in out else ""
+    assert address, f"no IPv4 address on {settings.SANDBOX_BRIDGE}: {out!r}"
+    return address
 
 
 def address_of(sandbox: Sandbox) -> str:
@@ -157,6 +161,7 @@ def test_internet_mode_reaches_the_internet_and_nothing_else(make_sandbox, clean
     assert fetch(a, internet, PORT) == "internet"
     assert fetch(a, gateway(), host_listener) == ""  # the host, on the bridge's own address
     assert fetch(a, internet.rsplit(".", 1)[0] + ".1", host_listener) == ""  # the host, on another address
+    assert address_of(b) and fetch(b, "127.0.0.1", 18081) == "sandbox"  # the control: b's listener answers
     assert fetch(a, address_of(b), 18081) == ""  # another sandbox
     # Root inside, with every capability the policy allows (none), changes nothing.
     assert docker_cli("exec", "-u", "0", a.container_id, "ip", "link", "add", "x0", "type", "dummy", check=False).returncode != 0
@@ -259,8 +264,13 @@ def test_an_existing_network_on_another_bridge_is_refused(make_sandbox, clean_do
 def test_the_rules_as_written_are_what_iptables_shows():
     """The comparison is exact: what apply() writes is what problems() reads back."""
     c = egress.chains("ccpunit0")
-    rules = egress.wanted_rules(c, ["10.1.2.3"])
-    assert rules[c.input][-1] == "-A CCP-I-ccpunit0 -j DROP"
+    rules = egress.wanted_rules(c, ["10.1.2.3"], [*egress.BLOCKED_RANGES, "192.0.2.0/24"])
+    assert rules[c.input] == [
+        "-A CCP-I-ccpunit0 -m conntrack --ctstate RELATED,ESTABLISHED --ctdir REPLY -j RETURN",
+        "-A CCP-I-ccpunit0 -j DROP",
+    ]
+    assert not any("ctstate" in r for r in rules[c.forward])  # stateless: no flow outlives a repair
+    assert "-A CCP-F-ccpunit0 -d 192.0.2.0/24 -j DROP" in rules[c.forward]
     assert "-A CCP-F-ccpunit0 -d 10.1.2.3/32 -p udp -m udp --dport 53 -j RETURN" in rules[c.forward]
     assert rules[c.forward].index("-A CCP-F-ccpunit0 -o ccpunit0 -j DROP") < rules[c.forward].index(
         "-A CCP-F-ccpunit0 -d 10.1.2.3/32 -p udp -m udp --dport 53 -j RETURN"
@@ -268,11 +278,15 @@ def test_the_rules_as_written_are_what_iptables_shows():
 
 
 def test_only_private_resolvers_get_the_dns_hole(tmp_path):
-    conf = tmp_path / "resolv.conf"
+    conf, resolved = tmp_path / "resolv.conf", tmp_path / "resolved.conf"
     servers = ["10.255.255.53", "127.0.0.53", "8.8.8.8", "fd00::1", "bogus"]
     conf.write_text("".join(f"nameserver {s}\n" for s in servers) + "# nameserver 192.168.1.1\n")
-    assert egress.host_resolvers(str(conf)) == ["10.255.255.53"]  # loopback: Docker's own; public: not blocked anyway
-    assert egress.host_resolvers(str(tmp_path / "missing")) == []
+    assert egress.host_resolvers(str(conf), str(resolved)) == ["10.255.255.53"]  # public: not dropped anyway
+    assert egress.host_resolvers(str(tmp_path / "missing"), str(resolved)) == []
+    # systemd-resolved: resolv.conf names only its stub; Docker forwards to the upstreams.
+    conf.write_text("nameserver 127.0.0.53\n")
+    resolved.write_text("nameserver 192.168.1.1\nnameserver 9.9.9.9\n")
+    assert egress.host_resolvers(str(conf), str(resolved)) == ["192.168.1.1"]
 
 
 def test_the_command_checks_applies_and_removes(rules_back):
@@ -287,3 +301,99 @@ def test_the_command_checks_applies_and_removes(rules_back):
     call_command("egress", "apply", stdout=out)
     assert "applied" in out.getvalue() and egress.problems() == []
     assert AuditEvent.objects.filter(action="egress.applied", target=settings.SANDBOX_BRIDGE).exists()
+
+
+def test_a_flow_opened_while_the_rules_were_missing_dies_when_they_are_back(make_sandbox, clean_docker, rules_back):
+    """Found by review: a connection the rules never saw must not outlive their repair."""
+    received = []
+    srv = socket.socket()
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind(("0.0.0.0", 0))
+    srv.listen(4)
+    srv.settimeout(10)
+
+    def collect():
+        try:
+            conn, _ = srv.accept()
+            conn.settimeout(1)
+            while True:
+                try:
+                    data = conn.recv(4096)
+                except TimeoutError:
+                    continue
+                if not data:
+                    return
+                received.append((time.monotonic(), len(data)))
+        except OSError:
+            return
+
+    s = make_sandbox("egress-flow")
+    c = egress.chains()
+    sh("iptables", "-D", "INPUT", "-i", c.bridge, "-j", c.input)
+    t = threading.Thread(target=collect, daemon=True)
+    t.start()
+    port = srv.getsockname()[1]
+    docker_cli("exec", "-d", s.container_id, "sh", "-c", f"while :; do echo tick; sleep 0.1; done | nc {gateway()} {port}")
+    deadline = time.monotonic() + 10
+    while len(received) < 5:
+        assert time.monotonic() < deadline, "the flow never started (the control failed)"
+        time.sleep(0.05)
+    services.egress_repair()
+    repaired = time.monotonic()
+    time.sleep(1.5)
+    late = [n for at, n in received if at > repaired + 0.3]
+    srv.close()
+    assert late == [], f"{len(late)} pieces arrived after the repair"
+
+
+def test_a_chain_put_before_docker_user_in_forward_is_found_and_moved(make_sandbox, clean_docker, rules_back):
+    """Found by review: a VPN daemon's chain first in FORWARD would decide before ours."""
+    chain = f"CCP-TEST-{_slot()}"
+    subprocess.run(["iptables", "-N", chain], capture_output=True)
+    sh("iptables", "-A", chain, "-o", egress.chains().bridge, "-j", "ACCEPT")
+    sh("iptables", "-I", "FORWARD", "1", "-i", egress.chains().bridge, "-j", chain)
+    try:
+        assert any("first rule of FORWARD" in p for p in egress.problems())
+        services.egress_repair()
+        assert egress.problems() == []
+        assert subprocess.run(["iptables", "-S", "FORWARD"], capture_output=True, text=True).stdout.splitlines()[1] == egress.FORWARD_JUMP
+    finally:
+        subprocess.run(["iptables", "-D", "FORWARD", "-i", egress.chains().bridge, "-j", chain], capture_output=True)
+        subprocess.run(["iptables", "-F", chain], capture_output=True)
+        subprocess.run(["iptables", "-X", chain], capture_output=True)
+
+
+def test_a_network_with_ipv6_is_refused(make_sandbox, clean_docker, settings):
+    """Found by review: the rules filter IPv4 only, so the bridge may have no IPv6."""
+    docker_cli("network", "rm", settings.SANDBOX_NETWORK, check=False)
+    docker_cli(
+        "network",
+        "create",
+        "--ipv6",
+        "--subnet",
+        f"fd00:ccb{_slot()}::/64",
+        "--subnet",
+        settings.SANDBOX_SUBNET,
+        "-o",
+        "com.docker.network.bridge.enable_icc=false",
+        "-o",
+        f"com.docker.network.bridge.name={settings.SANDBOX_BRIDGE}",
+        settings.SANDBOX_NETWORK,
+    )
+    try:
+        s = make_sandbox("egress-v6")
+        assert s.status == "error" and "IPv6" in s.status_detail
+    finally:
+        docker_cli("network", "rm", settings.SANDBOX_NETWORK, check=False)
+
+
+def test_a_container_attached_to_another_network_by_hand_is_recreated(make_sandbox, clean_docker):
+    """Found by review: `docker network connect bridge` would add an unfiltered way out."""
+    s = make_sandbox("egress-attach")
+    docker_cli("network", "connect", "bridge", s.container_id)
+    old = s.container_id
+    s = act(act(s, "stop"), "start")
+    assert s.status == "running", s.status_detail
+    assert s.container_id != old
+    networks = json.loads(docker_cli("inspect", "-f", "{{json .NetworkSettings.Networks}}", s.container_id).stdout)
+    assert sorted(networks) == [settings.SANDBOX_NETWORK]
