@@ -44,6 +44,11 @@ class SandboxCreateForm(forms.Form):
     memory_mb = forms.IntegerField(label="Memory (MB)")
     cpus = forms.DecimalField(label="CPUs")
     network_mode = forms.ChoiceField(choices=Sandbox.Network.choices, label="Network")
+    writable_root = forms.BooleanField(
+        required=False,
+        label="Writable root filesystem (less safe)",
+        help_text="Off by default: the image's own files are read-only; /tmp, the home and the workspace folders are writable.",
+    )
     extra_mounts = forms.CharField(
         required=False,
         widget=forms.Textarea(attrs={"rows": 3, "placeholder": "/srv/shared/datasets:/workspace/data:ro"}),

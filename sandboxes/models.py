@@ -68,6 +68,9 @@ class Sandbox(models.Model):
     cpus = models.DecimalField(max_digits=5, decimal_places=2)
     pids_limit = models.PositiveIntegerField()
     network_mode = models.CharField(max_length=10, choices=Network.choices, default=Network.INTERNET)
+    # The image's own files cannot be changed from inside (CIS Docker 5.13); /tmp and /var/tmp are
+    # in memory, the home volume and the workspace folders stay writable. An opt-out per sandbox.
+    read_only_rootfs = models.BooleanField(default=True)
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.CREATING)
     pending_action = models.CharField(max_length=12, blank=True, default="", choices=Action.choices + Job.choices)
     # An open incident holds the sandbox: only the incident's own steps (and backups, which only

@@ -153,6 +153,11 @@ class ContainerSpec:
     # prints can fill neither the host's disk nor a download's memory.
     log_max_size: str = "20m"
     log_max_files: int = 5
+    # In-memory folders: (target, size in bytes). With a read-only root these are where programs
+    # write their scratch files; always nosuid and nodev, and counted in the memory limit.
+    tmpfs: tuple[tuple[str, int], ...] = ()
+    # Resource limits per process (CIS Docker Benchmark 5.19): (name, soft, hard).
+    ulimits: tuple[tuple[str, int, int], ...] = ()
 
 
 # --- paths, lexically ----------------------------------------------------------------------------
@@ -519,6 +524,12 @@ def check_config(spec: ContainerSpec, rules: Rules) -> list[str]:
             problems.append(f"Environment variable {name[:40]!r} is not valid.")
     problems += _check_mount_layout(spec, rules)
     problems += _check_profile(spec)
+    for target, size in spec.tmpfs:
+        if target not in TMPFS_TARGETS or not 0 < size <= spec.memory_bytes:
+            problems.append(f"An in-memory folder may only be one of {', '.join(TMPFS_TARGETS)}, no larger than the memory limit.")
+    for name, soft, hard in spec.ulimits:
+        if name not in ULIMITS or not 0 < soft <= hard:
+            problems.append(f"Limit {name!r} is not allowed (only {', '.join(ULIMITS)}, soft no higher than hard).")
     for port in spec.ports:
         if port.host_ip != "127.0.0.1":
             problems.append(f"Port {port.container_port} may only be published on 127.0.0.1.")
@@ -526,6 +537,9 @@ def check_config(spec: ContainerSpec, rules: Rules) -> list[str]:
 
 
 PROFILES = ("sandbox", "helper")
+TMPFS_TARGETS = ("/tmp", "/var/tmp", "/run/user")
+TMPFS_OPTIONS = "rw,nosuid,nodev"
+ULIMITS = ("nofile", "nproc", "core")
 
 
 def _check_profile(spec: ContainerSpec) -> list[str]:
@@ -627,6 +641,12 @@ def inspect_report(data: dict, spec: ContainerSpec | None = None, processes: lis
         ("No Docker socket mounted", not any("docker.sock" in (m.get("Source") or "") for m in mounts), f"{len(mounts)} mounts"),
         ("imports is read-only", any(m.get("Destination") == "/workspace/imports" and not m.get("RW") for m in mounts), ""),
         (
+            "Read-only root filesystem",
+            bool(host.get("ReadonlyRootfs")),
+            "read-only" if host.get("ReadonlyRootfs") else "writable (this sandbox opted out)",
+        ),
+        ("Open-file and process limits", {u.get("Name") for u in host.get("Ulimits") or []} >= {"nofile", "nproc"}, _ulimits_text(host)),
+        (
             "No ports published beyond 127.0.0.1",
             all(b.get("HostIp") == "127.0.0.1" for bs in (host.get("PortBindings") or {}).values() for b in (bs or [])),
             "",
@@ -642,11 +662,20 @@ def inspect_report(data: dict, spec: ContainerSpec | None = None, processes: lis
     return report
 
 
+def _ulimits_text(host: dict) -> str:
+    return ", ".join(f"{u.get('Name')} {u.get('Soft')}/{u.get('Hard')}" for u in host.get("Ulimits") or []) or "none set"
+
+
 def _log_config(host: dict) -> dict:
     log_config = host.get("LogConfig") or {}
     if log_config.get("Type") != "json-file":
         return {"type": log_config.get("Type")}
     return {k: (log_config.get("Config") or {}).get(k) for k in ("max-size", "max-file")}
+
+
+def tmpfs_options(spec: ContainerSpec) -> dict[str, str]:
+    """Docker's `Tmpfs` for the spec: target -> mount options."""
+    return {target: f"{TMPFS_OPTIONS},size={size}" for target, size in spec.tmpfs}
 
 
 def spec_drift(spec: ContainerSpec, data: dict) -> list[str]:
@@ -674,12 +703,15 @@ def spec_drift(spec: ContainerSpec, data: dict) -> list[str]:
         ("security options", sorted(host.get("SecurityOpt") or []), sorted(spec.security_opt)),
         ("privileged", bool(host.get("Privileged")), spec.privileged),
         ("network", host.get("NetworkMode") or "", spec.network),
+        ("networks attached", sorted((data.get("NetworkSettings") or {}).get("Networks") or {}), [spec.network]),
         ("devices", len(host.get("Devices") or []), len(spec.devices)),
         ("read-only root", bool(host.get("ReadonlyRootfs")), spec.read_only_rootfs),
         ("runtime", host.get("Runtime") or "runc", spec.runtime or "runc"),
         ("labels", {k: (config.get("Labels") or {}).get(k) for k in spec.labels}, spec.labels),
         ("TTY", bool(config.get("Tty")), False),
         ("log files", _log_config(host), {"max-size": spec.log_max_size, "max-file": str(spec.log_max_files)}),
+        ("in-memory folders", host.get("Tmpfs") or {}, tmpfs_options(spec)),
+        ("limits", sorted((u["Name"], u["Soft"], u["Hard"]) for u in host.get("Ulimits") or []), sorted(spec.ulimits)),
     ]
     drift += [f"{what} is {have!r}, not {want!r}" for what, have, want in checks if have != want]
     return drift

@@ -51,6 +51,7 @@ def sandbox_create(request: HttpRequest) -> HttpResponse:
                 cpus=data["cpus"],
                 network_mode=data["network_mode"],
                 extra_mounts=data["extra_mounts"],
+                writable_root=data["writable_root"],
                 source_ip=client_ip(request),
             )
         except services.InvalidInput as exc:

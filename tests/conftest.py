@@ -85,8 +85,10 @@ def test_image(request, docker_engine, _test_image_built):
 
 
 @pytest.fixture
-def fake_engine() -> Iterator[FakeEngine]:
-    """The in-memory engine, for every host, for this test (it holds the test image)."""
+def fake_engine(settings) -> Iterator[FakeEngine]:
+    """The in-memory engine, for every host, for this test (it holds the test image). It has no
+    host firewall: the egress rules are tried on the real engine (tests/sandboxes/test_egress.py)."""
+    settings.SANDBOX_EGRESS_RULES = False
     with engine.override(FakeEngine(images={TEST_IMAGE})) as fake:
         yield fake
 

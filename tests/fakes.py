@@ -117,6 +117,7 @@ class FakeEngine:
             "State": {"Status": c.status, "Running": c.status == "running"},
             "Config": {"User": s.user, "Image": s.image, "Labels": dict(s.labels)},
             "Mounts": mounts,
+            "NetworkSettings": {"Networks": {s.network: {}}},
             "HostConfig": {
                 "Memory": s.memory_bytes,
                 "MemorySwap": s.memory_bytes,
@@ -130,6 +131,8 @@ class FakeEngine:
                 "Devices": [],
                 "PortBindings": {},
                 "ReadonlyRootfs": s.read_only_rootfs,
+                "Tmpfs": policy.tmpfs_options(s) or None,
+                "Ulimits": [{"Name": n, "Soft": soft, "Hard": hard} for n, soft, hard in s.ulimits] or None,
                 "Runtime": s.runtime or "runc",
                 "PidMode": "",
                 "IpcMode": "private",

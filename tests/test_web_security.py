@@ -8,16 +8,20 @@ import os
 import stat
 import subprocess
 import sys
+from io import StringIO
 from pathlib import Path
 
 import pytest
 from asgiref.sync import async_to_sync, sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.conf import settings as django_settings
+from django.core.management import call_command
+from django.test import Client
 
 from audit.models import AuditEvent
 from controlpanel.asgi import application
 from controlpanel.settings import env as panel_env
+from sandboxes.models import Sandbox
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.django_db
@@ -251,3 +255,21 @@ def test_a_websocket_while_redis_is_down_closes_cleanly(settings, transactional_
         assert not connected and code == 1013
 
     async_to_sync(scenario)()
+
+
+def test_a_post_without_its_csrf_token_is_refused(admin_user, team):
+    """Every form posts its token; a page of another site cannot."""
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(admin_user)
+    before = Sandbox.objects.count()
+    response = client.post("/sandboxes/new/", {"name": "csrf-victim", "memory_mb": 512, "cpus": 1, "network_mode": "none"})
+    assert response.status_code == 403
+    assert Sandbox.objects.count() == before
+    assert client.post("/logout/").status_code == 403  # even signing out needs the token
+
+
+def test_check_deploy_passes_with_only_the_https_warnings_silenced():
+    out, err = StringIO(), StringIO()
+    call_command("check", "--deploy", "--fail-level", "WARNING", stdout=out, stderr=err)
+    assert "no issues" in out.getvalue()
+    assert sorted(django_settings.SILENCED_SYSTEM_CHECKS) == ["security.W004", "security.W008", "security.W012", "security.W016"]

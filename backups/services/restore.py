@@ -79,6 +79,7 @@ def judge_config(config: dict, *, sandbox: Sandbox | None = None) -> list[str]:
         cpus=Decimal(str(config["cpus"])),
         pids_limit=settings.SANDBOX_PIDS_LIMIT,
         network_mode=config["network_mode"],
+        read_only_rootfs=config.get("writable_root") is not True,
     )
     extra = [Mount(host_path=m["host_path"], container_path=m["container_path"], read_only=m["read_only"]) for m in mounts]
     return policy.check_config(sandbox_spec(probe, extra), policy_rules())
@@ -133,6 +134,7 @@ def restore_request(
             cpus=Decimal(str(config["cpus"])),
             network_mode=config["network_mode"],
             extra_mounts=[(m["host_path"], m["container_path"], m["read_only"]) for m in config.get("mounts", [])],
+            writable_root=config.get("writable_root") is True,
             source_ip=source_ip,
             enqueue=False,
             claim_for=JOB,

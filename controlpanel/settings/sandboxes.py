@@ -3,6 +3,7 @@ actions may take."""
 
 import os
 import re
+import resource
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
@@ -25,6 +26,17 @@ SANDBOX_MAX_MEMORY_MB = env_int("SANDBOX_MAX_MEMORY_MB", 65536, minimum=SANDBOX_
 SANDBOX_MAX_CPUS = env_float("SANDBOX_MAX_CPUS", float(os.cpu_count() or 1), minimum=0.25)
 SANDBOX_DEFAULT_CPUS = min(env_float("SANDBOX_DEFAULT_CPUS", 4.0, minimum=0.25), SANDBOX_MAX_CPUS)
 SANDBOX_PIDS_LIMIT = env_int("SANDBOX_PIDS_LIMIT", 1024, minimum=16)
+# Per-process limits every sandbox gets (CIS Docker 5.19). nproc counts all processes of uid 1000
+# on the host, so it is generous; the process limit above is what bounds one sandbox.
+# Docker cannot give a container more than its own hard limits allow: the defaults stay below
+# this machine's (the panel's hard limits stand for dockerd's, which are alike where both start
+# from one system configuration).
+_hard_nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+_hard_nproc = resource.getrlimit(resource.RLIMIT_NPROC)[1]
+SANDBOX_NOFILE = env_int("SANDBOX_NOFILE", min(65536, _hard_nofile if _hard_nofile > 0 else 65536), minimum=1024)
+SANDBOX_NPROC = env_int("SANDBOX_NPROC", min(65536, _hard_nproc if _hard_nproc > 0 else 65536), minimum=256)
+# The in-memory /tmp and /var/tmp of each sandbox (each at most this, and never beyond its memory).
+SANDBOX_TMP_MB = env_int("SANDBOX_TMP_MB", 1024, minimum=16)
 SANDBOX_UID = 1000
 SANDBOX_GID = 1000
 SANDBOX_USER = env_str("SANDBOX_USER", "claude")

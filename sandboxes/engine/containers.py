@@ -3,7 +3,7 @@
 import os
 from typing import Any
 
-from docker.types import Mount
+from docker.types import Mount, Ulimit
 
 from .. import policy
 from .client import (
@@ -42,6 +42,8 @@ class ContainersMixin(BaseClient):
             security_opt=list(spec.security_opt),
             privileged=spec.privileged,
             read_only=spec.read_only_rootfs,
+            tmpfs=policy.tmpfs_options(spec) or None,
+            ulimits=[Ulimit(name=n, soft=soft, hard=hard) for n, soft, hard in spec.ulimits] or None,
             mounts=mounts,
             labels=spec.labels,
             environment=spec.environment,

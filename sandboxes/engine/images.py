@@ -17,6 +17,13 @@ class ImagesMixin(BaseClient):
         except NotFound:
             return False
 
+    def image_labels(self, ref: str) -> dict[str, str] | None:
+        """The image's labels, or None when there is no such image."""
+        try:
+            return self.call(self.api.inspect_image, ref).get("Config", {}).get("Labels") or {}
+        except NotFound:
+            return None
+
     def pull(self, ref: str) -> None:
         repo, _, tag = ref.partition(":")
         self.call(self.api.pull, repo, tag=tag or "latest")

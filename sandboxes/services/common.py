@@ -102,6 +102,9 @@ def sandbox_spec(sandbox: Sandbox, extra_mounts: list[Mount] | None = None) -> p
         runtime="runc",
         log_max_size=settings.SANDBOX_LOG_MAX_SIZE,
         log_max_files=settings.SANDBOX_LOG_MAX_FILES,
+        read_only_rootfs=sandbox.read_only_rootfs,
+        tmpfs=tuple((target, min(settings.SANDBOX_TMP_MB, sandbox.memory_mb) * 1024 * 1024) for target in ("/tmp", "/var/tmp")),
+        ulimits=(("nofile", settings.SANDBOX_NOFILE, settings.SANDBOX_NOFILE), ("nproc", settings.SANDBOX_NPROC, settings.SANDBOX_NPROC)),
     )
 
 

@@ -6,6 +6,7 @@ from django.core.management import call_command
 
 from sandboxes import engine, services
 from sandboxes.management.commands.build_images import OFFICIAL_BASE, OFFLINE_BASE
+from tests.conftest import docker_cli
 
 pytestmark = [pytest.mark.docker, pytest.mark.django_db]
 IMAGE = "ccpanel/claude-code:latest"
@@ -23,6 +24,23 @@ def test_claude_runs_as_uid_1000_in_a_sandbox(make_sandbox, clean_docker, capsys
     assert out.strip() == str(settings.SANDBOX_UID)
     code, out = engine.engine_for().exec_run(sandbox.container_id, ["sh", "-c", "node --version; git --version; rg --version; ssh -V 2>&1"])
     assert code == 0 and out.startswith("v22.") and "git version" in out and "ripgrep" in out and "OpenSSH" in out
-    assert engine.engine_for().inspect_container(sandbox.container_id)["Config"]["User"] == "1000:1000"
+    data = engine.engine_for().inspect_container(sandbox.container_id)
+    assert data["Config"]["User"] == "1000:1000"
+    # The CIS Docker Benchmark's image and runtime checks (4.6, 4.8, 5.13, 5.19), read back.
+    health = data["Config"]["Healthcheck"]["Test"]
+    code, out = engine.engine_for().exec_run(sandbox.container_id, health[1:] if health[0] == "CMD" else ["sh", "-c", health[1]])
+    assert code == 0, out
+    # No setuid or setgid program in the image (read by root with Docker's default capabilities,
+    # in a container of the test's own: the sandbox's root can read no one's folders).
+    found = docker_cli(
+        "run", "--rm", "--network", "none", "--user", "0", "--entrypoint", "find", IMAGE, "/", "-xdev", "-type", "f", "-perm", "/6000"
+    )
+    assert found.stdout.strip() == "", found.stdout
+    assert data["HostConfig"]["ReadonlyRootfs"] is True
+    code, out = engine.engine_for().exec_run(
+        sandbox.container_id,
+        ["sh", "-c", "touch /usr/x 2>/dev/null && echo root-writable; touch /tmp/t $HOME/h /workspace/Projects/p && echo ok; ulimit -n"],
+    )
+    assert out.split() == ["ok", str(settings.SANDBOX_NOFILE)], out
     services.sandbox_request_action(actor=services.SystemActor("t"), sandbox=sandbox, action="destroy", enqueue=False)
     services.sandbox_perform(sandbox_id=sandbox.pk, action="destroy")

@@ -31,3 +31,25 @@ def test_default_limits_fit_this_machine_and_start(make_sandbox, clean_docker):
     assert defaults["cpus"] == min(4, os.cpu_count()) and defaults["max_cpus"] == os.cpu_count()
     sandbox = make_sandbox("defaults", memory_mb=defaults["memory_mb"], cpus=Decimal(str(defaults["cpus"])))
     assert sandbox.status == "running", sandbox.status_detail
+
+
+def test_a_sandbox_has_a_read_only_root_unless_it_opts_out(make_sandbox, clean_docker, settings):
+    """CIS Docker 5.13 and 5.19, read back from Docker; the opt-out is the sandbox's own."""
+    from tests.conftest import docker_cli
+
+    hardened = make_sandbox("rootfs-ro")
+    loose = make_sandbox("rootfs-rw", writable_root=True)
+    for sandbox, read_only in ((hardened, True), (loose, False)):
+        assert sandbox.status == "running", sandbox.status_detail
+        host = json.loads(docker_cli("inspect", "-f", "{{json .HostConfig}}", sandbox.container_id).stdout)
+        assert host["ReadonlyRootfs"] is read_only
+        size = min(settings.SANDBOX_TMP_MB, sandbox.memory_mb) * 1024 * 1024
+        assert host["Tmpfs"] == {t: f"rw,nosuid,nodev,size={size}" for t in ("/tmp", "/var/tmp")}
+        assert sorted((u["Name"], u["Soft"], u["Hard"]) for u in host["Ulimits"]) == [
+            ("nofile", settings.SANDBOX_NOFILE, settings.SANDBOX_NOFILE),
+            ("nproc", settings.SANDBOX_NPROC, settings.SANDBOX_NPROC),
+        ]
+        wrote = docker_cli("exec", "-u", "0", sandbox.container_id, "sh", "-c", "touch /etc/x && echo wrote", check=False).stdout.strip()
+        assert (wrote == "wrote") is not read_only
+        tmp = docker_cli("exec", sandbox.container_id, "sh", "-c", "touch /tmp/x /workspace/Projects/x && echo ok", check=False)
+        assert tmp.stdout.strip() == "ok", tmp.stderr

@@ -101,6 +101,10 @@ def test_good_spec_passes(ws):
         ({"image": "NOT AN IMAGE"}, "image reference"),
         ({"hostname": "a/b"}, "Hostname"),
         ({"environment": {"BAD NAME": "x"}}, "Environment"),
+        ({"tmpfs": (("/etc", 1 << 20),)}, "in-memory folder"),
+        ({"tmpfs": (("/tmp", 1 << 40),)}, "in-memory folder"),  # beyond the memory limit
+        ({"ulimits": (("memlock", 1, 1),)}, "Limit 'memlock'"),
+        ({"ulimits": (("nofile", 10, 5),)}, "Limit 'nofile'"),
     ],
 )
 def test_unsafe_settings_are_refused(ws, changes, expected):
@@ -279,7 +283,7 @@ def test_inspect_report_flags_what_does_not_hold():
         },
     }
     processes = [{"pid": 7, "command": "sh", "uid": 0, "cap_eff": 0xFFFF, "cap_bnd": 0xFFFF, "no_new_privs": False}]
-    assert [holds for _, holds, _ in policy.inspect_report(data, processes=processes)] == [False] * 13
+    assert [holds for _, holds, _ in policy.inspect_report(data, processes=processes)] == [False] * 15
 
 
 @pytest.mark.parametrize(

@@ -3,10 +3,13 @@
 The default image comes from docker/Dockerfile. Its base is Debian's official image when a
 registry answers; otherwise a base is made locally with debootstrap + `docker import`, so the
 panel works on machines that reach only a Debian mirror and the npm registry. `--test` builds
-the tiny busybox image the test suite uses instead. An image that exists is reused.
+the tiny busybox image the test suite uses instead. An image that exists is reused, unless the
+default image was built from another version of docker/Dockerfile (its `io.ccpanel.recipe`
+label): then it is rebuilt, so an upgrade of the panel brings its image's hardening along.
 """
 
 import glob
+import hashlib
 import shutil
 import subprocess
 import tempfile
@@ -21,6 +24,7 @@ DOCKER_DIR = Path(settings.BASE_DIR) / "docker"
 OFFICIAL_BASE = "debian:bookworm-slim"
 OFFLINE_BASE = "ccpanel/debian-base:bookworm"
 TEST_IMAGE = "ccpanel/test-busybox:latest"
+LABEL_RECIPE = "io.ccpanel.recipe"
 # The test image's command exits promptly on SIGTERM, as tini makes the real image do.
 TEST_CMD = 'CMD ["/bin/sh", "-c", "trap \'exit 0\' TERM INT; while :; do sleep 1 & wait $!; done"]'
 
@@ -75,9 +79,13 @@ class Command(BaseCommand):
         return OFFLINE_BASE
 
     def _build_default(self, ref: str, force: bool) -> None:
-        if self.docker.image_exists(ref) and not force:
-            self._say(f"==> sandbox image {ref} is present; reusing it")
-            return
+        have = self.docker.image_labels(ref)
+        if have is not None and not force:
+            if have.get(LABEL_RECIPE) == recipe() or have.get("io.ccpanel.image") != "claude-code":
+                # Current, or not one the panel built (an admin's own image): reused as it is.
+                self._say(f"==> sandbox image {ref} is present; reusing it")
+                return
+            self._say(f"==> {ref} was built from another docker/Dockerfile; rebuilding it")
         base = self._base_image()
         with tempfile.TemporaryDirectory(prefix="ccpanel-context-") as context:
             shutil.copytree(DOCKER_DIR, context, dirs_exist_ok=True)
@@ -87,8 +95,13 @@ class Command(BaseCommand):
                 shutil.copy(crt, Path(context) / "extra-ca" / Path(crt).name)
             self._say(f"==> building {ref} from docker/Dockerfile on {base} (several minutes the first time)")
             for line in self.docker.build_image(
-                context, tag=ref, buildargs={"BASE_IMAGE": base}, labels={"io.ccpanel.image": "claude-code"}
+                context, tag=ref, buildargs={"BASE_IMAGE": base}, labels={"io.ccpanel.image": "claude-code", LABEL_RECIPE: recipe()}
             ):
                 self.stdout.write(line, ending="")
                 self.stdout.flush()
         self._say(f"==> built {ref}")
+
+
+def recipe() -> str:
+    """What the default image is built from, as a hash: the Dockerfile's bytes."""
+    return hashlib.sha256((DOCKER_DIR / "Dockerfile").read_bytes()).hexdigest()[:16]

@@ -39,6 +39,7 @@ class Command(BaseCommand):
         parser.add_argument("--memory-mb", type=int, default=None)
         parser.add_argument("--cpus", type=_decimal, default=None)
         parser.add_argument("--network", choices=[c for c, _ in Sandbox.Network.choices], default="internet")
+        parser.add_argument("--writable-root", action="store_true", help="opt out of the read-only root filesystem (less safe)")
         parser.add_argument("--team", default="default", help="team slug (create)")
         parser.add_argument("--tail", type=int, default=200, help="lines of output (logs)")
         parser.add_argument("--raw", action="store_true", help="logs: keep control characters and escape sequences")
@@ -94,6 +95,7 @@ class Command(BaseCommand):
                 memory_mb=settings.SANDBOX_DEFAULT_MEMORY_MB if opts["memory_mb"] is None else opts["memory_mb"],
                 cpus=Decimal(str(settings.SANDBOX_DEFAULT_CPUS)) if opts["cpus"] is None else opts["cpus"],
                 network_mode=opts["network"],
+                writable_root=opts.get("writable_root", False),
                 enqueue=False,
             )
         except policy.PolicyViolation as exc:
