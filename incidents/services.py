@@ -281,7 +281,8 @@ def _snapshot(incident: Incident, sandbox: Sandbox) -> str | None:
     if not incident.image_id and state is not None:
         ref = f"{engine.EVIDENCE_REPOSITORY}{sandbox.name}"
         tag = f"incident-{incident.pk}"
-        image_id = docker.commit_evidence(state.id, repository=ref, tag=tag, incident=str(incident.uuid))
+        given = docker.given_environment(docker.inspect_container(state.id))
+        image_id = docker.commit_evidence(state.id, repository=ref, tag=tag, incident=str(incident.uuid), clear_env=given)
         Incident.objects.filter(pk=incident.pk).update(image_id=image_id, image_ref=f"{ref}:{tag}")
         incident.image_id, incident.image_ref = image_id, f"{ref}:{tag}"
         _event(incident, f"Committed the container to the image {ref}:{tag} ({image_id[:19]}), kept as evidence.")
@@ -306,6 +307,15 @@ def _snapshot(incident: Incident, sandbox: Sandbox) -> str | None:
     return None
 
 
+def _without_values(docker, data: dict) -> dict:
+    """`docker inspect` with the values of the variables the panel gave (secrets among them)
+    replaced: evidence is read by people who must not learn them."""
+    given = set(docker.given_environment(data))
+    config = data.get("Config") or {}
+    config["Env"] = [f"{k}=<withheld>" if k in given else f"{k}={v}" for k, _, v in (e.partition("=") for e in config.get("Env") or [])]
+    return data
+
+
 def _bundle(incident: Incident, sandbox: Sandbox, state: engine.ContainerState | None, backup: Backup) -> None:
     """Save what the engine and the host say of the sandbox now, and bundle it with the backup
     into one evidence archive whose manifest holds the sha256 of every member."""
@@ -326,7 +336,7 @@ def _bundle(incident: Incident, sandbox: Sandbox, state: engine.ContainerState |
     if state is not None:
         cid = state.id
         save("logs.txt", lambda: _full_logs(docker, cid))
-        save("inspect.json", lambda: _json(docker.inspect_container(cid)))
+        save("inspect.json", lambda: _json(_without_values(docker, docker.inspect_container(cid))))
         save("diff.json", lambda: _json(docker.diff(cid)))
         save("processes.json", lambda: _json(docker.top(cid)) if _is_up(docker, cid) else b"[]")
         save("stats.json", lambda: _json(docker.stats_once(cid)))

@@ -157,3 +157,57 @@ class TerminalSession(models.Model):
     @property
     def duration_seconds(self) -> int | None:
         return int((self.ended_at - self.started_at).total_seconds()) if self.ended_at else None
+
+
+class Secret(models.Model):
+    """A value handed to sandboxes (an API key, a token): for one sandbox, or for every sandbox
+    of a team (a sandbox's own secret of the same name wins). Stored only encrypted
+    (sandboxes.vault, with a key kept outside the database); never shown again after saving,
+    never written to logs, audit details, backups or exports. Delivered at each start as an
+    environment variable or as a file in /run/secrets (in memory, readable by the sandbox's user
+    only)."""
+
+    class Delivery(models.TextChoices):
+        ENV = "env", "Environment variable"
+        FILE = "file", "File in /run/secrets"
+
+    team = models.ForeignKey(Team, null=True, blank=True, on_delete=models.CASCADE, related_name="secrets")
+    sandbox = models.ForeignKey(Sandbox, null=True, blank=True, on_delete=models.CASCADE, related_name="secrets")
+    name = models.CharField(max_length=128)
+    delivery = models.CharField(max_length=4, choices=Delivery.choices, default=Delivery.ENV)
+    ciphertext = models.TextField()
+    enabled = models.BooleanField(default=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    rotated_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=(Q(team__isnull=False, sandbox__isnull=True) | Q(team__isnull=True, sandbox__isnull=False)),
+                name="secret_for_a_team_or_a_sandbox",
+            ),
+            models.UniqueConstraint(fields=["team", "name"], condition=Q(team__isnull=False), name="unique_team_secret"),
+            models.UniqueConstraint(fields=["sandbox", "name"], condition=Q(sandbox__isnull=False), name="unique_sandbox_secret"),
+            models.CheckConstraint(condition=Q(name__regex=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"), name="secret_name_is_a_variable_name"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Identity(models.Model):
+    """A sandbox's git identity (written into its home's .gitconfig at each start) and its SSH
+    key (ed25519, made by the panel; the private half stored encrypted and handed over in
+    /run/secrets, so it is in no backup; the public half shown to paste into a forge)."""
+
+    sandbox = models.OneToOneField(Sandbox, on_delete=models.CASCADE, related_name="identity")
+    git_name = models.CharField(max_length=200, blank=True, default="")
+    git_email = models.CharField(max_length=254, blank=True, default="")
+    ssh_public = models.TextField(blank=True, default="")
+    ssh_private = models.TextField(blank=True, default="")  # encrypted
+    ssh_created_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"identity of {self.sandbox}"

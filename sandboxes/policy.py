@@ -537,7 +537,7 @@ def check_config(spec: ContainerSpec, rules: Rules) -> list[str]:
 
 
 PROFILES = ("sandbox", "helper")
-TMPFS_TARGETS = ("/tmp", "/var/tmp", "/run/user")
+TMPFS_TARGETS = ("/tmp", "/var/tmp", "/run/secrets")
 TMPFS_OPTIONS = "rw,nosuid,nodev"
 ULIMITS = ("nofile", "nproc", "core")
 
@@ -675,7 +675,11 @@ def _log_config(host: dict) -> dict:
 
 def tmpfs_options(spec: ContainerSpec) -> dict[str, str]:
     """Docker's `Tmpfs` for the spec: target -> mount options."""
-    return {target: f"{TMPFS_OPTIONS},size={size}" for target, size in spec.tmpfs}
+    uid, _, gid = (spec.user or "").partition(":")
+    return {
+        target: f"{TMPFS_OPTIONS},size={size}" + (f",noexec,mode=0700,uid={uid},gid={gid}" if target == "/run/secrets" else "")
+        for target, size in spec.tmpfs
+    }
 
 
 def spec_drift(spec: ContainerSpec, data: dict) -> list[str]:

@@ -1,6 +1,6 @@
 from django.urls import path, register_converter
 
-from . import views
+from . import views, views_credentials
 from .models import Sandbox
 
 
@@ -27,5 +27,7 @@ urlpatterns = [
     path("sandboxes/<int:pk>/transfer/", views.sandbox_transfer, name="sandbox_transfer"),
     path("sandboxes/<int:pk>/transfer/upload/", views.sandbox_upload, name="sandbox_upload"),
     path("sandboxes/<int:pk>/transfer/download/", views.sandbox_download, name="sandbox_download"),
+    path("sandboxes/<int:pk>/secrets/", views_credentials.sandbox_secrets, name="sandbox_secrets"),
+    path("teams/<slug:slug>/secrets/", views_credentials.team_secrets, name="team_secrets"),
     path("sandboxes/<int:pk>/<action:action>/", views.sandbox_action, name="sandbox_action"),
 ]

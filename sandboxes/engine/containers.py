@@ -205,7 +205,7 @@ class ContainersMixin(BaseClient):
             found[target] = (st.st_dev, st.st_ino)
         return found
 
-    def exec_run(self, container_id: str, cmd: list[str], *, user: str = "") -> tuple[int, str]:
+    def exec_run(self, container_id: str, cmd: list[str], *, user: str = "", environment: dict[str, str] | None = None) -> tuple[int, str]:
         """Run a command inside a running container; returns (exit code, combined output)."""
-        result = self.call(self.docker.containers.get(container_id).exec_run, cmd, user=user or "")
+        result = self.call(self.docker.containers.get(container_id).exec_run, cmd, user=user or "", environment=environment)
         return result.exit_code, result.output.decode("utf-8", errors="replace")

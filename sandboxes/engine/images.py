@@ -1,6 +1,7 @@
 """Images: the sandbox images the panel builds, and the snapshots made from sandboxes."""
 
-from collections.abc import Iterator
+import json
+from collections.abc import Iterator, Sequence
 
 import docker.errors
 import requests.exceptions
@@ -61,20 +62,39 @@ class ImagesMixin(BaseClient):
                 pass
         return removed
 
-    def commit_evidence(self, container_id: str, *, repository: str, tag: str, incident: str) -> str:
-        """`docker commit` the container into an image labelled as evidence of `incident` (the
+    def given_environment(self, data: dict) -> list[str]:
+        """The names of the variables a container (its `docker inspect`) was given beyond its
+        image's own: the panel's, secrets among them."""
+        try:
+            image_env = set(self.call(self.api.inspect_image, data["Image"]).get("Config", {}).get("Env") or [])
+        except NotFound:
+            image_env = set()
+        return sorted({item.partition("=")[0] for item in (data.get("Config") or {}).get("Env") or [] if item not in image_env})
+
+    def commit_evidence(self, container_id: str, *, repository: str, tag: str, incident: str, clear_env: Sequence[str] = ()) -> str:
+        """Keep the container's filesystem as an image labelled as evidence of `incident` (the
         container's own labels, its sandbox's UUID among them, are kept). Returns the image id;
-        an image already committed for this incident is returned instead of a second one."""
+        an image already made for this incident is returned instead of a second one.
+
+        `docker commit` when the container was given no variables beyond its image's; otherwise
+        its filesystem is exported and imported as a new image: a commit would keep the
+        container's whole configuration, secrets' values included, in the image's metadata."""
         found = self.call(self.api.images, filters={"label": [f"{LABEL_EVIDENCE}={incident}"]})
         if found:
             return found[0]["Id"]
-        result = self.call(
-            self.api.commit,
-            container_id,
-            repository=repository,
-            tag=tag,
-            message=f"evidence of incident {incident}",
-            changes=[f"LABEL {LABEL_EVIDENCE}={incident}"],
-            pause=True,
-        )
-        return result["Id"]
+        if not clear_env:
+            result = self.call(
+                self.api.commit,
+                container_id,
+                repository=repository,
+                tag=tag,
+                message=f"evidence of incident {incident}",
+                changes=[f"LABEL {LABEL_EVIDENCE}={incident}"],
+                pause=True,
+            )
+            return result["Id"]
+        labels = {**(self.call(self.api.inspect_container, container_id)["Config"].get("Labels") or {}), LABEL_EVIDENCE: incident}
+        changes = [f"LABEL {json.dumps(k)}={json.dumps(v)}" for k, v in labels.items()]
+        stream = self.call(self.api.export, container_id)
+        self.call(self.api.import_image, src=stream, repository=repository, tag=tag, changes=changes, stream_src=True)
+        return self.call(self.api.inspect_image, f"{repository}:{tag}")["Id"]

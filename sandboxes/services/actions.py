@@ -15,8 +15,9 @@ from django.db import transaction
 
 from teams.permissions import Role, SystemActor, authorize, role_allows
 
-from .. import egress, engine, live, policy, workspace
+from .. import egress, engine, live, policy, vault, workspace
 from ..models import Sandbox
+from . import credentials
 from .claims import claim, claimed, finish, heartbeat, take_run
 from .claims import enqueue as enqueue_task
 from .common import LostClaim, SandboxError, audit, labels, policy_rules, sandbox_spec
@@ -87,6 +88,7 @@ def run_start(sandbox: Sandbox, action: str) -> None:
         elif state.status != "running":
             docker.start(state.id)
             _verify_mounted(docker, state.id, spec)
+            _deliver(sandbox, docker, state.id)
         return
     if state is not None:
         docker.remove_container(state.id)
@@ -99,6 +101,17 @@ def run_start(sandbox: Sandbox, action: str) -> None:
         raise
     docker.start(container_id)
     _verify_mounted(docker, container_id, spec)
+    _deliver(sandbox, docker, container_id)
+
+
+def _deliver(sandbox: Sandbox, docker, container_id: str) -> None:
+    """The file secrets, the SSH key and the git identity; a sandbox that cannot take them is
+    stopped rather than left running without what it was given."""
+    try:
+        credentials.deliver(sandbox, container_id)
+    except (engine.EngineError, vault.VaultError):
+        docker.stop(container_id, timeout=settings.SANDBOX_STOP_TIMEOUT)
+        raise
 
 
 def _require_egress_rules(sandbox: Sandbox, docker) -> None:
@@ -200,6 +213,7 @@ def run_destroy(sandbox: Sandbox, action: str) -> None:
         left.append(f"volume {sandbox.volume_name} is not this sandbox's; left in place")
     if note := workspace.workspace_remove(sandbox.name, str(sandbox.uuid)):
         left.append(note)
+    credentials.forget(sandbox)
     save_claimed(sandbox, action, container_id="", status_detail="; ".join(left))
 
 

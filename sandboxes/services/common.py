@@ -78,6 +78,9 @@ def recorded_chain(sandbox: Sandbox, path: str) -> tuple[tuple[int, int], ...] |
     return tuple((int(pair[0]), int(pair[1])) for pair in found) if found else None
 
 
+SECRETS_TMPFS_BYTES = 4 * 1024 * 1024
+
+
 def sandbox_spec(sandbox: Sandbox, extra_mounts: list[Mount] | None = None) -> policy.ContainerSpec:
     """The container spec for `sandbox`, built only from its saved settings."""
     base = sandbox.workspace_path
@@ -87,6 +90,12 @@ def sandbox_spec(sandbox: Sandbox, extra_mounts: list[Mount] | None = None) -> p
         for f, ro in workspace.FOLDERS.items()
     ]
     binds += [policy.BindMount(m.host_path, m.container_path, m.read_only, recorded_chain(sandbox, m.host_path)) for m in mounts]
+    environment: dict[str, str] = {}
+    spec_labels = labels(sandbox)
+    if sandbox.pk:  # a sandbox being judged before it is saved has no secrets yet
+        from .credentials import LABEL_SECRETS, container_environment
+
+        environment, spec_labels[LABEL_SECRETS] = container_environment(sandbox)
     return policy.ContainerSpec(
         name=sandbox.container_name,
         image=sandbox.image,
@@ -97,13 +106,17 @@ def sandbox_spec(sandbox: Sandbox, extra_mounts: list[Mount] | None = None) -> p
         user=f"{settings.SANDBOX_UID}:{settings.SANDBOX_GID}",
         binds=tuple(binds),
         volumes=(policy.VolumeMount(sandbox.volume_name, home_target()),),
-        labels=labels(sandbox),
+        labels=spec_labels,
+        environment=environment,
         hostname=sandbox.name,
         runtime="runc",
         log_max_size=settings.SANDBOX_LOG_MAX_SIZE,
         log_max_files=settings.SANDBOX_LOG_MAX_FILES,
         read_only_rootfs=sandbox.read_only_rootfs,
-        tmpfs=tuple((target, min(settings.SANDBOX_TMP_MB, sandbox.memory_mb) * 1024 * 1024) for target in ("/tmp", "/var/tmp")),
+        tmpfs=(
+            *((target, min(settings.SANDBOX_TMP_MB, sandbox.memory_mb) * 1024 * 1024) for target in ("/tmp", "/var/tmp")),
+            ("/run/secrets", SECRETS_TMPFS_BYTES),
+        ),
         ulimits=(("nofile", settings.SANDBOX_NOFILE, settings.SANDBOX_NOFILE), ("nproc", settings.SANDBOX_NPROC, settings.SANDBOX_NPROC)),
     )
 

@@ -44,7 +44,10 @@ def test_a_sandbox_has_a_read_only_root_unless_it_opts_out(make_sandbox, clean_d
         host = json.loads(docker_cli("inspect", "-f", "{{json .HostConfig}}", sandbox.container_id).stdout)
         assert host["ReadonlyRootfs"] is read_only
         size = min(settings.SANDBOX_TMP_MB, sandbox.memory_mb) * 1024 * 1024
-        assert host["Tmpfs"] == {t: f"rw,nosuid,nodev,size={size}" for t in ("/tmp", "/var/tmp")}
+        assert host["Tmpfs"] == {
+            **{t: f"rw,nosuid,nodev,size={size}" for t in ("/tmp", "/var/tmp")},
+            "/run/secrets": f"rw,nosuid,nodev,size={4 << 20},noexec,mode=0700,uid=1000,gid=1000",
+        }
         assert sorted((u["Name"], u["Soft"], u["Hard"]) for u in host["Ulimits"]) == [
             ("nofile", settings.SANDBOX_NOFILE, settings.SANDBOX_NOFILE),
             ("nproc", settings.SANDBOX_NPROC, settings.SANDBOX_NPROC),

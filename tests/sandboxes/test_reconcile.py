@@ -75,7 +75,7 @@ def test_leftover_container_with_the_same_name_is_replaced(make_sandbox, clean_d
     services.sandbox_perform(sandbox_id=sandbox.pk, action="start")
     sandbox.refresh_from_db()
     assert sandbox.status == "running" and sandbox.container_id
-    names = docker_cli("ps", "-a", "--filter", "name=ccpanel-test-leftover", "--format", "{{.ID}}").stdout.split()
+    names = docker_cli("ps", "-a", "--filter", f"name={sandbox.container_name}", "--format", "{{.ID}}").stdout.split()
     assert len(names) == 1 and sandbox.container_id.startswith(names[0])
 
 

@@ -1,0 +1,249 @@
+"""Secrets, git identity and SSH keys: set and changed here (audited by name, never by value),
+handed to a sandbox at each start (deliver), and never anywhere else.
+
+Environment secrets go into the container's environment when it is made: anyone who may use
+Docker on this machine can read them with `docker inspect`, as with any container. File secrets
+and the SSH key are written after the start into /run/secrets, a tmpfs readable by the
+sandbox's user only, through `docker exec` with the value in the exec's environment: they touch
+no disk, no image, no log. A change takes effect at the next start (the container label
+`io.ccpanel.secrets`, a keyed digest of everything given, makes the start recreate it).
+"""
+
+import re
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from audit.services import audit_record
+from teams.models import Team
+from teams.permissions import Role, actor_name, actor_user, authorize
+
+from .. import engine, policy, vault
+from ..models import Identity, Sandbox, Secret
+from .common import InvalidInput, audit
+
+SECRETS_DIR = "/run/secrets"
+SSH_KEY_FILE = f"{SECRETS_DIR}/id_ed25519"
+LABEL_SECRETS = "io.ccpanel.secrets"
+MAX_VALUE_BYTES = 64 * 1024
+# Names that would break the sandbox, or that the panel sets itself.
+RESERVED = {"HOME", "PATH", "USER", "SHELL", "HOSTNAME", "TERM", "PWD", "LANG", "GIT_SSH_COMMAND", "NODE_EXTRA_CA_CERTS"}
+GIT_TEXT_RE = re.compile(r"^[^\x00-\x1f\x7f\"\\]{1,200}$")
+EMAIL_RE = re.compile(r"^[^\s@\"\\<>]{1,64}@[^\s@\"\\<>]{1,189}$")
+
+
+# --- secrets ---------------------------------------------------------------------------------------
+
+
+def _check_secret(name: str, value: str, delivery: str) -> dict[str, list[str]]:
+    errors: dict[str, list[str]] = {}
+    if not isinstance(name, str) or not policy.ENV_NAME_RE.fullmatch(name):
+        errors["name"] = ["A name of letters, digits and '_', not starting with a digit (at most 128)."]
+    elif name.upper() in RESERVED:
+        errors["name"] = [f"{name} is set by the panel or the image; pick another name."]
+    if not isinstance(value, str) or not value:
+        errors["value"] = ["A value is required."]
+    elif "\x00" in value or len(value.encode("utf-8")) > MAX_VALUE_BYTES:
+        errors["value"] = [f"A value of at most {MAX_VALUE_BYTES // 1024} KB, without NUL characters."]
+    if delivery not in Secret.Delivery.values:
+        errors["delivery"] = ["Deliver as an environment variable or as a file."]
+    return errors
+
+
+def _audit_secret(actor, action: str, secret: Secret, details: dict | None = None, source_ip: str | None = None) -> None:
+    details = {"name": secret.name, "delivery": secret.delivery, **(details or {})}
+    if secret.sandbox is not None:
+        audit(actor, action, secret.sandbox, details, source_ip)
+    else:
+        team = secret.team
+        assert team is not None
+        audit_record(
+            actor=actor_user(actor),
+            actor_name=actor_name(actor),
+            action=action,
+            target=team.slug,
+            team_id=team.pk,
+            details=details,
+            source_ip=source_ip,
+        )
+
+
+def _authorize_for(actor, *, sandbox: Sandbox | None, team: Team | None) -> None:
+    if sandbox is not None:
+        authorize(actor, sandbox.team, Role.OPERATOR)
+    else:
+        assert team is not None
+        authorize(actor, team, Role.ADMIN)  # a team's secrets reach every sandbox of the team
+
+
+def secret_set(
+    *,
+    actor,
+    name: str,
+    value: str,
+    delivery: str = Secret.Delivery.ENV,
+    sandbox: Sandbox | None = None,
+    team: Team | None = None,
+    source_ip: str | None = None,
+) -> Secret:
+    """Save a secret, or rotate it (a new value) if one of that name exists. The value is
+    encrypted before it reaches the database and is never returned."""
+    if (sandbox is None) == (team is None):
+        raise ValueError("a secret belongs to a sandbox or to a team")
+    _authorize_for(actor, sandbox=sandbox, team=team)
+    name = name.strip() if isinstance(name, str) else name
+    errors = _check_secret(name, value, delivery)
+    if errors:
+        raise InvalidInput(errors)
+    sealed = vault.seal(value)
+    with transaction.atomic():
+        found = Secret.objects.select_for_update().filter(sandbox=sandbox, team=team, name=name).first()
+        if found is None:
+            secret = Secret.objects.create(
+                sandbox=sandbox,
+                team=team,
+                name=name,
+                delivery=delivery,
+                ciphertext=sealed,
+                created_by=actor_user(actor),
+                rotated_at=timezone.now(),
+            )
+            _audit_secret(actor, "secret.created", secret, source_ip=source_ip)
+        else:
+            found.ciphertext, found.delivery, found.rotated_at, found.enabled = sealed, delivery, timezone.now(), True
+            found.save(update_fields=["ciphertext", "delivery", "rotated_at", "enabled"])
+            secret = found
+            _audit_secret(actor, "secret.rotated", secret, source_ip=source_ip)
+    return secret
+
+
+def secret_enable(*, actor, secret: Secret, enabled: bool, source_ip: str | None = None) -> None:
+    _authorize_for(actor, sandbox=secret.sandbox, team=secret.team)
+    with transaction.atomic():
+        if Secret.objects.filter(pk=secret.pk).exclude(enabled=enabled).update(enabled=enabled):
+            secret.enabled = enabled
+            _audit_secret(actor, "secret.enabled" if enabled else "secret.disabled", secret, source_ip=source_ip)
+
+
+def secret_delete(*, actor, secret: Secret, source_ip: str | None = None) -> None:
+    _authorize_for(actor, sandbox=secret.sandbox, team=secret.team)
+    with transaction.atomic():
+        if Secret.objects.filter(pk=secret.pk).delete()[0]:
+            _audit_secret(actor, "secret.deleted", secret, source_ip=source_ip)
+
+
+def secrets_for(sandbox: Sandbox) -> dict[str, tuple[str, str]]:
+    """name -> (delivery, value) of every enabled secret the sandbox receives: its team's, and
+    its own over them."""
+    found: dict[str, tuple[str, str]] = {}
+    for secret in Secret.objects.filter(team_id=sandbox.team_id, enabled=True):
+        found[secret.name] = (secret.delivery, vault.unseal(secret.ciphertext))
+    for secret in Secret.objects.filter(sandbox=sandbox, enabled=True):
+        found[secret.name] = (secret.delivery, vault.unseal(secret.ciphertext))
+    return found
+
+
+# --- git identity and SSH key --------------------------------------------------------------------------
+
+
+def identity_of(sandbox: Sandbox) -> Identity:
+    return Identity.objects.get_or_create(sandbox=sandbox)[0]
+
+
+def git_identity_set(*, actor, sandbox: Sandbox, name: str, email: str, source_ip: str | None = None) -> Identity:
+    authorize(actor, sandbox.team, Role.OPERATOR)
+    name, email = (name or "").strip(), (email or "").strip()
+    errors: dict[str, list[str]] = {}
+    if not GIT_TEXT_RE.fullmatch(name):
+        errors["git_name"] = ["A name of at most 200 characters, without quotes, backslashes or control characters."]
+    if not EMAIL_RE.fullmatch(email):
+        errors["git_email"] = ["An e-mail address such as agent@example.com."]
+    if errors:
+        raise InvalidInput(errors)
+    with transaction.atomic():
+        identity = identity_of(sandbox)
+        identity.git_name, identity.git_email = name, email
+        identity.save(update_fields=["git_name", "git_email"])
+        audit(actor, "sandbox.git_identity", sandbox, {"name": name, "email": email}, source_ip)
+    return identity
+
+
+def ssh_key_regenerate(*, actor, sandbox: Sandbox, source_ip: str | None = None) -> Identity:
+    """A new ed25519 key for the sandbox (the old one is gone for good). Returns the identity,
+    whose `ssh_public` is what to paste into a forge."""
+    authorize(actor, sandbox.team, Role.OPERATOR)
+    key = Ed25519PrivateKey.generate()
+    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()).decode()
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
+    public = f"{public} {sandbox.name}@ccpanel"
+    with transaction.atomic():
+        identity = Identity.objects.select_for_update().get_or_create(sandbox=sandbox)[0]
+        replaced = bool(identity.ssh_public)
+        identity.ssh_public, identity.ssh_private, identity.ssh_created_at = public, vault.seal(private), timezone.now()
+        identity.save(update_fields=["ssh_public", "ssh_private", "ssh_created_at"])
+        audit(actor, "sandbox.ssh_key", sandbox, {"public": public, "replaced": replaced}, source_ip)
+    return identity
+
+
+def forget(sandbox: Sandbox) -> None:
+    """Destroy: the sandbox's own secrets and its SSH key go with it."""
+    Secret.objects.filter(sandbox=sandbox).delete()
+    Identity.objects.filter(sandbox=sandbox).update(ssh_private="")
+
+
+# --- handing them over ---------------------------------------------------------------------------------
+
+
+def container_environment(sandbox: Sandbox) -> tuple[dict[str, str], str]:
+    """(environment, digest label) for the sandbox's container: its environment secrets, and a
+    keyed digest of everything deliver() will hand over, so a change makes the container anew."""
+    given = secrets_for(sandbox)
+    env = {name: value for name, (delivery, value) in given.items() if delivery == Secret.Delivery.ENV}
+    identity = Identity.objects.filter(sandbox=sandbox).first()
+    items = [(f"{delivery}:{name}", value) for name, (delivery, value) in given.items()]
+    if identity is not None:
+        items += [("git:name", identity.git_name), ("git:email", identity.git_email), ("ssh", identity.ssh_public)]
+        if identity.ssh_public:
+            env["GIT_SSH_COMMAND"] = f"ssh -i {SSH_KEY_FILE} -o IdentitiesOnly=yes"
+    return env, vault.digest(items)  # also when empty: a container given secrets before differs
+
+
+FILE_SCRIPT = 'umask 077 && printf "%s" "$CCP_VALUE" > "$CCP_PATH"'
+GIT_SCRIPT = (
+    "if command -v git >/dev/null 2>&1; then "
+    'git config --global user.name "$CCP_NAME" && git config --global user.email "$CCP_EMAIL"; '
+    'elif [ ! -e "$HOME/.gitconfig" ]; then '
+    'printf "[user]\\n\\tname = %s\\n\\temail = %s\\n" "$CCP_NAME" "$CCP_EMAIL" > "$HOME/.gitconfig"; fi'
+)
+
+
+def deliver(sandbox: Sandbox, container_id: str) -> None:
+    """After a start: the file secrets and the SSH key into /run/secrets, the git identity into
+    the home's .gitconfig. Raises EngineError if the container refuses them."""
+    docker = engine.engine_for(sandbox)
+    user = f"{settings.SANDBOX_UID}:{settings.SANDBOX_GID}"
+    home = f"/home/{settings.SANDBOX_USER}"
+    writes = [
+        (f"{SECRETS_DIR}/{name}", value) for name, (delivery, value) in secrets_for(sandbox).items() if delivery == Secret.Delivery.FILE
+    ]
+    identity = Identity.objects.filter(sandbox=sandbox).first()
+    if identity is not None and identity.ssh_private:
+        writes.append((SSH_KEY_FILE, vault.unseal(identity.ssh_private)))
+    for path, value in writes:
+        code, out = docker.exec_run(
+            container_id, ["/bin/sh", "-c", FILE_SCRIPT], user=user, environment={"CCP_PATH": path, "CCP_VALUE": value}
+        )
+        if code != 0:
+            raise engine.EngineError(f"could not write {path} in the sandbox: {out.strip()[:200]}")
+    if identity is not None and identity.git_name and identity.git_email:
+        code, out = docker.exec_run(
+            container_id,
+            ["/bin/sh", "-c", GIT_SCRIPT],
+            user=user,
+            environment={"CCP_NAME": identity.git_name, "CCP_EMAIL": identity.git_email, "HOME": home},
+        )
+        if code != 0:
+            raise engine.EngineError(f"could not write the git identity in the sandbox: {out.strip()[:200]}")
