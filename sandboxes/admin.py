@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from .models import Sandbox
+from .models import ChecklistItem, Sandbox
 
 
 @admin.register(Sandbox)
@@ -19,3 +19,13 @@ class SandboxAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+@admin.register(ChecklistItem)
+class ChecklistItemAdmin(admin.ModelAdmin):
+    """A team's manual checklist items (made from the original list the first time a sandbox
+    of the team shows its checklist): word, reorder, add or remove them here."""
+
+    list_display = ["text", "team", "phase", "position"]
+    list_filter = ["team", "phase"]
+    ordering = ["team", "position"]

@@ -71,6 +71,10 @@ class Sandbox(models.Model):
     # The image's own files cannot be changed from inside (CIS Docker 5.13); /tmp and /var/tmp are
     # in memory, the home volume and the workspace folders stay writable. An opt-out per sandbox.
     read_only_rootfs = models.BooleanField(default=True)
+    # The live security checklist's last result (sandboxes.checklist): how many automatic checks
+    # failed (None: not checked yet), and when. Shown as the dashboard's badge.
+    checklist_failed = models.PositiveSmallIntegerField(null=True, blank=True)
+    checklist_checked_at = models.DateTimeField(null=True, blank=True)
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.CREATING)
     pending_action = models.CharField(max_length=12, blank=True, default="", choices=Action.choices + Job.choices)
     # An open incident holds the sandbox: only the incident's own steps (and backups, which only
@@ -211,3 +215,37 @@ class Identity(models.Model):
 
     def __str__(self) -> str:
         return f"identity of {self.sandbox}"
+
+
+class ChecklistItem(models.Model):
+    """One manual item of a team's security checklist (pre-filled from the product's original
+    checklist), ticked per sandbox by a user; ticks are audited."""
+
+    class Phase(models.TextChoices):
+        BEFORE = "before", "Before starting work"
+        DURING = "during", "During work"
+        AFTER = "after", "After work"
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="checklist_items")
+    phase = models.CharField(max_length=6, choices=Phase.choices)
+    text = models.CharField(max_length=200)
+    position = models.PositiveSmallIntegerField(default=0)
+
+    class Meta:
+        ordering = ["position", "pk"]
+
+    def __str__(self) -> str:
+        return self.text
+
+
+class ChecklistTick(models.Model):
+    sandbox = models.ForeignKey(Sandbox, on_delete=models.CASCADE, related_name="checklist_ticks")
+    item = models.ForeignKey(ChecklistItem, on_delete=models.CASCADE, related_name="ticks")
+    ticked_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    ticked_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["sandbox", "item"], name="one_tick_per_item")]
+
+    def __str__(self) -> str:
+        return f"{self.item} ticked for {self.sandbox}"

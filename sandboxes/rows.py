@@ -52,6 +52,7 @@ class Row:
     buttons: SafeString
     can_destroy: bool
     can_open_terminal: bool
+    checklist_failed: int | None = None
 
 
 STATUS_LABELS = dict(Sandbox.Status.choices)
@@ -116,6 +117,7 @@ def row_for(sandbox: Sandbox, role: str | None, *, csrf: str, back_to_detail: bo
         buttons=_buttons(sandbox, url, actions, csrf, back_to_detail),
         can_destroy=Sandbox.Action.DESTROY in allowed,
         can_open_terminal=role_allows(role, Role.OPERATOR),
+        checklist_failed=sandbox.checklist_failed,
     )
 
 
@@ -132,6 +134,11 @@ def render_row(row: Row, *, oob: bool = False, insert: bool = False) -> SafeStri
     if row.on_hold:
         pending += ' <span class="badge bad" title="An open incident holds this sandbox">incident</span>'
     detail = f'<div class="detail">{e(row.detail)}</div>' if row.detail else ""
+    link = f'href="{e(row.url)}#checklist-card" title="Security checklist"'
+    if row.checklist_failed:
+        pending += f' <a class="badge bad" {link}>checklist: {int(row.checklist_failed)} failing</a>'
+    elif row.checklist_failed == 0:
+        pending += f' <a class="badge ok" {link}>checklist ok</a>'
     actions = '<span class="hint">view only</span>' if row.view_only else row.buttons
     swap = ' hx-swap-oob="true"' if oob and not insert else ""
     html = (

@@ -1,11 +1,14 @@
 """Reads, always limited to what the given user may see."""
 
+import dataclasses
+
 from django.conf import settings
 from django.db.models import QuerySet
 
 from . import engine, policy
 from .models import Sandbox
 from .services.common import sandbox_spec
+from .services.credentials import LABEL_SECRETS
 
 PAGE_TIMEOUT = 5  # seconds a page waits for Docker: a hung engine must not hold a request
 
@@ -82,6 +85,7 @@ def sandbox_page(*, user, roles: dict[int, str], search: str = "", page: int | s
             "memory_mb",
             "cpus",
             "network_mode",
+            "checklist_failed",
             "team__name",
             "team_id",
         )
@@ -118,7 +122,10 @@ def hardening_report(sandbox: Sandbox) -> list[tuple[str, bool, str]]:
             f"also {', '.join(strangers)}" if strangers else (sandbox.container_id or "")[:12],
         )
     ]
-    return report + policy.inspect_report(data, sandbox_spec(sandbox), processes)
+    spec = sandbox_spec(sandbox)
+    # A secret changed since the start is not a drift from the policy: the next start hands it over.
+    spec = dataclasses.replace(spec, labels={k: v for k, v in spec.labels.items() if k != LABEL_SECRETS})
+    return report + policy.inspect_report(data, spec, processes)
 
 
 def open_incident(sandbox: Sandbox):

@@ -32,3 +32,14 @@ def reconcile_all_task() -> int:
         return changed
     except engine.EngineUnavailable:
         return 0
+
+
+@shared_task
+def checklist_refresh_task() -> int:
+    """Periodic: every sandbox's automatic checklist, for the dashboard's badges."""
+    from . import checklist
+
+    try:
+        return checklist.refresh_all()
+    except engine.EngineUnavailable:
+        return 0

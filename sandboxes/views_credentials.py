@@ -112,3 +112,35 @@ def team_secrets(request: HttpRequest, slug: str) -> HttpResponse:
         "deliveries": Secret.Delivery.choices,
     }
     return render(request, "credentials/team.html", context)
+
+
+@require_http_methods(["GET", "POST"])
+def sandbox_checklist(request: HttpRequest, pk: int) -> HttpResponse:
+    """The live security checklist card (loaded by the sandbox's page after it is shown: the
+    checks read the disk and Docker). A POST ticks or unticks a manual item."""
+    from . import checklist
+    from .models import ChecklistItem
+
+    sandbox = selectors.sandbox_get_visible(user=request.user, pk=pk)
+    if sandbox is None or sandbox.status == Sandbox.Status.DESTROYED:
+        raise Http404("No such sandbox.")
+    role = user_role(user=request.user, team=sandbox.team)
+    items = checklist.team_items(sandbox.team)
+    if request.method == "POST":
+        if not role_allows(role, Role.OPERATOR):
+            raise PermissionDenied("Operators tick a sandbox's checklist.")
+        item = ChecklistItem.objects.filter(pk=request.POST.get("item") or 0, team=sandbox.team).first()
+        if item is None:
+            raise Http404("No such item.")
+        checklist.tick(
+            actor=request.user, sandbox=sandbox, item=item, ticked=request.POST.get("ticked") == "1", source_ip=client_ip(request)
+        )
+    ticked = set(sandbox.checklist_ticks.values_list("item_id", flat=True))
+    phases = [(label, [(item, item.pk in ticked) for item in items if item.phase == value]) for value, label in ChecklistItem.Phase.choices]
+    context = {
+        "sandbox": sandbox,
+        "checks": checklist.run_checks(sandbox),
+        "phases": phases,
+        "can_tick": role_allows(role, Role.OPERATOR),
+    }
+    return render(request, "sandboxes/_checklist.html", context)

@@ -50,5 +50,6 @@ CELERY_BEAT_SCHEDULE = {
     "reconcile-sandboxes": {"task": "sandboxes.tasks.reconcile_all_task", "schedule": SANDBOX_RESYNC_SECONDS},
     "verify-audit-chain": {"task": "audit.tasks.audit_verify_task", "schedule": timedelta(days=1)},
     "scheduled-backups": {"task": "backups.tasks.backup_schedules_task", "schedule": 60.0},
+    "security-checklists": {"task": "sandboxes.tasks.checklist_refresh_task", "schedule": 300.0},
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / f"celerybeat-schedule-{PANEL_INSTANCE}")

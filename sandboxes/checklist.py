@@ -1,0 +1,201 @@
+"""The live security checklist of a sandbox: the product's original checklist, checked by the
+panel where a machine can check it, and ticked by people where only they can.
+
+Automatic checks (each passes or fails, and says why):
+- the workspace folders have the owners and modes the panel gave them (755);
+- no credentials in `shared/` or `exports/` (sandboxes.scanner);
+- a git identity is set;
+- a backup younger than 24 hours exists (once the sandbox has any backup);
+- the host's egress rules are in place (for a sandbox on the network);
+- the container's real settings, read back from `docker inspect` and the kernel, meet the
+  policy (selectors.hardening_report), a container changed outside the panel included.
+
+Manual items are the team's own list (pre-filled from the original before/during/after list);
+ticking and unticking are audited. The number of failed automatic checks is kept on the
+sandbox for the dashboard's badge, refreshed when the page is shown and periodically.
+"""
+
+import os
+import stat
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from teams.permissions import Role, authorize
+
+from . import egress, engine, scanner, workspace
+from .models import ChecklistItem, ChecklistTick, Identity, Sandbox
+from .services.common import audit
+
+SEED = [
+    (ChecklistItem.Phase.BEFORE, "Workspace directory has correct permissions (755)"),
+    (ChecklistItem.Phase.BEFORE, "No sensitive files in shared folders"),
+    (ChecklistItem.Phase.BEFORE, "Git configured with container-specific identity"),
+    (ChecklistItem.Phase.BEFORE, "Recent backup exists"),
+    (ChecklistItem.Phase.DURING, "Only install trusted packages"),
+    (ChecklistItem.Phase.DURING, "Review code before execution"),
+    (ChecklistItem.Phase.DURING, "Keep sensitive data in appropriate folders"),
+    (ChecklistItem.Phase.DURING, "Use imports/exports for controlled file transfer"),
+    (ChecklistItem.Phase.AFTER, "Export important files"),
+    (ChecklistItem.Phase.AFTER, "Commit and push code changes"),
+    (ChecklistItem.Phase.AFTER, "Stop container when not in use"),
+    (ChecklistItem.Phase.AFTER, "Backup if significant changes made"),
+]
+SCANNED = ("shared", "exports")
+
+
+@dataclass(frozen=True)
+class Check:
+    label: str
+    ok: bool | None  # None: does not apply (yet)
+    detail: str
+
+
+def _open_folder(sandbox: Sandbox, folder: str | None = None) -> int:
+    """The sandbox's folder (or one of its six), opened without following any link."""
+    path = str(sandbox.workspace_path / folder) if folder else str(sandbox.workspace_path)
+    from . import policy
+
+    return policy.open_dir_nofollow(path, flags=os.O_RDONLY)
+
+
+def _permissions(sandbox: Sandbox) -> Check:
+    label = "Workspace folders are 755 and owned as the panel made them"
+    wrong = []
+    try:
+        fd = _open_folder(sandbox)
+    except OSError as exc:
+        return Check(label, False, f"{sandbox.workspace_path} cannot be opened: {exc}")
+    except Exception as exc:  # noqa: BLE001 - HostPathError and the like: the reason is the detail
+        return Check(label, False, str(exc))
+    try:
+        st = os.fstat(fd)
+        owner = 0 if os.geteuid() == 0 else os.geteuid()
+        if stat.S_IMODE(st.st_mode) != 0o755 or st.st_uid != owner:
+            wrong.append(f"{sandbox.name}/ is {stat.S_IMODE(st.st_mode):o} owned by {st.st_uid}, not 755 by {owner}")
+        for folder in workspace.FOLDERS:
+            try:
+                fst = os.stat(folder, dir_fd=fd, follow_symlinks=False)
+            except OSError:
+                wrong.append(f"{folder} is missing")
+                continue
+            uid = settings.SANDBOX_UID if os.geteuid() == 0 else os.geteuid()
+            if not stat.S_ISDIR(fst.st_mode):
+                wrong.append(f"{folder} is not a folder")
+            elif stat.S_IMODE(fst.st_mode) != 0o755 or fst.st_uid != uid:
+                wrong.append(f"{folder} is {stat.S_IMODE(fst.st_mode):o} owned by {fst.st_uid}, not 755 by {uid}")
+    finally:
+        os.close(fd)
+    return Check(label, not wrong, "; ".join(wrong) or "as made")
+
+
+def _credentials(sandbox: Sandbox) -> Check:
+    label = "No credentials in shared/ or exports/"
+    result = scanner.Scan()
+    for folder in SCANNED:
+        try:
+            fd = _open_folder(sandbox, folder)
+        except Exception as exc:  # noqa: BLE001
+            return Check(label, False, f"{folder} cannot be read: {exc}")
+        scanner.scan_folder(fd, folder, result)
+    if result.findings:
+        shown = "; ".join(f"{path}: {what}" for path, what in result.findings[:5])
+        more = f" and {len(result.findings) - 5} more" if len(result.findings) > 5 else ""
+        return Check(label, False, shown + more)
+    note = f"{result.files} files, {result.bytes_read // 1024} KB read"
+    if result.truncated:
+        note += " (caps reached: the rest was not read)"
+    return Check(label, True, note)
+
+
+def _git(sandbox: Sandbox) -> Check:
+    identity = Identity.objects.filter(sandbox=sandbox).first()
+    ok = bool(identity and identity.git_name and identity.git_email)
+    return Check("A git identity is set", ok, f"{identity.git_name} <{identity.git_email}>" if ok and identity else "not set")
+
+
+def _backup(sandbox: Sandbox) -> Check:
+    from backups.models import Backup
+
+    label = "A backup younger than 24 hours exists"
+    done = Backup.objects.filter(sandbox=sandbox, status=Backup.Status.DONE).order_by("-finished_at").first()
+    if done is None:
+        return Check(label, None, "no backup yet")
+    age = timezone.now() - (done.finished_at or done.created_at)
+    return Check(label, age <= timedelta(hours=24), f"the newest is {int(age.total_seconds() // 3600)} h old")
+
+
+def _egress(sandbox: Sandbox) -> Check:
+    label = "The host's egress rules are in place"
+    if sandbox.network_mode != Sandbox.Network.INTERNET:
+        return Check(label, True, "no network")
+    if not egress.enforced():
+        return Check(label, False, "filtering is turned off (SANDBOX_EGRESS_RULES=false)")
+    try:
+        wrong = egress.problems()
+    except egress.EgressError as exc:
+        wrong = [str(exc)]
+    return Check(label, not wrong, "; ".join(wrong) or "in place")
+
+
+def _container(sandbox: Sandbox) -> Check:
+    from .selectors import hardening_report
+
+    label = "The container's real settings meet the policy"
+    try:
+        report = hardening_report(sandbox)
+    except engine.EngineError as exc:
+        return Check(label, None, f"Docker did not answer: {exc}")
+    if not report:
+        return Check(label, None, "no container")
+    failing = [name for name, holds, _ in report if not holds]
+    return Check(label, not failing, ("fails: " + "; ".join(failing)) if failing else f"{len(report)} checks hold")
+
+
+def run_checks(sandbox: Sandbox) -> list[Check]:
+    """Every automatic check, now; the failed count is saved for the dashboard's badge."""
+    checks = [_permissions(sandbox), _credentials(sandbox), _git(sandbox), _backup(sandbox), _egress(sandbox), _container(sandbox)]
+    failed = sum(1 for c in checks if c.ok is False)
+    Sandbox.objects.filter(pk=sandbox.pk).update(checklist_failed=failed, checklist_checked_at=timezone.now())
+    sandbox.checklist_failed = failed
+    return checks
+
+
+def refresh_all() -> int:
+    """Periodic: re-run the checks of every sandbox that is not destroyed."""
+    count = 0
+    for sandbox in Sandbox.objects.exclude(status__in=[Sandbox.Status.DESTROYED, Sandbox.Status.DESTROYING]):
+        run_checks(sandbox)
+        count += 1
+    return count
+
+
+def team_items(team) -> list[ChecklistItem]:
+    """The team's manual items, made from the original checklist the first time."""
+    with transaction.atomic():
+        if not ChecklistItem.objects.filter(team=team).exists():
+            ChecklistItem.objects.bulk_create(
+                ChecklistItem(team=team, phase=phase, text=text, position=n) for n, (phase, text) in enumerate(SEED)
+            )
+    return list(ChecklistItem.objects.filter(team=team))
+
+
+def tick(*, actor, sandbox: Sandbox, item: ChecklistItem, ticked: bool, source_ip: str | None = None) -> None:
+    """Tick or untick a manual item for a sandbox (operators), audited."""
+    authorize(actor, sandbox.team, Role.OPERATOR)
+    if item.team_id != sandbox.team_id:
+        raise ValueError("an item of another team")
+    with transaction.atomic():
+        if ticked:
+            _, made = ChecklistTick.objects.get_or_create(
+                sandbox=sandbox, item=item, defaults={"ticked_by": getattr(actor, "pk", None) and actor}
+            )
+        else:
+            made = bool(ChecklistTick.objects.filter(sandbox=sandbox, item=item).delete()[0])
+        if made:
+            audit(
+                actor, "checklist.ticked" if ticked else "checklist.unticked", sandbox, {"item": item.text, "phase": item.phase}, source_ip
+            )
