@@ -1,0 +1,199 @@
+"""The cost of the host's egress rules (sandboxes.egress), in one run.
+
+- Throughput: a sandbox downloads from "the internet" (a network namespace on a veth pair in
+  198.18.0.0/15, as the tests use) through Docker's NAT, with the rules in place and with them
+  removed, runs interleaved; the ratio of the medians (target >= 0.95). Timed by the server in
+  the namespace, from accept to the last byte sent and the client gone.
+- apply_20_ms: with 20 sandboxes running on the network, the time to apply a change of the rules
+  (egress.apply: every chain replaced in one iptables-restore, jumps checked) and to verify them.
+- allowlist_connect_ms: null. There is no allowlist mode yet (see the README's limits).
+
+Usage: .venv/bin/python bench/egress.py [--runs N] [--mb M]   (needs root, Docker; `make bench`)
+Traffic goes only to the namespace this script makes. The last line is a JSON object.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from decimal import Decimal
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+VAR = ROOT / "var"
+DB = VAR / "bench-egress.sqlite3"
+os.environ.update(
+    {
+        "DJANGO_SETTINGS_MODULE": "controlpanel.settings.test",
+        "PANEL_TEST_SLOT": os.environ.get("PANEL_TEST_SLOT", "2"),
+        "PANEL_TEST_DATABASE_URL": f"sqlite:///{DB}",
+    }
+)
+for suffix in ("", "-wal", "-shm"):
+    Path(f"{DB}{suffix}").unlink(missing_ok=True)
+
+import django  # noqa: E402
+
+django.setup()
+
+from django.conf import settings  # noqa: E402
+from django.core.management import call_command  # noqa: E402
+
+from sandboxes import egress, services  # noqa: E402
+from teams.models import Team  # noqa: E402
+
+IMAGE = "ccpanel/test-busybox:latest"
+NET = 120  # 198.18.120.0/24
+NS, HOST_IF, NS_IF = f"ccp-bench{NET}", f"ccpbh{NET}", f"ccpbn{NET}"
+PORT = 18090
+SERVER = """
+import socket, sys, time
+size = int(sys.argv[1]) << 20
+chunk = bytes(range(256)) * 4096
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("198.18.%d.10" % int(sys.argv[2]), int(sys.argv[3]))); s.listen(4)
+print("ready", flush=True)
+while True:
+    c, _ = s.accept()
+    t0 = time.perf_counter(); sent = 0
+    while sent < size:
+        sent += c.send(chunk[: min(len(chunk), size - sent)])
+    c.shutdown(socket.SHUT_WR)
+    c.recv(1)  # the client closes once it has everything
+    print("%.6f" % (time.perf_counter() - t0), flush=True)
+    c.close()
+"""
+
+
+def sh(*cmd: str) -> None:
+    subprocess.run(cmd, check=True, capture_output=True)
+
+
+def internet_up(mb: int) -> subprocess.Popen:
+    internet_down()
+    sh("ip", "netns", "add", NS)
+    sh("ip", "link", "add", HOST_IF, "type", "veth", "peer", "name", NS_IF)
+    sh("ip", "link", "set", NS_IF, "netns", NS)
+    sh("ip", "addr", "add", f"198.18.{NET}.1/24", "dev", HOST_IF)
+    sh("ip", "link", "set", HOST_IF, "up")
+    for cmd in (
+        ["ip", "addr", "add", f"198.18.{NET}.10/24", "dev", NS_IF],
+        ["ip", "link", "set", NS_IF, "up"],
+        ["ip", "link", "set", "lo", "up"],
+        ["ip", "route", "add", "default", "via", f"198.18.{NET}.1"],
+    ):
+        sh("ip", "netns", "exec", NS, *cmd)
+    server = subprocess.Popen(
+        ["ip", "netns", "exec", NS, sys.executable, "-c", SERVER, str(mb), str(NET), str(PORT)], stdout=subprocess.PIPE, text=True
+    )
+    assert server.stdout is not None and server.stdout.readline().strip() == "ready"
+    return server
+
+
+def internet_down() -> None:
+    subprocess.run(["ip", "netns", "del", NS], capture_output=True)
+    subprocess.run(["ip", "link", "del", HOST_IF], capture_output=True)
+
+
+def download(container_id: str, server: subprocess.Popen) -> float:
+    done = subprocess.run(
+        ["docker", "exec", container_id, "sh", "-c", f"nc 198.18.{NET}.10 {PORT} > /dev/null"], capture_output=True, timeout=300
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"the download failed: {done.stderr.decode()[:200]}")
+    assert server.stdout is not None
+    return float(server.stdout.readline())
+
+
+def clean() -> None:
+    label = f"io.ccpanel.instance={settings.PANEL_INSTANCE}"
+    ids = subprocess.run(["docker", "ps", "-aq", "--filter", f"label={label}"], capture_output=True, text=True).stdout.split()
+    if ids:
+        subprocess.run(["docker", "rm", "-f", *ids], capture_output=True)
+    vols = subprocess.run(["docker", "volume", "ls", "-q", "--filter", f"label={label}"], capture_output=True, text=True).stdout.split()
+    if vols:
+        subprocess.run(["docker", "volume", "rm", "-f", *vols], capture_output=True)
+    root = Path(settings.WORKSPACE_ROOT)
+    if root.is_dir() and (VAR in root.parents):
+        subprocess.run(["rm", "-rf", "--one-file-system", str(root)], check=False)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--mb", type=int, default=512, help="MiB per download")
+    parser.add_argument("--sandboxes", type=int, default=20)
+    args = parser.parse_args()
+    clean()
+    call_command("migrate", verbosity=0)
+    call_command("egress", "apply")
+    team = Team.objects.create(name="Bench", slug="bench")
+    actor = services.SystemActor("bench")
+    made = []
+    for i in range(args.sandboxes):
+        s = services.sandbox_create(
+            actor=actor, team=team, name=f"eg{i}", image=IMAGE, memory_mb=256, cpus=Decimal("0.5"), network_mode="internet", enqueue=False
+        )
+        services.sandbox_perform(sandbox_id=s.pk, action="start")
+        s.refresh_from_db()
+        if s.status != "running":
+            raise SystemExit(f"{s.name} did not start: {s.status_detail}")
+        made.append(s)
+    server = internet_up(args.mb)
+    try:
+        probe = made[0].container_id
+        with_rules, without = [], []
+        for i in range(args.runs + 1):  # the first pair warms up
+            egress.apply()
+            a = download(probe, server)
+            egress.remove()
+            b = download(probe, server)
+            if i:
+                with_rules.append(a)
+                without.append(b)
+        egress.apply()
+        applies = []
+        for _ in range(args.runs):
+            egress.remove()  # a change to put back: the whole rule set, as a policy change would
+            t0 = time.perf_counter()
+            egress.apply()
+            left = egress.problems()
+            applies.append(time.perf_counter() - t0)
+            assert not left, left
+    finally:
+        server.kill()
+        internet_down()
+        egress.apply()
+        clean()
+
+    mbps_with = args.mb / statistics.median(with_rules)
+    mbps_without = args.mb / statistics.median(without)
+    ratio = mbps_with / mbps_without
+    apply_ms = statistics.median(applies) * 1000
+    print(f"download {args.mb} MiB x {args.runs} (after 1 warm-up), interleaved, one of {args.sandboxes} running sandboxes")
+    print(f"with the rules     {mbps_with:8.1f} MiB/s (median)")
+    print(f"without the rules  {mbps_without:8.1f} MiB/s (median)")
+    print(f"throughput ratio   {ratio:.3f} (target >= 0.95)")
+    print(f"apply + verify with {args.sandboxes} sandboxes running: p50 {apply_ms:.1f} ms, max {max(applies) * 1000:.1f} ms")
+    print("allowlist connect latency: not measured (there is no allowlist mode yet)")
+    print(
+        json.dumps(
+            {
+                "throughput_ratio": round(ratio, 3),
+                "allowlist_connect_ms": None,
+                "apply_20_ms": round(apply_ms, 1),
+                "mib_s_with_rules": round(mbps_with, 1),
+                "mib_s_without_rules": round(mbps_without, 1),
+                "runs": args.runs,
+                "sandboxes": args.sandboxes,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
