@@ -59,6 +59,27 @@ class ExactOriginCheck:
         return await self.app(scope, receive, send)
 
 
+class SecondFactorCheck:
+    """A websocket of a session that has not given its second factor (teams.second_factor) is
+    the socket of no one."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        from channels.db import database_sync_to_async
+        from django.contrib.auth.models import AnonymousUser
+
+        from teams import second_factor
+
+        user = scope.get("user")
+        if user is not None and user.is_authenticated:
+            ok = await database_sync_to_async(second_factor.is_satisfied)(user, scope.get("session"))
+            if not ok:
+                scope = {**scope, "user": AnonymousUser()}
+        return await self.app(scope, receive, send)
+
+
 async def _refuse(scope, receive, send, body: bytes):
     if scope["type"] == "websocket":
         await receive()  # websocket.connect
@@ -78,7 +99,7 @@ application = HostCheck(
     ProtocolTypeRouter(
         {
             "http": ASGIStaticFilesHandler(django_asgi_app) if settings.PANEL_WS_PORT == settings.PANEL_PORT else _not_here,
-            "websocket": ExactOriginCheck(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+            "websocket": ExactOriginCheck(AuthMiddlewareStack(SecondFactorCheck(URLRouter(websocket_urlpatterns)))),
         }
     )
 )

@@ -4,10 +4,14 @@ from django.urls import include, path
 
 from backups import urls as backup_urls
 from incidents import urls as incident_urls
+from teams import views_second_factor
 
 urlpatterns = [
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("2fa/setup/", views_second_factor.setup, name="second_factor_setup"),
+    path("2fa/verify/", views_second_factor.verify, name="second_factor_verify"),
+    path("2fa/remove/", views_second_factor.remove, name="second_factor_remove"),
     path("admin/", admin.site.urls),
     path("audit/", include("audit.urls")),
     path("backups/", include("backups.urls")),

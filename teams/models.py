@@ -10,6 +10,8 @@ class Team(models.Model):
 
     name = models.CharField(max_length=100, unique=True)
     slug = models.SlugField(max_length=50, unique=True)
+    # Every member must sign in with a second factor (TOTP): see teams.second_factor.
+    require_second_factor = models.BooleanField(default=False)
 
     def __str__(self) -> str:
         return self.name

@@ -6,4 +6,5 @@ urlpatterns = [
     path("", views.team_list, name="team_list"),
     path("<slug:slug>/", views.team_detail, name="team_detail"),
     path("<slug:slug>/members/", views.team_member, name="team_member"),
+    path("<slug:slug>/second-factor/", views.team_second_factor, name="team_second_factor"),
 ]

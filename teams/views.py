@@ -7,6 +7,8 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
+from audit.services import audit_record
+
 from . import services
 from .models import Membership, Team
 from .permissions import Role, team_roles, teams_visible, user_role
@@ -61,4 +63,23 @@ def team_member(request: HttpRequest, slug: str) -> HttpResponse:
             messages.info(request, f"{username} is now {new_role} in {team}.")
     except services.TeamError as exc:
         messages.error(request, str(exc))
+    return redirect("team_detail", slug=slug)
+
+
+@require_POST
+def team_second_factor(request: HttpRequest, slug: str) -> HttpResponse:
+    """Require (or stop requiring) a second factor of every member (team admins), audited."""
+    team, role = _get_team(request, slug)
+    if role != Role.ADMIN:
+        raise PermissionDenied("Only the team's admins decide this.")
+    required = request.POST.get("require") == "1"
+    if Team.objects.filter(pk=team.pk).exclude(require_second_factor=required).update(require_second_factor=required):
+        audit_record(
+            actor=request.user,
+            action="team.second_factor_required" if required else "team.second_factor_optional",
+            target=team.slug,
+            team_id=team.pk,
+            source_ip=_client_ip(request),
+        )
+        messages.info(request, f"{team}: a second factor is now {'required' if required else 'optional'} for every member.")
     return redirect("team_detail", slug=slug)
