@@ -122,8 +122,9 @@ def hardening_report(sandbox: Sandbox) -> list[tuple[str, bool, str]]:
             f"also {', '.join(strangers)}" if strangers else (sandbox.container_id or "")[:12],
         )
     ]
-    spec = sandbox_spec(sandbox)
-    # A secret changed since the start is not a drift from the policy: the next start hands it over.
+    # Read without decrypting any secret (a page never needs a value); a secret changed since the
+    # start is not a drift from the policy: the next start hands it over.
+    spec = sandbox_spec(sandbox, secrets=False)
     spec = dataclasses.replace(spec, labels={k: v for k, v in spec.labels.items() if k != LABEL_SECRETS})
     return report + policy.inspect_report(data, spec, processes)
 

@@ -38,7 +38,10 @@ def _key_bytes() -> bytes:
             tmp.unlink()
     if path.stat().st_mode & 0o077:
         path.chmod(0o600)
-    return path.read_bytes().strip()
+    raw = path.read_bytes().strip()
+    if len(raw) < 32:
+        raise VaultError(f"{path} holds a key of {len(raw)} bytes; a key of at least 32 is needed (remove the file to make one).")
+    return raw
 
 
 @lru_cache(maxsize=4)

@@ -5,6 +5,7 @@ from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_http_methods
 
 from teams.models import Team
@@ -37,7 +38,8 @@ def _secret_post(request: HttpRequest, *, sandbox: Sandbox | None, team: Team | 
         )
         messages.info(request, f"Secret {name.strip()} saved; it is handed over at the next start (Restart a running sandbox).")
         return
-    secret = Secret.objects.filter(pk=request.POST.get("secret") or 0, sandbox=sandbox, team=team).first()
+    raw = request.POST.get("secret", "")
+    secret = Secret.objects.filter(pk=int(raw), sandbox=sandbox, team=team).first() if raw.isdecimal() and len(raw) < 12 else None
     if secret is None:
         raise Http404("No such secret.")
     if op in ("enable", "disable"):
@@ -50,6 +52,7 @@ def _secret_post(request: HttpRequest, *, sandbox: Sandbox | None, team: Team | 
         raise Http404("No such change.")
 
 
+@sensitive_post_parameters("value")
 @require_http_methods(["GET", "POST"])
 def sandbox_secrets(request: HttpRequest, pk: int) -> HttpResponse:
     sandbox = selectors.sandbox_get_visible(user=request.user, pk=pk)
@@ -91,6 +94,7 @@ def sandbox_secrets(request: HttpRequest, pk: int) -> HttpResponse:
     return render(request, "credentials/sandbox.html", context)
 
 
+@sensitive_post_parameters("value")
 @require_http_methods(["GET", "POST"])
 def team_secrets(request: HttpRequest, slug: str) -> HttpResponse:
     team = Team.objects.filter(slug=slug).first()
@@ -104,6 +108,8 @@ def team_secrets(request: HttpRequest, slug: str) -> HttpResponse:
             _secret_post(request, sandbox=None, team=team)
         except InvalidInput as exc:
             messages.error(request, _problems(exc))
+        except vault.VaultError as exc:
+            messages.error(request, str(exc))
         return redirect("team_secrets", slug=slug)
     context = {
         "team": team,
@@ -129,7 +135,8 @@ def sandbox_checklist(request: HttpRequest, pk: int) -> HttpResponse:
     if request.method == "POST":
         if not role_allows(role, Role.OPERATOR):
             raise PermissionDenied("Operators tick a sandbox's checklist.")
-        item = ChecklistItem.objects.filter(pk=request.POST.get("item") or 0, team=sandbox.team).first()
+        raw = request.POST.get("item", "")
+        item = ChecklistItem.objects.filter(pk=int(raw), team=sandbox.team).first() if raw.isdecimal() and len(raw) < 12 else None
         if item is None:
             raise Http404("No such item.")
         checklist.tick(

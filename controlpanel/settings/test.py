@@ -32,6 +32,7 @@ TEST_ENVIRONMENT = {
     "SANDBOX_BRIDGE": f"ccpanel-{_name}0"[:15],
     "BACKUP_ROOT": str(_base / "var" / f"{_name}-backups"),
     "EVIDENCE_ROOT": str(_base / "var" / f"{_name}-evidence"),
+    "SECRETS_KEY_FILE": str(_base / "var" / f"{_name}-secrets_key"),
 }
 os.environ.update(TEST_ENVIRONMENT)
 # Defaults that suit the tests; a test may set others for the processes it starts.

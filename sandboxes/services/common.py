@@ -81,7 +81,7 @@ def recorded_chain(sandbox: Sandbox, path: str) -> tuple[tuple[int, int], ...] |
 SECRETS_TMPFS_BYTES = 4 * 1024 * 1024
 
 
-def sandbox_spec(sandbox: Sandbox, extra_mounts: list[Mount] | None = None) -> policy.ContainerSpec:
+def sandbox_spec(sandbox: Sandbox, extra_mounts: list[Mount] | None = None, *, secrets: bool = True) -> policy.ContainerSpec:
     """The container spec for `sandbox`, built only from its saved settings."""
     base = sandbox.workspace_path
     mounts = extra_mounts if extra_mounts is not None else list(sandbox.mounts.all())
@@ -92,7 +92,7 @@ def sandbox_spec(sandbox: Sandbox, extra_mounts: list[Mount] | None = None) -> p
     binds += [policy.BindMount(m.host_path, m.container_path, m.read_only, recorded_chain(sandbox, m.host_path)) for m in mounts]
     environment: dict[str, str] = {}
     spec_labels = labels(sandbox)
-    if sandbox.pk:  # a sandbox being judged before it is saved has no secrets yet
+    if sandbox.pk and secrets:  # a sandbox being judged before it is saved has no secrets yet
         from .credentials import LABEL_SECRETS, container_environment
 
         environment, spec_labels[LABEL_SECRETS] = container_environment(sandbox)

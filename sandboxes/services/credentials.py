@@ -9,6 +9,7 @@ no disk, no image, no log. A change takes effect at the next start (the containe
 `io.ccpanel.secrets`, a keyed digest of everything given, makes the start recreate it).
 """
 
+import logging
 import re
 
 from cryptography.hazmat.primitives import serialization
@@ -16,23 +17,33 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
+from django.views.decorators.debug import sensitive_variables
 
 from audit.services import audit_record
 from teams.models import Team
-from teams.permissions import Role, actor_name, actor_user, authorize
+from teams.permissions import Role, SystemActor, actor_name, actor_user, authorize
 
 from .. import engine, policy, vault
 from ..models import Identity, Sandbox, Secret
 from .common import InvalidInput, audit
 
+log = logging.getLogger(__name__)
 SECRETS_DIR = "/run/secrets"
 SSH_KEY_FILE = f"{SECRETS_DIR}/id_ed25519"
 LABEL_SECRETS = "io.ccpanel.secrets"
 MAX_VALUE_BYTES = 64 * 1024
 # Names that would break the sandbox, or that the panel sets itself.
-RESERVED = {"HOME", "PATH", "USER", "SHELL", "HOSTNAME", "TERM", "PWD", "LANG", "GIT_SSH_COMMAND", "NODE_EXTRA_CA_CERTS"}
+RESERVED = {
+    "HOME", "PATH", "USER", "SHELL", "HOSTNAME", "TERM", "PWD", "LANG", "NODE_EXTRA_CA_CERTS",
+    "GIT_SSH_COMMAND", "GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL", "GIT_COMMITTER_NAME", "GIT_COMMITTER_EMAIL",
+    "ID_ED25519",  # the SSH key's file in /run/secrets
+}  # fmt: skip
+# What one sandbox or one team may hold: what a start can hand over (the environment's size
+# limit, the 4 MiB /run/secrets) must never be exceeded by saving secrets.
+MAX_SECRETS = 50
+MAX_TOTAL_BYTES = 1024 * 1024
 GIT_TEXT_RE = re.compile(r"^[^\x00-\x1f\x7f\"\\]{1,200}$")
-EMAIL_RE = re.compile(r"^[^\s@\"\\<>]{1,64}@[^\s@\"\\<>]{1,189}$")
+EMAIL_RE = re.compile(r"^[^\s@\"\\<>\x00-\x1f\x7f]{1,64}@[^\s@\"\\<>\x00-\x1f\x7f]{1,189}$")
 
 
 # --- secrets ---------------------------------------------------------------------------------------
@@ -79,6 +90,7 @@ def _authorize_for(actor, *, sandbox: Sandbox | None, team: Team | None) -> None
         authorize(actor, team, Role.ADMIN)  # a team's secrets reach every sandbox of the team
 
 
+@sensitive_variables("value", "sealed")
 def secret_set(
     *,
     actor,
@@ -101,6 +113,14 @@ def secret_set(
     sealed = vault.seal(value)
     with transaction.atomic():
         found = Secret.objects.select_for_update().filter(sandbox=sandbox, team=team, name=name).first()
+        others = Secret.objects.filter(sandbox=sandbox, team=team).exclude(name=name)
+        if (
+            others.count() >= MAX_SECRETS
+            or sum(len(c) for c in others.values_list("ciphertext", flat=True)) + len(sealed) > MAX_TOTAL_BYTES * 4 // 3 + 1024
+        ):
+            raise InvalidInput(
+                {"value": [f"At most {MAX_SECRETS} secrets of {MAX_TOTAL_BYTES // 1024} KB in all, here: this one would pass that."]}
+            )
         if found is None:
             secret = Secret.objects.create(
                 sandbox=sandbox,
@@ -113,8 +133,8 @@ def secret_set(
             )
             _audit_secret(actor, "secret.created", secret, source_ip=source_ip)
         else:
-            found.ciphertext, found.delivery, found.rotated_at, found.enabled = sealed, delivery, timezone.now(), True
-            found.save(update_fields=["ciphertext", "delivery", "rotated_at", "enabled"])
+            found.ciphertext, found.delivery, found.rotated_at = sealed, delivery, timezone.now()
+            found.save(update_fields=["ciphertext", "delivery", "rotated_at"])  # a disabled one stays disabled
             secret = found
             _audit_secret(actor, "secret.rotated", secret, source_ip=source_ip)
     return secret
@@ -135,14 +155,17 @@ def secret_delete(*, actor, secret: Secret, source_ip: str | None = None) -> Non
             _audit_secret(actor, "secret.deleted", secret, source_ip=source_ip)
 
 
+@sensitive_variables("found")
 def secrets_for(sandbox: Sandbox) -> dict[str, tuple[str, str]]:
     """name -> (delivery, value) of every enabled secret the sandbox receives: its team's, and
     its own over them."""
     found: dict[str, tuple[str, str]] = {}
-    for secret in Secret.objects.filter(team_id=sandbox.team_id, enabled=True):
+    own = {s.name: s for s in Secret.objects.filter(sandbox=sandbox)}
+    for secret in Secret.objects.filter(team_id=sandbox.team_id, enabled=True).exclude(name__in=list(own)):
         found[secret.name] = (secret.delivery, vault.unseal(secret.ciphertext))
-    for secret in Secret.objects.filter(sandbox=sandbox, enabled=True):
-        found[secret.name] = (secret.delivery, vault.unseal(secret.ciphertext))
+    for secret in own.values():  # a sandbox's own, disabled, also holds the team's of that name back
+        if secret.enabled:
+            found[secret.name] = (secret.delivery, vault.unseal(secret.ciphertext))
     return found
 
 
@@ -157,9 +180,11 @@ def git_identity_set(*, actor, sandbox: Sandbox, name: str, email: str, source_i
     authorize(actor, sandbox.team, Role.OPERATOR)
     name, email = (name or "").strip(), (email or "").strip()
     errors: dict[str, list[str]] = {}
-    if not GIT_TEXT_RE.fullmatch(name):
+    if not name and not email:
+        pass  # cleared
+    elif not GIT_TEXT_RE.fullmatch(name):
         errors["git_name"] = ["A name of at most 200 characters, without quotes, backslashes or control characters."]
-    if not EMAIL_RE.fullmatch(email):
+    if (name or email) and not EMAIL_RE.fullmatch(email):
         errors["git_email"] = ["An e-mail address such as agent@example.com."]
     if errors:
         raise InvalidInput(errors)
@@ -189,9 +214,12 @@ def ssh_key_regenerate(*, actor, sandbox: Sandbox, source_ip: str | None = None)
 
 
 def forget(sandbox: Sandbox) -> None:
-    """Destroy: the sandbox's own secrets and its SSH key go with it."""
+    """Destroy: the sandbox's own secrets and its SSH key go with it (audited by name)."""
+    names = sorted(Secret.objects.filter(sandbox=sandbox).values_list("name", flat=True))
     Secret.objects.filter(sandbox=sandbox).delete()
-    Identity.objects.filter(sandbox=sandbox).update(ssh_private="")
+    had_key = Identity.objects.filter(sandbox=sandbox).exclude(ssh_private="").update(ssh_private="")
+    if names or had_key:
+        audit(SystemActor("destroy"), "secret.forgotten", sandbox, {"names": names, "ssh_key": bool(had_key)})
 
 
 # --- handing them over ---------------------------------------------------------------------------------
@@ -206,6 +234,14 @@ def container_environment(sandbox: Sandbox) -> tuple[dict[str, str], str]:
     items = [(f"{delivery}:{name}", value) for name, (delivery, value) in given.items()]
     if identity is not None:
         items += [("git:name", identity.git_name), ("git:email", identity.git_email), ("ssh", identity.ssh_public)]
+        if identity.git_name and identity.git_email:
+            # Whatever the sandbox does to its .gitconfig, its commits carry this identity.
+            env.update(
+                GIT_AUTHOR_NAME=identity.git_name,
+                GIT_AUTHOR_EMAIL=identity.git_email,
+                GIT_COMMITTER_NAME=identity.git_name,
+                GIT_COMMITTER_EMAIL=identity.git_email,
+            )
         if identity.ssh_public:
             env["GIT_SSH_COMMAND"] = f"ssh -i {SSH_KEY_FILE} -o IdentitiesOnly=yes"
     return env, vault.digest(items)  # also when empty: a container given secrets before differs
@@ -220,6 +256,7 @@ GIT_SCRIPT = (
 )
 
 
+@sensitive_variables("writes", "value")
 def deliver(sandbox: Sandbox, container_id: str) -> None:
     """After a start: the file secrets and the SSH key into /run/secrets, the git identity into
     the home's .gitconfig. Raises EngineError if the container refuses them."""
@@ -246,4 +283,6 @@ def deliver(sandbox: Sandbox, container_id: str) -> None:
             environment={"CCP_NAME": identity.git_name, "CCP_EMAIL": identity.git_email, "HOME": home},
         )
         if code != 0:
-            raise engine.EngineError(f"could not write the git identity in the sandbox: {out.strip()[:200]}")
+            # The home is the sandbox's own to break (a .gitconfig git cannot read): the identity
+            # is in the environment anyway, and the start goes on.
+            log.warning("the git identity could not be written into %s's .gitconfig: %s", sandbox.name, out.strip()[:200])

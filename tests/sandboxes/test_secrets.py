@@ -164,3 +164,40 @@ def test_only_team_admins_set_team_secrets_and_pages_never_show_values(
     response = client.post(f"/sandboxes/{sandbox.pk}/secrets/", {"op": "set", "name": "PATH", "value": "x"}, follow=True)
     assert "set by the panel" in response.content.decode()
     assert list(Secret.objects.values_list("name", flat=True)) == ["MINE"]
+
+
+def test_review_mends(make_sandbox, clean_docker, team, client, admin_user, settings, tmp_path):
+    """Found by review: a broken .gitconfig never blocks a start; a sandbox's disabled secret
+    holds the team's back; rotating keeps a secret disabled; a bad id is a 404; a short key file
+    is refused; caps on what a sandbox holds."""
+    sandbox = make_sandbox("mended")
+    credentials.git_identity_set(actor=ACTOR, sandbox=sandbox, name="Agent", email="agent@example.com")
+    credentials.secret_set(actor=ACTOR, team=team, name="API", value="TEAMVAL")
+    own = credentials.secret_set(actor=ACTOR, sandbox=sandbox, name="API", value="MINE")
+    credentials.secret_enable(actor=ACTOR, secret=own, enabled=False)
+    credentials.secret_set(actor=ACTOR, sandbox=sandbox, name="API", value="MINE2")  # rotated, still disabled
+    assert not Secret.objects.get(pk=own.pk).enabled
+    sandbox = act(sandbox, "restart")
+    docker_cli("exec", sandbox.container_id, "sh", "-c", "printf 'garbage [[[\\n' > /home/claude/.gitconfig")
+    assert inside(sandbox, 'echo "[$API]"') == "[]"
+    sandbox = act(sandbox, "restart")
+    assert sandbox.status == "running", sandbox.status_detail
+    assert inside(sandbox, 'echo "$GIT_AUTHOR_NAME <$GIT_COMMITTER_EMAIL>"') == "Agent <agent@example.com>"
+
+    client.force_login(admin_user)
+    assert client.post(f"/sandboxes/{sandbox.pk}/secrets/", {"op": "disable", "secret": "abc"}).status_code == 404
+    with pytest.raises(services.InvalidInput):
+        credentials.secret_set(actor=ACTOR, sandbox=sandbox, name="ID_ED25519", value="x", delivery="file")
+    for n in range(credentials.MAX_SECRETS - 1):
+        credentials.secret_set(actor=ACTOR, sandbox=sandbox, name=f"S{n}", value="v")
+    with pytest.raises(services.InvalidInput, match="At most"):
+        credentials.secret_set(actor=ACTOR, sandbox=sandbox, name="ONE_TOO_MANY", value="v")
+
+    from sandboxes import vault
+
+    short = tmp_path / "short_key"
+    short.write_text("   \n")
+    short.chmod(0o600)
+    settings.SECRETS_KEY_FILE = str(short)
+    with pytest.raises(vault.VaultError, match="at least 32"):
+        vault.seal("x")
