@@ -51,6 +51,10 @@ BLOCKED_RANGES = (
     "224.0.0.0/4",  # multicast
     "240.0.0.0/4",  # reserved, broadcast
 )
+# The decision log (sandboxes.egress_log) reads refusals from the kernel's log, at most this many
+# a second per bridge (a sandbox hammering a closed address fills nothing).
+LOG_RATE = 20
+LOG_BURST = 50
 RESOLV_CONF = "/etc/resolv.conf"
 # Where Docker reads the upstream servers when resolv.conf names only systemd-resolved's stub.
 RESOLVED_CONF = "/run/systemd/resolve/resolv.conf"
@@ -72,6 +76,15 @@ class Chains:
     @property
     def input(self) -> str:
         return f"CCP-I-{self.bridge}"
+
+    @property
+    def deny(self) -> str:
+        """Where every refusal goes: logged (at most LOG_RATE a second), then dropped."""
+        return f"CCP-D-{self.bridge}"
+
+    @property
+    def log_prefix(self) -> str:
+        return f"ccpd:{self.bridge} "
 
 
 def chains(bridge: str | None = None) -> Chains:
@@ -145,17 +158,21 @@ def dropped_ranges() -> list[str]:
 
 def wanted_rules(c: Chains, resolvers: list[str], dropped: list[str] | None = None) -> dict[str, list[str]]:
     """Each chain's rules, exactly as `iptables -S <chain>` prints them."""
-    forward = [f"-A {c.forward} -o {c.bridge} -j DROP"]
+    forward = [f"-A {c.forward} -o {c.bridge} -j {c.deny}"]
     for resolver in resolvers:
         for proto in ("udp", "tcp"):
             forward.append(f"-A {c.forward} -d {resolver}/32 -p {proto} -m {proto} --dport 53 -j RETURN")
-    forward += [f"-A {c.forward} -d {net} -j DROP" for net in (dropped if dropped is not None else BLOCKED_RANGES)]
+    forward += [f"-A {c.forward} -d {net} -j {c.deny}" for net in (dropped if dropped is not None else BLOCKED_RANGES)]
     forward.append(f"-A {c.forward} -j RETURN")
     host = [
         f"-A {c.input} -m conntrack --ctstate RELATED,ESTABLISHED --ctdir REPLY -j RETURN",
-        f"-A {c.input} -j DROP",
+        f"-A {c.input} -j {c.deny}",
     ]
-    return {c.forward: forward, c.input: host}
+    deny = [
+        f'-A {c.deny} -m limit --limit {LOG_RATE}/sec --limit-burst {LOG_BURST} -j LOG --log-prefix "{c.log_prefix}" --log-level 6',
+        f"-A {c.deny} -j DROP",
+    ]
+    return {c.deny: deny, c.forward: forward, c.input: host}
 
 
 def _wanted(c: Chains) -> dict[str, list[str]]:
@@ -275,7 +292,9 @@ def remove(bridge: str | None = None) -> None:
     for parent, rule in jumps(c).items():
         while f"-A {parent} {rule}" in (_listed(parent) or []):
             _iptables("-D", parent, *rule.split())
-    for chain in (c.forward, c.input):
+    for chain in (c.forward, c.input, c.deny):  # the deny chain last: the others jump to it
         if _listed(chain) is not None:
             _iptables("-F", chain)
+    for chain in (c.forward, c.input, c.deny):
+        if _listed(chain) is not None:
             _iptables("-X", chain)

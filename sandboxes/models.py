@@ -249,3 +249,22 @@ class ChecklistTick(models.Model):
 
     def __str__(self) -> str:
         return f"{self.item} ticked for {self.sandbox}"
+
+
+class EgressDenial(models.Model):
+    """One refused connection attempt (or a burst of alike ones within a second) from a sandbox,
+    read from the kernel's log of the host's egress rules (sandboxes.egress_log): the first thing
+    an incident responder reads."""
+
+    sandbox = models.ForeignKey(Sandbox, on_delete=models.CASCADE, related_name="egress_denials")
+    at = models.DateTimeField(db_index=True)
+    destination = models.GenericIPAddressField()
+    port = models.PositiveIntegerField(null=True, blank=True)
+    protocol = models.CharField(max_length=8)
+    count = models.PositiveIntegerField(default=1)
+
+    class Meta:
+        ordering = ["-at", "-pk"]
+
+    def __str__(self) -> str:
+        return f"{self.sandbox} -> {self.destination}:{self.port or ''} {self.protocol}"

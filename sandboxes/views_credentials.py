@@ -151,3 +151,14 @@ def sandbox_checklist(request: HttpRequest, pk: int) -> HttpResponse:
         "can_tick": role_allows(role, Role.OPERATOR),
     }
     return render(request, "sandboxes/_checklist.html", context)
+
+
+def sandbox_denials(request: HttpRequest, pk: int) -> HttpResponse:
+    """The decision log's newest entries for the sandbox (the card polls this every 2 s)."""
+    from .models import EgressDenial
+
+    sandbox = selectors.sandbox_get_visible(user=request.user, pk=pk)
+    if sandbox is None:
+        raise Http404("No such sandbox.")
+    denials = EgressDenial.objects.filter(sandbox=sandbox)[:50]
+    return render(request, "sandboxes/_denials.html", {"sandbox": sandbox, "denials": denials})

@@ -267,12 +267,13 @@ def test_the_rules_as_written_are_what_iptables_shows():
     rules = egress.wanted_rules(c, ["10.1.2.3"], [*egress.BLOCKED_RANGES, "192.0.2.0/24"])
     assert rules[c.input] == [
         "-A CCP-I-ccpunit0 -m conntrack --ctstate RELATED,ESTABLISHED --ctdir REPLY -j RETURN",
-        "-A CCP-I-ccpunit0 -j DROP",
+        "-A CCP-I-ccpunit0 -j CCP-D-ccpunit0",
     ]
+    assert rules[c.deny][-1] == "-A CCP-D-ccpunit0 -j DROP" and "-j LOG" in rules[c.deny][0]
     assert not any("ctstate" in r for r in rules[c.forward])  # stateless: no flow outlives a repair
-    assert "-A CCP-F-ccpunit0 -d 192.0.2.0/24 -j DROP" in rules[c.forward]
+    assert "-A CCP-F-ccpunit0 -d 192.0.2.0/24 -j CCP-D-ccpunit0" in rules[c.forward]
     assert "-A CCP-F-ccpunit0 -d 10.1.2.3/32 -p udp -m udp --dport 53 -j RETURN" in rules[c.forward]
-    assert rules[c.forward].index("-A CCP-F-ccpunit0 -o ccpunit0 -j DROP") < rules[c.forward].index(
+    assert rules[c.forward].index("-A CCP-F-ccpunit0 -o ccpunit0 -j CCP-D-ccpunit0") < rules[c.forward].index(
         "-A CCP-F-ccpunit0 -d 10.1.2.3/32 -p udp -m udp --dport 53 -j RETURN"
     )
 
@@ -397,3 +398,32 @@ def test_a_container_attached_to_another_network_by_hand_is_recreated(make_sandb
     assert s.container_id != old
     networks = json.loads(docker_cli("inspect", "-f", "{{json .NetworkSettings.Networks}}", s.container_id).stdout)
     assert sorted(networks) == [settings.SANDBOX_NETWORK]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_denied_attempts_appear_in_the_decision_log(make_sandbox, clean_docker, host_listener, client, admin_user):
+    from sandboxes import egress_log
+    from sandboxes.models import EgressDenial
+
+    s = make_sandbox("egress-logged")
+    other = make_sandbox("egress-other")
+    stop, ready = threading.Event(), threading.Event()
+    reader = threading.Thread(target=egress_log.follow, args=(stop,), kwargs={"ready": ready}, daemon=True)
+    reader.start()
+    try:
+        assert ready.wait(10), "the kernel's log could not be read"
+        assert fetch(s, gateway(), host_listener) == ""  # the host
+        assert fetch(s, address_of(other), 4444) == ""  # another sandbox
+        wanted = {(gateway(), host_listener), (address_of(other), 4444)}
+        deadline = time.monotonic() + 15
+        while not {(d.destination, d.port) for d in EgressDenial.objects.filter(sandbox=s)} >= wanted:
+            assert time.monotonic() < deadline, list(EgressDenial.objects.values())
+            time.sleep(0.2)
+    finally:
+        stop.set()
+        reader.join(5)
+    row = EgressDenial.objects.filter(sandbox=s, port=4444).first()
+    assert row.protocol == "tcp" and row.count >= 1
+    client.force_login(admin_user)
+    page = client.get(f"/sandboxes/{s.pk}/refused/").content.decode()
+    assert address_of(other) in page and "4444" in page

@@ -11,7 +11,7 @@ import time
 
 from django.core.management.base import BaseCommand
 
-from sandboxes import engine, services
+from sandboxes import egress_log, engine, services
 
 log = logging.getLogger(__name__)
 RELEVANT = {"start", "die", "oom", "kill", "stop", "pause", "unpause", "destroy", "restart"}
@@ -21,6 +21,7 @@ class Command(BaseCommand):
     help = "Follow Docker events and update sandbox statuses."
 
     def handle(self, *args, **opts):
+        egress_log.start_thread()  # the decision log: refusals of the egress rules, per sandbox
         delay = 1.0
         while True:
             try:
