@@ -44,6 +44,7 @@ class SandboxCreateForm(forms.Form):
     memory_mb = forms.IntegerField(label="Memory (MB)")
     cpus = forms.DecimalField(label="CPUs")
     network_mode = forms.ChoiceField(choices=Sandbox.Network.choices, label="Network")
+    runtime = forms.ChoiceField(choices=Sandbox.Runtime.choices, label="Isolation", initial=Sandbox.Runtime.RUNC, required=False)
     writable_root = forms.BooleanField(
         required=False,
         label="Writable root filesystem (less safe)",

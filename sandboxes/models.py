@@ -71,6 +71,14 @@ class Sandbox(models.Model):
     # The image's own files cannot be changed from inside (CIS Docker 5.13); /tmp and /var/tmp are
     # in memory, the home volume and the workspace folders stay writable. An opt-out per sandbox.
     read_only_rootfs = models.BooleanField(default=True)
+
+    class Runtime(models.TextChoices):
+        RUNC = "runc", "Standard (runc)"
+        RUNSC = "runsc", "gVisor (runsc): its own application kernel"
+
+    # runsc: the sandbox's system calls go to gVisor's kernel, not the host's (the seed's "VM
+    # option", for Linux). Offered once the engine has it registered (scripts/panel.sh).
+    runtime = models.CharField(max_length=8, choices=Runtime.choices, default=Runtime.RUNC)
     # The live security checklist's last result (sandboxes.checklist): how many automatic checks
     # failed (None: not checked yet), and when. Shown as the dashboard's badge.
     checklist_failed = models.PositiveSmallIntegerField(null=True, blank=True)

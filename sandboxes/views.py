@@ -52,6 +52,7 @@ def sandbox_create(request: HttpRequest) -> HttpResponse:
                 network_mode=data["network_mode"],
                 extra_mounts=data["extra_mounts"],
                 writable_root=data["writable_root"],
+                runtime=data.get("runtime") or Sandbox.Runtime.RUNC,
                 source_ip=client_ip(request),
             )
         except services.InvalidInput as exc:

@@ -137,6 +137,39 @@ start_own_redis() {  # for the tests and benchmarks; `make run` has the supervis
   fi
 }
 
+# --- gVisor (optional) ------------------------------------------------------------------------
+# PANEL_GVISOR=1 (and every CI test run) installs runsc and registers it with Docker as the
+# runtime "runsc", with its network in the container's own namespace so that the host's egress
+# rules hold for it too. dockerd reloads its runtimes on SIGHUP: no container is stopped.
+runsc_registered() { $PY -c 'import docker,sys; sys.exit(0 if "runsc" in (docker.from_env(timeout=10).info().get("Runtimes") or {}) else 1)' 2>/dev/null; }
+ensure_gvisor() {
+  runsc_registered && return 0
+  command -v runsc >/dev/null || ensure_pkgs runsc
+  say "registering gVisor (runsc) with Docker in /etc/docker/daemon.json"
+  as_root mkdir -p /etc/docker
+  as_root $PY - <<'PYEOF'
+import json, os
+path = "/etc/docker/daemon.json"
+config = {}
+if os.path.exists(path):
+    with open(path) as fh:
+        text = fh.read().strip()
+    config = json.loads(text) if text else {}
+config.setdefault("runtimes", {})["runsc"] = {"path": "/usr/bin/runsc", "runtimeArgs": ["--network=host"]}
+tmp = path + ".ccpanel-tmp"
+with open(tmp, "w") as fh:
+    json.dump(config, fh, indent=2)
+    fh.write("\n")
+os.replace(tmp, path)
+PYEOF
+  if [ -d /run/systemd/system ] && command -v systemctl >/dev/null; then as_root systemctl reload docker; else as_root kill -HUP "$(pgrep -xo dockerd)"; fi
+  for _ in $(seq 1 20); do runsc_registered && return 0; sleep 0.5; done
+  die "Docker did not take the runsc runtime; see /etc/docker/daemon.json"
+}
+if [ "${PANEL_GVISOR:-}" = 1 ] || { [ "$MODE" = test ] && [ "${CI:-}" = true ]; }; then
+  ensure_gvisor
+fi
+
 # --- tools the image builders need --------------------------------------------------------------
 ensure_pkgs debootstrap busybox-static
 

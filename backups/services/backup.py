@@ -54,6 +54,7 @@ def config_of(sandbox: Sandbox) -> dict:
         "pids_limit": sandbox.pids_limit,
         "network_mode": sandbox.network_mode,
         "writable_root": not sandbox.read_only_rootfs,
+        "runtime": sandbox.runtime,
         "mounts": [{"host_path": m.host_path, "container_path": m.container_path, "read_only": m.read_only} for m in sandbox.mounts.all()],
     }
 

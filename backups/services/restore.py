@@ -135,6 +135,7 @@ def restore_request(
             network_mode=config["network_mode"],
             extra_mounts=[(m["host_path"], m["container_path"], m["read_only"]) for m in config.get("mounts", [])],
             writable_root=config.get("writable_root") is True,
+            runtime=config.get("runtime") if config.get("runtime") in Sandbox.Runtime.values else Sandbox.Runtime.RUNC,
             source_ip=source_ip,
             enqueue=False,
             claim_for=JOB,

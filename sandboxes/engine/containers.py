@@ -157,8 +157,8 @@ class ContainersMixin(BaseClient):
         """Every process in a running container, with what the kernel says of its privileges:
         effective and bounding capabilities, uid and no_new_privs, read from /proc. None when
         that cannot be read from here (the engine is on another machine)."""
-        if not self.host.is_local:
-            return None
+        if not self.host.is_local or self._runtime(container_id) == "runsc":
+            return None  # gVisor's processes live in its own kernel: /proc here does not show them
         top = self.call(self.api.top, container_id, ps_args="-o pid,args")
         titles = [t.upper() for t in top.get("Titles") or []]
         if "PID" not in titles:
@@ -190,7 +190,10 @@ class ContainersMixin(BaseClient):
         that is no longer running (it exited at once: nothing of it runs to be wrong)."""
         if not self.host.is_local:
             return None
-        state = self.inspect_container(container_id)["State"]
+        data = self.inspect_container(container_id)
+        if (data.get("HostConfig") or {}).get("Runtime") == "runsc":
+            return None  # gVisor serves the files itself: the checks before the start are what holds
+        state = data["State"]
         pid = int(state.get("Pid") or 0)
         if not state.get("Running") or pid <= 0:
             return None
@@ -204,6 +207,13 @@ class ContainersMixin(BaseClient):
                 continue  # nothing there: reported as not the folder checked
             found[target] = (st.st_dev, st.st_ino)
         return found
+
+    def _runtime(self, container_id: str) -> str:
+        return (self.inspect_container(container_id).get("HostConfig") or {}).get("Runtime") or "runc"
+
+    def runtimes(self) -> list[str]:
+        """The runtimes this engine has registered (runc always; runsc once gVisor is set up)."""
+        return sorted(self.call(self.api.info).get("Runtimes") or {"runc": {}})
 
     def exec_run(self, container_id: str, cmd: list[str], *, user: str = "", environment: dict[str, str] | None = None) -> tuple[int, str]:
         """Run a command inside a running container; returns (exit code, combined output)."""

@@ -20,6 +20,19 @@ from .common import InvalidInput, audit, policy_rules, sandbox_spec
 S = Sandbox.Status
 
 
+def validate_runtime(runtime) -> dict[str, list[str]]:
+    """A runtime the panel allows and this engine has registered."""
+    if runtime not in Sandbox.Runtime.values:
+        return {"runtime": [f"Isolation: one of {', '.join(Sandbox.Runtime.values)}."]}
+    if runtime != Sandbox.Runtime.RUNC:
+        try:
+            if runtime not in engine.engine_for().runtimes():
+                return {"runtime": ["gVisor is not set up on this machine: run `make run PANEL_GVISOR=1` once (see the README)."]}
+        except engine.EngineUnavailable:
+            pass  # Docker says so itself at the start
+    return {}
+
+
 def validate_settings(*, name, image, memory_mb, cpus, network_mode, image_present: bool = True) -> dict[str, list[str]]:
     """The rules for a new sandbox's settings, the same for the form, the CLI and any caller
     (a restore judges a manifest's settings with them too, `image_present` False)."""
@@ -149,6 +162,7 @@ def sandbox_create(
     network_mode: str,
     extra_mounts: Sequence[tuple[str, str, bool]] = (),
     writable_root: bool = False,
+    runtime: str = Sandbox.Runtime.RUNC,
     source_ip: str | None = None,
     enqueue: bool = True,
     claim_for: str = Sandbox.Action.START,
@@ -163,6 +177,7 @@ def sandbox_create(
     authorize(actor, team, Role.OPERATOR)
     name = name.strip() if isinstance(name, str) else name
     errors = validate_settings(name=name, image=image, memory_mb=memory_mb, cpus=cpus, network_mode=network_mode)
+    errors.update(validate_runtime(runtime))
     if errors:
         raise InvalidInput(errors)
     base = settings.WORKSPACE_ROOT / name
@@ -187,6 +202,7 @@ def sandbox_create(
         pids_limit=settings.SANDBOX_PIDS_LIMIT,
         network_mode=network_mode,
         read_only_rootfs=not writable_root,
+        runtime=runtime,
         status=S.CREATING,
         pending_action=claim_for,
         claimed_at=timezone.now(),
@@ -218,6 +234,7 @@ def sandbox_create(
                     "cpus": str(cpus),
                     "network": network_mode,
                     "read_only_root": not writable_root,
+                    "runtime": runtime,
                     "mounts": [str(m) for m in mounts],
                     **(audit_details or {}),
                 },

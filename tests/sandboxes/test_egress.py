@@ -7,6 +7,7 @@ a listener of the test's own. No traffic leaves this machine.
 """
 
 import json
+import os
 import socket
 import subprocess
 import threading
@@ -427,3 +428,25 @@ def test_denied_attempts_appear_in_the_decision_log(make_sandbox, clean_docker, 
     client.force_login(admin_user)
     page = client.get(f"/sandboxes/{s.pk}/refused/").content.decode()
     assert address_of(other) in page and "4444" in page
+
+
+def gvisor_or_skip() -> None:
+    from sandboxes import engine
+
+    if "runsc" not in engine.engine_for().runtimes():
+        if os.environ.get("CI") == "true":
+            pytest.fail("gVisor is not registered: the CI set-up (scripts/panel.sh) registers it")
+        pytest.skip("gVisor (runsc) is not registered with Docker here: make run PANEL_GVISOR=1 sets it up")
+
+
+def test_a_gvisor_sandbox_obeys_the_same_rules(make_sandbox, clean_docker, internet, host_listener):
+    gvisor_or_skip()
+    s = make_sandbox("egress-gvisor", runtime="runsc")
+    assert s.status == "running", s.status_detail
+    host = json.loads(docker_cli("inspect", "-f", "{{json .HostConfig}}", s.container_id).stdout)
+    assert host["Runtime"] == "runsc" and host["ReadonlyRootfs"] and host["CapDrop"] == ["ALL"]
+    assert docker_cli("exec", s.container_id, "uname", "-r").stdout.strip() != os.uname().release  # gVisor's kernel, not the host's
+    assert fetch(s, internet, PORT) == "internet"
+    assert fetch(s, gateway(), host_listener) == ""
+    assert fetch(s, internet.rsplit(".", 1)[0] + ".1", host_listener) == ""
+    assert docker_cli("exec", s.container_id, "id", "-u").stdout.strip() == "1000"

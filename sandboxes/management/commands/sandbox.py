@@ -40,6 +40,7 @@ class Command(BaseCommand):
         parser.add_argument("--cpus", type=_decimal, default=None)
         parser.add_argument("--network", choices=[c for c, _ in Sandbox.Network.choices], default="internet")
         parser.add_argument("--writable-root", action="store_true", help="opt out of the read-only root filesystem (less safe)")
+        parser.add_argument("--runtime", choices=[c for c, _ in Sandbox.Runtime.choices], default="runc", help="runsc: gVisor")
         parser.add_argument("--team", default="default", help="team slug (create)")
         parser.add_argument("--tail", type=int, default=200, help="lines of output (logs)")
         parser.add_argument("--raw", action="store_true", help="logs: keep control characters and escape sequences")
@@ -96,6 +97,7 @@ class Command(BaseCommand):
                 cpus=Decimal(str(settings.SANDBOX_DEFAULT_CPUS)) if opts["cpus"] is None else opts["cpus"],
                 network_mode=opts["network"],
                 writable_root=opts.get("writable_root", False),
+                runtime=opts.get("runtime", "runc"),
                 enqueue=False,
             )
         except policy.PolicyViolation as exc:
