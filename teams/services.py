@@ -13,7 +13,8 @@ class TeamError(Exception):
     """A change that cannot be made; the message is shown to the user."""
 
 
-def _audit(actor, action: str, team: Team, details: dict, source_ip: str | None) -> None:
+def audit_team(actor, action: str, team: Team, details: dict | None = None, source_ip: str | None = None) -> None:
+    """An audit event about `team` (its members, its rules, its secrets)."""
     audit_record(
         actor=actor_user(actor),
         actor_name=actor_name(actor),
@@ -47,7 +48,7 @@ def membership_set(*, actor, team: Team, user, role: str, source_ip: str | None 
         else:
             membership.role = role
             membership.save(update_fields=["role"])  # save(), not update(): its signal tells the user's open sockets
-        _audit(actor, "team.member_set", team, {"user": user.get_username(), "from": before, "to": role}, source_ip)
+        audit_team(actor, "team.member_set", team, {"user": user.get_username(), "from": before, "to": role}, source_ip)
     return membership
 
 
@@ -62,4 +63,4 @@ def membership_remove(*, actor, team: Team, user, source_ip: str | None = None) 
         if membership.role == Role.ADMIN and not _other_admins(team, user):
             raise TeamError(f"{user.get_username()} is the last admin of {team}; make someone else admin first.")
         membership.delete()
-        _audit(actor, "team.member_removed", team, {"user": user.get_username(), "role": membership.role}, source_ip)
+        audit_team(actor, "team.member_removed", team, {"user": user.get_username(), "role": membership.role}, source_ip)

@@ -7,8 +7,6 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
-from audit.services import audit_record
-
 from . import services
 from .models import Membership, Team
 from .permissions import Role, team_roles, teams_visible, user_role
@@ -74,12 +72,8 @@ def team_second_factor(request: HttpRequest, slug: str) -> HttpResponse:
         raise PermissionDenied("Only the team's admins decide this.")
     required = request.POST.get("require") == "1"
     if Team.objects.filter(pk=team.pk).exclude(require_second_factor=required).update(require_second_factor=required):
-        audit_record(
-            actor=request.user,
-            action="team.second_factor_required" if required else "team.second_factor_optional",
-            target=team.slug,
-            team_id=team.pk,
-            source_ip=_client_ip(request),
+        services.audit_team(
+            request.user, "team.second_factor_required" if required else "team.second_factor_optional", team, source_ip=_client_ip(request)
         )
         messages.info(request, f"{team}: a second factor is now {'required' if required else 'optional'} for every member.")
     return redirect("team_detail", slug=slug)

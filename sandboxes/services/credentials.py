@@ -19,9 +19,9 @@ from django.db import transaction
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
-from audit.services import audit_record
 from teams.models import Team
-from teams.permissions import Role, SystemActor, actor_name, actor_user, authorize
+from teams.permissions import Role, SystemActor, actor_user, authorize
+from teams.services import audit_team
 
 from .. import engine, policy, vault
 from ..models import Identity, Sandbox, Secret
@@ -69,17 +69,8 @@ def _audit_secret(actor, action: str, secret: Secret, details: dict | None = Non
     if secret.sandbox is not None:
         audit(actor, action, secret.sandbox, details, source_ip)
     else:
-        team = secret.team
-        assert team is not None
-        audit_record(
-            actor=actor_user(actor),
-            actor_name=actor_name(actor),
-            action=action,
-            target=team.slug,
-            team_id=team.pk,
-            details=details,
-            source_ip=source_ip,
-        )
+        assert secret.team is not None
+        audit_team(actor, action, secret.team, details, source_ip)
 
 
 def _authorize_for(actor, *, sandbox: Sandbox | None, team: Team | None) -> None:
