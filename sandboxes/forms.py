@@ -45,6 +45,12 @@ class SandboxCreateForm(forms.Form):
     cpus = forms.DecimalField(label="CPUs")
     network_mode = forms.ChoiceField(choices=Sandbox.Network.choices, label="Network")
     runtime = forms.ChoiceField(choices=Sandbox.Runtime.choices, label="Isolation", initial=Sandbox.Runtime.RUNC, required=False)
+    selinux_level = forms.CharField(
+        required=False,
+        max_length=100,
+        label="SELinux level",
+        help_text="Only where this machine enforces SELinux, e.g. s0:c100,c200 to keep sandboxes apart; empty for Docker's default.",
+    )
     writable_root = forms.BooleanField(
         required=False,
         label="Writable root filesystem (less safe)",

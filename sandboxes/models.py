@@ -79,6 +79,9 @@ class Sandbox(models.Model):
     # runsc: the sandbox's system calls go to gVisor's kernel, not the host's (the seed's "VM
     # option", for Linux). Offered once the engine has it registered (scripts/panel.sh).
     runtime = models.CharField(max_length=8, choices=Runtime.choices, default=Runtime.RUNC)
+    # An SELinux level for the container's label (e.g. s0:c100,c200), only where the host
+    # enforces SELinux (policy.check_selinux_level). Empty: Docker's default label.
+    selinux_level = models.CharField(max_length=100, blank=True, default="")
     # The live security checklist's last result (sandboxes.checklist): how many automatic checks
     # failed (None: not checked yet), and when. Shown as the dashboard's badge.
     checklist_failed = models.PositiveSmallIntegerField(null=True, blank=True)

@@ -47,6 +47,23 @@ SYSTEM_PATHS = (
 CONTAINER_PATHS = ("/", "/home", "/media", "/mnt", "/opt", "/srv")
 NO_NEW_PRIVILEGES = "no-new-privileges:true"
 ALLOWED_SECURITY_OPT = frozenset({NO_NEW_PRIVILEGES})
+# An SELinux MLS/MCS level for the container's label (the seed's "label=level:s0:c100,c200"):
+# a sensitivity and at most a few categories, nothing else (no type or role change).
+SELINUX_LEVEL_RE = re.compile(r"^s([0-9]|1[0-5])(-s([0-9]|1[0-5]))?(:c([0-9]{1,4})([.,]c[0-9]{1,4}){0,15})?$")
+
+
+def selinux_level_option(level: str) -> str:
+    return f"label=level:{level}"
+
+
+def check_selinux_level(level: str, *, host_has_selinux: bool) -> list[str]:
+    if not SELINUX_LEVEL_RE.fullmatch(level or "") or any(int(c) > 1023 for c in re.findall(r"c([0-9]+)", level)):
+        return [f"SELinux level {level[:40]!r} is not valid: a sensitivity and categories such as s0:c100,c200."]
+    if not host_has_selinux:
+        return ["This machine has no SELinux: a label would not confine anything, so none is set."]
+    return []
+
+
 NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?$")
 IMAGE_RE = re.compile(
     r"^(?:[a-z0-9.-]+(?::[0-9]{1,5})?/)?[a-z0-9][a-z0-9._/-]{0,200}"  # [registry[:port]/]repository
@@ -81,6 +98,7 @@ class Rules:
     networks: tuple[str, ...]  # the panel's bridge; "none" is always allowed
     runtimes: tuple[str, ...] = ("runc", "runsc")
     security_opt: frozenset[str] = ALLOWED_SECURITY_OPT
+    selinux: bool = False  # the host enforces SELinux: a container may carry a label level
     homes: tuple[str, ...] = ()
     protected: tuple[str, ...] = ()
     trusted_uids: frozenset[int] = frozenset({0})
@@ -494,7 +512,13 @@ def check_config(spec: ContainerSpec, rules: Rules) -> list[str]:
     """Everything about `spec` that can be judged from its values alone."""
     problems: list[str] = []
     problems += check_image_ref(spec.image)
-    if set(spec.security_opt) != set(rules.security_opt) or len(spec.security_opt) != len(set(spec.security_opt)):
+    labels_set = [o for o in spec.security_opt if o.startswith("label=level:")]
+    other_opts = [o for o in spec.security_opt if not o.startswith("label=level:")]
+    for option in labels_set:
+        problems += check_selinux_level(option.removeprefix("label=level:"), host_has_selinux=rules.selinux)
+    if len(labels_set) > 1:
+        problems.append("At most one SELinux level.")
+    if set(other_opts) != set(rules.security_opt) or len(other_opts) != len(set(other_opts)):
         problems.append(
             f"Security options must be exactly {sorted(rules.security_opt)} "
             "(no-new-privileges; seccomp, AppArmor and SELinux confinement may not be changed)."
@@ -622,7 +646,11 @@ def inspect_report(data: dict, spec: ContainerSpec | None = None, processes: lis
     security = host.get("SecurityOpt") or []
     report = [
         ("Runs as a non-root user", is_non_root(user), user),
-        ("no-new-privileges", set(security) == ALLOWED_SECURITY_OPT, ", ".join(security) or "not set"),
+        (
+            "no-new-privileges",
+            {o for o in security if not o.startswith("label=level:")} == ALLOWED_SECURITY_OPT,
+            ", ".join(security) or "not set",
+        ),
         (
             "All capabilities dropped, none added",
             host.get("CapDrop") == ["ALL"] and not host.get("CapAdd"),

@@ -53,6 +53,7 @@ def sandbox_create(request: HttpRequest) -> HttpResponse:
                 extra_mounts=data["extra_mounts"],
                 writable_root=data["writable_root"],
                 runtime=data.get("runtime") or Sandbox.Runtime.RUNC,
+                selinux_level=(data.get("selinux_level") or "").strip(),
                 source_ip=client_ip(request),
             )
         except services.InvalidInput as exc:

@@ -162,3 +162,24 @@ def sandbox_denials(request: HttpRequest, pk: int) -> HttpResponse:
         raise Http404("No such sandbox.")
     denials = EgressDenial.objects.filter(sandbox=sandbox)[:50]
     return render(request, "sandboxes/_denials.html", {"sandbox": sandbox, "denials": denials})
+
+
+@require_http_methods(["POST"])
+def sandbox_network(request: HttpRequest, pk: int) -> HttpResponse:
+    """Change the network mode; a running sandbox is moved at once."""
+    from . import services
+
+    sandbox = selectors.sandbox_get_visible(user=request.user, pk=pk)
+    if sandbox is None:
+        raise Http404("No such sandbox.")
+    try:
+        services.sandbox_set_network(
+            actor=request.user, sandbox=sandbox, mode=request.POST.get("network_mode", ""), source_ip=client_ip(request)
+        )
+    except InvalidInput as exc:
+        messages.error(request, _problems(exc))
+    except services.SandboxError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.info(request, f"{sandbox.name}: network is now {sandbox.get_network_mode_display().lower()}.")
+    return redirect("sandbox_detail", pk=pk)

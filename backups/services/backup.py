@@ -55,6 +55,7 @@ def config_of(sandbox: Sandbox) -> dict:
         "network_mode": sandbox.network_mode,
         "writable_root": not sandbox.read_only_rootfs,
         "runtime": sandbox.runtime,
+        "selinux_level": sandbox.selinux_level,
         "mounts": [{"host_path": m.host_path, "container_path": m.container_path, "read_only": m.read_only} for m in sandbox.mounts.all()],
     }
 

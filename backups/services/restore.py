@@ -136,6 +136,7 @@ def restore_request(
             extra_mounts=[(m["host_path"], m["container_path"], m["read_only"]) for m in config.get("mounts", [])],
             writable_root=config.get("writable_root") is True,
             runtime=config.get("runtime") if config.get("runtime") in Sandbox.Runtime.values else Sandbox.Runtime.RUNC,
+            selinux_level=config.get("selinux_level") if isinstance(config.get("selinux_level"), str) else "",
             source_ip=source_ip,
             enqueue=False,
             claim_for=JOB,

@@ -5,7 +5,7 @@ from typing import Any
 import docker
 from django.conf import settings
 
-from .client import LABEL_INSTANCE, LABEL_MANAGED, BaseClient, Conflict, EngineError, instance_filter
+from .client import LABEL_INSTANCE, LABEL_MANAGED, BaseClient, Conflict, EngineError, NotFound, instance_filter
 
 
 class NetworksMixin(BaseClient):
@@ -43,6 +43,14 @@ class NetworksMixin(BaseClient):
             )["Id"]
         except Conflict:  # created concurrently by another worker
             return self.call(self.api.inspect_network, name)["Id"]
+
+    def switch_network(self, container_id: str, *, leave: str, join: str) -> None:
+        """Move a running container from network `leave` to `join` ("none" included), live."""
+        try:
+            self.call(self.api.disconnect_container_from_network, container_id, leave, force=True)
+        except NotFound:
+            pass  # not attached to it (any more)
+        self.call(self.api.connect_container_to_network, container_id, join)
 
     def containers_on_network(self, name: str) -> list[str]:
         """The ids of this instance's running or paused containers attached to network `name`."""

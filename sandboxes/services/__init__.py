@@ -14,6 +14,7 @@ from .actions import ACTIONS, Action, allowed_actions, sandbox_perform, sandbox_
 from .claims import claim, finish, requeue_stale_actions
 from .common import InvalidInput, LostClaim, SandboxError, policy_rules, sandbox_spec
 from .create import sandbox_create, sandbox_reapprove_folders, validate_settings
+from .network import sandbox_set_network
 from .reconcile import (
     egress_repair,
     observed_status,
@@ -44,6 +45,7 @@ __all__ = [
     "sandbox_perform",
     "sandbox_reapprove_folders",
     "sandbox_request_action",
+    "sandbox_set_network",
     "sandbox_spec",
     "sandbox_sync",
     "egress_repair",

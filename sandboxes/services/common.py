@@ -65,7 +65,17 @@ def policy_rules() -> policy.Rules:
         homes=tuple(policy.real_homes(entry.pw_dir for entry in pwd.getpwall())),
         protected=protected_folders(with_engine=True),
         trusted_uids=frozenset({0, os.geteuid()}),
+        selinux=host_has_selinux(),
     )
+
+
+def host_has_selinux() -> bool:
+    """SELinux is enforcing on this machine (a label level then means something)."""
+    try:
+        with open("/sys/fs/selinux/enforce") as fh:
+            return fh.read().strip() == "1"
+    except OSError:
+        return False
 
 
 def labels(sandbox: Sandbox) -> dict[str, str]:
@@ -113,6 +123,7 @@ def sandbox_spec(sandbox: Sandbox, extra_mounts: list[Mount] | None = None, *, s
         log_max_size=settings.SANDBOX_LOG_MAX_SIZE,
         log_max_files=settings.SANDBOX_LOG_MAX_FILES,
         read_only_rootfs=sandbox.read_only_rootfs,
+        security_opt=(policy.NO_NEW_PRIVILEGES, *((policy.selinux_level_option(sandbox.selinux_level),) if sandbox.selinux_level else ())),
         tmpfs=(
             *((target, min(settings.SANDBOX_TMP_MB, sandbox.memory_mb) * 1024 * 1024) for target in ("/tmp", "/var/tmp")),
             ("/run/secrets", SECRETS_TMPFS_BYTES),

@@ -15,7 +15,7 @@ from teams.permissions import Role, actor_user, authorize
 from .. import engine, live, policy, workspace
 from ..models import Mount, Sandbox
 from .claims import enqueue as enqueue_action
-from .common import InvalidInput, audit, policy_rules, sandbox_spec
+from .common import InvalidInput, audit, host_has_selinux, policy_rules, sandbox_spec
 
 S = Sandbox.Status
 
@@ -163,6 +163,7 @@ def sandbox_create(
     extra_mounts: Sequence[tuple[str, str, bool]] = (),
     writable_root: bool = False,
     runtime: str = Sandbox.Runtime.RUNC,
+    selinux_level: str = "",
     source_ip: str | None = None,
     enqueue: bool = True,
     claim_for: str = Sandbox.Action.START,
@@ -178,6 +179,8 @@ def sandbox_create(
     name = name.strip() if isinstance(name, str) else name
     errors = validate_settings(name=name, image=image, memory_mb=memory_mb, cpus=cpus, network_mode=network_mode)
     errors.update(validate_runtime(runtime))
+    if selinux_level and (problems := policy.check_selinux_level(selinux_level, host_has_selinux=host_has_selinux())):
+        errors["selinux_level"] = problems
     if errors:
         raise InvalidInput(errors)
     base = settings.WORKSPACE_ROOT / name
@@ -203,6 +206,7 @@ def sandbox_create(
         network_mode=network_mode,
         read_only_rootfs=not writable_root,
         runtime=runtime,
+        selinux_level=selinux_level,
         status=S.CREATING,
         pending_action=claim_for,
         claimed_at=timezone.now(),
@@ -235,6 +239,7 @@ def sandbox_create(
                     "network": network_mode,
                     "read_only_root": not writable_root,
                     "runtime": runtime,
+                    "selinux_level": selinux_level,
                     "mounts": [str(m) for m in mounts],
                     **(audit_details or {}),
                 },

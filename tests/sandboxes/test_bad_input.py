@@ -142,3 +142,15 @@ def test_two_actions_at_once_are_refused(make_sandbox, fake_engine, clean_worksp
     services.sandbox_request_action(actor=actor, sandbox=sandbox, action="stop", enqueue=False)
     with pytest.raises(services.SandboxError, match="busy"):
         services.sandbox_request_action(actor=actor, sandbox=sandbox, action="restart", enqueue=False)
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"selinux_level": "s0:c100,c200"}, "no SELinux"),  # valid, but this machine has none
+        ({"selinux_level": "system_u:object_r:container_t:s0"}, "not valid"),
+        ({"runtime": "kata"}, "Select a valid choice"),
+    ],
+)
+def test_isolation_options_that_cannot_hold_here_are_refused(logged_in, form_data, changes, message):
+    assert_refused(logged_in, {**form_data, **changes}, message)

@@ -450,3 +450,30 @@ def test_a_gvisor_sandbox_obeys_the_same_rules(make_sandbox, clean_docker, inter
     assert fetch(s, gateway(), host_listener) == ""
     assert fetch(s, internet.rsplit(".", 1)[0] + ".1", host_listener) == ""
     assert docker_cli("exec", s.container_id, "id", "-u").stdout.strip() == "1000"
+
+
+def test_a_network_change_applies_to_the_running_sandbox_within_a_second(make_sandbox, clean_docker, internet, host_listener, rules_back):
+    s = make_sandbox("egress-live", network_mode="none")
+    assert fetch(s, internet, PORT) == ""
+    t0 = time.monotonic()
+    services.sandbox_set_network(actor=ACTOR, sandbox=s, mode="internet")
+    while fetch(s, internet, PORT) != "internet":
+        assert time.monotonic() - t0 < 1.0, "not reachable within a second"
+    assert fetch(s, gateway(), host_listener) == ""  # with the same rules as any other
+    services.sandbox_set_network(actor=ACTOR, sandbox=s, mode="none")
+    assert fetch(s, internet, PORT) == ""
+    events = list(
+        AuditEvent.objects.filter(action="sandbox.network_changed", target="egress-live").order_by("seq").values_list("details", flat=True)
+    )
+    assert [(e["from"], e["to"], e["live"]) for e in events] == [("none", "internet", True), ("internet", "none", True)]
+    # Fail closed: without the rules, the sandbox is not put on the network.
+    egress.remove()
+    with pytest.raises(services.SandboxError, match="not in place"):
+        services.sandbox_set_network(actor=ACTOR, sandbox=Sandbox.objects.get(pk=s.pk), mode="internet")
+    assert Sandbox.objects.get(pk=s.pk).network_mode == "none"
+    # And it survives a restart: the next start makes the container with the saved mode.
+    egress.apply()
+    s = Sandbox.objects.get(pk=s.pk)
+    services.sandbox_set_network(actor=ACTOR, sandbox=s, mode="internet")
+    s = act(act(s, "stop"), "start")
+    assert s.status == "running" and fetch(s, internet, PORT) == "internet"

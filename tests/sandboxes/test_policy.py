@@ -376,3 +376,32 @@ def test_a_sticky_folder_on_the_way_is_safe_when_the_entry_is_roots(ws):
     assert any("writable by its group or by others" in p or "belongs to uid 1000" in p for p in problems(spec, rules(ws)))
     os.chown(ws, 0, 0)
     ws.parent.chmod(0o755)
+
+
+@pytest.mark.parametrize(
+    "level, ok",
+    [
+        ("s0:c100,c200", True),
+        ("s0", True),
+        ("s0-s15:c0.c1023", True),
+        ("s16", False),
+        ("s0:c1024", False),
+        ("s0:c100,c200 ", False),
+        ("system_u:object_r:container_t:s0", False),  # a type or role change is not a level
+        ("", False),
+    ],
+)
+def test_selinux_levels_are_validated_and_only_used_where_selinux_is(ws, level, ok):
+    with_selinux = policy.Rules(**{**rules(ws).__dict__, "selinux": True})
+    spec = good_spec(ws, security_opt=(policy.NO_NEW_PRIVILEGES, policy.selinux_level_option(level)))
+    if ok:
+        policy.check(spec, with_selinux)  # passes
+    else:
+        assert any("not valid" in p for p in problems(spec, with_selinux))
+    assert any("no SELinux" in p or "not valid" in p for p in problems(spec, rules(ws)))  # a host without it
+
+
+def test_a_label_never_replaces_no_new_privileges(ws):
+    with_selinux = policy.Rules(**{**rules(ws).__dict__, "selinux": True})
+    spec = good_spec(ws, security_opt=(policy.selinux_level_option("s0:c1,c2"),))
+    assert any("Security options must be exactly" in p for p in problems(spec, with_selinux))
