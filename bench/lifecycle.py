@@ -107,6 +107,17 @@ def sdk_once(sdk: docker.DockerClient, name: str) -> tuple[float, float]:
         network=settings.SANDBOX_NETWORK,
         mounts=mounts,
         labels={"io.ccpanel.instance": settings.PANEL_INSTANCE},
+        # What the panel's sandbox gets too (CIS 5.13, 5.19): the same Docker work on both sides.
+        read_only=True,
+        tmpfs={
+            "/tmp": "rw,nosuid,nodev,size=268435456",
+            "/var/tmp": "rw,nosuid,nodev,size=268435456",
+            "/run/secrets": "rw,nosuid,nodev,size=4194304,noexec,mode=0700,uid=1000,gid=1000",
+        },
+        ulimits=[
+            docker.types.Ulimit(name="nofile", soft=settings.SANDBOX_NOFILE, hard=settings.SANDBOX_NOFILE),
+            docker.types.Ulimit(name="nproc", soft=settings.SANDBOX_NPROC, hard=settings.SANDBOX_NPROC),
+        ],
         tty=True,
         stdin_open=True,
         detach=True,
