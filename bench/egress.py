@@ -14,7 +14,6 @@ Traffic goes only to the namespace this script makes. The last line is a JSON ob
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -22,23 +21,9 @@ import time
 from decimal import Decimal
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-VAR = ROOT / "var"
-DB = VAR / "bench-egress.sqlite3"
-os.environ.update(
-    {
-        "DJANGO_SETTINGS_MODULE": "controlpanel.settings.test",
-        "PANEL_TEST_SLOT": os.environ.get("PANEL_TEST_SLOT", "2"),
-        "PANEL_TEST_DATABASE_URL": f"sqlite:///{DB}",
-    }
-)
-for suffix in ("", "-wal", "-shm"):
-    Path(f"{DB}{suffix}").unlink(missing_ok=True)
+from _setup import VAR, setup  # noqa: E402 - bench/ is on the path when run as a script
 
-import django  # noqa: E402
-
-django.setup()
+DB = setup("bench-egress.sqlite3", slot="2")
 
 from django.conf import settings  # noqa: E402
 from django.core.management import call_command  # noqa: E402

@@ -18,30 +18,14 @@ import os
 import shutil
 import statistics
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-VAR = ROOT / "var"
-DB = VAR / "bench.sqlite3"
-# The test settings with a slot of their own: instance "test1", its own workspace root, network,
-# subnet and Redis database, so the bench never touches a running panel or test run.
-os.environ.update(
-    {
-        "DJANGO_SETTINGS_MODULE": "controlpanel.settings.test",
-        "PANEL_TEST_SLOT": os.environ.get("PANEL_TEST_SLOT", "1"),
-        "PANEL_TEST_DATABASE_URL": f"sqlite:///{DB}",
-    }
-)
-for suffix in ("", "-wal", "-shm"):
-    Path(f"{DB}{suffix}").unlink(missing_ok=True)
+from _setup import ROOT, VAR, setup  # noqa: E402 - bench/ is on the path when run as a script
+
+DB = setup("bench.sqlite3", slot="1")
 
 import django  # noqa: E402
-
-django.setup()
-
 import docker  # noqa: E402  - the raw SDK side of the comparison
 from django.conf import settings  # noqa: E402
 from django.core.management import call_command  # noqa: E402

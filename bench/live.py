@@ -23,29 +23,14 @@ import os
 import socket
 import statistics
 import subprocess
-import sys
 import threading
 import time
 from decimal import Decimal
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-VAR = ROOT / "var"
-DB = VAR / "bench-live.sqlite3"
-os.environ.update(
-    {
-        "DJANGO_SETTINGS_MODULE": "controlpanel.settings.test",
-        "PANEL_TEST_SLOT": os.environ.get("PANEL_TEST_SLOT", "6"),
-        "PANEL_TEST_DATABASE_URL": f"sqlite:///{DB}",
-    }
-)
-for suffix in ("", "-wal", "-shm"):
-    Path(f"{DB}{suffix}").unlink(missing_ok=True)
+from _setup import ROOT, VAR, setup  # noqa: E402 - bench/ is on the path when run as a script
 
-import django  # noqa: E402
-
-django.setup()
+DB = setup("bench-live.sqlite3", slot="6")
 
 import docker  # noqa: E402 - the floor: docker-py following the same log
 import websockets  # noqa: E402

@@ -19,25 +19,10 @@ import subprocess
 import sys
 import time
 import urllib.request
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-VAR = ROOT / "var"
-DB = VAR / "bench-pages.sqlite3"
-os.environ.update(
-    {
-        "DJANGO_SETTINGS_MODULE": "controlpanel.settings.test",
-        "PANEL_TEST_SLOT": os.environ.get("PANEL_TEST_SLOT", "2"),
-        "PANEL_TEST_DATABASE_URL": f"sqlite:///{DB}",
-    }
-)
-for suffix in ("", "-wal", "-shm"):
-    Path(f"{DB}{suffix}").unlink(missing_ok=True)
+from _setup import ROOT, VAR, setup  # noqa: E402 - bench/ is on the path when run as a script
 
-import django  # noqa: E402
-
-django.setup()
+DB = setup("bench-pages.sqlite3", slot="2")
 
 from django.conf import settings  # noqa: E402
 from django.contrib.auth import get_user_model  # noqa: E402

@@ -232,19 +232,16 @@ def problems(bridge: str | None = None) -> list[str]:
     """What is wrong with the live rules, in words; empty when they are exactly in place."""
     c = chains(bridge)
     found = []
-    table = _snapshot()
-
-    def _listed(chain: str) -> list[str] | None:  # noqa: F811 - this check reads the one snapshot
-        return table.get(chain)
+    table = _snapshot()  # one reading of every chain, below
 
     for chain, rules in _wanted(c).items():
-        live = _listed(chain)
+        live = table.get(chain)
         if live is None:
             found.append(f"chain {chain} is missing")
         elif live != rules:
             found.append(f"chain {chain} differs from what it should be")
     for parent, rule in jumps(c).items():
-        live = _listed(parent)
+        live = table.get(parent)
         if live is None:
             found.append(f"chain {parent} is missing (or holds rules iptables cannot show)")
             continue
@@ -257,7 +254,7 @@ def problems(bridge: str | None = None) -> list[str]:
             if " -j CCP-" not in line:
                 found.append(f"a rule comes before ours in {parent}: {line}")
                 break
-    forward = _listed("FORWARD") or []
+    forward = table.get("FORWARD") or []
     if not forward or forward[0] != FORWARD_JUMP:
         found.append("DOCKER-USER is not the first rule of FORWARD" + (f" ({forward[0]} is)" if forward else ""))
     return found

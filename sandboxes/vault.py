@@ -6,13 +6,13 @@ secret; whoever can read that file and the database can, so both stay on this ma
 import base64
 import hashlib
 import hmac
-import os
-import secrets as pysecrets
 from functools import lru_cache
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
 from django.conf import settings
+
+from controlpanel.settings.env import key_file
 
 
 class VaultError(Exception):
@@ -20,27 +20,11 @@ class VaultError(Exception):
 
 
 def _key_bytes() -> bytes:
-    path = Path(settings.SECRETS_KEY_FILE)
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{pysecrets.token_hex(4)}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        try:
-            os.write(fd, pysecrets.token_urlsafe(48).encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        try:
-            os.link(tmp, path)  # fails if another process made it first: then its key is used
-        except FileExistsError:
-            pass
-        finally:
-            tmp.unlink()
-    if path.stat().st_mode & 0o077:
-        path.chmod(0o600)
-    raw = path.read_bytes().strip()
+    raw = key_file(Path(settings.SECRETS_KEY_FILE).absolute()).encode()  # made once, atomically, 0600
     if len(raw) < 32:
-        raise VaultError(f"{path} holds a key of {len(raw)} bytes; a key of at least 32 is needed (remove the file to make one).")
+        raise VaultError(
+            f"{settings.SECRETS_KEY_FILE} holds a key of {len(raw)} bytes; a key of at least 32 is needed (remove the file to make one)."
+        )
     return raw
 
 

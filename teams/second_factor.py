@@ -23,18 +23,23 @@ def required_for(user) -> bool:
     return Team.objects.filter(memberships__user=user, require_second_factor=True).exists()
 
 
-def needs_setup(user) -> bool:
-    return required_for(user) and not user_has_device(user, confirmed=True)
+def missing(user, session) -> str | None:
+    """What the user still owes: "setup" (a team requires a factor and there is none), "verify"
+    (a factor exists and this session has not given its code), or None."""
+    device_id = session.get(DEVICE_ID_SESSION_KEY) if session is not None else None
+    if device_id:
+        device = Device.from_persistent_id(device_id)
+        if device is not None and device.user_id == user.pk and device.confirmed:
+            return None
+    if user_has_device(user, confirmed=True):
+        return "verify"
+    return "setup" if required_for(user) else None
 
 
 def is_satisfied(user, session) -> bool:
     """Signed in as far as the second factor goes: no factor set up (and none required), or the
     code given in this session for one of the user's confirmed devices."""
-    if not user_has_device(user, confirmed=True):
-        return not required_for(user)
-    device_id = session.get(DEVICE_ID_SESSION_KEY) if session is not None else None
-    device = Device.from_persistent_id(device_id) if device_id else None
-    return device is not None and device.user_id == user.pk and device.confirmed
+    return missing(user, session) is None
 
 
 class SecondFactorMiddleware:
@@ -46,8 +51,9 @@ class SecondFactorMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         user = getattr(request, "user", None)
         if user is not None and user.is_authenticated and not request.path.startswith(OPEN_PREFIXES):
-            if needs_setup(user):
+            owed = missing(user, request.session)
+            if owed == "setup":
                 return redirect("second_factor_setup")
-            if not is_satisfied(user, request.session):
+            if owed == "verify":
                 return redirect(f"/2fa/verify/?next={request.get_full_path()}")
         return self.get_response(request)

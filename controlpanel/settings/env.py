@@ -60,15 +60,17 @@ def env_float(name: str, default: float, *, minimum: float | None = None) -> flo
     return value
 
 
-def key_file(name: str, *, nbytes: int = 48) -> str:
-    """A per-installation secret kept in var/, created once, atomically and 0600.
+def key_file(name: str | Path, *, nbytes: int = 48) -> str:
+    """A per-installation secret kept in var/ (or at the absolute path given), created once,
+    atomically and 0600.
 
     Written to a private temporary file first (O_EXCL) and then hard-linked into place: link()
     fails if the name exists, so two processes starting at once agree on one key and neither
     ever reads a half-written file."""
-    path = VAR_DIR / name
+    path = Path(name) if Path(name).is_absolute() else VAR_DIR / name
     if not path.exists():
-        tmp = VAR_DIR / f".{name}.{os.getpid()}.{secrets.token_hex(4)}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         try:
             os.write(fd, secrets.token_urlsafe(nbytes).encode())
