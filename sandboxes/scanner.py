@@ -14,6 +14,9 @@ from . import fdwalk
 MAX_FILES = 20_000
 MAX_BYTES_PER_FILE = 256 * 1024
 MAX_BYTES = 32 * 1024 * 1024
+# Deeper folders are left out (and said so): the walk holds a descriptor per level, and the
+# folders are the sandbox's to make as deep as it likes.
+MAX_DEPTH = 64
 
 # Names that hold credentials whatever their content.
 NAMES = {
@@ -70,7 +73,7 @@ def scan_folder(dir_fd: int, prefix: str, result: Scan | None = None) -> Scan:
     """Scan the folder open at `dir_fd` (the descriptor is taken over), naming paths under
     `prefix`."""
     result = result or Scan()
-    walk = fdwalk.Walk(dir_fd, prefix, limit=MAX_FILES - result.files)
+    walk = fdwalk.Walk(dir_fd, prefix, limit=MAX_FILES - result.files, max_depth=MAX_DEPTH)
     for parent_fd, name, path, st in walk:
         if not stat.S_ISREG(st.st_mode):
             continue
@@ -103,6 +106,6 @@ def scan_folder(dir_fd: int, prefix: str, result: Scan | None = None) -> Scan:
             if pattern.search(data):
                 result.findings.append((shown, what))
                 break
-    result.truncated = result.truncated or walk.truncated
+    result.truncated = result.truncated or walk.truncated or any("deeper than" in s for s in walk.skipped)
     result.skipped += walk.skipped
     return result

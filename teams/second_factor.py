@@ -6,6 +6,8 @@ member without one is sent to set it up first. Setting up, removing and failed c
 audited; django-otp throttles failed codes (each failure doubles the wait).
 """
 
+from urllib.parse import urlencode
+
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django_otp import DEVICE_ID_SESSION_KEY, user_has_device
@@ -55,5 +57,5 @@ class SecondFactorMiddleware:
             if owed == "setup":
                 return redirect("second_factor_setup")
             if owed == "verify":
-                return redirect(f"/2fa/verify/?next={request.get_full_path()}")
+                return redirect(f"/2fa/verify/?{urlencode({'next': request.get_full_path()})}")
         return self.get_response(request)

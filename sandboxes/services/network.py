@@ -20,6 +20,8 @@ def sandbox_set_network(*, actor, sandbox: Sandbox, mode: str, source_ip: str | 
         raise InvalidInput({"network_mode": [f"Network: one of {', '.join(Sandbox.Network.values)}."]})
     if mode == sandbox.network_mode:
         return sandbox
+    if sandbox.on_hold:
+        raise SandboxError(f"{sandbox.name} is held by an open incident; its network changes only through the incident.")
     if sandbox.pending_action or sandbox.status in (S.DESTROYED, S.DESTROYING, S.CREATING):
         raise SandboxError(f"{sandbox.name} is busy ({sandbox.pending_action or sandbox.status}); change its network when it is idle.")
     docker = engine.engine_for(sandbox)
@@ -28,17 +30,35 @@ def sandbox_set_network(*, actor, sandbox: Sandbox, mode: str, source_ip: str | 
         wrong = egress.problems() if docker.host.is_local else ["the engine is not on this machine"]
         if wrong:
             raise SandboxError("The egress rules are not in place (" + "; ".join(wrong) + "); the sandbox stays off the network.")
+    old_net, new_net = ("none", settings.SANDBOX_NETWORK) if mode == Sandbox.Network.INTERNET else (settings.SANDBOX_NETWORK, "none")
     if live_change:
-        if mode == Sandbox.Network.INTERNET:
-            docker.ensure_network(settings.SANDBOX_NETWORK, subnet=settings.SANDBOX_SUBNET, bridge=settings.SANDBOX_BRIDGE)
-            docker.switch_network(sandbox.container_id, leave="none", join=settings.SANDBOX_NETWORK)
-        else:
-            docker.switch_network(sandbox.container_id, leave=settings.SANDBOX_NETWORK, join="none")
+        try:
+            if mode == Sandbox.Network.INTERNET:
+                docker.ensure_network(settings.SANDBOX_NETWORK, subnet=settings.SANDBOX_SUBNET, bridge=settings.SANDBOX_BRIDGE)
+            docker.switch_network(sandbox.container_id, leave=old_net, join=new_net)
+        except engine.EngineError as exc:
+            _undo(docker, sandbox, leave=new_net, join=old_net)
+            raise SandboxError(f"The network of {sandbox.name} could not be changed: {exc}") from exc
     with transaction.atomic():
         before = sandbox.network_mode
-        if not Sandbox.objects.filter(pk=sandbox.pk, network_mode=before, pending_action="").update(network_mode=mode):
+        changed = Sandbox.objects.filter(pk=sandbox.pk, network_mode=before, pending_action="", on_hold=False).update(network_mode=mode)
+        if not changed:
+            if live_change:  # something claimed it meanwhile: Docker goes back to what the row says
+                _undo(docker, sandbox, leave=new_net, join=old_net)
             raise SandboxError(f"{sandbox.name} changed meanwhile; try again.")
         sandbox.network_mode = mode
         audit(actor, "sandbox.network_changed", sandbox, {"from": before, "to": mode, "live": live_change}, source_ip)
         live.sandbox_changed(sandbox)
     return sandbox
+
+
+def _undo(docker, sandbox: Sandbox, *, leave: str, join: str) -> None:
+    """Put the container back where its row says it is; if even that fails, it leaves every
+    network (fail closed: off the network is always safe)."""
+    try:
+        docker.switch_network(sandbox.container_id, leave=leave, join=join)
+    except engine.EngineError:
+        try:
+            docker.switch_network(sandbox.container_id, leave=settings.SANDBOX_NETWORK, join="none")
+        except engine.EngineError:
+            pass  # the container is gone: nothing of it is on any network

@@ -100,3 +100,26 @@ def test_the_scanner_finds_credentials_by_name_and_content_and_stops_at_its_caps
     monkeypatch.setattr(scanner, "MAX_FILES", 2)
     result = scanner.scan_folder(os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY), "shared")
     assert result.truncated and result.files <= 2
+
+
+def test_the_scanner_stops_at_its_depth_cap(tmp_path):
+    """Found by review: a walk holds a descriptor per level; a sandbox may nest folders without end."""
+    deep = tmp_path
+    for _ in range(scanner.MAX_DEPTH + 20):
+        deep = deep / "d"
+    deep.mkdir(parents=True)
+    (deep / ".env").write_text("X=1\n")  # below the cap: not read, and the scan says so
+    result = scanner.scan_folder(os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY), "shared")
+    assert result.truncated and result.findings == []
+
+
+def test_a_held_sandbox_keeps_its_network(make_sandbox, fake_engine, clean_workspace):
+    """Found by review: an open incident holds the sandbox; its network changes only through it."""
+    from sandboxes.models import Sandbox
+
+    s = make_sandbox("held-net", network_mode="none")
+    Sandbox.objects.filter(pk=s.pk).update(on_hold=True)
+    s.refresh_from_db()
+    with pytest.raises(services.SandboxError, match="held by an open incident"):
+        services.sandbox_set_network(actor=ACTOR, sandbox=s, mode="internet")
+    assert Sandbox.objects.get(pk=s.pk).network_mode == "none"
