@@ -130,7 +130,7 @@ def _backup(sandbox: Sandbox) -> Check:
 
 def _egress(sandbox: Sandbox) -> Check:
     label = "The host's egress rules are in place"
-    if sandbox.network_mode != Sandbox.Network.INTERNET:
+    if sandbox.network_mode == Sandbox.Network.NONE:
         return Check(label, True, "no network")
     if not egress.enforced():
         return Check(label, False, "filtering is turned off (SANDBOX_EGRESS_RULES=false)")

@@ -31,6 +31,7 @@ and by the periodic check, which repairs and audits any difference it finds.
 
 import ipaddress
 import os
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -86,9 +87,29 @@ class Chains:
     def log_prefix(self) -> str:
         return f"ccpd:{self.bridge} "
 
+    @property
+    def nat(self) -> str:
+        """The allowlist bridge's: sends the container's DNS to the panel's resolver."""
+        return f"CCP-N-{self.bridge}"
+
+    @property
+    def grants(self) -> str:
+        """The allowlist bridge's ipset: (sandbox address, tcp port, destination network)."""
+        return f"CCP-A-{self.bridge}"
+
 
 def chains(bridge: str | None = None) -> Chains:
     return Chains(bridge or settings.SANDBOX_BRIDGE)
+
+
+def allow_chains() -> Chains:
+    return Chains(settings.SANDBOX_ALLOW_BRIDGE)
+
+
+def allow_gateway() -> str:
+    """The allowlist bridge's gateway, where the panel's resolver answers (Docker gives a
+    network's gateway the first address of its subnet; engine.ensure_network asks for it)."""
+    return str(next(ipaddress.IPv4Network(settings.SANDBOX_ALLOW_SUBNET).hosts()))
 
 
 def bridge_present(bridge: str | None = None) -> bool:
@@ -127,6 +148,18 @@ def host_resolvers(path: str = RESOLV_CONF, resolved: str = RESOLVED_CONF, dropp
         servers = _nameservers(resolved)
     nets = [ipaddress.ip_network(r) for r in (dropped if dropped is not None else BLOCKED_RANGES)]
     return sorted({str(a) for a in servers if a.version == 4 and not a.is_loopback and any(a in n for n in nets)})
+
+
+def docker_upstreams(path: str = RESOLV_CONF, resolved: str = RESOLVED_CONF) -> list[str]:
+    """The servers Docker's embedded DNS forwards a container's queries to when the container
+    names none of its own: the host's IPv4 name servers (systemd-resolved's upstreams when
+    resolv.conf names only its stub), or Google's, Docker's fallback. An allowlist sandbox that
+    was moved there live still asks these: the allowlist bridge sends them to the resolver."""
+    servers = _nameservers(path)
+    if servers and all(a.is_loopback for a in servers):
+        servers = _nameservers(resolved)
+    found = sorted({str(a) for a in servers if a.version == 4 and not a.is_loopback})
+    return found or ["8.8.4.4", "8.8.8.8"]
 
 
 def lan_subnets() -> list[str]:
@@ -175,14 +208,58 @@ def wanted_rules(c: Chains, resolvers: list[str], dropped: list[str] | None = No
     return {c.deny: deny, c.forward: forward, c.input: host}
 
 
+def wanted_allow_rules(c: Chains, gateway: str, dropped: list[str] | None = None) -> dict[str, list[str]]:
+    """The allowlist bridge's filter chains: nothing leaves but what the grants name (a sandbox's
+    address, a TCP port, a destination), and never to another sandbox, port 53 or a dropped
+    range, granted or not; the host answers only DNS, on the gateway, where the resolver is."""
+    forward = [f"-A {c.forward} -o {c.bridge} -j {c.deny}"]
+    forward += [f"-A {c.forward} -p {proto} -m {proto} --dport 53 -j {c.deny}" for proto in ("udp", "tcp")]
+    forward.append(f"-A {c.forward} -m set ! --match-set {c.grants} src,dst,dst -j {c.deny}")
+    forward += [f"-A {c.forward} -d {net} -j {c.deny}" for net in (dropped if dropped is not None else BLOCKED_RANGES)]
+    forward.append(f"-A {c.forward} -j RETURN")
+    host = [f"-A {c.input} -d {gateway}/32 -p {proto} -m {proto} --dport 53 -j RETURN" for proto in ("udp", "tcp")]
+    host += [
+        f"-A {c.input} -m conntrack --ctstate RELATED,ESTABLISHED --ctdir REPLY -j RETURN",
+        f"-A {c.input} -j {c.deny}",
+    ]
+    deny = [
+        f'-A {c.deny} -m limit --limit {LOG_RATE}/sec --limit-burst {LOG_BURST} -j LOG --log-prefix "{c.log_prefix}" --log-level 6',
+        f"-A {c.deny} -j DROP",
+    ]
+    return {c.deny: deny, c.forward: forward, c.input: host}
+
+
+def wanted_allow_nat(c: Chains, gateway: str, upstreams: list[str]) -> list[str]:
+    """The allowlist bridge's nat chain: a query to the servers Docker's embedded DNS uses goes
+    to the panel's resolver instead; a query to any other server is dropped (forward chain)."""
+    return [
+        f"-A {c.nat} -d {server}/32 -p {proto} -m {proto} --dport 53 -j DNAT --to-destination {gateway}:53"
+        for server in upstreams
+        for proto in ("udp", "tcp")
+    ]
+
+
 def _wanted(c: Chains) -> dict[str, list[str]]:
     dropped = dropped_ranges()
+    if c.bridge == settings.SANDBOX_ALLOW_BRIDGE:
+        return wanted_allow_rules(c, allow_gateway(), dropped)
     return wanted_rules(c, host_resolvers(dropped=dropped), dropped)
 
 
 def jumps(c: Chains) -> dict[str, str]:
-    """The rule in each built-in chain that sends the bridge's traffic to ours."""
+    """The rule in each built-in chain of the filter table that sends the bridge's traffic to ours."""
     return {"DOCKER-USER": f"-i {c.bridge} -j {c.forward}", "INPUT": f"-i {c.bridge} -j {c.input}"}
+
+
+NAT_PARENT = "PREROUTING"
+
+
+def nat_jump(c: Chains) -> str:
+    return f"-i {c.bridge} -j {c.nat}"
+
+
+def _bridges() -> list[Chains]:
+    return [chains(), allow_chains()]
 
 
 def _iptables(*args: str, stdin: str | None = None, tool: str = "iptables") -> str:
@@ -190,7 +267,7 @@ def _iptables(*args: str, stdin: str | None = None, tool: str = "iptables") -> s
     if binary is None:
         raise EgressError(f"{tool} is not installed; the egress rules cannot be applied (apt-get install iptables).")
     try:
-        wait = ("-w", "10") if tool != "iptables-save" else ()
+        wait = ("-w", "10") if tool in ("iptables", "iptables-restore") else ()
         done = subprocess.run([binary, *wait, *args], input=stdin, capture_output=True, text=True, timeout=TIMEOUT, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise EgressError(f"{tool} failed: {exc}") from exc
@@ -203,10 +280,10 @@ def _iptables(*args: str, stdin: str | None = None, tool: str = "iptables") -> s
     return done.stdout
 
 
-def _listed(chain: str) -> list[str] | None:
+def _listed(chain: str, table: str = "filter") -> list[str] | None:
     """The rules of a chain as `iptables -S` prints them, or None when it does not exist."""
     try:
-        out = _iptables("-S", chain)
+        out = _iptables("-t", table, "-S", chain)
     except EgressError as exc:
         # iptables-nft 1.8.9 calls a chain that does not exist "incompatible"; a real one that is
         # foreign to it is caught when apply() cannot replace it.
@@ -216,11 +293,11 @@ def _listed(chain: str) -> list[str] | None:
     return [line for line in out.splitlines() if line.startswith("-A ")]
 
 
-def _snapshot() -> dict[str, list[str]]:
-    """Every chain of the filter table with its rules, from one `iptables-save` (what `-S` would
-    print, chain by chain, read at one moment): a start's check costs one process, not five."""
+def _snapshot(table: str = "filter") -> dict[str, list[str]]:
+    """Every chain of a table with its rules, from one `iptables-save` (what `-S` would print,
+    chain by chain, read at one moment): a start's check costs one process, not five."""
     chains_found: dict[str, list[str]] = {}
-    for line in _iptables("-t", "filter", tool="iptables-save").splitlines():
+    for line in _iptables("-t", table, tool="iptables-save").splitlines():
         if line.startswith(":"):
             chains_found.setdefault(line[1:].split(" ", 1)[0], [])
         elif line.startswith("-A "):
@@ -228,12 +305,32 @@ def _snapshot() -> dict[str, list[str]]:
     return chains_found
 
 
-def problems(bridge: str | None = None) -> list[str]:
-    """What is wrong with the live rules, in words; empty when they are exactly in place."""
-    c = chains(bridge)
-    found = []
+def problems() -> list[str]:
+    """What is wrong with the live rules of both bridges, in words; empty when they are exactly
+    in place."""
     table = _snapshot()  # one reading of every chain, below
+    found = _problems(chains(), table)
+    a = allow_chains()
+    wrong = _problems(a, table)
+    nat = _snapshot("nat")
+    live = nat.get(a.nat)
+    if live is None:
+        wrong.append(f"chain {a.nat} (nat) is missing")
+    elif live != wanted_allow_nat(a, allow_gateway(), docker_upstreams()):
+        wrong.append(f"chain {a.nat} (nat) differs from what it should be")
+    if f"-A {NAT_PARENT} {nat_jump(a)}" not in (nat.get(NAT_PARENT) or []):
+        wrong.append(f"the jump from {NAT_PARENT} (nat) to our chain is missing")
+    if _set_type(a.grants) != GRANTS_TYPE:
+        wrong.append(f"the ipset {a.grants} of {GRANTS_TYPE} is missing")
+    found += [f"{a.bridge}: {p}" for p in wrong]
+    forward = table.get("FORWARD") or []
+    if not forward or forward[0] != FORWARD_JUMP:
+        found.append("DOCKER-USER is not the first rule of FORWARD" + (f" ({forward[0]} is)" if forward else ""))
+    return found
 
+
+def _problems(c: Chains, table: dict[str, list[str]]) -> list[str]:
+    found = []
     for chain, rules in _wanted(c).items():
         live = table.get(chain)
         if live is None:
@@ -254,37 +351,41 @@ def problems(bridge: str | None = None) -> list[str]:
             if " -j CCP-" not in line:
                 found.append(f"a rule comes before ours in {parent}: {line}")
                 break
-    forward = table.get("FORWARD") or []
-    if not forward or forward[0] != FORWARD_JUMP:
-        found.append("DOCKER-USER is not the first rule of FORWARD" + (f" ({forward[0]} is)" if forward else ""))
     return found
 
 
 FORWARD_JUMP = "-A FORWARD -j DOCKER-USER"
 
 
-def apply(bridge: str | None = None) -> None:
-    """Put the rules in place, replacing each of our chains' content in one step
+def apply() -> None:
+    """Put the rules of both bridges in place, replacing each of our chains' content in one step
     (iptables-restore), then make sure the jumps to them come first."""
-    c = chains(bridge)
     if _listed("DOCKER-USER") is None:
         # Never declared here: declaring a chain to iptables-restore empties it, and this one may
         # hold an admin's rules (or rules this iptables cannot show).
         raise EgressError("Docker's DOCKER-USER chain is missing or unreadable: is dockerd running, with its iptables rules on?")
-    wanted = _wanted(c)
+    a = allow_chains()
+    if _set_type(a.grants) != GRANTS_TYPE:
+        # The forward chain names the set: it must exist first. One of another type is not ours
+        # to replace while anything uses it; the error says so.
+        _ipset("create", a.grants, GRANTS_TYPE, "timeout", str(settings.SANDBOX_ALLOW_MIN_SECONDS), "comment", "-exist")
+    wanted = {**_wanted(chains()), **_wanted(a)}
     lines = ["*filter"]
     lines += [f":{chain} - [0:0]" for chain in wanted]
     for rules in wanted.values():
         lines += rules
-    lines.append("COMMIT")
+    lines += ["COMMIT", "*nat", f":{a.nat} - [0:0]", *wanted_allow_nat(a, allow_gateway(), docker_upstreams()), "COMMIT"]
     _iptables("--noflush", stdin="\n".join(lines) + "\n", tool="iptables-restore")
-    for parent, rule in jumps(c).items():
-        live = _listed(parent) or []
-        ours = f"-A {parent} {rule}"
-        if ours not in live:
-            _iptables("-I", parent, "1", *rule.split())
-        elif any(" -j CCP-" not in line for line in live[: live.index(ours)]):
-            _move_to_top(parent, ours, rule)
+    for c in _bridges():
+        for parent, rule in jumps(c).items():
+            live = _listed(parent) or []
+            ours = f"-A {parent} {rule}"
+            if ours not in live:
+                _iptables("-I", parent, "1", *rule.split())
+            elif any(" -j CCP-" not in line for line in live[: live.index(ours)]):
+                _move_to_top(parent, ours, rule)
+    if f"-A {NAT_PARENT} {nat_jump(a)}" not in (_listed(NAT_PARENT, table="nat") or []):
+        _iptables("-t", "nat", "-I", NAT_PARENT, "1", *nat_jump(a).split())
     forward = _listed("FORWARD") or []
     if FORWARD_JUMP not in forward:
         _iptables("-I", "FORWARD", "1", "-j", "DOCKER-USER")
@@ -301,15 +402,91 @@ def _move_to_top(chain: str, listed: str, rule: str) -> None:
         _iptables("-D", chain, str(n))
 
 
-def remove(bridge: str | None = None) -> None:
-    """Take this bridge's rules away (tests, and an admin turning SANDBOX_EGRESS_RULES off)."""
-    c = chains(bridge)
-    for parent, rule in jumps(c).items():
-        while f"-A {parent} {rule}" in (_listed(parent) or []):
-            _iptables("-D", parent, *rule.split())
-    for chain in (c.forward, c.input, c.deny):  # the deny chain last: the others jump to it
-        if _listed(chain) is not None:
-            _iptables("-F", chain)
-    for chain in (c.forward, c.input, c.deny):
-        if _listed(chain) is not None:
-            _iptables("-X", chain)
+def remove() -> None:
+    """Take both bridges' rules away (tests, and an admin turning SANDBOX_EGRESS_RULES off); the
+    allowlist bridge's grants go with them."""
+    for c in _bridges():
+        for parent, rule in jumps(c).items():
+            while f"-A {parent} {rule}" in (_listed(parent) or []):
+                _iptables("-D", parent, *rule.split())
+        for chain in (c.forward, c.input, c.deny):  # the deny chain last: the others jump to it
+            if _listed(chain) is not None:
+                _iptables("-F", chain)
+        for chain in (c.forward, c.input, c.deny):
+            if _listed(chain) is not None:
+                _iptables("-X", chain)
+    a = allow_chains()
+    while f"-A {NAT_PARENT} {nat_jump(a)}" in (_listed(NAT_PARENT, table="nat") or []):
+        _iptables("-t", "nat", "-D", NAT_PARENT, *nat_jump(a).split())
+    if _listed(a.nat, table="nat") is not None:
+        _iptables("-t", "nat", "-F", a.nat)
+        _iptables("-t", "nat", "-X", a.nat)
+    if _set_type(a.grants) is not None:
+        _ipset("destroy", a.grants)
+
+
+# --- The allowlist bridge's grants ---------------------------------------------------------------
+# One ipset of (sandbox address, tcp:port, destination network) entries, each with a timeout (0:
+# for good, a listed CIDR) and a comment naming the list entry that granted it (a name or a CIDR),
+# so a list that changes takes back exactly what it no longer grants.
+GRANTS_TYPE = "hash:ip,port,net"
+GRANT_RE = re.compile(
+    r"^add (?P<set>\S+) (?P<src>[0-9.]+),tcp:(?P<port>\d+),(?P<dst>[0-9./]+)"
+    r"(?: timeout (?P<timeout>\d+))?(?: .*?comment \"(?P<comment>[^\"]*)\")?"
+)
+
+
+@dataclass(frozen=True)
+class Grant:
+    source: str
+    port: int
+    destination: str  # an address or a CIDR
+    comment: str
+    timeout: int = 0  # seconds left; 0 for good
+
+    @property
+    def element(self) -> str:
+        return f"{self.source},tcp:{self.port},{self.destination}"
+
+
+def _ipset(*args: str, stdin: str | None = None) -> str:
+    return _iptables(*args, stdin=stdin, tool="ipset")
+
+
+def _set_type(name: str) -> str | None:
+    try:
+        out = _ipset("list", "-t", name)
+    except EgressError as exc:
+        if "does not exist" in str(exc):
+            return None
+        raise
+    for line in out.splitlines():
+        if line.startswith("Type:"):
+            return line.split(":", 1)[1].strip()
+    return None
+
+
+def grants() -> list[Grant]:
+    """Every grant in force on the allowlist bridge."""
+    a = allow_chains()
+    found = []
+    for line in _ipset("save", a.grants).splitlines():
+        match = GRANT_RE.match(line)
+        if match and match["set"] == a.grants:
+            dst = match["dst"] if "/" in match["dst"] else f"{match['dst']}/32"
+            found.append(Grant(match["src"], int(match["port"]), dst, match["comment"] or "", int(match["timeout"] or 0)))
+    return found
+
+
+def grant(new: list[Grant], seconds: int = 0) -> None:
+    """Add (or renew) grants in one step: reachable for `seconds` (0: for good)."""
+    if new:
+        a = allow_chains()
+        lines = [f'add {a.grants} {g.element} timeout {seconds} comment "{re.sub(r"[^A-Za-z0-9.*/_-]", "", g.comment)[:250]}"' for g in new]
+        _ipset("-exist", "restore", stdin="\n".join(lines) + "\n")
+
+
+def revoke(old: list[Grant]) -> None:
+    if old:
+        a = allow_chains()
+        _ipset("-exist", "restore", stdin="".join(f"del {a.grants} {g.element}\n" for g in old))

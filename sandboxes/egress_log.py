@@ -31,36 +31,42 @@ LINE_RE = re.compile(
 KEEP_DAYS = 30
 
 
+def bridges() -> dict[str, str]:
+    """This panel's bridges and their networks: the internet one and the allowlist one."""
+    return {settings.SANDBOX_BRIDGE: settings.SANDBOX_NETWORK, settings.SANDBOX_ALLOW_BRIDGE: settings.SANDBOX_ALLOW_NETWORK}
+
+
 class Recorder:
     """Turns log lines into rows: sandbox by source address (cached for a few seconds), alike
     attempts within a second folded into one row with a count."""
 
     def __init__(self):
-        self.addresses: dict[str, int] = {}
+        self.addresses: dict[tuple[str, str], int] = {}
         self.addresses_at = 0.0
         self.pending: dict[tuple[int, str, int | None, str], list] = {}
         self.written = 0
 
-    def _sandbox_for(self, address: str) -> int | None:
-        if address not in self.addresses or time.monotonic() - self.addresses_at > 5:
-            found: dict[str, int] = {}
-            try:
-                containers = engine.engine_for().inspect_network(settings.SANDBOX_NETWORK).get("Containers") or {}
-            except engine.EngineError:
-                containers = {}
-            by_container = dict(Sandbox.objects.filter(container_id__in=list(containers)).values_list("container_id", "pk"))
-            for cid, info in containers.items():
-                ip = (info.get("IPv4Address") or "").split("/")[0]
-                if ip and cid in by_container:
-                    found[ip] = by_container[cid]
+    def _sandbox_for(self, bridge: str, address: str) -> int | None:
+        if (bridge, address) not in self.addresses or time.monotonic() - self.addresses_at > 5:
+            found: dict[tuple[str, str], int] = {}
+            for name, network in bridges().items():
+                try:
+                    containers = engine.engine_for().inspect_network(network).get("Containers") or {}
+                except engine.EngineError:
+                    containers = {}
+                by_container = dict(Sandbox.objects.filter(container_id__in=list(containers)).values_list("container_id", "pk"))
+                for cid, info in containers.items():
+                    ip = (info.get("IPv4Address") or "").split("/")[0]
+                    if ip and cid in by_container:
+                        found[(name, ip)] = by_container[cid]
             self.addresses, self.addresses_at = found, time.monotonic()
-        return self.addresses.get(address)
+        return self.addresses.get((bridge, address))
 
     def line(self, text: str, at: datetime | None = None) -> bool:
         match = LINE_RE.search(text)
-        if match is None or match["bridge"] != settings.SANDBOX_BRIDGE:
+        if match is None or match["bridge"] not in bridges():
             return False
-        sandbox_id = self._sandbox_for(match["src"])
+        sandbox_id = self._sandbox_for(match["bridge"], match["src"])
         if sandbox_id is None:
             return False
         key = (sandbox_id, match["dst"], int(match["dpt"]) if match["dpt"] else None, match["proto"].lower())

@@ -10,6 +10,7 @@ from django.conf import settings
 from teams.models import Team
 from teams.permissions import teams_for_operator
 
+from .allowlist import PRESETS
 from .models import Sandbox
 
 
@@ -44,6 +45,20 @@ class SandboxCreateForm(forms.Form):
     memory_mb = forms.IntegerField(label="Memory (MB)")
     cpus = forms.DecimalField(label="CPUs")
     network_mode = forms.ChoiceField(choices=Sandbox.Network.choices, label="Network")
+    egress_presets = forms.MultipleChoiceField(
+        choices=[(k, label) for k, (label, _) in PRESETS.items()],
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        label="Allowlist presets",
+        help_text="What allowlist mode reaches; also editable later on the sandbox's page.",
+    )
+    egress_allow = forms.CharField(
+        required=False,
+        max_length=20000,
+        label="Allowlist entries",
+        widget=forms.Textarea(attrs={"rows": 3, "placeholder": "api.example.com\n*.example.org:443\n198.51.100.0/24:22,443"}),
+        help_text="In allowlist mode: a domain, *.domain or an IPv4 CIDR, with :ports (443 when none), one a line.",
+    )
     runtime = forms.ChoiceField(choices=Sandbox.Runtime.choices, label="Isolation", initial=Sandbox.Runtime.RUNC, required=False)
     selinux_level = forms.CharField(
         required=False,

@@ -57,6 +57,7 @@ class Sandbox(models.Model):
 
     class Network(models.TextChoices):
         INTERNET = "internet", "Internet"
+        ALLOWLIST = "allowlist", "Allowlist only"
         NONE = "none", "No network"
 
     name = models.SlugField(max_length=40)
@@ -68,6 +69,10 @@ class Sandbox(models.Model):
     cpus = models.DecimalField(max_digits=5, decimal_places=2)
     pids_limit = models.PositiveIntegerField()
     network_mode = models.CharField(max_length=10, choices=Network.choices, default=Network.INTERNET)
+    # What `allowlist` mode reaches (sandboxes.allowlist): the panel's presets by key, and the
+    # sandbox's own domains, wildcards and CIDRs with their ports. Kept in the other modes too.
+    egress_presets = models.JSONField(default=list, blank=True)
+    egress_allow = models.TextField(blank=True, default="")
     # The image's own files cannot be changed from inside (CIS Docker 5.13); /tmp and /var/tmp are
     # in memory, the home volume and the workspace folders stay writable. An opt-out per sandbox.
     read_only_rootfs = models.BooleanField(default=True)
@@ -269,7 +274,10 @@ class EgressDenial(models.Model):
 
     sandbox = models.ForeignKey(Sandbox, on_delete=models.CASCADE, related_name="egress_denials")
     at = models.DateTimeField(db_index=True)
-    destination = models.GenericIPAddressField()
+    # A refused connection has a destination; a name the panel's resolver refused (allowlist
+    # mode: NXDOMAIN) has its name, and protocol "dns".
+    destination = models.GenericIPAddressField(null=True, blank=True)
+    name = models.CharField(max_length=253, blank=True, default="")
     port = models.PositiveIntegerField(null=True, blank=True)
     protocol = models.CharField(max_length=8)
     count = models.PositiveIntegerField(default=1)
@@ -278,4 +286,4 @@ class EgressDenial(models.Model):
         ordering = ["-at", "-pk"]
 
     def __str__(self) -> str:
-        return f"{self.sandbox} -> {self.destination}:{self.port or ''} {self.protocol}"
+        return f"{self.sandbox} -> {self.name or self.destination}:{self.port or ''} {self.protocol}"

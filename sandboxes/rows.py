@@ -18,6 +18,7 @@ from django.utils.safestring import SafeString, mark_safe
 
 from teams.permissions import Role, role_allows
 
+from .allowlist import PRESETS
 from .models import Sandbox
 from .services import allowed_actions
 
@@ -53,6 +54,8 @@ class Row:
     can_destroy: bool
     can_open_terminal: bool
     checklist_failed: int | None = None
+    # The allowlist presets the panel offers, (key, (label, entries)): the detail panel's form.
+    allowlist_presets: tuple = tuple(PRESETS.items())
 
 
 STATUS_LABELS = dict(Sandbox.Status.choices)

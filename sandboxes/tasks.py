@@ -26,6 +26,7 @@ def reconcile_all_task() -> int:
     services.requeue_stale_actions()
     try:
         services.egress_repair()
+        services.grants_repair()
         terminals.close_orphan_terminals()
         changed = services.reconcile_all()
         services.remove_orphans()

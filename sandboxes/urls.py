@@ -31,6 +31,7 @@ urlpatterns = [
     path("sandboxes/<int:pk>/checklist/", views_credentials.sandbox_checklist, name="sandbox_checklist"),
     path("sandboxes/<int:pk>/refused/", views_credentials.sandbox_denials, name="sandbox_denials"),
     path("sandboxes/<int:pk>/network/", views_credentials.sandbox_network, name="sandbox_network"),
+    path("sandboxes/<int:pk>/allowlist/", views_credentials.sandbox_allowlist, name="sandbox_allowlist"),
     path("teams/<slug:slug>/secrets/", views_credentials.team_secrets, name="team_secrets"),
     path("sandboxes/<int:pk>/<action:action>/", views.sandbox_action, name="sandbox_action"),
 ]

@@ -54,6 +54,8 @@ def sandbox_create(request: HttpRequest) -> HttpResponse:
                 writable_root=data["writable_root"],
                 runtime=data.get("runtime") or Sandbox.Runtime.RUNC,
                 selinux_level=(data.get("selinux_level") or "").strip(),
+                egress_presets=data.get("egress_presets") or [],
+                egress_allow=data.get("egress_allow") or "",
                 source_ip=client_ip(request),
             )
         except services.InvalidInput as exc:

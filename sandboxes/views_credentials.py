@@ -183,3 +183,28 @@ def sandbox_network(request: HttpRequest, pk: int) -> HttpResponse:
     else:
         messages.info(request, f"{sandbox.name}: network is now {sandbox.get_network_mode_display().lower()}.")
     return redirect("sandbox_detail", pk=pk)
+
+
+@require_http_methods(["POST"])
+def sandbox_allowlist(request: HttpRequest, pk: int) -> HttpResponse:
+    """Change what allowlist mode reaches; in force at once for a running sandbox."""
+    from . import services
+
+    sandbox = selectors.sandbox_get_visible(user=request.user, pk=pk)
+    if sandbox is None:
+        raise Http404("No such sandbox.")
+    try:
+        services.sandbox_set_allowlist(
+            actor=request.user,
+            sandbox=sandbox,
+            presets=request.POST.getlist("egress_presets"),
+            allow=request.POST.get("egress_allow", "")[:20000],
+            source_ip=client_ip(request),
+        )
+    except InvalidInput as exc:
+        messages.error(request, _problems(exc))
+    except services.SandboxError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.info(request, f"{sandbox.name}: allowlist saved.")
+    return redirect("sandbox_detail", pk=pk)

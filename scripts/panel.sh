@@ -116,6 +116,9 @@ else
   docker_answers || die "dockerd did not start; see var/log/dockerd.log"
 fi
 
+# The allowlist mode's grants are kept in an ipset (sandboxes.egress).
+command -v ipset >/dev/null || ensure_pkgs ipset
+
 # --- Redis ------------------------------------------------------------------------------------
 # The panel's own Redis listens on a unix socket in var/ (0700), not on a port: no other local
 # user can read the queue or put tasks in it. REDIS_URL names another server instead.

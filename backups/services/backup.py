@@ -53,6 +53,8 @@ def config_of(sandbox: Sandbox) -> dict:
         "cpus": str(sandbox.cpus),
         "pids_limit": sandbox.pids_limit,
         "network_mode": sandbox.network_mode,
+        "egress_presets": list(sandbox.egress_presets or []),
+        "egress_allow": sandbox.egress_allow,
         "writable_root": not sandbox.read_only_rootfs,
         "runtime": sandbox.runtime,
         "selinux_level": sandbox.selinux_level,

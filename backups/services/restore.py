@@ -137,6 +137,8 @@ def restore_request(
             writable_root=config.get("writable_root") is True,
             runtime=config.get("runtime") if config.get("runtime") in Sandbox.Runtime.values else Sandbox.Runtime.RUNC,
             selinux_level=config.get("selinux_level") if isinstance(config.get("selinux_level"), str) else "",
+            egress_presets=[p for p in config.get("egress_presets") or [] if isinstance(p, str)],
+            egress_allow=config.get("egress_allow") if isinstance(config.get("egress_allow"), str) else "",
             source_ip=source_ip,
             enqueue=False,
             claim_for=JOB,

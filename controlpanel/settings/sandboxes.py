@@ -43,8 +43,23 @@ SANDBOX_USER = env_str("SANDBOX_USER", "claude")
 SANDBOX_NETWORK = env_str("SANDBOX_NETWORK", "ccpanel-sandboxes")
 SANDBOX_SUBNET = env_str("SANDBOX_SUBNET", "172.28.0.0/24")
 SANDBOX_BRIDGE = env_str("SANDBOX_BRIDGE", "ccpanel0")
-if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,14}", SANDBOX_BRIDGE):
-    raise ImproperlyConfigured(f"SANDBOX_BRIDGE={SANDBOX_BRIDGE!r}: an interface name of 1 to 15 letters, digits, '_', '.' or '-'.")
+# `allowlist` sandboxes sit on a second bridge whose rules refuse everything but what their list
+# grants (sandboxes.egress), with the panel's resolver on its gateway (sandboxes.resolver).
+SANDBOX_ALLOW_NETWORK = env_str("SANDBOX_ALLOW_NETWORK", "ccpanel-allowlist")
+SANDBOX_ALLOW_SUBNET = env_str("SANDBOX_ALLOW_SUBNET", "172.28.1.0/24")
+SANDBOX_ALLOW_BRIDGE = env_str("SANDBOX_ALLOW_BRIDGE", "ccpanel1")
+for _key, _bridge in (("SANDBOX_BRIDGE", SANDBOX_BRIDGE), ("SANDBOX_ALLOW_BRIDGE", SANDBOX_ALLOW_BRIDGE)):
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,14}", _bridge):
+        raise ImproperlyConfigured(f"{_key}={_bridge!r}: an interface name of 1 to 15 letters, digits, '_', '.' or '-'.")
+if SANDBOX_ALLOW_BRIDGE == SANDBOX_BRIDGE or SANDBOX_ALLOW_NETWORK == SANDBOX_NETWORK:
+    raise ImproperlyConfigured("SANDBOX_ALLOW_BRIDGE and SANDBOX_ALLOW_NETWORK must differ from SANDBOX_BRIDGE and SANDBOX_NETWORK.")
+# Where the panel's resolver asks for the names an allowlist grants (space-separated IPv4
+# addresses; empty: the host's own name servers, from /etc/resolv.conf).
+SANDBOX_DNS_UPSTREAM = env_str("SANDBOX_DNS_UPSTREAM", "").split()
+# An address the resolver hands out stays reachable for the answer's TTL plus this many seconds
+# (so a connection outlives a short TTL), at least SANDBOX_ALLOW_MIN_SECONDS in all.
+SANDBOX_ALLOW_MARGIN = env_int("SANDBOX_ALLOW_MARGIN", 300, minimum=0)
+SANDBOX_ALLOW_MIN_SECONDS = env_int("SANDBOX_ALLOW_MIN_SECONDS", 60, minimum=1)
 # Host-enforced egress rules for `internet` mode (sandboxes.egress): a sandbox reaches the public
 # internet, never the host, the local network or another sandbox. Needs root (iptables); turning
 # it off lets sandboxes reach the LAN and the host's services.

@@ -1,5 +1,6 @@
 """Networks: the sandboxes' own bridge."""
 
+import ipaddress
 from typing import Any
 
 import docker
@@ -29,7 +30,10 @@ class NetworksMixin(BaseClient):
                         "would not cover; remove it (the panel recreates it) or set SANDBOX_BRIDGE."
                     )
                 return net["Id"]
-        ipam = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=subnet)])
+        # The gateway is the subnet's first address (Docker's default, said here): the allowlist
+        # bridge's resolver answers there (sandboxes.egress.allow_gateway).
+        gateway = str(next(ipaddress.IPv4Network(subnet).hosts()))
+        ipam = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=subnet, gateway=gateway)])
         try:
             return self.call(
                 self.api.create_network,

@@ -11,6 +11,7 @@ Views, consumers, tasks and the CLI call what is named here; reads live in ../se
 from teams.permissions import SystemActor
 
 from .actions import ACTIONS, Action, allowed_actions, sandbox_perform, sandbox_request_action
+from .allowlist import allowlist_clients, grants_repair, sandbox_set_allowlist, sync_grants
 from .claims import claim, finish, requeue_stale_actions
 from .common import InvalidInput, LostClaim, SandboxError, policy_rules, sandbox_spec
 from .create import sandbox_create, sandbox_reapprove_folders, validate_settings
@@ -46,9 +47,13 @@ __all__ = [
     "sandbox_reapprove_folders",
     "sandbox_request_action",
     "sandbox_set_network",
+    "sandbox_set_allowlist",
+    "sync_grants",
+    "allowlist_clients",
     "sandbox_spec",
     "sandbox_sync",
     "egress_repair",
+    "grants_repair",
     "sandbox_sync_container",
     "validate_settings",
 ]

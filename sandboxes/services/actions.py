@@ -18,9 +18,10 @@ from teams.permissions import Role, SystemActor, authorize, role_allows
 from .. import egress, engine, live, policy, vault, workspace
 from ..models import Sandbox
 from . import credentials
+from .allowlist import grants_repair, sync_grants
 from .claims import claim, claimed, finish, heartbeat, take_run
 from .claims import enqueue as enqueue_task
-from .common import LostClaim, SandboxError, audit, labels, policy_rules, sandbox_spec
+from .common import LostClaim, SandboxError, audit, ensure_network_of, labels, policy_rules, sandbox_spec
 
 log = logging.getLogger(__name__)
 S = Sandbox.Status
@@ -57,8 +58,7 @@ def provision(sandbox: Sandbox, action: str) -> None:
         )
     docker = engine.engine_for(sandbox)
     docker.ensure_volume(sandbox.volume_name, labels=labels(sandbox))
-    if sandbox.network_mode == Sandbox.Network.INTERNET:
-        docker.ensure_network(settings.SANDBOX_NETWORK, subnet=settings.SANDBOX_SUBNET, bridge=settings.SANDBOX_BRIDGE)
+    ensure_network_of(docker, sandbox.network_mode)
 
 
 def _remove_ours(sandbox: Sandbox) -> None:
@@ -79,8 +79,10 @@ def run_start(sandbox: Sandbox, action: str) -> None:
     spec = sandbox_spec(sandbox)
     rules = policy_rules()
     policy.check(spec, rules)
-    if sandbox.network_mode == Sandbox.Network.INTERNET:
+    if sandbox.network_mode != Sandbox.Network.NONE:
         _require_egress_rules(sandbox, docker)
+    if sandbox.network_mode == Sandbox.Network.ALLOWLIST and egress.enforced():
+        sync_grants()  # before the start: no grant of an earlier holder of its address is left
     state = docker.container_state(sandbox.container_id) if sandbox.container_id else None
     if state is not None and not policy.spec_drift(spec, docker.inspect_container(state.id)):
         if state.status == "paused":
@@ -89,6 +91,7 @@ def run_start(sandbox: Sandbox, action: str) -> None:
             docker.start(state.id)
             _verify_mounted(docker, state.id, spec)
             _deliver(sandbox, docker, state.id)
+            _grant_listed(sandbox)
         return
     if state is not None:
         docker.remove_container(state.id)
@@ -102,6 +105,14 @@ def run_start(sandbox: Sandbox, action: str) -> None:
     docker.start(container_id)
     _verify_mounted(docker, container_id, spec)
     _deliver(sandbox, docker, container_id)
+    _grant_listed(sandbox)
+
+
+def _grant_listed(sandbox: Sandbox) -> None:
+    """An allowlist sandbox's listed CIDRs are granted to its new address (its names are granted
+    by the resolver as it asks for them)."""
+    if sandbox.network_mode == Sandbox.Network.ALLOWLIST and egress.enforced():
+        sync_grants()
 
 
 def _deliver(sandbox: Sandbox, docker, container_id: str) -> None:
@@ -119,6 +130,9 @@ def _require_egress_rules(sandbox: Sandbox, docker) -> None:
     place, exactly (see sandboxes.egress). Missing or changed rules are not put back here: that
     is the periodic check's job, which audits what it found."""
     if not egress.enforced():
+        if sandbox.network_mode == Sandbox.Network.ALLOWLIST:
+            # Without the rules the allowlist bridge is the open internet: never.
+            raise policy.PolicyViolation(["Allowlist mode needs the host's egress rules, and SANDBOX_EGRESS_RULES is off."])
         return
     if not docker.host.is_local:
         raise policy.PolicyViolation(
@@ -131,13 +145,14 @@ def _require_egress_rules(sandbox: Sandbox, docker) -> None:
         wrong = egress.problems()
     except egress.EgressError as exc:
         wrong = [str(exc)]
-    if not egress.bridge_present():
-        wrong.append(f"the bridge interface {settings.SANDBOX_BRIDGE} is missing (renamed?), so the rules match nothing")
+    bridge = settings.SANDBOX_ALLOW_BRIDGE if sandbox.network_mode == Sandbox.Network.ALLOWLIST else settings.SANDBOX_BRIDGE
+    if not egress.bridge_present(bridge):
+        wrong.append(f"the bridge interface {bridge} is missing (renamed?), so the rules match nothing")
     if wrong:
         audit(SystemActor("egress"), "egress.refused_start", sandbox, {"problems": wrong})
         raise policy.PolicyViolation(
             [
-                f"The egress rules for {settings.SANDBOX_BRIDGE} are not in place ({'; '.join(wrong)}). "
+                f"The egress rules for {bridge} are not in place ({'; '.join(wrong)}). "
                 f"The panel repairs them within {settings.SANDBOX_RESYNC_SECONDS:.0f} s "
                 "(or run `manage.py egress apply`); start again then."
             ]
@@ -302,6 +317,8 @@ def sandbox_perform(*, sandbox_id: int, action: str) -> None:
             # Destroy took the sandbox over while this ran, and this run did not notice (it ended
             # some other way): whatever it made must not outlive the sandbox either.
             _undo_after_lost_claim(sandbox, action)
+    if sandbox.network_mode == Sandbox.Network.ALLOWLIST and action in (A.STOP, A.RESTART, A.RESET, A.DESTROY):
+        grants_repair()  # an address it no longer holds keeps nothing (the watcher does it too)
 
 
 def _undo_after_lost_claim(sandbox: Sandbox, action: str) -> None:

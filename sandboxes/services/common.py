@@ -60,7 +60,7 @@ def policy_rules() -> policy.Rules:
     return policy.Rules(
         workspace_root=str(settings.WORKSPACE_ROOT),
         mount_roots=tuple(str(r) for r in settings.SANDBOX_MOUNT_ROOTS),
-        networks=(settings.SANDBOX_NETWORK,),
+        networks=(settings.SANDBOX_NETWORK, settings.SANDBOX_ALLOW_NETWORK),
         runtimes=tuple(settings.SANDBOX_RUNTIMES),
         homes=tuple(policy.real_homes(entry.pw_dir for entry in pwd.getpwall())),
         protected=protected_folders(with_engine=True),
@@ -91,6 +91,22 @@ def recorded_chain(sandbox: Sandbox, path: str) -> tuple[tuple[int, int], ...] |
 SECRETS_TMPFS_BYTES = 4 * 1024 * 1024
 
 
+def network_of(mode: str) -> str:
+    """The Docker network of a network mode: the internet bridge, the allowlist bridge, or none."""
+    networks: dict[str, str] = {
+        Sandbox.Network.INTERNET: settings.SANDBOX_NETWORK,
+        Sandbox.Network.ALLOWLIST: settings.SANDBOX_ALLOW_NETWORK,
+    }
+    return networks.get(mode, "none")
+
+
+def ensure_network_of(docker, mode: str) -> None:
+    if mode == Sandbox.Network.INTERNET:
+        docker.ensure_network(settings.SANDBOX_NETWORK, subnet=settings.SANDBOX_SUBNET, bridge=settings.SANDBOX_BRIDGE)
+    elif mode == Sandbox.Network.ALLOWLIST:
+        docker.ensure_network(settings.SANDBOX_ALLOW_NETWORK, subnet=settings.SANDBOX_ALLOW_SUBNET, bridge=settings.SANDBOX_ALLOW_BRIDGE)
+
+
 def sandbox_spec(sandbox: Sandbox, extra_mounts: list[Mount] | None = None, *, secrets: bool = True) -> policy.ContainerSpec:
     """The container spec for `sandbox`, built only from its saved settings."""
     base = sandbox.workspace_path
@@ -112,7 +128,7 @@ def sandbox_spec(sandbox: Sandbox, extra_mounts: list[Mount] | None = None, *, s
         memory_bytes=sandbox.memory_mb * 1024 * 1024,
         nano_cpus=int(Decimal(sandbox.cpus) * 1_000_000_000),
         pids_limit=sandbox.pids_limit,
-        network=settings.SANDBOX_NETWORK if sandbox.network_mode == Sandbox.Network.INTERNET else "none",
+        network=network_of(sandbox.network_mode),
         user=f"{settings.SANDBOX_UID}:{settings.SANDBOX_GID}",
         binds=tuple(binds),
         volumes=(policy.VolumeMount(sandbox.volume_name, home_target()),),

@@ -12,7 +12,7 @@ from controlpanel.db import serialise
 from teams.models import Team
 from teams.permissions import Role, actor_user, authorize
 
-from .. import engine, live, policy, workspace
+from .. import allowlist, engine, live, policy, workspace
 from ..models import Mount, Sandbox
 from .claims import enqueue as enqueue_action
 from .common import InvalidInput, audit, host_has_selinux, policy_rules, sandbox_spec
@@ -164,6 +164,8 @@ def sandbox_create(
     writable_root: bool = False,
     runtime: str = Sandbox.Runtime.RUNC,
     selinux_level: str = "",
+    egress_presets: Sequence[str] = (),
+    egress_allow: str = "",
     source_ip: str | None = None,
     enqueue: bool = True,
     claim_for: str = Sandbox.Action.START,
@@ -181,6 +183,9 @@ def sandbox_create(
     errors.update(validate_runtime(runtime))
     if selinux_level and (problems := policy.check_selinux_level(selinux_level, host_has_selinux=host_has_selinux())):
         errors["selinux_level"] = problems
+    egress_presets = sorted(set(egress_presets))
+    if allow_problems := allowlist.parse(egress_allow)[1] + allowlist.presets_errors(egress_presets):
+        errors["egress_allow"] = allow_problems
     if errors:
         raise InvalidInput(errors)
     base = settings.WORKSPACE_ROOT / name
@@ -204,6 +209,8 @@ def sandbox_create(
         cpus=Decimal(str(cpus)),
         pids_limit=settings.SANDBOX_PIDS_LIMIT,
         network_mode=network_mode,
+        egress_presets=egress_presets,
+        egress_allow=(egress_allow or "").strip(),
         read_only_rootfs=not writable_root,
         runtime=runtime,
         selinux_level=selinux_level,

@@ -1,6 +1,9 @@
-"""Changing a sandbox's network mode, live: a running sandbox is moved between the panel's
-bridge and no network at once (well within a second), without a restart, and the change is
-audited. Joining the bridge is refused unless the host's egress rules are exactly in place."""
+"""Changing a sandbox's network mode, live: a running sandbox is moved between the internet
+bridge, the allowlist bridge and no network at once (well within a second), without a restart,
+and the change is audited. Joining a bridge is refused unless the host's egress rules are
+exactly in place."""
+
+import logging
 
 from django.conf import settings
 from django.db import transaction
@@ -9,7 +12,10 @@ from teams.permissions import Role, authorize
 
 from .. import egress, engine, live
 from ..models import Sandbox
-from .common import InvalidInput, SandboxError, audit
+from .allowlist import sync_grants
+from .common import InvalidInput, SandboxError, audit, ensure_network_of, network_of
+
+log = logging.getLogger(__name__)
 
 S = Sandbox.Status
 
@@ -26,15 +32,23 @@ def sandbox_set_network(*, actor, sandbox: Sandbox, mode: str, source_ip: str | 
         raise SandboxError(f"{sandbox.name} is busy ({sandbox.pending_action or sandbox.status}); change its network when it is idle.")
     docker = engine.engine_for(sandbox)
     live_change = sandbox.status in (S.RUNNING, S.PAUSED) and bool(sandbox.container_id)
-    if mode == Sandbox.Network.INTERNET and egress.enforced():
-        wrong = egress.problems() if docker.host.is_local else ["the engine is not on this machine"]
-        if wrong:
-            raise SandboxError("The egress rules are not in place (" + "; ".join(wrong) + "); the sandbox stays off the network.")
-    old_net, new_net = ("none", settings.SANDBOX_NETWORK) if mode == Sandbox.Network.INTERNET else (settings.SANDBOX_NETWORK, "none")
+    if mode != Sandbox.Network.NONE:
+        if not egress.enforced():
+            if mode == Sandbox.Network.ALLOWLIST:
+                raise SandboxError("Allowlist mode needs the host's egress rules, and SANDBOX_EGRESS_RULES is off.")
+        else:
+            wrong = egress.problems() if docker.host.is_local else ["the engine is not on this machine"]
+            if wrong:
+                raise SandboxError("The egress rules are not in place (" + "; ".join(wrong) + "); the sandbox stays off the network.")
+    old_net, new_net = network_of(sandbox.network_mode), network_of(mode)
+    if live_change and mode == Sandbox.Network.ALLOWLIST and egress.enforced():
+        try:
+            sync_grants()  # no grant of an earlier holder of the address it is about to get
+        except (egress.EgressError, engine.EngineError) as exc:
+            raise SandboxError(f"The allowlist grants could not be brought in line ({exc}); the sandbox stays where it is.") from exc
     if live_change:
         try:
-            if mode == Sandbox.Network.INTERNET:
-                docker.ensure_network(settings.SANDBOX_NETWORK, subnet=settings.SANDBOX_SUBNET, bridge=settings.SANDBOX_BRIDGE)
+            ensure_network_of(docker, mode)
             docker.switch_network(sandbox.container_id, leave=old_net, join=new_net)
         except engine.EngineError as exc:
             _undo(docker, sandbox, leave=new_net, join=old_net)
@@ -48,7 +62,12 @@ def sandbox_set_network(*, actor, sandbox: Sandbox, mode: str, source_ip: str | 
             raise SandboxError(f"{sandbox.name} changed meanwhile; try again.")
         sandbox.network_mode = mode
         audit(actor, "sandbox.network_changed", sandbox, {"from": before, "to": mode, "live": live_change}, source_ip)
-        live.sandbox_changed(sandbox)
+    if live_change and Sandbox.Network.ALLOWLIST in (before, mode) and egress.enforced():
+        try:
+            sync_grants()  # its listed CIDRs for its new address; nothing left for its old one
+        except (egress.EgressError, engine.EngineError) as exc:
+            log.error("grants not brought in line after %s changed network: %s", sandbox.name, exc)
+    live.sandbox_changed(sandbox)
     return sandbox
 
 
@@ -58,7 +77,8 @@ def _undo(docker, sandbox: Sandbox, *, leave: str, join: str) -> None:
     try:
         docker.switch_network(sandbox.container_id, leave=leave, join=join)
     except engine.EngineError:
-        try:
-            docker.switch_network(sandbox.container_id, leave=settings.SANDBOX_NETWORK, join="none")
-        except engine.EngineError:
-            pass  # the container is gone: nothing of it is on any network
+        for network in (settings.SANDBOX_NETWORK, settings.SANDBOX_ALLOW_NETWORK):
+            try:
+                docker.switch_network(sandbox.container_id, leave=network, join="none")
+            except engine.EngineError:
+                pass  # not on it, or the container is gone: nothing of it is on that network

@@ -137,11 +137,14 @@ def _stop_networked(reason: str) -> None:
     """Fail closed for running sandboxes too: without their rules nothing of this panel stays on
     the network, whatever the rows say (a start under way, a container started by hand)."""
     docker = engine.engine_for()
-    try:
-        ids = docker.containers_on_network(settings.SANDBOX_NETWORK)
-    except engine.EngineError as exc:
-        log.error("could not list the containers on %s: %s", settings.SANDBOX_NETWORK, exc)
-        return
+    ids = []
+    for network in (settings.SANDBOX_NETWORK, settings.SANDBOX_ALLOW_NETWORK):
+        try:
+            ids += docker.containers_on_network(network)
+        except engine.NotFound:
+            continue
+        except engine.EngineError as exc:
+            log.error("could not list the containers on %s: %s", network, exc)
     for container_id in ids:
         try:
             docker.stop(container_id, timeout=settings.SANDBOX_STOP_TIMEOUT)

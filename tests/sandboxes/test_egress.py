@@ -279,6 +279,29 @@ def test_the_rules_as_written_are_what_iptables_shows():
     )
 
 
+def test_the_allowlist_bridge_refuses_all_but_its_grants():
+    c = egress.chains("ccpunit1")
+    rules = egress.wanted_allow_rules(c, "172.31.1.1", [*egress.BLOCKED_RANGES])
+    forward = rules[c.forward]
+    assert forward[0] == "-A CCP-F-ccpunit1 -o ccpunit1 -j CCP-D-ccpunit1"  # never another sandbox
+    dns = forward.index("-A CCP-F-ccpunit1 -p udp -m udp --dport 53 -j CCP-D-ccpunit1")
+    granted = forward.index("-A CCP-F-ccpunit1 -m set ! --match-set CCP-A-ccpunit1 src,dst,dst -j CCP-D-ccpunit1")
+    private = forward.index("-A CCP-F-ccpunit1 -d 10.0.0.0/8 -j CCP-D-ccpunit1")
+    assert dns < granted < private  # no DNS but the resolver's; a grant never opens a private range
+    assert not any("RETURN" in r for r in forward[:-1]) and forward[-1] == "-A CCP-F-ccpunit1 -j RETURN"
+    assert rules[c.input][:2] == [
+        "-A CCP-I-ccpunit1 -d 172.31.1.1/32 -p udp -m udp --dport 53 -j RETURN",
+        "-A CCP-I-ccpunit1 -d 172.31.1.1/32 -p tcp -m tcp --dport 53 -j RETURN",
+    ]
+    assert egress.wanted_allow_nat(c, "172.31.1.1", ["10.9.9.9"]) == [
+        "-A CCP-N-ccpunit1 -d 10.9.9.9/32 -p udp -m udp --dport 53 -j DNAT --to-destination 172.31.1.1:53",
+        "-A CCP-N-ccpunit1 -d 10.9.9.9/32 -p tcp -m tcp --dport 53 -j DNAT --to-destination 172.31.1.1:53",
+    ]
+    # After apply(), what iptables and ipset show is exactly this (problems() compares both).
+    egress.apply()
+    assert egress.problems() == []
+
+
 def test_only_private_resolvers_get_the_dns_hole(tmp_path):
     conf, resolved = tmp_path / "resolv.conf", tmp_path / "resolved.conf"
     servers = ["10.255.255.53", "127.0.0.53", "8.8.8.8", "fd00::1", "bogus"]
@@ -477,3 +500,194 @@ def test_a_network_change_applies_to_the_running_sandbox_within_a_second(make_sa
     services.sandbox_set_network(actor=ACTOR, sandbox=s, mode="internet")
     s = act(act(s, "stop"), "start")
     assert s.status == "running" and fetch(s, internet, PORT) == "internet"
+
+
+# --- allowlist mode -------------------------------------------------------------------------------
+# The netns "internet" gets a name server of its own (the upstream the panel's resolver asks):
+# it answers A records from a JSON file the test rewrites, with a TTL of 1 s, and writes every
+# name it is asked into a log, so a query that reached it directly would show.
+DNS_SERVER = """
+import json, socket, sys
+from dnslib import A, QTYPE, RR, DNSRecord
+address, names_file, log_file = sys.argv[1:4]
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind((address, 53))
+while True:
+    data, peer = s.recvfrom(4096)
+    try:
+        q = DNSRecord.parse(data)
+    except Exception:
+        continue
+    name = str(q.q.qname).rstrip(".").lower()
+    with open(log_file, "a") as fh:
+        fh.write(name + "\\n")
+    names = json.load(open(names_file))
+    r = q.reply()
+    if name in names and q.q.qtype == QTYPE.A:
+        r.add_answer(RR(q.q.qname, QTYPE.A, rdata=A(names[name]), ttl=1))
+    elif name not in names:
+        r.header.rcode = 3
+    s.sendto(r.pack(), peer)
+"""
+
+
+@pytest.fixture
+def upstream_dns(internet, tmp_path, settings) -> Iterator[dict]:
+    """The internet's name server, a second web server there (198.18.<n>.11, "moved"), and the
+    panel's resolver asking that name server, on the allowlist bridge's gateway."""
+    import sys
+
+    from sandboxes import resolver
+
+    ns = f"ccp-inet{100 + _slot()}"
+    net = internet.rsplit(".", 1)[0]
+    names, log = tmp_path / "names.json", tmp_path / "asked.log"
+    names.write_text(json.dumps({"listed.example.test": internet}))
+    log.write_text("")
+    sh("ip", "netns", "exec", ns, "ip", "addr", "add", f"{net}.11/24", "dev", f"ccpvn{100 + _slot()}")
+    procs = [
+        subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", DNS_SERVER, internet, str(names), str(log)]),
+        subprocess.Popen(["ip", "netns", "exec", ns, "python3", "-c", SERVER, f"{net}.11", str(PORT), "moved"]),
+    ]
+    settings.SANDBOX_DNS_UPSTREAM = [internet]
+    servers = resolver.serve()
+    try:
+        deadline = time.monotonic() + 10
+        while not all(
+            f"{a}:{p}" in subprocess.run(["ip", "netns", "exec", ns, "ss", "-lntu"], capture_output=True, text=True).stdout
+            for a, p in ((internet, 53), (f"{net}.11", PORT))
+        ):
+            assert time.monotonic() < deadline, "the namespace's servers did not start"
+            time.sleep(0.05)
+        yield {"names": names, "asked": log, "moved": f"{net}.11", "internet": internet}
+    finally:
+        for server in servers:
+            server.shutdown()
+            server.server_close()
+        for p in procs:
+            p.kill()
+            p.wait()
+
+
+def lookup(sandbox: Sandbox, name: str, server: str = "") -> str:
+    """busybox nslookup's output from inside the sandbox (its own resolver unless `server`)."""
+    done = docker_cli("exec", sandbox.container_id, "sh", "-c", f"timeout 5 nslookup {name} {server}", check=False)
+    return done.stdout + done.stderr
+
+
+def allow_gateway() -> str:
+    return egress.allow_gateway()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_allowlist_reaches_only_what_is_listed_through_the_panels_resolver(make_sandbox, clean_docker, upstream_dns, host_listener):
+    from sandboxes.models import EgressDenial
+
+    inet = upstream_dns["internet"]
+    s = make_sandbox("egress-allow", network_mode="allowlist", egress_allow=f"listed.example.test:{PORT}")
+    other = make_sandbox("egress-allow-other")
+    assert s.status == "running", s.status_detail
+    networks = json.loads(docker_cli("inspect", "-f", "{{json .NetworkSettings.Networks}}", s.container_id).stdout)
+    assert sorted(networks) == [settings.SANDBOX_ALLOW_NETWORK]
+    # Nothing is reachable until a listed name is resolved: not even the "public" host.
+    assert fetch(s, inet, PORT) == ""
+    # A listed name resolves (through Docker's DNS, sent to the panel's resolver) and connects.
+    assert fetch(s, "listed.example.test", PORT) == "internet"
+    assert fetch(s, inet, PORT) == "internet"  # the granted address, for its TTL plus the margin
+    assert fetch(s, inet, PORT + 1) == ""  # only on the listed port
+    grants = [g for g in egress.grants() if g.comment == "listed.example.test"]
+    assert grants and all(g.destination == f"{inet}/32" and g.port == PORT and g.timeout > 0 for g in grants)
+    # An unlisted name gets NXDOMAIN, and the refusal is in the decision log.
+    out = lookup(s, "unlisted.example.test")
+    assert "NXDOMAIN" in out or "can't resolve" in out, out
+    assert EgressDenial.objects.filter(sandbox=s, name="unlisted.example.test", protocol="dns").exists()
+    assert "unlisted.example.test" not in upstream_dns["asked"].read_text()  # never asked upstream
+    # DNS to any other server is dropped: the internet's own name server never hears it.
+    out = lookup(s, "direct-probe.example.test", inet)
+    assert "direct-probe" not in upstream_dns["asked"].read_text(), out
+    # The host, another sandbox and the gateway's other ports stay out of reach.
+    assert fetch(s, allow_gateway(), host_listener) == ""
+    assert fetch(s, gateway(), host_listener) == ""
+    assert fetch(s, address_of(other), 4444) == ""
+    # A name whose address changes stays reachable: the new address is granted when handed out.
+    upstream_dns["names"].write_text(json.dumps({"listed.example.test": upstream_dns["moved"]}))
+    time.sleep(1.2)  # the upstream's TTL
+    assert fetch(s, "listed.example.test", PORT) == "moved"
+    # A sandbox in internet mode is not served by the resolver (REFUSED), and never granted.
+    assert not [g for g in egress.grants() if g.source == address_of(other)]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_allowlist_changes_apply_to_the_running_sandbox_within_a_second(make_sandbox, clean_docker, upstream_dns, rules_back):
+    inet = upstream_dns["internet"]
+    s = make_sandbox("egress-allow-live", network_mode="internet")
+    assert fetch(s, inet, PORT) == "internet"
+    # internet -> allowlist, live: by address nothing; by listed name at once.
+    t0 = time.monotonic()
+    services.sandbox_set_allowlist(actor=ACTOR, sandbox=s, presets=["github"], allow=f"listed.example.test:{PORT}")
+    services.sandbox_set_network(actor=ACTOR, sandbox=Sandbox.objects.get(pk=s.pk), mode="allowlist")
+    assert fetch(s, inet, PORT) == ""
+    while fetch(s, "listed.example.test", PORT) != "internet":
+        assert time.monotonic() - t0 < 1.5, "the listed name not reachable within a second of the change"
+    # The name taken off the list: its grants are taken back before the call returns, and the
+    # resolver refuses it within a second.
+    s = Sandbox.objects.get(pk=s.pk)
+    t0 = time.monotonic()
+    services.sandbox_set_allowlist(actor=ACTOR, sandbox=s, presets=[], allow="")
+    assert fetch(s, inet, PORT) == ""
+    assert not [g for g in egress.grants() if g.comment == "listed.example.test"]
+    while "NXDOMAIN" not in (out := lookup(s, "listed.example.test")) and "can't resolve" not in out:
+        assert time.monotonic() - t0 < 1.5, out
+    # A listed CIDR is granted at once, on its ports.
+    services.sandbox_set_allowlist(actor=ACTOR, sandbox=Sandbox.objects.get(pk=s.pk), presets=[], allow=f"{inet}/32:{PORT}")
+    assert fetch(s, inet, PORT) == "internet"
+    # Audited, with what changed.
+    actions = list(AuditEvent.objects.filter(target="egress-allow-live").values_list("action", flat=True))
+    assert actions.count("sandbox.allowlist_changed") == 3 and "sandbox.network_changed" in actions
+    # Stopped: its grants go; started again: its CIDR is granted to its (new) address.
+    s = act(Sandbox.objects.get(pk=s.pk), "stop")
+    assert not egress.grants()
+    s = act(s, "start")
+    assert s.status == "running" and fetch(s, inet, PORT) == "internet"
+    # Fail closed: without the rules, no allowlist sandbox starts.
+    egress.remove()
+    s = act(act(s, "stop"), "start")
+    assert s.status == "error" and "not in place" in s.status_detail
+
+
+def test_an_allowlist_is_parsed_and_judged():
+    from sandboxes import allowlist
+
+    entries, errors = allowlist.parse("api.example.com\n*.example.org:22,443 # git\n198.51.100.0/24:8080\n")
+    assert not errors
+    assert [(e.text, e.ports) for e in entries] == [("api.example.com", (443,)), ("*.example.org", (22, 443)), ("198.51.100.0/24", (8080,))]
+    assert allowlist.ports_for("a.b.example.org.", entries) == (22, 443)
+    assert allowlist.ports_for("example.org", entries) == ()  # a wildcard is for subdomains only
+    assert allowlist.ports_for("api.example.com", entries) == (443,)
+    assert allowlist.ports_for("xapi.example.com", entries) == ()
+    for bad, why in [
+        ("10.0.0.0/8", "no sandbox reaches"),
+        ("169.254.169.254", "no sandbox reaches"),
+        ("example.com:53", "port 53"),
+        ("example.com:0", "from 1 to"),
+        ("exa mple", "a domain"),
+        ("*.*.example.com", "a domain"),
+        ("ex*ample.com", "a domain"),
+        ("0.0.0.0/0", "no sandbox reaches"),
+        ('x.com"; rm', "a domain"),
+    ]:
+        assert any(why in e for e in allowlist.parse(bad)[1]), (bad, allowlist.parse(bad))
+    assert allowlist.presets_errors(["claude-code", "nope"]) == ["No preset called 'nope': one of claude-code, github, packages."]
+    assert "api.anthropic.com" in [e.text for e in allowlist.effective(["claude-code"], "")]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_gvisor_sandbox_obeys_the_allowlist_too(make_sandbox, clean_docker, upstream_dns, host_listener):
+    gvisor_or_skip()
+    inet = upstream_dns["internet"]
+    s = make_sandbox("egress-allow-gvisor", runtime="runsc", network_mode="allowlist", egress_allow=f"listed.example.test:{PORT}")
+    assert s.status == "running", s.status_detail
+    assert fetch(s, inet, PORT) == ""
+    assert fetch(s, "listed.example.test", PORT) == "internet"
+    assert fetch(s, allow_gateway(), host_listener) == ""
+    lookup(s, "direct-probe.example.test", inet)
+    assert "direct-probe" not in upstream_dns["asked"].read_text()

@@ -39,6 +39,8 @@ class Command(BaseCommand):
         parser.add_argument("--memory-mb", type=int, default=None)
         parser.add_argument("--cpus", type=_decimal, default=None)
         parser.add_argument("--network", choices=[c for c, _ in Sandbox.Network.choices], default="internet")
+        parser.add_argument("--allow", action="append", default=[], help="allowlist entry (domain, *.domain or CIDR, :ports); repeatable")
+        parser.add_argument("--preset", action="append", default=[], help="allowlist preset: claude-code, github, packages; repeatable")
         parser.add_argument("--writable-root", action="store_true", help="opt out of the read-only root filesystem (less safe)")
         parser.add_argument("--runtime", choices=[c for c, _ in Sandbox.Runtime.choices], default="runc", help="runsc: gVisor")
         parser.add_argument("--team", default="default", help="team slug (create)")
@@ -96,6 +98,8 @@ class Command(BaseCommand):
                 memory_mb=settings.SANDBOX_DEFAULT_MEMORY_MB if opts["memory_mb"] is None else opts["memory_mb"],
                 cpus=Decimal(str(settings.SANDBOX_DEFAULT_CPUS)) if opts["cpus"] is None else opts["cpus"],
                 network_mode=opts["network"],
+                egress_presets=opts.get("preset") or [],
+                egress_allow="\n".join(opts.get("allow") or []),
                 writable_root=opts.get("writable_root", False),
                 runtime=opts.get("runtime", "runc"),
                 enqueue=False,

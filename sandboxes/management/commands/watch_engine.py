@@ -11,10 +11,11 @@ import time
 
 from django.core.management.base import BaseCommand
 
-from sandboxes import egress_log, engine, services
+from sandboxes import egress_log, engine, resolver, services
 
 log = logging.getLogger(__name__)
 RELEVANT = {"start", "die", "oom", "kill", "stop", "pause", "unpause", "destroy", "restart"}
+GRANTS_CHANGE = {"start", "die", "destroy"}  # an address on the allowlist bridge taken or freed
 
 
 class Command(BaseCommand):
@@ -22,16 +23,20 @@ class Command(BaseCommand):
 
     def handle(self, *args, **opts):
         egress_log.start_thread()  # the decision log: refusals of the egress rules, per sandbox
+        resolver.start_thread()  # the allowlist bridge's DNS, on its gateway
         delay = 1.0
         while True:
             try:
                 since = time.time()
                 services.egress_repair()  # before any resync: after a dockerd restart too
                 services.reconcile_all()
+                services.grants_repair()
                 self.stdout.write("watching Docker events")
                 for event in engine.engine_for().events(since=since):
                     if event["action"] in RELEVANT:
                         services.sandbox_sync_container(container_id=event["id"])
+                        if event["action"] in GRANTS_CHANGE:
+                            services.grants_repair()
                     services.record_engine_event(event=event)
                     delay = 1.0
             except engine.EngineError as exc:

@@ -1,0 +1,151 @@
+"""What an `allowlist` sandbox may reach: its presets and its own entries, parsed and judged.
+
+An entry is a domain (`registry.npmjs.org`), a wildcard for a domain's subdomains
+(`*.npmjs.org`: `a.npmjs.org` and `a.b.npmjs.org`, not `npmjs.org` itself) or an IPv4 CIDR
+(`198.51.100.0/24`), optionally followed by `:` and its TCP ports (`github.com:22,443`); 443 when
+none are given. Port 53 is never granted: names are asked only of the panel's resolver.
+
+The rules that act on it live on the host (sandboxes.egress: the bridge refuses everything but
+what is granted, and never the host, a private range or another sandbox, listed or not) and in
+the panel's resolver (sandboxes.resolver: an address is granted when it answers a listed name).
+"""
+
+import ipaddress
+import re
+from dataclasses import dataclass
+
+from . import egress
+
+DEFAULT_PORTS = (443,)
+MAX_ENTRIES = 200
+MAX_PORTS = 16
+LABEL = r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?"
+NAME_RE = re.compile(rf"^(\*\.)?({LABEL}\.)+{LABEL}$")
+
+# Presets: what a sandbox needs for a common job, kept up to date by the panel (an admin picks a
+# preset by its key; its entries are those of the panel's version at each lookup).
+PRESETS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "claude-code": (
+        "Claude Code (the Anthropic API, the npm registry)",
+        ("api.anthropic.com", "statsig.anthropic.com", "console.anthropic.com", "registry.npmjs.org", "sentry.io", "*.sentry.io"),
+    ),
+    "github": (
+        "GitHub (web, API, git over HTTPS and SSH, downloads)",
+        (
+            "github.com:22,443",
+            "*.github.com",
+            "*.githubusercontent.com",
+            "ghcr.io",
+            "*.ghcr.io",
+            "github-releases.githubusercontent.com",
+        ),
+    ),
+    "packages": (
+        "Package registries (npm, PyPI, crates.io, Go, RubyGems, Debian)",
+        (
+            "registry.npmjs.org",
+            "registry.yarnpkg.com",
+            "pypi.org",
+            "files.pythonhosted.org",
+            "crates.io",
+            "static.crates.io",
+            "index.crates.io",
+            "proxy.golang.org",
+            "sum.golang.org",
+            "rubygems.org",
+            "deb.debian.org:80,443",
+            "security.debian.org:80,443",
+        ),
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Entry:
+    text: str  # as written (without its ports): the name of the grants it makes
+    ports: tuple[int, ...]
+    name: str = ""  # a domain, or "*.domain" for its subdomains
+    network: ipaddress.IPv4Network | None = None
+
+    def matches(self, qname: str) -> bool:
+        if not self.name:
+            return False
+        if self.name.startswith("*."):
+            return qname.endswith(self.name[1:])
+        return qname == self.name
+
+
+def parse(text: str) -> tuple[list[Entry], list[str]]:
+    """The entries of an allowlist (one a line, or separated by spaces or commas between
+    entries; `#` starts a comment), and what is wrong with it, in words."""
+    entries: list[Entry] = []
+    errors: list[str] = []
+    for raw in (text or "").splitlines():
+        line = raw.split("#", 1)[0].strip()
+        for item in line.split():
+            entry = _entry(item, errors)
+            if entry is not None and entry not in entries:
+                entries.append(entry)
+    if len(entries) > MAX_ENTRIES:
+        errors.append(f"At most {MAX_ENTRIES} entries; this list has {len(entries)}.")
+    return entries, errors
+
+
+def _entry(item: str, errors: list[str]) -> Entry | None:
+    item = item.strip().rstrip(",").lower()
+    if not item:
+        return None
+    host, _, port_text = item.partition(":")
+    ports: tuple[int, ...] = DEFAULT_PORTS
+    if port_text:
+        try:
+            ports = tuple(sorted({int(p) for p in port_text.split(",") if p.strip()}))
+        except ValueError:
+            errors.append(f"{item}: ports are numbers, as in github.com:22,443.")
+            return None
+        if not ports or any(not 1 <= p <= 65535 for p in ports) or len(ports) > MAX_PORTS:
+            errors.append(f"{item}: from 1 to {MAX_PORTS} ports, each from 1 to 65535.")
+            return None
+        if 53 in ports:
+            errors.append(f"{item}: port 53 is never granted; names are asked only of the panel's resolver.")
+            return None
+    if re.fullmatch(r"[0-9./]+", host):
+        try:
+            network = ipaddress.IPv4Network(host, strict=False)
+        except ValueError:
+            errors.append(f"{item}: not an IPv4 address or CIDR.")
+            return None
+        blocked = [r for r in egress.BLOCKED_RANGES if network.overlaps(ipaddress.IPv4Network(r))]
+        if blocked:
+            errors.append(f"{item}: lies in {blocked[0]}, which no sandbox reaches (the host, private and reserved ranges).")
+            return None
+        if network.prefixlen < 8:
+            errors.append(f"{item}: a network of at most /8.")
+            return None
+        return Entry(text=str(network), ports=ports, network=network)
+    if len(host) > 253 or not NAME_RE.match(host) or "*" in host[2:]:
+        errors.append(f"{item}: a domain (example.com), a wildcard (*.example.com) or an IPv4 CIDR, with optional :ports.")
+        return None
+    return Entry(text=host, ports=ports, name=host)
+
+
+def presets_errors(keys: list[str]) -> list[str]:
+    return [f"No preset called {k!r}: one of {', '.join(PRESETS)}." for k in keys if k not in PRESETS]
+
+
+def effective(presets: list[str], text: str) -> list[Entry]:
+    """The entries in force for these presets and own entries (invalid ones left out: they
+    were refused when saved, and a preset the panel no longer has grants nothing)."""
+    lines = [" ".join(PRESETS[k][1]) for k in presets if k in PRESETS]
+    entries, _ = parse("\n".join([*lines, text or ""]))
+    return entries[:MAX_ENTRIES]
+
+
+def ports_for(qname: str, entries: list[Entry]) -> tuple[int, ...]:
+    """The ports a listed name grants (all its entries' together), or () when it is not listed."""
+    qname = qname.rstrip(".").lower()
+    found: set[int] = set()
+    for entry in entries:
+        if entry.matches(qname):
+            found.update(entry.ports)
+    return tuple(sorted(found))

@@ -1,0 +1,114 @@
+"""The allowlist mode's grants, kept true: which sandbox on the allowlist bridge may reach what.
+
+The host's rules (sandboxes.egress) let a packet from the allowlist bridge out only when a grant
+names its source address, TCP port and destination. Grants come from two places: a listed CIDR
+gives a grant for good while the sandbox runs; a listed name gives one when the panel's resolver
+(sandboxes.resolver) hands out its address, for the answer's TTL plus a margin. `sync_grants`
+takes back every grant whose source is no longer a running allowlist sandbox, or whose list no
+longer names it, and adds the CIDR grants that are missing. It runs around every start, after
+every change of mode or list, on the watcher's container events and in the periodic check.
+"""
+
+import logging
+
+from django.conf import settings
+from django.db import transaction
+
+from teams.permissions import Role, authorize
+
+from .. import allowlist, egress, engine, live
+from ..models import Sandbox
+from .common import InvalidInput, SandboxError, audit
+
+log = logging.getLogger(__name__)
+
+
+def allowlist_clients() -> dict[str, tuple[int, list[allowlist.Entry]]]:
+    """Every sandbox attached to the allowlist bridge and in allowlist mode, by its address:
+    (its pk, the entries in force for it)."""
+    try:
+        containers = engine.engine_for().inspect_network(settings.SANDBOX_ALLOW_NETWORK).get("Containers") or {}
+    except engine.NotFound:
+        return {}
+    rows = Sandbox.objects.filter(container_id__in=list(containers), network_mode=Sandbox.Network.ALLOWLIST).values_list(
+        "container_id", "pk", "egress_presets", "egress_allow"
+    )
+    found = {}
+    for container_id, pk, presets, text in rows:
+        address = (containers[container_id].get("IPv4Address") or "").split("/")[0]
+        if address:
+            found[address] = (pk, allowlist.effective(presets or [], text))
+    return found
+
+
+def sync_grants() -> int:
+    """Make the grants match the running allowlist sandboxes and their lists; returns how many
+    changed. Without the set (rules not applied) there is nothing to keep: the start check and
+    the periodic repair see to the rules first."""
+    if not egress.enforced() or not engine.engine_for().host.is_local:
+        return 0
+    clients = allowlist_clients()
+    wanted = {
+        egress.Grant(address, port, str(e.network), e.text)
+        for address, (_, entries) in clients.items()
+        for e in entries
+        if e.network is not None
+        for port in e.ports
+    }
+    live_grants = egress.grants()
+    kept = set()
+    stale = []
+    for g in live_grants:
+        who = clients.get(g.source)
+        key = egress.Grant(g.source, g.port, g.destination, g.comment)
+        if who is None:
+            stale.append(g)
+        elif g.timeout == 0:
+            (kept.add(key) if key in wanted else stale.append(g))
+        elif g.port not in allowlist.ports_for(g.comment, who[1]):
+            stale.append(g)
+    egress.revoke(stale)
+    missing = [g for g in wanted if g not in kept]
+    egress.grant(missing, 0)
+    return len(stale) + len(missing)
+
+
+def grants_repair() -> None:
+    """sync_grants, logged rather than raised: for the periodic check, the watcher's container
+    events and the end of a stop (a sandbox that stopped while nobody watched loses its grants)."""
+    if not egress.enforced() or not engine.engine_for().host.is_local:
+        return
+    try:
+        sync_grants()
+    except (egress.EgressError, engine.EngineError) as exc:
+        log.error("the allowlist grants could not be brought in line: %s", exc)
+
+
+def sandbox_set_allowlist(*, actor, sandbox: Sandbox, presets: list[str], allow: str, source_ip: str | None = None) -> Sandbox:
+    """Change what the sandbox's allowlist grants. In force at once for a running allowlist
+    sandbox: the resolver reads the list at its next question (within a second), and the grants
+    the list no longer names are taken back before this returns."""
+    authorize(actor, sandbox.team, Role.OPERATOR)
+    presets = sorted(set(presets))
+    _entries, errors = allowlist.parse(allow)
+    errors += allowlist.presets_errors(presets)
+    if errors:
+        raise InvalidInput({"egress_allow": errors})
+    if sandbox.on_hold:
+        raise SandboxError(f"{sandbox.name} is held by an open incident; its network changes only through the incident.")
+    with transaction.atomic():
+        row = Sandbox.objects.select_for_update().get(pk=sandbox.pk)
+        before = {"presets": row.egress_presets, "entries": len(allowlist.parse(row.egress_allow)[0])}
+        Sandbox.objects.filter(pk=sandbox.pk).update(egress_presets=presets, egress_allow=allow.strip())
+        sandbox.egress_presets, sandbox.egress_allow = presets, allow.strip()
+        after = {"presets": presets, "entries": len(_entries)}
+        audit(actor, "sandbox.allowlist_changed", sandbox, {"from": before, "to": after}, source_ip)
+    if sandbox.network_mode == Sandbox.Network.ALLOWLIST:
+        try:
+            sync_grants()
+        except (egress.EgressError, engine.EngineError) as exc:
+            raise SandboxError(
+                f"The list is saved, but the grants could not be brought in line ({exc}); the periodic check retries."
+            ) from exc
+    live.sandbox_changed(sandbox)
+    return sandbox
