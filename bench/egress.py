@@ -6,7 +6,11 @@
   the namespace, from accept to the last byte sent and the client gone.
 - apply_20_ms: with 20 sandboxes running on the network, the time to apply a change of the rules
   (egress.apply: every chain replaced in one iptables-restore, jumps checked) and to verify them.
-- allowlist_connect_ms: null. There is no allowlist mode yet (see the README's limits).
+- allowlist_connect_ms: what allowlist mode adds to a connection, DNS included: a sandbox in
+  allowlist mode connects by name (Docker's DNS -> the panel's resolver -> the namespace's name
+  server, the grant written, then the TCP connect) against one in internet mode connecting by
+  address, each a loop of connections inside the container (so `docker exec` is paid once), the
+  difference of the medians per connection.
 
 Usage: .venv/bin/python bench/egress.py [--runs N] [--mb M]   (needs root, Docker; `make bench`)
 Traffic goes only to the namespace this script makes. The last line is a JSON object.
@@ -35,6 +39,33 @@ IMAGE = "ccpanel/test-busybox:latest"
 NET = 120  # 198.18.120.0/24
 NS, HOST_IF, NS_IF = f"ccp-bench{NET}", f"ccpbh{NET}", f"ccpbn{NET}"
 PORT = 18090
+SMALL_PORT = 18091  # answers "ok" and closes: the connect benchmark
+NAME = "bench.example.test"
+SMALL = """
+import socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(64)
+print("ready", flush=True)
+while True:
+    c, _ = s.accept()
+    try:
+        c.sendall(b"ok")
+    except OSError:
+        pass
+    c.close()
+"""
+DNS = """
+import socket, sys
+from dnslib import A, QTYPE, RR, DNSRecord
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind((sys.argv[1], 53))
+print("ready", flush=True)
+while True:
+    data, peer = s.recvfrom(4096)
+    q = DNSRecord.parse(data); r = q.reply()
+    if str(q.q.qname).rstrip(".") == sys.argv[2] and q.q.qtype == QTYPE.A:
+        r.add_answer(RR(q.q.qname, QTYPE.A, rdata=A(sys.argv[1]), ttl=30))
+    s.sendto(r.pack(), peer)
+"""
 SERVER = """
 import socket, sys, time
 size = int(sys.argv[1]) << 20
@@ -94,6 +125,69 @@ def download(container_id: str, server: subprocess.Popen) -> float:
     return float(server.stdout.readline())
 
 
+def connect_loop(container_id: str, target: str, n: int) -> float:
+    """Seconds per connection: n connections to target:SMALL_PORT in one `docker exec`."""
+    script = f"for i in $(seq {n}); do nc -w 2 {target} {SMALL_PORT} </dev/null >/dev/null || exit 1; done"
+    t0 = time.perf_counter()
+    done = subprocess.run(["docker", "exec", container_id, "sh", "-c", script], capture_output=True, timeout=300)
+    elapsed = time.perf_counter() - t0
+    if done.returncode != 0:
+        raise SystemExit(f"a connection to {target} failed: {done.stderr.decode()[:200]}")
+    return elapsed / n
+
+
+def allowlist_connect(actor, team, runs: int, per_run: int = 20) -> tuple[float, float]:
+    """(allowlist by name, internet by address), seconds per connection, medians."""
+    from sandboxes import resolver
+
+    address = f"198.18.{NET}.10"
+    helpers = [
+        subprocess.Popen(
+            ["ip", "netns", "exec", NS, sys.executable, "-c", SMALL, address, str(SMALL_PORT)], stdout=subprocess.PIPE, text=True
+        ),
+        subprocess.Popen(["ip", "netns", "exec", NS, sys.executable, "-c", DNS, address, NAME], stdout=subprocess.PIPE, text=True),
+    ]
+    for h in helpers:
+        assert h.stdout is not None and h.stdout.readline().strip() == "ready"
+    settings.SANDBOX_DNS_UPSTREAM = [address]
+    servers = resolver.serve()
+    try:
+        allowed = services.sandbox_create(
+            actor=actor,
+            team=team,
+            name="eg-allow",
+            image=IMAGE,
+            memory_mb=256,
+            cpus=Decimal("0.5"),
+            network_mode="allowlist",
+            egress_allow=f"{NAME}:{SMALL_PORT}",
+            enqueue=False,
+        )
+        services.sandbox_perform(sandbox_id=allowed.pk, action="start")
+        allowed.refresh_from_db()
+        if allowed.status != "running":
+            raise SystemExit(f"{allowed.name} did not start: {allowed.status_detail}")
+        internet = services.sandbox_create(
+            actor=actor, team=team, name="eg-open", image=IMAGE, memory_mb=256, cpus=Decimal("0.5"), network_mode="internet", enqueue=False
+        )
+        services.sandbox_perform(sandbox_id=internet.pk, action="start")
+        internet.refresh_from_db()
+        by_name, by_address = [], []
+        for i in range(runs + 1):  # the first pair warms up
+            a = connect_loop(allowed.container_id, NAME, per_run)
+            b = connect_loop(internet.container_id, address, per_run)
+            if i:
+                by_name.append(a)
+                by_address.append(b)
+        return statistics.median(by_name), statistics.median(by_address)
+    finally:
+        for server in servers:
+            server.shutdown()
+            server.server_close()
+        for h in helpers:
+            h.kill()
+
+
 def clean() -> None:
     label = f"io.ccpanel.instance={settings.PANEL_INSTANCE}"
     ids = subprocess.run(["docker", "ps", "-aq", "--filter", f"label={label}"], capture_output=True, text=True).stdout.split()
@@ -149,6 +243,7 @@ def main() -> None:
             left = egress.problems()
             applies.append(time.perf_counter() - t0)
             assert not left, left
+        allow_s, open_s = allowlist_connect(actor, team, args.runs)
     finally:
         server.kill()
         internet_down()
@@ -164,12 +259,16 @@ def main() -> None:
     print(f"without the rules  {mbps_without:8.1f} MiB/s (median)")
     print(f"throughput ratio   {ratio:.3f} (target >= 0.95)")
     print(f"apply + verify with {args.sandboxes} sandboxes running: p50 {apply_ms:.1f} ms, max {max(applies) * 1000:.1f} ms")
-    print("allowlist connect latency: not measured (there is no allowlist mode yet)")
+    added_ms = (allow_s - open_s) * 1000
+    print(f"connect, allowlist by name (DNS included) {allow_s * 1000:.1f} ms, internet by address {open_s * 1000:.1f} ms (medians)")
+    print(f"allowlist adds {added_ms:.1f} ms a connection")
     print(
         json.dumps(
             {
                 "throughput_ratio": round(ratio, 3),
-                "allowlist_connect_ms": None,
+                "allowlist_connect_ms": round(added_ms, 1),
+                "allowlist_by_name_ms": round(allow_s * 1000, 1),
+                "internet_by_address_ms": round(open_s * 1000, 1),
                 "apply_20_ms": round(apply_ms, 1),
                 "mib_s_with_rules": round(mbps_with, 1),
                 "mib_s_without_rules": round(mbps_without, 1),

@@ -239,8 +239,7 @@ def wanted_allow_nat(c: Chains, gateway: str, upstreams: list[str]) -> list[str]
     ]
 
 
-def _wanted(c: Chains) -> dict[str, list[str]]:
-    dropped = dropped_ranges()
+def _wanted(c: Chains, dropped: list[str]) -> dict[str, list[str]]:
     if c.bridge == settings.SANDBOX_ALLOW_BRIDGE:
         return wanted_allow_rules(c, allow_gateway(), dropped)
     return wanted_rules(c, host_resolvers(dropped=dropped), dropped)
@@ -309,9 +308,10 @@ def problems() -> list[str]:
     """What is wrong with the live rules of both bridges, in words; empty when they are exactly
     in place."""
     table = _snapshot()  # one reading of every chain, below
-    found = _problems(chains(), table)
+    dropped = dropped_ranges()
+    found = _problems(chains(), table, dropped)
     a = allow_chains()
-    wrong = _problems(a, table)
+    wrong = _problems(a, table, dropped)
     nat = _snapshot("nat")
     live = nat.get(a.nat)
     if live is None:
@@ -329,9 +329,9 @@ def problems() -> list[str]:
     return found
 
 
-def _problems(c: Chains, table: dict[str, list[str]]) -> list[str]:
+def _problems(c: Chains, table: dict[str, list[str]], dropped: list[str]) -> list[str]:
     found = []
-    for chain, rules in _wanted(c).items():
+    for chain, rules in _wanted(c, dropped).items():
         live = table.get(chain)
         if live is None:
             found.append(f"chain {chain} is missing")
@@ -360,7 +360,8 @@ FORWARD_JUMP = "-A FORWARD -j DOCKER-USER"
 def apply() -> None:
     """Put the rules of both bridges in place, replacing each of our chains' content in one step
     (iptables-restore), then make sure the jumps to them come first."""
-    if _listed("DOCKER-USER") is None:
+    table, nat = _snapshot(), _snapshot("nat")  # the parents' rules: restore leaves them as they are
+    if "DOCKER-USER" not in table:
         # Never declared here: declaring a chain to iptables-restore empties it, and this one may
         # hold an admin's rules (or rules this iptables cannot show).
         raise EgressError("Docker's DOCKER-USER chain is missing or unreadable: is dockerd running, with its iptables rules on?")
@@ -369,7 +370,8 @@ def apply() -> None:
         # The forward chain names the set: it must exist first. One of another type is not ours
         # to replace while anything uses it; the error says so.
         _ipset("create", a.grants, GRANTS_TYPE, "timeout", str(settings.SANDBOX_ALLOW_MIN_SECONDS), "comment", "-exist")
-    wanted = {**_wanted(chains()), **_wanted(a)}
+    dropped = dropped_ranges()
+    wanted = {**_wanted(chains(), dropped), **_wanted(a, dropped)}
     lines = ["*filter"]
     lines += [f":{chain} - [0:0]" for chain in wanted]
     for rules in wanted.values():
@@ -378,15 +380,15 @@ def apply() -> None:
     _iptables("--noflush", stdin="\n".join(lines) + "\n", tool="iptables-restore")
     for c in _bridges():
         for parent, rule in jumps(c).items():
-            live = _listed(parent) or []
+            live = table.get(parent) or []
             ours = f"-A {parent} {rule}"
             if ours not in live:
                 _iptables("-I", parent, "1", *rule.split())
             elif any(" -j CCP-" not in line for line in live[: live.index(ours)]):
                 _move_to_top(parent, ours, rule)
-    if f"-A {NAT_PARENT} {nat_jump(a)}" not in (_listed(NAT_PARENT, table="nat") or []):
+    if f"-A {NAT_PARENT} {nat_jump(a)}" not in (nat.get(NAT_PARENT) or []):
         _iptables("-t", "nat", "-I", NAT_PARENT, "1", *nat_jump(a).split())
-    forward = _listed("FORWARD") or []
+    forward = table.get("FORWARD") or []
     if FORWARD_JUMP not in forward:
         _iptables("-I", "FORWARD", "1", "-j", "DOCKER-USER")
     elif forward[0] != FORWARD_JUMP:

@@ -33,5 +33,6 @@ urlpatterns = [
     path("sandboxes/<int:pk>/network/", views_credentials.sandbox_network, name="sandbox_network"),
     path("sandboxes/<int:pk>/allowlist/", views_credentials.sandbox_allowlist, name="sandbox_allowlist"),
     path("teams/<slug:slug>/secrets/", views_credentials.team_secrets, name="team_secrets"),
+    path("teams/<slug:slug>/checklist/", views_credentials.team_checklist, name="team_checklist"),
     path("sandboxes/<int:pk>/<action:action>/", views.sandbox_action, name="sandbox_action"),
 ]

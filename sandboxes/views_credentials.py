@@ -121,6 +121,47 @@ def team_secrets(request: HttpRequest, slug: str) -> HttpResponse:
 
 
 @require_http_methods(["GET", "POST"])
+def team_checklist(request: HttpRequest, slug: str) -> HttpResponse:
+    """The team's manual checklist items: every member sees them, team admins add, change and
+    remove them (each audited)."""
+    from . import checklist
+    from .models import ChecklistItem
+
+    team = Team.objects.filter(slug=slug).first()
+    role = user_role(user=request.user, team=team) if team else None
+    if team is None or role is None:
+        raise Http404("No such team.")
+    items = checklist.team_items(team)
+    if request.method == "POST":
+        if not role_allows(role, Role.ADMIN):
+            raise PermissionDenied("Team admins change the team's checklist.")
+        item = None
+        if request.POST.get("item"):
+            item = ChecklistItem.objects.filter(team=team, pk=request.POST["item"]).first() if request.POST["item"].isdigit() else None
+            if item is None:
+                raise Http404("No such item.")
+        try:
+            if item is not None and request.POST.get("remove"):
+                checklist.item_delete(actor=request.user, team=team, item=item, source_ip=client_ip(request))
+                messages.info(request, "Item removed.")
+            else:
+                checklist.item_save(
+                    actor=request.user,
+                    team=team,
+                    phase=request.POST.get("phase", ""),
+                    text=request.POST.get("text", ""),
+                    item=item,
+                    source_ip=client_ip(request),
+                )
+                messages.info(request, "Item saved.")
+        except InvalidInput as exc:
+            messages.error(request, _problems(exc))
+        return redirect("team_checklist", slug=slug)
+    context = {"team": team, "items": items, "phases": ChecklistItem.Phase.choices, "can_change": role_allows(role, Role.ADMIN)}
+    return render(request, "credentials/team_checklist.html", context)
+
+
+@require_http_methods(["GET", "POST"])
 def sandbox_checklist(request: HttpRequest, pk: int) -> HttpResponse:
     """The live security checklist card (loaded by the sandbox's page after it is shown: the
     checks read the disk and Docker). A POST ticks or unticks a manual item."""

@@ -13,6 +13,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import pytest
 from django.conf import settings
@@ -20,7 +21,7 @@ from django.conf import settings
 from audit.models import AuditEvent
 from sandboxes import egress, services
 from sandboxes.models import Sandbox
-from tests.conftest import docker_cli
+from tests.conftest import docker_cli, wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.django_db]
 ACTOR = services.SystemActor("test")
@@ -691,3 +692,55 @@ def test_a_gvisor_sandbox_obeys_the_allowlist_too(make_sandbox, clean_docker, up
     assert fetch(s, allow_gateway(), host_listener) == ""
     lookup(s, "direct-probe.example.test", inet)
     assert "direct-probe" not in upstream_dns["asked"].read_text()
+
+
+def restart_dockerd() -> None:
+    """Stop the Docker engine and start it again as it was started (systemd, or the detached
+    `dockerd` that scripts/panel.sh runs), and wait until it answers."""
+    from sandboxes import engine
+
+    if os.path.isdir("/run/systemd/system") and subprocess.run(["systemctl", "is-active", "--quiet", "docker"]).returncode == 0:
+        sh("systemctl", "restart", "docker")
+    else:
+        pids = subprocess.run(["pidof", "dockerd"], capture_output=True, text=True).stdout.split()
+        assert len(pids) == 1, f"one dockerd expected, found {pids}"
+        with open(f"/proc/{pids[0]}/cmdline", "rb") as fh:
+            cmdline = [a.decode() for a in fh.read().split(b"\0") if a]
+        os.kill(int(pids[0]), 15)
+        deadline = time.monotonic() + 60
+        while os.path.exists(f"/proc/{pids[0]}"):
+            assert time.monotonic() < deadline, "dockerd did not stop"
+            time.sleep(0.2)
+        log = open(os.path.join(settings.VAR_DIR, "log", "dockerd.log"), "ab")  # noqa: SIM115 - dockerd keeps it
+        subprocess.Popen(cmdline, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            engine.engine_for().ping()
+            return
+        except engine.EngineError:
+            assert time.monotonic() < deadline, "dockerd did not come back"
+            time.sleep(0.5)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_after_a_dockerd_restart_the_rules_are_back_before_any_sandbox_runs(
+    make_sandbox, clean_docker, engine_watcher, internet, rules_back
+):
+    s = make_sandbox("egress-restart")
+    assert s.status == "running" and fetch(s, internet, PORT) == "internet"
+    # A reboot empties the firewall: the rules go, and the engine goes down with the machine.
+    egress.remove()
+    t0 = time.time()
+    restart_dockerd()
+    ours = docker_cli("ps", "-q", "--filter", f"label=io.ccpanel.instance={settings.PANEL_INSTANCE}").stdout.split()
+    assert ours == []  # no sandbox came back by itself (restart policy "no")
+    # The watcher sees the engine back and puts the rules back, before anything starts a sandbox.
+    wait_for(lambda: egress.problems() == [], timeout=60, what="the rules re-applied by the watcher")
+    applied = AuditEvent.objects.filter(action="egress.applied", created_at__gte=datetime.fromtimestamp(t0, tz=UTC))
+    assert applied.exists()
+    s = wait_for(lambda: (x := Sandbox.objects.get(pk=s.pk)).status != "running" and x, timeout=30, what="the stop noticed")
+    s = act(s, "start")
+    assert s.status == "running", s.status_detail
+    assert fetch(s, internet, PORT) == "internet"
+    assert fetch(s, gateway(), 22) == "" and egress.problems() == []
