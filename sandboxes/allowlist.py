@@ -26,8 +26,10 @@ NAME_RE = re.compile(rf"^(\*\.)?({LABEL}\.)+{LABEL}$")
 # preset by its key; its entries are those of the panel's version at each lookup).
 PRESETS: dict[str, tuple[str, tuple[str, ...]]] = {
     "claude-code": (
-        "Claude Code (the Anthropic API, the npm registry)",
-        ("api.anthropic.com", "statsig.anthropic.com", "console.anthropic.com", "registry.npmjs.org", "sentry.io", "*.sentry.io"),
+        "Claude Code (the Anthropic API and sign-in, the npm registry)",
+        # Not its telemetry and error reports (Statsig, Sentry): they accept uploads from anyone,
+        # a way out for data. The image turns them off (CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC).
+        ("api.anthropic.com", "console.anthropic.com", "registry.npmjs.org"),
     ),
     "github": (
         "GitHub (web, API, git over HTTPS and SSH, downloads)",

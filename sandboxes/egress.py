@@ -29,11 +29,14 @@ start and after every reconnect, so after a dockerd restart too), when the netwo
 and by the periodic check, which repairs and audits any difference it finds.
 """
 
+import fcntl
 import ipaddress
 import os
 import re
 import shutil
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -189,15 +192,18 @@ def dropped_ranges() -> list[str]:
     return [*BLOCKED_RANGES, *lan_subnets()]
 
 
-def wanted_rules(c: Chains, resolvers: list[str], dropped: list[str] | None = None) -> dict[str, list[str]]:
-    """Each chain's rules, exactly as `iptables -S <chain>` prints them."""
+def wanted_rules(c: Chains, resolvers: list[str], dropped: list[str] | None = None, panel_dns: str | None = None) -> dict[str, list[str]]:
+    """Each chain's rules, exactly as `iptables -S <chain>` prints them. `panel_dns`: the panel's
+    resolver (on the allowlist bridge's gateway), which a sandbox moved here live from allowlist
+    mode still asks, and which answers it as Docker's DNS would."""
     forward = [f"-A {c.forward} -o {c.bridge} -j {c.deny}"]
     for resolver in resolvers:
         for proto in ("udp", "tcp"):
             forward.append(f"-A {c.forward} -d {resolver}/32 -p {proto} -m {proto} --dport 53 -j RETURN")
     forward += [f"-A {c.forward} -d {net} -j {c.deny}" for net in (dropped if dropped is not None else BLOCKED_RANGES)]
     forward.append(f"-A {c.forward} -j RETURN")
-    host = [
+    host = [f"-A {c.input} -d {panel_dns}/32 -p {proto} -m {proto} --dport 53 -j RETURN" for proto in ("udp", "tcp")] if panel_dns else []
+    host += [
         f"-A {c.input} -m conntrack --ctstate RELATED,ESTABLISHED --ctdir REPLY -j RETURN",
         f"-A {c.input} -j {c.deny}",
     ]
@@ -242,7 +248,7 @@ def wanted_allow_nat(c: Chains, gateway: str, upstreams: list[str]) -> list[str]
 def _wanted(c: Chains, dropped: list[str]) -> dict[str, list[str]]:
     if c.bridge == settings.SANDBOX_ALLOW_BRIDGE:
         return wanted_allow_rules(c, allow_gateway(), dropped)
-    return wanted_rules(c, host_resolvers(dropped=dropped), dropped)
+    return wanted_rules(c, host_resolvers(dropped=dropped), dropped, panel_dns=allow_gateway())
 
 
 def jumps(c: Chains) -> dict[str, str]:
@@ -320,8 +326,11 @@ def problems() -> list[str]:
         wrong.append(f"chain {a.nat} (nat) differs from what it should be")
     if f"-A {NAT_PARENT} {nat_jump(a)}" not in (nat.get(NAT_PARENT) or []):
         wrong.append(f"the jump from {NAT_PARENT} (nat) to our chain is missing")
-    if _set_type(a.grants) != GRANTS_TYPE:
+    header = _set_header(a.grants)
+    if header is None or header[0] != GRANTS_TYPE:
         wrong.append(f"the ipset {a.grants} of {GRANTS_TYPE} is missing")
+    elif not GRANTS_HEADER.issubset(header[1].split()):
+        wrong.append(f"the ipset {a.grants} was made with other options ({header[1]})")
     found += [f"{a.bridge}: {p}" for p in wrong]
     forward = table.get("FORWARD") or []
     if not forward or forward[0] != FORWARD_JUMP:
@@ -366,10 +375,26 @@ def apply() -> None:
         # hold an admin's rules (or rules this iptables cannot show).
         raise EgressError("Docker's DOCKER-USER chain is missing or unreadable: is dockerd running, with its iptables rules on?")
     a = allow_chains()
-    if _set_type(a.grants) != GRANTS_TYPE:
-        # The forward chain names the set: it must exist first. One of another type is not ours
-        # to replace while anything uses it; the error says so.
-        _ipset("create", a.grants, GRANTS_TYPE, "timeout", str(settings.SANDBOX_ALLOW_MIN_SECONDS), "comment", "-exist")
+    header = _set_header(a.grants)
+    if header is not None and (header[0] != GRANTS_TYPE or not GRANTS_HEADER.issubset(header[1].split())):
+        # Made otherwise (by hand, or an older panel): made again. Meanwhile the forward chain
+        # drops all of the allowlist bridge's traffic (replaced in one step, never empty).
+        _iptables("--noflush", stdin=f"*filter\n:{a.forward} - [0:0]\n-A {a.forward} -j DROP\nCOMMIT\n", tool="iptables-restore")
+        _ipset("destroy", a.grants)
+        header = None
+    if header is None:
+        # The forward chain names the set: it must exist first.
+        _ipset(
+            "create",
+            a.grants,
+            GRANTS_TYPE,
+            "timeout",
+            str(settings.SANDBOX_ALLOW_MIN_SECONDS),
+            "comment",
+            "maxelem",
+            str(GRANTS_MAXELEM),
+            "-exist",
+        )
     dropped = dropped_ranges()
     wanted = {**_wanted(chains(), dropped), **_wanted(a, dropped)}
     lines = ["*filter"]
@@ -432,6 +457,8 @@ def remove() -> None:
 # for good, a listed CIDR) and a comment naming the list entry that granted it (a name or a CIDR),
 # so a list that changes takes back exactly what it no longer grants.
 GRANTS_TYPE = "hash:ip,port,net"
+GRANTS_MAXELEM = 262144
+GRANTS_HEADER = {"inet", "comment", "maxelem", str(GRANTS_MAXELEM), "timeout"}
 GRANT_RE = re.compile(
     r"^add (?P<set>\S+) (?P<src>[0-9.]+),tcp:(?P<port>\d+),(?P<dst>[0-9./]+)"
     r"(?: timeout (?P<timeout>\d+))?(?: .*?comment \"(?P<comment>[^\"]*)\")?"
@@ -455,17 +482,21 @@ def _ipset(*args: str, stdin: str | None = None) -> str:
     return _iptables(*args, stdin=stdin, tool="ipset")
 
 
-def _set_type(name: str) -> str | None:
+def _set_header(name: str) -> tuple[str, str] | None:
+    """The set's type and its header line (family, maxelem, timeout, comment...), or None."""
     try:
         out = _ipset("list", "-t", name)
     except EgressError as exc:
         if "does not exist" in str(exc):
             return None
         raise
-    for line in out.splitlines():
-        if line.startswith("Type:"):
-            return line.split(":", 1)[1].strip()
-    return None
+    found = {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in out.splitlines())}
+    return (found["Type"], found.get("Header", "")) if "Type" in found else None
+
+
+def _set_type(name: str) -> str | None:
+    header = _set_header(name)
+    return header[0] if header else None
 
 
 def grants() -> list[Grant]:
@@ -478,6 +509,18 @@ def grants() -> list[Grant]:
             dst = match["dst"] if "/" in match["dst"] else f"{match['dst']}/32"
             found.append(Grant(match["src"], int(match["port"]), dst, match["comment"] or "", int(match["timeout"] or 0)))
     return found
+
+
+@contextmanager
+def grants_lock() -> Iterator[None]:
+    """Held while grants are read and changed (the resolver, sync_grants), across processes: a
+    grant decided on an old list never lands after the sync that takes it back."""
+    fd = os.open(os.path.join(settings.VAR_DIR, f"grants-{allow_chains().bridge}.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def grant(new: list[Grant], seconds: int = 0) -> None:

@@ -96,6 +96,7 @@ class Rules:
     workspace_root: str
     mount_roots: tuple[str, ...]
     networks: tuple[str, ...]  # the panel's bridge; "none" is always allowed
+    dns: tuple[str, ...] = ()  # the only name servers a container may be given (the panel's resolver)
     runtimes: tuple[str, ...] = ("runc", "runsc")
     security_opt: frozenset[str] = ALLOWED_SECURITY_OPT
     selinux: bool = False  # the host enforces SELinux: a container may carry a label level
@@ -146,6 +147,9 @@ class ContainerSpec:
     pids_limit: int
     network: str  # a Docker network name, or "none"
     user: str = "1000:1000"
+    # The name servers Docker's embedded DNS forwards to (none: the host's). An allowlist sandbox
+    # names the panel's resolver, so its queries leave from its own namespace, through the rules.
+    dns: tuple[str, ...] = ()
     binds: tuple[BindMount, ...] = ()
     volumes: tuple[VolumeMount, ...] = ()
     ports: tuple[PortBinding, ...] = ()
@@ -534,6 +538,8 @@ def check_config(spec: ContainerSpec, rules: Rules) -> list[str]:
         problems.append("Privileged containers are not allowed.")
     if spec.network != "none" and spec.network not in rules.networks:
         problems.append(f"Network {spec.network!r} is not allowed: only the panel's own bridge or none.")
+    if any(server not in rules.dns for server in spec.dns):
+        problems.append(f"Name servers {', '.join(spec.dns)} are not allowed: only the panel's own resolver.")
     for label, mode in (("PID", spec.pid_mode), ("IPC", spec.ipc_mode), ("UTS", spec.uts_mode), ("user", spec.userns_mode)):
         if mode:
             problems.append(f"Sharing the {label} namespace ({mode}) is not allowed.")
@@ -736,6 +742,7 @@ def spec_drift(spec: ContainerSpec, data: dict) -> list[str]:
         ("privileged", bool(host.get("Privileged")), spec.privileged),
         ("network", host.get("NetworkMode") or "", spec.network),
         ("networks attached", sorted((data.get("NetworkSettings") or {}).get("Networks") or {}), [spec.network]),
+        ("name servers", list(host.get("Dns") or []), list(spec.dns)),
         ("devices", len(host.get("Devices") or []), len(spec.devices)),
         ("read-only root", bool(host.get("ReadonlyRootfs")), spec.read_only_rootfs),
         ("runtime", host.get("Runtime") or "runc", spec.runtime or "runc"),

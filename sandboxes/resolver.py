@@ -20,6 +20,8 @@ The events watcher runs it (watch_engine), beside the decision log.
 
 import ipaddress
 import logging
+import re
+import secrets
 import socket
 import socketserver
 import struct
@@ -30,34 +32,40 @@ from django.conf import settings
 from django.db import connections
 from django.db.models import F
 from django.utils import timezone
-from dnslib import QTYPE, RCODE, DNSError, DNSRecord
+from django.utils.crypto import salted_hmac
+from dnslib import OPCODE, QTYPE, RCODE, RR, TXT, DNSError, DNSHeader, DNSQuestion, DNSRecord
 
-from . import allowlist, egress
+from . import allowlist, egress, engine
 from .models import EgressDenial
 
 log = logging.getLogger(__name__)
 REFRESH = 0.5
 UPSTREAM_TIMEOUT = 3.0
-TCP_TIMEOUT = 10.0
+TCP_TIMEOUT = 10.0  # a whole TCP connection
+TCP_MAX_MESSAGES = 32
+MAX_TTL = 86400  # a longer TTL is taken as a day (ipset's timeouts stop at about 24 days)
+MAX_ADDRESSES_AN_ANSWER = 64
+LABEL_RE = re.compile(rb"[A-Za-z0-9_-]{1,63}")  # each label as sent: no dot or byte of another kind inside
 IP_FREEBIND = getattr(socket, "IP_FREEBIND", 15)  # bind before the bridge has its address
 BLOCKED = [ipaddress.IPv4Network(r) for r in egress.BLOCKED_RANGES]
 
 
 class Directory:
-    """Client address -> (sandbox pk, entries in force), read at most every REFRESH seconds."""
+    """Client address -> (sandbox pk, entries in force; None for an internet-mode sandbox), read
+    at most every REFRESH seconds. Only a grant reads it again (under the grants' lock)."""
 
     def __init__(self):
         self.lock = threading.Lock()
-        self.clients: dict[str, tuple[int, list[allowlist.Entry]]] = {}
+        self.clients: dict[str, tuple[int, list[allowlist.Entry] | None]] = {}
         self.read_at = 0.0
 
-    def lookup(self, address: str) -> tuple[int, list[allowlist.Entry]] | None:
-        from .services.allowlist import allowlist_clients
+    def lookup(self, address: str) -> tuple[int, list[allowlist.Entry] | None] | None:
+        from .services.allowlist import resolver_clients
 
         with self.lock:
             if time.monotonic() - self.read_at > REFRESH:
                 try:
-                    self.clients = allowlist_clients()
+                    self.clients = resolver_clients()
                 except Exception:  # noqa: BLE001 - Docker or the database away: nobody is known
                     log.exception("the resolver could not read its clients")
                     self.clients = {}
@@ -66,23 +74,55 @@ class Directory:
 
 
 class Denials:
-    """Refused names into the decision log; alike refusals within a second fold into one row."""
+    """Refused names into the decision log: alike refusals within a second fold into one row,
+    and past ROWS_A_SECOND new rows a second for one sandbox (a flood of made-up names), the
+    rest are counted on its latest row."""
+
+    ROWS_A_SECOND = 20
 
     def __init__(self):
         self.lock = threading.Lock()
         self.last: dict[tuple[int, str], tuple[int, float]] = {}
+        self.window: dict[int, tuple[float, int, int]] = {}  # sandbox -> (second, rows, latest row)
 
     def record(self, sandbox_id: int, name: str) -> None:
         key, now = (sandbox_id, name), time.monotonic()
         with self.lock:
             seen = self.last.get(key)
+            second, rows, latest = self.window.get(sandbox_id, (0.0, 0, 0))
             if seen and now - seen[1] < 1.0:
                 EgressDenial.objects.filter(pk=seen[0]).update(count=F("count") + 1)
+                return
+            if now - second < 1.0 and rows >= self.ROWS_A_SECOND:
+                EgressDenial.objects.filter(pk=latest).update(count=F("count") + 1)
                 return
             row = EgressDenial.objects.create(sandbox_id=sandbox_id, at=timezone.now(), name=name[:253], port=53, protocol="dns")
             if len(self.last) > 10000:
                 self.last.clear()
             self.last[key] = (row.pk, now)
+            self.window[sandbox_id] = (second, rows + 1, row.pk) if now - second < 1.0 else (now, 1, row.pk)
+
+
+class Budget:
+    """At most MAX_GRANTS (address, port) grants to one sandbox at a time (the set is shared by
+    every allowlist sandbox: one that resolves endless names of a wildcard it lists must not
+    fill it for the others). Kept by the resolver, the only one that grants names."""
+
+    MAX_GRANTS = 4096
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.granted: dict[str, dict[tuple[str, int], float]] = {}  # client -> (address, port) -> until
+
+    def take(self, client: str, grants: set[tuple[str, int]], seconds: int) -> bool:
+        now = time.monotonic()
+        with self.lock:
+            mine = {g: t for g, t in self.granted.get(client, {}).items() if t > now}
+            self.granted[client] = mine
+            if len(mine.keys() | grants) > self.MAX_GRANTS:
+                return False
+            mine.update(dict.fromkeys(grants, now + seconds))
+            return True
 
 
 def upstreams() -> list[str]:
@@ -92,31 +132,43 @@ def upstreams() -> list[str]:
     return found or ["127.0.0.53"]
 
 
-def forward(data: bytes, *, tcp: bool) -> bytes | None:
-    """Ask the upstream servers, one after the other; None when none answers."""
+def forward(query: DNSRecord, *, tcp: bool) -> DNSRecord | None:
+    """Ask the upstream servers, one after the other, a query of our own making (the question
+    only, a new id): nothing else of what the sandbox sent leaves the host. None when no server
+    gives an answer to that question."""
+    data = query.pack()
     for server in upstreams():
         try:
             if tcp:
                 with socket.create_connection((server, 53), timeout=UPSTREAM_TIMEOUT) as conn:
                     conn.sendall(struct.pack("!H", len(data)) + data)
-                    return _read_tcp_message(conn)
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as conn:
-                conn.settimeout(UPSTREAM_TIMEOUT)
-                conn.sendto(data, (server, 53))
-                return conn.recv(65535)
-        except OSError:
+                    raw = _read_tcp_message(conn, time.monotonic() + UPSTREAM_TIMEOUT)
+            else:
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as conn:
+                    conn.settimeout(UPSTREAM_TIMEOUT)
+                    conn.connect((server, 53))  # a datagram from anyone else is not read
+                    conn.send(data)
+                    raw = conn.recv(65535)
+            answer = DNSRecord.parse(raw) if raw else None
+        except (OSError, DNSError, ValueError, IndexError):
             continue
+        if answer is not None and answer.header.id == query.header.id and answer.q == query.q:
+            return answer
     return None
 
 
-def _read_tcp_message(conn: socket.socket) -> bytes | None:
-    head = _read_exact(conn, 2)
-    return _read_exact(conn, struct.unpack("!H", head)[0]) if head else None
+def _read_tcp_message(conn: socket.socket, deadline: float) -> bytes | None:
+    head = _read_exact(conn, 2, deadline)
+    return _read_exact(conn, struct.unpack("!H", head)[0], deadline) if head else None
 
 
-def _read_exact(conn: socket.socket, size: int) -> bytes | None:
+def _read_exact(conn: socket.socket, size: int, deadline: float) -> bytes | None:
     chunks, left = [], size
     while left:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return None
+        conn.settimeout(remaining)
         chunk = conn.recv(left)
         if not chunk:
             return None
@@ -125,70 +177,184 @@ def _read_exact(conn: socket.socket, size: int) -> bytes | None:
     return b"".join(chunks)
 
 
+PROBE_SUFFIX = "probe.ccpanel.invalid"
+
+
+def _probe_answer(nonce: str) -> str:
+    return salted_hmac("ccpanel.resolver-probe", nonce).hexdigest()
+
+
+def probe(address: str | None = None, port: int = 53) -> str | None:
+    """Whether the panel's own resolver answers on the allowlist bridge's gateway (UDP and TCP):
+    None when it does, else why not. Anything else there (a dnsmasq on 0.0.0.0:53, say) would
+    resolve every name for the sandboxes, so an allowlist sandbox starts only after this."""
+    address = address or egress.allow_gateway()
+    nonce = secrets.token_hex(8)
+    query = DNSRecord.question(f"{nonce}.{PROBE_SUFFIX}", "TXT")
+    want = _probe_answer(nonce)
+    for tcp in (False, True):
+        try:
+            if tcp:
+                with socket.create_connection((address, port), timeout=2) as conn:
+                    data = query.pack()
+                    conn.sendall(struct.pack("!H", len(data)) + data)
+                    raw = _read_tcp_message(conn, time.monotonic() + 2)
+            else:
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as conn:
+                    conn.settimeout(2)
+                    conn.connect((address, port))
+                    conn.send(query.pack())
+                    raw = conn.recv(4096)
+            answer = DNSRecord.parse(raw) if raw else None
+        except (OSError, DNSError, ValueError, IndexError) as exc:
+            how = "TCP" if tcp else "UDP"
+            return f"the panel's resolver does not answer on {address}:{port} ({how}: {exc}); is the events watcher running?"
+        texts = [str(rr.rdata).strip('"') for rr in (answer.rr if answer else []) if rr.rtype == QTYPE.TXT]
+        if texts != [want]:
+            return f"something other than the panel's resolver answers on {address}:{port} ({'TCP' if tcp else 'UDP'})"
+    return None
+
+
+def _from_a_sandbox(client: str) -> bool:
+    address = ipaddress.IPv4Address(client)
+    return any(address in ipaddress.IPv4Network(subnet) for subnet in (settings.SANDBOX_SUBNET, settings.SANDBOX_ALLOW_SUBNET))
+
+
 class Resolver:
     def __init__(self):
         self.directory = Directory()
         self.denials = Denials()
+        self.budget = Budget()
 
     def answer(self, data: bytes, client: str, *, tcp: bool = False) -> bytes | None:
         try:
             request = DNSRecord.parse(data)
         except (DNSError, ValueError, IndexError):
             return None
+        if request.header.qr:  # an answer, not a question: never answered
+            return None
         reply = request.reply()
-        who = self.directory.lookup(client)
-        if who is None:
-            reply.header.rcode = RCODE.REFUSED
+        reply.header.ra = 1
+        if request.header.opcode != OPCODE.QUERY:
+            reply.header.rcode = RCODE.NOTIMP
             return reply.pack()
         if len(request.questions) != 1:
             reply.header.rcode = RCODE.FORMERR
             return reply.pack()
+        labels = request.q.qname.label
+        qname = ".".join(label.decode("ascii", "replace") for label in labels).lower()
+        if qname.endswith("." + PROBE_SUFFIX) and not _from_a_sandbox(client):
+            reply.add_answer(RR(request.q.qname, QTYPE.TXT, rdata=TXT(_probe_answer(qname.split(".", 1)[0])), ttl=0))
+            return reply.pack()
+        who = self.directory.lookup(client)
+        if who is None:
+            reply.header.rcode = RCODE.REFUSED
+            return reply.pack()
         sandbox_id, entries = who
-        qname = str(request.q.qname).rstrip(".").lower()
-        ports = allowlist.ports_for(qname, entries) if allowlist.NAME_RE.match(qname) and "*" not in qname else ()
+        query = DNSRecord(DNSHeader(id=secrets.randbelow(65536), rd=1), q=DNSQuestion(request.q.qname, request.q.qtype, request.q.qclass))
+        if entries is None:  # an internet-mode sandbox moved there live from allowlist mode
+            return self._relay(reply, forward(query, tcp=tcp), request)
+        well_formed = bool(labels) and all(LABEL_RE.fullmatch(label) for label in labels)
+        ports = allowlist.ports_for(qname, entries) if well_formed and len(qname) <= 253 else ()
         if not ports:
             self.denials.record(sandbox_id, qname)
             reply.header.rcode = RCODE.NXDOMAIN
             return reply.pack()
-        raw = forward(data, tcp=tcp)
-        try:
-            upstream = DNSRecord.parse(raw) if raw else None
-        except (DNSError, ValueError, IndexError):
-            upstream = None
-        if upstream is None or upstream.header.id != request.header.id:
+        upstream = forward(query, tcp=tcp)
+        if upstream is None:
             reply.header.rcode = RCODE.SERVFAIL
             return reply.pack()
         records = [rr for rr in upstream.rr if rr.rtype == QTYPE.A]
-        addresses = {str(rr.rdata) for rr in records}
+        addresses = {str(rr.rdata) for rr in records[:MAX_ADDRESSES_AN_ANSWER]}
         addresses = {a for a in addresses if not any(ipaddress.IPv4Address(a) in net for net in BLOCKED)}
-        if addresses:
-            seconds = max(min(rr.ttl for rr in records) + settings.SANDBOX_ALLOW_MARGIN, settings.SANDBOX_ALLOW_MIN_SECONDS)
-            try:
+        if addresses and not self._grant(client, sandbox_id, qname, addresses, min(rr.ttl for rr in records)):
+            reply.header.rcode = RCODE.SERVFAIL
+            return reply.pack()
+        return self._relay(reply, upstream, request)
+
+    def _relay(self, reply: DNSRecord, upstream: DNSRecord | None, request: DNSRecord) -> bytes:
+        if upstream is None:
+            reply.header.rcode = RCODE.SERVFAIL
+            return reply.pack()
+        upstream.header.id = request.header.id
+        return upstream.pack()
+
+    def _grant(self, client: str, sandbox_id: int, qname: str, addresses: set[str], ttl: int) -> bool:
+        """Grant the addresses on the ports the sandbox's list gives the name *now*: under the
+        grants' lock, with the list and the address's holder read again (a list changed, or an
+        address taken over, while the upstream answered grants nothing)."""
+        from .services.allowlist import allowlist_clients
+
+        seconds = max(min(ttl, MAX_TTL) + settings.SANDBOX_ALLOW_MARGIN, settings.SANDBOX_ALLOW_MIN_SECONDS)
+        try:
+            with egress.grants_lock():
+                now = allowlist_clients().get(client)
+                ports = allowlist.ports_for(qname, now[1]) if now is not None and now[0] == sandbox_id and now[1] is not None else ()
+                if not ports:
+                    return False
+                if not self.budget.take(client, {(a, p) for a in addresses for p in ports}, seconds):
+                    log.warning("%s holds %d grants; %s refused", client, Budget.MAX_GRANTS, qname)
+                    return False
                 egress.grant([egress.Grant(client, port, f"{a}/32", qname) for a in sorted(addresses) for port in ports], seconds)
-            except egress.EgressError as exc:  # fail closed: an address it cannot reach is no answer
-                log.error("could not grant %s to %s: %s", qname, client, exc)
-                reply.header.rcode = RCODE.SERVFAIL
-                return reply.pack()
-        return raw
+        except (egress.EgressError, engine.EngineError, OSError) as exc:  # fail closed: no grant, no answer
+            log.error("could not grant %s to %s: %s", qname, client, exc)
+            return False
+        return True
+
+
+class _Bounded(socketserver.ThreadingMixIn):
+    """At most MAX_HANDLERS questions (or TCP connections) at once, MAX_PER_CLIENT of them from
+    one address: a sandbox that floods the resolver slows only itself."""
+
+    MAX_HANDLERS = 64
+    MAX_PER_CLIENT = 8
+    daemon_threads = True
+    resolver: Resolver
+
+    def _take(self, address: str) -> bool:
+        lock = self.__dict__.setdefault("_lock", threading.Lock())
+        with lock:
+            busy = self.__dict__.setdefault("_busy", {})
+            if sum(busy.values()) >= self.MAX_HANDLERS or busy.get(address, 0) >= self.MAX_PER_CLIENT:
+                return False
+            busy[address] = busy.get(address, 0) + 1
+            return True
+
+    def _give(self, address: str) -> None:
+        with self.__dict__["_lock"]:
+            busy = self.__dict__["_busy"]
+            busy[address] -= 1
+            if not busy[address]:
+                del busy[address]
+
+    def process_request(self, request, client_address):
+        if not self._take(client_address[0]):
+            self.shutdown_request(request)  # type: ignore[attr-defined]
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._give(client_address[0])
+            connections.close_all()
 
 
 class _UDPHandler(socketserver.BaseRequestHandler):
     def handle(self):
         data, sock = self.request
-        try:
-            out = self.server.resolver.answer(data, self.client_address[0])  # type: ignore[attr-defined]
-            if out:
-                sock.sendto(out, self.client_address)
-        finally:
-            connections.close_all()
+        out = self.server.resolver.answer(data, self.client_address[0])  # type: ignore[attr-defined]
+        if out:
+            sock.sendto(out, self.client_address)
 
 
 class _TCPHandler(socketserver.BaseRequestHandler):
     def handle(self):
-        self.request.settimeout(TCP_TIMEOUT)
+        deadline = time.monotonic() + TCP_TIMEOUT  # the whole connection, however slowly it sends
         try:
-            while True:
-                data = _read_tcp_message(self.request)
+            for _ in range(TCP_MAX_MESSAGES):
+                data = _read_tcp_message(self.request, deadline)
                 if not data:
                     return
                 out = self.server.resolver.answer(data, self.client_address[0], tcp=True)  # type: ignore[attr-defined]
@@ -197,24 +363,18 @@ class _TCPHandler(socketserver.BaseRequestHandler):
                 self.request.sendall(struct.pack("!H", len(out)) + out)
         except OSError:
             return
-        finally:
-            connections.close_all()
 
 
-class UDPServer(socketserver.ThreadingUDPServer):
+class UDPServer(_Bounded, socketserver.UDPServer):
     allow_reuse_address = False  # a second resolver on the same address is an error, not a twin
-    daemon_threads = True
-    resolver: Resolver
 
     def server_bind(self):
         self.socket.setsockopt(socket.SOL_IP, IP_FREEBIND, 1)
         super().server_bind()
 
 
-class TCPServer(socketserver.ThreadingTCPServer):
+class TCPServer(_Bounded, socketserver.TCPServer):
     allow_reuse_address = True  # TIME_WAIT of an earlier run
-    daemon_threads = True
-    resolver: Resolver
 
     def server_bind(self):
         self.socket.setsockopt(socket.SOL_IP, IP_FREEBIND, 1)

@@ -128,6 +128,7 @@ class FakeEngine:
                 "SecurityOpt": list(s.security_opt),
                 "Privileged": s.privileged,
                 "NetworkMode": s.network,
+                "Dns": list(s.dns),
                 "Devices": [],
                 "PortBindings": {},
                 "ReadonlyRootfs": s.read_only_rootfs,

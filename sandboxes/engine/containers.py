@@ -49,6 +49,7 @@ class ContainersMixin(BaseClient):
             environment=spec.environment,
             ports={f"{p.container_port}/tcp": (p.host_ip, p.host_port) for p in spec.ports} or None,
             runtime=spec.runtime,
+            dns=list(spec.dns) or None,
             restart_policy={"Name": "no"},
             log_config={"Type": "json-file", "Config": {"max-size": spec.log_max_size, "max-file": str(spec.log_max_files)}},
             working_dir="/workspace",

@@ -24,6 +24,7 @@ from .reconcile import (
     remove_orphans,
     sandbox_sync,
     sandbox_sync_container,
+    stop_networked,
 )
 
 __all__ = [
@@ -53,6 +54,7 @@ __all__ = [
     "sandbox_spec",
     "sandbox_sync",
     "egress_repair",
+    "stop_networked",
     "grants_repair",
     "sandbox_sync_container",
     "validate_settings",

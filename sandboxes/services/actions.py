@@ -15,7 +15,7 @@ from django.db import transaction
 
 from teams.permissions import Role, SystemActor, authorize, role_allows
 
-from .. import egress, engine, live, policy, vault, workspace
+from .. import egress, engine, live, policy, resolver, vault, workspace
 from ..models import Sandbox
 from . import credentials
 from .allowlist import grants_repair, sync_grants
@@ -82,7 +82,10 @@ def run_start(sandbox: Sandbox, action: str) -> None:
     if sandbox.network_mode != Sandbox.Network.NONE:
         _require_egress_rules(sandbox, docker)
     if sandbox.network_mode == Sandbox.Network.ALLOWLIST and egress.enforced():
-        sync_grants()  # before the start: no grant of an earlier holder of its address is left
+        try:
+            sync_grants()  # before the start: no grant of an earlier holder of its address is left
+        except egress.EgressError as exc:
+            raise policy.PolicyViolation([f"The allowlist grants could not be brought in line: {exc}"]) from exc
     state = docker.container_state(sandbox.container_id) if sandbox.container_id else None
     if state is not None and not policy.spec_drift(spec, docker.inspect_container(state.id)):
         if state.status == "paused":
@@ -91,7 +94,7 @@ def run_start(sandbox: Sandbox, action: str) -> None:
             docker.start(state.id)
             _verify_mounted(docker, state.id, spec)
             _deliver(sandbox, docker, state.id)
-            _grant_listed(sandbox)
+            _grant_listed(sandbox, docker, state.id)
         return
     if state is not None:
         docker.remove_container(state.id)
@@ -105,14 +108,19 @@ def run_start(sandbox: Sandbox, action: str) -> None:
     docker.start(container_id)
     _verify_mounted(docker, container_id, spec)
     _deliver(sandbox, docker, container_id)
-    _grant_listed(sandbox)
+    _grant_listed(sandbox, docker, container_id)
 
 
-def _grant_listed(sandbox: Sandbox) -> None:
+def _grant_listed(sandbox: Sandbox, docker, container_id: str) -> None:
     """An allowlist sandbox's listed CIDRs are granted to its new address (its names are granted
-    by the resolver as it asks for them)."""
+    by the resolver as it asks for them); one that cannot have them is stopped, not left
+    running without what its list gives it."""
     if sandbox.network_mode == Sandbox.Network.ALLOWLIST and egress.enforced():
-        sync_grants()
+        try:
+            sync_grants()
+        except egress.EgressError as exc:
+            docker.stop(container_id, timeout=settings.SANDBOX_STOP_TIMEOUT)
+            raise engine.EngineError(f"its allowlist could not be granted ({exc}); it was stopped") from exc
 
 
 def _deliver(sandbox: Sandbox, docker, container_id: str) -> None:
@@ -148,6 +156,8 @@ def _require_egress_rules(sandbox: Sandbox, docker) -> None:
     bridge = settings.SANDBOX_ALLOW_BRIDGE if sandbox.network_mode == Sandbox.Network.ALLOWLIST else settings.SANDBOX_BRIDGE
     if not egress.bridge_present(bridge):
         wrong.append(f"the bridge interface {bridge} is missing (renamed?), so the rules match nothing")
+    if sandbox.network_mode == Sandbox.Network.ALLOWLIST and (why := resolver.probe()):
+        wrong.append(why)
     if wrong:
         audit(SystemActor("egress"), "egress.refused_start", sandbox, {"problems": wrong})
         raise policy.PolicyViolation(

@@ -23,21 +23,38 @@ from .common import InvalidInput, SandboxError, audit
 log = logging.getLogger(__name__)
 
 
-def allowlist_clients() -> dict[str, tuple[int, list[allowlist.Entry]]]:
-    """Every sandbox attached to the allowlist bridge and in allowlist mode, by its address:
-    (its pk, the entries in force for it)."""
+def _attached(network: str, mode: str) -> dict[str, tuple[int, list[str], str]]:
+    """The sandboxes in `mode` attached to `network`, by address: (pk, presets, own entries)."""
     try:
-        containers = engine.engine_for().inspect_network(settings.SANDBOX_ALLOW_NETWORK).get("Containers") or {}
+        containers = engine.engine_for().inspect_network(network).get("Containers") or {}
     except engine.NotFound:
         return {}
-    rows = Sandbox.objects.filter(container_id__in=list(containers), network_mode=Sandbox.Network.ALLOWLIST).values_list(
+    rows = Sandbox.objects.filter(container_id__in=list(containers), network_mode=mode).values_list(
         "container_id", "pk", "egress_presets", "egress_allow"
     )
     found = {}
     for container_id, pk, presets, text in rows:
         address = (containers[container_id].get("IPv4Address") or "").split("/")[0]
         if address:
-            found[address] = (pk, allowlist.effective(presets or [], text))
+            found[address] = (pk, presets or [], text)
+    return found
+
+
+def allowlist_clients() -> dict[str, tuple[int, list[allowlist.Entry]]]:
+    """Every sandbox attached to the allowlist bridge and in allowlist mode, by its address:
+    (its pk, the entries in force for it)."""
+    return {
+        a: (pk, allowlist.effective(p, t)) for a, (pk, p, t) in _attached(settings.SANDBOX_ALLOW_NETWORK, Sandbox.Network.ALLOWLIST).items()
+    }
+
+
+def resolver_clients() -> dict[str, tuple[int, list[allowlist.Entry] | None]]:
+    """Whom the panel's resolver answers: the allowlist sandboxes (by their lists) and the
+    internet-mode ones (plainly: one moved out of allowlist mode live still asks it)."""
+    found: dict[str, tuple[int, list[allowlist.Entry] | None]] = {
+        a: (pk, None) for a, (pk, _, _) in _attached(settings.SANDBOX_NETWORK, Sandbox.Network.INTERNET).items()
+    }
+    found.update(allowlist_clients())
     return found
 
 
@@ -47,6 +64,11 @@ def sync_grants() -> int:
     the periodic repair see to the rules first."""
     if not egress.enforced() or not engine.engine_for().host.is_local:
         return 0
+    with egress.grants_lock():  # the resolver grants under it too: no grant lands after this
+        return _sync_grants()
+
+
+def _sync_grants() -> int:
     clients = allowlist_clients()
     wanted = {
         egress.Grant(address, port, str(e.network), e.text)
@@ -65,8 +87,8 @@ def sync_grants() -> int:
             stale.append(g)
         elif g.timeout == 0:
             (kept.add(key) if key in wanted else stale.append(g))
-        elif g.port not in allowlist.ports_for(g.comment, who[1]):
-            stale.append(g)
+        elif not g.destination.endswith("/32") or g.port not in allowlist.ports_for(g.comment, who[1]):
+            stale.append(g)  # a name's grant is one address, on a port its list gives the name
     egress.revoke(stale)
     missing = [g for g in wanted if g not in kept]
     egress.grant(missing, 0)
@@ -75,8 +97,16 @@ def sync_grants() -> int:
 
 def grants_repair() -> None:
     """sync_grants, logged rather than raised: for the periodic check, the watcher's container
-    events and the end of a stop (a sandbox that stopped while nobody watched loses its grants)."""
-    if not egress.enforced() or not engine.engine_for().host.is_local:
+    events and the end of a stop (a sandbox that stopped while nobody watched loses its grants).
+    With the rules turned off, the allowlist bridge is the open internet: nothing stays on it."""
+    if not engine.engine_for().host.is_local:
+        return
+    if not egress.enforced():
+        from .reconcile import stop_networked
+
+        stop_networked(
+            "Stopped: allowlist mode needs the egress rules, and SANDBOX_EGRESS_RULES is off.", (settings.SANDBOX_ALLOW_NETWORK,)
+        )
         return
     try:
         sync_grants()

@@ -11,7 +11,7 @@ from django.conf import settings
 from audit.services import audit_record
 from teams.permissions import actor_name, actor_user
 
-from .. import engine, policy, workspace
+from .. import egress, engine, policy, workspace
 from ..models import Mount, Sandbox
 
 
@@ -61,6 +61,7 @@ def policy_rules() -> policy.Rules:
         workspace_root=str(settings.WORKSPACE_ROOT),
         mount_roots=tuple(str(r) for r in settings.SANDBOX_MOUNT_ROOTS),
         networks=(settings.SANDBOX_NETWORK, settings.SANDBOX_ALLOW_NETWORK),
+        dns=(egress.allow_gateway(),),
         runtimes=tuple(settings.SANDBOX_RUNTIMES),
         homes=tuple(policy.real_homes(entry.pw_dir for entry in pwd.getpwall())),
         protected=protected_folders(with_engine=True),
@@ -129,6 +130,7 @@ def sandbox_spec(sandbox: Sandbox, extra_mounts: list[Mount] | None = None, *, s
         nano_cpus=int(Decimal(sandbox.cpus) * 1_000_000_000),
         pids_limit=sandbox.pids_limit,
         network=network_of(sandbox.network_mode),
+        dns=(egress.allow_gateway(),) if sandbox.network_mode == Sandbox.Network.ALLOWLIST else (),
         user=f"{settings.SANDBOX_UID}:{settings.SANDBOX_GID}",
         binds=tuple(binds),
         volumes=(policy.VolumeMount(sandbox.volume_name, home_target()),),

@@ -10,7 +10,7 @@ from django.db import transaction
 
 from teams.permissions import Role, authorize
 
-from .. import egress, engine, live
+from .. import egress, engine, live, resolver
 from ..models import Sandbox
 from .allowlist import sync_grants
 from .common import InvalidInput, SandboxError, audit, ensure_network_of, network_of
@@ -38,6 +38,8 @@ def sandbox_set_network(*, actor, sandbox: Sandbox, mode: str, source_ip: str | 
                 raise SandboxError("Allowlist mode needs the host's egress rules, and SANDBOX_EGRESS_RULES is off.")
         else:
             wrong = egress.problems() if docker.host.is_local else ["the engine is not on this machine"]
+            if mode == Sandbox.Network.ALLOWLIST and not wrong and (why := resolver.probe()):
+                wrong.append(why)
             if wrong:
                 raise SandboxError("The egress rules are not in place (" + "; ".join(wrong) + "); the sandbox stays off the network.")
     old_net, new_net = network_of(sandbox.network_mode), network_of(mode)

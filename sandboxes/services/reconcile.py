@@ -127,18 +127,18 @@ def egress_repair() -> list[str]:
     except egress.EgressError as exc:
         log.error("egress rules for %s cannot be applied: %s", bridge, exc)
         audit_record(actor=None, actor_name="egress", action="egress.failed", target=bridge, details={"error": str(exc)})
-        _stop_networked(f"Stopped: the egress rules could not be applied ({exc}).")
+        stop_networked(f"Stopped: the egress rules could not be applied ({exc}).")
         return [str(exc)]
     audit_record(actor=None, actor_name="egress", action="egress.applied", target=bridge, details={"found": wrong})
     return wrong
 
 
-def _stop_networked(reason: str) -> None:
+def stop_networked(reason: str, networks: tuple[str, ...] | None = None) -> None:
     """Fail closed for running sandboxes too: without their rules nothing of this panel stays on
     the network, whatever the rows say (a start under way, a container started by hand)."""
     docker = engine.engine_for()
     ids = []
-    for network in (settings.SANDBOX_NETWORK, settings.SANDBOX_ALLOW_NETWORK):
+    for network in networks or (settings.SANDBOX_NETWORK, settings.SANDBOX_ALLOW_NETWORK):
         try:
             ids += docker.containers_on_network(network)
         except engine.NotFound:

@@ -137,8 +137,12 @@ def gateway() -> str:
 
 
 def address_of(sandbox: Sandbox) -> str:
+    return address_of_on(sandbox, settings.SANDBOX_NETWORK)
+
+
+def address_of_on(sandbox: Sandbox, network: str) -> str:
     networks = json.loads(docker_cli("inspect", "-f", "{{json .NetworkSettings.Networks}}", sandbox.container_id).stdout)
-    return networks[settings.SANDBOX_NETWORK]["IPAddress"]
+    return networks[network]["IPAddress"]
 
 
 def act(sandbox: Sandbox, action: str) -> Sandbox:
@@ -542,7 +546,7 @@ def upstream_dns(internet, tmp_path, settings) -> Iterator[dict]:
     ns = f"ccp-inet{100 + _slot()}"
     net = internet.rsplit(".", 1)[0]
     names, log = tmp_path / "names.json", tmp_path / "asked.log"
-    names.write_text(json.dumps({"listed.example.test": internet}))
+    names.write_text(json.dumps({"listed.example.test": internet, "other.example.test": internet}))
     log.write_text("")
     sh("ip", "netns", "exec", ns, "ip", "addr", "add", f"{net}.11/24", "dev", f"ccpvn{100 + _slot()}")
     procs = [
@@ -610,11 +614,26 @@ def test_allowlist_reaches_only_what_is_listed_through_the_panels_resolver(make_
     assert fetch(s, gateway(), host_listener) == ""
     assert fetch(s, address_of(other), 4444) == ""
     # A name whose address changes stays reachable: the new address is granted when handed out.
-    upstream_dns["names"].write_text(json.dumps({"listed.example.test": upstream_dns["moved"]}))
+    upstream_dns["names"].write_text(json.dumps({"listed.example.test": upstream_dns["moved"], "other.example.test": inet}))
     time.sleep(1.2)  # the upstream's TTL
     assert fetch(s, "listed.example.test", PORT) == "moved"
-    # A sandbox in internet mode is not served by the resolver (REFUSED), and never granted.
+    # An internet-mode sandbox is never granted anything.
     assert not [g for g in egress.grants() if g.source == address_of(other)]
+    # Docker's DNS in the sandbox asks the panel's resolver from the sandbox's own namespace
+    # (not the host's, where newer Dockers would ask a loopback resolver outside the rules).
+    host = json.loads(docker_cli("inspect", "-f", "{{json .HostConfig}}", s.container_id).stdout)
+    assert host["Dns"] == [allow_gateway()]
+    # A grant added by hand for a listed name but a whole network is taken back by the sync.
+    mine = address_of_on(s, settings.SANDBOX_ALLOW_NETWORK)
+    egress.grant([egress.Grant(mine, PORT, "0.0.0.0/1", "listed.example.test")], 1000)
+    services.sync_grants()
+    assert not [g for g in egress.grants() if g.destination == "0.0.0.0/1"]
+    # Moved to internet mode live, it still resolves (the panel's resolver answers it plainly).
+    services.sandbox_set_network(actor=ACTOR, sandbox=Sandbox.objects.get(pk=s.pk), mode="internet")
+    t0 = time.monotonic()
+    while fetch(s, "other.example.test", PORT) != "internet":
+        assert time.monotonic() - t0 < 1.5, lookup(s, "other.example.test")
+    assert not [g for g in egress.grants() if g.source == mine]
 
 
 @pytest.mark.django_db(transaction=True)
@@ -744,3 +763,182 @@ def test_after_a_dockerd_restart_the_rules_are_back_before_any_sandbox_runs(
     assert s.status == "running", s.status_detail
     assert fetch(s, internet, PORT) == "internet"
     assert fetch(s, gateway(), 22) == "" and egress.problems() == []
+
+
+class Impostor:
+    """Something other than the panel's resolver on the allowlist gateway's port 53 (a dnsmasq
+    on 0.0.0.0:53, say): it answers every question with NXDOMAIN."""
+
+    def __init__(self, address: str):
+        from dnslib import DNSRecord
+
+        self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.udp.setsockopt(socket.SOL_IP, 15, 1)  # IP_FREEBIND
+        self.udp.bind((address, 53))
+        self.udp.settimeout(0.2)
+        self.stop = threading.Event()
+
+        def serve():
+            while not self.stop.is_set():
+                try:
+                    data, peer = self.udp.recvfrom(4096)
+                except OSError:
+                    continue
+                reply = DNSRecord.parse(data).reply()
+                reply.header.rcode = 3
+                self.udp.sendto(reply.pack(), peer)
+
+        self.thread = threading.Thread(target=serve, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.stop.set()
+        self.thread.join()
+        self.udp.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_allowlist_sandbox_starts_only_when_the_panels_own_resolver_answers(make_sandbox, clean_docker):
+    impostor = Impostor(allow_gateway())
+    try:
+        s = make_sandbox("egress-allow-impostor", network_mode="allowlist", egress_allow="listed.example.test")
+        assert s.status == "error" and "something other than the panel's resolver" in s.status_detail, s.status_detail
+    finally:
+        impostor.close()
+    s = act(s, "start")  # nothing on the port at all
+    assert s.status == "error" and "does not answer" in s.status_detail, s.status_detail
+    assert AuditEvent.objects.filter(action="egress.refused_start", target=s.name).count() == 2
+    with pytest.raises(services.SandboxError, match="something other than"):
+        impostor = Impostor(allow_gateway())
+        try:
+            other = make_sandbox("egress-allow-impostor2")
+            services.sandbox_set_network(actor=ACTOR, sandbox=other, mode="allowlist")
+        finally:
+            impostor.close()
+    assert Sandbox.objects.get(name="egress-allow-impostor2").network_mode == "internet"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_without_the_rules_no_allowlist_sandbox_keeps_running(make_sandbox, clean_docker, upstream_dns, settings, rules_back):
+    from django.core.management import call_command
+
+    s = make_sandbox("egress-allow-off", network_mode="allowlist", egress_allow=f"listed.example.test:{PORT}")
+    assert s.status == "running", s.status_detail
+    call_command("egress", "remove")  # by hand: the allowlist bridge would be the open internet
+    s = Sandbox.objects.get(pk=s.pk)
+    assert s.status == "error" and "removed by hand" in s.status_detail
+    assert docker_cli("inspect", "-f", "{{.State.Running}}", s.container_id).stdout.strip() == "false"
+    egress.apply()
+    s = act(s, "start")
+    assert s.status == "running", s.status_detail
+    settings.SANDBOX_EGRESS_RULES = False  # an admin turns filtering off
+    services.grants_repair()  # the periodic check
+    s = Sandbox.objects.get(pk=s.pk)
+    assert s.status == "error" and "SANDBOX_EGRESS_RULES is off" in s.status_detail
+    s = act(s, "start")
+    assert s.status == "error" and "needs the host's egress rules" in s.status_detail
+
+
+UPSTREAM = "127.0.0.77"  # the resolver's upstream in the tests below: a name server on loopback
+
+
+@pytest.fixture
+def loopback_upstream(settings) -> Iterator[list[bytes]]:
+    """A name server on 127.0.0.77:53 that keeps every packet it gets: `big.example.test` has
+    one address with a TTL of 2^31-1, `many.example.test` 300 addresses."""
+    from dnslib import QTYPE, RR, A, DNSRecord
+
+    received: list[bytes] = []
+    srv = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    srv.bind((UPSTREAM, 53))
+    srv.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve():
+        while not stop.is_set():
+            try:
+                data, peer = srv.recvfrom(4096)
+            except OSError:
+                continue
+            received.append(data)
+            q = DNSRecord.parse(data)
+            r = q.reply()
+            name = str(q.q.qname).rstrip(".")
+            if name == "big.example.test":
+                r.add_answer(RR(q.q.qname, QTYPE.A, rdata=A("198.18.77.1"), ttl=2**31 - 1))
+            elif name == "many.example.test":
+                for i in range(300):
+                    r.add_answer(RR(q.q.qname, QTYPE.A, rdata=A(f"198.18.{78 + i // 250}.{i % 250 + 1}"), ttl=30))
+            else:
+                r.add_answer(RR(q.q.qname, QTYPE.A, rdata=A("198.18.77.2"), ttl=30))
+            srv.sendto(r.pack(), peer)
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    settings.SANDBOX_DNS_UPSTREAM = [UPSTREAM]
+    yield received
+    stop.set()
+    t.join()
+    srv.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_resolver_sends_upstream_only_a_question_of_its_own_and_bounds_what_it_grants(
+    team, loopback_upstream, monkeypatch, docker_engine, rules_back
+):
+    """The resolver's own rules, with a client that stands for a sandbox (the directory says
+    who asks; the grants go into the real set)."""
+    from dnslib import OPCODE, QTYPE, RCODE, RR, TXT, DNSRecord
+
+    from sandboxes import allowlist, resolver
+    from sandboxes.models import EgressDenial
+    from sandboxes.services import allowlist as allowlist_service
+
+    egress.apply()
+    sandbox = Sandbox.objects.create(name="resolver-unit", team=team, image="x", memory_mb=256, cpus=1, pids_limit=64)
+    client = str(next(iter(list(__import__("ipaddress").IPv4Network(settings.SANDBOX_ALLOW_SUBNET).hosts())[200:])))
+    entries, _ = allowlist.parse("*.example.test:443,8443")
+    monkeypatch.setattr(allowlist_service, "allowlist_clients", lambda: {client: (sandbox.pk, entries)})
+    monkeypatch.setattr(allowlist_service, "resolver_clients", lambda: {client: (sandbox.pk, entries)})
+    r = resolver.Resolver()
+
+    def ask(record: DNSRecord) -> DNSRecord:
+        return DNSRecord.parse(r.answer(record.pack(), client))
+
+    try:
+        # Only a QUERY is answered: an UPDATE carrying data never leaves the host.
+        update = DNSRecord.question("a.example.test")
+        update.header.opcode = OPCODE.UPDATE
+        update.add_auth(RR("a.example.test", QTYPE.TXT, rdata=TXT("SECRET-DATA")))
+        assert ask(update).header.rcode == RCODE.NOTIMP and loopback_upstream == []
+        # A listed name with extra records: upstream gets a fresh question, nothing else.
+        q = DNSRecord.question("a.example.test")
+        q.add_ar(RR("x.example.test", QTYPE.TXT, rdata=TXT("SECRET-DATA")))
+        answer = ask(q)
+        assert answer.header.rcode == RCODE.NOERROR and answer.header.id == q.header.id and str(answer.rr[0].rdata) == "198.18.77.2"
+        sent = DNSRecord.parse(loopback_upstream[-1])
+        assert b"SECRET" not in loopback_upstream[-1] and not sent.ar and not sent.auth and sent.header.id != q.header.id
+        mine = sorted((g.port, g.destination) for g in egress.grants() if g.source == client)
+        assert mine == [(443, "198.18.77.2/32"), (8443, "198.18.77.2/32")]
+        # A TTL past what ipset takes is taken as a day.
+        assert ask(DNSRecord.question("big.example.test")).header.rcode == RCODE.NOERROR
+        big = [g for g in egress.grants() if g.comment == "big.example.test"]
+        assert big and all(0 < g.timeout <= 86400 + settings.SANDBOX_ALLOW_MARGIN for g in big)
+        # At most 64 addresses of one answer are granted; past the budget, nothing more.
+        ask(DNSRecord.question("many.example.test"))
+        assert len({g.destination for g in egress.grants() if g.comment == "many.example.test"}) == 64
+        monkeypatch.setattr(resolver.Budget, "MAX_GRANTS", 131)  # it holds 132 (address, port) grants now
+        assert ask(DNSRecord.question("more.example.test")).header.rcode == RCODE.SERVFAIL
+        # A label with a dot inside is not the name it prints as.
+        dotted = DNSRecord.question("a.example.test")
+        dotted.q.qname.label = (b"evil.a", b"example", b"test")
+        assert ask(dotted).header.rcode == RCODE.NXDOMAIN
+        # Unlisted names: NXDOMAIN, never asked upstream, and a flood fills no table.
+        before = len(loopback_upstream)
+        for i in range(300):
+            assert ask(DNSRecord.question(f"n{i}.elsewhere.test")).header.rcode == RCODE.NXDOMAIN
+        assert len(loopback_upstream) == before
+        rows = EgressDenial.objects.filter(sandbox=sandbox, protocol="dns").exclude(name="evil.a.example.test")
+        assert rows.count() <= 3 * resolver.Denials.ROWS_A_SECOND and sum(rows.values_list("count", flat=True)) == 300
+    finally:
+        egress.revoke([g for g in egress.grants() if g.source == client])

@@ -32,7 +32,14 @@ class Command(BaseCommand):
                     f"egress rules for {bridge} applied" + (f" (found: {'; '.join(found)})" if found else " (already in place)")
                 )
             else:
+                # Without its rules the allowlist bridge is the open internet: its sandboxes stop first.
+                services.stop_networked(
+                    "Stopped: the egress rules were removed by hand (manage.py egress remove).", (settings.SANDBOX_ALLOW_NETWORK,)
+                )
                 egress.remove()
-                self.stdout.write(f"egress rules for {bridge} removed; sandboxes on the network will not start until they are back")
+                self.stdout.write(
+                    f"egress rules for {bridge} and {settings.SANDBOX_ALLOW_BRIDGE} removed; allowlist sandboxes were stopped, "
+                    "and sandboxes on a network will not start until the rules are back"
+                )
         except egress.EgressError as exc:
             raise CommandError(str(exc)) from exc
