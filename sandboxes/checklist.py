@@ -26,7 +26,7 @@ from django.utils import timezone
 
 from teams.permissions import Role, authorize
 
-from . import egress, engine, scanner, workspace
+from . import egress, engine, resolver, scanner, workspace
 from .models import ChecklistItem, ChecklistTick, Identity, Sandbox
 from .services.common import InvalidInput, audit
 
@@ -138,6 +138,8 @@ def _egress(sandbox: Sandbox) -> Check:
         wrong = egress.problems()
     except egress.EgressError as exc:
         wrong = [str(exc)]
+    if sandbox.network_mode == Sandbox.Network.ALLOWLIST and (why := resolver.probe()):
+        wrong.append(why)  # its names are asked of nobody else
     return Check(label, not wrong, "; ".join(wrong) or "in place")
 
 
