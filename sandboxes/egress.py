@@ -165,6 +165,16 @@ def docker_upstreams(path: str = RESOLV_CONF, resolved: str = RESOLVED_CONF) -> 
     return found or ["8.8.4.4", "8.8.8.8"]
 
 
+def docker_asks_loopback(path: str = RESOLV_CONF, resolved: str = RESOLVED_CONF) -> bool:
+    """Whether Docker's embedded DNS, for a container that names no server of its own, asks a
+    loopback server of the host: it does so from the host's namespace, where no rule of ours
+    sees it (so such a container is never moved into allowlist mode live)."""
+    servers = _nameservers(path)
+    if servers and all(a.is_loopback for a in servers) and os.path.exists(resolved):
+        servers = _nameservers(resolved)
+    return any(a.is_loopback for a in servers)
+
+
 def lan_subnets() -> list[str]:
     """The IPv4 subnets of the interfaces that carry a default route: the network the host sits
     on, which a sandbox must not reach even when its addresses are public."""
@@ -329,7 +339,7 @@ def problems() -> list[str]:
     header = _set_header(a.grants)
     if header is None or header[0] != GRANTS_TYPE:
         wrong.append(f"the ipset {a.grants} of {GRANTS_TYPE} is missing")
-    elif not GRANTS_HEADER.issubset(header[1].split()):
+    elif not _header_ok(header[1]):
         wrong.append(f"the ipset {a.grants} was made with other options ({header[1]})")
     found += [f"{a.bridge}: {p}" for p in wrong]
     forward = table.get("FORWARD") or []
@@ -376,7 +386,7 @@ def apply() -> None:
         raise EgressError("Docker's DOCKER-USER chain is missing or unreadable: is dockerd running, with its iptables rules on?")
     a = allow_chains()
     header = _set_header(a.grants)
-    if header is not None and (header[0] != GRANTS_TYPE or not GRANTS_HEADER.issubset(header[1].split())):
+    if header is not None and (header[0] != GRANTS_TYPE or not _header_ok(header[1])):
         # Made otherwise (by hand, or an older panel): made again. Meanwhile the forward chain
         # drops all of the allowlist bridge's traffic (replaced in one step, never empty).
         _iptables("--noflush", stdin=f"*filter\n:{a.forward} - [0:0]\n-A {a.forward} -j DROP\nCOMMIT\n", tool="iptables-restore")
@@ -458,9 +468,22 @@ def remove() -> None:
 # so a list that changes takes back exactly what it no longer grants.
 GRANTS_TYPE = "hash:ip,port,net"
 GRANTS_MAXELEM = 262144
-GRANTS_HEADER = {"inet", "comment", "maxelem", str(GRANTS_MAXELEM), "timeout"}
+SET_FLAGS = {"comment", "counters", "skbinfo", "forceadd"}  # options without a value
+
+
+def _header_ok(header: str) -> bool:
+    """The set's options, as `ipset list -t` prints them, are the ones apply() makes it with."""
+    tokens, options = header.split(), {}
+    while tokens:
+        key = tokens.pop(0)
+        options[key] = "" if key in SET_FLAGS or not tokens else tokens.pop(0)
+    return (
+        options.get("family") == "inet" and options.get("maxelem") == str(GRANTS_MAXELEM) and "timeout" in options and "comment" in options
+    )
+
+
 GRANT_RE = re.compile(
-    r"^add (?P<set>\S+) (?P<src>[0-9.]+),tcp:(?P<port>\d+),(?P<dst>[0-9./]+)"
+    r"^add (?P<set>\S+) (?P<src>[0-9.]+),(?P<proto>[a-z0-9]+):(?P<port>\d+),(?P<dst>[0-9./]+)"
     r"(?: timeout (?P<timeout>\d+))?(?: .*?comment \"(?P<comment>[^\"]*)\")?"
 )
 
@@ -472,10 +495,11 @@ class Grant:
     destination: str  # an address or a CIDR
     comment: str
     timeout: int = 0  # seconds left; 0 for good
+    proto: str = "tcp"  # the panel grants only TCP; another is a grant made by hand, taken back
 
     @property
     def element(self) -> str:
-        return f"{self.source},tcp:{self.port},{self.destination}"
+        return f"{self.source},{self.proto}:{self.port},{self.destination}"
 
 
 def _ipset(*args: str, stdin: str | None = None) -> str:
@@ -507,7 +531,9 @@ def grants() -> list[Grant]:
         match = GRANT_RE.match(line)
         if match and match["set"] == a.grants:
             dst = match["dst"] if "/" in match["dst"] else f"{match['dst']}/32"
-            found.append(Grant(match["src"], int(match["port"]), dst, match["comment"] or "", int(match["timeout"] or 0)))
+            found.append(Grant(match["src"], int(match["port"]), dst, match["comment"] or "", int(match["timeout"] or 0), match["proto"]))
+        elif line.startswith(f"add {a.grants} "):
+            raise EgressError(f"the ipset {a.grants} holds an entry the panel cannot read: {line[:120]}")
     return found
 
 

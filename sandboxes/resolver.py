@@ -41,7 +41,7 @@ from .models import EgressDenial
 log = logging.getLogger(__name__)
 REFRESH = 0.5
 UPSTREAM_TIMEOUT = 3.0
-TCP_TIMEOUT = 10.0  # a whole TCP connection
+TCP_TIMEOUT = 5.0  # a whole TCP connection
 TCP_MAX_MESSAGES = 32
 MAX_TTL = 86400  # a longer TTL is taken as a day (ipset's timeouts stop at about 24 days)
 MAX_ADDRESSES_AN_ANSWER = 64
@@ -132,12 +132,18 @@ def upstreams() -> list[str]:
     return found or ["127.0.0.53"]
 
 
-def forward(query: DNSRecord, *, tcp: bool) -> DNSRecord | None:
+def plain_upstreams() -> list[str]:
+    """For an internet-mode sandbox: the servers Docker would have asked for it (never one on the
+    host's loopback, which knows the host's own and local names)."""
+    return list(settings.SANDBOX_DNS_UPSTREAM) or egress.docker_upstreams()
+
+
+def forward(query: DNSRecord, *, tcp: bool, servers: list[str] | None = None) -> DNSRecord | None:
     """Ask the upstream servers, one after the other, a query of our own making (the question
     only, a new id): nothing else of what the sandbox sent leaves the host. None when no server
     gives an answer to that question."""
     data = query.pack()
-    for server in upstreams():
+    for server in servers or upstreams():
         try:
             if tcp:
                 with socket.create_connection((server, 53), timeout=UPSTREAM_TIMEOUT) as conn:
@@ -253,7 +259,7 @@ class Resolver:
         sandbox_id, entries = who
         query = DNSRecord(DNSHeader(id=secrets.randbelow(65536), rd=1), q=DNSQuestion(request.q.qname, request.q.qtype, request.q.qclass))
         if entries is None:  # an internet-mode sandbox moved there live from allowlist mode
-            return self._relay(reply, forward(query, tcp=tcp), request)
+            return self._relay(reply, forward(query, tcp=tcp, servers=plain_upstreams()), request)
         well_formed = bool(labels) and all(LABEL_RE.fullmatch(label) for label in labels)
         ports = allowlist.ports_for(qname, entries) if well_formed and len(qname) <= 253 else ()
         if not ports:
@@ -292,7 +298,7 @@ class Resolver:
                 ports = allowlist.ports_for(qname, now[1]) if now is not None and now[0] == sandbox_id and now[1] is not None else ()
                 if not ports:
                     return False
-                if not self.budget.take(client, {(a, p) for a in addresses for p in ports}, seconds):
+                if not self.budget.take(f"{client}/{sandbox_id}", {(a, p) for a in addresses for p in ports}, seconds):
                     log.warning("%s holds %d grants; %s refused", client, Budget.MAX_GRANTS, qname)
                     return False
                 egress.grant([egress.Grant(client, port, f"{a}/32", qname) for a in sorted(addresses) for port in ports], seconds)
@@ -304,31 +310,47 @@ class Resolver:
 
 class _Bounded(socketserver.ThreadingMixIn):
     """At most MAX_HANDLERS questions (or TCP connections) at once, MAX_PER_CLIENT of them from
-    one address: a sandbox that floods the resolver slows only itself."""
+    one address, MAX_PLAIN from all internet-mode sandboxes together; an address the resolver
+    does not answer gets no handler at all. A sandbox that floods it slows only itself."""
 
-    MAX_HANDLERS = 64
+    MAX_HANDLERS = 256
     MAX_PER_CLIENT = 8
+    MAX_PLAIN = 32
     daemon_threads = True
     resolver: Resolver
 
-    def _take(self, address: str) -> bool:
+    def _take(self, address: str, key: int) -> bool:
+        kind = "other"
+        if _from_a_sandbox(address):
+            who = self.resolver.directory.lookup(address)
+            if who is None:
+                return False  # REFUSED anyway: not worth a thread
+            kind = "plain" if who[1] is None else "allow"
         lock = self.__dict__.setdefault("_lock", threading.Lock())
         with lock:
             busy = self.__dict__.setdefault("_busy", {})
-            if sum(busy.values()) >= self.MAX_HANDLERS or busy.get(address, 0) >= self.MAX_PER_CLIENT:
+            kinds = self.__dict__.setdefault("_kinds", {})
+            if (
+                sum(busy.values()) >= self.MAX_HANDLERS
+                or busy.get(address, 0) >= self.MAX_PER_CLIENT
+                or (kind == "plain" and kinds.get("plain", 0) >= self.MAX_PLAIN)
+            ):
                 return False
             busy[address] = busy.get(address, 0) + 1
+            kinds[kind] = kinds.get(kind, 0) + 1
+            self.__dict__.setdefault("_kind_of", {})[key] = kind
             return True
 
-    def _give(self, address: str) -> None:
+    def _give(self, address: str, key: int) -> None:
         with self.__dict__["_lock"]:
-            busy = self.__dict__["_busy"]
+            busy, kinds = self.__dict__["_busy"], self.__dict__["_kinds"]
+            kinds[self.__dict__["_kind_of"].pop(key)] -= 1
             busy[address] -= 1
             if not busy[address]:
                 del busy[address]
 
     def process_request(self, request, client_address):
-        if not self._take(client_address[0]):
+        if not self._take(client_address[0], id(request)):
             self.shutdown_request(request)  # type: ignore[attr-defined]
             return
         super().process_request(request, client_address)
@@ -337,7 +359,7 @@ class _Bounded(socketserver.ThreadingMixIn):
         try:
             super().process_request_thread(request, client_address)
         finally:
-            self._give(client_address[0])
+            self._give(client_address[0], id(request))
             connections.close_all()
 
 

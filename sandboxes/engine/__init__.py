@@ -21,6 +21,7 @@ from django.conf import settings
 
 from .client import (
     EVIDENCE_REPOSITORY,
+    LABEL_DNS,
     LABEL_EVIDENCE,
     LABEL_HELPER,
     LABEL_INSTANCE,
@@ -45,6 +46,7 @@ from .volumes import VolumesMixin
 __all__ = [
     "EVIDENCE_REPOSITORY",
     "LABEL_EVIDENCE",
+    "LABEL_DNS",
     "LABEL_HELPER",
     "LogLine",
     "LogStream",

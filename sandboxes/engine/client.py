@@ -25,6 +25,9 @@ LABEL_EVIDENCE = "io.ccpanel.evidence"
 EVIDENCE_REPOSITORY = "ccpanel-evidence/"
 # A container made only to reach a volume's files (never started): see policy's helper profile.
 LABEL_HELPER = "io.ccpanel.helper"
+# On a container made to name the panel's resolver as its DNS (allowlist mode): the resolver
+# answers it even after it was moved to the internet bridge live.
+LABEL_DNS = "io.ccpanel.dns"
 
 
 class EngineError(Exception):

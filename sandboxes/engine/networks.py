@@ -56,9 +56,10 @@ class NetworksMixin(BaseClient):
             pass  # not attached to it (any more)
         self.call(self.api.connect_container_to_network, container_id, join)
 
-    def containers_on_network(self, name: str) -> list[str]:
-        """The ids of this instance's running or paused containers attached to network `name`."""
-        found = self.call(self.api.containers, filters={"network": [name], "label": instance_filter()})
+    def containers_on_network(self, name: str, *, labels: tuple[str, ...] = ()) -> list[str]:
+        """The ids of this instance's running or paused containers attached to network `name`
+        (and carrying `labels`, "key=value" each)."""
+        found = self.call(self.api.containers, filters={"network": [name], "label": [*instance_filter(), *labels]})
         return [c["Id"] for c in found]
 
     def inspect_network(self, name: str) -> dict[str, Any]:

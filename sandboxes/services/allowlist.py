@@ -14,6 +14,7 @@ import logging
 from django.conf import settings
 from django.db import transaction
 
+from audit.services import audit_record
 from teams.permissions import Role, authorize
 
 from .. import allowlist, egress, engine, live
@@ -23,10 +24,15 @@ from .common import InvalidInput, SandboxError, audit
 log = logging.getLogger(__name__)
 
 
-def _attached(network: str, mode: str) -> dict[str, tuple[int, list[str], str]]:
-    """The sandboxes in `mode` attached to `network`, by address: (pk, presets, own entries)."""
+def _attached(network: str, mode: str, *, labels: tuple[str, ...] = ()) -> dict[str, tuple[int, list[str], str]]:
+    """The sandboxes in `mode` attached to `network` (their containers carrying `labels`), by
+    address: (pk, presets, own entries)."""
+    docker = engine.engine_for()
     try:
-        containers = engine.engine_for().inspect_network(network).get("Containers") or {}
+        containers = docker.inspect_network(network).get("Containers") or {}
+        if labels:
+            having = set(docker.containers_on_network(network, labels=labels))
+            containers = {cid: info for cid, info in containers.items() if cid in having}
     except engine.NotFound:
         return {}
     rows = Sandbox.objects.filter(container_id__in=list(containers), network_mode=mode).values_list(
@@ -49,11 +55,11 @@ def allowlist_clients() -> dict[str, tuple[int, list[allowlist.Entry]]]:
 
 
 def resolver_clients() -> dict[str, tuple[int, list[allowlist.Entry] | None]]:
-    """Whom the panel's resolver answers: the allowlist sandboxes (by their lists) and the
-    internet-mode ones (plainly: one moved out of allowlist mode live still asks it)."""
-    found: dict[str, tuple[int, list[allowlist.Entry] | None]] = {
-        a: (pk, None) for a, (pk, _, _) in _attached(settings.SANDBOX_NETWORK, Sandbox.Network.INTERNET).items()
-    }
+    """Whom the panel's resolver answers: the allowlist sandboxes (by their lists) and, plainly,
+    the internet-mode ones whose container was made to ask it (moved out of allowlist mode live);
+    no other internet-mode sandbox."""
+    moved = _attached(settings.SANDBOX_NETWORK, Sandbox.Network.INTERNET, labels=(f"{engine.LABEL_DNS}=panel",))
+    found: dict[str, tuple[int, list[allowlist.Entry] | None]] = {a: (pk, None) for a, (pk, _, _) in moved.items()}
     found.update(allowlist_clients())
     return found
 
@@ -83,7 +89,7 @@ def _sync_grants() -> int:
     for g in live_grants:
         who = clients.get(g.source)
         key = egress.Grant(g.source, g.port, g.destination, g.comment)
-        if who is None:
+        if who is None or g.proto != "tcp":
             stale.append(g)
         elif g.timeout == 0:
             (kept.add(key) if key in wanted else stale.append(g))
@@ -112,6 +118,28 @@ def grants_repair() -> None:
         sync_grants()
     except (egress.EgressError, engine.EngineError) as exc:
         log.error("the allowlist grants could not be brought in line: %s", exc)
+    _check_resolver()
+
+
+def _check_resolver() -> None:
+    """Running allowlist sandboxes ask only the panel's resolver: if something else holds its
+    port (the watcher died and a dnsmasq took it), they stop. The resolver merely not answering
+    (the panel is stopped) leaves them running: they resolve nothing new."""
+    from .. import resolver
+    from .reconcile import stop_networked
+
+    try:
+        if not allowlist_clients():
+            return
+    except engine.EngineError:
+        return
+    why = resolver.probe()
+    if why and "something other than" in why:
+        log.error("allowlist sandboxes stopped: %s", why)
+        audit_record(
+            actor=None, actor_name="egress", action="egress.resolver_impostor", target=settings.SANDBOX_ALLOW_BRIDGE, details={"error": why}
+        )
+        stop_networked(f"Stopped: {why}.", (settings.SANDBOX_ALLOW_NETWORK,))
 
 
 def sandbox_set_allowlist(*, actor, sandbox: Sandbox, presets: list[str], allow: str, source_ip: str | None = None) -> Sandbox:

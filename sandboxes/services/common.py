@@ -123,6 +123,8 @@ def sandbox_spec(sandbox: Sandbox, extra_mounts: list[Mount] | None = None, *, s
         from .credentials import LABEL_SECRETS, container_environment
 
         environment, spec_labels[LABEL_SECRETS] = container_environment(sandbox)
+    if sandbox.network_mode == Sandbox.Network.ALLOWLIST:
+        spec_labels[engine.LABEL_DNS] = "panel"
     return policy.ContainerSpec(
         name=sandbox.container_name,
         image=sandbox.image,

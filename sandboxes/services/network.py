@@ -42,6 +42,16 @@ def sandbox_set_network(*, actor, sandbox: Sandbox, mode: str, source_ip: str | 
                 wrong.append(why)
             if wrong:
                 raise SandboxError("The egress rules are not in place (" + "; ".join(wrong) + "); the sandbox stays off the network.")
+    if live_change and mode == Sandbox.Network.ALLOWLIST and egress.enforced() and egress.docker_asks_loopback():
+        try:
+            names_servers = (docker.inspect_container(sandbox.container_id).get("HostConfig") or {}).get("Dns") or []
+        except engine.EngineError as exc:
+            raise SandboxError(f"The network of {sandbox.name} could not be changed: {exc}") from exc
+        if names_servers != [egress.allow_gateway()]:
+            raise SandboxError(
+                "This machine's name server is on loopback, which Docker asks from outside the sandbox's rules: "
+                f"stop {sandbox.name}, change its network, then start it (it is made to ask only the panel's resolver)."
+            )
     old_net, new_net = network_of(sandbox.network_mode), network_of(mode)
     if live_change and mode == Sandbox.Network.ALLOWLIST and egress.enforced():
         try:

@@ -305,6 +305,27 @@ def test_the_allowlist_bridge_refuses_all_but_its_grants():
     # After apply(), what iptables and ipset show is exactly this (problems() compares both).
     egress.apply()
     assert egress.problems() == []
+    # A set made by hand with other options is found, and made again by apply().
+    a = egress.allow_chains()
+    sh("iptables", "-F", a.forward)
+    sh("ipset", "destroy", a.grants)
+    sh("ipset", "create", a.grants, "hash:ip,port,net", "hashsize", "262144", "maxelem", "1024", "timeout", "60", "comment")
+    assert any("other options" in p for p in egress.problems())
+    egress.apply()
+    assert egress.problems() == []
+
+
+def test_docker_asks_a_loopback_server_only_where_the_host_has_one(tmp_path):
+    conf, resolved = tmp_path / "resolv.conf", tmp_path / "resolved.conf"
+    conf.write_text("nameserver 10.1.2.3\n")
+    assert not egress.docker_asks_loopback(str(conf), str(resolved))
+    conf.write_text("nameserver 127.0.0.1\nnameserver 10.1.2.3\n")  # dnsmasq first
+    assert egress.docker_asks_loopback(str(conf), str(resolved))
+    conf.write_text("nameserver 127.0.0.53\n")  # systemd-resolved's stub: Docker reads its upstreams
+    resolved.write_text("nameserver 10.9.9.9\n")
+    assert not egress.docker_asks_loopback(str(conf), str(resolved))
+    resolved.unlink()
+    assert egress.docker_asks_loopback(str(conf), str(resolved))
 
 
 def test_only_private_resolvers_get_the_dns_hole(tmp_path):
@@ -563,11 +584,12 @@ def upstream_dns(internet, tmp_path, settings) -> Iterator[dict]:
         ):
             assert time.monotonic() < deadline, "the namespace's servers did not start"
             time.sleep(0.05)
-        yield {"names": names, "asked": log, "moved": f"{net}.11", "internet": internet}
+        yield {"names": names, "asked": log, "moved": f"{net}.11", "internet": internet, "servers": servers}
     finally:
         for server in servers:
-            server.shutdown()
-            server.server_close()
+            if server.socket.fileno() != -1:  # a test may have stopped it already
+                server.shutdown()
+                server.server_close()
         for p in procs:
             p.kill()
             p.wait()
@@ -626,8 +648,13 @@ def test_allowlist_reaches_only_what_is_listed_through_the_panels_resolver(make_
     # A grant added by hand for a listed name but a whole network is taken back by the sync.
     mine = address_of_on(s, settings.SANDBOX_ALLOW_NETWORK)
     egress.grant([egress.Grant(mine, PORT, "0.0.0.0/1", "listed.example.test")], 1000)
+    egress.grant([egress.Grant(mine, 443, f"{inet}/32", "listed.example.test", proto="udp")], 1000)
     services.sync_grants()
-    assert not [g for g in egress.grants() if g.destination == "0.0.0.0/1"]
+    assert not [g for g in egress.grants() if g.destination == "0.0.0.0/1" or g.proto != "tcp"]
+    # An internet-mode sandbox that never was in allowlist mode gets nothing from the resolver.
+    assert "other.example.test" not in upstream_dns["asked"].read_text()
+    out = lookup(other, "other.example.test", allow_gateway())
+    assert "Address" not in out.split("other.example.test", 1)[-1] and "other.example.test" not in upstream_dns["asked"].read_text(), out
     # Moved to internet mode live, it still resolves (the panel's resolver answers it plainly).
     services.sandbox_set_network(actor=ACTOR, sandbox=Sandbox.objects.get(pk=s.pk), mode="internet")
     t0 = time.monotonic()
@@ -637,13 +664,19 @@ def test_allowlist_reaches_only_what_is_listed_through_the_panels_resolver(make_
 
 
 @pytest.mark.django_db(transaction=True)
-def test_allowlist_changes_apply_to_the_running_sandbox_within_a_second(make_sandbox, clean_docker, upstream_dns, rules_back):
+def test_allowlist_changes_apply_to_the_running_sandbox_within_a_second(make_sandbox, clean_docker, upstream_dns, rules_back, monkeypatch):
     inet = upstream_dns["internet"]
     s = make_sandbox("egress-allow-live", network_mode="internet")
     assert fetch(s, inet, PORT) == "internet"
     # internet -> allowlist, live: by address nothing; by listed name at once.
     t0 = time.monotonic()
     services.sandbox_set_allowlist(actor=ACTOR, sandbox=s, presets=["github"], allow=f"listed.example.test:{PORT}")
+    with monkeypatch.context() as m:  # on a host whose name server is on loopback: not live
+        m.setattr(egress, "docker_asks_loopback", lambda: True)
+        with pytest.raises(services.SandboxError, match="loopback"):
+            services.sandbox_set_network(actor=ACTOR, sandbox=Sandbox.objects.get(pk=s.pk), mode="allowlist")
+    assert fetch(s, inet, PORT) == "internet" and Sandbox.objects.get(pk=s.pk).network_mode == "internet"
+    t0 = time.monotonic()
     services.sandbox_set_network(actor=ACTOR, sandbox=Sandbox.objects.get(pk=s.pk), mode="allowlist")
     assert fetch(s, inet, PORT) == ""
     while fetch(s, "listed.example.test", PORT) != "internet":
@@ -816,6 +849,28 @@ def test_an_allowlist_sandbox_starts_only_when_the_panels_own_resolver_answers(m
         finally:
             impostor.close()
     assert Sandbox.objects.get(name="egress-allow-impostor2").network_mode == "internet"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_running_allowlist_sandboxes_stop_when_something_else_takes_the_resolvers_port(make_sandbox, clean_docker, upstream_dns):
+    s = make_sandbox("egress-allow-taken", network_mode="allowlist", egress_allow=f"listed.example.test:{PORT}")
+    assert s.status == "running", s.status_detail
+    services.grants_repair()  # the periodic check, with the panel's resolver there: nothing to do
+    assert Sandbox.objects.get(pk=s.pk).status == "running"
+    for server in upstream_dns["servers"]:  # the watcher dies...
+        server.shutdown()
+        server.server_close()
+    services.grants_repair()  # ...nobody answers: the sandbox resolves nothing new, and runs on
+    assert Sandbox.objects.get(pk=s.pk).status == "running"
+    impostor = Impostor(allow_gateway())  # ...and something else takes the port
+    try:
+        services.grants_repair()
+    finally:
+        impostor.close()
+    s = Sandbox.objects.get(pk=s.pk)
+    assert s.status == "error" and "something other than the panel's resolver" in s.status_detail
+    assert docker_cli("inspect", "-f", "{{.State.Running}}", s.container_id).stdout.strip() == "false"
+    assert AuditEvent.objects.filter(action="egress.resolver_impostor").exists()
 
 
 @pytest.mark.django_db(transaction=True)
