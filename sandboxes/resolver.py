@@ -276,6 +276,8 @@ class Resolver:
         if addresses and not self._grant(client, sandbox_id, qname, addresses, min(rr.ttl for rr in records)):
             reply.header.rcode = RCODE.SERVFAIL
             return reply.pack()
+        # The sandbox is told only the addresses it was granted (at most 64, none it may not reach).
+        upstream.rr = [rr for rr in upstream.rr if rr.rtype != QTYPE.A or str(rr.rdata) in addresses]
         return self._relay(reply, upstream, request)
 
     def _relay(self, reply: DNSRecord, upstream: DNSRecord | None, request: DNSRecord) -> bytes:

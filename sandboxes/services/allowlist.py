@@ -91,8 +91,11 @@ def _sync_grants() -> int:
         key = egress.Grant(g.source, g.port, g.destination, g.comment)
         if who is None or g.proto != "tcp":
             stale.append(g)
-        elif g.timeout == 0:
-            (kept.add(key) if key in wanted else stale.append(g))
+        elif g.timeout == 0:  # a listed CIDR's
+            if key in wanted:
+                kept.add(key)
+            else:
+                stale.append(g)
         elif not g.destination.endswith("/32") or g.port not in allowlist.ports_for(g.comment, who[1]):
             stale.append(g)  # a name's grant is one address, on a port its list gives the name
     egress.revoke(stale)
