@@ -37,7 +37,10 @@ def sandbox_set_network(*, actor, sandbox: Sandbox, mode: str, source_ip: str | 
             if mode == Sandbox.Network.ALLOWLIST:
                 raise SandboxError("Allowlist mode needs the host's egress rules, and SANDBOX_EGRESS_RULES is off.")
         else:
-            wrong = egress.problems() if docker.host.is_local else ["the engine is not on this machine"]
+            try:
+                wrong = egress.problems() if docker.host.is_local else ["the engine is not on this machine"]
+            except egress.EgressError as exc:
+                wrong = [str(exc)]
             if mode == Sandbox.Network.ALLOWLIST and not wrong and (why := resolver.probe()):
                 wrong.append(why)
             if wrong:
