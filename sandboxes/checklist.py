@@ -26,9 +26,9 @@ from django.utils import timezone
 
 from teams.permissions import Role, authorize
 
-from . import egress, engine, resolver, scanner, workspace
+from . import egress, engine, scanner, workspace
 from .models import ChecklistItem, ChecklistTick, Identity, Sandbox
-from .services.common import InvalidInput, audit
+from .services.common import InvalidInput, audit, egress_problems
 
 SEED = [
     (ChecklistItem.Phase.BEFORE, "Workspace directory has correct permissions (755)"),
@@ -128,18 +128,18 @@ def _backup(sandbox: Sandbox) -> Check:
     return Check(label, age <= timedelta(hours=24), f"the newest is {int(age.total_seconds() // 3600)} h old")
 
 
-def _egress(sandbox: Sandbox) -> Check:
+def _egress(sandbox: Sandbox, known: dict[str, list[str]] | None = None) -> Check:
+    """`known`: what egress_problems found per mode earlier in this round (the rules are the
+    host's, the same for every sandbox of a mode)."""
     label = "The host's egress rules are in place"
     if sandbox.network_mode == Sandbox.Network.NONE:
         return Check(label, True, "no network")
     if not egress.enforced():
         return Check(label, False, "filtering is turned off (SANDBOX_EGRESS_RULES=false)")
-    try:
-        wrong = egress.problems()
-    except egress.EgressError as exc:
-        wrong = [str(exc)]
-    if sandbox.network_mode == Sandbox.Network.ALLOWLIST and (why := resolver.probe()):
-        wrong.append(why)  # its names are asked of nobody else
+    known = {} if known is None else known
+    if sandbox.network_mode not in known:
+        known[sandbox.network_mode] = egress_problems(sandbox.network_mode)
+    wrong = known[sandbox.network_mode]
     return Check(label, not wrong, "; ".join(wrong) or "in place")
 
 
@@ -157,9 +157,16 @@ def _container(sandbox: Sandbox) -> Check:
     return Check(label, not failing, ("fails: " + "; ".join(failing)) if failing else f"{len(report)} checks hold")
 
 
-def run_checks(sandbox: Sandbox) -> list[Check]:
+def run_checks(sandbox: Sandbox, *, egress_known: dict[str, list[str]] | None = None) -> list[Check]:
     """Every automatic check, now; the failed count is saved for the dashboard's badge."""
-    checks = [_permissions(sandbox), _credentials(sandbox), _git(sandbox), _backup(sandbox), _egress(sandbox), _container(sandbox)]
+    checks = [
+        _permissions(sandbox),
+        _credentials(sandbox),
+        _git(sandbox),
+        _backup(sandbox),
+        _egress(sandbox, egress_known),
+        _container(sandbox),
+    ]
     failed = sum(1 for c in checks if c.ok is False)
     Sandbox.objects.filter(pk=sandbox.pk).update(checklist_failed=failed, checklist_checked_at=timezone.now())
     sandbox.checklist_failed = failed
@@ -169,8 +176,9 @@ def run_checks(sandbox: Sandbox) -> list[Check]:
 def refresh_all() -> int:
     """Periodic: re-run the checks of every sandbox that is not destroyed."""
     count = 0
+    egress_known: dict[str, list[str]] = {}
     for sandbox in Sandbox.objects.exclude(status__in=[Sandbox.Status.DESTROYED, Sandbox.Status.DESTROYING]):
-        run_checks(sandbox)
+        run_checks(sandbox, egress_known=egress_known)
         count += 1
     return count
 

@@ -115,9 +115,9 @@ def allow_gateway() -> str:
     return str(next(ipaddress.IPv4Network(settings.SANDBOX_ALLOW_SUBNET).hosts()))
 
 
-def bridge_present(bridge: str | None = None) -> bool:
+def bridge_present(bridge: str) -> bool:
     """The rules match the bridge by its name: it must exist under that name."""
-    return os.path.isdir(f"/sys/class/net/{chains(bridge).bridge}")
+    return os.path.isdir(f"/sys/class/net/{bridge}")
 
 
 def enforced() -> bool:
@@ -142,13 +142,20 @@ def _nameservers(path: str) -> list[ipaddress.IPv4Address | ipaddress.IPv6Addres
     return found
 
 
+def _docker_servers(path: str, resolved: str) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    """The name servers Docker reads for a container that names none: resolv.conf's, or
+    systemd-resolved's upstreams when resolv.conf names only its local stub."""
+    servers = _nameservers(path)
+    if servers and all(a.is_loopback for a in servers) and os.path.exists(resolved):
+        servers = _nameservers(resolved)
+    return servers
+
+
 def host_resolvers(path: str = RESOLV_CONF, resolved: str = RESOLVED_CONF, dropped: list[str] | None = None) -> list[str]:
     """The host's IPv4 name servers that lie in a dropped range: DNS to them (port 53 only)
     stays open. The servers Docker itself forwards to: resolv.conf's, or systemd-resolved's
     upstreams when resolv.conf names only its local stub."""
-    servers = _nameservers(path)
-    if servers and all(a.is_loopback for a in servers):
-        servers = _nameservers(resolved)
+    servers = _docker_servers(path, resolved)
     nets = [ipaddress.ip_network(r) for r in (dropped if dropped is not None else BLOCKED_RANGES)]
     return sorted({str(a) for a in servers if a.version == 4 and not a.is_loopback and any(a in n for n in nets)})
 
@@ -158,9 +165,7 @@ def docker_upstreams(path: str = RESOLV_CONF, resolved: str = RESOLVED_CONF) -> 
     names none of its own: the host's IPv4 name servers (systemd-resolved's upstreams when
     resolv.conf names only its stub), or Google's, Docker's fallback. An allowlist sandbox that
     was moved there live still asks these: the allowlist bridge sends them to the resolver."""
-    servers = _nameservers(path)
-    if servers and all(a.is_loopback for a in servers):
-        servers = _nameservers(resolved)
+    servers = _docker_servers(path, resolved)
     found = sorted({str(a) for a in servers if a.version == 4 and not a.is_loopback})
     return found or ["8.8.4.4", "8.8.8.8"]
 
@@ -169,10 +174,7 @@ def docker_asks_loopback(path: str = RESOLV_CONF, resolved: str = RESOLVED_CONF)
     """Whether Docker's embedded DNS, for a container that names no server of its own, asks a
     loopback server of the host: it does so from the host's namespace, where no rule of ours
     sees it (so such a container is never moved into allowlist mode live)."""
-    servers = _nameservers(path)
-    if servers and all(a.is_loopback for a in servers) and os.path.exists(resolved):
-        servers = _nameservers(resolved)
-    return any(a.is_loopback for a in servers)
+    return any(a.is_loopback for a in _docker_servers(path, resolved))
 
 
 def lan_subnets() -> list[str]:
@@ -458,7 +460,7 @@ def remove() -> None:
     if _listed(a.nat, table="nat") is not None:
         _iptables("-t", "nat", "-F", a.nat)
         _iptables("-t", "nat", "-X", a.nat)
-    if _set_type(a.grants) is not None:
+    if _set_header(a.grants) is not None:
         _ipset("destroy", a.grants)
 
 
@@ -516,11 +518,6 @@ def _set_header(name: str) -> tuple[str, str] | None:
         raise
     found = {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in out.splitlines())}
     return (found["Type"], found.get("Header", "")) if "Type" in found else None
-
-
-def _set_type(name: str) -> str | None:
-    header = _set_header(name)
-    return header[0] if header else None
 
 
 def grants() -> list[Grant]:

@@ -205,25 +205,36 @@ def sandbox_denials(request: HttpRequest, pk: int) -> HttpResponse:
     return render(request, "sandboxes/_denials.html", {"sandbox": sandbox, "denials": denials})
 
 
-@require_http_methods(["POST"])
-def sandbox_network(request: HttpRequest, pk: int) -> HttpResponse:
-    """Change the network mode; a running sandbox is moved at once."""
+def _sandbox_change(request: HttpRequest, pk: int, change, done: str) -> HttpResponse:
+    """Carry out `change(sandbox)` (a service call) for a sandbox the user may see, and say
+    how it went on the sandbox's page: `done`, or why not."""
     from . import services
 
     sandbox = selectors.sandbox_get_visible(user=request.user, pk=pk)
     if sandbox is None:
         raise Http404("No such sandbox.")
     try:
-        services.sandbox_set_network(
-            actor=request.user, sandbox=sandbox, mode=request.POST.get("network_mode", ""), source_ip=client_ip(request)
-        )
+        change(sandbox)
     except InvalidInput as exc:
         messages.error(request, _problems(exc))
     except services.SandboxError as exc:
         messages.error(request, str(exc))
     else:
-        messages.info(request, f"{sandbox.name}: network is now {sandbox.get_network_mode_display().lower()}.")
+        messages.info(request, done.format(name=sandbox.name, network=sandbox.get_network_mode_display().lower()))
     return redirect("sandbox_detail", pk=pk)
+
+
+@require_http_methods(["POST"])
+def sandbox_network(request: HttpRequest, pk: int) -> HttpResponse:
+    """Change the network mode; a running sandbox is moved at once."""
+    from . import services
+
+    def change(sandbox: Sandbox) -> None:
+        services.sandbox_set_network(
+            actor=request.user, sandbox=sandbox, mode=request.POST.get("network_mode", ""), source_ip=client_ip(request)
+        )
+
+    return _sandbox_change(request, pk, change, "{name}: network is now {network}.")
 
 
 @require_http_methods(["POST"])
@@ -231,10 +242,7 @@ def sandbox_allowlist(request: HttpRequest, pk: int) -> HttpResponse:
     """Change what allowlist mode reaches; in force at once for a running sandbox."""
     from . import services
 
-    sandbox = selectors.sandbox_get_visible(user=request.user, pk=pk)
-    if sandbox is None:
-        raise Http404("No such sandbox.")
-    try:
+    def change(sandbox: Sandbox) -> None:
         services.sandbox_set_allowlist(
             actor=request.user,
             sandbox=sandbox,
@@ -242,10 +250,5 @@ def sandbox_allowlist(request: HttpRequest, pk: int) -> HttpResponse:
             allow=request.POST.get("egress_allow", "")[:20000],
             source_ip=client_ip(request),
         )
-    except InvalidInput as exc:
-        messages.error(request, _problems(exc))
-    except services.SandboxError as exc:
-        messages.error(request, str(exc))
-    else:
-        messages.info(request, f"{sandbox.name}: allowlist saved.")
-    return redirect("sandbox_detail", pk=pk)
+
+    return _sandbox_change(request, pk, change, "{name}: allowlist saved.")

@@ -15,13 +15,13 @@ from django.db import transaction
 
 from teams.permissions import Role, SystemActor, authorize, role_allows
 
-from .. import egress, engine, live, policy, resolver, vault, workspace
+from .. import egress, engine, live, policy, vault, workspace
 from ..models import Sandbox
 from . import credentials
 from .allowlist import grants_repair, sync_grants
 from .claims import claim, claimed, finish, heartbeat, take_run
 from .claims import enqueue as enqueue_task
-from .common import LostClaim, SandboxError, audit, ensure_network_of, labels, policy_rules, sandbox_spec
+from .common import LostClaim, SandboxError, audit, egress_problems, ensure_network_of, labels, policy_rules, sandbox_spec
 
 log = logging.getLogger(__name__)
 S = Sandbox.Status
@@ -149,15 +149,8 @@ def _require_egress_rules(sandbox: Sandbox, docker) -> None:
                 "use `none` network mode, or set SANDBOX_EGRESS_RULES=false to accept unfiltered egress."
             ]
         )
-    try:
-        wrong = egress.problems()
-    except egress.EgressError as exc:
-        wrong = [str(exc)]
+    wrong = egress_problems(sandbox.network_mode, bridge=True)
     bridge = settings.SANDBOX_ALLOW_BRIDGE if sandbox.network_mode == Sandbox.Network.ALLOWLIST else settings.SANDBOX_BRIDGE
-    if not egress.bridge_present(bridge):
-        wrong.append(f"the bridge interface {bridge} is missing (renamed?), so the rules match nothing")
-    if sandbox.network_mode == Sandbox.Network.ALLOWLIST and (why := resolver.probe()):
-        wrong.append(why)
     if wrong:
         audit(SystemActor("egress"), "egress.refused_start", sandbox, {"problems": wrong})
         raise policy.PolicyViolation(

@@ -71,11 +71,10 @@ def sync_grants() -> int:
     if not egress.enforced() or not engine.engine_for().host.is_local:
         return 0
     with egress.grants_lock():  # the resolver grants under it too: no grant lands after this
-        return _sync_grants()
+        return _sync_grants(allowlist_clients())
 
 
-def _sync_grants() -> int:
-    clients = allowlist_clients()
+def _sync_grants(clients: dict[str, tuple[int, list[allowlist.Entry]]]) -> int:
     wanted = {
         egress.Grant(address, port, str(e.network), e.text)
         for address, (_, entries) in clients.items()
@@ -118,10 +117,14 @@ def grants_repair() -> None:
         )
         return
     try:
-        sync_grants()
+        with egress.grants_lock():
+            clients = allowlist_clients()
+            _sync_grants(clients)
     except (egress.EgressError, engine.EngineError) as exc:
         log.error("the allowlist grants could not be brought in line: %s", exc)
-    _check_resolver()
+        return
+    if clients:
+        _check_resolver()
 
 
 def _check_resolver() -> None:
@@ -131,11 +134,6 @@ def _check_resolver() -> None:
     from .. import resolver
     from .reconcile import stop_networked
 
-    try:
-        if not allowlist_clients():
-            return
-    except engine.EngineError:
-        return
     why = resolver.probe()
     if why and "something other than" in why:
         log.error("allowlist sandboxes stopped: %s", why)

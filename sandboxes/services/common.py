@@ -101,6 +101,24 @@ def network_of(mode: str) -> str:
     return networks.get(mode, "none")
 
 
+def egress_problems(mode: str, *, bridge: bool = False) -> list[str]:
+    """What keeps a sandbox in `mode` off its network, in words (empty: it may join): the rules
+    of both bridges not exactly in place, its bridge missing under its name (`bridge`: once the
+    network was made), or, for allowlist mode, the panel's own resolver not holding its port."""
+    from .. import resolver
+
+    try:
+        wrong = egress.problems()
+    except egress.EgressError as exc:
+        wrong = [str(exc)]
+    name = settings.SANDBOX_ALLOW_BRIDGE if mode == Sandbox.Network.ALLOWLIST else settings.SANDBOX_BRIDGE
+    if bridge and not egress.bridge_present(name):
+        wrong.append(f"the bridge interface {name} is missing (renamed?), so the rules match nothing")
+    if mode == Sandbox.Network.ALLOWLIST and (why := resolver.probe()):
+        wrong.append(why)  # its names are asked of nobody else
+    return wrong
+
+
 def ensure_network_of(docker, mode: str) -> None:
     if mode == Sandbox.Network.INTERNET:
         docker.ensure_network(settings.SANDBOX_NETWORK, subnet=settings.SANDBOX_SUBNET, bridge=settings.SANDBOX_BRIDGE)

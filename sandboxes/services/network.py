@@ -10,10 +10,10 @@ from django.db import transaction
 
 from teams.permissions import Role, authorize
 
-from .. import egress, engine, live, resolver
+from .. import egress, engine, live
 from ..models import Sandbox
 from .allowlist import sync_grants
-from .common import InvalidInput, SandboxError, audit, ensure_network_of, network_of
+from .common import InvalidInput, SandboxError, audit, egress_problems, ensure_network_of, network_of
 
 log = logging.getLogger(__name__)
 
@@ -37,12 +37,7 @@ def sandbox_set_network(*, actor, sandbox: Sandbox, mode: str, source_ip: str | 
             if mode == Sandbox.Network.ALLOWLIST:
                 raise SandboxError("Allowlist mode needs the host's egress rules, and SANDBOX_EGRESS_RULES is off.")
         else:
-            try:
-                wrong = egress.problems() if docker.host.is_local else ["the engine is not on this machine"]
-            except egress.EgressError as exc:
-                wrong = [str(exc)]
-            if mode == Sandbox.Network.ALLOWLIST and not wrong and (why := resolver.probe()):
-                wrong.append(why)
+            wrong = egress_problems(mode) if docker.host.is_local else ["the engine is not on this machine"]
             if wrong:
                 raise SandboxError("The egress rules are not in place (" + "; ".join(wrong) + "); the sandbox stays off the network.")
     if live_change and mode == Sandbox.Network.ALLOWLIST and egress.enforced() and egress.docker_asks_loopback():
