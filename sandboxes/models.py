@@ -54,6 +54,8 @@ class Sandbox(models.Model):
         BACKUP = "backup"
         RESTORE = "restore"
         INCIDENT = "incident"
+        CHECKPOINT = "checkpoint"
+        ROLLBACK = "rollback"
 
     class Network(models.TextChoices):
         INTERNET = "internet", "Internet"
@@ -106,6 +108,10 @@ class Sandbox(models.Model):
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)
     host_path_ids = models.JSONField(default=dict, blank=True)
+    # The disk quota (MB) of the sandbox's folders, home and checkpoints, and the btrfs quota group
+    # that enforces it ("1/<id>", storage.pool). No group: plain folders (no pool), no quota.
+    disk_mb = models.PositiveIntegerField(null=True, blank=True)
+    disk_group = models.CharField(max_length=32, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -117,6 +123,9 @@ class Sandbox(models.Model):
             models.CheckConstraint(condition=Q(memory_mb__gte=6, memory_mb__lte=16 * 1024 * 1024), name="sandbox_memory_in_range"),
             models.CheckConstraint(condition=Q(cpus__gt=0, cpus__lte=512), name="sandbox_cpus_in_range"),
             models.CheckConstraint(condition=Q(pids_limit__gt=0, pids_limit__lte=4_194_304), name="sandbox_pids_in_range"),
+            models.CheckConstraint(
+                condition=Q(disk_mb__isnull=True) | Q(disk_mb__gte=64, disk_mb__lte=1 << 32), name="sandbox_disk_in_range"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -130,6 +139,15 @@ class Sandbox(models.Model):
     def container_name(self) -> str:
         prefix = "ccpanel" if settings.PANEL_INSTANCE == "default" else f"ccpanel-{settings.PANEL_INSTANCE}"
         return f"{prefix}-{self.name}"
+
+    @property
+    def home_path(self) -> Path:
+        """Where a sandbox in the storage pool keeps its home (its volume is bound to it)."""
+        return settings.WORKSPACE_ROOT / self.name / "home"
+
+    @property
+    def in_pool(self) -> bool:
+        return bool(self.disk_group)
 
     @property
     def volume_name(self) -> str:

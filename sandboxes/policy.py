@@ -125,8 +125,17 @@ class BindMount:
 
 @dataclass(frozen=True)
 class VolumeMount:
+    """A named volume (a sandbox's home). In the storage pool the volume is bound to `device`, a
+    folder inside the sandbox's subvolume, judged like a workspace folder before every start
+    (`chain`, recorded when it was made)."""
+
     name: str
     target: str
+    device: str = ""
+    chain: tuple[tuple[int, int], ...] | None = None
+
+    def as_bind(self) -> "BindMount":
+        return BindMount(self.device, self.target, False, self.chain, workspace=True)
 
 
 @dataclass(frozen=True)
@@ -488,7 +497,7 @@ def check_host_paths(spec: ContainerSpec, rules: Rules) -> list[str]:
         forbidden = forbidden_chains(rules) if extra else []
     except HostPathError as exc:
         return [f"Extra mounts cannot be judged: {exc}"]
-    for bind in spec.binds:
+    for bind in (*spec.binds, *(v.as_bind() for v in spec.volumes if v.device)):
         root = rules.workspace_root if bind.workspace else _root_of(bind.source, rules.mount_roots)
         try:
             chain = dir_chain(bind.source, root=root, trusted_uids=rules.trusted_uids)
@@ -601,6 +610,10 @@ def _check_mount_layout(spec: ContainerSpec, rules: Rules) -> list[str]:
             problems.append(f"Volume {volume.name} may only be mounted on a home directory (/home/<user>).")
         if not uuid or uuid not in volume.name:
             problems.append(f"Volume {volume.name} does not belong to this sandbox.")
+        if volume.device and (
+            not is_normalised(volume.device) or not is_within(volume.device, rules.workspace_root) or volume.device == rules.workspace_root
+        ):
+            problems.append(f"Volume {volume.name} may only be bound to a folder inside {rules.workspace_root}.")
         targets.append(volume.target)
     for i, target in enumerate(targets):
         for other in targets[i + 1 :]:

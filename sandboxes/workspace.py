@@ -1,9 +1,15 @@
 """The sandbox's folders on the host, under WORKSPACE_ROOT/<name>/.
 
-    WORKSPACE_ROOT/<name>/                  root-owned, 0755, never mounted
+    WORKSPACE_ROOT/                         0700 (no other host user enters); with the storage
+                                            pool, a btrfs file system mounted nosuid,nodev
+      <name>/                               root-owned, 0755, never mounted; in the pool, a
+                                            subvolume with a disk quota (storage.pool)
         .ccpanel-sandbox                    marker: the sandbox's UUID
         Projects/ Documentation/ Research/  uid 1000, 0755, each mounted at /workspace/<folder>
         shared/ imports/ exports/
+        home/                               in the pool only: uid 1000, 0700, the home volume's
+                                            files (the volume is bound to it), never a mount
+                                            of its own
 
 The sandbox sees only the six folders, each as a mount point, and cannot rename or replace them:
 their parent is root's and is not mounted anywhere. Everything here works relative to file
@@ -25,6 +31,8 @@ import os
 
 from django.conf import settings
 
+from storage import pool
+
 from . import fdwalk, policy
 
 # folder name -> mounted read-only inside the container
@@ -36,6 +44,7 @@ FOLDERS: dict[str, bool] = {
     "imports": True,
     "exports": False,
 }
+HOME = "home"  # a pool sandbox's home, beside the six folders
 MARKER = ".ccpanel-sandbox"
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -48,7 +57,8 @@ def _open_root() -> int:
     root = str(settings.WORKSPACE_ROOT)
     if not os.path.isdir(root):
         os.makedirs(root, exist_ok=True)
-        os.chmod(root, 0o755)
+    if os.geteuid() == 0 and os.stat(root).st_mode & 0o077:
+        os.chmod(root, 0o700)  # no other host user may list or enter the sandboxes' folders
     try:
         return policy.open_dir_nofollow(root, flags=os.O_RDONLY)
     except policy.HostPathError as exc:
@@ -96,10 +106,10 @@ def _check_name(name: str) -> None:
 Chain = tuple[tuple[int, int], ...]
 
 
-def workspace_create(name: str, uuid: str) -> dict[str, Chain]:
-    """Create the sandbox's folder, its marker and the six folders; return, for each of the six,
-    the (device, inode) of every folder from / down to it, to be recorded and checked again
-    before every start.
+def workspace_create(name: str, uuid: str, *, subvolume: bool = False) -> dict[str, Chain]:
+    """Create the sandbox's folder, its marker and the six folders (and, as a subvolume of the
+    storage pool, its home folder); return, for each of them, the (device, inode) of every
+    folder from / down to it, to be recorded and checked again before every start.
 
     Never adopts someone else's data: a folder that exists already is used only if it carries
     this sandbox's marker (a redelivered task) or is empty; otherwise WorkspaceError says what
@@ -107,6 +117,8 @@ def workspace_create(name: str, uuid: str) -> dict[str, Chain]:
     _check_name(name)
     root_fd = _open_root()
     try:
+        if subvolume and not os.path.lexists(settings.WORKSPACE_ROOT / name):
+            pool.create_subvolume(settings.WORKSPACE_ROOT / name)
         try:
             os.mkdir(name, 0o700, dir_fd=root_fd)
         except FileExistsError:
@@ -116,14 +128,18 @@ def workspace_create(name: str, uuid: str) -> dict[str, Chain]:
         except OSError:
             raise WorkspaceError(f"{settings.WORKSPACE_ROOT / name} exists and is not a plain folder; move it away, then retry.") from None
         try:
-            return _fill(base_fd, name, uuid)
+            if subvolume and os.fstat(base_fd).st_ino != pool.SUBVOLUME_INO:
+                raise WorkspaceError(
+                    f"{settings.WORKSPACE_ROOT / name} is a plain folder, not a subvolume of the pool; move it away, then retry."
+                )
+            return _fill(base_fd, name, uuid, home=subvolume)
         finally:
             os.close(base_fd)
     finally:
         os.close(root_fd)
 
 
-def _fill(base_fd: int, name: str, uuid: str) -> dict[str, Chain]:
+def _fill(base_fd: int, name: str, uuid: str, *, home: bool) -> dict[str, Chain]:
     base = settings.WORKSPACE_ROOT / name
     marker = _read_marker(base_fd)
     if marker is None:
@@ -146,7 +162,7 @@ def _fill(base_fd: int, name: str, uuid: str) -> dict[str, Chain]:
     os.fchmod(base_fd, 0o755)
     chains = {}
     trusted = {0, os.geteuid()}
-    for folder in FOLDERS:
+    for folder in (*FOLDERS, *((HOME,) if home else ())):
         try:
             os.mkdir(folder, 0o700, dir_fd=base_fd)
         except FileExistsError:
@@ -158,7 +174,7 @@ def _fill(base_fd: int, name: str, uuid: str) -> dict[str, Chain]:
         try:
             if is_root:
                 os.fchown(fd, settings.SANDBOX_UID, settings.SANDBOX_GID)
-            os.fchmod(fd, 0o755)
+            os.fchmod(fd, 0o700 if folder == HOME else 0o755)
             st = os.fstat(fd)
             path = str(base / folder)
             # Walked again by path, as Docker will: it must reach the very folder made here.

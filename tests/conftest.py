@@ -53,7 +53,7 @@ def _require_marker(request, marker: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def _docker_ping():
+def _docker_ping(_storage_pool):
     try:
         answer = engine.engine_for().ping()
     except engine.EngineError as exc:
@@ -62,6 +62,42 @@ def _docker_ping():
     # panel's watcher and periodic check put them there, the tests do it once here.
     egress.apply()
     return answer
+
+
+@pytest.fixture(scope="session")
+def _storage_pool():
+    """The tests' own storage pool (a loop file in var/, as `make run` makes one beside the
+    workspace root), mounted at the test workspace root for the session; unmounted, its loop
+    device released and its file removed at the end, whatever the outcome."""
+    from storage import pool
+
+    _empty_pool(Path(settings.WORKSPACE_ROOT))
+    try:
+        said = pool.ensure()
+    except pool.PoolError as exc:
+        pytest.fail(f"These tests need a btrfs storage pool: {exc}")
+    if not pool.active():
+        pytest.fail(f"The storage pool is not mounted: {said}")
+    try:
+        yield
+    finally:
+        _remove_test_resources(docker=False)
+        pool.unmount()
+        Path(settings.STORAGE_POOL_FILE).unlink(missing_ok=True)
+
+
+def _empty_pool(root: Path) -> None:
+    """Delete every subvolume and snapshot in the tests' pool (deepest first: a subvolume made
+    inside another must go before it), so that `rm` can take the rest."""
+    if not str(root).startswith(str(ROOT / "var")):
+        raise UnsafeCleanup(f"{root} is not inside {ROOT / 'var'}")
+    found = subprocess.run(["findmnt", "-n", "-o", "FSTYPE", "--mountpoint", str(root)], capture_output=True, text=True, check=False)
+    if found.stdout.strip() != "btrfs":
+        return
+    listed = subprocess.run(["btrfs", "subvolume", "list", str(root)], capture_output=True, text=True, check=False).stdout
+    paths = sorted((line.split(" path ", 1)[1] for line in listed.splitlines() if " path " in line), key=len, reverse=True)
+    for path in paths:
+        subprocess.run(["btrfs", "subvolume", "delete", str(root / path)], capture_output=True, check=False)
 
 
 @pytest.fixture
@@ -127,9 +163,28 @@ def remove_test_resources(
         images = docker_cli("images", "-q", "--filter", f"label={label}").stdout.split()
         if images:
             docker_cli("rmi", "-f", *set(images), check=False)
-    for path in [root, *mount_roots, *var_roots]:
+    _empty_pool(root)
+    # The pool's mount point stays (the session's fixture unmounts it); what is in it goes.
+    in_pool = [root / name for name in os.listdir(root)] if _is_pool(root) else [root]
+    for path in [*in_pool, *mount_roots, *var_roots]:
         if Path(path).exists():
             subprocess.run(["rm", "-rf", "--one-file-system", str(path)], check=False)
+    _restore_pool_root(root)
+
+
+def _is_pool(root: Path) -> bool:
+    from storage import pool
+
+    return pool.mounted_at(root) is not None
+
+
+def _restore_pool_root(root: Path) -> None:
+    """`rm` cannot remove the pool's mount point (nor the folders the pool keeps): put back
+    what the panel expects there."""
+    from storage import pool
+
+    if _is_pool(root):
+        pool.ensure()
 
 
 def _remove_test_resources(*, docker: bool = True):

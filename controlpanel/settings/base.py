@@ -4,7 +4,7 @@ Everything a user may want to change comes from the environment (see README.md,
 "Configuration"); the defaults give a panel on 127.0.0.1:8000 with SQLite and the panel's own
 Redis on a unix socket in var/. A value that cannot be read stops start-up with its name.
 The topics live in their own modules: queue (Redis, Celery, Channels), sandboxes, backups,
-security.
+security, storage.
 """
 
 import os
@@ -16,6 +16,7 @@ from .env import BASE_DIR, VAR_DIR, env_str  # noqa: F401
 from .queue import *  # noqa: F403
 from .sandboxes import *  # noqa: F403
 from .security import *  # noqa: F403
+from .storage import *  # noqa: F403
 
 INSTALLED_APPS = [
     "daphne",
@@ -35,6 +36,7 @@ INSTALLED_APPS = [
     "backups",
     "incidents",
     "audit",
+    "storage",
 ]
 
 MIDDLEWARE = [

@@ -36,6 +36,8 @@ TEST_ENVIRONMENT = {
     "BACKUP_ROOT": str(_base / "var" / f"{_name}-backups"),
     "EVIDENCE_ROOT": str(_base / "var" / f"{_name}-evidence"),
     "SECRETS_KEY_FILE": str(_base / "var" / f"{_name}-secrets_key"),
+    # The tests' own storage pool (mounted by the suite, tests/conftest.py; removed at its end).
+    "STORAGE_POOL_FILE": str(_base / "var" / f"{_name}-pool.btrfs"),
 }
 os.environ.update(TEST_ENVIRONMENT)
 # Defaults that suit the tests; a test may set others for the processes it starts.
@@ -44,6 +46,8 @@ for _key, _value in {
     "SANDBOX_DEFAULT_MEMORY_MB": "256",
     "SANDBOX_DEFAULT_CPUS": "1",
     "SANDBOX_STOP_TIMEOUT": "3",
+    "STORAGE_POOL_SIZE_MB": "6144",
+    "SANDBOX_DEFAULT_DISK_MB": "1024",
 }.items():
     os.environ.setdefault(_key, _value)
 # The panel's own Redis (or REDIS_URL's server), on a database of the tests' own.

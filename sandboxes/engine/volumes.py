@@ -13,12 +13,16 @@ from .client import BaseClient, EngineError, NotFound, carries, translate
 
 
 class VolumesMixin(BaseClient):
-    def ensure_volume(self, name: str, *, labels: dict[str, str]) -> None:
-        """Create the named volume. Docker returns an existing volume of that name instead, so
-        its labels are checked: a volume that is not this sandbox's is never used."""
-        volume = self.call(self.api.create_volume, name=name, driver="local", labels=labels)
+    def ensure_volume(self, name: str, *, labels: dict[str, str], device: str = "") -> None:
+        """Create the named volume (bound to the host folder `device`, if given). Docker returns
+        an existing volume of that name instead, so its labels and its binding are checked: a
+        volume that is not this sandbox's, or not bound where it should be, is never used."""
+        opts = {"type": "none", "o": "bind", "device": device} if device else None
+        volume = self.call(self.api.create_volume, name=name, driver="local", driver_opts=opts, labels=labels)
         if not carries(volume.get("Labels"), labels):
             raise EngineError(f"A volume named {name} exists that does not belong to this sandbox; it is never reused.")
+        if (volume.get("Options") or None) != opts:
+            raise EngineError(f"The volume {name} is not bound to {device or 'nothing'} as the sandbox needs; it is left alone.")
 
     def volume_exists(self, name: str) -> bool:
         try:

@@ -50,14 +50,25 @@ def save_claimed(sandbox: Sandbox, action: str, **changes) -> None:
 
 def provision(sandbox: Sandbox, action: str) -> None:
     """The sandbox's folders (first time only, recording their identities), home volume and network."""
+    from storage import pool
+    from storage import services as storage
+
+    recorded = sandbox.host_path_ids or {}
     folders = [str(sandbox.workspace_path / f) for f in workspace.FOLDERS]
-    if not all(f in (sandbox.host_path_ids or {}) for f in folders):
-        chains = workspace.workspace_create(sandbox.name, str(sandbox.uuid))
-        save_claimed(
-            sandbox, action, host_path_ids={**(sandbox.host_path_ids or {}), **{p: [list(pair) for pair in c] for p, c in chains.items()}}
-        )
+    if sandbox.in_pool:
+        folders.append(str(sandbox.home_path))
+    if not all(f in recorded for f in folders):
+        # A new sandbox goes into the storage pool when there is one; one that has folders
+        # already (made before the pool) keeps them until it is migrated.
+        into_pool = sandbox.in_pool or (pool.active() and not any(f in recorded for f in folders))
+        chains = workspace.workspace_create(sandbox.name, str(sandbox.uuid), subvolume=into_pool)
+        changes: dict[str, object] = {"host_path_ids": {**recorded, **{p: [list(pair) for pair in c] for p, c in chains.items()}}}
+        if into_pool and not sandbox.disk_group:
+            changes["disk_group"] = storage.place(sandbox)
+            changes["disk_mb"] = sandbox.disk_mb or settings.SANDBOX_DEFAULT_DISK_MB
+        save_claimed(sandbox, action, **changes)
     docker = engine.engine_for(sandbox)
-    docker.ensure_volume(sandbox.volume_name, labels=labels(sandbox))
+    docker.ensure_volume(sandbox.volume_name, labels=labels(sandbox), device=str(sandbox.home_path) if sandbox.in_pool else "")
     ensure_network_of(docker, sandbox.network_mode)
 
 
@@ -167,13 +178,14 @@ def _verify_mounted(docker, container_id: str, spec: policy.ContainerSpec) -> No
     that won the race between the check and the mount is caught here, and the container is
     removed before the start is reported. A container that exited at once is said so (and kept,
     with its output)."""
-    seen = docker.mounted_identities(container_id, [b.target for b in spec.binds])
+    binds = (*spec.binds, *(v.as_bind() for v in spec.volumes if v.device))  # a pool sandbox's home too
+    seen = docker.mounted_identities(container_id, [b.target for b in binds])
     if seen is None:
         state = docker.container_state(container_id)
         if state is not None and state.status in ("exited", "dead"):
             raise engine.EngineError(f"the container exited at once (code {state.exit_code}); its output says why.")
         return  # a remote engine: the checks before the start are what holds
-    wrong = [b for b in spec.binds if seen.get(b.target) != b.identity]
+    wrong = [b for b in binds if seen.get(b.target) != b.identity]
     if wrong:
         docker.remove_container(container_id)
         raise policy.PolicyViolation(
@@ -220,6 +232,8 @@ def run_clean(sandbox: Sandbox, action: str) -> None:
 def run_destroy(sandbox: Sandbox, action: str) -> None:
     """Everything goes, whatever is or is not on disk; what is not this sandbox's stays, and the
     outcome says so."""
+    from storage import services as storage
+
     docker = engine.engine_for(sandbox)
     if sandbox.container_id:
         docker.remove_container(sandbox.container_id)
@@ -231,6 +245,8 @@ def run_destroy(sandbox: Sandbox, action: str) -> None:
         left.append(f"volume {sandbox.volume_name} is not this sandbox's; left in place")
     if note := workspace.workspace_remove(sandbox.name, str(sandbox.uuid)):
         left.append(note)
+    if not note:
+        left += storage.forget(sandbox)  # its checkpoints and quota group
     credentials.forget(sandbox)
     save_claimed(sandbox, action, container_id="", status_detail="; ".join(left))
 

@@ -153,7 +153,7 @@ def sandbox_spec(sandbox: Sandbox, extra_mounts: list[Mount] | None = None, *, s
         dns=(egress.allow_gateway(),) if sandbox.network_mode == Sandbox.Network.ALLOWLIST else (),
         user=f"{settings.SANDBOX_UID}:{settings.SANDBOX_GID}",
         binds=tuple(binds),
-        volumes=(policy.VolumeMount(sandbox.volume_name, home_target()),),
+        volumes=(home_volume(sandbox),),
         labels=spec_labels,
         environment=environment,
         hostname=sandbox.name,
@@ -163,7 +163,7 @@ def sandbox_spec(sandbox: Sandbox, extra_mounts: list[Mount] | None = None, *, s
         read_only_rootfs=sandbox.read_only_rootfs,
         security_opt=(policy.NO_NEW_PRIVILEGES, *((policy.selinux_level_option(sandbox.selinux_level),) if sandbox.selinux_level else ())),
         tmpfs=(
-            *((target, min(settings.SANDBOX_TMP_MB, sandbox.memory_mb) * 1024 * 1024) for target in ("/tmp", "/var/tmp")),
+            *((target, tmp_bytes(sandbox)) for target in ("/tmp", "/var/tmp")),
             ("/run/secrets", SECRETS_TMPFS_BYTES),
         ),
         ulimits=(("nofile", settings.SANDBOX_NOFILE, settings.SANDBOX_NOFILE), ("nproc", settings.SANDBOX_NPROC, settings.SANDBOX_NPROC)),
@@ -181,12 +181,28 @@ def helper_spec(sandbox: Sandbox) -> policy.ContainerSpec:
         pids_limit=16,
         network="none",
         user=f"{settings.SANDBOX_UID}:{settings.SANDBOX_GID}",
-        volumes=(policy.VolumeMount(sandbox.volume_name, home_target()),),
+        volumes=(home_volume(sandbox),),
         labels={**labels(sandbox), engine.LABEL_HELPER: "true"},
         runtime="runc",
         read_only_rootfs=True,
         profile="helper",
     )
+
+
+def tmp_bytes(sandbox: Sandbox) -> int:
+    """The size of each of /tmp and /var/tmp. They are in memory and count against the memory
+    limit, so together they take at most half of it: a sandbox that fills both still has half
+    its memory for its processes (and for the `rm` that cleans up), instead of every later
+    process being killed while it looks "running"."""
+    return min(settings.SANDBOX_TMP_MB, max(sandbox.memory_mb // 4, 1)) * 1024 * 1024
+
+
+def home_volume(sandbox: Sandbox) -> policy.VolumeMount:
+    """The sandbox's home volume; in the storage pool, bound to its home folder there."""
+    if not sandbox.in_pool:
+        return policy.VolumeMount(sandbox.volume_name, home_target())
+    device = str(sandbox.home_path)
+    return policy.VolumeMount(sandbox.volume_name, home_target(), device, recorded_chain(sandbox, device))
 
 
 def home_target() -> str:

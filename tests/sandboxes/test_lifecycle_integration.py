@@ -82,8 +82,14 @@ def test_lifecycle_create_stop_reset_destroy(client, admin_user, team, celery_wo
     assert net["IPAM"]["Config"][0]["Subnet"] == settings.SANDBOX_SUBNET
     workspace = Path(settings.WORKSPACE_ROOT) / "life"
     assert sorted(p.name for p in workspace.iterdir()) == sorted(
-        [".ccpanel-sandbox", "Projects", "Documentation", "Research", "shared", "imports", "exports"]
+        [".ccpanel-sandbox", "Projects", "Documentation", "Research", "shared", "imports", "exports", "home"]
     )
+    # In the storage pool: a subvolume of its own, its home volume bound to home/ inside it.
+    assert workspace.stat().st_ino == 256 and sandbox.disk_group.startswith("1/")
+    volume = json.loads(docker_cli("volume", "inspect", sandbox.volume_name).stdout)[0]
+    assert volume["Options"] == {"type": "none", "o": "bind", "device": str(workspace / "home")}
+    docker_cli("exec", sandbox.container_id, "sh", "-c", "echo mine > /home/claude/h.txt")
+    assert (workspace / "home" / "h.txt").read_text() == "mine\n"
     assert (workspace / ".ccpanel-sandbox").read_text().strip() == str(sandbox.uuid)
     assert all((workspace / p).stat().st_mode & 0o777 == 0o755 for p in ["", "Projects", "imports"])
     # The sandbox's own folder is root's: nothing inside can rename its mount points.

@@ -1,0 +1,387 @@
+"""The storage pool: the ONLY code that runs `btrfs`, `mkfs.btrfs`, `mount` and `losetup`.
+
+    WORKSPACE_ROOT                      the pool, mounted nosuid,nodev; root's, 0700
+        <name>/                         one subvolume per sandbox (its six folders and home/),
+                                        in a level-1 quota group 1/<id> that carries its limit
+        .checkpoints/<uuid>/<id>        read-only snapshots of it (checkpoints), in the same group
+        .snapshots/<uuid>-<what>        short-lived read-only snapshots (backups, evidence)
+
+A sandbox's quota group is 1/<the subvolume id of its first subvolume>: btrfs never reuses a
+subvolume id, so the group is the sandbox's alone, and every subvolume made from it (a rollback's
+new live copy, a checkpoint) joins the same group when it is made (`-i`), which keeps the
+accounting exact without a rescan. The limit is on what the group references, so a checkpoint
+costs what it holds that the live copy no longer does: the file system's own count.
+
+Paths, not file descriptors, are handed to the btrfs tool. That is safe here because every
+path this module is given lies in folders only root can write: the pool's root (0700), a
+sandbox's subvolume root (root's, 0755) and the snapshot folders. Nothing a sandbox can write is
+ever on the way.
+"""
+
+import fcntl
+import logging
+import os
+import shutil
+import struct
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from django.conf import settings
+
+log = logging.getLogger(__name__)
+CHECKPOINTS = ".checkpoints"
+SNAPSHOTS = ".snapshots"
+_TIMEOUT = 120
+
+
+class PoolError(Exception):
+    """A pool operation that failed; the message says what and why."""
+
+
+def _run(*args: str, timeout: float = _TIMEOUT) -> str:
+    try:
+        done = subprocess.run(args, capture_output=True, text=True, timeout=timeout, check=False)
+    except FileNotFoundError:
+        raise PoolError(f"{args[0]} is not installed (Debian: apt-get install btrfs-progs).") from None
+    except subprocess.TimeoutExpired:
+        raise PoolError(f"{' '.join(args[:3])} did not finish within {timeout:.0f} s.") from None
+    if done.returncode != 0:
+        raise PoolError(f"{' '.join(args[:3])} failed: {(done.stderr or done.stdout).strip()[:500]}")
+    return done.stdout
+
+
+# --- the pool itself -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Mounted:
+    point: str
+    fstype: str
+    source: str
+    options: frozenset[str]
+
+
+def mounted_at(path: str | Path) -> Mounted | None:
+    """The file system mounted exactly at `path` (the last one, if several are stacked)."""
+    point = os.path.realpath(path)
+    found = None
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                left, _, right = line.partition(" - ")
+                fields = left.split()
+                if len(fields) < 6 or fields[4].replace("\\040", " ") != point:
+                    continue
+                fstype, source, *_ = right.split() + ["", ""]
+                found = Mounted(point, fstype, source, frozenset(fields[5].split(",")))
+    except OSError:
+        return None
+    return found
+
+
+def enabled() -> bool:
+    """Whether this panel keeps new sandboxes in a pool (STORAGE_POOL is not "none")."""
+    return settings.STORAGE_POOL != "none"
+
+
+def active() -> bool:
+    """Whether the pool is in use now: wanted, and a btrfs file system is mounted at
+    WORKSPACE_ROOT. (Where it is not, sandboxes keep plain folders, without a disk quota.)"""
+    if not enabled():
+        return False
+    found = mounted_at(settings.WORKSPACE_ROOT)
+    return found is not None and found.fstype == "btrfs"
+
+
+def status() -> dict:
+    """What the pool is, for the pages and `manage.py pool status`: mounted or not, its size and
+    free space (bytes), and where it comes from."""
+    root = str(settings.WORKSPACE_ROOT)
+    found = mounted_at(root)
+    info = {"wanted": enabled(), "mounted": bool(found and found.fstype == "btrfs"), "root": root, "kind": settings.STORAGE_POOL}
+    if settings.STORAGE_POOL == "loop":
+        info["file"] = str(settings.STORAGE_POOL_FILE)
+    if info["mounted"]:
+        st = os.statvfs(root)
+        info["size"] = st.f_blocks * st.f_frsize
+        info["free"] = st.f_bavail * st.f_frsize
+        info["options"] = sorted(found.options & {"nosuid", "nodev"}) if found else []
+    return info
+
+
+def default_size_mb(folder: Path) -> int:
+    """A quarter of the free space where the loop file goes, at least 2 GiB, leaving 5 GiB free."""
+    free_mb = shutil.disk_usage(folder).free // (1024 * 1024)
+    size = max(free_mb // 4, 2048)
+    if free_mb - size < 5 * 1024:
+        raise PoolError(
+            f"Only {free_mb} MiB are free in {folder}: too little for a storage pool (it needs 2 GiB and leaves 5 GiB). "
+            "Free some space, set STORAGE_POOL_SIZE_MB, or STORAGE_POOL=none for plain folders without a disk quota."
+        )
+    return size
+
+
+def ensure() -> str:
+    """Make, mount and check the pool as the settings say (make run, and the test suite); say
+    what was done. Idempotent: a mounted pool is only checked (quotas on, nosuid and nodev)."""
+    root = Path(settings.WORKSPACE_ROOT)
+    if not enabled():
+        return "STORAGE_POOL=none: sandboxes keep plain folders, without a disk quota."
+    found = mounted_at(root)
+    if found is None:
+        if root.is_dir() and any(root.iterdir()):
+            return (
+                f"{root} holds sandboxes in plain folders and no pool is mounted there; they keep working without a disk quota. "
+                "`manage.py pool migrate` moves them into a pool."
+            )
+        root.mkdir(parents=True, exist_ok=True)
+        if settings.STORAGE_POOL == "loop":
+            said = _mount_loop(root)
+        else:
+            said = _mount_named(root, Path(settings.STORAGE_POOL))
+    elif found.fstype != "btrfs":
+        raise PoolError(f"{root} is a mount point of {found.fstype}, not btrfs: unmount it, or set STORAGE_POOL=none.")
+    else:
+        said = f"the storage pool is mounted at {root}"
+    _harden(root)
+    return said
+
+
+def _mount_loop(root: Path) -> str:
+    image = Path(settings.STORAGE_POOL_FILE)
+    made = ""
+    if not image.exists():
+        image.parent.mkdir(parents=True, exist_ok=True)
+        size_mb = settings.STORAGE_POOL_SIZE_MB or default_size_mb(image.parent)
+        tmp = image.with_name(image.name + ".new")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            # Allocated up front: a host disk that fills up later cannot turn into I/O errors
+            # inside the pool.
+            os.posix_fallocate(fd, 0, size_mb * 1024 * 1024)
+        except OSError as exc:
+            os.close(fd)
+            tmp.unlink(missing_ok=True)
+            raise PoolError(f"Could not allocate {size_mb} MiB for {image}: {exc}") from None
+        os.close(fd)
+        _run("mkfs.btrfs", "-q", "-L", "ccpanel-pool", str(tmp))
+        os.replace(tmp, image)
+        made = f"made a {size_mb} MiB storage pool in {image}; "
+    _run("mount", "-o", "loop,nosuid,nodev", str(image), str(root))
+    return f"{made}mounted {image} at {root}"
+
+
+def _mount_named(root: Path, fs: Path) -> str:
+    found = mounted_at(fs)
+    if found is None or found.fstype != "btrfs":
+        raise PoolError(f"STORAGE_POOL={fs} is not the mount point of a btrfs file system.")
+    sub = fs / f"ccpanel-{settings.PANEL_INSTANCE}"
+    if not sub.exists():
+        _run("btrfs", "subvolume", "create", str(sub))
+    _run("mount", "--bind", str(sub), str(root))
+    _run("mount", "-o", "remount,bind,nosuid,nodev", str(root))
+    return f"mounted {sub} at {root}"
+
+
+def _harden(root: Path) -> None:
+    found = mounted_at(root)
+    if found is not None and not {"nosuid", "nodev"} <= found.options:
+        _run("mount", "-o", "remount,nosuid,nodev", str(root))
+    if not quotas_on(root):
+        _enable_quotas(root)
+    if os.geteuid() == 0:
+        os.chown(root, 0, 0)
+    # No other host user may list, read or enter a sandbox's folders.
+    os.chmod(root, 0o700)
+    for folder in (CHECKPOINTS, SNAPSHOTS):
+        (root / folder).mkdir(mode=0o700, exist_ok=True)
+
+
+def unmount() -> None:
+    """Unmount the pool (its loop device goes with it); the loop file stays."""
+    if mounted_at(settings.WORKSPACE_ROOT) is not None:
+        _run("umount", str(settings.WORKSPACE_ROOT))
+
+
+def grow(size_mb: int) -> str:
+    """Grow the loop file to `size_mb` and the file system with it, while mounted."""
+    if settings.STORAGE_POOL != "loop":
+        raise PoolError("Only a loop-file pool is grown by the panel; grow a named file system with btrfs itself.")
+    image = Path(settings.STORAGE_POOL_FILE)
+    found = mounted_at(settings.WORKSPACE_ROOT)
+    if found is None or not image.exists():
+        raise PoolError("The pool is not mounted: run `make run` (or `manage.py pool ensure`) first.")
+    now = image.stat().st_size
+    if size_mb * 1024 * 1024 <= now:
+        raise PoolError(f"The pool is {now // (1024 * 1024)} MiB already; give a larger size.")
+    fd = os.open(image, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.posix_fallocate(fd, 0, size_mb * 1024 * 1024)
+    finally:
+        os.close(fd)
+    _run("losetup", "-c", found.source)
+    _run("btrfs", "filesystem", "resize", "max", str(settings.WORKSPACE_ROOT))
+    return f"the pool is now {size_mb} MiB"
+
+
+def _enable_quotas(root: Path) -> None:
+    """Simple quotas where the kernel has them (6.7 and later), else full qgroups.
+
+    Simple quotas matter for containment, not only speed: a subvolume that a sandbox makes
+    inside its own folders (btrfs lets any owner of a folder do that, no capability needed)
+    joins its parent's quota group, so it cannot be used to write past the quota. With full
+    qgroups such a subvolume is in no group; the periodic check (`quota_escapes`) finds it."""
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        # BTRFS_IOC_QUOTA_CTL with BTRFS_QUOTA_CTL_ENABLE_SIMPLE_QUOTA: btrfs-progs before 6.7
+        # has no word for it.
+        fcntl.ioctl(fd, _IOC_QUOTA_CTL, bytearray(struct.pack("QQ", 4, 0)))
+        return
+    except OSError as exc:
+        log.warning("simple quotas are not available (%s); using full qgroups", exc)
+    finally:
+        os.close(fd)
+    _run("btrfs", "quota", "enable", str(root))
+
+
+_IOC_QUOTA_CTL = (3 << 30) | (16 << 16) | (0x94 << 8) | 40
+
+
+def quota_mode() -> str:
+    """ "squota" (simple quotas), "qgroup" (full) or "" (no quotas, or no pool)."""
+    folder = _sysfs(settings.WORKSPACE_ROOT)
+    try:
+        return (folder / "qgroups" / "mode").read_text().strip() if folder else ""
+    except OSError:
+        return ""
+
+
+def quotas_on(root: Path | str) -> bool:
+    folder = _sysfs(root)
+    return folder is not None and (folder / "qgroups").is_dir()
+
+
+def _sysfs(path: Path | str) -> Path | None:
+    """/sys/fs/btrfs/<fsid>/ of the file system holding `path`."""
+    found = mounted_at(settings.WORKSPACE_ROOT)
+    if found is None:
+        return None
+    return _sysfs_of(found.source, str(settings.WORKSPACE_ROOT))
+
+
+_FSID: dict[str, str] = {}
+
+
+def _sysfs_of(source: str, point: str) -> Path | None:
+    key = f"{source}@{point}"
+    if key not in _FSID:
+        try:
+            out = _run("btrfs", "filesystem", "show", "--raw", point, timeout=20)
+        except PoolError:
+            return None
+        for word in out.split():
+            if word.count("-") == 4 and len(word) == 36:
+                _FSID[key] = word
+                break
+        else:
+            return None
+    return Path("/sys/fs/btrfs") / _FSID[key]
+
+
+# --- subvolumes, quotas, snapshots -------------------------------------------------------------------
+
+
+def is_subvolume(path: str | Path) -> bool:
+    try:
+        st = os.stat(path, follow_symlinks=False)
+    except OSError:
+        return False
+    return st.st_ino == 256 and os.path.isdir(path)
+
+
+def subvolume_id(path: str | Path) -> int:
+    return int(_run("btrfs", "inspect-internal", "rootid", str(path)).strip())
+
+
+SUBVOLUME_INO = 256  # the root folder of every btrfs subvolume has this inode number
+
+
+def create_subvolume(path: str | Path) -> None:
+    _run("btrfs", "subvolume", "create", str(path))
+
+
+def ensure_group(path: str | Path, *, limit_mb: int) -> str:
+    """Put the subvolume at `path` in a quota group of its own, 1/<its id>, limited to
+    `limit_mb`; returns the group. Idempotent (a redelivered create finds it done)."""
+    sub_id = subvolume_id(path)
+    group = f"1/{sub_id}"
+    for args in (("create", group), ("assign", f"0/{sub_id}", group)):
+        try:
+            _run("btrfs", "qgroup", *args, str(settings.WORKSPACE_ROOT))
+        except PoolError as exc:
+            if "File exists" not in str(exc):
+                raise
+    set_limit(group, limit_mb)
+    return group
+
+
+def set_limit(group: str, limit_mb: int) -> None:
+    _run("btrfs", "qgroup", "limit", f"{int(limit_mb)}M", group, str(settings.WORKSPACE_ROOT))
+
+
+def snapshot(source: str | Path, dest: str | Path, *, group: str, read_only: bool) -> None:
+    """A snapshot of `source` at `dest`, in `group` (so it counts against the same quota)."""
+    args = ["btrfs", "subvolume", "snapshot", *(["-r"] if read_only else []), "-i", group, str(source), str(dest)]
+    _run(*args)
+
+
+def delete(path: str | Path) -> None:
+    """Delete the subvolume at `path` (read-only or not); nothing there is fine."""
+    if os.path.lexists(path):
+        _run("btrfs", "subvolume", "delete", str(path))
+
+
+def destroy_group(group: str) -> None:
+    """Forget a quota group whose subvolumes are all deleted (best effort: btrfs may keep a
+    deleted subvolume's own group a while; nothing is limited by it)."""
+    try:
+        _run("btrfs", "qgroup", "destroy", group, str(settings.WORKSPACE_ROOT))
+    except PoolError as exc:
+        log.info("quota group %s left: %s", group, exc)
+
+
+@dataclass(frozen=True)
+class Usage:
+    used: int  # bytes the group references (live data and checkpoints, shared blocks once)
+    limit: int | None  # bytes, or None for no limit
+
+    @property
+    def percent(self) -> float | None:
+        return None if not self.limit else 100.0 * self.used / self.limit
+
+
+def usage(group: str) -> Usage | None:
+    """A quota group's use and limit, read from sysfs (no process started): cheap enough for
+    every page and every live update. None when it cannot be read."""
+    folder = _sysfs(settings.WORKSPACE_ROOT)
+    if folder is None or not group:
+        return None
+    base = folder / "qgroups" / group.replace("/", "_")
+    try:
+        used = int((base / "referenced").read_text())
+        limit = int((base / "max_referenced").read_text())
+    except (OSError, ValueError):
+        return None
+    return Usage(used, limit or None)
+
+
+def exclusive(path: str | Path) -> int | None:
+    """Bytes held only by the subvolume at `path` (what deleting it would free)."""
+    folder = _sysfs(settings.WORKSPACE_ROOT)
+    if folder is None:
+        return None
+    try:
+        return int((folder / "qgroups" / f"0_{subvolume_id(path)}" / "exclusive").read_text())
+    except (OSError, ValueError, PoolError):
+        return None

@@ -1,0 +1,287 @@
+"""Writes on the storage pool: a sandbox's quota, its checkpoints and rollback, the read-only
+snapshots that backups and incidents read, and what Destroy removes.
+
+A checkpoint or rollback is short (milliseconds, and for a rollback the recreation of the
+container), so it runs in the request that asks for it, holding the sandbox's claim only for
+that long: nothing else changes the sandbox meanwhile, and a process that dies half-way leaves a
+claim that the periodic resync releases (`resume`).
+"""
+
+import logging
+import os
+import uuid as uuidlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from sandboxes import engine, live, workspace
+from sandboxes.models import Sandbox
+from sandboxes.services.claims import claim, claimed
+from sandboxes.services.common import SandboxError, audit
+from teams.permissions import Role, SystemActor, actor_name, actor_user, authorize
+
+from . import pool
+from .models import Checkpoint
+
+log = logging.getLogger(__name__)
+S = Sandbox.Status
+J = Sandbox.Job
+# A checkpoint can be taken of a sandbox in any settled state; a rollback also from `error`.
+CHECKPOINT_FROM = frozenset({S.RUNNING, S.STOPPED, S.PAUSED, S.ERROR})
+
+
+class StorageError(SandboxError):
+    """A storage request that cannot be carried out; the message is shown to the user."""
+
+
+def _checkpoints_dir(sandbox: Sandbox) -> Path:
+    return settings.WORKSPACE_ROOT / pool.CHECKPOINTS / str(sandbox.uuid)
+
+
+def checkpoint_path(checkpoint: Checkpoint) -> Path:
+    return _checkpoints_dir(checkpoint.sandbox) / checkpoint.snapshot
+
+
+def _require_pool(sandbox: Sandbox) -> None:
+    if not sandbox.in_pool:
+        raise StorageError(
+            f"{sandbox.name} keeps plain folders, not a subvolume of the storage pool: it has no disk quota, checkpoints or rollback. "
+            "`manage.py pool migrate` moves it into the pool."
+        )
+    if not pool.active():
+        raise StorageError(f"The storage pool is not mounted at {settings.WORKSPACE_ROOT}; `make run` mounts it.")
+
+
+@contextmanager
+def _claimed(sandbox: Sandbox, job: str, *, while_on_hold: bool = False) -> Iterator[str]:
+    """Hold `job`'s claim on the sandbox for the block; yields the status from before."""
+    with transaction.atomic():
+        before = claim(sandbox=sandbox, action=job, allowed_from=CHECKPOINT_FROM, while_on_hold=while_on_hold)
+    live.sandbox_changed(sandbox)
+    try:
+        yield before["status"]
+    finally:
+        claimed(sandbox, job).update(pending_action="", heartbeat_at=None)
+        live.sandbox_changed(sandbox)
+
+
+@contextmanager
+def frozen(sandbox: Sandbox) -> Iterator[None]:
+    """The sandbox's processes frozen (cgroup freezer, `docker pause`) for the block, if they
+    run: a snapshot taken meanwhile is consistent, no file half-written by a process that kept
+    going. A sandbox paused already stays paused."""
+    docker = engine.engine_for(sandbox)
+    state = docker.container_state(sandbox.container_id) if sandbox.container_id else None
+    paused_id = state.id if state is not None and state.status == "running" else ""
+    if paused_id:
+        docker.pause(paused_id)
+    try:
+        yield
+    finally:
+        if paused_id:
+            docker.unpause(paused_id)
+
+
+def snapshot_now(sandbox: Sandbox, dest: Path) -> None:
+    """A read-only snapshot of the sandbox's subvolume at `dest`, frozen for that instant."""
+    dest.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with frozen(sandbox):
+        pool.snapshot(sandbox.workspace_path, dest, group=sandbox.disk_group, read_only=True)
+
+
+@contextmanager
+def read_only_copy(sandbox: Sandbox, what: str) -> Iterator[Path]:
+    """A read-only snapshot of the sandbox (its six folders and home/) for a backup or evidence
+    to read at leisure, deleted when the block ends. The caller holds a claim while it is
+    taken; reading it needs none. A snapshot left by a process that died is deleted by the next
+    one of the same name, or by Destroy."""
+    dest = settings.WORKSPACE_ROOT / pool.SNAPSHOTS / f"{sandbox.uuid}-{what}"
+    pool.delete(dest)
+    snapshot_now(sandbox, dest)
+    try:
+        yield dest
+    finally:
+        try:
+            pool.delete(dest)
+        except pool.PoolError:
+            log.warning("could not delete the snapshot %s", dest, exc_info=True)
+
+
+def checkpoint_create(*, actor, sandbox: Sandbox, label: str = "", automatic: bool = False, source_ip: str | None = None) -> Checkpoint:
+    """Take a checkpoint of the sandbox, running or not (frozen for the instant of the snapshot),
+    audited; the oldest beyond SANDBOX_KEEP_CHECKPOINTS are rotated away."""
+    authorize(actor, sandbox.team, Role.OPERATOR)
+    _require_pool(sandbox)
+    label = (label or "").strip()
+    if len(label) > 100 or any(ord(c) < 32 for c in label):
+        raise StorageError("A checkpoint's label is at most 100 printable characters.")
+    with _claimed(sandbox, J.CHECKPOINT) as status:
+        checkpoint = _take(actor, sandbox, label=label, automatic=automatic, was_running=status == S.RUNNING)
+    audit(actor, "sandbox.checkpoint", sandbox, {"checkpoint": checkpoint.snapshot, "label": label}, source_ip)
+    rotate(sandbox)
+    return checkpoint
+
+
+def _take(actor, sandbox: Sandbox, *, label: str, automatic: bool, was_running: bool) -> Checkpoint:
+    name = f"{timezone.now():%Y%m%d-%H%M%S}-{uuidlib.uuid4().hex[:8]}"
+    snapshot_now(sandbox, _checkpoints_dir(sandbox) / name)
+    return Checkpoint.objects.create(
+        sandbox=sandbox,
+        label=label,
+        automatic=automatic,
+        created_by=actor_user(actor),
+        created_by_name=actor_name(actor),
+        snapshot=name,
+        was_running=was_running,
+    )
+
+
+def rotate(sandbox: Sandbox) -> int:
+    """Delete the oldest checkpoints beyond SANDBOX_KEEP_CHECKPOINTS (automatic ones first)."""
+    removed = 0
+    while True:
+        kept = list(Checkpoint.objects.filter(sandbox=sandbox).order_by("created_at", "pk"))
+        if len(kept) <= settings.SANDBOX_KEEP_CHECKPOINTS:
+            return removed
+        oldest = next((c for c in kept if c.automatic), kept[0])
+        _delete(oldest)
+        audit(SystemActor("rotation"), "sandbox.checkpoint_deleted", sandbox, {"checkpoint": oldest.snapshot, "label": oldest.label})
+        removed += 1
+
+
+def _delete(checkpoint: Checkpoint) -> None:
+    pool.delete(checkpoint_path(checkpoint))
+    checkpoint.delete()
+
+
+def checkpoint_delete(*, actor, checkpoint: Checkpoint, source_ip: str | None = None) -> None:
+    sandbox = checkpoint.sandbox
+    authorize(actor, sandbox.team, Role.OPERATOR)
+    _delete(checkpoint)
+    audit(actor, "sandbox.checkpoint_deleted", sandbox, {"checkpoint": checkpoint.snapshot, "label": checkpoint.label}, source_ip)
+
+
+def rollback(*, actor, sandbox: Sandbox, checkpoint: Checkpoint, source_ip: str | None = None) -> Checkpoint:
+    """Put the sandbox back to `checkpoint`: a checkpoint of the present first, then the
+    container removed, the live subvolume replaced by a writable copy of the checkpoint (files
+    and home exactly as they were), the folders' identities recorded again, and the container
+    recreated from the sandbox's own settings and started if it ran. Returns the checkpoint of
+    the present (to undo the rollback)."""
+    from sandboxes.services.actions import run_start
+
+    authorize(actor, sandbox.team, Role.OPERATOR)
+    _require_pool(sandbox)
+    if checkpoint.sandbox_id != sandbox.pk:
+        raise StorageError("That checkpoint is not this sandbox's.")
+    if not os.path.isdir(checkpoint_path(checkpoint)):
+        raise StorageError(f"The checkpoint's snapshot {checkpoint_path(checkpoint)} is missing.")
+    with _claimed(sandbox, J.ROLLBACK) as status:
+        before = _take(
+            SystemActor("rollback"),
+            sandbox,
+            label=f"before rollback to {checkpoint.snapshot}",
+            automatic=True,
+            was_running=status == S.RUNNING,
+        )
+        docker = engine.engine_for(sandbox)
+        if sandbox.container_id:
+            docker.remove_container(sandbox.container_id)  # its state is being thrown away
+        _swap_in(sandbox, checkpoint)
+        if status in (S.RUNNING, S.PAUSED):
+            run_start(sandbox, J.ROLLBACK)
+            Sandbox.objects.filter(pk=sandbox.pk).update(status=S.RUNNING, status_detail="")
+        else:
+            Sandbox.objects.filter(pk=sandbox.pk).update(status=S.STOPPED, container_id="", status_detail="")
+    audit(
+        actor,
+        "sandbox.rollback",
+        sandbox,
+        {"checkpoint": checkpoint.snapshot, "label": checkpoint.label, "before": before.snapshot},
+        source_ip,
+    )
+    rotate(sandbox)
+    return before
+
+
+def _swap_in(sandbox: Sandbox, checkpoint: Checkpoint) -> None:
+    """Replace the live subvolume by a writable snapshot of the checkpoint. The live one is moved
+    aside first and deleted only once the new one is in place: a failure leaves one of them
+    under the sandbox's name, never neither."""
+    base = sandbox.workspace_path
+    aside = settings.WORKSPACE_ROOT / pool.SNAPSHOTS / f"{sandbox.uuid}-replaced"
+    pool.delete(aside)
+    os.rename(base, aside)
+    try:
+        pool.snapshot(checkpoint_path(checkpoint), base, group=sandbox.disk_group, read_only=False)
+    except pool.PoolError:
+        os.rename(aside, base)
+        raise
+    chains = workspace.workspace_create(sandbox.name, str(sandbox.uuid), subvolume=True)
+    recorded = {**(sandbox.host_path_ids or {}), **{p: [list(pair) for pair in c] for p, c in chains.items()}}
+    claimed(sandbox, J.ROLLBACK).update(host_path_ids=recorded)
+    sandbox.host_path_ids = recorded
+    pool.delete(aside)
+
+
+def set_disk_quota(*, actor, sandbox: Sandbox, disk_mb: int, source_ip: str | None = None) -> None:
+    """Change the sandbox's disk quota (effective at once, running or not)."""
+    authorize(actor, sandbox.team, Role.OPERATOR)
+    if not settings.SANDBOX_MIN_DISK_MB <= int(disk_mb) <= settings.SANDBOX_MAX_DISK_MB:
+        raise StorageError(f"A disk quota is from {settings.SANDBOX_MIN_DISK_MB} to {settings.SANDBOX_MAX_DISK_MB} MB.")
+    _require_pool(sandbox)
+    was = sandbox.disk_mb
+    pool.set_limit(sandbox.disk_group, int(disk_mb))
+    Sandbox.objects.filter(pk=sandbox.pk).update(disk_mb=int(disk_mb))
+    sandbox.disk_mb = int(disk_mb)
+    audit(actor, "sandbox.disk_quota_changed", sandbox, {"from_mb": was, "to_mb": int(disk_mb)}, source_ip)
+    live.sandbox_changed(sandbox)
+
+
+def place(sandbox: Sandbox) -> str:
+    """At a sandbox's first provisioning: its subvolume's quota group, made and limited (the
+    subvolume itself is made by workspace.workspace_create). Returns the group."""
+    return pool.ensure_group(sandbox.workspace_path, limit_mb=sandbox.disk_mb or settings.SANDBOX_DEFAULT_DISK_MB)
+
+
+def forget(sandbox: Sandbox) -> list[str]:
+    """Destroy: delete the sandbox's checkpoints and leftover snapshots, and its quota group.
+    Returns what could not be removed, in words."""
+    left: list[str] = []
+    if not pool.active():
+        return left
+    folder = _checkpoints_dir(sandbox)
+    if folder.is_dir():
+        for entry in sorted(os.listdir(folder)):
+            try:
+                pool.delete(folder / entry)
+            except pool.PoolError as exc:
+                left.append(f"checkpoint {entry} left: {exc}")
+        if not left:
+            folder.rmdir()
+    Checkpoint.objects.filter(sandbox=sandbox).delete()
+    snapshots = settings.WORKSPACE_ROOT / pool.SNAPSHOTS
+    for entry in os.listdir(snapshots) if snapshots.is_dir() else ():
+        if entry.startswith(f"{sandbox.uuid}-"):
+            pool.delete(snapshots / entry)
+    if sandbox.disk_group and not left:
+        pool.destroy_group(sandbox.disk_group)
+    return left
+
+
+def resume(sandbox: Sandbox) -> None:
+    """A checkpoint or rollback whose process died: unfreeze the container if it was left
+    paused under a running sandbox, and release the claim (its next request starts afresh)."""
+    try:
+        docker = engine.engine_for(sandbox)
+        state = docker.container_state(sandbox.container_id) if sandbox.container_id else None
+        if state is not None and state.status == "paused" and sandbox.status == S.RUNNING:
+            docker.unpause(state.id)
+    except engine.EngineError:
+        log.warning("could not check the container of %s", sandbox.name, exc_info=True)
+    job = sandbox.pending_action
+    claimed(sandbox, job).update(pending_action="", heartbeat_at=None, status_detail=f"The {job} was interrupted (its process stopped).")
+    live.sandbox_changed(sandbox)
