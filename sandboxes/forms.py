@@ -44,6 +44,11 @@ class SandboxCreateForm(forms.Form):
     image = forms.CharField(max_length=300)
     memory_mb = forms.IntegerField(label="Memory (MB)")
     cpus = forms.DecimalField(label="CPUs")
+    disk_mb = forms.IntegerField(
+        label="Disk quota (MB)",
+        required=False,
+        help_text='Its folders, home and checkpoints together; writes past it fail with "quota exceeded" inside the sandbox only.',
+    )
     network_mode = forms.ChoiceField(choices=Sandbox.Network.choices, label="Network")
     egress_presets = forms.MultipleChoiceField(
         choices=[(k, label) for k, (label, _) in PRESETS.items()],
@@ -81,6 +86,7 @@ class SandboxCreateForm(forms.Form):
         self.fields["team"].queryset = teams_for_operator(user=user)  # type: ignore[attr-defined]
         self.fields["memory_mb"].widget.attrs.update(min=settings.SANDBOX_MIN_MEMORY_MB, max=settings.SANDBOX_MAX_MEMORY_MB)
         self.fields["cpus"].widget.attrs.update(min="0.25", max=settings.SANDBOX_MAX_CPUS, step="0.25")
+        self.fields["disk_mb"].widget.attrs.update(min=settings.SANDBOX_MIN_DISK_MB, max=settings.SANDBOX_MAX_DISK_MB)
         roots = settings.SANDBOX_MOUNT_ROOTS
         self.fields["extra_mounts"].help_text = (
             "One per line, HOST_PATH:CONTAINER_PATH[:ro]. Host folders must lie inside "
@@ -92,6 +98,7 @@ class SandboxCreateForm(forms.Form):
         self.initial.setdefault("image", settings.SANDBOX_DEFAULT_IMAGE)
         self.initial.setdefault("memory_mb", settings.SANDBOX_DEFAULT_MEMORY_MB)
         self.initial.setdefault("cpus", Decimal(str(settings.SANDBOX_DEFAULT_CPUS)))
+        self.initial.setdefault("disk_mb", settings.SANDBOX_DEFAULT_DISK_MB)
         self.initial.setdefault("network_mode", Sandbox.Network.INTERNET)
 
     def clean_extra_mounts(self) -> list[tuple[str, str, bool]]:

@@ -56,6 +56,7 @@ def sandbox_create(request: HttpRequest) -> HttpResponse:
                 selinux_level=(data.get("selinux_level") or "").strip(),
                 egress_presets=data.get("egress_presets") or [],
                 egress_allow=data.get("egress_allow") or "",
+                disk_mb=data.get("disk_mb"),
                 source_ip=client_ip(request),
             )
         except services.InvalidInput as exc:

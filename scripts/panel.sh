@@ -173,15 +173,16 @@ if [ "${PANEL_GVISOR:-}" = 1 ] || { [ "$MODE" = test ] && [ "${CI:-}" = true ]; 
   ensure_gvisor
 fi
 
-# --- tools the image builders need --------------------------------------------------------------
-ensure_pkgs debootstrap busybox-static
+# --- tools the image builders need, and the storage pool's -----------------------------------------
+ensure_pkgs debootstrap busybox-static btrfs-progs
 
 case "$MODE" in
   run)
     $PY manage.py migrate --noinput -v 0
     $PY manage.py build_images
     $PY manage.py ensure_admin
-    mkdir -p "${WORKSPACE_ROOT:-$HOME/ClaudeCodeWorkspace}"
+    say "storage pool (STORAGE_POOL=${STORAGE_POOL:-loop})"
+    $PY manage.py pool ensure
     skip=()
     if [ "$REDIS_URL" != "$OWN_REDIS_URL" ]; then
       skip=(--skip redis)

@@ -330,16 +330,43 @@ def set_limit(group: str, limit_mb: int) -> None:
     _run("btrfs", "qgroup", "limit", f"{int(limit_mb)}M", group, str(settings.WORKSPACE_ROOT))
 
 
-def snapshot(source: str | Path, dest: str | Path, *, group: str, read_only: bool) -> None:
+def snapshot(source: str | Path, dest: str | Path, *, group: str, read_only: bool, limit_mb: int | None = None) -> None:
     """A snapshot of `source` at `dest`, in `group` (so it counts against the same quota)."""
     args = ["btrfs", "subvolume", "snapshot", *(["-r"] if read_only else []), "-i", group, str(source), str(dest)]
-    _run(*args)
+    _with_headroom(group, limit_mb, lambda: _run(*args))
 
 
-def delete(path: str | Path) -> None:
+def delete(path: str | Path, *, group: str = "", limit_mb: int | None = None) -> None:
     """Delete the subvolume at `path` (read-only or not); nothing there is fine."""
     if os.path.lexists(path):
-        _run("btrfs", "subvolume", "delete", str(path))
+        _with_headroom(group, limit_mb, lambda: _run("btrfs", "subvolume", "delete", str(path)))
+
+
+HEADROOM_MB = 256
+
+
+def _with_headroom(group: str, limit_mb: int | None, step) -> None:
+    """Run `step`; if btrfs refuses it because the group is at its quota (making or deleting a
+    subvolume needs a little metadata, charged to the group: a full sandbox could otherwise be
+    neither checkpointed, backed up nor emptied), raise the limit by HEADROOM_MB for that one
+    step and put it back. The sandbox can use that headroom only for the step's few
+    milliseconds."""
+    try:
+        step()
+        return
+    except PoolError as exc:
+        if not group or limit_mb is None or "quota" not in str(exc).lower():
+            raise
+    set_limit(group, limit_mb + HEADROOM_MB)
+    try:
+        step()
+    finally:
+        set_limit(group, limit_mb)
+
+
+def lift_limit(group: str) -> None:
+    """No limit on the group any more (Destroy: deleting needs room, and nothing is kept)."""
+    _run("btrfs", "qgroup", "limit", "none", group, str(settings.WORKSPACE_ROOT))
 
 
 def destroy_group(group: str) -> None:

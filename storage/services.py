@@ -90,7 +90,7 @@ def snapshot_now(sandbox: Sandbox, dest: Path) -> None:
     """A read-only snapshot of the sandbox's subvolume at `dest`, frozen for that instant."""
     dest.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     with frozen(sandbox):
-        pool.snapshot(sandbox.workspace_path, dest, group=sandbox.disk_group, read_only=True)
+        pool.snapshot(sandbox.workspace_path, dest, group=sandbox.disk_group, read_only=True, limit_mb=sandbox.disk_mb)
 
 
 @contextmanager
@@ -100,13 +100,13 @@ def read_only_copy(sandbox: Sandbox, what: str) -> Iterator[Path]:
     taken; reading it needs none. A snapshot left by a process that died is deleted by the next
     one of the same name, or by Destroy."""
     dest = settings.WORKSPACE_ROOT / pool.SNAPSHOTS / f"{sandbox.uuid}-{what}"
-    pool.delete(dest)
+    pool.delete(dest, group=sandbox.disk_group, limit_mb=sandbox.disk_mb)
     snapshot_now(sandbox, dest)
     try:
         yield dest
     finally:
         try:
-            pool.delete(dest)
+            pool.delete(dest, group=sandbox.disk_group, limit_mb=sandbox.disk_mb)
         except pool.PoolError:
             log.warning("could not delete the snapshot %s", dest, exc_info=True)
 
@@ -154,7 +154,8 @@ def rotate(sandbox: Sandbox) -> int:
 
 
 def _delete(checkpoint: Checkpoint) -> None:
-    pool.delete(checkpoint_path(checkpoint))
+    sandbox = checkpoint.sandbox
+    pool.delete(checkpoint_path(checkpoint), group=sandbox.disk_group, limit_mb=sandbox.disk_mb)
     checkpoint.delete()
 
 
@@ -213,10 +214,10 @@ def _swap_in(sandbox: Sandbox, checkpoint: Checkpoint) -> None:
     under the sandbox's name, never neither."""
     base = sandbox.workspace_path
     aside = settings.WORKSPACE_ROOT / pool.SNAPSHOTS / f"{sandbox.uuid}-replaced"
-    pool.delete(aside)
+    pool.delete(aside, group=sandbox.disk_group, limit_mb=sandbox.disk_mb)
     os.rename(base, aside)
     try:
-        pool.snapshot(checkpoint_path(checkpoint), base, group=sandbox.disk_group, read_only=False)
+        pool.snapshot(checkpoint_path(checkpoint), base, group=sandbox.disk_group, read_only=False, limit_mb=sandbox.disk_mb)
     except pool.PoolError:
         os.rename(aside, base)
         raise
@@ -224,7 +225,7 @@ def _swap_in(sandbox: Sandbox, checkpoint: Checkpoint) -> None:
     recorded = {**(sandbox.host_path_ids or {}), **{p: [list(pair) for pair in c] for p, c in chains.items()}}
     claimed(sandbox, J.ROLLBACK).update(host_path_ids=recorded)
     sandbox.host_path_ids = recorded
-    pool.delete(aside)
+    pool.delete(aside, group=sandbox.disk_group, limit_mb=sandbox.disk_mb)
 
 
 def set_disk_quota(*, actor, sandbox: Sandbox, disk_mb: int, source_ip: str | None = None) -> None:
@@ -253,6 +254,8 @@ def forget(sandbox: Sandbox) -> list[str]:
     left: list[str] = []
     if not pool.active():
         return left
+    if sandbox.disk_group:
+        pool.lift_limit(sandbox.disk_group)
     folder = _checkpoints_dir(sandbox)
     if folder.is_dir():
         for entry in sorted(os.listdir(folder)):

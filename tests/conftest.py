@@ -94,6 +94,11 @@ def _empty_pool(root: Path) -> None:
     found = subprocess.run(["findmnt", "-n", "-o", "FSTYPE", "--mountpoint", str(root)], capture_output=True, text=True, check=False)
     if found.stdout.strip() != "btrfs":
         return
+    qgroups = subprocess.run(["btrfs", "qgroup", "show", str(root)], capture_output=True, text=True, check=False).stdout
+    for group in {word for word in qgroups.split() if word.startswith("1/")}:
+        subprocess.run(
+            ["btrfs", "qgroup", "limit", "none", group, str(root)], capture_output=True, check=False
+        )  # a full group cannot be emptied
     listed = subprocess.run(["btrfs", "subvolume", "list", str(root)], capture_output=True, text=True, check=False).stdout
     paths = sorted((line.split(" path ", 1)[1] for line in listed.splitlines() if " path " in line), key=len, reverse=True)
     for path in paths:

@@ -232,6 +232,7 @@ def run_clean(sandbox: Sandbox, action: str) -> None:
 def run_destroy(sandbox: Sandbox, action: str) -> None:
     """Everything goes, whatever is or is not on disk; what is not this sandbox's stays, and the
     outcome says so."""
+    from storage import pool
     from storage import services as storage
 
     docker = engine.engine_for(sandbox)
@@ -243,6 +244,8 @@ def run_destroy(sandbox: Sandbox, action: str) -> None:
     docker.remove_images(sandbox_uuid=str(sandbox.uuid))
     if not docker.remove_volume(sandbox.volume_name, labels=labels(sandbox)):
         left.append(f"volume {sandbox.volume_name} is not this sandbox's; left in place")
+    if sandbox.in_pool and pool.active():
+        pool.lift_limit(sandbox.disk_group)  # a full group could not even be emptied
     if note := workspace.workspace_remove(sandbox.name, str(sandbox.uuid)):
         left.append(note)
     if not note:

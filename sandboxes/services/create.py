@@ -166,6 +166,7 @@ def sandbox_create(
     selinux_level: str = "",
     egress_presets: Sequence[str] = (),
     egress_allow: str = "",
+    disk_mb: int | None = None,
     source_ip: str | None = None,
     enqueue: bool = True,
     claim_for: str = Sandbox.Action.START,
@@ -186,6 +187,8 @@ def sandbox_create(
     egress_presets = sorted(set(egress_presets))
     if allow_problems := allowlist.parse(egress_allow)[1] + allowlist.presets_errors(egress_presets):
         errors["egress_allow"] = allow_problems
+    if disk_mb is not None and not settings.SANDBOX_MIN_DISK_MB <= disk_mb <= settings.SANDBOX_MAX_DISK_MB:
+        errors["disk_mb"] = [f"The disk quota is from {settings.SANDBOX_MIN_DISK_MB} to {settings.SANDBOX_MAX_DISK_MB} MB."]
     if errors:
         raise InvalidInput(errors)
     base = settings.WORKSPACE_ROOT / name
@@ -219,6 +222,7 @@ def sandbox_create(
         claimed_at=timezone.now(),
         uuid=uuidlib.uuid4(),
         host_path_ids={p: [list(pair) for pair in c] for p, c in chains.items()},
+        disk_mb=disk_mb or settings.SANDBOX_DEFAULT_DISK_MB,
     )
     mounts = [Mount(host_path=h, container_path=c, read_only=ro) for h, c, ro in extra_mounts]
     problems += policy.check_config(sandbox_spec(sandbox, mounts), rules)
@@ -247,6 +251,7 @@ def sandbox_create(
                     "read_only_root": not writable_root,
                     "runtime": runtime,
                     "selinux_level": selinux_level,
+                    "disk_mb": sandbox.disk_mb,
                     "mounts": [str(m) for m in mounts],
                     **(audit_details or {}),
                 },

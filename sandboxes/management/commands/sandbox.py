@@ -25,7 +25,7 @@ def _decimal(text: str) -> Decimal:
         raise ValueError(text) from None
 
 
-VERBS = ["list", "create", "logs", "reapprove", "backup", *Sandbox.Action.values]
+VERBS = ["list", "create", "logs", "reapprove", "backup", "checkpoint", "checkpoints", "rollback", "disk", *Sandbox.Action.values]
 
 
 class Command(BaseCommand):
@@ -34,10 +34,13 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("verb", choices=VERBS)
         parser.add_argument("name", nargs="?")
+        parser.add_argument("checkpoint", nargs="?", help="rollback: the checkpoint (its name or number in `checkpoints`)")
         parser.add_argument("--yes", action="store_true", help="destroy without asking")
         parser.add_argument("--image", default=None)
         parser.add_argument("--memory-mb", type=int, default=None)
         parser.add_argument("--cpus", type=_decimal, default=None)
+        parser.add_argument("--disk-mb", type=int, default=None, help="disk quota (create, disk)")
+        parser.add_argument("--label", default="", help="checkpoint: a label")
         parser.add_argument("--network", choices=[c for c, _ in Sandbox.Network.choices], default="internet")
         parser.add_argument("--allow", action="append", default=[], help="allowlist entry (domain, *.domain or CIDR, :ports); repeatable")
         parser.add_argument("--preset", action="append", default=[], help="allowlist preset: claude-code, github, packages; repeatable")
@@ -47,7 +50,7 @@ class Command(BaseCommand):
         parser.add_argument("--tail", type=int, default=200, help="lines of output (logs)")
         parser.add_argument("--raw", action="store_true", help="logs: keep control characters and escape sequences")
 
-    def handle(self, *args, verb, name, **opts):
+    def handle(self, *args, verb, name, checkpoint=None, **opts):
         actor = services.SystemActor(f"cli:{getpass.getuser()}")
         if verb == "list":
             return self._list()
@@ -70,6 +73,8 @@ class Command(BaseCommand):
             return self._reapprove(actor, sandbox)
         if verb == "backup":
             return self._backup(actor, sandbox)
+        if verb in ("checkpoint", "checkpoints", "rollback", "disk"):
+            return self._storage(actor, sandbox, verb, checkpoint, opts)
         if verb == "destroy" and not opts["yes"]:
             answer = input(f"Destroy {name}, its home volume and every file in {sandbox.workspace_path}? Type the name to confirm: ")
             if answer.strip() != name:
@@ -102,6 +107,7 @@ class Command(BaseCommand):
                 egress_allow="\n".join(opts.get("allow") or []),
                 writable_root=opts.get("writable_root", False),
                 runtime=opts.get("runtime", "runc"),
+                disk_mb=opts.get("disk_mb"),
                 enqueue=False,
             )
         except policy.PolicyViolation as exc:
@@ -136,6 +142,39 @@ class Command(BaseCommand):
         if backup.status != Backup.Status.DONE:
             raise CommandError(f"{sandbox.name}: {backup.detail}")
         self.stdout.write(self.style.SUCCESS(f"{backup.path} ({backup.size_bytes} bytes, {backup.files} entries, sha256 {backup.sha256})"))
+
+    def _storage(self, actor, sandbox, verb, which, opts):
+        """Checkpoints, rollback and the disk quota, through the same services as the page."""
+        from storage import selectors
+        from storage import services as storage
+
+        try:
+            if verb == "checkpoint":
+                made = storage.checkpoint_create(actor=actor, sandbox=sandbox, label=opts["label"])
+                self.stdout.write(self.style.SUCCESS(f"{sandbox.name}: checkpoint {made.snapshot} taken"))
+            elif verb == "checkpoints":
+                self.stdout.write(f"{'#':>3} {'CHECKPOINT':26} {'TAKEN':20} {'SIZE':>10}  BY / LABEL")
+                for n, row in enumerate(selectors.checkpoints_of(sandbox), 1):
+                    size = "?" if row.size is None else f"{row.size / 1048576:.1f}MB"
+                    when = row.checkpoint.created_at.strftime("%Y-%m-%d %H:%M:%S")
+                    self.stdout.write(
+                        f"{n:>3} {row.checkpoint.snapshot:26} {when:20} {size:>10}  {row.checkpoint.created_by_name} {row.checkpoint.label}"
+                    )
+            elif verb == "rollback":
+                target = selectors.find_checkpoint(sandbox, which or "")
+                if target is None:
+                    raise CommandError(f"{sandbox.name} has no checkpoint {which!r}; `sandbox checkpoints {sandbox.name}` lists them.")
+                before = storage.rollback(actor=actor, sandbox=sandbox, checkpoint=target)
+                self.stdout.write(
+                    self.style.SUCCESS(f"{sandbox.name}: rolled back to {target.snapshot} (the present was kept as {before.snapshot})")
+                )
+            else:
+                if opts.get("disk_mb") is None:
+                    raise CommandError("`sandbox disk NAME --disk-mb N` sets the quota.")
+                storage.set_disk_quota(actor=actor, sandbox=sandbox, disk_mb=opts["disk_mb"])
+                self.stdout.write(self.style.SUCCESS(f"{sandbox.name}: disk quota {opts['disk_mb']} MB"))
+        except (services.SandboxError, engine.EngineError, policy.PolicyViolation) as exc:
+            raise CommandError(str(exc)) from exc
 
     def _act(self, actor, sandbox, verb):
         try:

@@ -1,0 +1,38 @@
+"""Reads about the storage pool: a sandbox's disk use and its checkpoints."""
+
+from dataclasses import dataclass
+
+from django.db.models import QuerySet
+
+from sandboxes.models import Sandbox
+
+from . import pool
+from .models import Checkpoint
+
+
+@dataclass(frozen=True)
+class CheckpointRow:
+    checkpoint: Checkpoint
+    size: int | None  # bytes only it holds (what deleting it frees); None: unknown
+
+
+def checkpoints_of(sandbox: Sandbox) -> list[CheckpointRow]:
+    from .services import checkpoint_path
+
+    rows = Checkpoint.objects.filter(sandbox=sandbox).select_related("sandbox")
+    return [CheckpointRow(c, pool.exclusive(checkpoint_path(c)) if pool.active() else None) for c in rows]
+
+
+def find_checkpoint(sandbox: Sandbox, which: str) -> Checkpoint | None:
+    """A checkpoint by its snapshot name, or by its number as `sandbox checkpoints` lists them."""
+    rows: QuerySet[Checkpoint] = Checkpoint.objects.filter(sandbox=sandbox)
+    if which.isdigit() and 0 < int(which) <= rows.count():
+        return rows[int(which) - 1]
+    return rows.filter(snapshot=which).first()
+
+
+def disk_usage(sandbox: Sandbox) -> pool.Usage | None:
+    """What the sandbox uses of its quota (folders, home and checkpoints), or None (no pool)."""
+    if not sandbox.in_pool:
+        return None
+    return pool.usage(sandbox.disk_group)
