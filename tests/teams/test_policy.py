@@ -345,3 +345,41 @@ def test_two_creates_at_once_cannot_both_take_the_last_place(team, fake, monkeyp
         t.join(30)
     assert sorted(outcomes) == ["Team 'Default' allows at most 1 sandboxes; it has 1.", "created"]
     assert Sandbox.objects.filter(team=team).count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_check_itself_holds_the_team_between_counting_and_saving(team, monkeypatch):
+    """Without sandbox_create's own lock around it (as a later change of limits would call it):
+    the team's row, locked by the check, keeps a second writer waiting until the first commits."""
+    from django.db import transaction
+
+    set_policy(team, max_sandboxes=1)
+    real_usage = policy.usage
+
+    def slow_usage(*args, **kwargs):
+        found = real_usage(*args, **kwargs)
+        time.sleep(0.3)
+        return found
+
+    monkeypatch.setattr(policy, "usage", slow_usage)
+    barrier = threading.Barrier(2)
+    outcomes: list[str] = []
+
+    def attempt(name: str) -> None:
+        try:
+            barrier.wait()
+            with transaction.atomic():
+                policy.check_create(team=team, memory_mb=256, cpus=Decimal(1))
+                Sandbox.objects.create(name=name, team=team, image="x", memory_mb=256, cpus=1, pids_limit=64)
+            outcomes.append("created")
+        except policy.OverLimit as exc:
+            outcomes.append(str(exc))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=attempt, args=(f"bare{i}",)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(outcomes) == ["Team 'Default' allows at most 1 sandboxes; it has 1.", "created"]
