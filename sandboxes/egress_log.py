@@ -4,7 +4,8 @@ The rules (sandboxes.egress) send each refusal through a chain that logs it to t
 with this bridge's prefix (at most egress.LOG_RATE a second) before dropping it. `follow()`,
 run by the events watcher, reads the kernel's log (/dev/kmsg, from its end), finds the sandbox
 by its address on the bridge, and records (sandbox, time, destination, port, protocol), one row
-per burst of alike attempts within a second. Rows older than DECISION_LOG_DAYS go.
+per burst of alike attempts within a second. Rows older than DECISION_LOG_DAYS go. Every row
+is paid for from the panel-wide budget (sandboxes.decision_budget), shared with the resolver.
 """
 
 import errno
@@ -20,7 +21,7 @@ from django.conf import settings
 from django.db import close_old_connections
 from django.utils import timezone
 
-from . import egress, engine
+from . import decision_budget, egress, engine
 from .models import EgressDenial, Sandbox
 
 log = logging.getLogger(__name__)
@@ -78,8 +79,11 @@ class Recorder:
         return True
 
     def flush(self) -> int:
+        budget = decision_budget.budget()
         rows = [
-            EgressDenial(sandbox_id=k[0], destination=k[1], port=k[2], protocol=k[3], at=v[0], count=v[1]) for k, v in self.pending.items()
+            EgressDenial(sandbox_id=k[0], destination=k[1], port=k[2], protocol=k[3], at=v[0], count=v[1])
+            for k, v in self.pending.items()
+            if budget.take(k[0], v[1])
         ]
         self.pending.clear()
         if rows:
@@ -123,6 +127,9 @@ def follow(stop: threading.Event, *, path: str = KMSG, ready: threading.Event | 
                 close_old_connections()
                 recorder.flush()
                 last_flush = time.monotonic()
+            if decision_budget.budget().pending():  # what was over the budget, this reader's and the resolver's
+                close_old_connections()
+                decision_budget.budget().flush()
     finally:
         os.close(fd)
         if recorder.pending:

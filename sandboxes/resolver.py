@@ -35,7 +35,7 @@ from django.utils import timezone
 from django.utils.crypto import salted_hmac
 from dnslib import OPCODE, QTYPE, RCODE, RR, TXT, DNSError, DNSHeader, DNSQuestion, DNSRecord
 
-from . import allowlist, egress, engine
+from . import allowlist, decision_budget, egress, engine
 from .models import EgressDenial
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,8 @@ class Directory:
 class Denials:
     """Refused names into the decision log: alike refusals within a second fold into one row,
     and past ROWS_A_SECOND new rows a second for one sandbox (a flood of made-up names), the
-    rest are counted on its latest row."""
+    rest are counted on its latest row. Every write is also paid for from the panel-wide budget
+    (sandboxes.decision_budget): past it, refusals are only counted, and summed up later."""
 
     ROWS_A_SECOND = 20
 
@@ -90,6 +91,11 @@ class Denials:
         with self.lock:
             seen = self.last.get(key)
             second, rows, latest = self.window.get(sandbox_id, (0.0, 0, 0))
+            budget = decision_budget.budget()
+            if budget.pending():
+                budget.flush()  # the kernel-log reader flushes too; this covers a watcher without it
+            if not budget.take(sandbox_id):
+                return
             if seen and now - seen[1] < 1.0:
                 EgressDenial.objects.filter(pk=seen[0]).update(count=F("count") + 1)
                 return

@@ -11,6 +11,7 @@ from django.utils.http import content_disposition_header
 from django.views.decorators.http import require_POST
 
 from controlpanel.uploads import limited_upload
+from teams import idle as idle_rule
 from teams.permissions import Role, request_roles, user_role
 
 from . import activity, engine, health, policy, selectors, services, transfer
@@ -93,6 +94,7 @@ def sandbox_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "destroy_form": DestroyForm(sandbox=sandbox),
         "sessions": sandbox.terminal_sessions.all()[:10],
         "open_incident": selectors.open_incident(sandbox),
+        "idle_stop": idle_rule.last_idle_stop(sandbox),
     }
     return render(request, "sandboxes/detail.html", context)
 

@@ -5,7 +5,9 @@ from django.contrib.auth.models import Group
 
 from audit.admin import AuditedAdminMixin
 
-from .models import Membership, Team
+from . import policy
+from .forms import TeamPolicyForm
+from .models import Membership, Team, TeamPolicy
 
 
 class MembershipInline(admin.TabularInline):
@@ -27,6 +29,45 @@ class TeamAdmin(AuditedAdminMixin, admin.ModelAdmin):
 class MembershipAdmin(AuditedAdminMixin, admin.ModelAdmin):
     list_display = ["user", "team", "role"]
     list_filter = ["team", "role"]
+
+    def audit_team_id(self, obj):
+        return obj.team_id
+
+
+@admin.register(TeamPolicy)
+class TeamPolicyAdmin(AuditedAdminMixin, admin.ModelAdmin):
+    """A team's resource policy: superusers only (a team admin must not raise their own team's
+    share of the machine). Saved through teams.policy.policy_set, which audits what changed."""
+
+    form = TeamPolicyForm
+    list_display = ["team", *policy.FIELDS]
+
+    def has_module_permission(self, request):
+        return request.user.is_superuser
+
+    def has_view_permission(self, request, obj=None):
+        return request.user.is_superuser
+
+    def has_add_permission(self, request):
+        return request.user.is_superuser
+
+    def has_change_permission(self, request, obj=None):
+        return request.user.is_superuser
+
+    def has_delete_permission(self, request, obj=None):
+        return request.user.is_superuser
+
+    def get_readonly_fields(self, request, obj=None):
+        return ["team"] if obj is not None else []
+
+    def save_model(self, request, obj, form, change):
+        saved, _over = policy.policy_set(
+            actor=request.user,
+            team=obj.team,
+            values={f: form.cleaned_data.get(f) for f in policy.FIELDS},
+            source_ip=request.META.get("REMOTE_ADDR"),
+        )
+        obj.pk = saved.pk
 
     def audit_team_id(self, obj):
         return obj.team_id

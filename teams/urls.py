@@ -7,4 +7,5 @@ urlpatterns = [
     path("<slug:slug>/", views.team_detail, name="team_detail"),
     path("<slug:slug>/members/", views.team_member, name="team_member"),
     path("<slug:slug>/second-factor/", views.team_second_factor, name="team_second_factor"),
+    path("<slug:slug>/policy/", views.team_policy, name="team_policy"),
 ]

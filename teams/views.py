@@ -2,12 +2,13 @@
 
 from django.contrib import messages
 from django.contrib.auth import get_user_model
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
-from . import services
+from . import policy, services
+from .forms import TeamPolicyForm
 from .models import Membership, Team
 from .permissions import Role, team_roles, teams_visible, user_role
 
@@ -30,14 +31,47 @@ def _get_team(request: HttpRequest, slug: str) -> tuple[Team, str]:
     return team, role
 
 
-def team_detail(request: HttpRequest, slug: str) -> HttpResponse:
+def team_detail(request: HttpRequest, slug: str, policy_form: TeamPolicyForm | None = None) -> HttpResponse:
     team, role = _get_team(request, slug)
     members = Membership.objects.filter(team=team).select_related("user").order_by("user__username")
-    return render(
-        request,
-        "teams/detail.html",
-        {"team": team, "role": role, "members": members, "roles": Role.choices, "is_admin": role == Role.ADMIN},
-    )
+    resources = policy.summary(team)
+    if policy_form is None and request.user.is_superuser:
+        policy_form = TeamPolicyForm(instance=resources["policy"], with_team=False)
+    context = {
+        "team": team,
+        "role": role,
+        "members": members,
+        "roles": Role.choices,
+        "is_admin": role == Role.ADMIN,
+        "resources": resources,
+        "policy_form": policy_form,
+    }
+    return render(request, "teams/detail.html", context, status=400 if policy_form is not None and policy_form.errors else 200)
+
+
+@require_POST
+def team_policy(request: HttpRequest, slug: str) -> HttpResponse:
+    """Set the team's resource policy (superusers only, audited by the service)."""
+    team, _role = _get_team(request, slug)
+    if not request.user.is_superuser:
+        raise PermissionDenied("Only a superuser sets a team's resource policy.")
+    form = TeamPolicyForm(request.POST, instance=policy.TeamPolicy(team=team), with_team=False)
+    if not form.is_valid():
+        return team_detail(request, slug, policy_form=form)
+    try:
+        _saved, over = policy.policy_set(
+            actor=request.user, team=team, values={f: form.cleaned_data.get(f) for f in policy.FIELDS}, source_ip=_client_ip(request)
+        )
+    except ValidationError as exc:
+        form.add_error(None, exc)
+        return team_detail(request, slug, policy_form=form)
+    messages.info(request, f"{team}: resource policy saved.")
+    if over:
+        messages.warning(
+            request,
+            f"{team} is already above it ({'; '.join(over)}): its sandboxes keep running, and new ones are refused until it is back under.",
+        )
+    return redirect("team_detail", slug=slug)
 
 
 @require_POST

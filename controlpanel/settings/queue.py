@@ -46,10 +46,14 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 CELERY_TASK_DEFAULT_QUEUE = f"ccpanel-{PANEL_INSTANCE}"
 # How often the periodic resync runs: it also re-queues actions whose worker is gone.
 SANDBOX_RESYNC_SECONDS = env_float("SANDBOX_RESYNC_SECONDS", 30.0, minimum=1)
+# How often the teams' idle rules look at the running sandboxes (teams.idle): an idle sandbox is
+# stopped within this long after its team's minutes have passed.
+TEAM_IDLE_CHECK_SECONDS = env_float("TEAM_IDLE_CHECK_SECONDS", 60.0, minimum=5)
 CELERY_BEAT_SCHEDULE = {
     "reconcile-sandboxes": {"task": "sandboxes.tasks.reconcile_all_task", "schedule": SANDBOX_RESYNC_SECONDS},
     "verify-audit-chain": {"task": "audit.tasks.audit_verify_task", "schedule": timedelta(days=1)},
     "scheduled-backups": {"task": "backups.tasks.backup_schedules_task", "schedule": 60.0},
     "security-checklists": {"task": "sandboxes.tasks.checklist_refresh_task", "schedule": 300.0},
+    "team-idle-rules": {"task": "teams.tasks.idle_sweep_task", "schedule": TEAM_IDLE_CHECK_SECONDS},
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / f"celerybeat-schedule-{PANEL_INSTANCE}")

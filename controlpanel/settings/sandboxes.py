@@ -60,6 +60,10 @@ SANDBOX_DNS_UPSTREAM = env_str("SANDBOX_DNS_UPSTREAM", "").split()
 # (so a connection outlives a short TTL), at least SANDBOX_ALLOW_MIN_SECONDS in all.
 SANDBOX_ALLOW_MARGIN = env_int("SANDBOX_ALLOW_MARGIN", 300, minimum=0)
 SANDBOX_ALLOW_MIN_SECONDS = env_int("SANDBOX_ALLOW_MIN_SECONDS", 60, minimum=1)
+# The decision log (refused connections and names) writes at most this many rows a second for
+# all sandboxes together, with bursts of twice that; what is over is counted and summed up in
+# one row a second (sandboxes.decision_budget), so no crowd of sandboxes can flood the database.
+DECISION_LOG_ROWS_A_SECOND = env_float("DECISION_LOG_ROWS_A_SECOND", 50.0, minimum=1)
 # Host-enforced egress rules for `internet` mode (sandboxes.egress): a sandbox reaches the public
 # internet, never the host, the local network or another sandbox. Needs root (iptables); turning
 # it off lets sandboxes reach the LAN and the host's services.

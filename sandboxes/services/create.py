@@ -9,6 +9,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from controlpanel.db import serialise
+from teams import policy as team_policy
 from teams.models import Team
 from teams.permissions import Role, actor_user, authorize
 
@@ -235,6 +236,10 @@ def sandbox_create(
                 raise InvalidInput({"name": [f"A sandbox named {name!r} already exists."]})
             if problems := _overlapping_mounts(extra_mounts, chains):
                 raise policy.PolicyViolation(problems)
+            try:  # with the team's row locked: two creates cannot both take its last place
+                team_policy.check_create(team=team, memory_mb=memory_mb, cpus=sandbox.cpus)
+            except team_policy.OverLimit as exc:
+                raise InvalidInput(exc.errors) from exc
             sandbox.save()
             for m in mounts:
                 m.sandbox = sandbox
