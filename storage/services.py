@@ -22,6 +22,7 @@ from sandboxes import engine, live, workspace
 from sandboxes.models import Sandbox
 from sandboxes.services.claims import claim, claimed
 from sandboxes.services.common import SandboxError, audit
+from teams import policy as team_policy
 from teams.permissions import Role, SystemActor, actor_name, actor_user, authorize
 
 from . import pool
@@ -235,10 +236,15 @@ def set_disk_quota(*, actor, sandbox: Sandbox, disk_mb: int, source_ip: str | No
         raise StorageError(f"A disk quota is from {settings.SANDBOX_MIN_DISK_MB} to {settings.SANDBOX_MAX_DISK_MB} MB.")
     _require_pool(sandbox)
     was = sandbox.disk_mb
-    pool.set_limit(sandbox.disk_group, int(disk_mb))
-    Sandbox.objects.filter(pk=sandbox.pk).update(disk_mb=int(disk_mb))
-    sandbox.disk_mb = int(disk_mb)
-    audit(actor, "sandbox.disk_quota_changed", sandbox, {"from_mb": was, "to_mb": int(disk_mb)}, source_ip)
+    with transaction.atomic():
+        try:  # with the team's row locked, as a create is judged
+            team_policy.check_change(sandbox=sandbox, disk_mb=int(disk_mb))
+        except team_policy.OverLimit as exc:
+            raise StorageError(" ".join(p for ps in exc.errors.values() for p in ps)) from exc
+        pool.set_limit(sandbox.disk_group, int(disk_mb))
+        Sandbox.objects.filter(pk=sandbox.pk).update(disk_mb=int(disk_mb))
+        sandbox.disk_mb = int(disk_mb)
+        audit(actor, "sandbox.disk_quota_changed", sandbox, {"from_mb": was, "to_mb": int(disk_mb)}, source_ip)
     live.sandbox_changed(sandbox)
 
 

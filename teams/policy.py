@@ -45,11 +45,8 @@ class Usage:
 
 
 def disk_of(sandbox) -> int | None:
-    """The disk quota (MB) a sandbox was given, or None for "the default". Reads the field the
-    storage pool adds to Sandbox (`disk_mb`, None meaning the pool's default) when it is there,
-    so this module works before and after it lands."""
-    value = getattr(sandbox, "disk_mb", None)
-    return int(value) if value is not None else None
+    """The disk quota (MB) a sandbox was given, or None (a sandbox made before quotas)."""
+    return sandbox.disk_mb
 
 
 def counted_disk_mb(disk_mb: int | None, policy: TeamPolicy | None) -> int:

@@ -63,7 +63,7 @@ class FakeEngine:
         self._check("image_exists")
         return ref in self.images
 
-    def ensure_volume(self, name: str, *, labels: dict[str, str]) -> None:
+    def ensure_volume(self, name: str, *, labels: dict[str, str], device: str = "") -> None:
         self._check("ensure_volume")
         self.volumes.setdefault(name, dict(labels))
         if not carries(self.volumes[name], labels):

@@ -188,7 +188,9 @@ def sandbox_create(
     egress_presets = sorted(set(egress_presets))
     if allow_problems := allowlist.parse(egress_allow)[1] + allowlist.presets_errors(egress_presets):
         errors["egress_allow"] = allow_problems
-    if disk_mb is not None and not settings.SANDBOX_MIN_DISK_MB <= disk_mb <= settings.SANDBOX_MAX_DISK_MB:
+    # Its own quota, else its team's default, else the panel's.
+    disk_mb = disk_mb or team_policy.default_disk_mb(team) or settings.SANDBOX_DEFAULT_DISK_MB
+    if not settings.SANDBOX_MIN_DISK_MB <= disk_mb <= settings.SANDBOX_MAX_DISK_MB:
         errors["disk_mb"] = [f"The disk quota is from {settings.SANDBOX_MIN_DISK_MB} to {settings.SANDBOX_MAX_DISK_MB} MB."]
     if errors:
         raise InvalidInput(errors)
@@ -223,7 +225,7 @@ def sandbox_create(
         claimed_at=timezone.now(),
         uuid=uuidlib.uuid4(),
         host_path_ids={p: [list(pair) for pair in c] for p, c in chains.items()},
-        disk_mb=disk_mb or settings.SANDBOX_DEFAULT_DISK_MB,
+        disk_mb=disk_mb,
     )
     mounts = [Mount(host_path=h, container_path=c, read_only=ro) for h, c, ro in extra_mounts]
     problems += policy.check_config(sandbox_spec(sandbox, mounts), rules)
@@ -237,7 +239,7 @@ def sandbox_create(
             if problems := _overlapping_mounts(extra_mounts, chains):
                 raise policy.PolicyViolation(problems)
             try:  # with the team's row locked: two creates cannot both take its last place
-                team_policy.check_create(team=team, memory_mb=memory_mb, cpus=sandbox.cpus)
+                team_policy.check_create(team=team, memory_mb=memory_mb, cpus=sandbox.cpus, disk_mb=disk_mb)
             except team_policy.OverLimit as exc:
                 raise InvalidInput(exc.errors) from exc
             sandbox.save()

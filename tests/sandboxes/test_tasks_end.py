@@ -199,13 +199,13 @@ class DestroyDuringProvision(FakeEngine):
 
     sandbox_pk: int | None = None
 
-    def ensure_volume(self, name, *, labels):
+    def ensure_volume(self, name, *, labels, device=""):
         if self.sandbox_pk is not None:
             pk, self.sandbox_pk = self.sandbox_pk, None
             sandbox = Sandbox.objects.get(pk=pk)
             services.sandbox_request_action(actor=ACTOR, sandbox=sandbox, action="destroy", enqueue=False)
             services.sandbox_perform(sandbox_id=pk, action="destroy")
-        return super().ensure_volume(name, labels=labels)
+        return super().ensure_volume(name, labels=labels, device=device)
 
 
 @pytest.mark.django_db(transaction=True)
