@@ -67,6 +67,7 @@ HEADER_BYTES = 64 << 10  # the largest extended header (PAX records, a GNU long 
 HEADER_CHAIN = 8  # extended headers in a row before one member
 SPARSE_SEGMENTS = 1 << 16  # data segments in one sparse file's map (a few MB as Python tuples)
 FILE_BYTES = 1 << 44  # the largest file a restore makes, holes included (16 TiB)
+USTAR_SIZE = 8**11  # a member stored past this has its size in a PAX record
 SPACE_EVERY = 64 << 20  # a restore looks at the free space again after writing this much
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -403,7 +404,7 @@ class ArchiveWriter:
         info = self._info(f"GNUSparseFile.0/{self.count}", tarfile.REGTYPE, mode, mtime, stored)
         # Past 8 GiB the stored size goes in a "size" record, which must come before the real size.
         info.pax_headers = {
-            **({"size": str(stored)} if stored >= 8**11 else {}),
+            **({"size": str(stored)} if stored >= USTAR_SIZE else {}),
             "GNU.sparse.major": "1",
             "GNU.sparse.minor": "0",
             "GNU.sparse.name": path,
