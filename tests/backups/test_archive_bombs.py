@@ -380,3 +380,20 @@ def test_a_dense_file_is_archived_as_before(tmp_path):
         assert tar.getmember("workspace/Projects/plain").sparse is None
     entry = next(e for e in manifest_files(out) if e["path"] == "workspace/Projects/plain")
     assert "sparse" not in entry and entry["sha256"] == hashlib.sha256((src / "plain").read_bytes()).hexdigest()
+
+
+def test_a_restore_stops_when_the_disk_fills_while_it_writes(tmp_path, monkeypatch):
+    links_archive(tmp_path / "links.tar.gz", links=3, size=2 * MiB)
+    dest = tmp_path / "staging"
+    dest.mkdir()
+    monkeypatch.setattr(archive, "SPACE_EVERY", MiB)
+    looks = []
+
+    def fstatvfs(fd):  # plenty at the start, then someone else fills the disk
+        looks.append(fd)
+        return os.statvfs_result((4096, 4096, 0, 0, 10**9 if len(looks) == 1 else 0, 0, 0, 0, 0, 255))
+
+    monkeypatch.setattr(os, "fstatvfs", fstatvfs)
+    with pytest.raises(archive.NoSpace, match="only 0 bytes are free"):
+        archive.extract(str(tmp_path / "links.tar.gz"), str(dest), areas=AREAS, limits=archive.Limits(min_free=MiB))
+    assert len(looks) == 2 and disk_used(dest) <= 2 * MiB
