@@ -7,6 +7,13 @@ safely. No Django, no Docker: paths, file objects and plain values in and out.
         manifest.json            last: the sandbox's config, and every member's type, size,
                                  mode and sha256
 
+A file with holes (`truncate -s 16T f`) is archived in GNU sparse format 1.0, as `tar --sparse`
+writes it: a PAX header naming it and its full size, then its map of data segments and only
+their bytes, so that it costs what its data costs (tar and Python list and extract it as usual).
+Its manifest entry's `sha256` is the hash of those data segments, in order, and its `sparse` the
+hash of the map ("offset length" a line, empty segments left out): together they fix the whole
+content without reading terabytes of zeros, and verify and restore check the same two.
+
 Writing. The tar stream is cut into 1 MB blocks, and each block becomes one gzip member,
 compressed on a pool of threads (zlib lets go of the GIL while it works), written in order: a
 multi-member gzip file, which gzip, `tar xzf` and Python all read as one. A block that does not
@@ -19,9 +26,17 @@ Reading for a restore. Nothing is extracted in place: every member is judged fir
 no hard link but to a file already extracted, no device or FIFO, no setuid or setgid bit, only
 UTF-8 names, member and byte limits), and written only inside a fresh folder that the caller
 made, through file descriptors opened without following links. Symbolic links are made last,
-once no later member can be written through them.
+once no later member can be written through them. The byte limit counts what lands on disk: a
+sparse file's data (its holes stay holes, its full size bounded on its own) and a hard link's
+copy; the staging disk's free space is watched while it fills.
+
+Reading anything. tarfile takes an extended header (PAX, GNU long name or link) into memory
+whole, and a sparse map number by number, at whatever size the archive declares: a 1 MB upload
+declaring a 1 GiB PAX record took a worker to 3.2 GB. Every archive is read through
+_GuardedInfo, which judges those sizes from the raw header before tarfile reads a byte of them.
 """
 
+import errno
 import gzip
 import hashlib
 import io
@@ -48,6 +63,12 @@ BLOCK = 1 << 20
 _ZEROS = bytes(BLOCK)
 NAME_BYTES = 4096  # the longest path a backup holds (and a restore takes)
 MAX_DEPTH = 512  # folders deeper than this are left out of a backup (and named in its manifest)
+HEADER_BYTES = 64 << 10  # the largest extended header (PAX records, a GNU long name or link) read
+HEADER_CHAIN = 8  # extended headers in a row before one member
+SPARSE_SEGMENTS = 1 << 16  # data segments in one sparse file's map (a few MB as Python tuples)
+FILE_BYTES = 1 << 44  # the largest file a restore makes, holes included (16 TiB)
+USTAR_SIZE = 8**11  # a member stored past this has its size in a PAX record
+SPACE_EVERY = 64 << 20  # a restore looks at the free space again after writing this much
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -58,6 +79,11 @@ class ArchiveError(Exception):
 class Refused(ArchiveError):
     """An archive whose contents a restore refuses (hostile or broken); nothing was written
     outside the temporary folder."""
+
+
+class NoSpace(ArchiveError):
+    """The disk a restore is staged on is (nearly) full: the archive may be fine, the machine
+    cannot take it now."""
 
 
 # --- writing ------------------------------------------------------------------------------------
@@ -174,6 +200,105 @@ class _Exact(io.RawIOBase):
         return data
 
 
+class _SparseReader(io.RawIOBase):
+    """A sparse member's content as GNU sparse 1.0 stores it: the map (`head`), then the bytes
+    of each data segment read from `fd`, hashed. Like _Exact, a file that shrank while it was
+    read gives zeros, so that the sizes in the header stay true."""
+
+    def __init__(self, fd: int, head: bytes, segments: list[tuple[int, int]]):
+        super().__init__()
+        self.fd = fd
+        self.head = head
+        self.segments = deque(segments)
+        self.position = self.left = 0
+        self.sha256 = hashlib.sha256()
+        self.unreadable = False
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:  # type: ignore[override]
+        n = BLOCK if n is None or n < 0 else n
+        out = bytearray(self.head[:n])
+        self.head = self.head[n:]
+        while len(out) < n:  # tarfile wants every read whole
+            while not self.left:
+                if not self.segments:
+                    return bytes(out)
+                self.position, self.left = self.segments.popleft()
+            want = min(n - len(out), self.left)
+            try:
+                data = os.pread(self.fd, want, self.position)
+            except OSError:
+                self.unreadable = True
+                data = b""
+            data = data or bytes(want)
+            self.sha256.update(data)
+            self.position += len(data)
+            self.left -= len(data)
+            out += data
+        return bytes(out)
+
+
+def sparse_digest(segments: Iterable[tuple[int, int]]) -> str:
+    """The sha256 a manifest records for a sparse file's map: one "offset length" line for each
+    data segment, empty ones left out (GNU tar ends its maps with one)."""
+    digest = hashlib.sha256()
+    for offset, length in segments:
+        if length:
+            digest.update(b"%d %d\n" % (offset, length))
+    return digest.hexdigest()
+
+
+def _sparse_head(segments: list[tuple[int, int]], size: int) -> bytes:
+    """A GNU sparse 1.0 map: the number of entries, then each offset and length, a line each,
+    padded to a block; ended, as GNU tar ends it, by an empty segment at the end of the file."""
+    listed = segments if segments and sum(segments[-1]) == size else [*segments, (size, 0)]
+    head = b"%d\n" % len(listed) + b"".join(b"%d\n%d\n" % pair for pair in listed)
+    return head + bytes(-len(head) % tarfile.BLOCKSIZE)
+
+
+def data_segments(fd: int, size: int) -> list[tuple[int, int]] | None:
+    """Where a file with holes holds data, as [(offset, length)] (SEEK_DATA/SEEK_HOLE), or None
+    when it is better read whole: no holes, or a file system that cannot say. Holes too short to
+    matter are merged into the data around them (archived as zeros), so that however the file is
+    cut up, the map stays under SPARSE_SEGMENTS and memory stays flat."""
+    found: list[list[int]] = []
+    gap = 0
+    position = 0
+    while position < size:
+        try:
+            start = os.lseek(fd, position, os.SEEK_DATA)
+            end = min(os.lseek(fd, start, os.SEEK_HOLE), size) if start < size else size
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:
+                break  # nothing but a hole from here to the end
+            return None
+        if start >= size:
+            break
+        if found and start - found[-1][1] <= gap:
+            found[-1][1] = end
+        else:
+            found.append([start, end])
+        while len(found) >= SPARSE_SEGMENTS:
+            gap = max(2 * gap, 1 << 16)
+            found = _merged(found, gap)
+        position = end
+    if found == [[0, size]]:
+        return None
+    return [(start, end - start) for start, end in found]
+
+
+def _merged(found: list[list[int]], gap: int) -> list[list[int]]:
+    out = [found[0]]
+    for start, end in found[1:]:
+        if start - out[-1][1] <= gap:
+            out[-1][1] = end
+        else:
+            out.append([start, end])
+    return out
+
+
 @dataclass
 class Progress:
     files: int = 0
@@ -265,6 +390,32 @@ class ArchiveWriter:
         if reader.unreadable:
             self.skipped.append(f"{path} (could not be read to its end; the rest is zeros)")
         self._added({"path": path, "type": "file", "size": size, "mode": _mode(mode), "sha256": digest}, size)
+        return digest
+
+    def add_sparse_fd(self, path: str, fd: int, *, size: int, segments: list[tuple[int, int]], mode: int, mtime: float) -> str:
+        """Add a file with holes in GNU sparse format 1.0: its map, then only the bytes of its
+        data `segments` (see data_segments). Returns the sha256 of those bytes."""
+        assert self._tar is not None
+        head = _sparse_head(segments, size)
+        data = sum(length for _offset, length in segments)
+        stored = len(head) + data
+        reader = _SparseReader(fd, head, segments)
+        # A short made-up name: tarfile adds no "path" record that would win over the real name.
+        info = self._info(f"GNUSparseFile.0/{self.count}", tarfile.REGTYPE, mode, mtime, stored)
+        # Past 8 GiB the stored size goes in a "size" record, which must come before the real size.
+        info.pax_headers = {
+            **({"size": str(stored)} if stored >= USTAR_SIZE else {}),
+            "GNU.sparse.major": "1",
+            "GNU.sparse.minor": "0",
+            "GNU.sparse.name": path,
+            "GNU.sparse.realsize": str(size),
+        }
+        self._tar.addfile(info, reader)
+        digest = reader.sha256.hexdigest()
+        if reader.unreadable:
+            self.skipped.append(f"{path} (could not be read to its end; the rest is zeros)")
+        entry = {"path": path, "type": "file", "size": size, "mode": _mode(mode), "sha256": digest, "sparse": sparse_digest(segments)}
+        self._added(entry, data)
         return digest
 
     def add_file_stream(self, path: str, stream: IO[bytes], *, size: int, mode: int, mtime: float) -> str:
@@ -415,7 +566,12 @@ def _add_regular(writer: ArchiveWriter, dir_fd: int, name: str, path: str) -> No
         if not stat.S_ISREG(st.st_mode):
             writer.skipped.append(path)
             return
-        writer.add_file_fd(path, fd, size=st.st_size, mode=st.st_mode, mtime=st.st_mtime)
+        # Fewer blocks than bytes: there may be holes, and the file is archived without them.
+        segments = data_segments(fd, st.st_size) if st.st_blocks * 512 < st.st_size else None
+        if segments is None:
+            writer.add_file_fd(path, fd, size=st.st_size, mode=st.st_mode, mtime=st.st_mtime)
+        else:
+            writer.add_sparse_fd(path, fd, size=st.st_size, segments=segments, mode=st.st_mode, mtime=st.st_mtime)
     finally:
         os.close(fd)
 
@@ -486,7 +642,7 @@ def add_engine_tar(writer: ArchiveWriter, stream: IO[bytes], prefix: str) -> Non
     <folder>/...) into the backup as `prefix/...`, hashing every file. Hard links stay links to
     the renamed member; devices and FIFOs are skipped."""
     kept: set[str] = set()  # regular files archived: the only targets a hard link may keep
-    with tarfile.open(fileobj=stream, mode="r|", encoding="utf-8", errors="surrogateescape") as tar:
+    with _open_tar(stream) as tar:
         for member in tar:
             tar.members = []  # type: ignore[attr-defined] # read once: keep no list of every member
             first, _, rest = member.name.strip("/").partition("/")
@@ -546,21 +702,180 @@ class Checked:
     bytes: int = 0
     sha256: str = ""
     dropped: list[str] = field(default_factory=list)
+    sizes: dict[str, int] = field(default_factory=dict)  # extracted: each area's files' full sizes, holes included
 
     @property
     def ok(self) -> bool:
         return not self.problems and self.manifest is not None
 
 
+def _number(text: object) -> int | None:
+    return int(text) if isinstance(text, str) and text.isdigit() and len(text) <= 20 else None
+
+
+_XGLTYPE = tarfile.XGLTYPE  # in _GuardedInfo, `tarfile` is the archive (named as tarfile names it)
+
+
+class _GuardedInfo(tarfile.TarInfo):
+    """tarfile's member header, with what it declares judged before tarfile reads it: an
+    extended header above HEADER_BYTES, more than HEADER_CHAIN of them in a row, global headers
+    adding up past HEADER_BYTES, a sparse map past SPARSE_SEGMENTS or outside its member, and
+    the older sparse formats (which the panel never writes) are refused, none of them read.
+    tarfile itself parses the 512-byte header blocks, so there is no second reading of the
+    stream to disagree with it; streams (gzip) work as files do."""
+
+    _sparse_end = 0  # where the next header starts after a sparse member (its stored size)
+    _sparse_size = 0  # the sparse file's own size, holes included
+
+    @classmethod
+    def fromtarfile(cls, tarfile):  # type: ignore[no-untyped-def]
+        # Each extended header reads the next header from inside itself: count the depth.
+        depth = getattr(tarfile, "_ccpanel_chain", 0)
+        if depth > HEADER_CHAIN:
+            raise Refused(f"A member has more than {HEADER_CHAIN} extended headers in a row.")
+        setattr(tarfile, "_ccpanel_chain", depth + 1)  # noqa: B010 - TarFile declares no such attribute
+        try:
+            return super().fromtarfile(tarfile)
+        finally:
+            setattr(tarfile, "_ccpanel_chain", depth)  # noqa: B010
+
+    def _extended(self, tarfile) -> None:  # type: ignore[no-untyped-def]
+        if not 0 <= self.size <= HEADER_BYTES:
+            raise Refused(
+                f"A member's extended header (a PAX record, a GNU long name or link) declares {self.size} bytes; "
+                f"at most {HEADER_BYTES} are read."
+            )
+
+    def _proc_gnulong(self, tarfile):  # type: ignore[no-untyped-def]
+        self._extended(tarfile)
+        return super()._proc_gnulong(tarfile)  # type: ignore[misc]
+
+    def _proc_pax(self, tarfile):  # type: ignore[no-untyped-def]
+        self._extended(tarfile)
+        if self.type == _XGLTYPE:  # kept for every later member: they must add up to little
+            seen = getattr(tarfile, "_ccpanel_global", 0) + self.size
+            if seen > HEADER_BYTES:
+                raise Refused(f"The archive's global headers add up to more than {HEADER_BYTES} bytes.")
+            setattr(tarfile, "_ccpanel_global", seen)  # noqa: B010
+        member = super()._proc_pax(tarfile)  # type: ignore[misc]
+        if member.sparse is not None:
+            # tarfile's own arithmetic is wrong for a sparse member with a "size" record: ours holds.
+            tarfile.offset = member._sparse_end
+            member.size = member._sparse_size
+        return member
+
+    def _proc_sparse(self, tarfile):  # type: ignore[no-untyped-def]
+        raise Refused(f"{self.name[:200]} is in the old GNU sparse format, which the panel does not read.")
+
+    def _proc_gnusparse_00(self, next, pax_headers, buf):  # type: ignore[no-untyped-def]
+        raise Refused("A member is in GNU sparse format 0.0, which the panel does not read.")
+
+    def _proc_gnusparse_01(self, next, pax_headers):  # type: ignore[no-untyped-def]
+        raise Refused("A member is in GNU sparse format 0.1, which the panel does not read.")
+
+    def _proc_gnusparse_10(self, next, pax_headers, tarfile):  # type: ignore[no-untyped-def]
+        """GNU sparse 1.0, the format the writer uses: the map heads the member's data. Read a
+        block at a time within its bounds, and checked whole: segments in order, inside the
+        file, their bytes inside the member."""
+        stored = _number(pax_headers["size"]) if "size" in pax_headers else next.size
+        size = _number(pax_headers.get("GNU.sparse.realsize"))
+        if not next.isreg() or stored is None or size is None:
+            raise Refused("A sparse member's header is not one the panel writes.")
+        end = next.offset_data + next._block(stored)
+        numbers = _read_sparse_map(tarfile.fileobj, room=stored)
+        next.offset_data = tarfile.fileobj.tell()
+        next.sparse = list(zip(numbers[::2], numbers[1::2], strict=True))
+        _check_segments(next.sparse, size=size, room=end - next.offset_data)
+        next._sparse_end, next._sparse_size = end, size
+
+
+def _read_sparse_map(fileobj: IO[bytes], *, room: int) -> list[int]:
+    """The numbers of a GNU sparse 1.0 map after its count: offset and length of each segment."""
+    numbers: list[int] = []
+    count: int | None = None
+    buf, used = b"", 0
+    while count is None or len(numbers) < 2 * count:
+        line, newline, rest = buf.partition(b"\n")
+        if not newline:
+            if len(buf) > 20 or used + tarfile.BLOCKSIZE > room:
+                raise Refused("A sparse member's map is broken or larger than the member.")
+            block = fileobj.read(tarfile.BLOCKSIZE)
+            if len(block) < tarfile.BLOCKSIZE:
+                raise Refused("The archive ends inside a sparse member's map.")
+            buf, used = buf + block, used + len(block)
+            continue
+        buf = rest
+        if not line.isdigit() or len(line) > 20:
+            raise Refused("A sparse member's map is broken.")
+        if count is None:
+            count = int(line)
+            if count > SPARSE_SEGMENTS + 1:
+                raise Refused(f"A sparse member's map lists more than {SPARSE_SEGMENTS} segments.")
+        else:
+            numbers.append(int(line))
+    return numbers
+
+
+def _check_segments(segments: list[tuple[int, int]], *, size: int, room: int) -> None:
+    position = total = 0
+    for offset, length in segments:
+        if offset < position or offset + length > size:
+            raise Refused("A sparse member's segments overlap, go backwards or lie past its end.")
+        position = offset + length
+        total += length
+    if total > room:
+        raise Refused("A sparse member's segments hold more bytes than the member.")
+
+
+def _open_tar(fileobj: IO[bytes]) -> tarfile.TarFile:
+    """A tar stream read through _GuardedInfo (the first header is read here already)."""
+    return tarfile.open(fileobj=fileobj, mode="r|", encoding="utf-8", errors="surrogateescape", tarinfo=_GuardedInfo)  # type: ignore[call-overload]
+
+
 def _open_members(raw: IO[bytes]) -> tarfile.TarFile:
-    return tarfile.open(fileobj=gzip.GzipFile(fileobj=raw, mode="rb"), mode="r|", encoding="utf-8", errors="surrogateescape")
+    return _open_tar(gzip.GzipFile(fileobj=raw, mode="rb"))  # type: ignore[arg-type]
+
+
+def segments_of(member: tarfile.TarInfo) -> list[tuple[int, int]] | None:
+    """A sparse member's map, [(offset, length)] (checked by _GuardedInfo); None for others."""
+    return member.sparse  # type: ignore[return-value] # typeshed calls it bytes; tarfile makes a list of pairs
+
+
+def data_bytes(member: tarfile.TarInfo) -> int:
+    """What a regular member stores: a sparse one's data segments, any other's whole size."""
+    segments = segments_of(member)
+    return sum(length for _offset, length in segments) if segments is not None else member.size
+
+
+def _chunks(tar: tarfile.TarFile, member: tarfile.TarInfo) -> Iterator[tuple[int, bytes]]:
+    """(offset in the file, bytes) of a member's content as the archive stores it: a dense
+    member from its start to its end, a sparse one segment by segment, its holes never read
+    (tarfile's own reader would hand over every zero of them)."""
+    segments = segments_of(member)
+    if segments is None:
+        source = tar.extractfile(member)
+        assert source is not None
+        position = 0
+        while chunk := source.read(BLOCK):
+            yield position, chunk
+            position += len(chunk)
+        return
+    stream = tar.fileobj
+    assert stream is not None
+    stream.seek(member.offset_data)  # forward only, in a stream: where the map ended
+    for offset, length in segments:
+        while length > 0:
+            chunk = stream.read(min(BLOCK, length))
+            if not chunk:
+                raise Refused("The archive ends inside a sparse member.")
+            yield offset, chunk
+            offset += len(chunk)
+            length -= len(chunk)
 
 
 def _hash_member(tar: tarfile.TarFile, member: tarfile.TarInfo) -> str:
     digest = hashlib.sha256()
-    source = tar.extractfile(member)
-    assert source is not None
-    while chunk := source.read(BLOCK):
+    for _offset, chunk in _chunks(tar, member):
         digest.update(chunk)
     return digest.hexdigest()
 
@@ -573,13 +888,16 @@ def _entry_of(member: tarfile.TarInfo, digest: str | None) -> dict[str, Any]:
         return {"path": name, "type": "symlink", "target": member.linkname}
     if member.islnk():
         return {"path": name, "type": "hardlink", "target": member.linkname}
-    return {"path": name, "type": "file", "size": member.size, "mode": stat.S_IMODE(member.mode), "sha256": digest}
+    entry = {"path": name, "type": "file", "size": member.size, "mode": stat.S_IMODE(member.mode), "sha256": digest}
+    if (segments := segments_of(member)) is not None:
+        entry["sparse"] = sparse_digest(segments)
+    return entry
 
 
 def _manifest(tar: tarfile.TarFile, member: tarfile.TarInfo, *, limit: int = 1 << 30) -> tuple[dict[str, Any], Iterator[dict[str, Any]]]:
     """(the manifest without its files, an iterator over its files). A small manifest is read
     whole (any layout); a large one only in the layout the writer uses, a line at a time."""
-    if not member.isreg() or member.size > limit:
+    if not member.isreg() or member.sparse is not None or member.size > limit:
         raise Refused("The manifest is not a regular file of a sensible size.")
     source = tar.extractfile(member)
     assert source is not None
@@ -653,10 +971,12 @@ def compare(listed: Iterator[dict[str, Any]], computed: IO[bytes], *, left_out: 
     return problems
 
 
-def verify(path: str) -> Checked:
+def verify(path: str, *, limits: "Limits | None" = None) -> Checked:
     """Re-read the archive: hash every member, compare with the manifest, and hash the file.
-    Memory stays flat: what it finds is spooled to a temporary file beside the archive."""
+    Memory stays flat: what it finds is spooled to a temporary file beside the archive. With
+    `limits` (an archive made elsewhere), one that a restore would refuse for its size fails."""
     result = Checked()
+    budget = _Budget(limits) if limits is not None else None
     try:
         with open(path, "rb", buffering=0) as raw_file, tempfile.TemporaryFile(dir=os.path.dirname(path) or ".") as spool:
             raw = _HashingFile(raw_file)
@@ -671,10 +991,13 @@ def verify(path: str) -> Checked:
                         continue
                     if result.manifest is not None:
                         raise Refused("Members follow the manifest: this is not an archive the panel wrote.")
+                    if budget is not None:
+                        budget.member(member)
+                        budget.add(data_bytes(member) if member.isreg() else 0)
                     digest = _hash_member(tar, member) if member.isreg() else None
                     spool.write(_entry_line(_entry_of(member, digest)) + b"\n")
                     result.files += 1
-                    result.bytes += member.size if member.isreg() else 0
+                    result.bytes += data_bytes(member) if member.isreg() else 0
             while raw.read(BLOCK):
                 pass  # anything after the tar's end still counts towards the file's hash
             result.sha256 = raw.sha256.hexdigest()
@@ -695,8 +1018,33 @@ def verify(path: str) -> Checked:
 @dataclass(frozen=True)
 class Limits:
     members: int = 2_000_000
-    bytes: int = 1 << 40
+    bytes: int = 1 << 40  # what is written: files' data (not their holes) and hard links' copies
     name_bytes: int = NAME_BYTES
+    file_bytes: int = FILE_BYTES  # one file's size, holes included
+    min_free: int = 0  # bytes that must stay free on the disk a restore is staged on
+
+
+class _Budget:
+    """Counts members and bytes against Limits, refusing the first that goes past one."""
+
+    def __init__(self, limits: Limits):
+        self.limits = limits
+        self.members = 0
+        self.bytes = 0
+
+    def member(self, member: tarfile.TarInfo) -> None:
+        self.members += 1
+        if self.members > self.limits.members:
+            raise Refused(f"The archive holds more than {self.limits.members} members (the restore limit).")
+        if len(member.name.encode("utf-8", "surrogateescape")) > self.limits.name_bytes:
+            raise Refused(f"A member's name is longer than {self.limits.name_bytes} bytes.")
+        if member.isreg() and member.size > self.limits.file_bytes:
+            raise Refused(f"{member.name[:200]} is {member.size} bytes long; a restore makes no file over {self.limits.file_bytes}.")
+
+    def add(self, n: int, *, why: str = "") -> None:
+        self.bytes += n
+        if self.bytes > self.limits.bytes:
+            raise Refused(f"The archive holds more than {self.limits.bytes} bytes (the restore limit{why}).")
 
 
 def name_problem(name: str, *, most: int = NAME_BYTES) -> str | None:
@@ -762,9 +1110,38 @@ class _Extractor:
         self.dirs: set[str] = set()
         self.symlinks: list[tuple[str, str]] = []
         self.dir_modes: list[tuple[str, int, int]] = []
-        self.count = 0
-        self.total = 0
+        self.budget = _Budget(limits)
+        self.sizes: dict[str, int] = {}  # area: its files' full sizes, holes included
+        self.unchecked = 0  # bytes written since the free space was last looked at
         self._cached: tuple[str, int] | None = None  # (folder, fd): members come folder by folder
+        try:
+            self._check_space(self.root_fd)
+        except BaseException:
+            os.close(self.root_fd)
+            raise
+
+    @property
+    def total(self) -> int:
+        return self.budget.bytes
+
+    def _check_space(self, fd: int) -> None:
+        st = os.fstatvfs(fd)
+        free = st.f_bavail * st.f_frsize
+        if free < self.limits.min_free:
+            raise NoSpace(
+                f"only {free} bytes are free on the disk the restore is staged on, and {self.limits.min_free} must stay free; "
+                "it stopped before changing anything."
+            )
+
+    def _pwrite(self, fd: int, data: bytes, offset: int) -> None:
+        view = memoryview(data)
+        while view:
+            n = os.pwrite(fd, view, offset)
+            view, offset = view[n:], offset + n
+        self.unchecked += len(data)
+        if self.unchecked >= SPACE_EVERY:
+            self.unchecked = 0
+            self._check_space(fd)
 
     def close(self) -> None:
         if self._cached is not None:
@@ -807,11 +1184,9 @@ class _Extractor:
 
     def member(self, tar: tarfile.TarFile, member: tarfile.TarInfo) -> dict[str, Any] | None:
         """Judge and write one member; its entry (as a manifest lists it), or None if left out."""
-        self.count += 1
-        if self.count > self.limits.members:
-            raise Refused(f"The archive holds more than {self.limits.members} members (the restore limit).")
-        if len(member.name.encode("utf-8", "surrogateescape")) > self.limits.name_bytes:
-            raise Refused(f"A member's name is longer than {self.limits.name_bytes} bytes.")
+        self.budget.member(member)
+        if self.budget.members % 1000 == 0:
+            self._check_space(self.root_fd)  # many small files fill a disk too
         area, _inner = _check_name(member.name, self.areas)
         name = member.name.rstrip("/")
         if member.mode & (stat.S_ISUID | stat.S_ISGID):
@@ -844,9 +1219,9 @@ class _Extractor:
         if member.islnk():
             self._hardlink(name, area, member)
             return _entry_of(member, None)
-        self.total += member.size if member.isreg() else 0
-        if self.total > self.limits.bytes:
-            raise Refused(f"The archive holds more than {self.limits.bytes} bytes (the restore limit).")
+        if member.isreg():
+            self.budget.add(data_bytes(member))
+            self.sizes[area] = self.sizes.get(area, 0) + member.size
         if member.isdir():
             self._mkdir(name, filtered.mode if filtered.mode is not None else 0o755, int(member.mtime))
             return _entry_of(member, None)
@@ -870,8 +1245,6 @@ class _Extractor:
         self.dir_modes.append((name, stat.S_IMODE(mode), mtime))
 
     def _write(self, tar: tarfile.TarFile, member: tarfile.TarInfo, name: str, mode: int) -> str:
-        source = tar.extractfile(member)
-        assert source is not None
         fd, last = self._parent_fd(name)
         try:
             out = os.open(last, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=fd)
@@ -881,17 +1254,11 @@ class _Extractor:
             os.close(fd)
         digest = hashlib.sha256()
         try:
-            size = 0
-            while chunk := source.read(BLOCK):
+            for offset, chunk in _chunks(tar, member):
                 digest.update(chunk)
-                size += len(chunk)
-                if chunk == _ZEROS[: len(chunk)]:
-                    os.lseek(out, len(chunk), os.SEEK_CUR)  # a hole: a sparse file stays sparse on disk
-                    continue
-                view = memoryview(chunk)
-                while view:
-                    view = view[os.write(out, view) :]
-            os.ftruncate(out, size)
+                if chunk != _ZEROS[: len(chunk)]:  # zeros are left a hole: a sparse file stays sparse
+                    self._pwrite(out, chunk, offset)
+            os.ftruncate(out, member.size)  # the holes at the end (the size was judged: at most file_bytes)
             if self.owner:
                 os.fchown(out, *self.owner)
             os.fchmod(out, stat.S_IMODE(mode) & 0o777)
@@ -902,8 +1269,10 @@ class _Extractor:
 
     def _hardlink(self, name: str, area: str, member: tarfile.TarInfo) -> None:
         """A hard link becomes a copy of a regular file this archive already wrote, in the same
-        area; anything else (a link out, a link to a link, to a folder, to a later member) is
-        refused. Links are made only at the end, so a link's name finds nothing here."""
+        area; anything else (a link out, a link to a symbolic link, to a folder, to a later
+        member) is refused. Links are made only at the end, so a link's name finds nothing here.
+        The copy counts against the byte limit like any file (40 links to one member would
+        otherwise write 40 times what was counted), and keeps the holes of its source."""
         target = member.linkname.rstrip("/")
         refused = Refused(f"{name} is a hard link to {target[:200]}, which is not a file extracted before it in the same folder.")
         if not target.startswith(area + "/"):
@@ -930,8 +1299,9 @@ class _Extractor:
             finally:
                 os.close(dst_fd)
             try:
-                while chunk := os.read(src, BLOCK):
-                    os.write(out, chunk)
+                self._copy_data(src, out)
+                os.ftruncate(out, st.st_size)
+                self.sizes[area] = self.sizes.get(area, 0) + st.st_size
                 if self.owner:
                     os.fchown(out, *self.owner)
                 os.fchmod(out, stat.S_IMODE(st.st_mode))
@@ -940,6 +1310,27 @@ class _Extractor:
                 os.close(out)
         finally:
             os.close(src)
+
+    def _copy_data(self, src: int, out: int) -> None:
+        """Copy the data segments of `src` (a file this extractor wrote) to `out`, each counted
+        before it is written; the holes between them stay holes."""
+        position = 0
+        while True:
+            try:
+                start = os.lseek(src, position, os.SEEK_DATA)
+            except OSError as exc:
+                if exc.errno == errno.ENXIO:
+                    return  # a hole to the end
+                raise
+            end = os.lseek(src, start, os.SEEK_HOLE)
+            while start < end:
+                chunk = os.pread(src, min(BLOCK, end - start), start)
+                if not chunk:
+                    return
+                self.budget.add(len(chunk), why="; a hard link counts as the copy it becomes")
+                self._pwrite(out, chunk, start)
+                start += len(chunk)
+            position = end
 
     def finish(self) -> None:
         """Make the links (no member comes after them now), then set folders' modes."""
@@ -1010,7 +1401,11 @@ def extract(
             while raw.read(BLOCK):
                 pass
             result.sha256 = raw.sha256.hexdigest()
-    except (OSError, EOFError, tarfile.TarError, zlib.error) as exc:
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise NoSpace("the disk the restore is staged on is full; it stopped before changing anything.") from None
+        raise Refused(f"The archive cannot be read to its end: {exc}.") from None
+    except (EOFError, tarfile.TarError, zlib.error) as exc:
         raise Refused(f"The archive cannot be read to its end: {exc}.") from None
     finally:
         extractor.close()
@@ -1019,6 +1414,7 @@ def extract(
     if result.problems:
         raise Refused("The archive does not match its manifest: " + " ".join(result.problems[:5]))
     result.bytes = extractor.total
+    result.sizes = extractor.sizes
     result.dropped = extractor.dropped
     return result
 

@@ -49,6 +49,9 @@ class Backup(models.Model):
     verified_at = models.DateTimeField(null=True, blank=True)
     verified_ok = models.BooleanField(null=True, blank=True)
     verify_detail = models.TextField(blank=True, default="")
+    # Deliveries of this backup's verify or import task that have not finished. With late acks a
+    # worker killed by one (out of memory) gets it back; past SANDBOX_MAX_ATTEMPTS it gives up.
+    attempts = models.PositiveSmallIntegerField(default=0)
 
     class Meta:
         ordering = ["-created_at", "-id"]

@@ -3,7 +3,7 @@
 from celery import shared_task
 
 from . import services
-from .models import Backup
+from .services.attempts import backup_verify_perform
 
 
 @shared_task
@@ -18,13 +18,13 @@ def restore_task(restore_id: int) -> None:
 
 @shared_task
 def backup_verify_task(backup_id: int) -> None:
-    backup = Backup.objects.filter(pk=backup_id).first()
-    if backup is not None:
-        services.backup_verify(backup=backup)
+    """Bounded like a restore: a worker that dies on every delivery does not get it forever."""
+    backup_verify_perform(backup_id=backup_id)
 
 
 @shared_task
 def backup_import_task(backup_id: int) -> None:
+    """Bounded like a restore (see services.attempts)."""
     services.backup_import_perform(backup_id=backup_id)
 
 

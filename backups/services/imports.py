@@ -18,6 +18,7 @@ from teams.permissions import Role, actor_name, actor_user, authorize
 
 from .. import archive
 from ..models import Backup
+from .attempts import gave_up, take_attempt
 from .backup import backup_root
 
 log = logging.getLogger(__name__)
@@ -73,12 +74,20 @@ def backup_import(*, actor, team: Team, source: IO[bytes], source_ip: str | None
 
 
 def backup_import_perform(*, backup_id: int) -> Backup | None:
-    """Check an imported archive: every member against its manifest. Its settings are kept for
-    a restore (which judges them again)."""
-    backup = Backup.objects.filter(pk=backup_id, kind=Backup.Kind.IMPORTED, status=Backup.Status.RUNNING).first()
+    """Check an imported archive: every member against its manifest, within the limits of a
+    restore (an archive no restore would take is refused now). Its settings are kept for a
+    restore (which judges them again). A check whose worker died each time ends as failed."""
+    backup = take_attempt(backup_id, kind=Backup.Kind.IMPORTED, status=Backup.Status.RUNNING)
     if backup is None:
         return None
-    checked = archive.verify(str(backup.path))
+    if reason := gave_up(backup):
+        Backup.objects.filter(pk=backup.pk, status=Backup.Status.RUNNING).update(
+            status=Backup.Status.FAILED, detail=reason, finished_at=timezone.now(), verified_at=timezone.now(), verified_ok=False
+        )
+        backup.refresh_from_db()
+        return backup
+    limits = archive.Limits(members=settings.RESTORE_MAX_MEMBERS, bytes=settings.RESTORE_MAX_BYTES)
+    checked = archive.verify(str(backup.path), limits=limits)
     config = (checked.manifest or {}).get("sandbox") if checked.manifest else None
     problems = list(checked.problems)
     if checked.sha256 and checked.sha256 != backup.sha256:
@@ -96,6 +105,7 @@ def backup_import_perform(*, backup_id: int) -> Backup | None:
         finished_at=timezone.now(),
         verified_at=timezone.now(),
         verified_ok=not problems,
+        attempts=0,
     )
     backup.refresh_from_db()
     return backup

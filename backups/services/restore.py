@@ -269,7 +269,9 @@ def _extract(restore: Restore, backup: Backup, sandbox: Sandbox, staging: str) -
     fdwalk.remove_path(staging)  # left by a run whose worker died
     os.mkdir(staging, 0o700)
     areas = tuple(f"{archive.WORKSPACE}/{f}" for f in workspace.FOLDERS) + (archive.HOME,)
-    limits = archive.Limits(members=settings.RESTORE_MAX_MEMBERS, bytes=settings.RESTORE_MAX_BYTES)
+    limits = archive.Limits(
+        members=settings.RESTORE_MAX_MEMBERS, bytes=settings.RESTORE_MAX_BYTES, min_free=settings.RESTORE_MIN_FREE_BYTES
+    )
     owner = (settings.SANDBOX_UID, settings.SANDBOX_GID) if os.geteuid() == 0 else (None, None)
     result = archive.extract(
         str(backup.path), staging, areas=areas, limits=limits, uid=owner[0], gid=owner[1], drop_outside_links=restore.drop_outside_links
@@ -279,6 +281,14 @@ def _extract(restore: Restore, backup: Backup, sandbox: Sandbox, staging: str) -
     problems = judge_config((result.manifest or {}).get("sandbox") or {}, sandbox=sandbox)
     if problems:
         raise archive.Refused("The manifest asks for settings the policy refuses: " + " ".join(problems))
+    # The home goes into its volume as a plain tar stream, every hole written out as zeros:
+    # what a sparse file there would take is its full size, and that is what the limit judges.
+    home = result.sizes.get(archive.HOME, 0)
+    if home > settings.RESTORE_MAX_BYTES:
+        raise archive.Refused(
+            f"The home's files add up to {home} bytes counting their holes (they are copied into the home volume whole), "
+            f"more than the restore limit of {settings.RESTORE_MAX_BYTES} bytes."
+        )
     free = shutil.disk_usage(staging).free
     if free < settings.RESTORE_MIN_FREE_BYTES:
         raise archive.ArchiveError(

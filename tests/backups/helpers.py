@@ -6,6 +6,7 @@ import io
 import json
 import os
 import tarfile
+import zlib
 from pathlib import Path
 
 import docker
@@ -99,3 +100,33 @@ def member(
         info.size = len(data or b"")
         return info, data
     return info, None
+
+
+def gzip_member(data: bytes) -> bytes:
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 31)
+    return compressor.compress(data) + compressor.flush()
+
+
+def gzipped_zeros(n: int) -> bytes:
+    """One gzip member of `n` zero bytes (1 GiB makes about 1 MB), made a MiB at a time."""
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 31)
+    block = bytes(1 << 20)
+    parts = [compressor.compress(block[: min(len(block), n - done)]) for done in range(0, n, len(block))]
+    return b"".join(parts) + compressor.flush()
+
+
+def raw_header(name: str, kind: bytes, size: int) -> bytes:
+    """One 512-byte tar header as written, whatever it declares (tarfile would not write these)."""
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    info.size = size
+    return info.tobuf(tarfile.USTAR_FORMAT)
+
+
+def header_bomb(path: Path, kind: bytes, body: bytes) -> str:
+    """An archive whose first header is an extended one (PAX 'x' or 'g', GNU long name 'L' or
+    long link 'K') declaring 1 GiB, followed by `body` (gzipped_zeros(1 GiB): the gigabyte is
+    really there, as in the 1 MB upload that took a worker to 3.2 GB). Returns its sha256."""
+    data = gzip_member(raw_header("././@LongLink", kind, 1 << 30)) + body
+    path.write_bytes(data)
+    return hashlib.sha256(data).hexdigest()

@@ -1,0 +1,96 @@
+"""Imported archives are checked within a restore's limits, a header bomb among them fails its
+check at once in little memory, and the import and verify tasks give up after a bounded number
+of deliveries whose worker died (acks_late would hand them back forever)."""
+
+import time
+import tracemalloc
+
+import pytest
+from django.conf import settings
+
+from audit.models import AuditEvent
+from backups import archive, services
+from backups.models import Backup
+from backups.services.attempts import backup_verify_perform
+from backups.tasks import backup_import_task, backup_verify_task
+from sandboxes.services import SystemActor
+from tests.backups.helpers import gzipped_zeros, header_bomb, hostile_archive, member
+from tests.backups.test_archive import CONFIG
+from tests.backups.test_archive_bombs import KINDS
+
+ACTOR = SystemActor("test")
+
+
+@pytest.fixture(scope="module")
+def gigabyte() -> bytes:
+    return gzipped_zeros(1 << 30)
+
+
+def imported(team, path) -> Backup:
+    with open(path, "rb") as source:
+        return services.backup_import(actor=ACTOR, team=team, source=source, enqueue=False)
+
+
+@pytest.mark.parametrize("kind", ["pax", "gnu long name", "gnu long link"])
+def test_an_imported_header_bomb_fails_its_check_at_once_in_little_memory(kind, team, gigabyte, tmp_path):
+    header_bomb(tmp_path / "bomb.tar.gz", KINDS[kind], gigabyte)
+    backup = imported(team, tmp_path / "bomb.tar.gz")
+    tracemalloc.start()
+    started = time.monotonic()
+    try:
+        checked = services.backup_import_perform(backup_id=backup.pk)
+        seconds = time.monotonic() - started
+        _now, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert checked.status == Backup.Status.FAILED and f"declares {1 << 30} bytes" in checked.detail
+    assert seconds < 1 and peak < 100 * 2**20, (seconds, peak)  # tarfile alone: 2 GB, 12 s
+    assert checked.attempts == 0 and checked.config == {}
+
+
+def test_an_import_a_restore_would_refuse_for_its_size_fails_its_check(team, tmp_path, settings):
+    settings.RESTORE_MAX_BYTES = 1000
+    hostile_archive(tmp_path / "big.tar.gz", [member("workspace/Projects/big", b"z" * 4096)], config=CONFIG)
+    checked = services.backup_import_perform(backup_id=imported(team, tmp_path / "big.tar.gz").pk)
+    assert checked.status == Backup.Status.FAILED and "more than 1000 bytes" in checked.detail
+
+
+def dying(monkeypatch) -> None:
+    """Each check kills its worker (as the kernel's OOM killer would): nothing after it runs."""
+
+    def die(*args, **kwargs):
+        raise SystemExit("killed")
+
+    monkeypatch.setattr(archive, "verify", die)
+
+
+def test_an_import_whose_worker_dies_every_time_gives_up(team, tmp_path, monkeypatch):
+    hostile_archive(tmp_path / "ok.tar.gz", [member("workspace/Projects/a", b"a")], config=CONFIG)
+    backup = imported(team, tmp_path / "ok.tar.gz")
+    dying(monkeypatch)
+    for _ in range(settings.SANDBOX_MAX_ATTEMPTS):
+        with pytest.raises(SystemExit):
+            backup_import_task(backup.pk)  # redelivered after each death
+    monkeypatch.undo()
+    backup_import_task(backup.pk)
+    backup.refresh_from_db()
+    assert backup.status == Backup.Status.FAILED and backup.detail.startswith(f"Given up after {settings.SANDBOX_MAX_ATTEMPTS} attempts")
+
+
+def test_a_verify_whose_worker_dies_every_time_gives_up_and_a_later_one_runs(team, tmp_path, monkeypatch):
+    hostile_archive(tmp_path / "ok.tar.gz", [member("workspace/Projects/a", b"a")], config={**CONFIG, "name": "a"})
+    backup = services.backup_import_perform(backup_id=imported(team, tmp_path / "ok.tar.gz").pk)
+    assert backup.status == Backup.Status.DONE, backup.detail
+    dying(monkeypatch)
+    for _ in range(settings.SANDBOX_MAX_ATTEMPTS):
+        with pytest.raises(SystemExit):
+            backup_verify_task(backup.pk)
+    monkeypatch.undo()
+    backup_verify_task(backup.pk)
+    backup.refresh_from_db()
+    assert backup.verified_ok is False and backup.verify_detail.startswith("Given up after")
+    assert AuditEvent.objects.filter(action="backup.verify_failed").exists()
+    # The count starts again: the next verify the user asks for runs.
+    assert backup_verify_perform(backup_id=backup.pk).verified_ok is True
+    backup.refresh_from_db()
+    assert backup.attempts == 0
