@@ -49,9 +49,15 @@ class Backup(models.Model):
     verified_at = models.DateTimeField(null=True, blank=True)
     verified_ok = models.BooleanField(null=True, blank=True)
     verify_detail = models.TextField(blank=True, default="")
-    # Deliveries of this backup's verify or import task that have not finished. With late acks a
-    # worker killed by one (out of memory) gets it back; past SANDBOX_MAX_ATTEMPTS it gives up.
+    # Deliveries of this backup's task (its writing, a verify or an import) that have not
+    # finished. With late acks a worker killed by one (out of memory) gets it back; past
+    # SANDBOX_MAX_ATTEMPTS it gives up.
     attempts = models.PositiveSmallIntegerField(default=0)
+    # A backup of a sandbox in the storage pool reads a snapshot without holding the sandbox:
+    # its own worker writes this heartbeat while it reads, so a run whose worker died is taken
+    # up again (services.backup).
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    cancel_requested = models.BooleanField(default=False)
 
     class Meta:
         ordering = ["-created_at", "-id"]

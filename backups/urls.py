@@ -9,6 +9,7 @@ urlpatterns = [
     path("<int:pk>/download/", views.backup_download, name="backup_download"),
     path("<int:pk>/verify/", views.backup_verify, name="backup_verify"),
     path("<int:pk>/delete/", views.backup_delete, name="backup_delete"),
+    path("<int:pk>/cancel/", views.backup_cancel, name="backup_cancel"),
     path("<int:pk>/restore/", views.backup_restore, name="backup_restore"),
 ]
 

@@ -139,6 +139,18 @@ def backup_delete(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @require_POST
+def backup_cancel(request: HttpRequest, pk: int) -> HttpResponse:
+    backup = _get_backup(request, pk)
+    try:
+        services.backup_cancel(actor=request.user, backup=backup, source_ip=client_ip(request))
+    except SandboxError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"Cancelling {backup.file_name}…")
+    return redirect("backup_detail", pk=pk)
+
+
+@require_POST
 def backup_restore(request: HttpRequest, pk: int) -> HttpResponse:
     backup = _get_backup(request, pk)
     form = RestoreForm(request.POST, user=request.user, backup=backup)

@@ -22,7 +22,7 @@ from backups import archive
 from backups.models import Backup, Restore
 from backups.services import BackupError, write_backup
 from backups.services.backup import fail_backup_row, new_backup_row
-from backups.services.restore import _restore as restore_into
+from backups.services.restore import restore_into, staging_dir
 from sandboxes import activity, engine, fdwalk, live, policy, workspace
 from sandboxes.models import Sandbox
 from sandboxes.services import LostClaim, SandboxError, SystemActor, finish
@@ -428,9 +428,8 @@ def _reset(incident: Incident, sandbox: Sandbox) -> str:
         safety_backup=incident.backup,  # the evidence backup already holds what was there
         requested_by_name=f"incident #{incident.pk}",
     )
-    staging = settings.WORKSPACE_ROOT / f".restore-{restore.pk}"
     try:
-        dropped = restore_into(restore, sandbox, str(staging), job=JOB)
+        dropped = restore_into(restore, sandbox, job=JOB)
     except archive.Refused as exc:
         Restore.objects.filter(pk=restore.pk).update(status=Restore.Status.REFUSED, detail=str(exc), finished_at=timezone.now())
         raise BackupError(f"the restore was refused: {exc}") from None
@@ -438,7 +437,7 @@ def _reset(incident: Incident, sandbox: Sandbox) -> str:
         Restore.objects.filter(pk=restore.pk).update(status=Restore.Status.FAILED, detail=str(exc), finished_at=timezone.now())
         raise
     finally:
-        fdwalk.remove_path(str(staging))
+        fdwalk.remove_path(str(staging_dir(restore, sandbox)))
     Restore.objects.filter(pk=restore.pk).update(status=Restore.Status.DONE, detail="restored by the incident", finished_at=timezone.now())
     note = f" ({len(dropped)} link(s) pointing outside their folder left out)" if dropped else ""
     _event(incident, f"Restored {backup.file_name}{note}; the container was removed and the next start makes a new one.")

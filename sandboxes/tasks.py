@@ -24,6 +24,9 @@ def reconcile_all_task() -> int:
     destroyed sandboxes. (The events watcher resyncs too, but never queues: it must keep
     running while Redis is down.)"""
     services.requeue_stale_actions()
+    from backups.services import backups_repair
+
+    backups_repair()
     try:
         services.egress_repair()
         services.grants_repair()

@@ -233,7 +233,7 @@ def replace_contents(name: str, uuid: str, folder: str, source: str | None, *, i
     next start still finds the folder it approved. Everything goes through file descriptors
     opened without following links: nothing the sandbox left in the folder can redirect it."""
     _check_name(name)
-    if folder not in FOLDERS:
+    if folder not in FOLDERS and folder != HOME:
         raise WorkspaceError(f"{folder!r} is not one of a sandbox's folders.")
     root_fd = _open_root()
     try:

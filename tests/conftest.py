@@ -301,7 +301,8 @@ class Proc:
 @pytest.fixture(scope="session")
 def celery_worker(django_db_setup, _docker_ping, _test_image_built):
     """A real Celery worker (prefork, as `make run` starts it) on the test database."""
-    p = Proc("celery-worker", [str(ROOT / ".venv/bin/celery"), "-A", "controlpanel", "worker", "-l", "INFO", "-c", "2"])
+    queues = f"{settings.CELERY_TASK_DEFAULT_QUEUE},{settings.CELERY_JOBS_QUEUE}"
+    p = Proc("celery-worker", [str(ROOT / ".venv/bin/celery"), "-A", "controlpanel", "worker", "-l", "INFO", "-c", "2", "-Q", queues])
     try:
         p.wait_for_line("ready.", timeout=60)
         yield p

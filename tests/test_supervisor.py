@@ -66,7 +66,9 @@ def panel(clean_docker):
     p = Panel()
     try:
         wait_for(lambda: p.page() == 200, timeout=60, what="the panel's pages")
-        wait_for(lambda: "celery@" in p.output() and "ready." in p.output(), timeout=60, what="the worker")
+        wait_for(
+            lambda: "lifecycle@" in p.output() and "jobs@" in p.output() and p.output().count("ready.") >= 2, timeout=60, what="the workers"
+        )
         yield p
     finally:
         p.stop()

@@ -8,11 +8,14 @@ imports   an archive made elsewhere, checked before it can be restored
 
 from .backup import (
     BackupError,
+    backup_cancel,
     backup_delete,
     backup_perform,
     backup_request,
     backup_root,
     backup_verify,
+    backups_repair,
+    cancel_running,
     config_of,
     resume_backup,
     rotate,
@@ -24,6 +27,9 @@ from .schedule import run_due_schedules, schedule_set
 
 __all__ = [
     "BackupError",
+    "backup_cancel",
+    "backups_repair",
+    "cancel_running",
     "backup_delete",
     "backup_import",
     "backup_import_perform",

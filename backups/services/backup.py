@@ -3,14 +3,18 @@ the archive, and how every backup ends. Also verify, delete and rotation."""
 
 import logging
 import os
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
-from django.db import transaction
+from django.db import connection, transaction
+from django.db.models import F, Q
 from django.utils import timezone
 
 from sandboxes import engine, live, policy, workspace
@@ -18,6 +22,8 @@ from sandboxes.models import Sandbox
 from sandboxes.services import SandboxError, SystemActor, finish
 from sandboxes.services.claims import claim, heartbeat, take_run
 from sandboxes.services.common import audit, helper_spec, home_target, policy_rules
+from storage import pool
+from storage import services as storage
 from teams.permissions import Role, actor_name, actor_user, authorize
 
 from .. import archive
@@ -139,26 +145,205 @@ def fail_backup_row(backup: Backup, detail: str) -> None:
 def backup_perform(*, backup_id: int) -> None:
     """Write a claimed backup. Safe to run again: a run whose worker died starts the archive
     over (the temporary file is replaced), and an archive that was completed under its final
-    name before the worker died is checked and recorded instead of written twice."""
-    backup = Backup.objects.filter(pk=backup_id, status=Backup.Status.RUNNING).first()
-    if backup is None or backup.sandbox_id is None:
+    name before the worker died is checked and recorded instead of written twice.
+
+    A sandbox in the storage pool is held only for the instant of a snapshot; the archive is
+    then written from the snapshot while Stop, Pause, an incident or Destroy may act on the
+    sandbox. A sandbox with plain folders is held while its folders are read."""
+    backup = Backup.objects.filter(pk=backup_id, status=Backup.Status.RUNNING).select_related("sandbox").first()
+    if backup is None:
         return
-    sandbox = take_run(backup.sandbox_id, JOB)
+    if backup.sandbox is None or backup.sandbox.status in (S.DESTROYING, S.DESTROYED):
+        _end(backup, backup.sandbox, ok=False, detail="The sandbox was destroyed before its backup finished.", release=False)
+        return
+    if backup.sandbox.in_pool and pool.active():
+        _perform_from_snapshot(backup, backup.sandbox)
+        return
+    sandbox = take_run(backup.sandbox.pk, JOB)
     if sandbox is None:
         return
     if sandbox.attempts > settings.SANDBOX_MAX_ATTEMPTS:
         _end(backup, sandbox, ok=False, detail=f"Given up after {settings.SANDBOX_MAX_ATTEMPTS} attempts: its worker stopped each time.")
         return
     with heartbeat(sandbox.pk, JOB):
+        _write_and_end(backup, sandbox, release=True)
+
+
+def _write_and_end(backup: Backup, sandbox: Sandbox, *, release: bool, snapshot: Path | None = None) -> None:
+    try:
+        write_backup(sandbox, backup, snapshot=snapshot, capped=True)
+    except Cancelled:
+        backup.refresh_from_db()
+        _end(backup, sandbox, ok=False, detail=_cancelled_detail(backup), release=release)
+    except Stopped as exc:
+        _end(backup, sandbox, ok=False, detail=f"Stopped: {exc}.", release=release)
+    except (archive.ArchiveError, engine.EngineError, workspace.WorkspaceError, policy.PolicyViolation, pool.PoolError, OSError) as exc:
+        _end(backup, sandbox, ok=False, detail=f"The backup failed: {_reason(exc)}", release=release)
+    except SoftTimeLimitExceeded:
+        _end(backup, sandbox, ok=False, detail="The backup took longer than its task's time limit and was stopped.", release=release)
+    except Exception as exc:  # noqa: BLE001 - a backup always ends; the log has the traceback
+        log.exception("backup %s failed unexpectedly", backup.file_name)
+        _end(
+            backup,
+            sandbox,
+            ok=False,
+            detail=f"The backup failed unexpectedly ({type(exc).__name__}: {exc}); see the worker's log.",
+            release=release,
+        )
+    else:
+        _end(backup, sandbox, ok=True, detail="", release=release)
+
+
+def snapshot_dir(backup: Backup) -> Path:
+    """Where a pool backup's snapshot is while the archive is written from it."""
+    return settings.WORKSPACE_ROOT / pool.SNAPSHOTS / f"{backup.sandbox.uuid}-backup-{backup.pk}"  # type: ignore[union-attr]
+
+
+def _perform_from_snapshot(backup: Backup, sandbox: Sandbox) -> None:
+    """Snapshot under the sandbox's claim (milliseconds), release it, then write the archive from
+    the snapshot with the backup's own heartbeat."""
+    snap = snapshot_dir(backup)
+    held = take_run(sandbox.pk, JOB)
+    if held is not None:
+        sandbox = held
+        if backup.cancel_requested:
+            _end(backup, sandbox, ok=False, detail=_cancelled_detail(backup))
+            return
         try:
-            write_backup(sandbox, backup)
-        except (archive.ArchiveError, engine.EngineError, workspace.WorkspaceError, policy.PolicyViolation, OSError) as exc:
-            _end(backup, sandbox, ok=False, detail=f"The backup failed: {_reason(exc)}")
-        except Exception as exc:  # noqa: BLE001 - a backup always ends; the log has the traceback
-            log.exception("backup %s failed unexpectedly", backup.file_name)
-            _end(backup, sandbox, ok=False, detail=f"The backup failed unexpectedly ({type(exc).__name__}: {exc}); see the worker's log.")
+            with heartbeat(sandbox.pk, JOB):
+                if not snap.is_dir():
+                    storage.snapshot_now(sandbox, snap)
+        except (pool.PoolError, engine.EngineError, OSError) as exc:
+            _end(backup, sandbox, ok=False, detail=f"The backup's snapshot could not be taken: {exc}")
+            return
+        finish(sandbox, JOB, None, "", outcome="done", audited=False)  # the sandbox is free again
+    elif not snap.is_dir():
+        return  # the snapshot is still being taken by a live worker (it holds the claim)
+    if not _take_row(backup):
+        return
+    try:
+        with _row_heartbeat(backup.pk):
+            _write_and_end(backup, sandbox, release=False, snapshot=snap)
+    finally:
+        _drop_snapshot(backup)
+
+
+def _take_row(backup: Backup) -> bool:
+    """Take the reading of a backup's snapshot: only when nobody reads it, or its reader's
+    heartbeat stopped; past SANDBOX_MAX_ATTEMPTS runs it ends failed."""
+    stale = timezone.now() - timedelta(seconds=settings.SANDBOX_STALE_SECONDS)
+    taken = (
+        Backup.objects.filter(pk=backup.pk, status=Backup.Status.RUNNING)
+        .filter(Q(heartbeat_at__isnull=True) | Q(heartbeat_at__lt=stale))
+        .update(heartbeat_at=timezone.now(), attempts=F("attempts") + 1)
+    )
+    if not taken:
+        return False
+    backup.refresh_from_db()
+    if backup.attempts > settings.SANDBOX_MAX_ATTEMPTS:
+        _end(
+            backup,
+            backup.sandbox,
+            ok=False,
+            detail=f"Given up after {settings.SANDBOX_MAX_ATTEMPTS} attempts: its worker stopped each time.",
+            release=False,
+        )
+        _drop_snapshot(backup)
+        return False
+    return True
+
+
+@contextmanager
+def _row_heartbeat(backup_id: int) -> Iterator[None]:
+    stop = threading.Event()
+
+    def beat():
+        try:
+            while not stop.wait(settings.SANDBOX_HEARTBEAT_SECONDS):
+                Backup.objects.filter(pk=backup_id, status=Backup.Status.RUNNING).update(heartbeat_at=timezone.now())
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=beat, name=f"backup-heartbeat-{backup_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _drop_snapshot(backup: Backup) -> None:
+    sandbox = backup.sandbox
+    if sandbox is None or not pool.active():
+        return
+    try:
+        pool.delete(snapshot_dir(backup), group=sandbox.disk_group, limit_mb=sandbox.disk_mb)
+    except pool.PoolError:
+        log.warning("could not delete the snapshot of backup %s", backup.file_name, exc_info=True)
+
+
+def backup_cancel(*, actor, backup: Backup, source_ip: str | None = None) -> None:
+    """Stop a running backup: its worker ends it at its next block (failed, "cancelled"), its
+    partial file removed. One whose worker is gone (no heartbeat within SANDBOX_STALE_SECONDS)
+    is ended here and now, so that it can be deleted."""
+    if not isinstance(actor, SystemActor):
+        authorize(actor, backup.team, Role.OPERATOR)
+    if backup.status != Backup.Status.RUNNING:
+        raise BackupError(f"{backup.file_name} is not running.")
+    by = actor_name(actor)
+    Backup.objects.filter(pk=backup.pk, status=Backup.Status.RUNNING).update(cancel_requested=True, detail=f"Cancelled by {by}.")
+    audit_backup(actor, backup, "backup.cancel_requested", {}, source_ip)
+    backup.refresh_from_db()
+    stale = timezone.now() - timedelta(seconds=settings.SANDBOX_STALE_SECONDS)
+    sandbox = backup.sandbox
+    holds_claim = sandbox is not None and Sandbox.objects.filter(pk=sandbox.pk, pending_action=JOB).exists()
+    reading = backup.heartbeat_at is not None and backup.heartbeat_at >= stale
+    claim_live = holds_claim and Sandbox.objects.filter(pk=sandbox.pk, heartbeat_at__gte=stale).exists()  # type: ignore[union-attr]
+    if not reading and not claim_live:
+        _end(backup, sandbox, ok=False, detail=_cancelled_detail(backup), release=holds_claim)
+        _drop_snapshot(backup)
+
+
+def cancel_running(sandbox: Sandbox) -> None:
+    """Destroy: every running backup of the sandbox is cancelled."""
+    for backup in Backup.objects.filter(sandbox=sandbox, status=Backup.Status.RUNNING).select_related("team", "sandbox"):
+        try:
+            backup_cancel(actor=SystemActor("destroy"), backup=backup)
+        except BackupError:
+            continue
+
+
+def backups_repair() -> int:
+    """Periodic: a pool backup whose reader's heartbeat stopped (its worker died, or its task was
+    lost) is queued again, or ended failed past its attempts; a backup of a destroyed sandbox
+    ends failed. Returns how many were touched."""
+    from ..tasks import backup_task
+
+    stale = timezone.now() - timedelta(seconds=settings.SANDBOX_STALE_SECONDS)
+    touched = 0
+    for backup in Backup.objects.filter(status=Backup.Status.RUNNING, heartbeat_at__lt=stale).select_related("sandbox"):
+        touched += 1
+        if (
+            backup.sandbox is None
+            or backup.sandbox.status in (S.DESTROYING, S.DESTROYED)
+            or backup.attempts >= settings.SANDBOX_MAX_ATTEMPTS
+        ):
+            _end(
+                backup,
+                backup.sandbox,
+                ok=False,
+                detail=f"Given up: its worker stopped {backup.attempts} time(s) before it finished.",
+                release=False,
+            )
+            _drop_snapshot(backup)
         else:
-            _end(backup, sandbox, ok=True, detail="")
+            backup_task.delay(backup.pk)
+    return touched
+
+
+def _cancelled_detail(backup: Backup) -> str:
+    return backup.detail if backup.detail.startswith("Cancelled") else "Cancelled."
 
 
 def _reason(exc: Exception) -> str:
@@ -169,43 +354,80 @@ def _reason(exc: Exception) -> str:
     return str(exc)
 
 
-def _end(backup: Backup, sandbox: Sandbox, *, ok: bool, detail: str) -> None:
-    """Record how the backup ended, audit it, release the sandbox, rotate scheduled backups."""
+def _end(backup: Backup, sandbox: Sandbox | None, *, ok: bool, detail: str, release: bool = True) -> None:
+    """Record how the backup ended, audit it, release the sandbox (`release`: the run holds its
+    claim), rotate scheduled backups."""
     backup.refresh_from_db()
     if not ok:  # a run that died may have left its temporary file
         archive.remove_partial(archive.partial_path(str(settings.BACKUP_ROOT / backup.file_name)))
     with transaction.atomic():
         if not ok:
-            Backup.objects.filter(pk=backup.pk).update(status=Backup.Status.FAILED, detail=detail, finished_at=timezone.now())
-            audit(SystemActor("system"), "backup.failed", sandbox, {"backup": backup.file_name, "detail": detail})
-        else:
-            audit(
-                SystemActor("system"),
-                "backup.done",
-                sandbox,
-                {"backup": backup.file_name, "sha256": backup.sha256, "size": backup.size_bytes, "files": backup.files},
+            Backup.objects.filter(pk=backup.pk, status=Backup.Status.RUNNING).update(
+                status=Backup.Status.FAILED, detail=detail, finished_at=timezone.now(), attempts=0, heartbeat_at=None
             )
-        finish(sandbox, JOB, None, "" if ok else detail, outcome="done" if ok else "failed", audited=False)
-    if ok and backup.kind == Backup.Kind.SCHEDULED and not Sandbox.objects.filter(pk=sandbox.pk, on_hold=True).exists():
+            audit_backup(SystemActor("system"), backup, "backup.failed", {"detail": detail})
+        else:
+            audit_backup(
+                SystemActor("system"), backup, "backup.done", {"sha256": backup.sha256, "size": backup.size_bytes, "files": backup.files}
+            )
+        if release and sandbox is not None:
+            finish(sandbox, JOB, None, "" if ok else detail, outcome="done" if ok else "failed", audited=False)
+    if sandbox is not None and not release:
+        live.sandbox_changed(sandbox)
+    if (
+        ok
+        and sandbox is not None
+        and backup.kind == Backup.Kind.SCHEDULED
+        and not Sandbox.objects.filter(pk=sandbox.pk, on_hold=True).exists()
+    ):
         rotate(sandbox)  # never while an incident holds it: the backups from before it are what a reset needs
 
 
-def _throttled(backup_id: int, every: float = 0.5) -> Callable[[int, int], None]:
+class Stopped(archive.ArchiveError):
+    """A backup stopped on purpose: cancelled, or past its byte or time cap."""
+
+
+class Cancelled(Stopped):
+    pass
+
+
+def _throttled(backup_id: int, *, capped: bool = True, every: float = 0.5) -> Callable[[int, int], None]:
+    """The archive writer's progress callback: records progress every `every` seconds, and
+    stops the backup (raising Stopped) when it is cancelled or past BACKUP_MAX_BYTES or
+    BACKUP_MAX_SECONDS; holds it to BACKUP_MAX_MBPS."""
+    started = time.monotonic()
     last = [0.0]
 
     def progress(files: int, data: int) -> None:
         now = time.monotonic()
+        if capped and data > settings.BACKUP_MAX_BYTES:
+            raise Stopped(f"it read more than BACKUP_MAX_BYTES ({settings.BACKUP_MAX_BYTES} bytes) and was stopped")
+        if capped and now - started > settings.BACKUP_MAX_SECONDS:
+            raise Stopped(f"it ran longer than BACKUP_MAX_SECONDS ({settings.BACKUP_MAX_SECONDS} s) and was stopped")
+        if settings.BACKUP_MAX_MBPS:
+            ahead = data / (settings.BACKUP_MAX_MBPS * 1024 * 1024) - (now - started)
+            if ahead > 0:
+                time.sleep(min(ahead, 1.0))
         if now - last[0] >= every:
             last[0] = now
             Backup.objects.filter(pk=backup_id).update(progress_files=files, progress_bytes=data)
+            if Backup.objects.filter(pk=backup_id, cancel_requested=True).exists():
+                raise Cancelled("it was cancelled")
 
     return progress
 
 
-def write_backup(sandbox: Sandbox, backup: Backup, *, level: int | None = None) -> Backup:
-    """Write the archive of `sandbox` for `backup` and record it done. The caller holds a claim
-    on the sandbox (a backup's own, a restore's or an incident's). `level`: gzip's, by default
-    BACKUP_COMPRESSION_LEVEL."""
+def write_backup(
+    sandbox: Sandbox, backup: Backup, *, level: int | None = None, snapshot: Path | None = None, capped: bool = False
+) -> Backup:
+    """Write the archive of `sandbox` for `backup` and record it done. A sandbox in the storage
+    pool is read from a snapshot (`snapshot`, or one taken here under the caller's claim: a
+    restore's or an incident's), so the archive is the sandbox at one instant; one with plain
+    folders is read as it is, under the caller's claim. `level`: gzip's, by default
+    BACKUP_COMPRESSION_LEVEL. `capped`: held to the backup caps (evidence is not)."""
+    if sandbox.in_pool and pool.active() and snapshot is None:
+        with storage.read_only_copy(sandbox, f"backup-{backup.pk}") as taken:
+            return write_backup(sandbox, backup, level=level, snapshot=taken, capped=capped)
     final = backup_root() / backup.file_name
     if final.exists():
         return _record_existing(sandbox, backup, final)
@@ -217,10 +439,15 @@ def write_backup(sandbox: Sandbox, backup: Backup, *, level: int | None = None) 
     }
     docker = engine.engine_for(sandbox)
     level = settings.BACKUP_COMPRESSION_LEVEL if level is None else level
-    with archive.ArchiveWriter(str(final), level=level, progress=_throttled(backup.pk)) as writer:
+    with archive.ArchiveWriter(str(final), level=level, progress=_throttled(backup.pk, capped=capped)) as writer:
         for folder in workspace.FOLDERS:
-            archive.add_tree(writer, _open_folder(sandbox, folder), f"{archive.WORKSPACE}/{folder}")
-        if docker.volume_exists(sandbox.volume_name):
+            fd = _open_folder(sandbox, folder) if snapshot is None else policy.open_dir_nofollow(str(snapshot / folder), flags=os.O_RDONLY)
+            archive.add_tree(writer, fd, f"{archive.WORKSPACE}/{folder}")
+        if snapshot is not None:
+            home = snapshot / workspace.HOME
+            if home.is_dir():
+                archive.add_tree(writer, policy.open_dir_nofollow(str(home), flags=os.O_RDONLY), archive.HOME)
+        elif docker.volume_exists(sandbox.volume_name):
             with docker.helper(helper_spec(sandbox), rules=policy_rules()) as helper_id:
                 stream = archive.ChunkReader(docker.read_archive(helper_id, home_target()))
                 archive.add_engine_tar(writer, stream, archive.HOME)  # type: ignore[arg-type]

@@ -14,6 +14,7 @@ import os
 import shutil
 import uuid as uuidlib
 from decimal import Decimal
+from pathlib import Path
 
 from django.conf import settings
 from django.db import transaction
@@ -26,6 +27,7 @@ from sandboxes.services.actions import provision, run_destroy, run_reset, run_st
 from sandboxes.services.claims import claim, claimed, heartbeat, take_run
 from sandboxes.services.common import audit, helper_spec, home_target, labels, policy_rules, sandbox_spec
 from sandboxes.services.create import validate_settings
+from storage import pool
 from teams.models import Team
 from teams.permissions import Role, actor_name, actor_user, authorize
 
@@ -198,10 +200,9 @@ def restore_perform(*, restore_id: int) -> None:
     if sandbox.attempts > settings.SANDBOX_MAX_ATTEMPTS:
         _end(restore, ok=False, detail=f"Given up after {settings.SANDBOX_MAX_ATTEMPTS} attempts: its worker stopped each time.")
         return
-    staging = settings.WORKSPACE_ROOT / f".restore-{restore.pk}"
     with heartbeat(sandbox.pk, JOB):
         try:
-            dropped = _restore(restore, sandbox, str(staging))
+            dropped = _restore(restore, sandbox)
         except archive.Refused as exc:
             _end(restore, ok=False, detail=f"Refused: {exc}", refused=True)
         except (
@@ -222,15 +223,32 @@ def restore_perform(*, restore_id: int) -> None:
             note = f" Left out {len(dropped)} link(s) pointing outside their folder." if dropped else ""
             _end(restore, ok=True, detail=f"Restored from {restore.backup_name}.{note}")
         finally:
-            fdwalk.remove_path(str(staging))
+            fdwalk.remove_path(str(staging_dir(restore, sandbox)))
 
 
-def _restore(restore: Restore, sandbox: Sandbox, staging: str, *, job: str = JOB) -> list[str]:
-    """The restore itself, under the claim `job` (a restore's own, or an incident's reset)."""
+def staging_dir(restore: Restore, sandbox: Sandbox) -> Path:
+    """Where the archive is unpacked. For a sandbox in the storage pool, inside its own
+    subvolume (root's, never mounted): its folders are then filled by renames, which cannot
+    cross subvolumes, and what is unpacked counts against its quota."""
+    if sandbox.in_pool and pool.active():
+        return sandbox.workspace_path / f".restore-{restore.pk}"
+    return settings.WORKSPACE_ROOT / f".restore-{restore.pk}"
+
+
+def restore_into(restore: Restore, sandbox: Sandbox, *, job: str = JOB) -> list[str]:
+    """The restore itself, under the claim `job` (a restore's own, or an incident's reset);
+    the caller removes staging_dir() afterwards, whatever the outcome."""
+    return _restore(restore, sandbox, job=job)
+
+
+def _restore(restore: Restore, sandbox: Sandbox, *, job: str = JOB) -> list[str]:
     backup = restore.backup
     if backup is None:
         raise BackupError("The backup was deleted.")
     _usable(backup)
+    if restore.into_new and pool.active() and not sandbox.in_pool:
+        provision(sandbox, job)  # its subvolume first: the archive is unpacked inside it
+    staging = str(staging_dir(restore, sandbox))
     # Frozen from the safety backup on: nothing the agent writes after it can be lost. A
     # refused archive unfreezes it, as it was.
     frozen = _freeze(sandbox) if not restore.into_new else False
@@ -324,12 +342,22 @@ def _apply(sandbox: Sandbox, staging: str, job: str) -> None:
     run_reset(sandbox, job)  # the container goes; a start makes a new one from the settings
     provision(sandbox, job)  # the folders (made for a new sandbox), volume and network
     docker = engine.engine_for(sandbox)
-    if not docker.remove_volume(sandbox.volume_name, labels=labels(sandbox)):
+    home = os.path.join(staging, archive.HOME)
+    if sandbox.in_pool:
+        # The home volume is bound to home/ in the subvolume: its contents are swapped like a folder's.
+        recorded = (sandbox.host_path_ids or {}).get(str(sandbox.home_path))
+        workspace.replace_contents(
+            sandbox.name,
+            str(sandbox.uuid),
+            workspace.HOME,
+            home if os.path.isdir(home) else None,
+            identity=tuple(recorded[-1]) if recorded else None,
+        )
+    elif not docker.remove_volume(sandbox.volume_name, labels=labels(sandbox)):
         raise engine.EngineError(f"The volume {sandbox.volume_name} is not this sandbox's; it is left alone.")
     _still_ours(sandbox, job)  # Destroy may take the sandbox over at any step: nothing is made after it did
-    docker.ensure_volume(sandbox.volume_name, labels=labels(sandbox))
-    home = os.path.join(staging, archive.HOME)
-    if os.path.isdir(home):
+    docker.ensure_volume(sandbox.volume_name, labels=labels(sandbox), device=str(sandbox.home_path) if sandbox.in_pool else "")
+    if os.path.isdir(home) and not sandbox.in_pool:
         data = archive.tar_stream_of_folder(home, uid=settings.SANDBOX_UID, gid=settings.SANDBOX_GID)
         with docker.helper(helper_spec(sandbox), rules=policy_rules()) as helper_id:
             docker.write_archive(helper_id, home_target(), data)

@@ -23,3 +23,10 @@ RESTORE_MIN_FREE_BYTES = env_int("RESTORE_MIN_FREE_BYTES", 512 * 1024**2, minimu
 # The largest file an upload into imports/ (or of a backup archive) may be.
 TRANSFER_MAX_UPLOAD_BYTES = env_int("TRANSFER_MAX_UPLOAD_BYTES", 1024**3, minimum=1)
 BACKUP_IMPORT_MAX_BYTES = env_int("BACKUP_IMPORT_MAX_BYTES", 50 * 1024**3, minimum=1)
+# Every backup stops (failed, with the reason) past this much data read or this long; a sandbox
+# that needs more gets a larger cap from its admin, not an endless job.
+BACKUP_MAX_BYTES = env_int("BACKUP_MAX_BYTES", 500 * 1024**3, minimum=1)
+BACKUP_MAX_SECONDS = env_int("BACKUP_MAX_SECONDS", 6 * 3600, minimum=1)
+# Read at most this many MB a second (0: as fast as the disk goes), so that a backup leaves the
+# disk to the sandboxes.
+BACKUP_MAX_MBPS = env_int("BACKUP_MAX_MBPS", 0, minimum=0)

@@ -6,7 +6,7 @@ unix://path?db=N)."""
 
 from datetime import timedelta
 
-from .env import VAR_DIR, env_float, env_str
+from .env import VAR_DIR, env_float, env_int, env_str
 
 PANEL_INSTANCE = env_str("PANEL_INSTANCE", "default")
 REDIS_URL = env_str("REDIS_URL", f"unix://{VAR_DIR / 'redis.sock'}?db=0")
@@ -44,6 +44,23 @@ CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "inte
 CELERY_BROKER_CONNECTION_TIMEOUT = 2
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 CELERY_TASK_DEFAULT_QUEUE = f"ccpanel-{PANEL_INSTANCE}"
+# Long jobs (backups, restores, verifies, imports) have a queue and a worker pool of their own:
+# however many of them run, a Stop, a Start or an incident's freeze finds a free worker.
+CELERY_JOBS_QUEUE = f"ccpanel-{PANEL_INSTANCE}-jobs"
+CELERY_TASK_ROUTES = {
+    f"backups.tasks.{name}": {"queue": CELERY_JOBS_QUEUE}
+    for name in ("backup_task", "restore_task", "backup_verify_task", "backup_import_task")
+}
+# Every task has a time limit: past the soft one it stops with the reason (and releases what it
+# holds), past the hard one its process is killed (and its claim is taken up again, a bounded
+# number of times). Long jobs get theirs from their own caps.
+CELERY_TASK_SOFT_TIME_LIMIT = env_int("TASK_SOFT_TIME_LIMIT", 900, minimum=10)
+CELERY_TASK_TIME_LIMIT = CELERY_TASK_SOFT_TIME_LIMIT + 60
+_JOB_SECONDS = env_int("BACKUP_MAX_SECONDS", 6 * 3600, minimum=1) + 600
+CELERY_TASK_ANNOTATIONS = {
+    **{route: {"soft_time_limit": _JOB_SECONDS, "time_limit": _JOB_SECONDS + 120} for route in CELERY_TASK_ROUTES},
+    "audit.tasks.*": {"soft_time_limit": 3600, "time_limit": 3660},
+}
 # How often the periodic resync runs: it also re-queues actions whose worker is gone.
 SANDBOX_RESYNC_SECONDS = env_float("SANDBOX_RESYNC_SECONDS", 30.0, minimum=1)
 # How often the teams' idle rules look at the running sandboxes (teams.idle): an idle sandbox is

@@ -10,6 +10,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import transaction
 
@@ -19,7 +20,7 @@ from .. import egress, engine, live, policy, vault, workspace
 from ..models import Sandbox
 from . import credentials
 from .allowlist import grants_repair, sync_grants
-from .claims import claim, claimed, finish, heartbeat, take_run
+from .claims import CANCELLERS, claim, claimed, finish, heartbeat, take_run
 from .claims import enqueue as enqueue_task
 from .common import LostClaim, SandboxError, audit, egress_problems, ensure_network_of, labels, policy_rules, sandbox_spec
 
@@ -300,6 +301,9 @@ def sandbox_request_action(*, actor, sandbox: Sandbox, action: str, source_ip: s
         if before["pending_action"]:
             details["interrupted"] = before["pending_action"]
         audit(actor, f"sandbox.{action}", sandbox, details, source_ip)
+        if action == A.DESTROY:
+            for cancel in CANCELLERS:
+                cancel(sandbox)
         if enqueue:
             enqueue_task(sandbox.pk, action, before["status"])
         live.sandbox_changed(sandbox)
@@ -330,6 +334,13 @@ def sandbox_perform(*, sandbox_id: int, action: str) -> None:
             ended = finish(sandbox, action, S.ERROR, "Refused by the security policy: " + " ".join(exc.problems), outcome="refused")
         except (engine.EngineError, workspace.WorkspaceError, OSError) as exc:
             ended = finish(sandbox, action, S.ERROR, f"{action} failed: {exc}")
+        except SoftTimeLimitExceeded:
+            ended = finish(
+                sandbox,
+                action,
+                S.ERROR,
+                f"{action} took longer than its time limit ({settings.CELERY_TASK_SOFT_TIME_LIMIT} s) and was stopped.",
+            )
         except Exception as exc:  # noqa: BLE001 - an action always ends; the log has the traceback
             log.exception("%s of sandbox %s failed unexpectedly", action, sandbox.name)
             ended = finish(sandbox, action, S.ERROR, f"{action} failed unexpectedly ({type(exc).__name__}: {exc}); see the worker's log.")

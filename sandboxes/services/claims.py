@@ -155,6 +155,16 @@ def register_resumer(job: str, resume: Callable[[Sandbox], None]) -> None:
     RESUMERS[job] = resume
 
 
+# What Destroy stops first: the long jobs of other apps that run without the sandbox's claim (a
+# backup reading its snapshot), registered in their AppConfig.ready.
+CANCELLERS: list[Callable[[Sandbox], None]] = []
+
+
+def register_canceller(cancel: Callable[[Sandbox], None]) -> None:
+    if cancel not in CANCELLERS:
+        CANCELLERS.append(cancel)
+
+
 def requeue_stale_actions() -> int:
     """Queue again the actions whose worker is gone: never started within SANDBOX_STALE_SECONDS
     of being claimed (the task was lost, say Redis restarted), or whose runner's heartbeat

@@ -12,14 +12,16 @@ from pathlib import Path
 import docker
 from django.conf import settings
 
-from sandboxes import engine
+from sandboxes import engine, workspace
 from sandboxes.models import Sandbox
 
 
 def workspace_hashes(sandbox: Sandbox) -> dict[str, str]:
     """{folder/relative path: sha256} of every regular file in the six folders (read on the host)."""
     found = {}
-    for top, _dirs, files in os.walk(sandbox.workspace_path):
+    for top, dirs, files in os.walk(sandbox.workspace_path):
+        if Path(top) == sandbox.workspace_path:
+            dirs[:] = [d for d in dirs if d in workspace.FOLDERS]  # not the home (in the storage pool) nor staging
         for name in files:
             path = Path(top) / name
             if path.is_symlink() or name == ".ccpanel-sandbox":

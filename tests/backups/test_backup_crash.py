@@ -41,9 +41,11 @@ def test_a_backup_killed_mid_write_leaves_no_partial_archive_and_is_completed(ma
         assert not final.exists()  # nothing under the final name
         backup.refresh_from_db()
         assert backup.status == Backup.Status.RUNNING
-        assert Sandbox.objects.get(pk=sandbox.pk).pending_action == "backup"
+        # The sandbox was held only for its snapshot: the backup reads that, with its own heartbeat.
+        assert Sandbox.objects.get(pk=sandbox.pk).pending_action == ""
+        assert backup.heartbeat_at is not None and backup.attempts == 1
 
-        time.sleep(4)  # the heartbeat stops: the claim goes stale
+        time.sleep(4)  # the heartbeat stops: the backup goes stale
         second = start_worker("backup-b", own_queue, BACKUP_COMPRESSION_LEVEL="9")
         reconcile_all_task.apply()  # what beat runs: it queues the backup again
         done = wait_for(
@@ -53,8 +55,9 @@ def test_a_backup_killed_mid_write_leaves_no_partial_archive_and_is_completed(ma
         assert sorted(os.listdir(settings.BACKUP_ROOT)) == [backup.file_name]
         checked = archive.verify(str(final))
         assert checked.ok and checked.sha256 == done.sha256
-        assert Sandbox.objects.get(pk=sandbox.pk).attempts == 2
+        wait_for(lambda: Backup.objects.filter(pk=backup.pk, attempts=0).exists(), what="its attempts to be counted afresh")
         assert Sandbox.objects.get(pk=sandbox.pk).pending_action == ""
+        assert not any(p.name.startswith(str(sandbox.uuid)) for p in (settings.WORKSPACE_ROOT / ".snapshots").iterdir())
     finally:
         if first.proc.poll() is None:
             first.stop()
