@@ -367,6 +367,7 @@ def _end(backup: Backup, sandbox: Sandbox | None, *, ok: bool, detail: str, rele
             )
             audit_backup(SystemActor("system"), backup, "backup.failed", {"detail": detail})
         else:
+            Backup.objects.filter(pk=backup.pk).update(attempts=0, heartbeat_at=None)
             audit_backup(
                 SystemActor("system"), backup, "backup.done", {"sha256": backup.sha256, "size": backup.size_bytes, "files": backup.files}
             )
