@@ -4,6 +4,7 @@ from django.urls import include, path
 
 from backups import urls as backup_urls
 from incidents import urls as incident_urls
+from storage import urls as storage_urls
 from teams import views_second_factor
 
 urlpatterns = [
@@ -19,5 +20,6 @@ urlpatterns = [
     path("teams/", include("teams.urls")),
     path("sandboxes/<int:pk>/", include(backup_urls.sandbox_urlpatterns)),
     path("sandboxes/<int:pk>/", include(incident_urls.sandbox_urlpatterns)),
+    path("sandboxes/<int:pk>/", include(storage_urls.sandbox_urlpatterns)),
     path("", include("sandboxes.urls")),
 ]

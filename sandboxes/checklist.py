@@ -8,7 +8,8 @@ Automatic checks (each passes or fails, and says why):
 - a backup younger than 24 hours exists (once the sandbox has any backup);
 - the host's egress rules are in place (for a sandbox on the network);
 - the container's real settings, read back from `docker inspect` and the kernel, meet the
-  policy (selectors.hardening_report), a container changed outside the panel included.
+  policy (selectors.hardening_report), a container changed outside the panel included;
+- its disk use is bounded (a quota in the storage pool) and under SANDBOX_DISK_WARN_PERCENT.
 
 Manual items are the team's own list (pre-filled from the original before/during/after list);
 ticking and unticking are audited. The number of failed automatic checks is kept on the
@@ -157,6 +158,25 @@ def _container(sandbox: Sandbox) -> Check:
     return Check(label, not failing, ("fails: " + "; ".join(failing)) if failing else f"{len(report)} checks hold")
 
 
+def _disk(sandbox: Sandbox) -> Check:
+    """The disk quota: there (a subvolume of the storage pool), and not nearly used up."""
+    from storage import pool
+
+    label = "The sandbox's disk use is bounded"
+    if not sandbox.in_pool:
+        return Check(label, False, "no disk quota: plain folders (no storage pool), so it can fill the disk they are on")
+    usage = pool.usage(sandbox.disk_group)
+    if usage is None or not usage.limit:
+        return Check(label, False, f"no disk quota: the quota group {sandbox.disk_group} cannot be read or has no limit")
+    percent = usage.percent or 0.0
+    said = f"{usage.used / 1048576:.0f} of {usage.limit / 1048576:.0f} MB used ({percent:.0f} %)"
+    if percent >= settings.SANDBOX_DISK_WARN_PERCENT:
+        return Check(label, False, f"{said}: nearly full; free space, delete checkpoints or raise the quota")
+    if not sandbox.read_only_rootfs:
+        said += "; its writable root file system (the container layer) is not bounded by it"
+    return Check(label, True, said)
+
+
 def run_checks(sandbox: Sandbox, *, egress_known: dict[str, list[str]] | None = None) -> list[Check]:
     """Every automatic check, now; the failed count is saved for the dashboard's badge."""
     checks = [
@@ -166,6 +186,7 @@ def run_checks(sandbox: Sandbox, *, egress_known: dict[str, list[str]] | None = 
         _backup(sandbox),
         _egress(sandbox, egress_known),
         _container(sandbox),
+        _disk(sandbox),
     ]
     failed = sum(1 for c in checks if c.ok is False)
     Sandbox.objects.filter(pk=sandbox.pk).update(checklist_failed=failed, checklist_checked_at=timezone.now())

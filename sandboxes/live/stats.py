@@ -17,6 +17,8 @@ from typing import Any
 
 from channels.db import database_sync_to_async
 
+from storage import pool
+
 from .. import engine
 from ..models import Sandbox
 
@@ -116,11 +118,11 @@ class StatsCollector:
         return list(self.history.get(sandbox_id, ()))
 
     @database_sync_to_async
-    def _running(self) -> list[tuple[int, str]]:
+    def _running(self) -> list[tuple[int, str, str]]:
         return list(
             Sandbox.objects.filter(status__in=[Sandbox.Status.RUNNING, Sandbox.Status.PAUSED])
             .exclude(container_id="")
-            .values_list("pk", "container_id")
+            .values_list("pk", "container_id", "disk_group")
         )
 
     def _sample(self, container_id: str) -> dict[str, Any] | None:
@@ -143,11 +145,11 @@ class StatsCollector:
 
     async def _tick(self, loop) -> None:
         running = await self._running()
-        samples = await asyncio.gather(*(loop.run_in_executor(self.pool, self._sample, cid) for _, cid in running))
+        samples = await asyncio.gather(*(loop.run_in_executor(self.pool, self._sample, cid) for _, cid, _ in running))
         now = time.time()
         current: dict[int, dict[str, Any]] = {}
         seen = set()
-        for (pk, cid), sample in zip(running, samples, strict=True):
+        for (pk, cid, group), sample in zip(running, samples, strict=True):
             if sample is None or not sample.get("read") or not (sample.get("cpu_stats") or {}).get("system_cpu_usage"):
                 continue  # stopped meanwhile
             previous = self.previous.get(cid)
@@ -155,9 +157,11 @@ class StatsCollector:
             self.previous[cid] = found
             seen.add(cid)
             current[pk] = public(found)
+            if group and (disk := pool.usage(group)) is not None:  # a read of sysfs: no process started
+                current[pk].update(disk=disk.used, disk_limit=disk.limit)
             self.history.setdefault(pk, deque(maxlen=HISTORY)).append(current[pk])
         self.previous = {cid: f for cid, f in self.previous.items() if cid in seen}
-        running_ids = {pk for pk, _ in running}
+        running_ids = {pk for pk, _, _ in running}
         self.history = {pk: h for pk, h in self.history.items() if pk in running_ids}
         self.samples_taken += 1
         # Every viewer at once, each given at most a second: one slow socket holds no one else.

@@ -255,7 +255,9 @@
         const cell = document.querySelector('td[data-usage="' + pk + '"]');
         if (!cell) return;
         const label = draw(cell, points);
-        label.textContent = (s.cpu === null ? "–" : s.cpu.toFixed(0) + "%") + " · " + formatBytes(s.mem);
+        label.textContent = (s.cpu === null ? "–" : s.cpu.toFixed(0) + "%") + " · " + formatBytes(s.mem) +
+          (s.disk_limit ? " · disk " + Math.round((100 * s.disk) / s.disk_limit) + "%" : "");
+        cell.dataset.disk = s.disk_limit ? String(s.disk) : "";
         cell.dataset.cpu = s.cpu === null ? "" : String(s.cpu);
       });
     });

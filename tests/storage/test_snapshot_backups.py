@@ -24,10 +24,10 @@ from tests.storage.test_pool import ACTOR, sh, tree_hashes
 
 pytestmark = [pytest.mark.docker, pytest.mark.django_db(transaction=True)]
 LOOP = (
-    # Two counters written in order (A, then B) and a folder renamed back and forth: at any one
+    # Two counters written in order (A, then B, each replaced whole) and a folder renamed back and forth: at any one
     # instant A >= B and exactly one of d1, d2 exists. A backup that read the live folders could
     # see B ahead of A, or both folders, or neither.
-    "cd /workspace/Projects && mkdir -p d1 && i=0; while true; do i=$((i+1)); echo $i > A; echo $i > B; "
+    "cd /workspace/Projects && mkdir -p d1 && i=0; while true; do i=$((i+1)); echo $i > a.t; mv a.t A; echo $i > b.t; mv b.t B; "
     "if [ -d d1 ]; then mv d1 d2; else mv d2 d1; fi; "
     "echo $i > /home/claude/C; done"
 )

@@ -1,0 +1,93 @@
+"""The sandbox page's Storage card: disk use against the quota, the quota itself, checkpoints
+and rollback. Thin: every rule is in storage.services."""
+
+from django.contrib import messages
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
+
+from sandboxes import engine, policy
+from sandboxes.services import SandboxError
+from sandboxes.views import _get_sandbox, client_ip
+from teams.permissions import Role, user_role
+
+from . import pool, selectors, services
+from .models import Checkpoint
+
+
+def sandbox_storage(request: HttpRequest, pk: int) -> HttpResponse:
+    """The card; it reloads itself every few seconds (the use is live)."""
+    sandbox = _get_sandbox(request, pk)
+    role = user_role(user=request.user, team=sandbox.team)
+    context = {
+        "sandbox": sandbox,
+        "usage": selectors.disk_usage(sandbox),
+        "pool_active": pool.active(),
+        "checkpoints": selectors.checkpoints_of(sandbox) if sandbox.in_pool else [],
+        "can_operate": role in (Role.OPERATOR, Role.ADMIN) and sandbox.status != sandbox.Status.DESTROYED,
+    }
+    return render(request, "storage/_card.html", context)
+
+
+def _checkpoint(sandbox, checkpoint_pk: int) -> Checkpoint:
+    found = Checkpoint.objects.filter(pk=checkpoint_pk, sandbox=sandbox).select_related("sandbox").first()
+    if found is None:
+        raise Http404("No such checkpoint.")
+    return found
+
+
+def _run(request: HttpRequest, pk: int, step) -> HttpResponse:
+    sandbox = _get_sandbox(request, pk)
+    try:
+        said = step(sandbox)
+    except (SandboxError, pool.PoolError, engine.EngineError) as exc:
+        messages.error(request, str(exc))
+    except policy.PolicyViolation as exc:
+        messages.error(request, "Refused by the security policy: " + " ".join(exc.problems))
+    else:
+        messages.success(request, said)
+    return redirect("sandbox_detail", pk=pk)
+
+
+@require_POST
+def checkpoint_create(request: HttpRequest, pk: int) -> HttpResponse:
+    def step(sandbox):
+        made = services.checkpoint_create(
+            actor=request.user, sandbox=sandbox, label=request.POST.get("label", ""), source_ip=client_ip(request)
+        )
+        return f"Checkpoint {made.snapshot} taken."
+
+    return _run(request, pk, step)
+
+
+@require_POST
+def checkpoint_rollback(request: HttpRequest, pk: int, checkpoint_pk: int) -> HttpResponse:
+    def step(sandbox):
+        target = _checkpoint(sandbox, checkpoint_pk)
+        before = services.rollback(actor=request.user, sandbox=sandbox, checkpoint=target, source_ip=client_ip(request))
+        return f"Rolled back to {target.snapshot}; what was there is kept as checkpoint {before.snapshot}."
+
+    return _run(request, pk, step)
+
+
+@require_POST
+def checkpoint_delete(request: HttpRequest, pk: int, checkpoint_pk: int) -> HttpResponse:
+    def step(sandbox):
+        target = _checkpoint(sandbox, checkpoint_pk)
+        services.checkpoint_delete(actor=request.user, checkpoint=target, source_ip=client_ip(request))
+        return f"Deleted checkpoint {target.snapshot}."
+
+    return _run(request, pk, step)
+
+
+@require_POST
+def disk_quota(request: HttpRequest, pk: int) -> HttpResponse:
+    def step(sandbox):
+        try:
+            disk_mb = int(request.POST.get("disk_mb", ""))
+        except ValueError:
+            raise services.StorageError("The disk quota is a whole number of MB.") from None
+        services.set_disk_quota(actor=request.user, sandbox=sandbox, disk_mb=disk_mb, source_ip=client_ip(request))
+        return f"The disk quota of {sandbox.name} is now {disk_mb} MB."
+
+    return _run(request, pk, step)
