@@ -61,6 +61,7 @@ WORKSPACE = "workspace"
 HOME = "home"
 BLOCK = 1 << 20
 _ZEROS = bytes(BLOCK)
+TICK = 4 << 20
 NAME_BYTES = 4096  # the longest path a backup holds (and a restore takes)
 MAX_DEPTH = 512  # folders deeper than this are left out of a backup (and named in its manifest)
 HEADER_BYTES = 64 << 10  # the largest extended header (PAX records, a GNU long name or link) read
@@ -181,6 +182,7 @@ class _Exact(io.RawIOBase):
         self.left = size
         self.sha256 = hashlib.sha256()
         self.unreadable = False
+        self.tick: Callable[[int], None] | None = None  # told of every read (ArchiveWriter._tick)
 
     def readable(self) -> bool:
         return True
@@ -197,6 +199,8 @@ class _Exact(io.RawIOBase):
         data = data or b"\0" * n
         self.left -= len(data)
         self.sha256.update(data)
+        if self.tick is not None:
+            self.tick(len(data))
         return data
 
 
@@ -213,6 +217,7 @@ class _SparseReader(io.RawIOBase):
         self.position = self.left = 0
         self.sha256 = hashlib.sha256()
         self.unreadable = False
+        self.tick: Callable[[int], None] | None = None
 
     def readable(self) -> bool:
         return True
@@ -237,6 +242,8 @@ class _SparseReader(io.RawIOBase):
             self.position += len(data)
             self.left -= len(data)
             out += data
+            if self.tick is not None:
+                self.tick(len(data))
         return bytes(out)
 
 
@@ -318,6 +325,8 @@ class ArchiveWriter:
         self.level = level
         self.workers = workers or max(1, os.cpu_count() or 1)
         self.progress = progress
+        self._reading = 0  # bytes of the member being added, read so far
+        self._since_tick = 0
         self.count = 0
         self.skipped: list[str] = []
         self._spool: IO[bytes] | None = None  # one entry per line: memory stays flat whatever the count
@@ -359,8 +368,19 @@ class ArchiveWriter:
         self.count += 1
         self.done.files += 1
         self.done.bytes += size
+        self._reading = 0
         if self.progress:
             self.progress(self.done.files, self.done.bytes)
+
+    def _tick(self, n: int) -> None:
+        """Within one large file, progress every TICK bytes too: a cancel, a cap or the read
+        rate (the caller's callback) then holds inside a file of any size, not only between
+        files."""
+        self._reading += n
+        self._since_tick += n
+        if self.progress and self._since_tick >= TICK:
+            self._since_tick = 0
+            self.progress(self.done.files, self.done.bytes + self._reading)
 
     def add_dir(self, path: str, *, mode: int, mtime: float) -> None:
         assert self._tar is not None
@@ -385,6 +405,7 @@ class ArchiveWriter:
         """Add `size` bytes read from `fd`; returns their sha256."""
         assert self._tar is not None
         reader = _Exact(lambda n: os.read(fd, n), size)
+        reader.tick = self._tick
         self._tar.addfile(self._info(path, tarfile.REGTYPE, mode, mtime, size), reader)
         digest = reader.sha256.hexdigest()
         if reader.unreadable:
@@ -400,6 +421,7 @@ class ArchiveWriter:
         data = sum(length for _offset, length in segments)
         stored = len(head) + data
         reader = _SparseReader(fd, head, segments)
+        reader.tick = self._tick
         # A short made-up name: tarfile adds no "path" record that would win over the real name.
         info = self._info(f"GNUSparseFile.0/{self.count}", tarfile.REGTYPE, mode, mtime, stored)
         # Past 8 GiB the stored size goes in a "size" record, which must come before the real size.

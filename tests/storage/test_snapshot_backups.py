@@ -182,12 +182,17 @@ def test_a_backup_can_be_cancelled_and_is_capped(make_sandbox, clean_docker, set
 
     settings.BACKUP_MAX_BYTES = 1024**4
     settings.BACKUP_MAX_MBPS = 4
+    # One large file: the cancel holds within a file, not only between files.
+    (sandbox.workspace_path / "Projects" / "one-large").write_bytes(os.urandom(64 * 1024 * 1024))
     backup = backups.backup_request(actor=ACTOR, sandbox=sandbox, enqueue=False)
     runner = threading.Thread(target=lambda: (backups.backup_perform(backup_id=backup.pk), connection.close()))
     runner.start()
     wait_for(lambda: Backup.objects.filter(pk=backup.pk, heartbeat_at__isnull=False).exists(), timeout=20, what="reading")
+    wait_for(lambda: Backup.objects.get(pk=backup.pk).progress_bytes > 24 * 1024 * 1024, timeout=30, what="the large file half-read")
     backups.backup_cancel(actor=ACTOR, backup=Backup.objects.get(pk=backup.pk))
+    cancelled_at = time.monotonic()
     runner.join(20)
+    assert time.monotonic() - cancelled_at < 3
     backup.refresh_from_db()
     assert backup.status == Backup.Status.FAILED and backup.detail.startswith("Cancelled"), backup.detail
     assert not archive_partial_exists(backup)
