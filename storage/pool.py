@@ -148,6 +148,20 @@ def ensure() -> str:
     return said
 
 
+def mount_loop_at(point: Path) -> str:
+    """The loop-file pool (made if missing) mounted at `point`, quotas on: `pool migrate`
+    fills it there before it takes WORKSPACE_ROOT's place."""
+    said = _mount_loop(point)
+    if not quotas_on(point):
+        _enable_quotas(point)
+    return said
+
+
+def unmount_at(point: Path) -> None:
+    if mounted_at(point) is not None:
+        _run("umount", str(point))
+
+
 def _mount_loop(root: Path) -> str:
     image = Path(settings.STORAGE_POOL_FILE)
     made = ""
@@ -262,12 +276,12 @@ def quotas_on(root: Path | str) -> bool:
     return folder is not None and (folder / "qgroups").is_dir()
 
 
-def _sysfs(path: Path | str) -> Path | None:
-    """/sys/fs/btrfs/<fsid>/ of the file system holding `path`."""
-    found = mounted_at(settings.WORKSPACE_ROOT)
+def _sysfs(point: Path | str) -> Path | None:
+    """/sys/fs/btrfs/<fsid>/ of the file system mounted at `point`."""
+    found = mounted_at(point)
     if found is None:
         return None
-    return _sysfs_of(found.source, str(settings.WORKSPACE_ROOT))
+    return _sysfs_of(found.source, str(point))
 
 
 _FSID: dict[str, str] = {}
@@ -311,23 +325,24 @@ def create_subvolume(path: str | Path) -> None:
     _run("btrfs", "subvolume", "create", str(path))
 
 
-def ensure_group(path: str | Path, *, limit_mb: int) -> str:
+def ensure_group(path: str | Path, *, limit_mb: int, fs: Path | None = None) -> str:
     """Put the subvolume at `path` in a quota group of its own, 1/<its id>, limited to
-    `limit_mb`; returns the group. Idempotent (a redelivered create finds it done)."""
+    `limit_mb`; returns the group. Idempotent (a redelivered create finds it done). `fs`: where
+    the pool is mounted, when not at WORKSPACE_ROOT (pool migrate)."""
     sub_id = subvolume_id(path)
     group = f"1/{sub_id}"
     for args in (("create", group), ("assign", f"0/{sub_id}", group)):
         try:
-            _run("btrfs", "qgroup", *args, str(settings.WORKSPACE_ROOT))
+            _run("btrfs", "qgroup", *args, str(fs or settings.WORKSPACE_ROOT))
         except PoolError as exc:
             if "File exists" not in str(exc):
                 raise
-    set_limit(group, limit_mb)
+    set_limit(group, limit_mb, fs=fs)
     return group
 
 
-def set_limit(group: str, limit_mb: int) -> None:
-    _run("btrfs", "qgroup", "limit", f"{int(limit_mb)}M", group, str(settings.WORKSPACE_ROOT))
+def set_limit(group: str, limit_mb: int, *, fs: Path | None = None) -> None:
+    _run("btrfs", "qgroup", "limit", f"{int(limit_mb)}M", group, str(fs or settings.WORKSPACE_ROOT))
 
 
 def snapshot(source: str | Path, dest: str | Path, *, group: str, read_only: bool, limit_mb: int | None = None) -> None:

@@ -24,6 +24,10 @@ class VolumesMixin(BaseClient):
         if (volume.get("Options") or None) != opts:
             raise EngineError(f"The volume {name} is not bound to {device or 'nothing'} as the sandbox needs; it is left alone.")
 
+    def volume_mountpoint(self, name: str) -> str:
+        """Where the engine keeps the volume's files (on the engine's machine)."""
+        return str(self.call(self.api.inspect_volume, name).get("Mountpoint") or "")
+
     def volume_exists(self, name: str) -> bool:
         try:
             self.call(self.api.inspect_volume, name)

@@ -208,3 +208,42 @@ def test_the_quota_changes_while_it_runs(make_sandbox, clean_docker):
     sandbox.refresh_from_db()
     assert sandbox.status == "destroyed" and not sandbox.status_detail, sandbox.status_detail
     assert not sandbox.workspace_path.exists() and not storage.checkpoint_path(full).exists()
+
+
+def test_a_sandbox_with_plain_folders_moves_into_the_pool_intact(make_sandbox, clean_docker, settings):
+    from django.core.management import call_command
+
+    from storage import migrate
+
+    settings.STORAGE_POOL = "none"
+    old = make_sandbox("old")
+    assert not old.in_pool and not pool.is_subvolume(old.workspace_path)
+    sh(old, "mkdir -p /workspace/Projects/src && echo code > /workspace/Projects/src/a.py && ln -s a.py /workspace/Projects/src/l")
+    sh(old, "echo conf > /home/claude/.rc")
+    (old.workspace_path / "Research" / "sparse").write_bytes(b"")
+    os.truncate(old.workspace_path / "Research" / "sparse", 1 << 30)
+    before = migrate.tree_digest(str(old.workspace_path))
+    with pytest.raises(migrate.MigrateError, match="no pool"):
+        migrate.migrate(say=lambda _: None)
+    settings.STORAGE_POOL = "loop"
+    with pytest.raises(migrate.MigrateError, match="Stop these sandboxes first"):
+        migrate.migrate(say=lambda _: None)
+    services.sandbox_request_action(actor=ACTOR, sandbox=old, action="stop", enqueue=False)
+    services.sandbox_perform(sandbox_id=old.pk, action="stop")
+    uuid, volume = old.uuid, old.volume_name
+
+    call_command("pool", "migrate")
+    old.refresh_from_db()
+    assert old.in_pool and pool.is_subvolume(old.workspace_path) and old.uuid == uuid and old.volume_name == volume
+    after = migrate.tree_digest(str(old.workspace_path))
+    assert {k: v for k, v in after.items() if not k.startswith("home")} == before
+    assert (old.workspace_path / "Research" / "sparse").stat().st_blocks == 0  # still sparse
+    assert AuditEvent.objects.filter(action="sandbox.moved_into_pool", sandbox_uuid=uuid).exists()
+    assert not list(settings.WORKSPACE_ROOT.glob(".before-pool-*")) and not list(settings.WORKSPACE_ROOT.glob(".migrating-*"))
+
+    services.sandbox_request_action(actor=ACTOR, sandbox=old, action="start", enqueue=False)
+    services.sandbox_perform(sandbox_id=old.pk, action="start")
+    old.refresh_from_db()
+    assert old.status == "running", old.status_detail
+    assert sh(old, "cat /home/claude/.rc /workspace/Projects/src/l").stdout == "conf\ncode\n"
+    assert "Disk quota exceeded" in sh(old, f"dd if=/dev/zero of=/home/claude/big bs=1M count={old.disk_mb + 50} 2>&1").stdout

@@ -7,22 +7,35 @@ from storage import pool
 
 
 class Command(BaseCommand):
-    help = "Make and mount the storage pool (ensure), show it (status), or grow it (grow --size-mb N)."
+    help = (
+        "The storage pool: make and mount it (ensure), show it (status), grow it (grow --size-mb N), move plain folders into it (migrate)."
+    )
 
     def add_arguments(self, parser):
-        parser.add_argument("what", choices=["ensure", "status", "grow"])
+        parser.add_argument("what", choices=["ensure", "status", "grow", "migrate"])
         parser.add_argument("--size-mb", type=int, default=None, help="grow: the pool's new size")
 
     def handle(self, *args, what, size_mb=None, **opts):
         try:
             if what == "ensure":
                 self.stdout.write(pool.ensure())
+            elif what == "migrate":
+                from storage import migrate
+
+                moved = migrate.migrate(say=self.stdout.write)
+                self.stdout.write(self.style.SUCCESS(f"moved into the pool: {', '.join(moved) or 'nothing to move'}"))
             elif what == "grow":
                 if not size_mb:
                     raise CommandError("`pool grow --size-mb N` names the new size.")
                 self.stdout.write(pool.grow(size_mb))
         except pool.PoolError as exc:
             raise CommandError(str(exc)) from exc
+        except Exception as exc:
+            from storage.migrate import MigrateError
+
+            if isinstance(exc, MigrateError):
+                raise CommandError(str(exc)) from exc
+            raise
         info = pool.status()
         if not info["mounted"]:
             self.stdout.write(f"storage pool: none at {info['root']} (plain folders, no disk quota)")
