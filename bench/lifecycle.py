@@ -31,7 +31,7 @@ from django.conf import settings  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 from django.test import Client  # noqa: E402
 
-from sandboxes import services  # noqa: E402
+from sandboxes import seccomp, services  # noqa: E402
 from sandboxes.models import Sandbox  # noqa: E402
 from teams.models import Membership, Team  # noqa: E402
 
@@ -87,7 +87,7 @@ def sdk_once(sdk: docker.DockerClient, name: str) -> tuple[float, float]:
         nano_cpus=10**9,
         pids_limit=1024,
         cap_drop=["ALL"],
-        security_opt=["no-new-privileges:true"],
+        security_opt=["no-new-privileges:true", seccomp.option()],  # what the panel gives a sandbox
         network=settings.SANDBOX_NETWORK,
         mounts=mounts,
         labels={"io.ccpanel.instance": settings.PANEL_INSTANCE},

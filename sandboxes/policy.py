@@ -21,6 +21,8 @@ import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from . import seccomp
+
 DOCKER_SOCKETS = ("/var/run/docker.sock", "/run/docker.sock")
 # The operating system's own folders: never mounted, never containing a mount, and a mount root
 # may not lie inside them either.
@@ -167,7 +169,7 @@ class ContainerSpec:
     hostname: str = ""
     cap_drop: tuple[str, ...] = ("ALL",)
     cap_add: tuple[str, ...] = ()
-    security_opt: tuple[str, ...] = (NO_NEW_PRIVILEGES,)
+    security_opt: tuple[str, ...] = (NO_NEW_PRIVILEGES, seccomp.option())
     privileged: bool = False
     devices: tuple[str, ...] = ()
     pid_mode: str | None = None
@@ -531,10 +533,14 @@ def check_config(spec: ContainerSpec, rules: Rules) -> list[str]:
         problems += check_selinux_level(option.removeprefix("label=level:"), host_has_selinux=rules.selinux)
     if len(labels_set) > 1:
         problems.append("At most one SELinux level.")
-    if set(other_opts) != set(rules.security_opt) or len(other_opts) != len(set(other_opts)):
+    # A sandbox also carries the panel's seccomp profile (sandboxes.seccomp): Docker's default,
+    # less the btrfs ioctls. A helper is never started: no-new-privileges alone.
+    required = set(rules.security_opt) | {seccomp.option()}
+    helper_may = spec.profile != "sandbox" and set(other_opts) == set(rules.security_opt)
+    if (set(other_opts) != required and not helper_may) or len(other_opts) != len(set(other_opts)):
         problems.append(
-            f"Security options must be exactly {sorted(rules.security_opt)} "
-            "(no-new-privileges; seccomp, AppArmor and SELinux confinement may not be changed)."
+            "Security options must be exactly no-new-privileges and the panel's seccomp profile "
+            "(seccomp, AppArmor and SELinux confinement may not be changed or switched off)."
         )
     if list(spec.cap_drop) != ["ALL"] or spec.cap_add:
         problems.append("All capabilities must be dropped and none added.")
@@ -663,12 +669,16 @@ def inspect_report(data: dict, spec: ContainerSpec | None = None, processes: lis
     mounts = data.get("Mounts") or []
     namespaces = {k: host.get(k) or "" for k in ("NetworkMode", "PidMode", "IpcMode", "UTSMode", "UsernsMode")}
     security = host.get("SecurityOpt") or []
+    named = [
+        o if not o.startswith("seccomp=") else ("seccomp=the panel's profile" if o == seccomp.option() else "seccomp=another profile")
+        for o in security
+    ]
     report = [
         ("Runs as a non-root user", is_non_root(user), user),
         (
-            "no-new-privileges",
-            {o for o in security if not o.startswith("label=level:")} == ALLOWED_SECURITY_OPT,
-            ", ".join(security) or "not set",
+            "no-new-privileges, and the panel's seccomp profile (no btrfs ioctls)",
+            {o for o in security if not o.startswith("label=level:")} == ALLOWED_SECURITY_OPT | {seccomp.option()},
+            ", ".join(named) or "not set",
         ),
         (
             "All capabilities dropped, none added",

@@ -11,7 +11,7 @@ from django.conf import settings
 from audit.services import audit_record
 from teams.permissions import actor_name, actor_user
 
-from .. import egress, engine, policy, workspace
+from .. import egress, engine, policy, seccomp, workspace
 from ..models import Mount, Sandbox
 
 
@@ -161,7 +161,11 @@ def sandbox_spec(sandbox: Sandbox, extra_mounts: list[Mount] | None = None, *, s
         log_max_size=settings.SANDBOX_LOG_MAX_SIZE,
         log_max_files=settings.SANDBOX_LOG_MAX_FILES,
         read_only_rootfs=sandbox.read_only_rootfs,
-        security_opt=(policy.NO_NEW_PRIVILEGES, *((policy.selinux_level_option(sandbox.selinux_level),) if sandbox.selinux_level else ())),
+        security_opt=(
+            policy.NO_NEW_PRIVILEGES,
+            seccomp.option(),
+            *((policy.selinux_level_option(sandbox.selinux_level),) if sandbox.selinux_level else ()),
+        ),
         tmpfs=(
             *((target, tmp_bytes(sandbox)) for target in ("/tmp", "/var/tmp")),
             ("/run/secrets", SECRETS_TMPFS_BYTES),

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-from sandboxes import engine, policy
+from sandboxes import engine, policy, seccomp
 from tests.conftest import docker_cli
 
 UUID = "01234567-89ab-cdef-0123-456789abcdef"
@@ -393,7 +393,7 @@ def test_a_sticky_folder_on_the_way_is_safe_when_the_entry_is_roots(ws):
 )
 def test_selinux_levels_are_validated_and_only_used_where_selinux_is(ws, level, ok):
     with_selinux = policy.Rules(**{**rules(ws).__dict__, "selinux": True})
-    spec = good_spec(ws, security_opt=(policy.NO_NEW_PRIVILEGES, policy.selinux_level_option(level)))
+    spec = good_spec(ws, security_opt=(policy.NO_NEW_PRIVILEGES, seccomp.option(), policy.selinux_level_option(level)))
     if ok:
         policy.check(spec, with_selinux)  # passes
     else:

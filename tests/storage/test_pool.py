@@ -247,3 +247,31 @@ def test_a_sandbox_with_plain_folders_moves_into_the_pool_intact(make_sandbox, c
     assert old.status == "running", old.status_detail
     assert sh(old, "cat /home/claude/.rc /workspace/Projects/src/l").stdout == "conf\ncode\n"
     assert "Disk quota exceeded" in sh(old, f"dd if=/dev/zero of=/home/claude/big bs=1M count={old.disk_mb + 50} 2>&1").stdout
+
+
+SUBVOL_SCRIPT = """
+import errno, fcntl, os, struct, termios
+fd = os.open("/workspace/Projects", os.O_RDONLY)
+args = bytearray(struct.pack("q", 0) + b"escape".ljust(4088, b"\\0"))
+for name, request in (("subvolume", 0x5000940E), ("snapshot-v2", 0x50009417)):
+    try:
+        fcntl.ioctl(fd, request, args if name == "subvolume" else bytearray(4096))
+        print(name, "made")
+    except OSError as exc:
+        print(name, errno.errorcode[exc.errno])
+try:
+    fcntl.ioctl(os.open("/dev/null", os.O_RDONLY), termios.TCGETS, bytearray(64))
+except OSError as exc:
+    print("tcgets", errno.errorcode[exc.errno])
+"""
+
+
+def test_nothing_inside_a_sandbox_can_make_a_subvolume(make_sandbox, clean_docker):
+    """The btrfs ioctls are refused by the sandbox's seccomp profile (a subvolume made inside
+    would escape the quota and the backups); other ioctls still reach the kernel."""
+    sandbox = make_sandbox("noioctl", image="ccpanel/claude-code:latest")
+    done = docker_cli("exec", sandbox.container_id, "python3", "-c", SUBVOL_SCRIPT, check=False)
+    assert done.stdout.split("\n")[:3] == ["subvolume EPERM", "snapshot-v2 EPERM", "tcgets ENOTTY"], done
+    assert not (sandbox.workspace_path / "Projects" / "escape").exists()
+    data = json.loads(docker_cli("inspect", sandbox.container_id).stdout)[0]
+    assert any(o.startswith("seccomp=") and "ioctl" in o for o in data["HostConfig"]["SecurityOpt"])
