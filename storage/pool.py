@@ -111,9 +111,9 @@ def status() -> dict:
 
 
 def default_size_mb(folder: Path) -> int:
-    """A quarter of the free space where the loop file goes, at least 2 GiB, leaving 5 GiB free."""
+    """Half of the free space where the loop file goes, at least 2 GiB, leaving 5 GiB free."""
     free_mb = shutil.disk_usage(folder).free // (1024 * 1024)
-    size = max(free_mb // 4, 2048)
+    size = max(free_mb // 2, 2048)
     if free_mb - size < 5 * 1024:
         raise PoolError(
             f"Only {free_mb} MiB are free in {folder}: too little for a storage pool (it needs 2 GiB and leaves 5 GiB). "
@@ -179,10 +179,15 @@ def _mount_loop(root: Path) -> str:
             tmp.unlink(missing_ok=True)
             raise PoolError(f"Could not allocate {size_mb} MiB for {image}: {exc}") from None
         os.close(fd)
-        _run("mkfs.btrfs", "-q", "-L", "ccpanel-pool", str(tmp))
+        # Metadata once, not twice (a loop file on one disk gains nothing from two copies): a
+        # quota of N MB then costs the pool about N MB, also in small files kept in metadata.
+        # -K: no discard, which would punch holes in the file and undo its allocation.
+        _run("mkfs.btrfs", "-q", "-K", "-L", "ccpanel-pool", "-m", "single", "-d", "single", str(tmp))
         os.replace(tmp, image)
         made = f"made a {size_mb} MiB storage pool in {image}; "
-    _run("mount", "-o", "loop,nosuid,nodev", str(image), str(root))
+    # nodiscard: btrfs would otherwise pass deletes on to the loop file as holes, and the space a
+    # sandbox frees would go back to the host's disk, to be taken by something else.
+    _run("mount", "-o", "loop,nosuid,nodev,nodiscard", str(image), str(root))
     return f"{made}mounted {image} at {root}"
 
 
@@ -200,8 +205,8 @@ def _mount_named(root: Path, fs: Path) -> str:
 
 def _harden(root: Path) -> None:
     found = mounted_at(root)
-    if found is not None and not {"nosuid", "nodev"} <= found.options:
-        _run("mount", "-o", "remount,nosuid,nodev", str(root))
+    if found is not None and (not {"nosuid", "nodev"} <= found.options or any(o.startswith("discard") for o in found.options)):
+        _run("mount", "-o", "remount,nosuid,nodev" + (",nodiscard" if settings.STORAGE_POOL == "loop" else ""), str(root))
     if not quotas_on(root):
         _enable_quotas(root)
     if os.geteuid() == 0:

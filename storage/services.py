@@ -18,7 +18,8 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from sandboxes import engine, live, workspace
+from controlpanel.db import serialise
+from sandboxes import engine, live, policy, workspace
 from sandboxes.models import Sandbox
 from sandboxes.services.claims import claim, claimed
 from sandboxes.services.common import SandboxError, audit
@@ -58,16 +59,19 @@ def _require_pool(sandbox: Sandbox) -> None:
 
 
 @contextmanager
-def _claimed(sandbox: Sandbox, job: str, *, while_on_hold: bool = False) -> Iterator[str]:
-    """Hold `job`'s claim on the sandbox for the block; yields the status from before."""
+def _claimed(sandbox: Sandbox, job: str, *, while_on_hold: bool = False, shown: bool = True) -> Iterator[str]:
+    """Hold `job`'s claim on the sandbox for the block; yields the status from before. `shown`:
+    tell the pages (a checkpoint's few milliseconds are not worth two live updates)."""
     with transaction.atomic():
         before = claim(sandbox=sandbox, action=job, allowed_from=CHECKPOINT_FROM, while_on_hold=while_on_hold)
-    live.sandbox_changed(sandbox)
+    if shown:
+        live.sandbox_changed(sandbox)
     try:
         yield before["status"]
     finally:
         claimed(sandbox, job).update(pending_action="", heartbeat_at=None)
-        live.sandbox_changed(sandbox)
+        if shown:
+            live.sandbox_changed(sandbox)
 
 
 @contextmanager
@@ -87,11 +91,34 @@ def frozen(sandbox: Sandbox) -> Iterator[None]:
             docker.unpause(paused_id)
 
 
+def limit_now(sandbox: Sandbox) -> int | None:
+    """The sandbox's quota as saved now (not as it was when a long job began): what a step
+    given headroom puts back."""
+    return Sandbox.objects.filter(pk=sandbox.pk).values_list("disk_mb", flat=True).first()
+
+
+@contextmanager
+def room_for(sandbox: Sandbox, extra_bytes: int) -> Iterator[None]:
+    """The sandbox's quota raised by `extra_bytes` for the block (a restore: its staging copy and
+    the data it replaces are in the sandbox's subvolume at once, so a sandbox more than half
+    full could not be restored, nor one its agent kept full on purpose). Only while no process
+    of the sandbox runs (paused or removed): nothing of it can use the room."""
+    if not (sandbox.in_pool and pool.active()):
+        yield
+        return
+    base = limit_now(sandbox) or settings.SANDBOX_DEFAULT_DISK_MB
+    pool.set_limit(sandbox.disk_group, base + extra_bytes // (1024 * 1024) + pool.HEADROOM_MB)
+    try:
+        yield
+    finally:
+        pool.set_limit(sandbox.disk_group, limit_now(sandbox) or base)
+
+
 def snapshot_now(sandbox: Sandbox, dest: Path) -> None:
     """A read-only snapshot of the sandbox's subvolume at `dest`, frozen for that instant."""
     dest.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     with frozen(sandbox):
-        pool.snapshot(sandbox.workspace_path, dest, group=sandbox.disk_group, read_only=True, limit_mb=sandbox.disk_mb)
+        pool.snapshot(sandbox.workspace_path, dest, group=sandbox.disk_group, read_only=True, limit_mb=limit_now(sandbox))
 
 
 @contextmanager
@@ -101,13 +128,13 @@ def read_only_copy(sandbox: Sandbox, what: str) -> Iterator[Path]:
     taken; reading it needs none. A snapshot left by a process that died is deleted by the next
     one of the same name, or by Destroy."""
     dest = settings.WORKSPACE_ROOT / pool.SNAPSHOTS / f"{sandbox.uuid}-{what}"
-    pool.delete(dest, group=sandbox.disk_group, limit_mb=sandbox.disk_mb)
+    pool.delete(dest, group=sandbox.disk_group, limit_mb=limit_now(sandbox))
     snapshot_now(sandbox, dest)
     try:
         yield dest
     finally:
         try:
-            pool.delete(dest, group=sandbox.disk_group, limit_mb=sandbox.disk_mb)
+            pool.delete(dest, group=sandbox.disk_group, limit_mb=limit_now(sandbox))
         except pool.PoolError:
             log.warning("could not delete the snapshot %s", dest, exc_info=True)
 
@@ -120,7 +147,7 @@ def checkpoint_create(*, actor, sandbox: Sandbox, label: str = "", automatic: bo
     label = (label or "").strip()
     if len(label) > 100 or any(ord(c) < 32 for c in label):
         raise StorageError("A checkpoint's label is at most 100 printable characters.")
-    with _claimed(sandbox, J.CHECKPOINT) as status:
+    with _claimed(sandbox, J.CHECKPOINT, shown=False) as status:
         checkpoint = _take(actor, sandbox, label=label, automatic=automatic, was_running=status == S.RUNNING)
     audit(actor, "sandbox.checkpoint", sandbox, {"checkpoint": checkpoint.snapshot, "label": label}, source_ip)
     rotate(sandbox)
@@ -156,7 +183,7 @@ def rotate(sandbox: Sandbox) -> int:
 
 def _delete(checkpoint: Checkpoint) -> None:
     sandbox = checkpoint.sandbox
-    pool.delete(checkpoint_path(checkpoint), group=sandbox.disk_group, limit_mb=sandbox.disk_mb)
+    pool.delete(checkpoint_path(checkpoint), group=sandbox.disk_group, limit_mb=limit_now(sandbox))
     checkpoint.delete()
 
 
@@ -192,12 +219,18 @@ def rollback(*, actor, sandbox: Sandbox, checkpoint: Checkpoint, source_ip: str 
         docker = engine.engine_for(sandbox)
         if sandbox.container_id:
             docker.remove_container(sandbox.container_id)  # its state is being thrown away
-        _swap_in(sandbox, checkpoint)
-        if status in (S.RUNNING, S.PAUSED):
-            run_start(sandbox, J.ROLLBACK)
-            Sandbox.objects.filter(pk=sandbox.pk).update(status=S.RUNNING, status_detail="")
-        else:
-            Sandbox.objects.filter(pk=sandbox.pk).update(status=S.STOPPED, container_id="", status_detail="")
+        try:
+            _swap_in(sandbox, checkpoint)
+            if status in (S.RUNNING, S.PAUSED):
+                run_start(sandbox, J.ROLLBACK)
+                Sandbox.objects.filter(pk=sandbox.pk).update(status=S.RUNNING, status_detail="")
+            else:
+                Sandbox.objects.filter(pk=sandbox.pk).update(status=S.STOPPED, container_id="", status_detail="")
+        except Exception as exc:
+            # Its container is gone: never left saying "running". Start makes a new one.
+            why = " ".join(exc.problems) if isinstance(exc, policy.PolicyViolation) else str(exc)
+            Sandbox.objects.filter(pk=sandbox.pk).update(status=S.ERROR, status_detail=f"The rollback failed: {why}")
+            raise StorageError(f"The rollback to {checkpoint.snapshot} failed: {why}") from exc
     audit(
         actor,
         "sandbox.rollback",
@@ -214,11 +247,10 @@ def _swap_in(sandbox: Sandbox, checkpoint: Checkpoint) -> None:
     aside first and deleted only once the new one is in place: a failure leaves one of them
     under the sandbox's name, never neither."""
     base = sandbox.workspace_path
-    aside = settings.WORKSPACE_ROOT / pool.SNAPSHOTS / f"{sandbox.uuid}-replaced"
-    pool.delete(aside, group=sandbox.disk_group, limit_mb=sandbox.disk_mb)
+    aside = settings.WORKSPACE_ROOT / pool.SNAPSHOTS / f"{sandbox.uuid}-replaced-{uuidlib.uuid4().hex[:8]}"
     os.rename(base, aside)
     try:
-        pool.snapshot(checkpoint_path(checkpoint), base, group=sandbox.disk_group, read_only=False, limit_mb=sandbox.disk_mb)
+        pool.snapshot(checkpoint_path(checkpoint), base, group=sandbox.disk_group, read_only=False, limit_mb=limit_now(sandbox))
     except pool.PoolError:
         os.rename(aside, base)
         raise
@@ -226,7 +258,11 @@ def _swap_in(sandbox: Sandbox, checkpoint: Checkpoint) -> None:
     recorded = {**(sandbox.host_path_ids or {}), **{p: [list(pair) for pair in c] for p, c in chains.items()}}
     claimed(sandbox, J.ROLLBACK).update(host_path_ids=recorded)
     sandbox.host_path_ids = recorded
-    pool.delete(aside, group=sandbox.disk_group, limit_mb=sandbox.disk_mb)
+    try:
+        pool.delete(aside, group=sandbox.disk_group, limit_mb=limit_now(sandbox))
+    except pool.PoolError:
+        # The rollback is done; what was replaced goes with the next Destroy at the latest.
+        log.warning("could not delete %s after the rollback of %s", aside, sandbox.name, exc_info=True)
 
 
 def set_disk_quota(*, actor, sandbox: Sandbox, disk_mb: int, source_ip: str | None = None) -> None:
@@ -241,11 +277,40 @@ def set_disk_quota(*, actor, sandbox: Sandbox, disk_mb: int, source_ip: str | No
             team_policy.check_change(sandbox=sandbox, disk_mb=int(disk_mb))
         except team_policy.OverLimit as exc:
             raise StorageError(" ".join(p for ps in exc.errors.values() for p in ps)) from exc
+        serialise("sandbox-mounts")  # the lock creates hold while they count the pool's quotas
+        if int(disk_mb) > (sandbox.disk_mb or 0) and (problem := overcommit_problem(int(disk_mb), exclude=sandbox.pk)):
+            raise StorageError(problem)
         pool.set_limit(sandbox.disk_group, int(disk_mb))
         Sandbox.objects.filter(pk=sandbox.pk).update(disk_mb=int(disk_mb))
         sandbox.disk_mb = int(disk_mb)
         audit(actor, "sandbox.disk_quota_changed", sandbox, {"from_mb": was, "to_mb": int(disk_mb)}, source_ip)
     live.sandbox_changed(sandbox)
+
+
+def overcommit_problem(disk_mb: int, *, exclude: int | None = None) -> str | None:
+    """Why a quota of `disk_mb` for one more sandbox (or a raised one, `exclude` being it) would
+    overcommit the pool, or None. The quotas of sandboxes in the pool, and of new ones about to
+    be placed there, must fit in it with a reserve (5 %, at least 256 MB) for the pool's own
+    metadata. Call with the pool-quotas lock held (controlpanel.db.serialise)."""
+    if settings.STORAGE_OVERCOMMIT or not pool.active():
+        return None
+    size_mb = pool.status().get("size", 0) // (1024 * 1024)
+    live = Sandbox.objects.exclude(status=S.DESTROYED)
+    if exclude is not None:
+        live = live.exclude(pk=exclude)
+    committed = sum(
+        s.disk_mb or settings.SANDBOX_DEFAULT_DISK_MB
+        for s in live.only("disk_mb", "disk_group", "host_path_ids")
+        if s.disk_group or not s.host_path_ids  # in the pool, or about to be placed there
+    )
+    room = size_mb - max(256, size_mb // 20) - committed
+    if disk_mb <= room:
+        return None
+    return (
+        f"The storage pool holds {size_mb} MB and its sandboxes' quotas already take {committed} MB: "
+        f"{max(room, 0)} MB are left for this one's {disk_mb} MB. Give less, grow the pool (manage.py pool grow), "
+        "or allow overcommitting (STORAGE_OVERCOMMIT=true)."
+    )
 
 
 def place(sandbox: Sandbox) -> str:
@@ -275,9 +340,14 @@ def forget(sandbox: Sandbox) -> list[str]:
     snapshots = settings.WORKSPACE_ROOT / pool.SNAPSHOTS
     for entry in os.listdir(snapshots) if snapshots.is_dir() else ():
         if entry.startswith(f"{sandbox.uuid}-"):
-            pool.delete(snapshots / entry)
+            try:
+                pool.delete(snapshots / entry)
+            except pool.PoolError as exc:
+                left.append(f"snapshot {entry} left: {exc}")
     if sandbox.disk_group and not left:
         pool.destroy_group(sandbox.disk_group)
+    elif sandbox.disk_group and sandbox.disk_mb:
+        pool.set_limit(sandbox.disk_group, sandbox.disk_mb)  # what is left stays bounded
     return left
 
 

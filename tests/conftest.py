@@ -83,7 +83,8 @@ def _storage_pool():
     finally:
         _remove_test_resources(docker=False)
         pool.unmount()
-        Path(settings.STORAGE_POOL_FILE).unlink(missing_ok=True)
+        if pool.mounted_at(settings.WORKSPACE_ROOT) is None:  # a file still mounted would keep its space
+            Path(settings.STORAGE_POOL_FILE).unlink(missing_ok=True)
 
 
 def _empty_pool(root: Path) -> None:

@@ -278,7 +278,7 @@ def _drop_snapshot(backup: Backup) -> None:
     if sandbox is None or not pool.active():
         return
     try:
-        pool.delete(snapshot_dir(backup), group=sandbox.disk_group, limit_mb=sandbox.disk_mb)
+        pool.delete(snapshot_dir(backup), group=sandbox.disk_group, limit_mb=storage.limit_now(sandbox))
     except pool.PoolError:
         log.warning("could not delete the snapshot of backup %s", backup.file_name, exc_info=True)
 

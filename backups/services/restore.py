@@ -28,6 +28,7 @@ from sandboxes.services.claims import claim, claimed, heartbeat, take_run
 from sandboxes.services.common import audit, helper_spec, home_target, labels, policy_rules, sandbox_spec
 from sandboxes.services.create import validate_settings
 from storage import pool
+from storage import services as storage
 from teams.models import Team
 from teams.permissions import Role, actor_name, actor_user, authorize
 
@@ -250,18 +251,20 @@ def _restore(restore: Restore, sandbox: Sandbox, *, job: str = JOB) -> list[str]
         provision(sandbox, job)  # its subvolume first: the archive is unpacked inside it
     staging = str(staging_dir(restore, sandbox))
     # Frozen from the safety backup on: nothing the agent writes after it can be lost. A
-    # refused archive unfreezes it, as it was.
+    # refused archive unfreezes it, as it was. The room for staging is given only while frozen.
+    room = min(backup.data_bytes or settings.RESTORE_MAX_BYTES, settings.RESTORE_MAX_BYTES)
     frozen = _freeze(sandbox) if not restore.into_new else False
     try:
-        if not restore.into_new:
-            _safety_backup(restore, sandbox)
-        result = _extract(restore, backup, sandbox, staging)
+        with storage.room_for(sandbox, room):
+            if not restore.into_new:
+                _safety_backup(restore, sandbox)
+            result = _extract(restore, backup, sandbox, staging)
+            restore.applying = True  # type: ignore[attr-defined]  # from here on, the sandbox changes
+            _apply(sandbox, staging, job)
     except BaseException:
-        if frozen:
+        if frozen and not getattr(restore, "applying", False):
             _thaw(sandbox)
         raise
-    restore.applying = True  # type: ignore[attr-defined]  # from here on, the sandbox changes
-    _apply(sandbox, staging, job)
     return result.dropped
 
 

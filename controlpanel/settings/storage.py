@@ -5,7 +5,7 @@ consistent backups."""
 import os
 from pathlib import Path
 
-from .env import env_int, env_str
+from .env import env_bool, env_int, env_str
 from .sandboxes import WORKSPACE_ROOT
 
 # "loop" (the default): a file beside WORKSPACE_ROOT, allocated up front, formatted as btrfs and
@@ -15,10 +15,14 @@ from .sandboxes import WORKSPACE_ROOT
 STORAGE_POOL = env_str("STORAGE_POOL", "loop")
 # The loop file (never inside the checkout: removing the checkout must not remove sandbox data).
 STORAGE_POOL_FILE = Path(os.path.expanduser(env_str("STORAGE_POOL_FILE", f"{WORKSPACE_ROOT}.btrfs"))).resolve()
-# Its size when it is first made; 0: a quarter of the free space, at least 2 GiB, leaving 5 GiB free.
+# Its size when it is first made; 0: half of the free space, at least 2 GiB, leaving 5 GiB free.
 STORAGE_POOL_SIZE_MB = env_int("STORAGE_POOL_SIZE_MB", 0, minimum=0)
 # A sandbox's disk quota (its folders, its home and its checkpoints) when none is given.
-SANDBOX_DEFAULT_DISK_MB = env_int("SANDBOX_DEFAULT_DISK_MB", 20 * 1024, minimum=64)
+SANDBOX_DEFAULT_DISK_MB = env_int("SANDBOX_DEFAULT_DISK_MB", 10 * 1024, minimum=64)
+# Whether the sandboxes' quotas may add up to more than the pool holds. Off: a create or a
+# quota raise that would overcommit the pool is refused, so that no sandbox within its quota can
+# fill the pool for the others.
+STORAGE_OVERCOMMIT = env_bool("STORAGE_OVERCOMMIT", False)
 SANDBOX_MIN_DISK_MB = 64
 SANDBOX_MAX_DISK_MB = env_int("SANDBOX_MAX_DISK_MB", 4 * 1024 * 1024, minimum=SANDBOX_MIN_DISK_MB)
 # Checkpoints a sandbox keeps (the oldest unlabelled ones go first when one more is taken).

@@ -46,8 +46,8 @@ for _key, _value in {
     "SANDBOX_DEFAULT_MEMORY_MB": "256",
     "SANDBOX_DEFAULT_CPUS": "1",
     "SANDBOX_STOP_TIMEOUT": "3",
-    "STORAGE_POOL_SIZE_MB": "6144",
-    "SANDBOX_DEFAULT_DISK_MB": "1024",
+    "STORAGE_POOL_SIZE_MB": "10240",
+    "SANDBOX_DEFAULT_DISK_MB": "256",
 }.items():
     os.environ.setdefault(_key, _value)
 # The panel's own Redis (or REDIS_URL's server), on a database of the tests' own.

@@ -242,6 +242,10 @@ def sandbox_create(
                 team_policy.check_create(team=team, memory_mb=memory_mb, cpus=sandbox.cpus, disk_mb=disk_mb)
             except team_policy.OverLimit as exc:
                 raise InvalidInput(exc.errors) from exc
+            from storage.services import overcommit_problem
+
+            if problem := overcommit_problem(disk_mb):
+                raise InvalidInput({"disk_mb": [problem]})
             sandbox.save()
             for m in mounts:
                 m.sandbox = sandbox

@@ -45,7 +45,7 @@ def tree_hashes(root: Path) -> dict[str, str]:
 
 def test_a_sandbox_stops_at_its_quota_and_nothing_else_notices(make_sandbox, clean_docker, client, admin_user):
     bounded = make_sandbox("quota", disk_mb=200)
-    other = make_sandbox("neighbour")
+    other = make_sandbox("neighbour", disk_mb=512)
     assert bounded.in_pool and other.in_pool
     assert selectors.disk_usage(bounded).limit == 200 * 1024 * 1024
     free_before = shutil.disk_usage(settings.STORAGE_POOL_FILE.parent).free
@@ -70,6 +70,9 @@ def test_a_sandbox_stops_at_its_quota_and_nothing_else_notices(make_sandbox, cle
     assert done.stdout.strip().endswith("ok"), done
     usage = selectors.disk_usage(bounded)
     assert usage is not None and usage.used <= usage.limit
+    # Still allocated whole after the deletes (no discard punched holes in it).
+    image = os.stat(settings.STORAGE_POOL_FILE)
+    assert image.st_blocks * 512 >= image.st_size
 
 
 def test_a_subvolume_made_inside_a_sandbox_stays_within_its_quota(make_sandbox, clean_docker):
@@ -198,6 +201,12 @@ def test_the_quota_changes_while_it_runs(make_sandbox, clean_docker):
     assert Sandbox.objects.get(pk=sandbox.pk).disk_mb == 400
     with pytest.raises(storage.StorageError):
         storage.set_disk_quota(actor=ACTOR, sandbox=sandbox, disk_mb=1)
+    # The quotas together may not overcommit the pool: nothing within its quota can fill it.
+    with pytest.raises(storage.StorageError, match="overcommit"):
+        storage.set_disk_quota(actor=ACTOR, sandbox=sandbox, disk_mb=settings.STORAGE_POOL_SIZE_MB)
+    with pytest.raises(services.InvalidInput, match="overcommit"):
+        make_sandbox("greedy", disk_mb=settings.STORAGE_POOL_SIZE_MB - 300)
+    assert not Sandbox.objects.filter(name="greedy").exists()
     sandbox.refresh_from_db()
     # A sandbox full to its quota can still be checkpointed, and destroyed with its checkpoints.
     assert "Disk quota exceeded" in sh(sandbox, "dd if=/dev/zero of=/home/claude/g bs=1M count=400 2>&1").stdout
