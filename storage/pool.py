@@ -80,9 +80,26 @@ def mounted_at(path: str | Path) -> Mounted | None:
     return found
 
 
+def kernel_has_btrfs() -> bool:
+    """Whether this kernel can mount btrfs (loading its module if it must)."""
+
+    def listed() -> bool:
+        try:
+            with open("/proc/filesystems", encoding="utf-8") as fh:
+                return any(line.split()[-1] == "btrfs" for line in fh if line.strip())
+        except OSError:
+            return False
+
+    if listed():
+        return True
+    subprocess.run(["modprobe", "btrfs"], capture_output=True, check=False, timeout=30)
+    return listed()
+
+
 def enabled() -> bool:
-    """Whether this panel keeps new sandboxes in a pool (STORAGE_POOL is not "none")."""
-    return settings.STORAGE_POOL != "none"
+    """Whether this panel keeps new sandboxes in a pool: STORAGE_POOL is not "none" and the
+    kernel has btrfs (where it has not, sandboxes keep plain folders, without a disk quota)."""
+    return settings.STORAGE_POOL != "none" and kernel_has_btrfs()
 
 
 def active() -> bool:
@@ -126,8 +143,10 @@ def ensure() -> str:
     """Make, mount and check the pool as the settings say (make run, and the test suite); say
     what was done. Idempotent: a mounted pool is only checked (quotas on, nosuid and nodev)."""
     root = Path(settings.WORKSPACE_ROOT)
-    if not enabled():
+    if settings.STORAGE_POOL == "none":
         return "STORAGE_POOL=none: sandboxes keep plain folders, without a disk quota."
+    if not kernel_has_btrfs():
+        return "This kernel has no btrfs: sandboxes keep plain folders, without a disk quota (the checklist says so)."
     found = mounted_at(root)
     if found is None:
         if root.is_dir() and any(root.iterdir()):

@@ -126,6 +126,14 @@ def test_image(request, docker_engine, _test_image_built):
     return _test_image_built
 
 
+@pytest.fixture(autouse=True)
+def _no_pool_without_the_engine(request):
+    """The fast tier has no storage pool (it is made for the tests that use the real engine):
+    there, sandboxes keep plain folders."""
+    if request.node.get_closest_marker("docker") is None and request.node.get_closest_marker("browser") is None:
+        request.getfixturevalue("settings").STORAGE_POOL = "none"
+
+
 @pytest.fixture
 def fake_engine(settings) -> Iterator[FakeEngine]:
     """The in-memory engine, for every host, for this test (it holds the test image). It has no

@@ -61,7 +61,12 @@ def provision(sandbox: Sandbox, action: str) -> None:
     if not all(f in recorded for f in folders):
         # A new sandbox goes into the storage pool when there is one; one that has folders
         # already (made before the pool) keeps them until it is migrated.
-        into_pool = sandbox.in_pool or (pool.active() and not any(f in recorded for f in folders))
+        into_pool = sandbox.in_pool or (pool.enabled() and not any(f in recorded for f in folders))
+        if into_pool and not pool.active():
+            # Never plain folders under the pool's mount point: they would keep it from being mounted.
+            raise workspace.WorkspaceError(
+                f"The storage pool is not mounted at {settings.WORKSPACE_ROOT}: `make run` (or `manage.py pool ensure`) mounts it."
+            )
         chains = workspace.workspace_create(sandbox.name, str(sandbox.uuid), subvolume=into_pool)
         changes: dict[str, object] = {"host_path_ids": {**recorded, **{p: [list(pair) for pair in c] for p, c in chains.items()}}}
         if into_pool and not sandbox.disk_group:

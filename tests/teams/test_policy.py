@@ -156,7 +156,7 @@ def test_changes_that_grow_beyond_the_policy_are_refused_and_shrinking_is_not(te
     create(team, "other", memory_mb=512, cpus="1")
     set_policy(team, max_memory_mb=1024, max_cpus=Decimal(2), max_disk_mb=3000, default_disk_mb=1000)
     with transaction.atomic(), pytest.raises(policy.OverLimit) as caught:
-        policy.check_change(sandbox=a, memory_mb=1024, cpus=Decimal(2), disk_mb=2500)
+        policy.check_change(sandbox=a, memory_mb=1024, cpus=Decimal(2), disk_mb=2800)  # the other has the panel's default quota
     assert set(caught.value.errors) == {"memory_mb", "cpus", "disk_mb"}
     assert "this change asks for 1024 MB" in str(caught.value)
     set_policy(team, max_memory_mb=512)  # lowered below what the team has
