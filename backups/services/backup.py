@@ -339,6 +339,14 @@ def backups_repair() -> int:
             _drop_snapshot(backup)
         else:
             backup_task.delay(backup.pk)
+    # A pool backup that never started reading and whose sandbox no backup holds any more (its
+    # claim was taken by another backup's redelivered run, say): nothing would ever run it.
+    waiting = Backup.objects.filter(status=Backup.Status.RUNNING, heartbeat_at__isnull=True, created_at__lt=stale).select_related("sandbox")
+    for backup in waiting:
+        sandbox = backup.sandbox
+        if sandbox is not None and sandbox.in_pool and sandbox.pending_action != JOB and not snapshot_dir(backup).is_dir():
+            touched += 1
+            _end(backup, sandbox, ok=False, detail="Its run was lost before it began; back up again.", release=False)
     return touched
 
 
