@@ -284,3 +284,20 @@ def test_nothing_inside_a_sandbox_can_make_a_subvolume(make_sandbox, clean_docke
     assert not (sandbox.workspace_path / "Projects" / "escape").exists()
     data = json.loads(docker_cli("inspect", sandbox.container_id).stdout)[0]
     assert any(o.startswith("seccomp=") and "ioctl" in o for o in data["HostConfig"]["SecurityOpt"])
+
+
+def test_the_pool_grows_with_one_command_while_sandboxes_run(make_sandbox, clean_docker):
+    from django.core.management import call_command
+
+    sandbox = make_sandbox("grower")
+    before = shutil.disk_usage(settings.WORKSPACE_ROOT).total
+    call_command("pool", "grow", "--size-mb", str(settings.STORAGE_POOL_SIZE_MB + 512))
+    after = shutil.disk_usage(settings.WORKSPACE_ROOT).total
+    assert after - before >= 500 * 1024 * 1024
+    image = os.stat(settings.STORAGE_POOL_FILE)
+    assert image.st_size == (settings.STORAGE_POOL_SIZE_MB + 512) * 1024 * 1024 and image.st_blocks * 512 >= image.st_size
+    assert sh(sandbox, "echo still > /workspace/Projects/x && cat /workspace/Projects/x").stdout == "still\n"
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError, match="larger size"):
+        call_command("pool", "grow", "--size-mb", "100")
