@@ -87,7 +87,7 @@ def test_a_sandbox_cannot_rename_its_own_mount_points(make_sandbox, clean_docker
     )
     assert "Projects ->" not in out.stdout
     assert (base / "Projects").is_dir() and not (base / "Projects").is_symlink()
-    assert sorted(os.listdir(base)) == sorted([workspace.MARKER, *workspace.FOLDERS])
+    assert sorted(os.listdir(base)) == sorted([workspace.MARKER, *workspace.FOLDERS, workspace.HOME])
 
 
 def test_two_sandboxes_may_not_mount_overlapping_folders_unless_both_read_only(team, test_image, clean_docker, mount_root):

@@ -43,7 +43,8 @@ def test_a_sandbox_has_a_read_only_root_unless_it_opts_out(make_sandbox, clean_d
         assert sandbox.status == "running", sandbox.status_detail
         host = json.loads(docker_cli("inspect", "-f", "{{json .HostConfig}}", sandbox.container_id).stdout)
         assert host["ReadonlyRootfs"] is read_only
-        size = min(settings.SANDBOX_TMP_MB, sandbox.memory_mb) * 1024 * 1024
+        # Each at most a quarter of the memory: both full still leave half of it to the processes.
+        size = min(settings.SANDBOX_TMP_MB, sandbox.memory_mb // 4) * 1024 * 1024
         assert host["Tmpfs"] == {
             **{t: f"rw,nosuid,nodev,size={size}" for t in ("/tmp", "/var/tmp")},
             "/run/secrets": f"rw,nosuid,nodev,size={4 << 20},noexec,mode=0700,uid=1000,gid=1000",
@@ -56,3 +57,25 @@ def test_a_sandbox_has_a_read_only_root_unless_it_opts_out(make_sandbox, clean_d
         assert (wrote == "wrote") is not read_only
         tmp = docker_cli("exec", sandbox.container_id, "sh", "-c", "touch /tmp/x /workspace/Projects/x && echo ok", check=False)
         assert tmp.stdout.strip() == "ok", tmp.stderr
+
+
+def test_filling_tmp_leaves_the_sandbox_room_to_run(make_sandbox, clean_docker):
+    """/tmp and /var/tmp are in memory and count against the limit: filled to the brim, they
+    still leave half of it, so later processes (the shell, the health check, the `rm` that
+    cleans up) are not killed."""
+    from tests.conftest import docker_cli
+
+    sandbox = make_sandbox("tmpfill", memory_mb=256)
+    for target in ("/tmp", "/var/tmp"):
+        docker_cli("exec", sandbox.container_id, "sh", "-c", f"dd if=/dev/zero of={target}/fill bs=1M count=1000", check=False)
+    done = docker_cli(
+        "exec",
+        sandbox.container_id,
+        "sh",
+        "-c",
+        "dd if=/dev/zero of=/dev/null bs=100M count=1 2>/dev/null && echo 100M; rm /tmp/fill /var/tmp/fill; echo alive",
+        check=False,
+    )
+    assert done.returncode == 0 and done.stdout.split() == ["100M", "alive"], done
+    state = json.loads(docker_cli("inspect", "-f", "{{json .State}}", sandbox.container_id).stdout)
+    assert state["Running"] and not state["OOMKilled"]
