@@ -3,24 +3,22 @@ the archive, and how every backup ends. Also verify, delete and rotation."""
 
 import logging
 import os
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
 from sandboxes import engine, live, policy, workspace
 from sandboxes.models import Sandbox
 from sandboxes.services import SandboxError, SystemActor, finish
-from sandboxes.services.claims import claim, heartbeat, take_run
+from sandboxes.services.claims import beating, claim, heartbeat, take_run
 from sandboxes.services.common import audit, helper_spec, home_target, policy_rules
 from storage import pool
 from storage import services as storage
@@ -253,24 +251,10 @@ def _take_row(backup: Backup) -> bool:
     return True
 
 
-@contextmanager
-def _row_heartbeat(backup_id: int) -> Iterator[None]:
-    stop = threading.Event()
-
-    def beat():
-        try:
-            while not stop.wait(settings.SANDBOX_HEARTBEAT_SECONDS):
-                Backup.objects.filter(pk=backup_id, status=Backup.Status.RUNNING).update(heartbeat_at=timezone.now())
-        finally:
-            connection.close()
-
-    thread = threading.Thread(target=beat, name=f"backup-heartbeat-{backup_id}", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
+def _row_heartbeat(backup_id: int):
+    return beating(
+        lambda: Backup.objects.filter(pk=backup_id, status=Backup.Status.RUNNING).update(heartbeat_at=timezone.now()), f"backup {backup_id}"
+    )
 
 
 def _drop_snapshot(backup: Backup) -> None:

@@ -105,21 +105,32 @@ def take_run(sandbox_id: int, action: str) -> Sandbox | None:
 def heartbeat(sandbox_id: int, action: str) -> Iterator[None]:
     """While the body runs, write `heartbeat_at` every few seconds from a thread: a claim whose
     heartbeat stops has lost its worker (see requeue_stale_actions)."""
+    with beating(
+        lambda: Sandbox.objects.filter(pk=sandbox_id, pending_action=action).update(heartbeat_at=timezone.now()), f"sandbox {sandbox_id}"
+    ):
+        yield
+
+
+@contextmanager
+def beating(beat_once: Callable[[], int], what: str) -> Iterator[None]:
+    """While the body runs, call `beat_once` (a guarded update of a heartbeat; it returns the
+    rows it changed) every SANDBOX_HEARTBEAT_SECONDS from a thread, until it changes nothing
+    (the claim or the job is gone). Also the heartbeat of a backup reading its snapshot."""
     stop = threading.Event()
 
     def beat():
         try:
             while not stop.wait(settings.SANDBOX_HEARTBEAT_SECONDS):
                 try:
-                    if not Sandbox.objects.filter(pk=sandbox_id, pending_action=action).update(heartbeat_at=timezone.now()):
+                    if not beat_once():
                         return  # the claim is gone (finished, or taken over by Destroy)
                 except Exception:  # noqa: BLE001 - a missed beat is retried at the next tick, never fatal
-                    log.warning("heartbeat for sandbox %s missed; retrying", sandbox_id, exc_info=True)
+                    log.warning("heartbeat for %s missed; retrying", what, exc_info=True)
                     connection.close()
         finally:
             connection.close()
 
-    thread = threading.Thread(target=beat, name=f"heartbeat-{sandbox_id}", daemon=True)
+    thread = threading.Thread(target=beat, name=f"heartbeat-{what}", daemon=True)
     thread.start()
     try:
         yield
