@@ -56,6 +56,7 @@ class Sandbox(models.Model):
         INCIDENT = "incident"
         CHECKPOINT = "checkpoint"
         ROLLBACK = "rollback"
+        MIGRATE = "migrate"
 
     class Network(models.TextChoices):
         INTERNET = "internet", "Internet"

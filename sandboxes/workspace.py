@@ -220,10 +220,24 @@ def workspace_remove(name: str, uuid: str) -> str:
         if mounted:
             # Removing would empty the mounted folder too: whatever is mounted there is not ours.
             return f"{base} has {mounted[0]} mounted inside it; left in place (unmount it, then destroy again)"
+        if _is_subvolume(root_fd, name):
+            try:
+                pool.delete(base)  # at once, whatever it holds (btrfs frees it in the background)
+                return ""
+            except pool.PoolError:
+                pass  # a subvolume inside it (made by hand): the walk below empties both
         fdwalk.remove_tree(root_fd, name)  # fd-based, any depth, never following a link inside
         return ""
     finally:
         os.close(root_fd)
+
+
+def _is_subvolume(root_fd: int, name: str) -> bool:
+    try:
+        st = os.stat(name, dir_fd=root_fd, follow_symlinks=False)
+    except OSError:
+        return False
+    return st.st_ino == pool.SUBVOLUME_INO and st.st_dev != os.fstat(root_fd).st_dev
 
 
 def replace_contents(name: str, uuid: str, folder: str, source: str | None, *, identity: tuple[int, int] | None) -> None:

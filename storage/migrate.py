@@ -30,12 +30,14 @@ from django.utils import timezone
 
 from sandboxes import engine, workspace
 from sandboxes.models import Sandbox
-from sandboxes.services.common import audit, labels
+from sandboxes.services.claims import claim, claimed
+from sandboxes.services.common import SandboxError, audit, labels
 from teams.permissions import SystemActor
 
 from . import pool
 
 S = Sandbox.Status
+J = Sandbox.Job
 
 
 class MigrateError(Exception):
@@ -79,13 +81,44 @@ def candidates() -> list[Sandbox]:
 def migrate(*, say: Callable[[str], None] = print) -> list[str]:
     """Move every sandbox with plain folders into the pool; returns their names."""
     if not pool.enabled():
-        raise MigrateError("STORAGE_POOL=none: there is no pool to move into.")
-    movers = candidates()
+        raise MigrateError("STORAGE_POOL=none (or no btrfs in the kernel): there is no pool to move into.")
+    if not pool.active() and settings.STORAGE_POOL != "loop":
+        raise MigrateError(
+            f"Moving plain folders into a named btrfs file system ({settings.STORAGE_POOL}) is not done by the panel: "
+            "use STORAGE_POOL=loop, or move them by hand."
+        )
+    movers = _claim_all(candidates())
+    try:
+        return _migrate(movers, say)
+    finally:
+        for sandbox in movers:
+            claimed(sandbox, J.MIGRATE).update(pending_action="", heartbeat_at=None)
+
+
+def _claim_all(movers: list[Sandbox]) -> list[Sandbox]:
+    """Hold every sandbox to move for the whole run (nothing starts one meanwhile), each stopped
+    with no container running (asked of the engine, not of its status)."""
     busy = [
         f"{s.name} ({s.pending_action or s.status})" for s in movers if s.pending_action or s.status not in (S.STOPPED, S.ERROR, S.CREATING)
     ]
+    for s in movers:
+        state = engine.engine_for(s).container_state(s.container_id) if s.container_id and not s.pending_action else None
+        if state is not None and state.status in ("running", "paused", "restarting"):
+            busy.append(f"{s.name} (its container is {state.status})")
     if busy:
-        raise MigrateError("Stop these sandboxes first (and let what they are doing finish): " + ", ".join(busy))
+        raise MigrateError("Stop these sandboxes first (and let what they are doing finish): " + ", ".join(sorted(set(busy))))
+    taken: list[Sandbox] = []
+    try:
+        with transaction.atomic():
+            for s in movers:
+                claim(sandbox=s, action=J.MIGRATE, allowed_from=(S.STOPPED, S.ERROR, S.CREATING))
+                taken.append(s)
+    except SandboxError as exc:
+        raise MigrateError(str(exc)) from exc
+    return taken
+
+
+def _migrate(movers: list[Sandbox], say: Callable[[str], None]) -> list[str]:
     root = Path(settings.WORKSPACE_ROOT)
     if pool.active():
         into, swap_root = root, False
@@ -108,6 +141,7 @@ def migrate(*, say: Callable[[str], None] = print) -> list[str]:
     if swap_root:
         kept = root.with_name(f"{root.name}.before-pool-{timezone.now():%Y%m%d-%H%M%S}")
         os.rename(root, kept)
+        os.chmod(kept, 0o700)  # what a sandbox left there (a setuid file) stays out of other users' reach
         os.mkdir(root, 0o700)
         pool.unmount_at(into)
         os.rmdir(into)
@@ -191,7 +225,7 @@ def _adopt(sandbox: Sandbox, *, in_place: bool, say: Callable[[str], None]) -> N
     group = pool.ensure_group(sandbox.workspace_path, limit_mb=disk_mb)  # made with the copy: only checked here
     recorded = {**(sandbox.host_path_ids or {}), **{p: [list(pair) for pair in c] for p, c in chains.items()}}
     with transaction.atomic():
-        Sandbox.objects.filter(pk=sandbox.pk).update(
+        claimed(sandbox, J.MIGRATE).update(
             host_path_ids=recorded, disk_group=group, disk_mb=disk_mb, container_id="", status=S.STOPPED, status_detail=""
         )
         files, home = getattr(sandbox, "migrate_counts", (0, 0))

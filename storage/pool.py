@@ -59,7 +59,8 @@ class Mounted:
     point: str
     fstype: str
     source: str
-    options: frozenset[str]
+    options: frozenset[str]  # the mount's own (nosuid, nodev, ...)
+    fs_options: frozenset[str] = frozenset()  # the file system's (discard=async, ...)
 
 
 def mounted_at(path: str | Path) -> Mounted | None:
@@ -73,8 +74,8 @@ def mounted_at(path: str | Path) -> Mounted | None:
                 fields = left.split()
                 if len(fields) < 6 or fields[4].replace("\\040", " ") != point:
                     continue
-                fstype, source, *_ = right.split() + ["", ""]
-                found = Mounted(point, fstype, source, frozenset(fields[5].split(",")))
+                fstype, source, superopts, *_ = right.split() + ["", "", ""]
+                found = Mounted(point, fstype, source, frozenset(fields[5].split(",")), frozenset(superopts.split(",")))
     except OSError:
         return None
     return found
@@ -224,8 +225,12 @@ def _mount_named(root: Path, fs: Path) -> str:
 
 def _harden(root: Path) -> None:
     found = mounted_at(root)
-    if found is not None and (not {"nosuid", "nodev"} <= found.options or any(o.startswith("discard") for o in found.options)):
-        _run("mount", "-o", "remount,nosuid,nodev" + (",nodiscard" if settings.STORAGE_POOL == "loop" else ""), str(root))
+    loop = settings.STORAGE_POOL == "loop"
+    discarding = loop and found is not None and any(o.startswith("discard") for o in found.fs_options)
+    if found is not None and (not {"nosuid", "nodev"} <= found.options or discarding):
+        _run("mount", "-o", "remount,nosuid,nodev" + (",nodiscard" if loop else ""), str(root))
+    if loop and Path(settings.STORAGE_POOL_FILE).exists():
+        _allocate_whole(Path(settings.STORAGE_POOL_FILE))
     if not quotas_on(root):
         _enable_quotas(root)
     if os.geteuid() == 0:
@@ -234,6 +239,18 @@ def _harden(root: Path) -> None:
     os.chmod(root, 0o700)
     for folder in (CHECKPOINTS, SNAPSHOTS):
         (root / folder).mkdir(mode=0o700, exist_ok=True)
+
+
+def _allocate_whole(image: Path) -> None:
+    """Every block of the loop file allocated on the host's disk (idempotent: fills any hole a
+    discard once punched), so that the pool can never run into a full host disk."""
+    fd = os.open(image, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+    except OSError as exc:
+        raise PoolError(f"The host's disk has no room to allocate the whole pool file {image}: {exc}") from None
+    finally:
+        os.close(fd)
 
 
 def unmount() -> None:

@@ -331,7 +331,30 @@ def backups_repair() -> int:
         if sandbox is not None and sandbox.in_pool and sandbox.pending_action != JOB and not snapshot_dir(backup).is_dir():
             touched += 1
             _end(backup, sandbox, ok=False, detail="Its run was lost before it began; back up again.", release=False)
-    return touched
+    return touched + _sweep_snapshots()
+
+
+def _sweep_snapshots() -> int:
+    """Delete the snapshots of backups that no longer run (a run that ended while another one
+    was still taking its snapshot, say): a sandbox's data never stays behind in the pool."""
+    folder = settings.WORKSPACE_ROOT / pool.SNAPSHOTS
+    if not pool.active() or not folder.is_dir():
+        return 0
+    newest = Backup.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
+    running = {
+        snapshot_dir(b).name for b in Backup.objects.filter(status=Backup.Status.RUNNING, sandbox__isnull=False).select_related("sandbox")
+    }
+    swept = 0
+    for entry in os.listdir(folder):
+        pk = entry.rpartition("-backup-")[2]
+        # A backup made after `running` was read is not in it: its snapshot is left alone.
+        if "-backup-" in entry and entry not in running and pk.isdigit() and int(pk) <= newest:
+            try:
+                pool.delete(folder / entry)
+                swept += 1
+            except pool.PoolError:
+                log.warning("could not delete the leftover snapshot %s", entry, exc_info=True)
+    return swept
 
 
 def _cancelled_detail(backup: Backup) -> str:

@@ -252,7 +252,13 @@ def _restore(restore: Restore, sandbox: Sandbox, *, job: str = JOB) -> list[str]
     staging = str(staging_dir(restore, sandbox))
     # Frozen from the safety backup on: nothing the agent writes after it can be lost. A
     # refused archive unfreezes it, as it was. The room for staging is given only while frozen.
-    room = min(backup.data_bytes or settings.RESTORE_MAX_BYTES, settings.RESTORE_MAX_BYTES)
+    # What the archive unpacks to (its recorded data; an archive without that figure, ten times its
+    # file), never more than the restore limit nor than the pool has free.
+    room = min(
+        backup.data_bytes or 10 * backup.size_bytes,
+        settings.RESTORE_MAX_BYTES,
+        shutil.disk_usage(settings.WORKSPACE_ROOT).free if pool.active() else settings.RESTORE_MAX_BYTES,
+    )
     frozen = _freeze(sandbox) if not restore.into_new else False
     try:
         with storage.room_for(sandbox, room):
@@ -340,7 +346,12 @@ def _apply(sandbox: Sandbox, staging: str, job: str) -> None:
     through a helper, and each folder's contents replaced in place."""
     state = engine.engine_for(sandbox).container_state(sandbox.container_id) if sandbox.container_id else None
     if state is not None and state.status == "paused":
-        engine.engine_for(sandbox).unpause(state.id)  # so that it stops as it would (frozen, it could only be killed)
+        if sandbox.in_pool:
+            # Its quota was raised for the staging copy: it is never thawed while it has that
+            # room. What it held is in the safety backup; its processes are killed frozen.
+            engine.engine_for(sandbox).remove_container(state.id)
+        else:
+            engine.engine_for(sandbox).unpause(state.id)  # so that it stops as it would (frozen, it could only be killed)
     run_stop(sandbox, job)
     run_reset(sandbox, job)  # the container goes; a start makes a new one from the settings
     provision(sandbox, job)  # the folders (made for a new sandbox), volume and network

@@ -42,7 +42,9 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Fail fast when Redis is down so the request can say so, rather than hang the page.
 CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
 CELERY_BROKER_CONNECTION_TIMEOUT = 2
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+# Longer than the longest job may take (its hard limit), or Redis would hand a running job to a
+# second worker.
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": max(3600, env_int("BACKUP_MAX_SECONDS", 6 * 3600, minimum=1) + 1800)}
 CELERY_TASK_DEFAULT_QUEUE = f"ccpanel-{PANEL_INSTANCE}"
 # Long jobs (backups, restores, verifies, imports) have a queue and a worker pool of their own:
 # however many of them run, a Stop, a Start or an incident's freeze finds a free worker.

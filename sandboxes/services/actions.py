@@ -250,11 +250,24 @@ def run_destroy(sandbox: Sandbox, action: str) -> None:
     docker.remove_images(sandbox_uuid=str(sandbox.uuid))
     if not docker.remove_volume(sandbox.volume_name, labels=labels(sandbox)):
         left.append(f"volume {sandbox.volume_name} is not this sandbox's; left in place")
-    if sandbox.in_pool and pool.active():
+    if sandbox.in_pool and not pool.active():
+        raise workspace.WorkspaceError(
+            f"The storage pool is not mounted at {settings.WORKSPACE_ROOT}: nothing of the sandbox's data could be removed. "
+            "Mount it (make run), then destroy again."
+        )
+    if sandbox.in_pool:
         pool.lift_limit(sandbox.disk_group)  # a full group could not even be emptied
-    if note := workspace.workspace_remove(sandbox.name, str(sandbox.uuid)):
+    try:
+        note = workspace.workspace_remove(sandbox.name, str(sandbox.uuid))
+    except BaseException:
+        if sandbox.in_pool:
+            pool.set_limit(sandbox.disk_group, sandbox.disk_mb or settings.SANDBOX_DEFAULT_DISK_MB)  # what is left stays bounded
+        raise
+    if note:
         left.append(note)
-    if not note:
+        if sandbox.in_pool:
+            pool.set_limit(sandbox.disk_group, sandbox.disk_mb or settings.SANDBOX_DEFAULT_DISK_MB)
+    else:
         left += storage.forget(sandbox)  # its checkpoints and quota group
     credentials.forget(sandbox)
     save_claimed(sandbox, action, container_id="", status_detail="; ".join(left))
