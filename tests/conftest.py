@@ -81,7 +81,7 @@ def _storage_pool():
     try:
         yield
     finally:
-        _remove_test_resources(docker=False)
+        _remove_test_resources()  # containers first: a home volume bound into the pool keeps it busy
         pool.unmount()
         if pool.mounted_at(settings.WORKSPACE_ROOT) is None:  # a file still mounted would keep its space
             Path(settings.STORAGE_POOL_FILE).unlink(missing_ok=True)
