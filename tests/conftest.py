@@ -61,7 +61,15 @@ def _docker_ping(_storage_pool):
     # Sandboxes on the network start only when the host's egress rules are in place; the
     # panel's watcher and periodic check put them there, the tests do it once here.
     egress.apply()
-    return answer
+    yield answer
+    # The machine as it was found: no container, network, bridge or rule of the tests is left.
+    try:
+        _remove_test_resources()
+        egress.remove()
+        for network in (settings.SANDBOX_NETWORK, settings.SANDBOX_ALLOW_NETWORK):
+            docker_cli("network", "rm", network, check=False)
+    except Exception as exc:  # noqa: BLE001 - a clean-up that fails is said, never a failed run
+        print(f"clean-up at the end of the session: {exc}", file=sys.stderr)
 
 
 @pytest.fixture(scope="session")
