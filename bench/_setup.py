@@ -3,6 +3,7 @@ workspace root, network, subnet, Redis database), a fresh SQLite database in var
 set up. Never a running panel's or test run's resources. Imported, never run by `make bench`."""
 
 import os
+import random
 import sys
 from pathlib import Path
 
@@ -28,3 +29,22 @@ def setup(database: str, slot: str) -> Path:
 
     django.setup()
     return db
+
+
+# Source-like text for the benchmarks' data (backup, storage).
+WORDS = (
+    "def class return import from self if else elif for while in not and or None True False value result data items "
+    "config request response error message index count name path file open read write json yield async await const "
+    "let var function export default module require string number object array length push map filter reduce"
+).split()
+
+
+def corpus(size: int, rng: random.Random) -> bytes:
+    """Source-like text: identifiers, indentation, punctuation and numbers (compresses ~4x)."""
+    parts, total = [], 0
+    while total < size:
+        line = "    " * rng.randrange(4) + " ".join(rng.choice(WORDS) for _ in range(rng.randrange(3, 10)))
+        line += rng.choice(["()", "(x)", " = 0", ": ", "[i]", " + 1", f" = {rng.randrange(10**6)}", ";", ""]) + "\n"
+        parts.append(line)
+        total += len(line)
+    return "".join(parts).encode()[:size]

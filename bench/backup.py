@@ -26,7 +26,7 @@ import time
 from decimal import Decimal
 from pathlib import Path
 
-from _setup import setup  # noqa: E402 - bench/ is on the path when run as a script
+from _setup import corpus, setup  # noqa: E402 - bench/ is on the path when run as a script
 
 DB = setup("bench-backup.sqlite3", slot="1")
 
@@ -44,22 +44,6 @@ from tests.conftest import remove_test_resources  # noqa: E402
 
 IMAGE = "ccpanel/test-busybox:latest"
 ACTOR = services.SystemActor("bench")
-WORDS = (
-    "def class return import from self if else elif for while in not and or None True False value result data items "
-    "config request response error message index count name path file open read write json yield async await const "
-    "let var function export default module require string number object array length push map filter reduce"
-).split()
-
-
-def corpus(size: int, rng: random.Random) -> bytes:
-    """Source-like text: identifiers, indentation, punctuation and numbers (compresses ~4x)."""
-    parts, total = [], 0
-    while total < size:
-        line = "    " * rng.randrange(4) + " ".join(rng.choice(WORDS) for _ in range(rng.randrange(3, 10)))
-        line += rng.choice(["()", "(x)", " = 0", ": ", "[i]", " + 1", f" = {rng.randrange(10**6)}", ";", ""]) + "\n"
-        parts.append(line)
-        total += len(line)
-    return "".join(parts).encode()[:size]
 
 
 def make_workspace(base: Path, megabytes: int) -> int:

@@ -44,7 +44,7 @@ os.environ.setdefault("STORAGE_POOL_SIZE_MB", "8192")
 # Every checkpoint the run takes is kept, so no rotation (a subvolume delete) is in the figures.
 os.environ.setdefault("SANDBOX_KEEP_CHECKPOINTS", "100")
 
-from _setup import VAR, setup  # noqa: E402 - bench/ is on the path when run as a script
+from _setup import VAR, corpus, setup  # noqa: E402 - bench/ is on the path when run as a script
 
 DB = setup("bench-storage.sqlite3", slot="43")
 
@@ -65,11 +65,6 @@ ACTOR = services.SystemActor("bench")
 PLAIN = VAR / f"bench-plain-{settings.PANEL_INSTANCE}"
 TAR_OUT = VAR / f"bench-tar-{settings.PANEL_INSTANCE}.tar.gz"
 MIB = 1 << 20
-WORDS = (
-    "def class return import from self if else elif for while in not and or None True False value result data items "
-    "config request response error message index count name path file open read write json yield async await const "
-    "let var function export default module require string number object array length push map filter reduce"
-).split()
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -90,17 +85,6 @@ def ms_line(label: str, xs: list[float]) -> str:
 
 
 # --- the data ------------------------------------------------------------------------------------
-
-
-def corpus(size: int, rng: random.Random) -> bytes:
-    """Source-like text: identifiers, indentation, punctuation and numbers (compresses ~4x)."""
-    parts, total = [], 0
-    while total < size:
-        line = "    " * rng.randrange(4) + " ".join(rng.choice(WORDS) for _ in range(rng.randrange(3, 10)))
-        line += rng.choice(["()", "(x)", " = 0", ": ", "[i]", " + 1", f" = {rng.randrange(10**6)}", ";", ""]) + "\n"
-        parts.append(line)
-        total += len(line)
-    return "".join(parts).encode()[:size]
 
 
 def fill(projects: Path, files: int, size: int) -> int:
