@@ -10,13 +10,14 @@ class BackupsConfig(AppConfig):
     def ready(self):
         from sandboxes import policy
         from sandboxes.models import Sandbox
-        from sandboxes.services.claims import register_canceller, register_resumer
+        from sandboxes.services.claims import register_canceller, register_repairer, register_resumer
 
         from . import services
 
         register_resumer(Sandbox.Job.BACKUP, services.resume_backup)
         register_resumer(Sandbox.Job.RESTORE, services.resume_restore)
         register_canceller(services.cancel_running)
+        register_repairer(services.backups_repair)
         # Archives hold everything a sandbox had: no sandbox may ever reach them.
         reachable = [settings.WORKSPACE_ROOT, *settings.SANDBOX_MOUNT_ROOTS]
         for name in ("BACKUP_ROOT", "EVIDENCE_ROOT"):

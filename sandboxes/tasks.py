@@ -3,7 +3,7 @@
 from celery import shared_task
 
 from . import engine, services
-from .services import terminals
+from .services import claims, terminals
 
 
 @shared_task
@@ -24,9 +24,8 @@ def reconcile_all_task() -> int:
     destroyed sandboxes. (The events watcher resyncs too, but never queues: it must keep
     running while Redis is down.)"""
     services.requeue_stale_actions()
-    from backups.services import backups_repair
-
-    backups_repair()
+    for repair in claims.REPAIRERS:
+        repair()
     try:
         services.egress_repair()
         services.grants_repair()

@@ -13,3 +13,4 @@ class StorageConfig(AppConfig):
 
         register_resumer(Sandbox.Job.CHECKPOINT, services.resume)
         register_resumer(Sandbox.Job.ROLLBACK, services.resume)
+        register_resumer(Sandbox.Job.MIGRATE, services.resume)  # a `pool migrate` that was killed

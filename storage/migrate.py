@@ -30,7 +30,7 @@ from django.utils import timezone
 
 from sandboxes import engine, workspace
 from sandboxes.models import Sandbox
-from sandboxes.services.claims import claim, claimed
+from sandboxes.services.claims import beating, claim, claimed
 from sandboxes.services.common import SandboxError, audit, labels
 from teams.permissions import SystemActor
 
@@ -88,8 +88,13 @@ def migrate(*, say: Callable[[str], None] = print) -> list[str]:
             "use STORAGE_POOL=loop, or move them by hand."
         )
     movers = _claim_all(candidates())
+    pks = [s.pk for s in movers]
+    # Beat for every sandbox held: the periodic resync takes a claim without a heartbeat for a
+    # worker that died, and a copy may take hours.
+    beat = beating(lambda: Sandbox.objects.filter(pk__in=pks, pending_action=J.MIGRATE).update(heartbeat_at=timezone.now()), "pool migrate")
     try:
-        return _migrate(movers, say)
+        with beat:
+            return _migrate(movers, say)
     finally:
         for sandbox in movers:
             claimed(sandbox, J.MIGRATE).update(pending_action="", heartbeat_at=None)

@@ -24,6 +24,7 @@ import os
 import shutil
 import struct
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -386,13 +387,16 @@ def set_limit(group: str, limit_mb: int, *, fs: Path | None = None) -> None:
     _run("btrfs", "qgroup", "limit", f"{int(limit_mb)}M", group, str(fs or settings.WORKSPACE_ROOT))
 
 
-def snapshot(source: str | Path, dest: str | Path, *, group: str, read_only: bool, limit_mb: int | None = None) -> None:
+Limit = Callable[[], int | None] | None  # the group's quota in MB, asked only if a step needs headroom
+
+
+def snapshot(source: str | Path, dest: str | Path, *, group: str, read_only: bool, limit_mb: Limit = None) -> None:
     """A snapshot of `source` at `dest`, in `group` (so it counts against the same quota)."""
     args = ["btrfs", "subvolume", "snapshot", *(["-r"] if read_only else []), "-i", group, str(source), str(dest)]
     _with_headroom(group, limit_mb, lambda: _run(*args))
 
 
-def delete(path: str | Path, *, group: str = "", limit_mb: int | None = None) -> None:
+def delete(path: str | Path, *, group: str = "", limit_mb: Limit = None) -> None:
     """Delete the subvolume at `path` (read-only or not); nothing there is fine."""
     if os.path.lexists(path):
         _with_headroom(group, limit_mb, lambda: _run("btrfs", "subvolume", "delete", str(path)))
@@ -401,7 +405,7 @@ def delete(path: str | Path, *, group: str = "", limit_mb: int | None = None) ->
 HEADROOM_MB = 256
 
 
-def _with_headroom(group: str, limit_mb: int | None, step) -> None:
+def _with_headroom(group: str, limit: Limit, step) -> None:
     """Run `step`; if btrfs refuses it because the group is at its quota (making or deleting a
     subvolume needs a little metadata, charged to the group: a full sandbox could otherwise be
     neither checkpointed, backed up nor emptied), raise the limit by HEADROOM_MB for that one
@@ -411,6 +415,7 @@ def _with_headroom(group: str, limit_mb: int | None, step) -> None:
         step()
         return
     except PoolError as exc:
+        limit_mb = limit() if limit is not None else None
         if not group or limit_mb is None or "quota" not in str(exc).lower():
             raise
     set_limit(group, limit_mb + HEADROOM_MB)

@@ -118,7 +118,7 @@ def snapshot_now(sandbox: Sandbox, dest: Path) -> None:
     """A read-only snapshot of the sandbox's subvolume at `dest`, frozen for that instant."""
     dest.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     with frozen(sandbox):
-        pool.snapshot(sandbox.workspace_path, dest, group=sandbox.disk_group, read_only=True, limit_mb=limit_now(sandbox))
+        pool.snapshot(sandbox.workspace_path, dest, group=sandbox.disk_group, read_only=True, limit_mb=lambda: limit_now(sandbox))
 
 
 @contextmanager
@@ -128,13 +128,13 @@ def read_only_copy(sandbox: Sandbox, what: str) -> Iterator[Path]:
     taken; reading it needs none. A snapshot left by a process that died is deleted by the next
     one of the same name, or by Destroy."""
     dest = settings.WORKSPACE_ROOT / pool.SNAPSHOTS / f"{sandbox.uuid}-{what}"
-    pool.delete(dest, group=sandbox.disk_group, limit_mb=limit_now(sandbox))
+    pool.delete(dest, group=sandbox.disk_group, limit_mb=lambda: limit_now(sandbox))
     snapshot_now(sandbox, dest)
     try:
         yield dest
     finally:
         try:
-            pool.delete(dest, group=sandbox.disk_group, limit_mb=limit_now(sandbox))
+            pool.delete(dest, group=sandbox.disk_group, limit_mb=lambda: limit_now(sandbox))
         except pool.PoolError:
             log.warning("could not delete the snapshot %s", dest, exc_info=True)
 
@@ -183,7 +183,7 @@ def rotate(sandbox: Sandbox) -> int:
 
 def _delete(checkpoint: Checkpoint) -> None:
     sandbox = checkpoint.sandbox
-    pool.delete(checkpoint_path(checkpoint), group=sandbox.disk_group, limit_mb=limit_now(sandbox))
+    pool.delete(checkpoint_path(checkpoint), group=sandbox.disk_group, limit_mb=lambda: limit_now(sandbox))
     checkpoint.delete()
 
 
@@ -250,7 +250,7 @@ def _swap_in(sandbox: Sandbox, checkpoint: Checkpoint) -> None:
     aside = settings.WORKSPACE_ROOT / pool.SNAPSHOTS / f"{sandbox.uuid}-replaced-{uuidlib.uuid4().hex[:8]}"
     os.rename(base, aside)
     try:
-        pool.snapshot(checkpoint_path(checkpoint), base, group=sandbox.disk_group, read_only=False, limit_mb=limit_now(sandbox))
+        pool.snapshot(checkpoint_path(checkpoint), base, group=sandbox.disk_group, read_only=False, limit_mb=lambda: limit_now(sandbox))
     except pool.PoolError:
         os.rename(aside, base)
         raise
@@ -259,7 +259,7 @@ def _swap_in(sandbox: Sandbox, checkpoint: Checkpoint) -> None:
     claimed(sandbox, J.ROLLBACK).update(host_path_ids=recorded)
     sandbox.host_path_ids = recorded
     try:
-        pool.delete(aside, group=sandbox.disk_group, limit_mb=limit_now(sandbox))
+        pool.delete(aside, group=sandbox.disk_group, limit_mb=lambda: limit_now(sandbox))
     except pool.PoolError:
         # The rollback is done; what was replaced goes with the next Destroy at the latest.
         log.warning("could not delete %s after the rollback of %s", aside, sandbox.name, exc_info=True)

@@ -37,6 +37,14 @@ class BackupError(SandboxError):
     """A backup request that cannot be carried out; the message is shown to the user."""
 
 
+class Stopped(archive.ArchiveError):
+    """A backup stopped on purpose: cancelled, or past its byte or time cap."""
+
+
+class Cancelled(Stopped):
+    pass
+
+
 def backup_root() -> Path:
     """BACKUP_ROOT, made 0700 if missing (archives hold everything a sandbox has)."""
     root = settings.BACKUP_ROOT
@@ -262,7 +270,7 @@ def _drop_snapshot(backup: Backup) -> None:
     if sandbox is None or not pool.active():
         return
     try:
-        pool.delete(snapshot_dir(backup), group=sandbox.disk_group, limit_mb=storage.limit_now(sandbox))
+        pool.delete(snapshot_dir(backup), group=sandbox.disk_group, limit_mb=lambda: storage.limit_now(sandbox))
     except pool.PoolError:
         log.warning("could not delete the snapshot of backup %s", backup.file_name, exc_info=True)
 
@@ -397,14 +405,6 @@ def _end(backup: Backup, sandbox: Sandbox | None, *, ok: bool, detail: str, rele
         and not Sandbox.objects.filter(pk=sandbox.pk, on_hold=True).exists()
     ):
         rotate(sandbox)  # never while an incident holds it: the backups from before it are what a reset needs
-
-
-class Stopped(archive.ArchiveError):
-    """A backup stopped on purpose: cancelled, or past its byte or time cap."""
-
-
-class Cancelled(Stopped):
-    pass
 
 
 def _throttled(backup_id: int, *, capped: bool = True, every: float = 0.5) -> Callable[[int, int], None]:

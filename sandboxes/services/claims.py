@@ -171,6 +171,16 @@ def register_resumer(job: str, resume: Callable[[Sandbox], None]) -> None:
 CANCELLERS: list[Callable[[Sandbox], None]] = []
 
 
+# What the periodic resync also runs: other apps' repairs of their own long jobs (a backup whose
+# reader died), registered in their AppConfig.ready.
+REPAIRERS: list[Callable[[], object]] = []
+
+
+def register_repairer(repair: Callable[[], object]) -> None:
+    if repair not in REPAIRERS:
+        REPAIRERS.append(repair)
+
+
 def register_canceller(cancel: Callable[[Sandbox], None]) -> None:
     if cancel not in CANCELLERS:
         CANCELLERS.append(cancel)
