@@ -14,7 +14,7 @@
      time; not after the server closed it on purpose (4401 signed out, 4403 no access, 4429 too slow). */
   function reconnecting(path, onMessage, onState, binary) {
     let socket = null, delay = 1000, stopped = false;
-    const final = new Set([4401, 4403, 4408, 4429]);
+    const final = new Set([4401, 4403, 4408]);
     function open() {
       socket = new WebSocket(wsUrl(path));
       if (binary) socket.binaryType = "arraybuffer";
@@ -99,12 +99,10 @@
       } else {
         add([lineElement("note", "", "— " + message.text)]);
       }
-      if (received - acked > 65536) {  // tell the server what was read: it drops a page that falls far behind
+      if (received - acked > 65536) {  // tell the server what was read: it skips what a page far behind cannot show
         acked = received;
         this.send(JSON.stringify({ ack: received }));
       }
-    }, function (what, code) {
-      if (what === "closed" && code === 4429) state.textContent = "Disconnected: this page read too slowly. Reload to resume.";
     });
   }
 

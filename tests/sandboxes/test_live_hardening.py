@@ -80,23 +80,6 @@ def test_malformed_log_acknowledgements_are_ignored(admin_user, make_sandbox, cl
     assert any(line[2] == "after-the-garbage" for line in lines_of(async_to_sync(scenario)()))
 
 
-def test_a_fake_acknowledgement_does_not_lift_the_slow_reader_limit(admin_user, make_sandbox, clean_docker):
-    sandbox = make_sandbox("liar")
-    h = headers_for(admin_user)
-
-    async def scenario():
-        ws = socket(f"/ws/sandboxes/{sandbox.pk}/logs/?tail=0", h)
-        assert (await ws.connect())[0]
-        await ws.send_to(text_data='{"ack": 1000000000000}')
-        await sync_to_async(write)(
-            sandbox, "i=0; while [ $i -lt 60000 ]; do echo line-$i-padding-padding-padding-padding-padding; i=$((i+1)); done"
-        )
-        return await messages_until(ws, lambda s: s[-1].get("t") == "closed", timeout=60)
-
-    seen = async_to_sync(scenario)()
-    assert seen[-1] == {"t": "closed", "code": streams.CLOSE_TOO_SLOW}
-
-
 def test_a_removed_operators_shell_is_hung_up(django_user_model, team, admin_user, make_sandbox, clean_docker):
     sandbox = make_sandbox("revoked-shell")
     operator = member(django_user_model, "leaver", team, "operator")
