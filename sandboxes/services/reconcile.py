@@ -3,6 +3,7 @@ ones that matter written to the audit trail), the periodic resync, and container
 destroyed sandboxes."""
 
 import logging
+from collections.abc import Callable
 
 from django.conf import settings
 from django.db import transaction
@@ -37,6 +38,16 @@ def observed_status(sandbox: Sandbox, state: engine.ContainerState | None) -> tu
     return None
 
 
+# What keeps a held sandbox as its hold has it (the incidents app registers it in its AppConfig.ready):
+# called with a container found more alive than its row says; True when it dealt with it.
+HOLD_KEEPERS: list[Callable[..., bool]] = []
+
+
+def register_hold_keeper(keep: Callable[..., bool]) -> None:
+    if keep not in HOLD_KEEPERS:
+        HOLD_KEEPERS.append(keep)
+
+
 def sandbox_sync(*, sandbox: Sandbox) -> bool:
     """Bring an idle sandbox's status in line with its container; True if it changed."""
     if sandbox.pending_action or not sandbox.container_id or sandbox.status in (S.DESTROYED, S.DESTROYING):
@@ -46,6 +57,8 @@ def sandbox_sync(*, sandbox: Sandbox) -> bool:
     if observed is None:
         return False
     status, detail = observed
+    if sandbox.on_hold and status in (S.RUNNING, S.PAUSED) and any(keep(sandbox=sandbox, state=state) for keep in HOLD_KEEPERS):
+        return False  # put back as the hold has it: the row stays as it was
     with transaction.atomic():
         changed = Sandbox.objects.filter(pk=sandbox.pk, pending_action="", status=sandbox.status, container_id=sandbox.container_id).update(
             status=status, status_detail=detail, container_id=sandbox.container_id if state else ""
