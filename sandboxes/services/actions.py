@@ -22,7 +22,7 @@ from . import credentials
 from .allowlist import grants_repair, sync_grants
 from .claims import CANCELLERS, claim, claimed, finish, heartbeat, take_run
 from .claims import enqueue as enqueue_task
-from .common import LostClaim, SandboxError, audit, egress_problems, ensure_network_of, labels, policy_rules, sandbox_spec
+from .common import LostClaim, NotQueued, SandboxError, audit, egress_problems, ensure_network_of, labels, policy_rules, sandbox_spec
 
 log = logging.getLogger(__name__)
 S = Sandbox.Status
@@ -309,11 +309,13 @@ def allowed_actions(sandbox: Sandbox, *, role: str | None) -> list[str]:
 
 
 def sandbox_request_action(*, actor, sandbox: Sandbox, action: str, source_ip: str | None = None, enqueue: bool = True) -> None:
-    """Claim `sandbox` for `action` and enqueue it; raise SandboxError if it cannot run now."""
+    """Claim `sandbox` for `action` and enqueue it; raise SandboxError if it cannot run now, and
+    NotQueued if the queue refused its task (the claim is released then, with the reason)."""
     spec = ACTIONS.get(action)
     if spec is None:
         raise SandboxError(f"Unknown action {action!r}.")
     authorize(actor, sandbox.team, spec.role)
+    queued = None
     with transaction.atomic():
         before = claim(
             sandbox=sandbox,
@@ -330,8 +332,10 @@ def sandbox_request_action(*, actor, sandbox: Sandbox, action: str, source_ip: s
             for cancel in CANCELLERS:
                 cancel(sandbox)
         if enqueue:
-            enqueue_task(sandbox.pk, action, before["status"])
+            queued = enqueue_task(sandbox.pk, action, before["status"])
         live.sandbox_changed(sandbox)
+    if queued is not None and queued.refused:
+        raise NotQueued(action, queued.refused)
 
 
 def sandbox_perform(*, sandbox_id: int, action: str) -> None:
