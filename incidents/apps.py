@@ -8,7 +8,9 @@ class IncidentsConfig(AppConfig):
     def ready(self):
         from sandboxes.models import Sandbox
         from sandboxes.services.claims import register_resumer
+        from sandboxes.services.reconcile import register_hold_keeper
 
         from . import services
 
         register_resumer(Sandbox.Job.INCIDENT, services.resume_incident)
+        register_hold_keeper(services.incident_keep_hold)

@@ -25,7 +25,7 @@ from backups.services.backup import fail_backup_row, new_backup_row
 from backups.services.restore import restore_into, staging_dir
 from sandboxes import activity, engine, fdwalk, live, policy, workspace
 from sandboxes.models import Sandbox
-from sandboxes.services import LostClaim, SandboxError, SystemActor, finish
+from sandboxes.services import LostClaim, SandboxError, SystemActor, finish, sandbox_sync
 from sandboxes.services.actions import run_reset
 from sandboxes.services.claims import claim, heartbeat, take_run
 from sandboxes.services.common import audit
@@ -219,6 +219,62 @@ def resume_incident(sandbox: Sandbox) -> None:
     incident_step_task.delay(incident.pk)
 
 
+# How alive a container is, and how alive a row says its sandbox is: a hold allows no more.
+_ALIVE: dict[str, int] = {"running": 2, "restarting": 2, "paused": 1}
+_RECORDED_ALIVE: dict[str, int] = {S.RUNNING.value: 2, S.PAUSED.value: 1}
+
+
+def _more_alive(sandbox: Sandbox, state: engine.ContainerState | None) -> bool:
+    return state is not None and _ALIVE.get(state.status, 0) > _RECORDED_ALIVE.get(sandbox.status, 0)
+
+
+def incident_keep_hold(*, sandbox: Sandbox, state: engine.ContainerState) -> bool:
+    """A held sandbox's container was found more alive than its row says (`docker start` or
+    `docker unpause` outside the panel): put it back at once, paused if the incident paused it
+    and stopped otherwise, and say so in the timeline and the audit trail. Runs under the
+    incident's claim, so no step and no second watcher acts meanwhile. False when there is
+    nothing to keep (no open incident, or a container no more alive than its row)."""
+    incident = Incident.objects.filter(sandbox=sandbox).exclude(step=STEP.CLOSE, state=STATE.DONE).first()
+    if incident is None or not _more_alive(sandbox, state):
+        return False
+    try:
+        with transaction.atomic():
+            claim(sandbox=sandbox, action=JOB, allowed_from=LIVE, while_on_hold=True)
+    except SandboxError:
+        return True  # a step (or another watcher) holds it; it looks at the container itself
+    sandbox = Sandbox.objects.get(pk=sandbox.pk)  # as it is now that the claim is ours
+    detail = sandbox.status_detail
+    try:
+        detail = _put_back(incident, sandbox) or detail
+    finally:
+        finish(sandbox, JOB, None, detail, outcome="done", audited=False)
+    return True
+
+
+def _put_back(incident: Incident, sandbox: Sandbox) -> str | None:
+    """Pause or stop the held sandbox's container if it is more alive than its row; the message
+    said in the timeline and the audit trail, or None when there was nothing to do."""
+    docker = engine.engine_for(sandbox)
+    state = docker.container_state(sandbox.container_id) if sandbox.container_id else None
+    if state is None or not _more_alive(sandbox, state):
+        return None
+    put_back = "paused" if sandbox.status == S.PAUSED else "stopped"
+    seen = f"The container was found {state.status} outside the panel while incident #{incident.pk} held it"
+    try:
+        if put_back == "paused":
+            docker.pause(state.id)
+        else:
+            docker.stop(state.id, timeout=0)  # killed: a hold gives it no time to act
+        message, failed = f"{seen}; it was {put_back} again at once.", False
+    except engine.EngineError as exc:
+        message, failed = f"{seen}; it could not be {put_back} again: {exc}", True
+    details = {"seen": state.status, "recorded": sandbox.status, "container": state.id[:12], "put_back": put_back, "failed": failed}
+    with transaction.atomic():
+        _event(incident, message, failed=failed)
+        audit_incident(SystemActor("hold"), incident, "incident.hold_enforced", details)
+    return message
+
+
 # --- the steps (in a task) --------------------------------------------------------------------------
 
 
@@ -262,6 +318,16 @@ def _step_end(incident: Incident, sandbox: Sandbox, *, ok: bool, detail: str, st
             {"detail": detail} if detail else None,
         )
         finish(sandbox, JOB, status, "" if ok else detail, outcome="done" if ok else "failed", audited=False)
+    _look_after_step(sandbox)
+
+
+def _look_after_step(sandbox: Sandbox) -> None:
+    """The watcher leaves a claimed sandbox alone: what was done to its container outside the
+    panel while the step ran (a `docker unpause`) is put back now, not at the next resync."""
+    try:
+        sandbox_sync(sandbox=Sandbox.objects.select_related("team").get(pk=sandbox.pk))
+    except engine.EngineError as exc:
+        log.warning("could not look at %s's container after the step: %s", sandbox.name, exc)
 
 
 def _declare(incident: Incident, sandbox: Sandbox) -> str | None:

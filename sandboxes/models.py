@@ -100,6 +100,14 @@ class Sandbox(models.Model):
     # read) may claim it until the incident is closed. See incidents.services.
     on_hold = models.BooleanField(default=False)
     status_detail = models.TextField(blank=True, default="")
+    # What Docker sees of the running container, beside its status (services.reconcile): its
+    # image's health check ("" without one), and the processes the kernel killed for want of
+    # memory, counted while they come less than OOM_RECENT apart (a main process can live on
+    # while everything it starts is killed).
+    health = models.CharField(max_length=12, blank=True, default="")
+    oom_kills = models.PositiveIntegerField(default=0)
+    oom_since = models.DateTimeField(null=True, blank=True)
+    oom_last_at = models.DateTimeField(null=True, blank=True)
     container_id = models.CharField(max_length=64, blank=True, default="")
     # When `pending_action` was claimed: a claim much older than any action takes means its task
     # was lost (say, Redis restarted), and the periodic resync queues it again.

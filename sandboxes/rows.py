@@ -14,6 +14,7 @@ from functools import cache
 from html import escape
 
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.safestring import SafeString, mark_safe
 
 from teams.permissions import Role, role_allows
@@ -21,6 +22,7 @@ from teams.permissions import Role, role_allows
 from .allowlist import PRESETS
 from .models import Sandbox
 from .services import allowed_actions
+from .services.reconcile import OOM_RECENT
 
 # The row and panel buttons; Destroy has its own confirmation form on the sandbox's page.
 BUTTONS = [a for a in Sandbox.Action.values if a != Sandbox.Action.DESTROY]
@@ -54,6 +56,8 @@ class Row:
     can_destroy: bool
     can_open_terminal: bool
     checklist_failed: int | None = None
+    # What Docker sees beside the status: the health check's state and recent OOM kills (badges).
+    signals: SafeString = mark_safe("")  # noqa: S308 - empty
     # The allowlist presets the panel offers, (key, (label, entries)): the detail panel's form.
     allowlist_presets: tuple = tuple(PRESETS.items())
 
@@ -96,6 +100,28 @@ def _detail_prefix() -> str:
     return reverse("sandbox_detail", args=[0])[: -len("0/")]
 
 
+HEALTH_BADGES = {"healthy": "ok", "starting": "warn", "unhealthy": "bad"}
+
+
+def _signals(sandbox: Sandbox) -> SafeString:
+    """The health check's state (of a container that is up) and a streak of OOM kills that is
+    still recent: a container can look "running" while nothing in it gets to run."""
+    html = []
+    if sandbox.health and sandbox.status in (Sandbox.Status.RUNNING, Sandbox.Status.PAUSED):
+        cls = HEALTH_BADGES.get(sandbox.health, "bad")
+        title = "The image's health check, as Docker reports it"
+        html.append(f'<span class="badge {cls}" title="{escape(title)}">health: {escape(sandbox.health)}</span>')
+    now = timezone.now()
+    if sandbox.oom_kills and sandbox.oom_last_at and sandbox.oom_since and now - sandbox.oom_last_at < OOM_RECENT:
+        since, last = timezone.localtime(sandbox.oom_since), timezone.localtime(sandbox.oom_last_at)
+        title = (
+            f"The kernel killed {sandbox.oom_kills} process(es) of this sandbox for want of memory "
+            f"(its limit is {memory_label(sandbox.memory_mb)}); the last at {last:%H:%M:%S}."
+        )
+        html.append(f'<span class="badge bad" title="{escape(title)}">OOM-killed {int(sandbox.oom_kills)}× since {since:%H:%M}</span>')
+    return mark_safe(" ".join(html))  # noqa: S308 - every value above is escaped
+
+
 def row_for(sandbox: Sandbox, role: str | None, *, csrf: str, back_to_detail: bool = False) -> Row:
     url = f"{_detail_prefix()}{int(sandbox.pk)}/"
     allowed = allowed_actions(sandbox, role=role)
@@ -121,6 +147,7 @@ def row_for(sandbox: Sandbox, role: str | None, *, csrf: str, back_to_detail: bo
         can_destroy=Sandbox.Action.DESTROY in allowed,
         can_open_terminal=role_allows(role, Role.OPERATOR),
         checklist_failed=sandbox.checklist_failed,
+        signals=_signals(sandbox),
     )
 
 
@@ -136,6 +163,8 @@ def render_row(row: Row, *, oob: bool = False, insert: bool = False) -> SafeStri
     pending = f' <span class="pending" title="in progress">⟳ {e(row.pending)}…</span>' if row.pending else ""
     if row.on_hold:
         pending += ' <span class="badge bad" title="An open incident holds this sandbox">incident</span>'
+    if row.signals:
+        pending += f" {row.signals}"
     detail = f'<div class="detail">{e(row.detail)}</div>' if row.detail else ""
     link = f'href="{e(row.url)}#checklist-card" title="Security checklist"'
     if row.checklist_failed:

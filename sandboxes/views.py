@@ -60,6 +60,9 @@ def sandbox_create(request: HttpRequest) -> HttpResponse:
                 disk_mb=data.get("disk_mb"),
                 source_ip=client_ip(request),
             )
+        except services.NotQueued as exc:
+            messages.error(request, f"{data['name']} was recorded, but not started: {exc.reason}. Start it when the queue is back.")
+            return redirect("dashboard")
         except services.InvalidInput as exc:
             for field, problems in exc.errors.items():
                 form.add_error(field if field in form.fields else None, problems)

@@ -71,6 +71,7 @@ class ContainerState:
     oom_killed: bool
     error: str
     labels: dict[str, str]
+    health: str = ""  # the image's health check: starting, healthy, unhealthy ("" without one)
 
 
 def managed_labels(sandbox_name: str, sandbox_uuid: str) -> dict[str, str]:

@@ -90,6 +90,7 @@ class ContainersMixin(BaseClient):
             oom_killed=state.get("OOMKilled", False),
             error=state.get("Error", ""),
             labels=data["Config"].get("Labels") or {},
+            health=(state.get("Health") or {}).get("Status", ""),
         )
 
     def inspect_container(self, container_id: str) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from teams.permissions import SystemActor
 from .actions import ACTIONS, Action, allowed_actions, sandbox_perform, sandbox_request_action
 from .allowlist import allowlist_clients, grants_repair, sandbox_set_allowlist, sync_grants
 from .claims import claim, finish, requeue_stale_actions
-from .common import InvalidInput, LostClaim, SandboxError, policy_rules, sandbox_spec
+from .common import InvalidInput, LostClaim, NotQueued, SandboxError, policy_rules, sandbox_spec
 from .create import sandbox_create, sandbox_reapprove_folders, validate_settings
 from .network import sandbox_set_network
 from .reconcile import (
@@ -32,6 +32,7 @@ __all__ = [
     "Action",
     "InvalidInput",
     "LostClaim",
+    "NotQueued",
     "SandboxError",
     "SystemActor",
     "allowed_actions",

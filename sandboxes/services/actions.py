@@ -22,7 +22,7 @@ from . import credentials
 from .allowlist import grants_repair, sync_grants
 from .claims import CANCELLERS, claim, claimed, finish, heartbeat, take_run
 from .claims import enqueue as enqueue_task
-from .common import LostClaim, SandboxError, audit, egress_problems, ensure_network_of, labels, policy_rules, sandbox_spec
+from .common import LostClaim, NotQueued, SandboxError, audit, egress_problems, ensure_network_of, labels, policy_rules, sandbox_spec
 
 log = logging.getLogger(__name__)
 S = Sandbox.Status
@@ -103,16 +103,25 @@ def run_start(sandbox: Sandbox, action: str) -> None:
             sync_grants()  # before the start: no grant of an earlier holder of its address is left
         except egress.EgressError as exc:
             raise policy.PolicyViolation([f"The allowlist grants could not be brought in line: {exc}"]) from exc
+    container_id = _started_container(sandbox, action, docker, spec, rules)
+    # Every step after Docker's start runs whichever attempt gets here: a run whose worker died
+    # after Docker started the container left it running with none of them done, and nothing
+    # records how far it got. Each step is idempotent, so running it again costs only its time.
+    _verify_mounted(docker, container_id, spec)
+    _deliver(sandbox, docker, container_id)
+    _grant_listed(sandbox, docker, container_id)
+
+
+def _started_container(sandbox: Sandbox, action: str, docker, spec: policy.ContainerSpec, rules: policy.Rules) -> str:
+    """The sandbox's container, started (or unpaused, or found running) if it still matches the
+    saved settings, else made anew from them and started; returns its id."""
     state = docker.container_state(sandbox.container_id) if sandbox.container_id else None
     if state is not None and not policy.spec_drift(spec, docker.inspect_container(state.id)):
         if state.status == "paused":
             docker.unpause(state.id)
         elif state.status != "running":
             docker.start(state.id)
-            _verify_mounted(docker, state.id, spec)
-            _deliver(sandbox, docker, state.id)
-            _grant_listed(sandbox, docker, state.id)
-        return
+        return state.id
     if state is not None:
         docker.remove_container(state.id)
     _remove_ours(sandbox)
@@ -123,9 +132,7 @@ def run_start(sandbox: Sandbox, action: str) -> None:
         docker.remove_container(container_id)
         raise
     docker.start(container_id)
-    _verify_mounted(docker, container_id, spec)
-    _deliver(sandbox, docker, container_id)
-    _grant_listed(sandbox, docker, container_id)
+    return container_id
 
 
 def _grant_listed(sandbox: Sandbox, docker, container_id: str) -> None:
@@ -302,11 +309,13 @@ def allowed_actions(sandbox: Sandbox, *, role: str | None) -> list[str]:
 
 
 def sandbox_request_action(*, actor, sandbox: Sandbox, action: str, source_ip: str | None = None, enqueue: bool = True) -> None:
-    """Claim `sandbox` for `action` and enqueue it; raise SandboxError if it cannot run now."""
+    """Claim `sandbox` for `action` and enqueue it; raise SandboxError if it cannot run now, and
+    NotQueued if the queue refused its task (the claim is released then, with the reason)."""
     spec = ACTIONS.get(action)
     if spec is None:
         raise SandboxError(f"Unknown action {action!r}.")
     authorize(actor, sandbox.team, spec.role)
+    queued = None
     with transaction.atomic():
         before = claim(
             sandbox=sandbox,
@@ -323,8 +332,10 @@ def sandbox_request_action(*, actor, sandbox: Sandbox, action: str, source_ip: s
             for cancel in CANCELLERS:
                 cancel(sandbox)
         if enqueue:
-            enqueue_task(sandbox.pk, action, before["status"])
+            queued = enqueue_task(sandbox.pk, action, before["status"])
         live.sandbox_changed(sandbox)
+    if queued is not None and queued.refused:
+        raise NotQueued(action, queued.refused)
 
 
 def sandbox_perform(*, sandbox_id: int, action: str) -> None:

@@ -11,6 +11,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
@@ -22,7 +23,7 @@ from teams.permissions import SystemActor
 
 from .. import live
 from ..models import Sandbox
-from .common import SandboxError, audit
+from .common import NotQueued, SandboxError, audit
 
 log = logging.getLogger(__name__)
 S = Sandbox.Status
@@ -68,24 +69,38 @@ def claim(
     return before
 
 
-def enqueue(sandbox_id: int, action: str, previous_status: str) -> None:
+QUEUE_DOWN = "the task queue (Redis) is not reachable"
+
+
+@dataclass
+class Queued:
+    """What became of an enqueue once the transaction committed: `refused` is the reason the
+    queue did not take the task (empty while not known, or when it did)."""
+
+    refused: str = ""
+
+
+def enqueue(sandbox_id: int, action: str, previous_status: str) -> Queued:
     """Queue the task once the claim is committed. If the queue (Redis) cannot take it, release
-    the claim with the reason instead of leaving the sandbox "in progress" forever."""
+    the claim with the reason instead of leaving the sandbox "in progress" forever, and say so
+    in what this returns (see NotQueued)."""
     from ..tasks import sandbox_action_task  # tasks import services; import here to avoid a cycle
+
+    queued = Queued()
 
     def send():
         try:
             sandbox_action_task.delay(sandbox_id, action)
         except Exception as exc:  # noqa: BLE001 - kombu raises several types for "broker down"
             log.warning("could not queue %s for sandbox %s: %s", action, sandbox_id, exc)
+            queued.refused = QUEUE_DOWN
             sandbox = Sandbox.objects.filter(pk=sandbox_id).first()
             if sandbox is not None:
                 status = S.ERROR if previous_status in (S.CREATING, S.DESTROYING) else previous_status
-                finish(
-                    sandbox, action, status, f"{action} was not started: the task queue (Redis) is not reachable. Retry when it is back."
-                )
+                finish(sandbox, action, status, str(NotQueued(action, QUEUE_DOWN)))
 
     transaction.on_commit(send)
+    return queued
 
 
 def take_run(sandbox_id: int, action: str) -> Sandbox | None:

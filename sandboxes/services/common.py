@@ -27,6 +27,15 @@ class InvalidInput(SandboxError):
         super().__init__(" ".join(m for msgs in errors.values() for m in msgs))
 
 
+class NotQueued(SandboxError):
+    """The claim was taken, but the task queue refused its task: the claim was released at once
+    with the reason (see claims.enqueue), and the caller must not say the action is under way."""
+
+    def __init__(self, action: str, reason: str):
+        self.action, self.reason = action, reason
+        super().__init__(f"{action.capitalize()} was not started: {reason}. Retry when it is back.")
+
+
 class LostClaim(Exception):
     """The action's claim was taken over (by Destroy) while it ran: stop, and undo what it made."""
 

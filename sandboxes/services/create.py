@@ -16,7 +16,7 @@ from teams.permissions import Role, actor_user, authorize
 from .. import allowlist, engine, live, policy, workspace
 from ..models import Mount, Sandbox
 from .claims import enqueue as enqueue_action
-from .common import InvalidInput, audit, host_has_selinux, policy_rules, sandbox_spec
+from .common import InvalidInput, NotQueued, audit, host_has_selinux, policy_rules, sandbox_spec
 
 S = Sandbox.Status
 
@@ -178,7 +178,8 @@ def sandbox_create(
     Every rule is checked before anything is saved, so a refused sandbox leaves no row, folder
     or container behind: InvalidInput or PolicyViolation says why. A folder left by an earlier
     sandbox of the same name is never adopted. A restore into a new sandbox passes `claim_for`
-    (the restore job) and queues its own task."""
+    (the restore job) and queues its own task. NotQueued: recorded, but the queue refused its
+    start (it is left in `error` with the reason)."""
     authorize(actor, team, Role.OPERATOR)
     name = name.strip() if isinstance(name, str) else name
     errors = validate_settings(name=name, image=image, memory_mb=memory_mb, cpus=cpus, network_mode=network_mode)
@@ -231,6 +232,7 @@ def sandbox_create(
     problems += policy.check_config(sandbox_spec(sandbox, mounts), rules)
     if problems:
         raise policy.PolicyViolation(list(dict.fromkeys(problems)))
+    queued = None
     try:
         with transaction.atomic():
             serialise("sandbox-mounts")
@@ -271,10 +273,12 @@ def sandbox_create(
             if (
                 enqueue and claim_for == Sandbox.Action.START
             ):  # queued first: on-commit callbacks run in order, and the task is what matters
-                enqueue_action(sandbox.pk, Sandbox.Action.START, S.CREATING)
+                queued = enqueue_action(sandbox.pk, Sandbox.Action.START, S.CREATING)
             live.sandbox_changed(sandbox, created=True)
     except IntegrityError as exc:
         raise InvalidInput({"name": [f"A sandbox named {name!r} already exists."]}) from exc
+    if queued is not None and queued.refused:
+        raise NotQueued(Sandbox.Action.START, queued.refused)  # recorded, in `error` with the reason
     return sandbox
 
 

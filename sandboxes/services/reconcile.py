@@ -3,9 +3,13 @@ ones that matter written to the audit trail), the periodic resync, and container
 destroyed sandboxes."""
 
 import logging
+from collections.abc import Callable
+from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Case, F, Q, Value, When
+from django.utils import timezone
 
 from audit.services import audit_record
 from teams.permissions import SystemActor
@@ -16,6 +20,9 @@ from .common import audit
 
 S = Sandbox.Status
 log = logging.getLogger(__name__)
+# OOM kills less than this apart are one streak, counted together; the pages show a streak whose
+# last kill is more recent than this.
+OOM_RECENT = timedelta(minutes=10)
 
 
 def observed_status(sandbox: Sandbox, state: engine.ContainerState | None) -> tuple[str, str] | None:
@@ -37,15 +44,31 @@ def observed_status(sandbox: Sandbox, state: engine.ContainerState | None) -> tu
     return None
 
 
+# What keeps a held sandbox as its hold has it (the incidents app registers it in its AppConfig.ready):
+# called with a container found more alive than its row says; True when it dealt with it.
+HOLD_KEEPERS: list[Callable[..., bool]] = []
+
+
+def register_hold_keeper(keep: Callable[..., bool]) -> None:
+    if keep not in HOLD_KEEPERS:
+        HOLD_KEEPERS.append(keep)
+
+
 def sandbox_sync(*, sandbox: Sandbox) -> bool:
-    """Bring an idle sandbox's status in line with its container; True if it changed."""
-    if sandbox.pending_action or not sandbox.container_id or sandbox.status in (S.DESTROYED, S.DESTROYING):
+    """Bring an idle sandbox's status in line with its container, and any sandbox's health;
+    True if its status changed."""
+    if not sandbox.container_id or sandbox.status in (S.DESTROYED, S.DESTROYING):
         return False
     state = engine.engine_for(sandbox).container_state(sandbox.container_id)
+    _note_health(sandbox, state)
+    if sandbox.pending_action:
+        return False
     observed = observed_status(sandbox, state)
     if observed is None:
         return False
     status, detail = observed
+    if sandbox.on_hold and status in (S.RUNNING, S.PAUSED) and any(keep(sandbox=sandbox, state=state) for keep in HOLD_KEEPERS):
+        return False  # put back as the hold has it: the row stays as it was
     with transaction.atomic():
         changed = Sandbox.objects.filter(pk=sandbox.pk, pending_action="", status=sandbox.status, container_id=sandbox.container_id).update(
             status=status, status_detail=detail, container_id=sandbox.container_id if state else ""
@@ -54,6 +77,28 @@ def sandbox_sync(*, sandbox: Sandbox) -> bool:
             audit(SystemActor("system"), "sandbox.state_changed", sandbox, {"from": sandbox.status, "to": status, "reason": detail})
             live.sandbox_changed(sandbox)
     return bool(changed)
+
+
+def _note_health(sandbox: Sandbox, state: engine.ContainerState | None) -> None:
+    """Record the container's health check state (Docker sends no event while it stays
+    "starting", so it is read at every sync); "" for a container that is not up."""
+    health = state.health if state is not None and state.status in ("running", "paused") else ""
+    if health != sandbox.health and Sandbox.objects.filter(pk=sandbox.pk).exclude(health=health).update(health=health):
+        sandbox.health = health
+        live.sandbox_changed(sandbox)
+
+
+def _count_oom(sandbox: Sandbox) -> None:
+    """One more OOM kill in the sandbox: added to the current streak, or the first of a new one.
+    One guarded UPDATE, so the watcher and a second one never lose a kill between them."""
+    now = timezone.now()
+    recent = Q(oom_last_at__gte=now - OOM_RECENT)
+    Sandbox.objects.filter(pk=sandbox.pk).update(
+        oom_kills=Case(When(recent, then=F("oom_kills") + 1), default=Value(1)),
+        oom_since=Case(When(recent, then=F("oom_since")), default=Value(now)),
+        oom_last_at=now,
+    )
+    live.sandbox_changed(sandbox)
 
 
 def sandbox_sync_container(*, container_id: str) -> bool:
@@ -104,6 +149,8 @@ def record_engine_event(*, event: dict) -> bool:
         if key in attributes:
             details[key] = attributes[key]
     audit(SystemActor("docker"), f"container.{action}", sandbox, details)
+    if action == "oom":
+        _count_oom(sandbox)
     return True
 
 

@@ -42,3 +42,20 @@ def test_create_and_stop_with_queue_down(client, admin_user, team, make_sandbox,
     assert "not reachable" in running.status_detail
     health.refresh()  # what the background check finds within a few seconds
     assert "Actions cannot be queued" in client.get("/").content.decode()
+
+
+def test_the_page_says_what_happened_when_an_action_could_not_be_queued(
+    client, admin_user, team, make_sandbox, clean_docker, test_image, broker_down
+):
+    """Issue 14: the claim was released at once with its reason, but the page said "Stop requested"."""
+    running = make_sandbox("said")
+    client.force_login(admin_user)
+    page = client.post(f"/sandboxes/{running.pk}/stop/", {"next": "detail"}, follow=True).content.decode()
+    assert "Stop requested" not in page
+    assert "Stop was not started: the task queue (Redis) is not reachable." in page
+
+    form = {"name": "unqueued", "team": team.pk, "image": test_image, "memory_mb": 256, "cpus": "1", "network_mode": "internet"}
+    page = client.post("/sandboxes/new/", form, follow=True).content.decode()
+    assert "Creating unqueued" not in page
+    assert "unqueued was recorded, but not started: the task queue (Redis) is not reachable." in page
+    assert Sandbox.objects.get(name="unqueued").status == "error"

@@ -230,3 +230,47 @@ def test_a_start_that_destroy_took_over_leaves_nothing_behind(team, clean_worksp
     assert box.status == "destroyed"
     assert box.volume_name not in fake.volumes and not fake.containers
     assert not box.workspace_path.exists()
+
+
+class WorkerDied(BaseException):
+    """The worker's process ends here (SIGKILL): nothing after this point runs or is recorded."""
+
+
+@pytest.mark.docker
+@pytest.mark.django_db
+def test_a_start_whose_worker_died_after_docker_started_it_still_delivers_the_secrets(make_sandbox, clean_docker, monkeypatch):
+    """Issue 14: the run that picks a start up again finds the container running; the steps after
+    Docker's start (mounts verified, secrets delivered, grants) must run all the same."""
+    from sandboxes.engine import EngineClient
+    from sandboxes.models import Secret
+    from sandboxes.services import credentials
+
+    sandbox = make_sandbox("resumed", network_mode="none")
+    services.sandbox_request_action(actor=ACTOR, sandbox=sandbox, action="stop", enqueue=False)
+    services.sandbox_perform(sandbox_id=sandbox.pk, action="stop")
+    credentials.secret_set(actor=ACTOR, sandbox=sandbox, name="DEPLOY_TOKEN", value="tok-resumed", delivery=Secret.Delivery.FILE)
+    services.sandbox_request_action(actor=ACTOR, sandbox=Sandbox.objects.get(pk=sandbox.pk), action="start", enqueue=False)
+
+    real_start = EngineClient.start
+
+    def start_then_die(self, container_id: str) -> None:
+        real_start(self, container_id)  # Docker really starts it; the worker dies right after
+        raise WorkerDied()
+
+    monkeypatch.setattr(EngineClient, "start", start_then_die)
+    with pytest.raises(WorkerDied):
+        services.sandbox_perform(sandbox_id=sandbox.pk, action="start")
+    monkeypatch.undo()
+    sandbox.refresh_from_db()
+    assert sandbox.pending_action == "start"
+    assert docker_cli("inspect", "-f", "{{.State.Running}}", sandbox.container_id).stdout.strip() == "true"
+    read = ["exec", sandbox.container_id, "cat", "/run/secrets/DEPLOY_TOKEN"]
+    assert docker_cli(*read, check=False).returncode != 0  # the dead run never delivered it
+
+    # Its heartbeat has stopped: the next delivery of the task takes the run and finishes it.
+    Sandbox.objects.filter(pk=sandbox.pk).update(heartbeat_at=timezone.now() - timedelta(seconds=settings.SANDBOX_STALE_SECONDS + 5))
+    services.sandbox_perform(sandbox_id=sandbox.pk, action="start")
+    sandbox.refresh_from_db()
+    assert sandbox.status == "running" and not sandbox.pending_action, sandbox.status_detail
+    assert sandbox.attempts == 2
+    assert docker_cli(*read, check=False).stdout == "tok-resumed"

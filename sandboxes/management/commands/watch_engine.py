@@ -33,7 +33,8 @@ class Command(BaseCommand):
                 services.grants_repair()
                 self.stdout.write("watching Docker events")
                 for event in engine.engine_for().events(since=since):
-                    if event["action"] in RELEVANT:
+                    # "health_status: unhealthy" and the like: the health check's state changed.
+                    if event["action"] in RELEVANT or event["action"].startswith("health_status"):
                         services.sandbox_sync_container(container_id=event["id"])
                         if event["action"] in GRANTS_CHANGE:
                             services.grants_repair()
