@@ -46,7 +46,11 @@ def sandbox_backup_now(request: HttpRequest, pk: int) -> HttpResponse:
     except SandboxError as exc:
         messages.error(request, str(exc))
     else:
-        messages.info(request, f"Backing up {sandbox.name} to {backup.file_name}…")
+        backup.refresh_from_db()  # the queue may have refused it: then it ended at once, and says why
+        if backup.status == backup.Status.FAILED:
+            messages.error(request, backup.detail)
+        else:
+            messages.info(request, f"Backing up {sandbox.name} to {backup.file_name}…")
     return redirect("sandbox_detail", pk=pk)
 
 
@@ -182,7 +186,11 @@ def backup_restore(request: HttpRequest, pk: int) -> HttpResponse:
         except SandboxError as exc:
             form.add_error(None, str(exc))
         else:
-            messages.info(request, f"Restoring {backup.file_name} into {restore.sandbox.name}…")
+            restore.refresh_from_db()  # the queue may have refused it: then it ended at once, and says why
+            if restore.status in (restore.Status.FAILED, restore.Status.REFUSED):
+                messages.error(request, restore.detail)
+            else:
+                messages.info(request, f"Restoring {backup.file_name} into {restore.sandbox.name}…")
             return redirect("sandbox_detail", pk=restore.sandbox_id)
     role = user_role(user=request.user, team=backup.team)
     context = {

@@ -2,6 +2,8 @@
 
 import pytest
 
+from backups import services as backups
+from backups.models import Backup, Restore
 from controlpanel.celery import app as celery_app
 from sandboxes import health
 from sandboxes.models import Sandbox
@@ -59,3 +61,25 @@ def test_the_page_says_what_happened_when_an_action_could_not_be_queued(
     assert "Creating unqueued" not in page
     assert "unqueued was recorded, but not started: the task queue (Redis) is not reachable." in page
     assert Sandbox.objects.get(name="unqueued").status == "error"
+
+
+def test_a_backup_that_could_not_be_queued_says_so(client, admin_user, make_sandbox, clean_docker, broker_down):
+    """The backup's row ends failed at once with the reason: the page says that, not "Backing up…"."""
+    sandbox = make_sandbox("unbacked")
+    client.force_login(admin_user)
+    page = client.post(f"/sandboxes/{sandbox.pk}/backups/new/", follow=True).content.decode()
+    assert "Backing up" not in page
+    assert "The backup was not started: the task queue (Redis) is not reachable." in page
+    assert Backup.objects.get(sandbox=sandbox).status == Backup.Status.FAILED
+
+
+def test_a_restore_that_could_not_be_queued_says_so(client, admin_user, make_sandbox, clean_docker, broker_down):
+    sandbox = make_sandbox("unrestored")
+    backup = backups.backup_request(actor=admin_user, sandbox=sandbox, enqueue=False)
+    backups.backup_perform(backup_id=backup.pk)  # made here: the queue is down
+    client.force_login(admin_user)
+    form = {"into": "self", "confirm_name": sandbox.name}
+    page = client.post(f"/backups/{backup.pk}/restore/", form, follow=True).content.decode()
+    assert "Restoring" not in page
+    assert "The restore was not started: the task queue (Redis) is not reachable." in page
+    assert Restore.objects.get(backup=backup).status in (Restore.Status.FAILED, Restore.Status.REFUSED)
