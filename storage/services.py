@@ -55,7 +55,7 @@ def _require_pool(sandbox: Sandbox) -> None:
             "`manage.py pool migrate` moves it into the pool."
         )
     if not pool.active():
-        raise StorageError(f"The storage pool is not mounted at {settings.WORKSPACE_ROOT}; `make run` mounts it.")
+        raise StorageError("The storage pool is not mounted at the workspace root; `make run` mounts it.")
 
 
 @contextmanager

@@ -371,7 +371,7 @@ def _cancelled_detail(backup: Backup) -> str:
 
 def _reason(exc: Exception) -> str:
     if isinstance(exc, OSError) and exc.errno == 28:
-        return f"the disk holding {settings.BACKUP_ROOT} is full. No partial archive was left; earlier backups are intact."
+        return "the disk holding the panel's backup folder (BACKUP_ROOT) is full. No partial archive was left; earlier backups are intact."
     if isinstance(exc, policy.PolicyViolation):
         return " ".join(exc.problems)
     return str(exc)
@@ -524,7 +524,7 @@ def backup_verify(*, backup: Backup) -> Backup:
     """Re-hash the archive against its manifest and its recorded sha256; record the outcome."""
     problems: list[str] = []
     if not backup.path.exists():
-        problems.append(f"{backup.file_name} is missing from {settings.BACKUP_ROOT}.")
+        problems.append(f"{backup.file_name} is missing from the panel's backup folder (BACKUP_ROOT).")
     else:
         checked = archive.verify(str(backup.path))
         problems += checked.problems

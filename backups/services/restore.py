@@ -46,7 +46,7 @@ def _usable(backup: Backup) -> None:
     if backup.status != Backup.Status.DONE:
         raise BackupError(f"{backup.file_name} is not a finished backup ({backup.status}).")
     if not backup.path.exists():
-        raise BackupError(f"{backup.file_name} is missing from {settings.BACKUP_ROOT}.")
+        raise BackupError(f"{backup.file_name} is missing from the panel's backup folder (BACKUP_ROOT).")
 
 
 def judge_config(config: dict, *, sandbox: Sandbox | None = None) -> list[str]:
@@ -319,7 +319,7 @@ def _extract(restore: Restore, backup: Backup, sandbox: Sandbox, staging: str) -
     free = shutil.disk_usage(staging).free
     if free < settings.RESTORE_MIN_FREE_BYTES:
         raise archive.ArchiveError(
-            f"only {free} bytes are left on the disk of {settings.WORKSPACE_ROOT}; the restore stopped before changing anything."
+            f"only {free} bytes are left on the disk of the workspace root; the restore stopped before changing anything."
         )
     return result
 

@@ -65,7 +65,7 @@ def provision(sandbox: Sandbox, action: str) -> None:
         if into_pool and not pool.active():
             # Never plain folders under the pool's mount point: they would keep it from being mounted.
             raise workspace.WorkspaceError(
-                f"The storage pool is not mounted at {settings.WORKSPACE_ROOT}: `make run` (or `manage.py pool ensure`) mounts it."
+                "The storage pool is not mounted at the workspace root: `make run` (or `manage.py pool ensure`) mounts it."
             )
         chains = workspace.workspace_create(sandbox.name, str(sandbox.uuid), subvolume=into_pool)
         changes: dict[str, object] = {"host_path_ids": {**recorded, **{p: [list(pair) for pair in c] for p, c in chains.items()}}}
@@ -259,7 +259,7 @@ def run_destroy(sandbox: Sandbox, action: str) -> None:
         left.append(f"volume {sandbox.volume_name} is not this sandbox's; left in place")
     if sandbox.in_pool and not pool.active():
         raise workspace.WorkspaceError(
-            f"The storage pool is not mounted at {settings.WORKSPACE_ROOT}: nothing of the sandbox's data could be removed. "
+            "The storage pool is not mounted at the workspace root: nothing of the sandbox's data could be removed. "
             "Mount it (make run), then destroy again."
         )
     if sandbox.in_pool:
