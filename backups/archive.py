@@ -1103,6 +1103,32 @@ def _check_name(name: str, areas: tuple[str, ...]) -> tuple[str, str]:
     raise Refused(f"A member lies outside the folders a backup holds: {name[:200]}.")
 
 
+def _check_hardlink(name: str, area: str, target: str) -> None:
+    """Refused unless a hard link's target, as the archive writes it, is a clean path in the
+    link's own area (the only place a restore looks for it); said in the archive's terms, as
+    tarfile's own check would name the path on this machine it resolved."""
+    problem = name_problem(target, most=1 << 20)
+    if problem:
+        raise Refused(f"{name} is a hard link whose target is refused: {problem}.")
+    parts = target.split("/")
+    if target.startswith("/") or any(p in ("", ".", "..") for p in parts) or not target.startswith(area + "/"):
+        raise Refused(f"{name} is a hard link to {target[:200]}, outside its folder {area}/.")
+
+
+def judge(member: tarfile.TarInfo, areas: tuple[str, ...]) -> tuple[str, bool]:
+    """What a restore checks of a member before writing anything, and an import checks too:
+    (its area, whether it is a symbolic link leaving its folder), or Refused saying why not."""
+    area, _inner = _check_name(member.name, areas)
+    name = member.name.rstrip("/")
+    if member.mode & (stat.S_ISUID | stat.S_ISGID):
+        raise Refused(f"{name} has the setuid or setgid bit.")
+    if member.ischr() or member.isblk() or member.isfifo() or not (member.isdir() or member.isreg() or member.issym() or member.islnk()):
+        raise Refused(f"{name} is a device, a FIFO or another special file.")
+    if member.islnk():
+        _check_hardlink(name, area, member.linkname.rstrip("/"))
+    return area, member.issym() and not _link_stays_inside(name, member.linkname)
+
+
 def _link_stays_inside(name: str, target: str) -> bool:
     """Whether a symbolic link at `name` pointing at `target` stays inside what it restores
     into: the workspace (its six folders together), or the home."""
@@ -1209,18 +1235,9 @@ class _Extractor:
         self.budget.member(member)
         if self.budget.members % 1000 == 0:
             self._check_space(self.root_fd)  # many small files fill a disk too
-        area, _inner = _check_name(member.name, self.areas)
+        area, leaves = judge(member, self.areas)
         name = member.name.rstrip("/")
-        if member.mode & (stat.S_ISUID | stat.S_ISGID):
-            raise Refused(f"{name} has the setuid or setgid bit.")
-        if (
-            member.ischr()
-            or member.isblk()
-            or member.isfifo()
-            or not (member.isdir() or member.isreg() or member.issym() or member.islnk())
-        ):
-            raise Refused(f"{name} is a device, a FIFO or another special file.")
-        if member.issym() and not _link_stays_inside(name, member.linkname):
+        if leaves:
             if self.drop_outside_links:
                 self.dropped.append(f"{name} -> {member.linkname[:200]}")
                 return None
@@ -1231,8 +1248,8 @@ class _Extractor:
             )
         try:
             filtered = tarfile.data_filter(member, self.dest)
-        except tarfile.FilterError as exc:
-            raise Refused(f"{name} is refused: {exc}.") from None
+        except tarfile.FilterError as exc:  # its message names the staging folder: not repeated
+            raise Refused(f"{name} is refused by tarfile's data filter ({type(exc).__name__}).") from None
         parts = name.split("/")
         self.dirs.update("/".join(parts[:i]) for i in range(1, len(parts)))
         if member.issym():
@@ -1295,10 +1312,8 @@ class _Extractor:
         member) is refused. Links are made only at the end, so a link's name finds nothing here.
         The copy counts against the byte limit like any file (40 links to one member would
         otherwise write 40 times what was counted), and keeps the holes of its source."""
-        target = member.linkname.rstrip("/")
+        target = member.linkname.rstrip("/")  # judged already: a clean path in `area`
         refused = Refused(f"{name} is a hard link to {target[:200]}, which is not a file extracted before it in the same folder.")
-        if not target.startswith(area + "/"):
-            raise refused
         try:
             src_fd, src_last = self._parent_fd(target, make=False)
         except (FileNotFoundError, Refused):
