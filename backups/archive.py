@@ -724,6 +724,8 @@ class Checked:
     bytes: int = 0
     sha256: str = ""
     dropped: list[str] = field(default_factory=list)
+    outside_links: int = 0  # judged (an import): links a restore refuses unless told to leave them out
+    outside_example: str = ""
     sizes: dict[str, int] = field(default_factory=dict)  # extracted: each area's files' full sizes, holes included
 
     @property
@@ -993,12 +995,14 @@ def compare(listed: Iterator[dict[str, Any]], computed: IO[bytes], *, left_out: 
     return problems
 
 
-def verify(path: str, *, limits: "Limits | None" = None) -> Checked:
+def verify(path: str, *, limits: "Limits | None" = None, areas: tuple[str, ...] | None = None) -> Checked:
     """Re-read the archive: hash every member, compare with the manifest, and hash the file.
     Memory stays flat: what it finds is spooled to a temporary file beside the archive. With
-    `limits` (an archive made elsewhere), one that a restore would refuse for its size fails."""
+    `limits` (an archive made elsewhere), one that a restore would refuse for its size fails;
+    with `areas`, one that it would refuse for a member (judged by the restore's own rules)."""
     result = Checked()
     budget = _Budget(limits) if limits is not None else None
+    judged = _Judged(areas) if areas is not None else None
     try:
         with open(path, "rb", buffering=0) as raw_file, tempfile.TemporaryFile(dir=os.path.dirname(path) or ".") as spool:
             raw = _HashingFile(raw_file)
@@ -1016,10 +1020,14 @@ def verify(path: str, *, limits: "Limits | None" = None) -> Checked:
                     if budget is not None:
                         budget.member(member)
                         budget.add(data_bytes(member) if member.isreg() else 0)
+                    if judged is not None:
+                        judged.member(member, result)
                     digest = _hash_member(tar, member) if member.isreg() else None
                     spool.write(_entry_line(_entry_of(member, digest)) + b"\n")
                     result.files += 1
                     result.bytes += data_bytes(member) if member.isreg() else 0
+            if judged is not None:
+                judged.finish()
             while raw.read(BLOCK):
                 pass  # anything after the tar's end still counts towards the file's hash
             result.sha256 = raw.sha256.hexdigest()
@@ -1032,6 +1040,32 @@ def verify(path: str, *, limits: "Limits | None" = None) -> Checked:
     if result.manifest is None:
         result.problems.append("The archive has no manifest.")
     return result
+
+
+class _Judged:
+    """A restore's rules for an archive that is read, not extracted (an import's check): each
+    member's own (judge), then the one that needs the whole archive: no member is written
+    through a link. Holds the folders and the links that stay inside, as the extractor does."""
+
+    def __init__(self, areas: tuple[str, ...]):
+        self.areas = areas
+        self.dirs: set[str] = set()
+        self.links: set[str] = set()
+
+    def member(self, member: tarfile.TarInfo, result: Checked) -> None:
+        _area, leaves = judge(member, self.areas)
+        name = member.name.rstrip("/")
+        parts = name.split("/")
+        self.dirs.update("/".join(parts[: i + 1]) for i in range(len(parts) - (0 if member.isdir() else 1)))
+        if leaves:
+            result.outside_links += 1
+            result.outside_example = result.outside_example or f"{name} -> {member.linkname[:200]}"
+        elif member.issym():
+            self.links.add(name)
+
+    def finish(self) -> None:
+        if through := self.links & self.dirs:
+            raise Refused(f"{min(through)} is a link that other members would be written through.")
 
 
 # --- safe extraction ------------------------------------------------------------------------------
