@@ -2,12 +2,16 @@
 check at once in little memory, and the import and verify tasks give up after a bounded number
 of deliveries whose worker died (acks_late would hand them back forever)."""
 
+import functools
+import os
 import tarfile
 import time
 import tracemalloc
 
 import pytest
 from django.conf import settings
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test.client import BOUNDARY, MULTIPART_CONTENT, encode_multipart
 
 from audit.models import AuditEvent
 from backups import archive, services
@@ -91,6 +95,20 @@ def test_an_import_with_links_leaving_their_folder_says_a_restore_must_leave_the
         "Links that point outside their folder: 1 (such as workspace/Projects/venv/bin/python -> /usr/bin/python3); "
         "a restore refuses them unless told to leave such links out."
     )
+
+
+def test_an_import_that_stops_short_or_comes_in_chunks_says_so_and_keeps_nothing(admin_client, team, tmp_path):
+    hostile_archive(tmp_path / "ok.tar.gz", [member("workspace/Projects/a", os.urandom(100_000))], config=CONFIG)
+    archive_bytes = (tmp_path / "ok.tar.gz").read_bytes()
+    body = encode_multipart(BOUNDARY, {"team": str(team.pk), "archive": SimpleUploadedFile("ok.tar.gz", archive_bytes)})
+    before = set(settings.BACKUP_ROOT.iterdir())
+    post = functools.partial(admin_client.generic, "POST", "/backups/import/", body, content_type=MULTIPART_CONTENT)
+    post(CONTENT_LENGTH=str(len(body) - 1000))
+    page = admin_client.get("/backups/").content.decode()
+    assert "The upload stopped short" in page
+    chunked = post(CONTENT_LENGTH="", HTTP_TRANSFER_ENCODING="chunked")
+    assert chunked.status_code == 411 and b"Content-Length" in chunked.content
+    assert not Backup.objects.exists() and set(settings.BACKUP_ROOT.iterdir()) == before
 
 
 def dying(monkeypatch) -> None:
