@@ -28,9 +28,9 @@ from django.views.decorators.csrf import csrf_exempt, csrf_protect
 FRAMING = 1 << 20  # what a form may hold besides its file: boundaries, part headers, other fields
 
 
-def length_problem(content_length: str | None, chunked: bool, most: int) -> tuple[int, str] | None:
+def length_problem(content_length: str | None, transfer_encoding: str | None, most: int) -> tuple[int, str] | None:
     """(status, message) for a body whose length, as declared, already refuses it."""
-    if chunked:
+    if "chunked" in (transfer_encoding or "").lower():
         return 411, "The upload did not declare its length: send it with a Content-Length (a chunked upload is not taken).\n"
     if not content_length:
         return None
@@ -94,6 +94,8 @@ class LimitedUploadHandler(FileUploadHandler):
         self.next_name = ""
 
     def handle_raw_input(self, input_data, META, content_length, boundary, encoding=None):
+        """Django's hook for a handler that parses the body itself: it is parsed by _Parser,
+        whose own loop calls this again (and gets None: go on as usual)."""
         if self.body is not None:
             return None  # the inner parse: Django's own loop
         self.body = _Watched(input_data, boundary)
@@ -125,7 +127,7 @@ def limited_upload(limit: Callable[[], int]):
         @wraps(view)
         def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
             most = limit()
-            refused = length_problem(request.META.get("CONTENT_LENGTH"), "HTTP_TRANSFER_ENCODING" in request.META, most)
+            refused = length_problem(request.META.get("CONTENT_LENGTH"), request.META.get("HTTP_TRANSFER_ENCODING"), most)
             if refused:
                 return _plain(*refused)
             handler = LimitedUploadHandler(request, most)
@@ -172,7 +174,7 @@ class UploadLimit:
         if most is None:
             return await self.app(scope, receive, send)
         headers = {k.lower(): v.decode("latin-1") for k, v in scope.get("headers") or []}
-        refused = length_problem(headers.get(b"content-length"), b"transfer-encoding" in headers, most)
+        refused = length_problem(headers.get(b"content-length"), headers.get(b"transfer-encoding"), most)
         if refused is None:
             counted = _Counted(receive, most + FRAMING)
             await self.app(scope, counted, send)

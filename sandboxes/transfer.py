@@ -4,8 +4,9 @@ through imports/ (read-only inside it) and come out only from exports/.
 Every path is walked from the folder down through file descriptors opened with O_NOFOLLOW, one
 part at a time, so no name (`..`, an absolute path, a link the agent planted in exports/) can
 reach outside the folder. Names are judged, never rewritten: one with a slash, `..`, NUL or a
-control character is refused with the reason (a new file's, a bidirectional control too). Uploads are written to a temporary file beside
-the target, flushed, then renamed; each transfer is audited with the sha256 of what passed.
+control character is refused with the reason (and a new file's with a bidirectional control).
+Uploads are written to a temporary file beside the target, flushed, then renamed; each transfer
+is audited with the sha256 of what passed.
 """
 
 import hashlib
