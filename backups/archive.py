@@ -724,6 +724,8 @@ class Checked:
     bytes: int = 0
     sha256: str = ""
     dropped: list[str] = field(default_factory=list)
+    outside_links: int = 0  # judged (an import): links a restore refuses unless told to leave them out
+    outside_example: str = ""
     sizes: dict[str, int] = field(default_factory=dict)  # extracted: each area's files' full sizes, holes included
 
     @property
@@ -993,12 +995,14 @@ def compare(listed: Iterator[dict[str, Any]], computed: IO[bytes], *, left_out: 
     return problems
 
 
-def verify(path: str, *, limits: "Limits | None" = None) -> Checked:
+def verify(path: str, *, limits: "Limits | None" = None, areas: tuple[str, ...] | None = None) -> Checked:
     """Re-read the archive: hash every member, compare with the manifest, and hash the file.
     Memory stays flat: what it finds is spooled to a temporary file beside the archive. With
-    `limits` (an archive made elsewhere), one that a restore would refuse for its size fails."""
+    `limits` (an archive made elsewhere), one that a restore would refuse for its size fails;
+    with `areas`, one that it would refuse for a member (judged by the restore's own rules)."""
     result = Checked()
     budget = _Budget(limits) if limits is not None else None
+    judged = _Judged(areas) if areas is not None else None
     try:
         with open(path, "rb", buffering=0) as raw_file, tempfile.TemporaryFile(dir=os.path.dirname(path) or ".") as spool:
             raw = _HashingFile(raw_file)
@@ -1016,10 +1020,14 @@ def verify(path: str, *, limits: "Limits | None" = None) -> Checked:
                     if budget is not None:
                         budget.member(member)
                         budget.add(data_bytes(member) if member.isreg() else 0)
+                    if judged is not None:
+                        judged.member(member, result)
                     digest = _hash_member(tar, member) if member.isreg() else None
                     spool.write(_entry_line(_entry_of(member, digest)) + b"\n")
                     result.files += 1
                     result.bytes += data_bytes(member) if member.isreg() else 0
+            if judged is not None:
+                judged.finish()
             while raw.read(BLOCK):
                 pass  # anything after the tar's end still counts towards the file's hash
             result.sha256 = raw.sha256.hexdigest()
@@ -1032,6 +1040,32 @@ def verify(path: str, *, limits: "Limits | None" = None) -> Checked:
     if result.manifest is None:
         result.problems.append("The archive has no manifest.")
     return result
+
+
+class _Judged:
+    """A restore's rules for an archive that is read, not extracted (an import's check): each
+    member's own (judge), then the one that needs the whole archive: no member is written
+    through a link. Holds the folders and the links that stay inside, as the extractor does."""
+
+    def __init__(self, areas: tuple[str, ...]):
+        self.areas = areas
+        self.dirs: set[str] = set()
+        self.links: set[str] = set()
+
+    def member(self, member: tarfile.TarInfo, result: Checked) -> None:
+        _area, leaves = judge(member, self.areas)
+        name = member.name.rstrip("/")
+        parts = name.split("/")
+        self.dirs.update("/".join(parts[: i + 1]) for i in range(len(parts) - (0 if member.isdir() else 1)))
+        if leaves:
+            result.outside_links += 1
+            result.outside_example = result.outside_example or f"{name} -> {member.linkname[:200]}"
+        elif member.issym():
+            self.links.add(name)
+
+    def finish(self) -> None:
+        if through := self.links & self.dirs:
+            raise Refused(f"{min(through)} is a link that other members would be written through.")
 
 
 # --- safe extraction ------------------------------------------------------------------------------
@@ -1101,6 +1135,32 @@ def _check_name(name: str, areas: tuple[str, ...]) -> tuple[str, str]:
     if top == HOME and HOME in areas:
         return HOME, "/".join(parts[1:])
     raise Refused(f"A member lies outside the folders a backup holds: {name[:200]}.")
+
+
+def _check_hardlink(name: str, area: str, target: str) -> None:
+    """Refused unless a hard link's target, as the archive writes it, is a clean path in the
+    link's own area (the only place a restore looks for it); said in the archive's terms, as
+    tarfile's own check would name the path on this machine it resolved."""
+    problem = name_problem(target, most=1 << 20)
+    if problem:
+        raise Refused(f"{name} is a hard link whose target is refused: {problem}.")
+    parts = target.split("/")
+    if target.startswith("/") or any(p in ("", ".", "..") for p in parts) or not target.startswith(area + "/"):
+        raise Refused(f"{name} is a hard link to {target[:200]}, outside its folder {area}/.")
+
+
+def judge(member: tarfile.TarInfo, areas: tuple[str, ...]) -> tuple[str, bool]:
+    """What a restore checks of a member before writing anything, and an import checks too:
+    (its area, whether it is a symbolic link leaving its folder), or Refused saying why not."""
+    area, _inner = _check_name(member.name, areas)
+    name = member.name.rstrip("/")
+    if member.mode & (stat.S_ISUID | stat.S_ISGID):
+        raise Refused(f"{name} has the setuid or setgid bit.")
+    if member.ischr() or member.isblk() or member.isfifo() or not (member.isdir() or member.isreg() or member.issym() or member.islnk()):
+        raise Refused(f"{name} is a device, a FIFO or another special file.")
+    if member.islnk():
+        _check_hardlink(name, area, member.linkname.rstrip("/"))
+    return area, member.issym() and not _link_stays_inside(name, member.linkname)
 
 
 def _link_stays_inside(name: str, target: str) -> bool:
@@ -1209,18 +1269,9 @@ class _Extractor:
         self.budget.member(member)
         if self.budget.members % 1000 == 0:
             self._check_space(self.root_fd)  # many small files fill a disk too
-        area, _inner = _check_name(member.name, self.areas)
+        area, leaves = judge(member, self.areas)
         name = member.name.rstrip("/")
-        if member.mode & (stat.S_ISUID | stat.S_ISGID):
-            raise Refused(f"{name} has the setuid or setgid bit.")
-        if (
-            member.ischr()
-            or member.isblk()
-            or member.isfifo()
-            or not (member.isdir() or member.isreg() or member.issym() or member.islnk())
-        ):
-            raise Refused(f"{name} is a device, a FIFO or another special file.")
-        if member.issym() and not _link_stays_inside(name, member.linkname):
+        if leaves:
             if self.drop_outside_links:
                 self.dropped.append(f"{name} -> {member.linkname[:200]}")
                 return None
@@ -1231,8 +1282,8 @@ class _Extractor:
             )
         try:
             filtered = tarfile.data_filter(member, self.dest)
-        except tarfile.FilterError as exc:
-            raise Refused(f"{name} is refused: {exc}.") from None
+        except tarfile.FilterError as exc:  # its message names the staging folder: not repeated
+            raise Refused(f"{name} is refused by tarfile's data filter ({type(exc).__name__}).") from None
         parts = name.split("/")
         self.dirs.update("/".join(parts[:i]) for i in range(1, len(parts)))
         if member.issym():
@@ -1295,10 +1346,8 @@ class _Extractor:
         member) is refused. Links are made only at the end, so a link's name finds nothing here.
         The copy counts against the byte limit like any file (40 links to one member would
         otherwise write 40 times what was counted), and keeps the holes of its source."""
-        target = member.linkname.rstrip("/")
+        target = member.linkname.rstrip("/")  # judged already: a clean path in `area`
         refused = Refused(f"{name} is a hard link to {target[:200]}, which is not a file extracted before it in the same folder.")
-        if not target.startswith(area + "/"):
-            raise refused
         try:
             src_fd, src_last = self._parent_fd(target, make=False)
         except (FileNotFoundError, Refused):

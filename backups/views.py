@@ -7,7 +7,7 @@ from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
-from controlpanel.uploads import limited_upload
+from controlpanel.uploads import limited_upload, upload_problem
 from sandboxes import policy
 from sandboxes.services import InvalidInput, SandboxError
 from sandboxes.views import _get_sandbox, client_ip
@@ -207,8 +207,8 @@ def backup_restore(request: HttpRequest, pk: int) -> HttpResponse:
 @limited_upload(lambda: settings.BACKUP_IMPORT_MAX_BYTES)
 def backup_import(request: HttpRequest) -> HttpResponse:
     form = ImportForm(request.POST, request.FILES, user=request.user)
-    if request.upload_too_large():  # type: ignore[attr-defined]
-        messages.error(request, f"The archive is larger than the limit of {settings.BACKUP_IMPORT_MAX_BYTES} bytes; nothing was kept.")
+    if problem := upload_problem(request, what="The archive"):
+        messages.error(request, problem)
         return redirect("backup_list")
     if not form.is_valid():
         messages.error(request, "Import: " + " ".join(" ".join(map(str, v)) for v in form.errors.values()))

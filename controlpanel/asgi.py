@@ -1,7 +1,8 @@
 """ASGI entry point: websockets through Channels. `make run` serves the pages with gunicorn on
 PANEL_PORT and runs this (Daphne) on PANEL_WS_PORT for websockets only: there, an HTTP request
 gets a 404 (a streamed download served under ASGI would be held in memory whole). Only when both
-ports are the same (a single-process set-up, the test suite) does this serve the pages too.
+ports are the same (a single-process set-up, the test suite) does this serve the pages too; an
+upload's limit is then kept in front of Django (controlpanel.uploads.UploadLimit).
 
 Every connection, HTTP (static files included) or websocket, first passes the Host check; a
 websocket must also come from one of the panel's exact origins (scheme, host and port).
@@ -20,6 +21,7 @@ from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 from django.http.request import split_domain_port, validate_host  # noqa: E402
 
+from controlpanel.uploads import UploadLimit  # noqa: E402
 from sandboxes.routing import websocket_urlpatterns  # noqa: E402
 
 
@@ -95,10 +97,12 @@ async def _not_here(scope, receive, send):
     await send({"type": "http.response.body", "body": body})
 
 
+pages = UploadLimit(ASGIStaticFilesHandler(django_asgi_app))
+
 application = HostCheck(
     ProtocolTypeRouter(
         {
-            "http": ASGIStaticFilesHandler(django_asgi_app) if settings.PANEL_WS_PORT == settings.PANEL_PORT else _not_here,
+            "http": pages if settings.PANEL_WS_PORT == settings.PANEL_PORT else _not_here,
             "websocket": ExactOriginCheck(AuthMiddlewareStack(SecondFactorCheck(URLRouter(websocket_urlpatterns)))),
         }
     )

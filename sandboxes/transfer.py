@@ -4,8 +4,9 @@ through imports/ (read-only inside it) and come out only from exports/.
 Every path is walked from the folder down through file descriptors opened with O_NOFOLLOW, one
 part at a time, so no name (`..`, an absolute path, a link the agent planted in exports/) can
 reach outside the folder. Names are judged, never rewritten: one with a slash, `..`, NUL or a
-control character is refused with the reason. Uploads are written to a temporary file beside
-the target, flushed, then renamed; each transfer is audited with the sha256 of what passed.
+control character is refused with the reason (and a new file's with a bidirectional control).
+Uploads are written to a temporary file beside the target, flushed, then renamed; each transfer
+is audited with the sha256 of what passed.
 """
 
 import hashlib
@@ -19,6 +20,7 @@ from typing import IO
 
 from django.conf import settings
 
+from controlpanel.names import bidi_problem
 from controlpanel.uploads import TooLarge, copy_limited
 from teams.permissions import Role, authorize
 
@@ -49,6 +51,15 @@ def check_name(name: str) -> str:
         raise TransferError("A file name may not contain control characters.")
     if len(name.encode("utf-8", "surrogateescape")) > 255:
         raise TransferError("A file name may be at most 255 bytes long.")
+    return name
+
+
+def check_new_name(name: str) -> str:
+    """A name for a file the panel makes: check_name's rules, and no bidirectional control
+    (a name already on disk is still reachable by what it is)."""
+    name = check_name(name)
+    if problem := bidi_problem(name, "A file name"):
+        raise TransferError(problem)
     return name
 
 
@@ -128,7 +139,7 @@ def upload(*, actor, sandbox: Sandbox, name: str, source: IO[bytes], path: str =
     """Write `source` as imports/<path>/<name> (replacing a file of that name), at most
     TRANSFER_MAX_UPLOAD_BYTES; returns its sha256."""
     authorize(actor, sandbox.team, Role.OPERATOR)
-    name = check_name(name)
+    name = check_new_name(name)
     parts = split_path(path)
     fd = _walk(_open_folder(sandbox, UPLOAD_FOLDER), parts)
     tmp = f".{name[:200]}.upload-{os.getpid()}-{time.monotonic_ns()}"

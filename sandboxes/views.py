@@ -10,7 +10,7 @@ from django.utils import timezone
 from django.utils.http import content_disposition_header
 from django.views.decorators.http import require_POST
 
-from controlpanel.uploads import limited_upload
+from controlpanel.uploads import limited_upload, sent_name, upload_problem
 from teams import idle as idle_rule
 from teams.permissions import Role, request_roles, user_role
 
@@ -201,13 +201,13 @@ def sandbox_upload(request: HttpRequest, pk: int) -> HttpResponse:
     """Upload one file into imports/ (read-only inside the sandbox), under the name given."""
     sandbox = _get_sandbox(request, pk)
     uploaded = request.FILES.get("file")
-    if request.upload_too_large():  # type: ignore[attr-defined]
-        messages.error(request, f"The file is larger than the limit of {settings.TRANSFER_MAX_UPLOAD_BYTES} bytes; nothing was written.")
+    if problem := upload_problem(request, what="The file"):
+        messages.error(request, problem)
         return redirect("sandbox_detail", pk=pk)
     if uploaded is None:
         messages.error(request, "Choose a file to upload.")
         return redirect("sandbox_detail", pk=pk)
-    name = request.POST.get("name", "").strip() or uploaded.name or ""
+    name = request.POST.get("name", "").strip() or sent_name(request, "file")
     try:
         sha256 = transfer.upload(actor=request.user, sandbox=sandbox, name=name, source=uploaded, source_ip=client_ip(request))
     except transfer.TransferError as exc:

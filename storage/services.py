@@ -19,6 +19,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from controlpanel.db import serialise
+from controlpanel.names import bidi_problem
 from sandboxes import engine, live, policy, workspace
 from sandboxes.models import Sandbox
 from sandboxes.services.claims import claim, claimed
@@ -143,10 +144,12 @@ def checkpoint_create(*, actor, sandbox: Sandbox, label: str = "", automatic: bo
     """Take a checkpoint of the sandbox, running or not (frozen for the instant of the snapshot),
     audited; the oldest beyond SANDBOX_KEEP_CHECKPOINTS are rotated away."""
     authorize(actor, sandbox.team, Role.OPERATOR)
-    _require_pool(sandbox)
     label = (label or "").strip()
     if len(label) > 100 or any(ord(c) < 32 for c in label):
         raise StorageError("A checkpoint's label is at most 100 printable characters.")
+    if problem := bidi_problem(label, "A checkpoint's label"):
+        raise StorageError(problem)
+    _require_pool(sandbox)
     with _claimed(sandbox, J.CHECKPOINT, shown=False) as status:
         checkpoint = _take(actor, sandbox, label=label, automatic=automatic, was_running=status == S.RUNNING)
     audit(actor, "sandbox.checkpoint", sandbox, {"checkpoint": checkpoint.snapshot, "label": label}, source_ip)

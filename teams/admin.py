@@ -1,9 +1,11 @@
+from django import forms
 from django.contrib import admin
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import GroupAdmin, UserAdmin
 from django.contrib.auth.models import Group
 
 from audit.admin import AuditedAdminMixin
+from controlpanel.names import bidi_problem
 
 from . import policy
 from .forms import TeamPolicyForm
@@ -15,8 +17,19 @@ class MembershipInline(admin.TabularInline):
     extra = 1
 
 
+class TeamForm(forms.ModelForm):
+    """The admin's form of a team (every field: the admin supplies the model and its fields)."""
+
+    def clean_name(self) -> str:
+        name = self.cleaned_data["name"]
+        if problem := bidi_problem(name, "A team's name"):
+            raise forms.ValidationError(problem)
+        return name
+
+
 @admin.register(Team)
 class TeamAdmin(AuditedAdminMixin, admin.ModelAdmin):
+    form = TeamForm
     list_display = ["name", "slug"]
     prepopulated_fields = {"slug": ["name"]}
     inlines = [MembershipInline]

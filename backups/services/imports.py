@@ -20,6 +20,7 @@ from .. import archive
 from ..models import Backup
 from .attempts import gave_up, take_attempt
 from .backup import backup_root
+from .restore import AREAS
 
 log = logging.getLogger(__name__)
 
@@ -87,17 +88,17 @@ def backup_import_perform(*, backup_id: int) -> Backup | None:
         backup.refresh_from_db()
         return backup
     limits = archive.Limits(members=settings.RESTORE_MAX_MEMBERS, bytes=settings.RESTORE_MAX_BYTES)
-    checked = archive.verify(str(backup.path), limits=limits)
+    checked = archive.verify(str(backup.path), limits=limits, areas=AREAS)
     config = (checked.manifest or {}).get("sandbox") if checked.manifest else None
     problems = list(checked.problems)
     if checked.sha256 and checked.sha256 != backup.sha256:
         problems.append("The file changed after it was imported.")
-    if not isinstance(config, dict):
+    if not isinstance(config, dict) and not problems:  # a refused archive is not read as far as its manifest
         problems.append("The manifest holds no sandbox settings.")
     name = str(config.get("name", ""))[:40] if isinstance(config, dict) else ""
     Backup.objects.filter(pk=backup.pk).update(
         status=Backup.Status.FAILED if problems else Backup.Status.DONE,
-        detail=" ".join(problems[:10]),
+        detail=" ".join(problems[:10]) or _outside_links(checked),
         config=config if isinstance(config, dict) and not problems else {},
         sandbox_name=name or "(imported)",
         files=checked.files,
@@ -109,3 +110,13 @@ def backup_import_perform(*, backup_id: int) -> Backup | None:
     )
     backup.refresh_from_db()
     return backup
+
+
+def _outside_links(checked: archive.Checked) -> str:
+    """What an archive that passed its check holds that a restore still refuses by default."""
+    if not checked.outside_links:
+        return ""
+    return (
+        f"Links that point outside their folder: {checked.outside_links} (such as {checked.outside_example}); "
+        "a restore refuses them unless told to leave such links out."
+    )

@@ -38,6 +38,7 @@ from .backup import BackupError, audit_backup, fail_backup_row, new_backup_row, 
 
 log = logging.getLogger(__name__)
 S = Sandbox.Status
+AREAS = tuple(f"{archive.WORKSPACE}/{f}" for f in workspace.FOLDERS) + (archive.HOME,)  # what a restore writes
 JOB = Sandbox.Job.RESTORE
 RESTORE_FROM = frozenset({S.RUNNING, S.STOPPED, S.PAUSED, S.ERROR})
 
@@ -295,13 +296,12 @@ def _extract(restore: Restore, backup: Backup, sandbox: Sandbox, staging: str) -
     recorded sha256 and the policy: raises Refused, with nothing written outside staging."""
     fdwalk.remove_path(staging)  # left by a run whose worker died
     os.mkdir(staging, 0o700)
-    areas = tuple(f"{archive.WORKSPACE}/{f}" for f in workspace.FOLDERS) + (archive.HOME,)
     limits = archive.Limits(
         members=settings.RESTORE_MAX_MEMBERS, bytes=settings.RESTORE_MAX_BYTES, min_free=settings.RESTORE_MIN_FREE_BYTES
     )
     owner = (settings.SANDBOX_UID, settings.SANDBOX_GID) if os.geteuid() == 0 else (None, None)
     result = archive.extract(
-        str(backup.path), staging, areas=areas, limits=limits, uid=owner[0], gid=owner[1], drop_outside_links=restore.drop_outside_links
+        str(backup.path), staging, areas=AREAS, limits=limits, uid=owner[0], gid=owner[1], drop_outside_links=restore.drop_outside_links
     )
     if backup.sha256 and result.sha256 != backup.sha256:
         raise archive.Refused("The archive's sha256 differs from the one recorded when it was made: it was changed or replaced.")

@@ -19,6 +19,7 @@ from django.db import transaction
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
+from controlpanel.names import bidi_problem
 from teams.models import Team
 from teams.permissions import Role, SystemActor, actor_user, authorize
 from teams.services import audit_team
@@ -175,6 +176,8 @@ def git_identity_set(*, actor, sandbox: Sandbox, name: str, email: str, source_i
         pass  # cleared
     elif not GIT_TEXT_RE.fullmatch(name):
         errors["git_name"] = ["A name of at most 200 characters, without quotes, backslashes or control characters."]
+    elif problem := bidi_problem(name, "A git name"):
+        errors["git_name"] = [problem]
     if (name or email) and not EMAIL_RE.fullmatch(email):
         errors["git_email"] = ["An e-mail address such as agent@example.com."]
     if errors:

@@ -127,8 +127,8 @@ REASONS = {
     "symlink leaving (absolute)": "leaves its folder",
     "symlink leaving (relative)": "leaves its folder",
     "symlink from the home to the workspace": "leaves its folder",
-    "hard link leaving (absolute)": "absolute path",
-    "hard link leaving (relative)": "outside the destination",
+    "hard link leaving (absolute)": "is a hard link to /etc/passwd, outside its folder workspace/Projects/",
+    "hard link leaving (relative)": "is a hard link to ../../../../../../../../../../../../etc/passwd, outside its folder",
     "hard link to a symlink": "not a file extracted before it",
     "character device": "a device, a FIFO",
     "block device": "a device, a FIFO",
@@ -154,9 +154,26 @@ def test_each_hostile_archive_is_refused_with_nothing_written_outside(case, tmp_
     with pytest.raises(archive.Refused) as refused:
         archive.extract(str(path), str(dest), areas=AREAS, limits=limits)
     assert REASONS[case] in str(refused.value)
+    assert str(dest) not in str(refused.value)  # said in the archive's own terms, never the staging folder's
     assert os.listdir(outside) == []
     written = [str(p) for p in tmp_path.rglob("*") if not str(p).startswith((str(dest), str(outside), str(path)))]
     assert written == [], written
+
+
+@pytest.mark.parametrize(
+    "target",
+    ["workspace/Projects/../../../../x", "workspace/shared/f", "workspace/Projects/./f", "home/f", "../workspace/Projects/f"],
+)
+def test_a_refused_hard_link_is_named_with_the_archive_s_own_paths(target, tmp_path):
+    path = tmp_path / "hl.tar.gz"
+    members = [member("workspace/shared/f"), member("workspace/Projects/f")]
+    hostile_archive(path, [*members, member("workspace/Projects/hl", kind=tarfile.LNKTYPE, link=target)], config=CONFIG)
+    dest = tmp_path / "staging"
+    dest.mkdir()
+    with pytest.raises(archive.Refused) as refused:
+        archive.extract(str(path), str(dest), areas=AREAS, limits=archive.Limits())
+    assert str(refused.value) == f"workspace/Projects/hl is a hard link to {target}, outside its folder workspace/Projects/."
+    assert not (dest / "workspace/Projects/hl").exists()
 
 
 def test_links_between_the_workspace_folders_are_kept(tmp_path):

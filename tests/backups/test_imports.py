@@ -2,11 +2,16 @@
 check at once in little memory, and the import and verify tasks give up after a bounded number
 of deliveries whose worker died (acks_late would hand them back forever)."""
 
+import functools
+import os
+import tarfile
 import time
 import tracemalloc
 
 import pytest
 from django.conf import settings
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test.client import BOUNDARY, MULTIPART_CONTENT, encode_multipart
 
 from audit.models import AuditEvent
 from backups import archive, services
@@ -53,6 +58,57 @@ def test_an_import_a_restore_would_refuse_for_its_size_fails_its_check(team, tmp
     hostile_archive(tmp_path / "big.tar.gz", [member("workspace/Projects/big", b"z" * 4096)], config=CONFIG)
     checked = services.backup_import_perform(backup_id=imported(team, tmp_path / "big.tar.gz").pk)
     assert checked.status == Backup.Status.FAILED and "more than 1000 bytes" in checked.detail
+
+
+IMPORT_REFUSALS = {
+    "absolute path": ([member("/etc/cron.d/x")], "A member has an absolute path: /etc/cron.d/x."),
+    "dot-dot": ([member("workspace/Projects/../../x")], "A member's path holds '..', '.' or an empty part"),
+    "device": ([member("workspace/Projects/null", kind=tarfile.CHRTYPE)], "workspace/Projects/null is a device, a FIFO"),
+    "setuid": ([member("workspace/Projects/su", mode=0o4755)], "workspace/Projects/su has the setuid or setgid bit."),
+    "hard link leaving": (
+        [member("workspace/Projects/hl", kind=tarfile.LNKTYPE, link="/etc/shadow")],
+        "workspace/Projects/hl is a hard link to /etc/shadow, outside its folder workspace/Projects/.",
+    ),
+    "written through a link": (
+        [member("workspace/Projects/d", kind=tarfile.SYMTYPE, link="../shared"), member("workspace/Projects/d/x")],
+        "workspace/Projects/d is a link that other members would be written through.",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(IMPORT_REFUSALS))
+def test_an_import_a_restore_would_refuse_for_a_member_fails_its_check_and_says_why(case, team, tmp_path):
+    members, reason = IMPORT_REFUSALS[case]
+    hostile_archive(tmp_path / "bad.tar.gz", members, config=CONFIG)
+    checked = services.backup_import_perform(backup_id=imported(team, tmp_path / "bad.tar.gz").pk)
+    assert checked.status == Backup.Status.FAILED and checked.verified_ok is False
+    assert checked.detail.startswith(reason), checked.detail
+    assert checked.config == {}
+
+
+def test_an_import_with_links_leaving_their_folder_says_a_restore_must_leave_them_out(team, tmp_path):
+    members = [member("workspace/Projects/venv/bin/python", kind=tarfile.SYMTYPE, link="/usr/bin/python3"), member("workspace/Projects/a")]
+    hostile_archive(tmp_path / "venv.tar.gz", members, config=CONFIG)
+    checked = services.backup_import_perform(backup_id=imported(team, tmp_path / "venv.tar.gz").pk)
+    assert checked.status == Backup.Status.DONE and checked.config == CONFIG
+    assert checked.detail == (
+        "Links that point outside their folder: 1 (such as workspace/Projects/venv/bin/python -> /usr/bin/python3); "
+        "a restore refuses them unless told to leave such links out."
+    )
+
+
+def test_an_import_that_stops_short_or_comes_in_chunks_says_so_and_keeps_nothing(admin_client, team, tmp_path):
+    hostile_archive(tmp_path / "ok.tar.gz", [member("workspace/Projects/a", os.urandom(100_000))], config=CONFIG)
+    archive_bytes = (tmp_path / "ok.tar.gz").read_bytes()
+    body = encode_multipart(BOUNDARY, {"team": str(team.pk), "archive": SimpleUploadedFile("ok.tar.gz", archive_bytes)})
+    before = set(settings.BACKUP_ROOT.iterdir())
+    post = functools.partial(admin_client.generic, "POST", "/backups/import/", body, content_type=MULTIPART_CONTENT)
+    post(CONTENT_LENGTH=str(len(body) - 1000))
+    page = admin_client.get("/backups/").content.decode()
+    assert "The upload stopped short" in page
+    chunked = post(CONTENT_LENGTH="", HTTP_TRANSFER_ENCODING="chunked")
+    assert chunked.status_code == 411 and b"Content-Length" in chunked.content
+    assert not Backup.objects.exists() and set(settings.BACKUP_ROOT.iterdir()) == before
 
 
 def dying(monkeypatch) -> None:

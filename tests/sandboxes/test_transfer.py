@@ -2,6 +2,7 @@
 folder, links that are never followed, and an audit event with the sha256 of every transfer."""
 
 import hashlib
+import html
 import io
 import os
 import tarfile
@@ -50,6 +51,78 @@ def test_bad_names_are_refused_and_nothing_is_written(admin_client, box, name):
     assert b"Upload refused" in response.content
     assert list((box.workspace_path / "imports").iterdir()) == []
     assert not (box.workspace_path / "escape.txt").exists()
+
+
+BOUNDARY = "ccpanel-test-boundary"
+MULTIPART = f"multipart/form-data; boundary={BOUNDARY}"
+
+
+def multipart(filename: str, data: bytes, **fields: str) -> bytes:
+    """A form's body as a browser (or curl -F) sends it, the file's name written as given."""
+    parts = [f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode() for k, v in fields.items()]
+    head = f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\nContent-Type: application/octet-stream'
+    parts.append(f"{head}\r\n\r\n".encode() + data + b"\r\n")
+    return b"".join(parts) + f"--{BOUNDARY}--\r\n".encode()
+
+
+def upload_raw(client, box, body: bytes, **extra):
+    client.generic("POST", f"/sandboxes/{box.pk}/transfer/upload/", body, content_type=MULTIPART, **extra)
+    return client.get(f"/sandboxes/{box.pk}/").content.decode()
+
+
+@pytest.mark.parametrize(
+    "filename, reason",
+    [
+        ("../../x", "may not contain a slash: '../../x'"),
+        ("a/b.txt", "may not contain a slash"),
+        ("C:\\Users\\x.txt", "may not contain a slash"),
+        ("..", "'..' is not a file name"),
+        ("nul\x00byte", "may not contain a NUL character"),
+        ("tab\tname", "may not contain control characters"),
+        ("\u202egnp.exe", "U+202E, a character that changes the direction"),
+    ],
+)
+def test_a_name_from_the_multipart_filename_alone_is_judged_not_rewritten(admin_client, box, filename, reason):
+    page = upload_raw(admin_client, box, multipart(filename, b"data"))
+    assert "Upload refused" in page and html.escape(reason) in page, page[-3000:]
+    assert list((box.workspace_path / "imports").iterdir()) == []
+    assert not (box.workspace_path / "x").exists() and not AuditEvent.objects.filter(action="transfer.upload").exists()
+
+
+def test_a_good_multipart_filename_is_kept_as_sent(admin_client, box):
+    upload_raw(admin_client, box, multipart("résumé v2.txt", b"data"))
+    assert (box.workspace_path / "imports" / "résumé v2.txt").read_bytes() == b"data"
+
+
+def test_a_chunked_upload_is_refused_saying_it_needs_a_length(admin_client, box):
+    body = multipart("a.bin", b"x" * 5000)
+    response = admin_client.generic(
+        "POST", f"/sandboxes/{box.pk}/transfer/upload/", body, content_type=MULTIPART, CONTENT_LENGTH="", HTTP_TRANSFER_ENCODING="chunked"
+    )
+    assert response.status_code == 411 and b"Content-Length" in response.content and b"chunked" in response.content
+    assert list((box.workspace_path / "imports").iterdir()) == []
+
+
+@pytest.mark.parametrize("cut", [10, 120, 200, 2000, -30])
+def test_an_upload_shorter_than_its_form_says_it_stopped_short(admin_client, box, cut):
+    body = multipart("a.bin", b"x" * 5000, name="a.bin")
+    page = upload_raw(admin_client, box, body, CONTENT_LENGTH=str(len(body) + cut if cut < 0 else cut))
+    assert "The upload stopped short" in page and "Choose a file" not in page
+    assert list((box.workspace_path / "imports").iterdir()) == []
+    assert not AuditEvent.objects.filter(action="transfer.upload").exists()
+
+
+@pytest.mark.parametrize("length", ["-5", "12x"])
+def test_an_upload_whose_length_is_not_one_is_refused_saying_so(admin_client, box, length):
+    response = admin_client.generic(
+        "POST", f"/sandboxes/{box.pk}/transfer/upload/", multipart("a", b"a"), content_type=MULTIPART, CONTENT_LENGTH=length
+    )
+    assert response.status_code == 400 and b"Content-Length is not a number of bytes" in response.content
+
+
+def test_a_form_sent_without_a_file_asks_for_one(admin_client, box):
+    page = upload_raw(admin_client, box, multipart("", b"", name="x.txt"))
+    assert "Choose a file to upload." in page and "stopped short" not in page
 
 
 def test_the_service_refuses_bad_names_and_paths_whoever_calls(admin_user, box):
