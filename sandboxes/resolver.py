@@ -33,7 +33,8 @@ from django.db import connections
 from django.db.models import F
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
-from dnslib import OPCODE, QTYPE, RCODE, RR, TXT, DNSError, DNSHeader, DNSQuestion, DNSRecord
+from dnslib import OPCODE, QTYPE, RCODE, RR, TXT, DNSError, DNSHeader, DNSLabel, DNSQuestion, DNSRecord
+from dnslib.label import DNSLabelError
 
 from . import allowlist, decision_budget, egress, engine
 from .models import EgressDenial
@@ -232,6 +233,12 @@ def _from_a_sandbox(client: str) -> bool:
     return any(address in ipaddress.IPv4Network(subnet) for subnet in (settings.SANDBOX_SUBNET, settings.SANDBOX_ALLOW_SUBNET))
 
 
+def _writable(name: DNSLabel) -> bool:
+    """Whether a name fits in a DNS message (RFC 1035 2.3.4): labels of at most 63 bytes, 253
+    bytes in all as dnslib counts them (the dots between labels, no final one)."""
+    return len(name) <= 253 and all(len(label) <= 63 for label in name.label)
+
+
 class Resolver:
     def __init__(self):
         self.directory = Directory()
@@ -255,6 +262,8 @@ class Resolver:
             return reply.pack()
         labels = request.q.qname.label
         qname = ".".join(label.decode("ascii", "replace") for label in labels).lower()
+        if not _writable(request.q.qname):
+            return self._malformed(request, client, qname)
         if qname.endswith("." + PROBE_SUFFIX) and not _from_a_sandbox(client):
             reply.add_answer(RR(request.q.qname, QTYPE.TXT, rdata=TXT(_probe_answer(qname.split(".", 1)[0])), ttl=0))
             return reply.pack()
@@ -286,12 +295,25 @@ class Resolver:
         upstream.rr = [rr for rr in upstream.rr if rr.rtype != QTYPE.A or str(rr.rdata) in addresses]
         return self._relay(reply, upstream, request)
 
+    def _malformed(self, request: DNSRecord, client: str, qname: str) -> bytes:
+        """FORMERR, without the question: dnslib reads a name no DNS message may carry but cannot
+        write it back, and an answer that fails to pack is no answer (the client waits 3 s). An
+        allowlist sandbox's try goes into the decision log, as any refused name."""
+        who = self.directory.lookup(client)
+        if who is not None and who[1] is not None:
+            self.denials.record(who[0], qname)
+        return DNSRecord(DNSHeader(id=request.header.id, qr=1, rd=request.header.rd, ra=1, rcode=RCODE.FORMERR)).pack()
+
     def _relay(self, reply: DNSRecord, upstream: DNSRecord | None, request: DNSRecord) -> bytes:
         if upstream is None:
             reply.header.rcode = RCODE.SERVFAIL
             return reply.pack()
         upstream.header.id = request.header.id
-        return upstream.pack()
+        try:
+            return upstream.pack()
+        except (DNSError, DNSLabelError):  # an upstream record dnslib reads but cannot write back
+            reply.header.rcode = RCODE.SERVFAIL
+            return reply.pack()
 
     def _grant(self, client: str, sandbox_id: int, qname: str, addresses: set[str], ttl: int) -> bool:
         """Grant the addresses on the ports the sandbox's list gives the name *now*: under the

@@ -1,0 +1,172 @@
+"""The panel's resolver (sandboxes.resolver) on its own: a client address stands for an
+allowlist sandbox (the directory is told who it is), a name server on loopback stands for the
+upstream, and the grants go into the real ipset of this test slot's allowlist bridge.
+"""
+
+import ipaddress
+import socket
+import struct
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import pytest
+from django.conf import settings
+from dnslib import QTYPE, RCODE, RR, SOA, A, DNSRecord
+
+from sandboxes import allowlist, decision_budget, egress, resolver, services
+from sandboxes.models import EgressDenial, Sandbox
+from sandboxes.services import allowlist as allowlist_service
+
+pytestmark = [pytest.mark.docker, pytest.mark.django_db(transaction=True)]
+
+
+def _slot() -> int:
+    return int(settings.PANEL_INSTANCE.removeprefix("test") or "0")
+
+
+@dataclass
+class Upstream:
+    """A name server on 127.0.<100+slot>.77:53: `names` maps a name to (address, TTL) for its A
+    record; any other type of a known name gets no record and an SOA (negative TTL 60); every
+    question it gets is kept in `asked`."""
+
+    address: str
+    names: dict[str, tuple[str, int]] = field(default_factory=dict)
+    asked: list[DNSRecord] = field(default_factory=list)
+
+    def reply(self, q: DNSRecord) -> DNSRecord:
+        r = q.reply()
+        name = str(q.q.qname).rstrip(".")
+        if name not in self.names:
+            r.header.rcode = RCODE.NXDOMAIN
+        elif q.q.qtype == QTYPE.A:
+            r.add_answer(RR(q.q.qname, QTYPE.A, rdata=A(self.names[name][0]), ttl=self.names[name][1]))
+        else:
+            r.add_auth(RR("example.test", QTYPE.SOA, rdata=SOA("ns.example.test", "admin.example.test", (1, 60, 60, 60, 60)), ttl=600))
+        return r
+
+    @staticmethod
+    def broken(query: bytes) -> bytes:
+        """An answer whose record's owner has a 64-byte label: dnslib reads it, cannot write it."""
+        owner = bytes([64]) + b"c" * 64 + b"\0"
+        record = owner + struct.pack("!HHIH", QTYPE.A, 1, 60, 4) + bytes([198, 18, 77, 9])
+        return struct.pack("!6H", struct.unpack("!H", query[:2])[0], 0x8180, 1, 1, 0, 0) + query[12:] + record
+
+
+@pytest.fixture
+def upstream(settings) -> Iterator[Upstream]:
+    up = Upstream(f"127.0.{100 + _slot()}.77")
+    srv = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    srv.bind((up.address, 53))
+    srv.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve():
+        while not stop.is_set():
+            try:
+                data, peer = srv.recvfrom(4096)
+            except OSError:
+                continue
+            q = DNSRecord.parse(data)
+            up.asked.append(q)
+            srv.sendto(up.broken(data) if str(q.q.qname) == "broken.example.test." else up.reply(q).pack(), peer)
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    settings.SANDBOX_DNS_UPSTREAM = [up.address]
+    yield up
+    stop.set()
+    t.join()
+    srv.close()
+
+
+class Client:
+    """One address on the allowlist bridge, taken for a sandbox whose list the test sets."""
+
+    def __init__(self, sandbox: Sandbox, monkeypatch):
+        self.sandbox, self.monkeypatch = sandbox, monkeypatch
+        self.address = str(list(ipaddress.IPv4Network(settings.SANDBOX_ALLOW_SUBNET).hosts())[200])
+        self.resolver = resolver.Resolver()
+        self.listing("")
+
+    def listing(self, text: str, *, plain: bool = False) -> None:
+        """The sandbox's list from now on (`plain`: an internet-mode sandbox the resolver answers)."""
+        entries = None if plain else allowlist.parse(text)[0]
+        mine = {self.address: (self.sandbox.pk, entries)}
+        self.monkeypatch.setattr(allowlist_service, "allowlist_clients", lambda: {} if plain else mine)
+        self.monkeypatch.setattr(allowlist_service, "resolver_clients", lambda: mine)
+        self.resolver.directory.read_at = 0.0  # read again at the next question, as within REFRESH
+
+    def ask(self, name: str, qtype: str = "A") -> DNSRecord:
+        return DNSRecord.parse(self.resolver.answer(DNSRecord.question(name, qtype).pack(), self.address))
+
+    def grants(self) -> list[egress.Grant]:
+        return sorted((g for g in egress.grants() if g.source == self.address), key=lambda g: (g.destination, g.port))
+
+
+@pytest.fixture
+def client(team, upstream, monkeypatch, docker_engine) -> Iterator[Client]:
+    monkeypatch.setattr(decision_budget, "_budget", None)  # a budget of this test's own
+    egress.apply()
+    sandbox = Sandbox.objects.create(name="resolver-unit", team=team, image="x", memory_mb=256, cpus=1, pids_limit=64)
+    c = Client(sandbox, monkeypatch)
+    yield c
+    c.listing("")
+    services.sync_grants()  # nobody listed: every grant of the client (and what it knew of it) goes
+    egress.revoke(c.grants())
+
+
+# --- 12: a name that cannot be written back into an answer ---------------------------------------
+
+
+def question(labels: list[bytes], qid: int = 0x4242) -> bytes:
+    """A query for a name as raw labels (dnslib would refuse to write a 64-byte one)."""
+    name = b"".join(bytes([len(label)]) + label for label in labels) + b"\0"
+    return struct.pack("!6H", qid, 0x0100, 1, 0, 0, 0) + name + struct.pack("!2H", QTYPE.A, 1)
+
+
+MALFORMED = {
+    "a 64-byte label": [b"a" * 64, b"example", b"test"],
+    "a name of 300 bytes": [b"b" * 60] * 5,
+}
+
+
+@pytest.mark.parametrize("kind", ["allowlist", "internet", "unknown"])
+@pytest.mark.parametrize("what", sorted(MALFORMED))
+def test_a_malformed_name_gets_formerr_not_silence(client, upstream, kind, what):
+    client.listing("*.example.test", plain=kind == "internet")
+    address = "127.0.0.1" if kind == "unknown" else client.address
+    out = client.resolver.answer(question(MALFORMED[what]), address)
+    assert out, "no answer at all: the client would wait 3 s"
+    reply = DNSRecord.parse(out)
+    assert reply.header.id == 0x4242 and reply.header.qr and reply.header.rcode == RCODE.FORMERR
+    assert upstream.asked == []  # never asked upstream
+    if kind == "allowlist":  # a sandbox's try is in the decision log, as any refused name
+        first = MALFORMED[what][0].decode()
+        assert EgressDenial.objects.filter(sandbox=client.sandbox, protocol="dns", name__startswith=first).exists()
+
+
+def test_an_upstream_answer_that_cannot_be_written_back_is_servfail(client, upstream):
+    client.listing("*.example.test")
+    reply = client.ask("broken.example.test")
+    assert reply.header.rcode == RCODE.SERVFAIL and len(upstream.asked) == 1
+
+
+def test_a_malformed_name_is_answered_over_udp_and_tcp(client, upstream):
+    address, port = f"127.0.{100 + _slot()}.78", 5300 + _slot()
+    servers = resolver.serve(address, port)
+    try:
+        data = question(MALFORMED["a 64-byte label"])
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.settimeout(1)
+            udp.sendto(data, (address, port))
+            assert DNSRecord.parse(udp.recv(4096)).header.rcode == RCODE.FORMERR
+        with socket.create_connection((address, port), timeout=1) as tcp:
+            tcp.sendall(struct.pack("!H", len(data)) + data)
+            size = struct.unpack("!H", tcp.recv(2))[0]
+            assert DNSRecord.parse(tcp.recv(size)).header.rcode == RCODE.FORMERR
+    finally:
+        for server in servers:
+            server.shutdown()
+            server.server_close()
