@@ -36,7 +36,7 @@ from django.utils.crypto import salted_hmac
 from dnslib import OPCODE, QTYPE, RCODE, RR, TXT, DNSError, DNSHeader, DNSLabel, DNSQuestion, DNSRecord
 from dnslib.label import DNSLabelError
 
-from . import allowlist, decision_budget, egress, engine
+from . import allowlist, decision_budget, egress, engine, grant_ledger
 from .models import EgressDenial
 
 log = logging.getLogger(__name__)
@@ -318,20 +318,27 @@ class Resolver:
     def _grant(self, client: str, sandbox_id: int, qname: str, addresses: set[str], ttl: int) -> bool:
         """Grant the addresses on the ports the sandbox's list gives the name *now*: under the
         grants' lock, with the list and the address's holder read again (a list changed, or an
-        address taken over, while the upstream answered grants nothing)."""
+        address taken over, while the upstream answered grants nothing). An address another
+        listed name holds too lasts as long as the longer of the two (sandboxes.grant_ledger)."""
         from .services.allowlist import allowlist_clients
 
         seconds = max(min(ttl, MAX_TTL) + settings.SANDBOX_ALLOW_MARGIN, settings.SANDBOX_ALLOW_MIN_SECONDS)
         try:
-            with egress.grants_lock():
+            with egress.grants_lock(), grant_ledger.opened() as ledger:
                 now = allowlist_clients().get(client)
-                ports = allowlist.ports_for(qname, now[1]) if now is not None and now[0] == sandbox_id and now[1] is not None else ()
+                entries = now[1] if now is not None and now[0] == sandbox_id and now[1] is not None else []
+                ports = allowlist.ports_for(qname, entries)
                 if not ports:
                     return False
                 if not self.budget.take(f"{client}/{sandbox_id}", {(a, p) for a in addresses for p in ports}, seconds):
                     log.warning("%s holds %d grants; %s refused", client, Budget.MAX_GRANTS, qname)
                     return False
-                egress.grant([egress.Grant(client, port, f"{a}/32", qname) for a in sorted(addresses) for port in ports], seconds)
+                pairs = [(f"{a}/32", port) for a in sorted(addresses) for port in ports]
+                mine = grant_ledger.Holder(sandbox_id, qname, time.time() + seconds)
+                ledger.hold(client, mine, pairs)
+                elements = [(client, port, dst) for dst, port in pairs]
+                found = (grant_ledger.grant_for(e, [mine, *ledger.holders(e)], sandbox=sandbox_id, entries=entries) for e in elements)
+                egress.grant([g for g in found if g is not None])
         except (egress.EgressError, engine.EngineError, OSError) as exc:  # fail closed: no grant, no answer
             log.error("could not grant %s to %s: %s", qname, client, exc)
             return False

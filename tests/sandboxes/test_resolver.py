@@ -117,6 +117,38 @@ def client(team, upstream, monkeypatch, docker_engine) -> Iterator[Client]:
     egress.revoke(c.grants())
 
 
+# --- 11: two names that answer with the same address ---------------------------------------------
+
+
+def test_two_names_on_one_address_each_keep_their_own_expiry_and_listing(client, upstream):
+    upstream.names = {"long.example.test": ("198.18.77.3", 3600), "short.example.test": ("198.18.77.3", 1)}
+    client.listing("long.example.test short.example.test")
+    assert client.ask("long.example.test").header.rcode == RCODE.NOERROR
+    assert client.ask("short.example.test").header.rcode == RCODE.NOERROR
+    # One element in the set (same address, same port): it lasts as long as the longer answer.
+    [g] = client.grants()
+    assert g.destination == "198.18.77.3/32" and g.port == 443
+    assert g.timeout > 3600, g  # not cut to the short name's TTL + margin
+    # The long name taken off the list: the address is the short name's, for its own time only.
+    client.listing("short.example.test")
+    services.sync_grants()
+    [g] = client.grants()
+    assert g.comment == "short.example.test" and g.timeout <= 1 + settings.SANDBOX_ALLOW_MARGIN, g
+    # Both listed and asked again, the short one last, then the short name taken off: the long
+    # one keeps its access.
+    client.listing("long.example.test short.example.test")
+    client.ask("long.example.test")
+    client.ask("short.example.test")
+    client.listing("long.example.test")
+    services.sync_grants()
+    [g] = client.grants()
+    assert g.comment == "long.example.test" and g.timeout > 3600, g
+    # Neither listed: nothing left.
+    client.listing("other.example.test")
+    services.sync_grants()
+    assert client.grants() == []
+
+
 # --- 12: a name that cannot be written back into an answer ---------------------------------------
 
 
