@@ -31,6 +31,7 @@ SCHEMA = """CREATE TABLE IF NOT EXISTS holder (
     sandbox INTEGER NOT NULL, name TEXT NOT NULL, until REAL NOT NULL,
     PRIMARY KEY (source, port, destination, sandbox, name))"""
 
+COLUMNS = "source, port, destination, sandbox, name, until"
 Element = tuple[str, int, str]  # (sandbox address, port, destination network)
 
 
@@ -105,11 +106,14 @@ class Ledger:
         )
         return [Holder(*row) for row in rows]
 
+    def holders_of(self, source: str, destinations: list[str]) -> dict[Element, list[Holder]]:
+        """The holders of the source's elements to these destinations (at most an answer's 64)."""
+        marks = ", ".join("?" * len(destinations))
+        where = f"source = ? AND destination IN ({marks}) AND until > ?"
+        return _by_element(self.conn.execute(f"SELECT {COLUMNS} FROM holder WHERE {where}", (source, *destinations, time.time())))
+
     def everything(self) -> dict[Element, list[Holder]]:
-        found: dict[Element, list[Holder]] = {}
-        for source, port, dst, sandbox, name, until in self.conn.execute("SELECT * FROM holder WHERE until > ?", (time.time(),)):
-            found.setdefault((source, port, dst), []).append(Holder(sandbox, name, until))
-        return found
+        return _by_element(self.conn.execute(f"SELECT {COLUMNS} FROM holder WHERE until > ?", (time.time(),)))
 
     def keep_only(self, clients: dict[str, tuple[int, list[allowlist.Entry]]]) -> None:
         """Forget every holder that is no longer a sandbox's listed name at that address."""
@@ -124,3 +128,10 @@ class Ledger:
 
     def clear(self) -> None:
         self.conn.execute("DELETE FROM holder")
+
+
+def _by_element(rows: Iterable[tuple]) -> dict[Element, list[Holder]]:
+    found: dict[Element, list[Holder]] = {}
+    for source, port, dst, sandbox, name, until in rows:
+        found.setdefault((source, port, dst), []).append(Holder(sandbox, name, until))
+    return found

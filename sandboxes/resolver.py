@@ -239,11 +239,91 @@ def _writable(name: DNSLabel) -> bool:
     return len(name) <= 253 and all(len(label) <= 63 for label in name.label)
 
 
+def _own_query(request: DNSRecord) -> DNSRecord:
+    """The question only, with a new id: nothing else of what the sandbox sent leaves the host."""
+    return DNSRecord(DNSHeader(id=secrets.randbelow(65536), rd=1), q=DNSQuestion(request.q.qname, request.q.qtype, request.q.qclass))
+
+
+def _granted(client: str, sandbox_id: int, entries: list[allowlist.Entry], qname: str, addresses: set[str], ttl: int) -> bool:
+    """Whether every address is granted to the client, on every port its list gives the name,
+    for `ttl` seconds more at least (by any of its names still listed: sandboxes.grant_ledger)."""
+    need, ports = time.time() + ttl, allowlist.ports_for(qname, entries)
+    destinations = sorted(f"{a}/32" for a in addresses)
+    try:
+        with grant_ledger.opened() as ledger:
+            held = ledger.holders_of(client, destinations)
+    except egress.EgressError:
+        return False
+    for element in ((client, port, dst) for dst in destinations for port in ports):
+        best = grant_ledger.longest(held.get(element, []), sandbox=sandbox_id, port=element[1], entries=entries)
+        if best is None or best.until < need:
+            return False
+    return True
+
+
+class Answers:
+    """Upstream answers to listed names, kept for their TTL (RFC 2308's for one without records):
+    asked again, the resolver neither forwards the question nor grants the addresses again. One
+    cache a sandbox, so that none learns from the timing what another asked; at most MAX_KEPT
+    answers of at most MAX_BYTES each (past them the oldest goes), for MAX_SANDBOXES sandboxes."""
+
+    MAX_KEPT = 256
+    MAX_BYTES = 1232
+    MAX_SANDBOXES = 512
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.kept: dict[tuple, dict[tuple, tuple[bytes, float, float]]] = {}  # sandbox -> question -> (answer, at, until)
+
+    def get(self, key: tuple) -> DNSRecord | None:
+        """The answer kept for the question, its TTLs counted down; None when none is."""
+        now = time.monotonic()
+        with self.lock:
+            packed, at, until = self.kept.get(key[:2], {}).get(key[2:], (b"", 0.0, 0.0))
+        if until <= now:
+            return None
+        record = DNSRecord.parse(packed)
+        for rr in (*record.rr, *record.auth, *record.ar):
+            if rr.rtype != QTYPE.OPT:  # its TTL field holds flags, not seconds
+                rr.ttl = max(rr.ttl - int(now - at), 0)
+        return record
+
+    def put(self, key: tuple, record: DNSRecord) -> None:
+        try:
+            ttl, packed = _cache_ttl(record), record.pack()
+        except (DNSError, DNSLabelError):  # not kept: the relay answers it with SERVFAIL
+            return
+        if ttl <= 0 or len(packed) > self.MAX_BYTES:
+            return
+        now = time.monotonic()
+        with self.lock:
+            mine = {q: kept for q, kept in self.kept.pop(key[:2], {}).items() if kept[2] > now}
+            while len(mine) >= self.MAX_KEPT:
+                del mine[next(iter(mine))]
+            mine[key[2:]] = (packed, now, now + ttl)
+            self.kept[key[:2]] = mine  # last: the sandbox that stored an answer least lately goes first
+            while len(self.kept) > self.MAX_SANDBOXES:
+                del self.kept[next(iter(self.kept))]
+
+
+def _cache_ttl(record: DNSRecord) -> int:
+    """How long an answer may be kept: its records' shortest TTL, or for a name without records
+    (NXDOMAIN, or no record of that type) its SOA's negative TTL (RFC 2308 §5); 0: not at all."""
+    if record.header.tc or record.header.rcode not in (RCODE.NOERROR, RCODE.NXDOMAIN):
+        return 0
+    ttls = [rr.ttl for rr in record.rr]
+    if not ttls or record.header.rcode == RCODE.NXDOMAIN:
+        soa = [rr for rr in record.auth if rr.rtype == QTYPE.SOA]
+        ttls += [min(soa[0].ttl, soa[0].rdata.times[-1])] if soa else [0]
+    return min(MAX_TTL, *ttls)
+
+
 class Resolver:
     def __init__(self):
         self.directory = Directory()
         self.denials = Denials()
         self.budget = Budget()
+        self.answers = Answers()
 
     def answer(self, data: bytes, client: str, *, tcp: bool = False) -> bytes | None:
         try:
@@ -272,27 +352,40 @@ class Resolver:
             reply.header.rcode = RCODE.REFUSED
             return reply.pack()
         sandbox_id, entries = who
-        query = DNSRecord(DNSHeader(id=secrets.randbelow(65536), rd=1), q=DNSQuestion(request.q.qname, request.q.qtype, request.q.qclass))
         if entries is None:  # an internet-mode sandbox moved there live from allowlist mode
-            return self._relay(reply, forward(query, tcp=tcp, servers=plain_upstreams()), request)
+            return self._relay(reply, forward(_own_query(request), tcp=tcp, servers=plain_upstreams()), request)
         well_formed = bool(labels) and all(LABEL_RE.fullmatch(label) for label in labels)
         ports = allowlist.ports_for(qname, entries) if well_formed and len(qname) <= 253 else ()
         if not ports:
             self.denials.record(sandbox_id, qname)
             reply.header.rcode = RCODE.NXDOMAIN
             return reply.pack()
-        upstream = forward(query, tcp=tcp)
+        return self._listed(request, reply, client, (sandbox_id, entries), qname, tcp=tcp)
+
+    def _listed(self, request: DNSRecord, reply: DNSRecord, client: str, who: tuple[int, list], qname: str, *, tcp: bool) -> bytes:
+        """A listed name: answered from the cache while the answer's TTL lasts, else asked
+        upstream; its addresses granted before the answer is sent (for a cached answer, only
+        when its grant lapsed meanwhile: a list changed and changed back, another port)."""
+        sandbox_id, entries = who
+        key = (client, sandbox_id, qname, request.q.qtype, request.q.qclass, tcp)
+        upstream = cached = self.answers.get(key)
+        if cached is None:
+            upstream = forward(_own_query(request), tcp=tcp)
         if upstream is None:
             reply.header.rcode = RCODE.SERVFAIL
             return reply.pack()
         records = [rr for rr in upstream.rr if rr.rtype == QTYPE.A]
         addresses = {str(rr.rdata) for rr in records[:MAX_ADDRESSES_AN_ANSWER]}
         addresses = {a for a in addresses if not any(ipaddress.IPv4Address(a) in net for net in BLOCKED)}
-        if addresses and not self._grant(client, sandbox_id, qname, addresses, min(rr.ttl for rr in records)):
+        ttl = min((rr.ttl for rr in records), default=0)
+        granted = cached is not None and _granted(client, sandbox_id, entries, qname, addresses, ttl)
+        if addresses and not granted and not self._grant(client, sandbox_id, qname, addresses, ttl):
             reply.header.rcode = RCODE.SERVFAIL
             return reply.pack()
         # The sandbox is told only the addresses it was granted (at most 64, none it may not reach).
         upstream.rr = [rr for rr in upstream.rr if rr.rtype != QTYPE.A or str(rr.rdata) in addresses]
+        if cached is None:
+            self.answers.put(key, upstream)
         return self._relay(reply, upstream, request)
 
     def _malformed(self, request: DNSRecord, client: str, qname: str) -> bytes:
@@ -309,6 +402,7 @@ class Resolver:
             reply.header.rcode = RCODE.SERVFAIL
             return reply.pack()
         upstream.header.id = request.header.id
+        upstream.questions = request.questions  # as asked (a cached answer was another's question)
         try:
             return upstream.pack()
         except (DNSError, DNSLabelError):  # an upstream record dnslib reads but cannot write back

@@ -7,6 +7,7 @@ import ipaddress
 import socket
 import struct
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -202,3 +203,50 @@ def test_a_malformed_name_is_answered_over_udp_and_tcp(client, upstream):
         for server in servers:
             server.shutdown()
             server.server_close()
+
+
+# --- 13: answers cached for their TTL --------------------------------------------------------------
+
+
+def test_a_listed_name_is_asked_upstream_and_granted_once_for_its_ttl(client, upstream):
+    upstream.names = {"cached.example.test": ("198.18.77.4", 2)}
+    client.listing("cached.example.test")
+    first = client.ask("cached.example.test")
+    assert [str(rr.rdata) for rr in first.rr] == ["198.18.77.4"] and len(upstream.asked) == 1
+    [granted] = client.grants()
+    time.sleep(1.05)
+    second = client.ask("cached.example.test")
+    assert len(upstream.asked) == 1  # from the cache
+    assert [str(rr.rdata) for rr in second.rr] == ["198.18.77.4"] and second.rr[0].ttl == 1  # its TTL counts down
+    [again] = client.grants()
+    assert again.timeout < granted.timeout  # not granted again: the first grant outlives the answer
+    time.sleep(1.0)  # the TTL is over: asked again
+    assert [str(rr.rdata) for rr in client.ask("cached.example.test").rr] == ["198.18.77.4"]
+    assert len(upstream.asked) == 2
+
+
+def test_a_cached_answer_follows_the_list(client, upstream):
+    upstream.names = {"api.example.test": ("198.18.77.5", 600)}
+    client.listing("api.example.test")
+    client.ask("api.example.test")
+    # Taken off the list: NXDOMAIN, cached or not.
+    client.listing("other.example.test")
+    services.sync_grants()
+    assert client.ask("api.example.test").header.rcode == RCODE.NXDOMAIN and client.grants() == []
+    # Listed again (its grant was taken back meanwhile): the cached answer is granted again.
+    client.listing("api.example.test")
+    assert client.ask("api.example.test").header.rcode == RCODE.NOERROR
+    assert [(g.destination, g.port) for g in client.grants()] == [("198.18.77.5/32", 443)]
+    # Another port for it: granted at the next question, from the cache still.
+    client.listing("api.example.test:443,8443")
+    client.ask("api.example.test")
+    assert [g.port for g in client.grants()] == [443, 8443] and len(upstream.asked) == 1
+
+
+def test_an_answer_without_records_is_cached_for_its_negative_ttl(client, upstream):
+    upstream.names = {"v4only.example.test": ("198.18.77.6", 600)}
+    client.listing("v4only.example.test")
+    for _ in range(3):
+        reply = client.ask("v4only.example.test", "AAAA")
+        assert reply.header.rcode == RCODE.NOERROR and not reply.rr
+    assert len(upstream.asked) == 1
