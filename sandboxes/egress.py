@@ -552,8 +552,8 @@ def _forget_grants() -> None:
     """The set is new or gone: what the ledger knew of its elements went with them."""
     from . import grant_ledger  # imported here: it builds on this module
 
-    with grants_lock(), grant_ledger.opened() as ledger:
-        ledger.clear()
+    with grants_lock():
+        grant_ledger.forget_all()
 
 
 def grant(new: list[Grant], seconds: int = 0) -> None:
@@ -561,11 +561,13 @@ def grant(new: list[Grant], seconds: int = 0) -> None:
     `seconds` (0: for good)."""
     if new:
         a = allow_chains()
-        lines = [
-            f'add {a.grants} {g.element} timeout {g.timeout or seconds} comment "{re.sub(r"[^A-Za-z0-9.*/_-]", "", g.comment)[:250]}"'
-            for g in new
-        ]
+        lines = [f'add {a.grants} {g.element} timeout {g.timeout or seconds} comment "{comment(g.comment)}"' for g in new]
         _ipset("-exist", "restore", stdin="\n".join(lines) + "\n")
+
+
+def comment(text: str) -> str:
+    """A grant's comment as the set keeps it."""
+    return re.sub(r"[^A-Za-z0-9.*/_-]", "", text)[:250]
 
 
 def revoke(old: list[Grant]) -> None:

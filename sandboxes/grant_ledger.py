@@ -10,9 +10,10 @@ A SQLite file beside the grants' lock, read and written under that lock (egress.
 resolver (in the events watcher) and sync_grants (web, workers) are different processes. Each
 use is one transaction, committed only when the set was changed as it says. Expired rows go at
 every write; all go when the set is made again (egress.apply, egress.remove), since its elements
-went with it.
+went with it, and when the file is found damaged.
 """
 
+import contextlib
 import math
 import os
 import sqlite3
@@ -26,10 +27,13 @@ from django.conf import settings
 from . import allowlist, egress
 
 MAX_NAMES = 8  # names kept for one element; past them the soonest to expire is forgotten
-SCHEMA = """CREATE TABLE IF NOT EXISTS holder (
+SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS holder (
     source TEXT NOT NULL, port INTEGER NOT NULL, destination TEXT NOT NULL,
     sandbox INTEGER NOT NULL, name TEXT NOT NULL, until REAL NOT NULL,
-    PRIMARY KEY (source, port, destination, sandbox, name))"""
+    PRIMARY KEY (source, port, destination, sandbox, name))""",
+    "CREATE INDEX IF NOT EXISTS holder_until ON holder (until)",
+)
 
 COLUMNS = "source, port, destination, sandbox, name, until"
 Element = tuple[str, int, str]  # (sandbox address, port, destination network)
@@ -52,18 +56,30 @@ def path() -> str:
 @contextmanager
 def opened() -> Iterator["Ledger"]:
     """The ledger in one transaction: committed when the block ends without an error. Its own
-    failures are the rules' (egress.EgressError): no grant is made without it."""
+    failures are the rules' (egress.EgressError): no grant is made without it. A damaged file is
+    removed, so the next use starts afresh (it holds only expiries; the set holds the grants)."""
     conn = None
     try:
         conn = sqlite3.connect(path(), timeout=10)
         with conn:
-            conn.execute(SCHEMA)
+            for statement in SCHEMA:
+                conn.execute(statement)
             yield Ledger(conn)
     except sqlite3.Error as exc:
+        if getattr(exc, "sqlite_errorname", "") in ("SQLITE_CORRUPT", "SQLITE_NOTADB"):
+            forget_all()
         raise egress.EgressError(f"the grants' ledger {path()}: {exc}") from exc
     finally:
         if conn is not None:
             conn.close()
+
+
+def forget_all() -> None:
+    """Everything goes: the set was made again, or the file is damaged. Its journal goes with it,
+    lest it be played back into a new file."""
+    for name in (path(), path() + "-journal"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(name)
 
 
 def longest(holders: Iterable[Holder], *, sandbox: int, port: int, entries: list[allowlist.Entry]) -> Holder | None:
@@ -99,13 +115,6 @@ class Ledger:
             [(source, port, dst, MAX_NAMES) for dst, port in pairs],
         )
 
-    def holders(self, element: Element) -> list[Holder]:
-        rows = self.conn.execute(
-            "SELECT sandbox, name, until FROM holder WHERE source = ? AND port = ? AND destination = ? AND until > ?",
-            (*element, time.time()),
-        )
-        return [Holder(*row) for row in rows]
-
     def holders_of(self, source: str, destinations: list[str]) -> dict[Element, list[Holder]]:
         """The holders of the source's elements to these destinations (at most an answer's 64)."""
         marks = ", ".join("?" * len(destinations))
@@ -125,9 +134,6 @@ class Ledger:
         ]
         self.conn.execute("DELETE FROM holder WHERE until <= ?", (time.time(),))
         self.conn.executemany("DELETE FROM holder WHERE source = ? AND port = ? AND destination = ? AND sandbox = ? AND name = ?", gone)
-
-    def clear(self) -> None:
-        self.conn.execute("DELETE FROM holder")
 
 
 def _by_element(rows: Iterable[tuple]) -> dict[Element, list[Holder]]:

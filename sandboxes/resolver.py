@@ -267,9 +267,9 @@ class Answers:
     cache a sandbox, so that none learns from the timing what another asked; at most MAX_KEPT
     answers of at most MAX_BYTES each (past them the oldest goes), for MAX_SANDBOXES sandboxes."""
 
-    MAX_KEPT = 256
+    MAX_KEPT = 128
     MAX_BYTES = 1232
-    MAX_SANDBOXES = 512
+    MAX_SANDBOXES = 256
 
     def __init__(self):
         self.lock = threading.Lock()
@@ -430,8 +430,9 @@ class Resolver:
                 pairs = [(f"{a}/32", port) for a in sorted(addresses) for port in ports]
                 mine = grant_ledger.Holder(sandbox_id, qname, time.time() + seconds)
                 ledger.hold(client, mine, pairs)
+                held = ledger.holders_of(client, sorted({dst for dst, _ in pairs}))
                 elements = [(client, port, dst) for dst, port in pairs]
-                found = (grant_ledger.grant_for(e, [mine, *ledger.holders(e)], sandbox=sandbox_id, entries=entries) for e in elements)
+                found = (grant_ledger.grant_for(e, [mine, *held.get(e, [])], sandbox=sandbox_id, entries=entries) for e in elements)
                 egress.grant([g for g in found if g is not None])
         except (egress.EgressError, engine.EngineError, OSError) as exc:  # fail closed: no grant, no answer
             log.error("could not grant %s to %s: %s", qname, client, exc)

@@ -97,7 +97,7 @@ def _sync_grants(clients: dict[str, tuple[int, list[allowlist.Entry]]]) -> int:
                     stale.append(g)
             elif (now := _name_grant(g, who, holders.get((g.source, g.port, g.destination), []))) is None:
                 stale.append(g)
-            elif now.comment != g.comment:  # its name is off the list, another listed name holds the address
+            elif egress.comment(now.comment) != g.comment:  # its name is off the list, another listed name holds the address
                 renewed.append(now)
         egress.revoke(stale)
         missing = [g for g in wanted if g not in kept]

@@ -150,6 +150,18 @@ def test_two_names_on_one_address_each_keep_their_own_expiry_and_listing(client,
     assert client.grants() == []
 
 
+def test_a_damaged_ledger_fails_closed_once_then_starts_afresh(client, upstream):
+    from sandboxes import grant_ledger
+
+    upstream.names = {"api.example.test": ("198.18.77.8", 600)}
+    client.listing("api.example.test")
+    with open(grant_ledger.path(), "wb") as fh:
+        fh.write(b"not a database " * 100)
+    assert client.ask("api.example.test").header.rcode == RCODE.SERVFAIL and client.grants() == []
+    assert client.ask("api.example.test").header.rcode == RCODE.NOERROR
+    assert [g.comment for g in client.grants()] == ["api.example.test"]
+
+
 # --- 12: a name that cannot be written back into an answer ---------------------------------------
 
 
