@@ -6,8 +6,9 @@ ledger keeps each name's own expiry beside it, so that the element lasts as long
 of the names still listed (a short TTL of one does not cut the other's connections), and taking
 one name off a list leaves the address to the others (sandboxes.services.allowlist).
 
-A SQLite file beside the grants' lock, read and written under that lock (egress.grants_lock): the
-resolver (in the events watcher) and sync_grants (web, workers) are different processes. Each
+A SQLite file beside the grants' lock, written under that lock (egress.grants_lock): the resolver
+(in the events watcher) and sync_grants (web, workers) are different processes; the resolver's
+check of a cached answer only reads it, in a transaction of its own. Each
 use is one transaction, committed only when the set was changed as it says. Expired rows go at
 every write; all go when the set is made again (egress.apply, egress.remove), since its elements
 went with it, and when the file is found damaged.
