@@ -407,6 +407,7 @@ def apply() -> None:
             str(GRANTS_MAXELEM),
             "-exist",
         )
+        _forget_grants()
     dropped = dropped_ranges()
     wanted = {**_wanted(chains(), dropped), **_wanted(a, dropped)}
     lines = ["*filter"]
@@ -462,6 +463,7 @@ def remove() -> None:
         _iptables("-t", "nat", "-X", a.nat)
     if _set_header(a.grants) is not None:
         _ipset("destroy", a.grants)
+    _forget_grants()
 
 
 # --- The allowlist bridge's grants ---------------------------------------------------------------
@@ -546,12 +548,26 @@ def grants_lock() -> Iterator[None]:
         os.close(fd)
 
 
+def _forget_grants() -> None:
+    """The set is new or gone: what the ledger knew of its elements went with them."""
+    from . import grant_ledger  # imported here: it builds on this module
+
+    with grants_lock():
+        grant_ledger.forget_all()
+
+
 def grant(new: list[Grant], seconds: int = 0) -> None:
-    """Add (or renew) grants in one step: reachable for `seconds` (0: for good)."""
+    """Add (or renew) grants in one step: reachable for each grant's own timeout, else for
+    `seconds` (0: for good)."""
     if new:
         a = allow_chains()
-        lines = [f'add {a.grants} {g.element} timeout {seconds} comment "{re.sub(r"[^A-Za-z0-9.*/_-]", "", g.comment)[:250]}"' for g in new]
+        lines = [f'add {a.grants} {g.element} timeout {g.timeout or seconds} comment "{comment(g.comment)}"' for g in new]
         _ipset("-exist", "restore", stdin="\n".join(lines) + "\n")
+
+
+def comment(text: str) -> str:
+    """A grant's comment as the set keeps it."""
+    return re.sub(r"[^A-Za-z0-9.*/_-]", "", text)[:250]
 
 
 def revoke(old: list[Grant]) -> None:

@@ -33,9 +33,10 @@ from django.db import connections
 from django.db.models import F
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
-from dnslib import OPCODE, QTYPE, RCODE, RR, TXT, DNSError, DNSHeader, DNSQuestion, DNSRecord
+from dnslib import OPCODE, QTYPE, RCODE, RR, TXT, DNSError, DNSHeader, DNSLabel, DNSQuestion, DNSRecord
+from dnslib.label import DNSLabelError
 
-from . import allowlist, decision_budget, egress, engine
+from . import allowlist, decision_budget, egress, engine, grant_ledger
 from .models import EgressDenial
 
 log = logging.getLogger(__name__)
@@ -232,11 +233,97 @@ def _from_a_sandbox(client: str) -> bool:
     return any(address in ipaddress.IPv4Network(subnet) for subnet in (settings.SANDBOX_SUBNET, settings.SANDBOX_ALLOW_SUBNET))
 
 
+def _writable(name: DNSLabel) -> bool:
+    """Whether a name fits in a DNS message (RFC 1035 2.3.4): labels of at most 63 bytes, 253
+    bytes in all as dnslib counts them (the dots between labels, no final one)."""
+    return len(name) <= 253 and all(len(label) <= 63 for label in name.label)
+
+
+def _own_query(request: DNSRecord) -> DNSRecord:
+    """The question only, with a new id: nothing else of what the sandbox sent leaves the host."""
+    return DNSRecord(DNSHeader(id=secrets.randbelow(65536), rd=1), q=DNSQuestion(request.q.qname, request.q.qtype, request.q.qclass))
+
+
+def _granted(client: str, sandbox_id: int, entries: list[allowlist.Entry], qname: str, addresses: set[str], ttl: int) -> bool:
+    """Whether every address is granted to the client, on every port its list gives the name,
+    for `ttl` seconds more at least (by any of its names still listed: sandboxes.grant_ledger)."""
+    need, ports = time.time() + ttl, allowlist.ports_for(qname, entries)
+    destinations = sorted(f"{a}/32" for a in addresses)
+    try:
+        with grant_ledger.opened() as ledger:
+            held = ledger.holders_of(client, destinations)
+    except egress.EgressError:
+        return False
+    for element in ((client, port, dst) for dst in destinations for port in ports):
+        best = grant_ledger.longest(held.get(element, []), sandbox=sandbox_id, port=element[1], entries=entries)
+        if best is None or best.until < need:
+            return False
+    return True
+
+
+class Answers:
+    """Upstream answers to listed names, kept for their TTL (RFC 2308's for one without records):
+    asked again, the resolver neither forwards the question nor grants the addresses again. One
+    cache a sandbox, so that none learns from the timing what another asked; at most MAX_KEPT
+    answers of at most MAX_BYTES each (past them the oldest goes), for MAX_SANDBOXES sandboxes."""
+
+    MAX_KEPT = 128
+    MAX_BYTES = 1232
+    MAX_SANDBOXES = 256
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.kept: dict[tuple, dict[tuple, tuple[bytes, float, float]]] = {}  # sandbox -> question -> (answer, at, until)
+
+    def get(self, key: tuple) -> DNSRecord | None:
+        """The answer kept for the question, its TTLs counted down; None when none is."""
+        now = time.monotonic()
+        with self.lock:
+            packed, at, until = self.kept.get(key[:2], {}).get(key[2:], (b"", 0.0, 0.0))
+        if until <= now:
+            return None
+        record = DNSRecord.parse(packed)
+        for rr in (*record.rr, *record.auth, *record.ar):
+            if rr.rtype != QTYPE.OPT:  # its TTL field holds flags, not seconds
+                rr.ttl = max(rr.ttl - int(now - at), 0)
+        return record
+
+    def put(self, key: tuple, record: DNSRecord) -> None:
+        try:
+            ttl, packed = _cache_ttl(record), record.pack()
+        except (DNSError, DNSLabelError):  # not kept: the relay answers it with SERVFAIL
+            return
+        if ttl <= 0 or len(packed) > self.MAX_BYTES:
+            return
+        now = time.monotonic()
+        with self.lock:
+            mine = {q: kept for q, kept in self.kept.pop(key[:2], {}).items() if kept[2] > now}
+            while len(mine) >= self.MAX_KEPT:
+                del mine[next(iter(mine))]
+            mine[key[2:]] = (packed, now, now + ttl)
+            self.kept[key[:2]] = mine  # last: the sandbox that stored an answer least lately goes first
+            while len(self.kept) > self.MAX_SANDBOXES:
+                del self.kept[next(iter(self.kept))]
+
+
+def _cache_ttl(record: DNSRecord) -> int:
+    """How long an answer may be kept: its records' shortest TTL, or for a name without records
+    (NXDOMAIN, or no record of that type) its SOA's negative TTL (RFC 2308 §5); 0: not at all."""
+    if record.header.tc or record.header.rcode not in (RCODE.NOERROR, RCODE.NXDOMAIN):
+        return 0
+    ttls = [rr.ttl for rr in record.rr]
+    if not ttls or record.header.rcode == RCODE.NXDOMAIN:
+        soa = [rr for rr in record.auth if rr.rtype == QTYPE.SOA]
+        ttls += [min(soa[0].ttl, soa[0].rdata.times[-1])] if soa else [0]
+    return min(MAX_TTL, *ttls)
+
+
 class Resolver:
     def __init__(self):
         self.directory = Directory()
         self.denials = Denials()
         self.budget = Budget()
+        self.answers = Answers()
 
     def answer(self, data: bytes, client: str, *, tcp: bool = False) -> bytes | None:
         try:
@@ -255,6 +342,8 @@ class Resolver:
             return reply.pack()
         labels = request.q.qname.label
         qname = ".".join(label.decode("ascii", "replace") for label in labels).lower()
+        if not _writable(request.q.qname):
+            return self._malformed(request, client, qname)
         if qname.endswith("." + PROBE_SUFFIX) and not _from_a_sandbox(client):
             reply.add_answer(RR(request.q.qname, QTYPE.TXT, rdata=TXT(_probe_answer(qname.split(".", 1)[0])), ttl=0))
             return reply.pack()
@@ -263,53 +352,88 @@ class Resolver:
             reply.header.rcode = RCODE.REFUSED
             return reply.pack()
         sandbox_id, entries = who
-        query = DNSRecord(DNSHeader(id=secrets.randbelow(65536), rd=1), q=DNSQuestion(request.q.qname, request.q.qtype, request.q.qclass))
         if entries is None:  # an internet-mode sandbox moved there live from allowlist mode
-            return self._relay(reply, forward(query, tcp=tcp, servers=plain_upstreams()), request)
+            return self._relay(reply, forward(_own_query(request), tcp=tcp, servers=plain_upstreams()), request)
         well_formed = bool(labels) and all(LABEL_RE.fullmatch(label) for label in labels)
         ports = allowlist.ports_for(qname, entries) if well_formed and len(qname) <= 253 else ()
         if not ports:
             self.denials.record(sandbox_id, qname)
             reply.header.rcode = RCODE.NXDOMAIN
             return reply.pack()
-        upstream = forward(query, tcp=tcp)
+        return self._listed(request, reply, client, (sandbox_id, entries), qname, tcp=tcp)
+
+    def _listed(self, request: DNSRecord, reply: DNSRecord, client: str, who: tuple[int, list], qname: str, *, tcp: bool) -> bytes:
+        """A listed name: answered from the cache while the answer's TTL lasts, else asked
+        upstream; its addresses granted before the answer is sent (for a cached answer, only
+        when its grant lapsed meanwhile: a list changed and changed back, another port)."""
+        sandbox_id, entries = who
+        key = (client, sandbox_id, qname, request.q.qtype, request.q.qclass, tcp)
+        upstream = cached = self.answers.get(key)
+        if cached is None:
+            upstream = forward(_own_query(request), tcp=tcp)
         if upstream is None:
             reply.header.rcode = RCODE.SERVFAIL
             return reply.pack()
         records = [rr for rr in upstream.rr if rr.rtype == QTYPE.A]
         addresses = {str(rr.rdata) for rr in records[:MAX_ADDRESSES_AN_ANSWER]}
         addresses = {a for a in addresses if not any(ipaddress.IPv4Address(a) in net for net in BLOCKED)}
-        if addresses and not self._grant(client, sandbox_id, qname, addresses, min(rr.ttl for rr in records)):
+        ttl = min((rr.ttl for rr in records), default=0)
+        granted = cached is not None and _granted(client, sandbox_id, entries, qname, addresses, ttl)
+        if addresses and not granted and not self._grant(client, sandbox_id, qname, addresses, ttl):
             reply.header.rcode = RCODE.SERVFAIL
             return reply.pack()
         # The sandbox is told only the addresses it was granted (at most 64, none it may not reach).
         upstream.rr = [rr for rr in upstream.rr if rr.rtype != QTYPE.A or str(rr.rdata) in addresses]
+        if cached is None:
+            self.answers.put(key, upstream)
         return self._relay(reply, upstream, request)
+
+    def _malformed(self, request: DNSRecord, client: str, qname: str) -> bytes:
+        """FORMERR, without the question: dnslib reads a name no DNS message may carry but cannot
+        write it back, and an answer that fails to pack is no answer (the client waits 3 s). An
+        allowlist sandbox's try goes into the decision log, as any refused name."""
+        who = self.directory.lookup(client)
+        if who is not None and who[1] is not None:
+            self.denials.record(who[0], qname)
+        return DNSRecord(DNSHeader(id=request.header.id, qr=1, rd=request.header.rd, ra=1, rcode=RCODE.FORMERR)).pack()
 
     def _relay(self, reply: DNSRecord, upstream: DNSRecord | None, request: DNSRecord) -> bytes:
         if upstream is None:
             reply.header.rcode = RCODE.SERVFAIL
             return reply.pack()
         upstream.header.id = request.header.id
-        return upstream.pack()
+        upstream.questions = request.questions  # as asked (a cached answer was another's question)
+        try:
+            return upstream.pack()
+        except (DNSError, DNSLabelError):  # an upstream record dnslib reads but cannot write back
+            reply.header.rcode = RCODE.SERVFAIL
+            return reply.pack()
 
     def _grant(self, client: str, sandbox_id: int, qname: str, addresses: set[str], ttl: int) -> bool:
         """Grant the addresses on the ports the sandbox's list gives the name *now*: under the
         grants' lock, with the list and the address's holder read again (a list changed, or an
-        address taken over, while the upstream answered grants nothing)."""
+        address taken over, while the upstream answered grants nothing). An address another
+        listed name holds too lasts as long as the longer of the two (sandboxes.grant_ledger)."""
         from .services.allowlist import allowlist_clients
 
         seconds = max(min(ttl, MAX_TTL) + settings.SANDBOX_ALLOW_MARGIN, settings.SANDBOX_ALLOW_MIN_SECONDS)
         try:
-            with egress.grants_lock():
+            with egress.grants_lock(), grant_ledger.opened() as ledger:
                 now = allowlist_clients().get(client)
-                ports = allowlist.ports_for(qname, now[1]) if now is not None and now[0] == sandbox_id and now[1] is not None else ()
+                entries = now[1] if now is not None and now[0] == sandbox_id and now[1] is not None else []
+                ports = allowlist.ports_for(qname, entries)
                 if not ports:
                     return False
                 if not self.budget.take(f"{client}/{sandbox_id}", {(a, p) for a in addresses for p in ports}, seconds):
                     log.warning("%s holds %d grants; %s refused", client, Budget.MAX_GRANTS, qname)
                     return False
-                egress.grant([egress.Grant(client, port, f"{a}/32", qname) for a in sorted(addresses) for port in ports], seconds)
+                pairs = [(f"{a}/32", port) for a in sorted(addresses) for port in ports]
+                mine = grant_ledger.Holder(sandbox_id, qname, time.time() + seconds)
+                ledger.hold(client, mine, pairs)
+                held = ledger.holders_of(client, sorted({dst for dst, _ in pairs}))
+                elements = [(client, port, dst) for dst, port in pairs]
+                found = (grant_ledger.grant_for(e, [mine, *held.get(e, [])], sandbox=sandbox_id, entries=entries) for e in elements)
+                egress.grant([g for g in found if g is not None])
         except (egress.EgressError, engine.EngineError, OSError) as exc:  # fail closed: no grant, no answer
             log.error("could not grant %s to %s: %s", qname, client, exc)
             return False

@@ -17,7 +17,7 @@ from django.db import transaction
 from audit.services import audit_record
 from teams.permissions import Role, authorize
 
-from .. import allowlist, egress, engine, live
+from .. import allowlist, egress, engine, grant_ledger, live
 from ..models import Sandbox
 from .common import InvalidInput, SandboxError, audit
 
@@ -82,25 +82,39 @@ def _sync_grants(clients: dict[str, tuple[int, list[allowlist.Entry]]]) -> int:
         if e.network is not None
         for port in e.ports
     }
-    live_grants = egress.grants()
-    kept = set()
-    stale = []
-    for g in live_grants:
-        who = clients.get(g.source)
-        key = egress.Grant(g.source, g.port, g.destination, g.comment)
-        if who is None or g.proto != "tcp":
-            stale.append(g)
-        elif g.timeout == 0:  # a listed CIDR's
-            if key in wanted:
-                kept.add(key)
-            else:
+    kept, stale, renewed = set(), [], []
+    with grant_ledger.opened() as ledger:
+        holders = ledger.everything()
+        for g in egress.grants():
+            who = clients.get(g.source)
+            key = egress.Grant(g.source, g.port, g.destination, g.comment)
+            if who is None or g.proto != "tcp":
                 stale.append(g)
-        elif not g.destination.endswith("/32") or g.port not in allowlist.ports_for(g.comment, who[1]):
-            stale.append(g)  # a name's grant is one address, on a port its list gives the name
-    egress.revoke(stale)
-    missing = [g for g in wanted if g not in kept]
-    egress.grant(missing, 0)
-    return len(stale) + len(missing)
+            elif g.timeout == 0:  # a listed CIDR's
+                if key in wanted:
+                    kept.add(key)
+                else:
+                    stale.append(g)
+            elif (now := _name_grant(g, who, holders.get((g.source, g.port, g.destination), []))) is None:
+                stale.append(g)
+            elif egress.comment(now.comment) != g.comment:  # its name is off the list, another listed name holds the address
+                renewed.append(now)
+        egress.revoke(stale)
+        missing = [g for g in wanted if g not in kept]
+        egress.grant(missing + renewed, 0)
+        ledger.keep_only(clients)
+    return len(stale) + len(missing) + len(renewed)
+
+
+def _name_grant(g: egress.Grant, who: tuple[int, list[allowlist.Entry]], holders: list[grant_ledger.Holder]) -> egress.Grant | None:
+    """What a name's grant (one address) should be now: as the names the sandbox still lists
+    hold it (sandboxes.grant_ledger), or None. One the ledger knows nothing of (it forgot it, or
+    an older panel granted it) stands while the name in its comment gives that port."""
+    if not g.destination.endswith("/32"):
+        return None
+    if not holders:
+        return g if g.port in allowlist.ports_for(g.comment, who[1]) else None
+    return grant_ledger.grant_for((g.source, g.port, g.destination), holders, sandbox=who[0], entries=who[1])
 
 
 def grants_repair() -> None:
