@@ -76,6 +76,11 @@ class SandboxCreateForm(forms.Form):
         label="Writable root filesystem (less safe)",
         help_text="Off by default: the image's own files are read-only; /tmp, the home and the workspace folders are writable.",
     )
+    low_ports_and_ping = forms.BooleanField(
+        required=False,
+        label="Ports below 1024 and ping (less safe)",
+        help_text="Off by default: the agent can listen on ports from 1024 only and cannot send ICMP echo.",
+    )
     extra_mounts = forms.CharField(
         required=False,
         widget=forms.Textarea(attrs={"rows": 3, "placeholder": "/srv/shared/datasets:/workspace/data:ro"}),

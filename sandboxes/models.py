@@ -79,6 +79,10 @@ class Sandbox(models.Model):
     # The image's own files cannot be changed from inside (CIS Docker 5.13); /tmp and /var/tmp are
     # in memory, the home volume and the workspace folders stay writable. An opt-out per sandbox.
     read_only_rootfs = models.BooleanField(default=True)
+    # Docker lets any user of a container listen on ports below 1024 and send ICMP echo through
+    # unprivileged ping sockets; a sandbox gets the kernel's own refusal of both
+    # (policy.network_sysctls) unless it opts in here.
+    low_ports_and_ping = models.BooleanField(default=False)
 
     class Runtime(models.TextChoices):
         RUNC = "runc", "Standard (runc)"

@@ -53,6 +53,7 @@ def sandbox_create(request: HttpRequest) -> HttpResponse:
                 network_mode=data["network_mode"],
                 extra_mounts=data["extra_mounts"],
                 writable_root=data["writable_root"],
+                low_ports_and_ping=data["low_ports_and_ping"],
                 runtime=data.get("runtime") or Sandbox.Runtime.RUNC,
                 selinux_level=(data.get("selinux_level") or "").strip(),
                 egress_presets=data.get("egress_presets") or [],
