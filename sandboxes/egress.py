@@ -177,27 +177,42 @@ def docker_asks_loopback(path: str = RESOLV_CONF, resolved: str = RESOLVED_CONF)
     return any(a.is_loopback for a in _docker_servers(path, resolved))
 
 
+def _ip(*args: str) -> str:
+    try:
+        return subprocess.run(["ip", "-4", "-o", *args], capture_output=True, text=True, timeout=TIMEOUT).stdout
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise EgressError(f"ip failed: {exc}") from exc
+
+
+def _interface_addresses() -> list[tuple[str, ipaddress.IPv4Interface]]:
+    """(device, address/prefix) of every IPv4 address of the host, on any interface."""
+    found = []
+    for line in _ip("addr", "show").splitlines():
+        parts = line.split()
+        if len(parts) >= 4 and parts[2] == "inet":
+            found.append((parts[1], ipaddress.IPv4Interface(parts[3])))
+    return found
+
+
 def lan_subnets() -> list[str]:
     """The IPv4 subnets of the interfaces that carry a default route: the network the host sits
     on, which a sandbox must not reach even when its addresses are public."""
-    try:
-        routes = subprocess.run(["ip", "-4", "-o", "route", "show", "default"], capture_output=True, text=True, timeout=TIMEOUT)
-        addrs = subprocess.run(["ip", "-4", "-o", "addr", "show"], capture_output=True, text=True, timeout=TIMEOUT)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise EgressError(f"ip failed: {exc}") from exc
     devices = set()
-    for line in routes.stdout.splitlines():
+    for line in _ip("route", "show", "default").splitlines():
         parts = line.split()
         if "dev" in parts:
             devices.add(parts[parts.index("dev") + 1])
     found = set()
-    for line in addrs.stdout.splitlines():
-        parts = line.split()
-        if len(parts) >= 4 and parts[1] in devices and parts[2] == "inet":
-            network = ipaddress.IPv4Network(parts[3], strict=False)
-            if not any(network.subnet_of(ipaddress.IPv4Network(r)) for r in BLOCKED_RANGES):
-                found.add(str(network))
+    for device, address in _interface_addresses():
+        if device in devices and not any(address.network.subnet_of(ipaddress.IPv4Network(r)) for r in BLOCKED_RANGES):
+            found.add(str(address.network))
     return sorted(found)
+
+
+def host_addresses() -> list[str]:
+    """Every IPv4 address of the host's own, on any interface (a VPN's, a test's): traffic to
+    them goes to the host (INPUT), which refuses sandboxes whatever their list grants."""
+    return sorted({str(address.ip) for _, address in _interface_addresses()})
 
 
 def dropped_ranges() -> list[str]:

@@ -13,8 +13,9 @@ from teams import policy as team_policy
 from teams.models import Team
 from teams.permissions import Role, actor_user, authorize
 
-from .. import allowlist, engine, live, policy, workspace
+from .. import engine, live, policy, workspace
 from ..models import Mount, Sandbox
+from .allowlist import allowlist_errors
 from .claims import enqueue as enqueue_action
 from .common import InvalidInput, audit, host_has_selinux, policy_rules, sandbox_spec
 
@@ -187,7 +188,7 @@ def sandbox_create(
     if selinux_level and (problems := policy.check_selinux_level(selinux_level, host_has_selinux=host_has_selinux())):
         errors["selinux_level"] = problems
     egress_presets = sorted(set(egress_presets))
-    if allow_problems := allowlist.parse(egress_allow)[1] + allowlist.presets_errors(egress_presets):
+    if allow_problems := allowlist_errors(egress_presets, egress_allow):
         errors["egress_allow"] = allow_problems
     # Its own quota, else its team's default, else the panel's.
     disk_mb = disk_mb or team_policy.default_disk_mb(team) or settings.SANDBOX_DEFAULT_DISK_MB
