@@ -307,6 +307,8 @@ class EgressDenial(models.Model):
 
     class Meta:
         ordering = ["-at", "-pk"]
+        # The card reads one sandbox's rows, newest first, a page at a time or in a time window.
+        indexes = [models.Index(fields=["sandbox", "-at"], name="denial_sandbox_newest")]
 
     def __str__(self) -> str:
         return f"{self.sandbox} -> {self.name or self.destination}:{self.port or ''} {self.protocol}"
