@@ -4,13 +4,16 @@ The periodic check (every 30 s) compares the rules with what they should be; bet
 a rule deleted by hand left the host, or every address an allowlist sandbox was not granted,
 open. This loop, a thread of the events watcher, reads `egress.fingerprint()` (one
 `iptables-save`, ~4 ms) every CHECK_EVERY seconds and, when it differs from the last reading,
-runs the full check and repair (services.egress_repair: audited, and failing closed). Reading
-again only what it saw *before* the repair, it never takes a change made during a repair for
-one it has judged.
+runs the full check and repair (services.egress_repair: audited, and failing closed). It
+compares later readings with the one taken *before* the check, so a change made during it is
+never taken for one it judged, and after a repair that changed something it checks once more
+whatever the next reading shows. A program fighting the panel over the rules gets a repair every
+REFILL_SECONDS once BURST repairs were spent, not an audit event every half second.
 """
 
 import logging
 import threading
+import time
 
 from django.db import close_old_connections
 
@@ -18,6 +21,12 @@ from . import egress
 
 log = logging.getLogger(__name__)
 CHECK_EVERY = 0.5  # seconds: a change is repaired well within 2 s
+# A program that keeps undoing the rules (a fight) may not make the panel repair and audit twice
+# a second: repairs that found something wrong are paid from a bucket of this many, refilled one
+# every REFILL_SECONDS. A check that finds the rules in place (another panel's jump moved, the
+# reading after our own repair) costs nothing.
+BURST = 10
+REFILL_SECONDS = 3.0
 
 
 def watch(stop: threading.Event, *, every: float = CHECK_EVERY) -> None:
@@ -25,15 +34,20 @@ def watch(stop: threading.Event, *, every: float = CHECK_EVERY) -> None:
     from .services import egress_repair
 
     seen: str | None = None
+    tokens, at = float(BURST), time.monotonic()
     while not stop.is_set():
         try:
             now = egress.fingerprint()
         except egress.EgressError as exc:
             now = f"unreadable: {exc}"  # judged once by the repair (it fails closed), then again only when it changes
-        if now != seen:
+        tokens, at = min(BURST, tokens + (time.monotonic() - at) / REFILL_SECONDS), time.monotonic()
+        if now != seen and tokens >= 1:
             close_old_connections()
-            egress_repair()
             seen = now
+            if egress_repair():
+                # Judged again at the next reading, whatever it shows: the rules may already be
+                # back to what was read before this repair (a program that deletes them again).
+                tokens, seen = tokens - 1, None
         stop.wait(every)
 
 

@@ -235,6 +235,34 @@ def test_rules_changed_by_hand_are_put_back_by_the_watcher_within_two_seconds(en
     subprocess.run(["iptables", "-D", "DOCKER-USER", "-i", c.bridge, "-j", "ACCEPT"], capture_output=True)
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_program_fighting_over_the_rules_gets_a_bounded_number_of_repairs(monkeypatch, rules_back):
+    """Something that deletes our jump again and again must not make the watcher repair and
+    audit twice a second: after its burst, one repair every REFILL_SECONDS, and the rules are
+    back once the fight ends."""
+    from sandboxes import egress_watch
+
+    monkeypatch.setattr(egress_watch, "BURST", 2)
+    monkeypatch.setattr(egress_watch, "REFILL_SECONDS", 2.0)
+    c = egress.chains()
+    egress.apply()
+    stop = threading.Event()
+    watcher = threading.Thread(target=egress_watch.watch, args=(stop,), daemon=True)
+    watcher.start()
+    before = AuditEvent.objects.filter(action="egress.applied").count()
+    deadline = time.monotonic() + 8
+    while time.monotonic() < deadline:
+        subprocess.run(["iptables", "-D", "INPUT", "-i", c.bridge, "-j", c.input], capture_output=True)
+        time.sleep(0.25)
+    fought = AuditEvent.objects.filter(action="egress.applied").count() - before
+    try:
+        assert 2 <= fought <= 2 + 8 / 2 + 1, fought  # unbounded, it was one every half second
+        wait_for(lambda: egress.problems() == [], timeout=3, what="the rules back after the fight")
+    finally:
+        stop.set()
+        watcher.join(5)
+
+
 def test_a_rule_put_before_ours_is_found_and_moved(make_sandbox, clean_docker, host_listener, rules_back):
     sh("iptables", "-I", "INPUT", "1", "-i", egress.chains().bridge, "-j", "ACCEPT")
     try:
