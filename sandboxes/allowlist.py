@@ -131,6 +131,23 @@ def _entry(item: str, errors: list[str]) -> Entry | None:
     return Entry(text=host, ports=ports, name=host)
 
 
+def host_errors(entries: list[Entry], *, addresses: list[str], lans: list[str]) -> list[str]:
+    """The CIDR entries that are, contain or lie inside one of the host's own addresses or its
+    LAN subnets (egress.host_addresses, egress.lan_subnets): the rules drop that traffic, granted
+    or not, so such an entry is refused when saved, like one in a blocked range."""
+    errors = []
+    for entry in entries:
+        if entry.network is None:
+            continue
+        mine = [a for a in addresses if ipaddress.IPv4Address(a) in entry.network]
+        lan = [n for n in lans if entry.network.overlaps(ipaddress.IPv4Network(n))]
+        if lan:
+            errors.append(f"{entry.text}: lies in the host's network {lan[0]} (its LAN), which no sandbox reaches.")
+        elif mine:
+            errors.append(f"{entry.text}: holds the host's own address {mine[0]}, which no sandbox reaches.")
+    return errors
+
+
 def presets_errors(keys: list[str]) -> list[str]:
     return [f"No preset called {k!r}: one of {', '.join(PRESETS)}." for k in keys if k not in PRESETS]
 

@@ -26,6 +26,7 @@ there is no second family to filter.
 Fail closed: a sandbox in `internet` mode is started only when `verify()` finds the rules in
 place (actions.run_start). The rules are applied when the panel starts (the events watcher, at
 start and after every reconnect, so after a dockerd restart too), when the network is created,
+within a second of a change by hand (the watcher reads `fingerprint()`: sandboxes.egress_watch),
 and by the periodic check, which repairs and audits any difference it finds.
 """
 
@@ -177,27 +178,42 @@ def docker_asks_loopback(path: str = RESOLV_CONF, resolved: str = RESOLVED_CONF)
     return any(a.is_loopback for a in _docker_servers(path, resolved))
 
 
+def _ip(*args: str) -> str:
+    try:
+        return subprocess.run(["ip", "-4", "-o", *args], capture_output=True, text=True, timeout=TIMEOUT).stdout
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise EgressError(f"ip failed: {exc}") from exc
+
+
+def _interface_addresses() -> list[tuple[str, ipaddress.IPv4Interface]]:
+    """(device, address/prefix) of every IPv4 address of the host, on any interface."""
+    found = []
+    for line in _ip("addr", "show").splitlines():
+        parts = line.split()
+        if len(parts) >= 4 and parts[2] == "inet":
+            found.append((parts[1], ipaddress.IPv4Interface(parts[3])))
+    return found
+
+
 def lan_subnets() -> list[str]:
     """The IPv4 subnets of the interfaces that carry a default route: the network the host sits
     on, which a sandbox must not reach even when its addresses are public."""
-    try:
-        routes = subprocess.run(["ip", "-4", "-o", "route", "show", "default"], capture_output=True, text=True, timeout=TIMEOUT)
-        addrs = subprocess.run(["ip", "-4", "-o", "addr", "show"], capture_output=True, text=True, timeout=TIMEOUT)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise EgressError(f"ip failed: {exc}") from exc
     devices = set()
-    for line in routes.stdout.splitlines():
+    for line in _ip("route", "show", "default").splitlines():
         parts = line.split()
         if "dev" in parts:
             devices.add(parts[parts.index("dev") + 1])
     found = set()
-    for line in addrs.stdout.splitlines():
-        parts = line.split()
-        if len(parts) >= 4 and parts[1] in devices and parts[2] == "inet":
-            network = ipaddress.IPv4Network(parts[3], strict=False)
-            if not any(network.subnet_of(ipaddress.IPv4Network(r)) for r in BLOCKED_RANGES):
-                found.add(str(network))
+    for device, address in _interface_addresses():
+        if device in devices and not any(address.network.subnet_of(ipaddress.IPv4Network(r)) for r in BLOCKED_RANGES):
+            found.add(str(address.network))
     return sorted(found)
+
+
+def host_addresses() -> list[str]:
+    """Every IPv4 address of the host's own, on any interface (a VPN's, a test's): traffic to
+    them goes to the host (INPUT), which refuses sandboxes whatever their list grants."""
+    return sorted({str(address.ip) for _, address in _interface_addresses()})
 
 
 def dropped_ranges() -> list[str]:
@@ -376,11 +392,46 @@ def _problems(c: Chains, table: dict[str, list[str]], dropped: list[str]) -> lis
 
 
 FORWARD_JUMP = "-A FORWARD -j DOCKER-USER"
+# The built-in chains that lead to ours, by table: a change there may undo a jump of ours.
+PARENTS = {"filter": ("INPUT", "FORWARD", "DOCKER-USER"), "nat": (NAT_PARENT,)}
+
+
+def fingerprint() -> str:
+    """Our chains and the built-in chains that jump to them, as iptables shows them now, from one
+    `iptables-save` (counters left out): the events watcher compares it every half second to
+    notice a change made by hand, and only then runs the full check (sandboxes.egress_watch)."""
+    ours = {name for c in _bridges() for name in (c.forward, c.input, c.deny, c.nat)}
+    kept, table = [], ""
+    for line in _iptables(tool="iptables-save").splitlines():
+        if line.startswith("*"):
+            table = line[1:]
+        elif line.startswith((":", "-A ")):
+            chain = line[1:].split(" ", 1)[0] if line.startswith(":") else line.split(" ", 2)[1]
+            if chain in ours or chain in PARENTS.get(table, ()):
+                kept.append(f"{table} {line.split(' [', 1)[0]}")
+    return "\n".join(kept)
+
+
+@contextmanager
+def _rules_lock() -> Iterator[None]:
+    """Held while the rules are changed: the watcher's repair and the periodic one may meet, and
+    _move_to_top deletes by position."""
+    fd = os.open(os.path.join(settings.VAR_DIR, f"rules-{chains().bridge}.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def apply() -> None:
     """Put the rules of both bridges in place, replacing each of our chains' content in one step
     (iptables-restore), then make sure the jumps to them come first."""
+    with _rules_lock():
+        _apply()
+
+
+def _apply() -> None:
     table, nat = _snapshot(), _snapshot("nat")  # the parents' rules: restore leaves them as they are
     if "DOCKER-USER" not in table:
         # Never declared here: declaring a chain to iptables-restore empties it, and this one may

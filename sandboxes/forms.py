@@ -76,6 +76,11 @@ class SandboxCreateForm(forms.Form):
         label="Writable root filesystem (less safe)",
         help_text="Off by default: the image's own files are read-only; /tmp, the home and the workspace folders are writable.",
     )
+    low_ports_and_ping = forms.BooleanField(
+        required=False,
+        label="Ports below 1024 and ping (less safe)",
+        help_text="Off by default: the agent can listen on ports from 1024 only and cannot send ICMP echo.",
+    )
     extra_mounts = forms.CharField(
         required=False,
         widget=forms.Textarea(attrs={"rows": 3, "placeholder": "/srv/shared/datasets:/workspace/data:ro"}),
@@ -117,3 +122,26 @@ class DestroyForm(forms.Form):
         if value != self.sandbox.name:
             raise forms.ValidationError(f"Type {self.sandbox.name} exactly to destroy it and all its files.")
         return value
+
+
+class DenialFilterForm(forms.Form):
+    """The refused-connections card's filters (a GET): what is invalid is said and left out."""
+
+    q = forms.CharField(
+        required=False,
+        max_length=253,
+        label="Search",
+        widget=forms.TextInput(attrs={"type": "search", "size": 18, "placeholder": "address, name or port"}),
+    )
+    protocol = forms.ChoiceField(
+        required=False, label="Protocol", choices=[("", "any"), ("tcp", "TCP"), ("udp", "UDP"), ("icmp", "ICMP"), ("dns", "DNS (names)")]
+    )
+    since = forms.ChoiceField(
+        required=False,
+        label="Time",
+        choices=[("", "all kept"), ("5m", "last 5 minutes"), ("1h", "last hour"), ("24h", "last day"), ("7d", "last week")],
+    )
+    group = forms.ChoiceField(required=False, label="Show", choices=[("", "each attempt"), ("destination", "by destination")])
+
+    def problems(self) -> list[str]:
+        return [f"{self.fields[name].label}: {message}" for name, messages in self.errors.items() for message in messages]

@@ -79,6 +79,10 @@ class Sandbox(models.Model):
     # The image's own files cannot be changed from inside (CIS Docker 5.13); /tmp and /var/tmp are
     # in memory, the home volume and the workspace folders stay writable. An opt-out per sandbox.
     read_only_rootfs = models.BooleanField(default=True)
+    # Docker lets any user of a container listen on ports below 1024 and send ICMP echo through
+    # unprivileged ping sockets; a sandbox gets the kernel's own refusal of both
+    # (policy.network_sysctls) unless it opts in here.
+    low_ports_and_ping = models.BooleanField(default=False)
 
     class Runtime(models.TextChoices):
         RUNC = "runc", "Standard (runc)"
@@ -311,6 +315,8 @@ class EgressDenial(models.Model):
 
     class Meta:
         ordering = ["-at", "-pk"]
+        # The card reads one sandbox's rows, newest first, a page at a time or in a time window.
+        indexes = [models.Index(fields=["sandbox", "-at"], name="denial_sandbox_newest")]
 
     def __str__(self) -> str:
         return f"{self.sandbox} -> {self.name or self.destination}:{self.port or ''} {self.protocol}"

@@ -77,6 +77,17 @@ ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 WORKSPACE_TARGET = "/workspace"
 EXTRA_TARGET_PARENTS = ("/workspace", "/mnt")
 LABEL_UUID = "io.ccpanel.sandbox-uuid"
+# The two network sysctls Docker (20.10+) loosens in every container it starts: any user may
+# bind a port below 1024 and open an ICMP echo ("ping") socket. A sandbox gets the kernel's own
+# values unless it opted in, and then Docker's, stated explicitly: never "whatever the daemon sets".
+PORT_START = "net.ipv4.ip_unprivileged_port_start"
+PING_GROUPS = "net.ipv4.ping_group_range"
+STRICT_SYSCTLS = {PORT_START: "1024", PING_GROUPS: "1 0"}
+LOOSE_SYSCTLS = {PORT_START: "0", PING_GROUPS: "0 2147483647"}
+
+
+def network_sysctls(*, low_ports_and_ping: bool = False) -> dict[str, str]:
+    return dict(LOOSE_SYSCTLS if low_ports_and_ping else STRICT_SYSCTLS)
 
 
 class PolicyViolation(Exception):
@@ -191,6 +202,8 @@ class ContainerSpec:
     tmpfs: tuple[tuple[str, int], ...] = ()
     # Resource limits per process (CIS Docker Benchmark 5.19): (name, soft, hard).
     ulimits: tuple[tuple[str, int, int], ...] = ()
+    # Kernel settings of the container's own namespaces: only network_sysctls(), strict or opted in.
+    sysctls: dict[str, str] = field(default_factory=network_sysctls)
 
 
 # --- paths, lexically ----------------------------------------------------------------------------
@@ -578,6 +591,10 @@ def check_config(spec: ContainerSpec, rules: Rules) -> list[str]:
     for port in spec.ports:
         if port.host_ip != "127.0.0.1":
             problems.append(f"Port {port.container_port} may only be published on 127.0.0.1.")
+    if spec.sysctls not in (STRICT_SYSCTLS, LOOSE_SYSCTLS):
+        problems.append(
+            f"Kernel settings must be exactly {PORT_START} and {PING_GROUPS}, refusing or (opted in) allowing low ports and ping."
+        )
     return problems
 
 
@@ -703,6 +720,7 @@ def inspect_report(data: dict, spec: ContainerSpec | None = None, processes: lis
             "read-only" if host.get("ReadonlyRootfs") else "writable (this sandbox opted out)",
         ),
         ("Open-file and process limits", {u.get("Name") for u in host.get("Ulimits") or []} >= {"nofile", "nproc"}, _ulimits_text(host)),
+        _sysctls_row(host),
         (
             "No ports published beyond 127.0.0.1",
             all(b.get("HostIp") == "127.0.0.1" for bs in (host.get("PortBindings") or {}).values() for b in (bs or [])),
@@ -717,6 +735,16 @@ def inspect_report(data: dict, spec: ContainerSpec | None = None, processes: lis
         shown = "; ".join(f"pid {p['pid']} {p['command'][:40]!r} uid {p['uid']} caps {p['cap_eff']:x}" for p in bad[:3])
         report.append(("No process inside has capabilities or runs as root", not bad, shown or f"{len(processes)} processes checked"))
     return report
+
+
+def _sysctls_row(host: dict) -> tuple[str, bool, str]:
+    """Ports below 1024 and ping: refused, or allowed because the sandbox opted in (then the
+    comparison with its saved settings says whether it did)."""
+    found = host.get("Sysctls") or {}
+    said = ", ".join(f"{k.rsplit('.', 1)[-1]} {v}" for k, v in sorted(found.items())) or "Docker's defaults (both allowed)"
+    if found == LOOSE_SYSCTLS:
+        said += " (this sandbox opted in)"
+    return ("No ports below 1024, no ping, unless opted in", found in (STRICT_SYSCTLS, LOOSE_SYSCTLS), said)
 
 
 def _ulimits_text(host: dict) -> str:
@@ -774,6 +802,7 @@ def spec_drift(spec: ContainerSpec, data: dict) -> list[str]:
         ("log files", _log_config(host), {"max-size": spec.log_max_size, "max-file": str(spec.log_max_files)}),
         ("in-memory folders", host.get("Tmpfs") or {}, tmpfs_options(spec)),
         ("limits", sorted((u["Name"], u["Soft"], u["Hard"]) for u in host.get("Ulimits") or []), sorted(spec.ulimits)),
+        ("kernel sysctls", host.get("Sysctls") or {}, spec.sysctls),
     ]
     drift += [f"{what} is {have!r}, not {want!r}" for what, have, want in checks if have != want]
     return drift

@@ -1,12 +1,14 @@
 """Reads, always limited to what the given user may see."""
 
 import dataclasses
+from datetime import timedelta
 
 from django.conf import settings
-from django.db.models import QuerySet
+from django.db.models import Count, Max, Min, Q, QuerySet, Sum
+from django.utils import timezone
 
 from . import engine, policy
-from .models import Sandbox
+from .models import EgressDenial, Sandbox
 from .services.common import sandbox_spec
 from .services.credentials import LABEL_SECRETS
 
@@ -135,3 +137,40 @@ def open_incident(sandbox: Sandbox):
     if not sandbox.on_hold:
         return None
     return sandbox.incidents.exclude(step="close", state="done").first()  # type: ignore[attr-defined]
+
+
+# --- the decision log ------------------------------------------------------------------------------
+
+DENIAL_WINDOWS = {"5m": timedelta(minutes=5), "1h": timedelta(hours=1), "24h": timedelta(days=1), "7d": timedelta(days=7)}
+
+
+def egress_denials(*, sandbox: Sandbox, search: str = "", protocol: str = "", since: str = "", grouped: bool = False) -> QuerySet:
+    """The sandbox's refused attempts, newest first, narrowed by `search` (the start of an
+    address, part of a name, or a port), a protocol and a time window (DENIAL_WINDOWS; all kept
+    when empty). `grouped`: one row per destination (an address, or a refused name), the latest
+    first, with its attempts, entries, ports and when it was first and last refused."""
+    rows = EgressDenial.objects.filter(sandbox=sandbox)
+    if search:
+        match = Q(destination__startswith=search) | Q(name__icontains=search)
+        if search.isdecimal() and len(search) <= 5:
+            match |= Q(port=int(search))
+        rows = rows.filter(match)
+    if protocol:
+        rows = rows.filter(protocol=protocol)
+    if since in DENIAL_WINDOWS:
+        rows = rows.filter(at__gte=timezone.now() - DENIAL_WINDOWS[since])
+    if not grouped:
+        return rows.order_by("-at", "-pk")
+    return (
+        rows.values("destination", "name")
+        .annotate(
+            attempts=Sum("count"),
+            entries=Count("pk"),
+            ports=Count("port", distinct=True),
+            low_port=Min("port"),
+            high_port=Max("port"),
+            first=Min("at"),
+            last=Max("at"),
+        )
+        .order_by("-last", "destination", "name")
+    )

@@ -15,7 +15,7 @@ from teams import idle as idle_rule
 from teams.permissions import Role, request_roles, user_role
 
 from . import activity, engine, health, policy, selectors, services, transfer
-from .forms import DestroyForm, SandboxCreateForm
+from .forms import DenialFilterForm, DestroyForm, SandboxCreateForm
 from .models import Sandbox
 from .rows import render_rows, row_for, rows_for
 
@@ -53,6 +53,7 @@ def sandbox_create(request: HttpRequest) -> HttpResponse:
                 network_mode=data["network_mode"],
                 extra_mounts=data["extra_mounts"],
                 writable_root=data["writable_root"],
+                low_ports_and_ping=data["low_ports_and_ping"],
                 runtime=data.get("runtime") or Sandbox.Runtime.RUNC,
                 selinux_level=(data.get("selinux_level") or "").strip(),
                 egress_presets=data.get("egress_presets") or [],
@@ -95,6 +96,7 @@ def sandbox_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "hardening": hardening,
         "csrf": get_token(request),
         "destroy_form": DestroyForm(sandbox=sandbox),
+        "denial_filter": DenialFilterForm(auto_id="denials-%s"),
         "sessions": sandbox.terminal_sessions.all()[:10],
         "open_incident": selectors.open_incident(sandbox),
         "idle_stop": idle_rule.last_idle_stop(sandbox),

@@ -1,8 +1,11 @@
 """Secrets, git identity and SSH key pages: a sandbox's own, and a team's secrets. Values go in
 and never come out: a page lists names, how each is delivered and when it was last set."""
 
+from urllib.parse import urlencode
+
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.debug import sensitive_post_parameters
@@ -12,10 +15,13 @@ from teams.models import Team
 from teams.permissions import Role, role_allows, user_role
 
 from . import selectors, vault
+from .forms import DenialFilterForm
 from .models import Identity, Sandbox, Secret
 from .services import InvalidInput
 from .services import credentials as svc
 from .views import client_ip
+
+DENIALS_PAGE_SIZE = 50
 
 
 def _problems(exc: InvalidInput) -> str:
@@ -195,14 +201,30 @@ def sandbox_checklist(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 def sandbox_denials(request: HttpRequest, pk: int) -> HttpResponse:
-    """The decision log's newest entries for the sandbox (the card polls this every 2 s)."""
-    from .models import EgressDenial
-
+    """The decision log of the sandbox, a page at a time, each attempt or by destination, as the
+    card's filters say. The card polls this with the page and filters it shows (every 2 s; every
+    10 s grouped, which reads all the rows that match), so a refresh never moves the reader."""
     sandbox = selectors.sandbox_get_visible(user=request.user, pk=pk)
     if sandbox is None:
         raise Http404("No such sandbox.")
-    denials = EgressDenial.objects.filter(sandbox=sandbox)[:50]
-    return render(request, "sandboxes/_denials.html", {"sandbox": sandbox, "denials": denials})
+    form = DenialFilterForm(request.GET)
+    form.is_valid()
+    kept = {k: v for k, v in form.cleaned_data.items() if v}  # only what is valid
+    rows = selectors.egress_denials(
+        sandbox=sandbox,
+        search=kept.get("q", ""),
+        protocol=kept.get("protocol", ""),
+        since=kept.get("since", ""),
+        grouped=bool(kept.get("group")),
+    )
+    context = {
+        "sandbox": sandbox,
+        "page": Paginator(rows, DENIALS_PAGE_SIZE).get_page(request.GET.get("page")),
+        "grouped": bool(kept.get("group")),
+        "query": urlencode(kept),
+        "problems": form.problems(),
+    }
+    return render(request, "sandboxes/_denials.html", context)
 
 
 def _sandbox_change(request: HttpRequest, pk: int, change, done: str) -> HttpResponse:

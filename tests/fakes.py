@@ -134,6 +134,7 @@ class FakeEngine:
                 "ReadonlyRootfs": s.read_only_rootfs,
                 "Tmpfs": policy.tmpfs_options(s) or None,
                 "Ulimits": [{"Name": n, "Soft": soft, "Hard": hard} for n, soft, hard in s.ulimits] or None,
+                "Sysctls": dict(s.sysctls) or None,
                 "Runtime": s.runtime or "runc",
                 "PidMode": "",
                 "IpcMode": "private",

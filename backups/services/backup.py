@@ -68,6 +68,7 @@ def config_of(sandbox: Sandbox) -> dict:
         "egress_presets": list(sandbox.egress_presets or []),
         "egress_allow": sandbox.egress_allow,
         "writable_root": not sandbox.read_only_rootfs,
+        "low_ports_and_ping": sandbox.low_ports_and_ping,
         "runtime": sandbox.runtime,
         "selinux_level": sandbox.selinux_level,
         "mounts": [{"host_path": m.host_path, "container_path": m.container_path, "read_only": m.read_only} for m in sandbox.mounts.all()],

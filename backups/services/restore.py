@@ -84,6 +84,7 @@ def judge_config(config: dict, *, sandbox: Sandbox | None = None) -> list[str]:
         pids_limit=settings.SANDBOX_PIDS_LIMIT,
         network_mode=config["network_mode"],
         read_only_rootfs=config.get("writable_root") is not True,
+        low_ports_and_ping=config.get("low_ports_and_ping") is True,
     )
     extra = [Mount(host_path=m["host_path"], container_path=m["container_path"], read_only=m["read_only"]) for m in mounts]
     return policy.check_config(sandbox_spec(probe, extra), policy_rules())
@@ -139,6 +140,7 @@ def restore_request(
             network_mode=config["network_mode"],
             extra_mounts=[(m["host_path"], m["container_path"], m["read_only"]) for m in config.get("mounts", [])],
             writable_root=config.get("writable_root") is True,
+            low_ports_and_ping=config.get("low_ports_and_ping") is True,
             runtime=config.get("runtime") if config.get("runtime") in Sandbox.Runtime.values else Sandbox.Runtime.RUNC,
             selinux_level=config.get("selinux_level") if isinstance(config.get("selinux_level"), str) else "",
             egress_presets=[p for p in config.get("egress_presets") or [] if isinstance(p, str)],

@@ -44,6 +44,7 @@ class ContainersMixin(BaseClient):
             read_only=spec.read_only_rootfs,
             tmpfs=policy.tmpfs_options(spec) or None,
             ulimits=[Ulimit(name=n, soft=soft, hard=hard) for n, soft, hard in spec.ulimits] or None,
+            sysctls=dict(spec.sysctls) or None,
             mounts=mounts,
             labels=spec.labels,
             environment=spec.environment,

@@ -157,15 +157,26 @@ def _check_resolver() -> None:
         stop_networked(f"Stopped: {why}.", (settings.SANDBOX_ALLOW_NETWORK,))
 
 
+def allowlist_errors(presets: list[str], text: str) -> list[str]:
+    """What is wrong with a list about to be saved, in words: its own entries, its presets, and
+    any CIDR that names the host itself or its LAN (read now: the host's addresses change)."""
+    entries, errors = allowlist.parse(text)
+    errors += allowlist.presets_errors(presets)
+    if any(e.network is not None for e in entries):
+        try:
+            errors += allowlist.host_errors(entries, addresses=egress.host_addresses(), lans=egress.lan_subnets())
+        except egress.EgressError as exc:
+            errors.append(f"The host's own addresses cannot be read ({exc}), so the IPv4 entries cannot be judged; try again.")
+    return errors
+
+
 def sandbox_set_allowlist(*, actor, sandbox: Sandbox, presets: list[str], allow: str, source_ip: str | None = None) -> Sandbox:
     """Change what the sandbox's allowlist grants. In force at once for a running allowlist
     sandbox: the resolver reads the list at its next question (within a second), and the grants
     the list no longer names are taken back before this returns."""
     authorize(actor, sandbox.team, Role.OPERATOR)
     presets = sorted(set(presets))
-    _entries, errors = allowlist.parse(allow)
-    errors += allowlist.presets_errors(presets)
-    if errors:
+    if errors := allowlist_errors(presets, allow):
         raise InvalidInput({"egress_allow": errors})
     if sandbox.on_hold:
         raise SandboxError(f"{sandbox.name} is held by an open incident; its network changes only through the incident.")
@@ -174,7 +185,7 @@ def sandbox_set_allowlist(*, actor, sandbox: Sandbox, presets: list[str], allow:
         before = {"presets": row.egress_presets, "entries": len(allowlist.parse(row.egress_allow)[0])}
         Sandbox.objects.filter(pk=sandbox.pk).update(egress_presets=presets, egress_allow=allow.strip())
         sandbox.egress_presets, sandbox.egress_allow = presets, allow.strip()
-        after = {"presets": presets, "entries": len(_entries)}
+        after = {"presets": presets, "entries": len(allowlist.parse(allow)[0])}
         audit(actor, "sandbox.allowlist_changed", sandbox, {"from": before, "to": after}, source_ip)
     if sandbox.network_mode == Sandbox.Network.ALLOWLIST:
         try:

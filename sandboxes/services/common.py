@@ -180,6 +180,7 @@ def sandbox_spec(sandbox: Sandbox, extra_mounts: list[Mount] | None = None, *, s
             ("/run/secrets", SECRETS_TMPFS_BYTES),
         ),
         ulimits=(("nofile", settings.SANDBOX_NOFILE, settings.SANDBOX_NOFILE), ("nproc", settings.SANDBOX_NPROC, settings.SANDBOX_NPROC)),
+        sysctls=policy.network_sysctls(low_ports_and_ping=sandbox.low_ports_and_ping),
     )
 
 

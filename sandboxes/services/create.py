@@ -13,8 +13,9 @@ from teams import policy as team_policy
 from teams.models import Team
 from teams.permissions import Role, actor_user, authorize
 
-from .. import allowlist, engine, live, policy, workspace
+from .. import engine, live, policy, workspace
 from ..models import Mount, Sandbox
+from .allowlist import allowlist_errors
 from .claims import enqueue as enqueue_action
 from .common import InvalidInput, NotQueued, audit, host_has_selinux, policy_rules, sandbox_spec
 
@@ -163,6 +164,7 @@ def sandbox_create(
     network_mode: str,
     extra_mounts: Sequence[tuple[str, str, bool]] = (),
     writable_root: bool = False,
+    low_ports_and_ping: bool = False,
     runtime: str = Sandbox.Runtime.RUNC,
     selinux_level: str = "",
     egress_presets: Sequence[str] = (),
@@ -187,7 +189,7 @@ def sandbox_create(
     if selinux_level and (problems := policy.check_selinux_level(selinux_level, host_has_selinux=host_has_selinux())):
         errors["selinux_level"] = problems
     egress_presets = sorted(set(egress_presets))
-    if allow_problems := allowlist.parse(egress_allow)[1] + allowlist.presets_errors(egress_presets):
+    if allow_problems := allowlist_errors(egress_presets, egress_allow):
         errors["egress_allow"] = allow_problems
     # Its own quota, else its team's default, else the panel's.
     disk_mb = disk_mb or team_policy.default_disk_mb(team) or settings.SANDBOX_DEFAULT_DISK_MB
@@ -219,6 +221,7 @@ def sandbox_create(
         egress_presets=egress_presets,
         egress_allow=(egress_allow or "").strip(),
         read_only_rootfs=not writable_root,
+        low_ports_and_ping=low_ports_and_ping is True,
         runtime=runtime,
         selinux_level=selinux_level,
         status=S.CREATING,
@@ -262,6 +265,7 @@ def sandbox_create(
                     "cpus": str(cpus),
                     "network": network_mode,
                     "read_only_root": not writable_root,
+                    "low_ports_and_ping": sandbox.low_ports_and_ping,
                     "runtime": runtime,
                     "selinux_level": selinux_level,
                     "disk_mb": sandbox.disk_mb,

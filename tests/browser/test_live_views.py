@@ -4,9 +4,11 @@ chart and lists its processes; and hostile output stays text."""
 import re
 
 import pytest
+from django.utils import timezone
 
 from tests.browser.test_dashboard import browser_page  # noqa: F401 - the fixture
 from tests.conftest import ROOT, docker_cli
+from tests.sandboxes.test_denials_card import flooded  # noqa: F401 - the fixture
 
 pytestmark = [pytest.mark.browser, pytest.mark.docker, pytest.mark.django_db(transaction=True)]
 SHOTS = ROOT / "var" / "screenshots"
@@ -78,3 +80,33 @@ def test_hostile_output_stays_text(browser_page, panel_server, admin_user, make_
     assert page.evaluate("window.__pwned") is None
     assert not [url for url in requests if "pwned" in url], requests
     assert page.locator("#log img, #log script, #log [hx-get]").count() == 0
+
+
+def test_the_refused_card_pages_filters_and_groups_and_keeps_its_view_while_it_refreshes(
+    browser_page,  # noqa: F811
+    panel_server,
+    admin_user,
+    flooded,  # noqa: F811
+):
+    from sandboxes.models import EgressDenial
+
+    page = browser_page
+    sign_in(page, panel_server)
+    page.goto(f"{panel_server}/sandboxes/{flooded.pk}/")
+    page.wait_for_selector("#denials tbody tr:not(:has(td.empty))")
+    assert page.locator("#denials tbody tr:not(:has(td.empty))").count() == 50
+    page.click("#denials a:has-text('Older')")
+    page.wait_for_selector("#denials .pager:has-text('Page 2 of 4')")
+    page.wait_for_timeout(2500)  # a refresh (every 2 s) stays on the page shown
+    assert "Page 2 of 4" in page.inner_text("#denials .pager")
+    page.fill("#denials-q", "exfil")
+    page.wait_for_function("document.querySelectorAll('#denials tbody tr:not(:has(td.empty))').length === 1")
+    assert "exfil.example.test" in page.inner_text("#denials")
+    EgressDenial.objects.create(sandbox=flooded, at=timezone.now(), name="exfil2.example.test", port=53, protocol="dns")
+    page.wait_for_selector("#denials td:has-text('exfil2.example.test')", timeout=5_000)  # refreshed, still filtered
+    assert page.locator("#denials tbody tr:not(:has(td.empty))").count() == 2
+    page.fill("#denials-q", "")
+    page.select_option("#denials-group", "destination")
+    page.wait_for_function("document.querySelectorAll('#denials tbody tr:not(:has(td.empty))').length === 4")
+    page.wait_for_timeout(2500)
+    assert page.locator("#denials tbody tr:not(:has(td.empty))").count() == 4 and "540" in page.inner_text("#denials")

@@ -364,3 +364,46 @@ def test_destroy_never_deletes_through_a_folder_mounted_inside_the_workspace(mak
         assert sorted(os.listdir(far_outside)) == ["SECRET"]
     finally:
         subprocess.run(["umount", str(inner)], check=False)
+
+
+# --- ports below 1024 and ICMP echo (issue 14, item 8) ----------------------------------------------
+
+
+def binds_port(sandbox: Sandbox, port: int) -> bool:
+    """Whether the sandbox's user can listen on `port`: busybox nc still listening half a second
+    later (a refused bind makes it exit at once)."""
+    script = f"nc -l -p {port} 2>/dev/null & p=$!; sleep 0.5; kill $p 2>/dev/null && echo bound"
+    return docker_cli("exec", sandbox.container_id, "sh", "-c", script, check=False).stdout.strip() == "bound"
+
+
+def opens_ping_socket(sandbox: Sandbox) -> bool:
+    """Whether uid:gid 1000:1000 in the sandbox's network namespace may open an unprivileged ICMP
+    echo socket (what `ping` without NET_RAW uses). busybox has no such client, so the system's
+    Python (one uid 1000 may run) opens one in the container's namespace, as the sandbox's user."""
+    pid = docker_cli("inspect", "-f", "{{.State.Pid}}", sandbox.container_id).stdout.strip()
+    python = shutil.which("python3", path="/usr/bin:/usr/local/bin:/bin")
+    assert python, "no system python3 to open the socket with"
+    code = "import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_ICMP); print('open')"
+    done = subprocess.run(["nsenter", "-t", pid, "-n", "-S", "1000", "-G", "1000", python, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0 or "PermissionError" in done.stderr, done.stderr
+    return done.stdout.strip() == "open"
+
+
+def test_a_sandbox_binds_no_port_below_1024_and_cannot_ping_unless_it_opts_in(make_sandbox, clean_docker):
+    """Docker's defaults (ip_unprivileged_port_start=0, ping_group_range 0-2147483647) let any
+    user of a container listen on 53 or 80 and send ICMP echo; a sandbox gets the kernel's own."""
+    strict = make_sandbox("ports-strict")
+    assert strict.status == "running", strict.status_detail
+    assert binds_port(strict, 1024)  # the control: an ordinary port
+    assert not binds_port(strict, 80) and not binds_port(strict, 53)
+    assert not opens_ping_socket(strict)
+    opted = make_sandbox("ports-opted", low_ports_and_ping=True)
+    assert opted.status == "running", opted.status_detail
+    assert binds_port(opted, 80) and opens_ping_socket(opted)
+    sysctls = json.loads(docker_cli("inspect", "-f", "{{json .HostConfig.Sysctls}}", strict.container_id).stdout)
+    assert sysctls == {"net.ipv4.ip_unprivileged_port_start": "1024", "net.ipv4.ping_group_range": "1 0"}
+    # Loosened outside the panel: the container no longer matches the spec, so the next start
+    # does not reuse it.
+    assert policy.spec_drift(services.sandbox_spec(strict), json.loads(docker_cli("inspect", strict.container_id).stdout)[0]) == []
+    loose = json.loads(docker_cli("inspect", opted.container_id).stdout)[0]
+    assert any("sysctls" in d for d in policy.spec_drift(services.sandbox_spec(strict), loose))

@@ -214,6 +214,55 @@ def test_rules_deleted_by_hand_refuse_the_next_start_and_the_periodic_check_repa
     assert fetch(s, internet, PORT) == "internet"
 
 
+@pytest.mark.django_db(transaction=True)
+def test_rules_changed_by_hand_are_put_back_by_the_watcher_within_two_seconds(engine_watcher, rules_back):
+    """Between two periodic checks (30 s) the host and every ungranted address were open: the
+    events watcher notices a change to the panel's chains itself and repairs it at once."""
+    c, a = egress.chains(), egress.allow_chains()
+    wait_for(lambda: egress.problems() == [], timeout=10, what="the rules in place at the watcher's start")
+    for tamper in (
+        ("iptables", "-D", "INPUT", "-i", c.bridge, "-j", c.input),  # the host, open
+        ("iptables", "-F", a.forward),  # every address, open to allowlist sandboxes
+        ("iptables", "-I", "DOCKER-USER", "1", "-i", c.bridge, "-j", "ACCEPT"),  # ours overtaken
+    ):
+        before = AuditEvent.objects.filter(action="egress.applied").count()
+        sh(*tamper)
+        assert egress.problems(), tamper  # the control: the change is one the check sees
+        started = time.monotonic()
+        wait_for(lambda: egress.problems() == [], timeout=2, interval=0.05, what=f"the repair of {tamper}")
+        assert time.monotonic() - started < 2
+        wait_for(lambda n=before: AuditEvent.objects.filter(action="egress.applied").count() > n, timeout=2, what="the audit event")
+    subprocess.run(["iptables", "-D", "DOCKER-USER", "-i", c.bridge, "-j", "ACCEPT"], capture_output=True)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_program_fighting_over_the_rules_gets_a_bounded_number_of_repairs(monkeypatch, rules_back):
+    """Something that deletes our jump again and again must not make the watcher repair and
+    audit twice a second: after its burst, one repair every REFILL_SECONDS, and the rules are
+    back once the fight ends."""
+    from sandboxes import egress_watch
+
+    monkeypatch.setattr(egress_watch, "BURST", 2)
+    monkeypatch.setattr(egress_watch, "REFILL_SECONDS", 2.0)
+    c = egress.chains()
+    egress.apply()
+    stop = threading.Event()
+    watcher = threading.Thread(target=egress_watch.watch, args=(stop,), daemon=True)
+    watcher.start()
+    before = AuditEvent.objects.filter(action="egress.applied").count()
+    deadline = time.monotonic() + 8
+    while time.monotonic() < deadline:
+        subprocess.run(["iptables", "-D", "INPUT", "-i", c.bridge, "-j", c.input], capture_output=True)
+        time.sleep(0.25)
+    fought = AuditEvent.objects.filter(action="egress.applied").count() - before
+    try:
+        assert 2 <= fought <= 2 + 8 / 2 + 1, fought  # unbounded, it was one every half second
+        wait_for(lambda: egress.problems() == [], timeout=3, what="the rules back after the fight")
+    finally:
+        stop.set()
+        watcher.join(5)
+
+
 def test_a_rule_put_before_ours_is_found_and_moved(make_sandbox, clean_docker, host_listener, rules_back):
     sh("iptables", "-I", "INPUT", "1", "-i", egress.chains().bridge, "-j", "ACCEPT")
     try:
@@ -799,8 +848,9 @@ def test_after_a_dockerd_restart_the_rules_are_back_before_any_sandbox_runs(
     s = make_sandbox("egress-restart")
     assert s.status == "running" and fetch(s, internet, PORT) == "internet"
     # A reboot empties the firewall: the rules go, and the engine goes down with the machine.
-    egress.remove()
+    # (The watcher may put them back before the engine goes: it notices a change in a second.)
     t0 = time.time()
+    egress.remove()
     restart_dockerd()
     ours = docker_cli("ps", "-q", "--filter", f"label=io.ccpanel.instance={settings.PANEL_INSTANCE}").stdout.split()
     assert ours == []  # no sandbox came back by itself (restart policy "no")

@@ -173,4 +173,4 @@ def test_detail_page_shows_settings_output_and_destroy_form(client, admin_user, 
     assert " stdout visible-output\n" in body and " stderr to-stderr\n" in body
     assert 'name="confirm_name"' in html
     assert f'/ws/sandboxes/{running.pk}/"' in html
-    assert "✗" not in html and html.count("✓") == 17
+    assert "✗" not in html and html.count("✓") == 18

@@ -105,6 +105,9 @@ def test_good_spec_passes(ws):
         ({"tmpfs": (("/tmp", 1 << 40),)}, "in-memory folder"),  # beyond the memory limit
         ({"ulimits": (("memlock", 1, 1),)}, "Limit 'memlock'"),
         ({"ulimits": (("nofile", 10, 5),)}, "Limit 'nofile'"),
+        ({"sysctls": {}}, "Kernel settings"),  # Docker's defaults: low ports and ping for anyone
+        ({"sysctls": {policy.PORT_START: "0", policy.PING_GROUPS: "1 0"}}, "Kernel settings"),  # half opted in
+        ({"sysctls": {**policy.STRICT_SYSCTLS, "net.ipv4.ip_forward": "1"}}, "Kernel settings"),
     ],
 )
 def test_unsafe_settings_are_refused(ws, changes, expected):
@@ -283,7 +286,7 @@ def test_inspect_report_flags_what_does_not_hold():
         },
     }
     processes = [{"pid": 7, "command": "sh", "uid": 0, "cap_eff": 0xFFFF, "cap_bnd": 0xFFFF, "no_new_privs": False}]
-    assert [holds for _, holds, _ in policy.inspect_report(data, processes=processes)] == [False] * 15
+    assert [holds for _, holds, _ in policy.inspect_report(data, processes=processes)] == [False] * 16
 
 
 @pytest.mark.parametrize(

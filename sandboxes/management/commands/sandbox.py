@@ -45,6 +45,7 @@ class Command(BaseCommand):
         parser.add_argument("--allow", action="append", default=[], help="allowlist entry (domain, *.domain or CIDR, :ports); repeatable")
         parser.add_argument("--preset", action="append", default=[], help="allowlist preset: claude-code, github, packages; repeatable")
         parser.add_argument("--writable-root", action="store_true", help="opt out of the read-only root filesystem (less safe)")
+        parser.add_argument("--low-ports-and-ping", action="store_true", help="let it listen below port 1024 and ping (less safe)")
         parser.add_argument("--runtime", choices=[c for c, _ in Sandbox.Runtime.choices], default="runc", help="runsc: gVisor")
         parser.add_argument("--team", default="default", help="team slug (create)")
         parser.add_argument("--tail", type=int, default=200, help="lines of output (logs)")
@@ -106,6 +107,7 @@ class Command(BaseCommand):
                 egress_presets=opts.get("preset") or [],
                 egress_allow="\n".join(opts.get("allow") or []),
                 writable_root=opts.get("writable_root", False),
+                low_ports_and_ping=opts.get("low_ports_and_ping", False),
                 runtime=opts.get("runtime", "runc"),
                 disk_mb=opts.get("disk_mb"),
                 enqueue=False,

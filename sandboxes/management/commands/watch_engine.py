@@ -11,7 +11,7 @@ import time
 
 from django.core.management.base import BaseCommand
 
-from sandboxes import egress_log, engine, resolver, services
+from sandboxes import egress_log, egress_watch, engine, resolver, services
 
 log = logging.getLogger(__name__)
 RELEVANT = {"start", "die", "oom", "kill", "stop", "pause", "unpause", "destroy", "restart"}
@@ -24,6 +24,7 @@ class Command(BaseCommand):
     def handle(self, *args, **opts):
         egress_log.start_thread()  # the decision log: refusals of the egress rules, per sandbox
         resolver.start_thread()  # the allowlist bridge's DNS, on its gateway
+        egress_watch.start_thread()  # the egress rules, repaired within a second of a change by hand
         delay = 1.0
         while True:
             try:
