@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("sandboxes", "0014_low_ports_and_ping"),
+        ("sandboxes", "0015_low_ports_and_ping"),
     ]
 
     operations = [

@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("sandboxes", "0013_migrate_job"),
+        ("sandboxes", "0014_container_health"),
     ]
 
     operations = [
