@@ -471,7 +471,7 @@ def test_a_network_with_ipv6_is_refused(make_sandbox, clean_docker, settings):
         "create",
         "--ipv6",
         "--subnet",
-        f"fd00:ccb{_slot()}::/64",
+        f"fd00:cc{_slot():02x}::/64",  # one hextet of at most four digits, whatever the slot
         "--subnet",
         settings.SANDBOX_SUBNET,
         "-o",
