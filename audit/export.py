@@ -12,7 +12,7 @@ A member's export has none of them: the gaps between the sequence numbers of the
 events, and the head, would tell them how many events the other teams made. Their file is
 checked by its own numbering and seals instead, which need the panel's audit key as the chain does.
 
-`verify_file` recomputes each event's seal (an edited event fails) and, where the file has
+`verify_lines` recomputes each event's seal (an edited event fails) and, where the file has
 them, its chain HMAC and links; it names a missing event by its number and place, and
 recomputes the end's digest (a header changed fails). The CSV holds the same events for
 spreadsheets; it cannot be checked (a spreadsheet rewrites what it saves): the JSON Lines file is.

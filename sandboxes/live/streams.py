@@ -668,10 +668,15 @@ class TerminalConsumer(SandboxStream):
         the socket closes after the record). The first cause is the one recorded: hanging up
         ends the shell's output too, and the sender would otherwise record "the shell ended"
         over the page closing, a removal from the team or a sign-out."""
-        if getattr(self, "ending", None) is None:
+        first = getattr(self, "ending", None) is None
+        if first:
             self.end_reason = getattr(self, "end_reason", "") or reason
             self.ending = asyncio.ensure_future(self._close_session())
-        await asyncio.shield(self.ending)
+        try:
+            await asyncio.shield(self.ending)
+        except Exception:
+            if first:
+                raise  # to dispatch(), which logs it and closes the socket; later callers carry on
 
     async def _close_session(self) -> None:
         session, self.session = getattr(self, "session", None), None
