@@ -2,14 +2,20 @@
 
 A JSON Lines export is three kinds of line:
 
-    {"type": "header", "format": 1, "exported_at": ..., "filters": {...}, "chain_head": {"seq": N, "hash": ...}}
-    {"type": "event", "seq": ..., "prev_hash": ..., "hash": ..., ...every field the HMAC covers...}
-    {"type": "end", "count": N, "digest": HMAC(key, header line + every event's hash, in order)}
+    {"type": "header", "format": 2, "export_id": ..., "exported_at": ..., "scope": ..., "filters": {...}}
+    {"type": "event", "n": 1, ...the event's fields..., "mac": HMAC(key, export id + the line without "mac")}
+    {"type": "end", "count": N, "digest": HMAC(key, header line + every event's mac, in order)}
 
-`verify_file` recomputes each event's HMAC from its fields (an edited event fails), checks that
-events that follow each other in the chain link up, and recomputes the end's digest (an event
-removed, added or moved, or a header changed, fails). The CSV holds the same events and ends
-with the same digest; it is for spreadsheets, the JSON Lines file for checking.
+Events are numbered 1..N in the file. Whoever may see the whole trail (a superuser, the CLI) also
+gets its positions: each event's `seq`, `prev_hash` and `hash`, and the header's `chain_head`.
+A member's export has none of them: the gaps between the sequence numbers of their teams'
+events, and the head, would tell them how many events the other teams made. Their file is
+checked by its own numbering and seals instead, which need the panel's audit key as the chain does.
+
+`verify_lines` recomputes each event's seal (an edited event fails) and, where the file has
+them, its chain HMAC and links; it names a missing event by its number and place, and
+recomputes the end's digest (a header changed fails). The CSV holds the same events for
+spreadsheets; it cannot be checked (a spreadsheet rewrites what it saves): the JSON Lines file is.
 """
 
 import csv
@@ -28,9 +34,11 @@ from django.utils import timezone
 from .models import AuditEvent, payload
 from .services import audit_key
 
-FORMAT = 1
+FORMAT = 2
 CHUNK = 2000
-
+SEAL = b"audit-export\n"  # keeps a seal apart from a chain HMAC made with the same key
+CHAIN_COLUMNS = ["seq", "prev_hash", "hash"]
+MAX_LINE = 16 << 20  # characters of one line when checking a file; an event's line is far shorter
 
 COLUMNS = [
     "seq",
@@ -48,46 +56,58 @@ COLUMNS = [
 ]
 
 
-def _event_dict(row: dict) -> dict:
-    row["type"] = "event"
-    row["created_at"] = row["created_at"].isoformat()
-    row["sandbox_uuid"] = str(row["sandbox_uuid"]) if row["sandbox_uuid"] else None
-    return row
+def _columns(chain: bool) -> list[str]:
+    return COLUMNS if chain else [c for c in COLUMNS if c not in CHAIN_COLUMNS]
 
 
-def _header(filters: dict, scope: str) -> dict:
-    head = AuditEvent.objects.order_by("-seq").values("seq", "hash").first() or {"seq": 0, "hash": ""}
-    return {
+def _header(filters: dict, scope: str, chain: bool) -> dict:
+    header = {
         "type": "header",
         "format": FORMAT,
+        "export_id": uuid.uuid4().hex,
         "exported_at": timezone.now().isoformat(),
         "scope": scope,
         "filters": filters,
-        "chain_head": head,
     }
+    if chain:
+        header["chain_head"] = AuditEvent.objects.order_by("-seq").values("seq", "hash").first() or {"seq": 0, "hash": ""}
+    return header
 
 
 def _line(value: dict) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
 
 
-def _rows(events: QuerySet[AuditEvent]) -> Iterator[dict]:
-    # In `seq` order, a chunk at a time, as plain values: memory stays flat whatever the count.
-    for row in events.order_by("seq").values(*COLUMNS).iterator(chunk_size=CHUNK):
-        yield _event_dict(row)
+def _seal(key: bytes, export_id: str, body: str) -> str:
+    return hmac.new(key, SEAL + export_id.encode() + b"\n" + body.encode(), hashlib.sha256).hexdigest()
 
 
-def jsonl_lines(events: QuerySet[AuditEvent], *, filters: dict, scope: str = "every event") -> Iterator[str]:
+def _sealed(events: QuerySet[AuditEvent], key: bytes, header: dict, chain: bool) -> Iterator[dict]:
+    """The events in `seq` order, a chunk at a time, as plain values numbered 1..N and sealed:
+    memory stays flat whatever the count."""
+    columns = _columns(chain)
+    rows = events.order_by("seq").values(*columns).iterator(chunk_size=CHUNK)
+    for n, row in enumerate(rows, start=1):
+        row["type"], row["n"] = "event", n
+        row["created_at"] = row["created_at"].isoformat()
+        row["sandbox_uuid"] = str(row["sandbox_uuid"]) if row["sandbox_uuid"] else None
+        row["mac"] = _seal(key, header["export_id"], _line(row))
+        yield row
+
+
+def jsonl_lines(events: QuerySet[AuditEvent], *, filters: dict, scope: str = "every event", chain: bool = True) -> Iterator[str]:
     """`scope` says which events the exporter could see (a non-superuser's export holds only
-    their teams'): `verify --file` repeats it, so a partial file is never taken for the trail."""
+    their teams'): `verify --file` repeats it, so a partial file is never taken for the trail.
+    `chain`: whether the exporter may see the trail's positions (superusers, the CLI)."""
     key = audit_key()
-    header = _line(_header(filters, scope))
-    digest = hmac.new(key, header.encode(), hashlib.sha256)
-    yield header + "\n"
+    header = _header(filters, scope, chain)
+    header_line = _line(header)
+    digest = hmac.new(key, header_line.encode(), hashlib.sha256)
+    yield header_line + "\n"
     count = 0
     buffer = []
-    for row in _rows(events):
-        digest.update(row["hash"].encode())
+    for row in _sealed(events, key, header, chain):
+        digest.update(row["mac"].encode())
         buffer.append(_line(row))
         count += 1
         if len(buffer) >= 500:
@@ -98,24 +118,23 @@ def jsonl_lines(events: QuerySet[AuditEvent], *, filters: dict, scope: str = "ev
     yield _line({"type": "end", "count": count, "digest": digest.hexdigest()}) + "\n"
 
 
-def csv_lines(events: QuerySet[AuditEvent], *, filters: dict, scope: str = "every event") -> Iterator[str]:
+def csv_lines(events: QuerySet[AuditEvent], *, filters: dict, scope: str = "every event", chain: bool = True) -> Iterator[str]:
     key = audit_key()
-    header = _line(_header(filters, scope))
-    digest = hmac.new(key, header.encode(), hashlib.sha256)
+    header = _header(filters, scope, chain)
+    columns = ["n", *_columns(chain)]
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(["type", *COLUMNS])
-    writer.writerow(["header", header] + [""] * (len(COLUMNS) - 1))
+    writer.writerow(["type", *columns])
+    writer.writerow(["header", _line(header)] + [""] * (len(columns) - 1))
     count = 0
-    for row in _rows(events):
-        digest.update(row["hash"].encode())
-        writer.writerow(["event", *[_cell(json.dumps(row[f], sort_keys=True) if f == "details" else row[f]) for f in COLUMNS]])
+    for row in _sealed(events, key, header, chain):
+        writer.writerow(["event", *[_cell(json.dumps(row[f], sort_keys=True) if f == "details" else row[f]) for f in columns]])
         count += 1
         if count % 500 == 0:
             yield out.getvalue()
             out.seek(0)
             out.truncate()
-    writer.writerow(["end", json.dumps({"count": count, "digest": digest.hexdigest()})] + [""] * (len(COLUMNS) - 1))
+    writer.writerow(["end", json.dumps({"count": count})] + [""] * (len(columns) - 1))
     yield out.getvalue()
 
 
@@ -160,62 +179,146 @@ def _expected_hash(key: bytes, row: dict) -> str:
     return hmac.new(key, data, hashlib.sha256).hexdigest()
 
 
-def verify_lines(lines: Iterable[str]) -> FileCheck:
-    """Check a JSON Lines export (see the module docstring); names the first problem."""
-    key = audit_key()
-    it = iter(lines)
+def _read_header(it: Iterator[str]) -> tuple[str, dict, str | None]:
+    """The header line and its value, or the problem with the file's first line."""
     try:
         header_line = next(it).rstrip("\n")
+    except StopIteration:
+        return "", {}, "The file is empty."
+    if header_line.lstrip("\ufeff").startswith("type,"):
+        return (
+            header_line,
+            {},
+            (
+                "This is a CSV export, which cannot be checked (a spreadsheet rewrites what it saves). Export the "
+                "same events as JSON Lines (the audit page's Export JSON Lines, or `manage.py audit export`) and check that file."
+            ),
+        )
+    try:
         header = json.loads(header_line)
-    except (StopIteration, ValueError, RecursionError):
-        return FileCheck(0, "The file does not start with an export header.", None)
-    if not isinstance(header, dict) or header.get("type") != "header" or header.get("format") != FORMAT or _line(header) != header_line:
-        return FileCheck(0, "The first line is not an export header of a known format.", None)
-    digest = hmac.new(key, header_line.encode(), hashlib.sha256)
-    count, previous, end = 0, None, None
+    except (ValueError, RecursionError):
+        return header_line, {}, "The file does not start with an export header."
+    if isinstance(header, dict) and header.get("type") == "header" and header.get("format") == 1:
+        return header_line, {}, "This export is of format 1, from an earlier version of the panel, which this one no longer checks."
+    if (
+        not isinstance(header, dict)
+        or header.get("type") != "header"
+        or header.get("format") != FORMAT
+        or _line(header) != header_line
+        or not isinstance(header.get("export_id"), str)
+        or not isinstance(head := header.get("chain_head", {}), dict)
+        or type(head.get("seq", 0)) is not int
+    ):
+        return header_line, {}, "The first line is not an export header of a known format."
+    return header_line, header, None
+
+
+def read_lines(f, limit: int = MAX_LINE) -> Iterator[str]:
+    """A file's lines, each read to at most `limit` characters: a file that is not an export
+    (a device, one endless line) cannot fill the memory; a line cut there fails as not JSON."""
+    while line := f.readline(limit):
+        yield line
+
+
+def _parse(number: int, raw: str) -> tuple[dict, str | None]:
+    """Line `number` as a value, if it is exactly as the export wrote it: no added, repeated or
+    reordered keys, no other spelling of a value (what a seal covers is values, not text)."""
+    try:
+        row = json.loads(raw)
+    except (ValueError, RecursionError):
+        return {}, f"Line {number} is not JSON."
+    if not isinstance(row, dict) or _line(row) != raw.rstrip("\n"):
+        return {}, f"Line {number} is not as the export wrote it."
+    if row.get("type") not in ("event", "end"):
+        return {}, f"Line {number} is neither an event nor the end."
+    return row, None
+
+
+class _Checker:
+    """One pass over the events of a JSON Lines export: each one's seal, its place in the
+    file's numbering and, where the file has them, its place in the chain."""
+
+    def __init__(self, key: bytes, header_line: str, header: dict):
+        self.key, self.header = key, header
+        self.head: dict | None = header.get("chain_head")
+        self.digest = hmac.new(key, header_line.encode(), hashlib.sha256)
+        self.count = 0
+        self.previous: dict | None = None
+        self.gap: tuple[int, int, int] | None = None  # the first numbers missing, and the line after them
+
+    def result(self, problem: str | None) -> FileCheck:
+        return FileCheck(self.count, problem, self.head, str(self.header.get("scope", "")), self.header.get("filters"))
+
+    def event(self, number: int, row: dict) -> str | None:
+        """What is wrong with the event on line `number`, or None (and it is counted)."""
+        n = row.get("n")
+        if type(n) is not int:
+            return f"Line {number} lacks a field of an event."
+        body = _line({k: v for k, v in row.items() if k != "mac"})
+        if not hmac.compare_digest(_seal(self.key, str(self.header.get("export_id")), body), str(row.get("mac"))):
+            return f"Event {n} of the export (line {number}) was altered: its seal does not match its contents."
+        if self.head is not None and (problem := self._in_chain(number, row, self.head)):
+            return problem
+        last = self.previous["n"] if self.previous else 0
+        if n <= last:
+            return f"Event {n} of the export (line {number}) is out of order: it comes after event {last}."
+        if n > last + 1 and self.gap is None:
+            self.gap = (last + 1, n - 1, number)  # named at the end, unless a reorder explains it first
+        self.digest.update(row["mac"].encode())
+        self.previous = row
+        self.count += 1
+        return None
+
+    def _in_chain(self, number: int, row: dict, head: dict) -> str | None:
+        try:
+            expected = _expected_hash(self.key, row)
+        except (KeyError, TypeError, ValueError):
+            return f"Line {number} lacks a field of an event."
+        if not hmac.compare_digest(expected, str(row.get("hash"))):
+            return f"Event #{row.get('seq')} (line {number}) was altered: its HMAC does not match its contents."
+        previous = self.previous
+        if previous is not None and row["seq"] <= previous["seq"]:
+            return f"Event #{row['seq']} (line {number}) is out of order."
+        if previous is not None and row["seq"] == previous["seq"] + 1 and row["prev_hash"] != previous["hash"]:
+            return f"Event #{row['seq']} (line {number}) does not follow #{previous['seq']}."
+        if row["seq"] > int(head.get("seq") or 0):
+            return f"Event #{row['seq']} is newer than the chain's head at export time."
+        return None
+
+    def finish(self, end: dict | None, end_number: int) -> str | None:
+        if end is None:
+            return "The file has no end line: it was cut short."
+        if self.gap is not None:
+            first, last, line = self.gap
+            which = f"Event {first} of the export is" if first == last else f"Events {first} to {last} of the export are"
+            return f"{which} missing: removed between lines {line - 1} and {line}."
+        counted = end.get("count")
+        if type(counted) is int and counted > self.count:
+            missing = counted - self.count
+            return (
+                f"The end line counts {counted} events but the file holds {self.count}: the last {missing} "
+                f"{'is' if missing == 1 else 'are'} missing (removed before line {end_number})."
+            )
+        if counted != self.count or not hmac.compare_digest(str(end.get("digest")), self.digest.hexdigest()):
+            return "The events in the file are not those exported: some were removed, added or reordered, or its header was changed."
+        return None
+
+
+def verify_lines(lines: Iterable[str]) -> FileCheck:
+    """Check a JSON Lines export (see the module docstring); names the first problem."""
+    it = iter(lines)
+    header_line, header, problem = _read_header(it)
+    if problem is not None:
+        return FileCheck(0, problem, None)
+    check = _Checker(audit_key(), header_line, header)
+    end, end_number = None, 0
     for number, raw in enumerate(it, start=2):
         if end is not None:
-            return FileCheck(count, f"Line {number} follows the end line.", header.get("chain_head"))
-        try:
-            row = json.loads(raw)
-        except (ValueError, RecursionError):
-            return FileCheck(count, f"Line {number} is not JSON.", header.get("chain_head"))
-        if not isinstance(row, dict) or _line(row) != raw.rstrip("\n"):
-            # Only the exact text the export wrote: no added, repeated or reordered keys, no
-            # other spelling of a value (what the HMAC covers is parsed values, not text).
-            return FileCheck(count, f"Line {number} is not as the export wrote it.", header.get("chain_head"))
-        if row.get("type") == "end":
-            end = row
+            return check.result(f"Line {number} follows the end line.")
+        row, problem = _parse(number, raw)
+        if problem is None and row["type"] == "end":
+            end, end_number = row, number
             continue
-        if row.get("type") != "event":
-            return FileCheck(count, f"Line {number} is neither an event nor the end.", header.get("chain_head"))
-        try:
-            expected = _expected_hash(key, row)
-        except (KeyError, TypeError, ValueError):
-            return FileCheck(count, f"Line {number} lacks a field of an event.", header.get("chain_head"))
-        if not hmac.compare_digest(expected, str(row.get("hash"))):
-            return FileCheck(
-                count,
-                f"Event #{row.get('seq')} (line {number}) was altered: its HMAC does not match its contents.",
-                header.get("chain_head"),
-            )
-        if previous is not None:
-            if row["seq"] <= previous["seq"]:
-                return FileCheck(count, f"Event #{row['seq']} (line {number}) is out of order.", header.get("chain_head"))
-            if row["seq"] == previous["seq"] + 1 and row["prev_hash"] != previous["hash"]:
-                return FileCheck(
-                    count, f"Event #{row['seq']} (line {number}) does not follow #{previous['seq']}.", header.get("chain_head")
-                )
-        head = header.get("chain_head") or {}
-        if row["seq"] > int(head.get("seq") or 0):
-            return FileCheck(count, f"Event #{row['seq']} is newer than the chain's head at export time.", head)
-        digest.update(row["hash"].encode())
-        previous = row
-        count += 1
-    if end is None:
-        return FileCheck(count, "The file has no end line: it was cut short.", header.get("chain_head"))
-    if end.get("count") != count or not hmac.compare_digest(str(end.get("digest")), digest.hexdigest()):
-        return FileCheck(
-            count, "The events in the file are not those exported: some were removed, added or reordered.", header.get("chain_head")
-        )
-    return FileCheck(count, None, header.get("chain_head"), str(header.get("scope", "")), header.get("filters"))
+        if problem := problem or check.event(number, row):
+            return check.result(problem)
+    return check.result(check.finish(end, end_number))

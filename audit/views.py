@@ -21,6 +21,7 @@ def audit_list(request: HttpRequest) -> HttpResponse:
         "problems": problems,
         "query": query.urlencode(),
         "teams": teams_visible(user=request.user),
+        "show_seq": request.user.is_superuser,  # a member's gaps between numbers would count other teams' events
     }
     return render(request, "audit/list.html", context)
 
@@ -32,7 +33,10 @@ def audit_export(request: HttpRequest, fmt: str) -> HttpResponse | StreamingHttp
     if problems:
         return HttpResponse(" ".join(problems) + "\n", status=400, content_type="text/plain; charset=utf-8")
     scope = "every event" if request.user.is_superuser else f"the events {request.user.get_username()} may see (their teams')"
-    lines = (export.jsonl_lines if fmt == "jsonl" else export.csv_lines)(events, filters=applied, scope=scope)
+    # Only who may see the whole trail gets its positions (sequence numbers, head): a member's
+    # would count the other teams' events.
+    chain = request.user.is_superuser
+    lines = (export.jsonl_lines if fmt == "jsonl" else export.csv_lines)(events, filters=applied, scope=scope, chain=chain)
     content_type = "application/x-ndjson" if fmt == "jsonl" else "text/csv; charset=utf-8"
     response = StreamingHttpResponse((line.encode() for line in lines), content_type=content_type)
     stamp = timezone.localtime().strftime("%Y%m%d-%H%M%S")

@@ -84,6 +84,8 @@ class BackupSchedule(models.Model):
     at = models.TimeField()
     keep_last = models.PositiveIntegerField(null=True, blank=True)
     keep_days = models.PositiveIntegerField(null=True, blank=True)
+    # The day whose run is done: run, or passed already when the schedule was set (its first
+    # run is the next `at`, services.schedule_set).
     last_run_on = models.DateField(null=True, blank=True)
 
     class Meta:

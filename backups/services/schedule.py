@@ -18,17 +18,30 @@ log = logging.getLogger(__name__)
 
 
 def schedule_set(
-    *, actor, sandbox: Sandbox, enabled: bool, at: time, keep_last: int | None, keep_days: int | None, source_ip: str | None = None
+    *,
+    actor,
+    sandbox: Sandbox,
+    enabled: bool,
+    at: time,
+    keep_last: int | None,
+    keep_days: int | None,
+    source_ip: str | None = None,
+    now: datetime | None = None,
 ) -> BackupSchedule:
-    """Set (or change) the sandbox's daily backup. At least one of the two limits is kept."""
+    """Set (or change) the sandbox's daily backup. At least one of the two limits is kept. The
+    first run is the next time `at` comes: if today's has passed, today counts as done, else a
+    schedule set at 22:04 for 03:00 would run at once (the check runs what is due today)."""
     authorize(actor, sandbox.team, Role.OPERATOR)
     if keep_last is not None and keep_last < 1:
         raise SandboxError("Keep at least the newest backup.")
     if keep_days is not None and keep_days < 1:
         raise SandboxError("Keep backups for at least a day.")
+    local = timezone.localtime(now or timezone.now())
+    done_on = local.date() if at <= local.time() else None
     with transaction.atomic():
         schedule, _ = BackupSchedule.objects.update_or_create(
-            sandbox=sandbox, defaults={"enabled": enabled, "at": at, "keep_last": keep_last, "keep_days": keep_days}
+            sandbox=sandbox,
+            defaults={"enabled": enabled, "at": at, "keep_last": keep_last, "keep_days": keep_days, "last_run_on": done_on},
         )
         audit(
             actor,

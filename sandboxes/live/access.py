@@ -66,6 +66,25 @@ def check(*, user_id: int, session_key: str, sandbox_id: int, needed: str) -> Gr
     return Grant(sandbox=sandbox, role=role or "", checked_at=time.monotonic())
 
 
+def refusal(*, user_id: int, session_key: str, sandbox_id: int, needed: str) -> str:
+    """Why a socket refused now (after `check` or `still_allowed` said no), in words for the
+    record: a terminal session's end reason says what ended it."""
+    user = get_user_model().objects.filter(pk=user_id).first()
+    if user is None or not user.is_active:
+        return "the user was deleted" if user is None else "the user was deactivated"
+    if not session_is_valid(session_key, user):
+        return "the user's sign-in session ended"
+    sandbox = Sandbox.objects.filter(pk=sandbox_id).exclude(status=Sandbox.Status.DESTROYED).first()
+    if sandbox is None:
+        return "the sandbox was destroyed"
+    role = role_in(user, sandbox.team_id)
+    if role is None:
+        return "the user was removed from the team"
+    if not role_allows(role, needed):
+        return f"the user's role in the team is now {role}"
+    return "the user's access changed"  # and changed back since: the socket was refused all the same
+
+
 def session_still_valid(*, user_id: int, session_key: str) -> bool:
     """Whether the user is active and this sign-in session still theirs (a password change gives
     the session a new key: the old one is no longer valid)."""

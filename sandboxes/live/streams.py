@@ -93,6 +93,7 @@ class SandboxStream(AsyncWebsocketConsumer):
             raise
         except Exception:
             log.exception("live socket %s failed; closing it", type(self).__name__)
+            self.end_reason = getattr(self, "end_reason", "") or "the panel failed (see its log)"
             await self._release()
             try:
                 await self.close(code=1011)
@@ -121,6 +122,7 @@ class SandboxStream(AsyncWebsocketConsumer):
         self.sandbox_id = int(self.scope["url_route"]["kwargs"]["pk"])
         self.grant: access.Grant | None = None
         self.closed = False
+        self.end_reason = ""  # what ended the socket, once known (the first cause wins)
         if not await self.allowed(force=True):
             await self.close(code=CLOSE_FORBIDDEN)
             return
@@ -136,6 +138,8 @@ class SandboxStream(AsyncWebsocketConsumer):
 
     async def disconnect(self, code):
         self.closed = True
+        if not getattr(self, "end_reason", ""):  # not closed by this side: the page went
+            self.end_reason = "the page closed" if code in (None, 1000, 1001) else f"the connection was lost (code {code})"
         for group in getattr(self, "groups_joined", []):
             try:
                 await self.channel_layer.group_discard(group, self.channel_name)
@@ -162,12 +166,16 @@ class SandboxStream(AsyncWebsocketConsumer):
         ):
             self.grant = None
         if self.grant is None and not self.closed and hasattr(self, "groups_joined"):
-            await self.end_socket(CLOSE_FORBIDDEN)
+            reason = await database_sync_to_async(access.refusal)(
+                user_id=self.user_id, session_key=self.session_key, sandbox_id=self.sandbox_id, needed=self.needed_role
+            )
+            await self.end_socket(CLOSE_FORBIDDEN, reason)
         return self.grant is not None
 
-    async def end_socket(self, code: int) -> None:
+    async def end_socket(self, code: int, reason: str) -> None:
         """Close from this side, and stop streaming now (a shell is hung up at once), whether
-        or not the page ever answers the close."""
+        or not the page ever answers the close. `reason` is what is recorded (the first one)."""
+        self.end_reason = self.end_reason or reason
         self.closed = True
         await self._release()
         await self.close(code=code)
@@ -189,7 +197,7 @@ class SandboxStream(AsyncWebsocketConsumer):
             user_id=self.user_id, session_key=self.session_key
         ):
             return
-        await self.end_socket(CLOSE_UNAUTHORISED)
+        await self.end_socket(CLOSE_UNAUTHORISED, "the user signed out")
 
     async def sandbox_status(self, event):
         """A status change of this sandbox (the status broadcasts also reach this group)."""
@@ -631,6 +639,10 @@ class TerminalConsumer(SandboxStream):
             await self.send_json({"t": "error", "text": f"The terminal could not open: {exc}"})
             await self._end(str(exc))
             return
+        if getattr(self, "ending", None) is not None:  # the socket ended while the shell opened
+            terminal, self.terminal = self.terminal, None
+            await self._hang_up(terminal)
+            return
         await database_sync_to_async(terminals.terminal_started)(
             session=self.session, exec_id=self.terminal.exec_id, server=terminals.this_server()
         )
@@ -667,7 +679,18 @@ class TerminalConsumer(SandboxStream):
                 return
             await self.send(bytes_data=data)
             self.sent += len(data)
-        await self._end("the shell ended")
+        await self._end(await self._why_the_shell_ended())
+
+    async def _why_the_shell_ended(self) -> str:
+        """The shell's output ended: it exited, or the sandbox's container is going away under
+        it (a stop, a restart, a destroy: the sandbox's claim or status says which)."""
+        row = await database_sync_to_async(Sandbox.objects.filter(pk=self.sandbox_id).values_list("status", "pending_action").first)()
+        if row is None:
+            return "the shell ended (the sandbox was deleted)"
+        status, pending = row
+        if pending:
+            return f"the shell ended while the sandbox's {pending} was under way"
+        return "the shell ended" if status == Sandbox.Status.RUNNING else f"the shell ended (the sandbox is {status})"
 
     def _write(self, data: bytes) -> None:
         """Hand keystrokes to the writer thread without waiting for the shell to take them."""
@@ -714,27 +737,46 @@ class TerminalConsumer(SandboxStream):
             await self._end(f"the sandbox is {sandbox.status}")
 
     async def stopped(self):
-        await self._end("the page closed")
+        await self._end(self.end_reason or "the page closed")
 
     async def _end(self, reason: str) -> None:
+        """Hang up and record the end, once; a later call waits for the first to be done (so
+        the socket closes after the record). The first cause is the one recorded: hanging up
+        ends the shell's output too, and the sender would otherwise record "the shell ended"
+        over the page closing, a removal from the team or a sign-out."""
+        first = getattr(self, "ending", None) is None
+        if first:
+            self.end_reason = getattr(self, "end_reason", "") or reason
+            self.ending = asyncio.ensure_future(self._close_session())
+        try:
+            await asyncio.shield(self.ending)
+        except Exception:
+            if first:
+                raise  # to dispatch(), which logs it and closes the socket; later callers carry on
+
+    async def _close_session(self) -> None:
+        session, self.session = getattr(self, "session", None), None
         terminal, self.terminal = getattr(self, "terminal", None), None
         if getattr(self, "window_open", None) is not None:
             self.window_open.set()  # let the reader thread see the end
-        if terminal is not None:
-            terminal.close()  # a keystroke write blocked on a full pipe fails now
-            try:
-                await asyncio.get_running_loop().run_in_executor(None, self.docker.end_terminal, terminal.exec_id)
-            except engine.EngineError:
-                pass  # the sandbox (or Docker) is gone, and the shell with it
+        await self._hang_up(terminal)
         if getattr(self, "writer", None) is not None:
             self.writer.shutdown(wait=False, cancel_futures=True)
-        if getattr(self, "session", None) is not None:
-            session, self.session = self.session, None
-            await database_sync_to_async(terminals.terminal_close)(session=session, reason=reason)
+        if session is not None:
+            await database_sync_to_async(terminals.terminal_close)(session=session, reason=self.end_reason)
         if not self.closed:
             self.closed = True
             try:
-                await self.send_json({"t": "end", "text": f"Terminal closed: {reason}."})
+                await self.send_json({"t": "end", "text": f"Terminal closed: {self.end_reason}."})
             except Exception:  # noqa: BLE001 - the socket may be gone already
                 pass
             await self.close()
+
+    async def _hang_up(self, terminal: engine.Terminal | None) -> None:
+        if terminal is None:
+            return
+        terminal.close()  # a keystroke write blocked on a full pipe fails now
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, self.docker.end_terminal, terminal.exec_id)
+        except engine.EngineError:
+            pass  # the sandbox (or Docker) is gone, and the shell with it

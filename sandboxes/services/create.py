@@ -1,5 +1,6 @@
 """Creating a sandbox: every rule checked here, whoever calls (the form, the CLI, a script)."""
 
+import logging
 import uuid as uuidlib
 from collections.abc import Sequence
 from decimal import Decimal, InvalidOperation
@@ -20,6 +21,7 @@ from .claims import enqueue as enqueue_action
 from .common import InvalidInput, NotQueued, audit, host_has_selinux, policy_rules, sandbox_spec
 
 S = Sandbox.Status
+log = logging.getLogger(__name__)
 
 
 def validate_runtime(runtime) -> dict[str, list[str]]:
@@ -124,10 +126,13 @@ def _judge_extra_mounts(extra_mounts: Sequence[tuple[str, str, bool]], rules: po
     return chains, problems
 
 
-def _overlapping_mounts(extra_mounts: Sequence[tuple[str, str, bool]], chains: dict, *, exclude: int | None = None) -> list[str]:
+def _overlapping_mounts(
+    extra_mounts: Sequence[tuple[str, str, bool]], chains: dict, *, team_id: int, exclude: int | None = None
+) -> list[str]:
     """Extra mounts that overlap a folder of a live sandbox: one of its extra mounts (unless both
     are read-only) or its own workspace folders, judged by name and by identity. Called with the
-    `sandbox-mounts` lock held, so that two creates cannot both pass."""
+    `sandbox-mounts` lock held, so that two creates cannot both pass. Another team's sandbox and
+    its folders are not named: its members alone may know them."""
     problems = []
     live = Sandbox.objects.exclude(status=S.DESTROYED).prefetch_related("mounts")
     if exclude is not None:
@@ -142,15 +147,28 @@ def _overlapping_mounts(extra_mounts: Sequence[tuple[str, str, bool]], chains: d
                     chain is not None and other_chain and policy.same_folder_or_nested(chain, other_chain)
                 )
                 if same and not (read_only and other.read_only):
+                    what = (
+                        f"{other.host_path}, which sandbox {sandbox.name}"
+                        if sandbox.team_id == team_id
+                        else "a folder a sandbox of another team"
+                    )
                     problems.append(
-                        f"Mount source {host} overlaps {other.host_path}, which sandbox {sandbox.name} "
-                        "mounts; two sandboxes may share a folder only if both mount it read-only."
+                        f"Mount source {host} overlaps {what} mounts; two sandboxes may share a folder only if both mount it read-only."
                     )
             if chain is not None:
                 mounted = {p for p in recorded if p not in {m.host_path for m in sandbox.mounts.all()}}
                 if any(policy.same_folder_or_nested(chain, recorded[p]) for p in mounted):
-                    problems.append(f"Mount source {host} is a folder of sandbox {sandbox.name} (under another name).")
+                    whose = f"sandbox {sandbox.name}" if sandbox.team_id == team_id else "a sandbox of another team"
+                    problems.append(f"Mount source {host} is a folder of {whose} (under another name).")
     return problems
+
+
+def _name_in_use(name: str) -> InvalidInput:
+    """Names are unique across the panel (they name the host folder, the container and the home
+    volume), so a name may be taken by another team's sandbox or by an earlier one's folder. One
+    message for every case: it tells a member of another team no more than that the name is
+    taken (not whose it is, nor where it lives on the host)."""
+    return InvalidInput({"name": [f"The name {name!r} is in use (by a sandbox, or by what an earlier one left): pick another name."]})
 
 
 def sandbox_create(
@@ -199,14 +217,10 @@ def sandbox_create(
         raise InvalidInput(errors)
     base = settings.WORKSPACE_ROOT / name
     if base.exists() or base.is_symlink():
-        raise InvalidInput(
-            {
-                "name": [
-                    f"{base} already exists (left by an earlier sandbox of this name?). A new sandbox "
-                    "never adopts it: move it away or pick another name."
-                ]
-            }
-        )
+        # Never adopted. Only the host's log names the folder: the form says what it says for
+        # a live sandbox of any team.
+        log.warning("sandbox name %r refused: %s exists (left by an earlier sandbox?)", name, base)
+        raise _name_in_use(name)
     rules = policy_rules()
     chains, problems = _judge_extra_mounts(extra_mounts, rules)
     sandbox = Sandbox(
@@ -240,8 +254,8 @@ def sandbox_create(
         with transaction.atomic():
             serialise("sandbox-mounts")
             if Sandbox.objects.exclude(status=S.DESTROYED).filter(name=name).exists():
-                raise InvalidInput({"name": [f"A sandbox named {name!r} already exists."]})
-            if problems := _overlapping_mounts(extra_mounts, chains):
+                raise _name_in_use(name)
+            if problems := _overlapping_mounts(extra_mounts, chains, team_id=team.pk):
                 raise policy.PolicyViolation(problems)
             try:  # with the team's row locked: two creates cannot both take its last place
                 team_policy.check_create(team=team, memory_mb=memory_mb, cpus=sandbox.cpus, disk_mb=disk_mb)
@@ -280,7 +294,7 @@ def sandbox_create(
                 queued = enqueue_action(sandbox.pk, Sandbox.Action.START, S.CREATING)
             live.sandbox_changed(sandbox, created=True)
     except IntegrityError as exc:
-        raise InvalidInput({"name": [f"A sandbox named {name!r} already exists."]}) from exc
+        raise _name_in_use(name) from exc
     if queued is not None and queued.refused:
         raise NotQueued(Sandbox.Action.START, queued.refused)  # recorded, in `error` with the reason
     return sandbox
@@ -313,7 +327,7 @@ def sandbox_reapprove_folders(*, actor, sandbox: Sandbox) -> dict[str, dict]:
         raise policy.PolicyViolation(problems)
     with transaction.atomic():
         serialise("sandbox-mounts")
-        if problems := _overlapping_mounts(mounts, extra_chains, exclude=sandbox.pk):
+        if problems := _overlapping_mounts(mounts, extra_chains, team_id=sandbox.team_id, exclude=sandbox.pk):
             raise policy.PolicyViolation(problems)
         before = sandbox.host_path_ids or {}
         recorded = {p: [list(pair) for pair in c] for p, c in {**chains, **extra_chains}.items()}

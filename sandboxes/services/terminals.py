@@ -79,4 +79,5 @@ def terminal_close(*, session: TerminalSession, reason: str) -> None:
                 "terminal.close",
                 sandbox,
                 {"session": session.pk, "seconds": seconds, "reason": reason[:200]},
+                session.source_ip,  # where the terminal was used from, as its opening records
             )

@@ -12,6 +12,7 @@ from django.conf import settings
 
 from sandboxes import services
 from sandboxes.models import Sandbox
+from teams.models import Membership, Team
 from tests.conftest import TEST_IMAGE
 
 pytestmark = pytest.mark.django_db
@@ -58,7 +59,56 @@ def test_duplicate_name_is_refused(logged_in, form_data, make_sandbox, fake_engi
     make_sandbox("good")
     response = logged_in.post("/sandboxes/new/", form_data)
     assert response.status_code == 400
-    assert "already exists" in response.content.decode()
+    assert "is in use" in response.content.decode()
+    assert Sandbox.objects.count() == 1
+
+
+def member_of_another_team(client, django_user_model) -> Team:
+    """Sign `client` in as an operator of a second team, who cannot see the Default team's sandboxes."""
+    other = Team.objects.create(slug="team-b", name="Team B")
+    user = django_user_model.objects.create_user("b-operator", password="pw-b-123456")
+    Membership.objects.create(user=user, team=other, role=Membership.Role.OPERATOR)
+    client.force_login(user)
+    return other
+
+
+def name_problem(client, data) -> str:
+    response = client.post("/sandboxes/new/", data)
+    assert response.status_code == 400
+    text = response.content.decode()
+    assert str(settings.WORKSPACE_ROOT) not in text  # no host path, in any message
+    return text
+
+
+def test_a_name_another_team_uses_is_refused_revealing_no_team_and_no_path(client, form_data, make_sandbox, fake_engine, django_user_model):
+    make_sandbox("shared-name")
+    other = member_of_another_team(client, django_user_model)
+    text = name_problem(client, {**form_data, "team": other.pk, "name": "shared-name"})
+    assert "The name &#x27;shared-name&#x27; is in use" in text
+    assert "left by" not in text and "Default" not in text
+    assert list(Sandbox.objects.values_list("name", "team__slug")) == [("shared-name", "default")]
+
+
+def test_a_name_whose_folder_an_earlier_sandbox_left_gets_the_same_message(client, form_data, django_user_model):
+    left = Path(settings.WORKSPACE_ROOT) / "left-over"
+    left.mkdir(parents=True)
+    (left / "notes.txt").write_text("kept")
+    other = member_of_another_team(client, django_user_model)
+    text = name_problem(client, {**form_data, "team": other.pk, "name": "left-over"})
+    assert "The name &#x27;left-over&#x27; is in use" in text
+    assert not Sandbox.objects.exists() and (left / "notes.txt").read_text() == "kept"
+
+
+def test_a_mount_another_team_holds_is_refused_without_naming_it(
+    client, form_data, make_sandbox, fake_engine, django_user_model, mount_root
+):
+    (mount_root / "data" / "sub").mkdir(parents=True)
+    make_sandbox("team-a-box", extra_mounts=[(str(mount_root / "data"), "/workspace/data", False)])
+    other = member_of_another_team(client, django_user_model)
+    response = client.post("/sandboxes/new/", {**form_data, "team": other.pk, "extra_mounts": f"{mount_root}/data/sub:/workspace/d"})
+    text = response.content.decode()
+    assert response.status_code == 400 and "another team" in text
+    assert "team-a-box" not in text
     assert Sandbox.objects.count() == 1
 
 

@@ -81,6 +81,7 @@ def test_clean_removes_the_sandboxes_own_images_and_keeps_data(make_sandbox, cle
         (["zero", "--memory-mb", "0"], "at least 256 MB"),
         (["huge", "--cpus", "1e15"], "the CPUs this machine has"),
         (["nan", "--cpus", "NaN"], "a number"),
+        (["petabyte", "--cpus", "1 PB"], r"--cpus: '1 PB' is not a number of CPUs: give one such as 1 or 2\.5 \(from 0\.25 to \d"),
         (["noteam", "--team", "nosuchteam"], "No team 'nosuchteam'"),
         (["badimage", "--image", "NOT/AN IMAGE"], "not a valid image reference"),
     ],

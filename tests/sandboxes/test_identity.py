@@ -52,7 +52,7 @@ def test_same_name_after_the_row_was_deleted_adopts_nothing(make_sandbox, clean_
     first = make_sandbox("forgotten")
     leave_traces(first)
     Sandbox.objects.filter(pk=first.pk).delete()  # the row is gone; folder, volume and container stay
-    with pytest.raises(services.InvalidInput, match="never adopts it"):
+    with pytest.raises(services.InvalidInput, match="is in use"):
         services.sandbox_create(
             actor=ACTOR, team=team, name="forgotten", image=test_image, memory_mb=256, cpus=1, network_mode="none", enqueue=False
         )

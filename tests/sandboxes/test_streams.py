@@ -16,8 +16,8 @@ from sandboxes import services
 from sandboxes.live import streams
 from sandboxes.models import Sandbox, TerminalSession
 from teams.models import Membership, Team
-from teams.services import membership_remove
-from tests.conftest import docker_cli
+from teams.services import membership_remove, membership_set
+from tests.conftest import docker_cli, wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.django_db(transaction=True)]
 ORIGIN = f"http://127.0.0.1:{settings.PANEL_PORT}"
@@ -259,14 +259,72 @@ def test_stopping_the_sandbox_ends_the_terminal(admin_user, make_sandbox, clean_
     admin_h = headers_for(admin_user)
 
     async def scenario():
-        ws = socket(f"/ws/sandboxes/{sandbox.pk}/terminal/", admin_h)
-        assert (await ws.connect())[0]
+        ws = await open_shell(sandbox, admin_h)
         await sync_to_async(act)(sandbox, "stop")
         return await messages_until(ws, lambda s: s[-1].get("t") == "closed", timeout=20)
 
     seen = async_to_sync(scenario)()
     assert any(m.get("t") == "end" for m in seen) and seen[-1]["t"] == "closed"
-    assert TerminalSession.objects.get(sandbox=sandbox).ended_at is not None
+    session = TerminalSession.objects.get(sandbox=sandbox)
+    assert session.ended_at is not None and session.end_reason in (
+        "the shell ended while the sandbox's stop was under way",
+        "the shell ended (the sandbox is stopped)",
+        "the sandbox is stopped",
+    ), session.end_reason
+
+
+def signed_in(user) -> tuple[Client, list[tuple[bytes, bytes]]]:
+    """A browser's client (to sign out with later) and its handshake headers."""
+    client = Client()
+    client.force_login(user)
+    cookie = client.cookies[settings.SESSION_COOKIE_NAME].value
+    return client, [
+        (b"host", b"127.0.0.1:8000"),
+        (b"origin", ORIGIN.encode()),
+        (b"cookie", f"{settings.SESSION_COOKIE_NAME}={cookie}".encode()),
+    ]
+
+
+async def open_shell(sandbox: Sandbox, headers: list) -> WebsocketCommunicator:
+    ws = socket(f"/ws/sandboxes/{sandbox.pk}/terminal/", headers)
+    ws.scope["client"] = ["127.0.0.1", 50123]  # as Daphne gives it: the address the session records
+    assert (await ws.connect())[0]
+    await ws.send_to(bytes_data=b"echo ready-$((6*7))\n")
+    await messages_until(ws, lambda s: b"ready-42" in b"".join(m.get("b") or b"" for m in s))
+    return ws
+
+
+def test_the_terminal_records_what_ended_it_and_from_where(django_user_model, team, admin_user, make_sandbox, clean_docker):
+    sandbox = make_sandbox("reasons")
+    users = {name: member(django_user_model, name, team, "operator") for name in ("closer", "demoted", "removed", "leaver", "exiter")}
+    browsers = {name: signed_in(user) for name, user in users.items()}
+
+    async def ends(name: str, how) -> list[dict]:
+        ws = await open_shell(sandbox, browsers[name][1])
+        await how(ws)
+        return await messages_until(ws, lambda s: s[-1].get("t") == "closed", timeout=10)
+
+    async def scenario():
+        closed = await open_shell(sandbox, browsers["closer"][1])
+        await closed.disconnect()
+        await ends("demoted", lambda ws: sync_to_async(membership_set)(actor=admin_user, team=team, user=users["demoted"], role="viewer"))
+        await ends("removed", lambda ws: sync_to_async(membership_remove)(actor=admin_user, team=team, user=users["removed"]))
+        await ends("leaver", lambda ws: sync_to_async(browsers["leaver"][0].logout)())
+        await ends("exiter", lambda ws: ws.send_to(bytes_data=b"exit\n"))
+
+    async_to_sync(scenario)()
+    wait_for(lambda: not TerminalSession.objects.filter(ended_at=None).exists(), timeout=10, what="every session to close")
+    reasons = dict(TerminalSession.objects.values_list("user_name", "end_reason"))
+    assert reasons == {
+        "closer": "the page closed",
+        "demoted": "the user's role in the team is now viewer",
+        "removed": "the user was removed from the team",
+        "leaver": "the user signed out",
+        "exiter": "the shell ended",
+    }
+    closes = AuditEvent.objects.filter(sandbox_uuid=sandbox.uuid, action="terminal.close")
+    assert sorted(closes.values_list("details__reason", flat=True)) == sorted(reasons.values())
+    assert set(closes.values_list("source_ip", flat=True)) == {"127.0.0.1"}
 
 
 def test_a_viewer_cannot_open_a_terminal_and_an_outsider_nothing(django_user_model, team, make_sandbox, clean_docker):

@@ -1,8 +1,9 @@
 """`manage.py audit verify [--file export.jsonl]` and `manage.py audit export`.
 
 verify        check the trail's hash chain in the database; exit 1 naming the first break
-verify --file check an exported JSON Lines file: every event's HMAC, the links between
-              events that follow each other, and the end digest (complete and unaltered)
+verify --file check an exported JSON Lines file: every event's seal (and HMAC, where the file
+              has the chain's positions), its numbering (a missing event is named, with its
+              place), and the end digest (complete and unaltered); a CSV export cannot be checked
 export        write the trail (or the events the filters select) as JSON Lines or CSV,
               streamed in constant memory, to --output or standard output
 """
@@ -46,7 +47,7 @@ class Command(BaseCommand):
     def _verify_file(self, path: str) -> None:
         try:
             with open(path, encoding="utf-8") as f:
-                check = export.verify_lines(f)
+                check = export.verify_lines(export.read_lines(f))
         except (OSError, UnicodeDecodeError) as exc:
             raise CommandError(f"{path} cannot be read: {exc}") from exc
         if not check.ok:

@@ -4,6 +4,7 @@ Actions run in this process (no Celery needed) through the same services as the 
 with the same guards, policy and audit trail; the actor is recorded as cli:<unix user>.
 """
 
+import argparse
 import getpass
 import re
 from decimal import Decimal
@@ -18,11 +19,16 @@ from teams.models import Team
 CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # every control character but tab and newline
 
 
-def _decimal(text: str) -> Decimal:
+def _cpus(text: str) -> Decimal:
+    """--cpus as a number; the range is judged by the service, with the form's rules. argparse
+    shows the message after "argument --cpus:" (a plain ValueError would show the function's
+    name instead)."""
     try:
         return Decimal(text)
     except ArithmeticError:
-        raise ValueError(text) from None
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a number of CPUs: give one such as 1 or 2.5 (from 0.25 to {settings.SANDBOX_MAX_CPUS:g})."
+        ) from None
 
 
 VERBS = ["list", "create", "logs", "reapprove", "backup", "checkpoint", "checkpoints", "rollback", "disk", *Sandbox.Action.values]
@@ -38,7 +44,7 @@ class Command(BaseCommand):
         parser.add_argument("--yes", action="store_true", help="destroy without asking")
         parser.add_argument("--image", default=None)
         parser.add_argument("--memory-mb", type=int, default=None)
-        parser.add_argument("--cpus", type=_decimal, default=None)
+        parser.add_argument("--cpus", type=_cpus, default=None)
         parser.add_argument("--disk-mb", type=int, default=None, help="disk quota (create, disk)")
         parser.add_argument("--label", default="", help="checkpoint: a label")
         parser.add_argument("--network", choices=[c for c, _ in Sandbox.Network.choices], default="internet")
