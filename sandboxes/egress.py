@@ -495,7 +495,13 @@ def _move_to_top(chain: str, listed: str, rule: str) -> None:
 
 def remove() -> None:
     """Take both bridges' rules away (tests, and an admin turning SANDBOX_EGRESS_RULES off); the
-    allowlist bridge's grants go with them."""
+    allowlist bridge's grants go with them. Under the rules' lock: a repair meeting it half-way
+    would put back rules that use the set it is about to destroy."""
+    with _rules_lock():
+        _remove()
+
+
+def _remove() -> None:
     for c in _bridges():
         for parent, rule in jumps(c).items():
             while f"-A {parent} {rule}" in (_listed(parent) or []):

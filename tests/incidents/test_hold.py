@@ -22,6 +22,8 @@ def container_status(sandbox: Sandbox) -> str:
 def declared(sandbox: Sandbox) -> Incident:
     incident = services.incident_declare(actor=ACTOR, sandbox=sandbox, severity="high", summary="it read ~/.ssh")
     services.incident_step_perform(incident_id=incident.pk)
+    # The declare also queued the step: a worker of the session may be the one that runs it.
+    wait_for(lambda: Incident.objects.get(pk=incident.pk).state != Incident.State.RUNNING, timeout=30, what="the pause step")
     incident.refresh_from_db()
     assert incident.state == Incident.State.DONE, incident.step_detail
     return incident

@@ -17,7 +17,7 @@ from sandboxes import engine
 from sandboxes import services as sandbox_services
 from sandboxes.models import Sandbox
 from sandboxes.services.claims import claim
-from tests.conftest import docker_cli
+from tests.conftest import docker_cli, wait_for
 
 pytestmark = pytest.mark.docker
 ACTOR = sandbox_services.SystemActor("test")
@@ -44,6 +44,8 @@ def test_the_whole_flow_freezes_snapshots_stops_resets_and_closes(make_sandbox, 
     with pytest.raises(sandbox_services.SandboxError, match="held by an open incident"):
         sandbox_services.sandbox_request_action(actor=ACTOR, sandbox=sandbox, action="unpause", enqueue=False)
     services.incident_step_perform(incident_id=incident.pk)
+    # The declare also queued the step: a worker of the session may be the one that runs it.
+    wait_for(lambda: Incident.objects.get(pk=incident.pk).state != Incident.State.RUNNING, timeout=30, what="the pause step")
     incident.refresh_from_db()
     assert incident.state == Incident.State.DONE
     assert docker_cli("inspect", "-f", "{{.State.Status}}", sandbox.container_id).stdout.strip() == "paused"
