@@ -11,6 +11,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from audit.services import audit_record
+from controlpanel.names import bidi_problem
 from controlpanel.uploads import TooLarge, copy_limited
 from sandboxes.services import SandboxError
 from teams.models import Team
@@ -96,6 +97,9 @@ def backup_import_perform(*, backup_id: int) -> Backup | None:
     if not isinstance(config, dict) and not problems:  # a refused archive is not read as far as its manifest
         problems.append("The manifest holds no sandbox settings.")
     name = str(config.get("name", ""))[:40] if isinstance(config, dict) else ""
+    if problem := bidi_problem(name, "The manifest's sandbox name"):  # shown in the list as it is
+        problems.append(problem)
+        name = ""
     Backup.objects.filter(pk=backup.pk).update(
         status=Backup.Status.FAILED if problems else Backup.Status.DONE,
         detail=" ".join(problems[:10]) or _outside_links(checked),

@@ -8,6 +8,7 @@ it as text, never as HTML.
 
 import asyncio
 import collections
+import dataclasses
 import json
 import logging
 import threading
@@ -231,6 +232,14 @@ def _hand_over(loop, callback, item) -> bool:
         return False
 
 
+def _shown(entry: engine.LogLine) -> engine.LogLine:
+    """The line cut to what _line can show of it (and one byte more, so that it still says the
+    line goes on): what waits in the queue or is held for a page never costs Docker's 1 MiB pieces."""
+    if len(entry.text) <= MAX_LINE * 4:
+        return entry
+    return dataclasses.replace(entry, text=entry.text[: MAX_LINE * 4 + 1])
+
+
 def _line(entry: engine.LogLine) -> list:
     text = entry.text[: MAX_LINE * 4].decode("utf-8", errors="replace")
     if len(text) > MAX_LINE or entry.partial or len(entry.text) > MAX_LINE * 4:
@@ -367,7 +376,7 @@ class LogConsumer(SandboxStream):
                     # Never wait for the page: Docker's stream would fall behind the present.
                     self.overflowed += 1
                     continue
-                if not self._put(loop, entry):
+                if not self._put(loop, _shown(entry)):
                     return
         except engine.EngineError as exc:
             outcome = ("error", str(exc))
@@ -405,7 +414,7 @@ class LogConsumer(SandboxStream):
             if self.resume_after and _nanoseconds(item.timestamp) <= self.resume_after:
                 continue
             if not self.continuing.get(item.stream):
-                batch.append(item)
+                batch.append(_shown(item))
             # The rest of a line that came in pieces is for the download only.
             self.continuing[item.stream] = item.partial
             self.last_timestamp = item.timestamp or self.last_timestamp

@@ -150,3 +150,10 @@ def test_a_verify_whose_worker_dies_every_time_gives_up_and_a_later_one_runs(tea
     assert backup_verify_perform(backup_id=backup.pk).verified_ok is True
     backup.refresh_from_db()
     assert backup.attempts == 0
+
+
+def test_an_import_whose_manifest_names_its_sandbox_with_a_bidi_control_is_refused(team, tmp_path):
+    hostile_archive(tmp_path / "bidi.tar.gz", [member("workspace/Projects/a")], config={**CONFIG, "name": "\u202egnp.exe"})
+    checked = services.backup_import_perform(backup_id=imported(team, tmp_path / "bidi.tar.gz").pk)
+    assert checked.status == Backup.Status.FAILED and "U+202E" in checked.detail
+    assert "\u202e" not in checked.sandbox_name and checked.config == {}
