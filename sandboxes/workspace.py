@@ -126,11 +126,11 @@ def workspace_create(name: str, uuid: str, *, subvolume: bool = False) -> dict[s
         try:
             base_fd = os.open(name, _DIR, dir_fd=root_fd)
         except OSError:
-            raise WorkspaceError(f"{settings.WORKSPACE_ROOT / name} exists and is not a plain folder; move it away, then retry.") from None
+            raise WorkspaceError(f"The workspace folder {name}/ exists and is not a plain folder; an admin must move it away.") from None
         try:
             if subvolume and os.fstat(base_fd).st_ino != pool.SUBVOLUME_INO:
                 raise WorkspaceError(
-                    f"{settings.WORKSPACE_ROOT / name} is a plain folder, not a subvolume of the pool; move it away, then retry."
+                    f"The workspace folder {name}/ is a plain folder, not a subvolume of the pool; an admin must move it away."
                 )
             return _fill(base_fd, name, uuid, home=subvolume)
         finally:
@@ -145,8 +145,8 @@ def _fill(base_fd: int, name: str, uuid: str, *, home: bool) -> dict[str, Chain]
     if marker is None:
         if os.listdir(base_fd):
             raise WorkspaceError(
-                f"{base} already exists and holds files from something else (an earlier sandbox "
-                "of this name?); it is never reused. Move it away, then retry."
+                f"The workspace folder {name}/ already holds files from something else; it is never "
+                "reused. Pick another name, or an admin moves it away."
             )
         fd = os.open(MARKER, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=base_fd)
         try:
@@ -155,7 +155,9 @@ def _fill(base_fd: int, name: str, uuid: str, *, home: bool) -> dict[str, Chain]
         finally:
             os.close(fd)
     elif marker != uuid:
-        raise WorkspaceError(f"{base} belongs to another sandbox (marker {marker[:36]}); it is never reused. Move it away, then retry.")
+        raise WorkspaceError(
+            f"The workspace folder {name}/ belongs to another sandbox; it is never reused. Pick another name, or an admin moves it away."
+        )
     is_root = os.geteuid() == 0
     if is_root:
         os.fchown(base_fd, 0, 0)
@@ -170,7 +172,7 @@ def _fill(base_fd: int, name: str, uuid: str, *, home: bool) -> dict[str, Chain]
         try:
             fd = os.open(folder, _DIR, dir_fd=base_fd)
         except OSError:
-            raise WorkspaceError(f"{base / folder} is not a plain folder (a link?); refusing to use it.") from None
+            raise WorkspaceError(f"{name}/{folder} is not a plain folder (a link?); refusing to use it.") from None
         try:
             if is_root:
                 os.fchown(fd, settings.SANDBOX_UID, settings.SANDBOX_GID)
@@ -181,9 +183,9 @@ def _fill(base_fd: int, name: str, uuid: str, *, home: bool) -> dict[str, Chain]
             try:
                 chain = policy.dir_chain(path, root=str(settings.WORKSPACE_ROOT), trusted_uids=trusted)
             except policy.HostPathError as exc:
-                raise WorkspaceError(f"{path} cannot be used: {exc}") from None
+                raise WorkspaceError(f"{name}/{folder} cannot be used: {exc}") from None
             if chain[-1] != (st.st_dev, st.st_ino):
-                raise WorkspaceError(f"{path} was replaced while it was being made; refusing to use it.")
+                raise WorkspaceError(f"{name}/{folder} was replaced while it was being made; refusing to use it.")
             chains[path] = chain
         finally:
             os.close(fd)
@@ -254,18 +256,18 @@ def replace_contents(name: str, uuid: str, folder: str, source: str | None, *, i
         try:
             base_fd = os.open(name, _DIR, dir_fd=root_fd)
         except OSError:
-            raise WorkspaceError(f"{settings.WORKSPACE_ROOT / name} is missing or not a plain folder.") from None
+            raise WorkspaceError(f"The workspace folder {name}/ is missing or not a plain folder.") from None
         try:
             if _read_marker(base_fd) != uuid:
-                raise WorkspaceError(f"{settings.WORKSPACE_ROOT / name} does not carry this sandbox's marker.")
+                raise WorkspaceError(f"The workspace folder {name}/ does not carry this sandbox's marker.")
             try:
                 fd = os.open(folder, _DIR, dir_fd=base_fd)
             except OSError:
-                raise WorkspaceError(f"{settings.WORKSPACE_ROOT / name / folder} is not a plain folder (a link?).") from None
+                raise WorkspaceError(f"{name}/{folder} is not a plain folder (a link?).") from None
             try:
                 st = os.fstat(fd)
                 if identity is not None and (st.st_dev, st.st_ino) != tuple(identity):
-                    raise WorkspaceError(f"{settings.WORKSPACE_ROOT / name / folder} was replaced since the sandbox was created.")
+                    raise WorkspaceError(f"{name}/{folder} was replaced since the sandbox was created.")
                 fdwalk.empty_folder(fd)
                 if source is not None:
                     src_fd = policy.open_dir_nofollow(source, flags=os.O_RDONLY)

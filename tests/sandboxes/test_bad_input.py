@@ -204,3 +204,24 @@ def test_two_actions_at_once_are_refused(make_sandbox, fake_engine, clean_worksp
 )
 def test_isolation_options_that_cannot_hold_here_are_refused(logged_in, form_data, changes, message):
     assert_refused(logged_in, {**form_data, **changes}, message)
+
+
+@pytest.mark.parametrize("left", ["a file", "a stranger's folder", "another sandbox's folder"])
+def test_a_workspace_folder_that_cannot_be_used_is_refused_without_a_host_path(clean_workspace, left):
+    """Issue 14, item 5: what a start or a create says about its folder names no host path (nor
+    another sandbox's marker), only the folder as the sandbox knows it."""
+    from django.conf import settings
+
+    from sandboxes import workspace
+
+    root = settings.WORKSPACE_ROOT
+    root.mkdir(parents=True, exist_ok=True)
+    if left == "a file":
+        (root / "taken").write_text("x")
+    else:
+        (root / "taken").mkdir()
+        (root / "taken" / ("notes.txt" if left == "a stranger's folder" else workspace.MARKER)).write_text("other-uuid\n")
+    with pytest.raises(workspace.WorkspaceError) as refused:
+        workspace.workspace_create("taken", "my-uuid")
+    message = str(refused.value)
+    assert "taken/" in message and str(root) not in message and "other-uuid" not in message
