@@ -58,7 +58,7 @@ def test_the_dashboard_as_a_user_sees_it(browser_page, panel_server, admin_user,
     sign_in(page, panel_server)
     page.wait_for_selector('tr[data-name="untrusted-pr"][data-status="paused"]', timeout=30_000)
     page.wait_for_function(f"(document.querySelector('td[data-usage=\"{busy.pk}\"]') || {{}}).dataset?.cpu > 0", timeout=20_000)
-    page.wait_for_timeout(3000)  # a few seconds of sparkline
+    page.wait_for_timeout(10_000)  # some seconds of sparkline
     shot = ROOT / "var" / "screenshots" / "readme-dashboard.png"
     shot.parent.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(shot), full_page=True)
