@@ -8,14 +8,15 @@ every caller asks for the engine of the host it works on. Today every sandbox li
 host the settings name (DOCKER_HOST, this machine's socket by default); a Host row per sandbox
 comes with the multi-host work, and only `host_for` changes then.
 
-Tests of services, forms and views may put a fake in place with `override(fake)`; integration
-tests always drive the real engine.
+What callers get is an `Engine` (protocol.py): the methods they may use, plain values in and
+out. Tests of services, forms and views may put a fake in place with `override(fake)` (the fake
+satisfies `Engine` too, checked by mypy); integration tests always drive the real engine.
 """
 
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from django.conf import settings
 
@@ -40,6 +41,7 @@ from .containers import ContainersMixin
 from .events import EventsMixin
 from .images import ImagesMixin
 from .networks import NetworksMixin
+from .protocol import Engine
 from .streams import LogLine, LogStream, StreamsMixin, Terminal, log_file_chunks
 from .volumes import VolumesMixin
 
@@ -57,6 +59,7 @@ __all__ = [
     "LABEL_UUID",
     "Conflict",
     "ContainerState",
+    "Engine",
     "EngineClient",
     "EngineError",
     "EngineUnavailable",
@@ -72,12 +75,20 @@ __all__ = [
 
 
 class EngineClient(ContainersMixin, NetworksMixin, VolumesMixin, ImagesMixin, EventsMixin, StreamsMixin):
-    """Everything the panel asks of one Docker Engine."""
+    """Everything the panel asks of one Docker Engine (the `Engine` protocol, and the docker-py
+    client behind it for this package's own use)."""
+
+
+if TYPE_CHECKING:
+    # mypy holds the real engine to the contract (tests/fakes.py does the same for the fake).
+    _satisfies: type[Engine] = EngineClient
+
+E = TypeVar("E", bound=Engine)
 
 
 _engines: dict[Host, EngineClient] = {}
 _engines_lock = threading.Lock()
-_override: Any = None
+_override: Engine | None = None
 
 
 def default_host() -> Host:
@@ -90,7 +101,7 @@ def host_for(sandbox: Any) -> Host:
     return default_host()
 
 
-def engine_for_host(host: Host) -> EngineClient:
+def engine_for_host(host: Host) -> Engine:
     if _override is not None:
         return _override
     with _engines_lock:
@@ -99,7 +110,7 @@ def engine_for_host(host: Host) -> EngineClient:
         return _engines[host]
 
 
-def engine_for(sandbox: Any = None, *, timeout: int | None = None) -> EngineClient:
+def engine_for(sandbox: Any = None, *, timeout: int | None = None) -> Engine:
     """The engine of the host `sandbox` runs on (the default host when None: image builds,
     health checks, the events watcher of this machine). Pages pass a short `timeout`, so that a
     hung engine cannot hold a request for long."""
@@ -110,7 +121,7 @@ def engine_for(sandbox: Any = None, *, timeout: int | None = None) -> EngineClie
 
 
 @contextmanager
-def override(fake: Any) -> Iterator[Any]:
+def override(fake: E) -> Iterator[E]:
     """Use `fake` as every host's engine while the block runs (fast tests of services only)."""
     global _override
     previous, _override = _override, fake
