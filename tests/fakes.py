@@ -6,13 +6,17 @@ like Docker's (a name is taken once; a volume of an existing name comes back as 
 errors are the engine's own. Integration tests (marked `docker`) drive the real engine instead.
 """
 
+import hashlib
+import ipaddress
 import itertools
 import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import IO, TYPE_CHECKING, Any
 
 from sandboxes import engine, policy
-from sandboxes.engine.client import carries
+from sandboxes.engine.client import carries, instance_filter
 
 
 @dataclass
@@ -22,15 +26,31 @@ class FakeContainer:
     status: str = "created"
     exit_code: int = 0
     log: list[str] = field(default_factory=list)
+    network: str = ""  # where it is attached now (switch_network moves it); its spec's at create
+    address: str = ""  # its address on that network, given when it is attached
+
+
+def _unsupported(what: str, needs: str) -> NotImplementedError:
+    """For a method the fake does not imitate: says what a fast test of it would need first."""
+    return NotImplementedError(f"FakeEngine.{what} is not imitated: a fast test of it needs {needs}; use the real engine (docker tests).")
 
 
 class FakeEngine:
-    def __init__(self, *, images: set[str] | None = None, down: bool = False):
+    """Satisfies `engine.Engine` (mypy checks it, at the end of this file). What it cannot imitate
+    in memory (a process inside a container, a socket to it, a volume's files) raises
+    NotImplementedError saying what a fast test would need; a test may put its own function on the
+    instance instead (as test_live does for `stats_once`)."""
+
+    def __init__(self, *, images: set[str] | None = None, down: bool = False, runtimes: Sequence[str] = ("runc",)):
+        # An engine on no machine: nothing of this host (its egress rules, its /proc) is for it.
+        self.host = engine.Host(name="fake", base_url="fake://engine", timeout=5)
         self.images: set[str] = set(images or ())
+        self.image_label_map: dict[str, dict[str, str]] = {}  # labels of the images that have any
         self.containers: dict[str, FakeContainer] = {}
         self.volumes: dict[str, dict[str, str]] = {}
         self.networks: dict[str, dict[str, str]] = {}
         self.down = down
+        self._runtimes = sorted(runtimes)
         self.calls: list[str] = []
         self._ids = itertools.count(1)
 
@@ -51,7 +71,18 @@ class FakeEngine:
             raise engine.NotFound(f"No such container: {id_or_name}")
         return found
 
-    # --- the EngineClient interface the services use ----------------------------------------
+    def _attach(self, c: FakeContainer, network: str) -> None:
+        """Attach a running container to `network`, with the next free address of its subnet
+        after the gateway (Docker's way); "none" and networks the fake did not make get none."""
+        c.network, c.address = network, ""
+        if network not in self.networks:
+            return
+        taken = {o.address for o in self.containers.values() if o.network == network and o is not c}
+        hosts = ipaddress.IPv4Network(self.networks[network]["subnet"]).hosts()
+        next(hosts)  # the gateway
+        c.address = next(str(a) for a in hosts if str(a) not in taken)
+
+    # --- the Engine protocol (sandboxes/engine/protocol.py) ----------------------------------
     def ping(self) -> str:
         self._check("ping")
         return "fake"
@@ -93,7 +124,7 @@ class FakeEngine:
         if self._find(spec.name) is not None:
             raise engine.Conflict(f"The container name {spec.name} is already in use.")
         cid = uuid.uuid4().hex + uuid.uuid4().hex
-        self.containers[cid] = FakeContainer(cid, spec)
+        self.containers[cid] = FakeContainer(cid, spec, network=spec.network)
         return cid
 
     def container_state(self, container_id: str) -> engine.ContainerState | None:
@@ -115,9 +146,9 @@ class FakeEngine:
             "Id": c.id,
             "Name": "/" + s.name,
             "State": {"Status": c.status, "Running": c.status == "running"},
-            "Config": {"User": s.user, "Image": s.image, "Labels": dict(s.labels)},
+            "Config": {"User": s.user, "Image": s.image, "Labels": dict(s.labels), "Env": [f"{k}={v}" for k, v in s.environment.items()]},
             "Mounts": mounts,
-            "NetworkSettings": {"Networks": {s.network: {}}},
+            "NetworkSettings": {"Networks": {c.network: {}}},
             "HostConfig": {
                 "Memory": s.memory_bytes,
                 "MemorySwap": s.memory_bytes,
@@ -146,11 +177,14 @@ class FakeEngine:
 
     def start(self, container_id: str) -> None:
         self._check("start")
-        self._get(container_id).status = "running"
+        c = self._get(container_id)
+        c.status = "running"
+        self._attach(c, c.network)
 
     def stop(self, container_id: str, *, timeout: int) -> None:
         self._check("stop")
-        self._get(container_id).status = "exited"
+        c = self._get(container_id)
+        c.status, c.address = "exited", ""
 
     def pause(self, container_id: str) -> None:
         self._check("pause")
@@ -207,3 +241,157 @@ class FakeEngine:
     def remove_images(self, *, sandbox_uuid: str) -> list[str]:
         self._check("remove_images")
         return []
+
+    def runtimes(self) -> list[str]:
+        self._check("runtimes")
+        return list(self._runtimes)
+
+    def events(self, *, since: float | None = None) -> Iterator[dict[str, Any]]:
+        raise _unsupported("events", "the fake to record each container's start, stop and death and replay them")
+
+    def exec_run(self, container_id: str, cmd: list[str], *, user: str = "", environment: dict[str, str] | None = None) -> tuple[int, str]:
+        self._check("exec_run")
+        if self._get(container_id).status != "running":
+            raise engine.Conflict(f"Container {container_id} is not running")
+        raise _unsupported("exec_run", "a table of commands and the exit code and output each gives")
+
+    # --- networks -------------------------------------------------------------------------------
+    def switch_network(self, container_id: str, *, leave: str, join: str) -> None:
+        self._check("switch_network")
+        c = self._get(container_id)
+        if join != "none" and join not in self.networks:
+            raise engine.NotFound(f"network {join} not found")
+        self._attach(c, join)
+
+    def containers_on_network(self, name: str, *, labels: tuple[str, ...] = ()) -> list[str]:
+        """Like Docker's filters: running or paused containers of this instance on `name`."""
+        self._check("containers_on_network")
+        wanted = dict(item.split("=", 1) for item in (*instance_filter(), *labels))
+        return [
+            c.id
+            for c in self.containers.values()
+            if c.network == name and c.status in ("running", "paused") and carries(c.spec.labels, wanted)
+        ]
+
+    def inspect_network(self, name: str) -> dict[str, Any]:
+        self._check("inspect_network")
+        if name not in self.networks:
+            raise engine.NotFound(f"network {name} not found")
+        net = self.networks[name]
+        subnet = ipaddress.IPv4Network(net["subnet"])
+        attached = [c for c in self.containers.values() if c.network == name and c.address]
+        return {
+            "Name": name,
+            "Id": name,
+            "EnableIPv6": False,
+            "IPAM": {"Config": [{"Subnet": net["subnet"], "Gateway": str(next(subnet.hosts()))}]},
+            "Options": {"com.docker.network.bridge.enable_icc": "false", "com.docker.network.bridge.name": net["bridge"]},
+            "Containers": {c.id: {"Name": c.spec.name, "IPv4Address": f"{c.address}/{subnet.prefixlen}"} for c in attached},
+        }
+
+    # --- volumes and their files ----------------------------------------------------------------
+    def volume_mountpoint(self, name: str) -> str:
+        self._check("volume_mountpoint")
+        if name not in self.volumes:
+            raise engine.NotFound(f"get {name}: no such volume")
+        return f"/var/lib/docker/volumes/{name}/_data"
+
+    @contextmanager
+    def helper(self, spec: policy.ContainerSpec, *, rules: policy.Rules) -> Iterator[str]:
+        """As the real engine's: made (through the policy), never started, removed at the end."""
+        if not self.remove_container_if_ours(spec.name, labels=spec.labels):
+            raise engine.EngineError(f"A container named {spec.name} exists that is not the panel's; it is never touched.")
+        container_id = self.create_container(spec, rules=rules)
+        try:
+            yield container_id
+        finally:
+            self.remove_container(container_id)
+
+    def read_archive(self, container_id: str, path: str) -> Iterator[bytes]:
+        raise _unsupported("read_archive", "the fake to keep each volume's files (a tar per volume)")
+
+    def write_archive(self, container_id: str, path: str, data: IO[bytes] | Iterator[bytes]) -> None:
+        raise _unsupported("write_archive", "the fake to keep each volume's files (a tar per volume)")
+
+    # --- images ---------------------------------------------------------------------------------
+    def image_labels(self, ref: str) -> dict[str, str] | None:
+        self._check("image_labels")
+        return dict(self.image_label_map.get(ref, {})) if ref in self.images else None
+
+    def pull(self, ref: str) -> None:
+        """The fake's registry has every image."""
+        self._check("pull")
+        self.images.add(ref)
+
+    def import_image(self, tar_path: str, *, repository: str, tag: str, changes: list[str]) -> None:
+        self._check("import_image")
+        self._add_image(f"{repository}:{tag}", changes)
+
+    def build_image(self, context_dir: str, *, tag: str, buildargs: dict[str, str], labels: dict[str, str]) -> Iterator[str]:
+        self._check("build_image")
+        self.images.add(tag)
+        self.image_label_map[tag] = dict(labels)
+        yield f"Successfully tagged {tag}\n"
+
+    def given_environment(self, data: dict) -> list[str]:
+        """The fake's images declare no variables: every one the container was given is the panel's."""
+        self._check("given_environment")
+        return sorted({item.partition("=")[0] for item in (data.get("Config") or {}).get("Env") or []})
+
+    def commit_evidence(self, container_id: str, *, repository: str, tag: str, incident: str, clear_env: Sequence[str] = ()) -> str:
+        self._check("commit_evidence")
+        for ref, labels in self.image_label_map.items():
+            if labels.get(engine.LABEL_EVIDENCE) == incident:
+                return self._image_id(ref)
+        c = self._get(container_id)
+        ref = f"{repository}:{tag}"
+        self.images.add(ref)
+        self.image_label_map[ref] = {**c.spec.labels, engine.LABEL_EVIDENCE: incident}
+        return self._image_id(ref)
+
+    def _add_image(self, ref: str, changes: list[str]) -> None:
+        self.images.add(ref)
+        labels = [c.removeprefix("LABEL ").split("=", 1) for c in changes if c.startswith("LABEL ") and "=" in c]
+        self.image_label_map[ref] = {k.strip('"'): v.strip('"') for k, v in labels}
+
+    @staticmethod
+    def _image_id(ref: str) -> str:
+        return "sha256:" + hashlib.sha256(ref.encode()).hexdigest()
+
+    # --- streams --------------------------------------------------------------------------------
+    def log_stream(self, container_id: str, *, tail: int | str = 100, follow: bool = True, since: str | None = None) -> engine.LogStream:
+        raise _unsupported("log_stream", "a LogStream over in-memory frames (Docker's multiplexed format) in place of a socket")
+
+    def stats_once(self, container_id: str) -> dict[str, Any]:
+        raise _unsupported("stats_once", "a sample of Docker's stats; a test may set one on the instance, as test_live does")
+
+    def top(self, container_id: str) -> list[dict[str, str]]:
+        raise _unsupported("top", "the processes each fake container runs")
+
+    def diff(self, container_id: str) -> list[dict[str, Any]]:
+        """The fake has no root filesystem to change: nothing changed."""
+        self._check("diff")
+        self._get(container_id)
+        return []
+
+    def open_terminal(self, container_id: str, *, user: str, workdir: str, cmd: list[str], env: dict[str, str]) -> engine.Terminal:
+        raise _unsupported("open_terminal", "a shell behind one end of a socket pair")
+
+    def resize_terminal(self, exec_id: str, *, cols: int, rows: int) -> None:
+        """The fake opens no terminals, so every exec id is unknown, as Docker says of one."""
+        self._check("resize_terminal")
+        raise engine.NotFound(f"No such exec instance: {exec_id}")
+
+    def end_terminal(self, exec_id: str) -> bool:
+        """As the real engine answers for an engine on another machine: it cannot hang up here."""
+        self._check("end_terminal")
+        return False
+
+    def terminal_running(self, exec_id: str) -> bool:
+        self._check("terminal_running")
+        return False
+
+
+if TYPE_CHECKING:
+    # mypy holds the fake to the contract the real engine keeps (sandboxes/engine/protocol.py).
+    _satisfies: type[engine.Engine] = FakeEngine
