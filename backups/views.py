@@ -7,10 +7,11 @@ from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
+from controlpanel.http import client_ip
 from controlpanel.uploads import limited_upload, upload_problem
 from sandboxes import policy
 from sandboxes.services import InvalidInput, SandboxError
-from sandboxes.views import _get_sandbox, client_ip
+from sandboxes.views import _get_sandbox
 from teams.permissions import Role, has_role, user_role
 
 from . import selectors, services

@@ -8,8 +8,9 @@ from django.template.loader import render_to_string
 from django.views.decorators.http import require_POST
 
 from backups.models import Backup
+from controlpanel.http import client_ip
 from sandboxes.services import SandboxError
-from sandboxes.views import _get_sandbox, client_ip
+from sandboxes.views import _get_sandbox
 from teams.models import Team
 from teams.permissions import Role, has_role, team_ids_visible, user_role
 

@@ -10,6 +10,7 @@ from django.utils import timezone
 from django.utils.http import content_disposition_header
 from django.views.decorators.http import require_POST
 
+from controlpanel.http import client_ip
 from controlpanel.uploads import limited_upload, sent_name, upload_problem
 from teams import idle as idle_rule
 from teams.permissions import Role, request_roles, user_role
@@ -18,10 +19,6 @@ from . import activity, engine, health, policy, selectors, services, transfer
 from .forms import DenialFilterForm, DestroyForm, SandboxCreateForm
 from .models import Sandbox
 from .rows import render_rows, row_for, rows_for
-
-
-def client_ip(request: HttpRequest) -> str | None:
-    return request.META.get("REMOTE_ADDR") or None
 
 
 def dashboard(request: HttpRequest) -> HttpResponse:

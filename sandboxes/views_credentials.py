@@ -11,6 +11,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_http_methods
 
+from controlpanel.http import client_ip
 from teams.models import Team
 from teams.permissions import Role, role_allows, user_role
 
@@ -19,7 +20,6 @@ from .forms import DenialFilterForm
 from .models import Identity, Sandbox, Secret
 from .services import InvalidInput
 from .services import credentials as svc
-from .views import client_ip
 
 DENIALS_PAGE_SIZE = 50
 

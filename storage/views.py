@@ -6,9 +6,10 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
+from controlpanel.http import client_ip
 from sandboxes import engine, policy
 from sandboxes.services import SandboxError
-from sandboxes.views import _get_sandbox, client_ip
+from sandboxes.views import _get_sandbox
 from teams.permissions import Role, user_role
 
 from . import pool, selectors, services
