@@ -167,10 +167,6 @@ class Sandbox(models.Model):
     def volume_name(self) -> str:
         return f"{self.container_name}-home-{self.uuid}"
 
-    @property
-    def is_busy(self) -> bool:
-        return bool(self.pending_action)
-
 
 class Mount(models.Model):
     """An extra host folder mounted into a sandbox, validated by policy.check like the rest."""
