@@ -1,5 +1,7 @@
 from django.contrib import admin
 
+from controlpanel.http import client_ip
+
 from .models import AuditEvent
 from .services import audit_record
 
@@ -36,7 +38,7 @@ class AuditedAdminMixin:
             action=f"admin.{obj._meta.model_name}.{verb}",
             target=str(obj)[:255],
             details=details,
-            source_ip=request.META.get("REMOTE_ADDR"),
+            source_ip=client_ip(request),
             team_id=self.audit_team_id(obj),
         )
 

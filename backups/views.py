@@ -7,10 +7,11 @@ from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
+from controlpanel.http import client_ip
 from controlpanel.uploads import limited_upload, upload_problem
 from sandboxes import policy
+from sandboxes.selectors import visible_sandbox_or_404
 from sandboxes.services import InvalidInput, SandboxError
-from sandboxes.views import _get_sandbox, client_ip
 from teams.permissions import Role, has_role, user_role
 
 from . import selectors, services
@@ -21,7 +22,7 @@ from .tasks import backup_verify_task
 
 def sandbox_backups(request: HttpRequest, pk: int) -> HttpResponse:
     """The sandbox page's Backups card: a partial that reloads itself while something runs."""
-    sandbox = _get_sandbox(request, pk)
+    sandbox = visible_sandbox_or_404(user=request.user, pk=pk)
     role = user_role(user=request.user, team=sandbox.team)
     schedule = BackupSchedule.objects.filter(sandbox=sandbox).first()
     context = {
@@ -40,7 +41,7 @@ def sandbox_backups(request: HttpRequest, pk: int) -> HttpResponse:
 
 @require_POST
 def sandbox_backup_now(request: HttpRequest, pk: int) -> HttpResponse:
-    sandbox = _get_sandbox(request, pk)
+    sandbox = visible_sandbox_or_404(user=request.user, pk=pk)
     try:
         backup = services.backup_request(actor=request.user, sandbox=sandbox, source_ip=client_ip(request))
     except SandboxError as exc:
@@ -56,7 +57,7 @@ def sandbox_backup_now(request: HttpRequest, pk: int) -> HttpResponse:
 
 @require_POST
 def sandbox_backup_schedule(request: HttpRequest, pk: int) -> HttpResponse:
-    sandbox = _get_sandbox(request, pk)
+    sandbox = visible_sandbox_or_404(user=request.user, pk=pk)
     form = ScheduleForm(request.POST)
     if not form.is_valid():
         messages.error(request, "Schedule: " + " ".join(f"{k}: {' '.join(map(str, v))}" for k, v in form.errors.items()))

@@ -23,6 +23,7 @@ from backups.models import Backup, Restore
 from backups.services import BackupError, write_backup
 from backups.services.backup import fail_backup_row, new_backup_row
 from backups.services.restore import restore_into, staging_dir
+from controlpanel.queue import enqueue_on_commit
 from sandboxes import activity, engine, fdwalk, live, policy, workspace
 from sandboxes.models import Sandbox
 from sandboxes.services import LostClaim, SandboxError, SystemActor, finish, sandbox_sync
@@ -197,16 +198,12 @@ def freeze_team(*, actor, team: Team, severity: str, summary: str, source_ip: st
 def _queue(incident_id: int) -> None:
     from .tasks import incident_step_task
 
-    def send():
-        try:
-            incident_step_task.delay(incident_id)
-        except Exception as exc:  # noqa: BLE001 - kombu raises several types for "broker down"
-            log.warning("could not queue incident %s: %s", incident_id, exc)
-            incident = Incident.objects.filter(pk=incident_id).select_related("sandbox").first()
-            if incident is not None:
-                _step_end(incident, incident.sandbox, ok=False, detail="The step was not started: the task queue (Redis) is not reachable.")
+    def refused():
+        incident = Incident.objects.filter(pk=incident_id).select_related("sandbox").first()
+        if incident is not None:
+            _step_end(incident, incident.sandbox, ok=False, detail="The step was not started: the task queue (Redis) is not reachable.")
 
-    transaction.on_commit(send)
+    enqueue_on_commit(incident_step_task, incident_id, what=f"incident {incident_id}", on_refused=refused)
 
 
 def resume_incident(sandbox: Sandbox) -> None:

@@ -8,8 +8,9 @@ from django.template.loader import render_to_string
 from django.views.decorators.http import require_POST
 
 from backups.models import Backup
+from controlpanel.http import client_ip
+from sandboxes.selectors import visible_sandbox_or_404
 from sandboxes.services import SandboxError
-from sandboxes.views import _get_sandbox, client_ip
 from teams.models import Team
 from teams.permissions import Role, has_role, team_ids_visible, user_role
 
@@ -38,7 +39,7 @@ def incident_list(request: HttpRequest) -> HttpResponse:
 
 @require_POST
 def incident_declare(request: HttpRequest, pk: int) -> HttpResponse:
-    sandbox = _get_sandbox(request, pk)
+    sandbox = visible_sandbox_or_404(user=request.user, pk=pk)
     try:
         incident = services.incident_declare(
             actor=request.user,

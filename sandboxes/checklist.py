@@ -31,7 +31,8 @@ from . import egress, engine, scanner, workspace
 from .models import ChecklistItem, ChecklistTick, Identity, Sandbox
 from .services.common import InvalidInput, audit, egress_problems
 
-SEED = [
+# The original `manage.sh` set-up's checklist: each team's manual items until its admins edit them.
+ORIGINAL_ITEMS = [
     (ChecklistItem.Phase.BEFORE, "Workspace directory has correct permissions (755)"),
     (ChecklistItem.Phase.BEFORE, "No sensitive files in shared folders"),
     (ChecklistItem.Phase.BEFORE, "Git configured with container-specific identity"),
@@ -209,7 +210,7 @@ def team_items(team) -> list[ChecklistItem]:
     with transaction.atomic():
         if not ChecklistItem.objects.filter(team=team).exists():
             ChecklistItem.objects.bulk_create(
-                ChecklistItem(team=team, phase=phase, text=text, position=n) for n, (phase, text) in enumerate(SEED)
+                ChecklistItem(team=team, phase=phase, text=text, position=n) for n, (phase, text) in enumerate(ORIGINAL_ITEMS)
             )
     return list(ChecklistItem.objects.filter(team=team))
 

@@ -88,8 +88,9 @@ class Sandbox(models.Model):
         RUNC = "runc", "Standard (runc)"
         RUNSC = "runsc", "gVisor (runsc): its own application kernel"
 
-    # runsc: the sandbox's system calls go to gVisor's kernel, not the host's (the seed's "VM
-    # option", for Linux). Offered once the engine has it registered (scripts/panel.sh).
+    # runsc: the sandbox's system calls go to gVisor's kernel, not the host's (the original
+    # `manage.sh`'s "VM option", for Linux). Offered once the engine has it registered
+    # (scripts/panel.sh).
     runtime = models.CharField(max_length=8, choices=Runtime.choices, default=Runtime.RUNC)
     # An SELinux level for the container's label (e.g. s0:c100,c200), only where the host
     # enforces SELinux (policy.check_selinux_level). Empty: Docker's default label.
@@ -165,10 +166,6 @@ class Sandbox(models.Model):
     @property
     def volume_name(self) -> str:
         return f"{self.container_name}-home-{self.uuid}"
-
-    @property
-    def is_busy(self) -> bool:
-        return bool(self.pending_action)
 
 
 class Mount(models.Model):

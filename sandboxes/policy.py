@@ -49,8 +49,9 @@ SYSTEM_PATHS = (
 CONTAINER_PATHS = ("/", "/home", "/media", "/mnt", "/opt", "/srv")
 NO_NEW_PRIVILEGES = "no-new-privileges:true"
 ALLOWED_SECURITY_OPT = frozenset({NO_NEW_PRIVILEGES})
-# An SELinux MLS/MCS level for the container's label (the seed's "label=level:s0:c100,c200"):
-# a sensitivity and at most a few categories, nothing else (no type or role change).
+# An SELinux MLS/MCS level for the container's label (the original `manage.sh`'s
+# "label=level:s0:c100,c200"): a sensitivity and at most a few categories, nothing else (no type
+# or role change).
 SELINUX_LEVEL_RE = re.compile(r"^s([0-9]|1[0-5])(-s([0-9]|1[0-5]))?(:c([0-9]{1,4})([.,]c[0-9]{1,4}){0,15})?$")
 
 

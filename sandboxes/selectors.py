@@ -5,6 +5,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db.models import Count, Max, Min, Q, QuerySet, Sum
+from django.http import Http404
 from django.utils import timezone
 
 from . import engine, policy
@@ -26,6 +27,15 @@ def sandbox_list_visible(*, user, include_destroyed: bool = False) -> QuerySet[S
 
 def sandbox_get_visible(*, user, pk: int) -> Sandbox | None:
     return sandbox_list_visible(user=user).filter(pk=pk).first()
+
+
+def visible_sandbox_or_404(*, user, pk: int) -> Sandbox:
+    """The sandbox a page is about, if the user may see it (destroyed ones are gone); otherwise
+    404, the same answer as for a sandbox that never existed, so pages reveal nothing."""
+    sandbox = sandbox_get_visible(user=user, pk=pk)
+    if sandbox is None:
+        raise Http404("No such sandbox.")
+    return sandbox
 
 
 class SandboxPage:

@@ -1,5 +1,5 @@
-"""Controlled file transfer, the seed's imports/ and exports/: files go into a sandbox only
-through imports/ (read-only inside it) and come out only from exports/.
+"""Controlled file transfer, the original `manage.sh`'s imports/ and exports/: files go into a
+sandbox only through imports/ (read-only inside it) and come out only from exports/.
 
 Every path is walked from the folder down through file descriptors opened with O_NOFOLLOW, one
 part at a time, so no name (`..`, an absolute path, a link the agent planted in exports/) can

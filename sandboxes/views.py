@@ -10,6 +10,7 @@ from django.utils import timezone
 from django.utils.http import content_disposition_header
 from django.views.decorators.http import require_POST
 
+from controlpanel.http import client_ip
 from controlpanel.uploads import limited_upload, sent_name, upload_problem
 from teams import idle as idle_rule
 from teams.permissions import Role, request_roles, user_role
@@ -18,10 +19,6 @@ from . import activity, engine, health, policy, selectors, services, transfer
 from .forms import DenialFilterForm, DestroyForm, SandboxCreateForm
 from .models import Sandbox
 from .rows import render_rows, row_for, rows_for
-
-
-def client_ip(request: HttpRequest) -> str | None:
-    return request.META.get("REMOTE_ADDR") or None
 
 
 def dashboard(request: HttpRequest) -> HttpResponse:
@@ -75,15 +72,8 @@ def sandbox_create(request: HttpRequest) -> HttpResponse:
     return render(request, "sandboxes/create.html", {"form": form}, status=400 if form.errors else 200)
 
 
-def _get_sandbox(request: HttpRequest, pk: int) -> Sandbox:
-    sandbox = selectors.sandbox_get_visible(user=request.user, pk=pk)
-    if sandbox is None:
-        raise Http404("No such sandbox.")
-    return sandbox
-
-
 def sandbox_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    sandbox = _get_sandbox(request, pk)
+    sandbox = selectors.visible_sandbox_or_404(user=request.user, pk=pk)
     hardening: list = []
     if sandbox.status != Sandbox.Status.DESTROYED and not health.docker_is_down():
         try:
@@ -106,7 +96,7 @@ def sandbox_detail(request: HttpRequest, pk: int) -> HttpResponse:
 
 @require_POST
 def sandbox_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
-    sandbox = _get_sandbox(request, pk)
+    sandbox = selectors.visible_sandbox_or_404(user=request.user, pk=pk)
     if action == Sandbox.Action.DESTROY:
         form = DestroyForm(request.POST, sandbox=sandbox)
         if not form.is_valid():
@@ -126,7 +116,7 @@ def sandbox_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
 def sandbox_files(request: HttpRequest, pk: int) -> HttpResponse:
     """Files modified in the sandbox's folders lately (read on the host), and what changed in the
     container's own file system (`docker diff`): a partial the page loads and reloads."""
-    sandbox = _get_sandbox(request, pk)
+    sandbox = selectors.visible_sandbox_or_404(user=request.user, pk=pk)
     window = request.GET.get("within", "1h")
     if window not in activity.WINDOWS:
         window = "1h"
@@ -150,7 +140,7 @@ def sandbox_files(request: HttpRequest, pk: int) -> HttpResponse:
 
 def sandbox_logs_download(request: HttpRequest, pk: int) -> HttpResponse | StreamingHttpResponse:
     """The container's whole output, with timestamps and stream, streamed as a text file."""
-    sandbox = _get_sandbox(request, pk)
+    sandbox = selectors.visible_sandbox_or_404(user=request.user, pk=pk)
     if not sandbox.container_id:
         raise Http404("This sandbox has no container, so no output.")
     try:
@@ -176,7 +166,7 @@ def sandbox_logs_download(request: HttpRequest, pk: int) -> HttpResponse | Strea
 def sandbox_transfer(request: HttpRequest, pk: int) -> HttpResponse:
     """The page's Files in and out card: what imports/ and exports/ hold (one folder level at a
     time), an upload form and download links. Operators and above."""
-    sandbox = _get_sandbox(request, pk)
+    sandbox = selectors.visible_sandbox_or_404(user=request.user, pk=pk)
     path = request.GET.get("path", "")
     try:
         imports = transfer.list_folder(user=request.user, sandbox=sandbox, folder=transfer.UPLOAD_FOLDER)
@@ -201,7 +191,7 @@ def sandbox_transfer(request: HttpRequest, pk: int) -> HttpResponse:
 @limited_upload(lambda: settings.TRANSFER_MAX_UPLOAD_BYTES)
 def sandbox_upload(request: HttpRequest, pk: int) -> HttpResponse:
     """Upload one file into imports/ (read-only inside the sandbox), under the name given."""
-    sandbox = _get_sandbox(request, pk)
+    sandbox = selectors.visible_sandbox_or_404(user=request.user, pk=pk)
     uploaded = request.FILES.get("file")
     if problem := upload_problem(request, what="The file"):
         messages.error(request, problem)
@@ -221,7 +211,7 @@ def sandbox_upload(request: HttpRequest, pk: int) -> HttpResponse:
 
 def sandbox_download(request: HttpRequest, pk: int) -> HttpResponse | StreamingHttpResponse:
     """Download exports/<path>: a file, or a folder as a streamed .tar.gz."""
-    sandbox = _get_sandbox(request, pk)
+    sandbox = selectors.visible_sandbox_or_404(user=request.user, pk=pk)
     try:
         found = transfer.download(actor=request.user, sandbox=sandbox, path=request.GET.get("path", ""), source_ip=client_ip(request))
     except transfer.TransferError as exc:

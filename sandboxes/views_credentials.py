@@ -11,6 +11,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_http_methods
 
+from controlpanel.http import client_ip
 from teams.models import Team
 from teams.permissions import Role, role_allows, user_role
 
@@ -19,7 +20,6 @@ from .forms import DenialFilterForm
 from .models import Identity, Sandbox, Secret
 from .services import InvalidInput
 from .services import credentials as svc
-from .views import client_ip
 
 DENIALS_PAGE_SIZE = 50
 
@@ -61,9 +61,7 @@ def _secret_post(request: HttpRequest, *, sandbox: Sandbox | None, team: Team | 
 @sensitive_post_parameters("value")
 @require_http_methods(["GET", "POST"])
 def sandbox_secrets(request: HttpRequest, pk: int) -> HttpResponse:
-    sandbox = selectors.sandbox_get_visible(user=request.user, pk=pk)
-    if sandbox is None or sandbox.status == Sandbox.Status.DESTROYED:
-        raise Http404("No such sandbox.")
+    sandbox = selectors.visible_sandbox_or_404(user=request.user, pk=pk)
     role = user_role(user=request.user, team=sandbox.team)
     if request.method == "POST":
         if not role_allows(role, Role.OPERATOR):
@@ -174,9 +172,7 @@ def sandbox_checklist(request: HttpRequest, pk: int) -> HttpResponse:
     from . import checklist
     from .models import ChecklistItem
 
-    sandbox = selectors.sandbox_get_visible(user=request.user, pk=pk)
-    if sandbox is None or sandbox.status == Sandbox.Status.DESTROYED:
-        raise Http404("No such sandbox.")
+    sandbox = selectors.visible_sandbox_or_404(user=request.user, pk=pk)
     role = user_role(user=request.user, team=sandbox.team)
     items = checklist.team_items(sandbox.team)
     if request.method == "POST":
@@ -204,9 +200,7 @@ def sandbox_denials(request: HttpRequest, pk: int) -> HttpResponse:
     """The decision log of the sandbox, a page at a time, each attempt or by destination, as the
     card's filters say. The card polls this with the page and filters it shows (every 2 s; every
     10 s grouped, which reads all the rows that match), so a refresh never moves the reader."""
-    sandbox = selectors.sandbox_get_visible(user=request.user, pk=pk)
-    if sandbox is None:
-        raise Http404("No such sandbox.")
+    sandbox = selectors.visible_sandbox_or_404(user=request.user, pk=pk)
     form = DenialFilterForm(request.GET)
     form.is_valid()
     kept = {k: v for k, v in form.cleaned_data.items() if v}  # only what is valid
@@ -232,9 +226,7 @@ def _sandbox_change(request: HttpRequest, pk: int, change, done: str) -> HttpRes
     how it went on the sandbox's page: `done`, or why not."""
     from . import services
 
-    sandbox = selectors.sandbox_get_visible(user=request.user, pk=pk)
-    if sandbox is None:
-        raise Http404("No such sandbox.")
+    sandbox = selectors.visible_sandbox_or_404(user=request.user, pk=pk)
     try:
         change(sandbox)
     except InvalidInput as exc:

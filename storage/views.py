@@ -6,9 +6,10 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
+from controlpanel.http import client_ip
 from sandboxes import engine, policy
+from sandboxes.selectors import visible_sandbox_or_404
 from sandboxes.services import SandboxError
-from sandboxes.views import _get_sandbox, client_ip
 from teams.permissions import Role, user_role
 
 from . import pool, selectors, services
@@ -17,7 +18,7 @@ from .models import Checkpoint
 
 def sandbox_storage(request: HttpRequest, pk: int) -> HttpResponse:
     """The card; it reloads itself every few seconds (the use is live)."""
-    sandbox = _get_sandbox(request, pk)
+    sandbox = visible_sandbox_or_404(user=request.user, pk=pk)
     role = user_role(user=request.user, team=sandbox.team)
     context = {
         "sandbox": sandbox,
@@ -37,7 +38,7 @@ def _checkpoint(sandbox, checkpoint_pk: int) -> Checkpoint:
 
 
 def _run(request: HttpRequest, pk: int, step) -> HttpResponse:
-    sandbox = _get_sandbox(request, pk)
+    sandbox = visible_sandbox_or_404(user=request.user, pk=pk)
     try:
         said = step(sandbox)
     except (SandboxError, pool.PoolError, engine.EngineError) as exc:

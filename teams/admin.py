@@ -5,6 +5,7 @@ from django.contrib.auth.admin import GroupAdmin, UserAdmin
 from django.contrib.auth.models import Group
 
 from audit.admin import AuditedAdminMixin
+from controlpanel.http import client_ip
 from controlpanel.names import bidi_problem
 
 from . import policy
@@ -78,7 +79,7 @@ class TeamPolicyAdmin(AuditedAdminMixin, admin.ModelAdmin):
             actor=request.user,
             team=obj.team,
             values={f: form.cleaned_data.get(f) for f in policy.FIELDS},
-            source_ip=request.META.get("REMOTE_ADDR"),
+            source_ip=client_ip(request),
         )
         obj.pk = saved.pk
 

@@ -80,7 +80,3 @@ def teams_for_operator(*, user) -> QuerySet[Team]:
 
 def team_ids_visible(*, user) -> set[int]:
     return set(team_roles(user=user))
-
-
-def is_any_team_admin(*, user) -> bool:
-    return bool(getattr(user, "is_superuser", False)) or Membership.objects.filter(user=user, role=Role.ADMIN).exists()

@@ -7,14 +7,12 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
+from controlpanel.http import client_ip
+
 from . import policy, services
 from .forms import TeamPolicyForm
 from .models import Membership, Team
 from .permissions import Role, team_roles, teams_visible, user_role
-
-
-def _client_ip(request: HttpRequest) -> str | None:
-    return request.META.get("REMOTE_ADDR") or None
 
 
 def team_list(request: HttpRequest) -> HttpResponse:
@@ -60,7 +58,7 @@ def team_policy(request: HttpRequest, slug: str) -> HttpResponse:
         return team_detail(request, slug, policy_form=form)
     try:
         _saved, over = policy.policy_set(
-            actor=request.user, team=team, values={f: form.cleaned_data.get(f) for f in policy.FIELDS}, source_ip=_client_ip(request)
+            actor=request.user, team=team, values={f: form.cleaned_data.get(f) for f in policy.FIELDS}, source_ip=client_ip(request)
         )
     except ValidationError as exc:
         form.add_error(None, exc)
@@ -87,11 +85,11 @@ def team_member(request: HttpRequest, slug: str) -> HttpResponse:
         return redirect("team_detail", slug=slug)
     try:
         if request.POST.get("remove"):
-            services.membership_remove(actor=request.user, team=team, user=user, source_ip=_client_ip(request))
+            services.membership_remove(actor=request.user, team=team, user=user, source_ip=client_ip(request))
             messages.info(request, f"{username} removed from {team}.")
         else:
             new_role = request.POST.get("role", "")
-            services.membership_set(actor=request.user, team=team, user=user, role=new_role, source_ip=_client_ip(request))
+            services.membership_set(actor=request.user, team=team, user=user, role=new_role, source_ip=client_ip(request))
             messages.info(request, f"{username} is now {new_role} in {team}.")
     except services.TeamError as exc:
         messages.error(request, str(exc))
@@ -107,7 +105,7 @@ def team_second_factor(request: HttpRequest, slug: str) -> HttpResponse:
     required = request.POST.get("require") == "1"
     if Team.objects.filter(pk=team.pk).exclude(require_second_factor=required).update(require_second_factor=required):
         services.audit_team(
-            request.user, "team.second_factor_required" if required else "team.second_factor_optional", team, source_ip=_client_ip(request)
+            request.user, "team.second_factor_required" if required else "team.second_factor_optional", team, source_ip=client_ip(request)
         )
         messages.info(request, f"{team}: a second factor is now {'required' if required else 'optional'} for every member.")
     return redirect("team_detail", slug=slug)

@@ -13,14 +13,13 @@ from django_otp import user_has_device
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from audit.services import audit_record
+from controlpanel.http import client_ip
 
 from . import second_factor
 
 
 def _audit(request: HttpRequest, action: str, details: dict | None = None) -> None:
-    audit_record(
-        actor=request.user, action=action, target=request.user.get_username(), details=details, source_ip=request.META.get("REMOTE_ADDR")
-    )
+    audit_record(actor=request.user, action=action, target=request.user.get_username(), details=details, source_ip=client_ip(request))
 
 
 def _next(request: HttpRequest) -> str:

@@ -15,6 +15,7 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from controlpanel.queue import enqueue_on_commit
 from sandboxes import engine, live, policy, workspace
 from sandboxes.models import Sandbox
 from sandboxes.services import SandboxError, SystemActor, finish
@@ -117,16 +118,12 @@ def queue_backup(backup_id: int) -> None:
     backup with the reason instead of leaving the sandbox busy."""
     from ..tasks import backup_task
 
-    def send():
-        try:
-            backup_task.delay(backup_id)
-        except Exception as exc:  # noqa: BLE001 - kombu raises several types for "broker down"
-            log.warning("could not queue backup %s: %s", backup_id, exc)
-            backup = Backup.objects.filter(pk=backup_id).select_related("sandbox").first()
-            if backup is not None and backup.sandbox is not None:
-                _end(backup, backup.sandbox, ok=False, detail="The backup was not started: the task queue (Redis) is not reachable.")
+    def refused():
+        backup = Backup.objects.filter(pk=backup_id).select_related("sandbox").first()
+        if backup is not None and backup.sandbox is not None:
+            _end(backup, backup.sandbox, ok=False, detail="The backup was not started: the task queue (Redis) is not reachable.")
 
-    transaction.on_commit(send)
+    enqueue_on_commit(backup_task, backup_id, what=f"backup {backup_id}", on_refused=refused)
 
 
 def resume_backup(sandbox: Sandbox) -> None:

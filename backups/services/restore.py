@@ -20,6 +20,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from controlpanel.queue import enqueue_on_commit
 from sandboxes import engine, fdwalk, live, policy, workspace
 from sandboxes.models import Mount, Sandbox
 from sandboxes.services import InvalidInput, LostClaim, SandboxError, SystemActor, finish, sandbox_create
@@ -172,16 +173,12 @@ def _new_restore(actor, backup: Backup, sandbox: Sandbox, *, into_new: bool, dro
 def _queue(restore_id: int) -> None:
     from ..tasks import restore_task
 
-    def send():
-        try:
-            restore_task.delay(restore_id)
-        except Exception as exc:  # noqa: BLE001 - kombu raises several types for "broker down"
-            log.warning("could not queue restore %s: %s", restore_id, exc)
-            restore = Restore.objects.filter(pk=restore_id).select_related("sandbox").first()
-            if restore is not None:
-                _end(restore, ok=False, detail="The restore was not started: the task queue (Redis) is not reachable.", refused=True)
+    def refused():
+        restore = Restore.objects.filter(pk=restore_id).select_related("sandbox").first()
+        if restore is not None:
+            _end(restore, ok=False, detail="The restore was not started: the task queue (Redis) is not reachable.", refused=True)
 
-    transaction.on_commit(send)
+    enqueue_on_commit(restore_task, restore_id, what=f"restore {restore_id}", on_refused=refused)
 
 
 def resume_restore(sandbox: Sandbox) -> None:

@@ -19,6 +19,7 @@ from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from controlpanel.queue import enqueue_on_commit
 from teams.permissions import SystemActor
 
 from .. import live
@@ -88,18 +89,14 @@ def enqueue(sandbox_id: int, action: str, previous_status: str) -> Queued:
 
     queued = Queued()
 
-    def send():
-        try:
-            sandbox_action_task.delay(sandbox_id, action)
-        except Exception as exc:  # noqa: BLE001 - kombu raises several types for "broker down"
-            log.warning("could not queue %s for sandbox %s: %s", action, sandbox_id, exc)
-            queued.refused = QUEUE_DOWN
-            sandbox = Sandbox.objects.filter(pk=sandbox_id).first()
-            if sandbox is not None:
-                status = S.ERROR if previous_status in (S.CREATING, S.DESTROYING) else previous_status
-                finish(sandbox, action, status, str(NotQueued(action, QUEUE_DOWN)))
+    def refused():
+        queued.refused = QUEUE_DOWN
+        sandbox = Sandbox.objects.filter(pk=sandbox_id).first()
+        if sandbox is not None:
+            status = S.ERROR if previous_status in (S.CREATING, S.DESTROYING) else previous_status
+            finish(sandbox, action, status, str(NotQueued(action, QUEUE_DOWN)))
 
-    transaction.on_commit(send)
+    enqueue_on_commit(sandbox_action_task, sandbox_id, action, what=f"{action} for sandbox {sandbox_id}", on_refused=refused)
     return queued
 
 

@@ -2,12 +2,14 @@
 tried again at the next tick."""
 
 from datetime import datetime, time, timedelta
+from unittest import mock
 
 import pytest
 from django.utils import timezone
 
 from backups import services
 from backups.models import Backup, BackupSchedule
+from backups.tasks import backup_task
 from sandboxes import services as sandbox_services
 
 pytestmark = pytest.mark.django_db
@@ -24,8 +26,12 @@ def test_a_schedule_starts_one_backup_a_day_at_its_time(make_sandbox, fake_engin
     assert services.run_due_schedules(at(2, 59)) == 0
     with django_capture_on_commit_callbacks() as queued:
         assert services.run_due_schedules(at(3, 1)) == 1
-    assert any(callback.__qualname__.startswith("queue_backup") for callback in queued)  # its task is queued on commit
     backup = Backup.objects.get(sandbox=sandbox)
+    with mock.patch.object(backup_task, "delay") as delay:
+        for callback in queued:
+            if callback.__qualname__.startswith("enqueue_on_commit"):
+                callback()
+    delay.assert_called_once_with(backup.pk)  # its task is queued on commit
     assert backup.kind == Backup.Kind.SCHEDULED and backup.created_by_name == "schedule"
     sandbox_services.finish(sandbox, "backup", None, "", audited=False)
     assert services.run_due_schedules(at(23, 0)) == 0  # done for today
