@@ -98,6 +98,11 @@ def sandbox_page(*, user, roles: dict[int, str], search: str = "", page: int | s
             "cpus",
             "network_mode",
             "checklist_failed",
+            # The row's health and OOM badges (sandboxes.rows): deferred, each cost a query per row.
+            "health",
+            "oom_kills",
+            "oom_last_at",
+            "oom_since",
             "team__name",
             "team_id",
         )

@@ -8,9 +8,11 @@ audited; django-otp throttles failed codes (each failure doubles the wait).
 
 from urllib.parse import urlencode
 
+from django.contrib.auth import get_user_model
+from django.db.models import Exists
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
-from django_otp import DEVICE_ID_SESSION_KEY, user_has_device
+from django_otp import DEVICE_ID_SESSION_KEY, device_classes
 from django_otp.models import Device
 
 from .models import Team
@@ -27,15 +29,42 @@ def required_for(user) -> bool:
 
 def missing(user, session) -> str | None:
     """What the user still owes: "setup" (a team requires a factor and there is none), "verify"
-    (a factor exists and this session has not given its code), or None."""
-    device_id = session.get(DEVICE_ID_SESSION_KEY) if session is not None else None
-    if device_id:
-        device = Device.from_persistent_id(device_id)
-        if device is not None and device.user_id == user.pk and device.confirmed:
-            return None
-    if user_has_device(user, confirmed=True):
+    (a factor exists and this session has not given its code), or None.
+
+    Read afresh on every request, never cached across requests: the panel has no cache its
+    processes share, and a factor removed, added or required elsewhere must count at once. It
+    costs one query at most: the device OTPMiddleware already loaded for this session, or one
+    query for both "has a confirmed factor" and "a team requires one"."""
+    device = _session_device(user, session)
+    if device is not None and device.user_id == user.pk and device.confirmed:
+        return None
+    has_device, required = _owed(user)
+    if has_device:
         return "verify"
-    return "setup" if required_for(user) else None
+    return "setup" if required else None
+
+
+def _session_device(user, session) -> Device | None:
+    """The device this session gave its code for: the one OTPMiddleware loaded for the request
+    (`user.otp_device`, checked against the session's device id), else read from the session."""
+    device_id = session.get(DEVICE_ID_SESSION_KEY) if session is not None else None
+    if not device_id:
+        return None
+    loaded = getattr(user, "otp_device", None)
+    if loaded is not None and loaded.persistent_id == device_id:
+        return loaded
+    return Device.from_persistent_id(device_id)
+
+
+def _owed(user) -> tuple[bool, bool]:
+    """(the user has a confirmed device of any installed kind, one of their teams requires a
+    second factor), in one query."""
+    devices = [Exists(model.objects.devices_for_user(user, confirmed=True)) for model in device_classes()]
+    required = Exists(Team.objects.filter(memberships__user=user, require_second_factor=True))
+    row = get_user_model().objects.filter(pk=user.pk).values_list(required, *devices).first()
+    if row is None:
+        return False, False
+    return any(row[1:]), bool(row[0])
 
 
 def is_satisfied(user, session) -> bool:

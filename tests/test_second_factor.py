@@ -95,6 +95,58 @@ def test_a_websocket_of_a_session_without_its_code_is_refused(in_memory_layer_fo
     assert connects(session, ORIGIN) is True
 
 
+# The second factor is read afresh on every request (teams.second_factor.missing): what changes it
+# elsewhere counts at the next request of every session, never after some cache expires.
+
+
+def test_a_session_verified_with_a_removed_authenticator_must_set_one_up_again_at_once(client, member):
+    Team.objects.filter(slug="default").update(require_second_factor=True)
+    device = TOTPDevice.objects.create(user=member, name="authenticator", confirmed=True)
+    sign_in(client, member)
+    client.post("/2fa/verify/", {"token": code(device)})
+    assert client.get("/").status_code == 200
+    device.delete()  # revoked: by an admin, or from another session
+    response = client.get("/")
+    assert response.status_code == 302 and response["Location"] == "/2fa/setup/"
+
+
+def test_a_session_verified_with_a_replaced_authenticator_must_give_the_new_code_at_once(client, member):
+    old = TOTPDevice.objects.create(user=member, name="old phone", confirmed=True)
+    sign_in(client, member)
+    client.post("/2fa/verify/", {"token": code(old)})
+    assert client.get("/").status_code == 200
+    old.delete()
+    TOTPDevice.objects.create(user=member, name="new phone", confirmed=True)
+    response = client.get("/")
+    assert response.status_code == 302 and response["Location"].startswith("/2fa/verify/")
+
+
+def test_an_authenticator_set_up_in_another_session_asks_this_one_for_its_code_at_once(client, member):
+    sign_in(client, member)
+    assert client.get("/").status_code == 200
+    TOTPDevice.objects.create(user=member, name="authenticator", confirmed=True)
+    response = client.get("/")
+    assert response.status_code == 302 and response["Location"].startswith("/2fa/verify/")
+
+
+def test_a_team_requiring_it_sends_a_signed_in_member_to_set_it_up_at_once(client, member):
+    sign_in(client, member)
+    assert client.get("/").status_code == 200
+    Team.objects.filter(slug="default").update(require_second_factor=True)
+    response = client.get("/")
+    assert response.status_code == 302 and response["Location"] == "/2fa/setup/"
+
+
+def test_signing_out_ends_a_verified_session_at_once(client, member):
+    device = TOTPDevice.objects.create(user=member, name="authenticator", confirmed=True)
+    sign_in(client, member)
+    client.post("/2fa/verify/", {"token": code(device)})
+    assert client.get("/").status_code == 200
+    client.post("/logout/")
+    response = client.get("/")
+    assert response.status_code == 302 and response["Location"].startswith("/login/")
+
+
 @pytest.fixture
 def in_memory_layer_for_otp(settings, transactional_db):
     settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
