@@ -210,7 +210,7 @@ class TerminalSession(models.Model):
 class Secret(models.Model):
     """A value handed to sandboxes (an API key, a token): for one sandbox, or for every sandbox
     of a team (a sandbox's own secret of the same name wins). Stored only encrypted
-    (sandboxes.vault, with a key kept outside the database); never shown again after saving,
+    (sandboxes.secrets.vault, with a key kept outside the database); never shown again after saving,
     never written to logs, audit details, backups or exports. Delivered at each start as an
     environment variable or as a file in /run/secrets (in memory, readable by the sandbox's user
     only)."""

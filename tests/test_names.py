@@ -8,10 +8,9 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from audit.models import AuditEvent
-from sandboxes import transfer
+from sandboxes import secrets, transfer
 from sandboxes.models import Identity
 from sandboxes.services import InvalidInput, SystemActor
-from sandboxes.services import credentials as credentials_services
 from storage import services as storage
 from storage.models import Checkpoint
 from teams.models import Team
@@ -42,7 +41,7 @@ def test_an_upload_named_with_a_bidi_control_is_refused(admin_client, box, name)
 @pytest.mark.parametrize("name", BIDI)
 def test_a_git_name_with_a_bidi_control_is_refused(box, name):
     with pytest.raises(InvalidInput) as refused:
-        credentials_services.git_identity_set(actor=ACTOR, sandbox=box, name=name, email="agent@example.com")
+        secrets.git_identity_set(actor=ACTOR, sandbox=box, name=name, email="agent@example.com")
     assert "changes the direction" in str(refused.value.errors["git_name"])
     assert not Identity.objects.filter(sandbox=box).exclude(git_name="").exists()
 

@@ -9,7 +9,7 @@ SECRET_KEY = env_str("DJANGO_SECRET_KEY", "") or key_file("secret_key")
 # The audit trail's HMAC key lives here, outside the database: someone who can write the database
 # but not this file cannot forge a chain that verifies.
 AUDIT_KEY_FILE = VAR_DIR / "audit_key"
-# The key the secrets sandboxes receive are encrypted with (sandboxes.vault), outside the database.
+# The key the secrets sandboxes receive are encrypted with (sandboxes.secrets.vault), outside the database.
 SECRETS_KEY_FILE = Path(env_str("SECRETS_KEY_FILE", str(VAR_DIR / "secrets_key")))
 # The newest head `audit verify` found intact, kept outside the database too (see audit.services).
 AUDIT_ANCHOR_FILE: Path | None = VAR_DIR / "audit_anchor.json"

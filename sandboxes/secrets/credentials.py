@@ -24,9 +24,10 @@ from teams.models import Team
 from teams.permissions import Role, SystemActor, actor_user, authorize
 from teams.services import audit_team
 
-from .. import engine, policy, vault
+from .. import engine, policy
 from ..models import Identity, Sandbox, Secret
-from .common import InvalidInput, audit
+from ..services.common import InvalidInput, audit
+from . import vault
 
 log = logging.getLogger(__name__)
 SECRETS_DIR = "/run/secrets"

@@ -16,9 +16,8 @@ from django.db import transaction
 
 from teams.permissions import Role, SystemActor, authorize, role_allows
 
-from .. import egress, engine, live, policy, vault, workspace
+from .. import egress, engine, live, policy, secrets, workspace
 from ..models import Sandbox
-from . import credentials
 from .allowlist import grants_repair, sync_grants
 from .claims import CANCELLERS, claim, claimed, finish, heartbeat, take_run
 from .claims import enqueue as enqueue_task
@@ -151,8 +150,8 @@ def _deliver(sandbox: Sandbox, docker, container_id: str) -> None:
     """The file secrets, the SSH key and the git identity; a sandbox that cannot take them is
     stopped rather than left running without what it was given."""
     try:
-        credentials.deliver(sandbox, container_id)
-    except (engine.EngineError, vault.VaultError):
+        secrets.deliver(sandbox, container_id)
+    except (engine.EngineError, secrets.VaultError):
         docker.stop(container_id, timeout=settings.SANDBOX_STOP_TIMEOUT)
         raise
 
@@ -276,7 +275,7 @@ def run_destroy(sandbox: Sandbox, action: str) -> None:
             pool.set_limit(sandbox.disk_group, sandbox.disk_mb or settings.SANDBOX_DEFAULT_DISK_MB)
     else:
         left += storage.forget(sandbox)  # its checkpoints and quota group
-    credentials.forget(sandbox)
+    secrets.forget(sandbox)
     save_claimed(sandbox, action, container_id="", status_detail="; ".join(left))
 
 

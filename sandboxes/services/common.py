@@ -147,7 +147,7 @@ def sandbox_spec(sandbox: Sandbox, extra_mounts: list[Mount] | None = None, *, s
     environment: dict[str, str] = {}
     spec_labels = labels(sandbox)
     if sandbox.pk and secrets:  # a sandbox being judged before it is saved has no secrets yet
-        from .credentials import LABEL_SECRETS, container_environment
+        from ..secrets import LABEL_SECRETS, container_environment
 
         environment, spec_labels[LABEL_SECRETS] = container_environment(sandbox)
     if sandbox.network_mode == Sandbox.Network.ALLOWLIST:

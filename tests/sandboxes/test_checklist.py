@@ -7,9 +7,8 @@ import subprocess
 import pytest
 
 from audit.models import AuditEvent
-from sandboxes import checklist, egress, scanner, services
+from sandboxes import checklist, egress, scanner, secrets, services
 from sandboxes.models import ChecklistItem
-from sandboxes.services import credentials
 from tests.conftest import docker_cli
 
 pytestmark = [pytest.mark.docker, pytest.mark.django_db]
@@ -29,7 +28,7 @@ def rules_back():
 
 def test_a_clean_sandbox_passes_and_each_fault_turns_its_check_red(make_sandbox, clean_docker, rules_back):
     sandbox = make_sandbox("checked")
-    credentials.git_identity_set(actor=ACTOR, sandbox=sandbox, name="Agent", email="agent@example.com")
+    secrets.git_identity_set(actor=ACTOR, sandbox=sandbox, name="Agent", email="agent@example.com")
     found = results(sandbox)
     assert all(ok is not False for ok, _ in found.values()), found
     assert found["A backup younger than 24 hours exists"][0] is None  # no backup yet: not applicable

@@ -12,9 +12,8 @@ from django.core.management import call_command
 
 from audit.models import AuditEvent
 from backups import services as backup_services
-from sandboxes import engine, services
+from sandboxes import engine, secrets, services
 from sandboxes.models import Identity, Sandbox, Secret
-from sandboxes.services import credentials
 from teams.models import Membership
 from tests.conftest import docker_cli
 
@@ -36,8 +35,8 @@ def test_a_secret_reaches_the_sandbox_and_nothing_else_holds_it(make_sandbox, cl
     api_key = "sk-ant-" + pysecrets.token_hex(20)
     token = "tok-" + pysecrets.token_hex(20)
     sandbox = make_sandbox("holder")
-    credentials.secret_set(actor=ACTOR, sandbox=sandbox, name="ANTHROPIC_API_KEY", value=api_key)
-    credentials.secret_set(actor=ACTOR, team=team, name="DEPLOY_TOKEN", value=token, delivery=Secret.Delivery.FILE)
+    secrets.secret_set(actor=ACTOR, sandbox=sandbox, name="ANTHROPIC_API_KEY", value=api_key)
+    secrets.secret_set(actor=ACTOR, team=team, name="DEPLOY_TOKEN", value=token, delivery=Secret.Delivery.FILE)
     sandbox = act(sandbox, "restart")
     assert sandbox.status == "running", sandbox.status_detail
 
@@ -87,18 +86,18 @@ def test_a_secret_reaches_the_sandbox_and_nothing_else_holds_it(make_sandbox, cl
 
 def test_rotate_disable_and_delete_take_effect_at_the_next_start(make_sandbox, clean_docker):
     sandbox = make_sandbox("rotator")
-    credentials.secret_set(actor=ACTOR, sandbox=sandbox, name="KEY", value="one")
+    secrets.secret_set(actor=ACTOR, sandbox=sandbox, name="KEY", value="one")
     sandbox = act(sandbox, "restart")
     assert inside(sandbox, 'echo "$KEY"') == "one"
-    secret = credentials.secret_set(actor=ACTOR, sandbox=sandbox, name="KEY", value="two")
+    secret = secrets.secret_set(actor=ACTOR, sandbox=sandbox, name="KEY", value="two")
     assert Secret.objects.filter(sandbox=sandbox).count() == 1
     sandbox = act(sandbox, "restart")
     assert inside(sandbox, 'echo "$KEY"') == "two"
-    credentials.secret_enable(actor=ACTOR, secret=secret, enabled=False)
+    secrets.secret_enable(actor=ACTOR, secret=secret, enabled=False)
     sandbox = act(sandbox, "restart")
     assert inside(sandbox, 'echo "$KEY"') == ""
-    credentials.secret_enable(actor=ACTOR, secret=secret, enabled=True)
-    credentials.secret_delete(actor=ACTOR, secret=secret)
+    secrets.secret_enable(actor=ACTOR, secret=secret, enabled=True)
+    secrets.secret_delete(actor=ACTOR, secret=secret)
     sandbox = act(sandbox, "restart")
     assert inside(sandbox, 'echo "$KEY"') == ""
     actions = list(
@@ -109,8 +108,8 @@ def test_rotate_disable_and_delete_take_effect_at_the_next_start(make_sandbox, c
 
 def test_git_identity_and_ssh_key(make_sandbox, clean_docker):
     sandbox = make_sandbox("ident")
-    credentials.git_identity_set(actor=ACTOR, sandbox=sandbox, name="Agent Smith", email="agent@example.com")
-    identity = credentials.ssh_key_regenerate(actor=ACTOR, sandbox=sandbox)
+    secrets.git_identity_set(actor=ACTOR, sandbox=sandbox, name="Agent Smith", email="agent@example.com")
+    identity = secrets.ssh_key_regenerate(actor=ACTOR, sandbox=sandbox)
     assert identity.ssh_public.startswith("ssh-ed25519 ") and identity.ssh_public.endswith(" ident@ccpanel")
     sandbox = act(sandbox, "restart")
     assert sandbox.status == "running", sandbox.status_detail
@@ -119,7 +118,7 @@ def test_git_identity_and_ssh_key(make_sandbox, clean_docker):
     assert inside(sandbox, "head -1 /run/secrets/id_ed25519") == "-----BEGIN OPENSSH PRIVATE KEY-----"
     assert inside(sandbox, 'echo "$GIT_SSH_COMMAND"') == "ssh -i /run/secrets/id_ed25519 -o IdentitiesOnly=yes"
     old = identity.ssh_public
-    identity = credentials.ssh_key_regenerate(actor=ACTOR, sandbox=sandbox)
+    identity = secrets.ssh_key_regenerate(actor=ACTOR, sandbox=sandbox)
     assert identity.ssh_public != old
     assert AuditEvent.objects.filter(action="sandbox.ssh_key", target="ident", details__replaced=True).exists()
     sandbox = act(sandbox, "destroy")
@@ -141,7 +140,7 @@ def test_git_identity_and_ssh_key(make_sandbox, clean_docker):
 def test_bad_secrets_are_refused_and_change_nothing(name, value, delivery, field, make_sandbox, fake_engine, clean_workspace):
     sandbox = make_sandbox("refuser")
     with pytest.raises(services.InvalidInput) as caught:
-        credentials.secret_set(actor=ACTOR, sandbox=sandbox, name=name, value=value, delivery=delivery)
+        secrets.secret_set(actor=ACTOR, sandbox=sandbox, name=name, value=value, delivery=delivery)
     assert field in caught.value.errors
     assert not Secret.objects.exists()
 
@@ -152,7 +151,7 @@ def test_only_team_admins_set_team_secrets_and_pages_never_show_values(
     operator = django_user_model.objects.create_user("op", password="pw-op-12345")
     Membership.objects.create(user=operator, team=team, role="operator")
     with pytest.raises(PermissionDenied):
-        credentials.secret_set(actor=operator, team=team, name="T", value="v")
+        secrets.secret_set(actor=operator, team=team, name="T", value="v")
     sandbox = make_sandbox("paged")
     client.force_login(operator)
     value = "v-" + pysecrets.token_hex(16)
@@ -171,11 +170,11 @@ def test_review_mends(make_sandbox, clean_docker, team, client, admin_user, sett
     holds the team's back; rotating keeps a secret disabled; a bad id is a 404; a short key file
     is refused; caps on what a sandbox holds."""
     sandbox = make_sandbox("mended")
-    credentials.git_identity_set(actor=ACTOR, sandbox=sandbox, name="Agent", email="agent@example.com")
-    credentials.secret_set(actor=ACTOR, team=team, name="API", value="TEAMVAL")
-    own = credentials.secret_set(actor=ACTOR, sandbox=sandbox, name="API", value="MINE")
-    credentials.secret_enable(actor=ACTOR, secret=own, enabled=False)
-    credentials.secret_set(actor=ACTOR, sandbox=sandbox, name="API", value="MINE2")  # rotated, still disabled
+    secrets.git_identity_set(actor=ACTOR, sandbox=sandbox, name="Agent", email="agent@example.com")
+    secrets.secret_set(actor=ACTOR, team=team, name="API", value="TEAMVAL")
+    own = secrets.secret_set(actor=ACTOR, sandbox=sandbox, name="API", value="MINE")
+    secrets.secret_enable(actor=ACTOR, secret=own, enabled=False)
+    secrets.secret_set(actor=ACTOR, sandbox=sandbox, name="API", value="MINE2")  # rotated, still disabled
     assert not Secret.objects.get(pk=own.pk).enabled
     sandbox = act(sandbox, "restart")
     docker_cli("exec", sandbox.container_id, "sh", "-c", "printf 'garbage [[[\\n' > /home/claude/.gitconfig")
@@ -187,17 +186,15 @@ def test_review_mends(make_sandbox, clean_docker, team, client, admin_user, sett
     client.force_login(admin_user)
     assert client.post(f"/sandboxes/{sandbox.pk}/secrets/", {"op": "disable", "secret": "abc"}).status_code == 404
     with pytest.raises(services.InvalidInput):
-        credentials.secret_set(actor=ACTOR, sandbox=sandbox, name="ID_ED25519", value="x", delivery="file")
-    for n in range(credentials.MAX_SECRETS - 1):
-        credentials.secret_set(actor=ACTOR, sandbox=sandbox, name=f"S{n}", value="v")
+        secrets.secret_set(actor=ACTOR, sandbox=sandbox, name="ID_ED25519", value="x", delivery="file")
+    for n in range(secrets.MAX_SECRETS - 1):
+        secrets.secret_set(actor=ACTOR, sandbox=sandbox, name=f"S{n}", value="v")
     with pytest.raises(services.InvalidInput, match="At most"):
-        credentials.secret_set(actor=ACTOR, sandbox=sandbox, name="ONE_TOO_MANY", value="v")
-
-    from sandboxes import vault
+        secrets.secret_set(actor=ACTOR, sandbox=sandbox, name="ONE_TOO_MANY", value="v")
 
     short = tmp_path / "short_key"
     short.write_text("   \n")
     short.chmod(0o600)
     settings.SECRETS_KEY_FILE = str(short)
-    with pytest.raises(vault.VaultError, match="at least 32"):
-        vault.seal("x")
+    with pytest.raises(secrets.VaultError, match="at least 32"):
+        secrets.seal("x")

@@ -241,14 +241,14 @@ class WorkerDied(BaseException):
 def test_a_start_whose_worker_died_after_docker_started_it_still_delivers_the_secrets(make_sandbox, clean_docker, monkeypatch):
     """Issue 14: the run that picks a start up again finds the container running; the steps after
     Docker's start (mounts verified, secrets delivered, grants) must run all the same."""
+    from sandboxes import secrets
     from sandboxes.engine import EngineClient
     from sandboxes.models import Secret
-    from sandboxes.services import credentials
 
     sandbox = make_sandbox("resumed", network_mode="none")
     services.sandbox_request_action(actor=ACTOR, sandbox=sandbox, action="stop", enqueue=False)
     services.sandbox_perform(sandbox_id=sandbox.pk, action="stop")
-    credentials.secret_set(actor=ACTOR, sandbox=sandbox, name="DEPLOY_TOKEN", value="tok-resumed", delivery=Secret.Delivery.FILE)
+    secrets.secret_set(actor=ACTOR, sandbox=sandbox, name="DEPLOY_TOKEN", value="tok-resumed", delivery=Secret.Delivery.FILE)
     services.sandbox_request_action(actor=ACTOR, sandbox=Sandbox.objects.get(pk=sandbox.pk), action="start", enqueue=False)
 
     real_start = EngineClient.start

@@ -1,0 +1,91 @@
+"""A sandbox's network card: the refused connections (the decision log), the network mode and
+the allowlist. Moved out of the secrets views (issue 15); the networking package may take it."""
+
+from urllib.parse import urlencode
+
+from django.contrib import messages
+from django.core.paginator import Paginator
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_http_methods
+
+from controlpanel.http import client_ip
+
+from . import selectors
+from .forms import DenialFilterForm
+from .models import Sandbox
+from .services import InvalidInput
+
+DENIALS_PAGE_SIZE = 50
+
+
+def sandbox_denials(request: HttpRequest, pk: int) -> HttpResponse:
+    """The decision log of the sandbox, a page at a time, each attempt or by destination, as the
+    card's filters say. The card polls this with the page and filters it shows (every 2 s; every
+    10 s grouped, which reads all the rows that match), so a refresh never moves the reader."""
+    sandbox = selectors.visible_sandbox_or_404(user=request.user, pk=pk)
+    form = DenialFilterForm(request.GET)
+    form.is_valid()
+    kept = {k: v for k, v in form.cleaned_data.items() if v}  # only what is valid
+    rows = selectors.egress_denials(
+        sandbox=sandbox,
+        search=kept.get("q", ""),
+        protocol=kept.get("protocol", ""),
+        since=kept.get("since", ""),
+        grouped=bool(kept.get("group")),
+    )
+    context = {
+        "sandbox": sandbox,
+        "page": Paginator(rows, DENIALS_PAGE_SIZE).get_page(request.GET.get("page")),
+        "grouped": bool(kept.get("group")),
+        "query": urlencode(kept),
+        "problems": form.problems(),
+    }
+    return render(request, "sandboxes/_denials.html", context)
+
+
+def _sandbox_change(request: HttpRequest, pk: int, change, done: str) -> HttpResponse:
+    """Carry out `change(sandbox)` (a service call) for a sandbox the user may see, and say
+    how it went on the sandbox's page: `done`, or why not."""
+    from . import services
+
+    sandbox = selectors.visible_sandbox_or_404(user=request.user, pk=pk)
+    try:
+        change(sandbox)
+    except InvalidInput as exc:
+        messages.error(request, str(exc))  # InvalidInput's text: its problems, joined
+    except services.SandboxError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.info(request, done.format(name=sandbox.name, network=sandbox.get_network_mode_display().lower()))
+    return redirect("sandbox_detail", pk=pk)
+
+
+@require_http_methods(["POST"])
+def sandbox_network(request: HttpRequest, pk: int) -> HttpResponse:
+    """Change the network mode; a running sandbox is moved at once."""
+    from . import services
+
+    def change(sandbox: Sandbox) -> None:
+        services.sandbox_set_network(
+            actor=request.user, sandbox=sandbox, mode=request.POST.get("network_mode", ""), source_ip=client_ip(request)
+        )
+
+    return _sandbox_change(request, pk, change, "{name}: network is now {network}.")
+
+
+@require_http_methods(["POST"])
+def sandbox_allowlist(request: HttpRequest, pk: int) -> HttpResponse:
+    """Change what allowlist mode reaches; in force at once for a running sandbox."""
+    from . import services
+
+    def change(sandbox: Sandbox) -> None:
+        services.sandbox_set_allowlist(
+            actor=request.user,
+            sandbox=sandbox,
+            presets=request.POST.getlist("egress_presets"),
+            allow=request.POST.get("egress_allow", "")[:20000],
+            source_ip=client_ip(request),
+        )
+
+    return _sandbox_change(request, pk, change, "{name}: allowlist saved.")
