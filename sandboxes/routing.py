@@ -1,7 +1,9 @@
 from django.urls import path
 
 from .live.consumers import StatusConsumer
-from .live.streams import DashboardStatsConsumer, LogConsumer, StatsConsumer, TerminalConsumer
+from .live.logs import LogConsumer
+from .live.stats import DashboardStatsConsumer, StatsConsumer
+from .live.terminal import TerminalConsumer
 
 websocket_urlpatterns = [
     path("ws/sandboxes/", StatusConsumer.as_asgi()),

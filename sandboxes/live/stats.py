@@ -5,9 +5,13 @@ sandbox of its host once a second (Docker's one-shot stats, a few milliseconds e
 once) and hands the figures to its subscribers, each of which passes on only what its user may
 see. With no subscriber it stops: nothing is polled when nobody looks. It keeps the last five
 minutes per sandbox, so that a page opened now draws its charts at once.
+
+The sockets that show the figures are here too: StatsConsumer (one sandbox's page: its
+figures, and its processes every two seconds) and DashboardStatsConsumer (the dashboard's cells).
 """
 
 import asyncio
+import json
 import logging
 import time
 from collections import deque
@@ -16,11 +20,14 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
 
 from storage import pool
 
-from .. import engine
+from .. import engine, live
 from ..models import Sandbox
+from . import access
+from .streams import CLOSE_TRY_LATER, CLOSE_UNAUTHORISED, SandboxStream
 
 log = logging.getLogger(__name__)
 INTERVAL = 1.0
@@ -181,3 +188,113 @@ def collector_for(host: engine.Host | None = None) -> StatsCollector:
     if host not in _collectors:
         _collectors[host] = StatsCollector(host)
     return _collectors[host]
+
+
+# --- the sockets: one sandbox's page, and the dashboard ----------------------------------------
+
+
+class StatsConsumer(SandboxStream):
+    """/ws/sandboxes/<pk>/stats/: this sandbox's figures at 1 Hz, the last five minutes at once,
+    and its processes every two seconds. {"t": "history"|"stats", ...}, {"t": "processes", ...}."""
+
+    async def started(self):
+        self.collector = collector_for(engine.host_for(self.sandbox))
+        await self.send_json({"t": "history", "s": self.collector.history_of(self.sandbox_id)})
+        self.ticks = 0
+        self.top_task: asyncio.Task | None = None
+        self.collector.subscribe(self, self._tick)
+
+    async def stopped(self):
+        if getattr(self, "collector", None):
+            self.collector.unsubscribe(self)
+        top_task = getattr(self, "top_task", None)
+        if top_task is not None:
+            top_task.cancel()
+
+    async def _tick(self, current: dict[int, dict]) -> None:
+        if self.closed or not await self.allowed():
+            return
+        if self.sandbox_id in current:
+            await self.send_json({"t": "stats", "s": current[self.sandbox_id]})
+        self.ticks += 1
+        # The process list comes on its own time: a slow `docker top` never holds the tick.
+        if self.ticks % 2 == 1 and (self.top_task is None or self.top_task.done()):
+            self.top_task = asyncio.get_running_loop().create_task(self._processes())
+
+    async def _processes(self) -> None:
+        sandbox = self.sandbox
+        if sandbox.status != Sandbox.Status.RUNNING or not sandbox.container_id:
+            await self.send_json({"t": "processes", "p": []})
+            return
+        processes = await self.collector.processes(sandbox.container_id)
+        if processes is not None and not self.closed:
+            await self.send_json({"t": "processes", "p": processes})
+
+
+class DashboardStatsConsumer(AsyncWebsocketConsumer):
+    """/ws/stats/: figures for every running sandbox the user may see, for the dashboard's cells.
+    Who may see what is read again at every tick."""
+
+    async def connect(self):
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            await self.close(code=CLOSE_UNAUTHORISED)
+            return
+        self.user_id, self.session_key = user.pk, self.scope["session"].session_key or ""
+        self.closed = False
+        try:
+            await self.channel_layer.group_add(live.user_group(self.user_id), self.channel_name)
+        except Exception:  # noqa: BLE001 - Redis is down: the page's socket retries
+            await self.close(code=CLOSE_TRY_LATER)
+            return
+        await self.accept()
+        self.collector = collector_for()
+        self.collector.subscribe(self, self._tick)
+
+    async def disconnect(self, code):
+        self.closed = True
+        if getattr(self, "collector", None):
+            self.collector.unsubscribe(self)
+        try:
+            await self.channel_layer.group_discard(live.user_group(self.user_id), self.channel_name)
+        except Exception:  # noqa: BLE001
+            pass
+
+    async def session_ended(self, event):
+        if event.get("session") not in (None, self.session_key) and await database_sync_to_async(access.session_still_valid)(
+            user_id=self.user_id, session_key=self.session_key
+        ):
+            return
+        self.closed = True
+        await self.close(code=CLOSE_UNAUTHORISED)
+
+    async def access_changed(self, event):
+        pass  # read again at the next tick anyway
+
+    async def sandbox_status(self, event):
+        pass
+
+    @database_sync_to_async
+    def _visible(self, ids: list[int]) -> set[int] | None:
+        from django.contrib.auth import get_user_model
+
+        from teams.permissions import team_roles
+
+        user = get_user_model().objects.filter(pk=self.user_id, is_active=True).first()
+        if user is None or not access.session_is_valid(self.session_key, user):
+            return None
+        rows = Sandbox.objects.filter(pk__in=ids)
+        if not user.is_superuser:
+            rows = rows.filter(team_id__in=list(team_roles(user=user)))
+        return set(rows.values_list("pk", flat=True))
+
+    async def _tick(self, current: dict[int, dict]) -> None:
+        if self.closed:
+            return
+        visible = await self._visible(list(current))
+        if visible is None:
+            self.closed = True
+            await self.close(code=CLOSE_UNAUTHORISED)
+            return
+        payload = {pk: figures for pk, figures in current.items() if pk in visible}
+        await self.send(text_data=json.dumps({"t": "stats", "s": payload}, separators=(",", ":")))

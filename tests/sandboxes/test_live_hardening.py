@@ -15,6 +15,7 @@ from django.test import Client
 from controlpanel.asgi import application
 from sandboxes import activity, engine
 from sandboxes.live import streams
+from sandboxes.live.terminal import TerminalConsumer
 from sandboxes.models import TerminalSession
 from sandboxes.services import terminals
 from teams.services import membership_set
@@ -129,7 +130,7 @@ def test_a_page_that_stops_reading_pauses_the_shell(django_user_model, team, mak
         return first, more
 
     unacknowledged, after_ack = async_to_sync(scenario)()
-    assert unacknowledged <= streams.TerminalConsumer.OUTPUT_WINDOW + 65536  # the window and one read
+    assert unacknowledged <= TerminalConsumer.OUTPUT_WINDOW + 65536  # the window and one read
     assert after_ack > 100_000  # acknowledging lets it go on
 
 

@@ -13,7 +13,7 @@ from django.test import Client
 from audit.models import AuditEvent
 from controlpanel.asgi import application
 from sandboxes import services
-from sandboxes.live import streams
+from sandboxes.live import logs
 from sandboxes.models import Sandbox, TerminalSession
 from teams.models import Membership, Team
 from teams.services import membership_remove, membership_set
@@ -196,7 +196,7 @@ def test_a_page_that_never_acknowledges_gets_a_bounded_amount(admin_user, make_s
 
     seen = async_to_sync(scenario)()
     assert all(m["type"] == "websocket.send" for m in seen)  # not closed: it may still catch up
-    assert 0 < sum(len(m["text"]) for m in seen) <= streams.MAX_UNACKED + 64 * 1024
+    assert 0 < sum(len(m["text"]) for m in seen) <= logs.MAX_UNACKED + 64 * 1024
 
 
 def test_stats_arrive_every_second_with_plausible_figures(admin_user, make_sandbox, clean_docker):
