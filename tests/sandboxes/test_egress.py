@@ -1,4 +1,4 @@
-"""Egress rules enforced on the host (sandboxes.egress), tried from inside real sandboxes.
+"""Egress rules enforced on the host (sandboxes.network), tried from inside real sandboxes.
 
 "The internet" is a network namespace on a veth pair in 198.18.0.0/15 with a listener inside:
 sandboxes reach it through the host's routing and Docker's NAT, as they would the real internet.
@@ -19,7 +19,7 @@ import pytest
 from django.conf import settings
 
 from audit.models import AuditEvent
-from sandboxes import egress, services
+from sandboxes import network, services
 from sandboxes.models import Sandbox
 from tests.conftest import docker_cli, wait_for
 
@@ -154,7 +154,7 @@ def act(sandbox: Sandbox, action: str) -> Sandbox:
 @pytest.fixture
 def rules_back():
     """Whatever a test does to the rules, the next one starts with them in place."""
-    apply = egress.apply  # the real one, whatever the test put in its place
+    apply = network.apply  # the real one, whatever the test put in its place
     yield
     apply()
 
@@ -191,11 +191,11 @@ def test_rules_deleted_by_hand_refuse_the_next_start_and_the_periodic_check_repa
     s = make_sandbox("egress-tamper")
     assert fetch(s, gateway(), host_listener) == ""
     # By hand, as an admin (or an attacker with root on the host) would.
-    c = egress.chains()
+    c = network.chains()
     sh("iptables", "-D", "INPUT", "-i", c.bridge, "-j", c.input)
     sh("iptables", "-D", "DOCKER-USER", "-i", c.bridge, "-j", c.forward)
     assert fetch(s, gateway(), host_listener) == "hostonly"  # without them the host is open: they matter
-    assert any("jump from INPUT" in p for p in egress.problems())
+    assert any("jump from INPUT" in p for p in network.problems())
 
     s = act(s, "stop")
     s = act(s, "start")
@@ -205,7 +205,7 @@ def test_rules_deleted_by_hand_refuse_the_next_start_and_the_periodic_check_repa
     assert AuditEvent.objects.filter(action="egress.refused_start", target=s.name).exists()
 
     found = services.egress_repair()
-    assert found and egress.problems() == []
+    assert found and network.problems() == []
     event = AuditEvent.objects.filter(action="egress.applied").latest("seq")
     assert any("INPUT" in p for p in event.details["found"])
     s = act(s, "start")
@@ -218,8 +218,8 @@ def test_rules_deleted_by_hand_refuse_the_next_start_and_the_periodic_check_repa
 def test_rules_changed_by_hand_are_put_back_by_the_watcher_within_two_seconds(engine_watcher, rules_back):
     """Between two periodic checks (30 s) the host and every ungranted address were open: the
     events watcher notices a change to the panel's chains itself and repairs it at once."""
-    c, a = egress.chains(), egress.allow_chains()
-    wait_for(lambda: egress.problems() == [], timeout=10, what="the rules in place at the watcher's start")
+    c, a = network.chains(), network.allow_chains()
+    wait_for(lambda: network.problems() == [], timeout=10, what="the rules in place at the watcher's start")
     for tamper in (
         ("iptables", "-D", "INPUT", "-i", c.bridge, "-j", c.input),  # the host, open
         ("iptables", "-F", a.forward),  # every address, open to allowlist sandboxes
@@ -227,9 +227,9 @@ def test_rules_changed_by_hand_are_put_back_by_the_watcher_within_two_seconds(en
     ):
         before = AuditEvent.objects.filter(action="egress.applied").count()
         sh(*tamper)
-        assert egress.problems(), tamper  # the control: the change is one the check sees
+        assert network.problems(), tamper  # the control: the change is one the check sees
         started = time.monotonic()
-        wait_for(lambda: egress.problems() == [], timeout=2, interval=0.05, what=f"the repair of {tamper}")
+        wait_for(lambda: network.problems() == [], timeout=2, interval=0.05, what=f"the repair of {tamper}")
         assert time.monotonic() - started < 2
         wait_for(lambda n=before: AuditEvent.objects.filter(action="egress.applied").count() > n, timeout=2, what="the audit event")
     subprocess.run(["iptables", "-D", "DOCKER-USER", "-i", c.bridge, "-j", "ACCEPT"], capture_output=True)
@@ -240,14 +240,14 @@ def test_a_program_fighting_over_the_rules_gets_a_bounded_number_of_repairs(monk
     """Something that deletes our jump again and again must not make the watcher repair and
     audit twice a second: after its burst, one repair every REFILL_SECONDS, and the rules are
     back once the fight ends."""
-    from sandboxes import egress_watch
+    from sandboxes.network import watch
 
-    monkeypatch.setattr(egress_watch, "BURST", 2)
-    monkeypatch.setattr(egress_watch, "REFILL_SECONDS", 2.0)
-    c = egress.chains()
-    egress.apply()
+    monkeypatch.setattr(watch, "BURST", 2)
+    monkeypatch.setattr(watch, "REFILL_SECONDS", 2.0)
+    c = network.chains()
+    network.apply()
     stop = threading.Event()
-    watcher = threading.Thread(target=egress_watch.watch, args=(stop,), daemon=True)
+    watcher = threading.Thread(target=watch.watch, args=(stop,), daemon=True)
     watcher.start()
     before = AuditEvent.objects.filter(action="egress.applied").count()
     deadline = time.monotonic() + 8
@@ -257,35 +257,35 @@ def test_a_program_fighting_over_the_rules_gets_a_bounded_number_of_repairs(monk
     fought = AuditEvent.objects.filter(action="egress.applied").count() - before
     try:
         assert 2 <= fought <= 2 + 8 / 2 + 1, fought  # unbounded, it was one every half second
-        wait_for(lambda: egress.problems() == [], timeout=3, what="the rules back after the fight")
+        wait_for(lambda: network.problems() == [], timeout=3, what="the rules back after the fight")
     finally:
         stop.set()
         watcher.join(5)
 
 
 def test_a_rule_put_before_ours_is_found_and_moved(make_sandbox, clean_docker, host_listener, rules_back):
-    sh("iptables", "-I", "INPUT", "1", "-i", egress.chains().bridge, "-j", "ACCEPT")
+    sh("iptables", "-I", "INPUT", "1", "-i", network.chains().bridge, "-j", "ACCEPT")
     try:
-        assert any("comes before ours" in p for p in egress.problems())
+        assert any("comes before ours" in p for p in network.problems())
         services.egress_repair()
-        assert egress.problems() == []
+        assert network.problems() == []
         s = make_sandbox("egress-order")
         assert s.status == "running", s.status_detail
         assert fetch(s, gateway(), host_listener) == ""
     finally:
-        subprocess.run(["iptables", "-D", "INPUT", "-i", egress.chains().bridge, "-j", "ACCEPT"], capture_output=True)
+        subprocess.run(["iptables", "-D", "INPUT", "-i", network.chains().bridge, "-j", "ACCEPT"], capture_output=True)
 
 
 def test_rules_that_cannot_be_applied_stop_the_sandboxes_on_the_network(make_sandbox, clean_docker, rules_back, monkeypatch):
     s = make_sandbox("egress-fail")
     offline = make_sandbox("egress-offline", network_mode="none")
     assert s.status == offline.status == "running"
-    egress.remove()
+    network.remove()
 
     def refuse(bridge=None):
-        raise egress.EgressError("iptables-restore: Permission denied (you must be root)")
+        raise network.EgressError("iptables-restore: Permission denied (you must be root)")
 
-    monkeypatch.setattr(egress, "apply", refuse)  # the one failure this machine cannot make for real
+    monkeypatch.setattr(network, "apply", refuse)  # the one failure this machine cannot make for real
     services.egress_repair()
     s.refresh_from_db()
     offline.refresh_from_db()
@@ -318,8 +318,8 @@ def test_an_existing_network_on_another_bridge_is_refused(make_sandbox, clean_do
 
 def test_the_rules_as_written_are_what_iptables_shows():
     """The comparison is exact: what apply() writes is what problems() reads back."""
-    c = egress.chains("ccpunit0")
-    rules = egress.wanted_rules(c, ["10.1.2.3"], [*egress.BLOCKED_RANGES, "192.0.2.0/24"])
+    c = network.chains("ccpunit0")
+    rules = network.wanted_rules(c, ["10.1.2.3"], [*network.BLOCKED_RANGES, "192.0.2.0/24"])
     assert rules[c.input] == [
         "-A CCP-I-ccpunit0 -m conntrack --ctstate RELATED,ESTABLISHED --ctdir REPLY -j RETURN",
         "-A CCP-I-ccpunit0 -j CCP-D-ccpunit0",
@@ -334,8 +334,8 @@ def test_the_rules_as_written_are_what_iptables_shows():
 
 
 def test_the_allowlist_bridge_refuses_all_but_its_grants():
-    c = egress.chains("ccpunit1")
-    rules = egress.wanted_allow_rules(c, "172.31.1.1", [*egress.BLOCKED_RANGES])
+    c = network.chains("ccpunit1")
+    rules = network.wanted_allow_rules(c, "172.31.1.1", [*network.BLOCKED_RANGES])
     forward = rules[c.forward]
     assert forward[0] == "-A CCP-F-ccpunit1 -o ccpunit1 -j CCP-D-ccpunit1"  # never another sandbox
     dns = forward.index("-A CCP-F-ccpunit1 -p udp -m udp --dport 53 -j CCP-D-ccpunit1")
@@ -347,46 +347,46 @@ def test_the_allowlist_bridge_refuses_all_but_its_grants():
         "-A CCP-I-ccpunit1 -d 172.31.1.1/32 -p udp -m udp --dport 53 -j RETURN",
         "-A CCP-I-ccpunit1 -d 172.31.1.1/32 -p tcp -m tcp --dport 53 -j RETURN",
     ]
-    assert egress.wanted_allow_nat(c, "172.31.1.1", ["10.9.9.9"]) == [
+    assert network.wanted_allow_nat(c, "172.31.1.1", ["10.9.9.9"]) == [
         "-A CCP-N-ccpunit1 -d 10.9.9.9/32 -p udp -m udp --dport 53 -j DNAT --to-destination 172.31.1.1:53",
         "-A CCP-N-ccpunit1 -d 10.9.9.9/32 -p tcp -m tcp --dport 53 -j DNAT --to-destination 172.31.1.1:53",
     ]
     # After apply(), what iptables and ipset show is exactly this (problems() compares both).
-    egress.apply()
-    assert egress.problems() == []
+    network.apply()
+    assert network.problems() == []
     # A set made by hand with other options is found, and made again by apply().
-    a = egress.allow_chains()
+    a = network.allow_chains()
     sh("iptables", "-F", a.forward)
     sh("ipset", "destroy", a.grants)
     sh("ipset", "create", a.grants, "hash:ip,port,net", "hashsize", "262144", "maxelem", "1024", "timeout", "60", "comment")
-    assert any("other options" in p for p in egress.problems())
-    egress.apply()
-    assert egress.problems() == []
+    assert any("other options" in p for p in network.problems())
+    network.apply()
+    assert network.problems() == []
 
 
 def test_docker_asks_a_loopback_server_only_where_the_host_has_one(tmp_path):
     conf, resolved = tmp_path / "resolv.conf", tmp_path / "resolved.conf"
     conf.write_text("nameserver 10.1.2.3\n")
-    assert not egress.docker_asks_loopback(str(conf), str(resolved))
+    assert not network.docker_asks_loopback(str(conf), str(resolved))
     conf.write_text("nameserver 127.0.0.1\nnameserver 10.1.2.3\n")  # dnsmasq first
-    assert egress.docker_asks_loopback(str(conf), str(resolved))
+    assert network.docker_asks_loopback(str(conf), str(resolved))
     conf.write_text("nameserver 127.0.0.53\n")  # systemd-resolved's stub: Docker reads its upstreams
     resolved.write_text("nameserver 10.9.9.9\n")
-    assert not egress.docker_asks_loopback(str(conf), str(resolved))
+    assert not network.docker_asks_loopback(str(conf), str(resolved))
     resolved.unlink()
-    assert egress.docker_asks_loopback(str(conf), str(resolved))
+    assert network.docker_asks_loopback(str(conf), str(resolved))
 
 
 def test_only_private_resolvers_get_the_dns_hole(tmp_path):
     conf, resolved = tmp_path / "resolv.conf", tmp_path / "resolved.conf"
     servers = ["10.255.255.53", "127.0.0.53", "8.8.8.8", "fd00::1", "bogus"]
     conf.write_text("".join(f"nameserver {s}\n" for s in servers) + "# nameserver 192.168.1.1\n")
-    assert egress.host_resolvers(str(conf), str(resolved)) == ["10.255.255.53"]  # public: not dropped anyway
-    assert egress.host_resolvers(str(tmp_path / "missing"), str(resolved)) == []
+    assert network.host_resolvers(str(conf), str(resolved)) == ["10.255.255.53"]  # public: not dropped anyway
+    assert network.host_resolvers(str(tmp_path / "missing"), str(resolved)) == []
     # systemd-resolved: resolv.conf names only its stub; Docker forwards to the upstreams.
     conf.write_text("nameserver 127.0.0.53\n")
     resolved.write_text("nameserver 192.168.1.1\nnameserver 9.9.9.9\n")
-    assert egress.host_resolvers(str(conf), str(resolved)) == ["192.168.1.1"]
+    assert network.host_resolvers(str(conf), str(resolved)) == ["192.168.1.1"]
 
 
 def test_the_command_checks_applies_and_removes(rules_back):
@@ -399,7 +399,7 @@ def test_the_command_checks_applies_and_removes(rules_back):
         call_command("egress", "check", stdout=StringIO())
     out = StringIO()
     call_command("egress", "apply", stdout=out)
-    assert "applied" in out.getvalue() and egress.problems() == []
+    assert "applied" in out.getvalue() and network.problems() == []
     assert AuditEvent.objects.filter(action="egress.applied", target=settings.SANDBOX_BRIDGE).exists()
 
 
@@ -428,7 +428,7 @@ def test_a_flow_opened_while_the_rules_were_missing_dies_when_they_are_back(make
             return
 
     s = make_sandbox("egress-flow")
-    c = egress.chains()
+    c = network.chains()
     sh("iptables", "-D", "INPUT", "-i", c.bridge, "-j", c.input)
     t = threading.Thread(target=collect, daemon=True)
     t.start()
@@ -450,15 +450,15 @@ def test_a_chain_put_before_docker_user_in_forward_is_found_and_moved(make_sandb
     """Found by review: a VPN daemon's chain first in FORWARD would decide before ours."""
     chain = f"CCP-TEST-{_slot()}"
     subprocess.run(["iptables", "-N", chain], capture_output=True)
-    sh("iptables", "-A", chain, "-o", egress.chains().bridge, "-j", "ACCEPT")
-    sh("iptables", "-I", "FORWARD", "1", "-i", egress.chains().bridge, "-j", chain)
+    sh("iptables", "-A", chain, "-o", network.chains().bridge, "-j", "ACCEPT")
+    sh("iptables", "-I", "FORWARD", "1", "-i", network.chains().bridge, "-j", chain)
     try:
-        assert any("first rule of FORWARD" in p for p in egress.problems())
+        assert any("first rule of FORWARD" in p for p in network.problems())
         services.egress_repair()
-        assert egress.problems() == []
-        assert subprocess.run(["iptables", "-S", "FORWARD"], capture_output=True, text=True).stdout.splitlines()[1] == egress.FORWARD_JUMP
+        assert network.problems() == []
+        assert subprocess.run(["iptables", "-S", "FORWARD"], capture_output=True, text=True).stdout.splitlines()[1] == network.FORWARD_JUMP
     finally:
-        subprocess.run(["iptables", "-D", "FORWARD", "-i", egress.chains().bridge, "-j", chain], capture_output=True)
+        subprocess.run(["iptables", "-D", "FORWARD", "-i", network.chains().bridge, "-j", chain], capture_output=True)
         subprocess.run(["iptables", "-F", chain], capture_output=True)
         subprocess.run(["iptables", "-X", chain], capture_output=True)
 
@@ -501,13 +501,13 @@ def test_a_container_attached_to_another_network_by_hand_is_recreated(make_sandb
 
 @pytest.mark.django_db(transaction=True)
 def test_denied_attempts_appear_in_the_decision_log(make_sandbox, clean_docker, host_listener, client, admin_user):
-    from sandboxes import egress_log
     from sandboxes.models import EgressDenial
+    from sandboxes.network import decision_log
 
     s = make_sandbox("egress-logged")
     other = make_sandbox("egress-other")
     stop, ready = threading.Event(), threading.Event()
-    reader = threading.Thread(target=egress_log.follow, args=(stop,), kwargs={"ready": ready}, daemon=True)
+    reader = threading.Thread(target=decision_log.follow, args=(stop,), kwargs={"ready": ready}, daemon=True)
     reader.start()
     try:
         assert ready.wait(10), "the kernel's log could not be read"
@@ -565,12 +565,12 @@ def test_a_network_change_applies_to_the_running_sandbox_within_a_second(make_sa
     )
     assert [(e["from"], e["to"], e["live"]) for e in events] == [("none", "internet", True), ("internet", "none", True)]
     # Fail closed: without the rules, the sandbox is not put on the network.
-    egress.remove()
+    network.remove()
     with pytest.raises(services.SandboxError, match="not in place"):
         services.sandbox_set_network(actor=ACTOR, sandbox=Sandbox.objects.get(pk=s.pk), mode="internet")
     assert Sandbox.objects.get(pk=s.pk).network_mode == "none"
     # And it survives a restart: the next start makes the container with the saved mode.
-    egress.apply()
+    network.apply()
     s = Sandbox.objects.get(pk=s.pk)
     services.sandbox_set_network(actor=ACTOR, sandbox=s, mode="internet")
     s = act(act(s, "stop"), "start")
@@ -611,7 +611,7 @@ def upstream_dns(internet, tmp_path, settings) -> Iterator[dict]:
     panel's resolver asking that name server, on the allowlist bridge's gateway."""
     import sys
 
-    from sandboxes import resolver
+    from sandboxes.network import resolver
 
     ns = f"ccp-inet{100 + _slot()}"
     net = internet.rsplit(".", 1)[0]
@@ -651,7 +651,7 @@ def lookup(sandbox: Sandbox, name: str, server: str = "") -> str:
 
 
 def allow_gateway() -> str:
-    return egress.allow_gateway()
+    return network.allow_gateway()
 
 
 @pytest.mark.django_db(transaction=True)
@@ -666,10 +666,10 @@ def test_allowlist_reaches_only_what_is_listed_through_the_panels_resolver(make_
     assert sorted(networks) == [settings.SANDBOX_ALLOW_NETWORK]
     # Nothing is reachable until a listed name is resolved: not even the "public" host; the
     # refusal is in the decision log, as on the internet bridge.
-    from sandboxes import egress_log
+    from sandboxes.network import decision_log
 
     stop, ready = threading.Event(), threading.Event()
-    reader = threading.Thread(target=egress_log.follow, args=(stop,), kwargs={"ready": ready}, daemon=True)
+    reader = threading.Thread(target=decision_log.follow, args=(stop,), kwargs={"ready": ready}, daemon=True)
     reader.start()
     try:
         assert ready.wait(10), "the kernel's log could not be read"
@@ -684,7 +684,7 @@ def test_allowlist_reaches_only_what_is_listed_through_the_panels_resolver(make_
     assert fetch(s, "listed.example.test", PORT) == "internet"
     assert fetch(s, inet, PORT) == "internet"  # the granted address, for its TTL plus the margin
     assert fetch(s, inet, PORT + 1) == ""  # only on the listed port
-    grants = [g for g in egress.grants() if g.comment == "listed.example.test"]
+    grants = [g for g in network.grants() if g.comment == "listed.example.test"]
     assert grants and all(g.destination == f"{inet}/32" and g.port == PORT and g.timeout > 0 for g in grants)
     # An unlisted name gets NXDOMAIN, and the refusal is in the decision log.
     out = lookup(s, "unlisted.example.test")
@@ -703,17 +703,17 @@ def test_allowlist_reaches_only_what_is_listed_through_the_panels_resolver(make_
     time.sleep(1.2)  # the upstream's TTL
     assert fetch(s, "listed.example.test", PORT) == "moved"
     # An internet-mode sandbox is never granted anything.
-    assert not [g for g in egress.grants() if g.source == address_of(other)]
+    assert not [g for g in network.grants() if g.source == address_of(other)]
     # Docker's DNS in the sandbox asks the panel's resolver from the sandbox's own namespace
     # (not the host's, where newer Dockers would ask a loopback resolver outside the rules).
     host = json.loads(docker_cli("inspect", "-f", "{{json .HostConfig}}", s.container_id).stdout)
     assert host["Dns"] == [allow_gateway()]
     # A grant added by hand for a listed name but a whole network is taken back by the sync.
     mine = address_of_on(s, settings.SANDBOX_ALLOW_NETWORK)
-    egress.grant([egress.Grant(mine, PORT, "0.0.0.0/1", "listed.example.test")], 1000)
-    egress.grant([egress.Grant(mine, 443, f"{inet}/32", "listed.example.test", proto="udp")], 1000)
+    network.grant([network.Grant(mine, PORT, "0.0.0.0/1", "listed.example.test")], 1000)
+    network.grant([network.Grant(mine, 443, f"{inet}/32", "listed.example.test", proto="udp")], 1000)
     services.sync_grants()
-    assert not [g for g in egress.grants() if g.destination == "0.0.0.0/1" or g.proto != "tcp"]
+    assert not [g for g in network.grants() if g.destination == "0.0.0.0/1" or g.proto != "tcp"]
     # An internet-mode sandbox that never was in allowlist mode gets nothing from the resolver.
     assert "other.example.test" not in upstream_dns["asked"].read_text()
     out = lookup(other, "other.example.test", allow_gateway())
@@ -723,7 +723,7 @@ def test_allowlist_reaches_only_what_is_listed_through_the_panels_resolver(make_
     t0 = time.monotonic()
     while fetch(s, "other.example.test", PORT) != "internet":
         assert time.monotonic() - t0 < 1.0, lookup(s, "other.example.test")
-    assert not [g for g in egress.grants() if g.source == mine]
+    assert not [g for g in network.grants() if g.source == mine]
 
 
 @pytest.mark.django_db(transaction=True)
@@ -735,7 +735,7 @@ def test_allowlist_changes_apply_to_the_running_sandbox_within_a_second(make_san
     t0 = time.monotonic()
     services.sandbox_set_allowlist(actor=ACTOR, sandbox=s, presets=["github"], allow=f"listed.example.test:{PORT}")
     with monkeypatch.context() as m:  # on a host whose name server is on loopback: not live
-        m.setattr(egress, "docker_asks_loopback", lambda: True)
+        m.setattr(network, "docker_asks_loopback", lambda: True)
         with pytest.raises(services.SandboxError, match="loopback"):
             services.sandbox_set_network(actor=ACTOR, sandbox=Sandbox.objects.get(pk=s.pk), mode="allowlist")
     assert fetch(s, inet, PORT) == "internet" and Sandbox.objects.get(pk=s.pk).network_mode == "internet"
@@ -750,7 +750,7 @@ def test_allowlist_changes_apply_to_the_running_sandbox_within_a_second(make_san
     s = Sandbox.objects.get(pk=s.pk)
     t0 = time.monotonic()
     services.sandbox_set_allowlist(actor=ACTOR, sandbox=s, presets=[], allow="")
-    assert not [g for g in egress.grants() if g.comment == "listed.example.test"]
+    assert not [g for g in network.grants() if g.comment == "listed.example.test"]
     while "NXDOMAIN" not in (out := lookup(s, "listed.example.test")) and "can't resolve" not in out:
         assert time.monotonic() - t0 < 1.0, out
     took.append(time.monotonic() - t0)
@@ -764,17 +764,17 @@ def test_allowlist_changes_apply_to_the_running_sandbox_within_a_second(make_san
     assert actions.count("sandbox.allowlist_changed") == 3 and "sandbox.network_changed" in actions
     # Stopped: its grants go; started again: its CIDR is granted to its (new) address.
     s = act(Sandbox.objects.get(pk=s.pk), "stop")
-    assert not egress.grants()
+    assert not network.grants()
     s = act(s, "start")
     assert s.status == "running" and fetch(s, inet, PORT) == "internet"
     # Fail closed: without the rules, no allowlist sandbox starts.
-    egress.remove()
+    network.remove()
     s = act(act(s, "stop"), "start")
     assert s.status == "error" and "not in place" in s.status_detail
 
 
 def test_an_allowlist_is_parsed_and_judged():
-    from sandboxes import allowlist
+    from sandboxes.network import allowlist
 
     entries, errors = allowlist.parse("api.example.com\n*.example.org:22,443 # git\n198.51.100.0/24:8080\n")
     assert not errors
@@ -850,19 +850,19 @@ def test_after_a_dockerd_restart_the_rules_are_back_before_any_sandbox_runs(
     # A reboot empties the firewall: the rules go, and the engine goes down with the machine.
     # (The watcher may put them back before the engine goes: it notices a change in a second.)
     t0 = time.time()
-    egress.remove()
+    network.remove()
     restart_dockerd()
     ours = docker_cli("ps", "-q", "--filter", f"label=io.ccpanel.instance={settings.PANEL_INSTANCE}").stdout.split()
     assert ours == []  # no sandbox came back by itself (restart policy "no")
     # The watcher sees the engine back and puts the rules back, before anything starts a sandbox.
-    wait_for(lambda: egress.problems() == [], timeout=60, what="the rules re-applied by the watcher")
+    wait_for(lambda: network.problems() == [], timeout=60, what="the rules re-applied by the watcher")
     applied = AuditEvent.objects.filter(action="egress.applied", created_at__gte=datetime.fromtimestamp(t0, tz=UTC))
     assert applied.exists()
     s = wait_for(lambda: (x := Sandbox.objects.get(pk=s.pk)).status != "running" and x, timeout=30, what="the stop noticed")
     s = act(s, "start")
     assert s.status == "running", s.status_detail
     assert fetch(s, internet, PORT) == "internet"
-    assert fetch(s, gateway(), 22) == "" and egress.problems() == []
+    assert fetch(s, gateway(), 22) == "" and network.problems() == []
 
 
 class Impostor:
@@ -950,7 +950,7 @@ def test_without_the_rules_no_allowlist_sandbox_keeps_running(make_sandbox, clea
     s = Sandbox.objects.get(pk=s.pk)
     assert s.status == "error" and "removed by hand" in s.status_detail
     assert docker_cli("inspect", "-f", "{{.State.Running}}", s.container_id).stdout.strip() == "false"
-    egress.apply()
+    network.apply()
     s = act(s, "start")
     assert s.status == "running", s.status_detail
     settings.SANDBOX_EGRESS_RULES = False  # an admin turns filtering off
@@ -1012,12 +1012,12 @@ def test_the_resolver_sends_upstream_only_a_question_of_its_own_and_bounds_what_
     who asks; the grants go into the real set)."""
     from dnslib import OPCODE, QTYPE, RCODE, RR, TXT, DNSRecord
 
-    from sandboxes import allowlist, decision_budget, resolver
     from sandboxes.models import EgressDenial
+    from sandboxes.network import allowlist, decision_budget, resolver
     from sandboxes.services import allowlist as allowlist_service
 
     monkeypatch.setattr(decision_budget, "_budget", None)  # a budget of this test's own
-    egress.apply()
+    network.apply()
     sandbox = Sandbox.objects.create(name="resolver-unit", team=team, image="x", memory_mb=256, cpus=1, pids_limit=64)
     client = str(next(iter(list(__import__("ipaddress").IPv4Network(settings.SANDBOX_ALLOW_SUBNET).hosts())[200:])))
     entries, _ = allowlist.parse("*.example.test:443,8443")
@@ -1041,15 +1041,15 @@ def test_the_resolver_sends_upstream_only_a_question_of_its_own_and_bounds_what_
         assert answer.header.rcode == RCODE.NOERROR and answer.header.id == q.header.id and str(answer.rr[0].rdata) == "198.18.77.2"
         sent = DNSRecord.parse(loopback_upstream[-1])
         assert b"SECRET" not in loopback_upstream[-1] and not sent.ar and not sent.auth and sent.header.id != q.header.id
-        mine = sorted((g.port, g.destination) for g in egress.grants() if g.source == client)
+        mine = sorted((g.port, g.destination) for g in network.grants() if g.source == client)
         assert mine == [(443, "198.18.77.2/32"), (8443, "198.18.77.2/32")]
         # A TTL past what ipset takes is taken as a day.
         assert ask(DNSRecord.question("big.example.test")).header.rcode == RCODE.NOERROR
-        big = [g for g in egress.grants() if g.comment == "big.example.test"]
+        big = [g for g in network.grants() if g.comment == "big.example.test"]
         assert big and all(0 < g.timeout <= 86400 + settings.SANDBOX_ALLOW_MARGIN for g in big)
         # At most 64 addresses of one answer are granted; past the budget, nothing more.
         many = ask(DNSRecord.question("many.example.test"))
-        assert len({g.destination for g in egress.grants() if g.comment == "many.example.test"}) == 64
+        assert len({g.destination for g in network.grants() if g.comment == "many.example.test"}) == 64
         assert len([rr for rr in many.rr if rr.rtype == QTYPE.A]) == 64  # it is told only what it may reach
         monkeypatch.setattr(resolver.Budget, "MAX_GRANTS", 131)  # it holds 132 (address, port) grants now
         assert ask(DNSRecord.question("more.example.test")).header.rcode == RCODE.SERVFAIL
@@ -1063,9 +1063,9 @@ def test_the_resolver_sends_upstream_only_a_question_of_its_own_and_bounds_what_
             assert ask(DNSRecord.question(f"n{i}.elsewhere.test")).header.rcode == RCODE.NXDOMAIN
         assert len(loopback_upstream) == before
         rows = EgressDenial.objects.filter(sandbox=sandbox, protocol="dns").exclude(name="evil.a.example.test")
-        # What the panel-wide budget turned away is counted, not lost (sandboxes.decision_budget).
+        # What the panel-wide budget turned away is counted, not lost (sandboxes.network.decision_budget).
         unlogged = EgressDenial.objects.filter(sandbox=sandbox, protocol="unlogged").values_list("count", flat=True)
         counted = sum(rows.values_list("count", flat=True)) + sum(unlogged) + decision_budget.budget().pending()
         assert rows.count() <= 3 * resolver.Denials.ROWS_A_SECOND and counted == 300
     finally:
-        egress.revoke([g for g in egress.grants() if g.source == client])
+        network.revoke([g for g in network.grants() if g.source == client])

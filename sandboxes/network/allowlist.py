@@ -14,7 +14,7 @@ import ipaddress
 import re
 from dataclasses import dataclass
 
-from . import egress
+from . import iptables as egress
 
 DEFAULT_PORTS = (443,)
 MAX_ENTRIES = 200

@@ -25,7 +25,8 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
-from . import allowlist, egress
+from . import allowlist
+from . import iptables as egress
 
 MAX_NAMES = 8  # names kept for one element; past them the soonest to expire is forgotten
 SCHEMA = (

@@ -17,7 +17,7 @@ import time
 
 from django.db import close_old_connections
 
-from . import egress
+from . import iptables as egress
 
 log = logging.getLogger(__name__)
 CHECK_EVERY = 0.5  # seconds: a change is repaired well within 2 s
@@ -31,7 +31,7 @@ REFILL_SECONDS = 3.0
 
 def watch(stop: threading.Event, *, every: float = CHECK_EVERY) -> None:
     """Until `stop` is set: repair the rules whenever what iptables shows of them changes."""
-    from .services import egress_repair
+    from ..services import egress_repair
 
     seen: str | None = None
     tokens, at = float(BURST), time.monotonic()

@@ -17,7 +17,7 @@ import time
 from django.conf import settings
 from django.utils import timezone
 
-from .models import EgressDenial, Sandbox
+from ..models import EgressDenial, Sandbox
 
 log = logging.getLogger(__name__)
 UNLOGGED = "unlogged"  # the protocol of a summary row: refusals over the budget, counted

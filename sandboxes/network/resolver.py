@@ -36,8 +36,10 @@ from django.utils.crypto import salted_hmac
 from dnslib import OPCODE, QTYPE, RCODE, RR, TXT, DNSError, DNSHeader, DNSLabel, DNSQuestion, DNSRecord
 from dnslib.label import DNSLabelError
 
-from . import allowlist, decision_budget, egress, engine, grant_ledger
-from .models import EgressDenial
+from .. import engine
+from ..models import EgressDenial
+from . import allowlist, decision_budget, grant_ledger
+from . import iptables as egress
 
 log = logging.getLogger(__name__)
 REFRESH = 0.5
@@ -61,7 +63,7 @@ class Directory:
         self.read_at = 0.0
 
     def lookup(self, address: str) -> tuple[int, list[allowlist.Entry] | None] | None:
-        from .services.allowlist import resolver_clients
+        from ..services.allowlist import resolver_clients
 
         with self.lock:
             if time.monotonic() - self.read_at > REFRESH:
@@ -414,7 +416,7 @@ class Resolver:
         grants' lock, with the list and the address's holder read again (a list changed, or an
         address taken over, while the upstream answered grants nothing). An address another
         listed name holds too lasts as long as the longer of the two (sandboxes.grant_ledger)."""
-        from .services.allowlist import allowlist_clients
+        from ..services.allowlist import allowlist_clients
 
         seconds = max(min(ttl, MAX_TTL) + settings.SANDBOX_ALLOW_MARGIN, settings.SANDBOX_ALLOW_MIN_SECONDS)
         try:

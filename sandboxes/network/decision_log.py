@@ -21,8 +21,10 @@ from django.conf import settings
 from django.db import close_old_connections
 from django.utils import timezone
 
-from . import decision_budget, egress, engine
-from .models import EgressDenial, Sandbox
+from .. import engine
+from ..models import EgressDenial, Sandbox
+from . import decision_budget
+from . import iptables as egress
 
 log = logging.getLogger(__name__)
 KMSG = "/dev/kmsg"
