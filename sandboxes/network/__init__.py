@@ -17,34 +17,19 @@ second both may write), and `sandboxes.network.watch` (the rule watcher).
 """
 
 from . import allowlist, grant_ledger
-from .iptables import (
+from .commands import EgressError
+from .host import bridge_present, dropped_ranges, enforced, host_addresses, lan_subnets
+from .ipset import Grant, comment, grant, grants, grants_lock, revoke
+from .iptables import apply, fingerprint, problems, remove
+from .nameservers import RESOLV_CONF, docker_asks_loopback, docker_upstreams, host_resolvers
+from .rules import (
     BLOCKED_RANGES,
     FORWARD_JUMP,
     LOG_RATE,
-    RESOLV_CONF,
     Chains,
-    EgressError,
-    Grant,
     allow_chains,
     allow_gateway,
-    apply,
-    bridge_present,
     chains,
-    comment,
-    docker_asks_loopback,
-    docker_upstreams,
-    dropped_ranges,
-    enforced,
-    fingerprint,
-    grant,
-    grants,
-    grants_lock,
-    host_addresses,
-    host_resolvers,
-    lan_subnets,
-    problems,
-    remove,
-    revoke,
     wanted_allow_nat,
     wanted_allow_rules,
     wanted_rules,
