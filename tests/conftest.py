@@ -145,7 +145,7 @@ def _no_pool_without_the_engine(request):
 @pytest.fixture
 def fake_engine(settings) -> Iterator[FakeEngine]:
     """The in-memory engine, for every host, for this test (it holds the test image). It has no
-    host firewall: the egress rules are tried on the real engine (tests/sandboxes/test_egress.py)."""
+    host firewall: the egress rules are tried on the real engine (tests/sandboxes/network/)."""
     settings.SANDBOX_EGRESS_RULES = False
     with engine.override(FakeEngine(images={TEST_IMAGE})) as fake:
         yield fake

@@ -1,5 +1,5 @@
 """The sandbox page's network and allowlist forms: bad input is a message and changes nothing;
-good input is saved and audited. (The live effect on a running sandbox: test_egress.py.)"""
+good input is saved and audited. (The live effect on a running sandbox: network/test_allowlist_mode.py.)"""
 
 import html
 import ipaddress
