@@ -1,11 +1,11 @@
-"""The cost of the host's egress rules (sandboxes.egress), in one run.
+"""The cost of the host's egress rules (sandboxes.network), in one run.
 
 - Throughput: a sandbox downloads from "the internet" (a network namespace on a veth pair in
   198.18.0.0/15, as the tests use) through Docker's NAT, with the rules in place and with them
   removed, runs interleaved; the ratio of the medians (target >= 0.95). Timed by the server in
   the namespace, from accept to the last byte sent and the client gone.
 - apply_20_ms: with 20 sandboxes running on the network, the time to apply a change of the rules
-  (egress.apply: every chain replaced in one iptables-restore, jumps checked) and to verify them.
+  (network.apply: every chain replaced in one iptables-restore, jumps checked) and to verify them.
 - allowlist_connect_ms: what allowlist mode adds to a connection, DNS included: a sandbox in
   allowlist mode connects by name (Docker's DNS -> the panel's resolver -> the namespace's name
   server, the grant written, then the TCP connect) against one in internet mode connecting by
@@ -32,7 +32,7 @@ DB = setup("bench-egress.sqlite3", slot="2")
 from django.conf import settings  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 
-from sandboxes import egress, services  # noqa: E402
+from sandboxes import network, services  # noqa: E402
 from teams.models import Team  # noqa: E402
 
 IMAGE = "ccpanel/test-busybox:latest"
@@ -138,7 +138,7 @@ def connect_loop(container_id: str, target: str, n: int) -> float:
 
 def allowlist_connect(actor, team, runs: int, per_run: int = 20) -> tuple[float, float]:
     """(allowlist by name, internet by address), seconds per connection, medians."""
-    from sandboxes import resolver
+    from sandboxes.network import resolver
 
     address = f"198.18.{NET}.10"
     helpers = [
@@ -227,27 +227,27 @@ def main() -> None:
         probe = made[0].container_id
         with_rules, without = [], []
         for i in range(args.runs + 1):  # the first pair warms up
-            egress.apply()
+            network.apply()
             a = download(probe, server)
-            egress.remove()
+            network.remove()
             b = download(probe, server)
             if i:
                 with_rules.append(a)
                 without.append(b)
-        egress.apply()
+        network.apply()
         applies = []
         for _ in range(args.runs):
-            egress.remove()  # a change to put back: the whole rule set, as a policy change would
+            network.remove()  # a change to put back: the whole rule set, as a policy change would
             t0 = time.perf_counter()
-            egress.apply()
-            left = egress.problems()
+            network.apply()
+            left = network.problems()
             applies.append(time.perf_counter() - t0)
             assert not left, left
         allow_s, open_s = allowlist_connect(actor, team, args.runs)
     finally:
         server.kill()
         internet_down()
-        egress.apply()
+        network.apply()
         clean()
 
     mbps_with = args.mb / statistics.median(with_rules)

@@ -27,7 +27,7 @@ from django.utils import timezone
 
 from teams.permissions import Role, authorize
 
-from . import egress, engine, scanner, workspace
+from . import engine, network, scanner, workspace
 from .models import ChecklistItem, ChecklistTick, Identity, Sandbox
 from .services.common import InvalidInput, audit, egress_problems
 
@@ -136,7 +136,7 @@ def _egress(sandbox: Sandbox, known: dict[str, list[str]] | None = None) -> Chec
     label = "The host's egress rules are in place"
     if sandbox.network_mode == Sandbox.Network.NONE:
         return Check(label, True, "no network")
-    if not egress.enforced():
+    if not network.enforced():
         return Check(label, False, "filtering is turned off (SANDBOX_EGRESS_RULES=false)")
     known = {} if known is None else known
     if sandbox.network_mode not in known:

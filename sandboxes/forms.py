@@ -10,8 +10,8 @@ from django.conf import settings
 from teams.models import Team
 from teams.permissions import teams_for_operator
 
-from .allowlist import PRESETS
 from .models import Sandbox
+from .network.allowlist import PRESETS
 
 
 def parse_mounts(text: str) -> list[tuple[str, str, bool]]:

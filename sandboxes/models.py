@@ -72,7 +72,7 @@ class Sandbox(models.Model):
     cpus = models.DecimalField(max_digits=5, decimal_places=2)
     pids_limit = models.PositiveIntegerField()
     network_mode = models.CharField(max_length=10, choices=Network.choices, default=Network.INTERNET)
-    # What `allowlist` mode reaches (sandboxes.allowlist): the panel's presets by key, and the
+    # What `allowlist` mode reaches (sandboxes.network.allowlist): the panel's presets by key, and the
     # sandbox's own domains, wildcards and CIDRs with their ports. Kept in the other modes too.
     egress_presets = models.JSONField(default=list, blank=True)
     egress_allow = models.TextField(blank=True, default="")
@@ -297,7 +297,7 @@ class ChecklistTick(models.Model):
 
 class EgressDenial(models.Model):
     """One refused connection attempt (or a burst of alike ones within a second) from a sandbox,
-    read from the kernel's log of the host's egress rules (sandboxes.egress_log): the first thing
+    read from the kernel's log of the host's egress rules (sandboxes.network.decision_log): the first thing
     an incident responder reads."""
 
     sandbox = models.ForeignKey(Sandbox, on_delete=models.CASCADE, related_name="egress_denials")

@@ -19,8 +19,8 @@ from django.utils.safestring import SafeString, mark_safe
 
 from teams.permissions import Role, role_allows
 
-from .allowlist import PRESETS
 from .models import Sandbox
+from .network.allowlist import PRESETS
 from .services import allowed_actions
 from .services.reconcile import OOM_RECENT
 

@@ -19,7 +19,7 @@ def sandbox_action_task(sandbox_id: int, action: str) -> None:
 @shared_task
 def reconcile_all_task() -> int:
     """Periodic: re-queue actions whose worker is gone, put the egress rules back if they were
-    changed (sandboxes.egress), close terminal sessions whose server was killed, then a full
+    changed (sandboxes.network), close terminal sessions whose server was killed, then a full
     resync with Docker for events missed while nothing was watching, and remove containers of
     destroyed sandboxes. (The events watcher resyncs too, but never queues: it must keep
     running while Redis is down.)"""

@@ -117,7 +117,7 @@ else
   docker_answers || die "dockerd did not start; see var/log/dockerd.log"
 fi
 
-# The allowlist mode's grants are kept in an ipset (sandboxes.egress).
+# The allowlist mode's grants are kept in an ipset (sandboxes.network).
 command -v ipset >/dev/null || ensure_pkgs ipset
 
 # --- Redis ------------------------------------------------------------------------------------

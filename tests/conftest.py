@@ -22,7 +22,7 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
-from sandboxes import egress, engine, services
+from sandboxes import engine, network, services
 from sandboxes.models import Sandbox
 from teams.models import Membership, Team
 from tests.fakes import FakeEngine
@@ -60,14 +60,14 @@ def _docker_ping(_storage_pool):
         pytest.fail(f"These tests need the Docker engine: {exc}")
     # Sandboxes on the network start only when the host's egress rules are in place; the
     # panel's watcher and periodic check put them there, the tests do it once here.
-    egress.apply()
+    network.apply()
     yield answer
     # The machine as it was found: no container, network, bridge or rule of the tests is left.
     try:
         _remove_test_resources()
-        egress.remove()
-        for network in (settings.SANDBOX_NETWORK, settings.SANDBOX_ALLOW_NETWORK):
-            docker_cli("network", "rm", network, check=False)
+        network.remove()
+        for name in (settings.SANDBOX_NETWORK, settings.SANDBOX_ALLOW_NETWORK):
+            docker_cli("network", "rm", name, check=False)
     except Exception as exc:  # noqa: BLE001 - a clean-up that fails is said, never a failed run
         print(f"clean-up at the end of the session: {exc}", file=sys.stderr)
 
@@ -145,7 +145,7 @@ def _no_pool_without_the_engine(request):
 @pytest.fixture
 def fake_engine(settings) -> Iterator[FakeEngine]:
     """The in-memory engine, for every host, for this test (it holds the test image). It has no
-    host firewall: the egress rules are tried on the real engine (tests/sandboxes/test_egress.py)."""
+    host firewall: the egress rules are tried on the real engine (tests/sandboxes/network/)."""
     settings.SANDBOX_EGRESS_RULES = False
     with engine.override(FakeEngine(images={TEST_IMAGE})) as fake:
         yield fake

@@ -44,7 +44,7 @@ SANDBOX_NETWORK = env_str("SANDBOX_NETWORK", "ccpanel-sandboxes")
 SANDBOX_SUBNET = env_str("SANDBOX_SUBNET", "172.28.0.0/24")
 SANDBOX_BRIDGE = env_str("SANDBOX_BRIDGE", "ccpanel0")
 # `allowlist` sandboxes sit on a second bridge whose rules refuse everything but what their list
-# grants (sandboxes.egress), with the panel's resolver on its gateway (sandboxes.resolver).
+# grants (sandboxes.network), with the panel's resolver on its gateway (sandboxes.network.resolver).
 SANDBOX_ALLOW_NETWORK = env_str("SANDBOX_ALLOW_NETWORK", "ccpanel-allowlist")
 SANDBOX_ALLOW_SUBNET = env_str("SANDBOX_ALLOW_SUBNET", "172.28.1.0/24")
 SANDBOX_ALLOW_BRIDGE = env_str("SANDBOX_ALLOW_BRIDGE", "ccpanel1")
@@ -62,9 +62,9 @@ SANDBOX_ALLOW_MARGIN = env_int("SANDBOX_ALLOW_MARGIN", 300, minimum=0)
 SANDBOX_ALLOW_MIN_SECONDS = env_int("SANDBOX_ALLOW_MIN_SECONDS", 60, minimum=1)
 # The decision log (refused connections and names) writes at most this many rows a second for
 # all sandboxes together, with bursts of twice that; what is over is counted and summed up in
-# one row a second (sandboxes.decision_budget), so no crowd of sandboxes can flood the database.
+# one row a second (sandboxes.network.decision_budget), so no crowd of sandboxes can flood the database.
 DECISION_LOG_ROWS_A_SECOND = env_float("DECISION_LOG_ROWS_A_SECOND", 50.0, minimum=1)
-# Host-enforced egress rules for `internet` mode (sandboxes.egress): a sandbox reaches the public
+# Host-enforced egress rules for `internet` mode (sandboxes.network): a sandbox reaches the public
 # internet, never the host, the local network or another sandbox. Needs root (iptables); turning
 # it off lets sandboxes reach the LAN and the host's services.
 SANDBOX_EGRESS_RULES = env_bool("SANDBOX_EGRESS_RULES", True)

@@ -31,7 +31,7 @@ class NetworksMixin(BaseClient):
                     )
                 return net["Id"]
         # The gateway is the subnet's first address (Docker's default, said here): the allowlist
-        # bridge's resolver answers there (sandboxes.egress.allow_gateway).
+        # bridge's resolver answers there (sandboxes.network.allow_gateway).
         gateway = str(next(ipaddress.IPv4Network(subnet).hosts()))
         ipam = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=subnet, gateway=gateway)])
         try:

@@ -16,7 +16,7 @@ from django.db import transaction
 
 from teams.permissions import Role, SystemActor, authorize, role_allows
 
-from .. import egress, engine, live, policy, secrets, workspace
+from .. import engine, live, network, policy, secrets, workspace
 from ..models import Sandbox
 from .allowlist import grants_repair, sync_grants
 from .claims import CANCELLERS, claim, claimed, finish, heartbeat, take_run
@@ -97,10 +97,10 @@ def run_start(sandbox: Sandbox, action: str) -> None:
     policy.check(spec, rules)
     if sandbox.network_mode != Sandbox.Network.NONE:
         _require_egress_rules(sandbox, docker)
-    if sandbox.network_mode == Sandbox.Network.ALLOWLIST and egress.enforced():
+    if sandbox.network_mode == Sandbox.Network.ALLOWLIST and network.enforced():
         try:
             sync_grants()  # before the start: no grant of an earlier holder of its address is left
-        except egress.EgressError as exc:
+        except network.EgressError as exc:
             raise policy.PolicyViolation([f"The allowlist grants could not be brought in line: {exc}"]) from exc
     container_id = _started_container(sandbox, action, docker, spec, rules)
     # Every step after Docker's start runs whichever attempt gets here: a run whose worker died
@@ -138,10 +138,10 @@ def _grant_listed(sandbox: Sandbox, docker, container_id: str) -> None:
     """An allowlist sandbox's listed CIDRs are granted to its new address (its names are granted
     by the resolver as it asks for them); one that cannot have them is stopped, not left
     running without what its list gives it."""
-    if sandbox.network_mode == Sandbox.Network.ALLOWLIST and egress.enforced():
+    if sandbox.network_mode == Sandbox.Network.ALLOWLIST and network.enforced():
         try:
             sync_grants()
-        except egress.EgressError as exc:
+        except network.EgressError as exc:
             docker.stop(container_id, timeout=settings.SANDBOX_STOP_TIMEOUT)
             raise engine.EngineError(f"its allowlist could not be granted ({exc}); it was stopped") from exc
 
@@ -158,9 +158,9 @@ def _deliver(sandbox: Sandbox, docker, container_id: str) -> None:
 
 def _require_egress_rules(sandbox: Sandbox, docker) -> None:
     """Fail closed: a sandbox on the network starts only when the host's egress rules are in
-    place, exactly (see sandboxes.egress). Missing or changed rules are not put back here: that
+    place, exactly (see sandboxes.network). Missing or changed rules are not put back here: that
     is the periodic check's job, which audits what it found."""
-    if not egress.enforced():
+    if not network.enforced():
         if sandbox.network_mode == Sandbox.Network.ALLOWLIST:
             # Without the rules the allowlist bridge is the open internet: never.
             raise policy.PolicyViolation(["Allowlist mode needs the host's egress rules, and SANDBOX_EGRESS_RULES is off."])

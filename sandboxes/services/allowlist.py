@@ -1,9 +1,9 @@
 """The allowlist mode's grants, kept true: which sandbox on the allowlist bridge may reach what.
 
-The host's rules (sandboxes.egress) let a packet from the allowlist bridge out only when a grant
+The host's rules (sandboxes.network) let a packet from the allowlist bridge out only when a grant
 names its source address, TCP port and destination. Grants come from two places: a listed CIDR
 gives a grant for good while the sandbox runs; a listed name gives one when the panel's resolver
-(sandboxes.resolver) hands out its address, for the answer's TTL plus a margin. `sync_grants`
+(sandboxes.network.resolver) hands out its address, for the answer's TTL plus a margin. `sync_grants`
 takes back every grant whose source is no longer a running allowlist sandbox, or whose list no
 longer names it, and adds the CIDR grants that are missing. It runs around every start, after
 every change of mode or list, on the watcher's container events and in the periodic check.
@@ -17,8 +17,9 @@ from django.db import transaction
 from audit.services import audit_record
 from teams.permissions import Role, authorize
 
-from .. import allowlist, egress, engine, grant_ledger, live
+from .. import engine, live, network
 from ..models import Sandbox
+from ..network import allowlist, grant_ledger
 from .common import InvalidInput, SandboxError, audit
 
 log = logging.getLogger(__name__)
@@ -68,15 +69,15 @@ def sync_grants() -> int:
     """Make the grants match the running allowlist sandboxes and their lists; returns how many
     changed. Without the set (rules not applied) there is nothing to keep: the start check and
     the periodic repair see to the rules first."""
-    if not egress.enforced() or not engine.engine_for().host.is_local:
+    if not network.enforced() or not engine.engine_for().host.is_local:
         return 0
-    with egress.grants_lock():  # the resolver grants under it too: no grant lands after this
+    with network.grants_lock():  # the resolver grants under it too: no grant lands after this
         return _sync_grants(allowlist_clients())
 
 
 def _sync_grants(clients: dict[str, tuple[int, list[allowlist.Entry]]]) -> int:
     wanted = {
-        egress.Grant(address, port, str(e.network), e.text)
+        network.Grant(address, port, str(e.network), e.text)
         for address, (_, entries) in clients.items()
         for e in entries
         if e.network is not None
@@ -85,9 +86,9 @@ def _sync_grants(clients: dict[str, tuple[int, list[allowlist.Entry]]]) -> int:
     kept, stale, renewed = set(), [], []
     with grant_ledger.opened() as ledger:
         holders = ledger.everything()
-        for g in egress.grants():
+        for g in network.grants():
             who = clients.get(g.source)
-            key = egress.Grant(g.source, g.port, g.destination, g.comment)
+            key = network.Grant(g.source, g.port, g.destination, g.comment)
             if who is None or g.proto != "tcp":
                 stale.append(g)
             elif g.timeout == 0:  # a listed CIDR's
@@ -97,18 +98,18 @@ def _sync_grants(clients: dict[str, tuple[int, list[allowlist.Entry]]]) -> int:
                     stale.append(g)
             elif (now := _name_grant(g, who, holders.get((g.source, g.port, g.destination), []))) is None:
                 stale.append(g)
-            elif egress.comment(now.comment) != g.comment:  # its name is off the list, another listed name holds the address
+            elif network.comment(now.comment) != g.comment:  # its name is off the list, another listed name holds the address
                 renewed.append(now)
-        egress.revoke(stale)
+        network.revoke(stale)
         missing = [g for g in wanted if g not in kept]
-        egress.grant(missing + renewed, 0)
+        network.grant(missing + renewed, 0)
         ledger.keep_only(clients)
     return len(stale) + len(missing) + len(renewed)
 
 
-def _name_grant(g: egress.Grant, who: tuple[int, list[allowlist.Entry]], holders: list[grant_ledger.Holder]) -> egress.Grant | None:
+def _name_grant(g: network.Grant, who: tuple[int, list[allowlist.Entry]], holders: list[grant_ledger.Holder]) -> network.Grant | None:
     """What a name's grant (one address) should be now: as the names the sandbox still lists
-    hold it (sandboxes.grant_ledger), or None. One the ledger knows nothing of (it forgot it, or
+    hold it (sandboxes.network.grant_ledger), or None. One the ledger knows nothing of (it forgot it, or
     an older panel granted it) stands while the name in its comment gives that port."""
     if not g.destination.endswith("/32"):
         return None
@@ -123,7 +124,7 @@ def grants_repair() -> None:
     With the rules turned off, the allowlist bridge is the open internet: nothing stays on it."""
     if not engine.engine_for().host.is_local:
         return
-    if not egress.enforced():
+    if not network.enforced():
         from .reconcile import stop_networked
 
         stop_networked(
@@ -131,10 +132,10 @@ def grants_repair() -> None:
         )
         return
     try:
-        with egress.grants_lock():
+        with network.grants_lock():
             clients = allowlist_clients()
             _sync_grants(clients)
-    except (egress.EgressError, engine.EngineError) as exc:
+    except (network.EgressError, engine.EngineError) as exc:
         log.error("the allowlist grants could not be brought in line: %s", exc)
         return
     if clients:
@@ -145,7 +146,7 @@ def _check_resolver() -> None:
     """Running allowlist sandboxes ask only the panel's resolver: if something else holds its
     port (the watcher died and a dnsmasq took it), they stop. The resolver merely not answering
     (the panel is stopped) leaves them running: they resolve nothing new."""
-    from .. import resolver
+    from ..network import resolver
     from .reconcile import stop_networked
 
     why = resolver.probe()
@@ -164,8 +165,8 @@ def allowlist_errors(presets: list[str], text: str) -> list[str]:
     errors += allowlist.presets_errors(presets)
     if any(e.network is not None for e in entries):
         try:
-            errors += allowlist.host_errors(entries, addresses=egress.host_addresses(), lans=egress.lan_subnets())
-        except egress.EgressError as exc:
+            errors += allowlist.host_errors(entries, addresses=network.host_addresses(), lans=network.lan_subnets())
+        except network.EgressError as exc:
             errors.append(f"The host's own addresses cannot be read ({exc}), so the IPv4 entries cannot be judged; try again.")
     return errors
 
@@ -190,7 +191,7 @@ def sandbox_set_allowlist(*, actor, sandbox: Sandbox, presets: list[str], allow:
     if sandbox.network_mode == Sandbox.Network.ALLOWLIST:
         try:
             sync_grants()
-        except (egress.EgressError, engine.EngineError) as exc:
+        except (network.EgressError, engine.EngineError) as exc:
             raise SandboxError(
                 f"The list is saved, but the grants could not be brought in line ({exc}); the periodic check retries."
             ) from exc

@@ -11,7 +11,7 @@ from django.conf import settings
 from audit.services import audit_record
 from teams.permissions import actor_name, actor_user
 
-from .. import egress, engine, policy, seccomp, workspace
+from .. import engine, network, policy, seccomp, workspace
 from ..models import Mount, Sandbox
 
 
@@ -70,7 +70,7 @@ def policy_rules() -> policy.Rules:
         workspace_root=str(settings.WORKSPACE_ROOT),
         mount_roots=tuple(str(r) for r in settings.SANDBOX_MOUNT_ROOTS),
         networks=(settings.SANDBOX_NETWORK, settings.SANDBOX_ALLOW_NETWORK),
-        dns=(egress.allow_gateway(),),
+        dns=(network.allow_gateway(),),
         runtimes=tuple(settings.SANDBOX_RUNTIMES),
         homes=tuple(policy.real_homes(entry.pw_dir for entry in pwd.getpwall())),
         protected=protected_folders(with_engine=True),
@@ -114,14 +114,14 @@ def egress_problems(mode: str, *, bridge: bool = False) -> list[str]:
     """What keeps a sandbox in `mode` off its network, in words (empty: it may join): the rules
     of both bridges not exactly in place, its bridge missing under its name (`bridge`: once the
     network was made), or, for allowlist mode, the panel's own resolver not holding its port."""
-    from .. import resolver
+    from ..network import resolver
 
     try:
-        wrong = egress.problems()
-    except egress.EgressError as exc:
+        wrong = network.problems()
+    except network.EgressError as exc:
         wrong = [str(exc)]
     name = settings.SANDBOX_ALLOW_BRIDGE if mode == Sandbox.Network.ALLOWLIST else settings.SANDBOX_BRIDGE
-    if bridge and not egress.bridge_present(name):
+    if bridge and not network.bridge_present(name):
         wrong.append(f"the bridge interface {name} is missing (renamed?), so the rules match nothing")
     if mode == Sandbox.Network.ALLOWLIST and (why := resolver.probe()):
         wrong.append(why)  # its names are asked of nobody else
@@ -159,7 +159,7 @@ def sandbox_spec(sandbox: Sandbox, extra_mounts: list[Mount] | None = None, *, s
         nano_cpus=int(Decimal(sandbox.cpus) * 1_000_000_000),
         pids_limit=sandbox.pids_limit,
         network=network_of(sandbox.network_mode),
-        dns=(egress.allow_gateway(),) if sandbox.network_mode == Sandbox.Network.ALLOWLIST else (),
+        dns=(network.allow_gateway(),) if sandbox.network_mode == Sandbox.Network.ALLOWLIST else (),
         user=f"{settings.SANDBOX_UID}:{settings.SANDBOX_GID}",
         binds=tuple(binds),
         volumes=(home_volume(sandbox),),

@@ -10,7 +10,7 @@ from django.db import transaction
 
 from teams.permissions import Role, authorize
 
-from .. import egress, engine, live
+from .. import engine, live, network
 from ..models import Sandbox
 from .allowlist import sync_grants
 from .common import InvalidInput, SandboxError, audit, egress_problems, ensure_network_of, network_of
@@ -33,28 +33,28 @@ def sandbox_set_network(*, actor, sandbox: Sandbox, mode: str, source_ip: str | 
     docker = engine.engine_for(sandbox)
     live_change = sandbox.status in (S.RUNNING, S.PAUSED) and bool(sandbox.container_id)
     if mode != Sandbox.Network.NONE:
-        if not egress.enforced():
+        if not network.enforced():
             if mode == Sandbox.Network.ALLOWLIST:
                 raise SandboxError("Allowlist mode needs the host's egress rules, and SANDBOX_EGRESS_RULES is off.")
         else:
             wrong = egress_problems(mode) if docker.host.is_local else ["the engine is not on this machine"]
             if wrong:
                 raise SandboxError("The egress rules are not in place (" + "; ".join(wrong) + "); the sandbox stays off the network.")
-    if live_change and mode == Sandbox.Network.ALLOWLIST and egress.enforced() and egress.docker_asks_loopback():
+    if live_change and mode == Sandbox.Network.ALLOWLIST and network.enforced() and network.docker_asks_loopback():
         try:
             names_servers = (docker.inspect_container(sandbox.container_id).get("HostConfig") or {}).get("Dns") or []
         except engine.EngineError as exc:
             raise SandboxError(f"The network of {sandbox.name} could not be changed: {exc}") from exc
-        if names_servers != [egress.allow_gateway()]:
+        if names_servers != [network.allow_gateway()]:
             raise SandboxError(
                 "This machine's name server is on loopback, which Docker asks from outside the sandbox's rules: "
                 f"stop {sandbox.name}, change its network, then start it (it is made to ask only the panel's resolver)."
             )
     old_net, new_net = network_of(sandbox.network_mode), network_of(mode)
-    if live_change and mode == Sandbox.Network.ALLOWLIST and egress.enforced():
+    if live_change and mode == Sandbox.Network.ALLOWLIST and network.enforced():
         try:
             sync_grants()  # no grant of an earlier holder of the address it is about to get
-        except (egress.EgressError, engine.EngineError) as exc:
+        except (network.EgressError, engine.EngineError) as exc:
             raise SandboxError(f"The allowlist grants could not be brought in line ({exc}); the sandbox stays where it is.") from exc
     if live_change:
         try:
@@ -72,10 +72,10 @@ def sandbox_set_network(*, actor, sandbox: Sandbox, mode: str, source_ip: str | 
             raise SandboxError(f"{sandbox.name} changed meanwhile; try again.")
         sandbox.network_mode = mode
         audit(actor, "sandbox.network_changed", sandbox, {"from": before, "to": mode, "live": live_change}, source_ip)
-    if live_change and Sandbox.Network.ALLOWLIST in (before, mode) and egress.enforced():
+    if live_change and Sandbox.Network.ALLOWLIST in (before, mode) and network.enforced():
         try:
             sync_grants()  # its listed CIDRs for its new address; nothing left for its old one
-        except (egress.EgressError, engine.EngineError) as exc:
+        except (network.EgressError, engine.EngineError) as exc:
             log.error("grants not brought in line after %s changed network: %s", sandbox.name, exc)
     live.sandbox_changed(sandbox)
     return sandbox

@@ -14,7 +14,7 @@ from django.utils import timezone
 from audit.services import audit_record
 from teams.permissions import SystemActor
 
-from .. import egress, engine, live
+from .. import engine, live, network
 from ..models import Sandbox
 from .common import audit
 
@@ -160,18 +160,18 @@ def egress_repair() -> list[str]:
     watcher (re)connects, so after a dockerd restart the rules are back before anything starts a
     sandbox. If they cannot be applied, every sandbox on the network is stopped, with the reason.
     Returns what was wrong (empty when the rules were in place)."""
-    if not egress.enforced() or not engine.engine_for().host.is_local:
+    if not network.enforced() or not engine.engine_for().host.is_local:
         return []
     bridge = settings.SANDBOX_BRIDGE
     try:
-        wrong = egress.problems()
+        wrong = network.problems()
         if not wrong:
             return []
-        egress.apply()
-        left = egress.problems()
+        network.apply()
+        left = network.problems()
         if left:
-            raise egress.EgressError("still wrong after applying them: " + "; ".join(left))
-    except egress.EgressError as exc:
+            raise network.EgressError("still wrong after applying them: " + "; ".join(left))
+    except network.EgressError as exc:
         log.error("egress rules for %s cannot be applied: %s", bridge, exc)
         audit_record(actor=None, actor_name="egress", action="egress.failed", target=bridge, details={"error": str(exc)})
         stop_networked(f"Stopped: the egress rules could not be applied ({exc}).")
@@ -185,13 +185,13 @@ def stop_networked(reason: str, networks: tuple[str, ...] | None = None) -> None
     the network, whatever the rows say (a start under way, a container started by hand)."""
     docker = engine.engine_for()
     ids = []
-    for network in networks or (settings.SANDBOX_NETWORK, settings.SANDBOX_ALLOW_NETWORK):
+    for name in networks or (settings.SANDBOX_NETWORK, settings.SANDBOX_ALLOW_NETWORK):
         try:
-            ids += docker.containers_on_network(network)
+            ids += docker.containers_on_network(name)
         except engine.NotFound:
             continue
         except engine.EngineError as exc:
-            log.error("could not list the containers on %s: %s", network, exc)
+            log.error("could not list the containers on %s: %s", name, exc)
     for container_id in ids:
         try:
             docker.stop(container_id, timeout=settings.SANDBOX_STOP_TIMEOUT)

@@ -1,5 +1,5 @@
 """The sandbox page's network and allowlist forms: bad input is a message and changes nothing;
-good input is saved and audited. (The live effect on a running sandbox: test_egress.py.)"""
+good input is saved and audited. (The live effect on a running sandbox: network/test_allowlist_mode.py.)"""
 
 import html
 import ipaddress
@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 from audit.models import AuditEvent
-from sandboxes import egress, services
+from sandboxes import network, services
 from sandboxes.models import Sandbox
 from tests.conftest import TEST_IMAGE
 
@@ -67,10 +67,10 @@ def host_address(settings):
 def lan(monkeypatch) -> str:
     """The network the host sits on (the subnet of its default route's interface): this
     machine's own, or, where that lies in a range refused anyway, one that does not."""
-    found = egress.lan_subnets()
+    found = network.lan_subnets()
     if not found:
-        monkeypatch.setattr(egress, "lan_subnets", lambda: ["198.19.200.0/24"])
-        found = egress.lan_subnets()
+        monkeypatch.setattr(network, "lan_subnets", lambda: ["198.19.200.0/24"])
+        found = network.lan_subnets()
     return found[0]
 
 

@@ -7,7 +7,7 @@ import subprocess
 import pytest
 
 from audit.models import AuditEvent
-from sandboxes import checklist, egress, scanner, secrets, services
+from sandboxes import checklist, network, scanner, secrets, services
 from sandboxes.models import ChecklistItem
 from tests.conftest import docker_cli
 
@@ -23,7 +23,7 @@ def results(sandbox) -> dict[str, tuple[bool | None, str]]:
 @pytest.fixture
 def rules_back():
     yield
-    egress.apply()
+    network.apply()
 
 
 def test_a_clean_sandbox_passes_and_each_fault_turns_its_check_red(make_sandbox, clean_docker, rules_back):
@@ -52,11 +52,11 @@ def test_a_clean_sandbox_passes_and_each_fault_turns_its_check_red(make_sandbox,
     os.chmod(sandbox.workspace_path / "Projects", 0o755)
 
     # The egress rules deleted by hand.
-    c = egress.chains()
+    c = network.chains()
     subprocess.run(["iptables", "-D", "INPUT", "-i", c.bridge, "-j", c.input], check=True)
     ok, detail = results(sandbox)["The host's egress rules are in place"]
     assert ok is False and "INPUT" in detail
-    egress.apply()
+    network.apply()
 
     # The container changed outside the panel.
     docker_cli("update", "--pids-limit", "4096", sandbox.container_id)

@@ -1,10 +1,10 @@
-"""The host's egress rules for the sandbox bridge (see sandboxes.egress): show, check, apply
+"""The host's egress rules for the sandbox bridge (see sandboxes.network): show, check, apply
 or remove them by hand."""
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from sandboxes import egress, services
+from sandboxes import network, services
 
 
 class Command(BaseCommand):
@@ -17,15 +17,15 @@ class Command(BaseCommand):
         bridge = settings.SANDBOX_BRIDGE
         try:
             if what == "check":
-                wrong = egress.problems()
+                wrong = network.problems()
                 if wrong:
                     raise CommandError(f"egress rules for {bridge} are not in place: " + "; ".join(wrong))
                 self.stdout.write(f"egress rules for {bridge} are in place")
             elif what == "apply":
-                found = services.egress_repair() if egress.enforced() else []
-                if not egress.enforced():
+                found = services.egress_repair() if network.enforced() else []
+                if not network.enforced():
                     raise CommandError("SANDBOX_EGRESS_RULES is off: nothing to apply.")
-                left = egress.problems()
+                left = network.problems()
                 if left:
                     raise CommandError("; ".join(left))
                 self.stdout.write(
@@ -36,10 +36,10 @@ class Command(BaseCommand):
                 services.stop_networked(
                     "Stopped: the egress rules were removed by hand (manage.py egress remove).", (settings.SANDBOX_ALLOW_NETWORK,)
                 )
-                egress.remove()
+                network.remove()
                 self.stdout.write(
                     f"egress rules for {bridge} and {settings.SANDBOX_ALLOW_BRIDGE} removed; allowlist sandboxes were stopped, "
                     "and sandboxes on a network will not start until the rules are back"
                 )
-        except egress.EgressError as exc:
+        except network.EgressError as exc:
             raise CommandError(str(exc)) from exc

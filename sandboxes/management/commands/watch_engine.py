@@ -11,7 +11,8 @@ import time
 
 from django.core.management.base import BaseCommand
 
-from sandboxes import egress_log, egress_watch, engine, resolver, services
+from sandboxes import engine, services
+from sandboxes.network import decision_log, resolver, watch
 
 log = logging.getLogger(__name__)
 RELEVANT = {"start", "die", "oom", "kill", "stop", "pause", "unpause", "destroy", "restart"}
@@ -22,9 +23,9 @@ class Command(BaseCommand):
     help = "Follow Docker events and update sandbox statuses."
 
     def handle(self, *args, **opts):
-        egress_log.start_thread()  # the decision log: refusals of the egress rules, per sandbox
+        decision_log.start_thread()  # the decision log: refusals of the egress rules, per sandbox
         resolver.start_thread()  # the allowlist bridge's DNS, on its gateway
-        egress_watch.start_thread()  # the egress rules, repaired within a second of a change by hand
+        watch.start_thread()  # the egress rules, repaired within a second of a change by hand
         delay = 1.0
         while True:
             try:

@@ -1,7 +1,7 @@
 """The panel's resolver for `allowlist` sandboxes: the only DNS they get.
 
 It answers on the allowlist bridge's gateway, port 53 (UDP and TCP). The bridge's rules
-(sandboxes.egress) drop DNS to any other server, except the servers Docker's embedded DNS
+(sandboxes.network) drop DNS to any other server, except the servers Docker's embedded DNS
 forwards to, whose queries they send here instead. For each question it finds the asking
 sandbox by its address on the bridge (sandboxes.services.allowlist_clients, read again at most
 every REFRESH seconds, so a changed list is in force within a second):
@@ -36,8 +36,9 @@ from django.utils.crypto import salted_hmac
 from dnslib import OPCODE, QTYPE, RCODE, RR, TXT, DNSError, DNSHeader, DNSLabel, DNSQuestion, DNSRecord
 from dnslib.label import DNSLabelError
 
-from . import allowlist, decision_budget, egress, engine, grant_ledger
-from .models import EgressDenial
+from .. import engine
+from ..models import EgressDenial
+from . import allowlist, commands, decision_budget, grant_ledger, host, ipset, nameservers, rules
 
 log = logging.getLogger(__name__)
 REFRESH = 0.5
@@ -48,7 +49,7 @@ MAX_TTL = 86400  # a longer TTL is taken as a day (ipset's timeouts stop at abou
 MAX_ADDRESSES_AN_ANSWER = 64
 LABEL_RE = re.compile(rb"[A-Za-z0-9_-]{1,63}")  # each label as sent: no dot or byte of another kind inside
 IP_FREEBIND = getattr(socket, "IP_FREEBIND", 15)  # bind before the bridge has its address
-BLOCKED = [ipaddress.IPv4Network(r) for r in egress.BLOCKED_RANGES]
+BLOCKED = [ipaddress.IPv4Network(r) for r in rules.BLOCKED_RANGES]
 
 
 class Directory:
@@ -61,7 +62,7 @@ class Directory:
         self.read_at = 0.0
 
     def lookup(self, address: str) -> tuple[int, list[allowlist.Entry] | None] | None:
-        from .services.allowlist import resolver_clients
+        from ..services.allowlist import resolver_clients
 
         with self.lock:
             if time.monotonic() - self.read_at > REFRESH:
@@ -78,7 +79,7 @@ class Denials:
     """Refused names into the decision log: alike refusals within a second fold into one row,
     and past ROWS_A_SECOND new rows a second for one sandbox (a flood of made-up names), the
     rest are counted on its latest row. Every write is also paid for from the panel-wide budget
-    (sandboxes.decision_budget): past it, refusals are only counted, and summed up later."""
+    (sandboxes.network.decision_budget): past it, refusals are only counted, and summed up later."""
 
     ROWS_A_SECOND = 20
 
@@ -135,14 +136,14 @@ class Budget:
 def upstreams() -> list[str]:
     if settings.SANDBOX_DNS_UPSTREAM:
         return list(settings.SANDBOX_DNS_UPSTREAM)
-    found = [str(a) for a in egress._nameservers(egress.RESOLV_CONF) if a.version == 4]
+    found = [str(a) for a in nameservers.nameservers(nameservers.RESOLV_CONF) if a.version == 4]
     return found or ["127.0.0.53"]
 
 
 def plain_upstreams() -> list[str]:
     """For an internet-mode sandbox: the servers Docker would have asked for it (never one on the
     host's loopback, which knows the host's own and local names)."""
-    return list(settings.SANDBOX_DNS_UPSTREAM) or egress.docker_upstreams()
+    return list(settings.SANDBOX_DNS_UPSTREAM) or nameservers.docker_upstreams()
 
 
 def forward(query: DNSRecord, *, tcp: bool, servers: list[str] | None = None) -> DNSRecord | None:
@@ -201,7 +202,7 @@ def probe(address: str | None = None, port: int = 53) -> str | None:
     """Whether the panel's own resolver answers on the allowlist bridge's gateway (UDP and TCP):
     None when it does, else why not. Anything else there (a dnsmasq on 0.0.0.0:53, say) would
     resolve every name for the sandboxes, so an allowlist sandbox starts only after this."""
-    address = address or egress.allow_gateway()
+    address = address or rules.allow_gateway()
     nonce = secrets.token_hex(8)
     query = DNSRecord.question(f"{nonce}.{PROBE_SUFFIX}", "TXT")
     want = _probe_answer(nonce)
@@ -246,13 +247,13 @@ def _own_query(request: DNSRecord) -> DNSRecord:
 
 def _granted(client: str, sandbox_id: int, entries: list[allowlist.Entry], qname: str, addresses: set[str], ttl: int) -> bool:
     """Whether every address is granted to the client, on every port its list gives the name,
-    for `ttl` seconds more at least (by any of its names still listed: sandboxes.grant_ledger)."""
+    for `ttl` seconds more at least (by any of its names still listed: sandboxes.network.grant_ledger)."""
     need, ports = time.time() + ttl, allowlist.ports_for(qname, entries)
     destinations = sorted(f"{a}/32" for a in addresses)
     try:
         with grant_ledger.opened() as ledger:
             held = ledger.holders_of(client, destinations)
-    except egress.EgressError:
+    except commands.EgressError:
         return False
     for element in ((client, port, dst) for dst in destinations for port in ports):
         best = grant_ledger.longest(held.get(element, []), sandbox=sandbox_id, port=element[1], entries=entries)
@@ -413,12 +414,12 @@ class Resolver:
         """Grant the addresses on the ports the sandbox's list gives the name *now*: under the
         grants' lock, with the list and the address's holder read again (a list changed, or an
         address taken over, while the upstream answered grants nothing). An address another
-        listed name holds too lasts as long as the longer of the two (sandboxes.grant_ledger)."""
-        from .services.allowlist import allowlist_clients
+        listed name holds too lasts as long as the longer of the two (sandboxes.network.grant_ledger)."""
+        from ..services.allowlist import allowlist_clients
 
         seconds = max(min(ttl, MAX_TTL) + settings.SANDBOX_ALLOW_MARGIN, settings.SANDBOX_ALLOW_MIN_SECONDS)
         try:
-            with egress.grants_lock(), grant_ledger.opened() as ledger:
+            with ipset.grants_lock(), grant_ledger.opened() as ledger:
                 now = allowlist_clients().get(client)
                 entries = now[1] if now is not None and now[0] == sandbox_id and now[1] is not None else []
                 ports = allowlist.ports_for(qname, entries)
@@ -433,8 +434,8 @@ class Resolver:
                 held = ledger.holders_of(client, sorted({dst for dst, _ in pairs}))
                 elements = [(client, port, dst) for dst, port in pairs]
                 found = (grant_ledger.grant_for(e, [mine, *held.get(e, [])], sandbox=sandbox_id, entries=entries) for e in elements)
-                egress.grant([g for g in found if g is not None])
-        except (egress.EgressError, engine.EngineError, OSError) as exc:  # fail closed: no grant, no answer
+                ipset.grant([g for g in found if g is not None])
+        except (commands.EgressError, engine.EngineError, OSError) as exc:  # fail closed: no grant, no answer
             log.error("could not grant %s to %s: %s", qname, client, exc)
             return False
         return True
@@ -538,7 +539,7 @@ class TCPServer(_Bounded, socketserver.TCPServer):
 def serve(address: str | None = None, port: int = 53) -> list[socketserver.BaseServer]:
     """Start answering on the allowlist bridge's gateway (UDP and TCP), each in a daemon thread;
     returns the servers (shutdown() stops one)."""
-    address = address or egress.allow_gateway()
+    address = address or rules.allow_gateway()
     resolver = Resolver()
     udp = UDPServer((address, port), _UDPHandler)
     try:
@@ -562,7 +563,7 @@ def start_thread() -> threading.Event:
             try:
                 servers = serve()
             except OSError as exc:
-                log.error("the allowlist resolver cannot listen on %s:53 (%s); trying again in 5 s", egress.allow_gateway(), exc)
+                log.error("the allowlist resolver cannot listen on %s:53 (%s); trying again in 5 s", rules.allow_gateway(), exc)
                 stop.wait(5)
                 continue
             stop.wait()
@@ -570,6 +571,6 @@ def start_thread() -> threading.Event:
                 server.shutdown()
                 server.server_close()
 
-    if egress.enforced():
+    if host.enforced():
         threading.Thread(target=run, name="allowlist-resolver", daemon=True).start()
     return stop

@@ -1,11 +1,11 @@
 """The decision log: every connection the host's egress rules refuse, per sandbox.
 
-The rules (sandboxes.egress) send each refusal through a chain that logs it to the kernel's log
-with this bridge's prefix (at most egress.LOG_RATE a second) before dropping it. `follow()`,
+The rules (sandboxes.network) send each refusal through a chain that logs it to the kernel's log
+with this bridge's prefix (at most rules.LOG_RATE a second) before dropping it. `follow()`,
 run by the events watcher, reads the kernel's log (/dev/kmsg, from its end), finds the sandbox
 by its address on the bridge, and records (sandbox, time, destination, port, protocol), one row
 per burst of alike attempts within a second. Rows older than DECISION_LOG_DAYS go. Every row
-is paid for from the panel-wide budget (sandboxes.decision_budget), shared with the resolver.
+is paid for from the panel-wide budget (sandboxes.network.decision_budget), shared with the resolver.
 """
 
 import errno
@@ -21,8 +21,9 @@ from django.conf import settings
 from django.db import close_old_connections
 from django.utils import timezone
 
-from . import decision_budget, egress, engine
-from .models import EgressDenial, Sandbox
+from .. import engine
+from ..models import EgressDenial, Sandbox
+from . import decision_budget, host
 
 log = logging.getLogger(__name__)
 KMSG = "/dev/kmsg"
@@ -97,7 +98,7 @@ class Recorder:
 
 def follow(stop: threading.Event, *, path: str = KMSG, ready: threading.Event | None = None) -> None:
     """Read the kernel's log from its end until `stop` is set, recording refusals."""
-    if not egress.enforced():
+    if not host.enforced():
         return
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)

@@ -1,4 +1,4 @@
-"""The panel's resolver (sandboxes.resolver) on its own: a client address stands for an
+"""The panel's resolver (sandboxes.network.resolver) on its own: a client address stands for an
 allowlist sandbox (the directory is told who it is), a name server on loopback stands for the
 upstream, and the grants go into the real ipset of this test slot's allowlist bridge.
 """
@@ -15,8 +15,9 @@ import pytest
 from django.conf import settings
 from dnslib import QTYPE, RCODE, RR, SOA, A, DNSRecord
 
-from sandboxes import allowlist, decision_budget, egress, resolver, services
+from sandboxes import network, services
 from sandboxes.models import EgressDenial, Sandbox
+from sandboxes.network import allowlist, decision_budget, resolver
 from sandboxes.services import allowlist as allowlist_service
 
 pytestmark = [pytest.mark.docker, pytest.mark.django_db(transaction=True)]
@@ -102,20 +103,20 @@ class Client:
     def ask(self, name: str, qtype: str = "A") -> DNSRecord:
         return DNSRecord.parse(self.resolver.answer(DNSRecord.question(name, qtype).pack(), self.address))
 
-    def grants(self) -> list[egress.Grant]:
-        return sorted((g for g in egress.grants() if g.source == self.address), key=lambda g: (g.destination, g.port))
+    def grants(self) -> list[network.Grant]:
+        return sorted((g for g in network.grants() if g.source == self.address), key=lambda g: (g.destination, g.port))
 
 
 @pytest.fixture
 def client(team, upstream, monkeypatch, docker_engine) -> Iterator[Client]:
     monkeypatch.setattr(decision_budget, "_budget", None)  # a budget of this test's own
-    egress.apply()
+    network.apply()
     sandbox = Sandbox.objects.create(name="resolver-unit", team=team, image="x", memory_mb=256, cpus=1, pids_limit=64)
     c = Client(sandbox, monkeypatch)
     yield c
     c.listing("")
     services.sync_grants()  # nobody listed: every grant of the client (and what it knew of it) goes
-    egress.revoke(c.grants())
+    network.revoke(c.grants())
 
 
 # --- 11: two names that answer with the same address ---------------------------------------------
@@ -151,7 +152,7 @@ def test_two_names_on_one_address_each_keep_their_own_expiry_and_listing(client,
 
 
 def test_a_damaged_ledger_fails_closed_once_then_starts_afresh(client, upstream):
-    from sandboxes import grant_ledger
+    from sandboxes.network import grant_ledger
 
     upstream.names = {"api.example.test": ("198.18.77.8", 600)}
     client.listing("api.example.test")

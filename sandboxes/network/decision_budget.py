@@ -1,7 +1,7 @@
 """The decision log's budget for the whole panel, beside the limits each writer keeps per sandbox.
 
-Both writers of EgressDenial rows, the kernel-log reader (sandboxes.egress_log) and the resolver
-(sandboxes.resolver), run in the events watcher's process, and both ask this one token bucket
+Both writers of EgressDenial rows, the kernel-log reader (sandboxes.network.decision_log) and the resolver
+(sandboxes.network.resolver), run in the events watcher's process, and both ask this one token bucket
 before every write (a new row, or a count added to one): at most DECISION_LOG_ROWS_A_SECOND
 writes a second, in bursts of up to twice that, for all sandboxes together. Many sandboxes each
 within their own limit therefore cannot together keep the database busy. What the bucket
@@ -17,7 +17,7 @@ import time
 from django.conf import settings
 from django.utils import timezone
 
-from .models import EgressDenial, Sandbox
+from ..models import EgressDenial, Sandbox
 
 log = logging.getLogger(__name__)
 UNLOGGED = "unlogged"  # the protocol of a summary row: refusals over the budget, counted

@@ -1,16 +1,16 @@
 """Which listed names hold each name grant of the allowlist bridge, and until when.
 
-The set (sandboxes.egress) has one element per (sandbox address, port, destination), with one
+The set (sandboxes.network) has one element per (sandbox address, port, destination), with one
 timeout and one comment: two listed names that answer with the same address share it. This
 ledger keeps each name's own expiry beside it, so that the element lasts as long as the longest
 of the names still listed (a short TTL of one does not cut the other's connections), and taking
 one name off a list leaves the address to the others (sandboxes.services.allowlist).
 
-A SQLite file beside the grants' lock, written under that lock (egress.grants_lock): the resolver
+A SQLite file beside the grants' lock, written under that lock (ipset.grants_lock): the resolver
 (in the events watcher) and sync_grants (web, workers) are different processes; the resolver's
 check of a cached answer only reads it, in a transaction of its own. Each
 use is one transaction, committed only when the set was changed as it says. Expired rows go at
-every write; all go when the set is made again (egress.apply, egress.remove), since its elements
+every write; all go when the set is made again (iptables.apply, iptables.remove), since its elements
 went with it, and when the file is found damaged.
 """
 
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
-from . import allowlist, egress
+from . import allowlist, commands, ipset
 
 MAX_NAMES = 8  # names kept for one element; past them the soonest to expire is forgotten
 SCHEMA = (
@@ -57,7 +57,7 @@ def path() -> str:
 @contextmanager
 def opened() -> Iterator["Ledger"]:
     """The ledger in one transaction: committed when the block ends without an error. Its own
-    failures are the rules' (egress.EgressError): no grant is made without it. A damaged file is
+    failures are the rules' (commands.EgressError): no grant is made without it. A damaged file is
     removed, so the next use starts afresh (it holds only expiries; the set holds the grants)."""
     conn = None
     try:
@@ -69,7 +69,7 @@ def opened() -> Iterator["Ledger"]:
     except sqlite3.Error as exc:
         if getattr(exc, "sqlite_errorname", "") in ("SQLITE_CORRUPT", "SQLITE_NOTADB"):
             forget_all()
-        raise egress.EgressError(f"the grants' ledger {path()}: {exc}") from exc
+        raise commands.EgressError(f"the grants' ledger {path()}: {exc}") from exc
     finally:
         if conn is not None:
             conn.close()
@@ -91,11 +91,11 @@ def longest(holders: Iterable[Holder], *, sandbox: int, port: int, entries: list
     return max(listed, key=lambda h: h.until, default=None)
 
 
-def grant_for(element: Element, holders: Iterable[Holder], *, sandbox: int, entries: list[allowlist.Entry]) -> egress.Grant | None:
+def grant_for(element: Element, holders: Iterable[Holder], *, sandbox: int, entries: list[allowlist.Entry]) -> ipset.Grant | None:
     """The element as the holders still listed would have it (the longest expiry, that name's
     comment), or None when no name still listed holds it."""
     best = longest(holders, sandbox=sandbox, port=element[1], entries=entries)
-    return None if best is None else egress.Grant(element[0], element[1], element[2], best.name, best.seconds_left())
+    return None if best is None else ipset.Grant(element[0], element[1], element[2], best.name, best.seconds_left())
 
 
 class Ledger:

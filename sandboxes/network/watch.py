@@ -2,7 +2,7 @@
 
 The periodic check (every 30 s) compares the rules with what they should be; between two checks
 a rule deleted by hand left the host, or every address an allowlist sandbox was not granted,
-open. This loop, a thread of the events watcher, reads `egress.fingerprint()` (one
+open. This loop, a thread of the events watcher, reads `iptables.fingerprint()` (one
 `iptables-save`, ~4 ms) every CHECK_EVERY seconds and, when it differs from the last reading,
 runs the full check and repair (services.egress_repair: audited, and failing closed). It
 compares later readings with the one taken *before* the check, so a change made during it is
@@ -17,7 +17,7 @@ import time
 
 from django.db import close_old_connections
 
-from . import egress
+from . import commands, host, iptables
 
 log = logging.getLogger(__name__)
 CHECK_EVERY = 0.5  # seconds: a change is repaired well within 2 s
@@ -31,14 +31,14 @@ REFILL_SECONDS = 3.0
 
 def watch(stop: threading.Event, *, every: float = CHECK_EVERY) -> None:
     """Until `stop` is set: repair the rules whenever what iptables shows of them changes."""
-    from .services import egress_repair
+    from ..services import egress_repair
 
     seen: str | None = None
     tokens, at = float(BURST), time.monotonic()
     while not stop.is_set():
         try:
-            now = egress.fingerprint()
-        except egress.EgressError as exc:
+            now = iptables.fingerprint()
+        except commands.EgressError as exc:
             now = f"unreadable: {exc}"  # judged once by the repair (it fails closed), then again only when it changes
         tokens, at = min(BURST, tokens + (time.monotonic() - at) / REFILL_SECONDS), time.monotonic()
         if now != seen and tokens >= 1:
@@ -63,6 +63,6 @@ def start_thread() -> threading.Event:
                 log.exception("the egress rules' watch stopped; starting it again in 5 s")
                 stop.wait(5)
 
-    if egress.enforced():
+    if host.enforced():
         threading.Thread(target=run, name="egress-watch", daemon=True).start()
     return stop

@@ -5,16 +5,16 @@ An entry is a domain (`registry.npmjs.org`), a wildcard for a domain's subdomain
 (`198.51.100.0/24`), optionally followed by `:` and its TCP ports (`github.com:22,443`); 443 when
 none are given. Port 53 is never granted: names are asked only of the panel's resolver.
 
-The rules that act on it live on the host (sandboxes.egress: the bridge refuses everything but
+The rules that act on it live on the host (sandboxes.network: the bridge refuses everything but
 what is granted, and never the host, a private range or another sandbox, listed or not) and in
-the panel's resolver (sandboxes.resolver: an address is granted when it answers a listed name).
+the panel's resolver (sandboxes.network.resolver: an address is granted when it answers a listed name).
 """
 
 import ipaddress
 import re
 from dataclasses import dataclass
 
-from . import egress
+from . import rules
 
 DEFAULT_PORTS = (443,)
 MAX_ENTRIES = 200
@@ -117,7 +117,7 @@ def _entry(item: str, errors: list[str]) -> Entry | None:
         except ValueError:
             errors.append(f"{item}: not an IPv4 address or CIDR.")
             return None
-        blocked = [r for r in egress.BLOCKED_RANGES if network.overlaps(ipaddress.IPv4Network(r))]
+        blocked = [r for r in rules.BLOCKED_RANGES if network.overlaps(ipaddress.IPv4Network(r))]
         if blocked:
             errors.append(f"{item}: lies in {blocked[0]}, which no sandbox reaches (the host, private and reserved ranges).")
             return None
@@ -133,7 +133,7 @@ def _entry(item: str, errors: list[str]) -> Entry | None:
 
 def host_errors(entries: list[Entry], *, addresses: list[str], lans: list[str]) -> list[str]:
     """The CIDR entries that are, contain or lie inside one of the host's own addresses or its
-    LAN subnets (egress.host_addresses, egress.lan_subnets): the rules drop that traffic, granted
+    LAN subnets (host.host_addresses, host.lan_subnets): the rules drop that traffic, granted
     or not, so such an entry is refused when saved, like one in a blocked range."""
     errors = []
     for entry in entries:

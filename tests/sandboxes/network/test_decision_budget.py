@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from sandboxes import decision_budget, egress_log, resolver
 from sandboxes.models import EgressDenial, Sandbox
+from sandboxes.network import decision_budget, decision_log, resolver
 
 pytestmark = pytest.mark.django_db
 
@@ -42,7 +42,7 @@ def test_many_sandboxes_together_get_no_more_than_the_panel_wide_rate(budget, cr
 
 
 def test_what_was_turned_away_is_summed_up_one_row_a_second(budget, crowd):
-    recorder = egress_log.Recorder()
+    recorder = decision_log.Recorder()
     for s in crowd:
         recorder.pending[(s.pk, "198.18.0.9", 443, "tcp")] = [decision_budget.timezone.now(), 5]
     recorder.flush()

@@ -1,0 +1,71 @@
+"""Networking: everything that decides where a sandbox's packets may go.
+
+Callers import this package (`from sandboxes import network`) and use the names below; the
+submodules behind them are its own business:
+
+- the host's egress rules (`network.apply`, `remove`, `problems`, `fingerprint`), the only code
+  that runs iptables and ipset;
+- the allowlist bridge's grants (`grant`, `revoke`, `grants`, `grants_lock`);
+- the host's name servers and addresses (`host_resolvers`, `docker_upstreams`, `lan_subnets`);
+- `network.allowlist`, the list parser and the presets, and `network.grant_ledger`, what each
+  grant is held by.
+
+The services that run in the events watcher's process are imported by name where they start:
+`sandboxes.network.resolver` (the allowlist bridge's DNS), `sandboxes.network.decision_log`
+(refusals read from the kernel's log) with `sandboxes.network.decision_budget` (the rows a
+second both may write), and `sandboxes.network.watch` (the rule watcher).
+"""
+
+from . import allowlist, grant_ledger
+from .commands import EgressError
+from .host import bridge_present, dropped_ranges, enforced, host_addresses, lan_subnets
+from .ipset import Grant, comment, grant, grants, grants_lock, revoke
+from .iptables import apply, fingerprint, problems, remove
+from .nameservers import RESOLV_CONF, docker_asks_loopback, docker_upstreams, host_resolvers
+from .rules import (
+    BLOCKED_RANGES,
+    FORWARD_JUMP,
+    LOG_RATE,
+    Chains,
+    allow_chains,
+    allow_gateway,
+    chains,
+    wanted_allow_nat,
+    wanted_allow_rules,
+    wanted_rules,
+)
+
+__all__ = [
+    "BLOCKED_RANGES",
+    "FORWARD_JUMP",
+    "LOG_RATE",
+    "RESOLV_CONF",
+    "Chains",
+    "EgressError",
+    "Grant",
+    "allow_chains",
+    "allow_gateway",
+    "allowlist",
+    "apply",
+    "bridge_present",
+    "chains",
+    "comment",
+    "docker_asks_loopback",
+    "docker_upstreams",
+    "dropped_ranges",
+    "enforced",
+    "fingerprint",
+    "grant",
+    "grant_ledger",
+    "grants",
+    "grants_lock",
+    "host_addresses",
+    "host_resolvers",
+    "lan_subnets",
+    "problems",
+    "remove",
+    "revoke",
+    "wanted_allow_nat",
+    "wanted_allow_rules",
+    "wanted_rules",
+]
