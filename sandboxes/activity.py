@@ -8,7 +8,6 @@ not memory. Names that are not UTF-8 are shown with U+FFFD in place of the bad b
 """
 
 import heapq
-import os
 import stat
 import time
 from dataclasses import dataclass
@@ -50,7 +49,7 @@ def recent_files(sandbox: Sandbox, *, within_seconds: int, limit: int = 500, max
     incomplete = False
     for folder in workspace.FOLDERS:
         try:
-            fd = policy.open_dir_nofollow(str(sandbox.workspace_path / folder), flags=os.O_RDONLY)
+            fd = workspace.open_sandbox_folder(sandbox, folder)
         except policy.HostPathError:
             continue
         walk = fdwalk.Walk(fd, "", limit=max_entries - count)

@@ -56,19 +56,11 @@ class Check:
     detail: str
 
 
-def _open_folder(sandbox: Sandbox, folder: str | None = None) -> int:
-    """The sandbox's folder (or one of its six), opened without following any link."""
-    path = str(sandbox.workspace_path / folder) if folder else str(sandbox.workspace_path)
-    from . import policy
-
-    return policy.open_dir_nofollow(path, flags=os.O_RDONLY)
-
-
 def _permissions(sandbox: Sandbox) -> Check:
     label = "Workspace folders are 755 and owned as the panel made them"
     wrong = []
     try:
-        fd = _open_folder(sandbox)
+        fd = workspace.open_sandbox_folder(sandbox)
     except OSError as exc:
         return Check(label, False, f"{sandbox.workspace_path} cannot be opened: {exc}")
     except Exception as exc:  # noqa: BLE001 - HostPathError and the like: the reason is the detail
@@ -99,7 +91,7 @@ def _credentials(sandbox: Sandbox) -> Check:
     result = scanner.Scan()
     for folder in SCANNED:
         try:
-            fd = _open_folder(sandbox, folder)
+            fd = workspace.open_sandbox_folder(sandbox, folder)
         except Exception as exc:  # noqa: BLE001
             return Check(label, False, f"{folder} cannot be read: {exc}")
         scanner.scan_folder(fd, folder, result)

@@ -24,7 +24,7 @@ from controlpanel.names import bidi_problem
 from controlpanel.uploads import TooLarge, copy_limited
 from teams.permissions import Role, authorize
 
-from . import fdwalk, policy
+from . import fdwalk, policy, workspace
 from .models import Sandbox
 from .services.common import SandboxError, audit
 
@@ -76,17 +76,12 @@ def split_path(path: str) -> list[str]:
 
 
 def _open_folder(sandbox: Sandbox, folder: str) -> int:
-    path = str(sandbox.workspace_path / folder)
     try:
-        fd = policy.open_dir_nofollow(path, flags=os.O_RDONLY)
+        return workspace.open_sandbox_folder(sandbox, folder, recorded=True)
+    except workspace.FolderReplaced as exc:
+        raise TransferError(f"{exc}; nothing is transferred.") from None
     except policy.HostPathError as exc:
         raise TransferError(f"The sandbox's {folder}/ folder cannot be used: {exc}") from None
-    recorded = (sandbox.host_path_ids or {}).get(path)
-    st = os.fstat(fd)
-    if recorded and tuple(recorded[-1]) != (st.st_dev, st.st_ino):
-        os.close(fd)
-        raise TransferError(f"{path} was replaced since the sandbox was created; nothing is transferred.")
-    return fd
 
 
 def _walk(fd: int, parts: list[str]) -> int:

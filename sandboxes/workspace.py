@@ -28,12 +28,16 @@ change: they already ask `engine_for(sandbox)`, and nothing here assumes one glo
 """
 
 import os
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 
 from storage import pool
 
 from . import fdwalk, policy
+
+if TYPE_CHECKING:
+    from .models import Sandbox
 
 # folder name -> mounted read-only inside the container
 FOLDERS: dict[str, bool] = {
@@ -63,6 +67,27 @@ def _open_root() -> int:
         return policy.open_dir_nofollow(root, flags=os.O_RDONLY)
     except policy.HostPathError as exc:
         raise WorkspaceError(f"The workspace root cannot be used: {exc}") from None
+
+
+class FolderReplaced(WorkspaceError):
+    """A sandbox's folder that is not the one recorded at create (swapped on the host)."""
+
+
+def open_sandbox_folder(sandbox: "Sandbox", folder: str | None = None, *, recorded: bool = False) -> int:
+    """The sandbox's workspace folder, or one of its six, opened for reading from / down without
+    following any link (policy.HostPathError names the link or the missing part). With
+    `recorded`, it must also be the very folder recorded at create, when one was (FolderReplaced
+    otherwise): what a transfer or a backup reads is the folder the sandbox was approved with.
+    The caller closes the fd."""
+    path = str(sandbox.workspace_path / folder) if folder else str(sandbox.workspace_path)
+    fd = policy.open_dir_nofollow(path, flags=os.O_RDONLY)
+    if recorded:
+        st = os.fstat(fd)
+        ids = (sandbox.host_path_ids or {}).get(path)
+        if ids and tuple(ids[-1]) != (st.st_dev, st.st_ino):
+            os.close(fd)
+            raise FolderReplaced(f"{path} was replaced since the sandbox was created")
+    return fd
 
 
 def _read_marker(base_fd: int) -> str | None:

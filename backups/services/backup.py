@@ -485,14 +485,10 @@ def write_backup(
 def _open_folder(sandbox: Sandbox, folder: str) -> int:
     """An fd of one of the sandbox's folders, opened without following a link, and checked to
     be the very folder recorded at create (a folder swapped on the host is not backed up)."""
-    path = str(sandbox.workspace_path / folder)
-    fd = policy.open_dir_nofollow(path, flags=os.O_RDONLY)
-    st = os.fstat(fd)
-    recorded = (sandbox.host_path_ids or {}).get(path)
-    if recorded and tuple(recorded[-1]) != (st.st_dev, st.st_ino):
-        os.close(fd)
-        raise workspace.WorkspaceError(f"{path} was replaced since the sandbox was created; it is not backed up.")
-    return fd
+    try:
+        return workspace.open_sandbox_folder(sandbox, folder, recorded=True)
+    except workspace.FolderReplaced as exc:
+        raise workspace.WorkspaceError(f"{exc}; it is not backed up.") from None
 
 
 def _record_existing(sandbox: Sandbox, backup: Backup, final: Path) -> Backup:

@@ -189,7 +189,7 @@ def test_links_between_the_workspace_folders_are_kept(tmp_path):
 
 def test_names_with_nul_are_refused():
     with pytest.raises(archive.Refused):
-        archive._check_name("workspace/Projects/a\x00b", AREAS)
+        archive._rules._check_name("workspace/Projects/a\x00b", AREAS)
 
 
 def test_invalid_utf8_names_are_refused(tmp_path):
@@ -230,7 +230,7 @@ def test_links_pointing_outside_can_be_left_out_on_request(tmp_path):
 
 def test_a_large_manifest_is_read_a_line_at_a_time(tmp_path, monkeypatch):
     src, out = write(tmp_path)
-    monkeypatch.setattr(archive, "SMALL_MANIFEST", 16)  # as if it listed millions of files
+    monkeypatch.setattr(archive._verify, "SMALL_MANIFEST", 16)  # as if it listed millions of files
     checked = archive.verify(str(out))
     assert checked.ok, checked.problems
     dest = tmp_path / "dest"

@@ -236,7 +236,7 @@ def test_a_16_tb_sparse_file_is_archived_in_seconds_listed_by_tar_and_restored_s
 
 
 def test_a_sparse_member_stored_past_the_ustar_size_is_read_back(tmp_path, monkeypatch):
-    monkeypatch.setattr(archive, "USTAR_SIZE", 4096)  # as if it held more than 8 GiB of data
+    monkeypatch.setattr(archive._writer, "USTAR_SIZE", 4096)  # as if it held more than 8 GiB of data
     src = tmp_path / "src"
     src.mkdir()
     size, written = sparse_file(src / "huge", size=TiB)
@@ -344,7 +344,8 @@ def test_a_sparse_files_data_moved_to_other_offsets_fails_verification(tmp_path)
 
 
 def test_data_segments_stay_few_however_a_file_is_cut_up(tmp_path, monkeypatch):
-    monkeypatch.setattr(archive, "SPARSE_SEGMENTS", 64)
+    monkeypatch.setattr(archive._writer, "SPARSE_SEGMENTS", 64)
+    monkeypatch.setattr(archive._verify, "SPARSE_SEGMENTS", 64)
     path = tmp_path / "holey"
     with open(path, "wb") as f:
         for i in range(1000):
@@ -386,7 +387,7 @@ def test_a_restore_stops_when_the_disk_fills_while_it_writes(tmp_path, monkeypat
     links_archive(tmp_path / "links.tar.gz", links=3, size=2 * MiB)
     dest = tmp_path / "staging"
     dest.mkdir()
-    monkeypatch.setattr(archive, "SPACE_EVERY", MiB)
+    monkeypatch.setattr(archive._extract, "SPACE_EVERY", MiB)
     looks = []
 
     def fstatvfs(fd):  # plenty at the start, then someone else fills the disk
