@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import statistics
 import time
 
 import pytest
@@ -218,7 +219,10 @@ def test_stats_arrive_every_second_with_plausible_figures(admin_user, make_sandb
     stats = [m["s"] for m in seen if m.get("t") == "stats"]
     assert len(stats) >= 5 and elapsed / len(stats) <= 1.3  # at 1 Hz or faster
     later = stats[-1]
-    assert later["cpu"] is not None and 20 <= later["cpu"] <= 105  # one busy loop, limited to one CPU
+    cpus = [s["cpu"] for s in stats if s["cpu"] is not None]
+    assert cpus and 20 <= statistics.median(cpus) <= 105  # one busy loop, limited to one CPU
+    # A one-second window may hold up to one CFS period (100 ms) more than the quota: 105.67 was seen.
+    assert max(cpus) <= 110
     assert 0 < later["mem"] < later["mem_limit"] == 256 * 1024 * 1024
     assert later["pids"] >= 2
     processes = [m["p"] for m in seen if m.get("t") == "processes"]
