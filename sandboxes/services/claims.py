@@ -11,7 +11,6 @@ import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
@@ -19,7 +18,7 @@ from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from controlpanel.queue import enqueue_on_commit
+from controlpanel.queue import QUEUE_DOWN, Queued, enqueue_on_commit
 from teams.permissions import SystemActor
 
 from .. import live
@@ -70,34 +69,19 @@ def claim(
     return before
 
 
-QUEUE_DOWN = "the task queue (Redis) is not reachable"
-
-
-@dataclass
-class Queued:
-    """What became of an enqueue once the transaction committed: `refused` is the reason the
-    queue did not take the task (empty while not known, or when it did)."""
-
-    refused: str = ""
-
-
 def enqueue(sandbox_id: int, action: str, previous_status: str) -> Queued:
     """Queue the task once the claim is committed. If the queue (Redis) cannot take it, release
     the claim with the reason instead of leaving the sandbox "in progress" forever, and say so
     in what this returns (see NotQueued)."""
     from ..tasks import sandbox_action_task  # tasks import services; import here to avoid a cycle
 
-    queued = Queued()
-
     def refused():
-        queued.refused = QUEUE_DOWN
         sandbox = Sandbox.objects.filter(pk=sandbox_id).first()
         if sandbox is not None:
             status = S.ERROR if previous_status in (S.CREATING, S.DESTROYING) else previous_status
             finish(sandbox, action, status, str(NotQueued(action, QUEUE_DOWN)))
 
-    enqueue_on_commit(sandbox_action_task, sandbox_id, action, what=f"{action} for sandbox {sandbox_id}", on_refused=refused)
-    return queued
+    return enqueue_on_commit(sandbox_action_task, sandbox_id, action, what=f"{action} for sandbox {sandbox_id}", on_refused=refused)
 
 
 def take_run(sandbox_id: int, action: str) -> Sandbox | None:
