@@ -12,7 +12,8 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import pytest
 from django.conf import settings
@@ -306,15 +307,12 @@ class Impostor:
 UPSTREAM = "127.0.0.77"  # the resolver's upstream in the tests below: a name server on loopback
 
 
-@pytest.fixture
-def loopback_upstream(settings) -> Iterator[list[bytes]]:
-    """A name server on 127.0.0.77:53 that keeps every packet it gets: `big.example.test` has
-    one address with a TTL of 2^31-1, `many.example.test` 300 addresses."""
-    from dnslib import QTYPE, RR, A, DNSRecord
-
-    received: list[bytes] = []
+@contextmanager
+def udp_server(address: str, answer: Callable[[bytes], bytes]) -> Iterator[None]:
+    """A name server on `address`:53 (loopback) answering each packet with `answer(packet)`,
+    in a thread, for as long as the block runs."""
     srv = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    srv.bind((UPSTREAM, 53))
+    srv.bind((address, 53))
     srv.settimeout(0.2)
     stop = threading.Event()
 
@@ -324,23 +322,40 @@ def loopback_upstream(settings) -> Iterator[list[bytes]]:
                 data, peer = srv.recvfrom(4096)
             except OSError:
                 continue
-            received.append(data)
-            q = DNSRecord.parse(data)
-            r = q.reply()
-            name = str(q.q.qname).rstrip(".")
-            if name == "big.example.test":
-                r.add_answer(RR(q.q.qname, QTYPE.A, rdata=A("198.18.77.1"), ttl=2**31 - 1))
-            elif name == "many.example.test":
-                for i in range(300):
-                    r.add_answer(RR(q.q.qname, QTYPE.A, rdata=A(f"198.18.{78 + i // 250}.{i % 250 + 1}"), ttl=30))
-            else:
-                r.add_answer(RR(q.q.qname, QTYPE.A, rdata=A("198.18.77.2"), ttl=30))
-            srv.sendto(r.pack(), peer)
+            srv.sendto(answer(data), peer)
 
     t = threading.Thread(target=serve, daemon=True)
     t.start()
-    settings.SANDBOX_DNS_UPSTREAM = [UPSTREAM]
-    yield received
-    stop.set()
-    t.join()
-    srv.close()
+    try:
+        yield
+    finally:
+        stop.set()
+        t.join()
+        srv.close()
+
+
+@pytest.fixture
+def loopback_upstream(settings) -> Iterator[list[bytes]]:
+    """A name server on 127.0.0.77:53 that keeps every packet it gets: `big.example.test` has
+    one address with a TTL of 2^31-1, `many.example.test` 300 addresses."""
+    from dnslib import QTYPE, RR, A, DNSRecord
+
+    received: list[bytes] = []
+
+    def answer(data: bytes) -> bytes:
+        received.append(data)
+        q = DNSRecord.parse(data)
+        r = q.reply()
+        name = str(q.q.qname).rstrip(".")
+        if name == "big.example.test":
+            r.add_answer(RR(q.q.qname, QTYPE.A, rdata=A("198.18.77.1"), ttl=2**31 - 1))
+        elif name == "many.example.test":
+            for i in range(300):
+                r.add_answer(RR(q.q.qname, QTYPE.A, rdata=A(f"198.18.{78 + i // 250}.{i % 250 + 1}"), ttl=30))
+        else:
+            r.add_answer(RR(q.q.qname, QTYPE.A, rdata=A("198.18.77.2"), ttl=30))
+        return r.pack()
+
+    with udp_server(UPSTREAM, answer):
+        settings.SANDBOX_DNS_UPSTREAM = [UPSTREAM]
+        yield received

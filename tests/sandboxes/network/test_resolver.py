@@ -6,7 +6,6 @@ upstream, and the grants go into the real ipset of this test slot's allowlist br
 import ipaddress
 import socket
 import struct
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -19,12 +18,9 @@ from sandboxes import network, services
 from sandboxes.models import EgressDenial, Sandbox
 from sandboxes.network import allowlist, decision_budget, resolver
 from sandboxes.services import allowlist as allowlist_service
+from tests.sandboxes.network.helpers import _slot, udp_server
 
 pytestmark = [pytest.mark.docker, pytest.mark.django_db(transaction=True)]
-
-
-def _slot() -> int:
-    return int(settings.PANEL_INSTANCE.removeprefix("test") or "0")
 
 
 @dataclass
@@ -59,28 +55,15 @@ class Upstream:
 @pytest.fixture
 def upstream(settings) -> Iterator[Upstream]:
     up = Upstream(f"127.0.{100 + _slot()}.77")
-    srv = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    srv.bind((up.address, 53))
-    srv.settimeout(0.2)
-    stop = threading.Event()
 
-    def serve():
-        while not stop.is_set():
-            try:
-                data, peer = srv.recvfrom(4096)
-            except OSError:
-                continue
-            q = DNSRecord.parse(data)
-            up.asked.append(q)
-            srv.sendto(up.broken(data) if str(q.q.qname) == "broken.example.test." else up.reply(q).pack(), peer)
+    def answer(data: bytes) -> bytes:
+        q = DNSRecord.parse(data)
+        up.asked.append(q)
+        return up.broken(data) if str(q.q.qname) == "broken.example.test." else up.reply(q).pack()
 
-    t = threading.Thread(target=serve, daemon=True)
-    t.start()
-    settings.SANDBOX_DNS_UPSTREAM = [up.address]
-    yield up
-    stop.set()
-    t.join()
-    srv.close()
+    with udp_server(up.address, answer):
+        settings.SANDBOX_DNS_UPSTREAM = [up.address]
+        yield up
 
 
 class Client:
