@@ -198,8 +198,10 @@ class LogConsumer(SandboxStream):
             item = self.pending.popleft()
             if isinstance(item, tuple):
                 return batch, item
-            if self.resume_after and _nanoseconds(item.timestamp) <= self.resume_after:
-                continue
+            if self.resume_after:
+                if _nanoseconds(item.timestamp) <= self.resume_after:
+                    continue
+                self.resume_after = 0  # past what the page had: later lines are newer still
             if not self.continuing.get(item.stream):
                 batch.append(_shown(item))
             # The rest of a line that came in pieces is for the download only.
