@@ -28,8 +28,8 @@ from sandboxes import activity, engine, fdwalk, live, policy, workspace
 from sandboxes.models import Sandbox
 from sandboxes.services import LostClaim, SandboxError, SystemActor, finish, sandbox_sync
 from sandboxes.services.actions import run_reset
+from sandboxes.services.auditing import audit
 from sandboxes.services.claims import claim, heartbeat, take_run
-from sandboxes.services.common import audit
 from teams.models import Team
 from teams.permissions import Role, actor_name, actor_user, authorize
 

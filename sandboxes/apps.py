@@ -32,7 +32,7 @@ class SandboxesConfig(AppConfig):
         # Every process (web, worker, beat, watcher, CLI) refuses to start with unsafe roots.
         homes = [entry.pw_dir for entry in pwd.getpwall()]
         problems = policy.check_workspace_root(str(settings.WORKSPACE_ROOT), homes=homes)
-        from .services.common import protected_folders
+        from .services.rules import protected_folders
 
         problems += policy.check_mount_roots(
             [str(r) for r in settings.SANDBOX_MOUNT_ROOTS],

@@ -29,7 +29,9 @@ from teams.permissions import Role, authorize
 
 from . import engine, network, scanner, workspace
 from .models import ChecklistItem, ChecklistTick, Identity, Sandbox
-from .services.common import InvalidInput, audit, egress_problems
+from .services.auditing import audit
+from .services.bridges import egress_problems
+from .services.errors import InvalidInput
 
 # The original `manage.sh` set-up's checklist: each team's manual items until its admins edit them.
 ORIGINAL_ITEMS = [

@@ -11,7 +11,7 @@ from django.utils import timezone
 from . import engine, policy
 from .models import EgressDenial, Sandbox
 from .secrets import LABEL_SECRETS
-from .services.common import sandbox_spec
+from .services.specs import sandbox_spec
 
 PAGE_TIMEOUT = 5  # seconds a page waits for Docker: a hung engine must not hold a request
 

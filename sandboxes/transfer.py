@@ -26,7 +26,8 @@ from teams.permissions import Role, authorize
 
 from . import fdwalk, policy, workspace
 from .models import Sandbox
-from .services.common import SandboxError, audit
+from .services.auditing import audit
+from .services.errors import SandboxError
 
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 UPLOAD_FOLDER = "imports"

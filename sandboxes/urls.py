@@ -1,6 +1,6 @@
 from django.urls import path, register_converter
 
-from . import views, views_checklist, views_network
+from . import views
 from .models import Sandbox
 from .secrets import views as secrets_views
 
@@ -29,11 +29,11 @@ urlpatterns = [
     path("sandboxes/<int:pk>/transfer/upload/", views.sandbox_upload, name="sandbox_upload"),
     path("sandboxes/<int:pk>/transfer/download/", views.sandbox_download, name="sandbox_download"),
     path("sandboxes/<int:pk>/secrets/", secrets_views.sandbox_secrets, name="sandbox_secrets"),
-    path("sandboxes/<int:pk>/checklist/", views_checklist.sandbox_checklist, name="sandbox_checklist"),
-    path("sandboxes/<int:pk>/refused/", views_network.sandbox_denials, name="sandbox_denials"),
-    path("sandboxes/<int:pk>/network/", views_network.sandbox_network, name="sandbox_network"),
-    path("sandboxes/<int:pk>/allowlist/", views_network.sandbox_allowlist, name="sandbox_allowlist"),
+    path("sandboxes/<int:pk>/checklist/", views.sandbox_checklist, name="sandbox_checklist"),
+    path("sandboxes/<int:pk>/refused/", views.sandbox_denials, name="sandbox_denials"),
+    path("sandboxes/<int:pk>/network/", views.sandbox_network, name="sandbox_network"),
+    path("sandboxes/<int:pk>/allowlist/", views.sandbox_allowlist, name="sandbox_allowlist"),
     path("teams/<slug:slug>/secrets/", secrets_views.team_secrets, name="team_secrets"),
-    path("teams/<slug:slug>/checklist/", views_checklist.team_checklist, name="team_checklist"),
+    path("teams/<slug:slug>/checklist/", views.team_checklist, name="team_checklist"),
     path("sandboxes/<int:pk>/<action:action>/", views.sandbox_action, name="sandbox_action"),
 ]

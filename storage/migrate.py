@@ -30,8 +30,10 @@ from django.utils import timezone
 
 from sandboxes import engine, workspace
 from sandboxes.models import Sandbox
+from sandboxes.services.auditing import audit
 from sandboxes.services.claims import beating, claim, claimed
-from sandboxes.services.common import SandboxError, audit, labels
+from sandboxes.services.errors import SandboxError
+from sandboxes.services.specs import labels
 from teams.permissions import SystemActor
 
 from . import pool

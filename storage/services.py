@@ -22,8 +22,9 @@ from controlpanel.db import serialise
 from controlpanel.names import bidi_problem
 from sandboxes import engine, live, policy, workspace
 from sandboxes.models import Sandbox
+from sandboxes.services.auditing import audit
 from sandboxes.services.claims import claim, claimed
-from sandboxes.services.common import SandboxError, audit
+from sandboxes.services.errors import SandboxError
 from teams import policy as team_policy
 from teams.permissions import Role, SystemActor, actor_name, actor_user, authorize
 

@@ -28,8 +28,9 @@ from audit.models import AuditEvent
 from sandboxes import engine, live
 from sandboxes.live.stats import figures
 from sandboxes.models import Sandbox, TerminalSession
+from sandboxes.services.auditing import audit
 from sandboxes.services.claims import claim, enqueue
-from sandboxes.services.common import SandboxError, audit
+from sandboxes.services.errors import SandboxError
 
 from .models import IdleWatch, TeamPolicy
 from .permissions import SystemActor

@@ -19,8 +19,10 @@ from controlpanel.queue import enqueue_on_commit
 from sandboxes import engine, live, policy, workspace
 from sandboxes.models import Sandbox
 from sandboxes.services import SandboxError, SystemActor, finish
+from sandboxes.services.auditing import audit
 from sandboxes.services.claims import beating, claim, heartbeat, take_run
-from sandboxes.services.common import audit, helper_spec, home_target, policy_rules
+from sandboxes.services.rules import policy_rules
+from sandboxes.services.specs import helper_spec, home_target
 from storage import pool
 from storage import services as storage
 from teams.permissions import Role, actor_name, actor_user, authorize

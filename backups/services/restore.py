@@ -25,9 +25,11 @@ from sandboxes import engine, fdwalk, live, policy, workspace
 from sandboxes.models import Mount, Sandbox
 from sandboxes.services import InvalidInput, LostClaim, SandboxError, SystemActor, finish, sandbox_create
 from sandboxes.services.actions import provision, run_destroy, run_reset, run_stop
+from sandboxes.services.auditing import audit
 from sandboxes.services.claims import claim, claimed, heartbeat, take_run
-from sandboxes.services.common import audit, helper_spec, home_target, labels, policy_rules, sandbox_spec
 from sandboxes.services.create import validate_settings
+from sandboxes.services.rules import policy_rules
+from sandboxes.services.specs import helper_spec, home_target, labels, sandbox_spec
 from storage import pool
 from storage import services as storage
 from teams.models import Team

@@ -8,7 +8,7 @@ from django.utils import timezone
 
 from sandboxes.models import Sandbox
 from sandboxes.services import SandboxError, SystemActor
-from sandboxes.services.common import audit
+from sandboxes.services.auditing import audit
 from teams.permissions import Role, authorize
 
 from ..models import Backup, BackupSchedule

@@ -26,7 +26,8 @@ from teams.services import audit_team
 
 from .. import engine, policy
 from ..models import Identity, Sandbox, Secret
-from ..services.common import InvalidInput, audit
+from ..services.auditing import audit
+from ..services.errors import InvalidInput
 from . import vault
 
 log = logging.getLogger(__name__)

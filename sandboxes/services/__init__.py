@@ -3,7 +3,18 @@
     create     validating and recording a new sandbox
     claims     one action at a time: claim, take the run (heartbeat), finish, re-queue
     actions    the action table and the lifecycle actions (request, then perform in a task)
+    network    changing a sandbox's network mode, live
+    allowlist  what allowlist mode reaches, and its grants kept true
+    terminals  browser terminals: who opened one into which sandbox, when, for how long
     reconcile  keeping state true when Docker changes behind the panel's back
+
+and what they share:
+
+    errors     SandboxError and its kinds (InvalidInput, NotQueued), LostClaim
+    auditing   audit(): the audit event of a write to a sandbox
+    rules      the installation's policy rules (settings, the panel's own folders, SELinux)
+    specs      the container specs built from a sandbox's saved settings (its own, the helper)
+    bridges    the Docker network of each network mode, and what keeps a sandbox off it
 
 Views, consumers, tasks and the CLI call what is named here; reads live in ../selectors.py.
 """
@@ -13,8 +24,8 @@ from teams.permissions import SystemActor
 from .actions import ACTIONS, Action, allowed_actions, sandbox_perform, sandbox_request_action
 from .allowlist import allowlist_clients, grants_repair, sandbox_set_allowlist, sync_grants
 from .claims import claim, finish, requeue_stale_actions
-from .common import InvalidInput, LostClaim, NotQueued, SandboxError, policy_rules, sandbox_spec
 from .create import sandbox_create, sandbox_reapprove_folders, validate_settings
+from .errors import InvalidInput, LostClaim, NotQueued, SandboxError
 from .network import sandbox_set_network
 from .reconcile import (
     egress_repair,
@@ -26,6 +37,8 @@ from .reconcile import (
     sandbox_sync_container,
     stop_networked,
 )
+from .rules import policy_rules
+from .specs import sandbox_spec
 
 __all__ = [
     "ACTIONS",

@@ -19,9 +19,13 @@ from teams.permissions import Role, SystemActor, authorize, role_allows
 from .. import engine, live, network, policy, secrets, workspace
 from ..models import Sandbox
 from .allowlist import grants_repair, sync_grants
+from .auditing import audit
+from .bridges import egress_problems, ensure_network_of
 from .claims import CANCELLERS, claim, claimed, finish, heartbeat, take_run
 from .claims import enqueue as enqueue_task
-from .common import LostClaim, NotQueued, SandboxError, audit, egress_problems, ensure_network_of, labels, policy_rules, sandbox_spec
+from .errors import LostClaim, NotQueued, SandboxError
+from .rules import policy_rules
+from .specs import labels, sandbox_spec
 
 log = logging.getLogger(__name__)
 S = Sandbox.Status

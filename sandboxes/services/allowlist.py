@@ -20,7 +20,8 @@ from teams.permissions import Role, authorize
 from .. import engine, live, network
 from ..models import Sandbox
 from ..network import allowlist, grant_ledger
-from .common import InvalidInput, SandboxError, audit
+from .auditing import audit
+from .errors import InvalidInput, SandboxError
 
 log = logging.getLogger(__name__)
 

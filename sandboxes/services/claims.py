@@ -23,7 +23,8 @@ from teams.permissions import SystemActor
 
 from .. import live
 from ..models import Sandbox
-from .common import NotQueued, SandboxError, audit
+from .auditing import audit
+from .errors import NotQueued, SandboxError
 
 log = logging.getLogger(__name__)
 S = Sandbox.Status

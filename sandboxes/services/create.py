@@ -17,8 +17,11 @@ from teams.permissions import Role, actor_user, authorize
 from .. import engine, live, policy, workspace
 from ..models import Mount, Sandbox
 from .allowlist import allowlist_errors
+from .auditing import audit
 from .claims import enqueue as enqueue_action
-from .common import InvalidInput, NotQueued, audit, host_has_selinux, policy_rules, sandbox_spec
+from .errors import InvalidInput, NotQueued
+from .rules import host_has_selinux, policy_rules
+from .specs import sandbox_spec
 
 S = Sandbox.Status
 log = logging.getLogger(__name__)

@@ -13,7 +13,9 @@ from teams.permissions import Role, authorize
 from .. import engine, live, network
 from ..models import Sandbox
 from .allowlist import sync_grants
-from .common import InvalidInput, SandboxError, audit, egress_problems, ensure_network_of, network_of
+from .auditing import audit
+from .bridges import egress_problems, ensure_network_of, network_of
+from .errors import InvalidInput, SandboxError
 
 log = logging.getLogger(__name__)
 

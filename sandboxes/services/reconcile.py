@@ -16,7 +16,7 @@ from teams.permissions import SystemActor
 
 from .. import engine, live, network
 from ..models import Sandbox
-from .common import audit
+from .auditing import audit
 
 S = Sandbox.Status
 log = logging.getLogger(__name__)

@@ -11,7 +11,8 @@ from teams.permissions import Role, SystemActor, actor_name, authorize
 
 from .. import engine
 from ..models import Sandbox, TerminalSession
-from .common import SandboxError, audit
+from .auditing import audit
+from .errors import SandboxError
 
 
 def terminal_open(*, actor, sandbox: Sandbox, source_ip: str | None = None) -> TerminalSession:

@@ -11,10 +11,10 @@ from django.views.decorators.http import require_http_methods
 
 from controlpanel.http import client_ip
 
-from . import selectors
-from .forms import DenialFilterForm
-from .models import Sandbox
-from .services import InvalidInput
+from .. import selectors
+from ..forms import DenialFilterForm
+from ..models import Sandbox
+from ..services import InvalidInput
 
 DENIALS_PAGE_SIZE = 50
 
@@ -47,7 +47,7 @@ def sandbox_denials(request: HttpRequest, pk: int) -> HttpResponse:
 def _sandbox_change(request: HttpRequest, pk: int, change, done: str) -> HttpResponse:
     """Carry out `change(sandbox)` (a service call) for a sandbox the user may see, and say
     how it went on the sandbox's page: `done`, or why not."""
-    from . import services
+    from .. import services
 
     sandbox = selectors.visible_sandbox_or_404(user=request.user, pk=pk)
     try:
@@ -64,7 +64,7 @@ def _sandbox_change(request: HttpRequest, pk: int, change, done: str) -> HttpRes
 @require_http_methods(["POST"])
 def sandbox_network(request: HttpRequest, pk: int) -> HttpResponse:
     """Change the network mode; a running sandbox is moved at once."""
-    from . import services
+    from .. import services
 
     def change(sandbox: Sandbox) -> None:
         services.sandbox_set_network(
@@ -77,7 +77,7 @@ def sandbox_network(request: HttpRequest, pk: int) -> HttpResponse:
 @require_http_methods(["POST"])
 def sandbox_allowlist(request: HttpRequest, pk: int) -> HttpResponse:
     """Change what allowlist mode reaches; in force at once for a running sandbox."""
-    from . import services
+    from .. import services
 
     def change(sandbox: Sandbox) -> None:
         services.sandbox_set_allowlist(

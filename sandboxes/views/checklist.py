@@ -10,16 +10,16 @@ from controlpanel.http import client_ip
 from teams.models import Team
 from teams.permissions import Role, role_allows, user_role
 
-from . import selectors
-from .services import InvalidInput
+from .. import selectors
+from ..services import InvalidInput
 
 
 @require_http_methods(["GET", "POST"])
 def team_checklist(request: HttpRequest, slug: str) -> HttpResponse:
     """The team's manual checklist items: every member sees them, team admins add, change and
     remove them (each audited)."""
-    from . import checklist
-    from .models import ChecklistItem
+    from .. import checklist
+    from ..models import ChecklistItem
 
     team = Team.objects.filter(slug=slug).first()
     role = user_role(user=request.user, team=team) if team else None
@@ -59,8 +59,8 @@ def team_checklist(request: HttpRequest, slug: str) -> HttpResponse:
 def sandbox_checklist(request: HttpRequest, pk: int) -> HttpResponse:
     """The live security checklist card (loaded by the sandbox's page after it is shown: the
     checks read the disk and Docker). A POST ticks or unticks a manual item."""
-    from . import checklist
-    from .models import ChecklistItem
+    from .. import checklist
+    from ..models import ChecklistItem
 
     sandbox = selectors.visible_sandbox_or_404(user=request.user, pk=pk)
     role = user_role(user=request.user, team=sandbox.team)

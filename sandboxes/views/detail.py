@@ -1,0 +1,86 @@
+"""A sandbox's page, and the cards it loads: the recently changed files and the output download."""
+
+from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.middleware.csrf import get_token
+from django.shortcuts import render
+from django.utils import timezone
+
+from teams import idle as idle_rule
+from teams.permissions import user_role
+
+from .. import activity, engine, health, selectors
+from ..forms import DenialFilterForm, DestroyForm
+from ..models import Sandbox
+from ..rows import row_for
+
+
+def sandbox_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    sandbox = selectors.visible_sandbox_or_404(user=request.user, pk=pk)
+    hardening: list = []
+    if sandbox.status != Sandbox.Status.DESTROYED and not health.docker_is_down():
+        try:
+            hardening = selectors.hardening_report(sandbox)
+        except engine.EngineError:
+            pass  # the banner says why; the page still shows what the panel knows
+    context = {
+        "sandbox": sandbox,
+        "row": row_for(sandbox, user_role(user=request.user, team=sandbox.team), csrf=get_token(request), back_to_detail=True),
+        "hardening": hardening,
+        "csrf": get_token(request),
+        "destroy_form": DestroyForm(sandbox=sandbox),
+        "denial_filter": DenialFilterForm(auto_id="denials-%s"),
+        "sessions": sandbox.terminal_sessions.all()[:10],
+        "open_incident": selectors.open_incident(sandbox),
+        "idle_stop": idle_rule.last_idle_stop(sandbox),
+    }
+    return render(request, "sandboxes/detail.html", context)
+
+
+def sandbox_files(request: HttpRequest, pk: int) -> HttpResponse:
+    """Files modified in the sandbox's folders lately (read on the host), and what changed in the
+    container's own file system (`docker diff`): a partial the page loads and reloads."""
+    sandbox = selectors.visible_sandbox_or_404(user=request.user, pk=pk)
+    window = request.GET.get("within", "1h")
+    if window not in activity.WINDOWS:
+        window = "1h"
+    found = activity.recent_files(sandbox, within_seconds=activity.WINDOWS[window])
+    diff, diff_error = [], ""
+    if sandbox.container_id and not health.docker_is_down():
+        try:
+            diff = engine.engine_for(sandbox, timeout=selectors.PAGE_TIMEOUT).diff(sandbox.container_id)[:500]
+        except engine.EngineError as exc:
+            diff_error = str(exc)
+    context = {
+        "sandbox": sandbox,
+        "activity": found,
+        "window": window,
+        "windows": list(activity.WINDOWS),
+        "diff": diff,
+        "diff_error": diff_error,
+    }
+    return render(request, "sandboxes/_files.html", context)
+
+
+def sandbox_logs_download(request: HttpRequest, pk: int) -> HttpResponse | StreamingHttpResponse:
+    """The container's whole output, with timestamps and stream, streamed as a text file."""
+    sandbox = selectors.visible_sandbox_or_404(user=request.user, pk=pk)
+    if not sandbox.container_id:
+        raise Http404("This sandbox has no container, so no output.")
+    try:
+        stream = engine.engine_for(sandbox).log_stream(sandbox.container_id, tail="all", follow=False)
+    except engine.EngineError as exc:
+        return HttpResponse(f"The output is not available: {exc}\n", status=503, content_type="text/plain; charset=utf-8")
+
+    def lines():
+        try:
+            yield from engine.log_file_chunks(iter(stream))
+        except engine.EngineError as exc:
+            yield f"\n-- the download broke off: {exc}\n".encode()
+        finally:
+            stream.close()
+
+    stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
+    response = StreamingHttpResponse(lines(), content_type="text/plain; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{sandbox.name}-output-{stamp}.log"'
+    response["X-Content-Type-Options"] = "nosniff"
+    return response
