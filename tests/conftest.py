@@ -405,7 +405,7 @@ def start_worker(name: str, queue: str, **env: str) -> Proc:
 
 def kill_worker(p: Proc) -> None:
     """SIGKILL the worker and its pool children: a crash, not a shutdown."""
-    children = os.popen(f"pgrep -P {p.proc.pid}").read().split()
+    children = subprocess.run(["pgrep", "-P", str(p.proc.pid)], capture_output=True, text=True, check=False).stdout.split()
     for pid in [p.proc.pid, *map(int, children)]:
         try:
             os.kill(int(pid), signal.SIGKILL)
