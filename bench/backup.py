@@ -40,7 +40,7 @@ from incidents.models import Incident  # noqa: E402
 from sandboxes import engine, services  # noqa: E402
 from sandboxes.models import Sandbox  # noqa: E402
 from teams.models import Team  # noqa: E402
-from tests.conftest import remove_test_resources  # noqa: E402
+from tests.support.cleanup import remove_test_resources  # noqa: E402
 
 IMAGE = "ccpanel/test-busybox:latest"
 ACTOR = services.SystemActor("bench")

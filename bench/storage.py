@@ -58,7 +58,7 @@ from sandboxes.models import Sandbox  # noqa: E402
 from storage import pool, selectors  # noqa: E402
 from storage import services as storage  # noqa: E402
 from teams.models import Team  # noqa: E402
-from tests.conftest import remove_test_resources  # noqa: E402
+from tests.support.cleanup import remove_test_resources  # noqa: E402
 
 IMAGE = "ccpanel/test-busybox:latest"
 ACTOR = services.SystemActor("bench")

@@ -15,7 +15,7 @@ from backups import services as backup_services
 from sandboxes import engine, secrets, services
 from sandboxes.models import Identity, Sandbox, Secret
 from teams.models import Membership
-from tests.conftest import docker_cli
+from tests.support.docker import docker_cli
 
 pytestmark = [pytest.mark.docker, pytest.mark.django_db]
 ACTOR = services.SystemActor("test")
