@@ -297,7 +297,7 @@ def incident_step_perform(*, incident_id: int) -> None:
             _step_end(incident, sandbox, ok=False, detail=f"{incident.step} failed: {exc or type(exc).__name__}")
         except policy.PolicyViolation as exc:
             _step_end(incident, sandbox, ok=False, detail=f"{incident.step} was refused: {' '.join(exc.problems)}")
-        except Exception as exc:  # noqa: BLE001 - a step always ends; the log has the traceback
+        except Exception as exc:  # a step always ends; the log has the traceback
             log.exception("incident %s step %s failed unexpectedly", incident.pk, incident.step)
             _step_end(incident, sandbox, ok=False, detail=f"{incident.step} failed unexpectedly ({type(exc).__name__}: {exc}).")
         else:

@@ -94,7 +94,7 @@ def _credentials(sandbox: Sandbox) -> Check:
     for folder in SCANNED:
         try:
             fd = workspace.open_sandbox_folder(sandbox, folder)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - a folder that cannot be opened fails the check; why is the detail
             return Check(label, False, f"{folder} cannot be read: {exc}")
         scanner.scan_folder(fd, folder, result)
     if result.findings:

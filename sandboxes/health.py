@@ -51,7 +51,7 @@ def _loop() -> None:
     while True:
         try:
             refresh()
-        except Exception:  # noqa: BLE001 - the checker must outlive any one failure
+        except Exception:  # the checker must outlive any one failure
             log.warning("health check failed", exc_info=True)
         time.sleep(HEALTH_SECONDS)
 

@@ -57,7 +57,7 @@ class Row:
     can_open_terminal: bool
     checklist_failed: int | None = None
     # What Docker sees beside the status: the health check's state and recent OOM kills (badges).
-    signals: SafeString = mark_safe("")  # noqa: S308 - empty
+    signals: SafeString = mark_safe("")
     # The allowlist presets the panel offers, (key, (label, entries)): the detail panel's form.
     allowlist_presets: tuple = tuple(PRESETS.items())
 

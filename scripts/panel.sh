@@ -73,8 +73,8 @@ lint() {
   say "lint: ruff (lint and format), mypy, manage.py check, makemigrations --check"
   .venv/bin/ruff check .
   .venv/bin/ruff format --check . >/dev/null || { .venv/bin/ruff format --diff . | head -40; die "ruff format would change files: run .venv/bin/ruff format ."; }
-  # tests/fakes.py too: it holds the fast tests' engine to the Engine protocol (its last lines).
-  .venv/bin/mypy controlpanel sandboxes audit teams backups incidents storage tests/fakes.py
+  # tests/support/fakes.py too: it holds the fast tests' engine to the Engine protocol (its last lines).
+  .venv/bin/mypy controlpanel sandboxes audit teams backups incidents storage tests/support/fakes.py
   DJANGO_SETTINGS_MODULE=controlpanel.settings.test $PY manage.py check
   DJANGO_SETTINGS_MODULE=controlpanel.settings.test $PY manage.py makemigrations --check --dry-run >/dev/null \
     || die "models changed without a migration"

@@ -102,7 +102,8 @@ class Supervisor:
 
     def reap(self, child: Child) -> None:
         """The leader exited: clean up its group, then schedule a restart."""
-        assert child.proc is not None
+        if child.proc is None:  # reaped already
+            return
         code = child.proc.returncode
         self.drain(child)
         self.selector.unregister(child.proc.stdout)
@@ -121,7 +122,8 @@ class Supervisor:
         self.say(child.name, child.colour, f"exited with {code} after {ran:.0f} s; restarting in {delay:.0f} s")
 
     def drain(self, child: Child) -> None:
-        assert child.proc is not None
+        if child.proc is None:  # not running: nothing to read
+            return
         try:
             data = child.proc.stdout.read() or b""
         except (BlockingIOError, ValueError):

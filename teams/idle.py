@@ -130,7 +130,7 @@ def idle_sweep(*, now: datetime | None = None, sample: Sampler | None = None, en
                 stopped.append(sandbox.pk)
         except engine.EngineUnavailable:
             raise
-        except Exception:  # noqa: BLE001 - one sandbox's trouble does not keep the rule from the others
+        except Exception:  # one sandbox's trouble does not keep the rule from the others
             log.exception("idle rule: looking at %s failed", sandbox.name)
     return stopped
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, UnsafeCleanup, remove_test_resources
+from tests.support.cleanup import UnsafeCleanup, remove_test_resources
+from tests.support.paths import ROOT
 
 
 @pytest.fixture
@@ -30,7 +31,7 @@ def test_the_suites_clean_up_leaves_an_exported_workspace_alone(users_data, dock
     )
     code = (
         "import django; django.setup(); from django.conf import settings as s; "
-        "from tests.conftest import _remove_test_resources; _remove_test_resources(); "
+        "from tests.support.cleanup import remove_own_test_resources; remove_own_test_resources(); "
         "print(s.WORKSPACE_ROOT, s.PANEL_INSTANCE, s.SANDBOX_MOUNT_ROOTS[0])"
     )
     out = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, check=True)

@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT, docker_cli
+from tests.support.docker import docker_cli
+from tests.support.paths import ROOT
 
 SLOT = "97"
 INSTANCE = f"test{SLOT}"

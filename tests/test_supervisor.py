@@ -14,7 +14,10 @@ import pytest
 
 from sandboxes import services
 from sandboxes.models import Sandbox
-from tests.conftest import LOG_DIR, ROOT, _free_port, docker_cli, subprocess_env, wait_for
+from tests.support.docker import docker_cli
+from tests.support.paths import LOG_DIR, ROOT
+from tests.support.processes import free_port, subprocess_env
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.django_db(transaction=True)]
 
@@ -27,7 +30,7 @@ class Panel:
     """The panel under scripts/supervise.py, on free ports, against the test database and Redis."""
 
     def __init__(self):
-        self.port, self.ws_port = _free_port(), _free_port()
+        self.port, self.ws_port = free_port(), free_port()
         LOG_DIR.mkdir(parents=True, exist_ok=True)
         self.log_path = LOG_DIR / "supervisor.log"
         self.log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()

@@ -22,7 +22,7 @@ from audit.models import AuditEvent
 from controlpanel.asgi import application
 from controlpanel.settings import env as panel_env
 from sandboxes.models import Sandbox
-from tests.conftest import ROOT
+from tests.support.paths import ROOT
 
 pytestmark = pytest.mark.django_db
 ORIGIN = f"http://127.0.0.1:{django_settings.PANEL_PORT}"

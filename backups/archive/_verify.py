@@ -12,7 +12,7 @@ import tempfile
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from ._format import (
     BLOCK,
@@ -209,21 +209,28 @@ def data_bytes(member: tarfile.TarInfo) -> int:
     return sum(length for _offset, length in segments) if segments is not None else member.size
 
 
+def _content(tar: tarfile.TarFile, member: tarfile.TarInfo) -> IO[bytes]:
+    """A regular member's content (tarfile has none to give for a folder, a device or a link
+    whose target is not in the archive)."""
+    source = tar.extractfile(member)
+    if source is None:
+        raise Refused(f"{member.name[:200]} is not a regular file.")
+    return source
+
+
 def _chunks(tar: tarfile.TarFile, member: tarfile.TarInfo) -> Iterator[tuple[int, bytes]]:
     """(offset in the file, bytes) of a member's content as the archive stores it: a dense
     member from its start to its end, a sparse one segment by segment, its holes never read
     (tarfile's own reader would hand over every zero of them)."""
     segments = segments_of(member)
     if segments is None:
-        source = tar.extractfile(member)
-        assert source is not None
+        source = _content(tar, member)
         position = 0
         while chunk := source.read(BLOCK):
             yield position, chunk
             position += len(chunk)
         return
-    stream = tar.fileobj
-    assert stream is not None
+    stream = cast(IO[bytes], tar.fileobj)  # tarfile.open always sets it (typeshed allows None)
     stream.seek(member.offset_data)  # forward only, in a stream: where the map ended
     for offset, length in segments:
         while length > 0:
@@ -261,8 +268,7 @@ def _manifest(tar: tarfile.TarFile, member: tarfile.TarInfo, *, limit: int = 1 <
     whole (any layout); a large one only in the layout the writer uses, a line at a time."""
     if not member.isreg() or member.sparse is not None or member.size > limit:
         raise Refused("The manifest is not a regular file of a sensible size.")
-    source = tar.extractfile(member)
-    assert source is not None
+    source = _content(tar, member)
     if member.size <= SMALL_MANIFEST:
         try:
             whole = json.loads(source.read())

@@ -14,7 +14,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 from sandboxes import fdwalk
 
@@ -33,7 +33,7 @@ from ._format import (
     sparse_digest,
 )
 from ._rules import name_problem
-from ._verify import _open_tar
+from ._verify import _content, _open_tar
 
 
 def _incompressible(block: bytes) -> bool:
@@ -242,6 +242,17 @@ def _merged(found: list[list[int]], gap: int) -> list[list[int]]:
     return out
 
 
+T = TypeVar("T")
+
+
+def _opened(part: T | None) -> T:
+    """One of an ArchiveWriter's parts (its file, spool, gzip stream or tar), which only its
+    `with` block holds open."""
+    if part is None:
+        raise RuntimeError("The archive writer is used outside its `with` block, or after commit().")
+    return part
+
+
 @dataclass
 class Progress:
     files: int = 0
@@ -298,9 +309,9 @@ class ArchiveWriter:
         return info
 
     def _added(self, entry: dict[str, Any], size: int = 0) -> None:
-        assert self._spool is not None and self._tar is not None
-        self._spool.write(_entry_line(entry) + b"\n")
-        self._tar.members = []  # type: ignore[attr-defined] # tarfile keeps every member it wrote: memory would grow with the count
+        spool, tar = _opened(self._spool), _opened(self._tar)
+        spool.write(_entry_line(entry) + b"\n")
+        tar.members = []  # type: ignore[attr-defined] # tarfile keeps every member it wrote: memory would grow with the count
         self.count += 1
         self.done.files += 1
         self.done.bytes += size
@@ -319,30 +330,30 @@ class ArchiveWriter:
             self.progress(self.done.files, self.done.bytes + self._reading)
 
     def add_dir(self, path: str, *, mode: int, mtime: float) -> None:
-        assert self._tar is not None
-        self._tar.addfile(self._info(path, tarfile.DIRTYPE, mode, mtime))
+        tar = _opened(self._tar)
+        tar.addfile(self._info(path, tarfile.DIRTYPE, mode, mtime))
         self._added({"path": path, "type": "dir", "mode": _mode(mode)})
 
     def add_symlink(self, path: str, target: str, *, mode: int = 0o777, mtime: float) -> None:
-        assert self._tar is not None
+        tar = _opened(self._tar)
         info = self._info(path, tarfile.SYMTYPE, mode, mtime)
         info.linkname = target
-        self._tar.addfile(info)
+        tar.addfile(info)
         self._added({"path": path, "type": "symlink", "target": target})
 
     def add_hardlink(self, path: str, target: str, *, mode: int, mtime: float) -> None:
-        assert self._tar is not None
+        tar = _opened(self._tar)
         info = self._info(path, tarfile.LNKTYPE, mode, mtime)
         info.linkname = target
-        self._tar.addfile(info)
+        tar.addfile(info)
         self._added({"path": path, "type": "hardlink", "target": target})
 
     def add_file_fd(self, path: str, fd: int, *, size: int, mode: int, mtime: float) -> str:
         """Add `size` bytes read from `fd`; returns their sha256."""
-        assert self._tar is not None
+        tar = _opened(self._tar)
         reader = _Exact(lambda n: os.read(fd, n), size)
         reader.tick = self._tick
-        self._tar.addfile(self._info(path, tarfile.REGTYPE, mode, mtime, size), reader)
+        tar.addfile(self._info(path, tarfile.REGTYPE, mode, mtime, size), reader)
         digest = reader.sha256.hexdigest()
         if reader.unreadable:
             self.skipped.append(f"{path} (could not be read to its end; the rest is zeros)")
@@ -352,7 +363,7 @@ class ArchiveWriter:
     def add_sparse_fd(self, path: str, fd: int, *, size: int, segments: list[tuple[int, int]], mode: int, mtime: float) -> str:
         """Add a file with holes in GNU sparse format 1.0: its map, then only the bytes of its
         data `segments` (see data_segments). Returns the sha256 of those bytes."""
-        assert self._tar is not None
+        tar = _opened(self._tar)
         head = _sparse_head(segments, size)
         data = sum(length for _offset, length in segments)
         stored = len(head) + data
@@ -368,7 +379,7 @@ class ArchiveWriter:
             "GNU.sparse.name": path,
             "GNU.sparse.realsize": str(size),
         }
-        self._tar.addfile(info, reader)
+        tar.addfile(info, reader)
         digest = reader.sha256.hexdigest()
         if reader.unreadable:
             self.skipped.append(f"{path} (could not be read to its end; the rest is zeros)")
@@ -378,9 +389,9 @@ class ArchiveWriter:
 
     def add_file_stream(self, path: str, stream: IO[bytes], *, size: int, mode: int, mtime: float) -> str:
         """Add a member whose content comes from another archive's stream."""
-        assert self._tar is not None
+        tar = _opened(self._tar)
         hasher = _Exact(stream.read, size)
-        self._tar.addfile(self._info(path, tarfile.REGTYPE, mode, mtime, size), hasher)
+        tar.addfile(self._info(path, tarfile.REGTYPE, mode, mtime, size), hasher)
         digest = hasher.sha256.hexdigest()
         self._added({"path": path, "type": "file", "size": size, "mode": _mode(mode), "sha256": digest}, size)
         return digest
@@ -393,27 +404,27 @@ class ArchiveWriter:
     def commit(self, manifest: dict[str, Any], *, mtime: float) -> tuple[int, str]:
         """Write the manifest last, finish the file, flush it to disk and give it its final
         name. Returns (the archive's size, its sha256)."""
-        assert self._tar is not None and self._gzip is not None and self._file is not None and self._spool is not None
+        tar, gzip_out, file, spool = _opened(self._tar), _opened(self._gzip), _opened(self._file), _opened(self._spool)
         with tempfile.TemporaryFile(dir=self.folder) as body:
-            _write_manifest(body, dict(manifest, format=FORMAT, skipped=self.skipped, count=self.count), self._spool)
+            _write_manifest(body, dict(manifest, format=FORMAT, skipped=self.skipped, count=self.count), spool)
             info = self._info(MANIFEST, tarfile.REGTYPE, 0o644, mtime, body.tell())
             body.seek(0)
-            self._tar.addfile(info, body)
-        self._tar.close()
-        self._gzip.finish()
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
+            tar.addfile(info, body)
+        tar.close()
+        gzip_out.finish()
+        file.flush()
+        os.fsync(file.fileno())
+        file.close()
         self._file = None
         os.rename(self.tmp_path, self.final_path)
         fsync_dir(self.folder)
-        return self._gzip.size, self._gzip.sha256.hexdigest()
+        return gzip_out.size, gzip_out.sha256.hexdigest()
 
     def entries(self) -> Iterator[dict[str, Any]]:
         """What was archived, in order (read back from the spool)."""
-        assert self._spool is not None
-        self._spool.seek(0)
-        for line in self._spool:
+        spool = _opened(self._spool)
+        spool.seek(0)
+        for line in spool:
             yield json.loads(line)
 
     def abort(self) -> None:
@@ -609,9 +620,7 @@ def add_engine_tar(writer: ArchiveWriter, stream: IO[bytes], prefix: str) -> Non
                 else:
                     writer.skipped.append(f"{path} (a hard link to something that is not a file kept)")
             elif member.isreg():
-                source = tar.extractfile(member)
-                assert source is not None
-                writer.add_file_stream(path, source, size=member.size, mode=member.mode, mtime=member.mtime)
+                writer.add_file_stream(path, _content(tar, member), size=member.size, mode=member.mode, mtime=member.mtime)
                 kept.add(path)
             else:
                 writer.skipped.append(path)

@@ -187,7 +187,7 @@ def _write_and_end(backup: Backup, sandbox: Sandbox, *, release: bool, snapshot:
         _end(backup, sandbox, ok=False, detail=f"The backup failed: {_reason(exc)}", release=release)
     except SoftTimeLimitExceeded:
         _end(backup, sandbox, ok=False, detail="The backup took longer than its task's time limit and was stopped.", release=release)
-    except Exception as exc:  # noqa: BLE001 - a backup always ends; the log has the traceback
+    except Exception as exc:  # a backup always ends; the log has the traceback
         log.exception("backup %s failed unexpectedly", backup.file_name)
         _end(
             backup,

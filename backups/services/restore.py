@@ -219,7 +219,7 @@ def restore_perform(*, restore_id: int) -> None:
         ) as exc:
             reason = " ".join(exc.problems) if isinstance(exc, policy.PolicyViolation) else str(exc) or type(exc).__name__
             _end(restore, ok=False, detail=f"The restore failed: {reason}")
-        except Exception as exc:  # noqa: BLE001 - a restore always ends; the log has the traceback
+        except Exception as exc:  # a restore always ends; the log has the traceback
             log.exception("restore %s failed unexpectedly", restore.pk)
             _end(restore, ok=False, detail=f"The restore failed unexpectedly ({type(exc).__name__}: {exc}); see the worker's log.")
         else:

@@ -80,7 +80,7 @@ class EngineClient(ContainersMixin, NetworksMixin, VolumesMixin, ImagesMixin, Ev
 
 
 if TYPE_CHECKING:
-    # mypy holds the real engine to the contract (tests/fakes.py does the same for the fake).
+    # mypy holds the real engine to the contract (tests/support/fakes.py does the same for the fake).
     _satisfies: type[Engine] = EngineClient
 
 E = TypeVar("E", bound=Engine)

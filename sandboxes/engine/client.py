@@ -153,5 +153,5 @@ class BaseClient:
             return self.api.version()["Version"]
         except EngineError:
             raise
-        except Exception as exc:  # noqa: BLE001 - any failure to answer means "unavailable"
+        except Exception as exc:  # any failure to answer means "unavailable"
             raise EngineUnavailable(f"Docker engine is not reachable: {exc}") from exc

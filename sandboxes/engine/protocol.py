@@ -1,10 +1,10 @@
 """What the panel may ask of an engine: the contract `engine_for()` returns.
 
 `EngineClient` (the real Docker Engine) and the in-memory fake of the fast tests
-(tests/fakes.FakeEngine) both satisfy it, and mypy checks that they do: the assignments at the end
-of `__init__` and of tests/fakes.py fail the lint when either drifts from it. Only plain values and
-the project's own types cross it; the docker-py client (`EngineClient.docker`, `.api`, `.call`)
-stays behind it, for the engine package alone.
+(tests/support/fakes.FakeEngine) both satisfy it, and mypy checks that they do: the assignments
+at the end of `__init__` and of tests/support/fakes.py fail the lint when either drifts from it.
+Only plain values and the project's own types cross it; the docker-py client
+(`EngineClient.docker`, `.api`, `.call`) stays behind it, for the engine package alone.
 """
 
 from collections.abc import Iterator, Sequence

@@ -7,6 +7,7 @@ the team since), and renders just the one row or panel it is about with the same
 page used.
 """
 
+import contextlib
 from urllib.parse import parse_qs
 
 from asgiref.sync import async_to_sync
@@ -67,10 +68,8 @@ class StatusConsumer(WebsocketConsumer):
 
     def disconnect(self, code):
         for group in getattr(self, "groups_joined", []):
-            try:
+            with contextlib.suppress(Exception):  # Redis away: the group expires by itself
                 async_to_sync(self.channel_layer.group_discard)(group, self.channel_name)
-            except Exception:  # noqa: BLE001 - the group expires by itself
-                pass
 
     def session_ended(self, event):
         if event.get("session") not in (None, self.session_key):

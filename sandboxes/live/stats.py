@@ -11,6 +11,7 @@ figures, and its processes every two seconds) and DashboardStatsConsumer (the da
 """
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -146,7 +147,7 @@ class StatsCollector:
                 await self._tick(loop)
             except asyncio.CancelledError:
                 raise
-            except Exception:  # noqa: BLE001 - the collector outlives any one bad tick
+            except Exception:  # the collector outlives any one bad tick
                 log.warning("stats tick failed", exc_info=True)
             await asyncio.sleep(max(0.05, INTERVAL - (loop.time() - started)))
 
@@ -255,10 +256,8 @@ class DashboardStatsConsumer(AsyncWebsocketConsumer):
         self.closed = True
         if getattr(self, "collector", None):
             self.collector.unsubscribe(self)
-        try:
+        with contextlib.suppress(Exception):  # Redis away: the group expires by itself
             await self.channel_layer.group_discard(live.user_group(self.user_id), self.channel_name)
-        except Exception:  # noqa: BLE001
-            pass
 
     async def session_ended(self, event):
         if event.get("session") not in (None, self.session_key) and await database_sync_to_async(access.session_still_valid)(

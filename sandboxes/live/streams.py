@@ -8,6 +8,7 @@ takes (sandboxes.live.access). What it sends is data, JSON or raw terminal bytes
 it as text, never as HTML.
 """
 
+import contextlib
 import json
 import logging
 from typing import Any
@@ -96,10 +97,8 @@ class SandboxStream(AsyncWebsocketConsumer):
             log.exception("live socket %s failed; closing it", type(self).__name__)
             self.end_reason = getattr(self, "end_reason", "") or "the panel failed (see its log)"
             await self._release()
-            try:
+            with contextlib.suppress(Exception):  # the socket may be gone already
                 await self.close(code=1011)
-            except Exception:  # noqa: BLE001 - the socket may be gone already
-                pass
 
     async def _release(self) -> None:
         """Stop streaming, once, however the socket ends."""
@@ -142,10 +141,8 @@ class SandboxStream(AsyncWebsocketConsumer):
         if not getattr(self, "end_reason", ""):  # not closed by this side: the page went
             self.end_reason = "the page closed" if code in (None, 1000, 1001) else f"the connection was lost (code {code})"
         for group in getattr(self, "groups_joined", []):
-            try:
+            with contextlib.suppress(Exception):  # Redis away: the group expires by itself
                 await self.channel_layer.group_discard(group, self.channel_name)
-            except Exception:  # noqa: BLE001 - the group expires by itself
-                pass
         await self._release()
 
     async def started(self) -> None:
@@ -184,7 +181,8 @@ class SandboxStream(AsyncWebsocketConsumer):
     @property
     def sandbox(self) -> Sandbox:
         """The sandbox as of the last check (only read after a check that passed)."""
-        assert self.grant is not None
+        if self.grant is None:
+            raise RuntimeError(f"{type(self).__name__} read its sandbox without a check that passed.")
         return self.grant.sandbox
 
     async def access_changed(self, event):

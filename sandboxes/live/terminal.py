@@ -2,6 +2,7 @@
 audited (see TerminalConsumer)."""
 
 import asyncio
+import contextlib
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -195,10 +196,8 @@ class TerminalConsumer(SandboxStream):
             await database_sync_to_async(terminals.terminal_close)(session=session, reason=self.end_reason)
         if not self.closed:
             self.closed = True
-            try:
+            with contextlib.suppress(Exception):  # the socket may be gone already
                 await self.send_json({"t": "end", "text": f"Terminal closed: {self.end_reason}."})
-            except Exception:  # noqa: BLE001 - the socket may be gone already
-                pass
             await self.close()
 
     async def _hang_up(self, terminal: engine.Terminal | None) -> None:

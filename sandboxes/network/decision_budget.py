@@ -64,7 +64,7 @@ class RowBudget:
             if not Sandbox.objects.filter(pk=sandbox_id).exists():
                 return None  # its row was deleted meanwhile: nobody to tell
             return EgressDenial.objects.create(sandbox_id=sandbox_id, at=timezone.now(), protocol=UNLOGGED, count=count)
-        except Exception:  # noqa: BLE001 - the database is away: count them again, for the next try
+        except Exception:  # the database is away: count them again, for the next try
             log.warning("could not write the decision log's summary for sandbox %s", sandbox_id, exc_info=True)
             with self.lock:
                 self.dropped[sandbox_id] = self.dropped.get(sandbox_id, 0) + count

@@ -146,7 +146,7 @@ def start_thread() -> threading.Event:
             try:
                 follow(stop)
                 return
-            except Exception:  # noqa: BLE001 - the watcher must outlive a bad moment; retry
+            except Exception:  # the watcher must outlive a bad moment; retry
                 log.exception("the decision log stopped; starting it again in 5 s")
                 stop.wait(5)
 

@@ -68,7 +68,7 @@ class Directory:
             if time.monotonic() - self.read_at > REFRESH:
                 try:
                     self.clients = resolver_clients()
-                except Exception:  # noqa: BLE001 - Docker or the database away: nobody is known
+                except Exception:  # Docker or the database away: nobody is known
                     log.exception("the resolver could not read its clients")
                     self.clients = {}
                 self.read_at = time.monotonic()

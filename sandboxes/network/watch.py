@@ -59,7 +59,7 @@ def start_thread() -> threading.Event:
         while not stop.is_set():
             try:
                 watch(stop)
-            except Exception:  # noqa: BLE001 - the watcher must outlive a bad moment (the database away); retry
+            except Exception:  # the watcher must outlive a bad moment (the database away); retry
                 log.exception("the egress rules' watch stopped; starting it again in 5 s")
                 stop.wait(5)
 

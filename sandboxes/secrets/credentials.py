@@ -71,17 +71,19 @@ def _audit_secret(actor, action: str, secret: Secret, details: dict | None = Non
     details = {"name": secret.name, "delivery": secret.delivery, **(details or {})}
     if secret.sandbox is not None:
         audit(actor, action, secret.sandbox, details, source_ip)
-    else:
-        assert secret.team is not None
+    elif secret.team is not None:
         audit_team(actor, action, secret.team, details, source_ip)
+    else:
+        raise ValueError("a secret belongs to a sandbox or to a team")
 
 
 def _authorize_for(actor, *, sandbox: Sandbox | None, team: Team | None) -> None:
     if sandbox is not None:
         authorize(actor, sandbox.team, Role.OPERATOR)
-    else:
-        assert team is not None
+    elif team is not None:
         authorize(actor, team, Role.ADMIN)  # a team's secrets reach every sandbox of the team
+    else:
+        raise ValueError("a secret belongs to a sandbox or to a team")
 
 
 @sensitive_variables("value", "sealed")

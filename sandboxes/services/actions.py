@@ -294,7 +294,8 @@ ACTIONS: dict[str, Action] = {
     A.CLEAN: Action(_LIVE - {S.CREATING}, S.STOPPED, run_clean),
     A.DESTROY: Action(_LIVE | {S.DESTROYING}, S.DESTROYED, run_destroy, role=Role.ADMIN, preempts=True),
 }
-assert set(ACTIONS) == set(A.values), "every Sandbox.Action has one row in the table"
+if set(ACTIONS) != set(A.values):  # checked at import: an action added without its row fails at once
+    raise RuntimeError(f"every Sandbox.Action needs one row in ACTIONS; these do not match: {sorted(set(ACTIONS) ^ set(A.values))}")
 
 
 def allowed_actions(sandbox: Sandbox, *, role: str | None) -> list[str]:
@@ -373,7 +374,7 @@ def sandbox_perform(*, sandbox_id: int, action: str) -> None:
                 S.ERROR,
                 f"{action} took longer than its time limit ({settings.CELERY_TASK_SOFT_TIME_LIMIT} s) and was stopped.",
             )
-        except Exception as exc:  # noqa: BLE001 - an action always ends; the log has the traceback
+        except Exception as exc:  # an action always ends; the log has the traceback
             log.exception("%s of sandbox %s failed unexpectedly", action, sandbox.name)
             ended = finish(sandbox, action, S.ERROR, f"{action} failed unexpectedly ({type(exc).__name__}: {exc}); see the worker's log.")
         else:

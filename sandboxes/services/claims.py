@@ -121,7 +121,7 @@ def beating(beat_once: Callable[[], int], what: str) -> Iterator[None]:
                 try:
                     if not beat_once():
                         return  # the claim is gone (finished, or taken over by Destroy)
-                except Exception:  # noqa: BLE001 - a missed beat is retried at the next tick, never fatal
+                except Exception:  # a missed beat is retried at the next tick, never fatal
                     log.warning("heartbeat for %s missed; retrying", what, exc_info=True)
                     connection.close()
         finally:

@@ -65,7 +65,7 @@ def sandbox_spec(sandbox: Sandbox, extra_mounts: list[Mount] | None = None, *, s
             *((policy.selinux_level_option(sandbox.selinux_level),) if sandbox.selinux_level else ()),
         ),
         tmpfs=(
-            *((target, tmp_bytes(sandbox)) for target in ("/tmp", "/var/tmp")),
+            *((target, tmp_bytes(sandbox)) for target in ("/tmp", "/var/tmp")),  # noqa: S108 - the container's own, in memory
             ("/run/secrets", SECRETS_TMPFS_BYTES),
         ),
         ulimits=(("nofile", settings.SANDBOX_NOFILE, settings.SANDBOX_NOFILE), ("nproc", settings.SANDBOX_NPROC, settings.SANDBOX_NPROC)),

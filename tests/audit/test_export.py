@@ -21,7 +21,8 @@ from audit.models import AuditEvent
 from audit.selectors import audit_events_visible
 from audit.services import audit_key, audit_record
 from teams.models import Membership, Team
-from tests.conftest import ROOT, subprocess_env
+from tests.support.paths import ROOT
+from tests.support.processes import subprocess_env
 
 
 @pytest.fixture

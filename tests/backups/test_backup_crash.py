@@ -12,7 +12,8 @@ from backups.models import Backup
 from sandboxes import services as sandbox_services
 from sandboxes.models import Sandbox
 from sandboxes.tasks import reconcile_all_task
-from tests.conftest import kill_worker, start_worker, wait_for
+from tests.support.processes import kill_worker, start_worker
+from tests.support.waiting import wait_for
 
 ACTOR = sandbox_services.SystemActor("test")
 

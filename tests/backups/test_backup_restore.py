@@ -18,7 +18,7 @@ from sandboxes import services as sandbox_services
 from sandboxes.models import Sandbox
 from tests.backups.helpers import home_hashes, hostile_archive, member, workspace_hashes, write_home
 from tests.backups.test_archive import REASONS, cases
-from tests.conftest import docker_cli
+from tests.support.docker import docker_cli
 
 pytestmark = pytest.mark.docker
 ACTOR = sandbox_services.SystemActor("test")

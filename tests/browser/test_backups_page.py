@@ -7,7 +7,7 @@ from backups.models import Backup
 from sandboxes.models import Sandbox
 from tests.browser.test_dashboard import browser_page  # noqa: F401 - the fixture
 from tests.browser.test_live_views import SHOTS, sign_in
-from tests.conftest import wait_for
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.docker, pytest.mark.django_db(transaction=True)]
 

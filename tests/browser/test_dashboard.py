@@ -10,7 +10,9 @@ import pytest
 from playwright.sync_api import sync_playwright
 
 from sandboxes.models import Sandbox
-from tests.conftest import ROOT, docker_cli, subprocess_env
+from tests.support.docker import docker_cli
+from tests.support.paths import ROOT
+from tests.support.processes import subprocess_env
 
 pytestmark = [pytest.mark.browser, pytest.mark.docker, pytest.mark.django_db(transaction=True)]
 CHROMIUM = "/usr/bin/chromium"

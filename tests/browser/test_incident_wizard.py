@@ -9,7 +9,7 @@ from incidents.models import Incident
 from sandboxes.models import Sandbox
 from tests.browser.test_dashboard import browser_page  # noqa: F401 - the fixture
 from tests.browser.test_live_views import SHOTS, sign_in
-from tests.conftest import docker_cli
+from tests.support.docker import docker_cli
 
 pytestmark = [pytest.mark.browser, pytest.mark.docker, pytest.mark.django_db(transaction=True)]
 

@@ -7,8 +7,9 @@ import pytest
 from django.utils import timezone
 
 from tests.browser.test_dashboard import browser_page  # noqa: F401 - the fixture
-from tests.conftest import ROOT, docker_cli
 from tests.sandboxes.test_denials_card import flooded  # noqa: F401 - the fixture
+from tests.support.docker import docker_cli
+from tests.support.paths import ROOT
 
 pytestmark = [pytest.mark.browser, pytest.mark.docker, pytest.mark.django_db(transaction=True)]
 SHOTS = ROOT / "var" / "screenshots"

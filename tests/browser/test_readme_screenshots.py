@@ -17,7 +17,8 @@ from incidents import services as incidents
 from sandboxes import services
 from tests.browser.test_dashboard import browser_page  # noqa: F401 - the fixture
 from tests.browser.test_live_views import sign_in
-from tests.conftest import ROOT, docker_cli
+from tests.support.docker import docker_cli
+from tests.support.paths import ROOT
 
 README_SHOT = ROOT / "docs" / "screenshot.png"
 # What the dashboard is drawn from: a change to any of them calls for a new screenshot.

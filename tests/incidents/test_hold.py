@@ -9,7 +9,8 @@ from incidents import services
 from incidents.models import Incident
 from sandboxes import services as sandbox_services
 from sandboxes.models import Sandbox
-from tests.conftest import docker_cli, wait_for
+from tests.support.docker import docker_cli
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.django_db(transaction=True)]
 ACTOR = sandbox_services.SystemActor("test")

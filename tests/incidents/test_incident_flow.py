@@ -17,7 +17,8 @@ from sandboxes import engine
 from sandboxes import services as sandbox_services
 from sandboxes.models import Sandbox
 from sandboxes.services.claims import claim
-from tests.conftest import docker_cli, wait_for
+from tests.support.docker import docker_cli
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.docker
 ACTOR = sandbox_services.SystemActor("test")

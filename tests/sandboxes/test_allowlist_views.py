@@ -10,7 +10,7 @@ import pytest
 from audit.models import AuditEvent
 from sandboxes import network, services
 from sandboxes.models import Sandbox
-from tests.conftest import TEST_IMAGE
+from tests.support.docker import TEST_IMAGE
 
 pytestmark = pytest.mark.django_db
 

@@ -1,7 +1,7 @@
 """Bad input gets a clear message and changes nothing: no row, no folder, no container.
 
 The fast tier: the rules live in the services and the policy, driven here through the web layer
-with the in-memory engine (tests/fakes.py). tests/sandboxes/test_engine_faults.py covers what
+with the in-memory engine (tests/support/fakes.py). tests/sandboxes/test_engine_faults.py covers what
 needs the real engine."""
 
 import os
@@ -13,7 +13,7 @@ from django.conf import settings
 from sandboxes import services
 from sandboxes.models import Sandbox
 from teams.models import Membership, Team
-from tests.conftest import TEST_IMAGE
+from tests.support.docker import TEST_IMAGE
 
 pytestmark = pytest.mark.django_db
 

@@ -9,7 +9,7 @@ import pytest
 from audit.models import AuditEvent
 from sandboxes import checklist, network, scanner, secrets, services
 from sandboxes.models import ChecklistItem
-from tests.conftest import docker_cli
+from tests.support.docker import docker_cli
 
 pytestmark = [pytest.mark.docker, pytest.mark.django_db]
 ACTOR = services.SystemActor("test")

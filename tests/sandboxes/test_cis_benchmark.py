@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.support.paths import ROOT
 
 pytestmark = [pytest.mark.docker, pytest.mark.django_db]
 IMAGE = "ccpanel/claude-code:latest"

@@ -6,7 +6,7 @@ from django.core.management import call_command
 
 from sandboxes import engine, services
 from sandboxes.management.commands.build_images import OFFICIAL_BASE, OFFLINE_BASE
-from tests.conftest import docker_cli
+from tests.support.docker import docker_cli
 
 pytestmark = [pytest.mark.docker, pytest.mark.django_db]
 IMAGE = "ccpanel/claude-code:latest"

@@ -8,7 +8,7 @@ from django.core.management import CommandError, call_command
 from audit.models import AuditEvent
 from backups.models import Backup
 from sandboxes.models import Sandbox
-from tests.conftest import docker_cli
+from tests.support.docker import docker_cli
 
 pytestmark = pytest.mark.django_db
 

@@ -4,7 +4,8 @@ processes the kernel killed for want of memory, not a plain "running"."""
 import pytest
 from django.conf import settings
 
-from tests.conftest import docker_cli, wait_for
+from tests.support.docker import docker_cli
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.django_db(transaction=True)]
 THRASH = f"ccpanel-{settings.PANEL_INSTANCE}/thrash:1"

@@ -19,7 +19,7 @@ from django.conf import settings
 from audit.models import AuditEvent
 from sandboxes import policy, services, workspace
 from sandboxes.models import Sandbox
-from tests.conftest import docker_cli
+from tests.support.docker import docker_cli
 
 pytestmark = [pytest.mark.docker, pytest.mark.django_db]
 ACTOR = services.SystemActor("test")

@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.support.paths import ROOT
 
 pytestmark = [pytest.mark.docker, pytest.mark.django_db]
 
@@ -35,7 +35,7 @@ def test_default_limits_fit_this_machine_and_start(make_sandbox, clean_docker):
 
 def test_a_sandbox_has_a_read_only_root_unless_it_opts_out(make_sandbox, clean_docker, settings):
     """CIS Docker 5.13 and 5.19, read back from Docker; the opt-out is the sandbox's own."""
-    from tests.conftest import docker_cli
+    from tests.support.docker import docker_cli
 
     hardened = make_sandbox("rootfs-ro")
     loose = make_sandbox("rootfs-rw", writable_root=True)
@@ -63,7 +63,7 @@ def test_filling_tmp_leaves_the_sandbox_room_to_run(make_sandbox, clean_docker):
     """/tmp and /var/tmp are in memory and count against the limit: filled to the brim, they
     still leave half of it, so later processes (the shell, the health check, the `rm` that
     cleans up) are not killed."""
-    from tests.conftest import docker_cli
+    from tests.support.docker import docker_cli
 
     sandbox = make_sandbox("tmpfill", memory_mb=256)
     for target in ("/tmp", "/var/tmp"):

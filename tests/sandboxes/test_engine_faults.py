@@ -7,7 +7,7 @@ from django.test import override_settings
 
 from sandboxes import health, services
 from sandboxes.models import Sandbox
-from tests.conftest import docker_cli
+from tests.support.docker import docker_cli
 
 pytestmark = [pytest.mark.docker, pytest.mark.django_db]
 

@@ -6,7 +6,7 @@ import pytest
 
 from sandboxes import engine, services
 from sandboxes.models import Sandbox
-from tests.conftest import docker_cli
+from tests.support.docker import docker_cli
 
 pytestmark = [pytest.mark.docker, pytest.mark.django_db]
 ACTOR = services.SystemActor("test")

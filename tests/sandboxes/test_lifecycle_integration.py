@@ -9,7 +9,8 @@ from django.conf import settings
 from audit.models import AuditEvent
 from sandboxes import engine
 from sandboxes.models import Sandbox
-from tests.conftest import docker_cli, wait_for
+from tests.support.docker import docker_cli
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.django_db(transaction=True)]
 

@@ -19,8 +19,9 @@ from sandboxes.live.terminal import TerminalConsumer
 from sandboxes.models import TerminalSession
 from sandboxes.services import terminals
 from teams.services import membership_set
-from tests.conftest import docker_cli, wait_for
 from tests.sandboxes.test_streams import headers_for, lines_of, member, messages_until, socket, write
+from tests.support.docker import docker_cli
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.django_db(transaction=True)]
 

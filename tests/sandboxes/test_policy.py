@@ -12,7 +12,7 @@ import pytest
 from django.conf import settings
 
 from sandboxes import engine, policy, seccomp
-from tests.conftest import docker_cli
+from tests.support.docker import docker_cli
 
 UUID = "01234567-89ab-cdef-0123-456789abcdef"
 

@@ -15,7 +15,7 @@ from backups import services as backup_services
 from sandboxes import engine, secrets, services
 from sandboxes.models import Identity, Sandbox, Secret
 from teams.models import Membership
-from tests.conftest import docker_cli
+from tests.support.docker import docker_cli
 
 pytestmark = [pytest.mark.docker, pytest.mark.django_db]
 ACTOR = services.SystemActor("test")
@@ -165,33 +165,48 @@ def test_only_team_admins_set_team_secrets_and_pages_never_show_values(
     assert list(Secret.objects.values_list("name", flat=True)) == ["MINE"]
 
 
-def test_review_mends(make_sandbox, clean_docker, team, client, admin_user, settings, tmp_path):
-    """Found by review: a broken .gitconfig never blocks a start; a sandbox's disabled secret
-    holds the team's back; rotating keeps a secret disabled; a bad id is a 404; a short key file
-    is refused; caps on what a sandbox holds."""
-    sandbox = make_sandbox("mended")
-    secrets.git_identity_set(actor=ACTOR, sandbox=sandbox, name="Agent", email="agent@example.com")
+def test_a_sandboxs_disabled_secret_holds_back_the_teams_of_that_name_even_once_rotated(make_sandbox, clean_docker, team):
+    sandbox = make_sandbox("held-back")
     secrets.secret_set(actor=ACTOR, team=team, name="API", value="TEAMVAL")
     own = secrets.secret_set(actor=ACTOR, sandbox=sandbox, name="API", value="MINE")
     secrets.secret_enable(actor=ACTOR, secret=own, enabled=False)
     secrets.secret_set(actor=ACTOR, sandbox=sandbox, name="API", value="MINE2")  # rotated, still disabled
     assert not Secret.objects.get(pk=own.pk).enabled
     sandbox = act(sandbox, "restart")
-    docker_cli("exec", sandbox.container_id, "sh", "-c", "printf 'garbage [[[\\n' > /home/claude/.gitconfig")
     assert inside(sandbox, 'echo "[$API]"') == "[]"
+
+
+def test_a_broken_gitconfig_never_blocks_a_start(make_sandbox, clean_docker):
+    sandbox = make_sandbox("gitconfig")
+    secrets.git_identity_set(actor=ACTOR, sandbox=sandbox, name="Agent", email="agent@example.com")
+    sandbox = act(sandbox, "restart")
+    docker_cli("exec", sandbox.container_id, "sh", "-c", "printf 'garbage [[[\\n' > /home/claude/.gitconfig")
     sandbox = act(sandbox, "restart")
     assert sandbox.status == "running", sandbox.status_detail
     assert inside(sandbox, 'echo "$GIT_AUTHOR_NAME <$GIT_COMMITTER_EMAIL>"') == "Agent <agent@example.com>"
 
+
+def test_a_malformed_secret_id_is_a_404(make_sandbox, clean_docker, client, admin_user):
+    sandbox = make_sandbox("bad-id")
     client.force_login(admin_user)
     assert client.post(f"/sandboxes/{sandbox.pk}/secrets/", {"op": "disable", "secret": "abc"}).status_code == 404
+
+
+def test_a_secret_may_not_take_the_name_of_the_ssh_keys_file(make_sandbox, clean_docker):
+    sandbox = make_sandbox("key-name")
     with pytest.raises(services.InvalidInput):
         secrets.secret_set(actor=ACTOR, sandbox=sandbox, name="ID_ED25519", value="x", delivery="file")
-    for n in range(secrets.MAX_SECRETS - 1):
+
+
+def test_a_sandbox_holds_at_most_max_secrets(make_sandbox, clean_docker):
+    sandbox = make_sandbox("capped")
+    for n in range(secrets.MAX_SECRETS):
         secrets.secret_set(actor=ACTOR, sandbox=sandbox, name=f"S{n}", value="v")
     with pytest.raises(services.InvalidInput, match="At most"):
         secrets.secret_set(actor=ACTOR, sandbox=sandbox, name="ONE_TOO_MANY", value="v")
 
+
+def test_a_vault_key_file_shorter_than_32_bytes_is_refused(settings, tmp_path):
     short = tmp_path / "short_key"
     short.write_text("   \n")
     short.chmod(0o600)

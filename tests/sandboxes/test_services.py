@@ -1,5 +1,5 @@
 """The lifecycle services, fast: the real policy, workspace and database, with the in-memory
-engine (tests/fakes.py). The integration tests run the same paths on the real engine."""
+engine (tests/support/fakes.py). The integration tests run the same paths on the real engine."""
 
 import os
 

@@ -18,7 +18,8 @@ from sandboxes.live import logs
 from sandboxes.models import Sandbox, TerminalSession
 from teams.models import Membership, Team
 from teams.services import membership_remove, membership_set
-from tests.conftest import docker_cli, wait_for
+from tests.support.docker import docker_cli
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.django_db(transaction=True)]
 ORIGIN = f"http://127.0.0.1:{settings.PANEL_PORT}"

@@ -14,8 +14,10 @@ from audit.models import AuditEvent
 from sandboxes import services
 from sandboxes.models import Sandbox
 from sandboxes.tasks import reconcile_all_task, sandbox_action_task
-from tests.conftest import TEST_IMAGE, docker_cli, kill_worker, start_worker, wait_for
-from tests.fakes import FakeEngine
+from tests.support.docker import TEST_IMAGE, docker_cli
+from tests.support.fakes import FakeEngine
+from tests.support.processes import kill_worker, start_worker
+from tests.support.waiting import wait_for
 
 ACTOR = services.SystemActor("test")
 STUBBORN = f"ccpanel-{settings.PANEL_INSTANCE}/stubborn:1"

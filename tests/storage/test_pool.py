@@ -18,7 +18,7 @@ from sandboxes.models import Sandbox
 from storage import pool, selectors
 from storage import services as storage
 from storage.models import Checkpoint
-from tests.conftest import docker_cli
+from tests.support.docker import docker_cli
 
 pytestmark = [pytest.mark.docker, pytest.mark.django_db(transaction=True)]
 ACTOR = services.SystemActor("test")

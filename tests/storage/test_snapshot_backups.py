@@ -19,8 +19,10 @@ from incidents import services as incidents
 from sandboxes import services
 from sandboxes.models import Sandbox
 from storage import services as storage
-from tests.conftest import docker_cli, start_worker, wait_for
 from tests.storage.test_pool import ACTOR, sh, tree_hashes
+from tests.support.docker import docker_cli
+from tests.support.processes import start_worker
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.django_db(transaction=True)]
 LOOP = (

@@ -18,7 +18,7 @@ from sandboxes import services
 from sandboxes.models import Sandbox, TerminalSession
 from teams import idle, policy
 from teams.models import IdleWatch
-from tests.conftest import docker_cli
+from tests.support.docker import docker_cli
 
 pytestmark = pytest.mark.django_db
 ACTOR = services.SystemActor("test")

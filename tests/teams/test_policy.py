@@ -20,7 +20,7 @@ from sandboxes.models import Sandbox
 from teams import policy
 from teams.forms import TeamPolicyForm
 from teams.models import Membership, Team, TeamPolicy
-from tests.conftest import TEST_IMAGE
+from tests.support.docker import TEST_IMAGE
 
 pytestmark = pytest.mark.django_db
 ACTOR = services.SystemActor("test")

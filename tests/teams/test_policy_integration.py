@@ -10,7 +10,7 @@ from django.core.management import CommandError, call_command
 from sandboxes import engine
 from sandboxes.models import Sandbox
 from teams import policy
-from tests.conftest import docker_cli
+from tests.support.docker import docker_cli
 
 pytestmark = pytest.mark.django_db
 

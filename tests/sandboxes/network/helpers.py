@@ -20,7 +20,7 @@ from django.conf import settings
 
 from sandboxes import network, services
 from sandboxes.models import Sandbox
-from tests.conftest import docker_cli
+from tests.support.docker import docker_cli
 
 ACTOR = services.SystemActor("test")
 PORT = 18080

@@ -14,7 +14,6 @@ from django.conf import settings
 from audit.models import AuditEvent
 from sandboxes import network, services
 from sandboxes.models import Sandbox
-from tests.conftest import docker_cli
 from tests.sandboxes.network.helpers import (
     ACTOR,
     PORT,
@@ -26,6 +25,7 @@ from tests.sandboxes.network.helpers import (
     gvisor_or_skip,
     sh,
 )
+from tests.support.docker import docker_cli
 
 pytestmark = [pytest.mark.docker, pytest.mark.django_db]
 

@@ -13,8 +13,9 @@ from django.conf import settings
 from audit.models import AuditEvent
 from sandboxes import network, services
 from sandboxes.models import Sandbox
-from tests.conftest import docker_cli, wait_for
 from tests.sandboxes.network.helpers import PORT, _slot, act, fetch, gateway, restart_dockerd, sh
+from tests.support.docker import docker_cli
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.django_db]
 
