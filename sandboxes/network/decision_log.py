@@ -23,7 +23,7 @@ from django.utils import timezone
 
 from .. import engine
 from ..models import EgressDenial, Sandbox
-from . import decision_budget, host
+from . import decision_budget, host, threads
 
 log = logging.getLogger(__name__)
 KMSG = "/dev/kmsg"
@@ -139,16 +139,4 @@ def follow(stop: threading.Event, *, path: str = KMSG, ready: threading.Event | 
 
 def start_thread() -> threading.Event:
     """Follow in a daemon thread (the events watcher's); returns the event that stops it."""
-    stop = threading.Event()
-
-    def run():
-        while not stop.is_set():
-            try:
-                follow(stop)
-                return
-            except Exception:  # noqa: BLE001 - the watcher must outlive a bad moment; retry
-                log.exception("the decision log stopped; starting it again in 5 s")
-                stop.wait(5)
-
-    threading.Thread(target=run, name="egress-decision-log", daemon=True).start()
-    return stop
+    return threads.supervised("egress-decision-log", follow)

@@ -30,14 +30,11 @@ within a second of a change by hand (the watcher reads `fingerprint()`: sandboxe
 and by the periodic check, which repairs and audits any difference it finds.
 """
 
-import fcntl
-import os
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 
 from django.conf import settings
 
-from .commands import EgressError, run_ipset, run_iptables
+from .commands import EgressError, host_lock, run_ipset, run_iptables
 from .host import dropped_ranges
 from .ipset import GRANTS_MAXELEM, GRANTS_TYPE, forget_grants, header_ok, set_header
 from .nameservers import docker_upstreams, host_resolvers
@@ -161,16 +158,10 @@ def fingerprint() -> str:
     return "\n".join(kept)
 
 
-@contextmanager
-def _rules_lock() -> Iterator[None]:
+def _rules_lock() -> AbstractContextManager[None]:
     """Held while the rules are changed: the watcher's repair and the periodic one may meet, and
     _move_to_top deletes by position."""
-    fd = os.open(os.path.join(settings.VAR_DIR, f"rules-{chains().bridge}.lock"), os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
+    return host_lock(f"rules-{chains().bridge}")
 
 
 def apply() -> None:

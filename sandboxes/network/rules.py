@@ -76,34 +76,28 @@ def wanted_rules(c: Chains, resolvers: list[str], dropped: list[str] | None = No
     """Each chain's rules, exactly as `iptables -S <chain>` prints them. `panel_dns`: the panel's
     resolver (on the allowlist bridge's gateway), which a sandbox moved here live from allowlist
     mode still asks, and which answers it as Docker's DNS would."""
-    forward = [f"-A {c.forward} -o {c.bridge} -j {c.deny}"]
-    for resolver in resolvers:
-        for proto in ("udp", "tcp"):
-            forward.append(f"-A {c.forward} -d {resolver}/32 -p {proto} -m {proto} --dport 53 -j RETURN")
-    forward += [f"-A {c.forward} -d {net} -j {c.deny}" for net in (dropped if dropped is not None else BLOCKED_RANGES)]
-    forward.append(f"-A {c.forward} -j RETURN")
-    host = [f"-A {c.input} -d {panel_dns}/32 -p {proto} -m {proto} --dport 53 -j RETURN" for proto in ("udp", "tcp")] if panel_dns else []
-    host += [
-        f"-A {c.input} -m conntrack --ctstate RELATED,ESTABLISHED --ctdir REPLY -j RETURN",
-        f"-A {c.input} -j {c.deny}",
-    ]
-    deny = [
-        f'-A {c.deny} -m limit --limit {LOG_RATE}/sec --limit-burst {LOG_BURST} -j LOG --log-prefix "{c.log_prefix}" --log-level 6',
-        f"-A {c.deny} -j DROP",
-    ]
-    return {c.deny: deny, c.forward: forward, c.input: host}
+    dns = [f"-A {c.forward} -d {server}/32 -p {proto} -m {proto} --dport 53 -j RETURN" for server in resolvers for proto in ("udp", "tcp")]
+    return _chains(c, dns, dropped, panel_dns)
 
 
 def wanted_allow_rules(c: Chains, gateway: str, dropped: list[str] | None = None) -> dict[str, list[str]]:
     """The allowlist bridge's filter chains: nothing leaves but what the grants name (a sandbox's
     address, a TCP port, a destination), and never to another sandbox, port 53 or a dropped
     range, granted or not; the host answers only DNS, on the gateway, where the resolver is."""
-    forward = [f"-A {c.forward} -o {c.bridge} -j {c.deny}"]
-    forward += [f"-A {c.forward} -p {proto} -m {proto} --dport 53 -j {c.deny}" for proto in ("udp", "tcp")]
-    forward.append(f"-A {c.forward} -m set ! --match-set {c.grants} src,dst,dst -j {c.deny}")
+    only_granted = [f"-A {c.forward} -p {proto} -m {proto} --dport 53 -j {c.deny}" for proto in ("udp", "tcp")]
+    only_granted.append(f"-A {c.forward} -m set ! --match-set {c.grants} src,dst,dst -j {c.deny}")
+    return _chains(c, only_granted, dropped, gateway)
+
+
+def _chains(c: Chains, forward_checks: list[str], dropped: list[str] | None, panel_dns: str | None) -> dict[str, list[str]]:
+    """The chains of either bridge, which differ only in `forward_checks`: what the forward
+    chain decides between refusing traffic to another sandbox and refusing the dropped ranges.
+    The host is reached only for DNS on `panel_dns` and for replies to what it opened; every
+    refusal is logged (at most LOG_RATE a second), then dropped."""
+    forward = [f"-A {c.forward} -o {c.bridge} -j {c.deny}", *forward_checks]
     forward += [f"-A {c.forward} -d {net} -j {c.deny}" for net in (dropped if dropped is not None else BLOCKED_RANGES)]
     forward.append(f"-A {c.forward} -j RETURN")
-    host = [f"-A {c.input} -d {gateway}/32 -p {proto} -m {proto} --dport 53 -j RETURN" for proto in ("udp", "tcp")]
+    host = [f"-A {c.input} -d {panel_dns}/32 -p {proto} -m {proto} --dport 53 -j RETURN" for proto in ("udp", "tcp")] if panel_dns else []
     host += [
         f"-A {c.input} -m conntrack --ctstate RELATED,ESTABLISHED --ctdir REPLY -j RETURN",
         f"-A {c.input} -j {c.deny}",
