@@ -3,6 +3,8 @@
 Callers import this package (`from sandboxes import network`) and use the names below; the
 submodules behind them are its own business:
 
+- the one table of the panel's networks (`bridge_of(mode)`, `network_of(mode)`, `networks()`,
+  `internet_bridge()`, `allowlist_bridge()`: each network's Docker name, bridge and subnet);
 - the host's egress rules (`network.apply`, `remove`, `problems`, `fingerprint`), the only code
   that runs iptables and ipset;
 - the allowlist bridge's grants (`grant`, `revoke`, `grants`, `grants_lock`);
@@ -17,6 +19,7 @@ second both may write), and `sandboxes.network.watch` (the rule watcher).
 """
 
 from . import allowlist, grant_ledger
+from .bridges import Bridge, allowlist_bridge, bridge_of, internet_bridge, network_of, networks
 from .commands import EgressError
 from .host import bridge_present, dropped_ranges, enforced, host_addresses, lan_subnets
 from .ipset import Grant, comment, grant, grants, grants_lock, revoke
@@ -40,13 +43,16 @@ __all__ = [
     "FORWARD_JUMP",
     "LOG_RATE",
     "RESOLV_CONF",
+    "Bridge",
     "Chains",
     "EgressError",
     "Grant",
     "allow_chains",
     "allow_gateway",
     "allowlist",
+    "allowlist_bridge",
     "apply",
+    "bridge_of",
     "bridge_present",
     "chains",
     "comment",
@@ -61,7 +67,10 @@ __all__ = [
     "grants_lock",
     "host_addresses",
     "host_resolvers",
+    "internet_bridge",
     "lan_subnets",
+    "network_of",
+    "networks",
     "problems",
     "remove",
     "revoke",

@@ -34,6 +34,7 @@ from contextlib import AbstractContextManager
 
 from django.conf import settings
 
+from . import bridges
 from .commands import EgressError, host_lock, run_ipset, run_iptables
 from .host import dropped_ranges
 from .ipset import GRANTS_MAXELEM, GRANTS_TYPE, forget_grants, header_ok, set_header
@@ -55,13 +56,13 @@ from .rules import (
 
 
 def _wanted(c: Chains, dropped: list[str]) -> dict[str, list[str]]:
-    if c.bridge == settings.SANDBOX_ALLOW_BRIDGE:
+    if c == allow_chains():
         return wanted_allow_rules(c, allow_gateway(), dropped)
     return wanted_rules(c, host_resolvers(dropped=dropped), dropped, panel_dns=allow_gateway())
 
 
 def _bridges() -> list[Chains]:
-    return [chains(), allow_chains()]
+    return [Chains(b.bridge) for b in bridges.table()]
 
 
 def _listed(chain: str, table: str = "filter") -> list[str] | None:

@@ -1,10 +1,9 @@
 """The rules themselves, as plain values: the chains named after a bridge and the lines
 `iptables -S` prints for each of them when they are in place. Nothing here runs a command."""
 
-import ipaddress
 from dataclasses import dataclass
 
-from django.conf import settings
+from .bridges import allowlist_bridge, internet_bridge
 
 # Addresses a sandbox never reaches. 198.18.0.0/15 (benchmarking) is deliberately not here: the
 # tests stand "the internet" up in it.
@@ -59,17 +58,17 @@ class Chains:
 
 
 def chains(bridge: str | None = None) -> Chains:
-    return Chains(bridge or settings.SANDBOX_BRIDGE)
+    """The chains of `bridge`, by default the internet mode's (sandboxes.network.bridges)."""
+    return Chains(bridge or internet_bridge().bridge)
 
 
 def allow_chains() -> Chains:
-    return Chains(settings.SANDBOX_ALLOW_BRIDGE)
+    return Chains(allowlist_bridge().bridge)
 
 
 def allow_gateway() -> str:
-    """The allowlist bridge's gateway, where the panel's resolver answers (Docker gives a
-    network's gateway the first address of its subnet; engine.ensure_network asks for it)."""
-    return str(next(ipaddress.IPv4Network(settings.SANDBOX_ALLOW_SUBNET).hosts()))
+    """The allowlist bridge's gateway, where the panel's resolver answers."""
+    return allowlist_bridge().gateway
 
 
 def wanted_rules(c: Chains, resolvers: list[str], dropped: list[str] | None = None, panel_dns: str | None = None) -> dict[str, list[str]]:

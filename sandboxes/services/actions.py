@@ -173,7 +173,7 @@ def _require_egress_rules(sandbox: Sandbox, docker) -> None:
             ]
         )
     wrong = egress_problems(sandbox.network_mode, bridge=True)
-    bridge = settings.SANDBOX_ALLOW_BRIDGE if sandbox.network_mode == Sandbox.Network.ALLOWLIST else settings.SANDBOX_BRIDGE
+    bridge = (network.bridge_of(sandbox.network_mode) or network.internet_bridge()).bridge
     if wrong:
         audit(SystemActor("egress"), "egress.refused_start", sandbox, {"problems": wrong})
         raise policy.PolicyViolation(

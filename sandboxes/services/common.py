@@ -69,7 +69,7 @@ def policy_rules() -> policy.Rules:
     return policy.Rules(
         workspace_root=str(settings.WORKSPACE_ROOT),
         mount_roots=tuple(str(r) for r in settings.SANDBOX_MOUNT_ROOTS),
-        networks=(settings.SANDBOX_NETWORK, settings.SANDBOX_ALLOW_NETWORK),
+        networks=network.networks(),
         dns=(network.allow_gateway(),),
         runtimes=tuple(settings.SANDBOX_RUNTIMES),
         homes=tuple(policy.real_homes(entry.pw_dir for entry in pwd.getpwall())),
@@ -101,15 +101,6 @@ def recorded_chain(sandbox: Sandbox, path: str) -> tuple[tuple[int, int], ...] |
 SECRETS_TMPFS_BYTES = 4 * 1024 * 1024
 
 
-def network_of(mode: str) -> str:
-    """The Docker network of a network mode: the internet bridge, the allowlist bridge, or none."""
-    networks: dict[str, str] = {
-        Sandbox.Network.INTERNET: settings.SANDBOX_NETWORK,
-        Sandbox.Network.ALLOWLIST: settings.SANDBOX_ALLOW_NETWORK,
-    }
-    return networks.get(mode, "none")
-
-
 def egress_problems(mode: str, *, bridge: bool = False) -> list[str]:
     """What keeps a sandbox in `mode` off its network, in words (empty: it may join): the rules
     of both bridges not exactly in place, its bridge missing under its name (`bridge`: once the
@@ -120,7 +111,7 @@ def egress_problems(mode: str, *, bridge: bool = False) -> list[str]:
         wrong = network.problems()
     except network.EgressError as exc:
         wrong = [str(exc)]
-    name = settings.SANDBOX_ALLOW_BRIDGE if mode == Sandbox.Network.ALLOWLIST else settings.SANDBOX_BRIDGE
+    name = (network.bridge_of(mode) or network.internet_bridge()).bridge
     if bridge and not network.bridge_present(name):
         wrong.append(f"the bridge interface {name} is missing (renamed?), so the rules match nothing")
     if mode == Sandbox.Network.ALLOWLIST and (why := resolver.probe()):
@@ -129,10 +120,9 @@ def egress_problems(mode: str, *, bridge: bool = False) -> list[str]:
 
 
 def ensure_network_of(docker, mode: str) -> None:
-    if mode == Sandbox.Network.INTERNET:
-        docker.ensure_network(settings.SANDBOX_NETWORK, subnet=settings.SANDBOX_SUBNET, bridge=settings.SANDBOX_BRIDGE)
-    elif mode == Sandbox.Network.ALLOWLIST:
-        docker.ensure_network(settings.SANDBOX_ALLOW_NETWORK, subnet=settings.SANDBOX_ALLOW_SUBNET, bridge=settings.SANDBOX_ALLOW_BRIDGE)
+    """Make the network of `mode` (on its bridge, in its subnet) if it is missing; none for `none`."""
+    if (bridge := network.bridge_of(mode)) is not None:
+        docker.ensure_network(bridge.network, subnet=bridge.subnet, bridge=bridge.bridge)
 
 
 def sandbox_spec(sandbox: Sandbox, extra_mounts: list[Mount] | None = None, *, secrets: bool = True) -> policy.ContainerSpec:
@@ -158,7 +148,7 @@ def sandbox_spec(sandbox: Sandbox, extra_mounts: list[Mount] | None = None, *, s
         memory_bytes=sandbox.memory_mb * 1024 * 1024,
         nano_cpus=int(Decimal(sandbox.cpus) * 1_000_000_000),
         pids_limit=sandbox.pids_limit,
-        network=network_of(sandbox.network_mode),
+        network=network.network_of(sandbox.network_mode),
         dns=(network.allow_gateway(),) if sandbox.network_mode == Sandbox.Network.ALLOWLIST else (),
         user=f"{settings.SANDBOX_UID}:{settings.SANDBOX_GID}",
         binds=tuple(binds),

@@ -5,7 +5,6 @@ exactly in place."""
 
 import logging
 
-from django.conf import settings
 from django.db import transaction
 
 from teams.permissions import Role, authorize
@@ -13,7 +12,7 @@ from teams.permissions import Role, authorize
 from .. import engine, live, network
 from ..models import Sandbox
 from .allowlist import sync_grants
-from .common import InvalidInput, SandboxError, audit, egress_problems, ensure_network_of, network_of
+from .common import InvalidInput, SandboxError, audit, egress_problems, ensure_network_of
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +49,7 @@ def sandbox_set_network(*, actor, sandbox: Sandbox, mode: str, source_ip: str | 
                 "This machine's name server is on loopback, which Docker asks from outside the sandbox's rules: "
                 f"stop {sandbox.name}, change its network, then start it (it is made to ask only the panel's resolver)."
             )
-    old_net, new_net = network_of(sandbox.network_mode), network_of(mode)
+    old_net, new_net = network.network_of(sandbox.network_mode), network.network_of(mode)
     if live_change and mode == Sandbox.Network.ALLOWLIST and network.enforced():
         try:
             sync_grants()  # no grant of an earlier holder of the address it is about to get
@@ -87,8 +86,8 @@ def _undo(docker, sandbox: Sandbox, *, leave: str, join: str) -> None:
     try:
         docker.switch_network(sandbox.container_id, leave=leave, join=join)
     except engine.EngineError:
-        for network in (settings.SANDBOX_NETWORK, settings.SANDBOX_ALLOW_NETWORK):
+        for name in network.networks():
             try:
-                docker.switch_network(sandbox.container_id, leave=network, join="none")
+                docker.switch_network(sandbox.container_id, leave=name, join="none")
             except engine.EngineError:
                 pass  # not on it, or the container is gone: nothing of it is on that network
