@@ -5,6 +5,8 @@ submodules behind them are its own business:
 
 - the one table of the panel's networks (`bridge_of(mode)`, `network_of(mode)`, `networks()`,
   `internet_bridge()`, `allowlist_bridge()`: each network's Docker name, bridge and subnet);
+- the one gate (`may_join(mode, local_engine=...)`, a `Decision` with its reason) that a start, a
+  live change of mode and the security checklist all ask whether a sandbox may be on its network;
 - the host's egress rules (`network.apply`, `remove`, `problems`, `fingerprint`), the only code
   that runs iptables and ipset;
 - the allowlist bridge's grants (`grant`, `revoke`, `grants`, `grants_lock`);
@@ -21,6 +23,7 @@ second both may write), and `sandboxes.network.watch` (the rule watcher).
 from . import allowlist, grant_ledger
 from .bridges import Bridge, allowlist_bridge, bridge_of, internet_bridge, network_of, networks
 from .commands import EgressError
+from .gate import Decision, may_join
 from .host import bridge_present, dropped_ranges, enforced, host_addresses, lan_subnets
 from .ipset import Grant, comment, grant, grants, grants_lock, revoke
 from .iptables import apply, fingerprint, problems, remove
@@ -45,6 +48,7 @@ __all__ = [
     "RESOLV_CONF",
     "Bridge",
     "Chains",
+    "Decision",
     "EgressError",
     "Grant",
     "allow_chains",
@@ -69,6 +73,7 @@ __all__ = [
     "host_resolvers",
     "internet_bridge",
     "lan_subnets",
+    "may_join",
     "network_of",
     "networks",
     "problems",

@@ -101,24 +101,6 @@ def recorded_chain(sandbox: Sandbox, path: str) -> tuple[tuple[int, int], ...] |
 SECRETS_TMPFS_BYTES = 4 * 1024 * 1024
 
 
-def egress_problems(mode: str, *, bridge: bool = False) -> list[str]:
-    """What keeps a sandbox in `mode` off its network, in words (empty: it may join): the rules
-    of both bridges not exactly in place, its bridge missing under its name (`bridge`: once the
-    network was made), or, for allowlist mode, the panel's own resolver not holding its port."""
-    from ..network import resolver
-
-    try:
-        wrong = network.problems()
-    except network.EgressError as exc:
-        wrong = [str(exc)]
-    name = (network.bridge_of(mode) or network.internet_bridge()).bridge
-    if bridge and not network.bridge_present(name):
-        wrong.append(f"the bridge interface {name} is missing (renamed?), so the rules match nothing")
-    if mode == Sandbox.Network.ALLOWLIST and (why := resolver.probe()):
-        wrong.append(why)  # its names are asked of nobody else
-    return wrong
-
-
 def ensure_network_of(docker, mode: str) -> None:
     """Make the network of `mode` (on its bridge, in its subnet) if it is missing; none for `none`."""
     if (bridge := network.bridge_of(mode)) is not None:

@@ -1,7 +1,7 @@
 """Changing a sandbox's network mode, live: a running sandbox is moved between the internet
 bridge, the allowlist bridge and no network at once (well within a second), without a restart,
-and the change is audited. Joining a bridge is refused unless the host's egress rules are
-exactly in place."""
+and the change is audited. Joining a bridge is refused unless the gate (network.may_join, the
+same as a start's) lets it: the host's egress rules exactly in place."""
 
 import logging
 
@@ -12,7 +12,7 @@ from teams.permissions import Role, authorize
 from .. import engine, live, network
 from ..models import Sandbox
 from .allowlist import sync_grants
-from .common import InvalidInput, SandboxError, audit, egress_problems, ensure_network_of
+from .common import InvalidInput, SandboxError, audit, ensure_network_of
 
 log = logging.getLogger(__name__)
 
@@ -31,14 +31,9 @@ def sandbox_set_network(*, actor, sandbox: Sandbox, mode: str, source_ip: str | 
         raise SandboxError(f"{sandbox.name} is busy ({sandbox.pending_action or sandbox.status}); change its network when it is idle.")
     docker = engine.engine_for(sandbox)
     live_change = sandbox.status in (S.RUNNING, S.PAUSED) and bool(sandbox.container_id)
-    if mode != Sandbox.Network.NONE:
-        if not network.enforced():
-            if mode == Sandbox.Network.ALLOWLIST:
-                raise SandboxError("Allowlist mode needs the host's egress rules, and SANDBOX_EGRESS_RULES is off.")
-        else:
-            wrong = egress_problems(mode) if docker.host.is_local else ["the engine is not on this machine"]
-            if wrong:
-                raise SandboxError("The egress rules are not in place (" + "; ".join(wrong) + "); the sandbox stays off the network.")
+    decision = network.may_join(mode, local_engine=docker.host.is_local)
+    if not decision.allowed:
+        raise SandboxError(f"{decision.reason} The sandbox stays off the network." if decision.problems else decision.reason)
     if live_change and mode == Sandbox.Network.ALLOWLIST and network.enforced() and network.docker_asks_loopback():
         try:
             names_servers = (docker.inspect_container(sandbox.container_id).get("HostConfig") or {}).get("Dns") or []
