@@ -14,7 +14,8 @@ submodules behind them are its own business:
 - `network.allowlist`, the list parser and the presets, and `network.grant_ledger`, what each
   grant is held by.
 
-The services that run in the events watcher's process are imported by name where they start:
+The services that run inside the events watcher's process (`manage.py watch_engine`, the
+Procfile's `events` line), each in a thread of its own, are imported by name where they start:
 `sandboxes.network.resolver` (the allowlist bridge's DNS), `sandboxes.network.decision_log`
 (refusals read from the kernel's log) with `sandboxes.network.decision_budget` (the rows a
 second both may write), and `sandboxes.network.watch` (the rule watcher).
