@@ -6,7 +6,7 @@ Automatic checks (each passes or fails, and says why):
 - no credentials in `shared/` or `exports/` (sandboxes.scanner);
 - a git identity is set;
 - a backup younger than 24 hours exists (once the sandbox has any backup);
-- the host's egress rules are in place (for a sandbox on the network);
+- the host's egress rules are in place (for a sandbox on the network; network.may_join says);
 - the container's real settings, read back from `docker inspect` and the kernel, meet the
   policy (selectors.hardening_report), a container changed outside the panel included;
 - its disk use is bounded (a quota in the storage pool) and under SANDBOX_DISK_WARN_PERCENT.
@@ -30,7 +30,6 @@ from teams.permissions import Role, authorize
 from . import engine, network, scanner, workspace
 from .models import ChecklistItem, ChecklistTick, Identity, Sandbox
 from .services.auditing import audit
-from .services.bridges import egress_problems
 from .services.errors import InvalidInput
 
 # The original `manage.sh` set-up's checklist: each team's manual items until its admins edit them.
@@ -124,19 +123,18 @@ def _backup(sandbox: Sandbox) -> Check:
     return Check(label, age <= timedelta(hours=24), f"the newest is {int(age.total_seconds() // 3600)} h old")
 
 
-def _egress(sandbox: Sandbox, known: dict[str, list[str]] | None = None) -> Check:
-    """`known`: what egress_problems found per mode earlier in this round (the rules are the
-    host's, the same for every sandbox of a mode)."""
-    label = "The host's egress rules are in place"
-    if sandbox.network_mode == Sandbox.Network.NONE:
-        return Check(label, True, "no network")
-    if not network.enforced():
-        return Check(label, False, "filtering is turned off (SANDBOX_EGRESS_RULES=false)")
+EgressKnown = dict[tuple[str, bool], network.Decision]
+
+
+def _egress(sandbox: Sandbox, known: EgressKnown | None = None) -> Check:
+    """Passes when the gate (network.may_join, the one a start asks) finds the sandbox contained:
+    no network, or its rules in place. `known`: the gate's decisions earlier in this round, by
+    mode and engine (the rules are the host's, the same for every sandbox of a mode)."""
+    key = (sandbox.network_mode, engine.engine_for(sandbox).host.is_local)
     known = {} if known is None else known
-    if sandbox.network_mode not in known:
-        known[sandbox.network_mode] = egress_problems(sandbox.network_mode)
-    wrong = known[sandbox.network_mode]
-    return Check(label, not wrong, "; ".join(wrong) or "in place")
+    if key not in known:
+        known[key] = network.may_join(key[0], local_engine=key[1])
+    return Check("The host's egress rules are in place", known[key].contained, known[key].reason)
 
 
 def _container(sandbox: Sandbox) -> Check:
@@ -172,7 +170,7 @@ def _disk(sandbox: Sandbox) -> Check:
     return Check(label, True, said)
 
 
-def run_checks(sandbox: Sandbox, *, egress_known: dict[str, list[str]] | None = None) -> list[Check]:
+def run_checks(sandbox: Sandbox, *, egress_known: EgressKnown | None = None) -> list[Check]:
     """Every automatic check, now; the failed count is saved for the dashboard's badge."""
     checks = [
         _permissions(sandbox),
@@ -192,7 +190,7 @@ def run_checks(sandbox: Sandbox, *, egress_known: dict[str, list[str]] | None = 
 def refresh_all() -> int:
     """Periodic: re-run the checks of every sandbox that is not destroyed."""
     count = 0
-    egress_known: dict[str, list[str]] = {}
+    egress_known: EgressKnown = {}
     for sandbox in Sandbox.objects.exclude(status__in=[Sandbox.Status.DESTROYED, Sandbox.Status.DESTROYING]):
         run_checks(sandbox, egress_known=egress_known)
         count += 1

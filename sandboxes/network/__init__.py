@@ -3,6 +3,10 @@
 Callers import this package (`from sandboxes import network`) and use the names below; the
 submodules behind them are its own business:
 
+- the one table of the panel's networks (`bridge_of(mode)`, `network_of(mode)`, `networks()`,
+  `internet_bridge()`, `allowlist_bridge()`: each network's Docker name, bridge and subnet);
+- the one gate (`may_join(mode, local_engine=...)`, a `Decision` with its reason) that a start, a
+  live change of mode and the security checklist all ask whether a sandbox may be on its network;
 - the host's egress rules (`network.apply`, `remove`, `problems`, `fingerprint`), the only code
   that runs iptables and ipset;
 - the allowlist bridge's grants (`grant`, `revoke`, `grants`, `grants_lock`);
@@ -10,14 +14,17 @@ submodules behind them are its own business:
 - `network.allowlist`, the list parser and the presets, and `network.grant_ledger`, what each
   grant is held by.
 
-The services that run in the events watcher's process are imported by name where they start:
+The services that run inside the events watcher's process (`manage.py watch_engine`, the
+Procfile's `events` line), each in a thread of its own, are imported by name where they start:
 `sandboxes.network.resolver` (the allowlist bridge's DNS), `sandboxes.network.decision_log`
 (refusals read from the kernel's log) with `sandboxes.network.decision_budget` (the rows a
 second both may write), and `sandboxes.network.watch` (the rule watcher).
 """
 
 from . import allowlist, grant_ledger
+from .bridges import Bridge, allowlist_bridge, bridge_of, ensure_network_of, internet_bridge, network_of, networks
 from .commands import EgressError
+from .gate import Decision, may_join
 from .host import bridge_present, dropped_ranges, enforced, host_addresses, lan_subnets
 from .ipset import Grant, comment, grant, grants, grants_lock, revoke
 from .iptables import apply, fingerprint, problems, remove
@@ -40,13 +47,17 @@ __all__ = [
     "FORWARD_JUMP",
     "LOG_RATE",
     "RESOLV_CONF",
+    "Bridge",
     "Chains",
+    "Decision",
     "EgressError",
     "Grant",
     "allow_chains",
     "allow_gateway",
     "allowlist",
+    "allowlist_bridge",
     "apply",
+    "bridge_of",
     "bridge_present",
     "chains",
     "comment",
@@ -61,7 +72,12 @@ __all__ = [
     "grants_lock",
     "host_addresses",
     "host_resolvers",
+    "internet_bridge",
     "lan_subnets",
+    "may_join",
+    "network_of",
+    "ensure_network_of",
+    "networks",
     "problems",
     "remove",
     "revoke",

@@ -1,8 +1,15 @@
 """The one place that runs `ip`, `iptables`, `iptables-save`, `iptables-restore` and `ipset`: plain
-strings in and out, the project's own EgressError when they fail."""
+strings in and out, the project's own EgressError when they fail; and the lock that orders the
+changes several processes make with them."""
 
+import fcntl
+import os
 import shutil
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from django.conf import settings
 
 TIMEOUT = 20
 
@@ -38,3 +45,15 @@ def run_iptables(*args: str, stdin: str | None = None, tool: str = "iptables") -
 
 def run_ipset(*args: str, stdin: str | None = None) -> str:
     return run_iptables(*args, stdin=stdin, tool="ipset")
+
+
+@contextmanager
+def host_lock(name: str) -> Iterator[None]:
+    """Held, across the panel's processes, while one thing of the host's (`name`: the rules of
+    a bridge, the grants of one) is read and changed: var/<name>.lock, flock'ed."""
+    fd = os.open(os.path.join(settings.VAR_DIR, f"{name}.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)

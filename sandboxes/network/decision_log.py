@@ -17,13 +17,12 @@ import threading
 import time
 from datetime import datetime, timedelta
 
-from django.conf import settings
 from django.db import close_old_connections
 from django.utils import timezone
 
 from .. import engine
 from ..models import EgressDenial, Sandbox
-from . import decision_budget, host
+from . import bridges, decision_budget, host, threads
 
 log = logging.getLogger(__name__)
 KMSG = "/dev/kmsg"
@@ -33,9 +32,9 @@ LINE_RE = re.compile(
 KEEP_DAYS = 30
 
 
-def bridges() -> dict[str, str]:
-    """This panel's bridges and their networks: the internet one and the allowlist one."""
-    return {settings.SANDBOX_BRIDGE: settings.SANDBOX_NETWORK, settings.SANDBOX_ALLOW_BRIDGE: settings.SANDBOX_ALLOW_NETWORK}
+def networks_by_bridge() -> dict[str, str]:
+    """This panel's bridges (as the log's prefix names them) and their Docker networks."""
+    return {b.bridge: b.network for b in bridges.table()}
 
 
 class Recorder:
@@ -51,7 +50,7 @@ class Recorder:
     def _sandbox_for(self, bridge: str, address: str) -> int | None:
         if (bridge, address) not in self.addresses or time.monotonic() - self.addresses_at > 5:
             found: dict[tuple[str, str], int] = {}
-            for name, network in bridges().items():
+            for name, network in networks_by_bridge().items():
                 try:
                     containers = engine.engine_for().inspect_network(network).get("Containers") or {}
                 except engine.EngineError:
@@ -66,7 +65,7 @@ class Recorder:
 
     def line(self, text: str, at: datetime | None = None) -> bool:
         match = LINE_RE.search(text)
-        if match is None or match["bridge"] not in bridges():
+        if match is None or match["bridge"] not in networks_by_bridge():
             return False
         sandbox_id = self._sandbox_for(match["bridge"], match["src"])
         if sandbox_id is None:
@@ -139,16 +138,4 @@ def follow(stop: threading.Event, *, path: str = KMSG, ready: threading.Event | 
 
 def start_thread() -> threading.Event:
     """Follow in a daemon thread (the events watcher's); returns the event that stops it."""
-    stop = threading.Event()
-
-    def run():
-        while not stop.is_set():
-            try:
-                follow(stop)
-                return
-            except Exception:  # the watcher must outlive a bad moment; retry
-                log.exception("the decision log stopped; starting it again in 5 s")
-                stop.wait(5)
-
-    threading.Thread(target=run, name="egress-decision-log", daemon=True).start()
-    return stop
+    return threads.supervised("egress-decision-log", follow)

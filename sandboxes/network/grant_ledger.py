@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
-from . import allowlist, commands, ipset
+from . import allowlist, bridges, commands, ipset
 
 MAX_NAMES = 8  # names kept for one element; past them the soonest to expire is forgotten
 SCHEMA = (
@@ -51,7 +51,7 @@ class Holder:
 
 
 def path() -> str:
-    return os.path.join(settings.VAR_DIR, f"grants-{settings.SANDBOX_ALLOW_BRIDGE}.sqlite3")
+    return os.path.join(settings.VAR_DIR, f"grants-{bridges.allowlist_bridge().bridge}.sqlite3")
 
 
 @contextmanager

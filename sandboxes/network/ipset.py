@@ -5,16 +5,11 @@ for good, a listed CIDR) and a comment naming the list entry that granted it (a 
 so a list that changes takes back exactly what it no longer grants.
 """
 
-import fcntl
-import os
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
-from django.conf import settings
-
-from .commands import EgressError, run_ipset
+from .commands import EgressError, host_lock, run_ipset
 from .rules import allow_chains
 
 GRANTS_TYPE = "hash:ip,port,net"
@@ -79,16 +74,10 @@ def grants() -> list[Grant]:
     return found
 
 
-@contextmanager
-def grants_lock() -> Iterator[None]:
+def grants_lock() -> AbstractContextManager[None]:
     """Held while grants are read and changed (the resolver, sync_grants), across processes: a
     grant decided on an old list never lands after the sync that takes it back."""
-    fd = os.open(os.path.join(settings.VAR_DIR, f"grants-{allow_chains().bridge}.lock"), os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
+    return host_lock(f"grants-{allow_chains().bridge}")
 
 
 def forget_grants() -> None:

@@ -30,14 +30,12 @@ within a second of a change by hand (the watcher reads `fingerprint()`: sandboxe
 and by the periodic check, which repairs and audits any difference it finds.
 """
 
-import fcntl
-import os
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 
 from django.conf import settings
 
-from .commands import EgressError, run_ipset, run_iptables
+from . import bridges
+from .commands import EgressError, host_lock, run_ipset, run_iptables
 from .host import dropped_ranges
 from .ipset import GRANTS_MAXELEM, GRANTS_TYPE, forget_grants, header_ok, set_header
 from .nameservers import docker_upstreams, host_resolvers
@@ -58,13 +56,13 @@ from .rules import (
 
 
 def _wanted(c: Chains, dropped: list[str]) -> dict[str, list[str]]:
-    if c.bridge == settings.SANDBOX_ALLOW_BRIDGE:
+    if c == allow_chains():
         return wanted_allow_rules(c, allow_gateway(), dropped)
     return wanted_rules(c, host_resolvers(dropped=dropped), dropped, panel_dns=allow_gateway())
 
 
 def _bridges() -> list[Chains]:
-    return [chains(), allow_chains()]
+    return [Chains(b.bridge) for b in bridges.table()]
 
 
 def _listed(chain: str, table: str = "filter") -> list[str] | None:
@@ -161,16 +159,10 @@ def fingerprint() -> str:
     return "\n".join(kept)
 
 
-@contextmanager
-def _rules_lock() -> Iterator[None]:
+def _rules_lock() -> AbstractContextManager[None]:
     """Held while the rules are changed: the watcher's repair and the periodic one may meet, and
     _move_to_top deletes by position."""
-    fd = os.open(os.path.join(settings.VAR_DIR, f"rules-{chains().bridge}.lock"), os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
+    return host_lock(f"rules-{chains().bridge}")
 
 
 def apply() -> None:

@@ -38,7 +38,7 @@ from dnslib.label import DNSLabelError
 
 from .. import engine
 from ..models import EgressDenial
-from . import allowlist, commands, decision_budget, grant_ledger, host, ipset, nameservers, rules
+from . import allowlist, bridges, commands, decision_budget, grant_ledger, host, ipset, nameservers, rules
 
 log = logging.getLogger(__name__)
 REFRESH = 0.5
@@ -231,7 +231,7 @@ def probe(address: str | None = None, port: int = 53) -> str | None:
 
 def _from_a_sandbox(client: str) -> bool:
     address = ipaddress.IPv4Address(client)
-    return any(address in ipaddress.IPv4Network(subnet) for subnet in (settings.SANDBOX_SUBNET, settings.SANDBOX_ALLOW_SUBNET))
+    return any(address in ipaddress.IPv4Network(b.subnet) for b in bridges.table())
 
 
 def _writable(name: DNSLabel) -> bool:

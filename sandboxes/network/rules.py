@@ -1,10 +1,9 @@
 """The rules themselves, as plain values: the chains named after a bridge and the lines
 `iptables -S` prints for each of them when they are in place. Nothing here runs a command."""
 
-import ipaddress
 from dataclasses import dataclass
 
-from django.conf import settings
+from .bridges import allowlist_bridge, internet_bridge
 
 # Addresses a sandbox never reaches. 198.18.0.0/15 (benchmarking) is deliberately not here: the
 # tests stand "the internet" up in it.
@@ -59,51 +58,45 @@ class Chains:
 
 
 def chains(bridge: str | None = None) -> Chains:
-    return Chains(bridge or settings.SANDBOX_BRIDGE)
+    """The chains of `bridge`, by default the internet mode's (sandboxes.network.bridges)."""
+    return Chains(bridge or internet_bridge().bridge)
 
 
 def allow_chains() -> Chains:
-    return Chains(settings.SANDBOX_ALLOW_BRIDGE)
+    return Chains(allowlist_bridge().bridge)
 
 
 def allow_gateway() -> str:
-    """The allowlist bridge's gateway, where the panel's resolver answers (Docker gives a
-    network's gateway the first address of its subnet; engine.ensure_network asks for it)."""
-    return str(next(ipaddress.IPv4Network(settings.SANDBOX_ALLOW_SUBNET).hosts()))
+    """The allowlist bridge's gateway, where the panel's resolver answers."""
+    return allowlist_bridge().gateway
 
 
 def wanted_rules(c: Chains, resolvers: list[str], dropped: list[str] | None = None, panel_dns: str | None = None) -> dict[str, list[str]]:
     """Each chain's rules, exactly as `iptables -S <chain>` prints them. `panel_dns`: the panel's
     resolver (on the allowlist bridge's gateway), which a sandbox moved here live from allowlist
     mode still asks, and which answers it as Docker's DNS would."""
-    forward = [f"-A {c.forward} -o {c.bridge} -j {c.deny}"]
-    for resolver in resolvers:
-        for proto in ("udp", "tcp"):
-            forward.append(f"-A {c.forward} -d {resolver}/32 -p {proto} -m {proto} --dport 53 -j RETURN")
-    forward += [f"-A {c.forward} -d {net} -j {c.deny}" for net in (dropped if dropped is not None else BLOCKED_RANGES)]
-    forward.append(f"-A {c.forward} -j RETURN")
-    host = [f"-A {c.input} -d {panel_dns}/32 -p {proto} -m {proto} --dport 53 -j RETURN" for proto in ("udp", "tcp")] if panel_dns else []
-    host += [
-        f"-A {c.input} -m conntrack --ctstate RELATED,ESTABLISHED --ctdir REPLY -j RETURN",
-        f"-A {c.input} -j {c.deny}",
-    ]
-    deny = [
-        f'-A {c.deny} -m limit --limit {LOG_RATE}/sec --limit-burst {LOG_BURST} -j LOG --log-prefix "{c.log_prefix}" --log-level 6',
-        f"-A {c.deny} -j DROP",
-    ]
-    return {c.deny: deny, c.forward: forward, c.input: host}
+    dns = [f"-A {c.forward} -d {server}/32 -p {proto} -m {proto} --dport 53 -j RETURN" for server in resolvers for proto in ("udp", "tcp")]
+    return _chains(c, dns, dropped, panel_dns)
 
 
 def wanted_allow_rules(c: Chains, gateway: str, dropped: list[str] | None = None) -> dict[str, list[str]]:
     """The allowlist bridge's filter chains: nothing leaves but what the grants name (a sandbox's
     address, a TCP port, a destination), and never to another sandbox, port 53 or a dropped
     range, granted or not; the host answers only DNS, on the gateway, where the resolver is."""
-    forward = [f"-A {c.forward} -o {c.bridge} -j {c.deny}"]
-    forward += [f"-A {c.forward} -p {proto} -m {proto} --dport 53 -j {c.deny}" for proto in ("udp", "tcp")]
-    forward.append(f"-A {c.forward} -m set ! --match-set {c.grants} src,dst,dst -j {c.deny}")
+    only_granted = [f"-A {c.forward} -p {proto} -m {proto} --dport 53 -j {c.deny}" for proto in ("udp", "tcp")]
+    only_granted.append(f"-A {c.forward} -m set ! --match-set {c.grants} src,dst,dst -j {c.deny}")
+    return _chains(c, only_granted, dropped, gateway)
+
+
+def _chains(c: Chains, forward_checks: list[str], dropped: list[str] | None, panel_dns: str | None) -> dict[str, list[str]]:
+    """The chains of either bridge, which differ only in `forward_checks`: what the forward
+    chain decides between refusing traffic to another sandbox and refusing the dropped ranges.
+    The host is reached only for DNS on `panel_dns` and for replies to what it opened; every
+    refusal is logged (at most LOG_RATE a second), then dropped."""
+    forward = [f"-A {c.forward} -o {c.bridge} -j {c.deny}", *forward_checks]
     forward += [f"-A {c.forward} -d {net} -j {c.deny}" for net in (dropped if dropped is not None else BLOCKED_RANGES)]
     forward.append(f"-A {c.forward} -j RETURN")
-    host = [f"-A {c.input} -d {gateway}/32 -p {proto} -m {proto} --dport 53 -j RETURN" for proto in ("udp", "tcp")]
+    host = [f"-A {c.input} -d {panel_dns}/32 -p {proto} -m {proto} --dport 53 -j RETURN" for proto in ("udp", "tcp")] if panel_dns else []
     host += [
         f"-A {c.input} -m conntrack --ctstate RELATED,ESTABLISHED --ctdir REPLY -j RETURN",
         f"-A {c.input} -j {c.deny}",

@@ -11,15 +11,13 @@ whatever the next reading shows. A program fighting the panel over the rules get
 REFILL_SECONDS once BURST repairs were spent, not an audit event every half second.
 """
 
-import logging
 import threading
 import time
 
 from django.db import close_old_connections
 
-from . import commands, host, iptables
+from . import commands, host, iptables, threads
 
-log = logging.getLogger(__name__)
 CHECK_EVERY = 0.5  # seconds: a change is repaired well within 2 s
 # A program that keeps undoing the rules (a fight) may not make the panel repair and audit twice
 # a second: repairs that found something wrong are paid from a bucket of this many, refilled one
@@ -53,16 +51,4 @@ def watch(stop: threading.Event, *, every: float = CHECK_EVERY) -> None:
 
 def start_thread() -> threading.Event:
     """Watch in a daemon thread (the events watcher's) when this panel enforces the rules."""
-    stop = threading.Event()
-
-    def run():
-        while not stop.is_set():
-            try:
-                watch(stop)
-            except Exception:  # the watcher must outlive a bad moment (the database away); retry
-                log.exception("the egress rules' watch stopped; starting it again in 5 s")
-                stop.wait(5)
-
-    if host.enforced():
-        threading.Thread(target=run, name="egress-watch", daemon=True).start()
-    return stop
+    return threads.supervised("egress-watch", watch) if host.enforced() else threading.Event()

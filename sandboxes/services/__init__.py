@@ -14,7 +14,9 @@ and what they share:
     auditing   audit(): the audit event of a write to a sandbox
     rules      the installation's policy rules (settings, the panel's own folders, SELinux)
     specs      the container specs built from a sandbox's saved settings (its own, the helper)
-    bridges    the Docker network of each network mode, and what keeps a sandbox off it
+
+The networks of the modes and whether a sandbox may join one are sandboxes.network's (bridges,
+gate).
 
 Views, consumers, tasks and the CLI call what is named here; reads live in ../selectors.py.
 """

@@ -20,7 +20,6 @@ from .. import engine, live, network, policy, secrets, workspace
 from ..models import Sandbox
 from .allowlist import grants_repair, sync_grants
 from .auditing import audit
-from .bridges import egress_problems, ensure_network_of
 from .claims import CANCELLERS, claim, claimed, finish, heartbeat, take_run
 from .claims import enqueue as enqueue_task
 from .errors import LostClaim, NotQueued, SandboxError
@@ -78,7 +77,7 @@ def provision(sandbox: Sandbox, action: str) -> None:
         save_claimed(sandbox, action, **changes)
     docker = engine.engine_for(sandbox)
     docker.ensure_volume(sandbox.volume_name, labels=labels(sandbox), device=str(sandbox.home_path) if sandbox.in_pool else "")
-    ensure_network_of(docker, sandbox.network_mode)
+    network.ensure_network_of(docker, sandbox.network_mode)
 
 
 def _remove_ours(sandbox: Sandbox) -> None:
@@ -99,8 +98,7 @@ def run_start(sandbox: Sandbox, action: str) -> None:
     spec = sandbox_spec(sandbox)
     rules = policy_rules()
     policy.check(spec, rules)
-    if sandbox.network_mode != Sandbox.Network.NONE:
-        _require_egress_rules(sandbox, docker)
+    _require_egress_rules(sandbox, docker)
     if sandbox.network_mode == Sandbox.Network.ALLOWLIST and network.enforced():
         try:
             sync_grants()  # before the start: no grant of an earlier holder of its address is left
@@ -161,32 +159,22 @@ def _deliver(sandbox: Sandbox, docker, container_id: str) -> None:
 
 
 def _require_egress_rules(sandbox: Sandbox, docker) -> None:
-    """Fail closed: a sandbox on the network starts only when the host's egress rules are in
-    place, exactly (see sandboxes.network). Missing or changed rules are not put back here: that
-    is the periodic check's job, which audits what it found."""
-    if not network.enforced():
-        if sandbox.network_mode == Sandbox.Network.ALLOWLIST:
-            # Without the rules the allowlist bridge is the open internet: never.
-            raise policy.PolicyViolation(["Allowlist mode needs the host's egress rules, and SANDBOX_EGRESS_RULES is off."])
+    """Fail closed: a sandbox on the network starts only when the gate (network.may_join) lets
+    it, i.e. the host's egress rules are in place, exactly, and its bridge exists under its name.
+    Missing or changed rules are not put back here: that is the periodic check's job, which
+    audits what it found."""
+    decision = network.may_join(sandbox.network_mode, local_engine=docker.host.is_local, bridge_made=True)
+    if decision.allowed:
         return
-    if not docker.host.is_local:
+    if decision.problems:
+        audit(SystemActor("egress"), "egress.refused_start", sandbox, {"problems": list(decision.problems)})
         raise policy.PolicyViolation(
             [
-                "The egress rules can only be enforced on this machine's own Docker engine; "
-                "use `none` network mode, or set SANDBOX_EGRESS_RULES=false to accept unfiltered egress."
-            ]
-        )
-    wrong = egress_problems(sandbox.network_mode, bridge=True)
-    bridge = settings.SANDBOX_ALLOW_BRIDGE if sandbox.network_mode == Sandbox.Network.ALLOWLIST else settings.SANDBOX_BRIDGE
-    if wrong:
-        audit(SystemActor("egress"), "egress.refused_start", sandbox, {"problems": wrong})
-        raise policy.PolicyViolation(
-            [
-                f"The egress rules for {bridge} are not in place ({'; '.join(wrong)}). "
-                f"The panel repairs them within {settings.SANDBOX_RESYNC_SECONDS:.0f} s "
+                f"{decision.reason} The panel repairs them within {settings.SANDBOX_RESYNC_SECONDS:.0f} s "
                 "(or run `manage.py egress apply`); start again then."
             ]
         )
+    raise policy.PolicyViolation([decision.reason])
 
 
 def _verify_mounted(docker, container_id: str, spec: policy.ContainerSpec) -> None:

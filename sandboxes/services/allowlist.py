@@ -11,7 +11,6 @@ every change of mode or list, on the watcher's container events and in the perio
 
 import logging
 
-from django.conf import settings
 from django.db import transaction
 
 from audit.services import audit_record
@@ -51,16 +50,15 @@ def _attached(network: str, mode: str, *, labels: tuple[str, ...] = ()) -> dict[
 def allowlist_clients() -> dict[str, tuple[int, list[allowlist.Entry]]]:
     """Every sandbox attached to the allowlist bridge and in allowlist mode, by its address:
     (its pk, the entries in force for it)."""
-    return {
-        a: (pk, allowlist.effective(p, t)) for a, (pk, p, t) in _attached(settings.SANDBOX_ALLOW_NETWORK, Sandbox.Network.ALLOWLIST).items()
-    }
+    attached = _attached(network.allowlist_bridge().network, Sandbox.Network.ALLOWLIST)
+    return {a: (pk, allowlist.effective(p, t)) for a, (pk, p, t) in attached.items()}
 
 
 def resolver_clients() -> dict[str, tuple[int, list[allowlist.Entry] | None]]:
     """Whom the panel's resolver answers: the allowlist sandboxes (by their lists) and, plainly,
     the internet-mode ones whose container was made to ask it (moved out of allowlist mode live);
     no other internet-mode sandbox."""
-    moved = _attached(settings.SANDBOX_NETWORK, Sandbox.Network.INTERNET, labels=(f"{engine.LABEL_DNS}=panel",))
+    moved = _attached(network.internet_bridge().network, Sandbox.Network.INTERNET, labels=(f"{engine.LABEL_DNS}=panel",))
     found: dict[str, tuple[int, list[allowlist.Entry] | None]] = {a: (pk, None) for a, (pk, _, _) in moved.items()}
     found.update(allowlist_clients())
     return found
@@ -129,7 +127,7 @@ def grants_repair() -> None:
         from .reconcile import stop_networked
 
         stop_networked(
-            "Stopped: allowlist mode needs the egress rules, and SANDBOX_EGRESS_RULES is off.", (settings.SANDBOX_ALLOW_NETWORK,)
+            "Stopped: allowlist mode needs the egress rules, and SANDBOX_EGRESS_RULES is off.", (network.allowlist_bridge().network,)
         )
         return
     try:
@@ -152,11 +150,10 @@ def _check_resolver() -> None:
 
     why = resolver.probe()
     if why and "something other than" in why:
+        bridge = network.allowlist_bridge()
         log.error("allowlist sandboxes stopped: %s", why)
-        audit_record(
-            actor=None, actor_name="egress", action="egress.resolver_impostor", target=settings.SANDBOX_ALLOW_BRIDGE, details={"error": why}
-        )
-        stop_networked(f"Stopped: {why}.", (settings.SANDBOX_ALLOW_NETWORK,))
+        audit_record(actor=None, actor_name="egress", action="egress.resolver_impostor", target=bridge.bridge, details={"error": why})
+        stop_networked(f"Stopped: {why}.", (bridge.network,))
 
 
 def allowlist_errors(presets: list[str], text: str) -> list[str]:

@@ -1,11 +1,10 @@
 """Changing a sandbox's network mode, live: a running sandbox is moved between the internet
 bridge, the allowlist bridge and no network at once (well within a second), without a restart,
-and the change is audited. Joining a bridge is refused unless the host's egress rules are
-exactly in place."""
+and the change is audited. Joining a bridge is refused unless the gate (network.may_join, the
+same as a start's) lets it: the host's egress rules exactly in place."""
 
 import logging
 
-from django.conf import settings
 from django.db import transaction
 
 from teams.permissions import Role, authorize
@@ -14,7 +13,6 @@ from .. import engine, live, network
 from ..models import Sandbox
 from .allowlist import sync_grants
 from .auditing import audit
-from .bridges import egress_problems, ensure_network_of, network_of
 from .errors import InvalidInput, SandboxError
 
 log = logging.getLogger(__name__)
@@ -34,14 +32,9 @@ def sandbox_set_network(*, actor, sandbox: Sandbox, mode: str, source_ip: str | 
         raise SandboxError(f"{sandbox.name} is busy ({sandbox.pending_action or sandbox.status}); change its network when it is idle.")
     docker = engine.engine_for(sandbox)
     live_change = sandbox.status in (S.RUNNING, S.PAUSED) and bool(sandbox.container_id)
-    if mode != Sandbox.Network.NONE:
-        if not network.enforced():
-            if mode == Sandbox.Network.ALLOWLIST:
-                raise SandboxError("Allowlist mode needs the host's egress rules, and SANDBOX_EGRESS_RULES is off.")
-        else:
-            wrong = egress_problems(mode) if docker.host.is_local else ["the engine is not on this machine"]
-            if wrong:
-                raise SandboxError("The egress rules are not in place (" + "; ".join(wrong) + "); the sandbox stays off the network.")
+    decision = network.may_join(mode, local_engine=docker.host.is_local)
+    if not decision.allowed:
+        raise SandboxError(f"{decision.reason} The sandbox stays off the network." if decision.problems else decision.reason)
     if live_change and mode == Sandbox.Network.ALLOWLIST and network.enforced() and network.docker_asks_loopback():
         try:
             names_servers = (docker.inspect_container(sandbox.container_id).get("HostConfig") or {}).get("Dns") or []
@@ -52,7 +45,7 @@ def sandbox_set_network(*, actor, sandbox: Sandbox, mode: str, source_ip: str | 
                 "This machine's name server is on loopback, which Docker asks from outside the sandbox's rules: "
                 f"stop {sandbox.name}, change its network, then start it (it is made to ask only the panel's resolver)."
             )
-    old_net, new_net = network_of(sandbox.network_mode), network_of(mode)
+    old_net, new_net = network.network_of(sandbox.network_mode), network.network_of(mode)
     if live_change and mode == Sandbox.Network.ALLOWLIST and network.enforced():
         try:
             sync_grants()  # no grant of an earlier holder of the address it is about to get
@@ -60,7 +53,7 @@ def sandbox_set_network(*, actor, sandbox: Sandbox, mode: str, source_ip: str | 
             raise SandboxError(f"The allowlist grants could not be brought in line ({exc}); the sandbox stays where it is.") from exc
     if live_change:
         try:
-            ensure_network_of(docker, mode)
+            network.ensure_network_of(docker, mode)
             docker.switch_network(sandbox.container_id, leave=old_net, join=new_net)
         except engine.EngineError as exc:
             _undo(docker, sandbox, leave=new_net, join=old_net)
@@ -89,8 +82,8 @@ def _undo(docker, sandbox: Sandbox, *, leave: str, join: str) -> None:
     try:
         docker.switch_network(sandbox.container_id, leave=leave, join=join)
     except engine.EngineError:
-        for network in (settings.SANDBOX_NETWORK, settings.SANDBOX_ALLOW_NETWORK):
+        for name in network.networks():
             try:
-                docker.switch_network(sandbox.container_id, leave=network, join="none")
+                docker.switch_network(sandbox.container_id, leave=name, join="none")
             except engine.EngineError:
                 pass  # not on it, or the container is gone: nothing of it is on that network

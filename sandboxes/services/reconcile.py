@@ -162,7 +162,7 @@ def egress_repair() -> list[str]:
     Returns what was wrong (empty when the rules were in place)."""
     if not network.enforced() or not engine.engine_for().host.is_local:
         return []
-    bridge = settings.SANDBOX_BRIDGE
+    bridge = network.internet_bridge().bridge
     try:
         wrong = network.problems()
         if not wrong:
@@ -185,7 +185,7 @@ def stop_networked(reason: str, networks: tuple[str, ...] | None = None) -> None
     the network, whatever the rows say (a start under way, a container started by hand)."""
     docker = engine.engine_for()
     ids = []
-    for name in networks or (settings.SANDBOX_NETWORK, settings.SANDBOX_ALLOW_NETWORK):
+    for name in networks or network.networks():
         try:
             ids += docker.containers_on_network(name)
         except engine.NotFound:

@@ -25,7 +25,7 @@ def policy_rules() -> policy.Rules:
     return policy.Rules(
         workspace_root=str(settings.WORKSPACE_ROOT),
         mount_roots=tuple(str(r) for r in settings.SANDBOX_MOUNT_ROOTS),
-        networks=(settings.SANDBOX_NETWORK, settings.SANDBOX_ALLOW_NETWORK),
+        networks=network.networks(),
         dns=(network.allow_gateway(),),
         runtimes=tuple(settings.SANDBOX_RUNTIMES),
         homes=tuple(policy.real_homes(entry.pw_dir for entry in pwd.getpwall())),

@@ -8,7 +8,6 @@ from django.conf import settings
 
 from .. import engine, network, policy, seccomp, workspace
 from ..models import Mount, Sandbox
-from .bridges import network_of
 
 
 def labels(sandbox: Sandbox) -> dict[str, str]:
@@ -47,7 +46,7 @@ def sandbox_spec(sandbox: Sandbox, extra_mounts: list[Mount] | None = None, *, s
         memory_bytes=sandbox.memory_mb * 1024 * 1024,
         nano_cpus=int(Decimal(sandbox.cpus) * 1_000_000_000),
         pids_limit=sandbox.pids_limit,
-        network=network_of(sandbox.network_mode),
+        network=network.network_of(sandbox.network_mode),
         dns=(network.allow_gateway(),) if sandbox.network_mode == Sandbox.Network.ALLOWLIST else (),
         user=f"{settings.SANDBOX_UID}:{settings.SANDBOX_GID}",
         binds=tuple(binds),

@@ -1,7 +1,6 @@
 """The host's egress rules for the sandbox bridge (see sandboxes.network): show, check, apply
 or remove them by hand."""
 
-from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from sandboxes import network, services
@@ -14,7 +13,7 @@ class Command(BaseCommand):
         parser.add_argument("what", choices=["check", "apply", "remove"])
 
     def handle(self, *args, what, **opts):
-        bridge = settings.SANDBOX_BRIDGE
+        bridge, allow = network.internet_bridge().bridge, network.allowlist_bridge()
         try:
             if what == "check":
                 wrong = network.problems()
@@ -33,12 +32,10 @@ class Command(BaseCommand):
                 )
             else:
                 # Without its rules the allowlist bridge is the open internet: its sandboxes stop first.
-                services.stop_networked(
-                    "Stopped: the egress rules were removed by hand (manage.py egress remove).", (settings.SANDBOX_ALLOW_NETWORK,)
-                )
+                services.stop_networked("Stopped: the egress rules were removed by hand (manage.py egress remove).", (allow.network,))
                 network.remove()
                 self.stdout.write(
-                    f"egress rules for {bridge} and {settings.SANDBOX_ALLOW_BRIDGE} removed; allowlist sandboxes were stopped, "
+                    f"egress rules for {bridge} and {allow.bridge} removed; allowlist sandboxes were stopped, "
                     "and sandboxes on a network will not start until the rules are back"
                 )
         except network.EgressError as exc:

@@ -1,9 +1,20 @@
 """Follow Docker's container events: keep every sandbox's status true, and write die, oom, kill
 and destroy into the audit trail.
 
-Runs beside the web server (see Procfile). On start and after every reconnect it resyncs all
-sandboxes, so events missed while it was not running are caught up; the Celery beat resync
-every 30 s covers the rest.
+Runs beside the web server (the Procfile's `events` line). On start and after every reconnect it
+resyncs all sandboxes, so events missed while it was not running are caught up; the Celery beat
+resync every 30 s covers the rest.
+
+Three services of sandboxes.network have no Procfile line of their own: they run inside this
+process, each in a daemon thread started below, and stop with it (the supervisor starts the
+whole process again):
+
+- the allowlist bridge's resolver (network.resolver): while it is down, allowlist sandboxes
+  resolve nothing new, and a start or a move into allowlist mode is refused;
+- the decision log (network.decision_log): refusals are read from the kernel's log only while it
+  runs;
+- the egress rules' watch (network.watch): a rule changed by hand waits for the periodic check
+  (every 30 s) while it is down.
 """
 
 import logging

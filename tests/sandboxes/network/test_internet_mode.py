@@ -7,6 +7,8 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 from django.conf import settings
@@ -56,25 +58,23 @@ def test_none_mode_reaches_nothing(make_sandbox, clean_docker, internet, host_li
     assert fetch(s, gateway(), host_listener) == ""
 
 
-def test_an_existing_network_on_another_bridge_is_refused(make_sandbox, clean_docker, settings):
-    docker_cli("network", "rm", settings.SANDBOX_NETWORK, check=False)
-    other = f"ccpx{_slot()}"
-    docker_cli(
-        "network",
-        "create",
-        "-o",
-        "com.docker.network.bridge.enable_icc=false",
-        "-o",
-        f"com.docker.network.bridge.name={other}",
-        "--subnet",
-        settings.SANDBOX_SUBNET,
-        settings.SANDBOX_NETWORK,
-    )
+@contextmanager
+def _made_by_hand(*options: str) -> Iterator[None]:
+    """The internet mode's network, made beforehand by hand (`docker network create` with
+    `options`, inter-container traffic off), and removed again at the end."""
+    made = network.internet_bridge()
+    docker_cli("network", "rm", made.network, check=False)
+    docker_cli("network", "create", "-o", "com.docker.network.bridge.enable_icc=false", *options, "--subnet", made.subnet, made.network)
     try:
+        yield
+    finally:
+        docker_cli("network", "rm", made.network, check=False)
+
+
+def test_an_existing_network_on_another_bridge_is_refused(make_sandbox, clean_docker):
+    with _made_by_hand("-o", f"com.docker.network.bridge.name=ccpx{_slot()}"):
         s = make_sandbox("egress-bridge")
         assert s.status == "error" and "another bridge" in s.status_detail
-    finally:
-        docker_cli("network", "rm", settings.SANDBOX_NETWORK, check=False)
 
 
 def test_a_flow_opened_while_the_rules_were_missing_dies_when_they_are_back(make_sandbox, clean_docker, rules_back):
@@ -120,28 +120,12 @@ def test_a_flow_opened_while_the_rules_were_missing_dies_when_they_are_back(make
     assert late == [], f"{len(late)} pieces arrived after the repair"
 
 
-def test_a_network_with_ipv6_is_refused(make_sandbox, clean_docker, settings):
+def test_a_network_with_ipv6_is_refused(make_sandbox, clean_docker):
     """Found by review: the rules filter IPv4 only, so the bridge may have no IPv6."""
-    docker_cli("network", "rm", settings.SANDBOX_NETWORK, check=False)
-    docker_cli(
-        "network",
-        "create",
-        "--ipv6",
-        "--subnet",
-        f"fd00:cc{_slot():02x}::/64",  # one hextet of at most four digits, whatever the slot
-        "--subnet",
-        settings.SANDBOX_SUBNET,
-        "-o",
-        "com.docker.network.bridge.enable_icc=false",
-        "-o",
-        f"com.docker.network.bridge.name={settings.SANDBOX_BRIDGE}",
-        settings.SANDBOX_NETWORK,
-    )
-    try:
+    ipv6 = f"fd00:cc{_slot():02x}::/64"  # one hextet of at most four digits, whatever the slot
+    with _made_by_hand("--ipv6", "--subnet", ipv6, "-o", f"com.docker.network.bridge.name={network.internet_bridge().bridge}"):
         s = make_sandbox("egress-v6")
         assert s.status == "error" and "IPv6" in s.status_detail
-    finally:
-        docker_cli("network", "rm", settings.SANDBOX_NETWORK, check=False)
 
 
 def test_a_container_attached_to_another_network_by_hand_is_recreated(make_sandbox, clean_docker):
