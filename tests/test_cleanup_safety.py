@@ -36,8 +36,10 @@ def test_the_suites_clean_up_leaves_an_exported_workspace_alone(users_data, dock
     )
     out = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, check=True)
     root, instance, mount_root = out.stdout.split()
-    assert Path(root) == ROOT / "var" / "test-workspaces" and instance == "test"
-    assert mount_root == "/srv/ccpanel-test-mounts"
+    slot = os.environ.get("PANEL_TEST_SLOT", "").strip()  # a second run's, shared by the subprocess
+    assert instance == f"test{slot}"
+    assert Path(root) == ROOT / "var" / f"{instance}-workspaces"
+    assert mount_root == f"/srv/ccpanel-{instance}-mounts"
     assert (users_data / "project" / "precious.txt").read_text() == "a user's work\n"
 
 
