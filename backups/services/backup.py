@@ -27,7 +27,7 @@ from storage import services as storage
 from teams.permissions import Role, actor_name, actor_user, authorize
 
 from .. import archive
-from ..models import Backup, BackupSchedule
+from ..models import Backup, BackupSchedule, Restore
 
 log = logging.getLogger(__name__)
 S = Sandbox.Status
@@ -546,8 +546,7 @@ def audit_backup(actor, backup: Backup, action: str, details: dict | None = None
     from audit.services import audit_record
 
     audit_record(
-        actor=actor_user(actor),
-        actor_name=actor_name(actor),
+        actor=actor,
         action=action,
         target=backup.sandbox_name,
         sandbox_uuid=backup.sandbox.uuid if backup.sandbox else None,
