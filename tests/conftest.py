@@ -8,6 +8,7 @@ against the test database file, so tests that use it need `transactional_db`: wh
 writes must be committed for those processes to see it.
 """
 
+import json
 import os
 import signal
 import socket
@@ -45,6 +46,36 @@ def wait_for(predicate: Callable[[], object], *, timeout: float = 30, interval: 
 def docker_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     """The docker CLI, used by tests to act "outside the panel" and to read state back."""
     return subprocess.run(["docker", *args], capture_output=True, text=True, check=check)
+
+
+def base_settings(*names: str, unset: Callable[[str], bool]) -> list:
+    """The settings `names` as a production start-up reads them (controlpanel.settings.base, in
+    a fresh interpreter), from this environment less the variables `unset` names (a Path as text)."""
+    env = {k: v for k, v in os.environ.items() if not unset(k)}
+    env["DJANGO_SETTINGS_MODULE"] = "controlpanel.settings.base"
+    code = (
+        "import django; django.setup(); from django.conf import settings as s; import json; "
+        f"print(json.dumps([getattr(s, name) for name in {list(names)!r}], default=str))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)
+
+
+def act(sandbox: Sandbox, action: str) -> Sandbox:
+    """Request `action` of the sandbox and carry it out here (no worker); the sandbox after it."""
+    services.sandbox_request_action(actor=services.SystemActor("test"), sandbox=sandbox, action=action, enqueue=False)
+    services.sandbox_perform(sandbox_id=sandbox.pk, action=action)
+    return Sandbox.objects.get(pk=sandbox.pk)
+
+
+def ws_headers(cookie: str) -> list[tuple[bytes, bytes]]:
+    """The websocket handshake headers of a browser on the panel's page, signed in with the
+    session `cookie`."""
+    return [
+        (b"host", b"127.0.0.1:8000"),
+        (b"origin", f"http://127.0.0.1:{settings.PANEL_PORT}".encode()),
+        (b"cookie", f"{settings.SESSION_COOKIE_NAME}={cookie}".encode()),
+    ]
 
 
 def _require_marker(request, marker: str) -> None:
@@ -245,6 +276,28 @@ def admin_user(db, team, django_user_model):
     user = django_user_model.objects.create_superuser("admin", "", "admin-pass-123")
     Membership.objects.create(user=user, team=team, role=Membership.Role.ADMIN)
     return user
+
+
+@pytest.fixture
+def logged_in(client, admin_user):
+    """The test client, signed in as the default team's admin."""
+    client.force_login(admin_user)
+    return client
+
+
+def create_form(team: Team, **changes) -> dict:
+    """What the New sandbox page posts for a sandbox "good" of `team` (512 MB, one CPU, on the
+    internet, no extra mount), with `changes`."""
+    return {
+        "name": "good",
+        "team": team.pk,
+        "image": TEST_IMAGE,
+        "memory_mb": 512,
+        "cpus": "1",
+        "network_mode": "internet",
+        "extra_mounts": "",
+        **changes,
+    }
 
 
 @pytest.fixture
