@@ -6,13 +6,10 @@ from .models import AuditEvent
 from .services import audit_record
 
 
-@admin.register(AuditEvent)
-class AuditEventAdmin(admin.ModelAdmin):
-    list_display = ["seq", "created_at", "actor_name", "action", "target", "source_ip"]
-    list_filter = ["action"]
-    search_fields = ["target", "actor_name"]
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Rows the admin shows and never adds, changes or deletes, even for superusers: they change
+    only through the panel's own code."""
 
-    # The trail is append-only, even for superusers in the admin.
     def has_add_permission(self, request):
         return False
 
@@ -21,6 +18,15 @@ class AuditEventAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(ReadOnlyAdmin):
+    """The trail is append-only."""
+
+    list_display = ["seq", "created_at", "actor_name", "action", "target", "source_ip"]
+    list_filter = ["action"]
+    search_fields = ["target", "actor_name"]
 
 
 class AuditedAdminMixin:

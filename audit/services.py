@@ -50,9 +50,10 @@ def audit_record(
     sandbox_uuid: uuid.UUID | str | None = None,
     team_id: int | None = None,
 ) -> AuditEvent:
-    """Append one event, chained to the newest one. `actor` is a user or None (system)."""
+    """Append one event, chained to the newest one. `actor` is a user, None (system), or a
+    name that is not a user's (teams.permissions.SystemActor: the CLI, the reconciler)."""
     if actor_name is None:
-        actor_name = actor.get_username() if actor is not None else "system"
+        actor_name = "system" if actor is None else actor if isinstance(actor, str) else actor.get_username()
     # Stored as JSON and hashed as JSON: normalise once so both see the same values.
     details = json.loads(json.dumps(details or {}, default=str))
     key = audit_key()

@@ -1,5 +1,7 @@
 """Thin views of the backups app: parse, call a service, render or redirect."""
 
+from collections.abc import Callable
+
 from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
@@ -131,27 +133,29 @@ def backup_verify(request: HttpRequest, pk: int) -> HttpResponse:
     return redirect("backup_detail", pk=pk)
 
 
+def _change(request: HttpRequest, backup: Backup, change: Callable[..., object], done: str) -> bool:
+    """Carry out `change` (a service call) on the backup and say how it went: `done`, or why not."""
+    try:
+        change(actor=request.user, backup=backup, source_ip=client_ip(request))
+    except SandboxError as exc:
+        messages.error(request, str(exc))
+        return False
+    messages.success(request, done)
+    return True
+
+
 @require_POST
 def backup_delete(request: HttpRequest, pk: int) -> HttpResponse:
     backup = _get_backup(request, pk)
-    try:
-        services.backup_delete(actor=request.user, backup=backup, source_ip=client_ip(request))
-    except SandboxError as exc:
-        messages.error(request, str(exc))
-        return redirect("backup_detail", pk=pk)
-    messages.success(request, f"Deleted {backup.file_name}.")
-    return redirect("backup_list")
+    if _change(request, backup, services.backup_delete, f"Deleted {backup.file_name}."):
+        return redirect("backup_list")
+    return redirect("backup_detail", pk=pk)
 
 
 @require_POST
 def backup_cancel(request: HttpRequest, pk: int) -> HttpResponse:
     backup = _get_backup(request, pk)
-    try:
-        services.backup_cancel(actor=request.user, backup=backup, source_ip=client_ip(request))
-    except SandboxError as exc:
-        messages.error(request, str(exc))
-    else:
-        messages.success(request, f"Cancelling {backup.file_name}…")
+    _change(request, backup, services.backup_cancel, f"Cancelling {backup.file_name}…")
     return redirect("backup_detail", pk=pk)
 
 

@@ -4,7 +4,9 @@ set up. Never a running panel's or test run's resources. Imported, never run by 
 
 import os
 import random
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,3 +50,44 @@ def corpus(size: int, rng: random.Random) -> bytes:
         parts.append(line)
         total += len(line)
     return "".join(parts).encode()[:size]
+
+
+# What several benchmarks time or need, once Django is set up.
+
+
+def started_sandbox(**create):
+    """A sandbox made through the services (`create`: sandbox_create's arguments) and started,
+    each task run here; SystemExit if it is not running after."""
+    from sandboxes import services
+
+    sandbox = services.sandbox_create(enqueue=False, **create)
+    services.sandbox_perform(sandbox_id=sandbox.pk, action="start")
+    sandbox.refresh_from_db()
+    if sandbox.status != sandbox.Status.RUNNING:
+        raise SystemExit(f"{sandbox.name} did not start: {sandbox.status} {sandbox.status_detail}")
+    return sandbox
+
+
+def timed_backup(actor, sandbox):
+    """(seconds, the backup) of one backup through the services a Back up click uses, run here
+    (backup_request, backup_perform); SystemExit if it failed."""
+    from backups import services as backups
+    from backups.models import Backup
+
+    t0 = time.perf_counter()
+    backup = backups.backup_request(actor=actor, sandbox=sandbox, enqueue=False)
+    backups.backup_perform(backup_id=backup.pk)
+    elapsed = time.perf_counter() - t0
+    backup.refresh_from_db()
+    if backup.status != Backup.Status.DONE:
+        raise SystemExit(f"the backup failed: {backup.detail}")
+    return elapsed, backup
+
+
+def timed_tar(base: Path, members: str, out: Path, *, level: int) -> float:
+    """Seconds `tar -C base -cf - members | gzip -level > out` takes; `out` is removed after."""
+    t0 = time.perf_counter()
+    subprocess.run(f"tar -C {base} -cf - {members} | gzip -{level} > {out}", shell=True, check=True)
+    elapsed = time.perf_counter() - t0
+    out.unlink()
+    return elapsed

@@ -26,7 +26,7 @@ import time
 from decimal import Decimal
 from pathlib import Path
 
-from _setup import corpus, setup  # noqa: E402 - bench/ is on the path when run as a script
+from _setup import corpus, setup, started_sandbox, timed_backup, timed_tar  # noqa: E402 - bench/ is on the path when run as a script
 
 DB = setup("bench-backup.sqlite3", slot="1")
 
@@ -34,7 +34,6 @@ from django.conf import settings  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 
 from backups import services as backups  # noqa: E402
-from backups.models import Backup  # noqa: E402
 from incidents import services as incidents  # noqa: E402
 from incidents.models import Incident  # noqa: E402
 from sandboxes import engine, services  # noqa: E402
@@ -44,6 +43,7 @@ from tests.support.cleanup import remove_test_resources  # noqa: E402
 
 IMAGE = "ccpanel/test-busybox:latest"
 ACTOR = services.SystemActor("bench")
+FOLDERS = ["Projects", "Documentation", "Research", "shared", "imports", "exports"]  # what tar reads
 
 
 def make_workspace(base: Path, megabytes: int) -> int:
@@ -73,27 +73,7 @@ def make_workspace(base: Path, megabytes: int) -> int:
 
 
 def warm(base: Path) -> None:
-    subprocess.run(f"find {base} -type f -exec cat {{}} + > /dev/null", shell=True, check=True)  # noqa: S602 - the bench's own folder
-
-
-def tar_once(base: Path, out: Path) -> float:
-    folders = ["Projects", "Documentation", "Research", "shared", "imports", "exports"]
-    t0 = time.perf_counter()
-    subprocess.run(f"tar -C {base} -cf - {' '.join(folders)} | gzip -6 > {out}", shell=True, check=True)  # noqa: S602 - the pipeline a user would time; the bench's own paths
-    elapsed = time.perf_counter() - t0
-    out.unlink()
-    return elapsed
-
-
-def panel_once(sandbox: Sandbox) -> tuple[float, Backup]:
-    t0 = time.perf_counter()
-    backup = backups.backup_request(actor=ACTOR, sandbox=sandbox, enqueue=False)
-    backups.backup_perform(backup_id=backup.pk)
-    elapsed = time.perf_counter() - t0
-    backup.refresh_from_db()
-    if backup.status != Backup.Status.DONE:
-        raise SystemExit(f"the backup failed: {backup.detail}")
-    return elapsed, backup
+    subprocess.run(f"find {base} -type f -exec cat {{}} + > /dev/null", shell=True, check=True)
 
 
 def incident_flow(sandbox: Sandbox) -> float:
@@ -131,11 +111,9 @@ def main() -> None:
     call_command("egress", "apply")  # sandboxes on the network start only with their rules
     cleanup()
     team = Team.objects.create(name="Bench", slug="bench")
-    sandbox = services.sandbox_create(
-        actor=ACTOR, team=team, name="bench-backup", image=IMAGE, memory_mb=512, cpus=Decimal("1"), network_mode="none", enqueue=False
+    sandbox = started_sandbox(
+        actor=ACTOR, team=team, name="bench-backup", image=IMAGE, memory_mb=512, cpus=Decimal("1"), network_mode="none"
     )
-    services.sandbox_perform(sandbox_id=sandbox.pk, action="start")
-    sandbox.refresh_from_db()
     try:
         base = sandbox.workspace_path
         t0 = time.perf_counter()
@@ -145,8 +123,8 @@ def main() -> None:
         out = Path(settings.BACKUP_ROOT).parent / "bench-tar.tar.gz"
         tar_times, panel_times = [], []
         for run in range(args.runs):
-            tar_times.append(tar_once(base, out))
-            elapsed, backup = panel_once(sandbox)
+            tar_times.append(timed_tar(base, " ".join(FOLDERS), out, level=6))
+            elapsed, backup = timed_backup(ACTOR, sandbox)
             panel_times.append(elapsed)
             size = f"{backup.size_bytes / 1e6:.0f} MB, {backup.files} entries"
             print(f"run {run + 1}: tar czf {tar_times[-1]:.1f} s, panel {elapsed:.1f} s ({size})")

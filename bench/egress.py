@@ -25,7 +25,7 @@ import time
 from decimal import Decimal
 from pathlib import Path
 
-from _setup import VAR, setup  # noqa: E402 - bench/ is on the path when run as a script
+from _setup import VAR, setup, started_sandbox  # noqa: E402 - bench/ is on the path when run as a script
 
 DB = setup("bench-egress.sqlite3", slot="2")
 
@@ -152,26 +152,9 @@ def allowlist_connect(actor, team, runs: int, per_run: int = 20) -> tuple[float,
     settings.SANDBOX_DNS_UPSTREAM = [address]
     servers = resolver.serve()
     try:
-        allowed = services.sandbox_create(
-            actor=actor,
-            team=team,
-            name="eg-allow",
-            image=IMAGE,
-            memory_mb=256,
-            cpus=Decimal("0.5"),
-            network_mode="allowlist",
-            egress_allow=f"{NAME}:{SMALL_PORT}",
-            enqueue=False,
-        )
-        services.sandbox_perform(sandbox_id=allowed.pk, action="start")
-        allowed.refresh_from_db()
-        if allowed.status != "running":
-            raise SystemExit(f"{allowed.name} did not start: {allowed.status_detail}")
-        internet = services.sandbox_create(
-            actor=actor, team=team, name="eg-open", image=IMAGE, memory_mb=256, cpus=Decimal("0.5"), network_mode="internet", enqueue=False
-        )
-        services.sandbox_perform(sandbox_id=internet.pk, action="start")
-        internet.refresh_from_db()
+        small = {"actor": actor, "team": team, "image": IMAGE, "memory_mb": 256, "cpus": Decimal("0.5")}
+        allowed = started_sandbox(**small, name="eg-allow", network_mode="allowlist", egress_allow=f"{NAME}:{SMALL_PORT}")
+        internet = started_sandbox(**small, name="eg-open", network_mode="internet")
         by_name, by_address = [], []
         for i in range(runs + 1):  # the first pair warms up
             a = connect_loop(allowed.container_id, NAME, per_run)
@@ -214,14 +197,9 @@ def main() -> None:
     actor = services.SystemActor("bench")
     made = []
     for i in range(args.sandboxes):
-        s = services.sandbox_create(
-            actor=actor, team=team, name=f"eg{i}", image=IMAGE, memory_mb=256, cpus=Decimal("0.5"), network_mode="internet", enqueue=False
+        made.append(
+            started_sandbox(actor=actor, team=team, name=f"eg{i}", image=IMAGE, memory_mb=256, cpus=Decimal("0.5"), network_mode="internet")
         )
-        services.sandbox_perform(sandbox_id=s.pk, action="start")
-        s.refresh_from_db()
-        if s.status != "running":
-            raise SystemExit(f"{s.name} did not start: {s.status_detail}")
-        made.append(s)
     server = internet_up(args.mb)
     try:
         probe = made[0].container_id

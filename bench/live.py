@@ -28,7 +28,7 @@ import time
 from decimal import Decimal
 from pathlib import Path
 
-from _setup import ROOT, VAR, setup  # noqa: E402 - bench/ is on the path when run as a script
+from _setup import ROOT, VAR, setup, started_sandbox  # noqa: E402 - bench/ is on the path when run as a script
 
 DB = setup("bench-live.sqlite3", slot="6")
 
@@ -112,13 +112,7 @@ class Bench:
             time.sleep(0.2)
 
     def sandbox(self, name: str) -> Sandbox:
-        sandbox = services.sandbox_create(
-            actor=ACTOR, team=self.team, name=name, image=IMAGE, memory_mb=256, cpus=Decimal("0.5"), network_mode="none", enqueue=False
-        )
-        services.sandbox_perform(sandbox_id=sandbox.pk, action="start")
-        sandbox.refresh_from_db()
-        assert sandbox.status == "running", sandbox.status_detail
-        return sandbox
+        return started_sandbox(actor=ACTOR, team=self.team, name=name, image=IMAGE, memory_mb=256, cpus=Decimal("0.5"), network_mode="none")
 
     def connect(self, path: str):
         return websockets.connect(

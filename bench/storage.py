@@ -46,7 +46,7 @@ os.environ.setdefault("STORAGE_POOL_SIZE_MB", "8192")
 # Every checkpoint the run takes is kept, so no rotation (a subvolume delete) is in the figures.
 os.environ.setdefault("SANDBOX_KEEP_CHECKPOINTS", "100")
 
-from _setup import VAR, corpus, setup  # noqa: E402 - bench/ is on the path when run as a script
+from _setup import VAR, corpus, setup, started_sandbox, timed_backup, timed_tar  # noqa: E402 - bench/ is on the path when run as a script
 
 DB = setup("bench-storage.sqlite3", slot="43")
 
@@ -229,32 +229,13 @@ def time_writes(pooled: Path, plain: Path, rounds: int, seq_mb: int, small: int)
 # --- backup --------------------------------------------------------------------------------------
 
 
-def tar_once(base: Path) -> float:
-    t0 = time.perf_counter()
-    subprocess.run(f"tar -C {base} -cf - . | gzip -{settings.BACKUP_COMPRESSION_LEVEL} > {TAR_OUT}", shell=True, check=True)  # noqa: S602 - the pipeline a user would time; the bench's own paths
-    elapsed = time.perf_counter() - t0
-    TAR_OUT.unlink()
-    return elapsed
-
-
-def panel_backup_once(sandbox: Sandbox) -> tuple[float, Backup]:
-    t0 = time.perf_counter()
-    backup = backups.backup_request(actor=ACTOR, sandbox=fresh(sandbox), enqueue=False)
-    backups.backup_perform(backup_id=backup.pk)
-    elapsed = time.perf_counter() - t0
-    backup.refresh_from_db()
-    if backup.status != Backup.Status.DONE:
-        raise SystemExit(f"the backup failed: {backup.detail}")
-    return elapsed, backup
-
-
 def time_backups(sandbox: Sandbox, runs: int) -> tuple[list[float], list[float], Backup]:
     base = fresh(sandbox).workspace_path
-    subprocess.run(f"tar -C {base} -cf - . > /dev/null", shell=True, check=True)  # noqa: S602 - warm the live files (the bench's own)
+    subprocess.run(f"tar -C {base} -cf - . > /dev/null", shell=True, check=True)  # warm the live files
     tar_times, panel_times = [], []
     for _ in range(runs):
-        tar_times.append(tar_once(base))
-        elapsed, backup = panel_backup_once(sandbox)
+        tar_times.append(timed_tar(base, ".", TAR_OUT, level=settings.BACKUP_COMPRESSION_LEVEL))
+        elapsed, backup = timed_backup(ACTOR, fresh(sandbox))
         panel_times.append(elapsed)
         backups.backup_delete(actor=ACTOR, backup=backup)
         backup.path.unlink(missing_ok=True)
@@ -343,20 +324,11 @@ def main() -> None:
 
 def run(args) -> None:
     team = Team.objects.create(name="Bench", slug="bench")
-    sandbox = services.sandbox_create(
-        actor=ACTOR,
-        team=team,
-        name="bench-storage",
-        image=IMAGE,
-        memory_mb=256,
-        cpus=Decimal("1"),
-        network_mode="none",
-        disk_mb=4096,
-        enqueue=False,
+    sandbox = started_sandbox(
+        actor=ACTOR, team=team, name="bench-storage", image=IMAGE, memory_mb=256, cpus=Decimal("1"), network_mode="none", disk_mb=4096
     )
-    services.sandbox_perform(sandbox_id=sandbox.pk, action="start")
-    if fresh(sandbox).status != Sandbox.Status.RUNNING or not sandbox.in_pool:
-        raise SystemExit(f"the sandbox did not start in the pool: {sandbox.status} {sandbox.status_detail}")
+    if not sandbox.in_pool:
+        raise SystemExit("the sandbox did not start in the pool")
     t0 = time.perf_counter()
     data = fill(sandbox.workspace_path / "Projects", args.files, args.file_kb << 10)
     print(f"workspace: {data / 1e9:.2f} GB in {args.files} files written and synced in {time.perf_counter() - t0:.1f} s")

@@ -1,5 +1,7 @@
 """Thin views of the incident wizard."""
 
+from typing import Any
+
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
@@ -37,17 +39,22 @@ def incident_list(request: HttpRequest) -> HttpResponse:
     return render(request, "incidents/list.html", {"incidents": _visible(request.user)[:200], "admin_teams": admin_teams})
 
 
+def _declared(request: HttpRequest, *, severity: str) -> dict[str, Any]:
+    """What a declare form (one sandbox's, or a whole team's freeze) says, as the services take
+    it; `severity` when the form leaves it out."""
+    return {
+        "actor": request.user,
+        "severity": request.POST.get("severity", severity),
+        "summary": request.POST.get("summary", ""),
+        "source_ip": client_ip(request),
+    }
+
+
 @require_POST
 def incident_declare(request: HttpRequest, pk: int) -> HttpResponse:
     sandbox = visible_sandbox_or_404(user=request.user, pk=pk)
     try:
-        incident = services.incident_declare(
-            actor=request.user,
-            sandbox=sandbox,
-            severity=request.POST.get("severity", ""),
-            summary=request.POST.get("summary", ""),
-            source_ip=client_ip(request),
-        )
+        incident = services.incident_declare(sandbox=sandbox, **_declared(request, severity=""))
     except SandboxError as exc:
         messages.error(request, str(exc))
         return redirect("sandbox_detail", pk=pk)
@@ -164,13 +171,7 @@ def team_freeze(request: HttpRequest, team_pk: int) -> HttpResponse:
     if team is None or not has_role(user=request.user, team=team, role=Role.ADMIN):
         raise Http404("No such team.")
     try:
-        incidents, skipped = services.freeze_team(
-            actor=request.user,
-            team=team,
-            severity=request.POST.get("severity", "high"),
-            summary=request.POST.get("summary", ""),
-            source_ip=client_ip(request),
-        )
+        incidents, skipped = services.freeze_team(team=team, **_declared(request, severity="high"))
     except SandboxError as exc:
         messages.error(request, str(exc))
     else:

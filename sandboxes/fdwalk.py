@@ -21,6 +21,26 @@ def display_name(name: str) -> str:
     return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
+class NotAFolder(Exception):
+    """open_dir: what the name stands for cannot be entered as a folder (a file, a link, nothing)."""
+
+
+def open_dir(name: str, dir_fd: int, *, make: bool = False) -> int:
+    """The folder `name` under `dir_fd`, opened without following a link (the caller closes
+    it); with `make`, made first (0700) unless something has the name already. NotAFolder when
+    what is there cannot be opened as a folder; an error making it (a full disk) is raised as
+    it is, for the caller to tell apart."""
+    if make:
+        try:
+            os.mkdir(name, 0o700, dir_fd=dir_fd)
+        except FileExistsError:
+            pass
+    try:
+        return os.open(name, DIR_FLAGS, dir_fd=dir_fd)
+    except OSError as exc:
+        raise NotAFolder(f"{name}: {exc.strerror or exc}") from exc
+
+
 def _listing(fd: int, sort: bool) -> list[os.DirEntry]:
     with os.scandir(fd) as found:
         entries = list(found)

@@ -145,12 +145,8 @@ def workspace_create(name: str, uuid: str, *, subvolume: bool = False) -> dict[s
         if subvolume and not os.path.lexists(settings.WORKSPACE_ROOT / name):
             pool.create_subvolume(settings.WORKSPACE_ROOT / name)
         try:
-            os.mkdir(name, 0o700, dir_fd=root_fd)
-        except FileExistsError:
-            pass
-        try:
-            base_fd = os.open(name, _DIR, dir_fd=root_fd)
-        except OSError:
+            base_fd = fdwalk.open_dir(name, root_fd, make=True)
+        except fdwalk.NotAFolder:
             raise WorkspaceError(f"The workspace folder {name}/ exists and is not a plain folder; an admin must move it away.") from None
         try:
             if subvolume and os.fstat(base_fd).st_ino != pool.SUBVOLUME_INO:
@@ -191,12 +187,8 @@ def _fill(base_fd: int, name: str, uuid: str, *, home: bool) -> dict[str, Chain]
     trusted = {0, os.geteuid()}
     for folder in (*FOLDERS, *((HOME,) if home else ())):
         try:
-            os.mkdir(folder, 0o700, dir_fd=base_fd)
-        except FileExistsError:
-            pass
-        try:
-            fd = os.open(folder, _DIR, dir_fd=base_fd)
-        except OSError:
+            fd = fdwalk.open_dir(folder, base_fd, make=True)
+        except fdwalk.NotAFolder:
             raise WorkspaceError(f"{name}/{folder} is not a plain folder (a link?); refusing to use it.") from None
         try:
             if is_root:

@@ -1,6 +1,8 @@
 """The sandbox page's Storage card: disk use against the quota, the quota itself, checkpoints
 and rollback. Thin: every rule is in storage.services."""
 
+from collections.abc import Callable
+
 from django.contrib import messages
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
@@ -8,6 +10,7 @@ from django.views.decorators.http import require_POST
 
 from controlpanel.http import client_ip
 from sandboxes import engine, policy
+from sandboxes.models import Sandbox
 from sandboxes.selectors import visible_sandbox_or_404
 from sandboxes.services import SandboxError
 from teams.permissions import Role, user_role
@@ -61,24 +64,27 @@ def checkpoint_create(request: HttpRequest, pk: int) -> HttpResponse:
     return _run(request, pk, step)
 
 
+def _run_on_checkpoint(request: HttpRequest, pk: int, checkpoint_pk: int, step: Callable[[Sandbox, Checkpoint], str]) -> HttpResponse:
+    """_run, for a step on one of the sandbox's checkpoints (404 when it has no such one)."""
+    return _run(request, pk, lambda sandbox: step(sandbox, _checkpoint(sandbox, checkpoint_pk)))
+
+
 @require_POST
 def checkpoint_rollback(request: HttpRequest, pk: int, checkpoint_pk: int) -> HttpResponse:
-    def step(sandbox):
-        target = _checkpoint(sandbox, checkpoint_pk)
+    def step(sandbox: Sandbox, target: Checkpoint) -> str:
         before = services.rollback(actor=request.user, sandbox=sandbox, checkpoint=target, source_ip=client_ip(request))
         return f"Rolled back to {target.snapshot}; what was there is kept as checkpoint {before.snapshot}."
 
-    return _run(request, pk, step)
+    return _run_on_checkpoint(request, pk, checkpoint_pk, step)
 
 
 @require_POST
 def checkpoint_delete(request: HttpRequest, pk: int, checkpoint_pk: int) -> HttpResponse:
-    def step(sandbox):
-        target = _checkpoint(sandbox, checkpoint_pk)
+    def step(sandbox: Sandbox, target: Checkpoint) -> str:
         services.checkpoint_delete(actor=request.user, checkpoint=target, source_ip=client_ip(request))
         return f"Deleted checkpoint {target.snapshot}."
 
-    return _run(request, pk, step)
+    return _run_on_checkpoint(request, pk, checkpoint_pk, step)
 
 
 @require_POST

@@ -6,7 +6,7 @@ from audit.services import audit_record
 from controlpanel.db import serialise
 
 from .models import Membership, Team
-from .permissions import Role, actor_name, actor_user, authorize
+from .permissions import Role, authorize
 
 
 class TeamError(Exception):
@@ -15,15 +15,7 @@ class TeamError(Exception):
 
 def audit_team(actor, action: str, team: Team, details: dict | None = None, source_ip: str | None = None) -> None:
     """An audit event about `team` (its members, its rules, its secrets)."""
-    audit_record(
-        actor=actor_user(actor),
-        actor_name=actor_name(actor),
-        action=action,
-        target=team.slug,
-        team_id=team.pk,
-        details=details,
-        source_ip=source_ip,
-    )
+    audit_record(actor=actor, action=action, target=team.slug, team_id=team.pk, details=details, source_ip=source_ip)
 
 
 def _other_admins(team: Team, user) -> bool:

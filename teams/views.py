@@ -29,6 +29,14 @@ def _get_team(request: HttpRequest, slug: str) -> tuple[Team, str]:
     return team, role
 
 
+def _team_as_admin(request: HttpRequest, slug: str, refusal: str) -> Team:
+    """The team, for one of its admins; PermissionDenied(`refusal`) for its other members."""
+    team, role = _get_team(request, slug)
+    if role != Role.ADMIN:
+        raise PermissionDenied(refusal)
+    return team
+
+
 def team_detail(request: HttpRequest, slug: str, policy_form: TeamPolicyForm | None = None) -> HttpResponse:
     team, role = _get_team(request, slug)
     members = Membership.objects.filter(team=team).select_related("user").order_by("user__username")
@@ -75,9 +83,7 @@ def team_policy(request: HttpRequest, slug: str) -> HttpResponse:
 @require_POST
 def team_member(request: HttpRequest, slug: str) -> HttpResponse:
     """Add a member, change a role, or remove a member (team admins)."""
-    team, role = _get_team(request, slug)
-    if role != Role.ADMIN:
-        raise PermissionDenied("Only the team's admins manage its members.")
+    team = _team_as_admin(request, slug, "Only the team's admins manage its members.")
     username = request.POST.get("username", "").strip()
     user = get_user_model().objects.filter(username=username, is_active=True).first()
     if user is None:
@@ -99,9 +105,7 @@ def team_member(request: HttpRequest, slug: str) -> HttpResponse:
 @require_POST
 def team_second_factor(request: HttpRequest, slug: str) -> HttpResponse:
     """Require (or stop requiring) a second factor of every member (team admins), audited."""
-    team, role = _get_team(request, slug)
-    if role != Role.ADMIN:
-        raise PermissionDenied("Only the team's admins decide this.")
+    team = _team_as_admin(request, slug, "Only the team's admins decide this.")
     required = request.POST.get("require") == "1"
     if Team.objects.filter(pk=team.pk).exclude(require_second_factor=required).update(require_second_factor=required):
         services.audit_team(

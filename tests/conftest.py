@@ -143,6 +143,13 @@ def admin_user(db, team, django_user_model):
 
 
 @pytest.fixture
+def logged_in(client, admin_user):
+    """The test client, signed in as the default team's admin."""
+    client.force_login(admin_user)
+    return client
+
+
+@pytest.fixture
 def make_sandbox(request, team):
     """Create a sandbox and provision it in-process (no worker): returns the running sandbox. On
     the real engine, unless the test asked for `fake_engine`."""

@@ -31,6 +31,15 @@ def sign_in(client, user) -> None:
     assert response.status_code == 302, response.content[:300]
 
 
+def verified(client, user, name: str = "authenticator") -> TOTPDevice:
+    """A confirmed authenticator `name` of `user`, and `client` signed in with the password and
+    then its code."""
+    device = TOTPDevice.objects.create(user=user, name=name, confirmed=True)
+    sign_in(client, user)
+    client.post("/2fa/verify/", {"token": code(device)})
+    return device
+
+
 def test_a_user_with_an_authenticator_needs_its_code_after_the_password(client, member):
     device = TOTPDevice.objects.create(user=member, name="authenticator", confirmed=True)
     sign_in(client, member)
@@ -101,9 +110,7 @@ def test_a_websocket_of_a_session_without_its_code_is_refused(in_memory_layer_fo
 
 def test_a_session_verified_with_a_removed_authenticator_must_set_one_up_again_at_once(client, member):
     Team.objects.filter(slug="default").update(require_second_factor=True)
-    device = TOTPDevice.objects.create(user=member, name="authenticator", confirmed=True)
-    sign_in(client, member)
-    client.post("/2fa/verify/", {"token": code(device)})
+    device = verified(client, member)
     assert client.get("/").status_code == 200
     device.delete()  # revoked: by an admin, or from another session
     response = client.get("/")
@@ -111,9 +118,7 @@ def test_a_session_verified_with_a_removed_authenticator_must_set_one_up_again_a
 
 
 def test_a_session_verified_with_a_replaced_authenticator_must_give_the_new_code_at_once(client, member):
-    old = TOTPDevice.objects.create(user=member, name="old phone", confirmed=True)
-    sign_in(client, member)
-    client.post("/2fa/verify/", {"token": code(old)})
+    old = verified(client, member, "old phone")
     assert client.get("/").status_code == 200
     old.delete()
     TOTPDevice.objects.create(user=member, name="new phone", confirmed=True)
@@ -138,9 +143,7 @@ def test_a_team_requiring_it_sends_a_signed_in_member_to_set_it_up_at_once(clien
 
 
 def test_signing_out_ends_a_verified_session_at_once(client, member):
-    device = TOTPDevice.objects.create(user=member, name="authenticator", confirmed=True)
-    sign_in(client, member)
-    client.post("/2fa/verify/", {"token": code(device)})
+    verified(client, member)
     assert client.get("/").status_code == 200
     client.post("/logout/")
     response = client.get("/")

@@ -2,7 +2,6 @@
 closed at logout, throttled sign-ins, and its secrets kept to itself."""
 
 import http.client
-import json
 import multiprocessing
 import os
 import stat
@@ -23,6 +22,7 @@ from controlpanel.asgi import application
 from controlpanel.settings import env as panel_env
 from sandboxes.models import Sandbox
 from tests.support.paths import ROOT
+from tests.support.settings import base_settings
 
 pytestmark = pytest.mark.django_db
 ORIGIN = f"http://127.0.0.1:{django_settings.PANEL_PORT}"
@@ -54,10 +54,24 @@ def connects(session: str | None, origin: str | None, host: str = "127.0.0.1:800
     return async_to_sync(attempt)()
 
 
+def signed_in(client, user) -> str:
+    """`client` signed in as `user`; its session key (what its page's sockets send)."""
+    client.force_login(user)
+    return client.cookies[django_settings.SESSION_COOKIE_NAME].value
+
+
+async def dashboard_socket(session: str) -> WebsocketCommunicator:
+    """The dashboard's socket of `session`, connected, with the rows it sends on connect read."""
+    communicator = WebsocketCommunicator(application, "/ws/sandboxes/", headers=headers(session, ORIGIN))
+    connected, _ = await communicator.connect()
+    assert connected
+    await communicator.receive_from()
+    return communicator
+
+
 @pytest.fixture
 def session(client, admin_user) -> str:
-    client.force_login(admin_user)
-    return client.cookies[django_settings.SESSION_COOKIE_NAME].value
+    return signed_in(client, admin_user)
 
 
 @pytest.mark.parametrize(
@@ -81,14 +95,10 @@ def test_a_websocket_with_a_foreign_host_is_refused(in_memory_layer, session):
 
 
 def test_logging_out_closes_that_sessions_websockets(in_memory_layer, client, admin_user):
-    client.force_login(admin_user)
-    session = client.cookies[django_settings.SESSION_COOKIE_NAME].value
+    session = signed_in(client, admin_user)
 
     async def scenario():
-        communicator = WebsocketCommunicator(application, "/ws/sandboxes/", headers=headers(session, ORIGIN))
-        connected, _ = await communicator.connect()
-        assert connected
-        await communicator.receive_from()  # the current rows, sent on connect
+        communicator = await dashboard_socket(session)
         response = await sync_to_async(client.post)("/logout/")
         assert response.status_code == 302
         closed = await communicator.receive_output(timeout=5)
@@ -172,14 +182,7 @@ def test_a_key_is_created_once_even_by_processes_racing(tmp_path):
 
 
 def test_the_panels_own_redis_is_a_socket_inside_var():
-    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
-    env["DJANGO_SETTINGS_MODULE"] = "controlpanel.settings.base"
-    code = (
-        "import django; django.setup(); from django.conf import settings as s; import json; "
-        "print(json.dumps([s.REDIS_URL, s.CELERY_BROKER_URL, str(s.VAR_DIR)]))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, check=True)
-    redis_url, broker, var = json.loads(out.stdout)
+    redis_url, broker, var = base_settings("REDIS_URL", "CELERY_BROKER_URL", "VAR_DIR", unset=lambda name: name == "REDIS_URL")
     assert redis_url == f"unix://{var}/redis.sock?db=0"
     assert broker == f"redis+socket://{var}/redis.sock?virtual_host=0"
 
@@ -193,14 +196,10 @@ def test_a_setting_that_cannot_be_read_stops_start_up():
 def test_a_socket_opened_before_a_password_change_closes_at_logout(in_memory_layer, client, admin_user):
     """The password change gives the session a new key; logging out must still close the socket
     opened under the old one (found by review)."""
-    client.force_login(admin_user)
-    session = client.cookies[django_settings.SESSION_COOKIE_NAME].value
+    session = signed_in(client, admin_user)
 
     async def scenario():
-        communicator = WebsocketCommunicator(application, "/ws/sandboxes/", headers=headers(session, ORIGIN))
-        connected, _ = await communicator.connect()
-        assert connected
-        await communicator.receive_from()
+        communicator = await dashboard_socket(session)
         response = await sync_to_async(client.post)(
             "/admin/password_change/",
             {"old_password": "admin-pass-123", "new_password1": "N3w-pass-word-xyz", "new_password2": "N3w-pass-word-xyz"},
@@ -221,14 +220,11 @@ def test_a_socket_whose_session_ended_otherwise_gets_nothing_more(in_memory_laye
     from sandboxes import live
     from sandboxes.models import Sandbox
 
-    client.force_login(admin_user)
-    session = client.cookies[django_settings.SESSION_COOKIE_NAME].value
+    session = signed_in(client, admin_user)
     sandbox = Sandbox.objects.create(name="quiet", team=team, image="x", memory_mb=256, cpus=1, pids_limit=10)
 
     async def scenario():
-        communicator = WebsocketCommunicator(application, "/ws/sandboxes/", headers=headers(session, ORIGIN))
-        assert (await communicator.connect())[0]
-        await communicator.receive_from()
+        communicator = await dashboard_socket(session)
         await sync_to_async(Session.objects.filter(session_key=session).delete)()
         await sync_to_async(live._send)(
             live.team_group(team.pk), {"type": live.STATUS, "sandbox_id": sandbox.pk, "team_id": team.pk, "created": False}
@@ -246,8 +242,7 @@ def test_a_websocket_while_redis_is_down_closes_cleanly(settings, transactional_
             "CONFIG": {"hosts": [{"address": "unix:///nonexistent/redis.sock"}]},
         }
     }
-    client.force_login(admin_user)
-    session = client.cookies[django_settings.SESSION_COOKIE_NAME].value
+    session = signed_in(client, admin_user)
 
     async def scenario():
         communicator = WebsocketCommunicator(application, "/ws/sandboxes/", headers=headers(session, ORIGIN))

@@ -11,9 +11,11 @@ import tempfile
 import zlib
 from typing import Any
 
+from sandboxes import fdwalk
+
 from ._format import _DIR_FLAGS, _ZEROS, BLOCK, MANIFEST, SPACE_EVERY, NoSpace, Refused, _entry_line
 from ._rules import Limits, _Budget, judge
-from ._verify import Checked, _chunks, _entry_of, _HashingFile, _manifest, _open_members, compare, data_bytes
+from ._verify import Checked, _chunks, _entry_of, _HashingFile, _manifest, _members, _open_members, compare, data_bytes
 
 
 class _Extractor:
@@ -74,6 +76,10 @@ class _Extractor:
             self._cached = None
         os.close(self.root_fd)
 
+    def left_out(self) -> frozenset[str]:
+        """The names of the links left out so far (not written, so not compared)."""
+        return frozenset(d.split(" -> ")[0] for d in self.dropped)
+
     def _folder_fd(self, folder: str, *, make: bool) -> int:
         """A new fd of `folder` (relative to dest; made as needed), opened part by part
         without following links; the last one asked for is kept for the next member."""
@@ -82,16 +88,9 @@ class _Extractor:
         fd = os.dup(self.root_fd)
         try:
             for part in folder.split("/") if folder else []:
-                if make:
-                    try:
-                        os.mkdir(part, 0o700, dir_fd=fd)
-                    except FileExistsError:
-                        pass
                 try:
-                    next_fd = os.open(part, _DIR_FLAGS, dir_fd=fd)
-                except (NotADirectoryError, OSError) as exc:
-                    if isinstance(exc, FileNotFoundError) and not make:
-                        raise
+                    next_fd = fdwalk.open_dir(part, fd, make=make)
+                except fdwalk.NotAFolder:
                     raise Refused(f"{folder} is not a folder in the archive (a file or a link is in the way).") from None
                 os.close(fd)
                 fd = next_fd
@@ -160,14 +159,18 @@ class _Extractor:
             os.close(fd)
         self.dir_modes.append((name, stat.S_IMODE(mode), mtime))
 
-    def _write(self, tar: tarfile.TarFile, member: tarfile.TarInfo, name: str, mode: int) -> str:
+    def _create(self, name: str) -> int:
+        """The new file `name`, opened for writing (0600): never one that exists, nor through a link."""
         fd, last = self._parent_fd(name)
         try:
-            out = os.open(last, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=fd)
+            return os.open(last, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=fd)
         except OSError:
             raise Refused(f"{name} appears twice in the archive.") from None
         finally:
             os.close(fd)
+
+    def _write(self, tar: tarfile.TarFile, member: tarfile.TarInfo, name: str, mode: int) -> str:
+        out = self._create(name)
         digest = hashlib.sha256()
         try:
             for offset, chunk in _chunks(tar, member):
@@ -193,7 +196,7 @@ class _Extractor:
         refused = Refused(f"{name} is a hard link to {target[:200]}, which is not a file extracted before it in the same folder.")
         try:
             src_fd, src_last = self._parent_fd(target, make=False)
-        except (FileNotFoundError, Refused):
+        except Refused:
             raise refused from None
         try:
             src = os.open(src_last, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=src_fd)
@@ -205,13 +208,7 @@ class _Extractor:
             st = os.fstat(src)
             if not stat.S_ISREG(st.st_mode):
                 raise refused
-            dst_fd, dst_last = self._parent_fd(name)
-            try:
-                out = os.open(dst_last, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dst_fd)
-            except OSError:
-                raise Refused(f"{name} appears twice in the archive.") from None
-            finally:
-                os.close(dst_fd)
+            out = self._create(name)
             try:
                 self._copy_data(src, out)
                 os.ftruncate(out, st.st_size)
@@ -296,17 +293,7 @@ def extract(
         with open(archive_path, "rb", buffering=0) as raw_file, tempfile.TemporaryFile(dir=dest) as spool:
             raw = _HashingFile(raw_file)
             with _open_members(io.BufferedReader(raw, BLOCK)) as tar:
-                for member in tar:
-                    tar.members = []  # type: ignore[attr-defined] # a stream is read once: tarfile's list of every member read would only grow
-                    if member.name == MANIFEST:
-                        if result.manifest is not None:
-                            raise Refused("The archive holds two manifests.")
-                        result.manifest, listed = _manifest(tar, member)
-                        left_out = frozenset(d.split(" -> ")[0] for d in extractor.dropped)
-                        result.problems = compare(listed, spool, left_out=left_out)
-                        continue
-                    if result.manifest is not None:
-                        raise Refused("Members follow the manifest: this is not an archive the panel wrote.")
+                for member in _members(tar, result, lambda listed: compare(listed, spool, left_out=extractor.left_out())):
                     entry = extractor.member(tar, member)
                     if entry is not None:
                         spool.write(_entry_line(entry) + b"\n")

@@ -10,7 +10,7 @@ import stat
 import tarfile
 import tempfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any, cast
 
@@ -339,6 +339,23 @@ def compare(listed: Iterator[dict[str, Any]], computed: IO[bytes], *, left_out: 
     return problems
 
 
+def _members(tar: tarfile.TarFile, result: Checked, check: Callable[[Iterator[dict[str, Any]]], list[str]]) -> Iterator[tarfile.TarInfo]:
+    """The archive's members, in order, but its manifest: that one (last, and only one, or
+    Refused) is read into `result.manifest`, and what `check` finds in its listing joins
+    `result.problems`."""
+    for member in tar:
+        tar.members = []  # type: ignore[attr-defined] # a stream is read once: tarfile's list of every member read would only grow
+        if member.name == MANIFEST:
+            if result.manifest is not None:
+                raise Refused("The archive holds two manifests.")
+            result.manifest, listed = _manifest(tar, member)
+            result.problems += check(listed)
+            continue
+        if result.manifest is not None:
+            raise Refused("Members follow the manifest: this is not an archive the panel wrote.")
+        yield member
+
+
 def verify(path: str, *, limits: "Limits | None" = None, areas: tuple[str, ...] | None = None) -> Checked:
     """Re-read the archive: hash every member, compare with the manifest, and hash the file.
     Memory stays flat: what it finds is spooled to a temporary file beside the archive. With
@@ -351,16 +368,7 @@ def verify(path: str, *, limits: "Limits | None" = None, areas: tuple[str, ...] 
         with open(path, "rb", buffering=0) as raw_file, tempfile.TemporaryFile(dir=os.path.dirname(path) or ".") as spool:
             raw = _HashingFile(raw_file)
             with _open_members(io.BufferedReader(raw, BLOCK)) as tar:
-                for member in tar:
-                    tar.members = []  # type: ignore[attr-defined] # a stream is read once: tarfile's list of every member read would only grow
-                    if member.name == MANIFEST:
-                        if result.manifest is not None:
-                            raise Refused("The archive holds two manifests.")
-                        result.manifest, listed = _manifest(tar, member)
-                        result.problems += compare(listed, spool)
-                        continue
-                    if result.manifest is not None:
-                        raise Refused("Members follow the manifest: this is not an archive the panel wrote.")
+                for member in _members(tar, result, lambda listed: compare(listed, spool)):
                     if budget is not None:
                         budget.member(member)
                         budget.add(data_bytes(member) if member.isreg() else 0)

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
@@ -28,7 +29,7 @@ from storage import services as storage
 from teams.permissions import Role, actor_name, actor_user, authorize
 
 from .. import archive
-from ..models import Backup, BackupSchedule
+from ..models import Backup, BackupSchedule, Restore
 
 log = logging.getLogger(__name__)
 S = Sandbox.Status
@@ -128,15 +129,21 @@ def queue_backup(backup_id: int) -> None:
     enqueue_on_commit(backup_task, backup_id, what=f"backup {backup_id}", on_refused=refused)
 
 
-def resume_backup(sandbox: Sandbox) -> None:
-    """Queue again the backup whose worker is gone (claims.requeue_stale_actions calls this)."""
-    backup = Backup.objects.filter(sandbox=sandbox, status=Backup.Status.RUNNING).order_by("-pk").first()
-    if backup is None:
-        finish(sandbox, JOB, None, "The backup's record is gone; the sandbox was released.")
+def resume_job(sandbox: Sandbox, model: type[Backup | Restore], job: str, task: Any) -> None:
+    """Queue `task` again for the sandbox's newest running `model` (a backup or a restore)
+    whose worker is gone (claims.requeue_stale_actions calls the resumers); with none, release
+    the sandbox's `job` claim."""
+    row = model.objects.filter(sandbox=sandbox, status=model.Status.RUNNING).order_by("-pk").first()
+    if row is None:
+        finish(sandbox, job, None, f"The {model._meta.verbose_name}'s record is gone; the sandbox was released.")
         return
+    task.delay(row.pk)
+
+
+def resume_backup(sandbox: Sandbox) -> None:
     from ..tasks import backup_task
 
-    backup_task.delay(backup.pk)
+    resume_job(sandbox, Backup, JOB, backup_task)
 
 
 def fail_backup_row(backup: Backup, detail: str) -> None:
@@ -541,8 +548,7 @@ def audit_backup(actor, backup: Backup, action: str, details: dict | None = None
     from audit.services import audit_record
 
     audit_record(
-        actor=actor_user(actor),
-        actor_name=actor_name(actor),
+        actor=actor,
         action=action,
         target=backup.sandbox_name,
         sandbox_uuid=backup.sandbox.uuid if backup.sandbox else None,

@@ -60,8 +60,7 @@ def backup_import(*, actor, team: Team, source: IO[bytes], source_ip: str | None
             created_by_name=actor_name(actor),
         )
         audit_record(
-            actor=actor_user(actor),
-            actor_name=actor_name(actor),
+            actor=actor,
             action="backup.imported",
             target=name,
             team_id=team.pk,

@@ -37,7 +37,7 @@ from teams.permissions import Role, actor_name, actor_user, authorize
 
 from .. import archive
 from ..models import Backup, Restore
-from .backup import BackupError, audit_backup, fail_backup_row, new_backup_row, write_backup
+from .backup import BackupError, audit_backup, fail_backup_row, new_backup_row, resume_job, write_backup
 
 log = logging.getLogger(__name__)
 S = Sandbox.Status
@@ -184,13 +184,9 @@ def _queue(restore_id: int) -> None:
 
 
 def resume_restore(sandbox: Sandbox) -> None:
-    restore = Restore.objects.filter(sandbox=sandbox, status=Restore.Status.RUNNING).order_by("-pk").first()
-    if restore is None:
-        finish(sandbox, JOB, None, "The restore's record is gone; the sandbox was released.")
-        return
     from ..tasks import restore_task
 
-    restore_task.delay(restore.pk)
+    resume_job(sandbox, Restore, JOB, restore_task)
 
 
 def restore_perform(*, restore_id: int) -> None:

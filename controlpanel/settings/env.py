@@ -4,12 +4,15 @@ files (var/) and the keys it generates there."""
 
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 VAR_DIR = Path(os.environ.get("PANEL_VAR_DIR", BASE_DIR / "var")).resolve()
+T = TypeVar("T")
 
 # Everything the panel keeps for itself (keys, the database, Redis's socket, logs) is for root
 # (or whoever runs the panel) alone: var/ is 0700, the keys and the SQLite files 0600.
@@ -17,44 +20,52 @@ VAR_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
 VAR_DIR.chmod(0o700)
 
 
-def env_str(name: str, default: str) -> str:
-    value = os.environ.get(name)
-    return default if value is None or value.strip() == "" else value.strip()
-
-
-def env_bool(name: str, default: bool = False) -> bool:
+def _env(name: str, parse: Callable[[str], T], what: str) -> tuple[str, T] | None:
+    """The variable as it was given and as `parse` reads it, or None when it is unset or
+    blank; `parse` raising ValueError stops start-up: "NAME='…' is not <what>."."""
     raw = os.environ.get(name)
     if raw is None or raw.strip() == "":
-        return default
+        return None
+    try:
+        return raw, parse(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={raw!r} is not {what}.") from None
+
+
+def env_str(name: str, default: str) -> str:
+    found = _env(name, str.strip, "text")
+    return default if found is None else found[1]
+
+
+def _boolean(raw: str) -> bool:
     value = raw.strip().lower()
     if value in {"1", "true", "yes", "on"}:
         return True
     if value in {"0", "false", "no", "off"}:
         return False
-    raise ImproperlyConfigured(f"{name}={raw!r} is not a boolean (use true or false).")
+    raise ValueError(raw)
+
+
+def env_bool(name: str, default: bool = False) -> bool:
+    found = _env(name, _boolean, "a boolean (use true or false)")
+    return default if found is None else found[1]
 
 
 def env_int(name: str, default: int, *, minimum: int | None = None) -> int:
-    raw = os.environ.get(name)
-    if raw is None or raw.strip() == "":
+    found = _env(name, int, "a whole number")
+    if found is None:
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ImproperlyConfigured(f"{name}={raw!r} is not a whole number.") from None
+    raw, value = found
     if minimum is not None and value < minimum:
         raise ImproperlyConfigured(f"{name}={raw!r} must be at least {minimum}.")
     return value
 
 
 def env_float(name: str, default: float, *, minimum: float | None = None) -> float:
-    raw = os.environ.get(name)
-    if raw is None or raw.strip() == "":
+    found = _env(name, float, "a number")
+    if found is None:
         return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ImproperlyConfigured(f"{name}={raw!r} is not a number.") from None
+    raw, value = found
     if value != value or value in (float("inf"), float("-inf")) or (minimum is not None and value < minimum):
         raise ImproperlyConfigured(f"{name}={raw!r} must be a finite number{f' of at least {minimum}' if minimum is not None else ''}.")
     return value

@@ -6,6 +6,7 @@ module each, and EngineClient gathers them.
 """
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -136,6 +137,13 @@ class BaseClient:
             return fn(*args, **kwargs)
         except (docker.errors.DockerException, requests.exceptions.RequestException, ConnectionError) as exc:
             raise translate(exc, self.host) from exc
+
+    def _inspected(self, inspect: Callable[[str], dict[str, Any]], ref: str) -> dict[str, Any] | None:
+        """What `inspect` (an api.inspect_* call) says of `ref`, or None when there is no such thing."""
+        try:
+            return self.call(inspect, ref)
+        except NotFound:
+            return None
 
     def data_root(self) -> str | None:
         """Where the engine keeps its data (volumes, images), which no sandbox may ever mount;

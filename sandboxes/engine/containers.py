@@ -78,9 +78,8 @@ class ContainersMixin(BaseClient):
 
     def container_state(self, container_id: str) -> ContainerState | None:
         """The container's current state, or None if it no longer exists."""
-        try:
-            data = self.call(self.api.inspect_container, container_id)
-        except NotFound:
+        data = self._inspected(self.api.inspect_container, container_id)
+        if data is None:
             return None
         state = data["State"]
         return ContainerState(

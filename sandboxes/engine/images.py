@@ -12,18 +12,12 @@ from .client import LABEL_EVIDENCE, LABEL_INSTANCE, LABEL_UUID, BaseClient, Engi
 
 class ImagesMixin(BaseClient):
     def image_exists(self, ref: str) -> bool:
-        try:
-            self.call(self.api.inspect_image, ref)
-            return True
-        except NotFound:
-            return False
+        return self._inspected(self.api.inspect_image, ref) is not None
 
     def image_labels(self, ref: str) -> dict[str, str] | None:
         """The image's labels, or None when there is no such image."""
-        try:
-            return self.call(self.api.inspect_image, ref).get("Config", {}).get("Labels") or {}
-        except NotFound:
-            return None
+        found = self._inspected(self.api.inspect_image, ref)
+        return None if found is None else found.get("Config", {}).get("Labels") or {}
 
     def pull(self, ref: str) -> None:
         repo, _, tag = ref.partition(":")

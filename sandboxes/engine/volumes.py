@@ -29,11 +29,7 @@ class VolumesMixin(BaseClient):
         return str(self.call(self.api.inspect_volume, name).get("Mountpoint") or "")
 
     def volume_exists(self, name: str) -> bool:
-        try:
-            self.call(self.api.inspect_volume, name)
-            return True
-        except NotFound:
-            return False
+        return self._inspected(self.api.inspect_volume, name) is not None
 
     def remove_volume(self, name: str, *, labels: dict[str, str]) -> bool:
         """Remove the volume if it carries `labels` (ours); False if it is someone else's."""

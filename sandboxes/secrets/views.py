@@ -1,6 +1,8 @@
 """Secrets, git identity and SSH key pages: a sandbox's own, and a team's secrets. Values go in
 and never come out: a page lists names, how each is delivered and when it was last set."""
 
+from collections.abc import Callable
+
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
@@ -53,6 +55,35 @@ def _secret_post(request: HttpRequest, *, sandbox: Sandbox | None, team: Team | 
         raise Http404("No such change.")
 
 
+def _sandbox_post(request: HttpRequest, sandbox: Sandbox) -> None:
+    """One change from a sandbox's page: its git identity, a new SSH key, or one of its secrets."""
+    op = request.POST.get("op", "")
+    if op == "git":
+        svc.git_identity_set(
+            actor=request.user,
+            sandbox=sandbox,
+            name=request.POST.get("git_name", ""),
+            email=request.POST.get("git_email", ""),
+            source_ip=client_ip(request),
+        )
+        messages.info(request, "Git identity saved; it is written into the home's .gitconfig at the next start.")
+    elif op == "ssh":
+        svc.ssh_key_regenerate(actor=request.user, sandbox=sandbox, source_ip=client_ip(request))
+        messages.info(request, "A new SSH key was made; paste its public half into your forge. The next start hands it over.")
+    else:
+        _secret_post(request, sandbox=sandbox, team=None)
+
+
+def _post(request: HttpRequest, change: Callable[[], None]) -> None:
+    """Make the change a page posted; what refuses it (its input, the vault) becomes the message."""
+    try:
+        change()
+    except InvalidInput as exc:
+        messages.error(request, _problems(exc))
+    except vault.VaultError as exc:
+        messages.error(request, str(exc))
+
+
 @sensitive_post_parameters("value")
 @require_http_methods(["GET", "POST"])
 def sandbox_secrets(request: HttpRequest, pk: int) -> HttpResponse:
@@ -61,26 +92,7 @@ def sandbox_secrets(request: HttpRequest, pk: int) -> HttpResponse:
     if request.method == "POST":
         if not role_allows(role, Role.OPERATOR):
             raise PermissionDenied("Operators change a sandbox's secrets and identity.")
-        op = request.POST.get("op", "")
-        try:
-            if op == "git":
-                svc.git_identity_set(
-                    actor=request.user,
-                    sandbox=sandbox,
-                    name=request.POST.get("git_name", ""),
-                    email=request.POST.get("git_email", ""),
-                    source_ip=client_ip(request),
-                )
-                messages.info(request, "Git identity saved; it is written into the home's .gitconfig at the next start.")
-            elif op == "ssh":
-                svc.ssh_key_regenerate(actor=request.user, sandbox=sandbox, source_ip=client_ip(request))
-                messages.info(request, "A new SSH key was made; paste its public half into your forge. The next start hands it over.")
-            else:
-                _secret_post(request, sandbox=sandbox, team=None)
-        except InvalidInput as exc:
-            messages.error(request, _problems(exc))
-        except vault.VaultError as exc:
-            messages.error(request, str(exc))
+        _post(request, lambda: _sandbox_post(request, sandbox))
         return redirect("sandbox_secrets", pk=pk)
     context = {
         "sandbox": sandbox,
@@ -103,12 +115,7 @@ def team_secrets(request: HttpRequest, slug: str) -> HttpResponse:
     if request.method == "POST":
         if not role_allows(role, Role.ADMIN):
             raise PermissionDenied("Team admins change the team's secrets.")
-        try:
-            _secret_post(request, sandbox=None, team=team)
-        except InvalidInput as exc:
-            messages.error(request, _problems(exc))
-        except vault.VaultError as exc:
-            messages.error(request, str(exc))
+        _post(request, lambda: _secret_post(request, sandbox=None, team=team))
         return redirect("team_secrets", slug=slug)
     context = {
         "team": team,

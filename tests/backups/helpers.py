@@ -12,6 +12,7 @@ from pathlib import Path
 import docker
 from django.conf import settings
 
+from backups.models import Backup
 from sandboxes import engine, workspace
 from sandboxes.models import Sandbox
 
@@ -46,6 +47,21 @@ def home_hashes(sandbox: Sandbox) -> dict[str, str]:
         digest, _, path = line.partition("  ")
         found[path[2:]] = digest
     return found
+
+
+def backup_row(sandbox: Sandbox, path: Path, sha256: str, config: dict) -> Backup:
+    """A finished backup row for an archive written by hand at `path` (as if the file under
+    BACKUP_ROOT was swapped with its recorded hash, or imported from elsewhere)."""
+    return Backup.objects.create(
+        sandbox=sandbox,
+        team=sandbox.team,
+        sandbox_name=sandbox.name,
+        file_name=path.name,
+        status=Backup.Status.DONE,
+        sha256=sha256,
+        config=config,
+        created_by_name="test",
+    )
 
 
 def write_home(sandbox: Sandbox, script: str) -> None:

@@ -16,7 +16,7 @@ from backups.models import Backup, Restore
 from sandboxes import policy
 from sandboxes import services as sandbox_services
 from sandboxes.models import Sandbox
-from tests.backups.helpers import home_hashes, hostile_archive, member, workspace_hashes, write_home
+from tests.backups.helpers import backup_row, home_hashes, hostile_archive, member, workspace_hashes, write_home
 from tests.backups.test_archive import REASONS, cases
 from tests.support.docker import docker_cli
 
@@ -166,17 +166,7 @@ def planted(sandbox: Sandbox, members, config=VALID) -> Backup:
     """A backup row for an archive written by hand (as if the file under BACKUP_ROOT was swapped
     with its recorded hash, or imported from elsewhere)."""
     path = services.backup_root() / f"{sandbox.name}-planted.tar.gz"
-    sha256 = hostile_archive(path, members, config=config)
-    return Backup.objects.create(
-        sandbox=sandbox,
-        team=sandbox.team,
-        sandbox_name=sandbox.name,
-        file_name=path.name,
-        status=Backup.Status.DONE,
-        sha256=sha256,
-        config=config,
-        created_by_name="test",
-    )
+    return backup_row(sandbox, path, hostile_archive(path, members, config=config), config)
 
 
 @pytest.mark.parametrize("case", list(REASONS))

@@ -16,7 +16,7 @@ from backups import archive, services
 from backups.models import Backup, Restore
 from sandboxes import services as sandbox_services
 from sandboxes.models import Sandbox
-from tests.backups.helpers import gzipped_zeros, header_bomb
+from tests.backups.helpers import backup_row, gzipped_zeros, header_bomb
 from tests.backups.test_archive_bombs import KINDS, MiB, TiB, assert_same_data, disk_used, links_archive, sparse_file
 from tests.backups.test_backup_restore import VALID, back_up
 
@@ -44,16 +44,7 @@ def watched_extract(monkeypatch):
 
 
 def planted(sandbox: Sandbox, path: Path, sha256: str) -> Backup:
-    return Backup.objects.create(
-        sandbox=sandbox,
-        team=sandbox.team,
-        sandbox_name=sandbox.name,
-        file_name=path.name,
-        status=Backup.Status.DONE,
-        sha256=sha256,
-        config=VALID,
-        created_by_name="test",
-    )
+    return backup_row(sandbox, path, sha256, VALID)
 
 
 def restore(sandbox: Sandbox, backup: Backup) -> Restore:

@@ -23,6 +23,13 @@ def sign_in(page, panel_server):
     page.wait_for_url(panel_server + "/")
 
 
+def sandbox_page(page, panel_server, sandbox, ready: str) -> None:
+    """Signed in as the admin, the sandbox's page, once `ready` (a selector) is on it."""
+    sign_in(page, panel_server)
+    page.goto(f"{panel_server}/sandboxes/{sandbox.pk}/")
+    page.wait_for_selector(ready)
+
+
 def say(sandbox, script: str) -> None:
     docker_cli("exec", sandbox.container_id, "sh", "-c", f"exec >/proc/1/fd/1 2>/proc/1/fd/2; {script}")
 
@@ -30,9 +37,7 @@ def say(sandbox, script: str) -> None:
 def test_output_terminal_chart_and_processes(browser_page, panel_server, admin_user, make_sandbox, clean_docker):  # noqa: F811
     page = browser_page
     sandbox = make_sandbox("watched")
-    sign_in(page, panel_server)
-    page.goto(f"{panel_server}/sandboxes/{sandbox.pk}/")
-    page.wait_for_selector("#stats-card")
+    sandbox_page(page, panel_server, sandbox, "#stats-card")
 
     say(sandbox, "echo a-line-from-the-sandbox; echo an-error-line >&2")
     page.wait_for_selector("#log div.out:has-text('a-line-from-the-sandbox')", timeout=10_000)
@@ -62,9 +67,7 @@ def test_output_terminal_chart_and_processes(browser_page, panel_server, admin_u
 def test_hostile_output_stays_text(browser_page, panel_server, admin_user, make_sandbox, clean_docker):  # noqa: F811
     page = browser_page
     sandbox = make_sandbox("hostile")
-    sign_in(page, panel_server)
-    page.goto(f"{panel_server}/sandboxes/{sandbox.pk}/")
-    page.wait_for_selector("#log-card")
+    sandbox_page(page, panel_server, sandbox, "#log-card")
     page.wait_for_timeout(1000)  # every request of the page itself is done
     requests = []
     page.on("request", lambda request: requests.append(request.url))
@@ -92,9 +95,7 @@ def test_the_refused_card_pages_filters_and_groups_and_keeps_its_view_while_it_r
     from sandboxes.models import EgressDenial
 
     page = browser_page
-    sign_in(page, panel_server)
-    page.goto(f"{panel_server}/sandboxes/{flooded.pk}/")
-    page.wait_for_selector("#denials tbody tr:not(:has(td.empty))")
+    sandbox_page(page, panel_server, flooded, "#denials tbody tr:not(:has(td.empty))")
     assert page.locator("#denials tbody tr:not(:has(td.empty))").count() == 50
     page.click("#denials a:has-text('Older')")
     page.wait_for_selector("#denials .pager:has-text('Page 2 of 4')")

@@ -13,28 +13,14 @@ from django.conf import settings
 from sandboxes import services
 from sandboxes.models import Sandbox
 from teams.models import Membership, Team
-from tests.support.docker import TEST_IMAGE
+from tests.support.sandboxes import create_form
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
 def form_data(team, fake_engine, clean_workspace):
-    return {
-        "name": "good",
-        "team": team.pk,
-        "image": TEST_IMAGE,
-        "memory_mb": 512,
-        "cpus": "1",
-        "network_mode": "internet",
-        "extra_mounts": "",
-    }
-
-
-@pytest.fixture
-def logged_in(client, admin_user):
-    client.force_login(admin_user)
-    return client
+    return create_form(team)
 
 
 def assert_refused(client, data, message):

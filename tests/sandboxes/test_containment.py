@@ -20,15 +20,10 @@ from audit.models import AuditEvent
 from sandboxes import policy, services, workspace
 from sandboxes.models import Sandbox
 from tests.support.docker import docker_cli
+from tests.support.sandboxes import act
 
 pytestmark = [pytest.mark.docker, pytest.mark.django_db]
 ACTOR = services.SystemActor("test")
-
-
-def act(sandbox: Sandbox, action: str) -> Sandbox:
-    services.sandbox_request_action(actor=ACTOR, sandbox=sandbox, action=action, enqueue=False)
-    services.sandbox_perform(sandbox_id=sandbox.pk, action=action)
-    return Sandbox.objects.get(pk=sandbox.pk)
 
 
 def running_containers(sandbox: Sandbox) -> list[str]:

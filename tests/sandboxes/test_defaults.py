@@ -2,26 +2,19 @@
 
 import json
 import os
-import subprocess
-import sys
 from decimal import Decimal
 
 import pytest
 
-from tests.support.paths import ROOT
+from tests.support.settings import base_settings
 
 pytestmark = [pytest.mark.docker, pytest.mark.django_db]
 
 
 def production_defaults() -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SANDBOX_")}
-    env["DJANGO_SETTINGS_MODULE"] = "controlpanel.settings.base"
-    code = (
-        "import django; django.setup(); from django.conf import settings as s; import json; "
-        "print(json.dumps([s.SANDBOX_DEFAULT_MEMORY_MB, s.SANDBOX_DEFAULT_CPUS, s.SANDBOX_MAX_CPUS]))"
+    memory, cpus, max_cpus = base_settings(
+        "SANDBOX_DEFAULT_MEMORY_MB", "SANDBOX_DEFAULT_CPUS", "SANDBOX_MAX_CPUS", unset=lambda name: name.startswith("SANDBOX_")
     )
-    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, check=True)
-    memory, cpus, max_cpus = json.loads(out.stdout)
     return {"memory_mb": memory, "cpus": cpus, "max_cpus": max_cpus}
 
 

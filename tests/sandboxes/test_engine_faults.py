@@ -8,27 +8,14 @@ from django.test import override_settings
 from sandboxes import health, services
 from sandboxes.models import Sandbox
 from tests.support.docker import docker_cli
+from tests.support.sandboxes import create_form
 
 pytestmark = [pytest.mark.docker, pytest.mark.django_db]
 
 
 @pytest.fixture
 def form_data(team, test_image):
-    return {
-        "name": "good",
-        "team": team.pk,
-        "image": test_image,
-        "memory_mb": 512,
-        "cpus": "1",
-        "network_mode": "internet",
-        "extra_mounts": "",
-    }
-
-
-@pytest.fixture
-def logged_in(client, admin_user):
-    client.force_login(admin_user)
-    return client
+    return create_form(team, image=test_image)
 
 
 def test_valid_extra_mount_is_mounted(logged_in, form_data, clean_docker, mount_root):

@@ -7,15 +7,10 @@ import pytest
 from sandboxes import engine, services
 from sandboxes.models import Sandbox
 from tests.support.docker import docker_cli
+from tests.support.sandboxes import act
 
 pytestmark = [pytest.mark.docker, pytest.mark.django_db]
 ACTOR = services.SystemActor("test")
-
-
-def act(sandbox: Sandbox, action: str) -> Sandbox:
-    services.sandbox_request_action(actor=ACTOR, sandbox=sandbox, action=action, enqueue=False)
-    services.sandbox_perform(sandbox_id=sandbox.pk, action=action)
-    return Sandbox.objects.get(pk=sandbox.pk)
 
 
 def leave_traces(sandbox: Sandbox) -> None:

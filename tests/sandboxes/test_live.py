@@ -17,8 +17,8 @@ from sandboxes.models import Sandbox
 from sandboxes.rows import BUTTONS, render_row, row_for
 from teams.models import Membership
 from teams.permissions import Role
+from tests.support.web import ws_headers
 
-ORIGIN = f"http://127.0.0.1:{settings.PANEL_PORT}"
 S = Sandbox.Status
 
 
@@ -59,12 +59,7 @@ def queries_for_one_event(team, cookies: list[str], sandbox: Sandbox) -> tuple[i
     async def scenario():
         sockets = []
         for cookie in cookies:
-            headers = [
-                (b"host", b"127.0.0.1:8000"),
-                (b"origin", ORIGIN.encode()),
-                (b"cookie", f"{settings.SESSION_COOKIE_NAME}={cookie}".encode()),
-            ]
-            communicator = WebsocketCommunicator(application, "/ws/sandboxes/?page=1", headers=headers)
+            communicator = WebsocketCommunicator(application, "/ws/sandboxes/?page=1", headers=ws_headers(cookie))
             assert (await communicator.connect())[0]
             await communicator.receive_from()  # the page, sent on connect
             sockets.append(communicator)
@@ -174,12 +169,7 @@ def test_a_dashboard_socket_on_page_two_sends_page_two(in_memory_layer, client_f
     [cookie] = sessions(client_factory, django_user_model, team, 1)
 
     async def scenario():
-        headers = [
-            (b"host", b"127.0.0.1:8000"),
-            (b"origin", ORIGIN.encode()),
-            (b"cookie", f"{settings.SESSION_COOKIE_NAME}={cookie}".encode()),
-        ]
-        communicator = WebsocketCommunicator(application, "/ws/sandboxes/?page=2", headers=headers)
+        communicator = WebsocketCommunicator(application, "/ws/sandboxes/?page=2", headers=ws_headers(cookie))
         assert (await communicator.connect())[0]
         page = await communicator.receive_from()
         await communicator.disconnect()

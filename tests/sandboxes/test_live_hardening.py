@@ -9,7 +9,6 @@ import socket as socketlib
 import pytest
 from asgiref.sync import async_to_sync, sync_to_async
 from channels.testing import HttpCommunicator
-from django.conf import settings
 from django.test import Client
 
 from controlpanel.asgi import application
@@ -19,7 +18,7 @@ from sandboxes.live.terminal import TerminalConsumer
 from sandboxes.models import TerminalSession
 from sandboxes.services import terminals
 from teams.services import membership_set
-from tests.sandboxes.test_streams import headers_for, lines_of, member, messages_until, socket, write
+from tests.sandboxes.test_streams import connected, has_line, headers_for, lines_of, member, messages_until, signed_in, socket, write
 from tests.support.docker import docker_cli
 from tests.support.waiting import wait_for
 
@@ -41,8 +40,7 @@ def test_malformed_terminal_messages_change_nothing_and_closing_still_hangs_up(d
     h = headers_for(operator)
 
     async def scenario():
-        ws = socket(f"/ws/sandboxes/{sandbox.pk}/terminal/", h)
-        assert (await ws.connect())[0]
+        ws = await connected(sandbox, "terminal/", h)
         for frame in [
             "[]",
             '{"t":"resize","cols":1e999,"rows":24}',
@@ -70,12 +68,11 @@ def test_malformed_log_acknowledgements_are_ignored(admin_user, make_sandbox, cl
     h = headers_for(admin_user)
 
     async def scenario():
-        ws = socket(f"/ws/sandboxes/{sandbox.pk}/logs/?tail=0", h)
-        assert (await ws.connect())[0]
+        ws = await connected(sandbox, "logs/?tail=0", h)
         for frame in ['{"ack": 1e999}', '{"ack": 1e300}', '{"ack": true}', "[]", "[" * 100000]:
             await ws.send_to(text_data=frame)
         await sync_to_async(write)(sandbox, "echo after-the-garbage")
-        seen = await messages_until(ws, lambda s: any(line[2] == "after-the-garbage" for line in lines_of(s)))
+        seen = await messages_until(ws, has_line("after-the-garbage"))
         await ws.disconnect()
         return seen
 
@@ -88,8 +85,7 @@ def test_a_removed_operators_shell_is_hung_up(django_user_model, team, admin_use
     h = headers_for(operator)
 
     async def scenario():
-        ws = socket(f"/ws/sandboxes/{sandbox.pk}/terminal/", h)
-        assert (await ws.connect())[0]
+        ws = await connected(sandbox, "terminal/", h)
         await ws.send_to(bytes_data=b"echo ready-$((1+1))\n")
         await messages_until(ws, lambda s: b"ready-2" in received_bytes(s), timeout=10)
         await sync_to_async(membership_set)(actor=admin_user, team=team, user=operator, role="viewer")  # demoted
@@ -119,8 +115,7 @@ def test_a_page_that_stops_reading_pauses_the_shell(django_user_model, team, mak
     h = headers_for(operator)
 
     async def scenario():
-        ws = socket(f"/ws/sandboxes/{sandbox.pk}/terminal/", h)
-        assert (await ws.connect())[0]
+        ws = await connected(sandbox, "terminal/", h)
         await ws.send_to(bytes_data=b"yes flood-flood-flood\n")
         await asyncio.sleep(4)  # never acknowledged
         first = drained(ws)
@@ -176,27 +171,16 @@ def test_file_activity_survives_bad_names_and_a_forest_of_folders(admin_user, ma
 
 def test_signing_out_closes_only_that_sessions_sockets(admin_user, make_sandbox, clean_docker):
     sandbox = make_sandbox("two-browsers")
-    leaving, staying = Client(), Client()
-    leaving.force_login(admin_user)
-    staying.force_login(admin_user)
-
-    def h(client):
-        return [
-            (b"host", b"127.0.0.1:8000"),
-            (b"origin", b"http://127.0.0.1:8000"),
-            (b"cookie", f"{settings.SESSION_COOKIE_NAME}={client.cookies[settings.SESSION_COOKIE_NAME].value}".encode()),
-        ]
-
-    headers_leaving, headers_staying = h(leaving), h(staying)
+    leaving, headers_leaving = signed_in(admin_user)
+    _, headers_staying = signed_in(admin_user)
 
     async def scenario():
-        a = socket(f"/ws/sandboxes/{sandbox.pk}/logs/?tail=0", headers_leaving)
-        b = socket(f"/ws/sandboxes/{sandbox.pk}/logs/?tail=0", headers_staying)
-        assert (await a.connect())[0] and (await b.connect())[0]
+        a = await connected(sandbox, "logs/?tail=0", headers_leaving)
+        b = await connected(sandbox, "logs/?tail=0", headers_staying)
         await sync_to_async(leaving.post)("/logout/")
         closed = await messages_until(a, lambda s: s[-1].get("t") == "closed", timeout=10)
         await sync_to_async(write)(sandbox, "echo still-watched")
-        seen = await messages_until(b, lambda s: any(line[2] == "still-watched" for line in lines_of(s)))
+        seen = await messages_until(b, has_line("still-watched"))
         await b.disconnect()
         return closed, seen
 

@@ -16,15 +16,10 @@ from sandboxes import engine, secrets, services
 from sandboxes.models import Identity, Sandbox, Secret
 from teams.models import Membership
 from tests.support.docker import docker_cli
+from tests.support.sandboxes import act
 
 pytestmark = [pytest.mark.docker, pytest.mark.django_db]
 ACTOR = services.SystemActor("test")
-
-
-def act(sandbox: Sandbox, action: str) -> Sandbox:
-    services.sandbox_request_action(actor=ACTOR, sandbox=sandbox, action=action, enqueue=False)
-    services.sandbox_perform(sandbox_id=sandbox.pk, action=action)
-    return Sandbox.objects.get(pk=sandbox.pk)
 
 
 def inside(sandbox: Sandbox, script: str) -> str:

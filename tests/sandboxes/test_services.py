@@ -8,20 +8,14 @@ import pytest
 from audit.models import AuditEvent
 from sandboxes import engine, services
 from sandboxes.models import Sandbox
+from tests.support.sandboxes import act
 
 pytestmark = pytest.mark.django_db
-ACTOR = services.SystemActor("test")
 
 
 @pytest.fixture
 def fake(fake_engine, clean_workspace):
     return fake_engine
-
-
-def act(sandbox: Sandbox, action: str) -> Sandbox:
-    services.sandbox_request_action(actor=ACTOR, sandbox=sandbox, action=action, enqueue=False)
-    services.sandbox_perform(sandbox_id=sandbox.pk, action=action)
-    return Sandbox.objects.get(pk=sandbox.pk)
 
 
 def test_a_sandbox_goes_through_its_whole_life(make_sandbox, fake):

@@ -4,6 +4,7 @@ import asyncio
 import json
 import statistics
 import time
+from collections.abc import Callable
 
 import pytest
 from asgiref.sync import async_to_sync, sync_to_async
@@ -13,36 +14,41 @@ from django.test import Client
 
 from audit.models import AuditEvent
 from controlpanel.asgi import application
-from sandboxes import services
 from sandboxes.live import logs
 from sandboxes.models import Sandbox, TerminalSession
 from teams.models import Membership, Team
 from teams.services import membership_remove, membership_set
 from tests.support.docker import docker_cli
+from tests.support.sandboxes import act
 from tests.support.waiting import wait_for
+from tests.support.web import ws_headers
 
 pytestmark = [pytest.mark.docker, pytest.mark.django_db(transaction=True)]
-ORIGIN = f"http://127.0.0.1:{settings.PANEL_PORT}"
-ACTOR = services.SystemActor("test")
 
 
-def cookie_for(user) -> str:
+def signed_in(user) -> tuple[Client, list[tuple[bytes, bytes]]]:
+    """A browser's client (to sign out with later) and its handshake headers (made outside the
+    event loop: it writes a session)."""
     client = Client()
     client.force_login(user)
-    return client.cookies[settings.SESSION_COOKIE_NAME].value
+    return client, ws_headers(client.cookies[settings.SESSION_COOKIE_NAME].value)
 
 
 def headers_for(user) -> list[tuple[bytes, bytes]]:
-    """A signed-in browser's handshake headers (made outside the event loop: it writes a session)."""
-    return [
-        (b"host", b"127.0.0.1:8000"),
-        (b"origin", ORIGIN.encode()),
-        (b"cookie", f"{settings.SESSION_COOKIE_NAME}={cookie_for(user)}".encode()),
-    ]
+    """A signed-in browser's handshake headers."""
+    return signed_in(user)[1]
 
 
 def socket(path: str, headers: list) -> WebsocketCommunicator:
     return WebsocketCommunicator(application, path, headers=headers)
+
+
+async def connected(sandbox: Sandbox, view: str, headers: list) -> WebsocketCommunicator:
+    """A socket to one of the sandbox's live views ("logs/?tail=0": what is written from now
+    on, "stats/", "terminal/"), connected: the test fails if it is refused."""
+    ws = socket(f"/ws/sandboxes/{sandbox.pk}/{view}", headers)
+    assert (await ws.connect())[0]
+    return ws
 
 
 def member(django_user_model, name: str, team: Team, role: str):
@@ -72,10 +78,9 @@ def lines_of(seen: list[dict]) -> list[list]:
     return [line for m in seen if m.get("t") == "lines" for line in m["l"]]
 
 
-def act(sandbox: Sandbox, action: str) -> Sandbox:
-    services.sandbox_request_action(actor=ACTOR, sandbox=sandbox, action=action, enqueue=False)
-    services.sandbox_perform(sandbox_id=sandbox.pk, action=action)
-    return Sandbox.objects.get(pk=sandbox.pk)
+def has_line(text: str) -> Callable[[list[dict]], bool]:
+    """For messages_until: until a log line `text` has arrived."""
+    return lambda seen: text in [line[2] for line in lines_of(seen)]
 
 
 def write(sandbox: Sandbox, script: str) -> None:
@@ -83,20 +88,24 @@ def write(sandbox: Sandbox, script: str) -> None:
     docker_cli("exec", sandbox.container_id, "sh", "-c", f"exec >/proc/1/fd/1 2>/proc/1/fd/2; {script}")
 
 
-def test_log_lines_arrive_complete_in_order_and_marked(admin_user, make_sandbox, clean_docker):
-    sandbox = make_sandbox("talker")
-
-    admin_h = headers_for(admin_user)
+def logged(sandbox: Sandbox, headers: list, script: str, enough: Callable[[list[dict]], bool]) -> list[list]:
+    """The log lines a page (signed in with `headers`) receives while `script` runs in the
+    sandbox, until it has `enough` of the messages."""
 
     async def scenario():
-        ws = socket(f"/ws/sandboxes/{sandbox.pk}/logs/?tail=0", admin_h)
-        assert (await ws.connect())[0]
-        await sync_to_async(write)(sandbox, "for i in $(seq 1 300); do echo out-$i; echo err-$i >&2; done")
-        seen = await messages_until(ws, lambda s: len(lines_of(s)) >= 600)
+        ws = await connected(sandbox, "logs/?tail=0", headers)
+        await sync_to_async(write)(sandbox, script)
+        seen = await messages_until(ws, enough)
         await ws.disconnect()
         return lines_of(seen)
 
-    lines = async_to_sync(scenario)()
+    return async_to_sync(scenario)()
+
+
+def test_log_lines_arrive_complete_in_order_and_marked(admin_user, make_sandbox, clean_docker):
+    sandbox = make_sandbox("talker")
+    script = "for i in $(seq 1 300); do echo out-$i; echo err-$i >&2; done"
+    lines = logged(sandbox, headers_for(admin_user), script, lambda s: len(lines_of(s)) >= 600)
     assert [text for stream, _, text in lines if stream == 0] == [f"out-{i}" for i in range(1, 301)]
     assert [text for stream, _, text in lines if stream == 1] == [f"err-{i}" for i in range(1, 301)]
     assert all(stamp.endswith("Z") for _, stamp, _ in lines)
@@ -104,20 +113,8 @@ def test_log_lines_arrive_complete_in_order_and_marked(admin_user, make_sandbox,
 
 def test_hostile_long_and_binary_lines_arrive_as_data(admin_user, make_sandbox, clean_docker):
     sandbox = make_sandbox("odd")
-
-    admin_h = headers_for(admin_user)
-
-    async def scenario():
-        ws = socket(f"/ws/sandboxes/{sandbox.pk}/logs/?tail=0", admin_h)
-        assert (await ws.connect())[0]
-        await sync_to_async(write)(
-            sandbox, "printf '<script>alert(1)</script>\\n'; printf '\\377\\376bin\\001\\n'; head -c 40000 /dev/zero | tr '\\0' x; echo"
-        )
-        seen = await messages_until(ws, lambda s: len(lines_of(s)) >= 3)
-        await ws.disconnect()
-        return lines_of(seen)
-
-    lines = async_to_sync(scenario)()
+    script = "printf '<script>alert(1)</script>\\n'; printf '\\377\\376bin\\001\\n'; head -c 40000 /dev/zero | tr '\\0' x; echo"
+    lines = logged(sandbox, headers_for(admin_user), script, lambda s: len(lines_of(s)) >= 3)
     assert lines[0][2] == "<script>alert(1)</script>"  # text, as written: the page shows it as text
     assert lines[1][2].startswith("\ufffd\ufffdbin")  # invalid UTF-8 replaced, never an error
     assert len(lines[2][2]) < 17000 and lines[2][2].startswith("x" * 16384) and "the line goes on" in lines[2][2]
@@ -129,15 +126,14 @@ def test_a_stopped_sandbox_ends_the_log_and_a_start_resumes_it(admin_user, make_
     admin_h = headers_for(admin_user)
 
     async def scenario():
-        ws = socket(f"/ws/sandboxes/{sandbox.pk}/logs/?tail=0", admin_h)
-        assert (await ws.connect())[0]
+        ws = await connected(sandbox, "logs/?tail=0", admin_h)
         await sync_to_async(write)(sandbox, "echo before")
-        seen = await messages_until(ws, lambda s: "before" in [line[2] for line in lines_of(s)])
+        seen = await messages_until(ws, has_line("before"))
         await sync_to_async(act)(sandbox, "stop")
         seen += await messages_until(ws, lambda s: any(m.get("t") == "end" for m in s))
         started = await sync_to_async(act)(sandbox, "start")
         await sync_to_async(write)(started, "echo after")
-        seen += await messages_until(ws, lambda s: "after" in [line[2] for line in lines_of(s)])
+        seen += await messages_until(ws, has_line("after"))
         await ws.disconnect()
         return seen
 
@@ -155,8 +151,7 @@ def test_a_reader_that_falls_behind_skips_to_the_present_and_is_told(admin_user,
     admin_h = headers_for(admin_user)
 
     async def scenario():
-        ws = socket(f"/ws/sandboxes/{sandbox.pk}/logs/?tail=0", admin_h)
-        assert (await ws.connect())[0]
+        ws = await connected(sandbox, "logs/?tail=0", admin_h)
         await sync_to_async(write)(sandbox, "seq 1 400000")
         written = time.monotonic()
         await sync_to_async(write)(sandbox, "echo the-present")
@@ -186,8 +181,7 @@ def test_a_page_that_never_acknowledges_gets_a_bounded_amount(admin_user, make_s
     admin_h = headers_for(admin_user)
 
     async def scenario():
-        ws = socket(f"/ws/sandboxes/{sandbox.pk}/logs/?tail=0", admin_h)
-        assert (await ws.connect())[0]
+        ws = await connected(sandbox, "logs/?tail=0", admin_h)
         await ws.send_to(text_data='{"ack": 1000000000000}')  # more than was sent: not believed
         await sync_to_async(write)(sandbox, "seq 1 200000")
         seen = []
@@ -208,8 +202,7 @@ def test_stats_arrive_every_second_with_plausible_figures(admin_user, make_sandb
     admin_h = headers_for(admin_user)
 
     async def scenario():
-        ws = socket(f"/ws/sandboxes/{sandbox.pk}/stats/", admin_h)
-        assert (await ws.connect())[0]
+        ws = await connected(sandbox, "stats/", admin_h)
         start = time.monotonic()
         seen = await messages_until(ws, lambda s: sum(m.get("t") == "stats" for m in s) >= 5, timeout=20)
         elapsed = time.monotonic() - start
@@ -237,8 +230,7 @@ def test_the_terminal_runs_as_the_sandbox_user_and_is_audited(django_user_model,
     operator_h = headers_for(operator)
 
     async def scenario():
-        ws = socket(f"/ws/sandboxes/{sandbox.pk}/terminal/", operator_h)
-        assert (await ws.connect())[0]
+        ws = await connected(sandbox, "terminal/", operator_h)
         await ws.send_to(text_data=json.dumps({"t": "resize", "cols": 120, "rows": 40}))
         await ws.send_to(bytes_data=b"echo hello-$((6*7)); id -u; pwd; stty size\n")
         seen = await messages_until(ws, lambda s: b"40 120" in b"".join(m.get("b") or b"" for m in s))
@@ -276,18 +268,6 @@ def test_stopping_the_sandbox_ends_the_terminal(admin_user, make_sandbox, clean_
         "the shell ended (the sandbox is stopped)",
         "the sandbox is stopped",
     ), session.end_reason
-
-
-def signed_in(user) -> tuple[Client, list[tuple[bytes, bytes]]]:
-    """A browser's client (to sign out with later) and its handshake headers."""
-    client = Client()
-    client.force_login(user)
-    cookie = client.cookies[settings.SESSION_COOKIE_NAME].value
-    return client, [
-        (b"host", b"127.0.0.1:8000"),
-        (b"origin", ORIGIN.encode()),
-        (b"cookie", f"{settings.SESSION_COOKIE_NAME}={cookie}".encode()),
-    ]
 
 
 async def open_shell(sandbox: Sandbox, headers: list) -> WebsocketCommunicator:
@@ -369,10 +349,9 @@ def test_a_viewer_removed_from_the_team_stops_receiving_within_one_message(djang
     viewer_h = headers_for(viewer)
 
     async def scenario():
-        ws = socket(f"/ws/sandboxes/{sandbox.pk}/logs/?tail=0", viewer_h)
-        assert (await ws.connect())[0]
+        ws = await connected(sandbox, "logs/?tail=0", viewer_h)
         await sync_to_async(write)(sandbox, "echo while-a-member")
-        seen = await messages_until(ws, lambda s: "while-a-member" in [line[2] for line in lines_of(s)])
+        seen = await messages_until(ws, has_line("while-a-member"))
         await sync_to_async(membership_remove)(actor=admin_user, team=team, user=viewer)
         await sync_to_async(write)(sandbox, "echo after-removal")
         seen += await messages_until(ws, lambda s: s[-1].get("t") == "closed", timeout=10)

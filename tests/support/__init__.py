@@ -7,6 +7,9 @@ imports these). Test modules, bench/ and the fixtures import them from their mod
     processes  subprocess_env, Proc and free_port; start_worker and kill_worker for tests of
                dying workers
     cleanup    remove_test_resources (and the guard that refuses what is not the tests' own)
+    sandboxes  act (an action carried out in the test's process), create_form (the New page's post)
+    settings   base_settings: the settings as a production start-up reads them
+    web        ws_headers: a signed-in browser's websocket handshake
     fakes      FakeEngine, the in-memory engine of the fast tier
 
 A folder's own helpers stay beside its tests (tests/backups/helpers.py,

@@ -6,7 +6,7 @@ The fast tests feed Docker's CPU counters by hand (the fake engine has none); th
 measure real sandboxes through the engine's one-shot stats."""
 
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -19,6 +19,7 @@ from sandboxes.models import Sandbox, TerminalSession
 from teams import idle, policy
 from teams.models import IdleWatch
 from tests.support.docker import docker_cli
+from tests.support.sandboxes import act
 
 pytestmark = pytest.mark.django_db
 ACTOR = services.SystemActor("test")
@@ -65,6 +66,15 @@ def sweep(counters: Counters, at) -> list[int]:
     return idle.idle_sweep(now=at, sample=counters, enqueue_stop=False)
 
 
+def first_look(team, counters: Counters, minutes: int) -> datetime:
+    """The rule set (`minutes` under 5 %), and its first look taken now (it only reads the
+    counters); when that was."""
+    rule(team, minutes=minutes, percent="5")
+    t0 = timezone.now()
+    sweep(counters, t0)
+    return t0
+
+
 def perform(sandbox: Sandbox, action: str) -> Sandbox:
     services.sandbox_perform(sandbox_id=sandbox.pk, action=action)
     return Sandbox.objects.get(pk=sandbox.pk)
@@ -102,9 +112,7 @@ def test_an_idle_sandbox_is_stopped_audited_and_shown(quiet, team, counters, cli
 
 
 def test_a_busy_sandbox_is_not_stopped_and_a_burst_restarts_the_idle_time(quiet, team, counters):
-    rule(team, minutes=5, percent="5")
-    t0 = timezone.now()
-    sweep(counters, t0)
+    t0 = first_look(team, counters, 5)
     for minute in range(1, 5):
         counters.advance(60, quiet=0.5)
         assert sweep(counters, t0 + timedelta(minutes=minute)) == []
@@ -136,9 +144,7 @@ def test_an_open_terminal_keeps_a_quiet_sandbox_running(quiet, team, counters):
 
 
 def test_a_terminal_open_only_between_two_looks_counts(quiet, team, counters):
-    rule(team, minutes=2, percent="5")
-    t0 = timezone.now()
-    sweep(counters, t0)
+    t0 = first_look(team, counters, 2)
     counters.advance(60, quiet=0.0)
     sweep(counters, t0 + timedelta(minutes=1))
     TerminalSession.objects.create(sandbox=quiet, user_name="someone", ended_at=t0 + timedelta(minutes=1, seconds=40))
@@ -147,9 +153,7 @@ def test_a_terminal_open_only_between_two_looks_counts(quiet, team, counters):
 
 
 def test_a_terminal_opened_at_the_last_moment_wins(quiet, team, counters, monkeypatch):
-    rule(team, minutes=1, percent="5")
-    t0 = timezone.now()
-    sweep(counters, t0)
+    t0 = first_look(team, counters, 1)
     counters.advance(60, quiet=0.0)
     looks = iter([False, True])  # no terminal when judged, one open by the time of the claim
     monkeypatch.setattr(idle, "_has_open_terminal", lambda sandbox, since=None: next(looks))
@@ -159,27 +163,21 @@ def test_a_terminal_opened_at_the_last_moment_wins(quiet, team, counters, monkey
 
 
 def test_a_paused_sandbox_is_never_stopped_and_starts_afresh_when_unpaused(quiet, team, counters):
-    rule(team, minutes=1, percent="5")
-    t0 = timezone.now()
-    sweep(counters, t0)
-    services.sandbox_request_action(actor=ACTOR, sandbox=quiet, action="pause", enqueue=False)
-    perform(quiet, "pause")
+    t0 = first_look(team, counters, 1)
+    act(quiet, "pause")
     for minute in range(1, 20):
         counters.advance(60, quiet=0.0)
         assert sweep(counters, t0 + timedelta(minutes=minute)) == []
     assert Sandbox.objects.get(pk=quiet.pk).status == "paused"
     assert not IdleWatch.objects.exists()
-    services.sandbox_request_action(actor=ACTOR, sandbox=quiet, action="unpause", enqueue=False)
-    perform(quiet, "unpause")
+    act(quiet, "unpause")
     assert sweep(counters, t0 + timedelta(minutes=20)) == []  # the first look after: counters only
     counters.advance(60, quiet=0.0)
     assert sweep(counters, t0 + timedelta(minutes=21)) == [quiet.pk]
 
 
 def test_a_sandbox_busy_with_another_action_or_held_is_tried_again_later(quiet, team, counters):
-    rule(team, minutes=1, percent="5")
-    t0 = timezone.now()
-    sweep(counters, t0)
+    t0 = first_look(team, counters, 1)
     Sandbox.objects.filter(pk=quiet.pk).update(pending_action="backup")
     counters.advance(60, quiet=0.0)
     assert sweep(counters, t0 + timedelta(minutes=1)) == []

@@ -6,6 +6,7 @@ The fast tier (the in-memory engine); tests/teams/test_policy_integration.py has
 
 import threading
 import time
+from collections.abc import Callable
 from decimal import Decimal
 from io import StringIO
 
@@ -230,12 +231,6 @@ def test_the_form_accepts_a_whole_policy(team):
 # --- the web layer ------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def logged_in(client, admin_user):
-    client.force_login(admin_user)
-    return client
-
-
 def form_data(name: str, **changes) -> dict:
     team = Team.objects.get(slug="default")
     return {"name": name, "team": team.pk, "image": TEST_IMAGE, "memory_mb": 256, "cpus": "1", "network_mode": "none", **changes}
@@ -314,46 +309,10 @@ def test_the_cli_names_the_limit(team, fake):
 # --- two creates at once -------------------------------------------------------------------------
 
 
-@pytest.mark.django_db(transaction=True)
-def test_two_creates_at_once_cannot_both_take_the_last_place(team, fake, monkeypatch):
-    set_policy(team, max_sandboxes=1)
-    real_usage = policy.usage
-
-    def slow_usage(*args, **kwargs):  # widen the window between counting and saving
-        found = real_usage(*args, **kwargs)
-        time.sleep(0.3)
-        return found
-
-    monkeypatch.setattr(policy, "usage", slow_usage)
-    barrier = threading.Barrier(2)
-    outcomes: list[str] = []
-
-    def attempt(name: str) -> None:
-        try:
-            barrier.wait()
-            create(team, name)
-            outcomes.append("created")
-        except services.InvalidInput as exc:
-            outcomes.append(str(exc))
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=attempt, args=(f"race{i}",)) for i in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
-    assert sorted(outcomes) == ["Team 'Default' allows at most 1 sandboxes; it has 1.", "created"]
-    assert Sandbox.objects.filter(team=team).count() == 1
-
-
-@pytest.mark.django_db(transaction=True)
-def test_the_check_itself_holds_the_team_between_counting_and_saving(team, monkeypatch):
-    """Without sandbox_create's own lock around it (as a later change of limits would call it):
-    the team's row, locked by the check, keeps a second writer waiting until the first commits."""
-    from django.db import transaction
-
-    set_policy(team, max_sandboxes=1)
+def race(monkeypatch, make: Callable[[str], object], refusal: type[Exception], names: list[str]) -> list[str]:
+    """Two threads `make` a sandbox at once (one of `names` each), with policy.usage slowed to
+    widen the window between counting and saving; each one's outcome: "created", or the text of
+    its `refusal`."""
     real_usage = policy.usage
 
     def slow_usage(*args, **kwargs):
@@ -368,18 +327,41 @@ def test_the_check_itself_holds_the_team_between_counting_and_saving(team, monke
     def attempt(name: str) -> None:
         try:
             barrier.wait()
-            with transaction.atomic():
-                policy.check_create(team=team, memory_mb=256, cpus=Decimal(1))
-                Sandbox.objects.create(name=name, team=team, image="x", memory_mb=256, cpus=1, pids_limit=64)
+            make(name)
             outcomes.append("created")
-        except policy.OverLimit as exc:
+        except refusal as exc:
             outcomes.append(str(exc))
         finally:
             connection.close()
 
-    threads = [threading.Thread(target=attempt, args=(f"bare{i}",)) for i in range(2)]
+    threads = [threading.Thread(target=attempt, args=(name,)) for name in names]
     for t in threads:
         t.start()
     for t in threads:
         t.join(30)
+    return outcomes
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_creates_at_once_cannot_both_take_the_last_place(team, fake, monkeypatch):
+    set_policy(team, max_sandboxes=1)
+    outcomes = race(monkeypatch, lambda name: create(team, name), services.InvalidInput, ["race0", "race1"])
+    assert sorted(outcomes) == ["Team 'Default' allows at most 1 sandboxes; it has 1.", "created"]
+    assert Sandbox.objects.filter(team=team).count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_check_itself_holds_the_team_between_counting_and_saving(team, monkeypatch):
+    """Without sandbox_create's own lock around it (as a later change of limits would call it):
+    the team's row, locked by the check, keeps a second writer waiting until the first commits."""
+    from django.db import transaction
+
+    set_policy(team, max_sandboxes=1)
+
+    def checked_create(name: str) -> None:
+        with transaction.atomic():
+            policy.check_create(team=team, memory_mb=256, cpus=Decimal(1))
+            Sandbox.objects.create(name=name, team=team, image="x", memory_mb=256, cpus=1, pids_limit=64)
+
+    outcomes = race(monkeypatch, checked_create, policy.OverLimit, ["bare0", "bare1"])
     assert sorted(outcomes) == ["Team 'Default' allows at most 1 sandboxes; it has 1.", "created"]
