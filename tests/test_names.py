@@ -8,9 +8,9 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from audit.models import AuditEvent
-from sandboxes import secrets, transfer
+from sandboxes import secrets
 from sandboxes.models import Identity
-from sandboxes.services import InvalidInput, SystemActor
+from sandboxes.services import InvalidInput, SystemActor, transfer
 from storage import services as storage
 from storage.models import Checkpoint
 from teams.models import Team

@@ -6,6 +6,8 @@
     network    changing a sandbox's network mode, live
     allowlist  what allowlist mode reaches, and its grants kept true
     terminals  browser terminals: who opened one into which sandbox, when, for how long
+    transfer   files in through imports/ and out of exports/, each transfer audited
+    checklist  a team's manual checklist items and a sandbox's ticks (the checks: ../checklist.py)
     reconcile  keeping state true when Docker changes behind the panel's back
 
 and what they share:

@@ -18,14 +18,14 @@ from ..services import InvalidInput
 def team_checklist(request: HttpRequest, slug: str) -> HttpResponse:
     """The team's manual checklist items: every member sees them, team admins add, change and
     remove them (each audited)."""
-    from .. import checklist
     from ..models import ChecklistItem
+    from ..services import checklist as manual
 
     team = Team.objects.filter(slug=slug).first()
     role = user_role(user=request.user, team=team) if team else None
     if team is None or role is None:
         raise Http404("No such team.")
-    items = checklist.team_items(team)
+    items = manual.team_items(team)
     if request.method == "POST":
         if not role_allows(role, Role.ADMIN):
             raise PermissionDenied("Team admins change the team's checklist.")
@@ -36,10 +36,10 @@ def team_checklist(request: HttpRequest, slug: str) -> HttpResponse:
                 raise Http404("No such item.")
         try:
             if item is not None and request.POST.get("remove"):
-                checklist.item_delete(actor=request.user, team=team, item=item, source_ip=client_ip(request))
+                manual.item_delete(actor=request.user, team=team, item=item, source_ip=client_ip(request))
                 messages.info(request, "Item removed.")
             else:
-                checklist.item_save(
+                manual.item_save(
                     actor=request.user,
                     team=team,
                     phase=request.POST.get("phase", ""),
@@ -61,10 +61,11 @@ def sandbox_checklist(request: HttpRequest, pk: int) -> HttpResponse:
     checks read the disk and Docker). A POST ticks or unticks a manual item."""
     from .. import checklist
     from ..models import ChecklistItem
+    from ..services import checklist as manual
 
     sandbox = selectors.visible_sandbox_or_404(user=request.user, pk=pk)
     role = user_role(user=request.user, team=sandbox.team)
-    items = checklist.team_items(sandbox.team)
+    items = manual.team_items(sandbox.team)
     if request.method == "POST":
         if not role_allows(role, Role.OPERATOR):
             raise PermissionDenied("Operators tick a sandbox's checklist.")
@@ -72,9 +73,7 @@ def sandbox_checklist(request: HttpRequest, pk: int) -> HttpResponse:
         item = ChecklistItem.objects.filter(pk=int(raw), team=sandbox.team).first() if raw.isdecimal() and len(raw) < 12 else None
         if item is None:
             raise Http404("No such item.")
-        checklist.tick(
-            actor=request.user, sandbox=sandbox, item=item, ticked=request.POST.get("ticked") == "1", source_ip=client_ip(request)
-        )
+        manual.tick(actor=request.user, sandbox=sandbox, item=item, ticked=request.POST.get("ticked") == "1", source_ip=client_ip(request))
     ticked = set(sandbox.checklist_ticks.values_list("item_id", flat=True))
     phases = [(label, [(item, item.pk in ticked) for item in items if item.phase == value]) for value, label in ChecklistItem.Phase.choices]
     context = {

@@ -11,7 +11,8 @@ from django.views.decorators.http import require_POST
 from controlpanel.http import client_ip
 from controlpanel.uploads import limited_upload, sent_name, upload_problem
 
-from .. import selectors, transfer
+from .. import selectors
+from ..services import transfer
 
 
 def sandbox_transfer(request: HttpRequest, pk: int) -> HttpResponse:

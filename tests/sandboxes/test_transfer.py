@@ -11,7 +11,7 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from audit.models import AuditEvent
-from sandboxes import transfer
+from sandboxes.services import transfer
 from teams.models import Membership
 
 pytestmark = pytest.mark.django_db

@@ -24,10 +24,10 @@ from controlpanel.names import bidi_problem
 from controlpanel.uploads import TooLarge, copy_limited
 from teams.permissions import Role, authorize
 
-from . import fdwalk, policy, workspace
-from .models import Sandbox
-from .services.auditing import audit
-from .services.errors import SandboxError
+from .. import fdwalk, policy, workspace
+from ..models import Sandbox
+from .auditing import audit
+from .errors import SandboxError
 
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 UPLOAD_FOLDER = "imports"
