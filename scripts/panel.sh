@@ -20,6 +20,7 @@ STARTED=()
 
 say() { printf '\033[1;34m==>\033[0m %s\n' "$*"; }
 die() { printf '\033[1;31mERROR:\033[0m %s\n' "$*" >&2; exit 1; }
+warn() { printf '\033[1;33mWARNING:\033[0m %s\n' "$*" >&2; }
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 cleanup() {
@@ -37,8 +38,11 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 APT_UPDATED=
-apt_install() {
+apt_update_once() {
   if [ -z "$APT_UPDATED" ]; then say "apt-get update"; as_root apt-get update -q >/dev/null; APT_UPDATED=1; fi
+}
+apt_install() {
+  apt_update_once
   say "installing $*"
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@" >/dev/null
 }
@@ -142,16 +146,76 @@ start_own_redis() {  # for the tests and benchmarks; `make run` has the supervis
 }
 
 # --- gVisor (optional) ------------------------------------------------------------------------
-# PANEL_GVISOR=1 (and every CI test run) installs runsc and registers it with Docker as the
-# runtime "runsc", with its network in the container's own namespace so that the host's egress
-# rules hold for it too. dockerd reloads its runtimes on SIGHUP: no container is stopped.
-runsc_registered() { $PY -c 'import docker,sys; sys.exit(0 if "runsc" in (docker.from_env(timeout=10).info().get("Runtimes") or {}) else 1)' 2>/dev/null; }
-ensure_gvisor() {
-  runsc_registered && return 0
-  command -v runsc >/dev/null || ensure_pkgs runsc
-  say "registering gVisor (runsc) with Docker in /etc/docker/daemon.json"
+# Wanted with PANEL_GVISOR=1, in every CI test run, and wherever Docker already has runsc (an
+# earlier PANEL_GVISOR=1); PANEL_GVISOR=0 leaves runsc and Docker's runtimes as they are.
+# The runsc is Debian 13's (trixie): Debian 12's (0.0~20221219) has only the ptrace platform,
+# with which a walk of the workspace took 37x and system calls 105x runc's time; trixie's, on
+# systrap, 15x and 30-90x on the same busy machine, system calls about 3x when a CPU was free
+# (bench/isolation.py and the README say more). Its package is one static binary with no
+# dependencies, so that package alone is fetched, through an apt
+# configuration of its own that names trixie only (the system's sources and pins never see
+# trixie: nothing else can come from it), checked against the sha256 below and installed with
+# dpkg. Where it cannot be had the panel goes on as before (a runsc Docker has stays; otherwise
+# runc only). Docker runs it as the runtime "runsc", its network in the container's own
+# namespace so that the host's egress rules hold for it too; dockerd reloads its runtimes on
+# SIGHUP: no container is stopped.
+RUNSC_VERSION='0.0~20240729.0-4+b7'
+RUNSC_SHA256=3c25a5130dfac2f71237d5baad56ac86a255de87a0400f11b36a555156dc325a
+# Docker's entry for it, written as runsc_runtime prints one (json.dumps of path and runtimeArgs).
+RUNSC_RUNTIME='{"path": "/usr/bin/runsc", "runtimeArgs": ["--network=host", "--platform=systrap"]}'
+runsc_runtime() {  # Docker's runsc entry now; empty where it has none
+  $PY - 2>/dev/null <<'PYEOF'
+import docker, json
+entry = (docker.from_env(timeout=10).info().get("Runtimes") or {}).get("runsc")
+print(json.dumps({"path": entry.get("path"), "runtimeArgs": entry.get("runtimeArgs") or []}) if entry else "")
+PYEOF
+}
+runsc_containers() {  # how many containers run under runsc now
+  $PY -c 'import docker; c=docker.from_env(timeout=10); print(sum(x.attrs["HostConfig"].get("Runtime") == "runsc" for x in c.containers.list()))' 2>/dev/null || echo 0
+}
+runsc_current() { have_pkg runsc && dpkg --compare-versions "$(dpkg-query -W -f='${Version}' runsc)" ge "$RUNSC_VERSION"; }
+install_trixie_runsc() {  # fails, having said why, where trixie's runsc cannot be had
+  # (Called as a condition, so `set -e` does not hold inside: every step checks for itself.)
+  local tmp mirror deb apt
+  apt_update_once || true  # for the mirror's label below; lists from before serve too
+  # The mirror this machine's Debian packages come from (its own proxy or copy, if it has one).
+  mirror=$(apt-get indextargets --format '$(REPO_URI)' 'Label: Debian' 'Identifier: Packages' 2>/dev/null | head -n1)
+  [ -n "$mirror" ] || { warn "gVisor: apt has no Debian mirror here to fetch trixie's runsc from"; return 1; }
+  [ -r /usr/share/keyrings/debian-archive-keyring.gpg ] || { warn "gVisor: no Debian archive keyring (debian-archive-keyring)"; return 1; }
+  tmp=$(as_root mktemp -d /tmp/ccpanel-runsc.XXXXXX) || { warn "gVisor: no temporary folder for trixie's runsc"; return 1; }
+  as_root chmod 755 "$tmp"
+  as_root mkdir -p "$tmp/lists/partial" "$tmp/cache/archives/partial" "$tmp/none" "$tmp/deb"
+  ! id -u _apt >/dev/null 2>&1 || as_root chown _apt "$tmp/deb"  # apt fetches as _apt
+  printf 'Types: deb\nURIs: %s\nSuites: trixie\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' "$mirror" \
+    | as_root tee "$tmp/trixie.sources" >/dev/null
+  apt=(apt-get -q -o "Dir::Etc::SourceList=$tmp/trixie.sources" -o "Dir::Etc::SourceParts=$tmp/none"
+    -o "Dir::Etc::Preferences=$tmp/none/preferences" -o "Dir::Etc::PreferencesParts=$tmp/none"
+    -o "Dir::State::Lists=$tmp/lists" -o "Dir::Cache=$tmp/cache")
+  say "gVisor: fetching runsc $RUNSC_VERSION from Debian 13 (trixie), that package alone"
+  if ! as_root "${apt[@]}" update >"$VAR/log/runsc-fetch.log" 2>&1 \
+    || ! (cd "$tmp/deb" && as_root "${apt[@]}" download "runsc=$RUNSC_VERSION") >>"$VAR/log/runsc-fetch.log" 2>&1; then
+    as_root rm -rf "$tmp"
+    warn "gVisor: trixie's runsc $RUNSC_VERSION could not be fetched (see var/log/runsc-fetch.log)"
+    return 1
+  fi
+  deb=$(find "$tmp/deb" -name 'runsc_*.deb' | head -n1)
+  if [ "$(sha256sum "$deb" | cut -d' ' -f1)" != "$RUNSC_SHA256" ]; then
+    as_root rm -rf "$tmp"
+    warn "gVisor: $(basename "$deb") does not have the sha256 this script expects; not installed"
+    return 1
+  fi
+  say "gVisor: installing $(basename "$deb") (sha256 checked)"
+  if ! as_root env DEBIAN_FRONTEND=noninteractive dpkg -i "$deb" >>"$VAR/log/runsc-fetch.log" 2>&1; then
+    as_root rm -rf "$tmp"
+    warn "gVisor: dpkg could not install $(basename "$deb") (see var/log/runsc-fetch.log)"
+    return 1
+  fi
+  as_root rm -rf "$tmp"
+}
+register_runsc() {
+  say "gVisor: registering runsc (systrap) with Docker in /etc/docker/daemon.json"
   as_root mkdir -p /etc/docker
-  as_root $PY - <<'PYEOF'
+  as_root env RUNSC_RUNTIME="$RUNSC_RUNTIME" $PY - <<'PYEOF'
 import json, os
 path = "/etc/docker/daemon.json"
 config = {}
@@ -159,7 +223,7 @@ if os.path.exists(path):
     with open(path) as fh:
         text = fh.read().strip()
     config = json.loads(text) if text else {}
-config.setdefault("runtimes", {})["runsc"] = {"path": "/usr/bin/runsc", "runtimeArgs": ["--network=host"]}
+config.setdefault("runtimes", {})["runsc"] = json.loads(os.environ["RUNSC_RUNTIME"])
 tmp = path + ".ccpanel-tmp"
 with open(tmp, "w") as fh:
     json.dump(config, fh, indent=2)
@@ -167,12 +231,35 @@ with open(tmp, "w") as fh:
 os.replace(tmp, path)
 PYEOF
   if [ -d /run/systemd/system ] && command -v systemctl >/dev/null; then as_root systemctl reload docker; else as_root kill -HUP "$(pgrep -xo dockerd)"; fi
-  for _ in $(seq 1 20); do runsc_registered && return 0; sleep 0.5; done
+  for _ in $(seq 1 20); do [ "$(runsc_runtime)" = "$RUNSC_RUNTIME" ] && return 0; sleep 0.5; done
   die "Docker did not take the runsc runtime; see /etc/docker/daemon.json"
 }
-if [ "${PANEL_GVISOR:-}" = 1 ] || { [ "$MODE" = test ] && [ "${CI:-}" = true ]; }; then
-  ensure_gvisor
-fi
+ensure_gvisor() {
+  local running
+  if ! runsc_current; then
+    running=$(runsc_containers)
+    if [ "$running" != 0 ]; then
+      # The new runsc would have to stop and remove what the old one started: it is swapped in
+      # only when nothing runs under it.
+      warn "gVisor: $running containers run under the old runsc ($(runsc --version 2>/dev/null | head -n1)); stop them and run this again to replace it"
+      return 0
+    fi
+    if ! install_trixie_runsc; then
+      if [ -n "$(runsc_runtime)" ]; then
+        warn "gVisor: Docker keeps the runsc it has ($(runsc --version 2>/dev/null | head -n1)), slow; see the README"
+      else
+        warn "gVisor: not set up; sandboxes run under runc only (the \"gVisor\" choice says so)"
+      fi
+      return 0
+    fi
+  fi
+  [ "$(runsc_runtime)" = "$RUNSC_RUNTIME" ] || register_runsc
+}
+case "${PANEL_GVISOR:-}" in
+  0) ;;
+  1) ensure_gvisor ;;
+  *) if { [ "$MODE" = test ] && [ "${CI:-}" = true ]; } || [ -n "$(runsc_runtime)" ]; then ensure_gvisor; fi ;;
+esac
 
 # --- tools the image builders need, and the storage pool's -----------------------------------------
 ensure_pkgs debootstrap busybox-static btrfs-progs
@@ -220,6 +307,7 @@ case "$MODE" in
     start_own_redis
     export DJANGO_SETTINGS_MODULE=controlpanel.settings.test
     $PY manage.py build_images --test
+    DJANGO_SETTINGS_MODULE=controlpanel.settings.base $PY manage.py build_images  # bench/isolation.py runs python3 in it
     for b in bench/[!_]*.py; do say "$b"; $PY "$b"; done
     ;;
   *) die "unknown mode $MODE (run, test, check, lint or bench)" ;;
