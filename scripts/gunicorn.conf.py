@@ -14,6 +14,9 @@ bind = f"127.0.0.1:{os.environ.get('PANEL_PORT', '8000')}"
 workers = int(os.environ.get("PANEL_WEB_WORKERS", min(8, 2 * multiprocessing.cpu_count())))
 worker_class = os.environ.get("PANEL_WEB_CLASS", "sync")
 threads = int(os.environ.get("PANEL_WEB_THREADS", "1"))
+# A worker keeps its database connection from one request to the next (for ten minutes at most;
+# controlpanel/settings/base.py): opening one cost each dashboard request about a millisecond.
+os.environ.setdefault("PANEL_DB_CONN_MAX_AGE", "600")
 # Long enough for a large download (a backup, a folder of exports, a full log) on a slow disk:
 # a sync worker that streams is busy, not hung. Docker calls have their own shorter timeouts.
 timeout = 600
