@@ -7,7 +7,9 @@ disk at that moment (policy.check), because Docker resolves bind sources again a
 """
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from celery.exceptions import SoftTimeLimitExceeded
@@ -90,19 +92,13 @@ def run_start(sandbox: Sandbox, action: str) -> None:
     """Start the sandbox, judging its folders on disk right before Docker mounts them. The
     existing container is started only if it still matches the saved settings; otherwise it is
     recreated from them (it holds no data: the folders and the home volume do)."""
-    provision(sandbox, action)
     docker = engine.engine_for(sandbox)
-    spec = sandbox_spec(sandbox)
-    rules = policy_rules()
-    policy.check(spec, rules)
-    if sandbox.network_mode != Sandbox.Network.NONE:
-        _require_egress_rules(sandbox, docker)
-    if sandbox.network_mode == Sandbox.Network.ALLOWLIST and network.enforced():
-        try:
-            sync_grants()  # before the start: no grant of an earlier holder of its address is left
-        except network.EgressError as exc:
-            raise policy.PolicyViolation([f"The allowlist grants could not be brought in line: {exc}"]) from exc
-    container_id = _started_container(sandbox, action, docker, spec, rules)
+    with _egress_gate(sandbox, docker) as gate:
+        provision(sandbox, action)
+        spec = sandbox_spec(sandbox)
+        rules = policy_rules()
+        policy.check(spec, rules)
+        container_id = _started_container(sandbox, action, docker, spec, rules, gate)
     # Every step after Docker's start runs whichever attempt gets here: a run whose worker died
     # after Docker started the container left it running with none of them done, and nothing
     # records how far it got. Each step is idempotent, so running it again costs only its time.
@@ -111,18 +107,25 @@ def run_start(sandbox: Sandbox, action: str) -> None:
     _grant_listed(sandbox, docker, container_id)
 
 
-def _started_container(sandbox: Sandbox, action: str, docker, spec: policy.ContainerSpec, rules: policy.Rules) -> str:
+def _started_container(
+    sandbox: Sandbox, action: str, docker, spec: policy.ContainerSpec, rules: policy.Rules, gate: Callable[[], None]
+) -> str:
     """The sandbox's container, started (or unpaused, or found running) if it still matches the
-    saved settings, else made anew from them and started; returns its id."""
-    state = docker.container_state(sandbox.container_id) if sandbox.container_id else None
-    if state is not None and not policy.spec_drift(spec, docker.inspect_container(state.id)):
-        if state.status == "paused":
-            docker.unpause(state.id)
-        elif state.status != "running":
-            docker.start(state.id)
-        return state.id
-    if state is not None:
-        docker.remove_container(state.id)
+    saved settings, else made anew from them and started; returns its id. `gate` raises unless
+    the container may start (the egress rules): it is passed before anything runs, and before a
+    drifted container is removed; a new container is created (never started) meanwhile."""
+    found = _inspected(docker, sandbox.container_id)
+    if found is not None and not policy.spec_drift(spec, found):
+        gate()
+        status = found["State"]["Status"]
+        if status == "paused":
+            docker.unpause(found["Id"])
+        elif status != "running":
+            docker.start(found["Id"])
+        return found["Id"]
+    if found is not None:
+        gate()
+        docker.remove_container(found["Id"])
     _remove_ours(sandbox)
     container_id = docker.create_container(spec, rules=rules)
     try:
@@ -130,8 +133,56 @@ def _started_container(sandbox: Sandbox, action: str, docker, spec: policy.Conta
     except LostClaim:
         docker.remove_container(container_id)
         raise
+    gate()
     docker.start(container_id)
     return container_id
+
+
+@contextmanager
+def _egress_gate(sandbox: Sandbox, docker) -> Iterator[Callable[[], None]]:
+    """What a sandbox on a network needs before it starts, read while the start is prepared:
+    the host's egress rules (iptables-save, ip, ipset: some milliseconds of processes) are read
+    in a thread, and the gate this yields waits for that reading and fails closed as
+    _require_egress_rules says, then brings an allowlist sandbox's grants in line. They are
+    read from the start of the run when the sandbox's bridge exists already, else once
+    provision has made its network (Docker changes the host's rules when it makes one): on
+    every start, before Docker starts the container."""
+    if sandbox.network_mode == Sandbox.Network.NONE:
+        yield lambda: None
+        return
+    _require_enforceable(sandbox, docker)
+    if not network.enforced():
+        yield lambda: None
+        return
+    bridge = settings.SANDBOX_ALLOW_BRIDGE if sandbox.network_mode == Sandbox.Network.ALLOWLIST else settings.SANDBOX_BRIDGE
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="egress-gate") as reading:
+        read = [reading.submit(egress_problems, sandbox.network_mode, bridge=True)] if network.bridge_present(bridge) else []
+        passed: list[bool] = []
+
+        def gate() -> None:
+            if passed:
+                return
+            wrong = read[0].result() if read else egress_problems(sandbox.network_mode, bridge=True)
+            _require_egress_rules(sandbox, wrong)
+            if sandbox.network_mode == Sandbox.Network.ALLOWLIST:
+                try:
+                    sync_grants()  # before the start: no grant of an earlier holder of its address is left
+                except network.EgressError as exc:
+                    raise policy.PolicyViolation([f"The allowlist grants could not be brought in line: {exc}"]) from exc
+            passed.append(True)
+
+        yield gate
+
+
+def _inspected(docker, container_id: str) -> dict | None:
+    """`docker inspect` of the sandbox's recorded container, None when there is none: one call
+    gives both its state and what spec_drift compares."""
+    if not container_id:
+        return None
+    try:
+        return docker.inspect_container(container_id)
+    except engine.NotFound:
+        return None
 
 
 def _grant_listed(sandbox: Sandbox, docker, container_id: str) -> None:
@@ -156,10 +207,9 @@ def _deliver(sandbox: Sandbox, docker, container_id: str) -> None:
         raise
 
 
-def _require_egress_rules(sandbox: Sandbox, docker) -> None:
-    """Fail closed: a sandbox on the network starts only when the host's egress rules are in
-    place, exactly (see sandboxes.network). Missing or changed rules are not put back here: that
-    is the periodic check's job, which audits what it found."""
+def _require_enforceable(sandbox: Sandbox, docker) -> None:
+    """The egress rules can hold for this sandbox at all: they are on (or it is not in allowlist
+    mode, whose bridge is the open internet without them), and its engine is this machine's."""
     if not network.enforced():
         if sandbox.network_mode == Sandbox.Network.ALLOWLIST:
             # Without the rules the allowlist bridge is the open internet: never.
@@ -172,9 +222,15 @@ def _require_egress_rules(sandbox: Sandbox, docker) -> None:
                 "use `none` network mode, or set SANDBOX_EGRESS_RULES=false to accept unfiltered egress."
             ]
         )
-    wrong = egress_problems(sandbox.network_mode, bridge=True)
-    bridge = settings.SANDBOX_ALLOW_BRIDGE if sandbox.network_mode == Sandbox.Network.ALLOWLIST else settings.SANDBOX_BRIDGE
+
+
+def _require_egress_rules(sandbox: Sandbox, wrong: list[str]) -> None:
+    """Fail closed: a sandbox on the network starts only when the host's egress rules are in
+    place, exactly (see sandboxes.network); `wrong` is what egress_problems found. Missing or
+    changed rules are not put back here: that is the periodic check's job, which audits what it
+    found."""
     if wrong:
+        bridge = settings.SANDBOX_ALLOW_BRIDGE if sandbox.network_mode == Sandbox.Network.ALLOWLIST else settings.SANDBOX_BRIDGE
         audit(SystemActor("egress"), "egress.refused_start", sandbox, {"problems": wrong})
         raise policy.PolicyViolation(
             [
