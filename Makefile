@@ -14,5 +14,5 @@ check:  ## lint, then the tests that need no Docker, Redis or browser
 lint:   ## ruff (lint and format), mypy, manage.py check, makemigrations --check
 	@bash scripts/panel.sh lint
 
-bench:  ## the benchmarks in bench/, each ending with one JSON line
-	@bash scripts/panel.sh bench
+bench:  ## the benchmarks in bench/, each ending with one JSON line (ARGS="bench/pages.py --seconds 10": one of them)
+	@bash scripts/panel.sh bench $(ARGS)

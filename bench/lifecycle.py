@@ -13,6 +13,7 @@ Usage: .venv/bin/python bench/lifecycle.py [--runs N]   (needs Docker and Redis;
 """
 
 import argparse
+import io
 import json
 import os
 import shutil
@@ -23,12 +24,16 @@ from pathlib import Path
 
 from _setup import ROOT, VAR, setup  # noqa: E402 - bench/ is on the path when run as a script
 
+# Plain folders, as the raw SDK side makes (a storage pool's subvolume and quota group would be
+# work the other side does not do; bench/storage.py measures the pool).
+os.environ.setdefault("STORAGE_POOL", "none")
 DB = setup("bench.sqlite3", slot="1")
 
 import django  # noqa: E402
 import docker  # noqa: E402  - the raw SDK side of the comparison
 from django.conf import settings  # noqa: E402
 from django.core.management import call_command  # noqa: E402
+from django.db import connection  # noqa: E402
 from django.test import Client  # noqa: E402
 
 from sandboxes import seccomp, services  # noqa: E402
@@ -40,16 +45,25 @@ FOLDERS = ["Projects", "Documentation", "Research", "shared", "imports", "export
 
 
 def wait_running(name: str, poll: float) -> int:
-    while True:
-        row = Sandbox.objects.filter(name=name).values("status", "pending_action", "status_detail", "pk").first()
-        if row["status"] == "running" and not row["pending_action"]:
-            return row["pk"]
-        if row["status"] == "error":
-            raise SystemExit(f"panel action failed: {row['status_detail']}")
-        time.sleep(poll)
+    """Read the sandbox's row every `poll` seconds until it says "running" (SQLite tells no one
+    of a commit: a poll it is). One plain SELECT, some tens of microseconds, so that a short
+    interval costs the machine little; the interval adds about half itself to the figure."""
+    sql = f"SELECT status, pending_action, status_detail, id FROM {Sandbox._meta.db_table} WHERE name = %s"  # noqa: S608 - the model's own table; the name is bound
+    with connection.cursor() as cursor:
+        while True:
+            cursor.execute(sql, [name])
+            status, pending, detail, pk = cursor.fetchone()
+            if status == "running" and not pending:
+                return pk
+            if status == "error":
+                raise SystemExit(f"panel action failed: {detail}")
+            time.sleep(poll)
 
 
 def panel_once(client: Client, team: Team, name: str, poll: float) -> tuple[float, float]:
+    # What the events watcher does within a second of a change: Docker (making or removing any
+    # network on this machine) may put its own rule before ours, and a start fails closed then.
+    call_command("egress", "apply", stdout=io.StringIO())
     form = {"name": name, "team": team.pk, "image": IMAGE, "memory_mb": 256, "cpus": "1", "network_mode": "internet"}
     t0 = time.perf_counter()
     response = client.post("/sandboxes/new/", form)
@@ -121,9 +135,8 @@ def sdk_once(sdk: docker.DockerClient, name: str) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=15)
-    # How often the bench reads the database for "running". Each read costs CPU that dockerd and
-    # the worker also need on a small machine; the interval adds about half itself to the figure.
-    parser.add_argument("--poll-ms", type=float, default=5.0)
+    # How often the bench reads the database for "running" (see wait_running).
+    parser.add_argument("--poll-ms", type=float, default=1.0)
     args = parser.parse_args()
     call_command("migrate", verbosity=0)
     call_command("egress", "apply")  # sandboxes on the network start only with their rules
@@ -169,10 +182,10 @@ def main() -> None:
     print(f"runs: {args.runs} (after 2 warm-up), image {IMAGE}, panel polled every {args.poll_ms:g} ms")
     print(line("panel create->running", panel))
     print(line("raw SDK create+start", sdk_times))
-    print(f"ratio {p50(panel) / p50(sdk_times):.3f} (target <= 1.25)")
+    print(f"ratio {p50(panel) / p50(sdk_times):.3f} (target < 1.15)")
     print(line("panel start (stopped)", panel_start))
     print(line("raw SDK start (stopped)", sdk_start))
-    print(f"start ratio {p50(panel_start) / p50(sdk_start):.3f} (start-time checks included)")
+    print(f"start ratio {p50(panel_start) / p50(sdk_start):.3f} (target < 1.15, start-time checks included)")
     print(
         json.dumps(
             {

@@ -4,7 +4,7 @@
 #   test   lint, then the whole test suite on SQLite, then again on a PostgreSQL of its own
 #   check  lint, then the tests that need no Docker, Redis or browser (the fast tier)
 #   lint   ruff (lint and format), mypy, manage.py check, makemigrations --check
-#   bench  the benchmarks in bench/
+#   bench  the benchmarks in bench/ (or the one named, with its options)
 # It installs what is missing (system packages, the virtualenv from pinned requirements) and
 # starts dockerd and Redis when they do not answer. dockerd is started detached and left running:
 # the sandboxes must outlive the panel. Whatever else this script started, it stops on exit.
@@ -308,7 +308,11 @@ case "$MODE" in
     export DJANGO_SETTINGS_MODULE=controlpanel.settings.test
     $PY manage.py build_images --test
     DJANGO_SETTINGS_MODULE=controlpanel.settings.base $PY manage.py build_images  # bench/isolation.py runs python3 in it
-    for b in bench/[!_]*.py; do say "$b"; $PY "$b"; done
+    if [ $# -gt 0 ]; then
+      say "$1"; $PY "$@"  # one benchmark, with its options: panel.sh bench bench/lifecycle.py --runs 5
+    else
+      for b in bench/[!_]*.py; do say "$b"; $PY "$b"; done
+    fi
     ;;
   *) die "unknown mode $MODE (run, test, check, lint or bench)" ;;
 esac

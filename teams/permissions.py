@@ -33,11 +33,29 @@ def team_roles(*, user) -> dict[int, str]:
     return dict(Membership.objects.filter(user=user).values_list("team_id", "role"))
 
 
+def request_memberships(request) -> list[tuple[int, str, bool]]:
+    """The request's user's teams, read once per request: (team id, role, whether the team
+    requires a second factor). The second-factor middleware reads them on every request, and the
+    page's roles (request_roles) are the same rows."""
+    if not hasattr(request, "_panel_memberships"):
+        rows = []
+        if request.user.is_authenticated:
+            rows = list(Membership.objects.filter(user=request.user).values_list("team_id", "role", "team__require_second_factor"))
+        request._panel_memberships = rows
+    return request._panel_memberships
+
+
 def request_roles(request) -> dict[int, str]:
     """team_roles() of the request's user, read once per request (pages and the context
-    processor both need them)."""
+    processor both need them), from the memberships the second-factor middleware read."""
     if not hasattr(request, "_panel_roles"):
-        request._panel_roles = team_roles(user=request.user) if request.user.is_authenticated else {}
+        user = request.user
+        if not user.is_authenticated:
+            request._panel_roles = {}
+        elif getattr(user, "is_superuser", False):
+            request._panel_roles = team_roles(user=user)
+        else:
+            request._panel_roles = {team_id: role for team_id, role, _required in request_memberships(request)}
     return request._panel_roles
 
 

@@ -6,16 +6,16 @@ member without one is sent to set it up first. Setting up, removing and failed c
 audited; django-otp throttles failed codes (each failure doubles the wait).
 """
 
+from collections.abc import Callable
 from urllib.parse import urlencode
 
-from django.contrib.auth import get_user_model
-from django.db.models import Exists
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django_otp import DEVICE_ID_SESSION_KEY, device_classes
 from django_otp.models import Device
 
 from .models import Team
+from .permissions import request_memberships
 
 # Paths a signed-in user reaches before the second factor: the factor's own pages, signing out,
 # static files.
@@ -27,21 +27,22 @@ def required_for(user) -> bool:
     return Team.objects.filter(memberships__user=user, require_second_factor=True).exists()
 
 
-def missing(user, session) -> str | None:
+def missing(user, session, *, required: Callable[[], bool] | None = None) -> str | None:
     """What the user still owes: "setup" (a team requires a factor and there is none), "verify"
     (a factor exists and this session has not given its code), or None.
 
     Read afresh on every request, never cached across requests: the panel has no cache its
-    processes share, and a factor removed, added or required elsewhere must count at once. It
-    costs one query at most: the device OTPMiddleware already loaded for this session, or one
-    query for both "has a confirmed factor" and "a team requires one"."""
+    processes share, and a factor removed, added or required elsewhere must count at once. A
+    session that gave its code costs no query more than the device OTPMiddleware loaded; one that
+    did not costs one query for "has a confirmed factor", and `required` says whether a team
+    requires one, where the caller has read that already (the middleware, from the request's
+    memberships, which the page reads its roles from too); without it, one query more."""
     device = _session_device(user, session)
     if device is not None and device.user_id == user.pk and device.confirmed:
         return None
-    has_device, required = _owed(user)
-    if has_device:
+    if _has_confirmed_device(user):
         return "verify"
-    return "setup" if required else None
+    return "setup" if (required() if required is not None else required_for(user)) else None
 
 
 def _session_device(user, session) -> Device | None:
@@ -56,15 +57,10 @@ def _session_device(user, session) -> Device | None:
     return Device.from_persistent_id(device_id)
 
 
-def _owed(user) -> tuple[bool, bool]:
-    """(the user has a confirmed device of any installed kind, one of their teams requires a
-    second factor), in one query."""
-    devices = [Exists(model.objects.devices_for_user(user, confirmed=True)) for model in device_classes()]
-    required = Exists(Team.objects.filter(memberships__user=user, require_second_factor=True))
-    row = get_user_model().objects.filter(pk=user.pk).values_list(required, *devices).first()
-    if row is None:
-        return False, False
-    return any(row[1:]), bool(row[0])
+def _has_confirmed_device(user) -> bool:
+    """A confirmed device of any installed kind: one small query each (as an EXISTS subquery of
+    another query, it cost the ORM more to build than a query of its own)."""
+    return any(model.objects.devices_for_user(user, confirmed=True).exists() for model in device_classes())
 
 
 def is_satisfied(user, session) -> bool:
@@ -82,7 +78,7 @@ class SecondFactorMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         user = getattr(request, "user", None)
         if user is not None and user.is_authenticated and not request.path.startswith(OPEN_PREFIXES):
-            owed = missing(user, request.session)
+            owed = missing(user, request.session, required=lambda: any(r for _team, _role, r in request_memberships(request)))
             if owed == "setup":
                 return redirect("second_factor_setup")
             if owed == "verify":

@@ -12,7 +12,7 @@ import os
 import dj_database_url
 
 from .backups import *  # noqa: F403
-from .env import BASE_DIR, VAR_DIR, env_str  # noqa: F401
+from .env import BASE_DIR, VAR_DIR, env_int, env_str  # noqa: F401
 from .queue import *  # noqa: F403
 from .sandboxes import *  # noqa: F403
 from .security import *  # noqa: F403
@@ -75,7 +75,18 @@ ASGI_APPLICATION = "controlpanel.asgi.application"
 WSGI_APPLICATION = "controlpanel.wsgi.application"
 
 # --- Database: SQLite by default, PostgreSQL (or any) through DATABASE_URL -----------------
-DATABASES = {"default": dj_database_url.parse(env_str("DATABASE_URL", f"sqlite:///{VAR_DIR / 'db.sqlite3'}"), conn_max_age=0)}
+# A connection per request, except where PANEL_DB_CONN_MAX_AGE says to keep it: gunicorn's page
+# workers do (scripts/gunicorn.conf.py), as opening one (SQLite's set-up and WAL pragmas, or a
+# PostgreSQL log-in) cost about as much as the dashboard's queries together. A kept connection is
+# checked before a request uses it again (conn_health_checks). (Celery closes its workers'
+# connections around every task whatever this says.)
+DATABASES = {
+    "default": dj_database_url.parse(
+        env_str("DATABASE_URL", f"sqlite:///{VAR_DIR / 'db.sqlite3'}"),
+        conn_max_age=env_int("PANEL_DB_CONN_MAX_AGE", 0, minimum=0),
+        conn_health_checks=True,
+    )
+}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The web server, the Celery worker and the engine watcher write concurrently: WAL lets
     # readers go on during a write, IMMEDIATE takes the write lock up front so two writers

@@ -39,11 +39,7 @@ def sandbox_changed(sandbox, *, created: bool = False) -> None:
     transaction commits."""
     message = {"type": STATUS, "sandbox_id": sandbox.pk, "team_id": sandbox.team_id, "created": created}
 
-    def send():
-        for group in (team_group(sandbox.team_id), sandbox_group(sandbox.pk)):
-            _send(group, message)
-
-    transaction.on_commit(send)
+    transaction.on_commit(lambda: _send(team_group(sandbox.team_id), message, sandbox_group(sandbox.pk)))
 
 
 @receiver(user_logged_out)
@@ -56,8 +52,19 @@ def close_session_sockets(sender, request, user, **kwargs):
         _send(user_group(user.pk), {"type": "session.ended", "session": getattr(request.session, "session_key", None) if request else None})
 
 
-def _send(group: str, message: dict) -> None:
+def _send(group: str, message: dict, *more: str) -> None:
+    """Send `message` to `group` (and to the `more` groups), in one async_to_sync call: each
+    call runs a new event loop, and the channel layer opens a Redis connection per loop."""
+
+    async def send() -> None:
+        layer = get_channel_layer()
+        for name in (group, *more):
+            try:
+                await layer.group_send(name, message)
+            except Exception:  # a missed live update must never fail the action itself
+                log.warning("live update to %s not sent (is Redis running?)", name, exc_info=True)
+
     try:
-        async_to_sync(get_channel_layer().group_send)(group, message)
-    except Exception:  # a missed live update must never fail the action itself
+        async_to_sync(send)()
+    except Exception:  # nor may the loop that sends it
         log.warning("live update not sent (is Redis running?)", exc_info=True)

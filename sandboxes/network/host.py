@@ -2,6 +2,7 @@
 
 import ipaddress
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 from django.conf import settings
 
@@ -31,14 +32,18 @@ def _interface_addresses() -> list[tuple[str, ipaddress.IPv4Interface]]:
 
 def lan_subnets() -> list[str]:
     """The IPv4 subnets of the interfaces that carry a default route: the network the host sits
-    on, which a sandbox must not reach even when its addresses are public."""
+    on, which a sandbox must not reach even when its addresses are public. The routes and the
+    addresses are read at once (two `ip` processes; every start's egress check waits for them)."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ip-addr") as reading:
+        addresses = reading.submit(_interface_addresses)
+        routes = run_ip("route", "show", "default")
     devices = set()
-    for line in run_ip("route", "show", "default").splitlines():
+    for line in routes.splitlines():
         parts = line.split()
         if "dev" in parts:
             devices.add(parts[parts.index("dev") + 1])
     found = set()
-    for device, address in _interface_addresses():
+    for device, address in addresses.result():
         if device in devices and not any(address.network.subnet_of(ipaddress.IPv4Network(r)) for r in BLOCKED_RANGES):
             found.add(str(address.network))
     return sorted(found)

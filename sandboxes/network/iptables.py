@@ -30,6 +30,7 @@ within a second of a change by hand (the watcher reads `fingerprint()`: sandboxe
 and by the periodic check, which repairs and audits any difference it finds.
 """
 
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 
 from django.conf import settings
@@ -78,27 +79,38 @@ def _listed(chain: str, table: str = "filter") -> list[str] | None:
     return [line for line in out.splitlines() if line.startswith("-A ")]
 
 
-def _snapshot(table: str = "filter") -> dict[str, list[str]]:
-    """Every chain of a table with its rules, from one `iptables-save` (what `-S` would print,
-    chain by chain, read at one moment): a start's check costs one process, not five."""
+def _snapshot() -> dict[str, dict[str, list[str]]]:
+    """Every chain of every table with its rules, {table: {chain: rules}}, from one
+    `iptables-save` (what `-S` would print, chain by chain, read at one moment): a start's check
+    costs one process, not one per table and chain."""
+    tables: dict[str, dict[str, list[str]]] = {}
     chains_found: dict[str, list[str]] = {}
-    for line in run_iptables("-t", table, tool="iptables-save").splitlines():
-        if line.startswith(":"):
+    for line in run_iptables(tool="iptables-save").splitlines():
+        if line.startswith("*"):
+            chains_found = tables.setdefault(line[1:].strip(), {})
+        elif line.startswith(":"):
             chains_found.setdefault(line[1:].split(" ", 1)[0], [])
         elif line.startswith("-A "):
             chains_found.setdefault(line.split(" ", 2)[1], []).append(line)
-    return chains_found
+    return tables
 
 
 def problems() -> list[str]:
     """What is wrong with the live rules of both bridges, in words; empty when they are exactly
-    in place."""
-    table = _snapshot()  # one reading of every chain, below
-    dropped = dropped_ranges()
-    found = _problems(chains(), table, dropped)
+    in place. What it reads (the tables, the host's routes and addresses, the grants' set) is
+    read at once, in three threads: every start waits for this, so for the slowest of the
+    processes rather than for their sum."""
     a = allow_chains()
+    with ThreadPoolExecutor(max_workers=3, thread_name_prefix="egress-check") as reading:
+        snapshot, dropped_read, header_read = (
+            reading.submit(_snapshot),
+            reading.submit(dropped_ranges),
+            reading.submit(set_header, a.grants),
+        )
+    tables, dropped, header = snapshot.result(), dropped_read.result(), header_read.result()
+    table, nat = tables.get("filter", {}), tables.get("nat", {})
+    found = _problems(chains(), table, dropped)
     wrong = _problems(a, table, dropped)
-    nat = _snapshot("nat")
     live = nat.get(a.nat)
     if live is None:
         wrong.append(f"chain {a.nat} (nat) is missing")
@@ -106,7 +118,6 @@ def problems() -> list[str]:
         wrong.append(f"chain {a.nat} (nat) differs from what it should be")
     if f"-A {NAT_PARENT} {nat_jump(a)}" not in (nat.get(NAT_PARENT) or []):
         wrong.append(f"the jump from {NAT_PARENT} (nat) to our chain is missing")
-    header = set_header(a.grants)
     if header is None or header[0] != GRANTS_TYPE:
         wrong.append(f"the ipset {a.grants} of {GRANTS_TYPE} is missing")
     elif not header_ok(header[1]):
@@ -173,7 +184,8 @@ def apply() -> None:
 
 
 def _apply() -> None:
-    table, nat = _snapshot(), _snapshot("nat")  # the parents' rules: restore leaves them as they are
+    tables = _snapshot()  # the parents' rules: restore leaves them as they are
+    table, nat = tables.get("filter", {}), tables.get("nat", {})
     if "DOCKER-USER" not in table:
         # Never declared here: declaring a chain to iptables-restore empties it, and this one may
         # hold an admin's rules (or rules this iptables cannot show).

@@ -7,7 +7,9 @@ disk at that moment (policy.check), because Docker resolves bind sources again a
 """
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from celery.exceptions import SoftTimeLimitExceeded
@@ -93,18 +95,13 @@ def run_start(sandbox: Sandbox, action: str) -> None:
     """Start the sandbox, judging its folders on disk right before Docker mounts them. The
     existing container is started only if it still matches the saved settings; otherwise it is
     recreated from them (it holds no data: the folders and the home volume do)."""
-    provision(sandbox, action)
     docker = engine.engine_for(sandbox)
-    spec = sandbox_spec(sandbox)
-    rules = policy_rules()
-    policy.check(spec, rules)
-    _require_egress_rules(sandbox, docker)
-    if sandbox.network_mode == Sandbox.Network.ALLOWLIST and network.enforced():
-        try:
-            sync_grants()  # before the start: no grant of an earlier holder of its address is left
-        except network.EgressError as exc:
-            raise policy.PolicyViolation([f"The allowlist grants could not be brought in line: {exc}"]) from exc
-    container_id = _started_container(sandbox, action, docker, spec, rules)
+    with _egress_gate(sandbox, docker) as gate:
+        provision(sandbox, action)
+        spec = sandbox_spec(sandbox)
+        rules = policy_rules()
+        policy.check(spec, rules)
+        container_id = _started_container(sandbox, action, docker, spec, rules, gate)
     # Every step after Docker's start runs whichever attempt gets here: a run whose worker died
     # after Docker started the container left it running with none of them done, and nothing
     # records how far it got. Each step is idempotent, so running it again costs only its time.
@@ -113,18 +110,25 @@ def run_start(sandbox: Sandbox, action: str) -> None:
     _grant_listed(sandbox, docker, container_id)
 
 
-def _started_container(sandbox: Sandbox, action: str, docker, spec: policy.ContainerSpec, rules: policy.Rules) -> str:
+def _started_container(
+    sandbox: Sandbox, action: str, docker, spec: policy.ContainerSpec, rules: policy.Rules, gate: Callable[[], None]
+) -> str:
     """The sandbox's container, started (or unpaused, or found running) if it still matches the
-    saved settings, else made anew from them and started; returns its id."""
-    state = docker.container_state(sandbox.container_id) if sandbox.container_id else None
-    if state is not None and not policy.spec_drift(spec, docker.inspect_container(state.id)):
-        if state.status == "paused":
-            docker.unpause(state.id)
-        elif state.status != "running":
-            docker.start(state.id)
-        return state.id
-    if state is not None:
-        docker.remove_container(state.id)
+    saved settings, else made anew from them and started; returns its id. `gate` raises unless
+    the container may start (the egress rules): it is passed before anything runs, and before a
+    drifted container is removed; a new container is created (never started) meanwhile."""
+    found = _inspected(docker, sandbox.container_id)
+    if found is not None and not policy.spec_drift(spec, found):
+        gate()
+        status = found["State"]["Status"]
+        if status == "paused":
+            docker.unpause(found["Id"])
+        elif status != "running":
+            docker.start(found["Id"])
+        return found["Id"]
+    if found is not None:
+        gate()
+        docker.remove_container(found["Id"])
     _remove_ours(sandbox)
     container_id = docker.create_container(spec, rules=rules)
     try:
@@ -132,8 +136,56 @@ def _started_container(sandbox: Sandbox, action: str, docker, spec: policy.Conta
     except LostClaim:
         docker.remove_container(container_id)
         raise
+    gate()
     docker.start(container_id)
     return container_id
+
+
+@contextmanager
+def _egress_gate(sandbox: Sandbox, docker) -> Iterator[Callable[[], None]]:
+    """What a sandbox on a network needs before it starts, judged while the start is prepared:
+    the gate (network.may_join: the host's egress rules read with iptables-save, ip and ipset,
+    some milliseconds of processes) runs in a thread, and the gate this yields waits for its
+    decision and fails closed as _require_egress_rules says, then brings an allowlist sandbox's
+    grants in line. It is asked from the start of the run when the sandbox's bridge exists
+    already, else once provision has made its network (Docker changes the host's rules when it
+    makes one): on every start, before Docker starts the container."""
+    if sandbox.network_mode == Sandbox.Network.NONE:
+        yield lambda: None
+        return
+
+    def judge() -> network.Decision:
+        return network.may_join(sandbox.network_mode, local_engine=docker.host.is_local, bridge_made=True)
+
+    bridge = network.bridge_of(sandbox.network_mode)
+    early = network.enforced() and docker.host.is_local and bridge is not None and network.bridge_present(bridge.bridge)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="egress-gate") as reading:
+        read = [reading.submit(judge)] if early else []
+        passed: list[bool] = []
+
+        def gate() -> None:
+            if passed:
+                return
+            _require_egress_rules(sandbox, read[0].result() if read else judge())
+            if sandbox.network_mode == Sandbox.Network.ALLOWLIST and network.enforced():
+                try:
+                    sync_grants()  # before the start: no grant of an earlier holder of its address is left
+                except network.EgressError as exc:
+                    raise policy.PolicyViolation([f"The allowlist grants could not be brought in line: {exc}"]) from exc
+            passed.append(True)
+
+        yield gate
+
+
+def _inspected(docker, container_id: str) -> dict | None:
+    """`docker inspect` of the sandbox's recorded container, None when there is none: one call
+    gives both its state and what spec_drift compares."""
+    if not container_id:
+        return None
+    try:
+        return docker.inspect_container(container_id)
+    except engine.NotFound:
+        return None
 
 
 def _grant_listed(sandbox: Sandbox, docker, container_id: str) -> None:
@@ -158,12 +210,11 @@ def _deliver(sandbox: Sandbox, docker, container_id: str) -> None:
         raise
 
 
-def _require_egress_rules(sandbox: Sandbox, docker) -> None:
+def _require_egress_rules(sandbox: Sandbox, decision: network.Decision) -> None:
     """Fail closed: a sandbox on the network starts only when the gate (network.may_join) lets
     it, i.e. the host's egress rules are in place, exactly, and its bridge exists under its name.
     Missing or changed rules are not put back here: that is the periodic check's job, which
     audits what it found."""
-    decision = network.may_join(sandbox.network_mode, local_engine=docker.host.is_local, bridge_made=True)
     if decision.allowed:
         return
     if decision.problems:

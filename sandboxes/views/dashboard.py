@@ -18,11 +18,12 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     roles = request_roles(request)
     search = request.GET.get("q", "").strip()[:100]
     page = selectors.sandbox_page(user=request.user, roles=roles, search=search, page=request.GET.get("page"))
+    csrf = get_token(request)  # each call masks the token anew, with 32 random characters
     context = {
         "page": page,
-        "rows_html": render_rows(rows_for(page.object_list, roles, csrf=get_token(request))),
+        "rows_html": render_rows(rows_for(page.object_list, roles, csrf=csrf)),
         "search": search,
-        "csrf": get_token(request),
+        "csrf": csrf,
         "can_create": any(r != Role.VIEWER for r in roles.values()),
     }
     return render(request, "sandboxes/dashboard.html", context)

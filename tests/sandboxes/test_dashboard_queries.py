@@ -1,6 +1,7 @@
 """The dashboard's cost per request does not grow with its rows: every badge a row shows (health,
 OOM kills, checklist, incident hold) comes with the page's one query for the sandboxes, and the
-second factor costs at most one query per request (bench/pages.py measures the page under load)."""
+second factor costs one small query per request (the memberships it reads besides are the page's
+roles; bench/pages.py measures the page under load)."""
 
 from datetime import timedelta
 
@@ -14,7 +15,9 @@ from teams.models import Membership
 
 pytestmark = pytest.mark.django_db
 
-# The session, the user, the second factor, the user's roles and the page of sandboxes.
+# The session, the user, the user's memberships (their roles, and whether a team requires a second
+# factor), the second factor (a confirmed device, or the one the session gave its code for) and the
+# page of sandboxes.
 DASHBOARD_QUERIES = 5
 
 
