@@ -150,7 +150,7 @@ def main() -> None:
     worker = subprocess.Popen(
         [str(ROOT / ".venv/bin/celery"), "-A", "controlpanel", "worker", "-l", "INFO", "-c", "2"],
         cwd=ROOT,
-        env=dict(os.environ),
+        env=dict(os.environ, PANEL_DB_CONN_MAX_AGE="600"),  # as the Procfile starts the worker
         stdout=log,
         stderr=subprocess.STDOUT,
     )

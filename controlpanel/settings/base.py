@@ -75,11 +75,11 @@ ASGI_APPLICATION = "controlpanel.asgi.application"
 WSGI_APPLICATION = "controlpanel.wsgi.application"
 
 # --- Database: SQLite by default, PostgreSQL (or any) through DATABASE_URL -----------------
-# A connection per request, except where PANEL_DB_CONN_MAX_AGE says to keep it: gunicorn's page
-# workers do (scripts/gunicorn.conf.py), as opening one (SQLite's set-up and WAL pragmas, or a
-# PostgreSQL log-in) cost about as much as the dashboard's queries together. A kept connection is
-# checked before a request uses it again (conn_health_checks). (Celery closes its workers'
-# connections around every task whatever this says.)
+# A connection per request or task, except where PANEL_DB_CONN_MAX_AGE says to keep it: gunicorn's
+# page workers (scripts/gunicorn.conf.py) and the Celery workers (Procfile, controlpanel.celery)
+# do, as opening one (SQLite's set-up and WAL pragmas, or a PostgreSQL log-in) cost about as much
+# as the dashboard's queries together. A kept connection is checked before it is used again
+# (conn_health_checks).
 DATABASES = {
     "default": dj_database_url.parse(
         env_str("DATABASE_URL", f"sqlite:///{VAR_DIR / 'db.sqlite3'}"),
