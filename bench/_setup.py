@@ -2,6 +2,8 @@
 workspace root, network, subnet, Redis database), a fresh SQLite database in var/, and Django
 set up. Never a running panel's or test run's resources. Imported, never run by `make bench`."""
 
+import atexit
+import io
 import os
 import random
 import subprocess
@@ -31,6 +33,17 @@ def setup(database: str, slot: str) -> Path:
 
     django.setup()
     return db
+
+
+def own_egress_rules() -> None:
+    """The host's egress rules for this slot's bridges (a sandbox on a network starts only with
+    them), removed again when the bench exits, whatever its outcome: the machine as it was."""
+    from django.core.management import call_command
+
+    from sandboxes import network
+
+    call_command("egress", "apply", stdout=io.StringIO())
+    atexit.register(network.remove)
 
 
 # Source-like text for the benchmarks' data (backup, storage).

@@ -26,7 +26,7 @@ import time
 from decimal import Decimal
 from pathlib import Path
 
-from _setup import corpus, setup, started_sandbox, timed_backup, timed_tar  # noqa: E402 - bench/ is on the path when run as a script
+from _setup import corpus, own_egress_rules, setup, started_sandbox, timed_backup, timed_tar  # noqa: E402 - bench/ is on the path when run as a script
 
 DB = setup("bench-backup.sqlite3", slot="1")
 
@@ -108,7 +108,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=2)
     args = parser.parse_args()
     call_command("migrate", verbosity=0)
-    call_command("egress", "apply")  # sandboxes on the network start only with their rules
+    own_egress_rules()
     cleanup()
     team = Team.objects.create(name="Bench", slug="bench")
     sandbox = started_sandbox(

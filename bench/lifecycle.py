@@ -22,7 +22,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from _setup import ROOT, VAR, setup  # noqa: E402 - bench/ is on the path when run as a script
+from _setup import ROOT, VAR, own_egress_rules, setup  # noqa: E402 - bench/ is on the path when run as a script
 
 # Plain folders, as the raw SDK side makes (a storage pool's subvolume and quota group would be
 # work the other side does not do; bench/storage.py measures the pool).
@@ -139,7 +139,7 @@ def main() -> None:
     parser.add_argument("--poll-ms", type=float, default=1.0)
     args = parser.parse_args()
     call_command("migrate", verbosity=0)
-    call_command("egress", "apply")  # sandboxes on the network start only with their rules
+    own_egress_rules()
     team = Team.objects.create(name="Bench", slug="bench")
     user = django.contrib.auth.get_user_model().objects.create_superuser("bench", "", "bench-pass-123")
     Membership.objects.create(user=user, team=team, role="admin")
