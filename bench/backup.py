@@ -39,7 +39,7 @@ from incidents.models import Incident  # noqa: E402
 from sandboxes import engine, services  # noqa: E402
 from sandboxes.models import Sandbox  # noqa: E402
 from teams.models import Team  # noqa: E402
-from tests.support.cleanup import remove_test_resources  # noqa: E402
+from tests.support.cleanup import remove_own_test_resources as cleanup  # noqa: E402
 
 IMAGE = "ccpanel/test-busybox:latest"
 ACTOR = services.SystemActor("bench")
@@ -91,15 +91,6 @@ def incident_flow(sandbox: Sandbox) -> float:
     elapsed = time.perf_counter() - t0
     engine.engine_for().docker.images.remove(incident.image_id, force=True)
     return elapsed
-
-
-def cleanup() -> None:
-    remove_test_resources(
-        instance=settings.PANEL_INSTANCE,
-        workspace_root=Path(settings.WORKSPACE_ROOT),
-        mount_roots=[Path(r) for r in settings.SANDBOX_MOUNT_ROOTS],
-        var_roots=(Path(settings.BACKUP_ROOT), Path(settings.EVIDENCE_ROOT)),
-    )
 
 
 def main() -> None:

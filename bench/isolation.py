@@ -34,7 +34,6 @@ import statistics
 import subprocess
 import time
 from decimal import Decimal
-from pathlib import Path
 
 # Plain folders: the runtimes' difference, not the storage pool's, is what is measured here.
 os.environ.setdefault("STORAGE_POOL", "none")
@@ -43,13 +42,12 @@ from _setup import setup  # noqa: E402 - bench/ is on the path when run as a scr
 
 DB = setup("bench-isolation.sqlite3", slot="7")
 
-from django.conf import settings  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 
 from sandboxes import engine, services  # noqa: E402
 from sandboxes.models import Sandbox  # noqa: E402
 from teams.models import Team  # noqa: E402
-from tests.conftest import remove_test_resources  # noqa: E402
+from tests.support.cleanup import remove_own_test_resources as cleanup  # noqa: E402
 
 IMAGE = "ccpanel/claude-code:latest"  # the panel's default image: the one with python3
 RUNTIMES = ("runc", "runsc")
@@ -131,15 +129,6 @@ def runsc_line() -> str:
         version = "runsc: no version (not on PATH?)"
     runtimes = subprocess.run(["docker", "info", "--format", "{{json .Runtimes.runsc}}"], capture_output=True, text=True, timeout=30)
     return f"{version}; Docker: {runtimes.stdout.strip() or runtimes.stderr.strip()}"
-
-
-def cleanup() -> None:
-    remove_test_resources(
-        instance=settings.PANEL_INSTANCE,
-        workspace_root=Path(settings.WORKSPACE_ROOT),
-        mount_roots=[Path(r) for r in settings.SANDBOX_MOUNT_ROOTS],
-        var_roots=(Path(settings.BACKUP_ROOT), Path(settings.EVIDENCE_ROOT)),
-    )
 
 
 def main() -> None:
