@@ -8,6 +8,8 @@ security, storage.
 """
 
 import os
+import sys
+from pathlib import Path
 
 import dj_database_url
 
@@ -98,6 +100,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-db.sqlite3")}
+elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # pg_stat_activity then says which of the panel's processes holds each connection.
+    _process = " ".join([Path(sys.argv[0]).name, *sys.argv[1:3]]) if sys.argv else "python"
+    DATABASES["default"].setdefault("OPTIONS", {})["application_name"] = f"ccpanel {_process}"[:63]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 LANGUAGE_CODE = "en-us"

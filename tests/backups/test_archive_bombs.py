@@ -28,12 +28,17 @@ def gigabyte() -> bytes:
     return gzipped_zeros(1 << 30)
 
 
-# A fresh interpreter does the reading, so that its peak RSS is the reading's own.
+# A fresh interpreter does the reading, so that its peak RSS is the reading's own. It reads its
+# high-water mark from /proc (VmHWM, of its own memory since exec), not from getrusage: a process
+# started from pytest carries pytest's peak in ru_maxrss (see tests.support.processes).
 READER = """
-import json, os, resource, sys, time
+import json, os, sys, time
 from backups import archive
+def peak_kb():
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
 mode, path, dest = sys.argv[1:4]
-rest = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+rest = peak_kb()
 started = time.monotonic()
 try:
     if mode == "verify":
@@ -48,7 +53,7 @@ try:
 except archive.ArchiveError as exc:
     error = str(exc)
 print(json.dumps({"seconds": time.monotonic() - started, "error": error,
-                  "grew_mb": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rest) / 1024}))
+                  "grew_mb": (peak_kb() - rest) / 1024}))
 """
 
 

@@ -1,15 +1,39 @@
 """The processes tests start (a Celery worker, Daphne, the events watcher, the supervisor): on
 the test database, their output in LOG_DIR."""
 
+import json
 import os
 import signal
 import socket
 import subprocess
+import sys
+from pathlib import Path
 
 from django.db import connection
 
 from .paths import LOG_DIR, ROOT
 from .waiting import wait_for
+
+# Forks a fresh child and execs the command in it, then prints the child's peak RSS. A process
+# started straight from pytest inherits pytest's high-water mark: subprocess uses vfork, and the
+# kernel keeps the memory of the process before exec in ru_maxrss (signal->maxrss), so ru_maxrss
+# would read the test run's size (200 MB and more late in a suite), not the command's.
+_MEASURE = """
+import json, os, sys
+pid = os.fork()
+if pid == 0:
+    os.execv(sys.argv[2], sys.argv[2:])
+_pid, status, usage = os.wait4(pid, 0)
+with open(sys.argv[1], "w") as f:
+    json.dump({"exit": os.waitstatus_to_exitcode(status), "peak_kb": usage.ru_maxrss}, f)
+"""
+
+
+def run_measuring_peak_rss(cmd: list[str], result: Path, **kwargs) -> tuple[subprocess.CompletedProcess, float]:
+    """Runs `cmd` (its first item an absolute path) and returns it with its own peak RSS in MB."""
+    done = subprocess.run([sys.executable, "-c", _MEASURE, str(result), *cmd], **kwargs)
+    measured = json.loads(result.read_text())
+    return subprocess.CompletedProcess(cmd, measured["exit"], done.stdout, done.stderr), measured["peak_kb"] / 1024
 
 
 def subprocess_env(**extra: str) -> dict[str, str]:
