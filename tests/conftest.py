@@ -8,6 +8,7 @@ against the test database file, so tests that use it need `transactional_db`: wh
 writes must be committed for those processes to see it.
 """
 
+import gc
 import socket
 import subprocess
 import sys
@@ -177,6 +178,16 @@ def mount_root() -> Iterator[Path]:
     root.chmod(0o755)
     yield root
     subprocess.run(["rm", "-rf", "--one-file-system", str(root)], check=False)
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup, django_db_blocker):
+    """pytest-django's test database, left with no connection of this run when it is dropped.
+    A thread that used the database (asgiref's, a test's own) leaves its connection open until
+    its DatabaseWrapper is collected: the wrapper sits in reference cycles, so only the cycle
+    collector frees it, and PostgreSQL refuses to drop a database someone is connected to."""
+    yield
+    gc.collect()
 
 
 @pytest.fixture(scope="session")
