@@ -18,7 +18,7 @@ from sandboxes.models import Sandbox
 from storage import pool, selectors
 from storage import services as storage
 from storage.models import Checkpoint
-from tests.support.docker import docker_cli
+from tests.support.docker import docker_cli, gvisor_or_skip
 
 pytestmark = [pytest.mark.docker, pytest.mark.django_db(transaction=True)]
 ACTOR = services.SystemActor("test")
@@ -284,6 +284,18 @@ def test_nothing_inside_a_sandbox_can_make_a_subvolume(make_sandbox, clean_docke
     assert not (sandbox.workspace_path / "Projects" / "escape").exists()
     data = json.loads(docker_cli("inspect", sandbox.container_id).stdout)[0]
     assert any(o.startswith("seccomp=") and "ioctl" in o for o in data["HostConfig"]["SecurityOpt"])
+
+
+def test_nothing_inside_a_gvisor_sandbox_can_make_a_subvolume_either(make_sandbox, clean_docker):
+    """Under gVisor the seccomp profile is not what refuses them: runsc loads a container's
+    seccomp profile only with --oci-seccomp, which the panel does not set. gVisor's own kernel
+    answers the sandbox's system calls and passes no btrfs ioctl to the host's."""
+    gvisor_or_skip()
+    sandbox = make_sandbox("noioctl-gvisor", image="ccpanel/claude-code:latest", runtime="runsc")
+    done = docker_cli("exec", sandbox.container_id, "python3", "-c", SUBVOL_SCRIPT, check=False)
+    assert done.stdout.split("\n")[:2] == ["subvolume ENOTTY", "snapshot-v2 ENOTTY"], done
+    assert not (sandbox.workspace_path / "Projects" / "escape").exists()
+    assert json.loads(docker_cli("inspect", sandbox.container_id).stdout)[0]["HostConfig"]["Runtime"] == "runsc"
 
 
 def test_the_pool_grows_with_one_command_while_sandboxes_run(make_sandbox, clean_docker):

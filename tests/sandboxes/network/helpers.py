@@ -157,15 +157,6 @@ def rules_back():
     apply()
 
 
-def gvisor_or_skip() -> None:
-    from sandboxes import engine
-
-    if "runsc" not in engine.engine_for().runtimes():
-        if os.environ.get("CI") == "true":
-            pytest.fail("gVisor is not registered: the CI set-up (scripts/panel.sh) registers it")
-        pytest.skip("gVisor (runsc) is not registered with Docker here: make run PANEL_GVISOR=1 sets it up")
-
-
 # --- allowlist mode -------------------------------------------------------------------------------
 # The netns "internet" gets a name server of its own (the upstream the panel's resolver asks):
 # it answers A records from a JSON file the test rewrites, with a TTL of 1 s, and writes every

@@ -22,10 +22,9 @@ from tests.sandboxes.network.helpers import (
     allow_gateway,
     fetch,
     gateway,
-    gvisor_or_skip,
     lookup,
 )
-from tests.support.docker import docker_cli
+from tests.support.docker import docker_cli, gvisor_or_skip
 from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.django_db]

@@ -24,10 +24,9 @@ from tests.sandboxes.network.helpers import (
     address_of,
     fetch,
     gateway,
-    gvisor_or_skip,
     sh,
 )
-from tests.support.docker import docker_cli
+from tests.support.docker import docker_cli, gvisor_or_skip
 
 pytestmark = [pytest.mark.docker, pytest.mark.django_db]
 
