@@ -8,7 +8,7 @@ disk at that moment (policy.check), because Docker resolves bind sources again a
 
 import logging
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -101,12 +101,14 @@ def run_start(sandbox: Sandbox, action: str) -> None:
         spec = sandbox_spec(sandbox)
         rules = policy_rules()
         policy.check(spec, rules)
-        container_id = _started_container(sandbox, action, docker, spec, rules, gate)
-    # Every step after Docker's start runs whichever attempt gets here: a run whose worker died
-    # after Docker started the container left it running with none of them done, and nothing
-    # records how far it got. Each step is idempotent, so running it again costs only its time.
-    _verify_mounted(docker, container_id, spec)
-    _deliver(sandbox, docker, container_id)
+        container_id = _started_container(sandbox, action, docker, spec, rules, gate.before_start)
+        # Every step after Docker's start runs whichever attempt gets here: a run whose worker died
+        # after Docker started the container left it running with none of them done, and nothing
+        # records how far it got. Each step is idempotent, so running it again costs only its time.
+        confirmed = gate.read_again()
+        _verify_mounted(docker, container_id, spec)
+        _deliver(sandbox, docker, container_id)
+        gate.after_start(container_id, confirmed)
     _grant_listed(sandbox, docker, container_id)
 
 
@@ -141,17 +143,65 @@ def _started_container(
     return container_id
 
 
+@dataclass
+class _EgressGate:
+    """What a sandbox on a network needs around its start (see _egress_gate). `before_start`
+    raises unless Docker may start it; `after_start` raises, and stops the container, unless the
+    rules still hold once it runs. `judge` is the reading (network.may_join), `reading` the
+    thread it runs in, `early` its result when it was asked from the start of the run."""
+
+    sandbox: Sandbox
+    docker: engine.Engine
+    judge: Callable[[], network.Decision] | None = None
+    reading: ThreadPoolExecutor | None = None
+    early: Future | None = None
+    passed: bool = False
+
+    def before_start(self) -> None:
+        if self.passed or self.judge is None:
+            return
+        _require_egress_rules(self.sandbox, self.early.result() if self.early else self.judge())
+        if self.sandbox.network_mode == Sandbox.Network.ALLOWLIST and network.enforced():
+            try:
+                sync_grants()  # before the start: no grant of an earlier holder of its address is left
+            except network.EgressError as exc:
+                raise policy.PolicyViolation([f"The allowlist grants could not be brought in line: {exc}"]) from exc
+        self.passed = True
+
+    def read_again(self) -> Future | None:
+        """The rules read again, in the thread, while the started container is checked."""
+        if self.judge is None or self.reading is None:
+            return None
+        return self.reading.submit(self.judge)
+
+    def after_start(self, container_id: str, confirmed: Future | None) -> None:
+        """The reading before the start may be some hundreds of milliseconds old when Docker
+        starts the container (provision, the folders' walk and the create ran meanwhile), and the
+        rules can change in between (deleted, a chain put first, a network made): the start is
+        reported only if they are in place once the container runs; else it is stopped at once."""
+        if confirmed is None:
+            return
+        try:
+            _require_egress_rules(self.sandbox, confirmed.result())
+        except BaseException as exc:  # refused, or not read at all (never counted as allowed)
+            self.docker.stop(container_id, timeout=0)
+            if isinstance(exc, policy.PolicyViolation):
+                raise policy.PolicyViolation([*exc.problems, "It had started meanwhile and was stopped."]) from exc
+            raise
+
+
 @contextmanager
-def _egress_gate(sandbox: Sandbox, docker) -> Iterator[Callable[[], None]]:
+def _egress_gate(sandbox: Sandbox, docker) -> Iterator[_EgressGate]:
     """What a sandbox on a network needs before it starts, judged while the start is prepared:
     the gate (network.may_join: the host's egress rules read with iptables-save, ip and ipset,
     some milliseconds of processes) runs in a thread, and the gate this yields waits for its
     decision and fails closed as _require_egress_rules says, then brings an allowlist sandbox's
     grants in line. It is asked from the start of the run when the sandbox's bridge exists
     already, else once provision has made its network (Docker changes the host's rules when it
-    makes one): on every start, before Docker starts the container."""
+    makes one): on every start, before Docker starts the container. Because that reading is
+    older than the start, it is asked again once the container runs (after_start)."""
     if sandbox.network_mode == Sandbox.Network.NONE:
-        yield lambda: None
+        yield _EgressGate(sandbox, docker)
         return
 
     def judge() -> network.Decision:
@@ -160,21 +210,7 @@ def _egress_gate(sandbox: Sandbox, docker) -> Iterator[Callable[[], None]]:
     bridge = network.bridge_of(sandbox.network_mode)
     early = network.enforced() and docker.host.is_local and bridge is not None and network.bridge_present(bridge.bridge)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="egress-gate") as reading:
-        read = [reading.submit(judge)] if early else []
-        passed: list[bool] = []
-
-        def gate() -> None:
-            if passed:
-                return
-            _require_egress_rules(sandbox, read[0].result() if read else judge())
-            if sandbox.network_mode == Sandbox.Network.ALLOWLIST and network.enforced():
-                try:
-                    sync_grants()  # before the start: no grant of an earlier holder of its address is left
-                except network.EgressError as exc:
-                    raise policy.PolicyViolation([f"The allowlist grants could not be brought in line: {exc}"]) from exc
-            passed.append(True)
-
-        yield gate
+        yield _EgressGate(sandbox, docker, judge, reading, reading.submit(judge) if early else None)
 
 
 def _inspected(docker, container_id: str) -> dict | None:
@@ -269,7 +305,12 @@ def run_pause(sandbox: Sandbox, action: str) -> None:
 
 
 def run_unpause(sandbox: Sandbox, action: str) -> None:
-    engine.engine_for(sandbox).unpause(sandbox.container_id)
+    """A paused sandbox resumes on its network: only through the gate a start passes (a Start
+    of a paused container unpauses it after the same check)."""
+    docker = engine.engine_for(sandbox)
+    if sandbox.network_mode != Sandbox.Network.NONE:
+        _require_egress_rules(sandbox, network.may_join(sandbox.network_mode, local_engine=docker.host.is_local, bridge_made=True))
+    docker.unpause(sandbox.container_id)
 
 
 def run_reset(sandbox: Sandbox, action: str) -> None:
