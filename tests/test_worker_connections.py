@@ -52,19 +52,24 @@ def _interrupted_after_begin(monkeypatch) -> None:
         monkeypatch.setattr(connection, name, interrupted)
 
 
-def _seen_by_another_process(name: str) -> bool:
-    found: list[bool] = []
+def _on_another_connection(query):
+    """`query()`'s result, run in a thread of its own: on a database connection of its own."""
+    found: list = []
 
-    def look():
+    def run():
         try:
-            found.append(Team.objects.filter(name=name).exists())
+            found.append(query())
         finally:
             connection.close()
 
-    t = threading.Thread(target=look)
+    t = threading.Thread(target=run)
     t.start()
     t.join(60)
-    return found == [True]
+    return found[0] if found else None
+
+
+def _seen_by_another_process(name: str) -> bool:
+    return _on_another_connection(lambda: Team.objects.filter(name=name).exists()) is True
 
 
 def test_a_task_interrupted_inside_begin_leaves_no_transaction_to_the_next(kept_connection, monkeypatch):
@@ -95,21 +100,14 @@ def test_a_kept_postgresql_connection_cut_by_the_server_is_replaced_at_the_next_
     if connection.vendor != "postgresql":
         pytest.skip("PostgreSQL only: a SQLite connection is a file, never cut (the suite runs again on PostgreSQL)")
     Team.objects.create(name="before", slug="before")
-    cut: list[bool] = []
     pid = connection.connection.info.backend_pid
 
     def terminate():
-        try:
-            with connection.cursor() as cursor:  # this thread's own connection
-                cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
-                cut.append(cursor.fetchone()[0])
-        finally:
-            connection.close()
+        with connection.cursor() as cursor:  # the thread's own connection
+            cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
+            return cursor.fetchone()[0]
 
-    t = threading.Thread(target=terminate)
-    t.start()
-    t.join(60)
-    assert cut == [True]
+    assert _on_another_connection(terminate) is True
     close_old_database_connections(task=WORKER_TASK)  # the next task's prerun
     Team.objects.create(name="after", slug="after")  # the health check finds it cut and reconnects
     assert connection.connection.info.backend_pid != pid
