@@ -18,9 +18,9 @@ class EgressError(Exception):
     """The rules could not be read or applied; the message says why."""
 
 
-def run_ip(*args: str) -> str:
+def run_ip(*args: str, stdin: str | None = None) -> str:
     try:
-        return subprocess.run(["ip", "-4", "-o", *args], capture_output=True, text=True, timeout=TIMEOUT).stdout
+        return subprocess.run(["ip", "-4", "-o", *args], input=stdin, capture_output=True, text=True, timeout=TIMEOUT).stdout
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise EgressError(f"ip failed: {exc}") from exc
 

@@ -2,7 +2,6 @@
 
 import ipaddress
 import os
-from concurrent.futures import ThreadPoolExecutor
 
 from django.conf import settings
 
@@ -20,30 +19,27 @@ def enforced() -> bool:
     return bool(settings.SANDBOX_EGRESS_RULES)
 
 
-def _interface_addresses() -> list[tuple[str, ipaddress.IPv4Interface]]:
-    """(device, address/prefix) of every IPv4 address of the host, on any interface."""
-    found = []
-    for line in run_ip("addr", "show").splitlines():
+def _addresses_and_default_devices() -> tuple[list[tuple[str, ipaddress.IPv4Interface]], set[str]]:
+    """(device, address/prefix) of every IPv4 address of the host, on any interface, and the
+    devices its default routes leave by, read at one moment by one `ip -batch` (every start's
+    egress check waits for this: one process, not one for each)."""
+    addresses: list[tuple[str, ipaddress.IPv4Interface]] = []
+    devices: set[str] = set()
+    for line in run_ip("-batch", "-", stdin="addr show\nroute show default\n").splitlines():
         parts = line.split()
-        if len(parts) >= 4 and parts[2] == "inet":
-            found.append((parts[1], ipaddress.IPv4Interface(parts[3])))
-    return found
+        if len(parts) >= 4 and parts[0][:-1].isdigit() and parts[0].endswith(":") and parts[2] == "inet":
+            addresses.append((parts[1], ipaddress.IPv4Interface(parts[3])))
+        elif parts and parts[0] == "default":  # one line even with several next hops (-o)
+            devices.update(parts[i + 1] for i, word in enumerate(parts[:-1]) if word == "dev")
+    return addresses, devices
 
 
 def lan_subnets() -> list[str]:
     """The IPv4 subnets of the interfaces that carry a default route: the network the host sits
-    on, which a sandbox must not reach even when its addresses are public. The routes and the
-    addresses are read at once (two `ip` processes; every start's egress check waits for them)."""
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ip-addr") as reading:
-        addresses = reading.submit(_interface_addresses)
-        routes = run_ip("route", "show", "default")
-    devices = set()
-    for line in routes.splitlines():
-        parts = line.split()
-        if "dev" in parts:
-            devices.add(parts[parts.index("dev") + 1])
+    on, which a sandbox must not reach even when its addresses are public."""
+    addresses, devices = _addresses_and_default_devices()
     found = set()
-    for device, address in addresses.result():
+    for device, address in addresses:
         if device in devices and not any(address.network.subnet_of(ipaddress.IPv4Network(r)) for r in BLOCKED_RANGES):
             found.add(str(address.network))
     return sorted(found)
@@ -52,7 +48,7 @@ def lan_subnets() -> list[str]:
 def host_addresses() -> list[str]:
     """Every IPv4 address of the host's own, on any interface (a VPN's, a test's): traffic to
     them goes to the host (INPUT), which refuses sandboxes whatever their list grants."""
-    return sorted({str(address.ip) for _, address in _interface_addresses()})
+    return sorted({str(address.ip) for _, address in _addresses_and_default_devices()[0]})
 
 
 def dropped_ranges() -> list[str]:
