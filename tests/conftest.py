@@ -182,12 +182,20 @@ def mount_root() -> Iterator[Path]:
 
 @pytest.fixture(scope="session")
 def django_db_setup(django_db_setup, django_db_blocker):
-    """pytest-django's test database, left with no connection of this run when it is dropped.
-    A thread that used the database (asgiref's, a test's own) leaves its connection open until
-    its DatabaseWrapper is collected: the wrapper sits in reference cycles, so only the cycle
-    collector frees it, and PostgreSQL refuses to drop a database someone is connected to."""
+    """pytest-django's test database, left with no connection of this run when it is dropped:
+    PostgreSQL refuses to drop a database someone is connected to. A thread that used the
+    database (asgiref's, a test's own) keeps its own connection open while it lives, and after it
+    until its DatabaseWrapper is collected (the wrapper sits in reference cycles). At the end of
+    the session no test runs any more: every such connection is closed here, whatever holds it."""
     yield
+    from django.db import connections
+    from django.db.backends.base.base import BaseDatabaseWrapper
+
     gc.collect()
+    ours = {id(c) for c in connections.all(initialized_only=True)}
+    for wrapper in [o for o in gc.get_objects() if isinstance(o, BaseDatabaseWrapper) and id(o) not in ours]:
+        if wrapper.connection is not None:
+            wrapper.connection.close()  # the driver's own close: Django's refuses another thread's
 
 
 @pytest.fixture(scope="session")
