@@ -26,7 +26,7 @@ import time
 from decimal import Decimal
 from pathlib import Path
 
-from _setup import corpus, own_egress_rules, setup, started_sandbox, timed_backup, timed_tar  # noqa: E402 - bench/ is on the path when run as a script
+from _setup import corpus, own_egress_rules, setup, started_sandbox, timed_backup, timed_tar
 
 DB = setup("bench-backup.sqlite3", slot="1")
 

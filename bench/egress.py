@@ -25,7 +25,7 @@ import time
 from decimal import Decimal
 from pathlib import Path
 
-from _setup import VAR, setup, started_sandbox  # noqa: E402 - bench/ is on the path when run as a script
+from _setup import VAR, setup, started_sandbox
 
 DB = setup("bench-egress.sqlite3", slot="2")
 

@@ -38,7 +38,7 @@ from decimal import Decimal
 # Plain folders: the runtimes' difference, not the storage pool's, is what is measured here.
 os.environ.setdefault("STORAGE_POOL", "none")
 
-from _setup import setup  # noqa: E402 - bench/ is on the path when run as a script
+from _setup import setup
 
 DB = setup("bench-isolation.sqlite3", slot="7")
 

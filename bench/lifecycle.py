@@ -22,7 +22,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from _setup import ROOT, VAR, own_egress_rules, setup  # noqa: E402 - bench/ is on the path when run as a script
+from _setup import ROOT, VAR, own_egress_rules, setup
 
 # Plain folders, as the raw SDK side makes (a storage pool's subvolume and quota group would be
 # work the other side does not do; bench/storage.py measures the pool).

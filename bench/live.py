@@ -28,7 +28,7 @@ import time
 from decimal import Decimal
 from pathlib import Path
 
-from _setup import ROOT, VAR, setup, started_sandbox  # noqa: E402 - bench/ is on the path when run as a script
+from _setup import ROOT, VAR, setup, started_sandbox
 
 DB = setup("bench-live.sqlite3", slot="6")
 

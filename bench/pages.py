@@ -24,7 +24,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from _setup import ROOT, VAR, setup  # noqa: E402 - bench/ is on the path when run as a script
+from _setup import ROOT, VAR, setup
 
 DB = setup("bench-pages.sqlite3", slot="2")
 

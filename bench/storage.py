@@ -46,7 +46,7 @@ os.environ.setdefault("STORAGE_POOL_SIZE_MB", "8192")
 # Every checkpoint the run takes is kept, so no rotation (a subvolume delete) is in the figures.
 os.environ.setdefault("SANDBOX_KEEP_CHECKPOINTS", "100")
 
-from _setup import VAR, corpus, setup, started_sandbox, timed_backup, timed_tar  # noqa: E402 - bench/ is on the path when run as a script
+from _setup import VAR, corpus, setup, started_sandbox, timed_backup, timed_tar
 
 DB = setup("bench-storage.sqlite3", slot="43")
 

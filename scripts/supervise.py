@@ -56,7 +56,9 @@ class Child:
 
 def read_procfile(path: str, skip: set[str]) -> list[Child]:
     children = []
-    for line in open(path):
+    with open(path) as lines:
+        text = lines.read().splitlines()
+    for line in text:
         match = re.match(r"^([A-Za-z0-9_-]+):\s*(.+)$", line.strip())
         if match and match.group(1) not in skip:
             children.append(Child(match.group(1), match.group(2), COLOURS[len(children) % len(COLOURS)]))

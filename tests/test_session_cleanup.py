@@ -5,6 +5,7 @@ container, Docker network, bridge, iptables chain, mount or loop device."""
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -20,7 +21,7 @@ INNER_TEST = "tests/sandboxes/test_streams.py::test_log_lines_arrive_complete_in
 def leftovers() -> dict[str, str]:
     """Whatever of the spare slot's instance is on the machine, by kind."""
     iptables = subprocess.run(["iptables-save"], capture_output=True, text=True, check=True).stdout
-    mounts = open("/proc/self/mounts", encoding="utf-8").read()
+    mounts = Path("/proc/self/mounts").read_text(encoding="utf-8")
     found = {
         "containers": docker_cli("ps", "-aq", "--filter", f"label=io.ccpanel.instance={INSTANCE}").stdout.strip(),
         "networks": docker_cli("network", "ls", "-q", "--filter", f"name=ccpanel-{INSTANCE}").stdout.strip(),

@@ -14,7 +14,7 @@ from pathlib import Path
 import dj_database_url
 
 from .backups import *  # noqa: F403
-from .env import BASE_DIR, VAR_DIR, env_int, env_str  # noqa: F401
+from .env import BASE_DIR, VAR_DIR, env_int, env_str
 from .queue import *  # noqa: F403
 from .sandboxes import *  # noqa: F403
 from .security import *  # noqa: F403
