@@ -4,6 +4,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.db.models import F, Func, Subquery
 from django.utils import timezone
 
 from .models import Host
@@ -33,6 +34,12 @@ def is_stale(beat: datetime | None, *, now: datetime | None = None) -> bool:
 def several_hosts() -> bool:
     """Whether the panel has more than one host (the dashboard names each sandbox's host then)."""
     return Host.objects.count() > 1
+
+
+def host_count() -> Subquery:
+    """How many hosts there are, as a subquery: annotated on the dashboard's page of sandboxes,
+    it says whether to name each one's host without a query of its own."""
+    return Subquery(Host.objects.order_by().annotate(n=Func(F("pk"), function="COUNT")).values("n")[:1])
 
 
 def enabled_host_names() -> list[str]:
