@@ -18,6 +18,7 @@ urlpatterns = [
     path("backups/", include("backups.urls")),
     path("incidents/", include("incidents.urls")),
     path("teams/", include("teams.urls")),
+    path("hosts/", include("hosts.urls")),
     path("sandboxes/<int:pk>/", include(backup_urls.sandbox_urlpatterns)),
     path("sandboxes/<int:pk>/", include(incident_urls.sandbox_urlpatterns)),
     path("sandboxes/<int:pk>/", include(storage_urls.sandbox_urlpatterns)),

@@ -7,6 +7,7 @@ from decimal import Decimal
 from django import forms
 from django.conf import settings
 
+from hosts.selectors import enabled_host_names
 from teams.models import Team
 from teams.permissions import teams_for_operator
 
@@ -105,6 +106,12 @@ class SandboxCreateForm(forms.Form):
         self.initial.setdefault("cpus", Decimal(str(settings.SANDBOX_DEFAULT_CPUS)))
         self.initial.setdefault("disk_mb", settings.SANDBOX_DEFAULT_DISK_MB)
         self.initial.setdefault("network_mode", Sandbox.Network.INTERNET)
+        if len(names := enabled_host_names()) > 1:  # a choice only where there is one to make
+            self.fields["host"] = forms.ChoiceField(
+                choices=[("", "the host with the most memory left"), *((n, n) for n in names)],
+                required=False,
+                help_text="Where it runs; a disabled or draining host, or one without the memory left, is refused.",
+            )
 
     def clean_extra_mounts(self) -> list[tuple[str, str, bool]]:
         return parse_mounts(self.cleaned_data.get("extra_mounts") or "")

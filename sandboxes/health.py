@@ -9,6 +9,8 @@ import logging
 import threading
 import time
 
+from django.db import close_old_connections
+
 from controlpanel.celery import app as celery_app
 
 from . import engine
@@ -50,6 +52,7 @@ def refresh() -> dict[str, str | None]:
 def _loop() -> None:
     while True:
         try:
+            close_old_connections()  # the engine is read from the "local" host row: a fresh connection if it broke
             refresh()
         except Exception:  # the checker must outlive any one failure
             log.warning("health check failed", exc_info=True)

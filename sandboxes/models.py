@@ -13,6 +13,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from hosts.models import Host, local_host_pk
 from teams.models import Team
 
 
@@ -66,6 +67,10 @@ class Sandbox(models.Model):
     name = models.SlugField(max_length=40)
     uuid = models.UUIDField(default=uuidlib.uuid4, unique=True, editable=False)
     team = models.ForeignKey(Team, on_delete=models.PROTECT, related_name="sandboxes")
+    # The Docker engine it lives on (placed at create: hosts.placement). Protected: a host that
+    # holds sandboxes, destroyed ones included, cannot be deleted. A row made without one (code
+    # from before hosts) lands on "local".
+    host = models.ForeignKey(Host, on_delete=models.PROTECT, related_name="sandboxes", default=local_host_pk)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     image = models.CharField(max_length=255)
     memory_mb = models.PositiveIntegerField()

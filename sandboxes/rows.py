@@ -58,6 +58,8 @@ class Row:
     checklist_failed: int | None = None
     # What Docker sees beside the status: the health check's state and recent OOM kills (badges).
     signals: SafeString = mark_safe("")
+    # Its host's name, only when the panel has more than one host (else "": no column).
+    host: str = ""
     # The allowlist presets the panel offers, (key, (label, entries)): the detail panel's form.
     allowlist_presets: tuple = tuple(PRESETS.items())
 
@@ -148,6 +150,7 @@ def row_for(sandbox: Sandbox, role: str | None, *, csrf: str, back_to_detail: bo
         can_open_terminal=role_allows(role, Role.OPERATOR),
         checklist_failed=sandbox.checklist_failed,
         signals=_signals(sandbox),
+        host=sandbox.host.name if (getattr(sandbox, "host_count", None) or 0) > 1 else "",
     )
 
 
@@ -173,12 +176,13 @@ def render_row(row: Row, *, oob: bool = False, insert: bool = False) -> SafeStri
         pending += f' <a class="badge ok" {link}>checklist ok</a>'
     actions = '<span class="hint">view only</span>' if row.view_only else row.buttons
     swap = ' hx-swap-oob="true"' if oob and not insert else ""
+    host_cell = f'<td class="host">{e(row.host)}</td>' if row.host else ""  # only with several hosts
     html = (
         f'<tr id="sandbox-{int(row.pk)}"{swap} data-name="{e(row.name)}" data-status="{e(row.status)}" data-pending="{e(row.pending)}">'
         f'<td><a href="{e(row.url)}">{e(row.name)}</a></td>'
         f'<td><span class="status status-{e(row.status)}">{e(row.status_label)}</span>{pending}{detail}</td>'
         f"<td><code>{e(row.image)}</code></td><td>{e(row.memory)}</td><td>{e(row.cpus)}</td><td>{e(row.network)}</td>"
-        f'<td>{e(row.team)}</td><td class="usage" data-usage="{int(row.pk)}"></td><td class="actions">{actions}</td></tr>'
+        f'{host_cell}<td>{e(row.team)}</td><td class="usage" data-usage="{int(row.pk)}"></td><td class="actions">{actions}</td></tr>'
     )
     if insert:
         html = f'<tbody hx-swap-oob="beforeend:#sandbox-rows">{html}</tbody>'

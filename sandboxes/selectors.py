@@ -8,6 +8,8 @@ from django.db.models import Count, Max, Min, Q, QuerySet, Sum
 from django.http import Http404
 from django.utils import timezone
 
+from hosts.selectors import host_count
+
 from . import engine, policy
 from .models import EgressDenial, Sandbox
 from .secrets import LABEL_SECRETS
@@ -84,8 +86,9 @@ def sandbox_page(*, user, roles: dict[int, str], search: str = "", page: int | s
     """One page of the dashboard: SANDBOX_PAGE_SIZE sandboxes, by name, filtered by `search`.
     `roles` (teams.permissions.team_roles) says which teams' sandboxes the user sees."""
     sandboxes = (
-        Sandbox.objects.select_related("team")
+        Sandbox.objects.select_related("team", "host")
         .exclude(status=Sandbox.Status.DESTROYED)
+        .annotate(host_count=host_count())  # the host is named only when there are several
         .only(
             "pk",
             "name",
@@ -105,6 +108,8 @@ def sandbox_page(*, user, roles: dict[int, str], search: str = "", page: int | s
             "oom_since",
             "team__name",
             "team_id",
+            "host__name",
+            "host_id",
         )
     )
     if not getattr(user, "is_superuser", False):

@@ -39,6 +39,7 @@ INSTALLED_APPS = [
     "incidents",
     "audit",
     "storage",
+    "hosts",
 ]
 
 MIDDLEWARE = [

@@ -4,9 +4,10 @@
 
 `EngineClient(host)` keeps its own docker-py client and raises the project's own errors
 (EngineError and its kinds); plain values go in and out. There is no module-level client:
-every caller asks for the engine of the host it works on. Today every sandbox lives on the one
-host the settings name (DOCKER_HOST, this machine's socket by default); a Host row per sandbox
-comes with the multi-host work, and only `host_for` changes then.
+every caller asks for the engine of the host it works on: `host_for(sandbox)` reads the
+sandbox's Host row (hosts.models.Host), `default_host()` the "local" row (this machine's engine:
+the image builds, the health check, the events watcher). A row's blank Docker URL means what
+the settings say (DOCKER_HOST, else this machine's socket). Nothing else names an engine.
 
 What callers get is an `Engine` (protocol.py): the methods they may use, plain values in and
 out. Tests of services, forms and views may put a fake in place with `override(fake)` (the fake
@@ -66,6 +67,8 @@ __all__ = [
     "Host",
     "NotFound",
     "default_host",
+    "host_for",
+    "host_of",
     "engine_for",
     "engine_for_host",
     "log_file_chunks",
@@ -91,14 +94,42 @@ _engines_lock = threading.Lock()
 _override: Engine | None = None
 
 
-def default_host() -> Host:
-    """The host the settings name (read at each call, so a changed setting takes effect)."""
+def host_of(row: Any) -> Host:
+    """The engine of a Host row (hosts.models.Host): its URL, or the settings' when blank (read
+    at each call, so a changed setting takes effect)."""
+    return Host(name=row.name, base_url=row.docker_url or settings.DOCKER_HOST, timeout=settings.DOCKER_TIMEOUT)
+
+
+def _settings_host() -> Host:
     return Host(name="local", base_url=settings.DOCKER_HOST, timeout=settings.DOCKER_TIMEOUT)
 
 
+def default_host() -> Host:
+    """This machine's engine: the "local" host row's, or the settings' while there is no such
+    row or no table yet (the very first `migrate`, or an older database). One small query; a
+    failed one inside a transaction is rolled back to a savepoint, so the caller's transaction
+    stays usable on PostgreSQL."""
+    from django.db import DatabaseError, connection, transaction
+
+    from hosts.models import LOCAL
+    from hosts.models import Host as HostRow
+
+    try:
+        if connection.in_atomic_block:
+            with transaction.atomic():
+                row = HostRow.objects.filter(name=LOCAL).only("name", "docker_url").first()
+        else:
+            row = HostRow.objects.filter(name=LOCAL).only("name", "docker_url").first()
+    except (DatabaseError, RuntimeError):  # RuntimeError: a test without the database (pytest-django's blocker)
+        row = None
+    return host_of(row) if row is not None else _settings_host()
+
+
 def host_for(sandbox: Any) -> Host:
-    """The host `sandbox` runs on."""
-    return default_host()
+    """The engine of the host `sandbox` is on (its row's `host`; one query the first time it is
+    asked of an instance, none after, or none at all when it was fetched with
+    select_related("host"), as the live sockets do)."""
+    return host_of(sandbox.host)
 
 
 def engine_for_host(host: Host) -> Engine:
@@ -114,6 +145,8 @@ def engine_for(sandbox: Any = None, *, timeout: int | None = None) -> Engine:
     """The engine of the host `sandbox` runs on (the default host when None: image builds,
     health checks, the events watcher of this machine). Pages pass a short `timeout`, so that a
     hung engine cannot hold a request for long."""
+    if _override is not None:  # the fast tests' fake is every host's engine: no row to read
+        return _override
     host = host_for(sandbox) if sandbox is not None else default_host()
     if timeout is not None:
         host = Host(name=host.name, base_url=host.base_url, timeout=timeout)

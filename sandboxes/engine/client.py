@@ -49,9 +49,8 @@ class Conflict(EngineError):
 
 @dataclass(frozen=True)
 class Host:
-    """Where an engine runs. `base_url` None means this machine's default socket. Until the
-    multi-host work gives hosts rows of their own, every sandbox runs on the one host the
-    settings name (DOCKER_HOST)."""
+    """Where an engine runs, as a plain value (hosts.models.Host is the row; engine.host_of
+    turns one into this). `base_url` None means this machine's default socket."""
 
     name: str
     base_url: str | None

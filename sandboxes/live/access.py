@@ -57,7 +57,8 @@ def check(*, user_id: int, session_key: str, sandbox_id: int, needed: str) -> Gr
     user = get_user_model().objects.filter(pk=user_id, is_active=True).first()
     if user is None or not session_is_valid(session_key, user):
         return None
-    sandbox = Sandbox.objects.filter(pk=sandbox_id).exclude(status=Sandbox.Status.DESTROYED).first()
+    # With its host: the sockets ask for its engine (engine.host_for) from async code, no query then.
+    sandbox = Sandbox.objects.select_related("host").filter(pk=sandbox_id).exclude(status=Sandbox.Status.DESTROYED).first()
     if sandbox is None:
         return None
     role = role_in(user, sandbox.team_id)

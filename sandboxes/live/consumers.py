@@ -16,6 +16,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.template.loader import render_to_string
 
+from hosts.selectors import host_count
 from teams.models import Membership
 from teams.permissions import Role, team_roles
 
@@ -112,7 +113,7 @@ class StatusConsumer(WebsocketConsumer):
         if user is None or not access.session_is_valid(self.session_key, user):
             self.close(code=CLOSE_UNAUTHORISED)
             return
-        sandbox = Sandbox.objects.select_related("team").filter(pk=event["sandbox_id"]).first()
+        sandbox = Sandbox.objects.select_related("team", "host").annotate(host_count=host_count()).filter(pk=event["sandbox_id"]).first()
         role = self._role(user, sandbox.team_id) if sandbox is not None else None
         if self.sandbox_id is not None:
             if role is None or sandbox is None:

@@ -249,7 +249,8 @@ class DashboardStatsConsumer(AsyncWebsocketConsumer):
             await self.close(code=CLOSE_TRY_LATER)
             return
         await self.accept()
-        self.collector = collector_for()
+        # This machine's engine is read from the "local" host row: a query, so not on the loop.
+        self.collector = collector_for(await database_sync_to_async(engine.default_host)())
         self.collector.subscribe(self, self._tick)
 
     async def disconnect(self, code):

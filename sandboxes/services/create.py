@@ -10,6 +10,9 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from controlpanel.db import serialise
+from hosts import placement
+from hosts.models import LOCAL
+from hosts.models import Host as HostRow
 from teams import policy as team_policy
 from teams.models import Team
 from teams.permissions import Role, actor_user, authorize
@@ -27,22 +30,29 @@ S = Sandbox.Status
 log = logging.getLogger(__name__)
 
 
-def validate_runtime(runtime) -> dict[str, list[str]]:
-    """A runtime the panel allows and this engine has registered."""
+def _engine_of(on: engine.Host | None) -> engine.Engine:
+    return engine.engine_for_host(on) if on is not None else engine.engine_for()
+
+
+def validate_runtime(runtime, *, on: engine.Host | None = None) -> dict[str, list[str]]:
+    """A runtime the panel allows and the engine (`on`, else this machine's) has registered."""
     if runtime not in Sandbox.Runtime.values:
         return {"runtime": [f"Isolation: one of {', '.join(Sandbox.Runtime.values)}."]}
     if runtime != Sandbox.Runtime.RUNC:
         try:
-            if runtime not in engine.engine_for().runtimes():
+            if runtime not in _engine_of(on).runtimes():
                 return {"runtime": ["gVisor is not set up on this machine: run `make run PANEL_GVISOR=1` once (see the README)."]}
         except engine.EngineUnavailable:
             pass  # Docker says so itself at the start
     return {}
 
 
-def validate_settings(*, name, image, memory_mb, cpus, network_mode, image_present: bool = True) -> dict[str, list[str]]:
+def validate_settings(
+    *, name, image, memory_mb, cpus, network_mode, image_present: bool = True, on: engine.Host | None = None
+) -> dict[str, list[str]]:
     """The rules for a new sandbox's settings, the same for the form, the CLI and any caller
-    (a restore judges a manifest's settings with them too, `image_present` False)."""
+    (a restore judges a manifest's settings with them too, `image_present` False). The image
+    must be on the engine `on` (the host it is placed on; this machine's when None)."""
     errors: dict[str, list[str]] = {}
 
     def add(field_name: str, message: str) -> None:
@@ -78,8 +88,9 @@ def validate_settings(*, name, image, memory_mb, cpus, network_mode, image_prese
         add("image", f"{image} is kept as evidence of an incident; it is never run.")
     if image_present and not errors.get("image"):
         try:
-            if not engine.engine_for().image_exists(image):
-                add("image", f"Image {image} is not on this machine; build or pull it first.")
+            if not _engine_of(on).image_exists(image):
+                where = "this machine" if on is None or on.name == LOCAL else f"host {on.name}"
+                add("image", f"Image {image} is not on {where}; build or pull it first.")
         except engine.EngineUnavailable:
             pass  # recorded anyway: its start fails with the reason, and Start retries
     return errors
@@ -191,6 +202,8 @@ def sandbox_create(
     egress_presets: Sequence[str] = (),
     egress_allow: str = "",
     disk_mb: int | None = None,
+    host: str | None = None,
+    host_labels: Sequence[str] = (),
     source_ip: str | None = None,
     enqueue: bool = True,
     claim_for: str = Sandbox.Action.START,
@@ -202,11 +215,23 @@ def sandbox_create(
     or container behind: InvalidInput or PolicyViolation says why. A folder left by an earlier
     sandbox of the same name is never adopted. A restore into a new sandbox passes `claim_for`
     (the restore job) and queues its own task. NotQueued: recorded, but the queue refused its
-    start (it is left in `error` with the reason)."""
+    start (it is left in `error` with the reason).
+
+    Placed on `host` (a host's name) when given, else on the enabled, non-draining host with the
+    most free memory that has every label of `host_labels` (hosts.placement); judged again with
+    the lock held, so two creates cannot both take a host's last memory."""
     authorize(actor, team, Role.OPERATOR)
     name = name.strip() if isinstance(name, str) else name
-    errors = validate_settings(name=name, image=image, memory_mb=memory_mb, cpus=cpus, network_mode=network_mode)
-    errors.update(validate_runtime(runtime))
+    placed: HostRow | None = None
+    try:
+        placed = placement.place(memory_mb=memory_mb if isinstance(memory_mb, int) else 0, labels=host_labels, host_name=host)
+    except placement.Unplaceable as exc:
+        errors: dict[str, list[str]] = {"host": [str(exc)]}
+    else:
+        errors = {}
+    on = engine.host_of(placed) if placed is not None else None
+    errors.update(validate_settings(name=name, image=image, memory_mb=memory_mb, cpus=cpus, network_mode=network_mode, on=on))
+    errors.update(validate_runtime(runtime, on=on))
     if selinux_level and (problems := policy.check_selinux_level(selinux_level, host_has_selinux=host_has_selinux())):
         errors["selinux_level"] = problems
     egress_presets = sorted(set(egress_presets))
@@ -216,7 +241,7 @@ def sandbox_create(
     disk_mb = disk_mb or team_policy.default_disk_mb(team) or settings.SANDBOX_DEFAULT_DISK_MB
     if not settings.SANDBOX_MIN_DISK_MB <= disk_mb <= settings.SANDBOX_MAX_DISK_MB:
         errors["disk_mb"] = [f"The disk quota is from {settings.SANDBOX_MIN_DISK_MB} to {settings.SANDBOX_MAX_DISK_MB} MB."]
-    if errors:
+    if errors or placed is None:  # placed is None only with errors["host"] saying why
         raise InvalidInput(errors)
     base = settings.WORKSPACE_ROOT / name
     if base.exists() or base.is_symlink():
@@ -229,6 +254,7 @@ def sandbox_create(
     sandbox = Sandbox(
         name=name,
         team=team,
+        host=placed,
         created_by=actor_user(actor),
         image=image,
         memory_mb=memory_mb,
@@ -268,6 +294,10 @@ def sandbox_create(
 
             if problem := overcommit_problem(disk_mb):
                 raise InvalidInput({"disk_mb": [problem]})
+            try:  # its memory still free there, now that no other create can take it
+                placement.place(memory_mb=memory_mb, labels=host_labels, host_name=placed.name)
+            except placement.Unplaceable as exc:
+                raise InvalidInput({"host": [str(exc)]}) from exc
             sandbox.save()
             for m in mounts:
                 m.sandbox = sandbox
@@ -286,6 +316,7 @@ def sandbox_create(
                     "runtime": runtime,
                     "selinux_level": selinux_level,
                     "disk_mb": sandbox.disk_mb,
+                    "host": placed.name,
                     "mounts": [str(m) for m in mounts],
                     **(audit_details or {}),
                 },

@@ -50,6 +50,7 @@ def sandbox_create(request: HttpRequest) -> HttpResponse:
                 egress_presets=data.get("egress_presets") or [],
                 egress_allow=data.get("egress_allow") or "",
                 disk_mb=data.get("disk_mb"),
+                host=data.get("host") or None,
                 source_ip=client_ip(request),
             )
         except services.NotQueued as exc:

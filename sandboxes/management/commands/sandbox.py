@@ -54,6 +54,8 @@ class Command(BaseCommand):
         parser.add_argument("--low-ports-and-ping", action="store_true", help="let it listen below port 1024 and ping (less safe)")
         parser.add_argument("--runtime", choices=[c for c, _ in Sandbox.Runtime.choices], default="runc", help="runsc: gVisor")
         parser.add_argument("--team", default="default", help="team slug (create)")
+        parser.add_argument("--host", default=None, help="create: the host to run on (default: the one with the most memory left)")
+        parser.add_argument("--host-label", action="append", default=[], help="create: a label the host must have; repeatable")
         parser.add_argument("--tail", type=int, default=200, help="lines of output (logs)")
         parser.add_argument("--raw", action="store_true", help="logs: keep control characters and escape sequences")
 
@@ -116,6 +118,8 @@ class Command(BaseCommand):
                 low_ports_and_ping=opts.get("low_ports_and_ping", False),
                 runtime=opts.get("runtime", "runc"),
                 disk_mb=opts.get("disk_mb"),
+                host=opts.get("host") or None,
+                host_labels=opts.get("host_label") or [],
                 enqueue=False,
             )
         except policy.PolicyViolation as exc:

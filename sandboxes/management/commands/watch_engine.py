@@ -14,7 +14,9 @@ whole process again):
 - the decision log (network.decision_log): refusals are read from the kernel's log only while it
   runs;
 - the egress rules' watch (network.watch): a rule changed by hand waits for the periodic check
-  (every 30 s) while it is down.
+  (every 30 s) while it is down;
+- the host's heartbeat (hosts.heartbeat): every few seconds, this machine's host row gets the
+  time, the engine's version and its error if it did not answer (the Hosts page shows them).
 """
 
 import logging
@@ -22,6 +24,7 @@ import time
 
 from django.core.management.base import BaseCommand
 
+from hosts import heartbeat
 from sandboxes import engine, services
 from sandboxes.network import decision_log, resolver, watch
 
@@ -37,6 +40,7 @@ class Command(BaseCommand):
         decision_log.start_thread()  # the decision log: refusals of the egress rules, per sandbox
         resolver.start_thread()  # the allowlist bridge's DNS, on its gateway
         watch.start_thread()  # the egress rules, repaired within a second of a change by hand
+        heartbeat.start_thread()  # this machine's host: last seen, engine version, last error
         delay = 1.0
         while True:
             try:

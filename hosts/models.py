@@ -1,0 +1,66 @@
+"""A host: one Docker engine sandboxes are placed on, and what it may hold.
+
+Today every host's engine is reached from this machine (its own socket, or a URL the engine
+answers on); agents running on other machines are the next step (issue 16). The first host,
+"local", is made by a data migration from the settings, so a panel from before hosts keeps
+working unchanged.
+"""
+
+from decimal import Decimal
+
+from django.core.validators import MinValueValidator
+from django.db import models
+
+from . import machine
+
+LOCAL = "local"
+
+
+def _machine_cpus() -> Decimal:
+    return machine.cpus()
+
+
+def _machine_memory_mb() -> int:
+    return machine.memory_mb()
+
+
+def _machine_disk_mb() -> int:
+    return machine.disk_mb()
+
+
+class Host(models.Model):
+    """One Docker engine. `docker_url` blank: this machine's default socket, as the settings say
+    (DOCKER_HOST, else /var/run/docker.sock). Capacity is what placement reserves against: a
+    sandbox not destroyed holds its memory, CPUs and disk quota on its host, running or not."""
+
+    name = models.SlugField(max_length=63, unique=True)
+    docker_url = models.CharField(max_length=255, blank=True)
+    cpus = models.DecimalField(max_digits=7, decimal_places=2, default=_machine_cpus, validators=[MinValueValidator(Decimal("0.25"))])
+    memory_mb = models.PositiveIntegerField(default=_machine_memory_mb)
+    disk_mb = models.PositiveBigIntegerField(default=_machine_disk_mb)
+    labels = models.JSONField(default=list, blank=True)
+    enabled = models.BooleanField(default=True)
+    draining = models.BooleanField(default=False)
+    last_heartbeat = models.DateTimeField(null=True, blank=True)
+    engine_version = models.CharField(max_length=64, blank=True)
+    last_error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def accepts_sandboxes(self) -> bool:
+        return self.enabled and not self.draining
+
+
+def local_host_pk() -> int:
+    """The "local" host's key: the default of Sandbox.host, so that a sandbox recorded without a
+    host (by code from before hosts) lands on this machine. The row is made again from this
+    machine when the table is empty (a test database flushed between tests)."""
+    from .services import local_host
+
+    return local_host().pk

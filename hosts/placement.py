@@ -1,0 +1,79 @@
+"""Where a new sandbox goes: the enabled, non-draining host with the most free reserved memory
+that has every label asked for, or the host the caller names (refused, saying why, when it
+cannot take it). With one host that is always "local".
+
+"Reserved" is the sum over a host's sandboxes that are not destroyed, running or not: a stopped
+sandbox may start at any time and must find its memory there.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+
+from django.db.models import Count, Q, QuerySet, Sum
+
+from .models import Host
+from .services import local_host
+
+DESTROYED = "destroyed"  # Sandbox.Status.DESTROYED (sandboxes depends on hosts, not the reverse)
+
+
+class Unplaceable(Exception):
+    """No host can take the sandbox, or the named one cannot; the message says why."""
+
+
+@dataclass(frozen=True)
+class Load:
+    """What a host's sandboxes (not destroyed) reserve of it."""
+
+    sandboxes: int
+    memory_mb: int
+    cpus: Decimal
+    disk_mb: int
+
+
+def with_load(hosts: QuerySet[Host] | None = None) -> QuerySet[Host]:
+    """Hosts annotated with what their live sandboxes reserve (one query for all of them)."""
+    live = ~Q(sandboxes__status=DESTROYED)
+    return (hosts if hosts is not None else Host.objects.all()).annotate(
+        live_sandboxes=Count("sandboxes", filter=live),
+        reserved_memory_mb=Sum("sandboxes__memory_mb", filter=live, default=0),
+        reserved_cpus=Sum("sandboxes__cpus", filter=live, default=Decimal(0)),
+        reserved_disk_mb=Sum("sandboxes__disk_mb", filter=live, default=0),
+    )
+
+
+def load_of(host: Host) -> Load:
+    """The load of a host annotated by `with_load`."""
+    return Load(host.live_sandboxes, host.reserved_memory_mb, Decimal(host.reserved_cpus or 0), host.reserved_disk_mb)  # type: ignore[attr-defined]
+
+
+def free_memory_mb(host: Host) -> int:
+    return host.memory_mb - host.reserved_memory_mb  # type: ignore[attr-defined]
+
+
+def place(*, memory_mb: int, labels: Sequence[str] = (), host_name: str | None = None) -> Host:
+    """The host a new sandbox of `memory_mb` goes to. Unplaceable says why there is none."""
+    local_host()  # a panel never has no host: "local" is made again if the table is empty
+    wanted = set(labels)
+    if host_name:
+        found = with_load(Host.objects.filter(name=host_name)).first()
+        if found is None:
+            raise Unplaceable(f"There is no host named {host_name!r}.")
+        if not found.enabled:
+            raise Unplaceable(f"Host {found.name} is disabled: it takes no new sandbox.")
+        if found.draining:
+            raise Unplaceable(f"Host {found.name} is draining: it takes no new sandbox.")
+        if missing := sorted(wanted - set(found.labels or ())):
+            raise Unplaceable(f"Host {found.name} lacks the label(s) {', '.join(missing)}.")
+        if free_memory_mb(found) < memory_mb:
+            raise Unplaceable(f"Host {found.name} has {max(0, free_memory_mb(found))} MB of memory left, not {memory_mb}.")
+        return found
+    candidates = [h for h in with_load(Host.objects.filter(enabled=True, draining=False)) if wanted <= set(h.labels or ())]
+    if not candidates:
+        asked = f" with the label(s) {', '.join(sorted(wanted))}" if wanted else ""
+        raise Unplaceable(f"No enabled host that is not draining{asked}.")
+    best = max(candidates, key=lambda h: (free_memory_mb(h), h.name == "local", -h.pk))
+    if free_memory_mb(best) < memory_mb:
+        raise Unplaceable(f"No host has {memory_mb} MB of memory left (the most is {max(0, free_memory_mb(best))} MB, on {best.name}).")
+    return best

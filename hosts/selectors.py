@@ -1,0 +1,73 @@
+"""Reads about hosts: the Hosts page's rows, and whether the panel has more than one."""
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db.models import F, Func, Subquery
+from django.utils import timezone
+
+from .models import Host
+from .placement import Load, load_of, with_load
+
+HEARTBEAT_SECONDS = 5.0  # how often the events watcher beats (hosts.heartbeat)
+STALE_AFTER = timedelta(seconds=3 * HEARTBEAT_SECONDS)
+
+
+@dataclass(frozen=True)
+class HostRow:
+    host: Host
+    load: Load
+    base_url: str  # what the engine is reached at, in words
+    stale: bool  # no heartbeat within 3 beats: the watcher (or its engine) is not answering
+    pool_free_mb: int | None  # the storage pool's free space, for this machine's engine only
+
+    @property
+    def reachable(self) -> bool:
+        return self.host.last_heartbeat is not None and not self.stale and not self.host.last_error
+
+
+def is_stale(beat: datetime | None, *, now: datetime | None = None) -> bool:
+    return beat is None or (now or timezone.now()) - beat > STALE_AFTER
+
+
+def several_hosts() -> bool:
+    """Whether the panel has more than one host (the dashboard names each sandbox's host then)."""
+    return Host.objects.count() > 1
+
+
+def host_count() -> Subquery:
+    """How many hosts there are, as a subquery: annotated on the dashboard's page of sandboxes,
+    it says whether to name each one's host without a query of its own."""
+    return Subquery(Host.objects.order_by().annotate(n=Func(F("pk"), function="COUNT")).values("n")[:1])
+
+
+def enabled_host_names() -> list[str]:
+    return list(Host.objects.filter(enabled=True).values_list("name", flat=True))
+
+
+def _pool_free_mb() -> int | None:
+    from storage import pool
+
+    if not pool.active():
+        return None
+    try:
+        status = pool.status()
+    except (pool.PoolError, OSError):
+        return None
+    free = status.get("free")
+    return int(free) // (1 << 20) if isinstance(free, int) else None
+
+
+def host_rows() -> list[HostRow]:
+    """Every host with its load, its health as the watcher last wrote it, and, for this
+    machine's engine, the storage pool's free space."""
+    from sandboxes import engine
+
+    now = timezone.now()
+    rows = []
+    for host in with_load():
+        where = host.docker_url or settings.DOCKER_HOST or "this machine's default socket"
+        local = engine.Host(host.name, host.docker_url or settings.DOCKER_HOST, 1).is_local
+        rows.append(HostRow(host, load_of(host), where, is_stale(host.last_heartbeat, now=now), _pool_free_mb() if local else None))
+    return rows

@@ -1,0 +1,160 @@
+"""Writes to hosts: add one, enable or drain it, delete an empty one (superusers only, each
+audited in the same transaction), and the heartbeat the events watcher writes."""
+
+import re
+from collections.abc import Sequence
+from decimal import Decimal, InvalidOperation
+
+from django.core.exceptions import PermissionDenied
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from audit.services import audit_record
+from teams.permissions import SystemActor, actor_name, actor_user
+
+from .models import LOCAL, Host
+
+LABEL = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+URL_SCHEMES = ("unix://", "tcp://", "ssh://")
+
+
+class HostError(Exception):
+    """A host change the rules refuse; `errors` maps a field ("" for the whole form) to messages."""
+
+    def __init__(self, errors: dict[str, list[str]]):
+        self.errors = errors
+        super().__init__(" ".join(m for msgs in errors.values() for m in msgs))
+
+
+def local_host() -> Host:
+    """The "local" row (this machine's engine, as the settings name it). Made again from this
+    machine only when there is no host at all, so that a panel always has somewhere to put a
+    sandbox; a panel whose admin removed "local" beside other hosts gets it from nowhere."""
+    found = Host.objects.filter(name=LOCAL).first()
+    if found is not None:
+        return found
+    if Host.objects.exists():
+        raise Host.DoesNotExist('There is no "local" host.')
+    return Host.objects.get_or_create(name=LOCAL)[0]
+
+
+def _require_superuser(actor) -> None:
+    if isinstance(actor, SystemActor):
+        return  # the shell: root on the panel's machine
+    if not getattr(actor, "is_superuser", False):
+        raise PermissionDenied("Only a superuser manages hosts.")
+
+
+def _audit(actor, action: str, host: Host, details: dict, source_ip: str | None) -> None:
+    audit_record(
+        actor=actor_user(actor),
+        actor_name=actor_name(actor),
+        action=action,
+        target=f"host {host.name}",
+        details=details,
+        source_ip=source_ip,
+    )
+
+
+def clean_labels(labels: Sequence[str] | str) -> list[str]:
+    """Labels as a sorted list without repeats: from a list, or text separated by commas or
+    spaces. HostError for one that is not lower-case letters, digits, ".", "_" or "-"."""
+    items = labels.replace(",", " ").split() if isinstance(labels, str) else list(labels)
+    bad = [label for label in items if not isinstance(label, str) or not LABEL.match(label)]
+    if bad:
+        raise HostError({"labels": [f"Labels are lower-case letters, digits, '.', '_' and '-' (not {', '.join(map(repr, bad))})."]})
+    return sorted(set(items))
+
+
+def _validate(*, name: str, docker_url: str, cpus, memory_mb, disk_mb) -> dict[str, list[str]]:
+    errors: dict[str, list[str]] = {}
+    if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,62}", name or ""):
+        errors["name"] = ["Name: lower-case letters, digits and '-', at most 63."]
+    if docker_url and (not docker_url.startswith(URL_SCHEMES) or any(c.isspace() for c in docker_url)):
+        errors["docker_url"] = [
+            "Docker URL: unix:///path/to/docker.sock, tcp://address:port or ssh://user@machine (blank: this machine's)."
+        ]
+    try:
+        if Decimal(str(cpus)) < Decimal("0.25") or not Decimal(str(cpus)).is_finite():
+            raise InvalidOperation
+    except (InvalidOperation, ValueError):
+        errors["cpus"] = ["CPUs: a number, at least 0.25."]
+    for field, value in (("memory_mb", memory_mb), ("disk_mb", disk_mb)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            errors[field] = [f"{field.replace('_mb', '').capitalize()}: a whole number of MB."]
+    return errors
+
+
+def host_create(
+    *,
+    actor,
+    name: str,
+    docker_url: str = "",
+    cpus: Decimal | None = None,
+    memory_mb: int | None = None,
+    disk_mb: int | None = None,
+    labels: Sequence[str] | str = (),
+    source_ip: str | None = None,
+) -> Host:
+    """Record a host. Capacity left out is read from this machine (the engine's machine when it
+    is this one; an admin states it for another). Nothing is asked of the engine here: the
+    events watcher's heartbeat says whether it answers."""
+    _require_superuser(actor)
+    host = Host(name=(name or "").strip(), docker_url=(docker_url or "").strip())
+    host.cpus = Decimal(str(cpus)) if cpus is not None else host.cpus
+    host.memory_mb = memory_mb if memory_mb is not None else host.memory_mb
+    host.disk_mb = disk_mb if disk_mb is not None else host.disk_mb
+    errors = _validate(name=host.name, docker_url=host.docker_url, cpus=host.cpus, memory_mb=host.memory_mb, disk_mb=host.disk_mb)
+    try:
+        host.labels = clean_labels(labels)
+    except HostError as exc:
+        errors.update(exc.errors)
+    if errors:
+        raise HostError(errors)
+    try:
+        with transaction.atomic():
+            host.save()
+            details = {"docker_url": host.docker_url, "cpus": str(host.cpus), "memory_mb": host.memory_mb, "disk_mb": host.disk_mb}
+            _audit(actor, "host.create", host, {**details, "labels": host.labels}, source_ip)
+    except IntegrityError as exc:
+        raise HostError({"name": [f"A host named {host.name!r} exists."]}) from exc
+    return host
+
+
+def host_set_state(*, actor, host: Host, enabled: bool | None = None, draining: bool | None = None, source_ip: str | None = None) -> Host:
+    """Enable or disable a host, or drain it (it keeps its sandboxes, and takes no new one).
+    Audited only when something changed."""
+    _require_superuser(actor)
+    changes = {f: v for f, v in (("enabled", enabled), ("draining", draining)) if v is not None}
+    with transaction.atomic():
+        current = Host.objects.select_for_update().get(pk=host.pk)
+        changed = {f: {"was": getattr(current, f), "now": v} for f, v in changes.items() if getattr(current, f) != v}
+        if changed:
+            Host.objects.filter(pk=host.pk).update(**{f: c["now"] for f, c in changed.items()})
+            _audit(actor, "host.update", current, changed, source_ip)
+    host.refresh_from_db()
+    return host
+
+
+def host_delete(*, actor, host: Host, source_ip: str | None = None) -> None:
+    """Delete a host that holds no sandbox (a destroyed one's row still names it: those count
+    too, since the row keeps its history). HostError otherwise."""
+    _require_superuser(actor)
+    with transaction.atomic():
+        current = Host.objects.select_for_update().filter(pk=host.pk).first()
+        if current is None:
+            return
+        if (held := current.sandboxes.count()) > 0:
+            raise HostError({"": [f"Host {current.name} holds {held} sandbox(es) (destroyed ones included): it cannot be deleted."]})
+        _audit(actor, "host.delete", current, {"docker_url": current.docker_url}, source_ip)
+        current.delete()
+
+
+def host_heartbeat(*, host_name: str, engine_version: str = "", error: str = "") -> int:
+    """The events watcher's beat: when it last looked, the engine's version, and what went
+    wrong (blank when it answered). One UPDATE; the version seen last is kept while the engine
+    does not answer. Returns the rows written (0: no such host)."""
+    values: dict = {"last_heartbeat": timezone.now(), "last_error": error[:2000]}
+    if engine_version:
+        values["engine_version"] = engine_version[:64]
+    return Host.objects.filter(name=host_name).update(**values)
