@@ -26,7 +26,7 @@ class Command(BaseCommand):
             )
         )
         self.stdout.write(
-            "The SQLite database is untouched. Set this where the panel reads its configuration (see the README's "
-            "Configuration), then start the panel again:"
+            "The SQLite database is untouched. Export this before `make run` (the README's Configuration), "
+            "and the panel runs on PostgreSQL:"
         )
         self.stdout.write(f"DATABASE_URL={result.database_url}")
