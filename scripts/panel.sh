@@ -90,7 +90,7 @@ case "$MODE" in
   check)
     lint
     say "the fast tests (no Docker, Redis or browser)"
-    exec env DJANGO_SETTINGS_MODULE=controlpanel.settings.test .venv/bin/pytest -m "not docker and not browser and not slow" -q "$@"
+    exec env DJANGO_SETTINGS_MODULE=controlpanel.settings.test .venv/bin/pytest -m "not docker and not browser and not slow and not postgres" -q "$@"
     ;;
 esac
 

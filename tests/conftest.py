@@ -9,6 +9,7 @@ writes must be committed for those processes to see it.
 """
 
 import gc
+import os
 import socket
 import subprocess
 import sys
@@ -196,6 +197,25 @@ def django_db_setup(django_db_setup, django_db_blocker):
     for wrapper in [o for o in gc.get_objects() if isinstance(o, BaseDatabaseWrapper) and id(o) not in ours]:
         if wrapper.connection is not None:
             wrapper.connection.close()  # the driver's own close: Django's refuses another thread's
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[str]:
+    """The tests' own PostgreSQL cluster (scripts/postgres.sh): the URL of its database, for a
+    test to make databases of its own beside it. Stopped at the end if this started it, so the
+    machine is left as found. Missing, it fails the run under CI and skips elsewhere."""
+    done = subprocess.run(["bash", "scripts/postgres.sh", "start"], cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
+    url = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
+    if done.returncode != 0 or not url.startswith("postgres://"):
+        message = f"These tests need PostgreSQL (scripts/postgres.sh start): {done.stderr.strip()[-2000:]}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    try:
+        yield url
+    finally:
+        if "started" in done.stderr.splitlines():
+            subprocess.run(["bash", "scripts/postgres.sh", "stop"], cwd=ROOT, capture_output=True, timeout=120, check=False)
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,8 @@ from django.db import migrations
 
 def create_default_team(apps, schema_editor):
     Team = apps.get_model("teams", "Team")
-    Team.objects.get_or_create(slug="default", defaults={"name": "Default"})
+    # On the database being migrated, which is not always the default one (manage.py database move).
+    Team.objects.using(schema_editor.connection.alias).get_or_create(slug="default", defaults={"name": "Default"})
 
 
 class Migration(migrations.Migration):

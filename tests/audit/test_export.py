@@ -1,25 +1,21 @@
 """Exporting the audit trail: filtered, streamed, and checkable by `manage.py audit verify --file`
 (an edited, removed, added or reordered line is found); a million events in flat memory."""
 
-import hashlib
-import hmac
 import json
 import subprocess
 import sys
-from datetime import timedelta
 from io import StringIO
 
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from django.db import connection, transaction
-from django.utils import timezone
 
 from audit import export
 from audit.models import AuditEvent
 from audit.selectors import audit_events_visible
-from audit.services import audit_key, audit_record
+from audit.services import audit_record
 from teams.models import Membership, Team
+from tests.support.audit_events import million_events
 from tests.support.paths import ROOT
 from tests.support.processes import run_measuring_peak_rss, subprocess_env
 
@@ -170,51 +166,6 @@ def test_bad_filters_are_a_clear_400(admin_client, events):
     response = admin_client.get("/audit/export.jsonl?since=yesterday")
     assert response.status_code == 400 and b"YYYY-MM-DD" in response.content
     assert admin_client.get("/audit/?since=yesterday").status_code == 200
-
-
-def million_events(count: int) -> None:
-    """`count` chained events, inserted in bulk with plain SQL (each HMAC computed from the same
-    payload as audit_record's; model instances and bulk_create would take minutes here)."""
-    key = audit_key()
-    start = timezone.now() - timedelta(days=1)
-    table = AuditEvent._meta.db_table
-    ops = connection.ops
-    sql = (
-        f"INSERT INTO {table} (seq, actor_name, action, target, details, created_at, prev_hash, hash) "
-        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
-    )
-    json_field = AuditEvent._meta.get_field("details")
-    prev, batch = "", []
-    with transaction.atomic(), connection.cursor() as cursor:
-        for seq in range(1, count + 1):
-            created = start + timedelta(microseconds=seq)
-            details = {"n": seq}
-            target = f"box-{seq % 50}"
-            payload = json.dumps(
-                [seq, prev, None, "load", "sandbox.start", target, None, None, details, None, created.isoformat()],
-                sort_keys=True,
-                separators=(",", ":"),
-                default=str,
-            ).encode()
-            digest = hmac.new(key, payload, hashlib.sha256).hexdigest()
-            batch.append(
-                (
-                    seq,
-                    "load",
-                    "sandbox.start",
-                    target,
-                    json_field.get_db_prep_save(details, connection),
-                    ops.adapt_datetimefield_value(created),
-                    prev,
-                    digest,
-                )
-            )
-            prev = digest
-            if len(batch) == 20000:
-                cursor.executemany(sql, batch)
-                batch = []
-        if batch:
-            cursor.executemany(sql, batch)
 
 
 @pytest.mark.slow
