@@ -52,6 +52,20 @@ def free_memory_mb(host: Host) -> int:
     return host.memory_mb - host.reserved_memory_mb  # type: ignore[attr-defined]
 
 
+def remote_reason(host: Host) -> str | None:
+    """Why `host` can hold no sandbox, or None: an engine reached over TCP or SSH mounts its
+    own machine's folders, and the panel judges a sandbox's folders on this machine's disk
+    (the policy's checks would hold for the wrong files). Such a host waits for its agent."""
+    from sandboxes import engine
+
+    if engine.host_of(host).on_this_machine:
+        return None
+    return (
+        f"Host {host.name}'s engine is on another machine (reached over TCP or SSH): it would mount that machine's "
+        "folders, which this panel cannot judge, so it takes no sandbox until it runs the host agent."
+    )
+
+
 def place(*, memory_mb: int, labels: Sequence[str] = (), host_name: str | None = None) -> Host:
     """The host a new sandbox of `memory_mb` goes to. Unplaceable says why there is none."""
     local_host()  # a panel never has no host: "local" is made again if the table is empty
@@ -64,15 +78,19 @@ def place(*, memory_mb: int, labels: Sequence[str] = (), host_name: str | None =
             raise Unplaceable(f"Host {found.name} is disabled: it takes no new sandbox.")
         if found.draining:
             raise Unplaceable(f"Host {found.name} is draining: it takes no new sandbox.")
+        if why := remote_reason(found):
+            raise Unplaceable(why)
         if missing := sorted(wanted - set(found.labels or ())):
             raise Unplaceable(f"Host {found.name} lacks the label(s) {', '.join(missing)}.")
         if free_memory_mb(found) < memory_mb:
             raise Unplaceable(f"Host {found.name} has {max(0, free_memory_mb(found))} MB of memory left, not {memory_mb}.")
         return found
-    candidates = [h for h in with_load(Host.objects.filter(enabled=True, draining=False)) if wanted <= set(h.labels or ())]
+    candidates = [
+        h for h in with_load(Host.objects.filter(enabled=True, draining=False)) if wanted <= set(h.labels or ()) and not remote_reason(h)
+    ]
     if not candidates:
         asked = f" with the label(s) {', '.join(sorted(wanted))}" if wanted else ""
-        raise Unplaceable(f"No enabled host that is not draining{asked}.")
+        raise Unplaceable(f"No enabled host that is not draining{asked} (and whose engine is on this machine).")
     best = max(candidates, key=lambda h: (free_memory_mb(h), h.name == "local", -h.pk))
     if free_memory_mb(best) < memory_mb:
         raise Unplaceable(f"No host has {memory_mb} MB of memory left (the most is {max(0, free_memory_mb(best))} MB, on {best.name}).")

@@ -16,6 +16,7 @@ from .models import LOCAL, Host
 
 LABEL = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 URL_SCHEMES = ("unix://", "tcp://", "ssh://")
+URL_MAX_LENGTH = 255  # Host.docker_url's max_length: PostgreSQL refuses more, SQLite would keep it
 
 
 class HostError(Exception):
@@ -70,9 +71,15 @@ def _validate(*, name: str, docker_url: str, cpus, memory_mb, disk_mb) -> dict[s
     errors: dict[str, list[str]] = {}
     if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,62}", name or ""):
         errors["name"] = ["Name: lower-case letters, digits and '-', at most 63."]
-    if docker_url and (not docker_url.startswith(URL_SCHEMES) or any(c.isspace() for c in docker_url)):
+    if docker_url and (
+        not docker_url.startswith(URL_SCHEMES)
+        or len(docker_url) > URL_MAX_LENGTH
+        or not all("!" <= c <= "~" for c in docker_url)  # printable ASCII: no space, control character or NUL
+        or (docker_url.startswith("unix://") and not docker_url.startswith("unix:///"))  # a relative path: the cwd's
+    ):
         errors["docker_url"] = [
-            "Docker URL: unix:///path/to/docker.sock, tcp://address:port or ssh://user@machine (blank: this machine's)."
+            "Docker URL: unix:///path/to/docker.sock, tcp://address:port or ssh://user@machine, at most 255 "
+            "printable characters (blank: this machine's)."
         ]
     try:
         if Decimal(str(cpus)) < Decimal("0.25") or not Decimal(str(cpus)).is_finite():

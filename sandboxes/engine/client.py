@@ -5,6 +5,7 @@ are grouped by what they touch (containers, networks, volumes, images, events, s
 module each, and EngineClient gathers them.
 """
 
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,6 +30,18 @@ LABEL_HELPER = "io.ccpanel.helper"
 # On a container made to name the panel's resolver as its DNS (allowlist mode): the resolver
 # answers it even after it was moved to the internet bridge live.
 LABEL_DNS = "io.ccpanel.dns"
+
+
+# This machine's own engine: where a Docker engine listens when nothing says otherwise.
+LOCAL_SOCKET = "/var/run/docker.sock"
+
+
+def socket_path(url: str) -> str | None:
+    """The file of a unix:// Docker URL, else None."""
+    for scheme in ("unix://", "http+unix://"):
+        if url.startswith(scheme):
+            return url[len(scheme) :]
+    return None
 
 
 class EngineError(Exception):
@@ -58,8 +71,30 @@ class Host:
 
     @property
     def is_local(self) -> bool:
-        """Whether the engine runs on this machine (so its /proc and its paths are ours)."""
-        return self.base_url is None or self.base_url.startswith("unix://")
+        """Whether this is this machine's own engine, the one behind its default socket (by
+        whatever name: the same file): its containers live in our network and process
+        namespaces, so the egress rules here filter them and the process ids it reports are
+        ours (/proc, signals). Any other socket may be another dockerd (in a network namespace
+        of its own, inside a container, forwarded from elsewhere): never counted as this one."""
+        if self.base_url is None:
+            return True
+        path = socket_path(self.base_url)
+        if path is None:
+            return False
+        if path == LOCAL_SOCKET:
+            return True
+        try:
+            return os.path.samefile(path, LOCAL_SOCKET)
+        except (OSError, ValueError):
+            return False
+
+    @property
+    def on_this_machine(self) -> bool:
+        """Whether the engine mounts this machine's files (the default socket, or any Unix
+        socket): the sandboxes' folders it bind-mounts are the ones the policy judges here. An
+        engine reached over TCP or SSH mounts its own machine's paths, which the panel cannot
+        judge (the host agent, issue 16, will)."""
+        return self.base_url is None or socket_path(self.base_url) is not None
 
 
 @dataclass(frozen=True)

@@ -95,6 +95,13 @@ def run_start(sandbox: Sandbox, action: str) -> None:
     """Start the sandbox, judging its folders on disk right before Docker mounts them. The
     existing container is started only if it still matches the saved settings; otherwise it is
     recreated from them (it holds no data: the folders and the home volume do)."""
+    if not engine.host_for(sandbox).on_this_machine:  # placed there before placement refused it
+        raise policy.PolicyViolation(
+            [
+                f"{sandbox.name} is on host {sandbox.host.name}, whose engine is on another machine: it would mount that "
+                "machine's folders, not the ones the policy judges here, so it does not start there."
+            ]
+        )
     docker = engine.engine_for(sandbox)
     with _egress_gate(sandbox, docker) as gate:
         provision(sandbox, action)
