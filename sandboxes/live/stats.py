@@ -128,7 +128,9 @@ class StatsCollector:
     @database_sync_to_async
     def _running(self) -> list[tuple[int, str, str]]:
         return list(
-            Sandbox.objects.filter(status__in=[Sandbox.Status.RUNNING, Sandbox.Status.PAUSED])
+            # This collector's host's sandboxes only: another engine's containers are not found
+            # here, and a host that does not answer would cost every collector a timeout each.
+            Sandbox.objects.filter(status__in=[Sandbox.Status.RUNNING, Sandbox.Status.PAUSED], host__name=self.host.name)
             .exclude(container_id="")
             .values_list("pk", "container_id", "disk_group")
         )
@@ -232,6 +234,12 @@ class StatsConsumer(SandboxStream):
             await self.send_json({"t": "processes", "p": processes})
 
 
+def _every_host() -> list[engine.Host]:
+    from hosts.models import Host
+
+    return [engine.host_of(row) for row in Host.objects.only("name", "docker_url")] or [engine.default_host()]
+
+
 class DashboardStatsConsumer(AsyncWebsocketConsumer):
     """/ws/stats/: figures for every running sandbox the user may see, for the dashboard's cells.
     Who may see what is read again at every tick."""
@@ -249,14 +257,16 @@ class DashboardStatsConsumer(AsyncWebsocketConsumer):
             await self.close(code=CLOSE_TRY_LATER)
             return
         await self.accept()
-        # This machine's engine is read from the "local" host row: a query, so not on the loop.
-        self.collector = collector_for(await database_sync_to_async(engine.default_host)())
-        self.collector.subscribe(self, self._tick)
+        # Every host's collector (each samples its own host's sandboxes; the page merges what
+        # each sends). The rows are a query, so not on the loop.
+        self.collectors = [collector_for(host) for host in await database_sync_to_async(_every_host)()]
+        for collector in self.collectors:
+            collector.subscribe(self, self._tick)
 
     async def disconnect(self, code):
         self.closed = True
-        if getattr(self, "collector", None):
-            self.collector.unsubscribe(self)
+        for collector in getattr(self, "collectors", ()):
+            collector.unsubscribe(self)
         with contextlib.suppress(Exception):  # Redis away: the group expires by itself
             await self.channel_layer.group_discard(live.user_group(self.user_id), self.channel_name)
 
