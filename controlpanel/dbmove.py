@@ -2,7 +2,8 @@
 
 The SQLite file is only read: the copy runs inside one read transaction on it (a consistent
 snapshot; SQLite's IMMEDIATE mode also keeps writers out meanwhile), and into one transaction on
-the target, which is new and empty (refused otherwise: nothing is ever overwritten or merged).
+the target, which is new and empty (refused otherwise: nothing is ever overwritten or merged),
+from its first table to the move's own audit event (a failure leaves it empty).
 Rows go through Django's own serializers in the "python" format, model by model in
 INSTALLED_APPS order, a chunk at a time (constant memory, however long the audit trail), with
 their primary keys. The python format keeps datetimes, decimals and JSON values as Python values:
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import dj_database_url
 from django.apps import apps
@@ -51,13 +52,21 @@ def copied_models() -> list[type[models.Model]]:
 
 
 def redacted(url: str) -> str:
-    """The URL without its password, for messages and the audit trail."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
+    """The URL without its password, for messages and the audit trail: the one in the address,
+    and any query option that carries one (libpq takes `?password=` and `?sslpassword=` too).
+    A URL too odd to take apart is not shown at all."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - ValueError for "user:pass" read as host:port (a "#" or "/" in the password)
+        netloc = parts.netloc
+        if parts.password is not None:
+            netloc = f"{parts.username or ''}:***@{parts.hostname or ''}" + (f":{parts.port}" if parts.port else "")
+        query = urlencode(
+            safe="*", query=[(k, "***" if "pass" in k.lower() else v) for k, v in parse_qsl(parts.query, keep_blank_values=True)]
+        )
+        return urlunsplit(parts._replace(netloc=netloc, query=query, fragment=""))
+    except ValueError:
+        return "the target URL"
 
 
 def panel_running(var_dir: Path) -> str | None:
@@ -117,6 +126,14 @@ def _refuse_a_used_target() -> None:
             f"The target database already holds the panel's rows ({', '.join(used[:5])}{'…' if len(used) > 5 else ''}): "
             "a move goes into a new, empty database only (CREATE DATABASE …), never over or into another."
         )
+    if existing:
+        # Somebody else's tables: the move's TRUNCATE … CASCADE would empty any of them that
+        # refers to a table of the panel's name, and it would mix its tables in with theirs.
+        others = sorted(existing)
+        raise MoveError(
+            f"The target database holds tables already ({', '.join(others[:5])}{'…' if len(others) > 5 else ''}): "
+            "a move goes into a new, empty database only (CREATE DATABASE …), never over or into another."
+        )
 
 
 def _chunks(iterable, size: int) -> Iterator[list]:
@@ -147,7 +164,10 @@ def _copy_all(say: Callable[[str], None]) -> dict[str, int]:
     conn = connections[TARGET]
     every = copied_models()
     # What the target's migrate made itself (content types, permissions, the Default team) gives
-    # way to the source's rows, with their keys: foreign keys to them stay right.
+    # way to the source's rows, with their keys: foreign keys to them stay right. Its rows'
+    # deferred foreign-key checks are run first: in the same transaction, they would otherwise
+    # fire at the end against rows the flush removed.
+    conn.check_constraints()
     with conn.cursor() as cursor:
         for sql in conn.ops.sql_flush(no_style(), [m._meta.db_table for m in every], allow_cascade=True):
             cursor.execute(sql)
@@ -208,24 +228,27 @@ def _verify_and_record(url: str, copied: dict[str, int]) -> int:
 def move(*, url: str, say: Callable[[str], None]) -> MoveResult:
     """Copy this panel's SQLite database into the new PostgreSQL database `url`, check it, and
     audit the move there. The SQLite file is left as it was whatever happens; after a failure
-    the target is left to be dropped (the MoveError says so)."""
+    the target is left as it was: empty (its one transaction rolled back)."""
     target = _check_source_and_target(url)
     _register_target(target)
     _refuse_a_used_target()
     try:
-        say(f"Creating the panel's tables in {redacted(url)}")
-        call_command("migrate", database=TARGET, interactive=False, verbosity=0)
-        say("Copying the rows")
-        with transaction.atomic(using=DEFAULT_DB_ALIAS), transaction.atomic(using=TARGET):
-            copied = _copy_all(say)
-            _compare_counts(copied)
-        say("Verifying the audit chain on PostgreSQL")
-        events = _verify_and_record(url, copied)
+        # One transaction on the target, from its first table to the move's own audit event
+        # (PostgreSQL's DDL is transactional): a move that fails, or is killed, at any step
+        # leaves it as empty as it was, never a copy that looks complete without its check.
+        with transaction.atomic(using=TARGET):
+            say(f"Creating the panel's tables in {redacted(url)}")
+            call_command("migrate", database=TARGET, interactive=False, verbosity=0)
+            say("Copying the rows")
+            with transaction.atomic(using=DEFAULT_DB_ALIAS):
+                copied = _copy_all(say)
+                _compare_counts(copied)
+            say("Verifying the audit chain on PostgreSQL")
+            events = _verify_and_record(url, copied)
     except Exception as exc:
-        name = target.get("NAME") or "the target database"
         raise MoveError(
-            f"The move failed: {exc}\nThe SQLite database is untouched and still in use. "
-            f"Drop the target before trying again (DROP DATABASE {name};)."
+            f"The move failed: {exc}\nThe SQLite database is untouched and still in use; nothing was kept in the "
+            "target (its one transaction was rolled back), so the move may be tried again into it."
         ) from exc
     finally:
         connections[TARGET].close()

@@ -146,7 +146,7 @@ def test_a_move_while_the_panel_runs_is_refused(moved, source, target):
     assert done.returncode != 0 and "stop `make run`" in done.stderr
 
 
-def test_a_move_that_fails_leaves_sqlite_as_it_was_and_says_to_drop_the_target(postgres_cluster, tmp_path):
+def test_a_move_that_fails_leaves_sqlite_as_it_was_and_the_target_empty(postgres_cluster, tmp_path):
     """An event altered in SQLite: the copy is made, but the chain does not verify there."""
     var, path = tmp_path / "var", tmp_path / "panel.sqlite3"
     var.mkdir()
@@ -164,9 +164,40 @@ def test_a_move_that_fails_leaves_sqlite_as_it_was_and_says_to_drop_the_target(p
     url = new_database(postgres_cluster, name)
     try:
         done = manage("database", "move", "--to", url, database=database, var=var)
+        with psycopg.connect(url) as conn:
+            tables = conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'").fetchall()
     finally:
         drop_database(postgres_cluster, name)
     assert done.returncode != 0
     assert "Event #2" in done.stderr and "was altered" in done.stderr
-    assert f"DROP DATABASE {name}" in done.stderr and "SQLite database is untouched" in done.stderr
+    assert "SQLite database is untouched" in done.stderr and "rolled back" in done.stderr
+    assert tables == []  # not a copy that looks complete: the one transaction, tables included, rolled back
     assert sha256(path) == before
+
+
+def test_a_target_with_other_tables_is_refused_and_left_alone(postgres_cluster, source):
+    """Somebody else's database: its rows stay, and no table of the panel's is added to it."""
+    name = f"ccpanel_move_{secrets.token_hex(6)}"
+    url = new_database(postgres_cluster, name)
+    try:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("CREATE TABLE invoices (id int PRIMARY KEY, total numeric)")
+            conn.execute("INSERT INTO invoices VALUES (1, 10.5)")
+        done = manage("database", "move", "--to", url, database=source["url"], var=source["var"])
+        with psycopg.connect(url) as conn:
+            tables = [r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")]
+            rows = conn.execute("SELECT count(*) FROM invoices").fetchone()[0]
+    finally:
+        drop_database(postgres_cluster, name)
+    assert done.returncode != 0 and "holds tables already (invoices)" in done.stderr
+    assert tables == ["invoices"] and rows == 1
+
+
+def test_the_password_is_kept_out_of_every_message():
+    from controlpanel.dbmove import redacted
+
+    assert redacted("postgres://u:s3cret@h:5432/db") == "postgres://u:***@h:5432/db"
+    assert "s3cret" not in redacted("postgres://u@h/db?password=s3cret&sslmode=require")
+    assert "s3cret" not in redacted("postgres://u@h/db?sslpassword=s3cret")
+    for odd in ("postgres://u:s3#cret@h/db", "postgres://u:s3/cret@h/db", "postgres://u:s3?cret@h/db"):
+        assert "s3" not in redacted(odd) and "cret" not in redacted(odd), odd

@@ -15,6 +15,12 @@ class Command(BaseCommand):
         parser.add_argument("--to", required=True, metavar="URL", help="the new, empty PostgreSQL database")
 
     def handle(self, *args, verb, to, **opts):
+        if dbmove.redacted(to) != to:
+            # Every user of this machine reads a command's arguments (ps, /proc/<pid>/cmdline).
+            self.stderr.write(
+                "Note: the password in --to is visible in the process list while this runs; leave it out of the URL "
+                "and set PGPASSWORD instead (PostgreSQL's client reads it from the environment)."
+            )
         try:
             result = dbmove.move(url=to, say=self.stdout.write)
         except dbmove.MoveError as exc:
