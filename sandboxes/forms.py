@@ -110,7 +110,7 @@ class SandboxCreateForm(forms.Form):
             self.fields["host"] = forms.ChoiceField(
                 choices=[("", "the host with the most memory left"), *((n, n) for n in names)],
                 required=False,
-                help_text="Where it runs; a disabled or draining host, or one without the memory left, is refused.",
+                help_text="Where it runs; a disabled or draining host is refused.",
             )
 
     def clean_extra_mounts(self) -> list[tuple[str, str, bool]]:

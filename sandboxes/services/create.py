@@ -219,7 +219,7 @@ def sandbox_create(
 
     Placed on `host` (a host's name) when given, else on the enabled, non-draining host with the
     most free memory that has every label of `host_labels` (hosts.placement); judged again with
-    the lock held, so two creates cannot both take a host's last memory."""
+    the lock held (a host disabled or drained meanwhile takes no new sandbox)."""
     authorize(actor, team, Role.OPERATOR)
     name = name.strip() if isinstance(name, str) else name
     placed: HostRow | None = None
@@ -294,7 +294,7 @@ def sandbox_create(
 
             if problem := overcommit_problem(disk_mb):
                 raise InvalidInput({"disk_mb": [problem]})
-            try:  # its memory still free there, now that no other create can take it
+            try:  # still enabled and not draining, now that nothing else changes it
                 placement.place(memory_mb=memory_mb, labels=host_labels, host_name=placed.name)
             except placement.Unplaceable as exc:
                 raise InvalidInput({"host": [str(exc)]}) from exc
