@@ -21,7 +21,7 @@ PING_TIMEOUT = 3  # seconds: a hung engine makes a beat that says so, never a la
 def beat(host: engine.Host) -> str:
     """One beat for `host`: its engine's version, or the error; returns the error ("" if none)."""
     try:
-        version, error = engine.engine_for_host(engine.Host(host.name, host.base_url, PING_TIMEOUT)).ping(), ""
+        version, error = engine.engine_for_host(host.with_timeout(PING_TIMEOUT)).ping(), ""
     except engine.EngineError as exc:
         version, error = "", str(exc) or exc.__class__.__name__
     host_heartbeat(host_name=host.name, engine_version=version, error=error)

@@ -26,7 +26,7 @@ _thread: threading.Thread | None = None
 def engine_problem() -> str | None:
     host = engine.default_host()
     try:
-        engine.engine_for_host(engine.Host(name=host.name, base_url=host.base_url, timeout=CHECK_TIMEOUT)).ping()
+        engine.engine_for_host(host.with_timeout(CHECK_TIMEOUT)).ping()
     except engine.EngineError as exc:
         return str(exc)
     return None

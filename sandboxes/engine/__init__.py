@@ -16,7 +16,7 @@ satisfies `Engine` too, checked by mypy); integration tests always drive the rea
 
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from django.conf import settings
@@ -115,10 +115,7 @@ def default_host() -> Host:
     from hosts.models import Host as HostRow
 
     try:
-        if connection.in_atomic_block:
-            with transaction.atomic():
-                row = HostRow.objects.filter(name=LOCAL).only("name", "docker_url").first()
-        else:
+        with transaction.atomic() if connection.in_atomic_block else nullcontext():
             row = HostRow.objects.filter(name=LOCAL).only("name", "docker_url").first()
     except (DatabaseError, RuntimeError):  # RuntimeError: a test without the database (pytest-django's blocker)
         row = None
@@ -149,7 +146,7 @@ def engine_for(sandbox: Any = None, *, timeout: int | None = None) -> Engine:
         return _override
     host = host_for(sandbox) if sandbox is not None else default_host()
     if timeout is not None:
-        host = Host(name=host.name, base_url=host.base_url, timeout=timeout)
+        host = host.with_timeout(timeout)
     return engine_for_host(host)
 
 

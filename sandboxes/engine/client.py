@@ -8,7 +8,7 @@ module each, and EngineClient gathers them.
 import os
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import docker
@@ -87,6 +87,10 @@ class Host:
             return os.path.samefile(path, LOCAL_SOCKET)
         except (OSError, ValueError):
             return False
+
+    def with_timeout(self, timeout: int) -> "Host":
+        """The same engine, asked with another timeout (a page's short one, a health ping's)."""
+        return replace(self, timeout=timeout)
 
     @property
     def on_this_machine(self) -> bool:
