@@ -131,6 +131,10 @@ class Sandbox(models.Model):
     # that enforces it ("1/<id>", storage.pool). No group: plain folders (no pool), no quota.
     disk_mb = models.PositiveIntegerField(null=True, blank=True)
     disk_group = models.CharField(max_length=32, blank=True, default="")
+    # The warm-pool slot (its key, services.warm) whose started container this sandbox took at
+    # its create, while it runs that container: Docker recorded the slot's folders as its mount
+    # sources, so its next start makes a container from the sandbox's own spec. "" otherwise.
+    warm_slot = models.CharField(max_length=32, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -322,3 +326,35 @@ class EgressDenial(models.Model):
 
     def __str__(self) -> str:
         return f"{self.sandbox} -> {self.name or self.destination}:{self.port or ''} {self.protocol}"
+
+
+class WarmSlot(models.Model):
+    """One container of a host's warm pool (services.warm): started and hardened like a
+    sandbox's, for one image and network mode, with its folders ready in a subvolume of the
+    storage pool (WORKSPACE_ROOT/.warm/<key>). A create that matches takes it: the sandbox gets
+    the slot's UUID, its folders are the slot's renamed, its container the slot's renamed and
+    its limits set with `docker update`."""
+
+    class Status(models.TextChoices):
+        PREPARING = "preparing"  # its folders and container are being made
+        READY = "ready"  # started, checked: a create may take it
+        TAKEN = "taken"  # a sandbox took it at its create; its start claims the container
+
+    key = models.CharField(max_length=32, unique=True)
+    uuid = models.UUIDField(default=uuidlib.uuid4, unique=True, editable=False)
+    host = models.ForeignKey(Host, on_delete=models.CASCADE, related_name="warm_slots")
+    image = models.CharField(max_length=255)
+    network_mode = models.CharField(max_length=10, choices=Sandbox.Network.choices)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PREPARING)
+    sandbox = models.OneToOneField(Sandbox, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+    container_id = models.CharField(max_length=64, blank=True, default="")
+    host_path_ids = models.JSONField(default=dict, blank=True)
+    disk_group = models.CharField(max_length=32, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "pk"]
+        indexes = [models.Index(fields=["host", "image", "network_mode", "status"])]
+
+    def __str__(self) -> str:
+        return f"warm slot {self.key} ({self.image}, {self.network_mode}, {self.status})"

@@ -13,7 +13,7 @@ from hosts.selectors import host_count
 from . import engine, policy
 from .models import EgressDenial, Sandbox
 from .secrets import LABEL_SECRETS
-from .services.specs import sandbox_spec
+from .services import warm
 
 PAGE_TIMEOUT = 5  # seconds a page waits for Docker: a hung engine must not hold a request
 
@@ -146,7 +146,7 @@ def hardening_report(sandbox: Sandbox) -> list[tuple[str, bool, str]]:
     ]
     # Read without decrypting any secret (a page never needs a value); a secret changed since the
     # start is not a drift from the policy: the next start hands it over.
-    spec = sandbox_spec(sandbox, secrets=False)
+    spec = warm.running_spec(sandbox, secrets=False)
     spec = dataclasses.replace(spec, labels={k: v for k, v in spec.labels.items() if k != LABEL_SECRETS})
     return report + policy.inspect_report(data, spec, processes)
 

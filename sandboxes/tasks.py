@@ -1,9 +1,17 @@
 """Celery tasks: ids in, re-fetch, call one service. Safe to redeliver (see services)."""
 
-from celery import shared_task
+import logging
 
-from . import engine, services
-from .services import claims, terminals
+from celery import shared_task
+from django.conf import settings
+
+from hosts.services import local_host as default_host
+from storage.pool import PoolError
+
+from . import engine, services, workspace
+from .services import claims, terminals, warm
+
+log = logging.getLogger(__name__)
 
 
 @shared_task
@@ -32,6 +40,12 @@ def reconcile_all_task() -> int:
         terminals.close_orphan_terminals()
         changed = services.reconcile_all()
         services.remove_orphans()
+        try:
+            warm.tidy()
+        except (workspace.WorkspaceError, PoolError, OSError) as exc:
+            log.warning("the warm pool could not be tidied: %s", exc)
+        if settings.WARM_POOL:
+            warm_fill_task.delay(default_host().name)
         return changed
     except engine.EngineUnavailable:
         return 0
@@ -44,5 +58,20 @@ def checklist_refresh_task() -> int:
 
     try:
         return checklist.refresh_all()
+    except engine.EngineUnavailable:
+        return 0
+
+
+@shared_task
+def warm_fill_task(host_name: str) -> int:
+    """Top up the warm pools of the host `host_name` (after a create took a slot, and from the
+    periodic resync). Safe to run twice at once (services.warm.fill)."""
+    from hosts.models import Host
+
+    host = Host.objects.filter(name=host_name).first()
+    if host is None:
+        return 0
+    try:
+        return warm.fill(host)
     except engine.EngineUnavailable:
         return 0

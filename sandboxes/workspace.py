@@ -27,7 +27,10 @@ judges and removes folders there, and EngineClient(host) gains the calls to it. 
 change: they already ask `engine_for(sandbox)`, and nothing here assumes one global host.
 """
 
+import ctypes
+import errno
 import os
+import re
 from typing import TYPE_CHECKING
 
 from django.conf import settings
@@ -207,6 +210,125 @@ def _fill(base_fd: int, name: str, uuid: str, *, home: bool) -> dict[str, Chain]
         finally:
             os.close(fd)
     return chains
+
+
+# The warm pool's slots (sandboxes.services.warm): WORKSPACE_ROOT/.warm/<key>, each a subvolume
+# made and filled like a sandbox's folder, and renamed to WORKSPACE_ROOT/<name> by the create that
+# takes it. ".warm" can never be a sandbox's name (policy.check_name), and "<key>" is hex.
+WARM = ".warm"
+_KEY = re.compile(r"[0-9a-f]{8,32}")
+_RENAME_NOREPLACE = 1
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _check_key(key: str) -> None:
+    if not isinstance(key, str) or not _KEY.fullmatch(key):
+        raise WorkspaceError(f"{key!r} is not a warm slot's key.")
+
+
+def slot_path(key: str):
+    return settings.WORKSPACE_ROOT / WARM / key
+
+
+def _open_warm(root_fd: int, *, make: bool) -> int:
+    try:
+        fd = fdwalk.open_dir(WARM, root_fd, make=make)
+    except fdwalk.NotAFolder:
+        raise WorkspaceError(f"{settings.WORKSPACE_ROOT / WARM} is not a plain folder; an admin must move it away.") from None
+    if os.geteuid() == 0:
+        os.fchown(fd, 0, 0)  # on every folder's way from / a trusted owner (policy.dir_chain)
+    os.fchmod(fd, 0o700)
+    return fd
+
+
+def slot_create(key: str, uuid: str) -> dict[str, Chain]:
+    """A warm slot's folders: a subvolume of the storage pool at WORKSPACE_ROOT/.warm/<key>,
+    filled as a sandbox's is (the six folders, the home, the marker with `uuid`, which the
+    sandbox that takes it gets); returns their chains, as workspace_create does."""
+    _check_key(key)
+    root_fd = _open_root()
+    try:
+        warm_fd = _open_warm(root_fd, make=True)
+        try:
+            if not os.path.lexists(slot_path(key)):
+                pool.create_subvolume(slot_path(key))
+            base_fd = fdwalk.open_dir(key, warm_fd)
+            try:
+                if os.fstat(base_fd).st_ino != pool.SUBVOLUME_INO:
+                    raise WorkspaceError(f"{slot_path(key)} is not a subvolume of the pool.")
+                return _fill(base_fd, f"{WARM}/{key}", uuid, home=True)
+            finally:
+                os.close(base_fd)
+        finally:
+            os.close(warm_fd)
+    finally:
+        os.close(root_fd)
+
+
+def slot_take(key: str, name: str, uuid: str) -> None:
+    """Rename the slot's subvolume to the sandbox's folder WORKSPACE_ROOT/<name>: never over
+    anything there (renameat2 RENAME_NOREPLACE), and only a slot that carries `uuid`. Done
+    already (a redelivered start) when the slot is gone and <name> carries `uuid`."""
+    _check_key(key)
+    _check_name(name)
+    root_fd = _open_root()
+    try:
+        try:
+            warm_fd = os.open(WARM, _DIR, dir_fd=root_fd)
+        except FileNotFoundError:
+            warm_fd = -1
+        try:
+            try:
+                base_fd = os.open(key, _DIR, dir_fd=warm_fd) if warm_fd >= 0 else -1
+            except FileNotFoundError:
+                base_fd = -1
+            if base_fd < 0:
+                if read_marker(name) == uuid:
+                    return
+                raise WorkspaceError(f"The warm slot {key} is gone.")
+            try:
+                if _read_marker(base_fd) != uuid:
+                    raise WorkspaceError(f"The warm slot {key} does not carry the UUID it was made with.")
+            finally:
+                os.close(base_fd)
+            if _libc.renameat2(warm_fd, key.encode(), root_fd, name.encode(), _RENAME_NOREPLACE) != 0:
+                code = ctypes.get_errno()
+                if code == errno.EEXIST:
+                    raise WorkspaceError(f"{settings.WORKSPACE_ROOT / name} exists; the slot was not moved there.")
+                raise OSError(code, os.strerror(code), str(slot_path(key)))
+        finally:
+            if warm_fd >= 0:
+                os.close(warm_fd)
+    finally:
+        os.close(root_fd)
+
+
+def slot_remove(key: str) -> None:
+    """Delete a slot's subvolume (a slot never taken holds nothing of anyone's)."""
+    _check_key(key)
+    path = slot_path(key)
+    if not os.path.lexists(path):
+        return
+    root_fd = _open_root()
+    try:
+        warm_fd = _open_warm(root_fd, make=False)
+        try:
+            if _is_subvolume(warm_fd, key):
+                pool.delete(path)
+            else:
+                fdwalk.remove_tree(warm_fd, key)  # a slot whose subvolume was never made
+        finally:
+            os.close(warm_fd)
+    finally:
+        os.close(root_fd)
+
+
+def slot_keys() -> list[str]:
+    """The keys of the slots on disk."""
+    try:
+        return sorted(k for k in os.listdir(settings.WORKSPACE_ROOT / WARM) if _KEY.fullmatch(k))
+    except FileNotFoundError:
+        return []
 
 
 def workspace_remove(name: str, uuid: str) -> str:

@@ -48,6 +48,7 @@ for _key, _value in {
     "SANDBOX_STOP_TIMEOUT": "3",
     "STORAGE_POOL_SIZE_MB": "10240",
     "SANDBOX_DEFAULT_DISK_MB": "256",
+    "WARM_POOL": "",  # a test that wants one sets it (settings.WARM_POOL) and fills it itself
 }.items():
     os.environ.setdefault(_key, _value)
 # The panel's own Redis (or REDIS_URL's server), on a database of the tests' own.

@@ -30,13 +30,16 @@ from .client import (
     LABEL_MANAGED,
     LABEL_SANDBOX,
     LABEL_UUID,
+    LABEL_WARM,
     Conflict,
     ContainerState,
     EngineError,
     EngineUnavailable,
     Host,
     NotFound,
+    carries,
     managed_labels,
+    ownership_labels,
 )
 from .containers import ContainersMixin
 from .events import EventsMixin
@@ -58,6 +61,7 @@ __all__ = [
     "LABEL_MANAGED",
     "LABEL_SANDBOX",
     "LABEL_UUID",
+    "LABEL_WARM",
     "Conflict",
     "ContainerState",
     "Engine",
@@ -72,7 +76,9 @@ __all__ = [
     "engine_for",
     "engine_for_host",
     "log_file_chunks",
+    "carries",
     "managed_labels",
+    "ownership_labels",
     "override",
 ]
 

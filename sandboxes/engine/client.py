@@ -30,6 +30,9 @@ LABEL_HELPER = "io.ccpanel.helper"
 # On a container made to name the panel's resolver as its DNS (allowlist mode): the resolver
 # answers it even after it was moved to the internet bridge live.
 LABEL_DNS = "io.ccpanel.dns"
+# On a container of the warm pool (sandboxes.services.warm): the key of its slot. Kept by the
+# sandbox that takes it until its next start makes a container from the sandbox's own spec.
+LABEL_WARM = "io.ccpanel.warm"
 
 
 # This machine's own engine: where a Docker engine listens when nothing says otherwise.
@@ -117,6 +120,12 @@ def managed_labels(sandbox_name: str, sandbox_uuid: str) -> dict[str, str]:
     """The labels on everything made for one sandbox: this panel instance, and the sandbox's
     UUID, which is what "ours" means (a name can be reused, a UUID never is)."""
     return {LABEL_MANAGED: "true", LABEL_INSTANCE: settings.PANEL_INSTANCE, LABEL_SANDBOX: sandbox_name, LABEL_UUID: sandbox_uuid}
+
+
+def ownership_labels(sandbox_uuid: str) -> dict[str, str]:
+    """What makes a container or volume this sandbox's: the panel instance and its UUID (a
+    container taken from the warm pool keeps its slot's name label until it is made again)."""
+    return {LABEL_MANAGED: "true", LABEL_INSTANCE: settings.PANEL_INSTANCE, LABEL_UUID: sandbox_uuid}
 
 
 def instance_filter() -> list[str]:

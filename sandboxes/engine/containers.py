@@ -108,6 +108,18 @@ class ContainersMixin(BaseClient):
     def unpause(self, container_id: str) -> None:
         self.call(self.api.unpause, container_id)
 
+    def rename_container(self, container_id: str, name: str) -> None:
+        """Give a container a new name (Conflict if another container has it)."""
+        self.call(self.api.rename, container_id, name)
+
+    def update_limits(self, container_id: str, *, memory_bytes: int, nano_cpus: int, pids_limit: int) -> None:
+        """Set a container's memory (swap included: none beyond it), CPUs and process limit,
+        running or not. docker-py's update_container knows neither NanoCpus nor PidsLimit, so the
+        Engine API's own endpoint is called."""
+        api = self.api
+        body = {"Memory": memory_bytes, "MemorySwap": memory_bytes, "NanoCpus": nano_cpus, "PidsLimit": pids_limit}
+        self.call(lambda: api._result(api._post_json(api._url("/containers/{0}/update", container_id), data=body), True))
+
     def remove_container(self, container_id_or_name: str) -> None:
         """Force-remove; a container that is already gone is not an error (idempotent)."""
         try:

@@ -20,6 +20,7 @@ from teams.permissions import Role, SystemActor, authorize, role_allows
 
 from .. import engine, live, network, policy, secrets, workspace
 from ..models import Sandbox
+from . import warm
 from .allowlist import grants_repair, sync_grants
 from .auditing import audit
 from .claims import CANCELLERS, claim, claimed, finish, heartbeat, take_run
@@ -84,7 +85,7 @@ def provision(sandbox: Sandbox, action: str) -> None:
 
 def _remove_ours(sandbox: Sandbox) -> None:
     """Remove the container named for the sandbox if it is this sandbox's; refuse if not."""
-    if not engine.engine_for(sandbox).remove_container_if_ours(sandbox.container_name, labels=labels(sandbox)):
+    if not engine.engine_for(sandbox).remove_container_if_ours(sandbox.container_name, labels=engine.ownership_labels(str(sandbox.uuid))):
         raise engine.EngineError(
             f"A container named {sandbox.container_name} exists that does not belong to this "
             "sandbox; the panel never touches it. Rename or remove it, then retry."
@@ -103,6 +104,9 @@ def run_start(sandbox: Sandbox, action: str) -> None:
             ]
         )
     docker = engine.engine_for(sandbox)
+    slot = warm.taken_by(sandbox)
+    if slot is not None and warm.claim(sandbox, action, slot, docker):
+        return
     with _egress_gate(sandbox, docker) as gate:
         provision(sandbox, action)
         spec = sandbox_spec(sandbox)
@@ -139,6 +143,9 @@ def _started_container(
         gate()
         docker.remove_container(found["Id"])
     _remove_ours(sandbox)
+    if sandbox.warm_slot:  # the container taken from the warm pool is gone: made from its own spec now
+        warm.after_recreate(sandbox, docker)
+        save_claimed(sandbox, action, warm_slot="")
     container_id = docker.create_container(spec, rules=rules)
     try:
         save_claimed(sandbox, action, container_id=container_id)
@@ -321,10 +328,12 @@ def run_unpause(sandbox: Sandbox, action: str) -> None:
 
 
 def run_reset(sandbox: Sandbox, action: str) -> None:
+    docker = engine.engine_for(sandbox)
     if sandbox.container_id:
-        engine.engine_for(sandbox).remove_container(sandbox.container_id)
+        docker.remove_container(sandbox.container_id)
     _remove_ours(sandbox)
-    save_claimed(sandbox, action, container_id="")
+    warm.after_recreate(sandbox, docker)
+    save_claimed(sandbox, action, container_id="", warm_slot="")
 
 
 def run_clean(sandbox: Sandbox, action: str) -> None:
@@ -341,8 +350,11 @@ def run_destroy(sandbox: Sandbox, action: str) -> None:
     docker = engine.engine_for(sandbox)
     if sandbox.container_id:
         docker.remove_container(sandbox.container_id)
+    if (slot := warm.taken_by(sandbox)) is not None:  # taken at its create, never started
+        warm.discard(slot, docker, taken=True)
+    warm.after_recreate(sandbox, docker)
     left = []
-    if not docker.remove_container_if_ours(sandbox.container_name, labels=labels(sandbox)):
+    if not docker.remove_container_if_ours(sandbox.container_name, labels=engine.ownership_labels(str(sandbox.uuid))):
         left.append(f"container {sandbox.container_name} is not this sandbox's; left in place")
     docker.remove_images(sandbox_uuid=str(sandbox.uuid))
     if not docker.remove_volume(sandbox.volume_name, labels=labels(sandbox)):
@@ -485,8 +497,9 @@ def _undo_after_lost_claim(sandbox: Sandbox, action: str) -> None:
     )
     docker = engine.engine_for(sandbox)
     try:
-        docker.remove_container_if_ours(sandbox.container_name, labels=labels(sandbox))
+        docker.remove_container_if_ours(sandbox.container_name, labels=engine.ownership_labels(str(sandbox.uuid)))
         if Sandbox.objects.filter(pk=sandbox.pk, status__in=[S.DESTROYING, S.DESTROYED]).exists():
+            warm.after_recreate(sandbox, docker)
             docker.remove_volume(sandbox.volume_name, labels=labels(sandbox))
             workspace.workspace_remove(sandbox.name, str(sandbox.uuid))
     except (engine.EngineError, workspace.WorkspaceError, OSError):

@@ -18,7 +18,8 @@ from teams.models import Team
 from teams.permissions import Role, actor_user, authorize
 
 from .. import engine, live, policy, workspace
-from ..models import Mount, Sandbox
+from ..models import Mount, Sandbox, WarmSlot
+from . import warm
 from .allowlist import allowlist_errors
 from .auditing import audit
 from .claims import enqueue as enqueue_action
@@ -298,7 +299,10 @@ def sandbox_create(
                 placement.place(memory_mb=memory_mb, labels=host_labels, host_name=placed.name)
             except placement.Unplaceable as exc:
                 raise InvalidInput({"host": [str(exc)]}) from exc
+            slot = warm.take(sandbox, mounts) if claim_for == Sandbox.Action.START else None
             sandbox.save()
+            if slot is not None:
+                WarmSlot.objects.filter(pk=slot.pk).update(sandbox=sandbox)
             for m in mounts:
                 m.sandbox = sandbox
             Mount.objects.bulk_create(mounts)
@@ -318,6 +322,7 @@ def sandbox_create(
                     "disk_mb": sandbox.disk_mb,
                     "host": placed.name,
                     "mounts": [str(m) for m in mounts],
+                    **({"warm_slot": slot.key} if slot is not None else {}),
                     **(audit_details or {}),
                 },
                 source_ip,

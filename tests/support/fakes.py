@@ -6,6 +6,7 @@ like Docker's (a name is taken once; a volume of an existing name comes back as 
 errors are the engine's own. Integration tests (marked `docker`) drive the real engine instead.
 """
 
+import dataclasses
 import hashlib
 import ipaddress
 import itertools
@@ -193,6 +194,18 @@ class FakeEngine:
     def unpause(self, container_id: str) -> None:
         self._check("unpause")
         self._get(container_id).status = "running"
+
+    def rename_container(self, container_id: str, name: str) -> None:
+        self._check("rename_container")
+        c = self._get(container_id)
+        if self._find(name) not in (None, c):
+            raise engine.Conflict(f"the name {name} is taken")
+        c.spec = dataclasses.replace(c.spec, name=name)
+
+    def update_limits(self, container_id: str, *, memory_bytes: int, nano_cpus: int, pids_limit: int) -> None:
+        self._check("update_limits")
+        c = self._get(container_id)
+        c.spec = dataclasses.replace(c.spec, memory_bytes=memory_bytes, nano_cpus=nano_cpus, pids_limit=pids_limit)
 
     def remove_container(self, container_id_or_name: str) -> None:
         self._check("remove_container")

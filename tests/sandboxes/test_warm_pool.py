@@ -1,0 +1,167 @@
+"""The warm pool on the real engine: a create that matches takes a started slot (its folders,
+its container, renamed; its limits set), passes the same checks as a cold one, and is made from
+its own spec at its next start; one that does not match, or a slot that was tampered with, goes
+cold; nothing of a slot outlives it."""
+
+import json
+import os
+from decimal import Decimal
+
+import pytest
+from django.conf import settings
+
+from audit.models import AuditEvent
+from sandboxes import engine, selectors, services, workspace
+from sandboxes.models import Sandbox, WarmSlot
+from sandboxes.services import warm
+from storage import selectors as storage_selectors
+from tests.support.docker import TEST_IMAGE, docker_cli
+
+pytestmark = [pytest.mark.docker, pytest.mark.django_db(transaction=True)]
+ACTOR = services.SystemActor("test")
+
+
+@pytest.fixture
+def pool_of_one(settings, clean_docker):
+    """One warm slot for the test image in `internet` mode, made ready now. /tmp is 16 MB
+    whatever the memory, so that a create with more memory than the slot's still matches."""
+    settings.WARM_POOL = ((TEST_IMAGE, "internet", 1),)
+    settings.SANDBOX_TMP_MB = 16
+    assert warm.fill() == 1
+    slot = WarmSlot.objects.get()
+    assert slot.status == WarmSlot.Status.READY
+    return slot
+
+
+def inspect(ref: str) -> dict:
+    return json.loads(docker_cli("inspect", ref).stdout)[0]
+
+
+def create(team, name: str, **kwargs) -> Sandbox:
+    params = dict(image=TEST_IMAGE, memory_mb=256, cpus=Decimal("1"), network_mode="internet")
+    params.update(kwargs)
+    return services.sandbox_create(actor=ACTOR, team=team, name=name, enqueue=False, **params)
+
+
+def start(sandbox: Sandbox) -> Sandbox:
+    services.sandbox_perform(sandbox_id=sandbox.pk, action="start")
+    sandbox.refresh_from_db()
+    return sandbox
+
+
+def act(sandbox: Sandbox, action: str) -> Sandbox:
+    services.sandbox_request_action(actor=ACTOR, sandbox=sandbox, action=action, enqueue=False)
+    services.sandbox_perform(sandbox_id=sandbox.pk, action=action)
+    sandbox.refresh_from_db()
+    return sandbox
+
+
+def test_a_slot_is_a_hardened_started_container_with_its_folders_ready(pool_of_one):
+    slot = pool_of_one
+    data = inspect(slot.container_id)
+    assert data["State"]["Running"]
+    assert data["Name"] == f"/{warm.container_name(slot.key)}"
+    assert data["Config"]["Labels"][engine.LABEL_WARM] == slot.key
+    assert data["Config"]["Labels"][engine.LABEL_UUID] == str(slot.uuid)
+    report = selectors.policy.inspect_report(data, warm.slot_spec(slot))
+    assert [row for row in report if not row[1]] == []
+    folder = workspace.slot_path(slot.key)
+    assert os.stat(folder).st_ino == 256  # a subvolume of the pool
+    assert workspace.read_marker(".warm") is None  # never taken for a sandbox's folder
+    sources = {m["Destination"]: m.get("Source") for m in data["Mounts"]}
+    assert sources["/workspace/Projects"] == str(folder / "Projects")
+
+
+def test_a_create_that_matches_runs_the_slots_container_as_its_own(pool_of_one, team):
+    slot = pool_of_one
+    sandbox = create(team, "warmed", memory_mb=512, cpus=Decimal("0.5"), disk_mb=300)
+    assert sandbox.uuid == slot.uuid
+    assert WarmSlot.objects.get(pk=slot.pk).sandbox_id == sandbox.pk
+    sandbox = start(sandbox)
+    assert sandbox.status == "running", sandbox.status_detail
+    assert sandbox.container_id == slot.container_id
+    assert sandbox.warm_slot == slot.key
+    assert not WarmSlot.objects.filter(pk=slot.pk).exists()
+    # Docker says: the sandbox's name and limits, on the slot's (renamed) folders.
+    data = inspect(sandbox.container_id)
+    assert data["Name"] == f"/{sandbox.container_name}"
+    assert data["HostConfig"]["Memory"] == 512 * 1024 * 1024
+    assert data["HostConfig"]["MemorySwap"] == 512 * 1024 * 1024
+    assert data["HostConfig"]["NanoCpus"] == 500_000_000
+    assert not os.path.lexists(workspace.slot_path(slot.key))
+    assert workspace.read_marker("warmed") == str(sandbox.uuid)
+    docker_cli("exec", sandbox.container_id, "sh", "-c", "echo from-inside > /workspace/Projects/note; echo home > ~/h")
+    assert (sandbox.workspace_path / "Projects" / "note").read_text() == "from-inside\n"
+    assert (sandbox.home_path / "h").read_text() == "home\n"
+    # The same checks as any sandbox's: the hardening report holds, row by row.
+    failed = [row for row in selectors.hardening_report(sandbox) if not row[1]]
+    assert failed == []
+    assert storage_selectors.disk_usage(sandbox).limit == 300 * 1024 * 1024
+    created = AuditEvent.objects.get(action="sandbox.create", target__endswith="warmed")
+    assert created.details["warm_slot"] == slot.key
+    # Its own home volume exists (bound to its home): what backups and its next start use.
+    volume = json.loads(docker_cli("volume", "inspect", sandbox.volume_name).stdout)[0]
+    assert volume["Options"]["device"] == str(sandbox.home_path)
+
+    # The next start makes the container from the sandbox's own spec; the files stay.
+    sandbox = act(sandbox, "restart")
+    assert sandbox.status == "running", sandbox.status_detail
+    assert sandbox.container_id != slot.container_id
+    assert sandbox.warm_slot == ""
+    data = inspect(sandbox.container_id)
+    sources = {m["Destination"]: m.get("Source") for m in data["Mounts"]}
+    assert sources["/workspace/Projects"] == str(sandbox.workspace_path / "Projects")
+    assert docker_cli("exec", sandbox.container_id, "cat", "/workspace/Projects/note").stdout == "from-inside\n"
+    assert docker_cli("exec", sandbox.container_id, "sh", "-c", "cat ~/h").stdout == "home\n"
+    assert docker_cli("volume", "inspect", warm.volume_name(slot), check=False).returncode != 0
+    assert docker_cli("inspect", slot.container_id, check=False).returncode != 0
+
+    act(sandbox, "destroy")
+    assert not sandbox.workspace_path.exists()
+    assert docker_cli("volume", "inspect", sandbox.volume_name, check=False).returncode != 0
+
+
+def test_a_create_that_does_not_match_goes_cold_and_leaves_the_slot(pool_of_one, team, mount_root):
+    slot = pool_of_one
+    other = start(create(team, "offline", network_mode="none"))
+    assert other.status == "running", other.status_detail
+    assert other.uuid != slot.uuid and other.container_id != slot.container_id
+    assert WarmSlot.objects.get(pk=slot.pk).status == WarmSlot.Status.READY
+    (mount_root / "data").mkdir()
+    mounted = start(create(team, "mounted", extra_mounts=[(str(mount_root / "data"), "/mnt/data", True)]))
+    assert mounted.status == "running", mounted.status_detail
+    assert mounted.uuid != slot.uuid
+    assert create(team, "writable", writable_root=True).uuid != slot.uuid
+    assert create(team, "pinging", low_ports_and_ping=True).uuid != slot.uuid
+    assert WarmSlot.objects.get(pk=slot.pk).status == WarmSlot.Status.READY
+
+
+def test_a_slot_changed_behind_the_panel_is_discarded_and_the_start_goes_cold(pool_of_one, team):
+    slot = pool_of_one
+    docker_cli("update", "--pids-limit", "99999", slot.container_id)  # an update does not matter...
+    docker_cli("stop", "-t", "0", slot.container_id)  # ...a container that no longer runs does
+    sandbox = start(create(team, "cold"))
+    assert sandbox.uuid == slot.uuid  # it took the slot at its create
+    assert sandbox.status == "running", sandbox.status_detail
+    assert sandbox.container_id != slot.container_id and sandbox.warm_slot == ""
+    assert docker_cli("inspect", slot.container_id, check=False).returncode != 0
+    assert not WarmSlot.objects.exists()
+    assert inspect(sandbox.container_id)["HostConfig"]["PidsLimit"] == settings.SANDBOX_PIDS_LIMIT
+    assert [row for row in selectors.hardening_report(sandbox) if not row[1]] == []
+
+
+def test_a_slot_taken_by_a_sandbox_destroyed_before_its_start_goes_with_it(pool_of_one, team):
+    slot = pool_of_one
+    sandbox = create(team, "never")
+    act(sandbox, "destroy")
+    assert docker_cli("inspect", slot.container_id, check=False).returncode != 0
+    assert not os.path.lexists(workspace.slot_path(slot.key))
+    assert not WarmSlot.objects.exists()
+
+
+def test_what_a_dead_worker_left_of_a_slot_is_tidied(pool_of_one):
+    slot = pool_of_one
+    WarmSlot.objects.filter(pk=slot.pk).delete()  # as if its row was never committed
+    assert warm.tidy() >= 2
+    assert docker_cli("inspect", slot.container_id, check=False).returncode != 0
+    assert not os.path.lexists(workspace.slot_path(slot.key))
