@@ -14,6 +14,11 @@ class ImagesMixin(BaseClient):
     def image_exists(self, ref: str) -> bool:
         return self._inspected(self.api.inspect_image, ref) is not None
 
+    def image_id(self, ref: str) -> str | None:
+        """The id ("sha256:...") of the image `ref` names now, or None when there is none."""
+        found = self._inspected(self.api.inspect_image, ref)
+        return None if found is None else str(found.get("Id") or "")
+
     def image_labels(self, ref: str) -> dict[str, str] | None:
         """The image's labels, or None when there is no such image."""
         found = self._inspected(self.api.inspect_image, ref)

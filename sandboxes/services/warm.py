@@ -431,9 +431,22 @@ def _lift(group: str) -> None:
         pass
 
 
+def _outdated(slot: WarmSlot, docker: engine.Engine, images: dict[str, str | None]) -> bool:
+    """Whether the slot's container runs another build of its image than the one its reference
+    names now (the image was rebuilt or pulled since): a create would otherwise get the old one."""
+    if slot.image not in images:
+        images[slot.image] = docker.image_id(slot.image)
+    try:
+        running = docker.inspect_container(slot.container_id).get("Image")
+    except engine.NotFound:
+        return True
+    return running != images[slot.image]
+
+
 def tidy(host=None) -> int:
     """The periodic resync's part: ready slots whose container no longer runs (stopped by hand,
-    or with every networked container when the egress rules could not be applied), slots a dead
+    or with every networked container when the egress rules could not be applied) or runs an
+    older build of its image than its reference names now, slots a dead
     worker left preparing, taken slots whose sandbox is gone or was started otherwise,
     containers and folders of slots with no row. Returns how many were removed."""
     from hosts.services import local_host
@@ -446,11 +459,13 @@ def tidy(host=None) -> int:
     removed = 0
     stale = timezone.now() - STALE
     states = {state.id: state for state in docker.instance_containers()}
+    images: dict[str, str | None] = {}
     for slot in WarmSlot.objects.filter(host=host).select_related("sandbox"):
         box = slot.sandbox
         stopped = slot.status == W.READY and getattr(states.get(slot.container_id), "status", "") != "running"
         gone = (
             stopped
+            or (slot.status == W.READY and _outdated(slot, docker, images))
             or (slot.status == W.PREPARING and slot.created_at < stale)
             or (
                 slot.status == W.TAKEN
@@ -460,6 +475,7 @@ def tidy(host=None) -> int:
         )
         if gone:
             discard(slot, docker, taken=True)
+            states.pop(slot.container_id, None)
             removed += 1
     keys = set(WarmSlot.objects.filter(host=host).values_list("key", flat=True))
     keys |= set(Sandbox.objects.exclude(warm_slot="").values_list("warm_slot", flat=True))

@@ -11,6 +11,7 @@ import pytest
 from django.conf import settings
 
 from audit.models import AuditEvent
+from hosts.models import LOCAL, Host
 from sandboxes import engine, selectors, services, workspace
 from sandboxes.models import Sandbox, WarmSlot
 from sandboxes.services import warm
@@ -165,3 +166,36 @@ def test_what_a_dead_worker_left_of_a_slot_is_tidied(pool_of_one):
     assert warm.tidy() >= 2
     assert docker_cli("inspect", slot.container_id, check=False).returncode != 0
     assert not os.path.lexists(workspace.slot_path(slot.key))
+
+
+def test_the_pool_is_kept_at_its_size_and_emptied_when_its_host_drains(pool_of_one, settings):
+    slot = pool_of_one
+    assert warm.fill() == 0  # full already: nothing made twice
+    settings.WARM_POOL = ((TEST_IMAGE, "internet", 2),)
+    assert warm.fill() == 1
+    assert WarmSlot.objects.filter(status=WarmSlot.Status.READY).count() == 2
+    Host.objects.filter(name=LOCAL).update(draining=True)
+    warm.fill()
+    assert not WarmSlot.objects.exists()
+    assert docker_cli("inspect", slot.container_id, check=False).returncode != 0
+    assert workspace.slot_keys() == []
+
+
+def test_a_slot_whose_container_stopped_or_whose_image_was_rebuilt_is_replaced(pool_of_one, settings):
+    stopped = pool_of_one
+    docker_cli("stop", "-t", "0", stopped.container_id)
+    assert warm.tidy() == 1
+    assert not WarmSlot.objects.filter(pk=stopped.pk).exists()
+    # An image reference that names another build once the slot runs: the slot goes.
+    ref = f"ccpanel-{settings.PANEL_INSTANCE}/warm-test:latest"
+    docker_cli("tag", TEST_IMAGE, ref)
+    try:
+        settings.WARM_POOL = ((ref, "internet", 1),)
+        assert warm.fill() == 1
+        slot = WarmSlot.objects.get(image=ref)
+        assert warm.tidy() == 0
+        docker_cli("tag", "ccpanel/debian-base:bookworm", ref)  # "rebuilt"
+        assert warm.tidy() == 1
+        assert docker_cli("inspect", slot.container_id, check=False).returncode != 0
+    finally:
+        docker_cli("rmi", ref, check=False)

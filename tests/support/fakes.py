@@ -95,6 +95,10 @@ class FakeEngine:
         self._check("image_exists")
         return ref in self.images
 
+    def image_id(self, ref: str) -> str | None:
+        self._check("image_id")
+        return "sha256:" + hashlib.sha256(ref.encode()).hexdigest() if ref in self.images else None
+
     def ensure_volume(self, name: str, *, labels: dict[str, str], device: str = "") -> None:
         self._check("ensure_volume")
         self.volumes.setdefault(name, dict(labels))
