@@ -12,6 +12,7 @@ from django.db import close_old_connections
 from sandboxes import engine
 from sandboxes.network import threads
 
+from . import health
 from .selectors import HEARTBEAT_SECONDS
 from .services import host_heartbeat
 
@@ -29,10 +30,13 @@ def beat(host: engine.Host) -> str:
 
 
 def loop(stop: threading.Event, *, every: float = HEARTBEAT_SECONDS) -> None:
-    """Until `stop` is set: beat for this machine's host (the "local" row)."""
+    """Until `stop` is set: beat for this machine's host (the "local" row), and look at every
+    host's beats for the ones that became unreachable or came back (hosts.health)."""
+    watch = health.Watch()
     while not stop.is_set():
         close_old_connections()  # a database that went away and came back: a new connection
         beat(engine.default_host())
+        watch.check()
         stop.wait(every)
 
 

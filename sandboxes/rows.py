@@ -17,6 +17,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.safestring import SafeString, mark_safe
 
+from hosts.health import unreachable_reason
 from teams.permissions import Role, role_allows
 
 from .models import Sandbox
@@ -65,6 +66,7 @@ class Row:
 
 
 STATUS_LABELS = dict(Sandbox.Status.choices)
+UNREACHABLE = "unreachable"  # shown, never stored: the sandbox's host does not answer
 NETWORK_LABELS = dict(Sandbox.Network.choices)
 
 
@@ -128,15 +130,17 @@ def row_for(sandbox: Sandbox, role: str | None, *, csrf: str, back_to_detail: bo
     url = f"{_detail_prefix()}{int(sandbox.pk)}/"
     allowed = allowed_actions(sandbox, role=role)
     actions = [a for a in BUTTONS if a in allowed]
+    # Its host does not answer: shown so, its own status kept for when it does (hosts.health).
+    away = unreachable_reason(sandbox.host)
     return Row(
         sandbox=sandbox,
         pk=sandbox.pk,
         name=sandbox.name,
-        status=sandbox.status,
-        status_label=STATUS_LABELS.get(sandbox.status, sandbox.status),
+        status=UNREACHABLE if away else sandbox.status,
+        status_label="unreachable" if away else STATUS_LABELS.get(sandbox.status, sandbox.status),
         pending=sandbox.pending_action,
         on_hold=sandbox.on_hold,
-        detail=sandbox.status_detail,
+        detail=f"{away} It was {sandbox.status} when last seen." if away else sandbox.status_detail,
         image=sandbox.image,
         network=NETWORK_LABELS.get(sandbox.network_mode, sandbox.network_mode),
         team=sandbox.team.name,
@@ -147,7 +151,7 @@ def row_for(sandbox: Sandbox, role: str | None, *, csrf: str, back_to_detail: bo
         actions=tuple(actions),
         buttons=_buttons(sandbox, url, actions, csrf, back_to_detail),
         can_destroy=Sandbox.Action.DESTROY in allowed,
-        can_open_terminal=role_allows(role, Role.OPERATOR),
+        can_open_terminal=role_allows(role, Role.OPERATOR) and not away,
         checklist_failed=sandbox.checklist_failed,
         signals=_signals(sandbox),
         host=sandbox.host.name if (getattr(sandbox, "host_count", None) or 0) > 1 else "",

@@ -109,6 +109,8 @@ def sandbox_page(*, user, roles: dict[int, str], search: str = "", page: int | s
             "team__name",
             "team_id",
             "host__name",
+            "host__last_heartbeat",  # whether its host answers (hosts.health)
+            "host__last_error",
             "host_id",
         )
     )

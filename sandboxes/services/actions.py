@@ -16,6 +16,8 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import transaction
 
+from hosts.health import unreachable_reason
+from hosts.models import Host
 from teams.permissions import Role, SystemActor, authorize, role_allows
 
 from .. import engine, live, network, policy, secrets, workspace
@@ -401,6 +403,8 @@ def allowed_actions(sandbox: Sandbox, *, role: str | None) -> list[str]:
     """The actions `sandbox_request_action` would accept now from someone with `role`: what
     the pages show as buttons, so a page never offers what the service refuses, nor hides
     what it allows."""
+    if unreachable_reason(sandbox.host):
+        return []
     return [
         name
         for name, a in ACTIONS.items()
@@ -418,6 +422,8 @@ def sandbox_request_action(*, actor, sandbox: Sandbox, action: str, source_ip: s
     if spec is None:
         raise SandboxError(f"Unknown action {action!r}.")
     authorize(actor, sandbox.team, spec.role)
+    if reason := unreachable_reason(Host.objects.get(sandboxes=sandbox)):
+        raise SandboxError(f"{reason} Its sandboxes keep their state and can be acted on again once it answers.")
     queued = None
     with transaction.atomic():
         before = claim(

@@ -1,0 +1,96 @@
+"""A host that stops answering: its sandboxes are shown "unreachable" (never changed, never
+destroyed), no action is queued for them, the other hosts' sandboxes are served as before, and
+all of it comes back when the host beats again; each change audited."""
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from audit.models import AuditEvent
+from hosts import health
+from hosts.models import Host
+from sandboxes import services
+from sandboxes.models import Sandbox
+
+pytestmark = pytest.mark.django_db
+CLI = services.SystemActor("test")
+
+
+@pytest.fixture
+def two_hosts(make_sandbox, fake_engine, clean_workspace):
+    """A sandbox on "local" and one on a host "far" (placed there as an agent's host would be)."""
+    near = make_sandbox("near")
+    far_box = make_sandbox("far-box")
+    far = Host.objects.create(name="far", docker_url="tcp://198.18.99.1:2376")
+    Sandbox.objects.filter(pk=far_box.pk).update(host=far)
+    beat(far, seconds_ago=1)
+    return near, Sandbox.objects.get(pk=far_box.pk), far
+
+
+def beat(host: Host, *, seconds_ago: float, error: str = "") -> None:
+    Host.objects.filter(pk=host.pk).update(last_heartbeat=timezone.now() - timedelta(seconds=seconds_ago), last_error=error)
+    host.refresh_from_db()
+
+
+def shown(client, sandbox: Sandbox) -> str:
+    page = client.get("/").content.decode()
+    row = page[page.index(f'id="sandbox-{sandbox.pk}"') :]
+    return row[: row.index("</tr>")]
+
+
+def test_a_host_that_never_beat_is_not_unreachable(db):
+    assert health.unreachable_reason(Host(name="new")) == ""
+
+
+def test_a_stale_or_failing_host_is_unreachable_with_the_reason(two_hosts):
+    _, _, far = two_hosts
+    assert health.unreachable_reason(far) == ""
+    beat(far, seconds_ago=60)
+    assert "no heartbeat for 60 s" in health.unreachable_reason(far)
+    beat(far, seconds_ago=1, error="Docker engine is not reachable: connection refused")
+    assert "connection refused" in health.unreachable_reason(far)
+
+
+def test_its_sandboxes_show_unreachable_and_take_no_action_while_the_others_are_served(two_hosts, logged_in):
+    near, far_box, far = two_hosts
+    beat(far, seconds_ago=60)
+    row = shown(logged_in, far_box)
+    assert 'data-status="unreachable"' in row and "no heartbeat" in row and "It was running when last seen" in row
+    assert "<button" not in row  # nothing offered
+    near_row = shown(logged_in, near)
+    assert 'data-status="running"' in near_row and "<button" in near_row
+    with pytest.raises(services.SandboxError, match="unreachable"):
+        services.sandbox_request_action(actor=CLI, sandbox=far_box, action="stop", enqueue=False)
+    with pytest.raises(services.SandboxError, match="unreachable"):
+        services.sandbox_request_action(actor=CLI, sandbox=far_box, action="destroy", enqueue=False)
+    far_box.refresh_from_db()
+    assert (far_box.status, far_box.pending_action) == ("running", "")  # never changed, never destroyed
+    assert not AuditEvent.objects.filter(action__in=["sandbox.stop", "sandbox.destroy"]).exists()
+    response = logged_in.post(f"/sandboxes/{far_box.pk}/stop/")
+    assert response.status_code in (302, 400, 409)
+    far_box.refresh_from_db()
+    assert far_box.pending_action == ""
+    # The near one is acted on as before.
+    services.sandbox_request_action(actor=CLI, sandbox=near, action="stop", enqueue=False)
+    # Beats again: shown as it was, and acted on.
+    beat(far, seconds_ago=0)
+    assert 'data-status="running"' in shown(logged_in, far_box)
+    services.sandbox_request_action(actor=CLI, sandbox=far_box, action="stop", enqueue=False)
+
+
+def test_the_watch_audits_each_change_once(two_hosts):
+    _, _, far = two_hosts
+    watch = health.Watch()
+    assert watch.check() == ([], [])  # the first look only learns
+    beat(far, seconds_ago=60)
+    lost, back = watch.check()
+    assert [h.name for h in lost] == ["far"] and back == []
+    assert watch.check() == ([], [])  # said once
+    beat(far, seconds_ago=0)
+    lost, back = watch.check()
+    assert lost == [] and [h.name for h in back] == ["far"]
+    actions = list(AuditEvent.objects.filter(target="host far").order_by("pk").values_list("action", flat=True))
+    assert actions == ["host.unreachable", "host.recovered"]
+    unreachable = AuditEvent.objects.get(action="host.unreachable")
+    assert "no heartbeat" in unreachable.details["reason"]
