@@ -696,9 +696,17 @@ def leftovers(layout: Layout) -> list[str]:
         if path.exists():
             left.append(f"path {path}")
     left += [f"cgroup {c}" for c in cgroup_dirs(layout.cgroup_parent)]
+    # dockerd, containerd and shims name the run folder; Redis names its address in its title,
+    # the internet's listener its address and port.
+    marks = (
+        f"/run/ccp-h2-{layout.slot}/",
+        f"ccp-h2-{layout.slot}-",
+        f"{layout.root_address}:{layout.redis_port}",
+        f" {layout.internet_address} {INTERNET_PORT} ",
+    )
     for pid in [int(p) for p in os.listdir("/proc") if p.isdigit()]:
         line = _cmdline(pid)
-        if f"/run/ccp-h2-{layout.slot}/" in line or f"ccp-h2-{layout.slot}-" in line:
+        if any(mark in line for mark in marks) and pid != os.getpid():
             left.append(f"process {pid}: {line[:200]}")
     return left
 

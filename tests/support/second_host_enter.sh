@@ -5,8 +5,11 @@
 #   - a /sys of NETNS (so /sys/class/net lists the namespace's interfaces, as the panel reads them),
 #   - this machine's cgroup file systems still at /sys/fs/cgroup (dockerd and runc need them;
 #     `ip netns exec` loses them: it mounts a fresh sysfs over /sys and the cgroups go with it),
-#   - no btrfs file system but POOL (the second host's storage pool): a copy of another pool's
-#     mount in here would keep that pool's loop device busy after its owner unmounted it.
+#   - no btrfs file system but POOL (the second host's storage pool), and no network namespace
+#     bound outside /run/netns (the machine's containers' under /run/docker/netns): this mount
+#     namespace holds a copy of every mount the machine has when it starts, and a copy of another
+#     pool's mount would keep that pool's loop device busy after its owner unmounted it (a copy of
+#     a container's namespace, that namespace alive after its container is gone).
 set -eu
 [ $# -ge 3 ] && [ "$3" = "--" ] || { echo "usage: $0 NETNS POOL -- COMMAND..." >&2; exit 2; }
 ns=$1 pool=$2
@@ -18,8 +21,11 @@ mount --rbind /sys/fs/cgroup "$held"
 mount -t sysfs sysfs /sys
 mount --move "$held" /sys/fs/cgroup
 rmdir "$held"
-findmnt -rn -t btrfs -o TARGET | sort -r | while read -r target; do
-  [ "$target" = "$pool" ] || umount -l "$target"
+findmnt -rn -t btrfs,nsfs -o FSTYPE,TARGET | sort -k2 -r | while read -r fstype target; do
+  case "$fstype:$target" in
+    "btrfs:$pool" | nsfs:/run/netns/*) ;;
+    *) umount -l "$target" 2>/dev/null || true ;;  # gone meanwhile: its owner unmounted it
+  esac
 done
 exec "$@"
 ' sh "$pool" "$@"
