@@ -5,11 +5,13 @@ internet; the panel's Redis (TLS and a password) and PostgreSQL reached from ins
 import ipaddress
 import json
 import os
+import re
 import signal
 import sys
 from urllib.parse import unquote, urlsplit
 
 import pytest
+from django.conf import settings
 
 from tests.support import second_host as h2
 from tests.support.docker import TEST_IMAGE, docker_cli
@@ -22,11 +24,13 @@ except Exception as exc:
     print("error", type(exc).__name__, exc)
 """
 
-KOMBU_CONNECT = """
-import sys, kombu
-with kombu.Connection(sys.argv[1], connect_timeout=5) as conn:
+PANEL_QUEUE = """
+import django; django.setup()
+from django.conf import settings
+from controlpanel.celery import app
+with app.connection_for_write() as conn:
     conn.ensure_connection(max_retries=1, timeout=5)
-    print("connected", conn.transport.driver_name, conn.default_channel.client.ping())
+    print(settings.REDIS_URL.split("?")[0].rsplit("/", 1)[1], conn.default_channel.client.ping())
 """
 
 PG_QUERY = """
@@ -59,6 +63,19 @@ def test_a_container_on_the_second_host_reaches_its_internet_and_is_not_on_the_m
         assert name not in docker_cli("ps", "-a", "--format", "{{.Names}}").stdout.split()
     finally:
         second_host.docker("rm", "-f", name, check=False)
+
+
+@pytest.mark.docker
+def test_the_second_engine_is_an_engine_of_its_own(second_host):
+    fields = "{{.ID}} {{.DockerRootDir}} {{.Name}} {{.CgroupDriver}}"
+    own = second_host.docker("info", "-f", fields).stdout.split()
+    machine = docker_cli("info", "-f", fields).stdout.split()
+    assert own[0] != machine[0]  # its own engine ID (key.json in its data root)
+    assert own[1] == f"/var/lib/ccp-h2-{second_host.slot}" != machine[1]
+    # Its containerd is its own, inside the namespace, its state under the second exec root.
+    in_namespace = [h2._cmdline(pid) for pid in h2.namespace_pids(second_host.netns)]
+    assert any(line.startswith("containerd ") and f"/run/ccp-h2-{second_host.slot}/exec/containerd/" in line for line in in_namespace)
+    assert not any("/var/run/docker/containerd" in line for line in in_namespace)
 
 
 @pytest.mark.docker
@@ -110,8 +127,13 @@ def test_redis_answers_inside_the_second_host_only_over_tls_with_the_password(se
     assert inside(second_host, REDIS_PING, plain).startswith("error ConnectionError")
     unknown_ca = url.split("?", 1)[0] + "?ssl_cert_reqs=required"
     assert "certificate verify failed" in inside(second_host, REDIS_PING, unknown_ca)
-    # Celery's broker (kombu) reads the same URL, the CA included.
-    assert inside(second_host, KOMBU_CONNECT, url) == "connected redis True"
+    # The panel's own Celery app, given the URL as REDIS_URL (the test settings put the slot's
+    # database number in it and keep the query, the CA with it).
+    env = dict(os.environ, DJANGO_SETTINGS_MODULE="controlpanel.settings.test", REDIS_URL=url)
+    done = second_host.run(sys.executable, "-c", PANEL_QUEUE, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    db = re.search(r"(?:\?db=|/)(\d+)(?:\?|$)", settings.REDIS_URL).group(1)  # this slot's, as here
+    assert done.stdout.split() == [db, "True"]
 
 
 @pytest.mark.docker
