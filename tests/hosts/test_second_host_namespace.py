@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import subprocess
 import sys
 from urllib.parse import unquote, urlsplit
 
@@ -119,6 +120,8 @@ def test_redis_answers_inside_the_second_host_only_over_tls_with_the_password(se
     url = second_host.redis_url
     assert url.startswith(f"rediss://:{second_host.redis_password}@{second_host.root_address}:")
     assert inside(second_host, REDIS_PING, url) == "ping True"
+    in_netns = ["ip", "netns", "exec", second_host.netns, sys.executable, "-c", REDIS_PING, url]
+    assert subprocess.run(in_netns, capture_output=True, text=True).stdout.strip() == "ping True"  # `ip netns exec` alone, too
     no_password = url.replace(f":{second_host.redis_password}@", "")
     assert inside(second_host, REDIS_PING, no_password).startswith("error AuthenticationError")
     wrong = url.replace(second_host.redis_password, "0" * len(second_host.redis_password))

@@ -715,7 +715,13 @@ def leftovers(layout: Layout) -> list[str]:
 class SecondHost:
     """A running second host; see the module's docstring for its shape. What a host agent needs:
     `popen`/`run` to start it inside, `env()` (`docker_url`, `workspace_root`, `pool_file`,
-    `redis_url`) and `database_url_from_inside`."""
+    `redis_url`) and `database_url_from_inside`. `stop_engine`/`start_engine` stop and start its
+    dockerd alone; `up`/`down` the whole host.
+
+    Its processes (dockerd, and whatever `popen` and `run` start) each have a mount namespace of
+    their own, copied from the machine's when they start: what the machine mounts later (another
+    pool, say) they do not see, and what they mount stays theirs. The pool is mounted before
+    dockerd starts, so both see it; a host agent must find it mounted, not mount it."""
 
     layout: Layout
     redis_password: str = field(repr=False)
