@@ -9,6 +9,7 @@ import re
 import signal
 import subprocess
 import sys
+from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import pytest
@@ -53,6 +54,9 @@ def test_a_container_on_the_second_host_reaches_its_internet_and_is_not_on_the_m
     second_host.docker("rm", "-f", name, check=False)
     cid = second_host.docker("run", "-d", "--name", name, TEST_IMAGE, "sleep", "120").stdout.strip()
     try:
+        pid = second_host.docker("inspect", "-f", "{{.State.Pid}}", name).stdout.strip()
+        cgroups = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+        assert cgroups and all(line.endswith(f"/ccp-h2-{second_host.slot}/{cid}") for line in cgroups), cgroups
         url = f"http://{second_host.internet}:{second_host.internet_port}/"
         got = second_host.docker("exec", name, "wget", "-qO-", url)
         assert got.stdout == second_host.internet_body
@@ -64,6 +68,25 @@ def test_a_container_on_the_second_host_reaches_its_internet_and_is_not_on_the_m
         assert name not in docker_cli("ps", "-a", "--format", "{{.Names}}").stdout.split()
     finally:
         second_host.docker("rm", "-f", name, check=False)
+
+
+@pytest.mark.docker
+def test_the_second_hosts_pool_is_btrfs_with_quotas_and_its_engine_mounts_from_it(second_host):
+    from storage import pool
+
+    root = second_host.workspace_root
+    found = pool.mounted_at(root)
+    assert found is not None and found.fstype == "btrfs" and {"nosuid", "nodev"} <= found.options
+    assert pool.quotas_on(root)
+    assert found.source != getattr(pool.mounted_at(settings.WORKSPACE_ROOT), "source", None)  # not the first host's pool
+    folder = root / "smoke"
+    pool.create_subvolume(folder)
+    try:
+        second_host.docker("run", "--rm", "-u", "0", "-v", f"{folder}:/w", TEST_IMAGE, "sh", "-c", "echo written-on-h2 > /w/f")
+        assert (folder / "f").read_text() == "written-on-h2\n"  # dockerd's mount namespace has the pool
+        assert pool.is_subvolume(folder)
+    finally:
+        pool.delete(folder)
 
 
 @pytest.mark.docker

@@ -302,10 +302,15 @@ def namespace_pids(netns: str) -> list[int]:
 
 
 def cgroup_dirs(parent: str) -> list[Path]:
-    """Each cgroup v1 controller's (or the v2 tree's) folder for `parent`, where it exists."""
+    """The folders of the cgroup parent `parent` in every hierarchy (v1 controllers, v2). A
+    relative parent lies under the cgroup dockerd was started in, which need not be the root:
+    here the memory controller puts the processes a session starts in a cgroup of its own
+    (memory:/process_api/<id>), so it is looked for up to two levels down."""
     base = Path("/sys/fs/cgroup")
-    found = [base / parent] if (base / parent).is_dir() else []
-    return found + [d / parent for d in base.iterdir() if (d / parent).is_dir()] if base.is_dir() else found
+    if not base.is_dir():
+        return []
+    found = {d for pattern in (parent, f"*/{parent}", f"*/*/{parent}", f"*/*/*/{parent}") for d in base.glob(pattern) if d.is_dir()}
+    return sorted(found)
 
 
 def cgroup_pids(parent: str) -> list[int]:
