@@ -56,8 +56,9 @@ _redis = os.environ.get("REDIS_URL") or f"unix://{_base / 'var' / 'redis.sock'}?
 _db = 15 if _n is None else 14 - (_n % 14)
 if _redis.startswith("unix://"):
     _redis = re.sub(r"\?.*$", "", _redis) + f"?db={_db}"
-else:
-    _redis = re.sub(r"(/\d+)?$", f"/{_db}", _redis, count=1)
+else:  # redis[s]://host:port[/db][?query]: the query (a rediss:// URL's CA, say) kept
+    _head, _q, _query = _redis.partition("?")
+    _redis = re.sub(r"(/\d+)?$", f"/{_db}", _head, count=1) + _q + _query
 os.environ["REDIS_URL"] = _redis
 # The tests' own database: SQLite in var/, or the PostgreSQL that PANEL_TEST_DATABASE_URL names
 # (make test's second run). A DATABASE_URL the user exported for their panel is never used.
