@@ -282,7 +282,10 @@ def _rename(docker: engine.Engine, container_id: str, sandbox: Sandbox) -> None:
     removed first, one of anybody else's is never touched."""
     try:
         docker.rename_container(container_id, sandbox.container_name)
-    except engine.Conflict:
+    except engine.EngineError:
+        state = docker.container_state(container_id)
+        if state is not None and state.name == sandbox.container_name:
+            return  # renamed already, by a run whose worker died
         if not docker.remove_container_if_ours(sandbox.container_name, labels=engine.ownership_labels(str(sandbox.uuid))):
             raise engine.EngineError(f"A container named {sandbox.container_name} exists that is not this sandbox's.") from None
         docker.rename_container(container_id, sandbox.container_name)

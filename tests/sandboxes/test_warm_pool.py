@@ -199,3 +199,15 @@ def test_a_slot_whose_container_stopped_or_whose_image_was_rebuilt_is_replaced(p
         assert docker_cli("inspect", slot.container_id, check=False).returncode != 0
     finally:
         docker_cli("rmi", ref, check=False)
+
+
+def test_a_take_whose_worker_died_half_way_is_finished_by_the_next_run(pool_of_one, team):
+    slot = pool_of_one
+    sandbox = create(team, "again")
+    # What a first run did before its worker died: the folder moved, the container renamed.
+    workspace.slot_take(slot.key, sandbox.name, str(sandbox.uuid))
+    docker_cli("rename", slot.container_id, sandbox.container_name)
+    sandbox = start(sandbox)
+    assert sandbox.status == "running", sandbox.status_detail
+    assert sandbox.container_id == slot.container_id and sandbox.warm_slot == slot.key
+    assert [row for row in selectors.hardening_report(sandbox) if not row[1]] == []
