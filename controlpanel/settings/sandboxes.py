@@ -8,10 +8,13 @@ from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
-from .env import env_bool, env_float, env_int, env_str
+from .env import VAR_DIR, env_bool, env_float, env_int, env_str
 
 DOCKER_HOST = env_str("DOCKER_HOST", "") or None
 DOCKER_TIMEOUT = env_int("DOCKER_TIMEOUT", 60, minimum=1)
+# A host's engine reached over tcp:// is spoken to only with TLS both ways (Docker's --tlsverify):
+# HOSTS_TLS_DIR/<host name>/ holds ca.pem, cert.pem and key.pem, Docker's own names for them.
+HOSTS_TLS_DIR = Path(env_str("HOSTS_TLS_DIR", str(VAR_DIR / "hosts"))).resolve()
 WORKSPACE_ROOT = Path(os.path.expanduser(env_str("WORKSPACE_ROOT", "~/ClaudeCodeWorkspace"))).resolve()
 # Folders extra mounts must lie inside (colon-separated). Empty by default: extra mounts are off
 # until an admin names folders. Checked at start-up (sandboxes.apps): a root may not be, contain

@@ -9,10 +9,12 @@ import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import docker
 import docker.errors
+import docker.tls
 import requests.exceptions
 from django.conf import settings
 
@@ -149,6 +151,31 @@ def translate(exc: Exception, host: Host) -> EngineError:
     return EngineError(str(exc))
 
 
+TLS_FILES = ("ca.pem", "cert.pem", "key.pem")
+
+
+def tls_config(host_name: str) -> docker.tls.TLSConfig:
+    """The TLS of a host reached over tcp://: its engine's certificate checked against ca.pem,
+    the panel's own (cert.pem, key.pem) presented, from HOSTS_TLS_DIR/<name>/. A plain TCP
+    engine is never spoken to: whoever reaches its port would be root on its machine, and a
+    panel that spoke to one could be answered by anyone on the way."""
+    folder = Path(settings.HOSTS_TLS_DIR) / host_name
+    missing = [name for name in TLS_FILES if not (folder / name).is_file()]
+    if missing:
+        raise EngineUnavailable(
+            f"Host {host_name} is reached over TCP, which the panel does only with TLS: put {', '.join(missing)} "
+            f"(its CA, the panel's client certificate and key, as Docker's --tlsverify wants) in {folder}/."
+        )
+    if (folder / "key.pem").stat().st_mode & 0o077:
+        raise EngineUnavailable(f"{folder / 'key.pem'} can be read by other users of this machine: chmod 600 it.")
+    try:
+        return docker.tls.TLSConfig(
+            client_cert=(str(folder / "cert.pem"), str(folder / "key.pem")), ca_cert=str(folder / "ca.pem"), verify=True
+        )
+    except docker.errors.TLSParameterError as exc:
+        raise EngineUnavailable(f"Host {host_name}'s TLS files cannot be used: {exc}") from exc
+
+
 class BaseClient:
     """The connection to one host; the mixins in the sibling modules add what it can do."""
 
@@ -166,7 +193,16 @@ class BaseClient:
             with self._lock:
                 if self._client is None:
                     try:
-                        if self.host.base_url:
+                        if self.host.base_url and self.host.base_url.startswith("tcp://"):
+                            # Asked for its version only once the environment is out of the way:
+                            # requests would otherwise check the engine against REQUESTS_CA_BUNDLE
+                            # (or CURL_CA_BUNDLE), not the host's own CA, and use any proxy set.
+                            tls = tls_config(self.host.name)
+                            client = docker.DockerClient(base_url=self.host.base_url, timeout=self.host.timeout, tls=tls, version="1.24")
+                            client.api.trust_env = False
+                            client.api._version = client.api._retrieve_server_version()
+                            self._client = client
+                        elif self.host.base_url:
                             self._client = docker.DockerClient(base_url=self.host.base_url, timeout=self.host.timeout)
                         else:
                             self._client = docker.DockerClient.from_env(timeout=self.host.timeout)

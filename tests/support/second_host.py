@@ -69,6 +69,9 @@ while True:
 """
 
 
+DOCKER_TLS_PORT = 2376
+
+
 class SecondHostError(Exception):
     """The second host could not be set up; the message says what failed and shows its output."""
 
@@ -180,6 +183,11 @@ class Layout:
     @property
     def tls_dir(self) -> Path:
         return self.run_dir / "tls"
+
+    @property
+    def docker_tls_url(self) -> str:
+        """The engine's TCP endpoint on the panel's link, TLS with client certificates only."""
+        return f"tcp://{self.host_address}:{DOCKER_TLS_PORT}"
 
     # --- storage and logs ---
     @property
@@ -418,6 +426,22 @@ def _make_tls(layout: Layout) -> None:
     (d / "redis.ext").write_text(f"subjectAltName=IP:{layout.root_address}\nextendedKeyUsage=serverAuth\n")
     sh("openssl", "x509", "-req", "-in", str(d / "redis.csr"), "-CA", str(d / "ca.crt"), "-CAkey", str(d / "ca.key"),
        "-CAcreateserial", "-days", "2", "-extfile", str(d / "redis.ext"), "-out", str(d / "redis.crt"))  # fmt: skip
+    # The engine's TCP endpoint (--tlsverify), and the panel's client certificate for it: how the
+    # panel's pages and websockets reach a host on another machine (sandboxes.engine.client).
+    sh("openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={layout.host_address}",
+       "-keyout", str(d / "docker.key"), "-out", str(d / "docker.csr"))  # fmt: skip
+    (d / "docker.ext").write_text(f"subjectAltName=IP:{layout.host_address}\nextendedKeyUsage=serverAuth\n")
+    sh("openssl", "x509", "-req", "-in", str(d / "docker.csr"), "-CA", str(d / "ca.crt"), "-CAkey", str(d / "ca.key"),
+       "-CAcreateserial", "-days", "2", "-extfile", str(d / "docker.ext"), "-out", str(d / "docker.crt"))  # fmt: skip
+    client = d / "panel-client"
+    client.mkdir(mode=0o700, exist_ok=True)
+    sh("openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=ccpanel",
+       "-keyout", str(client / "key.pem"), "-out", str(d / "client.csr"))  # fmt: skip
+    (d / "client.ext").write_text("extendedKeyUsage=clientAuth\n")
+    sh("openssl", "x509", "-req", "-in", str(d / "client.csr"), "-CA", str(d / "ca.crt"), "-CAkey", str(d / "ca.key"),
+       "-CAcreateserial", "-days", "2", "-extfile", str(d / "client.ext"), "-out", str(client / "cert.pem"))  # fmt: skip
+    (client / "ca.pem").write_bytes((d / "ca.crt").read_bytes())
+    (client / "key.pem").chmod(0o600)
     (d / "ca.crt").chmod(0o644)
 
 
@@ -583,6 +607,11 @@ def dockerd_command(layout: Layout) -> list[str]:
         "dockerd",
         f"--config-file={_daemon_config(layout)}",
         f"--host={layout.docker_url}",
+        f"--host={layout.docker_tls_url}",
+        "--tlsverify",
+        f"--tlscacert={layout.tls_dir / 'ca.crt'}",
+        f"--tlscert={layout.tls_dir / 'docker.crt'}",
+        f"--tlskey={layout.tls_dir / 'docker.key'}",
         f"--data-root={layout.data_root}",
         f"--exec-root={layout.exec_root}",
         f"--pidfile={layout.pidfile}",
@@ -787,6 +816,15 @@ class SecondHost:
     @property
     def dockerd_log(self) -> Path:
         return self.layout.dockerd_log
+
+    @property
+    def docker_tls_url(self) -> str:
+        return self.layout.docker_tls_url
+
+    @property
+    def docker_client_certs(self) -> Path:
+        """ca.pem, cert.pem and key.pem: what the panel needs to reach `docker_tls_url`."""
+        return self.layout.tls_dir / "panel-client"
 
     @property
     def redis_ca(self) -> Path:
