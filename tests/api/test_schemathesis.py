@@ -4,6 +4,8 @@ never a 5xx, never an answer the schema does not describe. The fake engine stand
 (what a create or an action does to Docker is the lifecycle tests' business); the queue is never
 reached (the test's transaction never commits)."""
 
+import re
+
 import pytest
 import schemathesis
 from django.core.signals import request_finished, request_started
@@ -84,3 +86,8 @@ def test_the_schema_and_its_page_need_a_sign_in_or_a_token(client, django_user_m
     # The page's scripts and styles are the panel's own static files: nothing from a CDN.
     assert "/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js" in page
     assert "http://" not in page.replace("http://testserver", "") and "https://" not in page
+    assets = re.findall(r'(?:src|href)="([^"]+)"', page)
+    assert len(assets) >= 3
+    for asset in assets:
+        assert asset.startswith("/"), asset
+        assert client.get(asset).status_code == 200, asset
