@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from audit.services import audit_record
 from sandboxes.services.errors import InvalidInput
+from teams import second_factor
 
 from .models import ApiToken
 
@@ -110,6 +111,10 @@ def api_token_authenticate(raw: str, *, source_ip: str | None = None) -> ApiToke
         raise TokenRefused(f"Token {token.prefix} expired at {token.expires_at:%Y-%m-%d %H:%M} UTC; make a new one on the API tokens page.")
     if not token.user.is_active:
         raise TokenRefused(f"The user of token {token.prefix} is deactivated.")
+    # A team that came to require a second factor after the token was made: as a session is sent
+    # to set one up before any page answers, the token waits until there is one.
+    if second_factor.missing(token.user, None) == "setup":
+        raise TokenRefused("A team of yours requires a second factor: set one up on the panel (Second factor), then use the token.")
     _touch(token, now, source_ip)
     return token
 

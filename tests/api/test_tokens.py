@@ -151,6 +151,17 @@ def test_making_a_token_needs_the_second_factor_where_the_team_requires_it(clien
     assert ApiToken.objects.filter(user=user).count() == 1
 
 
+def test_a_token_waits_for_a_second_factor_a_team_came_to_require(client, django_user_model, team):
+    user = member(django_user_model, "dev", team, "operator")
+    secret = token_for(user, "read")
+    assert client.get("/api/v1/sandboxes/", **auth(secret)).status_code == 200
+    Team.objects.filter(pk=team.pk).update(require_second_factor=True)
+    refused = client.get("/api/v1/sandboxes/", **auth(secret))
+    assert refused.status_code == 401 and "requires a second factor" in refused.json()["detail"]
+    TOTPDevice.objects.create(user=user, name="authenticator", confirmed=True)
+    assert client.get("/api/v1/sandboxes/", **auth(secret)).status_code == 200
+
+
 def test_the_api_takes_no_session(client, django_user_model, team):
     """Tokens only: a signed-in browser's cookie does not authenticate an API call, so another
     site cannot make one with it (no CSRF to forge)."""
