@@ -12,6 +12,9 @@ import json
 import logging
 import os
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -39,6 +42,22 @@ def audit_key() -> bytes:
     return _key(str(settings.AUDIT_KEY_FILE))
 
 
+# What every event written in the current request says about how it came (an API token:
+# {"via": "api", "token": prefix}); set by api.views for the request, empty elsewhere. The services
+# need not know: they pass the user as the actor, as the pages do, and the event carries the token.
+_attribution: ContextVar[dict[str, str] | None] = ContextVar("audit_attribution", default=None)
+
+
+@contextmanager
+def attributed(details: dict[str, str]) -> Iterator[None]:
+    """Within the block, every event's details carry `details` too (they win over a service's own)."""
+    reset = _attribution.set(details)
+    try:
+        yield
+    finally:
+        _attribution.reset(reset)
+
+
 def audit_record(
     *,
     actor: Any,
@@ -55,6 +74,8 @@ def audit_record(
     if actor_name is None:
         actor_name = "system" if actor is None else actor if isinstance(actor, str) else actor.get_username()
     # Stored as JSON and hashed as JSON: normalise once so both see the same values.
+    if (attribution := _attribution.get()) is not None:
+        details = {**(details or {}), **attribution}
     details = json.loads(json.dumps(details or {}, default=str))
     key = audit_key()
     with transaction.atomic():

@@ -14,6 +14,8 @@ urlpatterns = [
     path("2fa/verify/", views_second_factor.verify, name="second_factor_verify"),
     path("2fa/remove/", views_second_factor.remove, name="second_factor_remove"),
     path("admin/", admin.site.urls),
+    path("api/", include("api.urls")),
+    path("account/api-tokens/", include("api.token_urls")),
     path("audit/", include("audit.urls")),
     path("backups/", include("backups.urls")),
     path("incidents/", include("incidents.urls")),

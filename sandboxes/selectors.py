@@ -82,9 +82,19 @@ class SandboxPage:
         return self.number - 1
 
 
-def sandbox_page(*, user, roles: dict[int, str], search: str = "", page: int | str | None = None) -> SandboxPage:
-    """One page of the dashboard: SANDBOX_PAGE_SIZE sandboxes, by name, filtered by `search`.
-    `roles` (teams.permissions.team_roles) says which teams' sandboxes the user sees."""
+def sandbox_page(
+    *,
+    user,
+    roles: dict[int, str],
+    search: str = "",
+    page: int | str | None = None,
+    team_id: int | None = None,
+    status: str = "",
+    host: str = "",
+) -> SandboxPage:
+    """One page of the dashboard: SANDBOX_PAGE_SIZE sandboxes, by name, filtered by `search`
+    (and, for the API, by team, status and host name). `roles` (teams.permissions.team_roles)
+    says which teams' sandboxes the user sees."""
     sandboxes = (
         Sandbox.objects.select_related("team", "host")
         .exclude(status=Sandbox.Status.DESTROYED)
@@ -118,6 +128,12 @@ def sandbox_page(*, user, roles: dict[int, str], search: str = "", page: int | s
         sandboxes = sandboxes.filter(team_id__in=list(roles))
     if search:
         sandboxes = sandboxes.filter(name__icontains=search.strip())
+    if team_id is not None:
+        sandboxes = sandboxes.filter(team_id=team_id)
+    if status:
+        sandboxes = sandboxes.filter(status=status)
+    if host:
+        sandboxes = sandboxes.filter(host__name=host)
     try:
         number = max(1, int(page or 1))
     except (TypeError, ValueError):

@@ -2,6 +2,10 @@
 admins of every team. Services call `authorize`; pages and sockets read the roles to show
 exactly what the services would allow."""
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 
@@ -71,6 +75,30 @@ def role_allows(role: str | None, needed: str) -> bool:
     return role is not None and ROLE_RANK[role] >= ROLE_RANK[needed]
 
 
+# The most a request may use of its user's roles: an API token's scope (api.auth) sets it for the
+# request; unset (pages, the CLI, tasks), the roles count in full. Read by `authorize`, so every
+# service narrows the same way without knowing where the call came from.
+_role_cap: ContextVar[tuple[str, str] | None] = ContextVar("role_cap", default=None)
+
+
+@contextmanager
+def role_cap(role: str, why: str) -> Iterator[None]:
+    """Within the block, no role counts for more than `role`; `why` says so in a refusal."""
+    reset = _role_cap.set((role, why))
+    try:
+        yield
+    finally:
+        _role_cap.reset(reset)
+
+
+def capped(role: str | None) -> str | None:
+    """`role` as the current request may use it (see role_cap)."""
+    cap = _role_cap.get()
+    if role is None or cap is None or ROLE_RANK[role] <= ROLE_RANK[cap[0]]:
+        return role
+    return cap[0]
+
+
 def has_role(*, user, team: Team, role: str) -> bool:
     return role_allows(user_role(user=user, team=team), role)
 
@@ -81,6 +109,9 @@ def authorize(actor, team: Team, role: str) -> None:
         return
     if not has_role(user=actor, team=team, role=role):
         raise PermissionDenied(f"You need the {role} role in team {team} for this.")
+    cap = _role_cap.get()
+    if cap is not None and not role_allows(cap[0], role):
+        raise PermissionDenied(f"This needs the {role} role, and {cap[1]} allows at most {cap[0]}.")
 
 
 def teams_visible(*, user) -> QuerySet[Team]:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import dj_database_url
 
+from .api import *  # noqa: F403
 from .backups import *  # noqa: F403
 from .env import BASE_DIR, VAR_DIR, env_int, env_str
 from .queue import *  # noqa: F403
@@ -33,6 +34,9 @@ INSTALLED_APPS = [
     "axes",
     "django_otp",
     "django_otp.plugins.otp_totp",
+    "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "teams",
     "sandboxes",
     "backups",
@@ -40,6 +44,7 @@ INSTALLED_APPS = [
     "audit",
     "storage",
     "hosts",
+    "api",
 ]
 
 MIDDLEWARE = [

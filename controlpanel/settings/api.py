@@ -1,0 +1,43 @@
+"""The REST API (api/): Django REST Framework with personal tokens only, and its OpenAPI schema."""
+
+REST_FRAMEWORK = {
+    # Tokens only: a browser's session cookie never authenticates an API call, so no API call
+    # can be forged by another site (no CSRF to check) and the second factor, asked at sign-in,
+    # is asked at the token's creation instead (api.views_tokens).
+    "DEFAULT_AUTHENTICATION_CLASSES": ["api.auth.BearerTokenAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated", "api.auth.ScopeAllows"],
+    "DEFAULT_PARSER_CLASSES": ["api.parsers.BoundedJSONParser"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "api.errors.exception_handler",
+    "UNAUTHENTICATED_USER": None,
+    "DEFAULT_VERSIONING_CLASS": None,
+    "SCHEMA_COERCE_PATH_PK": False,  # the path says {pk}, as the URLs do
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Claude Code sandbox panel API",
+    "DESCRIPTION": (
+        "Drive the panel from scripts: every call goes through the same services (and so the same "
+        "permissions, validation and audit trail) as the pages. Authenticate with a personal token "
+        "(`Authorization: Bearer <token>`), made on the panel's API tokens page."
+    ),
+    "VERSION": "1",
+    "OAS_VERSION": "3.1.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    # The schema for a signed-in page (the docs page fetches it with the session) or a token.
+    "SERVE_AUTHENTICATION": ["api.auth.BearerTokenAuthentication", "rest_framework.authentication.SessionAuthentication"],
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    "SWAGGER_UI_DIST": "SIDECAR",  # vendored by drf-spectacular-sidecar: no CDN
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    # validatorUrl None: Swagger UI would otherwise send the schema to validator.swagger.io.
+    "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None, "persistAuthorization": False},
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+
+# Tokens live at most this long (a year): a leaked one cannot outlive it.
+API_TOKEN_MAX_DAYS = 365
+# A token's last use is written at most this often (seconds): a busy script does not write every call.
+API_TOKEN_TOUCH_SECONDS = 60
+# The largest request body the API parses (bytes); larger ones are refused with 413.
+API_MAX_BODY_BYTES = 256 * 1024

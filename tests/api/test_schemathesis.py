@@ -1,0 +1,106 @@
+"""Schemathesis against the schema the panel serves, in-process through its WSGI app: for a
+token of each scope, every operation with valid and invalid data (a fixed seed, a small budget):
+never a 5xx, never an answer the schema does not describe. The fake engine stands in for Docker
+(what a create or an action does to Docker is the lifecycle tests' business); the queue is never
+reached (the test's transaction never commits)."""
+
+import re
+
+import pytest
+import schemathesis
+from django.core.signals import request_finished, request_started
+from django.db import close_old_connections
+from hypothesis import HealthCheck, given, seed, settings
+from schemathesis.checks import not_a_server_error
+from schemathesis.generation import GenerationMode
+from schemathesis.specs.openapi.checks import content_type_conformance, response_schema_conformance, status_code_conformance
+
+from controlpanel.wsgi import application
+
+from .helpers import member, token_for
+
+pytestmark = pytest.mark.django_db
+
+CHECKS = [not_a_server_error, response_schema_conformance, status_code_conformance, content_type_conformance]
+SEED = 20261207
+EXAMPLES = 25
+
+
+@pytest.fixture
+def wsgi_keeps_the_test_connection():
+    """Called straight through its WSGI app (as Django's test client does not), Django would
+    close the database connection after each request, and with it the test's transaction:
+    disconnected here for the test, as the test client does for its own requests."""
+    request_started.disconnect(close_old_connections)
+    request_finished.disconnect(close_old_connections)
+    yield
+    request_started.connect(close_old_connections)
+    request_finished.connect(close_old_connections)
+
+
+def _run(operation, mode: GenerationMode, headers: dict[str, str]) -> list[int]:
+    """Run the operation's examples; returns the status codes it was answered with."""
+    seen: list[int] = []
+
+    @seed(SEED)
+    @settings(
+        max_examples=EXAMPLES,
+        deadline=None,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(case=operation.as_strategy(generation_mode=mode))
+    def check(case) -> None:
+        seen.append(case.call_and_validate(headers=headers, checks=CHECKS).status_code)
+
+    check()
+    return seen
+
+
+@pytest.mark.parametrize(
+    ("role", "scope"),
+    [("admin", "read"), ("admin", "operate"), ("admin", "admin"), ("operator", "admin"), ("viewer", "admin"), ("admin", None)],
+)
+def test_the_served_schema_holds_for_every_operation(
+    django_user_model, team, make_sandbox, fake_engine, clean_workspace, wsgi_keeps_the_test_connection, role, scope
+):
+    """scope None: the same calls with no token at all (each one a documented 401)."""
+    make_sandbox("fuzzed")  # an id that exists, beside the random ones
+    user = member(django_user_model, f"fuzz-{role}", team, role)
+    token = {"Authorization": f"Bearer {token_for(user, scope or 'read')}"}
+    schema = schemathesis.openapi.from_wsgi("/api/schema/?format=json", application, headers=token)
+    assert schema.raw_schema["openapi"] == "3.1.0"
+    operations = [result.ok() for result in schema.get_all_operations()]
+    assert {f"{op.method.upper()} {op.path}" for op in operations} == {
+        "GET /api/v1/sandboxes/",
+        "POST /api/v1/sandboxes/",
+        "GET /api/v1/sandboxes/{pk}/",
+        "POST /api/v1/sandboxes/{pk}/{action}/",
+    }
+    answered: set[int] = set()
+    for operation in operations:
+        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+            answered.update(_run(operation, mode, token if scope else {}))
+    if scope is None:
+        assert answered == {401}
+    else:
+        assert {200, 400, 404} <= answered, answered  # (negative cases may spoil the token: 401 too)
+
+
+def test_the_schema_and_its_page_need_a_sign_in_or_a_token(client, django_user_model, team):
+    assert client.get("/api/schema/").status_code == 401
+    docs = client.get("/api/docs/")
+    assert docs.status_code == 302 and docs["Location"].startswith("/login/")
+    user = member(django_user_model, "reader", team, "viewer")
+    assert client.get("/api/schema/?format=json", HTTP_AUTHORIZATION=f"Bearer {token_for(user, 'read')}").json()["openapi"] == "3.1.0"
+    client.force_login(user)
+    assert client.get("/api/schema/?format=json").status_code == 200
+    page = client.get("/api/docs/").content.decode()
+    # The page's scripts and styles are the panel's own static files: nothing from a CDN.
+    assert "/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js" in page
+    assert "http://" not in page.replace("http://testserver", "") and "https://" not in page
+    assets = re.findall(r'(?:src|href)="([^"]+)"', page)
+    assert len(assets) >= 3
+    for asset in assets:
+        assert asset.startswith("/"), asset
+        assert client.get(asset).status_code == 200, asset
