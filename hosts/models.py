@@ -35,6 +35,10 @@ class Host(models.Model):
 
     name = models.SlugField(max_length=63, unique=True)
     docker_url = models.CharField(max_length=255, blank=True)
+    # Served by a host agent on its own machine (`manage.py host join`): its workers read its
+    # queues, and `docker_url` is its engine as seen there (blank: that machine's default socket),
+    # which this machine cannot use. False: its engine is reached from the panel's machine.
+    agent = models.BooleanField(default=False)
     cpus = models.DecimalField(max_digits=7, decimal_places=2, default=_machine_cpus, validators=[MinValueValidator(Decimal("0.25"))])
     memory_mb = models.PositiveIntegerField(default=_machine_memory_mb)
     disk_mb = models.PositiveBigIntegerField(default=_machine_disk_mb)
@@ -60,7 +64,10 @@ class Host(models.Model):
 def local_host_pk() -> int:
     """The "local" host's key: the default of Sandbox.host, so that a sandbox recorded without a
     host (by code from before hosts) lands on this machine. The row is made again from this
-    machine when the table is empty (a test database flushed between tests)."""
+    machine when the table is empty (a test database flushed between tests). Its key alone is
+    read: the migrations that add Sandbox.host call this while the table has the columns of
+    their time, not the model's."""
     from .services import local_host
 
-    return local_host().pk
+    found = Host.objects.filter(name=LOCAL).values_list("pk", flat=True).first()
+    return found if found is not None else local_host().pk

@@ -68,6 +68,8 @@ def host_rows() -> list[HostRow]:
     rows = []
     for host in with_load():
         where = host.docker_url or settings.DOCKER_HOST or "this machine's default socket"
-        local = engine.Host(host.name, host.docker_url or settings.DOCKER_HOST, 1).is_local
+        if host.agent:
+            where = f"its agent ({host.docker_url or 'the default socket'} on its own machine)"
+        local = not host.agent and engine.Host(host.name, host.docker_url or settings.DOCKER_HOST, 1).is_local
         rows.append(HostRow(host, load_of(host), where, is_stale(host.last_heartbeat, now=now), _pool_free_mb() if local else None))
     return rows

@@ -13,6 +13,7 @@ from audit.services import audit_record
 from teams.permissions import SystemActor, actor_name, actor_user
 
 from .models import LOCAL, Host
+from .queues import JOBS_SUFFIX, tell_panel_workers
 
 LABEL = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 URL_SCHEMES = ("unix://", "tcp://", "ssh://")
@@ -71,6 +72,8 @@ def _validate(*, name: str, docker_url: str, cpus, memory_mb, disk_mb) -> dict[s
     errors: dict[str, list[str]] = {}
     if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,62}", name or ""):
         errors["name"] = ["Name: lower-case letters, digits and '-', at most 63."]
+    elif name.endswith(JOBS_SUFFIX):
+        errors["name"] = [f"Name: may not end in {JOBS_SUFFIX!r} (its task queue would be another host's jobs queue)."]
     if docker_url and (
         not docker_url.startswith(URL_SCHEMES)
         or len(docker_url) > URL_MAX_LENGTH
@@ -123,6 +126,7 @@ def host_create(
             host.save()
             details = {"docker_url": host.docker_url, "cpus": str(host.cpus), "memory_mb": host.memory_mb, "disk_mb": host.disk_mb}
             _audit(actor, "host.create", host, {**details, "labels": host.labels}, source_ip)
+            transaction.on_commit(lambda: tell_panel_workers(host.name))  # no agent: this machine's workers serve it
     except IntegrityError as exc:
         raise HostError({"name": [f"A host named {host.name!r} exists."]}) from exc
     return host

@@ -1,0 +1,125 @@
+"""Each host's tasks go to its own queues: asked of Celery's own router, and sent for real to the
+tests' Redis, where the message is read back from the queue's list. The second host's engine is
+never contacted (tcp:// on an address nothing listens at; or an agent's host with no URL here)."""
+
+import base64
+import json
+from decimal import Decimal
+
+import pytest
+from django.conf import settings
+
+from backups import tasks as backup_tasks
+from backups.models import Backup
+from controlpanel.celery import app
+from hosts import queues
+from hosts import services as host_services
+from hosts.models import Host
+from sandboxes import services
+from sandboxes.models import Sandbox
+from sandboxes.tasks import sandbox_action_task
+from tests.support.docker import TEST_IMAGE
+
+pytestmark = pytest.mark.django_db
+CLI = services.SystemActor("test")
+
+
+@pytest.fixture
+def broker():
+    """The tests' Redis as Celery's broker sees it; every queue a test used is emptied after."""
+    used: list[str] = []
+    with app.connection_for_write() as conn:
+        client = conn.default_channel.client
+
+        def waiting(queue: str) -> list[bytes]:
+            used.append(queue)
+            return client.lrange(queue, 0, -1)
+
+        yield waiting
+        client.delete(*used) if used else None
+
+
+@pytest.fixture
+def two_hosts(fake_engine, clean_workspace, team):
+    """A sandbox on "alpha" (an engine at a tcp:// URL) and one on "beta" (served by an agent)."""
+    host_services.local_host()
+    alpha = host_services.host_create(actor=CLI, name="alpha", docker_url="tcp://198.18.59.1:2375", memory_mb=1, disk_mb=1)
+    beta = host_services.host_create(actor=CLI, name="beta", memory_mb=1, disk_mb=1)
+    Host.objects.filter(pk=beta.pk).update(agent=True)
+    made = {}
+    for name, host in (("on-alpha", alpha), ("on-beta", beta)):
+        sandbox = services.sandbox_create(
+            actor=CLI, team=team, name=name, image=TEST_IMAGE, memory_mb=256, cpus=Decimal(1), network_mode="none", enqueue=False
+        )
+        Sandbox.objects.filter(pk=sandbox.pk).update(host=host)  # placed there by hand: placement refuses both
+        made[name] = Sandbox.objects.get(pk=sandbox.pk)
+    return made
+
+
+def sent(raw: bytes) -> tuple[str, list]:
+    """The task name and arguments of a message as it waits in Redis (Celery's protocol 2)."""
+    message = json.loads(raw)
+    args, _kwargs, _embed = json.loads(base64.b64decode(message["body"]))
+    return message["headers"]["task"], args
+
+
+def routed(name: str, *args) -> str:
+    return app.amqp.router.route({}, name, args, {})["queue"].name
+
+
+def test_the_queues_are_named_for_the_instance_and_the_host(settings):
+    assert queues.lifecycle_queue("alpha") == f"ccpanel-{settings.PANEL_INSTANCE}-host-alpha"
+    assert queues.jobs_queue("alpha") == f"ccpanel-{settings.PANEL_INSTANCE}-host-alpha-jobs"
+
+
+def test_each_sandboxs_action_lands_in_its_own_hosts_queue(two_hosts, broker, django_assert_max_num_queries):
+    alpha, beta = two_hosts["on-alpha"], two_hosts["on-beta"]
+    with django_assert_max_num_queries(1):
+        assert routed("sandboxes.tasks.sandbox_action_task", alpha.pk, "start") == queues.lifecycle_queue("alpha")
+    sandbox_action_task.delay(alpha.pk, "start")
+    sandbox_action_task.delay(beta.pk, "stop")
+    on_alpha, on_beta = broker(queues.lifecycle_queue("alpha")), broker(queues.lifecycle_queue("beta"))
+    assert len(on_alpha) == 1 and len(on_beta) == 1
+    assert f'[{alpha.pk}, "start"]'.encode() in on_alpha[0] or b"start" in on_alpha[0]
+    assert b"stop" in on_beta[0] and b"start" not in on_beta[0]
+    assert broker(settings.CELERY_TASK_DEFAULT_QUEUE) == []
+
+
+def test_a_backup_lands_in_its_hosts_jobs_queue_and_an_import_in_the_panels(two_hosts, broker, team):
+    beta = two_hosts["on-beta"]
+    backup = Backup.objects.create(sandbox=beta, team=team, sandbox_name=beta.name, file_name="on-beta-x.tar.gz", created_by_name="t")
+    imported = Backup.objects.create(sandbox=None, team=team, sandbox_name="gone", file_name="gone-x.tar.gz", created_by_name="t")
+    backup_tasks.backup_task.delay(backup.pk)
+    backup_tasks.backup_verify_task.delay(backup.pk)
+    backup_tasks.backup_import_task.delay(imported.pk)
+    on_beta = sorted(sent(m) for m in broker(queues.jobs_queue("beta")))
+    assert on_beta == [("backups.tasks.backup_task", [backup.pk]), ("backups.tasks.backup_verify_task", [backup.pk])]
+    assert [sent(m) for m in broker(settings.CELERY_JOBS_QUEUE)] == [("backups.tasks.backup_import_task", [imported.pk])]
+    assert broker(queues.lifecycle_queue("beta")) == []
+
+
+def test_a_task_whose_row_is_gone_and_one_about_no_host_go_to_the_default_queue(two_hosts):
+    default = settings.CELERY_TASK_DEFAULT_QUEUE
+    assert routed("sandboxes.tasks.sandbox_action_task", 999_999, "start") == default
+    assert routed("backups.tasks.backup_task", 999_999) == default
+    assert routed("backups.tasks.restore_task", 999_999) == default
+    assert routed("incidents.tasks.incident_step_task", 999_999) == default
+    for name in ("audit.tasks.audit_verify_task", "teams.tasks.idle_sweep_task", "sandboxes.tasks.reconcile_all_task"):
+        assert routed(name) == default
+
+
+def test_a_host_name_ending_in_jobs_is_refused(db):
+    with pytest.raises(host_services.HostError, match="jobs"):
+        host_services.host_create(actor=CLI, name="alpha-jobs")
+
+
+def test_the_panels_workers_read_their_own_and_every_agentless_hosts_queues(two_hosts, settings):
+    lifecycle, jobs = queues.worker_queues("lifecycle"), queues.worker_queues("jobs")
+    assert lifecycle == [settings.CELERY_TASK_DEFAULT_QUEUE, queues.lifecycle_queue("local"), queues.lifecycle_queue("alpha")]
+    assert jobs == [queues.jobs_queue("local"), queues.jobs_queue("alpha"), settings.CELERY_JOBS_QUEUE]
+
+
+def test_an_agents_workers_read_their_hosts_queues_only(two_hosts, settings):
+    settings.PANEL_HOST, settings.PANEL_HOST_AGENT = "beta", True
+    assert queues.worker_queues("lifecycle") == [queues.lifecycle_queue("beta")]
+    assert queues.worker_queues("jobs") == [queues.jobs_queue("beta")]
