@@ -94,8 +94,8 @@ _BY_ROW: dict[str, tuple[str, int, str, Callable[[Any], Any]]] = {
 }
 # Tasks given their host's name (no query): the periodic work's per-host halves, a freeze's snapshots.
 _BY_NAME: dict[str, tuple[int, str]] = {
-    "hosts.tasks.host_reconcile_task": (0, "host_name"),
-    "hosts.tasks.host_checklist_task": (0, "host_name"),
+    "sandboxes.tasks.host_reconcile_task": (0, "host_name"),
+    "sandboxes.tasks.host_checklist_task": (0, "host_name"),
     "incidents.tasks.incident_group_snapshot_task": (1, "host_name"),
 }
 

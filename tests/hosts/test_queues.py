@@ -123,3 +123,61 @@ def test_an_agents_workers_read_their_hosts_queues_only(two_hosts, settings):
     settings.PANEL_HOST, settings.PANEL_HOST_AGENT = "beta", True
     assert queues.worker_queues("lifecycle") == [queues.lifecycle_queue("beta")]
     assert queues.worker_queues("jobs") == [queues.jobs_queue("beta")]
+
+
+# --- the periodic work, per host ------------------------------------------------------------------
+
+
+def test_the_beats_tasks_send_one_task_per_enabled_host_to_its_queue(two_hosts, broker):
+    from sandboxes.tasks import checklist_refresh_task, reconcile_all_task
+
+    Host.objects.filter(name="local").update(enabled=False)  # (the suite's shared worker reads local's queue)
+    host_services.host_create(actor=CLI, name="gamma", docker_url="tcp://198.18.59.2:2375", memory_mb=1, disk_mb=1)
+    Host.objects.filter(name="gamma").update(enabled=False)
+    assert reconcile_all_task.apply().get() == 2
+    assert checklist_refresh_task.apply().get() == 2
+    for name in ("alpha", "beta"):
+        assert sorted(sent(m) for m in broker(queues.lifecycle_queue(name))) == [
+            ("sandboxes.tasks.host_checklist_task", [name]),
+            ("sandboxes.tasks.host_reconcile_task", [name]),
+        ]
+    assert broker(queues.lifecycle_queue("gamma")) == [] and broker(queues.lifecycle_queue("local")) == []
+    assert broker(settings.CELERY_TASK_DEFAULT_QUEUE) == []
+
+
+def gone_container(*sandboxes: Sandbox) -> None:
+    """Each sandbox running, by its row, in a container its engine does not have."""
+    for sandbox in sandboxes:
+        Sandbox.objects.filter(pk=sandbox.pk).update(status="running", pending_action="", container_id=f"gone{sandbox.pk}")
+
+
+def test_a_hosts_resync_touches_its_own_sandboxes_only(two_hosts, settings):
+    from sandboxes.tasks import host_checklist_task, host_reconcile_task
+
+    alpha, beta = two_hosts["on-alpha"], two_hosts["on-beta"]
+    gone_container(alpha, beta)
+    settings.PANEL_HOST, settings.PANEL_HOST_AGENT = "alpha", True  # alpha's agent
+    assert host_reconcile_task.apply(args=("alpha",)).get() == 1
+    assert Sandbox.objects.get(pk=alpha.pk).status == "stopped"  # its container was removed outside the panel
+    assert Sandbox.objects.get(pk=beta.pk).status == "running"  # another host's: not looked at
+    assert host_checklist_task.apply(args=("alpha",)).get() == 1
+    assert Sandbox.objects.get(pk=alpha.pk).checklist_checked_at is not None
+    assert Sandbox.objects.get(pk=beta.pk).checklist_checked_at is None
+
+
+def test_a_worker_refuses_another_hosts_periodic_work(two_hosts, settings, caplog):
+    from sandboxes.tasks import host_checklist_task, host_reconcile_task
+
+    alpha, beta = two_hosts["on-alpha"], two_hosts["on-beta"]
+    gone_container(alpha, beta)
+    settings.PANEL_HOST, settings.PANEL_HOST_AGENT = "alpha", True
+    assert host_reconcile_task.apply(args=("beta",)).get() == 0
+    assert host_checklist_task.apply(args=("beta",)).get() == 0
+    assert Sandbox.objects.get(pk=beta.pk).status == "running" and Sandbox.objects.get(pk=beta.pk).checklist_checked_at is None
+    assert "the resync for host beta refused: this worker serves alpha" in caplog.text
+    # The panel's own machine serves the hosts no agent serves (alpha's engine is reached from
+    # there), never an agent's host.
+    settings.PANEL_HOST, settings.PANEL_HOST_AGENT = "local", False
+    assert host_reconcile_task.apply(args=("beta",)).get() == 0
+    assert host_reconcile_task.apply(args=("alpha",)).get() == 1
+    assert Sandbox.objects.get(pk=beta.pk).status == "running"
