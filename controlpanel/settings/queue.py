@@ -14,6 +14,13 @@ PANEL_INSTANCE = env_str("PANEL_INSTANCE", "default")
 # A worker takes a host's periodic work only for this host (hosts.queues.serves).
 PANEL_HOST = env_str("PANEL_HOST", "local")
 PANEL_HOST_AGENT = env_bool("PANEL_HOST_AGENT", False)
+# What a join token hands a new host's agent (hosts.join): the Redis and the database it reaches
+# the panel by, as that machine sees them. Unset: the Hosts page makes no token.
+PANEL_AGENT_REDIS_URL = env_str("PANEL_AGENT_REDIS_URL", "")
+PANEL_AGENT_DATABASE_URL = env_str("PANEL_AGENT_DATABASE_URL", "")
+HOST_JOIN_TOKEN_HOURS = env_float("HOST_JOIN_TOKEN_HOURS", 24.0, minimum=0.01)
+# Where `manage.py host join` writes the agent's environment (0600), and `host agent` reads it.
+PANEL_AGENT_ENV_FILE = env_str("PANEL_AGENT_ENV_FILE", str(VAR_DIR / "host.env"))
 REDIS_URL = env_str("REDIS_URL", f"unix://{VAR_DIR / 'redis.sock'}?db=0")
 
 
