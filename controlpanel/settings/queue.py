@@ -25,7 +25,11 @@ REDIS_URL = env_str("REDIS_URL", f"unix://{VAR_DIR / 'redis.sock'}?db=0")
 
 
 def celery_broker_url(url: str) -> str:
-    """Kombu spells a unix socket redis+socket:///path?virtual_host=N."""
+    """Kombu spells a unix socket redis+socket:///path?virtual_host=N. A rediss:// URL gets
+    ssl_cert_reqs=required unless it says otherwise: without it kombu checks no certificate,
+    and TLS would keep out no one in the middle (a host agent's Redis, hosts.join)."""
+    if url.startswith("rediss://") and "ssl_cert_reqs=" not in url:
+        return f"{url}{'&' if '?' in url else '?'}ssl_cert_reqs=required"
     if not url.startswith("unix://"):
         return url
     path, _, query = url[len("unix://") :].partition("?")

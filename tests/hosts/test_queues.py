@@ -4,6 +4,7 @@ never contacted (tcp:// on an address nothing listens at; or an agent's host wit
 
 import base64
 import json
+import ssl
 from decimal import Decimal
 
 import pytest
@@ -181,3 +182,33 @@ def test_a_worker_refuses_another_hosts_periodic_work(two_hosts, settings, caplo
     assert host_reconcile_task.apply(args=("beta",)).get() == 0
     assert host_reconcile_task.apply(args=("alpha",)).get() == 1
     assert Sandbox.objects.get(pk=beta.pk).status == "running"
+
+
+def test_a_tls_redis_url_has_its_certificate_checked_by_the_broker():
+    from kombu import Connection
+
+    from controlpanel.settings.queue import celery_broker_url
+
+    url = celery_broker_url("rediss://:pw@198.18.59.1:6390/0")
+    assert Connection(url).ssl == {"ssl_cert_reqs": ssl.CERT_REQUIRED}  # kombu's own default is CERT_NONE
+    assert celery_broker_url("rediss://:pw@198.18.59.1:6390/0?ssl_cert_reqs=optional").endswith("?ssl_cert_reqs=optional")
+
+
+def test_a_team_freeze_sends_each_incident_and_each_hosts_snapshots_to_its_host(
+    two_hosts, broker, admin_user, django_capture_on_commit_callbacks
+):
+    from incidents import services as incidents
+
+    for sandbox in two_hosts.values():
+        Sandbox.objects.filter(pk=sandbox.pk).update(status="running", pending_action="", container_id=f"c{sandbox.pk}")
+    with django_capture_on_commit_callbacks(execute=True):
+        made, skipped = incidents.freeze_team(actor=admin_user, team=two_hosts["on-alpha"].team, severity="high", summary="seen")
+    assert len(made) == 2 and not skipped
+    group = str(made[0].group)
+    for name in ("alpha", "beta"):
+        incident = next(i for i in made if i.sandbox.host.name == name)
+        assert sorted(sent(m) for m in broker(queues.lifecycle_queue(name))) == [
+            ("incidents.tasks.incident_group_snapshot_task", [group, name]),
+            ("incidents.tasks.incident_step_task", [incident.pk]),
+        ]
+    assert broker(settings.CELERY_TASK_DEFAULT_QUEUE) == []
