@@ -17,3 +17,10 @@ class HostForm(forms.Form):
     memory_mb = forms.IntegerField(min_value=0, required=False, label="Memory (MB)", help_text="Blank: this machine's.")
     disk_mb = forms.IntegerField(min_value=0, required=False, label="Disk (MB)", help_text="Blank: this machine's.")
     labels = forms.CharField(max_length=500, required=False, help_text="Separated by spaces or commas, e.g. gpu fast-disk.")
+
+
+class JoinTokenForm(forms.Form):
+    """A host on another machine, joined by its agent: the name it gets and its labels."""
+
+    name = forms.CharField(max_length=63, help_text="Lower-case letters, digits and '-'.")
+    labels = forms.CharField(max_length=500, required=False, help_text="Separated by spaces or commas, e.g. gpu fast-disk.")

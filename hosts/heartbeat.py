@@ -2,11 +2,20 @@
 version and write what it found into the host's row (one UPDATE). The Hosts page calls a host
 whose beat is older than three intervals stale: the watcher, or its machine, is away.
 
-Runs as a thread of `manage.py watch_engine`, like the resolver and the rule watch.
+Runs as a thread of `manage.py watch_engine`, like the resolver and the rule watch. On a host
+agent's machine (PANEL_HOST_AGENT) it also stops the agent once its host was disabled by revoking
+the token it joined with (hosts.join.revoked): SIGTERM to the agent's supervisor
+(`manage.py host agent` names it in PANEL_AGENT_SUPERVISOR_PID), which stops its workers and
+itself; without one, to this process.
 """
 
+import logging
+import os
+import signal
 import threading
+from collections.abc import Callable
 
+from django.conf import settings
 from django.db import close_old_connections
 
 from sandboxes import engine
@@ -17,6 +26,7 @@ from .selectors import HEARTBEAT_SECONDS
 from .services import host_heartbeat
 
 PING_TIMEOUT = 3  # seconds: a hung engine makes a beat that says so, never a late one
+log = logging.getLogger(__name__)
 
 
 def beat(host: engine.Host) -> str:
@@ -29,14 +39,28 @@ def beat(host: engine.Host) -> str:
     return error
 
 
-def loop(stop: threading.Event, *, every: float = HEARTBEAT_SECONDS) -> None:
-    """Until `stop` is set: beat for this machine's host (the "local" row), and look at every
+def stop_agent() -> None:
+    """Stop this host's agent: its supervisor, which stops the workers and the watcher with it."""
+    supervisor = os.environ.get("PANEL_AGENT_SUPERVISOR_PID", "")
+    os.kill(int(supervisor) if supervisor.isdigit() else os.getpid(), signal.SIGTERM)
+
+
+def loop(stop: threading.Event, *, every: float = HEARTBEAT_SECONDS, on_revoked: Callable[[], None] = stop_agent) -> None:
+    """Until `stop` is set: beat for this machine's host (PANEL_HOST's row). An agent whose host
+    was revoked calls `on_revoked` and beats no more. The panel's machine also looks at every
     host's beats for the ones that became unreachable or came back (hosts.health)."""
-    watch = health.Watch()
+    from .join import revoked
+
+    watch = None if settings.PANEL_HOST_AGENT else health.Watch()
     while not stop.is_set():
         close_old_connections()  # a database that went away and came back: a new connection
         beat(engine.default_host())
-        watch.check()
+        if settings.PANEL_HOST_AGENT and revoked(settings.PANEL_HOST):
+            log.error("host %s was disabled by revoking its join token: the agent stops", settings.PANEL_HOST)
+            on_revoked()
+            return
+        if watch is not None:
+            watch.check()
         stop.wait(every)
 
 

@@ -60,6 +60,11 @@ def remote_reason(host: Host) -> str | None:
     (the policy's checks would hold for the wrong files). Such a host waits for its agent."""
     from sandboxes import engine
 
+    if host.agent:
+        return (
+            f"Host {host.name} is served by its agent: sandboxes are not placed on an agent's host yet (the panel's pages "
+            "cannot reach its engine for logs, stats and terminals)."
+        )
     if engine.host_of(host).on_this_machine:
         return None
     return (

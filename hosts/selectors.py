@@ -7,7 +7,7 @@ from django.conf import settings
 from django.db.models import F, Func, Subquery
 from django.utils import timezone
 
-from .models import Host
+from .models import Host, JoinToken
 from .placement import Load, load_of, with_load
 
 HEARTBEAT_SECONDS = 5.0  # how often the events watcher beats (hosts.heartbeat)
@@ -68,6 +68,20 @@ def host_rows() -> list[HostRow]:
     rows = []
     for host in with_load():
         where = host.docker_url or settings.DOCKER_HOST or "this machine's default socket"
-        local = engine.Host(host.name, host.docker_url or settings.DOCKER_HOST, 1).is_local
+        if host.agent:
+            where = f"its agent ({host.docker_url or 'the default socket'} on its own machine)"
+        local = not host.agent and engine.Host(host.name, host.docker_url or settings.DOCKER_HOST, 1).is_local
         rows.append(HostRow(host, load_of(host), where, is_stale(host.last_heartbeat, now=now), _pool_free_mb() if local else None))
     return rows
+
+
+@dataclass(frozen=True)
+class TokenRow:
+    token: JoinToken
+    state: str  # waiting, used, revoked or expired
+
+
+def token_rows(limit: int = 50) -> list[TokenRow]:
+    """The newest join tokens, with their state (never their secret: only its hash is kept)."""
+    now = timezone.now()
+    return [TokenRow(t, t.state(now)) for t in JoinToken.objects.select_related("host")[:limit]]

@@ -13,6 +13,7 @@ from audit.services import audit_record
 from teams.permissions import SystemActor, actor_name, actor_user
 
 from .models import LOCAL, Host
+from .queues import JOBS_SUFFIX, tell_panel_workers
 
 LABEL = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 URL_SCHEMES = ("unix://", "tcp://", "ssh://")
@@ -42,19 +43,21 @@ def local_host() -> Host:
     return Host.objects.get_or_create(name=LOCAL)[0]
 
 
-def _require_superuser(actor) -> None:
+def require_superuser(actor) -> None:
     if isinstance(actor, SystemActor):
         return  # the shell: root on the panel's machine
     if not getattr(actor, "is_superuser", False):
         raise PermissionDenied("Only a superuser manages hosts.")
 
 
-def _audit(actor, action: str, host: Host, details: dict, source_ip: str | None) -> None:
+def _audit(actor, action: str, host: Host | str, details: dict, source_ip: str | None) -> None:
+    """One host change in the audit trail (inside the change's transaction); `host` is the row
+    or, for a host not made yet (a join token's), its name."""
     audit_record(
         actor=actor_user(actor),
         actor_name=actor_name(actor),
         action=action,
-        target=f"host {host.name}",
+        target=f"host {host if isinstance(host, str) else host.name}",
         details=details,
         source_ip=source_ip,
     )
@@ -70,10 +73,19 @@ def clean_labels(labels: Sequence[str] | str) -> list[str]:
     return sorted(set(items))
 
 
+def name_errors(name: str) -> list[str]:
+    """What is wrong with a new host's name (empty: nothing)."""
+    if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,62}", name or ""):
+        return ["Name: lower-case letters, digits and '-', at most 63."]
+    if name.endswith(JOBS_SUFFIX):
+        return [f"Name: may not end in {JOBS_SUFFIX!r} (its task queue would be another host's jobs queue)."]
+    return []
+
+
 def _validate(*, name: str, docker_url: str, cpus, memory_mb, disk_mb) -> dict[str, list[str]]:
     errors: dict[str, list[str]] = {}
-    if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,62}", name or ""):
-        errors["name"] = ["Name: lower-case letters, digits and '-', at most 63."]
+    if problems := name_errors(name):
+        errors["name"] = problems
     if docker_url and (
         not docker_url.startswith(URL_SCHEMES)
         or len(docker_url) > URL_MAX_LENGTH
@@ -109,7 +121,7 @@ def host_create(
     """Record a host. Capacity left out is read from this machine (the engine's machine when it
     is this one; an admin states it for another). Nothing is asked of the engine here: the
     events watcher's heartbeat says whether it answers."""
-    _require_superuser(actor)
+    require_superuser(actor)
     host = Host(name=(name or "").strip(), docker_url=(docker_url or "").strip())
     host.cpus = Decimal(str(cpus)) if cpus is not None else host.cpus
     host.memory_mb = memory_mb if memory_mb is not None else host.memory_mb
@@ -126,6 +138,7 @@ def host_create(
             host.save()
             details = {"docker_url": host.docker_url, "cpus": str(host.cpus), "memory_mb": host.memory_mb, "disk_mb": host.disk_mb}
             _audit(actor, "host.create", host, {**details, "labels": host.labels}, source_ip)
+            transaction.on_commit(lambda: tell_panel_workers(host.name))  # no agent: this machine's workers serve it
     except IntegrityError as exc:
         raise HostError({"name": [f"A host named {host.name!r} exists."]}) from exc
     return host
@@ -134,7 +147,7 @@ def host_create(
 def host_set_state(*, actor, host: Host, enabled: bool | None = None, draining: bool | None = None, source_ip: str | None = None) -> Host:
     """Enable or disable a host, or drain it (it keeps its sandboxes, and takes no new one).
     Audited only when something changed."""
-    _require_superuser(actor)
+    require_superuser(actor)
     changes = {f: v for f, v in (("enabled", enabled), ("draining", draining)) if v is not None}
     with transaction.atomic():
         current = Host.objects.select_for_update().get(pk=host.pk)
@@ -149,7 +162,7 @@ def host_set_state(*, actor, host: Host, enabled: bool | None = None, draining: 
 def host_delete(*, actor, host: Host, source_ip: str | None = None) -> None:
     """Delete a host that holds no sandbox (a destroyed one's row still names it: those count
     too, since the row keeps its history). HostError otherwise."""
-    _require_superuser(actor)
+    require_superuser(actor)
     with transaction.atomic():
         current = Host.objects.select_for_update().filter(pk=host.pk).first()
         if current is None:

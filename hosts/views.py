@@ -9,9 +9,9 @@ from django.views.decorators.http import require_POST
 
 from controlpanel.http import client_ip
 
-from . import selectors, services
-from .forms import HostForm
-from .models import Host
+from . import join, selectors, services
+from .forms import HostForm, JoinTokenForm
+from .models import Host, JoinToken
 
 
 def _superuser_only(request: HttpRequest) -> None:
@@ -19,10 +19,20 @@ def _superuser_only(request: HttpRequest) -> None:
         raise Http404("No such page.")
 
 
-def host_list(request: HttpRequest, form: HostForm | None = None) -> HttpResponse:
+def host_list(
+    request: HttpRequest, form: HostForm | None = None, token_form: JoinTokenForm | None = None, join_command: str = ""
+) -> HttpResponse:
     _superuser_only(request)
-    context = {"rows": selectors.host_rows(), "form": form or HostForm(), "stale_seconds": int(selectors.STALE_AFTER.total_seconds())}
-    return render(request, "hosts/list.html", context, status=400 if form is not None else 200)
+    context = {
+        "rows": selectors.host_rows(),
+        "form": form or HostForm(),
+        "token_form": token_form or JoinTokenForm(),
+        "tokens": selectors.token_rows(),
+        "join_command": join_command,  # shown this once: only its hash is kept
+        "stale_seconds": int(selectors.STALE_AFTER.total_seconds()),
+    }
+    failed = form is not None or (token_form is not None and not join_command)
+    return render(request, "hosts/list.html", context, status=400 if failed else 200)
 
 
 @require_POST
@@ -73,4 +83,33 @@ def host_delete(request: HttpRequest, pk: int) -> HttpResponse:
         messages.error(request, str(exc))
     else:
         messages.info(request, f"Host {host.name} deleted.")
+    return redirect("host_list")
+
+
+@require_POST
+def token_add(request: HttpRequest) -> HttpResponse:
+    """A join token for a host on another machine; the page shows its command this once."""
+    _superuser_only(request)
+    form = JoinTokenForm(request.POST)
+    if not form.is_valid():
+        return host_list(request, token_form=form)
+    try:
+        token, text = join.token_create(
+            actor=request.user, name=form.cleaned_data["name"], labels=form.cleaned_data["labels"], source_ip=client_ip(request)
+        )
+    except services.HostError as exc:
+        for field, problems in exc.errors.items():
+            for problem in problems:
+                form.add_error(field if field in form.fields else None, problem)
+        return host_list(request, token_form=form)
+    response = host_list(request, token_form=JoinTokenForm(), join_command=f".venv/bin/python manage.py host join {text}")
+    response["Cache-Control"] = "no-store"  # the token is in it
+    return response
+
+
+@require_POST
+def token_revoke(request: HttpRequest, pk: int) -> HttpResponse:
+    _superuser_only(request)
+    token = join.token_revoke(actor=request.user, token=get_object_or_404(JoinToken, pk=pk), source_ip=client_ip(request))
+    messages.info(request, f"The join token for {token.name} is revoked{' and the host disabled' if token.host_id else ''}.")
     return redirect("host_list")

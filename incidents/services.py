@@ -175,7 +175,8 @@ def incident_close(*, actor, incident: Incident, notes: str, resolution: str, so
 
 def freeze_team(*, actor, team: Team, severity: str, summary: str, source_ip: str | None = None) -> tuple[list[Incident], list[str]]:
     """A team admin's "stop every sandbox of this team": an incident on each sandbox, each
-    paused at once (its own task), then one task that snapshots them one after another."""
+    paused at once (its own task), then, for each host they are on, one task on that host's queue
+    that snapshots its share of them one after another."""
     authorize(actor, team, Role.ADMIN)
     if not (summary or "").strip():
         raise IncidentError("Say what was seen.")
@@ -191,7 +192,8 @@ def freeze_team(*, actor, team: Team, severity: str, summary: str, source_ip: st
     if incidents:
         from .tasks import incident_group_snapshot_task
 
-        transaction.on_commit(lambda: incident_group_snapshot_task.delay(str(group)))
+        hosts = sorted(set(Sandbox.objects.filter(pk__in=[i.sandbox_id for i in incidents]).values_list("host__name", flat=True)))
+        transaction.on_commit(lambda: [incident_group_snapshot_task.delay(str(group), name) for name in hosts])
     return incidents, skipped
 
 
@@ -515,10 +517,14 @@ STEPS: dict[str, Callable[[Incident, Sandbox], str | None]] = {
 }
 
 
-def snapshot_group(group: str, *, wait: float = 60.0) -> int:
-    """Snapshot a team-wide freeze's sandboxes one after another, each once its pause is done."""
+def snapshot_group(group: str, *, host_name: str | None = None, wait: float = 60.0) -> int:
+    """Snapshot a team-wide freeze's sandboxes one after another, each once its pause is done:
+    those on `host_name` (the host whose queue this runs from), or all (a task from before hosts)."""
     done = 0
-    for incident in Incident.objects.filter(group=group).order_by("sandbox_name"):
+    incidents = Incident.objects.filter(group=group).order_by("sandbox_name")
+    if host_name:
+        incidents = incidents.filter(sandbox__host__name=host_name)
+    for incident in incidents:
         deadline = time.monotonic() + wait
         while incident.step == STEP.DECLARE and incident.state == STATE.RUNNING and time.monotonic() < deadline:
             time.sleep(0.2)

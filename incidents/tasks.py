@@ -11,6 +11,7 @@ def incident_step_task(incident_id: int) -> None:
 
 
 @shared_task
-def incident_group_snapshot_task(group: str) -> int:
-    """A team-wide freeze: snapshot its sandboxes one after another."""
-    return services.snapshot_group(group)
+def incident_group_snapshot_task(group: str, host_name: str | None = None) -> int:
+    """A team-wide freeze: snapshot its sandboxes on `host_name` (the queue it came from: one
+    task per host) one after another; all of them for a task queued before hosts had queues."""
+    return services.snapshot_group(group, host_name=host_name)

@@ -167,11 +167,15 @@ def run_checks(sandbox: Sandbox, *, egress_known: EgressKnown | None = None) -> 
     return checks
 
 
-def refresh_all() -> int:
-    """Periodic: re-run the checks of every sandbox that is not destroyed."""
+def refresh_all(*, host_name: str | None = None) -> int:
+    """Periodic: re-run the checks of every sandbox of `host_name` (None: of every host) that
+    is not destroyed."""
     count = 0
     egress_known: EgressKnown = {}
-    for sandbox in Sandbox.objects.exclude(status__in=[Sandbox.Status.DESTROYED, Sandbox.Status.DESTROYING]):
+    sandboxes = Sandbox.objects.exclude(status__in=[Sandbox.Status.DESTROYED, Sandbox.Status.DESTROYING])
+    if host_name is not None:
+        sandboxes = sandboxes.filter(host__name=host_name)
+    for sandbox in sandboxes:
         run_checks(sandbox, egress_known=egress_known)
         count += 1
     return count

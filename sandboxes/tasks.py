@@ -1,11 +1,17 @@
-"""Celery tasks: ids in, re-fetch, call one service. Safe to redeliver (see services)."""
+"""Celery tasks: ids in, re-fetch, call one service. Safe to redeliver (see services).
+
+Where each goes is hosts.queues's router: a sandbox's action to its host's queue. The periodic
+work is split in two: the beat's task (on the panel's machine, the default queue) does what only
+touches the database and sends one task per enabled host to that host's queue, which does what
+needs the host's engine or kernel, for that host's sandboxes only."""
 
 import logging
 
 from celery import shared_task
 from django.conf import settings
 
-from hosts.services import local_host as default_host
+from hosts.queues import serves
+from hosts.selectors import enabled_host_names
 from storage.pool import PoolError
 
 from . import engine, services, workspace
@@ -24,40 +30,85 @@ def sandbox_action_task(sandbox_id: int, action: str) -> None:
     services.sandbox_perform(sandbox_id=sandbox_id, action=action)
 
 
+def _each_host(task) -> int:
+    """Send `task(host_name)` to every enabled host's queue; how many were sent."""
+    names = enabled_host_names()
+    for name in names:
+        task.delay(name)
+    return len(names)
+
+
 @shared_task
 def reconcile_all_task() -> int:
-    """Periodic: re-queue actions whose worker is gone, put the egress rules back if they were
-    changed (sandboxes.network), close terminal sessions whose server was killed, then a full
-    resync with Docker for events missed while nothing was watching, and remove containers of
-    destroyed sandboxes. (The events watcher resyncs too, but never queues: it must keep
-    running while Redis is down.)"""
+    """Periodic (the beat): re-queue actions whose worker is gone and the other apps' repairs of
+    their long jobs, then one host_reconcile_task per enabled host. Returns the hosts sent to."""
     services.requeue_stale_actions()
     for repair in claims.REPAIRERS:
         repair()
+    return _each_host(host_reconcile_task)
+
+
+def _not_mine(host_name: str, what: str) -> bool:
+    if serves(host_name):
+        return False
+    log.warning("%s for host %s refused: this worker serves %s", what, host_name, settings.PANEL_HOST)
+    return True
+
+
+@shared_task
+def host_reconcile_task(host_name: str) -> int:
+    """One host's share of the periodic resync, on its own queue: put this machine's egress rules
+    and grants back if they were changed (its own host only: they are its kernel's), close
+    terminal sessions whose server was killed, resync its sandboxes with its Docker for events
+    missed while nothing was watching, and remove containers of its destroyed sandboxes. (The
+    events watcher resyncs too, but never queues: it must keep running while Redis is down.)
+    A host this worker does not serve is refused (hosts.queues.serves)."""
+    if _not_mine(host_name, "the resync"):
+        return 0
     try:
-        services.egress_repair()
-        services.grants_repair()
-        terminals.close_orphan_terminals()
-        changed = services.reconcile_all()
-        services.remove_orphans()
-        try:
-            warm.tidy()
-        except (workspace.WorkspaceError, PoolError, OSError) as exc:
-            log.warning("the warm pool could not be tidied: %s", exc)
-        if settings.WARM_POOL:
-            warm_fill_task.delay(default_host().name)
+        if host_name == settings.PANEL_HOST:
+            services.egress_repair()
+            services.grants_repair()
+        terminals.close_orphan_terminals(host_name=host_name)
+        changed = services.reconcile_all(host_name=host_name)
+        services.remove_orphans(host_name=host_name)
+        _tidy_warm_pool(host_name)
         return changed
     except engine.EngineUnavailable:
         return 0
 
 
+def _tidy_warm_pool(host_name: str) -> None:
+    """The host's warm pool: what a dead worker left removed, then topped up (its own task)."""
+    from hosts.models import Host
+
+    host = Host.objects.filter(name=host_name).first()
+    if host is None:
+        return
+    try:
+        warm.tidy(host)
+    except (workspace.WorkspaceError, PoolError, OSError) as exc:
+        log.warning("the warm pool of %s could not be tidied: %s", host_name, exc)
+    if settings.WARM_POOL:
+        warm_fill_task.delay(host_name)
+
+
 @shared_task
 def checklist_refresh_task() -> int:
-    """Periodic: every sandbox's automatic checklist, for the dashboard's badges."""
+    """Periodic (the beat): one host_checklist_task per enabled host. Returns the hosts sent to."""
+    return _each_host(host_checklist_task)
+
+
+@shared_task
+def host_checklist_task(host_name: str) -> int:
+    """Every automatic checklist of one host's sandboxes, for the dashboard's badges, on its own
+    queue (the checks read its engine and its disk)."""
     from . import checklist
 
+    if _not_mine(host_name, "the checklist refresh"):
+        return 0
     try:
-        return checklist.refresh_all()
+        return checklist.refresh_all(host_name=host_name)
     except engine.EngineUnavailable:
         return 0
 

@@ -5,6 +5,7 @@
 #   check  lint, then the tests that need no Docker, Redis or browser (the fast tier)
 #   lint   ruff (lint and format), mypy, manage.py check, makemigrations --check
 #   bench  the benchmarks in bench/ (or the one named, with its options)
+#   agent  a joined host's agent (manage.py host agent: Procfile.host, with var/host.env's settings)
 # It installs what is missing (system packages, the virtualenv from pinned requirements) and
 # starts dockerd and Redis when they do not answer. dockerd is started detached and left running:
 # the sandboxes must outlive the panel. Whatever else this script started, it stops on exit.
@@ -62,7 +63,7 @@ if ! "$PYTHON" -c 'import sys, venv, ensurepip; sys.exit(sys.version_info < (3, 
     || die "Python 3.11 or newer is needed (Debian 12, Ubuntu 24.04); set PYTHON=/path/to/python3.11"
 fi
 # make run installs what the panel runs on; the other modes also install the tools (requirements-dev).
-case "$MODE" in run) REQS=requirements.txt ;; *) REQS=requirements-dev.txt ;; esac
+case "$MODE" in run | agent) REQS=requirements.txt ;; *) REQS=requirements-dev.txt ;; esac
 REQ_SUM=$(cat requirements.txt "$REQS" | sha256sum | cut -d' ' -f1)
 if [ ! -x .venv/bin/python ] || ! grep -qx "$REQ_SUM" .venv/.installed 2>/dev/null; then
   say "installing $REQS into .venv"
@@ -302,6 +303,11 @@ case "$MODE" in
       PANEL_TEST_DATABASE_URL=$pg_url .venv/bin/pytest
     fi
     ;;
+  agent)
+    say "the host agent (var/host.env; Procfile.host)"
+    trap - INT TERM
+    exec $PY manage.py host agent
+    ;;
   bench)
     ensure_pkgs wrk
     start_own_redis
@@ -314,5 +320,5 @@ case "$MODE" in
       for b in bench/[!_]*.py; do say "$b"; $PY "$b"; done
     fi
     ;;
-  *) die "unknown mode $MODE (run, test, check, lint or bench)" ;;
+  *) die "unknown mode $MODE (run, test, check, lint, bench or agent)" ;;
 esac

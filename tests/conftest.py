@@ -219,9 +219,13 @@ def postgres_cluster() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def celery_worker(django_db_setup, _docker_ping, _test_image_built):
-    """A real Celery worker (prefork, as `make run` starts it) on the test database."""
-    queues = f"{settings.CELERY_TASK_DEFAULT_QUEUE},{settings.CELERY_JOBS_QUEUE}"
+def celery_worker(django_db_setup, django_db_blocker, _docker_ping, _test_image_built):
+    """A real Celery worker (prefork, as `make run` starts it) on the test database, reading
+    what the panel's two workers read (hosts.queues)."""
+    from hosts.queues import worker_queues
+
+    with django_db_blocker.unblock():
+        queues = ",".join(dict.fromkeys(worker_queues("lifecycle") + worker_queues("jobs")))
     p = Proc("celery-worker", [str(ROOT / ".venv/bin/celery"), "-A", "controlpanel", "worker", "-l", "INFO", "-c", "2", "-Q", queues])
     try:
         p.wait_for_line("ready.", timeout=60)

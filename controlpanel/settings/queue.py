@@ -6,14 +6,30 @@ unix://path?db=N)."""
 
 from datetime import timedelta
 
-from .env import VAR_DIR, env_float, env_int, env_str
+from .env import VAR_DIR, env_bool, env_float, env_int, env_str
 
 PANEL_INSTANCE = env_str("PANEL_INSTANCE", "default")
+# The host this process serves (its Host row's name): "local" on the panel's machine; a host
+# agent's var/host.env (written by `manage.py host join`) names its own and sets PANEL_HOST_AGENT.
+# A worker takes a host's periodic work only for this host (hosts.queues.serves).
+PANEL_HOST = env_str("PANEL_HOST", "local")
+PANEL_HOST_AGENT = env_bool("PANEL_HOST_AGENT", False)
+# What a join token hands a new host's agent (hosts.join): the Redis and the database it reaches
+# the panel by, as that machine sees them. Unset: the Hosts page makes no token.
+PANEL_AGENT_REDIS_URL = env_str("PANEL_AGENT_REDIS_URL", "")
+PANEL_AGENT_DATABASE_URL = env_str("PANEL_AGENT_DATABASE_URL", "")
+HOST_JOIN_TOKEN_HOURS = env_float("HOST_JOIN_TOKEN_HOURS", 24.0, minimum=0.01)
+# Where `manage.py host join` writes the agent's environment (0600), and `host agent` reads it.
+PANEL_AGENT_ENV_FILE = env_str("PANEL_AGENT_ENV_FILE", str(VAR_DIR / "host.env"))
 REDIS_URL = env_str("REDIS_URL", f"unix://{VAR_DIR / 'redis.sock'}?db=0")
 
 
 def celery_broker_url(url: str) -> str:
-    """Kombu spells a unix socket redis+socket:///path?virtual_host=N."""
+    """Kombu spells a unix socket redis+socket:///path?virtual_host=N. A rediss:// URL gets
+    ssl_cert_reqs=required unless it says otherwise: without it kombu checks no certificate,
+    and TLS would keep out no one in the middle (a host agent's Redis, hosts.join)."""
+    if url.startswith("rediss://") and "ssl_cert_reqs=" not in url:
+        return f"{url}{'&' if '?' in url else '?'}ssl_cert_reqs=required"
     if not url.startswith("unix://"):
         return url
     path, _, query = url[len("unix://") :].partition("?")
@@ -51,11 +67,14 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": max(3600, env_int("BACK
 CELERY_TASK_DEFAULT_QUEUE = f"ccpanel-{PANEL_INSTANCE}"
 # Long jobs (backups, restores, verifies, imports) have a queue and a worker pool of their own:
 # however many of them run, a Stop, a Start or an incident's freeze finds a free worker.
+# Each host has two queues of its own, `<default>-host-<name>` (lifecycle) and `…-jobs`, read
+# by that host's workers (hosts.queues). The jobs queue without a host is the panel's own: jobs
+# with no sandbox (an imported archive), and those queued before hosts had queues.
 CELERY_JOBS_QUEUE = f"ccpanel-{PANEL_INSTANCE}-jobs"
-CELERY_TASK_ROUTES = {
-    f"backups.tasks.{name}": {"queue": CELERY_JOBS_QUEUE}
-    for name in ("backup_task", "restore_task", "backup_verify_task", "backup_import_task")
-}
+PANEL_JOB_TASKS = tuple(f"backups.tasks.{name}" for name in ("backup_task", "restore_task", "backup_verify_task", "backup_import_task"))
+# One router for every task: a task about a sandbox goes to its host's queue (one query), the
+# rest to the default queue. A string: Celery imports it once Django is set up.
+CELERY_TASK_ROUTES = ["hosts.queues.route_task"]
 # Every task has a time limit: past the soft one it stops with the reason (and releases what it
 # holds), past the hard one its process is killed (and its claim is taken up again, a bounded
 # number of times). Long jobs get theirs from their own caps.
@@ -63,7 +82,7 @@ CELERY_TASK_SOFT_TIME_LIMIT = env_int("TASK_SOFT_TIME_LIMIT", 900, minimum=10)
 CELERY_TASK_TIME_LIMIT = CELERY_TASK_SOFT_TIME_LIMIT + 60
 _JOB_SECONDS = env_int("BACKUP_MAX_SECONDS", 6 * 3600, minimum=1) + 600
 CELERY_TASK_ANNOTATIONS = {
-    **{route: {"soft_time_limit": _JOB_SECONDS, "time_limit": _JOB_SECONDS + 120} for route in CELERY_TASK_ROUTES},
+    **{route: {"soft_time_limit": _JOB_SECONDS, "time_limit": _JOB_SECONDS + 120} for route in PANEL_JOB_TASKS},
     "audit.tasks.*": {"soft_time_limit": 3600, "time_limit": 3660},
 }
 # How often the periodic resync runs: it also re-queues actions whose worker is gone.

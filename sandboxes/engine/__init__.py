@@ -100,29 +100,35 @@ _engines_lock = threading.Lock()
 _override: Engine | None = None
 
 
+AGENT_SCHEME = "agent://"
+
+
 def host_of(row: Any) -> Host:
     """The engine of a Host row (hosts.models.Host): its URL, or the settings' when blank (read
-    at each call, so a changed setting takes effect)."""
+    at each call, so a changed setting takes effect). A host served by an agent is reached only
+    by that agent (PANEL_HOST): elsewhere its URL is `agent://<name>`, which no client opens (it
+    names another machine's socket, never this one's)."""
+    if getattr(row, "agent", False) and row.name != settings.PANEL_HOST:
+        return Host(name=row.name, base_url=f"{AGENT_SCHEME}{row.name}", timeout=settings.DOCKER_TIMEOUT)
     return Host(name=row.name, base_url=row.docker_url or settings.DOCKER_HOST, timeout=settings.DOCKER_TIMEOUT)
 
 
 def _settings_host() -> Host:
-    return Host(name="local", base_url=settings.DOCKER_HOST, timeout=settings.DOCKER_TIMEOUT)
+    return Host(name=settings.PANEL_HOST, base_url=settings.DOCKER_HOST, timeout=settings.DOCKER_TIMEOUT)
 
 
 def default_host() -> Host:
-    """This machine's engine: the "local" host row's, or the settings' while there is no such
-    row or no table yet (the very first `migrate`, or an older database). One small query; a
-    failed one inside a transaction is rolled back to a savepoint, so the caller's transaction
-    stays usable on PostgreSQL."""
+    """This machine's engine: its host row's (PANEL_HOST: "local" but on an agent's machine),
+    or the settings' while there is no such row or no table yet (the very first `migrate`, or an
+    older database). One small query; a failed one inside a transaction is rolled back to a
+    savepoint, so the caller's transaction stays usable on PostgreSQL."""
     from django.db import DatabaseError, connection, transaction
 
-    from hosts.models import LOCAL
     from hosts.models import Host as HostRow
 
     try:
         with transaction.atomic() if connection.in_atomic_block else nullcontext():
-            row = HostRow.objects.filter(name=LOCAL).only("name", "docker_url").first()
+            row = HostRow.objects.filter(name=settings.PANEL_HOST).only("name", "docker_url", "agent").first()
     except (DatabaseError, RuntimeError):  # RuntimeError: a test without the database (pytest-django's blocker)
         row = None
     return host_of(row) if row is not None else _settings_host()

@@ -106,27 +106,38 @@ def sandbox_sync_container(*, container_id: str) -> bool:
     return sandbox_sync(sandbox=sandbox) if sandbox else False
 
 
-def reconcile_all() -> int:
-    """Re-check every idle sandbox against Docker (for events missed while the panel was down).
-    Returns how many sandboxes changed status."""
+def on_host(rows, host_name: str | None):
+    """`rows` (sandboxes) of the host named, or all of them for None."""
+    return rows if host_name is None else rows.filter(host__name=host_name)
+
+
+def reconcile_all(*, host_name: str | None = None) -> int:
+    """Re-check every idle sandbox of `host_name` (None: of every host) against its Docker, for
+    events missed while the panel was down. Returns how many sandboxes changed status."""
     changed = 0
-    for sandbox in Sandbox.objects.exclude(status__in=[S.DESTROYED, S.DESTROYING]).filter(pending_action=""):
+    for sandbox in on_host(Sandbox.objects.exclude(status__in=[S.DESTROYED, S.DESTROYING]).filter(pending_action=""), host_name):
         changed += sandbox_sync(sandbox=sandbox)
     return changed
 
 
-def remove_orphans() -> int:
-    """Remove containers of this instance that belong to a destroyed sandbox (left by a run that
-    Destroy interrupted, or by a Docker that was down). Containers whose UUID the panel does not
-    know are left alone."""
-    destroyed = {str(u) for u in Sandbox.objects.filter(status=S.DESTROYED).values_list("uuid", flat=True)}
-    docker = engine.engine_for()
+def remove_orphans(*, host_name: str | None = None) -> int:
+    """Remove the containers of this instance on `host_name`'s engine (None: this machine's)
+    that belong to one of its destroyed sandboxes (left by a run that Destroy interrupted, or by
+    a Docker that was down). Containers whose UUID the panel does not know are left alone."""
+    destroyed = {str(u) for u in on_host(Sandbox.objects.filter(status=S.DESTROYED), host_name).values_list("uuid", flat=True)}
+    docker = engine.engine_for() if host_name is None else _engine_of(host_name)
     removed = 0
     for state in docker.instance_containers():
         if state.labels.get(engine.LABEL_UUID) in destroyed:
             docker.remove_container(state.id)
             removed += 1
     return removed
+
+
+def _engine_of(host_name: str) -> engine.Engine:
+    from hosts.models import Host
+
+    return engine.engine_for_host(engine.host_of(Host.objects.get(name=host_name)))
 
 
 # What Docker reports that belongs in the audit trail (the watcher writes these as they happen).

@@ -51,11 +51,15 @@ def _server_alive(server: str) -> bool:
     return _start_time(int(pid)) == started
 
 
-def close_orphan_terminals() -> int:
-    """Close the sessions whose server process is gone (killed: it could not close them) and
-    hang up their shells, which Docker would otherwise keep running."""
+def close_orphan_terminals(*, host_name: str | None = None) -> int:
+    """Close the sessions (into `host_name`'s sandboxes; None: every host's) whose server
+    process is gone (killed: it could not close them) and hang up their shells, which Docker
+    would otherwise keep running."""
     closed = 0
-    for session in TerminalSession.objects.filter(ended_at__isnull=True).exclude(server="").select_related("sandbox"):
+    sessions = TerminalSession.objects.filter(ended_at__isnull=True).exclude(server="")
+    if host_name is not None:
+        sessions = sessions.filter(sandbox__host__name=host_name)
+    for session in sessions.select_related("sandbox"):
         if _server_alive(session.server):
             continue
         if session.exec_id:

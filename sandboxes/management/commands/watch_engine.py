@@ -1,5 +1,6 @@
 """Follow Docker's container events: keep every sandbox's status true, and write die, oom, kill
-and destroy into the audit trail.
+and destroy into the audit trail. It watches this machine's engine, its host's (PANEL_HOST:
+"local" on the panel's machine, its own on a host agent's), and resyncs that host's sandboxes.
 
 Runs beside the web server (the Procfile's `events` line). On start and after every reconnect it
 resyncs all sandboxes, so events missed while it was not running are caught up; the Celery beat
@@ -22,6 +23,7 @@ whole process again):
 import logging
 import time
 
+from django.conf import settings
 from django.core.management.base import BaseCommand
 
 from hosts import heartbeat
@@ -46,7 +48,7 @@ class Command(BaseCommand):
             try:
                 since = time.time()
                 services.egress_repair()  # before any resync: after a dockerd restart too
-                services.reconcile_all()
+                services.reconcile_all(host_name=settings.PANEL_HOST)  # its own host's: the engine it watches
                 services.grants_repair()
                 self.stdout.write("watching Docker events")
                 for event in engine.engine_for().events(since=since):
