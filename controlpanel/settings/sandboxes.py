@@ -108,4 +108,4 @@ def _warm_pool(text: str) -> tuple[tuple[str, str, int], ...]:
 # The warm pool (sandboxes.services.warm): per image and network mode, this many started,
 # hardened containers with their folders ready on each host, so that a create that matches them
 # runs in tens of milliseconds. Only with the storage pool; an empty value turns it off.
-WARM_POOL = _warm_pool(env_str("WARM_POOL", f"{SANDBOX_DEFAULT_IMAGE}@internet=1"))
+WARM_POOL = _warm_pool(os.environ.get("WARM_POOL", f"{SANDBOX_DEFAULT_IMAGE}@internet=1"))  # set but empty: off

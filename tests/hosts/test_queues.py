@@ -73,6 +73,7 @@ def test_the_queues_are_named_for_the_instance_and_the_host(settings):
     assert queues.jobs_queue("alpha") == f"ccpanel-{settings.PANEL_INSTANCE}-host-alpha-jobs"
 
 
+@pytest.mark.docker  # the tests' Redis, which `make test` starts (not the fast tier)
 def test_each_sandboxs_action_lands_in_its_own_hosts_queue(two_hosts, broker, django_assert_max_num_queries):
     alpha, beta = two_hosts["on-alpha"], two_hosts["on-beta"]
     with django_assert_max_num_queries(1):
@@ -86,6 +87,7 @@ def test_each_sandboxs_action_lands_in_its_own_hosts_queue(two_hosts, broker, dj
     assert broker(settings.CELERY_TASK_DEFAULT_QUEUE) == []
 
 
+@pytest.mark.docker  # the tests' Redis, which `make test` starts (not the fast tier)
 def test_a_backup_lands_in_its_hosts_jobs_queue_and_an_import_in_the_panels(two_hosts, broker, team):
     beta = two_hosts["on-beta"]
     backup = Backup.objects.create(sandbox=beta, team=team, sandbox_name=beta.name, file_name="on-beta-x.tar.gz", created_by_name="t")
@@ -129,6 +131,7 @@ def test_an_agents_workers_read_their_hosts_queues_only(two_hosts, settings):
 # --- the periodic work, per host ------------------------------------------------------------------
 
 
+@pytest.mark.docker  # the tests' Redis, which `make test` starts (not the fast tier)
 def test_the_beats_tasks_send_one_task_per_enabled_host_to_its_queue(two_hosts, broker):
     from sandboxes.tasks import checklist_refresh_task, reconcile_all_task
 
@@ -194,6 +197,7 @@ def test_a_tls_redis_url_has_its_certificate_checked_by_the_broker():
     assert celery_broker_url("rediss://:pw@198.18.59.1:6390/0?ssl_cert_reqs=optional").endswith("?ssl_cert_reqs=optional")
 
 
+@pytest.mark.docker  # the tests' Redis, which `make test` starts (not the fast tier)
 def test_a_team_freeze_sends_each_incident_and_each_hosts_snapshots_to_its_host(
     two_hosts, broker, admin_user, django_capture_on_commit_callbacks
 ):
