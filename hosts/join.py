@@ -189,7 +189,7 @@ def token_revoke(*, actor, token: JoinToken, source_ip: str | None = None) -> Jo
     return token
 
 
-def host_join(*, payload: dict, docker_url: str = "") -> Host:
+def host_join(*, payload: dict, docker_url: str = "", panel_url: str = "") -> Host:
     """Make the host a token names, served by an agent (the caller is on its machine, connected
     to the panel's database). The secret is checked against the stored hashes of the tokens for
     that name, with their rows locked until the end: a second join with the same token waits,
@@ -214,13 +214,14 @@ def host_join(*, payload: dict, docker_url: str = "") -> Host:
             raise JoinError(f"A host named {name!r} exists already: make a token for another name.")
         try:
             with transaction.atomic():
-                host = Host.objects.create(name=name, docker_url=docker_url, agent=True, labels=token.labels)
+                host = Host.objects.create(name=name, docker_url=docker_url, panel_url=panel_url, agent=True, labels=token.labels)
         except IntegrityError as exc:
             raise JoinError(f"A host named {name!r} exists already: make a token for another name.") from exc
         JoinToken.objects.filter(pk=token.pk).update(used_at=now, host=host)
         details = {
             "token": token.pk,
             "docker_url": docker_url,
+            "panel_url": panel_url,
             "cpus": str(host.cpus),
             "memory_mb": host.memory_mb,
             "disk_mb": host.disk_mb,

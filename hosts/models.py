@@ -40,6 +40,10 @@ class Host(models.Model):
     # queues, and `docker_url` is its engine as seen there (blank: that machine's default socket),
     # which this machine cannot use. False: its engine is reached from the panel's machine.
     agent = models.BooleanField(default=False)
+    # How the panel's pages and websockets reach an agent's engine (tcp:// with TLS both ways, the
+    # panel's certificates in HOSTS_TLS_DIR/<name>/): its sandboxes' logs, stats and terminals.
+    # Blank: they cannot, and the host takes no sandbox (hosts.placement).
+    panel_url = models.CharField(max_length=255, blank=True)
     cpus = models.DecimalField(max_digits=7, decimal_places=2, default=_machine_cpus, validators=[MinValueValidator(Decimal("0.25"))])
     memory_mb = models.PositiveIntegerField(default=_machine_memory_mb)
     disk_mb = models.PositiveBigIntegerField(default=_machine_disk_mb)

@@ -61,9 +61,11 @@ def remote_reason(host: Host) -> str | None:
     from sandboxes import engine
 
     if host.agent:
+        if host.panel_url:
+            return None  # its agent judges and mounts its folders; the pages reach its engine over TLS
         return (
-            f"Host {host.name} is served by its agent: sandboxes are not placed on an agent's host yet (the panel's pages "
-            "cannot reach its engine for logs, stats and terminals)."
+            f"Host {host.name} is served by its agent, but the panel has no way to its engine for logs, stats and "
+            "terminals: join it with --panel-url tcp://ADDRESS:2376 (Docker's TLS endpoint; README, Hosts)."
         )
     if engine.host_of(host).on_this_machine:
         return None

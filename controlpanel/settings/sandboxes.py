@@ -12,6 +12,9 @@ from .env import VAR_DIR, env_bool, env_float, env_int, env_str
 
 DOCKER_HOST = env_str("DOCKER_HOST", "") or None
 DOCKER_TIMEOUT = env_int("DOCKER_TIMEOUT", 60, minimum=1)
+# The socket of the engine that shares this machine's network namespace (the one the egress rules
+# here filter): the default socket, unless a host agent runs beside a dockerd of its own.
+DOCKER_LOCAL_SOCKET = env_str("DOCKER_LOCAL_SOCKET", "/var/run/docker.sock")
 # A host's engine reached over tcp:// is spoken to only with TLS both ways (Docker's --tlsverify):
 # HOSTS_TLS_DIR/<host name>/ holds ca.pem, cert.pem and key.pem, Docker's own names for them.
 HOSTS_TLS_DIR = Path(env_str("HOSTS_TLS_DIR", str(VAR_DIR / "hosts"))).resolve()

@@ -39,7 +39,11 @@ TEST_ENVIRONMENT = {
     # The tests' own storage pool (mounted by the suite, tests/conftest.py; removed at its end).
     "STORAGE_POOL_FILE": str(_base / "var" / f"{_name}-pool.btrfs"),
 }
+# A process that stands for another machine (a host agent in the tests' second host) keeps what
+# PANEL_TEST_KEEP names (comma-separated) from its own environment: its workspace root, its pool.
+_kept = {k: os.environ[k] for k in os.environ.get("PANEL_TEST_KEEP", "").split(",") if k in os.environ}
 os.environ.update(TEST_ENVIRONMENT)
+os.environ.update(_kept)
 # Defaults that suit the tests; a test may set others for the processes it starts.
 for _key, _value in {
     "SANDBOX_DEFAULT_IMAGE": "ccpanel/test-busybox:latest",

@@ -109,7 +109,9 @@ def host_of(row: Any) -> Host:
     by that agent (PANEL_HOST): elsewhere its URL is `agent://<name>`, which no client opens (it
     names another machine's socket, never this one's)."""
     if getattr(row, "agent", False) and row.name != settings.PANEL_HOST:
-        return Host(name=row.name, base_url=f"{AGENT_SCHEME}{row.name}", timeout=settings.DOCKER_TIMEOUT)
+        # Elsewhere than on its agent: the engine's TLS endpoint the panel was given, if any.
+        url = getattr(row, "panel_url", "") or f"{AGENT_SCHEME}{row.name}"
+        return Host(name=row.name, base_url=url, timeout=settings.DOCKER_TIMEOUT)
     return Host(name=row.name, base_url=row.docker_url or settings.DOCKER_HOST, timeout=settings.DOCKER_TIMEOUT)
 
 
@@ -128,7 +130,7 @@ def default_host() -> Host:
 
     try:
         with transaction.atomic() if connection.in_atomic_block else nullcontext():
-            row = HostRow.objects.filter(name=settings.PANEL_HOST).only("name", "docker_url", "agent").first()
+            row = HostRow.objects.filter(name=settings.PANEL_HOST).only("name", "docker_url", "agent", "panel_url").first()
     except (DatabaseError, RuntimeError):  # RuntimeError: a test without the database (pytest-django's blocker)
         row = None
     return host_of(row) if row is not None else _settings_host()

@@ -41,6 +41,13 @@ LABEL_WARM = "io.ccpanel.warm"
 LOCAL_SOCKET = "/var/run/docker.sock"
 
 
+def local_socket() -> str:
+    """The socket of the engine whose containers share this process's network and process
+    namespaces (so the egress rules here filter them): DOCKER_LOCAL_SOCKET, the default socket
+    unless a host agent's settings name its own (a dockerd of its namespace)."""
+    return getattr(settings, "DOCKER_LOCAL_SOCKET", "") or LOCAL_SOCKET
+
+
 def socket_path(url: str) -> str | None:
     """The file of a unix:// Docker URL, else None."""
     for scheme in ("unix://", "http+unix://"):
@@ -86,10 +93,10 @@ class Host:
         path = socket_path(self.base_url)
         if path is None:
             return False
-        if path == LOCAL_SOCKET:
+        if path == local_socket():
             return True
         try:
-            return os.path.samefile(path, LOCAL_SOCKET)
+            return os.path.samefile(path, local_socket())
         except (OSError, ValueError):
             return False
 

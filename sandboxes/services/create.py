@@ -242,6 +242,9 @@ def sandbox_create(
     disk_mb = disk_mb or team_policy.default_disk_mb(team) or settings.SANDBOX_DEFAULT_DISK_MB
     if not settings.SANDBOX_MIN_DISK_MB <= disk_mb <= settings.SANDBOX_MAX_DISK_MB:
         errors["disk_mb"] = [f"The disk quota is from {settings.SANDBOX_MIN_DISK_MB} to {settings.SANDBOX_MAX_DISK_MB} MB."]
+    if placed is not None and placed.agent and extra_mounts:
+        # Judged here, on this machine's disk, they would be mounted from the agent's machine.
+        errors.setdefault("host", []).append(f"Host {placed.name} is served by its agent: extra mounts are not offered there yet.")
     if errors or placed is None:  # placed is None only with errors["host"] saying why
         raise InvalidInput(errors)
     base = settings.WORKSPACE_ROOT / name

@@ -43,6 +43,11 @@ class Command(BaseCommand):
         joining = verbs.add_parser("join", help="join this machine to a panel as the host its token names")
         joining.add_argument("token", help='the join token from the Hosts page ("-": read it from standard input)')
         joining.add_argument("--docker-url", default="", help="this machine's Docker engine (blank: its default socket)")
+        joining.add_argument(
+            "--panel-url",
+            default="",
+            help="tcp://ADDRESS:PORT: this engine's TLS endpoint as the panel reaches it (its pages' logs, stats and terminals)",
+        )
         agent = verbs.add_parser("agent", help="run this host's agent (its workers, events watcher and heartbeat)")
         agent.add_argument("--procfile", default=str(ROOT / "Procfile.host"))
         listing = verbs.add_parser("queues", help="the queues a worker of this machine reads")
@@ -52,15 +57,17 @@ class Command(BaseCommand):
         if verb == "queues":
             self.stdout.write(",".join(queues.worker_queues(opts["role"])))
         elif verb == "join":
-            self.join(opts["token"], opts["docker_url"])
+            self.join(opts["token"], opts["docker_url"], opts["panel_url"])
         elif verb == "agent":
             self.agent(Path(opts["procfile"]))
 
-    def join(self, text: str, docker_url: str) -> None:
+    def join(self, text: str, docker_url: str, panel_url: str) -> None:
         from hosts.services import URL_SCHEMES
 
         if docker_url and (not docker_url.startswith(URL_SCHEMES) or not docker_url.isprintable()):
             raise CommandError("--docker-url: unix:///path/to/docker.sock, tcp://address:port or ssh://user@machine.")
+        if panel_url and (not panel_url.startswith("tcp://") or not panel_url.isprintable() or len(panel_url) > 255):
+            raise CommandError("--panel-url: tcp://address:port, the engine's TLS endpoint (Docker's --tlsverify).")
         try:
             payload = join.decode(sys.stdin.read() if text == "-" else text)
             database = payload["database"]
@@ -69,7 +76,7 @@ class Command(BaseCommand):
             use_database(database)
             made = join.install_keys(payload)  # before the join's audit event, which is chained with the panel's key
             try:
-                host = join.host_join(payload=payload, docker_url=docker_url)
+                host = join.host_join(payload=payload, docker_url=docker_url, panel_url=panel_url)
             except BaseException:
                 for path in made:
                     path.unlink(missing_ok=True)

@@ -11,9 +11,11 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
+from django.db import transaction
 
 from sandboxes import engine, policy, services
 from sandboxes.models import Sandbox
+from sandboxes.services import claims
 from teams.models import Team
 
 CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # every control character but tab and newline
@@ -189,13 +191,26 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from exc
 
     def _act(self, actor, sandbox, verb):
+        before = sandbox.status
         try:
             services.sandbox_request_action(actor=actor, sandbox=sandbox, action=verb, enqueue=False)
         except services.SandboxError as exc:
             raise CommandError(str(exc)) from exc
-        self._finish(sandbox, verb)
+        self._finish(sandbox, verb, before)
 
-    def _finish(self, sandbox, verb):
+    def _finish(self, sandbox, verb, before=Sandbox.Status.CREATING):
+        """Carry the claimed action out here, or, for a sandbox on a host another machine's agent
+        serves (its folders and engine are there), queue it for that agent's worker."""
+        from hosts.queues import serves
+
+        host = sandbox.host.name
+        if not serves(host):
+            with transaction.atomic():
+                queued = claims.enqueue(sandbox.pk, verb, before)
+            if queued.refused:
+                raise CommandError(f"{sandbox.name}: {verb} was not queued: {queued.refused}")
+            self.stdout.write(self.style.SUCCESS(f"{sandbox.name}: {verb} queued for host {host}'s agent"))
+            return
         services.sandbox_perform(sandbox_id=sandbox.pk, action=verb)
         sandbox.refresh_from_db()
         if sandbox.status == Sandbox.Status.ERROR:
