@@ -211,3 +211,24 @@ def test_a_take_whose_worker_died_half_way_is_finished_by_the_next_run(pool_of_o
     assert sandbox.status == "running", sandbox.status_detail
     assert sandbox.container_id == slot.container_id and sandbox.warm_slot == slot.key
     assert [row for row in selectors.hardening_report(sandbox) if not row[1]] == []
+
+
+# --- found by the review: what a take must never get, and what a discard must never touch -------
+
+
+def test_a_slot_given_a_restart_policy_behind_the_panel_is_never_taken(pool_of_one, team):
+    """`docker update --restart always`: Docker would restart the container by itself, mounting
+    its folders again without the policy looking. Neither the take nor any start keeps it."""
+    slot = pool_of_one
+    docker_cli("update", "--restart", "always", slot.container_id)
+    sandbox = start(create(team, "restarting"))
+    assert sandbox.status == "running", sandbox.status_detail
+    assert sandbox.container_id != slot.container_id
+    assert inspect(sandbox.container_id)["HostConfig"]["RestartPolicy"]["Name"] == "no"
+    # A sandbox's own container updated so is made again at its next start, and the report says so.
+    docker_cli("update", "--restart", "always", sandbox.container_id)
+    failed = [row for row in selectors.hardening_report(sandbox) if not row[1]]
+    assert [row[0] for row in failed] == ["Matches the sandbox's saved settings"]
+    assert "restart" in failed[0][2]
+    sandbox = act(sandbox, "restart")
+    assert inspect(sandbox.container_id)["HostConfig"]["RestartPolicy"]["Name"] == "no"
