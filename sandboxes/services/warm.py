@@ -219,6 +219,9 @@ def _claim(sandbox: Sandbox, action: str, slot: WarmSlot, docker: engine.Engine,
     found = docker.inspect_container(slot.container_id) if slot.container_id else None
     if found is None or not found["State"].get("Running"):
         raise Unusable("its container is not running")
+    if found.get("Image") != docker.image_id(slot.image):
+        # Docker records the reference, not the build: a cold start would run the one it names now.
+        raise Unusable(f"it runs another build of {slot.image} than the one that name gives now")
     taken = _as_taken(sandbox, slot)
     wanted = running_spec(taken)
     drift = [d for d in policy.spec_drift(wanted, found) if not d.startswith(UPDATABLE)]

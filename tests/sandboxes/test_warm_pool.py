@@ -216,6 +216,36 @@ def test_a_take_whose_worker_died_half_way_is_finished_by_the_next_run(pool_of_o
 # --- found by the review: what a take must never get, and what a discard must never touch -------
 
 
+def test_a_slot_whose_image_reference_names_another_build_now_is_never_taken(pool_of_one, team, settings):
+    """The image was rebuilt (or retagged) between the fill and the take: a cold start would run
+    the build its reference names now, so the taken container must too."""
+    ref = f"ccpanel-{settings.PANEL_INSTANCE}/warm-retag:latest"
+    docker_cli("tag", TEST_IMAGE, ref)
+    try:
+        settings.WARM_POOL = ((ref, "internet", 1),)
+        assert warm.fill() == 1
+        slot = WarmSlot.objects.get(image=ref)
+        rebuilt = f"ccpanel-{settings.PANEL_INSTANCE}-rebuild"
+        docker_cli("create", "--name", rebuilt, TEST_IMAGE)
+        try:  # "rebuilt" (the same image with one more label) before the periodic tidy saw it
+            docker_cli("commit", "--change", "LABEL io.ccpanel.test.rebuilt=1", rebuilt, ref)
+        finally:
+            docker_cli("rm", "-f", rebuilt, check=False)
+        assert inspect(ref)["Id"] != inspect(TEST_IMAGE)["Id"]
+        sandbox = start(create(team, "retagged", image=ref))
+        assert sandbox.status == "running", sandbox.status_detail
+        assert sandbox.container_id != slot.container_id and sandbox.warm_slot == ""
+        assert inspect(sandbox.container_id)["Image"] == inspect(ref)["Id"]
+    finally:
+        remove_sandboxes_of(ref)
+        docker_cli("rmi", ref, check=False)
+
+
+def remove_sandboxes_of(image: str) -> None:
+    for sandbox in Sandbox.objects.filter(image=image).exclude(status="destroyed"):
+        act(sandbox, "destroy")
+
+
 def test_a_slot_given_a_restart_policy_behind_the_panel_is_never_taken(pool_of_one, team):
     """`docker update --restart always`: Docker would restart the container by itself, mounting
     its folders again without the policy looking. Neither the take nor any start keeps it."""
