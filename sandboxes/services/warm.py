@@ -343,19 +343,16 @@ def fill(host=None) -> int:
     docker = engine.engine_for_host(engine.host_of(host))
     wanted = {(image, mode): count for image, mode, count in settings.WARM_POOL} if host.accepts_sandboxes else {}
     made: list[WarmSlot] = []
-    extra: list[WarmSlot] = []
     with transaction.atomic():
         serialise(f"warm-pool-{host.pk}")
-        have: dict[tuple[str, str], list[WarmSlot]] = {}
-        for slot in WarmSlot.objects.filter(host=host, status__in=[W.PREPARING, W.READY]):
-            have.setdefault((slot.image, slot.network_mode), []).append(slot)
-        for pool_key, slots in have.items():
-            ready = [s for s in slots if s.status == W.READY]
-            over = len(slots) - wanted.get(pool_key, 0)
-            extra += ready[: max(over, 0)]
-        WarmSlot.objects.filter(pk__in=[s.pk for s in extra]).update(status=W.TAKEN)  # nobody takes them now
+        # A create takes a slot without this lock: only the slots still ready when marked here
+        # are discarded (one taken meanwhile is its sandbox's).
+        extra = [s for s in _surplus(host, wanted) if WarmSlot.objects.filter(pk=s.pk, status=W.READY).update(status=W.TAKEN)]
+        have: dict[tuple[str, str], int] = {}
+        for image, mode in WarmSlot.objects.filter(host=host, status__in=[W.PREPARING, W.READY]).values_list("image", "network_mode"):
+            have[(image, mode)] = have.get((image, mode), 0) + 1
         for (image, mode), count in wanted.items():
-            for _ in range(count - len(have.get((image, mode), []))):
+            for _ in range(count - have.get((image, mode), 0)):
                 made.append(WarmSlot.objects.create(key=pysecrets.token_hex(8), host=host, image=image, network_mode=mode))
     for slot in extra:
         discard(slot, docker, taken=True)
@@ -368,6 +365,18 @@ def fill(host=None) -> int:
             log.warning("warm slot %s (%s, %s) could not be made: %s", slot.key, slot.image, slot.network_mode, exc)
             discard(slot, docker)
     return made_ready
+
+
+def _surplus(host, wanted: dict[tuple[str, str], int]) -> list[WarmSlot]:
+    """The ready slots of `host` beyond what `wanted` asks for, per image and network mode."""
+    have: dict[tuple[str, str], list[WarmSlot]] = {}
+    for slot in WarmSlot.objects.filter(host=host, status__in=[W.PREPARING, W.READY]):
+        have.setdefault((slot.image, slot.network_mode), []).append(slot)
+    extra: list[WarmSlot] = []
+    for pool_key, slots in have.items():
+        ready = [s for s in slots if s.status == W.READY]
+        extra += ready[: max(len(slots) - wanted.get(pool_key, 0), 0)]
+    return extra
 
 
 def _prepare(slot: WarmSlot, docker: engine.Engine) -> None:
@@ -466,6 +475,7 @@ def tidy(host=None) -> int:
     stale = timezone.now() - STALE
     states = {state.id: state for state in docker.instance_containers()}
     images: dict[str, str | None] = {}
+    on_disk = workspace.slot_keys() if pool.active() else []  # listed before the rows: a slot made meanwhile has its row
     for slot in WarmSlot.objects.filter(host=host).select_related("sandbox"):
         box = slot.sandbox
         stopped = slot.status == W.READY and getattr(states.get(slot.container_id), "status", "") != "running"
@@ -476,9 +486,19 @@ def tidy(host=None) -> int:
             or (
                 slot.status == W.TAKEN
                 and slot.created_at < stale
-                and (box is None or box.status in (Sandbox.Status.DESTROYING, Sandbox.Status.DESTROYED) or box.container_id)
+                and (
+                    box is None
+                    or box.status in (Sandbox.Status.DESTROYING, Sandbox.Status.DESTROYED)
+                    # its start ended without finishing the take (a run under way records the
+                    # container before the take is done: never under it)
+                    or (box.container_id and not box.pending_action)
+                )
             )
         )
+        # Marked first, and only if it is still as it was read: a create may have taken the
+        # ready slot meanwhile (its container and folders are its sandbox's then).
+        if gone and slot.status != W.TAKEN and not WarmSlot.objects.filter(pk=slot.pk, status=slot.status).update(status=W.TAKEN):
+            gone = False
         if gone:
             discard(slot, docker, taken=True)
             states.pop(slot.container_id, None)
@@ -491,8 +511,8 @@ def tidy(host=None) -> int:
             docker.remove_container(state.id)  # never taken, and its row is gone
             removed += 1
     if pool.active():
-        for key in workspace.slot_keys():
-            if key not in keys:
+        for key in on_disk:
+            if key not in keys and os.path.lexists(workspace.slot_path(key)):  # not one discarded above
                 workspace.slot_remove(key)
                 removed += 1
     return removed

@@ -262,3 +262,38 @@ def test_a_slot_given_a_restart_policy_behind_the_panel_is_never_taken(pool_of_o
     assert "restart" in failed[0][2]
     sandbox = act(sandbox, "restart")
     assert inspect(sandbox.container_id)["HostConfig"]["RestartPolicy"]["Name"] == "no"
+
+
+def test_a_pool_that_shrinks_never_discards_a_slot_a_create_took_meanwhile(pool_of_one, team, monkeypatch):
+    """fill reads the ready slots, then discards those beyond WARM_POOL: a create that took one in
+    between keeps it (its container, its folders)."""
+    slot = pool_of_one
+    read_before = [WarmSlot.objects.get(pk=slot.pk)]  # what fill read, before the create below
+    sandbox = create(team, "tookit")
+    assert WarmSlot.objects.get(pk=slot.pk).status == WarmSlot.Status.TAKEN
+    monkeypatch.setattr(warm, "_surplus", lambda host, wanted: read_before)
+    monkeypatch.setattr(settings, "WARM_POOL", ())
+    warm.fill()
+    assert WarmSlot.objects.get(pk=slot.pk).sandbox_id == sandbox.pk
+    assert inspect(slot.container_id)["State"]["Running"]
+    assert os.path.isdir(workspace.slot_path(slot.key) / "Projects")
+    sandbox = start(sandbox)
+    assert sandbox.status == "running" and sandbox.container_id == slot.container_id, sandbox.status_detail
+
+
+def test_tidy_leaves_a_slot_whose_take_is_under_way(pool_of_one, team):
+    """A slot made more than STALE ago and taken now: while its start runs (the container is
+    recorded on the sandbox before the take ends), tidy must not remove it."""
+    slot = pool_of_one
+    sandbox = create(team, "midway")
+    WarmSlot.objects.filter(pk=slot.pk).update(created_at=slot.created_at - 2 * warm.STALE)
+    # As _take_folders leaves it: the claim still held, the container recorded.
+    Sandbox.objects.filter(pk=sandbox.pk).update(container_id=slot.container_id, warm_slot=slot.key)
+    warm.tidy()
+    assert WarmSlot.objects.filter(pk=slot.pk).exists()
+    assert inspect(slot.container_id)["State"]["Running"]
+    # Once no run holds it (its worker died after that point), tidy removes the row; the
+    # container is the sandbox's to remove (its next start makes its own).
+    Sandbox.objects.filter(pk=sandbox.pk).update(pending_action="", status="error")
+    warm.tidy()
+    assert not WarmSlot.objects.filter(pk=slot.pk).exists()
