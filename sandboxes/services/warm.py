@@ -423,7 +423,7 @@ def discard(slot: WarmSlot, docker: engine.Engine, *, taken: bool = False) -> No
                 docker.remove_container(slot.container_id)
         docker.remove_container_if_ours(container_name(slot.key), labels={**ours, engine.LABEL_WARM: slot.key})
         docker.remove_volume(volume_name(slot), labels=ours)
-        if os.path.lexists(workspace.slot_path(slot.key)):  # not the sandbox's folder yet
+        if _still_the_slots(slot):  # not the sandbox's folder yet
             if slot.disk_group:
                 _lift(slot.disk_group)
             workspace.slot_remove(slot.key)
@@ -431,9 +431,35 @@ def discard(slot: WarmSlot, docker: engine.Engine, *, taken: bool = False) -> No
                 from storage import pool
 
                 pool.destroy_group(slot.disk_group)
+        elif os.path.lexists(path := workspace.slot_path(slot.key)):
+            from storage import pool
+
+            if pool.is_subvolume(path):  # not the slot's: someone's data, left alone
+                log.warning("warm slot %s: %s is a subvolume that is not the slot's; left in place", slot.key, path)
+            else:
+                workspace.slot_remove(slot.key)  # a folder made there since: never the slot's group
     except (engine.EngineError, workspace.WorkspaceError, OSError) as exc:
         log.warning("warm slot %s: not everything was removed (%s)", slot.key, exc)
     WarmSlot.objects.filter(pk=slot.pk).delete()
+
+
+def _still_the_slots(slot: WarmSlot) -> bool:
+    """Whether the slot's subvolume is still at its path, its quota group still the slot's: the
+    subvolume there is the one the group was made for (1/<its id>), and no sandbox records the
+    group (a take renamed it to the sandbox's folder; anything at the path now is something else)."""
+    from storage import pool
+
+    path = workspace.slot_path(slot.key)
+    if not pool.is_subvolume(path):
+        return False
+    if not slot.disk_group:
+        return True
+    if Sandbox.objects.filter(disk_group=slot.disk_group).exists():
+        return False
+    try:
+        return slot.disk_group == f"1/{pool.subvolume_id(path)}"
+    except pool.PoolError:
+        return False
 
 
 def _lift(group: str) -> None:

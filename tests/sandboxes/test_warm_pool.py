@@ -297,3 +297,32 @@ def test_tidy_leaves_a_slot_whose_take_is_under_way(pool_of_one, team):
     Sandbox.objects.filter(pk=sandbox.pk).update(pending_action="", status="error")
     warm.tidy()
     assert not WarmSlot.objects.filter(pk=slot.pk).exists()
+
+
+def test_a_discard_after_the_take_never_touches_the_sandboxs_quota_or_folder(pool_of_one, team):
+    """The slot's row outlived its take (the worker died before deleting it) and something made
+    a folder at the slot's old path: discarding the row must neither lift nor destroy the quota
+    group that is the sandbox's now, nor touch its folder."""
+    slot = pool_of_one
+    sandbox = start(create(team, "quota", disk_mb=300))
+    assert sandbox.warm_slot == slot.key, sandbox.status_detail
+    sandbox = act(sandbox, "restart")  # its own container now; the slot's group is still its quota group
+    assert sandbox.status == "running" and sandbox.disk_group == slot.disk_group, sandbox.status_detail
+    (sandbox.workspace_path / "Projects" / "keep").write_text("mine\n")
+    os.makedirs(workspace.slot_path(slot.key) / "Projects")  # planted on the host
+    left = WarmSlot.objects.create(
+        key=slot.key,
+        uuid=slot.uuid,
+        host=slot.host,
+        image=slot.image,
+        network_mode=slot.network_mode,
+        status=WarmSlot.Status.TAKEN,
+        sandbox=sandbox,
+        container_id="",
+        disk_group=slot.disk_group,
+    )
+    warm.discard(left, engine.engine_for(sandbox), taken=True)
+    assert storage_selectors.disk_usage(sandbox).limit == 300 * 1024 * 1024
+    assert (sandbox.workspace_path / "Projects" / "keep").read_text() == "mine\n"
+    assert inspect(sandbox.container_id)["State"]["Running"]
+    assert not os.path.lexists(workspace.slot_path(slot.key))  # what was planted there goes
