@@ -194,6 +194,8 @@ def claim(sandbox: Sandbox, action: str, slot: WarmSlot, docker: engine.Engine) 
     """Make the slot's container the sandbox's (see the module's docstring); True when it runs
     as the sandbox's, False when the slot could not be used (it is discarded then, and the
     caller starts the sandbox cold)."""
+    from storage import pool
+
     from .actions import save_claimed
     from .errors import LostClaim
 
@@ -202,7 +204,7 @@ def claim(sandbox: Sandbox, action: str, slot: WarmSlot, docker: engine.Engine) 
         return True
     except LostClaim:
         raise
-    except (Unusable, engine.EngineError, workspace.WorkspaceError, policy.PolicyViolation, OSError) as exc:
+    except (Unusable, engine.EngineError, workspace.WorkspaceError, policy.PolicyViolation, pool.PoolError, OSError) as exc:
         log.warning("warm slot %s could not be taken by %s (%s); starting it cold", slot.key, sandbox.name, exc)
         discard(slot, docker, taken=True)
         if sandbox.warm_slot:

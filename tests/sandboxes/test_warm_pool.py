@@ -326,3 +326,18 @@ def test_a_discard_after_the_take_never_touches_the_sandboxs_quota_or_folder(poo
     assert (sandbox.workspace_path / "Projects" / "keep").read_text() == "mine\n"
     assert inspect(sandbox.container_id)["State"]["Running"]
     assert not os.path.lexists(workspace.slot_path(slot.key))  # what was planted there goes
+
+
+def test_a_take_the_storage_pool_refuses_goes_cold_and_keeps_the_sandboxs_quota(pool_of_one, team):
+    """btrfs refusing a step of the take (here: the slot's quota group is not there) is like any
+    other doubt: the slot is given up and the start goes on cold, with the sandbox's own quota."""
+    slot = pool_of_one
+    sandbox = create(team, "poolsays", disk_mb=300)
+    WarmSlot.objects.filter(pk=slot.pk).update(disk_group="1/999999")
+    sandbox = start(sandbox)
+    assert sandbox.status == "running", sandbox.status_detail
+    assert sandbox.container_id != slot.container_id and sandbox.warm_slot == ""
+    assert docker_cli("inspect", slot.container_id, check=False).returncode != 0
+    assert not WarmSlot.objects.exists()
+    assert storage_selectors.disk_usage(sandbox).limit == 300 * 1024 * 1024
+    assert [row for row in selectors.hardening_report(sandbox) if not row[1]] == []
