@@ -531,7 +531,8 @@ def tidy(host=None) -> int:
             discard(slot, docker, taken=True)
             states.pop(slot.container_id, None)
             removed += 1
-    keys = set(WarmSlot.objects.filter(host=host).values_list("key", flat=True))
+    # Every host's: the engines on this machine's Unix sockets share its WORKSPACE_ROOT/.warm.
+    keys = set(WarmSlot.objects.values_list("key", flat=True))
     keys |= set(Sandbox.objects.exclude(warm_slot="").values_list("warm_slot", flat=True))
     for state in states.values():
         key = state.labels.get(engine.LABEL_WARM)

@@ -341,3 +341,17 @@ def test_a_take_the_storage_pool_refuses_goes_cold_and_keeps_the_sandboxs_quota(
     assert not WarmSlot.objects.exists()
     assert storage_selectors.disk_usage(sandbox).limit == 300 * 1024 * 1024
     assert [row for row in selectors.hardening_report(sandbox) if not row[1]] == []
+
+
+def test_tidy_leaves_the_slots_of_another_host_on_this_machine(pool_of_one):
+    """Every engine on a Unix socket mounts this machine's folders: the slots of all of them are
+    under the one WORKSPACE_ROOT/.warm, and tidying one host's never removes another's."""
+    other = Host.objects.create(name=f"other{os.getpid()}", docker_url="unix:///nonexistent/ccpanel-test-other.sock")
+    theirs = WarmSlot.objects.create(key="0123456789abcdef", host=other, image=TEST_IMAGE, network_mode="internet")
+    workspace.slot_create(theirs.key, str(theirs.uuid))
+    try:
+        warm.tidy()
+        assert os.path.isdir(workspace.slot_path(theirs.key) / "Projects")
+        assert WarmSlot.objects.filter(pk=pool_of_one.pk).exists()
+    finally:
+        workspace.slot_remove(theirs.key)
