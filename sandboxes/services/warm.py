@@ -487,9 +487,9 @@ def _outdated(slot: WarmSlot, docker: engine.Engine, images: dict[str, str | Non
 
 
 def tidy(host=None) -> int:
-    """The periodic resync's part: ready slots whose container no longer runs (stopped by hand,
-    or with every networked container when the egress rules could not be applied) or runs an
-    older build of its image than its reference names now, slots a dead
+    """The periodic resync's part: ready slots WARM_POOL no longer asks for, whose container no
+    longer runs (stopped by hand, or with every networked container when the egress rules could
+    not be applied) or runs an older build of its image than its reference names now, slots a dead
     worker left preparing, taken slots whose sandbox is gone or was started otherwise,
     containers and folders of slots with no row. Returns how many were removed."""
     from hosts.services import local_host
@@ -503,12 +503,14 @@ def tidy(host=None) -> int:
     stale = timezone.now() - STALE
     states = {state.id: state for state in docker.instance_containers()}
     images: dict[str, str | None] = {}
+    asked = {(image, mode) for image, mode, _count in settings.WARM_POOL}  # fill sees to the counts
     on_disk = workspace.slot_keys() if pool.active() else []  # listed before the rows: a slot made meanwhile has its row
     for slot in WarmSlot.objects.filter(host=host).select_related("sandbox"):
         box = slot.sandbox
         stopped = slot.status == W.READY and getattr(states.get(slot.container_id), "status", "") != "running"
         gone = (
             stopped
+            or (slot.status == W.READY and (slot.image, slot.network_mode) not in asked)  # the pool was turned off or changed
             or (slot.status == W.READY and _outdated(slot, docker, images))
             or (slot.status == W.PREPARING and slot.created_at < stale)
             or (

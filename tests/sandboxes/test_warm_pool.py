@@ -355,3 +355,14 @@ def test_tidy_leaves_the_slots_of_another_host_on_this_machine(pool_of_one):
         assert WarmSlot.objects.filter(pk=pool_of_one.pk).exists()
     finally:
         workspace.slot_remove(theirs.key)
+
+
+def test_turning_the_pool_off_removes_its_ready_slots(pool_of_one, settings):
+    """WARM_POOL="" turns the pool off: its started containers do not keep running (the periodic
+    resync queues no fill then; its tidy removes them)."""
+    slot = pool_of_one
+    settings.WARM_POOL = ()
+    assert warm.tidy() >= 1
+    assert not WarmSlot.objects.exists()
+    assert docker_cli("inspect", slot.container_id, check=False).returncode != 0
+    assert workspace.slot_keys() == []
