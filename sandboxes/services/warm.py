@@ -363,7 +363,7 @@ def fill(host=None) -> int:
         try:
             _prepare(slot, docker)
             made_ready += 1
-        except (engine.EngineError, workspace.WorkspaceError, policy.PolicyViolation, pool.PoolError, OSError) as exc:
+        except (engine.EngineError, workspace.WorkspaceError, policy.PolicyViolation, pool.PoolError, network.EgressError, OSError) as exc:
             log.warning("warm slot %s (%s, %s) could not be made: %s", slot.key, slot.image, slot.network_mode, exc)
             discard(slot, docker)
     return made_ready
@@ -405,6 +405,10 @@ def _prepare(slot: WarmSlot, docker: engine.Engine) -> None:
         decision = network.may_join(slot.network_mode, local_engine=docker.host.is_local, bridge_made=True)
         if not decision.allowed:
             raise policy.PolicyViolation([decision.reason, *decision.problems])
+    if slot.network_mode == Sandbox.Network.ALLOWLIST and network.enforced():
+        from .allowlist import sync_grants
+
+        sync_grants()  # as before a cold start: no grant of an earlier holder of its address is left
     from .actions import _verify_mounted
 
     docker.start(container_id)

@@ -366,3 +366,37 @@ def test_turning_the_pool_off_removes_its_ready_slots(pool_of_one, settings):
     assert not WarmSlot.objects.exists()
     assert docker_cli("inspect", slot.container_id, check=False).returncode != 0
     assert workspace.slot_keys() == []
+
+
+@pytest.fixture
+def panel_resolver():
+    """The panel's resolver on the allowlist bridge's gateway (the gate of allowlist mode asks
+    that it answers there)."""
+    from sandboxes.network import resolver
+
+    servers = resolver.serve()
+    yield
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def test_an_allowlist_slot_starts_with_no_grant_of_an_earlier_holder_of_its_address(settings, clean_docker, panel_resolver):
+    """As a cold start does: before Docker starts the slot's container, the grants are brought in
+    line, so that it never reaches what the list of an earlier holder of its address gave."""
+    from ipaddress import IPv4Network
+
+    from sandboxes import network
+
+    settings.WARM_POOL = ((TEST_IMAGE, "allowlist", 1),)
+    addresses = [str(a) for a in list(IPv4Network(network.allowlist_bridge().subnet).hosts())[1:17]]  # after the gateway
+    earlier = "198.18.250.1/32"
+    network.grant([network.Grant(a, 443, earlier, "earlier.example.test") for a in addresses], 0)
+    try:
+        assert warm.fill() == 1
+        slot = WarmSlot.objects.get()
+        address = inspect(slot.container_id)["NetworkSettings"]["Networks"][settings.SANDBOX_ALLOW_NETWORK]["IPAddress"]
+        assert address in addresses
+        assert not [g for g in network.grants() if g.source == address]
+    finally:
+        network.revoke([g for g in network.grants() if g.destination == earlier])
