@@ -495,7 +495,7 @@ def tidy(host=None) -> int:
     longer runs (stopped by hand, or with every networked container when the egress rules could
     not be applied) or runs an older build of its image than its reference names now, slots a dead
     worker left preparing, taken slots whose sandbox is gone or was started otherwise,
-    containers and folders of slots with no row. Returns how many were removed."""
+    containers, home volumes and folders of slots with no row. Returns how many were removed."""
     from hosts.services import local_host
     from storage import pool
 
@@ -545,6 +545,14 @@ def tidy(host=None) -> int:
         if key and key not in keys and state.name == container_name(key):
             docker.remove_container(state.id)  # never taken, and its row is gone
             removed += 1
+    for name, found in docker.instance_volumes(engine.LABEL_WARM).items():
+        key = found.get(engine.LABEL_WARM, "")
+        if key not in keys and name == volume_name(WarmSlot(key=key, uuid=found.get(engine.LABEL_UUID, ""))):
+            try:
+                docker.remove_volume(name, labels={engine.LABEL_WARM: key})  # a discard that stopped half-way left it
+                removed += 1
+            except engine.EngineError as exc:  # still mounted by a container: the next tidy
+                log.info("warm slot %s: its home volume is left for now (%s)", key, exc)
     if pool.active():
         for key in on_disk:
             if key not in keys and os.path.lexists(workspace.slot_path(key)):  # not one discarded above

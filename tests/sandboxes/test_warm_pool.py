@@ -166,6 +166,7 @@ def test_what_a_dead_worker_left_of_a_slot_is_tidied(pool_of_one):
     assert warm.tidy() >= 2
     assert docker_cli("inspect", slot.container_id, check=False).returncode != 0
     assert not os.path.lexists(workspace.slot_path(slot.key))
+    assert docker_cli("volume", "inspect", warm.volume_name(slot), check=False).returncode != 0
 
 
 def test_the_pool_is_kept_at_its_size_and_emptied_when_its_host_drains(pool_of_one, settings):
