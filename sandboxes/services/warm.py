@@ -244,6 +244,9 @@ def _claim(sandbox: Sandbox, action: str, slot: WarmSlot, docker: engine.Engine,
             pids_limit=wanted.pids_limit,
         )
         _take_folders(sandbox, action, slot, docker, save_claimed)
+        # What a cold start judges: the sandbox's own spec under the rules in force now (they may
+        # have changed since the slot was made, or since the create), its folders as they are.
+        policy.check(sandbox_spec(sandbox), policy_rules())
         renamed.result()
         updated.result()
         spec = running_spec(sandbox)

@@ -401,3 +401,16 @@ def test_an_allowlist_slot_starts_with_no_grant_of_an_earlier_holder_of_its_addr
         assert not [g for g in network.grants() if g.source == address]
     finally:
         network.revoke([g for g in network.grants() if g.destination == earlier])
+
+
+def test_a_take_is_judged_by_the_policy_in_force_at_its_start(pool_of_one, team, settings):
+    """The policy changed between the create and its start (here: runc no longer allowed): a cold
+    start is refused then, and so is the take; the slot's container does not run as the sandbox."""
+    slot = pool_of_one
+    sandbox = create(team, "judged")
+    settings.SANDBOX_RUNTIMES = ["runsc"]
+    sandbox = start(sandbox)
+    assert sandbox.status == "error"
+    assert "Runtime 'runc' is not allowed" in sandbox.status_detail
+    assert docker_cli("inspect", slot.container_id, check=False).returncode != 0
+    assert not WarmSlot.objects.exists()
