@@ -13,13 +13,16 @@ mount, no secret in the environment, the default runtime, root file system and s
 `matches`) takes a ready slot in its transaction and gets its UUID. Its start (`claim`) then,
 instead of making folders and a container:
 
-1. reads the container back: running, and as the sandbox's spec would be in the slot;
+1. reads the container back: running, on the build its image's name gives now, and as the
+   sandbox's spec would be in the slot;
 2. renames the subvolume to WORKSPACE_ROOT/<name> (never over anything) and records its
    folders' identities, puts the subvolume's quota group at the sandbox's quota, makes the
    sandbox's own home volume (bound to its home, for backups and its next start);
-3. renames the container, sets its limits (`docker update`), reads it back again (nothing but
-   the slot's names may differ from the sandbox's spec), checks that the very folders are
-   mounted, passes the egress gate, hands over the file secrets and grants the allowlist.
+3. judges the sandbox's own spec and folders with policy.check under the rules in force (as
+   a cold start does), renames the container, sets its limits (`docker update`), reads it back
+   again (nothing but the slot's names may differ from the sandbox's spec), checks that the
+   very folders are mounted, passes the egress gate, hands over the file secrets and grants
+   the allowlist.
 
 Whatever fails, the slot is discarded and the start goes on as a cold one (actions.run_start),
 which judges everything again; a slot is never used half. Docker recorded the slot's folders as
