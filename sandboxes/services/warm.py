@@ -437,12 +437,14 @@ def discard(slot: WarmSlot, docker: engine.Engine, *, taken: bool = False) -> No
         docker.remove_volume(volume_name(slot), labels=ours)
         if _still_the_slots(slot):  # not the sandbox's folder yet
             if slot.disk_group:
-                _lift(slot.disk_group)
-            workspace.slot_remove(slot.key)
-            if slot.disk_group:
                 from storage import pool
 
-                pool.destroy_group(slot.disk_group)
+                _lift(slot.disk_group)
+                try:
+                    pool.release_group(slot.disk_group)  # before the delete: btrfs refuses it afterwards
+                except pool.PoolError as exc:
+                    log.info("warm slot %s: %s", slot.key, exc)
+            workspace.slot_remove(slot.key)
         elif os.path.lexists(path := workspace.slot_path(slot.key)):
             from storage import pool
 

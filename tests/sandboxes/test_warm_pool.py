@@ -414,3 +414,17 @@ def test_a_take_is_judged_by_the_policy_in_force_at_its_start(pool_of_one, team,
     assert "Runtime 'runc' is not allowed" in sandbox.status_detail
     assert docker_cli("inspect", slot.container_id, check=False).returncode != 0
     assert not WarmSlot.objects.exists()
+
+
+def test_a_discarded_slot_leaves_no_quota_group(pool_of_one, settings):
+    """Every slot made a quota group of its own (1/<its subvolume's id>): a discard destroys it
+    (btrfs refuses to while the deleted subvolume's own group is still in it)."""
+    import subprocess
+
+    slot = pool_of_one
+    settings.WARM_POOL = ()
+    warm.fill()
+    assert not WarmSlot.objects.exists()
+    shown = subprocess.run(["btrfs", "qgroup", "show", str(settings.WORKSPACE_ROOT)], capture_output=True, text=True, check=True)
+    assert slot.disk_group not in shown.stdout.split()
+    assert "inconsistent" not in shown.stdout + shown.stderr  # the numbers stay right, no rescan needed
