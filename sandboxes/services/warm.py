@@ -531,9 +531,13 @@ def tidy(host=None) -> int:
                 and (
                     box is None
                     or box.status in (Sandbox.Status.DESTROYING, Sandbox.Status.DESTROYED)
-                    # its start ended without finishing the take (a run under way records the
-                    # container before the take is done: never under it)
-                    or (box.container_id and not box.pending_action)
+                    # No run of the sandbox's holds it (its start never ran, or ended without
+                    # finishing the take; a run under way is never disturbed): it is unlinked,
+                    # while the sandbox is still idle, and its next start goes cold.
+                    or (
+                        not box.pending_action
+                        and WarmSlot.objects.filter(pk=slot.pk, status=W.TAKEN, sandbox__pending_action="").update(sandbox=None)
+                    )
                 )
             )
         )

@@ -428,3 +428,20 @@ def test_a_discarded_slot_leaves_no_quota_group(pool_of_one, settings):
     shown = subprocess.run(["btrfs", "qgroup", "show", str(settings.WORKSPACE_ROOT)], capture_output=True, text=True, check=True)
     assert slot.disk_group not in shown.stdout.split()
     assert "inconsistent" not in shown.stdout + shown.stderr  # the numbers stay right, no rescan needed
+
+
+def test_a_slot_taken_by_a_sandbox_whose_start_never_ran_does_not_run_on_for_good(pool_of_one, team):
+    """The queue refused the start (the sandbox is left in error, idle): the slot's container, with
+    the network of its mode, does not keep running for it; its next start goes cold."""
+    slot = pool_of_one
+    sandbox = create(team, "neverran")
+    Sandbox.objects.filter(pk=sandbox.pk).update(status="error", pending_action="", status_detail="the queue refused its start")
+    WarmSlot.objects.filter(pk=slot.pk).update(created_at=slot.created_at - 2 * warm.STALE)
+    assert warm.tidy() >= 1
+    assert not WarmSlot.objects.exists()
+    assert docker_cli("inspect", slot.container_id, check=False).returncode != 0
+    assert not os.path.lexists(workspace.slot_path(slot.key))
+    sandbox = act(sandbox, "start")
+    assert sandbox.status == "running", sandbox.status_detail
+    assert sandbox.container_id != slot.container_id and sandbox.warm_slot == ""
+    assert [row for row in selectors.hardening_report(sandbox) if not row[1]] == []
