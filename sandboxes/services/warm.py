@@ -427,6 +427,8 @@ def discard(slot: WarmSlot, docker: engine.Engine, *, taken: bool = False) -> No
     """Remove a slot: its container and home volume (by the slot's labels: never a sandbox's
     own), its subvolume if it is still the slot's, its row. Best effort: what is left is
     removed by `tidy`."""
+    from storage import pool
+
     ours = engine.ownership_labels(str(slot.uuid))
     try:
         if slot.container_id:
@@ -437,8 +439,6 @@ def discard(slot: WarmSlot, docker: engine.Engine, *, taken: bool = False) -> No
         docker.remove_volume(volume_name(slot), labels=ours)
         if _still_the_slots(slot):  # not the sandbox's folder yet
             if slot.disk_group:
-                from storage import pool
-
                 _lift(slot.disk_group)
                 try:
                     pool.release_group(slot.disk_group)  # before the delete: btrfs refuses it afterwards
@@ -446,13 +446,11 @@ def discard(slot: WarmSlot, docker: engine.Engine, *, taken: bool = False) -> No
                     log.info("warm slot %s: %s", slot.key, exc)
             workspace.slot_remove(slot.key)
         elif os.path.lexists(path := workspace.slot_path(slot.key)):
-            from storage import pool
-
             if pool.is_subvolume(path):  # not the slot's: someone's data, left alone
                 log.warning("warm slot %s: %s is a subvolume that is not the slot's; left in place", slot.key, path)
             else:
                 workspace.slot_remove(slot.key)  # a folder made there since: never the slot's group
-    except (engine.EngineError, workspace.WorkspaceError, OSError) as exc:
+    except (engine.EngineError, workspace.WorkspaceError, pool.PoolError, OSError) as exc:
         log.warning("warm slot %s: not everything was removed (%s)", slot.key, exc)
     WarmSlot.objects.filter(pk=slot.pk).delete()
 

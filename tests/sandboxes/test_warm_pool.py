@@ -445,3 +445,18 @@ def test_a_slot_taken_by_a_sandbox_whose_start_never_ran_does_not_run_on_for_goo
     assert sandbox.status == "running", sandbox.status_detail
     assert sandbox.container_id != slot.container_id and sandbox.warm_slot == ""
     assert [row for row in selectors.hardening_report(sandbox) if not row[1]] == []
+
+
+def test_a_slot_with_a_subvolume_made_inside_by_hand_is_still_removed(pool_of_one, settings):
+    """btrfs refuses to delete a subvolume with another inside: the discard empties both (as
+    Destroy does a sandbox's), and a fill goes on whatever one slot's removal met."""
+    import subprocess
+
+    slot = pool_of_one
+    subprocess.run(
+        ["btrfs", "subvolume", "create", str(workspace.slot_path(slot.key) / "Projects" / "nested")], check=True, capture_output=True
+    )
+    settings.WARM_POOL = ()
+    warm.fill()
+    assert not WarmSlot.objects.exists()
+    assert not os.path.lexists(workspace.slot_path(slot.key))
