@@ -496,6 +496,14 @@ def _outdated(slot: WarmSlot, docker: engine.Engine, images: dict[str, str | Non
     return running != images[slot.image]
 
 
+def _status(container_id: str, states: dict[str, engine.ContainerState], docker: engine.Engine) -> str:
+    """The container's status as listed, or asked now if it was made since the listing."""
+    if container_id in states:
+        return states[container_id].status
+    found = docker.container_state(container_id) if container_id else None
+    return found.status if found is not None else ""
+
+
 def tidy(host=None) -> int:
     """The periodic resync's part: ready slots WARM_POOL no longer asks for, whose container no
     longer runs (stopped by hand, or with every networked container when the egress rules could
@@ -511,13 +519,17 @@ def tidy(host=None) -> int:
     docker = engine.engine_for_host(engine.host_of(host))
     removed = 0
     stale = timezone.now() - STALE
+    # Listed before the rows are read: a slot made meanwhile has its row, and is never taken for
+    # one whose row is gone.
     states = {state.id: state for state in docker.instance_containers()}
+    volumes = docker.instance_volumes(engine.LABEL_WARM)
     images: dict[str, str | None] = {}
     asked = {(image, mode) for image, mode, _count in settings.WARM_POOL}  # fill sees to the counts
-    on_disk = workspace.slot_keys() if pool.active() else []  # listed before the rows: a slot made meanwhile has its row
+    on_disk = workspace.slot_keys() if pool.active() else []
+    discarded: set[str] = set()
     for slot in WarmSlot.objects.filter(host=host).select_related("sandbox"):
         box = slot.sandbox
-        stopped = slot.status == W.READY and getattr(states.get(slot.container_id), "status", "") != "running"
+        stopped = slot.status == W.READY and _status(slot.container_id, states, docker) != "running"
         gone = (
             stopped
             or (slot.status == W.READY and (slot.image, slot.network_mode) not in asked)  # the pool was turned off or changed
@@ -546,16 +558,17 @@ def tidy(host=None) -> int:
         if gone:
             discard(slot, docker, taken=True)
             states.pop(slot.container_id, None)
+            discarded.add(slot.key)
             removed += 1
     # Every host's: the engines on this machine's Unix sockets share its WORKSPACE_ROOT/.warm.
-    keys = set(WarmSlot.objects.values_list("key", flat=True))
+    keys = set(WarmSlot.objects.values_list("key", flat=True)) | discarded
     keys |= set(Sandbox.objects.exclude(warm_slot="").values_list("warm_slot", flat=True))
     for state in states.values():
         key = state.labels.get(engine.LABEL_WARM)
         if key and key not in keys and state.name == container_name(key):
             docker.remove_container(state.id)  # never taken, and its row is gone
             removed += 1
-    for name, found in docker.instance_volumes(engine.LABEL_WARM).items():
+    for name, found in volumes.items():
         key = found.get(engine.LABEL_WARM, "")
         if key not in keys and name == volume_name(WarmSlot(key=key, uuid=found.get(engine.LABEL_UUID, ""))):
             try:
@@ -565,7 +578,7 @@ def tidy(host=None) -> int:
                 log.info("warm slot %s: its home volume is left for now (%s)", key, exc)
     if pool.active():
         for key in on_disk:
-            if key not in keys and os.path.lexists(workspace.slot_path(key)):  # not one discarded above
+            if key not in keys:
                 workspace.slot_remove(key)
                 removed += 1
     return removed
