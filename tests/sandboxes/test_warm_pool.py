@@ -460,3 +460,18 @@ def test_a_slot_with_a_subvolume_made_inside_by_hand_is_still_removed(pool_of_on
     warm.fill()
     assert not WarmSlot.objects.exists()
     assert not os.path.lexists(workspace.slot_path(slot.key))
+
+
+def test_a_checkpoint_of_a_taken_sandbox_holds_its_home_and_folders(pool_of_one, team):
+    """What the taken container writes to its home and folders is in the sandbox's subvolume:
+    a checkpoint (and so a backup, which reads such a snapshot) holds it."""
+    from storage import services as storage
+
+    slot = pool_of_one
+    sandbox = start(create(team, "kept"))
+    assert sandbox.container_id == slot.container_id, sandbox.status_detail
+    docker_cli("exec", sandbox.container_id, "sh", "-c", "echo h > ~/h; echo p > /workspace/Projects/p")
+    checkpoint = storage.checkpoint_create(actor=ACTOR, sandbox=sandbox, label="warm")
+    taken = storage.checkpoint_path(checkpoint)
+    assert (taken / "home" / "h").read_text() == "h\n"
+    assert (taken / "Projects" / "p").read_text() == "p\n"
