@@ -91,7 +91,7 @@ def _warm_pool(text: str) -> tuple[tuple[str, str, int], ...]:
     for item in text.replace(",", " ").split():
         image, at, rest = item.rpartition("@")
         mode, equals, count = rest.partition("=")
-        if not (image and at and equals and mode in ("internet", "allowlist", "none") and count.isdigit()):
+        if not (image and at and equals and mode in ("internet", "allowlist", "none") and count.isascii() and count.isdigit()):
             raise ImproperlyConfigured(f"WARM_POOL: {item!r} is not IMAGE@MODE=N (MODE: internet, allowlist or none).")
         if int(count) > 32:
             raise ImproperlyConfigured(f"WARM_POOL: {item!r} asks for more than 32 started containers.")

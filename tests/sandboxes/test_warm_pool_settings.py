@@ -10,7 +10,19 @@ def test_a_pool_is_read_per_image_and_mode():
     assert _warm_pool("a/b:1@internet=2, a/b:1@allowlist=1 c@none=0") == (("a/b:1", "internet", 2), ("a/b:1", "allowlist", 1))
 
 
-@pytest.mark.parametrize("text", ["a@internet", "a@host=1", "@internet=1", "a@internet=-1", "a@internet=33", "a@none=1 a@none=2"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a@internet",
+        "a@host=1",
+        "@internet=1",
+        "a@internet=-1",
+        "a@internet=33",
+        "a@none=1 a@none=2",
+        "a@internet=\u00b3",
+        "a@internet=\u0663",
+    ],
+)
 def test_what_is_not_a_pool_is_refused(text):
     with pytest.raises(ImproperlyConfigured):
         _warm_pool(text)
