@@ -42,7 +42,9 @@ def reconcile_all_task() -> int:
         services.remove_orphans()
         try:
             warm.tidy()
-        except (workspace.WorkspaceError, PoolError, OSError) as exc:
+        except engine.EngineUnavailable:
+            raise
+        except (engine.EngineError, workspace.WorkspaceError, PoolError, OSError) as exc:  # the next resync tries again
             log.warning("the warm pool could not be tidied: %s", exc)
         if settings.WARM_POOL:
             warm_fill_task.delay(default_host().name)

@@ -475,3 +475,19 @@ def test_a_checkpoint_of_a_taken_sandbox_holds_its_home_and_folders(pool_of_one,
     taken = storage.checkpoint_path(checkpoint)
     assert (taken / "home" / "h").read_text() == "h\n"
     assert (taken / "Projects" / "p").read_text() == "p\n"
+
+
+def test_the_periodic_resync_tops_the_pool_up_whatever_its_tidy_met(clean_docker, settings, monkeypatch):
+    """A tidy that Docker refused a step of is logged: the resync still queues the top-up."""
+    from sandboxes import tasks
+
+    settings.WARM_POOL = ((TEST_IMAGE, "internet", 1),)
+    queued = []
+
+    def refused(host=None):
+        raise engine.EngineError("removal of container x is already in progress")
+
+    monkeypatch.setattr(warm, "tidy", refused)
+    monkeypatch.setattr(tasks.warm_fill_task, "delay", lambda name: queued.append(name))
+    tasks.reconcile_all_task()
+    assert queued == [LOCAL]
