@@ -491,3 +491,36 @@ def test_the_periodic_resync_tops_the_pool_up_whatever_its_tidy_met(clean_docker
     monkeypatch.setattr(tasks.warm_fill_task, "delay", lambda name: queued.append(name))
     tasks.reconcile_all_task()
     assert queued == [LOCAL]
+
+
+def test_a_slot_folder_swapped_for_a_link_to_another_sandboxs_never_reaches_it(pool_of_one, team):
+    """Between the fill and the take, the slot's Projects is replaced by a link to another
+    sandbox's: the take refuses it, the cold start too, and neither that sandbox's folder nor
+    its files are mounted, changed or removed, even by the Destroy that follows."""
+    slot = pool_of_one
+    other = start(create(team, "victim", network_mode="none"))
+    assert other.status == "running", other.status_detail
+    (other.workspace_path / "Projects" / "secret").write_text("theirs\n")
+    projects = workspace.slot_path(slot.key) / "Projects"
+    os.rename(projects, workspace.slot_path(slot.key) / "Projects.moved")
+    os.symlink(other.workspace_path / "Projects", projects)
+    sandbox = start(create(team, "thief"))
+    assert sandbox.uuid == slot.uuid
+    assert sandbox.status == "error" and "link" in sandbox.status_detail, sandbox.status_detail
+    assert docker_cli("inspect", slot.container_id, check=False).returncode != 0
+    act(sandbox, "destroy")
+    assert (other.workspace_path / "Projects" / "secret").read_text() == "theirs\n"
+    assert docker_cli("exec", other.container_id, "cat", "/workspace/Projects/secret").stdout == "theirs\n"
+    assert not WarmSlot.objects.exists()
+
+
+def test_a_slot_whose_marker_was_changed_is_never_taken(pool_of_one, team):
+    slot = pool_of_one
+    (workspace.slot_path(slot.key) / workspace.MARKER).write_text("00000000-0000-4000-8000-000000000000\n")
+    (workspace.slot_path(slot.key) / "Projects" / "planted").write_text("x\n")
+    sandbox = start(create(team, "marked"))
+    assert sandbox.status == "running", sandbox.status_detail
+    assert sandbox.container_id != slot.container_id and sandbox.warm_slot == ""
+    assert not (sandbox.workspace_path / "Projects" / "planted").exists()  # a folder of its own, made anew
+    assert workspace.read_marker("marked") == str(sandbox.uuid)
+    assert not os.path.lexists(workspace.slot_path(slot.key))
