@@ -87,7 +87,9 @@ def _tidy_warm_pool(host_name: str) -> None:
         return
     try:
         warm.tidy(host)
-    except (workspace.WorkspaceError, PoolError, OSError) as exc:
+    except engine.EngineUnavailable:
+        raise
+    except (engine.EngineError, workspace.WorkspaceError, PoolError, OSError) as exc:  # the next resync tries again
         log.warning("the warm pool of %s could not be tidied: %s", host_name, exc)
     if settings.WARM_POOL:
         warm_fill_task.delay(host_name)

@@ -314,9 +314,12 @@ def slot_remove(key: str) -> None:
         warm_fd = _open_warm(root_fd, make=False)
         try:
             if _is_subvolume(warm_fd, key):
-                pool.delete(path)
-            else:
-                fdwalk.remove_tree(warm_fd, key)  # a slot whose subvolume was never made
+                try:
+                    pool.delete(path)
+                    return
+                except pool.PoolError:
+                    pass  # a subvolume inside it (made by hand): the walk below empties both
+            fdwalk.remove_tree(warm_fd, key)  # fd-based, never following a link inside
         finally:
             os.close(warm_fd)
     finally:

@@ -439,6 +439,22 @@ def destroy_group(group: str) -> None:
         log.info("quota group %s left: %s", group, exc)
 
 
+def release_group(group: str) -> None:
+    """Before its subvolume is deleted: take the subvolume out of its own quota group (1/<id>,
+    which holds 0/<id> alone: ensure_group) and destroy the group. Afterwards btrfs refuses to
+    destroy it while the deleted subvolume's own group is still in it, and it is left for good.
+    The subvolume holds no block of another's (never a snapshot), so btrfs updates the numbers
+    at once; a rescan is scheduled only if it says one is needed. Best effort, as destroy_group."""
+    level, _, sub = group.partition("/")
+    if level != "1" or not sub.isdigit():
+        raise PoolError(f"{group!r} is not a subvolume's own quota group")
+    try:
+        _run("btrfs", "qgroup", "remove", f"0/{sub}", group, str(settings.WORKSPACE_ROOT))
+    except PoolError as exc:
+        log.info("quota group %s: its subvolume could not be taken out (%s)", group, exc)
+    destroy_group(group)
+
+
 @dataclass(frozen=True)
 class Usage:
     used: int  # bytes the group references (live data and checkpoints, shared blocks once)

@@ -97,7 +97,7 @@ def _warm_pool(text: str) -> tuple[tuple[str, str, int], ...]:
     for item in text.replace(",", " ").split():
         image, at, rest = item.rpartition("@")
         mode, equals, count = rest.partition("=")
-        if not (image and at and equals and mode in ("internet", "allowlist", "none") and count.isdigit()):
+        if not (image and at and equals and mode in ("internet", "allowlist", "none") and count.isascii() and count.isdigit()):
             raise ImproperlyConfigured(f"WARM_POOL: {item!r} is not IMAGE@MODE=N (MODE: internet, allowlist or none).")
         if int(count) > 32:
             raise ImproperlyConfigured(f"WARM_POOL: {item!r} asks for more than 32 started containers.")
@@ -105,7 +105,14 @@ def _warm_pool(text: str) -> tuple[tuple[str, str, int], ...]:
             pools.append((image, mode, int(count)))
     if len({(i, m) for i, m, _ in pools}) != len(pools):
         raise ImproperlyConfigured("WARM_POOL names one image and network mode twice.")
+    if (total := sum(n for _, _, n in pools)) > WARM_POOL_MOST:
+        raise ImproperlyConfigured(f"WARM_POOL asks for {total} started containers in all; at most {WARM_POOL_MOST}.")
     return tuple(pools)
+
+
+# Every slot is a running container with an address on its bridge that placement, the team limits
+# and the storage pool's quotas do not count: their number is bounded for all pools together too.
+WARM_POOL_MOST = 64
 
 
 # The warm pool (sandboxes.services.warm): per image and network mode, this many started,

@@ -9,7 +9,7 @@ import docker.errors
 import requests.exceptions
 
 from .. import policy
-from .client import BaseClient, EngineError, NotFound, carries, translate
+from .client import BaseClient, EngineError, NotFound, carries, instance_filter, translate
 
 
 class VolumesMixin(BaseClient):
@@ -27,6 +27,12 @@ class VolumesMixin(BaseClient):
     def volume_mountpoint(self, name: str) -> str:
         """Where the engine keeps the volume's files (on the engine's machine)."""
         return str(self.call(self.api.inspect_volume, name).get("Mountpoint") or "")
+
+    def instance_volumes(self, label: str) -> dict[str, dict[str, str]]:
+        """The volumes of this panel instance that carry the label `label` (KEY or KEY=VALUE):
+        name -> labels."""
+        found = self.call(self.api.volumes, filters={"label": [*instance_filter(), label]})
+        return {v["Name"]: v.get("Labels") or {} for v in (found or {}).get("Volumes") or []}
 
     def volume_exists(self, name: str) -> bool:
         return self._inspected(self.api.inspect_volume, name) is not None

@@ -127,6 +127,9 @@ def spec_drift(spec: ContainerSpec, data: dict) -> list[str]:
         ("name servers", list(host.get("Dns") or []), list(spec.dns)),
         ("devices", len(host.get("Devices") or []), len(spec.devices)),
         ("read-only root", bool(host.get("ReadonlyRootfs")), spec.read_only_rootfs),
+        # Never restarted by Docker itself: that would mount the folders again without the policy
+        # looking (`docker update --restart` can change it on a made container).
+        ("restart policy", (host.get("RestartPolicy") or {}).get("Name") or "no", "no"),
         ("runtime", host.get("Runtime") or "runc", spec.runtime or "runc"),
         ("labels", {k: (config.get("Labels") or {}).get(k) for k in spec.labels}, spec.labels),
         ("TTY", bool(config.get("Tty")), False),

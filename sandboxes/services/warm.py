@@ -13,13 +13,16 @@ mount, no secret in the environment, the default runtime, root file system and s
 `matches`) takes a ready slot in its transaction and gets its UUID. Its start (`claim`) then,
 instead of making folders and a container:
 
-1. reads the container back: running, and as the sandbox's spec would be in the slot;
+1. reads the container back: running, on the build its image's name gives now, and as the
+   sandbox's spec would be in the slot;
 2. renames the subvolume to WORKSPACE_ROOT/<name> (never over anything) and records its
    folders' identities, puts the subvolume's quota group at the sandbox's quota, makes the
    sandbox's own home volume (bound to its home, for backups and its next start);
-3. renames the container, sets its limits (`docker update`), reads it back again (nothing but
-   the slot's names may differ from the sandbox's spec), checks that the very folders are
-   mounted, passes the egress gate, hands over the file secrets and grants the allowlist.
+3. judges the sandbox's own spec and folders with policy.check under the rules in force (as
+   a cold start does), renames the container, sets its limits (`docker update`), reads it back
+   again (nothing but the slot's names may differ from the sandbox's spec), checks that the
+   very folders are mounted, passes the egress gate, hands over the file secrets and grants
+   the allowlist.
 
 Whatever fails, the slot is discarded and the start goes on as a cold one (actions.run_start),
 which judges everything again; a slot is never used half. Docker recorded the slot's folders as
@@ -194,6 +197,8 @@ def claim(sandbox: Sandbox, action: str, slot: WarmSlot, docker: engine.Engine) 
     """Make the slot's container the sandbox's (see the module's docstring); True when it runs
     as the sandbox's, False when the slot could not be used (it is discarded then, and the
     caller starts the sandbox cold)."""
+    from storage import pool
+
     from .actions import save_claimed
     from .errors import LostClaim
 
@@ -202,7 +207,7 @@ def claim(sandbox: Sandbox, action: str, slot: WarmSlot, docker: engine.Engine) 
         return True
     except LostClaim:
         raise
-    except (Unusable, engine.EngineError, workspace.WorkspaceError, policy.PolicyViolation, OSError) as exc:
+    except (Unusable, engine.EngineError, workspace.WorkspaceError, policy.PolicyViolation, pool.PoolError, OSError) as exc:
         log.warning("warm slot %s could not be taken by %s (%s); starting it cold", slot.key, sandbox.name, exc)
         discard(slot, docker, taken=True)
         if sandbox.warm_slot:
@@ -219,6 +224,9 @@ def _claim(sandbox: Sandbox, action: str, slot: WarmSlot, docker: engine.Engine,
     found = docker.inspect_container(slot.container_id) if slot.container_id else None
     if found is None or not found["State"].get("Running"):
         raise Unusable("its container is not running")
+    if found.get("Image") != docker.image_id(slot.image):
+        # Docker records the reference, not the build: a cold start would run the one it names now.
+        raise Unusable(f"it runs another build of {slot.image} than the one that name gives now")
     taken = _as_taken(sandbox, slot)
     wanted = running_spec(taken)
     drift = [d for d in policy.spec_drift(wanted, found) if not d.startswith(UPDATABLE)]
@@ -239,6 +247,9 @@ def _claim(sandbox: Sandbox, action: str, slot: WarmSlot, docker: engine.Engine,
             pids_limit=wanted.pids_limit,
         )
         _take_folders(sandbox, action, slot, docker, save_claimed)
+        # What a cold start judges: the sandbox's own spec under the rules in force now (they may
+        # have changed since the slot was made, or since the create), its folders as they are.
+        policy.check(sandbox_spec(sandbox), policy_rules())
         renamed.result()
         updated.result()
         spec = running_spec(sandbox)
@@ -340,19 +351,16 @@ def fill(host=None) -> int:
     docker = engine.engine_for_host(engine.host_of(host))
     wanted = {(image, mode): count for image, mode, count in settings.WARM_POOL} if host.accepts_sandboxes else {}
     made: list[WarmSlot] = []
-    extra: list[WarmSlot] = []
     with transaction.atomic():
         serialise(f"warm-pool-{host.pk}")
-        have: dict[tuple[str, str], list[WarmSlot]] = {}
-        for slot in WarmSlot.objects.filter(host=host, status__in=[W.PREPARING, W.READY]):
-            have.setdefault((slot.image, slot.network_mode), []).append(slot)
-        for pool_key, slots in have.items():
-            ready = [s for s in slots if s.status == W.READY]
-            over = len(slots) - wanted.get(pool_key, 0)
-            extra += ready[: max(over, 0)]
-        WarmSlot.objects.filter(pk__in=[s.pk for s in extra]).update(status=W.TAKEN)  # nobody takes them now
+        # A create takes a slot without this lock: only the slots still ready when marked here
+        # are discarded (one taken meanwhile is its sandbox's).
+        extra = [s for s in _surplus(host, wanted) if WarmSlot.objects.filter(pk=s.pk, status=W.READY).update(status=W.TAKEN)]
+        have: dict[tuple[str, str], int] = {}
+        for image, mode in WarmSlot.objects.filter(host=host, status__in=[W.PREPARING, W.READY]).values_list("image", "network_mode"):
+            have[(image, mode)] = have.get((image, mode), 0) + 1
         for (image, mode), count in wanted.items():
-            for _ in range(count - len(have.get((image, mode), []))):
+            for _ in range(count - have.get((image, mode), 0)):
                 made.append(WarmSlot.objects.create(key=pysecrets.token_hex(8), host=host, image=image, network_mode=mode))
     for slot in extra:
         discard(slot, docker, taken=True)
@@ -361,10 +369,22 @@ def fill(host=None) -> int:
         try:
             _prepare(slot, docker)
             made_ready += 1
-        except (engine.EngineError, workspace.WorkspaceError, policy.PolicyViolation, pool.PoolError, OSError) as exc:
+        except (engine.EngineError, workspace.WorkspaceError, policy.PolicyViolation, pool.PoolError, network.EgressError, OSError) as exc:
             log.warning("warm slot %s (%s, %s) could not be made: %s", slot.key, slot.image, slot.network_mode, exc)
             discard(slot, docker)
     return made_ready
+
+
+def _surplus(host, wanted: dict[tuple[str, str], int]) -> list[WarmSlot]:
+    """The ready slots of `host` beyond what `wanted` asks for, per image and network mode."""
+    have: dict[tuple[str, str], list[WarmSlot]] = {}
+    for slot in WarmSlot.objects.filter(host=host, status__in=[W.PREPARING, W.READY]):
+        have.setdefault((slot.image, slot.network_mode), []).append(slot)
+    extra: list[WarmSlot] = []
+    for pool_key, slots in have.items():
+        ready = [s for s in slots if s.status == W.READY]
+        extra += ready[: max(len(slots) - wanted.get(pool_key, 0), 0)]
+    return extra
 
 
 def _prepare(slot: WarmSlot, docker: engine.Engine) -> None:
@@ -391,6 +411,10 @@ def _prepare(slot: WarmSlot, docker: engine.Engine) -> None:
         decision = network.may_join(slot.network_mode, local_engine=docker.host.is_local, bridge_made=True)
         if not decision.allowed:
             raise policy.PolicyViolation([decision.reason, *decision.problems])
+    if slot.network_mode == Sandbox.Network.ALLOWLIST and network.enforced():
+        from .allowlist import sync_grants
+
+        sync_grants()  # as before a cold start: no grant of an earlier holder of its address is left
     from .actions import _verify_mounted
 
     docker.start(container_id)
@@ -403,6 +427,8 @@ def discard(slot: WarmSlot, docker: engine.Engine, *, taken: bool = False) -> No
     """Remove a slot: its container and home volume (by the slot's labels: never a sandbox's
     own), its subvolume if it is still the slot's, its row. Best effort: what is left is
     removed by `tidy`."""
+    from storage import pool
+
     ours = engine.ownership_labels(str(slot.uuid))
     try:
         if slot.container_id:
@@ -411,17 +437,41 @@ def discard(slot: WarmSlot, docker: engine.Engine, *, taken: bool = False) -> No
                 docker.remove_container(slot.container_id)
         docker.remove_container_if_ours(container_name(slot.key), labels={**ours, engine.LABEL_WARM: slot.key})
         docker.remove_volume(volume_name(slot), labels=ours)
-        if os.path.lexists(workspace.slot_path(slot.key)):  # not the sandbox's folder yet
+        if _still_the_slots(slot):  # not the sandbox's folder yet
             if slot.disk_group:
                 _lift(slot.disk_group)
+                try:
+                    pool.release_group(slot.disk_group)  # before the delete: btrfs refuses it afterwards
+                except pool.PoolError as exc:
+                    log.info("warm slot %s: %s", slot.key, exc)
             workspace.slot_remove(slot.key)
-            if slot.disk_group:
-                from storage import pool
-
-                pool.destroy_group(slot.disk_group)
-    except (engine.EngineError, workspace.WorkspaceError, OSError) as exc:
+        elif os.path.lexists(path := workspace.slot_path(slot.key)):
+            if pool.is_subvolume(path):  # not the slot's: someone's data, left alone
+                log.warning("warm slot %s: %s is a subvolume that is not the slot's; left in place", slot.key, path)
+            else:
+                workspace.slot_remove(slot.key)  # a folder made there since: never the slot's group
+    except (engine.EngineError, workspace.WorkspaceError, pool.PoolError, OSError) as exc:
         log.warning("warm slot %s: not everything was removed (%s)", slot.key, exc)
     WarmSlot.objects.filter(pk=slot.pk).delete()
+
+
+def _still_the_slots(slot: WarmSlot) -> bool:
+    """Whether the slot's subvolume is still at its path, its quota group still the slot's: the
+    subvolume there is the one the group was made for (1/<its id>), and no sandbox records the
+    group (a take renamed it to the sandbox's folder; anything at the path now is something else)."""
+    from storage import pool
+
+    path = workspace.slot_path(slot.key)
+    if not pool.is_subvolume(path):
+        return False
+    if not slot.disk_group:
+        return True
+    if Sandbox.objects.filter(disk_group=slot.disk_group).exists():
+        return False
+    try:
+        return slot.disk_group == f"1/{pool.subvolume_id(path)}"
+    except pool.PoolError:
+        return False
 
 
 def _lift(group: str) -> None:
@@ -446,12 +496,20 @@ def _outdated(slot: WarmSlot, docker: engine.Engine, images: dict[str, str | Non
     return running != images[slot.image]
 
 
+def _status(container_id: str, states: dict[str, engine.ContainerState], docker: engine.Engine) -> str:
+    """The container's status as listed, or asked now if it was made since the listing."""
+    if container_id in states:
+        return states[container_id].status
+    found = docker.container_state(container_id) if container_id else None
+    return found.status if found is not None else ""
+
+
 def tidy(host=None) -> int:
-    """The periodic resync's part: ready slots whose container no longer runs (stopped by hand,
-    or with every networked container when the egress rules could not be applied) or runs an
-    older build of its image than its reference names now, slots a dead
+    """The periodic resync's part: ready slots WARM_POOL no longer asks for, whose container no
+    longer runs (stopped by hand, or with every networked container when the egress rules could
+    not be applied) or runs an older build of its image than its reference names now, slots a dead
     worker left preparing, taken slots whose sandbox is gone or was started otherwise,
-    containers and folders of slots with no row. Returns how many were removed."""
+    containers, home volumes and folders of slots with no row. Returns how many were removed."""
     from hosts.services import local_host
     from storage import pool
 
@@ -461,34 +519,65 @@ def tidy(host=None) -> int:
     docker = engine.engine_for_host(engine.host_of(host))
     removed = 0
     stale = timezone.now() - STALE
+    # Listed before the rows are read: a slot made meanwhile has its row, and is never taken for
+    # one whose row is gone.
     states = {state.id: state for state in docker.instance_containers()}
+    volumes = docker.instance_volumes(engine.LABEL_WARM)
     images: dict[str, str | None] = {}
+    asked = {(image, mode) for image, mode, _count in settings.WARM_POOL}  # fill sees to the counts
+    on_disk = workspace.slot_keys() if pool.active() else []
+    discarded: set[str] = set()
     for slot in WarmSlot.objects.filter(host=host).select_related("sandbox"):
         box = slot.sandbox
-        stopped = slot.status == W.READY and getattr(states.get(slot.container_id), "status", "") != "running"
+        stopped = slot.status == W.READY and _status(slot.container_id, states, docker) != "running"
         gone = (
             stopped
+            or (slot.status == W.READY and (slot.image, slot.network_mode) not in asked)  # the pool was turned off or changed
             or (slot.status == W.READY and _outdated(slot, docker, images))
             or (slot.status == W.PREPARING and slot.created_at < stale)
             or (
                 slot.status == W.TAKEN
                 and slot.created_at < stale
-                and (box is None or box.status in (Sandbox.Status.DESTROYING, Sandbox.Status.DESTROYED) or box.container_id)
+                and (
+                    box is None
+                    or box.status in (Sandbox.Status.DESTROYING, Sandbox.Status.DESTROYED)
+                    # No run of the sandbox's holds it (its start never ran, or ended without
+                    # finishing the take; a run under way is never disturbed): it is unlinked,
+                    # while the sandbox is still idle, and its next start goes cold.
+                    or (
+                        not box.pending_action
+                        and WarmSlot.objects.filter(pk=slot.pk, status=W.TAKEN, sandbox__pending_action="").update(sandbox=None)
+                    )
+                )
             )
         )
+        # Marked first, and only if it is still as it was read: a create may have taken the
+        # ready slot meanwhile (its container and folders are its sandbox's then).
+        if gone and slot.status != W.TAKEN and not WarmSlot.objects.filter(pk=slot.pk, status=slot.status).update(status=W.TAKEN):
+            gone = False
         if gone:
             discard(slot, docker, taken=True)
             states.pop(slot.container_id, None)
+            discarded.add(slot.key)
             removed += 1
-    keys = set(WarmSlot.objects.filter(host=host).values_list("key", flat=True))
+    # Every host's: the engines on this machine's Unix sockets share its WORKSPACE_ROOT/.warm.
+    keys = set(WarmSlot.objects.values_list("key", flat=True)) | discarded
     keys |= set(Sandbox.objects.exclude(warm_slot="").values_list("warm_slot", flat=True))
     for state in states.values():
         key = state.labels.get(engine.LABEL_WARM)
         if key and key not in keys and state.name == container_name(key):
             docker.remove_container(state.id)  # never taken, and its row is gone
             removed += 1
+    for name, found in volumes.items():
+        key = found.get(engine.LABEL_WARM, "")
+        if key not in keys and name == volume_name(WarmSlot(key=key, uuid=found.get(engine.LABEL_UUID, ""))):
+            try:
+                docker.remove_volume(name, labels={engine.LABEL_WARM: key})  # a discard that stopped half-way left it
+                removed += 1
+            except engine.EngineError as exc:  # still mounted by a container: the next tidy
+                log.info("warm slot %s: its home volume is left for now (%s)", key, exc)
     if pool.active():
-        for key in workspace.slot_keys():
+        for key in on_disk:
             if key not in keys:
                 workspace.slot_remove(key)
                 removed += 1

@@ -105,6 +105,11 @@ class FakeEngine:
         if not carries(self.volumes[name], labels):
             raise engine.EngineError(f"A volume named {name} exists that does not belong to this sandbox; it is never reused.")
 
+    def instance_volumes(self, label: str) -> dict[str, dict[str, str]]:
+        self._check("instance_volumes")
+        key, _, value = label.partition("=")
+        return {n: dict(v) for n, v in self.volumes.items() if key in v and (not value or v[key] == value)}
+
     def volume_exists(self, name: str) -> bool:
         self._check("volume_exists")
         return name in self.volumes
