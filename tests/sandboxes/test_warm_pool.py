@@ -12,6 +12,7 @@ from django.conf import settings
 
 from audit.models import AuditEvent
 from hosts.models import LOCAL, Host
+from hosts.services import local_host
 from sandboxes import engine, selectors, services, workspace
 from sandboxes.models import Sandbox, WarmSlot
 from sandboxes.services import warm
@@ -489,7 +490,8 @@ def test_the_periodic_resync_tops_the_pool_up_whatever_its_tidy_met(clean_docker
 
     monkeypatch.setattr(warm, "tidy", refused)
     monkeypatch.setattr(tasks.warm_fill_task, "delay", lambda name: queued.append(name))
-    tasks.reconcile_all_task()
+    local_host()
+    tasks.host_reconcile_task(LOCAL)  # the local host's share of the resync
     assert queued == [LOCAL]
 
 
