@@ -55,6 +55,36 @@ def _remove_networks() -> None:
         subprocess.run(["docker", "network", "rm", name], capture_output=True, check=False)
 
 
+def remove_slot_and_pool(*also: Path) -> None:
+    """Everything of this slot: its containers and volumes (by its instance label), the pool's
+    subvolumes and files, then the pool unmounted and its file removed, and `also` (files or
+    folders of the bench's own); the pool's mount point goes when it is empty."""
+    import shutil
+
+    from django.conf import settings
+
+    from storage import pool
+    from tests.support.cleanup import remove_test_resources
+
+    try:
+        remove_test_resources(
+            instance=settings.PANEL_INSTANCE,
+            workspace_root=Path(settings.WORKSPACE_ROOT),
+            mount_roots=[Path(r) for r in settings.SANDBOX_MOUNT_ROOTS],
+            var_roots=(Path(settings.BACKUP_ROOT), Path(settings.EVIDENCE_ROOT)),
+        )
+    finally:
+        pool.unmount()
+        Path(settings.STORAGE_POOL_FILE).unlink(missing_ok=True)
+        for path in also:
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+        if Path(settings.WORKSPACE_ROOT).is_dir() and not any(Path(settings.WORKSPACE_ROOT).iterdir()):
+            Path(settings.WORKSPACE_ROOT).rmdir()  # the pool's mount point
+
+
 # Source-like text for the benchmarks' data (backup, storage).
 WORDS = (
     "def class return import from self if else elif for while in not and or None True False value result data items "

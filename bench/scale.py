@@ -31,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from pathlib import Path
 
-from _setup import ROOT, VAR, own_egress_rules, setup
+from _setup import ROOT, VAR, own_egress_rules, remove_slot_and_pool, setup
 
 os.environ.setdefault("STORAGE_POOL_SIZE_MB", "8192")
 os.environ["STORAGE_OVERCOMMIT"] = "true"  # 100 quotas of 256 MB: empty sandboxes, an 8 GB pool
@@ -52,7 +52,6 @@ from sandboxes.models import Sandbox, WarmSlot  # noqa: E402
 from sandboxes.services import warm  # noqa: E402
 from storage import pool  # noqa: E402
 from teams.models import Membership, Team  # noqa: E402
-from tests.support.cleanup import remove_test_resources  # noqa: E402
 
 IMAGE = "ccpanel/test-busybox:latest"
 FOLDERS = ["Projects", "Documentation", "Research", "shared", "imports", "exports"]
@@ -183,18 +182,7 @@ def dashboard(client: Client) -> tuple[float, int]:
 
 
 def cleanup() -> None:
-    try:
-        remove_test_resources(
-            instance=settings.PANEL_INSTANCE,
-            workspace_root=Path(settings.WORKSPACE_ROOT),
-            mount_roots=[Path(r) for r in settings.SANDBOX_MOUNT_ROOTS],
-            var_roots=(Path(settings.BACKUP_ROOT), Path(settings.EVIDENCE_ROOT)),
-        )
-    finally:
-        pool.unmount()
-        Path(settings.STORAGE_POOL_FILE).unlink(missing_ok=True)
-        if Path(settings.WORKSPACE_ROOT).is_dir() and not any(Path(settings.WORKSPACE_ROOT).iterdir()):
-            Path(settings.WORKSPACE_ROOT).rmdir()
+    remove_slot_and_pool(Path(settings.WORKSPACE_ROOT) / "raw")
 
 
 def p50(xs: list[float]) -> float:

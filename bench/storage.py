@@ -46,7 +46,7 @@ os.environ.setdefault("STORAGE_POOL_SIZE_MB", "8192")
 # Every checkpoint the run takes is kept, so no rotation (a subvolume delete) is in the figures.
 os.environ.setdefault("SANDBOX_KEEP_CHECKPOINTS", "100")
 
-from _setup import VAR, corpus, setup, started_sandbox, timed_backup, timed_tar
+from _setup import VAR, corpus, remove_slot_and_pool, setup, started_sandbox, timed_backup, timed_tar
 
 DB = setup("bench-storage.sqlite3", slot="43")
 
@@ -60,7 +60,6 @@ from sandboxes.models import Sandbox  # noqa: E402
 from storage import pool, selectors  # noqa: E402
 from storage import services as storage  # noqa: E402
 from teams.models import Team  # noqa: E402
-from tests.support.cleanup import remove_test_resources  # noqa: E402
 
 IMAGE = "ccpanel/test-busybox:latest"
 ACTOR = services.SystemActor("bench")
@@ -246,22 +245,8 @@ def time_backups(sandbox: Sandbox, runs: int) -> tuple[list[float], list[float],
 
 
 def cleanup() -> None:
-    """Everything of this slot: its containers and volumes (by its instance label), the pool's
-    subvolumes and files; then the pool unmounted and its file removed, and the plain folder."""
-    try:
-        remove_test_resources(
-            instance=settings.PANEL_INSTANCE,
-            workspace_root=Path(settings.WORKSPACE_ROOT),
-            mount_roots=[Path(r) for r in settings.SANDBOX_MOUNT_ROOTS],
-            var_roots=(Path(settings.BACKUP_ROOT), Path(settings.EVIDENCE_ROOT)),
-        )
-    finally:
-        pool.unmount()
-        Path(settings.STORAGE_POOL_FILE).unlink(missing_ok=True)
-        shutil.rmtree(PLAIN, ignore_errors=True)
-        TAR_OUT.unlink(missing_ok=True)
-        if Path(settings.WORKSPACE_ROOT).is_dir() and not any(Path(settings.WORKSPACE_ROOT).iterdir()):
-            Path(settings.WORKSPACE_ROOT).rmdir()  # the pool's mount point
+    """Everything of this slot and its pool (bench/_setup.py), and the plain folder and archive."""
+    remove_slot_and_pool(PLAIN, TAR_OUT)
 
 
 def loop_line() -> str:
