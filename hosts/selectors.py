@@ -1,6 +1,6 @@
 """Reads about hosts: the Hosts page's rows, and whether the panel has more than one."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -21,6 +21,8 @@ class HostRow:
     base_url: str  # what the engine is reached at, in words
     stale: bool  # no heartbeat within 3 beats: the watcher (or its engine) is not answering
     pool_free_mb: int | None  # the storage pool's free space, for this machine's engine only
+    warm_ready: int = 0  # its warm pool's started containers ready for a create (sandboxes.services.warm)
+    warm_wanted: int = 0  # how many WARM_POOL asks of it (none while it is disabled or draining)
 
     @property
     def reachable(self) -> bool:
@@ -62,16 +64,29 @@ def _pool_free_mb() -> int | None:
 def host_rows() -> list[HostRow]:
     """Every host with its load, its health as the watcher last wrote it, and, for this
     machine's engine, the storage pool's free space."""
+    from django.db.models import Count
+
     from sandboxes import engine
+    from sandboxes.models import WarmSlot
 
     now = timezone.now()
+    ready = dict(
+        WarmSlot.objects.filter(status=WarmSlot.Status.READY)
+        .order_by()
+        .values("host_id")
+        .annotate(n=Count("pk"))
+        .values_list("host_id", "n")
+    )
+    wanted = sum(count for _image, _mode, count in settings.WARM_POOL)
     rows = []
     for host in with_load():
         where = host.docker_url or settings.DOCKER_HOST or "this machine's default socket"
         if host.agent:
-            where = f"its agent ({host.docker_url or 'the default socket'} on its own machine)"
+            seen = f"{host.docker_url or 'the default socket'} on its own machine"
+            where = f"its agent ({seen}); the panel: {host.panel_url or 'no URL (no logs, stats or terminals, no sandbox)'}"
         local = not host.agent and engine.Host(host.name, host.docker_url or settings.DOCKER_HOST, 1).is_local
-        rows.append(HostRow(host, load_of(host), where, is_stale(host.last_heartbeat, now=now), _pool_free_mb() if local else None))
+        row = HostRow(host, load_of(host), where, is_stale(host.last_heartbeat, now=now), _pool_free_mb() if local else None)
+        rows.append(replace(row, warm_ready=ready.get(host.pk, 0), warm_wanted=wanted if host.accepts_sandboxes else 0))
     return rows
 
 

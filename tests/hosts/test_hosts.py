@@ -162,3 +162,17 @@ def test_the_dashboard_names_hosts_only_when_there_are_several(logged_in, fake_e
     assert len(two_hosts) == len(one_host)  # the host's name and the count come with the page's own query
     form = logged_in.get("/sandboxes/new/").content.decode()
     assert 'name="host"' in form and '<option value="second">' in form
+
+
+def test_the_hosts_page_shows_each_hosts_warm_pool(logged_in, settings):
+    from sandboxes.models import WarmSlot
+
+    local = host_services.local_host()
+    settings.WARM_POOL = (("img:a", "internet", 2), ("img:b", "none", 1))
+    WarmSlot.objects.create(key="0123456789abcdef", host=local, image="img:a", network_mode="internet", status=WarmSlot.Status.READY)
+    WarmSlot.objects.create(key="fedcba9876543210", host=local, image="img:a", network_mode="internet")  # preparing: not ready
+    row = logged_in.get("/hosts/").content.decode().split('id="host-local"')[1].split("</tr>")[0]
+    assert "1 / 3 ready" in row
+    Host.objects.filter(pk=local.pk).update(draining=True)  # a draining host is asked for none
+    row = logged_in.get("/hosts/").content.decode().split('id="host-local"')[1].split("</tr>")[0]
+    assert "1 / 0 ready" in row
