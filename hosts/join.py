@@ -35,7 +35,7 @@ from audit.services import audit_record
 from teams.permissions import actor_name, actor_user
 
 from .models import Host, JoinToken
-from .services import HostError, _audit, clean_labels, name_errors, require_superuser
+from .services import HostError, _audit, clean_labels, docker_url_errors, name_errors, panel_url_errors, require_superuser
 
 PREFIX = "ccpj1."
 SQLITE_REFUSED = (
@@ -194,7 +194,9 @@ def host_join(*, payload: dict, docker_url: str = "", panel_url: str = "") -> Ho
     to the panel's database). The secret is checked against the stored hashes of the tokens for
     that name, with their rows locked until the end: a second join with the same token waits,
     then finds it used. JoinError, changing nothing, for a token that is unknown, revoked, used
-    or expired, or a name taken."""
+    or expired, a name taken, or a URL that is not one (hosts.services)."""
+    if problems := docker_url_errors(docker_url) + panel_url_errors(panel_url):
+        raise JoinError(" ".join(problems))
     if connection.vendor == "sqlite":
         raise JoinError(SQLITE_REFUSED)
     name, wanted = payload["host"], digest(payload["secret"])

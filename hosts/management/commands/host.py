@@ -62,12 +62,12 @@ class Command(BaseCommand):
             self.agent(Path(opts["procfile"]))
 
     def join(self, text: str, docker_url: str, panel_url: str) -> None:
-        from hosts.services import URL_SCHEMES
+        from hosts.services import docker_url_errors, panel_url_errors
 
-        if docker_url and (not docker_url.startswith(URL_SCHEMES) or not docker_url.isprintable()):
-            raise CommandError("--docker-url: unix:///path/to/docker.sock, tcp://address:port or ssh://user@machine.")
-        if panel_url and (not panel_url.startswith("tcp://") or not panel_url.isprintable() or len(panel_url) > 255):
-            raise CommandError("--panel-url: tcp://address:port, the engine's TLS endpoint (Docker's --tlsverify).")
+        if problems := docker_url_errors(docker_url):
+            raise CommandError(f"--docker-url: {' '.join(problems)}")
+        if problems := panel_url_errors(panel_url):
+            raise CommandError(f"--panel-url: {' '.join(problems)}")
         try:
             payload = join.decode(sys.stdin.read() if text == "-" else text)
             database = payload["database"]
