@@ -146,3 +146,32 @@ def test_an_agents_sandbox_files_are_never_read_or_written_on_the_panels_disk(tw
             call()
         assert "machine" in str(refused.value), way
     assert not AuditEvent.objects.filter(action__startswith="transfer.").exists()
+
+
+def test_no_backup_or_restore_is_queued_for_an_unreachable_hosts_sandbox(two_hosts, admin_user):
+    """A backup or restore claims the sandbox and waits in its host's queue: while the host is
+    away it would hold the sandbox busy for nothing; refused, as actions are."""
+    from backups.models import Backup
+    from backups.services import backup as backups
+    from backups.services import restore as restores
+
+    near, far_box, far = two_hosts
+    done = Backup.objects.create(
+        sandbox=far_box, team=far_box.team, sandbox_name=far_box.name, file_name=f"{far_box.name}-20260101-000000.tar.gz",
+        status=Backup.Status.DONE, sha256="0" * 64, config={}, created_by_name="test",
+    )  # fmt: skip
+    done.path.parent.mkdir(parents=True, exist_ok=True)
+    done.path.write_bytes(b"x")
+    try:
+        beat(far, seconds_ago=60)
+        with pytest.raises(services.SandboxError, match="unreachable"):
+            backups.backup_request(actor=admin_user, sandbox=far_box, enqueue=False)
+        with pytest.raises(services.SandboxError, match="unreachable"):
+            restores.restore_request(actor=admin_user, backup=done, sandbox=far_box, enqueue=False)
+        far_box.refresh_from_db()
+        assert (far_box.status, far_box.pending_action) == ("running", "")
+        assert Backup.objects.filter(sandbox=far_box).count() == 1
+        beat(far, seconds_ago=0)
+        backups.backup_request(actor=admin_user, sandbox=far_box, enqueue=False)
+    finally:
+        done.path.unlink(missing_ok=True)
