@@ -12,7 +12,7 @@ from ..models import Sandbox
 
 def host_problem(sandbox: Sandbox) -> str:
     """Why the sandbox's host cannot be worked on now ("" when it can), read afresh."""
-    host = Host.objects.filter(pk=sandbox.host_id).first()
+    host = Host.objects.filter(sandboxes=sandbox).first()
     reason = unreachable_reason(host) if host is not None else ""
     return f"{reason} Its sandboxes keep their state and can be acted on again once it answers." if reason else ""
 
