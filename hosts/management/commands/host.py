@@ -50,7 +50,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         verbs = parser.add_subparsers(dest="verb", required=True)
         joining = verbs.add_parser("join", help="join this machine to a panel as the host its token names")
-        joining.add_argument("token", help='the join token from the Hosts page: "-" reads it from standard input (keep it out of the history)')
+        joining.add_argument("token", help='the join token from the Hosts page ("-": read from standard input, out of the history)')
         joining.add_argument("--docker-url", default="", help="this machine's Docker engine (blank: its default socket)")
         joining.add_argument(
             "--panel-url",
