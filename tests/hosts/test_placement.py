@@ -125,3 +125,22 @@ def test_memory_decides_where_never_whether(local, team):
 def test_the_cli_takes_a_host_and_says_why_it_refuses_one(local, team):
     with pytest.raises(CommandError, match="There is no host named 'atlantis'"):
         call_command("sandbox", "create", "cli-one", "--host", "atlantis", "--image", TEST_IMAGE, "--memory-mb", "256", "--network", "none")
+
+
+def test_an_unreachable_host_takes_no_new_sandbox(local, team):
+    """Its queue is read by no one: a sandbox placed there would wait in "creating" for good."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from hosts import placement
+
+    far = second(memory_mb=1_000_000)  # the most memory left: chosen while it answers
+    assert placement.place(memory_mb=512).name == "second"
+    Host.objects.filter(pk=far.pk).update(last_heartbeat=timezone.now() - timedelta(minutes=5))
+    assert placement.place(memory_mb=512).name == local.name
+    with pytest.raises(placement.Unplaceable, match="unreachable"):
+        placement.place(memory_mb=512, host_name="second")
+    with pytest.raises(services.InvalidInput, match="unreachable"):
+        create(team, "named-there", host="second")
+    assert not Sandbox.objects.filter(name="named-there").exists()
