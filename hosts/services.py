@@ -212,6 +212,16 @@ def host_delete(*, actor, host: Host, source_ip: str | None = None) -> None:
             return
         if (held := current.sandboxes.count()) > 0:
             raise HostError({"": [f"Host {current.name} holds {held} sandbox(es) (destroyed ones included): it cannot be deleted."]})
+        if (slots := current.warm_slots.count()) > 0:
+            # Their rows would go with it, their started containers and folders stay on its engine.
+            raise HostError(
+                {
+                    "": [
+                        f"Host {current.name} holds {slots} slot(s) of its warm pool (started containers on its engine): drain "
+                        "it (enabled), let its next resync remove them (its worker or agent running), then delete it."
+                    ]
+                }
+            )
         _audit(actor, "host.delete", current, {"docker_url": current.docker_url}, source_ip)
         current.delete()
 

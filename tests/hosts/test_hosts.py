@@ -162,3 +162,19 @@ def test_the_dashboard_names_hosts_only_when_there_are_several(logged_in, fake_e
     assert len(two_hosts) == len(one_host)  # the host's name and the count come with the page's own query
     form = logged_in.get("/sandboxes/new/").content.decode()
     assert 'name="host"' in form and '<option value="second">' in form
+
+
+@pytest.mark.django_db
+def test_a_host_with_a_warm_pool_cannot_be_deleted():
+    """Its slots' rows went with it (CASCADE) while their started containers and folders stayed
+    on its engine, where nothing would tidy them again."""
+    from sandboxes.models import WarmSlot
+
+    host = host_services.host_create(actor=CLI, name="pooled", docker_url="unix:///var/run/docker.sock")
+    WarmSlot.objects.create(key="k1", host=host, image="img", network_mode="internet", status=WarmSlot.Status.READY)
+    with pytest.raises(host_services.HostError, match="warm pool"):
+        host_services.host_delete(actor=CLI, host=host)
+    assert Host.objects.filter(pk=host.pk).exists() and WarmSlot.objects.filter(key="k1").exists()
+    WarmSlot.objects.all().delete()
+    host_services.host_delete(actor=CLI, host=host)
+    assert not Host.objects.filter(pk=host.pk).exists()
