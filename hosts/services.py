@@ -19,6 +19,9 @@ from .queues import JOBS_SUFFIX, tell_panel_workers
 LABEL = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 URL_SCHEMES = ("unix://", "tcp://", "ssh://")
 URL_MAX_LENGTH = 255  # Host.docker_url's max_length: PostgreSQL refuses more, SQLite would keep it
+CPUS_LIMIT = Decimal(100_000)  # Host.cpus: 7 digits, 2 after the point
+MEMORY_MB_MAX = 2**31 - 1  # Host.memory_mb: a PositiveIntegerField
+DISK_MB_MAX = 2**63 - 1  # Host.disk_mb: a PositiveBigIntegerField
 
 
 class HostError(Exception):
@@ -140,13 +143,14 @@ def _validate(*, name: str, docker_url: str, cpus, memory_mb, disk_mb) -> dict[s
     if problems := docker_url_errors(docker_url):
         errors["docker_url"] = problems
     try:
-        if Decimal(str(cpus)) < Decimal("0.25") or not Decimal(str(cpus)).is_finite():
+        if not Decimal(str(cpus)).is_finite() or not Decimal("0.25") <= Decimal(str(cpus)) < CPUS_LIMIT:
             raise InvalidOperation
     except (InvalidOperation, ValueError):
-        errors["cpus"] = ["CPUs: a number, at least 0.25."]
-    for field, value in (("memory_mb", memory_mb), ("disk_mb", disk_mb)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            errors[field] = [f"{field.replace('_mb', '').capitalize()}: a whole number of MB."]
+        errors["cpus"] = [f"CPUs: a number, at least 0.25 and below {CPUS_LIMIT}."]
+    # The columns' bounds: PostgreSQL refuses more (an error page), SQLite past 64 bits.
+    for field, value, most in (("memory_mb", memory_mb, MEMORY_MB_MAX), ("disk_mb", disk_mb, DISK_MB_MAX)):
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= most:
+            errors[field] = [f"{field.replace('_mb', '').capitalize()}: a whole number of MB, at most {most}."]
     return errors
 
 
