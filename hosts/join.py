@@ -109,6 +109,11 @@ def token_create(*, actor, name: str, labels: Sequence[str] | str = (), source_i
     errors: dict[str, list[str]] = {}
     if problems := name_errors(name):
         errors["name"] = problems
+    elif name == settings.PANEL_HOST:
+        errors["name"] = [
+            f"{name!r} is this machine's own host (PANEL_HOST): an agent under that name would have its queues read by this "
+            "machine's workers too, which take it for this machine's engine."
+        ]
     elif Host.objects.filter(name=name).exists():
         errors["name"] = [f"A host named {name!r} exists."]
     elif JoinToken.objects.filter(name=name, used_at=None, revoked_at=None, expires_at__gt=timezone.now()).exists():
