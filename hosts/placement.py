@@ -61,6 +61,11 @@ def remote_reason(host: Host) -> str | None:
     from sandboxes import engine
 
     if host.agent:
+        if host.panel_url and host.last_heartbeat is None:
+            return (
+                f"Host {host.name}'s agent has not started yet (no heartbeat): nothing reads its queue. Start it on that "
+                "machine with `make agent`."
+            )
         if host.panel_url:
             return None  # its agent judges and mounts its folders; the pages reach its engine over TLS
         return (

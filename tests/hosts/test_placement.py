@@ -144,3 +144,17 @@ def test_an_unreachable_host_takes_no_new_sandbox(local, team):
     with pytest.raises(services.InvalidInput, match="unreachable"):
         create(team, "named-there", host="second")
     assert not Sandbox.objects.filter(name="named-there").exists()
+
+
+def test_an_agents_host_whose_agent_never_beat_takes_no_sandbox(local, team):
+    """Joined, but its agent not started: nothing reads its queue, so a start would wait for good."""
+    from django.utils import timezone
+
+    from hosts import placement
+
+    joined = Host.objects.create(name="joined", agent=True, panel_url="tcp://198.18.0.2:2376", memory_mb=10**6)
+    assert placement.place(memory_mb=512).name == local.name
+    with pytest.raises(placement.Unplaceable, match="make agent"):
+        placement.place(memory_mb=512, host_name="joined")
+    Host.objects.filter(pk=joined.pk).update(last_heartbeat=timezone.now())
+    assert placement.place(memory_mb=512).name == "joined"
