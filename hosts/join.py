@@ -277,5 +277,11 @@ def read_env_file(path: Path) -> dict[str, str]:
 
 
 def revoked(host_name: str) -> bool:
-    """Whether `host_name` was disabled by revoking the token it joined with (its agent stops)."""
-    return JoinToken.objects.filter(host__name=host_name, host__enabled=False, revoked_at__isnull=False).exists()
+    """Whether the agent of `host_name` must stop (its heartbeat asks): its host was disabled by
+    revoking the token it joined with, or is gone (deleted on the Hosts page), or is no longer
+    one an agent serves (made anew under its name): its workers must not go on reading the
+    queues of that name, whose tasks are no longer this machine's."""
+    row = Host.objects.filter(name=host_name).values("pk", "agent", "enabled").first()
+    if row is None or not row["agent"]:
+        return True
+    return not row["enabled"] and JoinToken.objects.filter(host_id=row["pk"], revoked_at__isnull=False).exists()

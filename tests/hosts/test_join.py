@@ -155,3 +155,17 @@ def test_the_page_shows_the_token_to_paste_not_on_a_command_line(logged_in, monk
     assert f'<code id="join-token">{text}</code>' in body
     assert "manage.py host join -" in body
     assert f"host join {text}" not in body
+
+
+@pytest.mark.django_db
+def test_an_agent_whose_host_was_deleted_or_made_anew_stops(fake_engine, settings):
+    """Deleted on the Hosts page, its agent beat on (writing nothing) and kept reading the queues
+    of its name: a host made again under that name, served by the panel's workers, would have
+    had its tasks taken by the old agent and run on that machine's engine."""
+    settings.PANEL_HOST, settings.PANEL_HOST_AGENT = "far", True
+    host, _token = joined_host("far")
+    assert not join.revoked("far")
+    host.delete()
+    assert join.revoked("far")
+    Host.objects.create(name="far", docker_url="unix:///var/run/docker.sock")  # made anew, no agent
+    assert join.revoked("far")
