@@ -4,6 +4,7 @@ is the services' (sandbox_create, sandbox_request_action), as for the forms."""
 from django.conf import settings
 from rest_framework import serializers
 
+from hosts.health import unreachable_reason
 from sandboxes.models import Mount, Sandbox
 from sandboxes.network.allowlist import PRESETS
 
@@ -33,6 +34,9 @@ class SandboxSerializer(serializers.ModelSerializer):
     pending_action = serializers.ChoiceField(
         choices=Sandbox.Action.choices + Sandbox.Job.choices, allow_blank=True, help_text="What holds it now; empty when idle."
     )
+    unreachable = serializers.SerializerMethodField(
+        help_text="Why its host does not answer (its status is as last seen; no action is taken); empty when it answers."
+    )
     actions = serializers.SerializerMethodField(help_text="The lifecycle actions you may ask for now, through this token.")
     url = serializers.SerializerMethodField()
 
@@ -54,10 +58,14 @@ class SandboxSerializer(serializers.ModelSerializer):
             "health",
             "oom_kills",
             "checklist_failed",
+            "unreachable",
             "actions",
             "url",
         ]
         read_only_fields = fields
+
+    def get_unreachable(self, sandbox: Sandbox) -> str:
+        return unreachable_reason(sandbox.host)
 
     def get_actions(self, sandbox: Sandbox) -> list[str]:
         return self.context["actions_of"](sandbox)

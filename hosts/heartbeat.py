@@ -56,7 +56,7 @@ def loop(stop: threading.Event, *, every: float = HEARTBEAT_SECONDS, on_revoked:
         close_old_connections()  # a database that went away and came back: a new connection
         beat(engine.default_host())
         if settings.PANEL_HOST_AGENT and revoked(settings.PANEL_HOST):
-            log.error("host %s was disabled by revoking its join token: the agent stops", settings.PANEL_HOST)
+            log.error("host %s was revoked, deleted or made anew without an agent: the agent stops", settings.PANEL_HOST)
             on_revoked()
             return
         if watch is not None:

@@ -35,7 +35,7 @@ from audit.services import audit_record
 from teams.permissions import actor_name, actor_user
 
 from .models import Host, JoinToken
-from .services import HostError, _audit, clean_labels, name_errors, require_superuser
+from .services import HostError, _audit, clean_labels, docker_url_errors, name_errors, panel_url_errors, require_superuser
 
 PREFIX = "ccpj1."
 SQLITE_REFUSED = (
@@ -109,6 +109,11 @@ def token_create(*, actor, name: str, labels: Sequence[str] | str = (), source_i
     errors: dict[str, list[str]] = {}
     if problems := name_errors(name):
         errors["name"] = problems
+    elif name == settings.PANEL_HOST:
+        errors["name"] = [
+            f"{name!r} is this machine's own host (PANEL_HOST): an agent under that name would have its queues read by this "
+            "machine's workers too, which take it for this machine's engine."
+        ]
     elif Host.objects.filter(name=name).exists():
         errors["name"] = [f"A host named {name!r} exists."]
     elif JoinToken.objects.filter(name=name, used_at=None, revoked_at=None, expires_at__gt=timezone.now()).exists():
@@ -194,7 +199,9 @@ def host_join(*, payload: dict, docker_url: str = "", panel_url: str = "") -> Ho
     to the panel's database). The secret is checked against the stored hashes of the tokens for
     that name, with their rows locked until the end: a second join with the same token waits,
     then finds it used. JoinError, changing nothing, for a token that is unknown, revoked, used
-    or expired, or a name taken."""
+    or expired, a name taken, or a URL that is not one (hosts.services)."""
+    if problems := docker_url_errors(docker_url) + panel_url_errors(panel_url):
+        raise JoinError(" ".join(problems))
     if connection.vendor == "sqlite":
         raise JoinError(SQLITE_REFUSED)
     name, wanted = payload["host"], digest(payload["secret"])
@@ -270,5 +277,11 @@ def read_env_file(path: Path) -> dict[str, str]:
 
 
 def revoked(host_name: str) -> bool:
-    """Whether `host_name` was disabled by revoking the token it joined with (its agent stops)."""
-    return JoinToken.objects.filter(host__name=host_name, host__enabled=False, revoked_at__isnull=False).exists()
+    """Whether the agent of `host_name` must stop (its heartbeat asks): its host was disabled by
+    revoking the token it joined with, or is gone (deleted on the Hosts page), or is no longer
+    one an agent serves (made anew under its name): its workers must not go on reading the
+    queues of that name, whose tasks are no longer this machine's."""
+    row = Host.objects.filter(name=host_name).values("pk", "agent", "enabled").first()
+    if row is None or not row["agent"]:
+        return True
+    return not row["enabled"] and JoinToken.objects.filter(host_id=row["pk"], revoked_at__isnull=False).exists()

@@ -61,6 +61,11 @@ def remote_reason(host: Host) -> str | None:
     from sandboxes import engine
 
     if host.agent:
+        if host.panel_url and host.last_heartbeat is None:
+            return (
+                f"Host {host.name}'s agent has not started yet (no heartbeat): nothing reads its queue. Start it on that "
+                "machine with `make agent`."
+            )
         if host.panel_url:
             return None  # its agent judges and mounts its folders; the pages reach its engine over TLS
         return (
@@ -78,6 +83,8 @@ def remote_reason(host: Host) -> str | None:
 def place(*, memory_mb: int, labels: Sequence[str] = (), host_name: str | None = None) -> Host:
     """The host a new sandbox goes to. Unplaceable says why there is none. `memory_mb` is the
     new sandbox's, kept for the callers' sake: the choice is by memory left, which it does not change."""
+    from .health import unreachable_reason  # health reads selectors, which read this module
+
     local_host()  # a panel never has no host: "local" is made again if the table is empty
     wanted = set(labels)
     if host_name:
@@ -90,13 +97,17 @@ def place(*, memory_mb: int, labels: Sequence[str] = (), host_name: str | None =
             raise Unplaceable(f"Host {found.name} is draining: it takes no new sandbox.")
         if why := remote_reason(found):
             raise Unplaceable(why)
+        if why := unreachable_reason(found):  # its queue is read by no one: the start would wait for good
+            raise Unplaceable(f"{why} It takes no new sandbox until it answers.")
         if missing := sorted(wanted - set(found.labels or ())):
             raise Unplaceable(f"Host {found.name} lacks the label(s) {', '.join(missing)}.")
         return found
     candidates = [
-        h for h in with_load(Host.objects.filter(enabled=True, draining=False)) if wanted <= set(h.labels or ()) and not remote_reason(h)
+        h
+        for h in with_load(Host.objects.filter(enabled=True, draining=False))
+        if wanted <= set(h.labels or ()) and not remote_reason(h) and not unreachable_reason(h)
     ]
     if not candidates:
         asked = f" with the label(s) {', '.join(sorted(wanted))}" if wanted else ""
-        raise Unplaceable(f"No enabled host that is not draining{asked} (and whose engine is on this machine).")
+        raise Unplaceable(f"No enabled host that is not draining{asked} (whose engine is on this machine and answers).")
     return max(candidates, key=lambda h: (free_memory_mb(h), h.name == "local", -h.pk))

@@ -4,6 +4,7 @@ audited in the same transaction), and the heartbeat the events watcher writes.""
 import re
 from collections.abc import Sequence
 from decimal import Decimal, InvalidOperation
+from urllib.parse import urlsplit
 
 from django.core.exceptions import PermissionDenied
 from django.db import IntegrityError, transaction
@@ -18,6 +19,9 @@ from .queues import JOBS_SUFFIX, tell_panel_workers
 LABEL = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 URL_SCHEMES = ("unix://", "tcp://", "ssh://")
 URL_MAX_LENGTH = 255  # Host.docker_url's max_length: PostgreSQL refuses more, SQLite would keep it
+CPUS_LIMIT = Decimal(100_000)  # Host.cpus: 7 digits, 2 after the point
+MEMORY_MB_MAX = 2**31 - 1  # Host.memory_mb: a PositiveIntegerField
+DISK_MB_MAX = 2**63 - 1  # Host.disk_mb: a PositiveBigIntegerField
 
 
 class HostError(Exception):
@@ -82,28 +86,71 @@ def name_errors(name: str) -> list[str]:
     return []
 
 
+def _printable_ascii(url: str) -> bool:
+    return all("!" <= c <= "~" for c in url)  # no space, control character, NUL or other script's character
+
+
+def docker_url_errors(url: str) -> list[str]:
+    """What is wrong with a host's Docker URL (empty: nothing; blank is this machine's default)."""
+    if not url:
+        return []
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        password = None
+    if (
+        not url.startswith(URL_SCHEMES)
+        or len(url) > URL_MAX_LENGTH
+        or not _printable_ascii(url)
+        or (url.startswith("unix://") and not url.startswith("unix:///"))  # a relative path: the cwd's
+        or password is not None  # shown on pages, audited, put in errors: never a password
+    ):
+        return [
+            "Docker URL: unix:///path/to/docker.sock, tcp://address:port or ssh://user@machine, at most 255 "
+            "printable characters, no password (blank: this machine's)."
+        ]
+    return []
+
+
+def panel_url_errors(url: str) -> list[str]:
+    """What is wrong with an agent's panel URL, its engine's TLS endpoint as the panel reaches it
+    (empty: nothing; blank: none). tcp://ADDRESS:PORT and nothing more: no user or password (it is
+    shown, audited and put in error messages), path, query or fragment."""
+    if not url:
+        return []
+    problem = [
+        "Panel URL: tcp://ADDRESS:PORT, the engine's TLS endpoint (Docker's --tlsverify), at most 255 printable "
+        "characters, with no user, password or path."
+    ]
+    if not url.startswith("tcp://") or len(url) > URL_MAX_LENGTH or not _printable_ascii(url):
+        return problem
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return problem
+    if parts.username is not None or parts.password is not None or parts.path not in ("", "/") or parts.query or parts.fragment:
+        return problem
+    if not parts.hostname or not port:
+        return problem
+    return []
+
+
 def _validate(*, name: str, docker_url: str, cpus, memory_mb, disk_mb) -> dict[str, list[str]]:
     errors: dict[str, list[str]] = {}
     if problems := name_errors(name):
         errors["name"] = problems
-    if docker_url and (
-        not docker_url.startswith(URL_SCHEMES)
-        or len(docker_url) > URL_MAX_LENGTH
-        or not all("!" <= c <= "~" for c in docker_url)  # printable ASCII: no space, control character or NUL
-        or (docker_url.startswith("unix://") and not docker_url.startswith("unix:///"))  # a relative path: the cwd's
-    ):
-        errors["docker_url"] = [
-            "Docker URL: unix:///path/to/docker.sock, tcp://address:port or ssh://user@machine, at most 255 "
-            "printable characters (blank: this machine's)."
-        ]
+    if problems := docker_url_errors(docker_url):
+        errors["docker_url"] = problems
     try:
-        if Decimal(str(cpus)) < Decimal("0.25") or not Decimal(str(cpus)).is_finite():
+        if not Decimal(str(cpus)).is_finite() or not Decimal("0.25") <= Decimal(str(cpus)) < CPUS_LIMIT:
             raise InvalidOperation
     except (InvalidOperation, ValueError):
-        errors["cpus"] = ["CPUs: a number, at least 0.25."]
-    for field, value in (("memory_mb", memory_mb), ("disk_mb", disk_mb)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            errors[field] = [f"{field.replace('_mb', '').capitalize()}: a whole number of MB."]
+        errors["cpus"] = [f"CPUs: a number, at least 0.25 and below {CPUS_LIMIT}."]
+    # The columns' bounds: PostgreSQL refuses more (an error page), SQLite past 64 bits.
+    for field, value, most in (("memory_mb", memory_mb, MEMORY_MB_MAX), ("disk_mb", disk_mb, DISK_MB_MAX)):
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= most:
+            errors[field] = [f"{field.replace('_mb', '').capitalize()}: a whole number of MB, at most {most}."]
     return errors
 
 
@@ -169,6 +216,16 @@ def host_delete(*, actor, host: Host, source_ip: str | None = None) -> None:
             return
         if (held := current.sandboxes.count()) > 0:
             raise HostError({"": [f"Host {current.name} holds {held} sandbox(es) (destroyed ones included): it cannot be deleted."]})
+        if (slots := current.warm_slots.count()) > 0:
+            # Their rows would go with it, their started containers and folders stay on its engine.
+            raise HostError(
+                {
+                    "": [
+                        f"Host {current.name} holds {slots} slot(s) of its warm pool (started containers on its engine): drain "
+                        "it (enabled), let its next resync remove them (its worker or agent running), then delete it."
+                    ]
+                }
+            )
         _audit(actor, "host.delete", current, {"docker_url": current.docker_url}, source_ip)
         current.delete()
 

@@ -20,7 +20,7 @@ def _superuser_only(request: HttpRequest) -> None:
 
 
 def host_list(
-    request: HttpRequest, form: HostForm | None = None, token_form: JoinTokenForm | None = None, join_command: str = ""
+    request: HttpRequest, form: HostForm | None = None, token_form: JoinTokenForm | None = None, join_token: str = ""
 ) -> HttpResponse:
     _superuser_only(request)
     context = {
@@ -28,10 +28,12 @@ def host_list(
         "form": form or HostForm(),
         "token_form": token_form or JoinTokenForm(),
         "tokens": selectors.token_rows(),
-        "join_command": join_command,  # shown this once: only its hash is kept
+        # Shown this once (only its hash is kept), to paste into `host join -`: never on a command
+        # line, where the passwords and keys it carries would stay in the shell's history.
+        "join_token": join_token,
         "stale_seconds": int(selectors.STALE_AFTER.total_seconds()),
     }
-    failed = form is not None or (token_form is not None and not join_command)
+    failed = form is not None or (token_form is not None and not join_token)
     return render(request, "hosts/list.html", context, status=400 if failed else 200)
 
 
@@ -102,7 +104,7 @@ def token_add(request: HttpRequest) -> HttpResponse:
             for problem in problems:
                 form.add_error(field if field in form.fields else None, problem)
         return host_list(request, token_form=form)
-    response = host_list(request, token_form=JoinTokenForm(), join_command=f".venv/bin/python manage.py host join {text}")
+    response = host_list(request, token_form=JoinTokenForm(), join_token=text)
     response["Cache-Control"] = "no-store"  # the token is in it
     return response
 

@@ -25,6 +25,7 @@ from sandboxes.models import Sandbox
 from sandboxes.services.auditing import audit
 from sandboxes.services.claims import claim, claimed
 from sandboxes.services.errors import SandboxError
+from sandboxes.services.hosting import folders_problem
 from teams import policy as team_policy
 from teams.permissions import Role, SystemActor, actor_name, actor_user, authorize
 
@@ -51,6 +52,8 @@ def checkpoint_path(checkpoint: Checkpoint) -> Path:
 
 
 def _require_pool(sandbox: Sandbox) -> None:
+    if problem := folders_problem(sandbox):  # its host does not answer, or its pool is another machine's
+        raise StorageError(problem)
     if not sandbox.in_pool:
         raise StorageError(
             f"{sandbox.name} keeps plain folders, not a subvolume of the storage pool: it has no disk quota, checkpoints or rollback. "
@@ -194,6 +197,8 @@ def _delete(checkpoint: Checkpoint) -> None:
 def checkpoint_delete(*, actor, checkpoint: Checkpoint, source_ip: str | None = None) -> None:
     sandbox = checkpoint.sandbox
     authorize(actor, sandbox.team, Role.OPERATOR)
+    if problem := folders_problem(sandbox):  # the snapshot is on that machine: the row would go, the snapshot stay
+        raise StorageError(problem)
     _delete(checkpoint)
     audit(actor, "sandbox.checkpoint_deleted", sandbox, {"checkpoint": checkpoint.snapshot, "label": checkpoint.label}, source_ip)
 

@@ -22,6 +22,7 @@ from sandboxes.models import Sandbox
 from sandboxes.services import SandboxError, SystemActor, finish
 from sandboxes.services.auditing import audit
 from sandboxes.services.claims import beating, claim, heartbeat, take_run
+from sandboxes.services.hosting import host_problem
 from sandboxes.services.rules import policy_rules
 from sandboxes.services.specs import helper_spec, home_target
 from storage import pool
@@ -106,6 +107,8 @@ def backup_request(
     """Claim the sandbox for a backup, record it and queue it. A backup only reads, so it may run
     while an incident holds the sandbox; nothing else changes the sandbox while it runs."""
     authorize(actor, sandbox.team, Role.OPERATOR)
+    if problem := host_problem(sandbox):  # it would hold the sandbox busy in a queue no one reads
+        raise SandboxError(problem)
     with transaction.atomic():
         claim(sandbox=sandbox, action=JOB, allowed_from=BACKUP_FROM, while_on_hold=True)
         backup = new_backup_row(actor, sandbox, kind)

@@ -28,6 +28,7 @@ from sandboxes.services.actions import provision, run_destroy, run_reset, run_st
 from sandboxes.services.auditing import audit
 from sandboxes.services.claims import claim, claimed, heartbeat, take_run
 from sandboxes.services.create import validate_settings
+from sandboxes.services.hosting import host_problem
 from sandboxes.services.rules import policy_rules
 from sandboxes.services.specs import helper_spec, home_target, labels, sandbox_spec
 from storage import pool
@@ -114,6 +115,8 @@ def restore_request(
             raise BackupError(
                 f"{backup.file_name} is a backup of {backup.sandbox_name}, not of {sandbox.name}; restore it into a new sandbox."
             )
+        if problem := host_problem(sandbox):
+            raise SandboxError(problem)
         with transaction.atomic():
             claim(sandbox=sandbox, action=JOB, allowed_from=RESTORE_FROM)
             restore = _new_restore(actor, backup, sandbox, into_new=False, drop=drop_outside_links)

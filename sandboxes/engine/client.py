@@ -6,6 +6,8 @@ module each, and EngineClient gathers them.
 """
 
 import os
+import socket
+import struct
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -46,6 +48,21 @@ def local_socket() -> str:
     namespaces (so the egress rules here filter them): DOCKER_LOCAL_SOCKET, the default socket
     unless a host agent's settings name its own (a dockerd of its namespace)."""
     return getattr(settings, "DOCKER_LOCAL_SOCKET", "") or LOCAL_SOCKET
+
+
+def peer_in_our_network_namespace(path: str) -> bool:
+    """Whether the process answering the Unix socket `path` (its dockerd) is in this process's
+    network namespace, as the kernel says (SO_PEERCRED, /proc/<pid>/ns/net). False when that
+    cannot be told (no answer, another process namespace): a socket named as local but whose
+    engine's containers the egress rules here would not see is never counted as local."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            conn.settimeout(2)
+            conn.connect(path)
+            pid, _uid, _gid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+        return pid > 0 and os.readlink(f"/proc/{pid}/ns/net") == os.readlink("/proc/self/ns/net")
+    except (OSError, ValueError):
+        return False
 
 
 def socket_path(url: str) -> str | None:
@@ -93,12 +110,16 @@ class Host:
         path = socket_path(self.base_url)
         if path is None:
             return False
-        if path == local_socket():
-            return True
-        try:
-            return os.path.samefile(path, local_socket())
-        except (OSError, ValueError):
-            return False
+        if path != local_socket():
+            try:
+                if not os.path.samefile(path, local_socket()):
+                    return False
+            except (OSError, ValueError):
+                return False
+        # DOCKER_LOCAL_SOCKET set to another socket (a host agent beside a dockerd of its own): a
+        # misnamed one, e.g. a dockerd in another network namespace, would have the egress rules
+        # applied here for containers they never see. The kernel says where its dockerd is.
+        return local_socket() == LOCAL_SOCKET or peer_in_our_network_namespace(local_socket())
 
     def with_timeout(self, timeout: int) -> "Host":
         """The same engine, asked with another timeout (a page's short one, a health ping's)."""

@@ -13,11 +13,14 @@ from .. import engine
 from ..models import Sandbox, TerminalSession
 from .auditing import audit
 from .errors import SandboxError
+from .hosting import host_problem
 
 
 def terminal_open(*, actor, sandbox: Sandbox, source_ip: str | None = None) -> TerminalSession:
     """Record a terminal being opened (operators and above, a running sandbox only)."""
     authorize(actor, sandbox.team, Role.OPERATOR)
+    if problem := host_problem(sandbox):
+        raise SandboxError(problem)
     if sandbox.status != Sandbox.Status.RUNNING or not sandbox.container_id:
         raise SandboxError(f"{sandbox.name} is {sandbox.status}: a terminal needs a running sandbox.")
     with transaction.atomic():

@@ -28,6 +28,7 @@ from .. import fdwalk, policy, workspace
 from ..models import Sandbox
 from .auditing import audit
 from .errors import SandboxError
+from .hosting import folders_problem
 
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 UPLOAD_FOLDER = "imports"
@@ -135,6 +136,8 @@ def upload(*, actor, sandbox: Sandbox, name: str, source: IO[bytes], path: str =
     """Write `source` as imports/<path>/<name> (replacing a file of that name), at most
     TRANSFER_MAX_UPLOAD_BYTES; returns its sha256."""
     authorize(actor, sandbox.team, Role.OPERATOR)
+    if problem := folders_problem(sandbox):
+        raise TransferError(problem)
     name = check_new_name(name)
     parts = split_path(path)
     fd = _walk(_open_folder(sandbox, UPLOAD_FOLDER), parts)
@@ -201,6 +204,8 @@ def download(*, actor, sandbox: Sandbox, path: str, source_ip: str | None = None
     """Open exports/<path> for streaming: a file as it is, a folder as a .tar.gz of what it
     holds (links kept as links, never followed; anything else skipped)."""
     authorize(actor, sandbox.team, Role.OPERATOR)
+    if problem := folders_problem(sandbox):
+        raise TransferError(problem)
     parts = split_path(path)
     root = _open_folder(sandbox, DOWNLOAD_FOLDER)
     if not parts:

@@ -79,3 +79,31 @@ def test_a_narrower_scope_only_refuses_more(client, django_user_model, team, mak
                 assert _claimed(sandbox, action) == expected == (api.status_code == 202), (scope, role, state, action, api.content)
                 if scope == "read":
                     assert api.status_code == 403
+
+
+def test_a_sandbox_on_an_unreachable_host_says_so_and_takes_no_action(
+    client, django_user_model, team, make_sandbox, fake_engine, clean_workspace
+):
+    """As the dashboard shows it "unreachable" with the reason and offers nothing: the API says
+    why (its status kept for when the host answers) and refuses the action with 409."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from hosts.models import Host
+    from sandboxes.models import Sandbox
+
+    from .helpers import member, post_json, token_for
+
+    box = make_sandbox("far-api")
+    far = Host.objects.create(name="far", docker_url="tcp://198.18.99.1:2376", last_heartbeat=timezone.now() - timedelta(minutes=5))
+    Sandbox.objects.filter(pk=box.pk).update(host=far)
+    token = token_for(member(django_user_model, "op-far", team, "admin"))
+    shown = client.get(f"/api/v1/sandboxes/{box.pk}/", HTTP_AUTHORIZATION=f"Bearer {token}").json()
+    assert shown["status"] == "running" and shown["actions"] == []
+    assert "unreachable" in shown["unreachable"] and "no heartbeat" in shown["unreachable"]
+    refused = post_json(client, f"/api/v1/sandboxes/{box.pk}/stop/", token)
+    assert refused.status_code == 409 and "unreachable" in refused.json()["detail"]
+    assert Sandbox.objects.get(pk=box.pk).pending_action == ""
+    listed = client.get("/api/v1/sandboxes/", HTTP_AUTHORIZATION=f"Bearer {token}").json()["results"]
+    assert next(s for s in listed if s["id"] == box.pk)["unreachable"] == shown["unreachable"]

@@ -176,3 +176,33 @@ def test_the_hosts_page_shows_each_hosts_warm_pool(logged_in, settings):
     Host.objects.filter(pk=local.pk).update(draining=True)  # a draining host is asked for none
     row = logged_in.get("/hosts/").content.decode().split('id="host-local"')[1].split("</tr>")[0]
     assert "1 / 0 ready" in row
+
+
+@pytest.mark.django_db
+def test_a_host_with_a_warm_pool_cannot_be_deleted():
+    """Its slots' rows went with it (CASCADE) while their started containers and folders stayed
+    on its engine, where nothing would tidy them again."""
+    from sandboxes.models import WarmSlot
+
+    host = host_services.host_create(actor=CLI, name="pooled", docker_url="unix:///var/run/docker.sock")
+    WarmSlot.objects.create(key="k1", host=host, image="img", network_mode="internet", status=WarmSlot.Status.READY)
+    with pytest.raises(host_services.HostError, match="warm pool"):
+        host_services.host_delete(actor=CLI, host=host)
+    assert Host.objects.filter(pk=host.pk).exists() and WarmSlot.objects.filter(key="k1").exists()
+    WarmSlot.objects.all().delete()
+    host_services.host_delete(actor=CLI, host=host)
+    assert not Host.objects.filter(pk=host.pk).exists()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("field", "value"), [("memory_mb", str(2**31)), ("disk_mb", str(10**20)), ("cpus", "100000"), ("memory_mb", "1" * 400)]
+)
+def test_a_capacity_beyond_its_column_is_a_message_not_a_500(logged_in, field, value):
+    """PostgreSQL refuses an integer beyond its column (SQLite one beyond 64 bits): judged first."""
+    logged_in.raise_request_exception = False
+    response = logged_in.post("/hosts/new/", {"name": "huge", "docker_url": SOCKET, field: value})
+    assert response.status_code == 400
+    assert not Host.objects.filter(name="huge").exists()
+    with pytest.raises(host_services.HostError):
+        host_services.host_create(actor=CLI, name="huge2", docker_url=SOCKET, **{field: int(value) if field != "cpus" else value})

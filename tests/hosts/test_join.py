@@ -138,3 +138,34 @@ def test_the_agent_started_by_host_agent_stops_when_its_token_is_revoked(docker_
         else:
             agent.log.close()
         shutil.rmtree(var, ignore_errors=True)
+
+
+@pytest.mark.django_db
+def test_the_page_shows_the_token_to_paste_not_on_a_command_line(logged_in, monkeypatch):
+    """The token carries the panel's database and Redis passwords and its keys, which outlive
+    the token: on a command line they would stay in the shell's history and show in the process
+    list of the new machine. The page says `host join -` and shows the token to paste."""
+    from hosts import views
+
+    text = "ccpj1.eyJ0ZXN0IjoidG9rZW4ifQ"
+    monkeypatch.setattr(views.join, "token_create", lambda **kw: (JoinToken(name="two"), text))
+    page = logged_in.post("/hosts/tokens/new/", {"name": "two"})
+    body = page.content.decode()
+    assert page.status_code == 200 and page["Cache-Control"] == "no-store"
+    assert f'<code id="join-token">{text}</code>' in body
+    assert "manage.py host join -" in body
+    assert f"host join {text}" not in body
+
+
+@pytest.mark.django_db
+def test_an_agent_whose_host_was_deleted_or_made_anew_stops(fake_engine, settings):
+    """Deleted on the Hosts page, its agent beat on (writing nothing) and kept reading the queues
+    of its name: a host made again under that name, served by the panel's workers, would have
+    had its tasks taken by the old agent and run on that machine's engine."""
+    settings.PANEL_HOST, settings.PANEL_HOST_AGENT = "far", True
+    host, _token = joined_host("far")
+    assert not join.revoked("far")
+    host.delete()
+    assert join.revoked("far")
+    Host.objects.create(name="far", docker_url="unix:///var/run/docker.sock")  # made anew, no agent
+    assert join.revoked("far")

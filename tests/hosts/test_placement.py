@@ -125,3 +125,36 @@ def test_memory_decides_where_never_whether(local, team):
 def test_the_cli_takes_a_host_and_says_why_it_refuses_one(local, team):
     with pytest.raises(CommandError, match="There is no host named 'atlantis'"):
         call_command("sandbox", "create", "cli-one", "--host", "atlantis", "--image", TEST_IMAGE, "--memory-mb", "256", "--network", "none")
+
+
+def test_an_unreachable_host_takes_no_new_sandbox(local, team):
+    """Its queue is read by no one: a sandbox placed there would wait in "creating" for good."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from hosts import placement
+
+    far = second(memory_mb=1_000_000)  # the most memory left: chosen while it answers
+    assert placement.place(memory_mb=512).name == "second"
+    Host.objects.filter(pk=far.pk).update(last_heartbeat=timezone.now() - timedelta(minutes=5))
+    assert placement.place(memory_mb=512).name == local.name
+    with pytest.raises(placement.Unplaceable, match="unreachable"):
+        placement.place(memory_mb=512, host_name="second")
+    with pytest.raises(services.InvalidInput, match="unreachable"):
+        create(team, "named-there", host="second")
+    assert not Sandbox.objects.filter(name="named-there").exists()
+
+
+def test_an_agents_host_whose_agent_never_beat_takes_no_sandbox(local, team):
+    """Joined, but its agent not started: nothing reads its queue, so a start would wait for good."""
+    from django.utils import timezone
+
+    from hosts import placement
+
+    joined = Host.objects.create(name="joined", agent=True, panel_url="tcp://198.18.0.2:2376", memory_mb=10**6)
+    assert placement.place(memory_mb=512).name == local.name
+    with pytest.raises(placement.Unplaceable, match="make agent"):
+        placement.place(memory_mb=512, host_name="joined")
+    Host.objects.filter(pk=joined.pk).update(last_heartbeat=timezone.now())
+    assert placement.place(memory_mb=512).name == "joined"

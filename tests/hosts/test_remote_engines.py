@@ -134,3 +134,31 @@ def test_a_sandbox_on_another_dockers_socket_gets_no_network_while_the_rules_are
         assert state is None or state.status != "running"
     finally:
         proxy.close()
+
+
+def test_a_local_socket_named_in_the_settings_counts_only_if_its_dockerd_shares_our_network(tmp_path, settings, monkeypatch):
+    """DOCKER_LOCAL_SOCKET names the engine whose containers the egress rules here filter. Set to
+    a dockerd in another network namespace (a mistake), its sandboxes would start "filtered" by
+    rules they never pass through: the kernel is asked who answers the socket, and where it is."""
+    from sandboxes.engine import client
+
+    path = str(tmp_path / "own-docker.sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    server.listen(4)
+    try:
+        settings.DOCKER_LOCAL_SOCKET = path
+        assert client.peer_in_our_network_namespace(path)  # this process answers: our namespace
+        assert engine.Host("a", f"unix://{path}", 1).is_local
+        ours = os.readlink("/proc/self/ns/net")
+        real_readlink = os.readlink
+        monkeypatch.setattr(client.os, "readlink", lambda p: "net:[1]" if p != "/proc/self/ns/net" else real_readlink(p))
+        assert ours != "net:[1]"
+        assert not client.peer_in_our_network_namespace(path)
+        assert not engine.Host("a", f"unix://{path}", 1).is_local  # named local, but its dockerd is elsewhere
+        monkeypatch.undo()
+        assert not client.peer_in_our_network_namespace(str(tmp_path / "none.sock"))  # nobody answers: not counted
+        settings.DOCKER_LOCAL_SOCKET = str(tmp_path / "none.sock")
+        assert not engine.Host("a", f"unix://{tmp_path / 'none.sock'}", 1).is_local
+    finally:
+        server.close()

@@ -94,3 +94,84 @@ def test_the_watch_audits_each_change_once(two_hosts):
     assert actions == ["host.unreachable", "host.recovered"]
     unreachable = AuditEvent.objects.get(action="host.unreachable")
     assert "no heartbeat" in unreachable.details["reason"]
+
+
+# --- the other ways into a sandbox: terminals, files, checkpoints, quotas ----------------------
+
+
+def _other_ways(sandbox: Sandbox, actor):
+    """Every synchronous way the pages and the CLI reach a sandbox besides its actions."""
+    import io
+
+    from sandboxes.services import terminals, transfer
+    from storage import services as storage
+    from storage.models import Checkpoint
+
+    checkpoint = Checkpoint(sandbox=sandbox, snapshot="20260101-000000-abcdef12")
+    return {
+        "terminal": lambda: terminals.terminal_open(actor=actor, sandbox=sandbox),
+        "upload": lambda: transfer.upload(actor=actor, sandbox=sandbox, name="f.txt", source=io.BytesIO(b"x")),
+        "download": lambda: transfer.download(actor=actor, sandbox=sandbox, path=""),
+        "checkpoint": lambda: storage.checkpoint_create(actor=actor, sandbox=sandbox, label="x"),
+        "rollback": lambda: storage.rollback(actor=actor, sandbox=sandbox, checkpoint=checkpoint),
+        "quota": lambda: storage.set_disk_quota(actor=actor, sandbox=sandbox, disk_mb=2048),
+        "delete checkpoint": lambda: storage.checkpoint_delete(actor=actor, checkpoint=checkpoint),
+    }
+
+
+def test_no_terminal_file_checkpoint_or_quota_change_on_an_unreachable_hosts_sandbox(two_hosts, admin_user):
+    near, far_box, far = two_hosts
+    Sandbox.objects.filter(pk=far_box.pk).update(container_id="c" * 64)
+    far_box.refresh_from_db()
+    beat(far, seconds_ago=60)
+    from sandboxes.models import TerminalSession
+
+    for way, call in _other_ways(far_box, admin_user).items():
+        with pytest.raises(services.SandboxError, match="unreachable") as refused:
+            call()
+        assert "no heartbeat" in str(refused.value), way
+    assert not TerminalSession.objects.exists()
+    assert not AuditEvent.objects.filter(action__startswith="transfer.").exists()
+
+
+def test_an_agents_sandbox_files_are_never_read_or_written_on_the_panels_disk(two_hosts, admin_user):
+    """Its folders are on the agent's machine: a folder of the same name here is not its own."""
+    near, far_box, far = two_hosts
+    Host.objects.filter(pk=far.pk).update(agent=True, docker_url="", panel_url="tcp://198.18.99.1:2376")
+    far_box = Sandbox.objects.get(pk=far_box.pk)
+    ways = _other_ways(far_box, admin_user)
+    del ways["terminal"]  # the engine's TLS endpoint carries it
+    for way, call in ways.items():
+        with pytest.raises(services.SandboxError, match="on host far") as refused:
+            call()
+        assert "machine" in str(refused.value), way
+    assert not AuditEvent.objects.filter(action__startswith="transfer.").exists()
+
+
+def test_no_backup_or_restore_is_queued_for_an_unreachable_hosts_sandbox(two_hosts, admin_user):
+    """A backup or restore claims the sandbox and waits in its host's queue: while the host is
+    away it would hold the sandbox busy for nothing; refused, as actions are."""
+    from backups.models import Backup
+    from backups.services import backup as backups
+    from backups.services import restore as restores
+
+    near, far_box, far = two_hosts
+    done = Backup.objects.create(
+        sandbox=far_box, team=far_box.team, sandbox_name=far_box.name, file_name=f"{far_box.name}-20260101-000000.tar.gz",
+        status=Backup.Status.DONE, sha256="0" * 64, config={}, created_by_name="test",
+    )  # fmt: skip
+    done.path.parent.mkdir(parents=True, exist_ok=True)
+    done.path.write_bytes(b"x")
+    try:
+        beat(far, seconds_ago=60)
+        with pytest.raises(services.SandboxError, match="unreachable"):
+            backups.backup_request(actor=admin_user, sandbox=far_box, enqueue=False)
+        with pytest.raises(services.SandboxError, match="unreachable"):
+            restores.restore_request(actor=admin_user, backup=done, sandbox=far_box, enqueue=False)
+        far_box.refresh_from_db()
+        assert (far_box.status, far_box.pending_action) == ("running", "")
+        assert Backup.objects.filter(sandbox=far_box).count() == 1
+        beat(far, seconds_ago=0)
+        backups.backup_request(actor=admin_user, sandbox=far_box, enqueue=False)
+    finally:
+        done.path.unlink(missing_ok=True)

@@ -27,7 +27,7 @@ def page_token(name: str, labels: str = "") -> None:
     client.force_login(admin)
     made = client.post("/hosts/tokens/new/", {"name": name, "labels": labels})
     page = made.content.decode()
-    found = re.search(r"manage\.py host join (ccpj1\.[A-Za-z0-9_-]+)", page)
+    found = re.search(r'<code id="join-token">(ccpj1\.[A-Za-z0-9_-]+)</code>', page)
     again = client.get("/hosts/").content.decode()
     errors = re.findall(r'<ul class="errorlist[^"]*">(.*?)</ul>', page, re.S)
     _say(

@@ -35,13 +35,22 @@ def use_database(url: str) -> None:
     del connections[DEFAULT_DB_ALIAS]
 
 
+def _pasted() -> str:
+    """The token from standard input: one line (pasted, then Enter), so that it never is on a
+    command line, where the passwords and keys it carries would stay in the shell's history."""
+    if sys.stdin.isatty():
+        sys.stderr.write("Paste the join token from the Hosts page, then press Enter: ")
+        sys.stderr.flush()
+    return sys.stdin.readline()
+
+
 class Command(BaseCommand):
     help = "Host agent commands: `host join TOKEN`, `host agent`, `host queues lifecycle|jobs`."
 
     def add_arguments(self, parser):
         verbs = parser.add_subparsers(dest="verb", required=True)
         joining = verbs.add_parser("join", help="join this machine to a panel as the host its token names")
-        joining.add_argument("token", help='the join token from the Hosts page ("-": read it from standard input)')
+        joining.add_argument("token", help='the join token from the Hosts page ("-": read from standard input, out of the history)')
         joining.add_argument("--docker-url", default="", help="this machine's Docker engine (blank: its default socket)")
         joining.add_argument(
             "--panel-url",
@@ -62,14 +71,14 @@ class Command(BaseCommand):
             self.agent(Path(opts["procfile"]))
 
     def join(self, text: str, docker_url: str, panel_url: str) -> None:
-        from hosts.services import URL_SCHEMES
+        from hosts.services import docker_url_errors, panel_url_errors
 
-        if docker_url and (not docker_url.startswith(URL_SCHEMES) or not docker_url.isprintable()):
-            raise CommandError("--docker-url: unix:///path/to/docker.sock, tcp://address:port or ssh://user@machine.")
-        if panel_url and (not panel_url.startswith("tcp://") or not panel_url.isprintable() or len(panel_url) > 255):
-            raise CommandError("--panel-url: tcp://address:port, the engine's TLS endpoint (Docker's --tlsverify).")
+        if problems := docker_url_errors(docker_url):
+            raise CommandError(f"--docker-url: {' '.join(problems)}")
+        if problems := panel_url_errors(panel_url):
+            raise CommandError(f"--panel-url: {' '.join(problems)}")
         try:
-            payload = join.decode(sys.stdin.read() if text == "-" else text)
+            payload = join.decode(_pasted() if text == "-" else text)
             database = payload["database"]
             if dj_database_url.parse(database)["ENGINE"] == "django.db.backends.sqlite3":
                 raise join.JoinError(join.SQLITE_REFUSED)
