@@ -127,7 +127,7 @@ def test_the_agent_started_by_host_agent_stops_when_its_token_is_revoked(docker_
         revoked_at = time.monotonic()
         assert agent.proc.wait(timeout=40) == 0, agent.output()[-3000:]
         assert time.monotonic() - revoked_at < 40
-        assert "was disabled by revoking its join token: the agent stops" in agent.output()
+        assert "was revoked, deleted or made anew without an agent: the agent stops" in agent.output()
         for pid in children:
             wait_for(
                 lambda pid=pid: subprocess.run(["kill", "-0", pid], capture_output=True).returncode != 0, timeout=15, what=f"{pid} gone"
