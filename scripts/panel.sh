@@ -91,7 +91,8 @@ case "$MODE" in
   check)
     lint
     say "the fast tests (no Docker, Redis or browser)"
-    exec env DJANGO_SETTINGS_MODULE=controlpanel.settings.test .venv/bin/pytest -m "not docker and not browser and not slow and not postgres" -q "$@"
+    # Two workers (pytest-xdist), each on a test slot of its own (controlpanel/settings/test.py).
+    exec env DJANGO_SETTINGS_MODULE=controlpanel.settings.test .venv/bin/pytest -m "not docker and not browser and not slow and not postgres" -n 2 -q "$@"
     ;;
 esac
 

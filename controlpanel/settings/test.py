@@ -18,6 +18,13 @@ _base = Path(__file__).resolve().parent.parent.parent
 _slot = os.environ.get("PANEL_TEST_SLOT", "").strip()
 if _slot and not re.fullmatch(r"[0-9]{1,2}", _slot):
     raise SystemExit(f"PANEL_TEST_SLOT={_slot!r} must be a number from 0 to 99.")
+# The fast tier runs in parallel (pytest-xdist, `make check`): each worker gwN takes the slot after
+# the run's own (90 when none is given), so that no two share a workspace root or a database.
+_worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+if re.fullmatch(r"gw[0-9]+", _worker):
+    _slot = str((int(_slot) if _slot else 90) + int(_worker[2:]))
+    if int(_slot) > 99:
+        raise SystemExit(f"xdist worker {_worker} would take slot {_slot}: give PANEL_TEST_SLOT a smaller number.")
 _n = int(_slot) if _slot else None
 _name = "test" if _n is None else f"test{_n}"
 

@@ -36,6 +36,7 @@ def _claimed(sandbox: Sandbox, action: str) -> bool:
     return Sandbox.objects.get(pk=sandbox.pk).pending_action == action
 
 
+@pytest.mark.slow  # 144 cases, each through the page and the API: `make test`, not the fast tier
 def test_page_and_api_allow_and_refuse_the_same_actions(client, django_user_model, team, make_sandbox, fake_engine, clean_workspace):
     sandbox = make_sandbox("parity")
     users = {role: member(django_user_model, f"u-{role}", team, role) for role in ROLES}
@@ -65,7 +66,7 @@ def test_page_and_api_allow_and_refuse_the_same_actions(client, django_user_mode
     assert any(t[3] for t in table) and not all(t[3] for t in table)  # the table has both outcomes
 
 
-@pytest.mark.parametrize("scope", ["read", "operate"])
+@pytest.mark.parametrize("scope", ["read", pytest.param("operate", marks=pytest.mark.slow)])
 def test_a_narrower_scope_only_refuses_more(client, django_user_model, team, make_sandbox, fake_engine, clean_workspace, scope):
     sandbox = make_sandbox("narrowed")
     for role in ROLES:

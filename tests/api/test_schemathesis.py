@@ -57,9 +57,21 @@ def _run(operation, mode: GenerationMode, headers: dict[str, str]) -> list[int]:
     return seen
 
 
+# The widest token in the fast tier (`make check`); every other role and scope, and no token at
+# all, with `make test` (each configuration runs the whole example budget: seconds apiece).
+THOROUGH = pytest.mark.slow
+
+
 @pytest.mark.parametrize(
     ("role", "scope"),
-    [("admin", "read"), ("admin", "operate"), ("admin", "admin"), ("operator", "admin"), ("viewer", "admin"), ("admin", None)],
+    [
+        pytest.param("admin", "read", marks=THOROUGH),
+        pytest.param("admin", "operate", marks=THOROUGH),
+        ("admin", "admin"),
+        pytest.param("operator", "admin", marks=THOROUGH),
+        pytest.param("viewer", "admin", marks=THOROUGH),
+        pytest.param("admin", None, marks=THOROUGH),
+    ],
 )
 def test_the_served_schema_holds_for_every_operation(
     django_user_model, team, make_sandbox, fake_engine, clean_workspace, wsgi_keeps_the_test_connection, role, scope
