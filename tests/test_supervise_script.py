@@ -79,11 +79,16 @@ def test_an_unread_terminal_never_blocks_the_panel(tmp_path):
     proc = start(tmp_path, {"chatty": chatty}, stdout=writer, stderr=writer)
     os.close(writer)
     try:
-        wait_for(lambda: counter.exists() and counter.read_text().strip().isdigit(), timeout=10, what="output")
-        time.sleep(2)
-        first = int(counter.read_text().strip() or 0)
+
+        def lines() -> int:
+            text = counter.read_text().strip() if counter.exists() else ""
+            return int(text) if text.isdigit() else 0
+
+        # 700 lines of 200 bytes are twice what a pipe holds (64 KiB): past the point it would block
+        wait_for(lambda: lines() > 700, timeout=20, what="700 lines of output")
+        first = lines()
         time.sleep(1)
-        assert int(counter.read_text().strip() or 0) > first + 100  # still running, not blocked on the pipe
+        assert lines() > first + 100  # still running, not blocked on the pipe
         os.kill(proc.pid, signal.SIGINT)
         proc.wait(20)
         assert proc.returncode == 0

@@ -142,20 +142,20 @@ def test_hard_links_within_the_limit_are_restored_as_copies_on_no_more_disk_than
     assert (dest / "workspace/Projects/l39").read_bytes() == b"a" * 1_000_000
 
 
-def test_ten_thousand_links_to_one_member_and_links_to_links_are_counted(tmp_path):
+def test_ten_thousand_links_to_one_member_and_links_to_links_are_counted(ram_path):
     members = [member("workspace/Projects/f", b"x" * 1000)]
     members += [member(f"workspace/Projects/l{i}", kind=tarfile.LNKTYPE, link="workspace/Projects/f") for i in range(10_000)]
     members += [member("workspace/Projects/ll", kind=tarfile.LNKTYPE, link="workspace/Projects/l9999")]
-    hostile_archive(tmp_path / "many.tar.gz", members, config=CONFIG)
-    dest = tmp_path / "staging"
+    hostile_archive(ram_path / "many.tar.gz", members, config=CONFIG)
+    dest = ram_path / "staging"
     dest.mkdir()
     started = time.monotonic()
     with pytest.raises(archive.Refused, match="more than 5000000 bytes"):
-        archive.extract(str(tmp_path / "many.tar.gz"), str(dest), areas=AREAS, limits=archive.Limits(bytes=5_000_000))
+        archive.extract(str(ram_path / "many.tar.gz"), str(dest), areas=AREAS, limits=archive.Limits(bytes=5_000_000))
     assert time.monotonic() - started < 20
-    again = tmp_path / "staging2"
+    again = ram_path / "staging2"
     again.mkdir()
-    result = archive.extract(str(tmp_path / "many.tar.gz"), str(again), areas=AREAS, limits=archive.Limits(bytes=20_000_000))
+    result = archive.extract(str(ram_path / "many.tar.gz"), str(again), areas=AREAS, limits=archive.Limits(bytes=20_000_000))
     assert result.bytes == 10_002 * 1000 and (again / "workspace/Projects/ll").read_bytes() == b"x" * 1000
 
 
