@@ -23,6 +23,7 @@ class HostRow:
     pool_free_mb: int | None  # the storage pool's free space, for this machine's engine only
     warm_ready: int = 0  # its warm pool's started containers ready for a create (sandboxes.services.warm)
     warm_wanted: int = 0  # how many WARM_POOL asks of it (none while it is disabled or draining)
+    deletable: bool = False  # no sandbox row names it, destroyed ones included (host_delete's rule)
 
     @property
     def reachable(self) -> bool:
@@ -64,10 +65,10 @@ def _pool_free_mb() -> int | None:
 def host_rows() -> list[HostRow]:
     """Every host with its load, its health as the watcher last wrote it, and, for this
     machine's engine, the storage pool's free space."""
-    from django.db.models import Count
+    from django.db.models import Count, Exists, OuterRef
 
     from sandboxes import engine
-    from sandboxes.models import WarmSlot
+    from sandboxes.models import Sandbox, WarmSlot
 
     now = timezone.now()
     ready = dict(
@@ -79,14 +80,16 @@ def host_rows() -> list[HostRow]:
     )
     wanted = sum(count for _image, _mode, count in settings.WARM_POOL)
     rows = []
-    for host in with_load():
+    named = Exists(Sandbox.objects.filter(host=OuterRef("pk")))
+    for host in with_load(Host.objects.annotate(named=named)):
         where = host.docker_url or settings.DOCKER_HOST or "this machine's default socket"
         if host.agent:
             seen = f"{host.docker_url or 'the default socket'} on its own machine"
             where = f"its agent ({seen}); the panel: {host.panel_url or 'no URL (no logs, stats or terminals, no sandbox)'}"
         local = not host.agent and engine.Host(host.name, host.docker_url or settings.DOCKER_HOST, 1).is_local
         row = HostRow(host, load_of(host), where, is_stale(host.last_heartbeat, now=now), _pool_free_mb() if local else None)
-        rows.append(replace(row, warm_ready=ready.get(host.pk, 0), warm_wanted=wanted if host.accepts_sandboxes else 0))
+        wanted_here = wanted if host.accepts_sandboxes else 0
+        rows.append(replace(row, warm_ready=ready.get(host.pk, 0), warm_wanted=wanted_here, deletable=not host.named))  # type: ignore[attr-defined]
     return rows
 
 

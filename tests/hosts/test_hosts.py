@@ -136,6 +136,30 @@ def test_the_hosts_page_adds_drains_and_deletes_through_the_services(logged_in):
     ]
 
 
+def test_the_hosts_page_offers_delete_where_host_delete_allows_it_with_no_query_per_host(logged_in, fake_engine, clean_workspace, team):
+    """Delete is offered only for a host no sandbox row names (a destroyed sandbox's included, as
+    host_delete rules), and the page reads that with the hosts: its queries do not grow with them."""
+    from sandboxes.models import Sandbox
+
+    add_second()
+    holder = create(team, "holder", host="second")
+    Sandbox.objects.filter(pk=holder.pk).update(status=Sandbox.Status.DESTROYED)  # its row stays: history
+    empty = add_second(name="third")
+
+    def page() -> tuple[str, int]:
+        with CaptureQueriesContext(connection) as queries:
+            html = logged_in.get("/hosts/").content.decode()
+        return html, len(queries)
+
+    html, few = page()
+    assert f'action="/hosts/{empty.pk}/delete/"' in html
+    assert f'action="/hosts/{holder.host.pk}/delete/"' not in html
+    for n in range(3):
+        add_second(name=f"more{n}")
+    html, more = page()
+    assert more == few and html.count("/delete/") == 5  # local, third and the three more
+
+
 def test_the_hosts_page_is_not_there_for_anyone_else(client, team, django_user_model):
     user = django_user_model.objects.create_user("teamadmin", password="pw-123-long")
     Membership.objects.create(user=user, team=team, role=Membership.Role.ADMIN)
