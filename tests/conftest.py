@@ -286,3 +286,20 @@ def own_queue():
     yield queue
     app.conf.task_routes = before
     reroute()
+
+
+@pytest.fixture
+def broker_down():
+    """Celery's broker on a port where nothing listens: sending a task fails to connect for real."""
+    from controlpanel.celery import app
+    from sandboxes import health
+
+    original = app.conf.broker_url
+    app.conf.broker_url = "redis://127.0.0.1:9/0"
+    app._pool = None
+    app.amqp._producer_pool = None
+    yield
+    app.conf.broker_url = original
+    app._pool = None
+    app.amqp._producer_pool = None
+    health.refresh()

@@ -8,7 +8,6 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from audit.models import AuditEvent
-from controlpanel.celery import app as celery_app
 from sandboxes.models import Sandbox
 from teams.models import Team
 from tests.support.docker import TEST_IMAGE
@@ -190,20 +189,6 @@ def test_an_action_the_state_refuses_is_409_with_the_services_message(
     answer = post_json(client, f"/api/v1/sandboxes/{sandbox.pk}/unpause/", token)
     assert answer.status_code == 409 and answer.json()["detail"]
     assert Sandbox.objects.get(pk=sandbox.pk).pending_action == ""
-
-
-@pytest.fixture
-def broker_down():
-    """A real broker URL on a port where nothing listens: Celery fails to connect for real
-    (as tests/sandboxes/test_queue_down.py does)."""
-    original = celery_app.conf.broker_url
-    celery_app.conf.broker_url = "redis://127.0.0.1:9/0"
-    celery_app._pool = None
-    celery_app.amqp._producer_pool = None
-    yield
-    celery_app.conf.broker_url = original
-    celery_app._pool = None
-    celery_app.amqp._producer_pool = None
 
 
 @pytest.mark.django_db(transaction=True)  # the task is sent once the claim commits

@@ -6,7 +6,6 @@ here and mounted there."""
 
 import os
 import socket
-import threading
 from decimal import Decimal
 
 import pytest
@@ -16,6 +15,7 @@ from hosts.models import Host
 from sandboxes import engine, network, services
 from sandboxes.models import Sandbox
 from tests.support.docker import TEST_IMAGE
+from tests.support.relay import Relay
 
 CLI = services.SystemActor("test")
 
@@ -76,50 +76,12 @@ def test_a_sandbox_placed_on_another_machine_before_does_not_start(local, team):
     assert sandbox.status == Sandbox.Status.ERROR and "another machine" in sandbox.status_detail, sandbox.status_detail
 
 
-class SocketProxy:
-    """Another Unix socket in front of the real engine: to the panel, a dockerd of its own."""
-
-    def __init__(self, path: str):
-        self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.server.bind(path)
-        self.server.listen(16)
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while True:
-            try:
-                client, _ = self.server.accept()
-            except OSError:
-                return
-            upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            upstream.connect("/var/run/docker.sock")
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pipe(a, b):
-        try:
-            while data := a.recv(65536):
-                b.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (a, b):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-    def close(self):
-        self.server.close()
-
-
 @pytest.mark.docker
 @pytest.mark.django_db
 def test_a_sandbox_on_another_dockers_socket_gets_no_network_while_the_rules_are_on(make_sandbox, clean_docker, settings, tmp_path):
     """The engine behind another socket has its own bridges, in a namespace the rules here may
     not filter: with the rules on, an internet-mode sandbox there is refused before it starts."""
-    proxy = SocketProxy(str(tmp_path / "other-docker.sock"))
+    proxy = Relay.unix(str(tmp_path / "other-docker.sock"), "/var/run/docker.sock")  # to the panel, a dockerd of its own
     try:
         settings.SANDBOX_EGRESS_RULES = True
         host_services.local_host()

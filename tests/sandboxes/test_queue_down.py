@@ -4,25 +4,10 @@ import pytest
 
 from backups import services as backups
 from backups.models import Backup, Restore
-from controlpanel.celery import app as celery_app
 from sandboxes import health
 from sandboxes.models import Sandbox
 
 pytestmark = [pytest.mark.docker, pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture
-def broker_down():
-    # A real broker URL on a port where nothing listens: Celery fails to connect for real.
-    original = celery_app.conf.broker_url
-    celery_app.conf.broker_url = "redis://127.0.0.1:9/0"
-    celery_app._pool = None
-    celery_app.amqp._producer_pool = None
-    yield
-    celery_app.conf.broker_url = original
-    celery_app._pool = None
-    celery_app.amqp._producer_pool = None
-    health.refresh()
 
 
 def test_create_and_stop_with_queue_down(client, admin_user, team, make_sandbox, clean_docker, test_image, broker_down):

@@ -35,15 +35,15 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
+
+from tests.support.relay import Relay
 
 ROOT = Path(__file__).resolve().parents[2]
 ENTER = Path(__file__).with_name("second_host_enter.sh")
@@ -487,66 +487,6 @@ def _tail(path: Path, lines: int = 60) -> str:
         return f"(no {path})"
 
 
-# --- the PostgreSQL relay ------------------------------------------------------------------------
-
-
-class Relay:
-    """A TCP relay in threads: listens on (address, port) and joins each connection to target."""
-
-    def __init__(self, address: str, port: int, target: tuple[str, int]):
-        self.target = target
-        self.server = socket.socket()
-        self.server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.server.bind((address, port))
-        self.server.listen(64)
-        self.server.settimeout(0.2)
-        self.stopping = threading.Event()
-        self.sockets: set[socket.socket] = set()
-        self.lock = threading.Lock()
-        self.thread = threading.Thread(target=self._accept, name=f"relay-{port}", daemon=True)
-        self.thread.start()
-
-    def _accept(self) -> None:
-        while not self.stopping.is_set():
-            try:
-                client, _ = self.server.accept()
-            except OSError:
-                continue
-            try:
-                upstream = socket.create_connection(self.target, timeout=10)
-            except OSError:
-                client.close()
-                continue
-            upstream.settimeout(None)
-            client.settimeout(None)
-            with self.lock:
-                self.sockets.update((client, upstream))
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
-
-    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-    def close(self) -> None:
-        self.stopping.set()
-        self.thread.join(5)
-        self.server.close()
-        with self.lock:
-            for s in self.sockets:
-                s.close()
-            self.sockets.clear()
-
-
 # --- the storage pool ----------------------------------------------------------------------------
 
 
@@ -885,7 +825,7 @@ class SecondHost:
             self.processes.append(_start_listener(layout))
             _make_tls(layout)
             self.processes.append(_start_redis(layout, self.redis_password))
-            self.relay = Relay(layout.root_address, layout.postgres_port, ("127.0.0.1", POSTGRES_PORT))
+            self.relay = Relay.tcp(layout.root_address, layout.postgres_port, ("127.0.0.1", POSTGRES_PORT))
             _mount_pool(layout)  # before dockerd: its mount namespace is a copy made when it starts
             self.start_engine()
             for image in images:
