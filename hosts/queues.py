@@ -91,13 +91,15 @@ _BY_ROW: dict[str, tuple[str, int, str, Callable[[Any], Any]]] = {
     "backups.tasks.backup_import_task": (JOBS, 0, "backup_id", _backup_host),
     "backups.tasks.restore_task": (JOBS, 0, "restore_id", _restore_host),
     "incidents.tasks.incident_step_task": (LIFECYCLE, 0, "incident_id", _incident_host),
+    "incidents.tasks.incident_job_task": (JOBS, 0, "incident_id", _incident_host),
 }
-# Tasks given their host's name (no query): the periodic work's per-host halves, a freeze's snapshots.
-_BY_NAME: dict[str, tuple[int, str]] = {
-    "sandboxes.tasks.host_reconcile_task": (0, "host_name"),
-    "sandboxes.tasks.host_checklist_task": (0, "host_name"),
-    "sandboxes.tasks.warm_fill_task": (0, "host_name"),
-    "incidents.tasks.incident_group_snapshot_task": (1, "host_name"),
+# Tasks given their host's name (no query): the periodic work's per-host halves, a freeze's
+# snapshots (evidence archives one after another: a job).
+_BY_NAME: dict[str, tuple[str, int, str]] = {
+    "sandboxes.tasks.host_reconcile_task": (LIFECYCLE, 0, "host_name"),
+    "sandboxes.tasks.host_checklist_task": (LIFECYCLE, 0, "host_name"),
+    "sandboxes.tasks.warm_fill_task": (LIFECYCLE, 0, "host_name"),
+    "incidents.tasks.incident_group_snapshot_task": (JOBS, 1, "host_name"),
 }
 
 
@@ -105,9 +107,9 @@ def route_task(name: str, args: Any, kwargs: Any, options: Any, task: Any = None
     """Celery's router (CELERY_TASK_ROUTES): the queue of the host a task is about; None (the
     default queue) for a task about no host. One query at most."""
     if name in _BY_NAME:
-        index, arg = _BY_NAME[name]
+        kind, index, arg = _BY_NAME[name]
         host_name = _arg(args, kwargs, index, arg)
-        return {"queue": lifecycle_queue(host_name)} if host_name else None
+        return {"queue": queue_of(host_name, kind)} if host_name else None
     rule = _BY_ROW.get(name)
     if rule is None:
         return None

@@ -91,7 +91,7 @@ def incident_declare(
             Incident.objects.filter(pk=incident.pk).update(state=STATE.FAILED, step_detail=str(exc))
             _event(incident, f"Could not pause it yet: {exc} Retry the step when that has ended.", failed=True)
         else:
-            _queue(incident.pk)
+            _queue(incident)
         live.sandbox_changed(sandbox)
     incident.refresh_from_db()
     return incident
@@ -139,7 +139,7 @@ def incident_advance(
         _event(incident, what, actor=actor_name(actor))
         audit_incident(actor, incident, f"incident.{step}", {"retry": retry, "reset_mode": reset_mode or None}, source_ip)
         if enqueue:
-            _queue(incident.pk)
+            _queue(incident)
         live.sandbox_changed(incident.sandbox)
     return incident
 
@@ -197,15 +197,25 @@ def freeze_team(*, actor, team: Team, severity: str, summary: str, source_ip: st
     return incidents, skipped
 
 
-def _queue(incident_id: int) -> None:
-    from .tasks import incident_step_task
+# The steps as long as a backup: their task is a job (incidents.tasks.incident_job_task).
+JOB_STEPS = frozenset({STEP.SNAPSHOT, STEP.RESET})
+
+
+def _step_task(step: str):
+    from .tasks import incident_job_task, incident_step_task
+
+    return incident_job_task if step in JOB_STEPS else incident_step_task
+
+
+def _queue(incident: Incident) -> None:
+    incident_id = incident.pk
 
     def refused():
-        incident = Incident.objects.filter(pk=incident_id).select_related("sandbox").first()
-        if incident is not None:
-            _step_end(incident, incident.sandbox, ok=False, detail="The step was not started: the task queue (Redis) is not reachable.")
+        found = Incident.objects.filter(pk=incident_id).select_related("sandbox").first()
+        if found is not None:
+            _step_end(found, found.sandbox, ok=False, detail="The step was not started: the task queue (Redis) is not reachable.")
 
-    enqueue_on_commit(incident_step_task, incident_id, what=f"incident {incident_id}", on_refused=refused)
+    enqueue_on_commit(_step_task(incident.step), incident_id, what=f"incident {incident_id}", on_refused=refused)
 
 
 def resume_incident(sandbox: Sandbox) -> None:
@@ -213,9 +223,7 @@ def resume_incident(sandbox: Sandbox) -> None:
     if incident is None:
         finish(sandbox, JOB, None, "", outcome="done", audited=False)
         return
-    from .tasks import incident_step_task
-
-    incident_step_task.delay(incident.pk)
+    _step_task(incident.step).delay(incident.pk)
 
 
 # How alive a container is, and how alive a row says its sandbox is: a hold allows no more.

@@ -65,13 +65,17 @@ CELERY_BROKER_CONNECTION_TIMEOUT = 2
 # second worker.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": max(3600, env_int("BACKUP_MAX_SECONDS", 6 * 3600, minimum=1) + 1800)}
 CELERY_TASK_DEFAULT_QUEUE = f"ccpanel-{PANEL_INSTANCE}"
-# Long jobs (backups, restores, verifies, imports) have a queue and a worker pool of their own:
+# Long jobs (backups, restores, verifies, imports, an incident's evidence) have a queue and a worker pool of their own:
 # however many of them run, a Stop, a Start or an incident's freeze finds a free worker.
 # Each host has two queues of its own, `<default>-host-<name>` (lifecycle) and `…-jobs`, read
 # by that host's workers (hosts.queues). The jobs queue without a host is the panel's own: jobs
 # with no sandbox (an imported archive), and those queued before hosts had queues.
 CELERY_JOBS_QUEUE = f"ccpanel-{PANEL_INSTANCE}-jobs"
-PANEL_JOB_TASKS = tuple(f"backups.tasks.{name}" for name in ("backup_task", "restore_task", "backup_verify_task", "backup_import_task"))
+PANEL_JOB_TASKS = (
+    *(f"backups.tasks.{name}" for name in ("backup_task", "restore_task", "backup_verify_task", "backup_import_task")),
+    "incidents.tasks.incident_job_task",  # an incident's snapshot (its evidence archive) and reset
+    "incidents.tasks.incident_group_snapshot_task",  # a team freeze's snapshots, one after another
+)
 # One router for every task: a task about a sandbox goes to its host's queue (one query), the
 # rest to the default queue. A string: Celery imports it once Django is set up.
 CELERY_TASK_ROUTES = ["hosts.queues.route_task"]

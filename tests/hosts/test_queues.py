@@ -211,8 +211,34 @@ def test_a_team_freeze_sends_each_incident_and_each_hosts_snapshots_to_its_host(
     group = str(made[0].group)
     for name in ("alpha", "beta"):
         incident = next(i for i in made if i.sandbox.host.name == name)
-        assert sorted(sent(m) for m in broker(queues.lifecycle_queue(name))) == [
-            ("incidents.tasks.incident_group_snapshot_task", [group, name]),
-            ("incidents.tasks.incident_step_task", [incident.pk]),
-        ]
+        assert [sent(m) for m in broker(queues.lifecycle_queue(name))] == [("incidents.tasks.incident_step_task", [incident.pk])]
+        # The snapshots, each an evidence archive, one after another: a job, as long as backups.
+        assert [sent(m) for m in broker(queues.jobs_queue(name))] == [("incidents.tasks.incident_group_snapshot_task", [group, name])]
     assert broker(settings.CELERY_TASK_DEFAULT_QUEUE) == []
+
+
+@pytest.mark.docker  # the tests' Redis, which `make test` starts (not the fast tier)
+def test_an_incidents_snapshot_and_reset_are_jobs_on_its_hosts_jobs_queue_with_the_jobs_time_limits(
+    two_hosts, broker, admin_user, django_capture_on_commit_callbacks
+):
+    """The evidence archive (snapshot) and a reset's restore take as long as a backup: they must
+    not hold a lifecycle worker, nor stop at the lifecycle tasks' 15 minutes."""
+    from controlpanel.celery import app
+    from incidents import services as incidents
+    from incidents.models import Incident
+
+    beta = two_hosts["on-beta"]
+    Sandbox.objects.filter(pk=beta.pk).update(status="running", pending_action="", container_id="c1")
+    with django_capture_on_commit_callbacks(execute=True):
+        incident = incidents.incident_declare(actor=admin_user, sandbox=Sandbox.objects.get(pk=beta.pk), severity="high", summary="seen")
+    assert [sent(m) for m in broker(queues.lifecycle_queue("beta"))] == [("incidents.tasks.incident_step_task", [incident.pk])]
+    Incident.objects.filter(pk=incident.pk).update(state=Incident.State.DONE)
+    Sandbox.objects.filter(pk=beta.pk).update(pending_action="")  # the declare step ended
+    with django_capture_on_commit_callbacks(execute=True):
+        incidents.incident_advance(actor=admin_user, incident=Incident.objects.get(pk=incident.pk), step="snapshot")
+    assert [sent(m) for m in broker(queues.jobs_queue("beta"))] == [("incidents.tasks.incident_job_task", [incident.pk])]
+    assert len(broker(queues.lifecycle_queue("beta"))) == 1  # the declare step's, nothing more
+    for name in ("incidents.tasks.incident_job_task", "incidents.tasks.incident_group_snapshot_task"):
+        limits = app.tasks[name]
+        assert limits.soft_time_limit > settings.BACKUP_MAX_SECONDS and limits.time_limit > limits.soft_time_limit, name
+    assert app.tasks["incidents.tasks.incident_step_task"].soft_time_limit in (None, settings.CELERY_TASK_SOFT_TIME_LIMIT)
