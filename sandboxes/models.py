@@ -131,6 +131,11 @@ class Sandbox(models.Model):
     # that enforces it ("1/<id>", storage.pool). No group: plain folders (no pool), no quota.
     disk_mb = models.PositiveIntegerField(null=True, blank=True)
     disk_group = models.CharField(max_length=32, blank=True, default="")
+    # Its checkpoints' retention, as a backup schedule's (storage.services.rotate): the newest
+    # `checkpoint_keep_last` (SANDBOX_KEEP_CHECKPOINTS when None) and those younger than
+    # `checkpoint_keep_days` (no age rule when None) are kept.
+    checkpoint_keep_last = models.PositiveIntegerField(null=True, blank=True)
+    checkpoint_keep_days = models.PositiveIntegerField(null=True, blank=True)
     # The warm-pool slot (its key, services.warm) whose started container this sandbox took at
     # its create, while it runs that container: Docker recorded the slot's folders as its mount
     # sources, so its next start makes a container from the sandbox's own spec. "" otherwise.

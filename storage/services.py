@@ -20,6 +20,7 @@ from django.utils import timezone
 
 from controlpanel.db import serialise
 from controlpanel.names import bidi_problem
+from controlpanel.retention import beyond_keeping
 from sandboxes import engine, live, policy, workspace
 from sandboxes.models import Sandbox
 from sandboxes.services.auditing import audit
@@ -146,7 +147,7 @@ def read_only_copy(sandbox: Sandbox, what: str) -> Iterator[Path]:
 
 def checkpoint_create(*, actor, sandbox: Sandbox, label: str = "", automatic: bool = False, source_ip: str | None = None) -> Checkpoint:
     """Take a checkpoint of the sandbox, running or not (frozen for the instant of the snapshot),
-    audited; the oldest beyond SANDBOX_KEEP_CHECKPOINTS are rotated away."""
+    audited; then those the sandbox's retention no longer keeps are rotated away (`rotate`)."""
     authorize(actor, sandbox.team, Role.OPERATOR)
     label = (label or "").strip()
     if len(label) > 100 or any(ord(c) < 32 for c in label):
@@ -176,16 +177,62 @@ def _take(actor, sandbox: Sandbox, *, label: str, automatic: bool, was_running: 
 
 
 def rotate(sandbox: Sandbox) -> int:
-    """Delete the oldest checkpoints beyond SANDBOX_KEEP_CHECKPOINTS (automatic ones first)."""
+    """Delete the checkpoints the sandbox's retention no longer keeps, by the rule scheduled
+    backups are rotated by (controlpanel.retention): its newest `checkpoint_keep_last`
+    (SANDBOX_KEEP_CHECKPOINTS when unset; automatic ones, taken before a rollback, counted after
+    the others, so they go first) and those younger than `checkpoint_keep_days`. Never while an
+    incident holds the sandbox: what it was before the incident is what a reset may need."""
     removed = 0
-    while True:
-        kept = list(Checkpoint.objects.filter(sandbox=sandbox).order_by("created_at", "pk"))
-        if len(kept) <= settings.SANDBOX_KEEP_CHECKPOINTS:
-            return removed
-        oldest = next((c for c in kept if c.automatic), kept[0])
-        _delete(oldest)
-        audit(SystemActor("rotation"), "sandbox.checkpoint_deleted", sandbox, {"checkpoint": oldest.snapshot, "label": oldest.label})
-        removed += 1
+    with transaction.atomic():
+        serialise(f"checkpoints-{sandbox.pk}")  # two rotations at once would delete one snapshot twice
+        current = Sandbox.objects.filter(pk=sandbox.pk).values("on_hold", "checkpoint_keep_last", "checkpoint_keep_days").first()
+        if current is None or current["on_hold"]:
+            return 0
+        ranked = sorted(Checkpoint.objects.filter(sandbox=sandbox), key=lambda c: (not c.automatic, c.created_at, c.pk), reverse=True)
+        gone = beyond_keeping(
+            ranked,
+            keep_last=current["checkpoint_keep_last"] or settings.SANDBOX_KEEP_CHECKPOINTS,
+            keep_days=current["checkpoint_keep_days"],
+            now=timezone.now(),
+            taken=_taken,
+        )
+        for checkpoint in gone:
+            _delete(checkpoint)
+            audit(
+                SystemActor("rotation"),
+                "sandbox.checkpoint_deleted",
+                sandbox,
+                {"checkpoint": checkpoint.snapshot, "label": checkpoint.label},
+            )
+            removed += 1
+    return removed
+
+
+def _taken(checkpoint: Checkpoint):
+    return checkpoint.created_at
+
+
+# The bounds of a sandbox's checkpoint retention (as a schedule's keep_last and keep_days).
+KEEP_LAST_MAX = 1000
+KEEP_DAYS_MAX = 3650
+
+
+def checkpoint_retention_set(*, actor, sandbox: Sandbox, keep_last: int | None, keep_days: int | None, source_ip: str | None = None) -> int:
+    """Set how many checkpoints the sandbox keeps (None: SANDBOX_KEEP_CHECKPOINTS) and for how
+    many days (None: no age rule), audited, then rotate by it. Returns how many went."""
+    authorize(actor, sandbox.team, Role.OPERATOR)
+    if keep_last is not None and not 1 <= keep_last <= KEEP_LAST_MAX:
+        raise StorageError(
+            f"Keep from 1 to {KEEP_LAST_MAX} checkpoints, or leave it empty for the panel's {settings.SANDBOX_KEEP_CHECKPOINTS}."
+        )
+    if keep_days is not None and not 1 <= keep_days <= KEEP_DAYS_MAX:
+        raise StorageError(f"Keep checkpoints from 1 to {KEEP_DAYS_MAX} days, or leave it empty for no age rule.")
+    if problem := folders_problem(sandbox):  # its snapshots are on that machine
+        raise StorageError(problem)
+    Sandbox.objects.filter(pk=sandbox.pk).update(checkpoint_keep_last=keep_last, checkpoint_keep_days=keep_days)
+    sandbox.checkpoint_keep_last, sandbox.checkpoint_keep_days = keep_last, keep_days
+    audit(actor, "sandbox.checkpoint_retention", sandbox, {"keep_last": keep_last, "keep_days": keep_days}, source_ip)
+    return rotate(sandbox)
 
 
 def _delete(checkpoint: Checkpoint) -> None:

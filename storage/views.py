@@ -3,6 +3,7 @@ and rollback. Thin: every rule is in storage.services."""
 
 from collections.abc import Callable
 
+from django.conf import settings
 from django.contrib import messages
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
@@ -29,6 +30,7 @@ def sandbox_storage(request: HttpRequest, pk: int) -> HttpResponse:
         "pool_active": pool.active(),
         "checkpoints": selectors.checkpoints_of(sandbox) if sandbox.in_pool else [],
         "can_operate": role in (Role.OPERATOR, Role.ADMIN) and sandbox.status != sandbox.Status.DESTROYED,
+        "keep_default": settings.SANDBOX_KEEP_CHECKPOINTS,
     }
     return render(request, "storage/_card.html", context)
 
@@ -85,6 +87,28 @@ def checkpoint_delete(request: HttpRequest, pk: int, checkpoint_pk: int) -> Http
         return f"Deleted checkpoint {target.snapshot}."
 
     return _run_on_checkpoint(request, pk, checkpoint_pk, step)
+
+
+def _count(value: str, what: str) -> int | None:
+    value = value.strip()
+    if not value:
+        return None
+    if not (value.isascii() and value.isdigit() and len(value) < 7):
+        raise services.StorageError(f"{what} is a whole number, or empty.")
+    return int(value)
+
+
+@require_POST
+def checkpoint_retention(request: HttpRequest, pk: int) -> HttpResponse:
+    def step(sandbox):
+        keep_last = _count(request.POST.get("keep_last", ""), "How many checkpoints to keep")
+        keep_days = _count(request.POST.get("keep_days", ""), "How many days to keep checkpoints")
+        gone = services.checkpoint_retention_set(
+            actor=request.user, sandbox=sandbox, keep_last=keep_last, keep_days=keep_days, source_ip=client_ip(request)
+        )
+        return f"{sandbox.name} keeps its checkpoints by the new rule" + (f"; {gone} went." if gone else ".")
+
+    return _run(request, pk, step)
 
 
 @require_POST

@@ -5,7 +5,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from controlpanel.queue import enqueue_on_commit
+from controlpanel.retention import beyond_keeping
 from sandboxes import engine, live, policy, workspace
 from sandboxes.models import Sandbox
 from sandboxes.services import SandboxError, SystemActor, finish
@@ -578,19 +579,19 @@ def backup_delete(*, actor, backup: Backup, source_ip: str | None = None, reason
         transaction.on_commit(lambda: archive.remove_partial(str(backup.path)))
 
 
+def _created(backup: Backup) -> datetime:
+    return backup.created_at
+
+
 def rotate(sandbox: Sandbox) -> int:
     """Delete the sandbox's scheduled backups that its schedule no longer keeps."""
     schedule = BackupSchedule.objects.filter(sandbox=sandbox).first()
     if schedule is None or (schedule.keep_last is None and schedule.keep_days is None):
         return 0
-    cutoff = timezone.now() - timedelta(days=schedule.keep_days) if schedule.keep_days is not None else None
     scheduled = Backup.objects.filter(sandbox=sandbox, kind=Backup.Kind.SCHEDULED, status=Backup.Status.DONE).order_by("-created_at", "-id")
+    gone = beyond_keeping(scheduled, keep_last=schedule.keep_last, keep_days=schedule.keep_days, now=timezone.now(), taken=_created)
     removed = 0
-    for index, backup in enumerate(scheduled):
-        kept_by_count = schedule.keep_last is not None and index < schedule.keep_last
-        kept_by_age = cutoff is not None and backup.created_at >= cutoff
-        if kept_by_count or kept_by_age:
-            continue
+    for backup in gone:
         try:
             backup_delete(actor=SystemActor("rotation"), backup=backup, reason="rotation")
             removed += 1
