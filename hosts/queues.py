@@ -98,6 +98,7 @@ _BY_NAME: dict[str, tuple[int, str]] = {
     "sandboxes.tasks.host_checklist_task": (0, "host_name"),
     "sandboxes.tasks.warm_fill_task": (0, "host_name"),
     "incidents.tasks.incident_group_snapshot_task": (1, "host_name"),
+    "webhooks.tasks.host_quota_watch_task": (0, "host_name"),
 }
 
 
