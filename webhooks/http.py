@@ -35,6 +35,7 @@ def _pool(target: Target) -> urllib3.HTTPConnectionPool:
             maxsize=1,
             retries=False,
             cert_reqs="CERT_REQUIRED",
+            ca_certs=settings.WEBHOOK_CA_FILE or None,
             server_hostname=target.url.host,
             assert_hostname=target.url.host,
         )

@@ -14,6 +14,7 @@ from webhooks import addresses, services, tasks
 from webhooks.models import Delivery, Webhook
 
 from .conftest import declare
+from .helpers import Receiver, certificates
 
 pytestmark = pytest.mark.django_db(transaction=True)
 D = Delivery.Status
@@ -259,3 +260,48 @@ def test_a_disabled_webhook_gets_nothing(receiver, queued, team, team_admin):
     assert Delivery.objects.get(pk=delivery_id).status == D.REFUSED
     declare(team)
     assert queued == [] and receiver.received == []
+
+
+@pytest.fixture
+def tls_receiver(tmp_path):
+    ca, cert, key = certificates(tmp_path, "receiver.test")
+    made = Receiver(tls=(str(cert), str(key)))
+    made.ca = str(ca)
+    yield made
+    made.close()
+
+
+def test_https_is_verified_against_the_urls_name_not_the_address(monkeypatch, tls_receiver, queued, settings, team, team_admin):
+    """The connection goes to the judged address, and TLS checks the certificate against the
+    URL's host name (the server name sent): the receiver's own name passes, another fails."""
+    settings.WEBHOOK_CA_FILE = tls_receiver.ca
+    fake_dns(monkeypatch, {"receiver.test": ["127.0.0.1"], "impostor.test": ["127.0.0.1"]})
+    good = services.webhook_create(
+        actor=team_admin,
+        team=team,
+        url=f"https://receiver.test:{tls_receiver.port}/in",
+        chosen_events=["incident.declared"],
+        allow_private=True,
+    )
+    tls_receiver.secret = good.secret
+    declare(team)
+    [delivered] = run(queued)
+    assert Delivery.objects.get(pk=delivered).status == D.DELIVERED
+    assert [r.verified for r in tls_receiver.received] == [True]
+    services.webhook_delete(actor=team_admin, webhook=good.webhook)
+    services.webhook_create(
+        actor=team_admin,
+        team=team,
+        url=f"https://impostor.test:{tls_receiver.port}/in",
+        chosen_events=["incident.declared"],
+        allow_private=True,
+    )
+    declare(team)
+    [refused] = run(queued)
+    delivery = Delivery.objects.get(pk=refused)
+    assert delivery.status == D.PENDING and "doesn't match 'receiver.test'" in delivery.last_error, delivery.last_error
+    assert len(tls_receiver.received) == 1, "nothing is sent to a server whose certificate is not the URL's name's"
+    settings.WEBHOOK_CA_FILE = ""  # the system's trust store does not know the test's CA
+    Delivery.objects.filter(pk=refused).update(next_attempt_at=timezone.now())
+    tasks.delivery_task(refused)
+    assert "unable to get local issuer certificate" in Delivery.objects.get(pk=refused).last_error
