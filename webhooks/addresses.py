@@ -16,7 +16,7 @@ import socket
 import time
 import unicodedata
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from sandboxes import network
 
@@ -84,6 +84,7 @@ def parse(raw: str) -> Url:
     path = parts.path or "/"
     if parts.query:
         path += f"?{parts.query}"
+    path = quote(path, safe="/?&=%:@!$'()*+,;~-._")  # sent as ASCII: anything else escaped, escapes kept
     return Url(scheme=scheme, host=host, port=port or (443 if scheme == "https" else 80), path=path)
 
 

@@ -79,7 +79,7 @@ def post(target: Target, body: bytes, headers: dict[str, str]) -> Answer:
             response.close()
     except HTTPError as exc:
         return Answer(None, f"{type(exc).__name__}: {exc}"[:300])
-    except OSError as exc:
+    except (OSError, ValueError) as exc:  # ValueError: what http.client refuses to send
         return Answer(None, f"{type(exc).__name__}: {exc}"[:300])
     finally:
         pool.close()

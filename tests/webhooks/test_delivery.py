@@ -305,3 +305,20 @@ def test_https_is_verified_against_the_urls_name_not_the_address(monkeypatch, tl
     Delivery.objects.filter(pk=refused).update(next_attempt_at=timezone.now())
     tasks.delivery_task(refused)
     assert "unable to get local issuer certificate" in Delivery.objects.get(pk=refused).last_error
+
+
+@pytest.mark.parametrize("url", ["http://2130706433/", "http://0x7f.1/", "http://127.1/", "http://LOCALHOST./"])
+def test_other_spellings_of_loopback_are_judged_by_their_address(url, team, team_admin):
+    with pytest.raises(InvalidInput, match="127.0.0.0/8"):
+        services.webhook_create(actor=team_admin, team=team, url=url, chosen_events=["backup.failed"])
+
+
+def test_a_path_outside_ascii_is_sent_escaped(receiver, queued, team, team_admin):
+    new = services.webhook_create(
+        actor=team_admin, team=team, url=f"{receiver.url}/caf\u00e9?q=\u00fc%20x", chosen_events=["incident.declared"], allow_private=True
+    )
+    receiver.secret = new.secret
+    declare(team)
+    run(queued)
+    [got] = receiver.received
+    assert got.path == "/hook/caf%C3%A9?q=%C3%BC%20x" and got.verified
