@@ -32,6 +32,10 @@ BIG = 2**62
 
 
 class DeliverySerializer(serializers.ModelSerializer):
+    # Said in words, not as an enum: a second enum of a field named "status" would rename the
+    # sandboxes' own in the schema.
+    status = serializers.CharField(help_text="pending, sending, delivered, failed or refused.")
+
     class Meta:
         model = Delivery
         fields = [

@@ -33,8 +33,6 @@ SPECTACULAR_SETTINGS = {
     # validatorUrl None: Swagger UI would otherwise send the schema to validator.swagger.io.
     "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None, "persistAuthorization": False},
     "COMPONENT_SPLIT_REQUEST": True,
-    # Two models have a `status` with choices of their own: each enum named after its model.
-    "ENUM_NAME_OVERRIDES": {"DeliveryStatusEnum": "webhooks.models.Delivery.Status"},
 }
 
 # Tokens live at most this long (a year): a leaked one cannot outlive it.
