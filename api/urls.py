@@ -4,7 +4,7 @@ from django.contrib.auth.decorators import login_not_required, login_required
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from . import views
+from . import views, views_webhooks
 
 urlpatterns = [
     # The API's own views answer an anonymous request with 401 themselves (tokens only): the
@@ -19,4 +19,13 @@ urlpatterns = [
     # login_required), second factor and all. Its assets are vendored (drf-spectacular-sidecar),
     # never loaded from the internet.
     path("docs/", login_required(SpectacularSwaggerView.as_view(url_name="api_schema")), name="api_docs"),
+    # Webhooks (api.views_webhooks): a team admin's, as on the team's webhooks page.
+    path("v1/webhooks/", login_not_required(views_webhooks.WebhookList.as_view()), name="api_webhooks"),
+    path("v1/webhooks/<str:pk>/", login_not_required(views_webhooks.WebhookDetail.as_view()), name="api_webhook"),
+    path("v1/webhooks/<str:pk>/rotate-secret/", login_not_required(views_webhooks.WebhookRotate.as_view()), name="api_webhook_rotate"),
+    path(
+        "v1/webhooks/<str:pk>/deliveries/<str:delivery>/redeliver/",
+        login_not_required(views_webhooks.WebhookRedeliver.as_view()),
+        name="api_webhook_redeliver",
+    ),
 ]

@@ -26,6 +26,7 @@ from django.utils import timezone
 
 from controlpanel.db import serialise
 from controlpanel.settings.env import key_file
+from webhooks.events import webhook_event
 
 from .models import AuditEvent, ChainCheck
 
@@ -98,7 +99,18 @@ def audit_record(
         event.save()
         seq, hash_ = event.seq, event.hash
         transaction.on_commit(lambda: _write_anchor(seq, hash_))
+        if webhook_event(action, details) is not None:
+            # The one place webhooks hear of events: once committed, their deliveries are made
+            # and queued. Robust: a webhook's trouble never reaches the caller of the audit.
+            event_id = event.pk
+            transaction.on_commit(lambda: _to_webhooks(event_id), robust=True)
     return event
+
+
+def _to_webhooks(event_id: int) -> None:
+    from webhooks.services import deliveries_for_event
+
+    deliveries_for_event(event_id=event_id)
 
 
 @dataclass(frozen=True)

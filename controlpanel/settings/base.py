@@ -4,7 +4,7 @@ Everything a user may want to change comes from the environment (see README.md,
 "Configuration"); the defaults give a panel on 127.0.0.1:8000 with SQLite and the panel's own
 Redis on a unix socket in var/. A value that cannot be read stops start-up with its name.
 The topics live in their own modules: queue (Redis, Celery, Channels), sandboxes, backups,
-security, storage.
+security, storage, webhooks.
 """
 
 import os
@@ -20,6 +20,7 @@ from .queue import *  # noqa: F403
 from .sandboxes import *  # noqa: F403
 from .security import *  # noqa: F403
 from .storage import *  # noqa: F403
+from .webhooks import *  # noqa: F403
 
 INSTALLED_APPS = [
     "daphne",
@@ -45,6 +46,7 @@ INSTALLED_APPS = [
     "storage",
     "hosts",
     "api",
+    "webhooks",
 ]
 
 MIDDLEWARE = [

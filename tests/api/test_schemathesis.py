@@ -88,6 +88,13 @@ def test_the_served_schema_holds_for_every_operation(
         "POST /api/v1/sandboxes/",
         "GET /api/v1/sandboxes/{pk}/",
         "POST /api/v1/sandboxes/{pk}/{action}/",
+        "GET /api/v1/webhooks/",
+        "POST /api/v1/webhooks/",
+        "GET /api/v1/webhooks/{pk}/",
+        "PATCH /api/v1/webhooks/{pk}/",
+        "DELETE /api/v1/webhooks/{pk}/",
+        "POST /api/v1/webhooks/{pk}/rotate-secret/",
+        "POST /api/v1/webhooks/{pk}/deliveries/{delivery}/redeliver/",
     }
     answered: set[int] = set()
     for operation in operations:
