@@ -20,3 +20,9 @@ urlpatterns = [
     # never loaded from the internet.
     path("docs/", login_required(SpectacularSwaggerView.as_view(url_name="api_schema")), name="api_docs"),
 ]
+
+# A sandbox's output (api/views_logs.py). Put first: the actions' pattern above would take "logs"
+# as an <action> (and answer a GET with 405).
+from . import views_logs  # noqa: E402
+
+urlpatterns.insert(0, path("v1/sandboxes/<str:pk>/logs/", login_not_required(views_logs.SandboxLogs.as_view()), name="api_sandbox_logs"))
