@@ -18,13 +18,17 @@ that wants more asks again with `since` set to the last line's stamp (timestamps
 as `ccpanel sandbox logs -f` does.
 """
 
+import contextlib
 import re
 import select
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Generator
 
+from asgiref.sync import sync_to_async
+from django.core.handlers.asgi import ASGIRequest
+from django.db import connection
 from django.http import StreamingHttpResponse
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
@@ -99,14 +103,24 @@ class SandboxLogs(PanelAPIView):
         except engine.EngineError as exc:
             return Response({"detail": f"The output is not available: {exc}"}, status=503)
         token = request.auth if isinstance(request.auth, ApiToken) else None
+        under_asgi = isinstance(request._request, ASGIRequest)
+
+        def allowed() -> bool:
+            try:
+                return _still_allowed(user=request.user, token=token, sandbox_id=sandbox.pk)
+            finally:
+                if under_asgi:
+                    connection.close()  # a thread of asgiref's pool: its connection is not reused
+
         lines = _log_lines(
             stream,
             client=request._request.META.get("gunicorn.socket"),
-            allowed=lambda: _still_allowed(user=request.user, token=token, sandbox_id=sandbox.pk),
+            allowed=allowed,
             timestamps=query["timestamps"],
             after=_nanoseconds(since) if since else 0,
         )
-        response = StreamingHttpResponse(lines, content_type="text/plain; charset=utf-8")
+        content = _each_in_a_thread(lines, stream) if under_asgi else lines
+        response = StreamingHttpResponse(content, content_type="text/plain; charset=utf-8")
         response["X-Content-Type-Options"] = "nosniff"
         response["Cache-Control"] = "no-store"
         response["X-Accel-Buffering"] = "no"  # a proxy in front must pass lines on as they come
@@ -121,7 +135,7 @@ def _still_allowed(*, user, token: ApiToken | None, sandbox_id: int) -> bool:
     return user.is_active and selectors.sandbox_get_visible(user=user, pk=sandbox_id) is not None
 
 
-def _log_lines(stream: engine.LogStream, *, client, allowed, timestamps: bool, after: int) -> Iterator[bytes]:
+def _log_lines(stream: engine.LogStream, *, client, allowed, timestamps: bool, after: int) -> Generator[bytes]:
     """The stream's lines as text, one line each; the stream is closed however this ends (the
     server closes this generator when the client goes away)."""
     done = threading.Event()
@@ -150,6 +164,21 @@ def _log_lines(stream: engine.LogStream, *, client, allowed, timestamps: bool, a
     finally:
         done.set()
         stream.close()
+
+
+async def _each_in_a_thread(lines: Generator[bytes], stream: engine.LogStream) -> AsyncIterator[bytes]:
+    """Under ASGI (Daphne, where the test suite serves the pages; `make run` serves them with
+    gunicorn): each line read in a thread of its own, so that a followed log is sent as it comes
+    and holds none of the threads other requests need (Django would read a plain generator
+    whole, in the one thread its sync views share). Django cancels this when the client goes."""
+    step = sync_to_async(lambda: next(lines, None), thread_sensitive=False)
+    try:
+        while (chunk := await step()) is not None:
+            yield chunk
+    finally:
+        stream.close()  # wakes a read still blocked in its thread, which then ends the generator
+        with contextlib.suppress(ValueError):  # "generator already executing": it ends by itself
+            lines.close()
 
 
 def _watch(stream: engine.LogStream, client, done: threading.Event) -> None:
