@@ -13,7 +13,7 @@
    API's call is given it here, as the bench's only change to the code it measures), runs
    interleaved so that a slower database later on weighs on both alike. Target < 20 ms.
 
-Prints the figures, where the time of an API create goes (cProfile, with --profile), and as its
+Prints the figures, where the time of a list request and of an API create goes (cProfile, with --profile), and as its
 last line a JSON object: list_rps, list_p50_ms, list_p99_ms, list_errors, create_api_p50_ms,
 create_service_p50_ms, create_overhead_ms.
 
@@ -137,6 +137,23 @@ def bench_list(token: str, *, sandboxes: int, seconds: int, clients: int) -> dic
     }
 
 
+def profile_list(token: str, *, requests: int = 50) -> str:
+    """Where a list request's time goes, in this process (Django's test client, no server)."""
+    client = Client(SERVER_NAME="127.0.0.1", HTTP_AUTHORIZATION=f"Bearer {token}")
+    for _ in range(5):
+        client.get("/api/v1/sandboxes/")
+    profiler = cProfile.Profile()
+    t0 = time.perf_counter()
+    profiler.enable()
+    for _ in range(requests):
+        assert client.get("/api/v1/sandboxes/").status_code == 200
+    profiler.disable()
+    elapsed = (time.perf_counter() - t0) / requests * 1000
+    out = io.StringIO()
+    pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(40)
+    return f"A list request in this process: {elapsed:.1f} ms (under the profiler)\n{out.getvalue()}"
+
+
 def bench_create(team, user, token: str, *, creates: int, profile: bool) -> tuple[dict, str]:
     """(figures, the profile's text) of `creates` API creates and as many service calls, interleaved."""
     inputs = dict(image=TEST_IMAGE, memory_mb=256, cpus=Decimal("1"), network_mode="internet")
@@ -188,11 +205,12 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--sandboxes", type=int, default=200)
     parser.add_argument("--creates", type=int, default=100)
-    parser.add_argument("--profile", action="store_true", help="print where an API create's time goes (cProfile)")
+    parser.add_argument("--profile", action="store_true", help="print where a list request's and an API create's time go (cProfile)")
     args = parser.parse_args()
     settings.SANDBOX_EGRESS_RULES = False  # the fake engine has no host firewall (as the fast tests)
     team, user, token = seed(args.sandboxes)
     figures = bench_list(token, sandboxes=args.sandboxes, seconds=args.seconds, clients=args.clients)
+    list_profile = profile_list(token) if args.profile else ""
     try:
         created, profile = bench_create(team, user, token, creates=args.creates, profile=args.profile)
     finally:
@@ -204,6 +222,8 @@ def main() -> None:
         capture_output=True,
         text=True,
     ).stdout.split()
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"load average now (1, 5, 15 min): {load} on {os.cpu_count()} cores: other work on the machine lowers these figures")
     print(
         f"GET /api/v1/sandboxes/ with a token: {args.clients} connections, {args.seconds} s, {args.sandboxes} sandboxes "
         f"({settings.SANDBOX_PAGE_SIZE} a page), gunicorn {workers[0]} processes x {workers[1]} threads, {os.cpu_count()} cores "
@@ -218,7 +238,8 @@ def main() -> None:
         f"create, p50 of {args.creates}: through the API {figures['create_api_p50_ms']:.1f} ms, the service alone "
         f"{figures['create_service_p50_ms']:.1f} ms: overhead {figures['create_overhead_ms']:.1f} ms (target < 20 ms)"
     )
-    if profile:
+    if args.profile:
+        print(list_profile)
         print(profile)
     print(json.dumps({k: round(v, 2) if isinstance(v, float) else v for k, v in figures.items()}))
 

@@ -42,6 +42,11 @@ class Resource:
     filters: list[Filter] = field(default_factory=list)
     add_verbs: Callable[[Any, "Resource"], None] | None = None  # its own verbs, beside list and show
     by_name: bool = True  # `show NAME` finds it by its exact name (a list search)
+    plural: str = ""  # "sandboxes"; the name and an s when empty
+
+    @property
+    def many(self) -> str:
+        return self.plural or f"{self.name}s"
 
 
 def _team(s: dict) -> str:
@@ -100,6 +105,7 @@ def add_sandbox_verbs(sub, resource: Resource) -> None:
 RESOURCES = [
     Resource(
         name="sandbox",
+        plural="sandboxes",
         path="/api/v1/sandboxes/",
         columns=[
             ("ID", lambda s: s["id"]),
@@ -145,9 +151,9 @@ def build_parser() -> Parser:
     parser.add_argument("--version", action="version", version=f"ccpanel {__version__}")
     resources = parser.add_subparsers(dest="resource_name", required=True, metavar="RESOURCE", parser_class=Parser)
     for resource in RESOURCES:
-        r = resources.add_parser(resource.name, help=f"{resource.name}s", parents=[COMMON])
+        r = resources.add_parser(resource.name, help=resource.many, parents=[COMMON])
         sub = r.add_subparsers(dest="verb", required=True, metavar="COMMAND", parser_class=Parser)
-        listing = sub.add_parser("list", help=f"the {resource.name}s you may see", parents=[COMMON])
+        listing = sub.add_parser("list", help=f"the {resource.many} you may see", parents=[COMMON])
         for f in resource.filters:
             listing.add_argument(f.flag, dest=f"filter_{f.param}", choices=f.choices, help=f.help)
         listing.set_defaults(func=cmd_list, resource=resource)
@@ -202,7 +208,7 @@ def find(api: Api, resource: Resource, ref: str) -> dict:
         raise ClientError(f"No {resource.name} named {ref!r} (or not one you may see).")
     if len(matches) > 1:
         ids = ", ".join(f"{m['id']} ({_team(m)})" for m in matches)
-        raise ClientError(f"{len(matches)} {resource.name}s are named {ref!r}: give the id, one of {ids}.")
+        raise ClientError(f"{len(matches)} {resource.many} are named {ref!r}: give the id, one of {ids}.")
     return api.get(f"{resource.path}{matches[0]['id']}/")
 
 
@@ -224,7 +230,7 @@ def cmd_list(api: Api, args) -> int:
     if r.name == "sandbox" and params.get("team") and not str(params["team"]).isdigit():
         params["team"] = team_id(api, params["team"])
     rows = list(api.pages(r.path, **params))
-    emit(args, rows, lambda: table(rows, r.columns) if rows else f"No {r.name}s.")
+    emit(args, rows, lambda: table(rows, r.columns) if rows else f"No {r.many}.")
     return 0
 
 
