@@ -3,9 +3,11 @@ real Docker engine): create and wait until it runs, read the output the containe
 follow it until the sandbox stops), stop, start, destroy after typing the name; the audit trail
 has each of those, by the token's user, through the API and the token."""
 
+import socket
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 
@@ -14,6 +16,7 @@ from sandboxes.models import Sandbox
 from tests.api.helpers import token_for
 from tests.support.docker import TEST_IMAGE, docker_cli
 from tests.support.paths import ROOT
+from tests.support.processes import Proc, free_port
 from tests.support.waiting import wait_for
 
 from .test_cli import ccpanel
@@ -88,3 +91,58 @@ def test_a_whole_lifecycle_from_the_command_line(panel_server, admin_user, team,
     by_token = [e.action for e in events if e.actor_id == admin_user.pk and e.details.get("token") == prefix]
     for action in ("sandbox.create", "sandbox.stop", "sandbox.start", "sandbox.destroy"):
         assert action in by_token, (action, by_token)
+
+
+@pytest.fixture
+def gunicorn_server(django_db_setup):
+    """The pages served as `make run` serves them (gunicorn, scripts/gunicorn.conf.py), with one
+    worker: what holds it shows at once."""
+    port = free_port()
+    p = Proc(
+        "gunicorn",
+        [str(ROOT / ".venv/bin/gunicorn"), "controlpanel.wsgi", "-c", str(ROOT / "scripts/gunicorn.conf.py")],
+        PANEL_PORT=str(port),
+        PANEL_WEB_WORKERS="1",
+    )
+
+    def up():
+        assert p.proc.poll() is None, p.output()
+        with socket.socket() as s:
+            return s.connect_ex(("127.0.0.1", port)) == 0
+
+    try:
+        wait_for(up, timeout=30, what="gunicorn")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        p.stop()
+
+
+def test_a_follow_under_gunicorn_streams_and_lets_go_of_its_worker_when_the_client_goes(
+    gunicorn_server, admin_user, make_sandbox, clean_docker
+):
+    sandbox = make_sandbox("cli-follow", network_mode="none")
+    docker_cli("exec", sandbox.container_id, "sh", "-c", "echo before-the-follow > /proc/1/fd/1")
+    token = token_for(admin_user, "read")
+    environ = {"PYTHONPATH": str(ROOT / "client"), "CCPANEL_URL": gunicorn_server, "CCPANEL_TOKEN": token, "CCPANEL_CONFIG": "/nonexistent"}
+    follow = subprocess.Popen(
+        [sys.executable, "-m", "ccpanel_client", "sandbox", "logs", "cli-follow", "-f", "--tail", "1"],
+        env=environ,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    followed: list[str] = []
+    threading.Thread(target=lambda: followed.extend(line.rstrip("\n") for line in follow.stdout), daemon=True).start()
+    try:
+        wait_for(lambda: followed == ["before-the-follow"], timeout=20, what="the last line")
+        docker_cli("exec", sandbox.container_id, "sh", "-c", "echo while-followed > /proc/1/fd/1")
+        wait_for(lambda: followed == ["before-the-follow", "while-followed"], timeout=10, what="the line, as it is written")
+    finally:
+        follow.kill()
+        follow.wait(10)
+    # The container stays quiet and running: only the client's going frees the one worker.
+    started = time.monotonic()
+    code, out, err = ccpanel("sandbox", "show", "cli-follow", url=gunicorn_server, token=token)
+    assert code == 0, err
+    assert time.monotonic() - started < 8, "the worker was held after its client went away"
+    assert docker_cli("inspect", "-f", "{{.State.Running}}", sandbox.container_id).stdout.strip() == "true"
