@@ -15,6 +15,7 @@ import json
 import re
 import sys
 import time
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -373,10 +374,20 @@ def cmd_logs(api: Api, args) -> int:
             params["tail"] = 0  # no line came: only what is written from now on
 
 
+def is_private(url: str) -> bool:
+    """HTTPS, or HTTP to this machine: nobody on the way reads the token."""
+    parts = urllib.parse.urlsplit(url)
+    return (
+        parts.scheme == "https" or (parts.hostname or "") in ("localhost", "127.0.0.1", "::1") or (parts.hostname or "").startswith("127.")
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = resolve(getattr(args, "url", None), getattr(args, "token", None))
+        if not is_private(settings.url):
+            say(f"ccpanel: warning: {settings.url} is plain HTTP to another machine: the token crosses the network readable.")
         return args.func(Api(settings.url, settings.token), args)
     except ClientError as exc:
         say(f"ccpanel: {exc}")

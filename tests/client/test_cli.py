@@ -68,6 +68,14 @@ def test_arguments_parse_before_or_after_the_verb():
     assert cli.mount("/srv/a:/mnt/a:ro") == {"host_path": "/srv/a", "container_path": "/mnt/a", "read_only": True}
 
 
+def test_plain_http_to_another_machine_is_warned_of():
+    assert cli.is_private("http://127.0.0.1:8000") and cli.is_private("http://localhost:8000/") and cli.is_private("https://panel.example")
+    assert not cli.is_private("http://panel.example:8000") and not cli.is_private("http://198.18.0.5:8000")
+    # (A command refused before any call: nothing is sent anywhere.)
+    code, _out, err = ccpanel("sandbox", "create", "x", "--team", "1", "--memory", "lots", url="http://panel.example", token="ccp_0_secret")
+    assert code == 1 and "plain HTTP to another machine" in err and "--memory" in err and "secret" not in err
+
+
 @pytest.mark.parametrize(
     "argv",
     [
