@@ -29,3 +29,9 @@ urlpatterns = [
         name="api_webhook_redeliver",
     ),
 ]
+
+# A sandbox's output (api/views_logs.py). Put first: the actions' pattern above would take "logs"
+# as an <action> (and answer a GET with 405).
+from . import views_logs  # noqa: E402
+
+urlpatterns.insert(0, path("v1/sandboxes/<str:pk>/logs/", login_not_required(views_logs.SandboxLogs.as_view()), name="api_sandbox_logs"))

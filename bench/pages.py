@@ -17,14 +17,12 @@ import os
 import re
 import resource
 import shutil
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
-from pathlib import Path
 
-from _setup import ROOT, VAR, setup
+from _setup import ROOT, VAR, cpu_seconds, free_port, parse_wrk, setup
 
 DB = setup("bench-pages.sqlite3", slot="2")
 
@@ -35,12 +33,6 @@ from django.test import Client  # noqa: E402
 
 from sandboxes.models import Sandbox  # noqa: E402
 from teams.models import Membership, Team  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def seed(sandboxes: int, clients: int) -> list[str]:
@@ -67,37 +59,6 @@ def seed(sandboxes: int, clients: int) -> list[str]:
         client.force_login(user)
         cookies.append(f"{settings.SESSION_COOKIE_NAME}={client.cookies[settings.SESSION_COOKIE_NAME].value}")
     return cookies
-
-
-def cpu_seconds(pid: int) -> float:
-    """The CPU time (user and system) of process `pid` and of its children still running (the
-    gunicorn master and its workers)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0.0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue  # gone meanwhile
-        if int(stat.parent.name) == pid or int(fields[1]) == pid:  # fields[1]: the parent's pid
-            total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
-    return total
-
-
-def parse_wrk(out: str) -> dict:
-    def ms(text: str) -> float:
-        value, unit = re.match(r"([\d.]+)(us|ms|s)", text).groups()
-        return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
-
-    figures = {
-        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
-        "p50_ms": ms(re.search(r"\s50%\s+(\S+)", out).group(1)),
-        "p99_ms": ms(re.search(r"\s99%\s+(\S+)", out).group(1)),
-    }
-    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    figures["errors"] = (int(non2xx.group(1)) if non2xx else 0) + (sum(map(int, socket_errors.groups())) if socket_errors else 0)
-    return figures
 
 
 def main() -> None:

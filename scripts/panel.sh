@@ -79,7 +79,7 @@ lint() {
   .venv/bin/ruff check .
   .venv/bin/ruff format --check . >/dev/null || { .venv/bin/ruff format --diff . | head -40; die "ruff format would change files: run .venv/bin/ruff format ."; }
   # tests/support/fakes.py too: it holds the fast tests' engine to the Engine protocol (its last lines).
-  .venv/bin/mypy controlpanel sandboxes audit teams backups incidents storage hosts api webhooks tests/support/fakes.py
+  .venv/bin/mypy controlpanel sandboxes audit teams backups incidents storage hosts api webhooks client/ccpanel_client tests/support/fakes.py
   DJANGO_SETTINGS_MODULE=controlpanel.settings.test $PY manage.py check
   DJANGO_SETTINGS_MODULE=controlpanel.settings.test $PY manage.py makemigrations --check --dry-run >/dev/null \
     || die "models changed without a migration"

@@ -87,6 +87,7 @@ def test_the_served_schema_holds_for_every_operation(
         "GET /api/v1/sandboxes/",
         "POST /api/v1/sandboxes/",
         "GET /api/v1/sandboxes/{pk}/",
+        "GET /api/v1/sandboxes/{pk}/logs/",
         "POST /api/v1/sandboxes/{pk}/{action}/",
         "GET /api/v1/webhooks/",
         "POST /api/v1/webhooks/",

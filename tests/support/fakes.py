@@ -8,12 +8,15 @@ errors are the engine's own. Integration tests (marked `docker`) drive the real 
 
 import dataclasses
 import hashlib
+import io
 import ipaddress
 import itertools
+import struct
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import IO, TYPE_CHECKING, Any
 
 from sandboxes import engine, policy
@@ -29,6 +32,19 @@ class FakeContainer:
     log: list[str] = field(default_factory=list)
     network: str = ""  # where it is attached now (switch_network moves it); its spec's at create
     address: str = ""  # its address on that network, given when it is attached
+
+
+FAKE_LOG_EPOCH = 1767225600  # 2026-01-01T00:00:00Z
+
+
+class _InMemoryResponse:
+    """What engine.LogStream reads a log from (an HTTP response's raw body), held in memory."""
+
+    def __init__(self, body: bytes):
+        self.raw = io.BufferedReader(io.BytesIO(body))  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        self.raw.close()
 
 
 def _unsupported(what: str, needs: str) -> NotImplementedError:
@@ -382,7 +398,21 @@ class FakeEngine:
 
     # --- streams --------------------------------------------------------------------------------
     def log_stream(self, container_id: str, *, tail: int | str = 100, follow: bool = True, since: str | None = None) -> engine.LogStream:
-        raise _unsupported("log_stream", "a LogStream over in-memory frames (Docker's multiplexed format) in place of a socket")
+        """The container's `log` (one entry a line, stdout) as Docker's multiplexed frames, line i
+        stamped i seconds after 2026-01-01T00:00:00Z; ends after them, followed or not (nothing
+        is written to a fake container later)."""
+        self._check("log_stream")
+        lines = list(enumerate(self._get(container_id).log))
+        if since is not None:
+            lines = [(i, text) for i, text in lines if FAKE_LOG_EPOCH + i >= float(since)]
+        elif tail != "all":
+            lines = lines[len(lines) - int(tail) :] if int(tail) else []
+        frames = b""
+        for i, text in lines:
+            stamp = datetime.fromtimestamp(FAKE_LOG_EPOCH + i, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.000000000Z")
+            payload = f"{stamp} {text.rstrip(chr(10))}\n".encode()
+            frames += struct.pack(">BxxxL", 1, len(payload)) + payload
+        return engine.LogStream(_InMemoryResponse(frames), None, False)
 
     def stats_once(self, container_id: str) -> dict[str, Any]:
         raise _unsupported("stats_once", "a sample of Docker's stats; a test may set one on the instance, as test_live does")

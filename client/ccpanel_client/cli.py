@@ -1,0 +1,398 @@
+"""`ccpanel RESOURCE COMMAND …`: argparse, one sub-command per verb.
+
+A resource is described once (RESOURCES: its path, its list's filters and table columns); `list`
+and `show` come from that description, and a resource's own verbs (a sandbox's create, actions
+and logs) are added by a function of its own. A new resource is a Resource(...) entry, plus its
+own verbs if it has any.
+
+Output: a table (or `key: value` lines for one object) for people, `--json` for programs. Exit
+codes: 0 done, 1 refused (by the panel, 4xx, or by the client: usage, configuration, an action
+that failed or did not finish in time), 2 the panel could not be reached, 3 the panel failed (5xx).
+"""
+
+import argparse
+import json
+import re
+import sys
+import time
+import urllib.parse
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import __version__
+from .api import EXIT_REFUSED, Api, ClientError
+from .config import resolve
+
+# --- resources -----------------------------------------------------------------------------
+
+
+@dataclass
+class Filter:
+    flag: str  # --status
+    param: str  # the list's query parameter
+    help: str
+    choices: list[str] | None = None
+
+
+@dataclass
+class Resource:
+    name: str  # the command's word: `ccpanel sandbox …`
+    path: str  # its list's URL; one object is at path + "<id>/"
+    columns: list[tuple[str, Callable[[dict], Any]]]
+    filters: list[Filter] = field(default_factory=list)
+    add_verbs: Callable[[Any, "Resource"], None] | None = None  # its own verbs, beside list and show
+    by_name: bool = True  # `show NAME` finds it by its exact name (a list search)
+    plural: str = ""  # "sandboxes"; the name and an s when empty
+
+    @property
+    def many(self) -> str:
+        return self.plural or f"{self.name}s"
+
+
+def _team(s: dict) -> str:
+    team = s.get("team") or {}
+    return team.get("name", "") if isinstance(team, dict) else str(team)
+
+
+def _status(s: dict) -> str:
+    pending = s.get("pending_action")
+    return f"{s.get('status', '')} ({pending}…)" if pending else str(s.get("status", ""))
+
+
+SANDBOX_STATUSES = ["creating", "running", "stopped", "paused", "error", "destroying"]
+ACTIONS = ["start", "stop", "restart", "pause", "unpause", "reset", "clean", "destroy"]
+# What each action leaves a sandbox in when it went well (None: gone).
+ACTION_ENDS = {"start": "running", "restart": "running", "unpause": "running", "stop": "stopped", "pause": "paused", "destroy": None}
+
+
+def add_sandbox_verbs(sub, resource: Resource) -> None:
+    create = sub.add_parser("create", help="create a sandbox (as the New sandbox form) and start it", parents=[COMMON])
+    create.add_argument("name")
+    create.add_argument("--team", required=True, help="the team's id (or its name, if one of its sandboxes is listed)")
+    create.add_argument("--image")
+    create.add_argument("--memory", help="memory: MB, or with a unit (4g, 512m)")
+    create.add_argument("--cpus", help="CPUs, e.g. 2 or 0.5")
+    create.add_argument("--disk-mb", type=int, help="disk quota in MB")
+    create.add_argument("--network", choices=["internet", "allowlist", "none"])
+    create.add_argument("--preset", action="append", default=[], help="allowlist preset (claude-code, github, packages); repeatable")
+    create.add_argument("--allow", action="append", default=[], help="allowlist entry (api.example.com:443); repeatable")
+    create.add_argument("--runtime", choices=["runc", "runsc"])
+    create.add_argument("--host", help="the host to place it on")
+    create.add_argument("--writable-root", action="store_true")
+    create.add_argument("--low-ports-and-ping", action="store_true")
+    create.add_argument("--mount", action="append", default=[], metavar="HOST:CONTAINER[:ro]", help="extra mount; repeatable")
+    create.add_argument("--wait", action="store_true", help="wait until it runs (or failed)")
+    create.add_argument("--timeout", type=float, default=300.0, help="seconds --wait waits (300)")
+    create.set_defaults(func=cmd_create, resource=resource)
+
+    for action in ACTIONS:
+        p = sub.add_parser(action, help=f"{action} a sandbox", parents=[COMMON])
+        p.add_argument("id", help="the sandbox's id or name")
+        p.add_argument("--wait", action="store_true", help="wait until the action is done (or failed)")
+        p.add_argument("--timeout", type=float, default=300.0, help="seconds --wait waits (300)")
+        if action == "destroy":
+            p.add_argument("--yes", action="store_true", help="do not ask for the sandbox's name")
+        p.set_defaults(func=cmd_action, action=action, resource=resource)
+
+    logs = sub.add_parser("logs", help="its output: the last lines, or followed (-f)", parents=[COMMON])
+    logs.add_argument("id", help="the sandbox's id or name")
+    logs.add_argument("-f", "--follow", action="store_true", help="go on printing lines as they come, until it stops")
+    logs.add_argument("--tail", type=int, default=200, help="how many last lines (0-5000, 200)")
+    logs.add_argument("-t", "--timestamps", action="store_true", help="begin each line with its time and stream")
+    logs.set_defaults(func=cmd_logs, resource=resource)
+
+
+RESOURCES = [
+    Resource(
+        name="sandbox",
+        plural="sandboxes",
+        path="/api/v1/sandboxes/",
+        columns=[
+            ("ID", lambda s: s["id"]),
+            ("NAME", lambda s: s["name"]),
+            ("TEAM", _team),
+            ("HOST", lambda s: s.get("host", "")),
+            ("STATUS", _status),
+            ("NETWORK", lambda s: s.get("network_mode", "")),
+            ("MEMORY", lambda s: f"{s['memory_mb']} MB" if "memory_mb" in s else ""),
+            ("CPUS", lambda s: s.get("cpus", "")),
+            ("IMAGE", lambda s: s.get("image", "")),
+        ],
+        filters=[
+            Filter("--team", "team", "only this team's (its id, or its name)"),
+            Filter("--status", "status", "only those in this status", SANDBOX_STATUSES),
+            Filter("--host", "host", "only those on this host"),
+            Filter("-q", "q", "only those whose name holds this"),
+        ],
+        add_verbs=add_sandbox_verbs,
+    ),
+]
+
+# --- argument parsing ----------------------------------------------------------------------
+
+
+class Parser(argparse.ArgumentParser):
+    """Usage errors end with 1 (refused by the client): 2 means "the panel could not be reached"."""
+
+    def error(self, message: str):
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_REFUSED, f"{self.prog}: error: {message}\n")
+
+
+# Accepted before or after the verb (`ccpanel --json sandbox list`, `ccpanel sandbox list --json`).
+COMMON = Parser(add_help=False)
+COMMON.add_argument("--url", default=argparse.SUPPRESS, help="the panel, e.g. http://127.0.0.1:8000 (CCPANEL_URL)")
+COMMON.add_argument("--token", default=argparse.SUPPRESS, help="an API token (CCPANEL_TOKEN; better in the environment or the config file)")
+COMMON.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON, for programs")
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="ccpanel", description="The Claude Code sandbox panel, from the command line.", parents=[COMMON])
+    parser.add_argument("--version", action="version", version=f"ccpanel {__version__}")
+    resources = parser.add_subparsers(dest="resource_name", required=True, metavar="RESOURCE", parser_class=Parser)
+    for resource in RESOURCES:
+        r = resources.add_parser(resource.name, help=resource.many, parents=[COMMON])
+        sub = r.add_subparsers(dest="verb", required=True, metavar="COMMAND", parser_class=Parser)
+        listing = sub.add_parser("list", help=f"the {resource.many} you may see", parents=[COMMON])
+        for f in resource.filters:
+            listing.add_argument(f.flag, dest=f"filter_{f.param}", choices=f.choices, help=f.help)
+        listing.set_defaults(func=cmd_list, resource=resource)
+        show = sub.add_parser("show", help=f"one {resource.name}", parents=[COMMON])
+        show.add_argument("id", help=f"the {resource.name}'s id" + (" or name" if resource.by_name else ""))
+        show.set_defaults(func=cmd_show, resource=resource)
+        if resource.add_verbs:
+            resource.add_verbs(sub, resource)
+    return parser
+
+
+# --- output --------------------------------------------------------------------------------
+
+
+def table(rows: list[dict], columns) -> str:
+    cells = [[h for h, _ in columns]] + [["" if get(r) is None else str(get(r)) for _, get in columns] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells)
+
+
+def details(obj: dict) -> str:
+    def value(v):
+        if isinstance(v, dict):
+            return v.get("name", json.dumps(v)) if "name" in v else json.dumps(v)
+        if isinstance(v, list):
+            return ", ".join(value(x) for x in v) if v else "-"
+        return "-" if v in ("", None) else str(v)
+
+    width = max(len(k) for k in obj) if obj else 0
+    return "\n".join(f"{k.ljust(width)}  {value(v)}" for k, v in obj.items())
+
+
+def emit(args, data: Any, human: Callable[[], str]) -> None:
+    print(json.dumps(data, indent=2) if getattr(args, "json", False) else human())
+
+
+def say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# --- commands ------------------------------------------------------------------------------
+
+
+def find(api: Api, resource: Resource, ref: str) -> dict:
+    """One object by id, or by its exact name (searched in the list)."""
+    if ref.isdigit():
+        return api.get(f"{resource.path}{ref}/")
+    if not resource.by_name:
+        raise ClientError(f"Give the {resource.name}'s id (a number).")
+    matches = [s for s in api.pages(resource.path, q=ref) if s.get("name") == ref]
+    if not matches:
+        raise ClientError(f"No {resource.name} named {ref!r} (or not one you may see).")
+    if len(matches) > 1:
+        ids = ", ".join(f"{m['id']} ({_team(m)})" for m in matches)
+        raise ClientError(f"{len(matches)} {resource.many} are named {ref!r}: give the id, one of {ids}.")
+    return api.get(f"{resource.path}{matches[0]['id']}/")
+
+
+def team_id(api: Api, ref: str) -> int:
+    """A team's id: as given, or found by name among the teams of the sandboxes listed (the
+    API has no teams list here yet)."""
+    if ref.isdigit():
+        return int(ref)
+    for s in api.pages("/api/v1/sandboxes/"):
+        team = s.get("team") or {}
+        if isinstance(team, dict) and ref.lower() in (str(team.get("name", "")).lower(), str(team.get("slug", "")).lower()):
+            return int(team["id"])
+    raise ClientError(f"No team {ref!r} among your sandboxes' teams: give the team's id (a number).")
+
+
+def cmd_list(api: Api, args) -> int:
+    r: Resource = args.resource
+    params = {f.param: getattr(args, f"filter_{f.param}") for f in r.filters}
+    if r.name == "sandbox" and params.get("team") and not str(params["team"]).isdigit():
+        params["team"] = team_id(api, params["team"])
+    rows = list(api.pages(r.path, **params))
+    emit(args, rows, lambda: table(rows, r.columns) if rows else f"No {r.many}.")
+    return 0
+
+
+def cmd_show(api: Api, args) -> int:
+    obj = find(api, args.resource, args.id)
+    emit(args, obj, lambda: details(obj))
+    return 0
+
+
+def memory_mb(text: str) -> int:
+    match = re.fullmatch(r"\s*(\d+)\s*([kmgt]?)i?b?\s*", text.lower())
+    if not match:
+        raise ClientError(f"--memory: a number of MB, or with a unit (4g, 512m); not {text!r}.")
+    number, unit = int(match.group(1)), match.group(2) or "m"
+    return {"k": number // 1024, "m": number, "g": number * 1024, "t": number * 1024 * 1024}[unit]
+
+
+def mount(text: str) -> dict:
+    parts = text.split(":")
+    if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] not in ("ro", "rw")):
+        raise ClientError(f"--mount: HOST:CONTAINER or HOST:CONTAINER:ro; not {text!r}.")
+    return {"host_path": parts[0], "container_path": parts[1], "read_only": len(parts) == 3 and parts[2] == "ro"}
+
+
+def create_body(api: Api, args) -> dict:
+    body: dict[str, Any] = {"team": team_id(api, args.team), "name": args.name}
+    optional = {
+        "image": args.image,
+        "memory_mb": memory_mb(args.memory) if args.memory else None,
+        "cpus": args.cpus,
+        "disk_mb": args.disk_mb,
+        "network_mode": args.network,
+        "runtime": args.runtime,
+        "host": args.host,
+        "egress_presets": args.preset or None,
+        "egress_allow": "\n".join(args.allow) if args.allow else None,
+        "extra_mounts": [mount(m) for m in args.mount] or None,
+        "writable_root": args.writable_root or None,
+        "low_ports_and_ping": args.low_ports_and_ping or None,
+    }
+    body.update({k: v for k, v in optional.items() if v is not None})
+    return body
+
+
+def cmd_create(api: Api, args) -> int:
+    answer = api.post(args.resource.path, create_body(api, args))
+    sandbox = answer["sandbox"]
+    if not answer.get("queued", True):
+        say(answer.get("reason", "Recorded, but its start was not queued."))
+    else:
+        say(f"Created {sandbox['name']} (id {sandbox['id']}); starting.")
+    if args.wait and answer.get("queued", True):
+        sandbox = wait(api, answer["url"], "running", timeout=args.timeout, what=f"{sandbox['name']} to start")
+    emit(args, sandbox if args.wait else answer, lambda: details(sandbox))
+    return 0 if answer.get("queued", True) else EXIT_REFUSED
+
+
+def cmd_action(api: Api, args) -> int:
+    sandbox = find(api, args.resource, args.id)
+    body: dict[str, Any] = {}
+    if args.action == "destroy":
+        if args.yes:
+            body["confirm_name"] = sandbox["name"]
+        else:
+            # As the page: the name typed, checked by the panel (a pipe may give it too).
+            if sys.stdin.isatty():
+                print(
+                    f"This removes {sandbox['name']}'s container, home and workspace folder. Type its name to confirm: ",
+                    end="",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            body["confirm_name"] = sys.stdin.readline().strip()
+    answer = api.post(f"{args.resource.path}{sandbox['id']}/{args.action}/", body)
+    say(f"{args.action}: {sandbox['name']} (id {sandbox['id']}) — asked.")
+    result = answer["sandbox"]
+    if args.wait:
+        result = wait(
+            api, answer["url"], ACTION_ENDS.get(args.action, "any"), timeout=args.timeout, what=f"{args.action} of {sandbox['name']}"
+        )
+        if result is None:
+            say(f"{sandbox['name']} is destroyed.")
+            return 0
+    emit(args, result, lambda: details(result))
+    return 0
+
+
+def wait(api: Api, url: str, expected: str | None, *, timeout: float, what: str) -> dict | None:
+    """Poll the sandbox's URL until no action holds it; then it must be in `expected` (None: gone,
+    "any": whatever the action left). ClientError when it failed or time ran out."""
+    deadline = time.monotonic() + timeout
+    delay = 0.25
+    while True:
+        try:
+            sandbox = api.get(url)
+        except ClientError as exc:
+            if exc.status == 404 and expected is None:
+                return None
+            raise
+        if not sandbox.get("pending_action") and sandbox.get("status") not in ("creating", "destroying"):
+            if sandbox.get("status") == "error" or (expected not in ("any", None) and sandbox.get("status") != expected):
+                detail = sandbox.get("status_detail") or "no reason given"
+                raise ClientError(f"The {what} failed: {sandbox['name']} is {sandbox.get('status')}: {detail}")
+            if expected is not None:
+                return sandbox
+        if time.monotonic() > deadline:
+            raise ClientError(f"Gave up waiting for the {what} after {timeout:g} s: it is {_status(sandbox)}.")
+        time.sleep(delay)
+        delay = min(delay * 1.5, 2.0)
+
+
+STAMPED = re.compile(rb"(\S+) (stdout|stderr) (.*)", re.S)
+
+
+def cmd_logs(api: Api, args) -> int:
+    """The last lines; with -f, as they are written, until the sandbox stops. The panel ends a
+    followed answer after a few minutes: it is asked again from the last line's stamp."""
+    sandbox = find(api, args.resource, args.id)
+    path = f"{args.resource.path}{sandbox['id']}/logs/"
+    out = sys.stdout.buffer
+    params: dict[str, Any] = {"tail": args.tail, "timestamps": 1, "follow": 1 if args.follow else None}
+    while True:
+        for line in api.lines(path, timeout=None if args.follow else 60, **params):
+            match = STAMPED.fullmatch(line)
+            if match:
+                params["since"] = match.group(1).decode("ascii", "replace")
+            out.write(line if args.timestamps or not match else match.group(3))
+            out.flush()
+        if not args.follow:
+            return 0
+        try:
+            now = api.get(f"{args.resource.path}{sandbox['id']}/")
+        except ClientError as exc:
+            if exc.status == 404:
+                return 0  # destroyed meanwhile
+            raise
+        if now.get("status") != "running" or now.get("pending_action") in ("stop", "destroy", "pause"):
+            return 0
+        if "since" not in params:
+            params["tail"] = 0  # no line came: only what is written from now on
+
+
+def is_private(url: str) -> bool:
+    """HTTPS, or HTTP to this machine: nobody on the way reads the token."""
+    parts = urllib.parse.urlsplit(url)
+    return (
+        parts.scheme == "https" or (parts.hostname or "") in ("localhost", "127.0.0.1", "::1") or (parts.hostname or "").startswith("127.")
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = resolve(getattr(args, "url", None), getattr(args, "token", None))
+        if not is_private(settings.url):
+            say(f"ccpanel: warning: {settings.url} is plain HTTP to another machine: the token crosses the network readable.")
+        return args.func(Api(settings.url, settings.token), args)
+    except ClientError as exc:
+        say(f"ccpanel: {exc}")
+        return exc.code
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # `ccpanel sandbox logs ID | head`
+        return 0
