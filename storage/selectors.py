@@ -1,5 +1,6 @@
 """Reads about the storage pool: a sandbox's disk use and its checkpoints."""
 
+import time
 from dataclasses import dataclass
 
 from django.db.models import QuerySet
@@ -16,11 +17,23 @@ class CheckpointRow:
     size: int | None  # bytes only it holds (what deleting it frees); None: unknown
 
 
+SIZES_SECONDS = 5.0  # the most a list spends on its checkpoints' sizes; past it, the rest are unknown
+
+
 def checkpoints_of(sandbox: Sandbox) -> list[CheckpointRow]:
+    """The sandbox's checkpoints, newest first, each with its size (pool.exclusive: with simple
+    quotas a walk of its files, so the whole list is given SIZES_SECONDS)."""
     from .services import checkpoint_path
 
     rows = Checkpoint.objects.filter(sandbox=sandbox).select_related("sandbox")
-    return [CheckpointRow(c, pool.exclusive(checkpoint_path(c)) if pool.active() else None) for c in rows]
+    if not pool.active():
+        return [CheckpointRow(c, None) for c in rows]
+    deadline = time.monotonic() + SIZES_SECONDS
+    found = []
+    for c in rows:
+        left = deadline - time.monotonic()
+        found.append(CheckpointRow(c, pool.exclusive(checkpoint_path(c), timeout=left) if left > 0 else None))
+    return found
 
 
 def find_checkpoint(sandbox: Sandbox, which: str) -> Checkpoint | None:
