@@ -25,7 +25,8 @@ SANDBOX_DEFAULT_DISK_MB = env_int("SANDBOX_DEFAULT_DISK_MB", 10 * 1024, minimum=
 STORAGE_OVERCOMMIT = env_bool("STORAGE_OVERCOMMIT", False)
 SANDBOX_MIN_DISK_MB = 64
 SANDBOX_MAX_DISK_MB = env_int("SANDBOX_MAX_DISK_MB", 4 * 1024 * 1024, minimum=SANDBOX_MIN_DISK_MB)
-# Checkpoints a sandbox keeps (the oldest unlabelled ones go first when one more is taken).
+# Checkpoints a sandbox keeps: when one more is taken, the oldest automatic one (the panel's own, as
+# a rollback takes of the present) goes first; with none, the oldest of all, labelled or not.
 SANDBOX_KEEP_CHECKPOINTS = env_int("SANDBOX_KEEP_CHECKPOINTS", 20, minimum=1)
 # The checklist warns when a sandbox has used this share of its quota.
 SANDBOX_DISK_WARN_PERCENT = env_int("SANDBOX_DISK_WARN_PERCENT", 90, minimum=1)
