@@ -1,8 +1,10 @@
 """A task that hits its Celery soft time limit releases the sandbox's claim and says why. Celery
-raises SoftTimeLimitExceeded in the task wherever it is; here the fake engine's call raises it,
-as a Docker call that outlasted the limit would."""
+raises SoftTimeLimitExceeded in the task wherever it is: in the fast tier the fake engine's call
+raises it, as a Docker call that outlasted the limit would; on the real engine a worker with a
+10 s limit runs a Stop that Docker makes last a minute."""
 
 import os
+import time
 
 import pytest
 from celery.exceptions import SoftTimeLimitExceeded
@@ -14,6 +16,9 @@ from backups import services as backups
 from backups.models import Backup
 from sandboxes import services
 from sandboxes.models import Sandbox
+from tests.sandboxes.test_tasks_end import stubborn_image  # noqa: F401 - a fixture
+from tests.support.processes import start_worker
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.django_db
 ACTOR = services.SystemActor("test")
@@ -61,3 +66,32 @@ def test_a_backup_past_its_soft_limit_ends_failed_and_frees_the_sandbox(make_san
     assert AuditEvent.objects.filter(action="backup.failed", sandbox_uuid=sandbox.uuid).exists()
     backups.backup_delete(actor=ACTOR, backup=backup)
     assert not Backup.objects.filter(pk=backup.pk).exists()
+
+
+@pytest.mark.docker
+@pytest.mark.django_db(transaction=True)
+def test_a_real_worker_past_its_soft_limit_releases_the_claim_and_says_why(make_sandbox, stubborn_image, own_queue, monkeypatch):  # noqa: F811
+    from controlpanel.celery import app
+
+    sandbox = make_sandbox("soft-limit", image=stubborn_image)  # its main process ignores SIGTERM
+    # TASK_SOFT_TIME_LIMIT=10 for the panel that sends the task and the worker that runs it: the
+    # limits travel in the task's message, as the sender's settings have them.
+    task = app.tasks["sandboxes.tasks.sandbox_action_task"]
+    monkeypatch.setattr(task, "soft_time_limit", 10)
+    monkeypatch.setattr(task, "time_limit", 70)
+    monkeypatch.setattr(task, "_exec_options", None)
+    worker = start_worker("soft-limit", own_queue, TASK_SOFT_TIME_LIMIT="10", SANDBOX_STOP_TIMEOUT="60")
+    try:
+        started = time.monotonic()
+        services.sandbox_request_action(actor=ACTOR, sandbox=sandbox, action="stop")
+        ended = wait_for(
+            lambda: (s := Sandbox.objects.get(pk=sandbox.pk)).pending_action == "" and s, timeout=45, what="the stop to be ended"
+        )
+        took = time.monotonic() - started
+        assert 9 < took < 30, took  # at the soft limit, not at Docker's 60 s
+        assert ended.status == "error" and ended.heartbeat_at is None
+        assert ended.status_detail == "stop took longer than its time limit (10 s) and was stopped.", ended.status_detail
+        assert AuditEvent.objects.filter(sandbox_uuid=sandbox.uuid, action="sandbox.stop.failed").exists()
+        assert worker.proc.poll() is None  # the soft limit ends the task, not the worker
+    finally:
+        worker.stop()
