@@ -68,6 +68,32 @@ def test_a_backup_past_its_soft_limit_ends_failed_and_frees_the_sandbox(make_san
     assert not Backup.objects.filter(pk=backup.pk).exists()
 
 
+def test_a_restore_past_its_soft_limit_ends_failed_and_frees_the_sandbox(make_sandbox, fake_engine, clean_workspace):
+    from backups.models import Restore
+    from tests.backups.helpers import backup_row, hostile_archive, member
+
+    sandbox = make_sandbox("slowrestore")
+    config = backups.config_of(sandbox)
+    path = backups.backup_root() / f"{sandbox.name}-by-hand.tar.gz"
+    backup = backup_row(sandbox, path, hostile_archive(path, [member("workspace/Projects/a.txt", b"a")], config=config), config)
+    (sandbox.workspace_path / "Projects" / "keep.txt").write_text("kept")
+    fake_engine.read_archive = over_the_limit  # while the safety backup reads the home, the sandbox frozen
+    restore = backups.restore_request(actor=ACTOR, backup=backup, sandbox=sandbox, enqueue=False)
+
+    backups.restore_perform(restore_id=restore.pk)
+    restore.refresh_from_db()
+    assert restore.status == Restore.Status.FAILED
+    assert restore.detail.startswith("The restore took longer than its task's time limit and was stopped."), restore.detail
+    sandbox.refresh_from_db()
+    assert sandbox.pending_action == "" and sandbox.heartbeat_at is None
+    assert fake_engine.containers[sandbox.container_id].status == "running"  # thawed: nothing was changed
+    assert (sandbox.workspace_path / "Projects" / "keep.txt").read_text() == "kept"
+    assert not (sandbox.workspace_path / "Projects" / "a.txt").exists()
+    safety = restore.safety_backup
+    assert safety is not None and safety.status == Backup.Status.FAILED
+    assert not os.path.exists(archive.partial_path(str(safety.path)))
+
+
 @pytest.mark.docker
 @pytest.mark.django_db(transaction=True)
 def test_a_real_worker_past_its_soft_limit_releases_the_claim_and_says_why(make_sandbox, stubborn_image, own_queue, monkeypatch):  # noqa: F811
