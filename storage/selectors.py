@@ -18,21 +18,32 @@ class CheckpointRow:
 
 
 SIZES_SECONDS = 5.0  # the most a list spends on its checkpoints' sizes; past it, the rest are unknown
+SIZE_TTL = 30.0  # a size is counted again after this long (the card asks every 5 s)
+_sizes: dict[str, tuple[float, int]] = {}  # checkpoint path -> (when counted, bytes)
 
 
 def checkpoints_of(sandbox: Sandbox) -> list[CheckpointRow]:
     """The sandbox's checkpoints, newest first, each with its size (pool.exclusive: with simple
-    quotas a walk of its files, so the whole list is given SIZES_SECONDS)."""
+    quotas a walk of its files, so the whole list is given SIZES_SECONDS, and a size counted is
+    kept for SIZE_TTL)."""
     from .services import checkpoint_path
 
     rows = Checkpoint.objects.filter(sandbox=sandbox).select_related("sandbox")
     if not pool.active():
         return [CheckpointRow(c, None) for c in rows]
-    deadline = time.monotonic() + SIZES_SECONDS
+    now = time.monotonic()
+    for path in [p for p, (when, _) in _sizes.items() if now - when > SIZE_TTL]:
+        del _sizes[path]
+    deadline = now + SIZES_SECONDS
     found = []
     for c in rows:
-        left = deadline - time.monotonic()
-        found.append(CheckpointRow(c, pool.exclusive(checkpoint_path(c), timeout=left) if left > 0 else None))
+        path = str(checkpoint_path(c))
+        size = _sizes[path][1] if path in _sizes else None
+        if size is None and (left := deadline - time.monotonic()) > 0:
+            size = pool.exclusive(path, timeout=left)
+            if size is not None:
+                _sizes[path] = (time.monotonic(), size)
+        found.append(CheckpointRow(c, size))
     return found
 
 
