@@ -9,7 +9,8 @@ Automatic checks (each passes or fails, and says why):
 - the host's egress rules are in place (for a sandbox on the network; network.may_join says);
 - the container's real settings, read back from `docker inspect` and the kernel, meet the
   policy (selectors.hardening_report), a container changed outside the panel included;
-- its disk use is bounded (a quota in the storage pool) and under SANDBOX_DISK_WARN_PERCENT.
+- its disk use is bounded (a quota in the storage pool) and under SANDBOX_DISK_WARN_PERCENT, and,
+  with a writable root file system, whether its container layer is bounded (`docker inspect`).
 
 Manual items are the team's own list (pre-filled from the original before/during/after list);
 ticking and unticking are audited. The number of failed automatic checks is kept on the
@@ -132,22 +133,52 @@ def _container(sandbox: Sandbox) -> Check:
 
 
 def _disk(sandbox: Sandbox) -> Check:
-    """The disk quota: there (a subvolume of the storage pool), and not nearly used up."""
+    """The disk quota: there (a subvolume of the storage pool), and not nearly used up. A sandbox
+    with a writable root file system is also told whether its container layer is bounded: the
+    quota covers its folders and home, never what it writes elsewhere in its root."""
     from storage import pool
 
     label = "The sandbox's disk use is bounded"
+    layer = _layer(sandbox)
     if not sandbox.in_pool:
-        return Check(label, False, "no disk quota: plain folders (no storage pool), so it can fill the disk they are on")
+        said = "no disk quota: plain folders (no storage pool), so it can fill the disk they are on"
+        return Check(label, False, "; ".join(filter(None, [said, layer])))
     usage = pool.usage(sandbox.disk_group)
     if usage is None or not usage.limit:
-        return Check(label, False, f"no disk quota: the quota group {sandbox.disk_group} cannot be read or has no limit")
+        said = f"no disk quota: the quota group {sandbox.disk_group} cannot be read or has no limit"
+        return Check(label, False, "; ".join(filter(None, [said, layer])))
     percent = usage.percent or 0.0
     said = f"{usage.used / 1048576:.0f} of {usage.limit / 1048576:.0f} MB used ({percent:.0f} %)"
     if percent >= settings.SANDBOX_DISK_WARN_PERCENT:
-        return Check(label, False, f"{said}: nearly full; free space, delete checkpoints or raise the quota")
-    if not sandbox.read_only_rootfs:
-        said += "; its writable root file system (the container layer) is not bounded by it"
-    return Check(label, True, said)
+        said += ": nearly full; free space, delete checkpoints or raise the quota"
+        return Check(label, False, "; ".join(filter(None, [said, layer])))
+    return Check(label, True, "; ".join(filter(None, [said, layer])))
+
+
+def _layer(sandbox: Sandbox) -> str:
+    """Whether the container layer of a sandbox with a writable root file system is bounded, as
+    `docker inspect` says: by a size the container was made with (Docker's `--storage-opt
+    size=`, which overlay2 honours only on xfs with project quotas), or by the devicemapper
+    driver's fixed base size. The panel gives no size, so on overlay2 it is not bounded. ("" for
+    a read-only root: nothing is written there but its tmpfs, which count as memory.) A default
+    size set in the engine's own daemon options does not show in `docker inspect`; the sentence
+    says what the container itself was given."""
+    if sandbox.read_only_rootfs:
+        return ""
+    writable = "its writable root file system (the container layer)"
+    if not sandbox.container_id:
+        return f"{writable} will have no size limit: the panel makes its container without one"
+    try:
+        data = engine.engine_for(sandbox).inspect_container(sandbox.container_id)
+    except engine.EngineError as exc:
+        return f"whether {writable} is bounded is not known: Docker did not answer ({exc})"
+    driver = (data.get("GraphDriver") or {}).get("Name") or "unknown"
+    size = ((data.get("HostConfig") or {}).get("StorageOpt") or {}).get("size")
+    if size:
+        return f"{writable} is bounded to {size} by Docker's {driver} storage driver"
+    if driver == "devicemapper":
+        return f"{writable} is bounded by the devicemapper storage driver's base size (dm.basesize)"
+    return f"{writable} is not bounded: Docker's {driver} storage driver was given no size for it, so it can fill Docker's disk"
 
 
 def run_checks(sandbox: Sandbox, *, egress_known: EgressKnown | None = None) -> list[Check]:

@@ -1,5 +1,6 @@
 """Reads about the storage pool: a sandbox's disk use and its checkpoints."""
 
+import time
 from dataclasses import dataclass
 
 from django.db.models import QuerySet
@@ -16,11 +17,34 @@ class CheckpointRow:
     size: int | None  # bytes only it holds (what deleting it frees); None: unknown
 
 
+SIZES_SECONDS = 5.0  # the most a list spends on its checkpoints' sizes; past it, the rest are unknown
+SIZE_TTL = 30.0  # a size is counted again after this long (the card asks every 5 s)
+_sizes: dict[str, tuple[float, int]] = {}  # checkpoint path -> (when counted, bytes)
+
+
 def checkpoints_of(sandbox: Sandbox) -> list[CheckpointRow]:
+    """The sandbox's checkpoints, newest first, each with its size (pool.exclusive: with simple
+    quotas a walk of its files, so the whole list is given SIZES_SECONDS, and a size counted is
+    kept for SIZE_TTL)."""
     from .services import checkpoint_path
 
     rows = Checkpoint.objects.filter(sandbox=sandbox).select_related("sandbox")
-    return [CheckpointRow(c, pool.exclusive(checkpoint_path(c)) if pool.active() else None) for c in rows]
+    if not pool.active():
+        return [CheckpointRow(c, None) for c in rows]
+    now = time.monotonic()
+    for path in [p for p, (when, _) in _sizes.items() if now - when > SIZE_TTL]:
+        del _sizes[path]
+    deadline = now + SIZES_SECONDS
+    found = []
+    for c in rows:
+        path = str(checkpoint_path(c))
+        size = _sizes[path][1] if path in _sizes else None
+        if size is None and (left := deadline - time.monotonic()) > 0:
+            size = pool.exclusive(path, timeout=left)
+            if size is not None:
+                _sizes[path] = (time.monotonic(), size)
+        found.append(CheckpointRow(c, size))
+    return found
 
 
 def find_checkpoint(sandbox: Sandbox, which: str) -> Checkpoint | None:

@@ -16,6 +16,7 @@ import uuid as uuidlib
 from decimal import Decimal
 from pathlib import Path
 
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
@@ -218,6 +219,8 @@ def restore_perform(*, restore_id: int) -> None:
         ) as exc:
             reason = " ".join(exc.problems) if isinstance(exc, policy.PolicyViolation) else str(exc) or type(exc).__name__
             _end(restore, ok=False, detail=f"The restore failed: {reason}")
+        except SoftTimeLimitExceeded:
+            _end(restore, ok=False, detail="The restore took longer than its task's time limit and was stopped.")
         except Exception as exc:  # a restore always ends; the log has the traceback
             log.exception("restore %s failed unexpectedly", restore.pk)
             _end(restore, ok=False, detail=f"The restore failed unexpectedly ({type(exc).__name__}: {exc}); see the worker's log.")

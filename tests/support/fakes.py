@@ -175,6 +175,7 @@ class FakeEngine:
             "Config": {"User": s.user, "Image": s.image, "Labels": dict(s.labels), "Env": [f"{k}={v}" for k, v in s.environment.items()]},
             "Mounts": mounts,
             "NetworkSettings": {"Networks": {c.network: {}}},
+            "GraphDriver": {"Name": "overlay2", "Data": {}},  # Docker's default storage driver, as here
             "HostConfig": {
                 "Memory": s.memory_bytes,
                 "MemorySwap": s.memory_bytes,
@@ -189,6 +190,7 @@ class FakeEngine:
                 "Devices": [],
                 "PortBindings": {},
                 "ReadonlyRootfs": s.read_only_rootfs,
+                "StorageOpt": None,  # the panel never gives its containers a layer size
                 "Tmpfs": policy.tmpfs_options(s) or None,
                 "Ulimits": [{"Name": n, "Soft": soft, "Hard": hard} for n, soft, hard in s.ulimits] or None,
                 "Sysctls": dict(s.sysctls) or None,
