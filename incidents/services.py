@@ -14,6 +14,7 @@ import time
 import uuid as uuidlib
 from collections.abc import Callable
 
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
@@ -307,6 +308,8 @@ def incident_step_perform(*, incident_id: int) -> None:
             _step_end(incident, sandbox, ok=False, detail=f"{incident.step} failed: {exc or type(exc).__name__}")
         except policy.PolicyViolation as exc:
             _step_end(incident, sandbox, ok=False, detail=f"{incident.step} was refused: {' '.join(exc.problems)}")
+        except SoftTimeLimitExceeded:
+            _step_end(incident, sandbox, ok=False, detail=f"{incident.step} took longer than its task's time limit and was stopped.")
         except Exception as exc:  # a step always ends; the log has the traceback
             log.exception("incident %s step %s failed unexpectedly", incident.pk, incident.step)
             _step_end(incident, sandbox, ok=False, detail=f"{incident.step} failed unexpectedly ({type(exc).__name__}: {exc}).")

@@ -121,3 +121,17 @@ def test_a_real_worker_past_its_soft_limit_releases_the_claim_and_says_why(make_
         assert worker.proc.poll() is None  # the soft limit ends the task, not the worker
     finally:
         worker.stop()
+
+
+def test_an_incident_step_past_its_soft_limit_ends_failed_and_says_so(make_sandbox, fake_engine, clean_workspace, admin_user):
+    from incidents import services as incidents
+    from incidents.models import Incident
+
+    sandbox = make_sandbox("slowfreeze")
+    fake_engine.pause = over_the_limit
+    incident = incidents.incident_declare(actor=admin_user, sandbox=sandbox, severity="high", summary="seen")
+    incidents.incident_step_perform(incident_id=incident.pk)
+    incident.refresh_from_db()
+    assert incident.state == Incident.State.FAILED
+    assert incident.step_detail == "declare took longer than its task's time limit and was stopped."
+    assert Sandbox.objects.get(pk=sandbox.pk).pending_action == ""  # released: the step can be run again
