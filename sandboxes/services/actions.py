@@ -422,7 +422,7 @@ def sandbox_request_action(*, actor, sandbox: Sandbox, action: str, source_ip: s
     if spec is None:
         raise SandboxError(f"Unknown action {action!r}.")
     authorize(actor, sandbox.team, spec.role)
-    if reason := unreachable_reason(Host.objects.get(pk=sandbox.host_id)):  # read now: the heartbeat as it stands
+    if reason := unreachable_reason(Host.objects.get(sandboxes=sandbox)):
         raise SandboxError(f"{reason} Its sandboxes keep their state and can be acted on again once it answers.")
     queued = None
     with transaction.atomic():
