@@ -20,3 +20,44 @@ urlpatterns = [
     # never loaded from the internet.
     path("docs/", login_required(SpectacularSwaggerView.as_view(url_name="api_schema")), name="api_docs"),
 ]
+
+# Audit, teams and members, secrets, hosts and a sandbox's settings (issue 18, third slice).
+# Put first: sandboxes/<pk>/<action>/ above would otherwise take sandboxes/<pk>/secrets/ and
+# sandboxes/<pk>/settings/ (and answer 405).
+from . import views_audit, views_hosts, views_secrets, views_settings, views_teams  # noqa: E402
+
+urlpatterns[:0] = [
+    path("v1/audit/events/", login_not_required(views_audit.AuditList.as_view()), name="api_audit"),
+    path("v1/audit/export.jsonl", login_not_required(views_audit.AuditExportJSONL.as_view()), name="api_audit_export_jsonl"),
+    path("v1/audit/export.csv", login_not_required(views_audit.AuditExportCSV.as_view()), name="api_audit_export_csv"),
+    path("v1/audit/verify/", login_not_required(views_audit.AuditVerify.as_view()), name="api_audit_verify"),
+    path("v1/teams/", login_not_required(views_teams.TeamList.as_view()), name="api_teams"),
+    path("v1/teams/<str:pk>/", login_not_required(views_teams.TeamDetail.as_view()), name="api_team"),
+    path("v1/teams/<str:pk>/members/<str:username>/", login_not_required(views_teams.TeamMember.as_view()), name="api_team_member"),
+    path("v1/teams/<str:team>/secrets/", login_not_required(views_secrets.TeamSecrets.as_view()), name="api_team_secrets"),
+    path("v1/teams/<str:team>/secrets/<str:pk>/", login_not_required(views_secrets.TeamSecret.as_view()), name="api_team_secret"),
+    path("v1/sandboxes/<str:sandbox>/secrets/", login_not_required(views_secrets.SandboxSecrets.as_view()), name="api_sandbox_secrets"),
+    path(
+        "v1/sandboxes/<str:sandbox>/secrets/<str:pk>/", login_not_required(views_secrets.SandboxSecret.as_view()), name="api_sandbox_secret"
+    ),
+    path("v1/sandboxes/<str:pk>/settings/", login_not_required(views_settings.SandboxSettings.as_view()), name="api_sandbox_settings"),
+    path(
+        "v1/sandboxes/<str:pk>/settings/network/", login_not_required(views_settings.SandboxNetwork.as_view()), name="api_sandbox_network"
+    ),
+    path(
+        "v1/sandboxes/<str:pk>/settings/allowlist/",
+        login_not_required(views_settings.SandboxAllowlist.as_view()),
+        name="api_sandbox_allowlist",
+    ),
+    path("v1/sandboxes/<str:pk>/settings/disk/", login_not_required(views_settings.SandboxDisk.as_view()), name="api_sandbox_disk"),
+    path(
+        "v1/sandboxes/<str:pk>/settings/git-identity/",
+        login_not_required(views_settings.SandboxGitIdentity.as_view()),
+        name="api_sandbox_git",
+    ),
+    path("v1/sandboxes/<str:pk>/settings/ssh-key/", login_not_required(views_settings.SandboxSshKey.as_view()), name="api_sandbox_ssh_key"),
+    path("v1/hosts/", login_not_required(views_hosts.HostList.as_view()), name="api_hosts"),
+    path("v1/hosts/join-tokens/", login_not_required(views_hosts.JoinTokenList.as_view()), name="api_join_tokens"),
+    path("v1/hosts/join-tokens/<str:pk>/revoke/", login_not_required(views_hosts.JoinTokenRevoke.as_view()), name="api_join_token_revoke"),
+    path("v1/hosts/<str:pk>/", login_not_required(views_hosts.HostDetail.as_view()), name="api_host"),
+]

@@ -70,3 +70,12 @@ def _parse_moment(raw: str, *, end_of_day: bool):
     except (ValueError, OverflowError):
         return None
     return moment
+
+
+def chain_head_current(head: dict | None) -> bool | None:
+    """Whether an export's chain head (`seq`, `hash`) is an event of this database's trail
+    (False: the file came from another panel, or the trail changed since); None for a file
+    without one (a member's export, which has no positions)."""
+    if not head or not head.get("seq"):
+        return None
+    return AuditEvent.objects.filter(seq=int(head["seq"]), hash=str(head.get("hash") or "")).exists()
