@@ -93,11 +93,12 @@ def test_web_workers_share_the_count_in_redis(client, django_user_model, team, s
     from api.throttling import TokenRateThrottle
 
     prefix = token[:12]
+    api_token = ApiToken.objects.get(prefix=prefix)  # read here: the thread's database connection is not the test's
     seen: list[bool] = []
 
     def other_worker() -> None:  # its own cache connection, as in another process
         class Call:
-            auth = ApiToken.objects.get(prefix=prefix)
+            auth = api_token
 
         seen.extend(TokenRateThrottle().allow_request(Call(), None) for _ in range(2))
 
