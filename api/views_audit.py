@@ -19,7 +19,7 @@ from rest_framework.response import Response
 from rest_framework.utils.urls import replace_query_param
 
 from audit import export
-from audit.selectors import audit_events_filtered, chain_head_current
+from audit.selectors import audit_events_filtered, chain_head_current, shows_positions
 
 from . import serializers_audit as a
 from .common import BAD
@@ -79,7 +79,7 @@ class AuditList(PanelAPIView):
     def get(self, request: Request) -> Response:
         events, _applied, query = _filtered(request, a.AuditListFilter)
         fields = ["created_at", "actor_name", "action", "target", "sandbox_uuid", "team_id", "details", "source_ip"]
-        if request.user.is_superuser:  # as the page: a member's gaps between numbers would count other teams' events
+        if shows_positions(request.user):  # as the page
             fields.insert(0, "seq")
         page = Paginator(events.values(*fields), PAGE_SIZE).get_page(query.get("page", 1))
         url = request.build_absolute_uri()
@@ -104,11 +104,7 @@ class AuditExport(PanelAPIView):
 
     def get(self, request: Request) -> StreamingHttpResponse:
         events, applied, _query = _filtered(request, a.AuditFilter)
-        user = request.user
-        scope = "every event" if user.is_superuser else f"the events {user.get_username()} may see (their teams')"
-        lines = (export.jsonl_lines if self.fmt == "jsonl" else export.csv_lines)(
-            events, filters=applied, scope=scope, chain=user.is_superuser
-        )
+        lines = export.export_for(request.user, events, fmt=self.fmt, filters=applied)
         content_type = NDJSON if self.fmt == "jsonl" else "text/csv; charset=utf-8"
         response = StreamingHttpResponse((line.encode() for line in lines), content_type=content_type)
         stamp = timezone.localtime().strftime("%Y%m%d-%H%M%S")

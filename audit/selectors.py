@@ -18,6 +18,13 @@ def audit_events_visible(*, user) -> QuerySet[AuditEvent]:
     )
 
 
+def shows_positions(user) -> bool:
+    """Whether `user` is shown the events' places in the whole trail (sequence numbers, the
+    chain's head): only who sees the whole trail; a member's gaps between numbers would count
+    the other teams' events. The audit page, its exports and the API ask this."""
+    return bool(getattr(user, "is_superuser", False))
+
+
 def audit_chain_problem() -> str | None:
     """What the newest `audit verify` found wrong, or None if it found the chain intact."""
     latest = ChainCheck.objects.only("ok", "problem").first()
