@@ -115,3 +115,18 @@ def test_a_check_takes_only_json_lines_of_a_bounded_size(client, events, setting
     too_big = _verify(client, token, text)
     assert too_big.status_code == 413 and "1000" in too_big.json()["detail"]
     assert client.get("/api/v1/audit/events/").status_code == 401
+
+
+@pytest.mark.parametrize("who", ["member", "superuser"])
+def test_the_api_lists_the_very_events_the_page_lists(client, events, django_user_model, who):
+    user = events["alice"] if who == "member" else django_user_model.objects.create_superuser("root", "", "pw-123456789")
+    token = token_for(user, "read")
+    client.force_login(user)  # once, and the token's first use, before any comparison: both are events
+    client.get("/api/v1/audit/events/", **auth(token))
+    for query in ("", "?action=backup.", "?actor=bob&page=2", f"?team={events['red'].pk}&since=2000-01-01"):
+        api = client.get(f"/api/v1/audit/events/{query}", **auth(token)).json()
+        page = client.get(f"/audit/{query}").context["page"]
+        assert api["count"] == page.paginator.count
+        shown = [(e.action, e.target, e.details) for e in page.object_list]
+        assert [(e["action"], e["target"], e["details"]) for e in api["results"]] == shown, query
+        assert all(("seq" in e) == (who == "superuser") for e in api["results"])
