@@ -13,7 +13,6 @@ Redis down: calls go through (fail open), with a warning at most once a minute. 
 not what keeps anyone out, while Redis going away would otherwise stop every script's reads too."""
 
 import logging
-import re
 import time
 
 from django.conf import settings
@@ -22,24 +21,23 @@ from django.core.exceptions import ImproperlyConfigured
 from redis.exceptions import RedisError
 from rest_framework.throttling import BaseThrottle
 
+from controlpanel.settings import env
+
 from .models import ApiToken
 
 log = logging.getLogger(__name__)
 CACHE = "api_throttle"
-PERIODS = {"s": 1, "sec": 1, "second": 1, "min": 60, "minute": 60, "hour": 3600, "h": 3600, "day": 86400, "d": 86400}
-RATE_RE = re.compile(r"\s*([0-9]{1,9})\s*/\s*([a-z]+)\s*")
 WARN_EVERY = 60.0
 _warned_at = -WARN_EVERY
 
 
 def parse_rate(rate: str) -> tuple[int, int] | None:
-    """(calls, seconds) of a rate such as "600/min"; None for "off" (no limit)."""
-    if rate.strip().lower() == "off":
-        return None
-    match = RATE_RE.fullmatch(rate.lower())
-    if match is None or match.group(2) not in PERIODS or int(match.group(1)) < 1:
-        raise ImproperlyConfigured(f"API_RATE_LIMIT={rate!r}: write it as <calls>/<s|min|hour|day> (e.g. 600/min), or off.")
-    return int(match.group(1)), PERIODS[match.group(2)]
+    """(calls, seconds) of API_RATE_LIMIT; None for "off". Checked at start-up (the settings
+    read it with env_rate); a test's own value is read here with the same rule."""
+    try:
+        return env.parse_rate(rate)
+    except ValueError:
+        raise ImproperlyConfigured(f"API_RATE_LIMIT={rate!r}: write it as <calls>/<s|min|hour|day> (e.g. 600/min), or off.") from None
 
 
 def _redis_down(exc: Exception) -> None:

@@ -1,6 +1,6 @@
 """The REST API (api/): Django REST Framework with personal tokens only, and its OpenAPI schema."""
 
-from .env import env_str
+from .env import env_rate
 
 REST_FRAMEWORK = {
     # Tokens only: a browser's session cookie never authenticates an API call, so no API call
@@ -48,7 +48,7 @@ API_MAX_BODY_BYTES = 256 * 1024
 # How many calls one token may make, as "<number>/<period>" (s, min, hour or day): past it the
 # API answers 429 with Retry-After until the period's window ends. Counted per token (not per
 # address) in the panel's Redis, so every web worker counts the same calls. "off": no limit.
-API_RATE_LIMIT = env_str("API_RATE_LIMIT", "600/min")
+API_RATE_LIMIT = env_rate("API_RATE_LIMIT", "600/min")
 # The largest audit export the API checks (POST /api/v1/audit/verify/), in bytes; it is read a
 # line at a time, never whole. A larger file: `manage.py audit verify --file` on the panel's machine.
 API_AUDIT_VERIFY_MAX_BYTES = 512 * 1024 * 1024

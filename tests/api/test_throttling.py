@@ -38,13 +38,17 @@ def test_off_means_no_limit(client, django_user_model, team, settings):
     assert set(_calls(client, token, 5)) == {200}
 
 
-def test_a_mistyped_rate_is_said_by_manage_py_check(settings):
-    from api.apps import rate_limit_check
+@pytest.mark.parametrize("raw", ["600 per minute", "0/min", "10/fortnight", "/min", "-5/s"])
+def test_a_mistyped_rate_stops_start_up_with_its_name(monkeypatch, raw):
+    from django.core.exceptions import ImproperlyConfigured
 
-    settings.API_RATE_LIMIT = "600 per minute"
-    assert [e.id for e in rate_limit_check(None)] == ["api.E001"]
-    settings.API_RATE_LIMIT = "600/min"
-    assert rate_limit_check(None) == []
+    from controlpanel.settings.env import env_rate
+
+    monkeypatch.setenv("API_RATE_LIMIT", raw)
+    with pytest.raises(ImproperlyConfigured, match="API_RATE_LIMIT="):
+        env_rate("API_RATE_LIMIT", "600/min")
+    monkeypatch.setenv("API_RATE_LIMIT", " 20 / hour ")
+    assert env_rate("API_RATE_LIMIT", "600/min") == "20 / hour"
 
 
 def test_the_schema_documents_429_on_every_operation(client, django_user_model, team):
