@@ -160,6 +160,7 @@ class AuditVerify(PanelAPIView):
         ],
         responses={
             200: OpenApiResponse(a.AuditVerifySerializer, description="The verdict, ok or not, with the first problem and its line."),
+            400: OpenApiResponse(description="A Content-Length that is not a number."),
             **ERRORS,
             413: OpenApiResponse(description="Larger than API_AUDIT_VERIFY_MAX_BYTES."),
             415: OpenApiResponse(description="Not application/x-ndjson."),
