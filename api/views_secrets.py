@@ -52,7 +52,7 @@ class SecretsBase(TeamsMixin):
         return secret
 
     @sensitive_variables("data")
-    def set(self, request: Request, sandbox: Sandbox | None, team: Team | None) -> Response:
+    def save(self, request: Request, sandbox: Sandbox | None, team: Team | None) -> Response:
         self.may_change(request, sandbox, team)
         data = _validated(z.SecretSetSerializer, request.data).validated_data
         existed = Secret.objects.filter(sandbox=sandbox, team=team, name=data["name"].strip()).exists()
@@ -143,7 +143,7 @@ class SandboxSecrets(SecretsBase):
         summary="Set a sandbox's secret, or rotate it (a new value for a name it has); operators",
     )
     def post(self, request: Request, sandbox: str) -> Response:
-        return self.set(request, *self.owner(request, {"sandbox": sandbox}))
+        return self.save(request, *self.owner(request, {"sandbox": sandbox}))
 
 
 class SandboxSecret(SecretsBase):
@@ -186,7 +186,7 @@ class TeamSecrets(SecretsBase):
         summary="Set a team's secret, or rotate it; the team's admins",
     )
     def post(self, request: Request, team: str) -> Response:
-        return self.set(request, *self.owner(request, {"team": team}))
+        return self.save(request, *self.owner(request, {"team": team}))
 
 
 class TeamSecret(SecretsBase):
