@@ -4,7 +4,7 @@ from django.contrib.auth.decorators import login_not_required, login_required
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from . import views, views_webhooks
+from . import views, views_audit, views_hosts, views_logs, views_secrets, views_settings, views_teams, views_webhooks
 
 urlpatterns = [
     # The API's own views answer an anonymous request with 401 themselves (tokens only): the
@@ -12,7 +12,6 @@ urlpatterns = [
     # here where the URLs are read).
     path("v1/sandboxes/", login_not_required(views.SandboxList.as_view()), name="api_sandboxes"),
     path("v1/sandboxes/<str:pk>/", login_not_required(views.SandboxDetail.as_view()), name="api_sandbox"),
-    path("v1/sandboxes/<str:pk>/<str:action>/", login_not_required(views.SandboxAction.as_view()), name="api_sandbox_action"),
     # The schema answers a signed-in browser (the docs page fetches it) or a token.
     path("schema/", login_not_required(SpectacularAPIView.as_view()), name="api_schema"),
     # The documentation page is a page: signed in (DRF's views skip LoginRequiredMiddleware, hence
@@ -28,10 +27,43 @@ urlpatterns = [
         login_not_required(views_webhooks.WebhookRedeliver.as_view()),
         name="api_webhook_redeliver",
     ),
+    # A sandbox's output (api/views_logs.py).
+    path("v1/sandboxes/<str:pk>/logs/", login_not_required(views_logs.SandboxLogs.as_view()), name="api_sandbox_logs"),
+    # Audit, teams and members, secrets, hosts and a sandbox's settings.
+    path("v1/audit/events/", login_not_required(views_audit.AuditList.as_view()), name="api_audit"),
+    path("v1/audit/export.jsonl", login_not_required(views_audit.AuditExportJSONL.as_view()), name="api_audit_export_jsonl"),
+    path("v1/audit/export.csv", login_not_required(views_audit.AuditExportCSV.as_view()), name="api_audit_export_csv"),
+    path("v1/audit/verify/", login_not_required(views_audit.AuditVerify.as_view()), name="api_audit_verify"),
+    path("v1/teams/", login_not_required(views_teams.TeamList.as_view()), name="api_teams"),
+    path("v1/teams/<str:pk>/", login_not_required(views_teams.TeamDetail.as_view()), name="api_team"),
+    path("v1/teams/<str:pk>/members/<str:username>/", login_not_required(views_teams.TeamMember.as_view()), name="api_team_member"),
+    path("v1/teams/<str:team>/secrets/", login_not_required(views_secrets.TeamSecrets.as_view()), name="api_team_secrets"),
+    path("v1/teams/<str:team>/secrets/<str:pk>/", login_not_required(views_secrets.TeamSecret.as_view()), name="api_team_secret"),
+    path("v1/sandboxes/<str:sandbox>/secrets/", login_not_required(views_secrets.SandboxSecrets.as_view()), name="api_sandbox_secrets"),
+    path(
+        "v1/sandboxes/<str:sandbox>/secrets/<str:pk>/", login_not_required(views_secrets.SandboxSecret.as_view()), name="api_sandbox_secret"
+    ),
+    path("v1/sandboxes/<str:pk>/settings/", login_not_required(views_settings.SandboxSettings.as_view()), name="api_sandbox_settings"),
+    path(
+        "v1/sandboxes/<str:pk>/settings/network/", login_not_required(views_settings.SandboxNetwork.as_view()), name="api_sandbox_network"
+    ),
+    path(
+        "v1/sandboxes/<str:pk>/settings/allowlist/",
+        login_not_required(views_settings.SandboxAllowlist.as_view()),
+        name="api_sandbox_allowlist",
+    ),
+    path("v1/sandboxes/<str:pk>/settings/disk/", login_not_required(views_settings.SandboxDisk.as_view()), name="api_sandbox_disk"),
+    path(
+        "v1/sandboxes/<str:pk>/settings/git-identity/",
+        login_not_required(views_settings.SandboxGitIdentity.as_view()),
+        name="api_sandbox_git",
+    ),
+    path("v1/sandboxes/<str:pk>/settings/ssh-key/", login_not_required(views_settings.SandboxSshKey.as_view()), name="api_sandbox_ssh_key"),
+    path("v1/hosts/", login_not_required(views_hosts.HostList.as_view()), name="api_hosts"),
+    path("v1/hosts/join-tokens/", login_not_required(views_hosts.JoinTokenList.as_view()), name="api_join_tokens"),
+    path("v1/hosts/join-tokens/<str:pk>/revoke/", login_not_required(views_hosts.JoinTokenRevoke.as_view()), name="api_join_token_revoke"),
+    path("v1/hosts/<str:pk>/", login_not_required(views_hosts.HostDetail.as_view()), name="api_host"),
+    # Last: it takes any two-segment path under a sandbox as an action (404 for an unknown one),
+    # so every other sandboxes/<pk>/<name>/ route must come before it.
+    path("v1/sandboxes/<str:pk>/<str:action>/", login_not_required(views.SandboxAction.as_view()), name="api_sandbox_action"),
 ]
-
-# A sandbox's output (api/views_logs.py). Put first: the actions' pattern above would take "logs"
-# as an <action> (and answer a GET with 405).
-from . import views_logs  # noqa: E402
-
-urlpatterns.insert(0, path("v1/sandboxes/<str:pk>/logs/", login_not_required(views_logs.SandboxLogs.as_view()), name="api_sandbox_logs"))

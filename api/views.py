@@ -28,6 +28,7 @@ from teams.permissions import capped, request_roles, role_cap, teams_visible
 from . import serializers as s
 from .auth import SCOPE_ROLE
 from .models import ApiToken
+from .throttling import TokenRateThrottle
 
 ERRORS = {
     401: OpenApiResponse(s.ErrorSerializer, description="No token, or one that is malformed, unknown, expired or revoked."),
@@ -45,7 +46,9 @@ PK = OpenApiParameter("pk", int, OpenApiParameter.PATH, description="The sandbox
 class PanelAPIView(APIView):
     """Every API view: for the request's duration, the token's scope caps the user's roles
     (teams.permissions.role_cap, read by `authorize`) and every audit event names the token
-    (audit.services.attributed)."""
+    (audit.services.attributed). Each token's calls are rate-limited (api.throttling)."""
+
+    throttle_classes = [TokenRateThrottle]
 
     def dispatch(self, request, *args, **kwargs):
         with ExitStack() as self._request_scope:

@@ -32,6 +32,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from .models import AuditEvent, payload
+from .selectors import shows_positions
 from .services import audit_key
 
 FORMAT = 2
@@ -136,6 +137,16 @@ def csv_lines(events: QuerySet[AuditEvent], *, filters: dict, scope: str = "ever
             out.truncate()
     writer.writerow(["end", json.dumps({"count": count})] + [""] * (len(columns) - 1))
     yield out.getvalue()
+
+
+def export_for(user, events: QuerySet[AuditEvent], *, fmt: str, filters: dict) -> Iterator[str]:
+    """The export `user` may have of `events` (already limited to what they may see), for the
+    audit page and the API alike: the trail's positions only for who may see them
+    (selectors.shows_positions); the header says whose events the file holds."""
+    chain = shows_positions(user)
+    scope = "every event" if chain else f"the events {user.get_username()} may see (their teams')"
+    lines = jsonl_lines if fmt == "jsonl" else csv_lines
+    return lines(events, filters=filters, scope=scope, chain=chain)
 
 
 def _cell(value) -> str:

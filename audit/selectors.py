@@ -18,6 +18,13 @@ def audit_events_visible(*, user) -> QuerySet[AuditEvent]:
     )
 
 
+def shows_positions(user) -> bool:
+    """Whether `user` is shown the events' places in the whole trail (sequence numbers, the
+    chain's head): only who sees the whole trail; a member's gaps between numbers would count
+    the other teams' events. The audit page, its exports and the API ask this."""
+    return bool(getattr(user, "is_superuser", False))
+
+
 def audit_chain_problem() -> str | None:
     """What the newest `audit verify` found wrong, or None if it found the chain intact."""
     latest = ChainCheck.objects.only("ok", "problem").first()
@@ -70,3 +77,12 @@ def _parse_moment(raw: str, *, end_of_day: bool):
     except (ValueError, OverflowError):
         return None
     return moment
+
+
+def chain_head_current(head: dict | None) -> bool | None:
+    """Whether an export's chain head (`seq`, `hash`) is an event of this database's trail
+    (False: the file came from another panel, or the trail changed since); None for a file
+    without one (a member's export, which has no positions)."""
+    if not head or not head.get("seq"):
+        return None
+    return AuditEvent.objects.filter(seq=int(head["seq"]), hash=str(head.get("hash") or "")).exists()

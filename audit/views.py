@@ -6,7 +6,7 @@ from django.utils import timezone
 from teams.permissions import teams_visible
 
 from . import export
-from .selectors import audit_events_filtered
+from .selectors import audit_events_filtered, shows_positions
 
 
 def audit_list(request: HttpRequest) -> HttpResponse:
@@ -21,7 +21,7 @@ def audit_list(request: HttpRequest) -> HttpResponse:
         "problems": problems,
         "query": query.urlencode(),
         "teams": teams_visible(user=request.user),
-        "show_seq": request.user.is_superuser,  # a member's gaps between numbers would count other teams' events
+        "show_seq": shows_positions(request.user),
     }
     return render(request, "audit/list.html", context)
 
@@ -32,11 +32,7 @@ def audit_export(request: HttpRequest, fmt: str) -> HttpResponse | StreamingHttp
     events, applied, problems = audit_events_filtered(user=request.user, params=request.GET)
     if problems:
         return HttpResponse(" ".join(problems) + "\n", status=400, content_type="text/plain; charset=utf-8")
-    scope = "every event" if request.user.is_superuser else f"the events {request.user.get_username()} may see (their teams')"
-    # Only who may see the whole trail gets its positions (sequence numbers, head): a member's
-    # would count the other teams' events.
-    chain = request.user.is_superuser
-    lines = (export.jsonl_lines if fmt == "jsonl" else export.csv_lines)(events, filters=applied, scope=scope, chain=chain)
+    lines = export.export_for(request.user, events, fmt=fmt, filters=applied)
     content_type = "application/x-ndjson" if fmt == "jsonl" else "text/csv; charset=utf-8"
     response = StreamingHttpResponse((line.encode() for line in lines), content_type=content_type)
     stamp = timezone.localtime().strftime("%Y%m%d-%H%M%S")

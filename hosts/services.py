@@ -11,7 +11,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from audit.services import audit_record
-from teams.permissions import SystemActor, actor_name, actor_user
+from teams.permissions import Role, SystemActor, actor_name, actor_user, authorize_cap
 
 from .models import LOCAL, Host
 from .queues import JOBS_SUFFIX, tell_panel_workers
@@ -52,6 +52,7 @@ def require_superuser(actor) -> None:
         return  # the shell: root on the panel's machine
     if not getattr(actor, "is_superuser", False):
         raise PermissionDenied("Only a superuser manages hosts.")
+    authorize_cap(Role.ADMIN)  # through an API token, one of the admin scope
 
 
 def _audit(actor, action: str, host: Host | str, details: dict, source_ip: str | None) -> None:

@@ -109,6 +109,12 @@ def authorize(actor, team: Team, role: str) -> None:
         return
     if not has_role(user=actor, team=team, role=role):
         raise PermissionDenied(f"You need the {role} role in team {team} for this.")
+    authorize_cap(role)
+
+
+def authorize_cap(role: str) -> None:
+    """Raise PermissionDenied if the request's cap (an API token's scope, role_cap) allows less
+    than `role`: for rules that are not a team's role (a superuser's, say), narrowed the same way."""
     cap = _role_cap.get()
     if cap is not None and not role_allows(cap[0], role):
         raise PermissionDenied(f"This needs the {role} role, and {cap[1]} allows at most {cap[0]}.")

@@ -181,6 +181,13 @@ def mount_root() -> Iterator[Path]:
     subprocess.run(["rm", "-rf", "--one-file-system", str(root)], check=False)
 
 
+def _is_wrapper(o, cls) -> bool:
+    try:
+        return isinstance(o, cls)
+    except ReferenceError:  # a weak proxy (Schemathesis and Hypothesis hold some) whose object is gone
+        return False
+
+
 @pytest.fixture(scope="session")
 def django_db_setup(django_db_setup, django_db_blocker):
     """pytest-django's test database, left with no connection of this run when it is dropped:
@@ -194,7 +201,7 @@ def django_db_setup(django_db_setup, django_db_blocker):
 
     gc.collect()
     ours = {id(c) for c in connections.all(initialized_only=True)}
-    for wrapper in [o for o in gc.get_objects() if isinstance(o, BaseDatabaseWrapper) and id(o) not in ours]:
+    for wrapper in [o for o in gc.get_objects() if _is_wrapper(o, BaseDatabaseWrapper) and id(o) not in ours]:
         if wrapper.connection is not None:
             wrapper.connection.close()  # the driver's own close: Django's refuses another thread's
 

@@ -1,5 +1,7 @@
 """The REST API (api/): Django REST Framework with personal tokens only, and its OpenAPI schema."""
 
+from .env import env_rate
+
 REST_FRAMEWORK = {
     # Tokens only: a browser's session cookie never authenticates an API call, so no API call
     # can be forged by another site (no CSRF to check) and the second factor, asked at sign-in,
@@ -33,6 +35,8 @@ SPECTACULAR_SETTINGS = {
     # validatorUrl None: Swagger UI would otherwise send the schema to validator.swagger.io.
     "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None, "persistAuthorization": False},
     "COMPONENT_SPLIT_REQUEST": True,
+    # Every operation documents the rate limit's 429 (api.throttling).
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "api.throttling.document_rate_limit"],
 }
 
 # Tokens live at most this long (a year): a leaked one cannot outlive it.
@@ -41,3 +45,10 @@ API_TOKEN_MAX_DAYS = 365
 API_TOKEN_TOUCH_SECONDS = 60
 # The largest request body the API parses (bytes); larger ones are refused with 413.
 API_MAX_BODY_BYTES = 256 * 1024
+# How many calls one token may make, as "<number>/<period>" (s, min, hour or day): past it the
+# API answers 429 with Retry-After until the period's window ends. Counted per token (not per
+# address) in the panel's Redis, so every web worker counts the same calls. "off": no limit.
+API_RATE_LIMIT = env_rate("API_RATE_LIMIT", "600/min")
+# The largest audit export the API checks (POST /api/v1/audit/verify/), in bytes; it is read a
+# line at a time, never whole. A larger file: `manage.py audit verify --file` on the panel's machine.
+API_AUDIT_VERIFY_MAX_BYTES = 512 * 1024 * 1024

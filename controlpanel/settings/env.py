@@ -46,6 +46,25 @@ def _boolean(raw: str) -> bool:
     raise ValueError(raw)
 
 
+RATE_PERIODS = {"s": 1, "sec": 1, "second": 1, "min": 60, "minute": 60, "h": 3600, "hour": 3600, "d": 86400, "day": 86400}
+
+
+def parse_rate(raw: str) -> tuple[int, int] | None:
+    """(calls, seconds) of a rate such as "600/min"; None for "off". ValueError otherwise."""
+    if raw.strip().lower() == "off":
+        return None
+    calls, _, period = raw.strip().lower().partition("/")
+    if not (calls.strip().isascii() and calls.strip().isdigit()) or int(calls) < 1 or period.strip() not in RATE_PERIODS:
+        raise ValueError(raw)
+    return int(calls), RATE_PERIODS[period.strip()]
+
+
+def env_rate(name: str, default: str) -> str:
+    """A rate ("<calls>/<s|min|hour|day>", or "off"), checked at start-up."""
+    found = _env(name, lambda raw: (parse_rate(raw), raw.strip())[1], "a rate such as 600/min (calls/s, min, hour or day), or off")
+    return default if found is None else found[1]
+
+
 def env_bool(name: str, default: bool = False) -> bool:
     found = _env(name, _boolean, "a boolean (use true or false)")
     return default if found is None else found[1]

@@ -105,3 +105,17 @@ CELERY_BEAT_SCHEDULE = {
     "disk-quota-watch": {"task": "webhooks.tasks.quota_watch_task", "schedule": 60.0},
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / f"celerybeat-schedule-{PANEL_INSTANCE}")
+
+# Django's cache stays per process (local memory: nothing the panel caches needs sharing) except
+# the API's rate-limit counters, which every web worker must count together: they live in the
+# panel's Redis (api.throttling; it answers 429s as one panel, and lets calls through, with a
+# log line, while Redis does not answer). Short timeouts: a Redis that hangs costs a call 0.5 s.
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    "api_throttle": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": f"ccpanel-{PANEL_INSTANCE}-api",
+        "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
+    },
+}

@@ -60,6 +60,7 @@ for _key, _value in {
     "STORAGE_POOL_SIZE_MB": "10240",
     "SANDBOX_DEFAULT_DISK_MB": "256",
     "WARM_POOL": "",  # a test that wants one sets it (settings.WARM_POOL) and fills it itself
+    "API_RATE_LIMIT": "100000/min",  # counted in every call; tests/api/test_throttling.py sets a low one
 }.items():
     os.environ.setdefault(_key, _value)
 # The panel's own Redis (or REDIS_URL's server), on a database of the tests' own.
@@ -82,3 +83,6 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 AUDIT_ANCHOR_FILE = None
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"{_name}-db.sqlite3")}  # noqa: F405
+# The rate-limit counters in local memory: the fast tier runs without Redis. The test of two
+# workers sharing them (tests/api/test_throttling.py) points this at the tests' Redis.
+CACHES["api_throttle"] = {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "api-throttle"}  # noqa: F405

@@ -1,0 +1,116 @@
+"""Teams and members: the team pages' lists, and their admins' member changes, through
+teams.services (which authorizes, keeps a last admin, and audits). A team you are not in is
+404, as on the pages; a change you may not make is 403 before any user is looked up, so that
+only the team's admins learn which user names exist (as on the page)."""
+
+from django.contrib.auth import get_user_model
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import exceptions, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from controlpanel.http import client_ip
+from teams import services
+from teams.models import Membership, Team
+from teams.permissions import Role, authorize, request_roles, teams_visible
+
+from . import serializers_teams as t
+from .common import conflict, not_found, path_id, pk_or_404
+from .views import BODY, ERRORS, PanelAPIView, _validated
+
+TEAM_404 = not_found("No such team, or not one of yours.")
+USER = OpenApiParameter("username", str, OpenApiParameter.PATH, description="The member's user name.")
+
+
+def _row(team: Team, role: str) -> dict:
+    return {
+        "id": team.pk,
+        "slug": team.slug,
+        "name": team.name,
+        "role": role,
+        "require_second_factor": team.require_second_factor,
+        "url": f"/api/v1/teams/{team.pk}/",
+    }
+
+
+class TeamsMixin(PanelAPIView):
+    def team_or_404(self, request: Request, pk: str) -> tuple[Team, str]:
+        """The team and the user's role there, if they are in it (superusers: every team)."""
+        team = teams_visible(user=request.user).filter(pk=pk_or_404(pk, "team")).first()
+        if team is None:
+            raise exceptions.NotFound("No such team.")
+        return team, request_roles(request)[team.pk]
+
+
+class TeamList(TeamsMixin):
+    @extend_schema(operation_id="teams_list", responses={200: t.TeamSerializer(many=True), **ERRORS}, summary="Your teams, with your role")
+    def get(self, request: Request) -> Response:
+        roles = request_roles(request)
+        return Response([_row(team, roles[team.pk]) for team in teams_visible(user=request.user)])
+
+
+class TeamDetail(TeamsMixin):
+    @extend_schema(
+        operation_id="teams_retrieve",
+        parameters=[path_id("pk", "team")],
+        responses={200: t.TeamDetailSerializer, **ERRORS, **TEAM_404},
+        summary="A team and its members (the team page)",
+    )
+    def get(self, request: Request, pk: str) -> Response:
+        team, role = self.team_or_404(request, pk)
+        members = Membership.objects.filter(team=team).select_related("user").order_by("user__username")
+        return Response({**_row(team, role), "members": t.MemberSerializer(members, many=True).data})
+
+
+class TeamMember(TeamsMixin):
+    """Add a member or change their role (PUT), remove them (DELETE): the team page's Members form."""
+
+    def _member(self, request: Request, pk: str, username: str):
+        team, _role = self.team_or_404(request, pk)
+        authorize(request.user, team, Role.ADMIN)  # before the look-up, as the page: 403 tells no names
+        user = get_user_model().objects.filter(username=username, is_active=True).first()
+        if user is None:
+            raise exceptions.NotFound(f"No active user named {username[:150]!r}.")
+        return team, user
+
+    @extend_schema(
+        operation_id="teams_member_set",
+        parameters=[path_id("pk", "team"), USER],
+        request=t.MemberSetSerializer,
+        responses={
+            200: t.MemberSerializer,
+            **ERRORS,
+            **BODY,
+            **not_found("No such team (or not yours), or no active user of that name."),
+            **conflict("The last admin of the team cannot be made anything else."),
+            400: OpenApiResponse(description="An unknown role, or a bad body."),
+        },
+        summary="Add a member with a role, or change a member's role (team admins)",
+    )
+    def put(self, request: Request, pk: str, username: str) -> Response:
+        team, user = self._member(request, pk, username)
+        role = _validated(t.MemberSetSerializer, request.data).validated_data["role"]
+        try:
+            membership = services.membership_set(actor=request.user, team=team, user=user, role=role, source_ip=client_ip(request))
+        except services.TeamError as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        return Response(t.MemberSerializer(membership).data)
+
+    @extend_schema(
+        operation_id="teams_member_remove",
+        parameters=[path_id("pk", "team"), USER],
+        responses={
+            204: None,
+            **ERRORS,
+            **not_found("No such team (or not yours), or no active user of that name."),
+            **conflict("The last admin of the team cannot be removed."),
+        },
+        summary="Remove a member (team admins); removing one who is not a member changes nothing",
+    )
+    def delete(self, request: Request, pk: str, username: str) -> Response:
+        team, user = self._member(request, pk, username)
+        try:
+            services.membership_remove(actor=request.user, team=team, user=user, source_ip=client_ip(request))
+        except services.TeamError as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        return Response(status=status.HTTP_204_NO_CONTENT)
