@@ -35,3 +35,32 @@ urlpatterns = [
 from . import views_logs  # noqa: E402
 
 urlpatterns.insert(0, path("v1/sandboxes/<str:pk>/logs/", login_not_required(views_logs.SandboxLogs.as_view()), name="api_sandbox_logs"))
+
+# The second slice: backups, restores, checkpoints, transfers and incidents (their own modules).
+from . import views_backups, views_files, views_incidents  # noqa: E402
+
+urlpatterns += [
+    path("v1/backups/", login_not_required(views_backups.BackupList.as_view()), name="api_backups"),
+    path("v1/backups/import/", login_not_required(views_backups.BackupImport.as_view()), name="api_backup_import"),
+    path("v1/backups/<str:pk>/", login_not_required(views_backups.BackupDetail.as_view()), name="api_backup"),
+    path("v1/backups/<str:pk>/download/", login_not_required(views_backups.BackupDownload.as_view()), name="api_backup_download"),
+    path("v1/backups/<str:pk>/verify/", login_not_required(views_backups.BackupVerify.as_view()), name="api_backup_verify"),
+    path("v1/backups/<str:pk>/cancel/", login_not_required(views_backups.BackupCancel.as_view()), name="api_backup_cancel"),
+    path("v1/backups/<str:pk>/restore/", login_not_required(views_backups.BackupRestore.as_view()), name="api_backup_restore"),
+    path("v1/restores/<str:pk>/", login_not_required(views_backups.RestoreDetail.as_view()), name="api_restore"),
+    path("v1/checkpoints/", login_not_required(views_files.CheckpointList.as_view()), name="api_checkpoints"),
+    path("v1/checkpoints/<str:pk>/", login_not_required(views_files.CheckpointDetail.as_view()), name="api_checkpoint"),
+    path("v1/checkpoints/<str:pk>/rollback/", login_not_required(views_files.CheckpointRollback.as_view()), name="api_checkpoint_rollback"),
+    path("v1/sandboxes/<str:pk>/transfer/files/", login_not_required(views_files.TransferFiles.as_view()), name="api_transfer_files"),
+    path("v1/sandboxes/<str:pk>/transfer/upload/", login_not_required(views_files.TransferUpload.as_view()), name="api_transfer_upload"),
+    path(
+        "v1/sandboxes/<str:pk>/transfer/download/", login_not_required(views_files.TransferDownload.as_view()), name="api_transfer_download"
+    ),
+    path("v1/incidents/", login_not_required(views_incidents.IncidentList.as_view()), name="api_incidents"),
+    path("v1/incidents/<str:pk>/", login_not_required(views_incidents.IncidentDetail.as_view()), name="api_incident"),
+    path("v1/incidents/<str:pk>/steps/", login_not_required(views_incidents.IncidentStep.as_view()), name="api_incident_step"),
+    path("v1/incidents/<str:pk>/close/", login_not_required(views_incidents.IncidentClose.as_view()), name="api_incident_close"),
+    path("v1/incidents/<str:pk>/report.md", login_not_required(views_incidents.IncidentReportMarkdown.as_view()), name="api_incident_md"),
+    path("v1/incidents/<str:pk>/report.html", login_not_required(views_incidents.IncidentReportHtml.as_view()), name="api_incident_html"),
+    path("v1/incidents/<str:pk>/evidence/", login_not_required(views_incidents.IncidentEvidence.as_view()), name="api_incident_evidence"),
+]

@@ -41,3 +41,11 @@ API_TOKEN_MAX_DAYS = 365
 API_TOKEN_TOUCH_SECONDS = 60
 # The largest request body the API parses (bytes); larger ones are refused with 413.
 API_MAX_BODY_BYTES = 256 * 1024
+# Names for the choice sets that several of the API's components share a field name for.
+SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"] = {
+    "JobStatusEnum": "backups.models.Backup.Status",  # a backup's, and an incident step's (the same three)
+    "RestoreStatusEnum": "backups.models.Restore.Status",
+    "SandboxStatusEnum": "sandboxes.models.Sandbox.Status",
+    "IncidentStepEnum": "incidents.models.Incident.Step",
+    "IncidentNextStepEnum": "api.serializers_incidents.STEPS",
+}
