@@ -194,9 +194,16 @@ def django_db_setup(django_db_setup, django_db_blocker):
 
     gc.collect()
     ours = {id(c) for c in connections.all(initialized_only=True)}
-    for wrapper in [o for o in gc.get_objects() if isinstance(o, BaseDatabaseWrapper) and id(o) not in ours]:
+    for wrapper in [o for o in gc.get_objects() if _is_wrapper(o, BaseDatabaseWrapper) and id(o) not in ours]:
         if wrapper.connection is not None:
             wrapper.connection.close()  # the driver's own close: Django's refuses another thread's
+
+
+def _is_wrapper(thing, wrapper_class) -> bool:
+    try:
+        return isinstance(thing, wrapper_class)
+    except ReferenceError:  # a weakref.proxy whose object is gone (kombu's, after a broker it could not reach)
+        return False
 
 
 @pytest.fixture(scope="session")
