@@ -109,6 +109,7 @@ class IncidentStep(PanelAPIView):
             202: OpenApiResponse(i.IncidentAcceptedSerializer, description="Claimed and queued: its state is at `url`."),
             **BAD,
             **REFUSED,
+            503: OpenApiResponse(s.ErrorSerializer, description="The task queue refused the step: it failed at once; retry it later."),
             **ERRORS,
             **BODY,
             **NOT_FOUND,
@@ -133,6 +134,10 @@ class IncidentStep(PanelAPIView):
             )
         except SandboxError as exc:
             return Response({"detail": str(exc)}, status=409)
+        incident.refresh_from_db()  # the queue may have refused the step: then it ended at once, and says why
+        if incident.state == Incident.State.FAILED:
+            url = f"/api/v1/incidents/{incident.pk}/"
+            return Response({"detail": incident.step_detail, "url": url}, status=503, headers={"Retry-After": "30"})
         return _accepted(incident)
 
 

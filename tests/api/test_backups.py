@@ -210,3 +210,20 @@ def test_delete_is_for_admins_and_never_evidence(client, django_user_model, team
     assert client.delete(f"/api/v1/backups/{backup.pk}/", **auth(admin)).status_code == 204
     assert not Backup.objects.filter(pk=backup.pk).exists()
     assert _via_api(AuditEvent.objects.get(action="backup.deleted"), admin)
+
+
+@pytest.mark.django_db(transaction=True)  # the task is sent once the claim commits
+def test_with_the_queue_down_a_backup_and_a_verify_are_503_and_nothing_is_under_way(client, django_user_model, team, box, broker_down):
+    token = token_for(member(django_user_model, "ops", team, "operator"), "operate")
+    answer = post_json(client, "/api/v1/backups/", token, {"sandbox": box.pk})
+    assert answer.status_code == 503 and "not reachable" in answer.json()["detail"] and answer["Retry-After"]
+    backup = Backup.objects.get(sandbox=box)
+    assert answer.json()["url"] == f"/api/v1/backups/{backup.pk}/" and backup.status == "failed"
+    assert Sandbox.objects.get(pk=box.pk).pending_action == ""  # the claim released: nothing stuck
+    finished = _finished(box)
+    verify = post_json(client, f"/api/v1/backups/{finished.pk}/verify/", token)
+    assert verify.status_code == 503 and "not reachable" in verify.json()["detail"]
+    restore = post_json(client, f"/api/v1/backups/{finished.pk}/restore/", token, {"into": "self", "confirm_name": box.name})
+    assert restore.status_code == 503 and "not reachable" in restore.json()["detail"]
+    assert Restore.objects.get().status in ("failed", "refused")
+    assert Sandbox.objects.get(pk=box.pk).pending_action == ""

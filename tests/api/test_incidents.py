@@ -120,3 +120,14 @@ def test_viewers_and_read_tokens_declare_nothing_and_strangers_see_nothing(clien
     refused = post_json(client, "/api/v1/incidents/", stranger, {**body, "summary": "y"})
     assert refused.status_code == 400 and refused.json() == {"sandbox": ["No such sandbox."]}
     assert client.get("/api/v1/incidents/", **auth(stranger)).json()["count"] == 0
+
+
+@pytest.mark.django_db(transaction=True)  # the step's task is sent once its claim commits
+def test_with_the_queue_down_a_step_is_503_and_can_be_retried(client, django_user_model, team, box, broker_down):
+    token = token_for(member(django_user_model, "ops", team, "operator"), "operate")
+    body = declared(client, token, box)
+    assert body["incident"]["state"] == "failed" and "not reachable" in body["incident"]["step_detail"]
+    assert Sandbox.objects.get(pk=box.pk).on_hold  # declared all the same: held, its pause to be retried
+    answer = post_json(client, f"{body['url']}steps/", token, {"step": "declare"})
+    assert answer.status_code == 503 and "not reachable" in answer.json()["detail"] and answer.json()["url"] == body["url"]
+    assert Incident.objects.get().state == "failed" and Sandbox.objects.get(pk=box.pk).pending_action == ""
