@@ -14,6 +14,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from controlpanel.http import client_ip
+from controlpanel.uploads import sent_name
 from sandboxes import engine, policy
 from sandboxes import selectors as sandbox_selectors
 from sandboxes.services import SandboxError, transfer
@@ -92,7 +93,7 @@ class TransferUpload(MultipartUpload, PanelAPIView):
         if uploaded is None:
             raise exceptions.ValidationError({"file": ["Choose a file to upload."]})
         name = data.get("name", "")
-        name = (name.strip() if isinstance(name, str) else "") or request._request.limited_upload.sent_names.get("file", "")
+        name = (name.strip() if isinstance(name, str) else "") or sent_name(request._request, "file")
         try:
             sha256 = transfer.upload(actor=request.user, sandbox=sandbox, name=name, source=uploaded, source_ip=client_ip(request))
         except transfer.TransferError as exc:
