@@ -4,7 +4,19 @@ from django.contrib.auth.decorators import login_not_required, login_required
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from . import views, views_audit, views_hosts, views_logs, views_secrets, views_settings, views_teams, views_webhooks
+from . import (
+    views,
+    views_audit,
+    views_backups,
+    views_files,
+    views_hosts,
+    views_incidents,
+    views_logs,
+    views_secrets,
+    views_settings,
+    views_teams,
+    views_webhooks,
+)
 
 urlpatterns = [
     # The API's own views answer an anonymous request with 401 themselves (tokens only): the
@@ -63,6 +75,30 @@ urlpatterns = [
     path("v1/hosts/join-tokens/", login_not_required(views_hosts.JoinTokenList.as_view()), name="api_join_tokens"),
     path("v1/hosts/join-tokens/<str:pk>/revoke/", login_not_required(views_hosts.JoinTokenRevoke.as_view()), name="api_join_token_revoke"),
     path("v1/hosts/<str:pk>/", login_not_required(views_hosts.HostDetail.as_view()), name="api_host"),
+    # Backups, restores, checkpoints, transfers and incidents.
+    path("v1/backups/", login_not_required(views_backups.BackupList.as_view()), name="api_backups"),
+    path("v1/backups/import/", login_not_required(views_backups.BackupImport.as_view()), name="api_backup_import"),
+    path("v1/backups/<str:pk>/", login_not_required(views_backups.BackupDetail.as_view()), name="api_backup"),
+    path("v1/backups/<str:pk>/download/", login_not_required(views_backups.BackupDownload.as_view()), name="api_backup_download"),
+    path("v1/backups/<str:pk>/verify/", login_not_required(views_backups.BackupVerify.as_view()), name="api_backup_verify"),
+    path("v1/backups/<str:pk>/cancel/", login_not_required(views_backups.BackupCancel.as_view()), name="api_backup_cancel"),
+    path("v1/backups/<str:pk>/restore/", login_not_required(views_backups.BackupRestore.as_view()), name="api_backup_restore"),
+    path("v1/restores/<str:pk>/", login_not_required(views_backups.RestoreDetail.as_view()), name="api_restore"),
+    path("v1/checkpoints/", login_not_required(views_files.CheckpointList.as_view()), name="api_checkpoints"),
+    path("v1/checkpoints/<str:pk>/", login_not_required(views_files.CheckpointDetail.as_view()), name="api_checkpoint"),
+    path("v1/checkpoints/<str:pk>/rollback/", login_not_required(views_files.CheckpointRollback.as_view()), name="api_checkpoint_rollback"),
+    path("v1/sandboxes/<str:pk>/transfer/files/", login_not_required(views_files.TransferFiles.as_view()), name="api_transfer_files"),
+    path("v1/sandboxes/<str:pk>/transfer/upload/", login_not_required(views_files.TransferUpload.as_view()), name="api_transfer_upload"),
+    path(
+        "v1/sandboxes/<str:pk>/transfer/download/", login_not_required(views_files.TransferDownload.as_view()), name="api_transfer_download"
+    ),
+    path("v1/incidents/", login_not_required(views_incidents.IncidentList.as_view()), name="api_incidents"),
+    path("v1/incidents/<str:pk>/", login_not_required(views_incidents.IncidentDetail.as_view()), name="api_incident"),
+    path("v1/incidents/<str:pk>/steps/", login_not_required(views_incidents.IncidentStep.as_view()), name="api_incident_step"),
+    path("v1/incidents/<str:pk>/close/", login_not_required(views_incidents.IncidentClose.as_view()), name="api_incident_close"),
+    path("v1/incidents/<str:pk>/report.md", login_not_required(views_incidents.IncidentReportMarkdown.as_view()), name="api_incident_md"),
+    path("v1/incidents/<str:pk>/report.html", login_not_required(views_incidents.IncidentReportHtml.as_view()), name="api_incident_html"),
+    path("v1/incidents/<str:pk>/evidence/", login_not_required(views_incidents.IncidentEvidence.as_view()), name="api_incident_evidence"),
     # Last: it takes any two-segment path under a sandbox as an action (404 for an unknown one),
     # so every other sandboxes/<pk>/<name>/ route must come before it.
     path("v1/sandboxes/<str:pk>/<str:action>/", login_not_required(views.SandboxAction.as_view()), name="api_sandbox_action"),

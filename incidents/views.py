@@ -14,21 +14,14 @@ from controlpanel.http import client_ip
 from sandboxes.selectors import visible_sandbox_or_404
 from sandboxes.services import SandboxError
 from teams.models import Team
-from teams.permissions import Role, has_role, team_ids_visible, user_role
+from teams.permissions import Role, has_role, user_role
 
-from . import services
+from . import selectors, services
 from .models import Incident
 
 
-def _visible(user):
-    found = Incident.objects.select_related("sandbox", "team", "backup")
-    if not getattr(user, "is_superuser", False):
-        found = found.filter(team_id__in=team_ids_visible(user=user))
-    return found
-
-
 def _get_incident(request: HttpRequest, pk: int) -> Incident:
-    incident = _visible(request.user).filter(pk=pk).first()
+    incident = selectors.incident_get_visible(user=request.user, pk=pk)
     if incident is None:
         raise Http404("No such incident.")
     return incident
@@ -36,7 +29,8 @@ def _get_incident(request: HttpRequest, pk: int) -> Incident:
 
 def incident_list(request: HttpRequest) -> HttpResponse:
     admin_teams = [t for t in Team.objects.order_by("name") if has_role(user=request.user, team=t, role=Role.ADMIN)]
-    return render(request, "incidents/list.html", {"incidents": _visible(request.user)[:200], "admin_teams": admin_teams})
+    incidents = selectors.incidents_visible(user=request.user)[:200]
+    return render(request, "incidents/list.html", {"incidents": incidents, "admin_teams": admin_teams})
 
 
 def _declared(request: HttpRequest, *, severity: str) -> dict[str, Any]:
@@ -139,7 +133,7 @@ def _int(text: str) -> int:
 def incident_report(request: HttpRequest, pk: int, fmt: str) -> HttpResponse:
     """The incident as a Markdown or a printable HTML report, with its evidence's hashes."""
     incident = _get_incident(request, pk)
-    context = {"incident": incident, "events": incident.events.all(), "members": incident.evidence_members}
+    context = selectors.report_context(incident)
     if fmt == "md":
         text = render_to_string("incidents/report.md", context)
         response = HttpResponse(text, content_type="text/markdown; charset=utf-8")

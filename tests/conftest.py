@@ -206,6 +206,13 @@ def django_db_setup(django_db_setup, django_db_blocker):
             wrapper.connection.close()  # the driver's own close: Django's refuses another thread's
 
 
+def _is_wrapper(thing, wrapper_class) -> bool:
+    try:
+        return isinstance(thing, wrapper_class)
+    except ReferenceError:  # a weakref.proxy whose object is gone (kombu's, after a broker it could not reach)
+        return False
+
+
 @pytest.fixture(scope="session")
 def postgres_cluster() -> Iterator[str]:
     """The tests' own PostgreSQL cluster (scripts/postgres.sh): the URL of its database, for a

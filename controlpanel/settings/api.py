@@ -52,3 +52,11 @@ API_RATE_LIMIT = env_rate("API_RATE_LIMIT", "600/min")
 # The largest audit export the API checks (POST /api/v1/audit/verify/), in bytes; it is read a
 # line at a time, never whole. A larger file: `manage.py audit verify --file` on the panel's machine.
 API_AUDIT_VERIFY_MAX_BYTES = 512 * 1024 * 1024
+# Names for the choice sets that several of the API's components share a field name for.
+SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"] = {
+    "JobStatusEnum": "backups.models.Backup.Status",  # a backup's, and an incident step's (the same three)
+    "RestoreStatusEnum": "backups.models.Restore.Status",
+    "SandboxStatusEnum": "sandboxes.models.Sandbox.Status",
+    "IncidentStepEnum": "incidents.models.Incident.Step",
+    "IncidentNextStepEnum": "api.serializers_incidents.STEPS",
+}

@@ -9,6 +9,7 @@ import re
 
 import pytest
 import schemathesis
+from django.conf import settings as settings_module
 from django.core.signals import request_finished, request_started
 from django.db import close_old_connections
 from hypothesis import HealthCheck, given, seed, settings
@@ -58,7 +59,7 @@ def _run(operation, mode: GenerationMode, headers: dict[str, str], examples: int
     return seen
 
 
-OPERATIONS = {
+FIRST_SLICE = {
     "GET /api/v1/sandboxes/",
     "POST /api/v1/sandboxes/",
     "GET /api/v1/sandboxes/{pk}/",
@@ -102,6 +103,67 @@ OPERATIONS = {
     "POST /api/v1/webhooks/{pk}/rotate-secret/",
     "POST /api/v1/webhooks/{pk}/deliveries/{delivery}/redeliver/",
 }
+
+
+SECOND_SLICE = {
+    "GET /api/v1/backups/",
+    "POST /api/v1/backups/",
+    "POST /api/v1/backups/import/",
+    "GET /api/v1/backups/{pk}/",
+    "DELETE /api/v1/backups/{pk}/",
+    "GET /api/v1/backups/{pk}/download/",
+    "POST /api/v1/backups/{pk}/verify/",
+    "POST /api/v1/backups/{pk}/cancel/",
+    "POST /api/v1/backups/{pk}/restore/",
+    "GET /api/v1/restores/{pk}/",
+    "GET /api/v1/checkpoints/",
+    "POST /api/v1/checkpoints/",
+    "GET /api/v1/checkpoints/{pk}/",
+    "DELETE /api/v1/checkpoints/{pk}/",
+    "POST /api/v1/checkpoints/{pk}/rollback/",
+    "GET /api/v1/sandboxes/{pk}/transfer/files/",
+    "POST /api/v1/sandboxes/{pk}/transfer/upload/",
+    "GET /api/v1/sandboxes/{pk}/transfer/download/",
+    "GET /api/v1/incidents/",
+    "POST /api/v1/incidents/",
+    "GET /api/v1/incidents/{pk}/",
+    "POST /api/v1/incidents/{pk}/steps/",
+    "POST /api/v1/incidents/{pk}/close/",
+    "GET /api/v1/incidents/{pk}/report.md",
+    "GET /api/v1/incidents/{pk}/report.html",
+    "GET /api/v1/incidents/{pk}/evidence/",
+}
+
+
+def _rows_to_hit(sandbox) -> None:
+    """Rows of each kind the second slice reads, beside the random ids: a finished backup with its
+    file and a restore of it, a checkpoint row (the fast tier has no storage pool: acting on it is
+    refused, as it would be), a file in exports/, and an open incident with an evidence archive."""
+    from backups import services as backups
+    from backups.models import Restore
+    from incidents.models import Incident
+    from sandboxes.models import Sandbox
+    from storage.models import Checkpoint
+    from tests.backups.helpers import backup_row, hostile_archive
+    from tests.backups.helpers import member as archive_member
+    from tests.backups.test_archive import CONFIG
+
+    path = backups.backup_root() / f"{sandbox.name}-fuzzed.tar.gz"
+    config = {**CONFIG, "name": sandbox.name}
+    backup = backup_row(sandbox, path, hostile_archive(path, [archive_member("workspace/Projects/a", b"a")], config=config), config)
+    Restore.objects.create(backup=backup, backup_name=backup.file_name, sandbox=sandbox, status="done", requested_by_name="test")
+    Checkpoint.objects.create(sandbox=sandbox, snapshot="20260101-000000-fuzzed", created_by_name="test")
+    (sandbox.workspace_path / "exports" / "out.txt").write_text("out")
+    evidence = settings_module.EVIDENCE_ROOT / f"{sandbox.name}-evidence.tar.gz"
+    evidence.parent.mkdir(parents=True, exist_ok=True)
+    evidence.write_bytes(b"evidence")
+    Incident.objects.create(
+        sandbox=sandbox, team=sandbox.team, sandbox_name=sandbox.name, severity="low", summary="fuzzed", evidence_file=evidence.name
+    )
+    Sandbox.objects.filter(pk=sandbox.pk).update(on_hold=True)  # as incident_declare holds it
+
+
+OPERATIONS = FIRST_SLICE | SECOND_SLICE
 
 
 @schemathesis.serializer("application/x-ndjson")
@@ -155,6 +217,7 @@ def test_the_served_schema_holds_for_every_operation(
     """scope None: the same calls with no token at all (each one a documented 401)."""
     sandbox = make_sandbox("fuzzed")  # an id that exists, beside the random ones
     _real_objects(team, sandbox)
+    _rows_to_hit(sandbox)
     if role == "superuser":
         user = django_user_model.objects.create_superuser("fuzz-root", password="pw-123456789")
     else:

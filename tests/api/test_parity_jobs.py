@@ -1,0 +1,207 @@
+"""Backups and incidents are refused through the API exactly where their pages refuse them: a
+table of role x action, each run through the page (the existing view) and through the API with an
+admin-scope token, each run undone (a savepoint rolled back) before the next. What each did is
+judged by its effect (a row, a state, a file sent), never by the status code alone."""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import transaction
+from django.test.client import BOUNDARY, MULTIPART_CONTENT, encode_multipart
+
+from backups import services as backups
+from backups.models import Backup, Restore
+from controlpanel.celery import app as celery_app
+from incidents import services as incidents
+from incidents.models import Incident
+from sandboxes.models import Sandbox
+from sandboxes.services import SystemActor
+from tests.backups.helpers import backup_row, hostile_archive
+from tests.backups.helpers import member as archive_member
+from tests.backups.test_archive import CONFIG
+
+from .helpers import auth, member, post_json, token_for
+
+pytestmark = pytest.mark.django_db
+
+ROLES = ("viewer", "operator", "admin")
+RANK = {"viewer": 1, "operator": 2, "admin": 3}
+
+
+@dataclass
+class World:
+    box: Sandbox  # backups are taken of it, incidents declared on it
+    held: Sandbox  # it has an open incident, its Declare done
+    backup: Backup  # finished, of `box`
+    running: Backup  # being written, of `held`
+    incident: Incident
+    archive: bytes  # an archive made elsewhere, to import
+
+
+@dataclass(frozen=True)
+class Action:
+    needs: str  # the least role the page asks for
+    page: Callable[[Any, World], Any]
+    api: Callable[[Any, str, World], Any]
+    done: Callable[[World, Any], bool]  # its effect, judged after the call
+
+
+def _sent(response) -> bool:
+    return response.status_code == 200 and bool(b"".join(response.streaming_content))
+
+
+def _imported(team_pk: int, data: bytes) -> bytes:
+    return encode_multipart(BOUNDARY, {"team": str(team_pk), "archive": SimpleUploadedFile("elsewhere.tar.gz", data)})
+
+
+ACTIONS: dict[str, Action] = {
+    "backup": Action(
+        "operator",
+        lambda c, w: c.post(f"/sandboxes/{w.box.pk}/backups/new/"),
+        lambda c, t, w: post_json(c, "/api/v1/backups/", t, {"sandbox": w.box.pk}),
+        lambda w, r: Backup.objects.filter(sandbox=w.box, status="running").exists(),
+    ),
+    "verify": Action(
+        "operator",
+        lambda c, w: c.post(f"/backups/{w.backup.pk}/verify/"),
+        lambda c, t, w: post_json(c, f"/api/v1/backups/{w.backup.pk}/verify/", t),
+        lambda w, r: Backup.objects.get(pk=w.backup.pk).verified_at is not None,
+    ),
+    "download": Action(
+        "operator",
+        lambda c, w: c.get(f"/backups/{w.backup.pk}/download/"),
+        lambda c, t, w: c.get(f"/api/v1/backups/{w.backup.pk}/download/", **auth(t)),
+        lambda w, r: _sent(r),
+    ),
+    "restore into itself": Action(
+        "operator",
+        lambda c, w: c.post(f"/backups/{w.backup.pk}/restore/", {"into": "self", "confirm_name": w.box.name}),
+        lambda c, t, w: post_json(c, f"/api/v1/backups/{w.backup.pk}/restore/", t, {"into": "self", "confirm_name": w.box.name}),
+        lambda w, r: Restore.objects.filter(backup=w.backup).exists(),
+    ),
+    "cancel": Action(
+        "operator",
+        lambda c, w: c.post(f"/backups/{w.running.pk}/cancel/"),
+        lambda c, t, w: post_json(c, f"/api/v1/backups/{w.running.pk}/cancel/", t),
+        lambda w, r: Backup.objects.get(pk=w.running.pk).cancel_requested,
+    ),
+    "delete": Action(
+        "admin",
+        lambda c, w: c.post(f"/backups/{w.backup.pk}/delete/"),
+        lambda c, t, w: c.delete(f"/api/v1/backups/{w.backup.pk}/", **auth(t)),
+        lambda w, r: not Backup.objects.filter(pk=w.backup.pk).exists(),
+    ),
+    "import": Action(
+        "operator",
+        lambda c, w: c.generic("POST", "/backups/import/", _imported(w.box.team_id, w.archive), content_type=MULTIPART_CONTENT),
+        lambda c, t, w: c.generic(
+            "POST", "/api/v1/backups/import/", _imported(w.box.team_id, w.archive), content_type=MULTIPART_CONTENT, **auth(t)
+        ),
+        lambda w, r: Backup.objects.filter(kind="imported").exists(),
+    ),
+    "declare": Action(
+        "operator",
+        lambda c, w: c.post(f"/sandboxes/{w.box.pk}/incident/", {"severity": "high", "summary": "odd"}),
+        lambda c, t, w: post_json(c, "/api/v1/incidents/", t, {"sandbox": w.box.pk, "severity": "high", "summary": "odd"}),
+        lambda w, r: Incident.objects.filter(sandbox=w.box).exists(),
+    ),
+    "snapshot step": Action(
+        "operator",
+        lambda c, w: c.post(f"/incidents/{w.incident.pk}/step/", {"step": "snapshot"}),
+        lambda c, t, w: post_json(c, f"/api/v1/incidents/{w.incident.pk}/steps/", t, {"step": "snapshot"}),
+        lambda w, r: Incident.objects.get(pk=w.incident.pk).step == "snapshot",
+    ),
+    "close": Action(
+        "operator",
+        lambda c, w: c.post(f"/incidents/{w.incident.pk}/step/", {"step": "close", "resolution": "fine", "notes": ""}),
+        lambda c, t, w: post_json(c, f"/api/v1/incidents/{w.incident.pk}/close/", t, {"resolution": "fine"}),
+        lambda w, r: Incident.objects.get(pk=w.incident.pk).step == "close",
+    ),
+    "evidence": Action(
+        "operator",
+        lambda c, w: c.get(f"/incidents/{w.incident.pk}/evidence/"),
+        lambda c, t, w: c.get(f"/api/v1/incidents/{w.incident.pk}/evidence/", **auth(t)),
+        lambda w, r: _sent(r),
+    ),
+    "report": Action(
+        "viewer",
+        lambda c, w: c.get(f"/incidents/{w.incident.pk}/report.md"),
+        lambda c, t, w: c.get(f"/api/v1/incidents/{w.incident.pk}/report.md", **auth(t)),
+        lambda w, r: r.status_code == 200 and b"odd traffic" in r.content,
+    ),
+}
+
+
+@pytest.fixture
+def world(make_sandbox, fake_engine, clean_workspace, tmp_path) -> World:
+    box = make_sandbox("parity-box")
+    held = make_sandbox("parity-held")
+    path = backups.backup_root() / "parity-box-by-hand.tar.gz"
+    config = {**CONFIG, "name": box.name}
+    backup = backup_row(box, path, hostile_archive(path, [archive_member("workspace/Projects/a", b"a")], config=config), config)
+    running = backups.backup_request(actor=SystemActor("test"), sandbox=held, enqueue=False)
+    Sandbox.objects.filter(pk=held.pk).update(pending_action="")  # its worker holds no claim: cancel ends it at once
+    incident = incidents.incident_declare(actor=SystemActor("test"), sandbox=held, severity="low", summary="odd traffic")
+    incidents.incident_step_perform(incident_id=incident.pk)
+    evidence = settings.EVIDENCE_ROOT / "parity-evidence.tar.gz"
+    evidence.parent.mkdir(parents=True, exist_ok=True)
+    evidence.write_bytes(b"evidence bytes")
+    Incident.objects.filter(pk=incident.pk).update(evidence_file=evidence.name)
+    incident.refresh_from_db()
+    hostile_archive(tmp_path / "elsewhere.tar.gz", [archive_member("workspace/Projects/b", b"b")], config=CONFIG)
+    before = set(settings.BACKUP_ROOT.iterdir())
+    celery_app.conf.task_always_eager = True  # a verify runs when it is sent: its effect is seen
+    yield World(box, held, backup, running, incident, (tmp_path / "elsewhere.tar.gz").read_bytes())
+    celery_app.conf.task_always_eager = False
+    for left in set(settings.BACKUP_ROOT.iterdir()) - before:  # imports whose rows were rolled back
+        if left.is_file():
+            left.unlink()
+    evidence.unlink(missing_ok=True)
+
+
+def _undone(world: World, call: Callable[[], Any], action: Action) -> tuple[Any, bool]:
+    """Make the call and judge its effect, then undo whatever it wrote to the database."""
+    with transaction.atomic():
+        response = call()
+        effect = action.done(world, response)
+        transaction.set_rollback(True)
+    return response, effect
+
+
+def _table(client, django_user_model, team, world: World, scope: str) -> list[tuple]:
+    users = {role: member(django_user_model, f"{scope}-{role}", team, role) for role in ROLES}
+    tokens = {role: token_for(user, scope) for role, user in users.items()}
+    rows = []
+    for role in ROLES:
+        for name, action in ACTIONS.items():
+            client.force_login(users[role])
+            page, by_page = _undone(world, lambda a=action: a.page(client, world), action)
+            client.logout()
+            api, by_api = _undone(world, lambda a=action, t=tokens[role]: a.api(client, t, world), action)
+            assert api.status_code < 500 and page.status_code < 500, (role, name, page.status_code, api.status_code)
+            rows.append((role, name, by_page, by_api, page.status_code == 403, api.status_code == 403, RANK[role] >= RANK[action.needs]))
+    return rows
+
+
+@pytest.mark.slow  # 36 cases, each through the page and the API: `make test`, not the fast tier
+def test_page_and_api_allow_and_refuse_the_same_backup_and_incident_actions(client, django_user_model, team, world):
+    rows = _table(client, django_user_model, team, world, "admin")
+    mismatches = [r for r in rows if not (r[2] == r[3] == r[6] and r[4] == r[5])]
+    assert not mismatches, mismatches
+    assert len(rows) == len(ROLES) * len(ACTIONS)
+    assert any(r[2] for r in rows) and not all(r[2] for r in rows)  # the table has both outcomes
+
+
+def test_an_operate_token_does_no_admin_action_and_a_read_token_only_reads(client, django_user_model, team, world):
+    admin_operate = token_for(member(django_user_model, "boss", team, "admin"), "operate")
+    for name, action in ACTIONS.items():
+        api, effect = _undone(world, lambda a=action: a.api(client, admin_operate, world), action)
+        assert effect == (action.needs != "admin"), (name, api.status_code)
+    admin_read = token_for(member(django_user_model, "boss-reader", team, "admin"), "read")
+    for name, action in ACTIONS.items():
+        api, effect = _undone(world, lambda a=action: a.api(client, admin_read, world), action)
+        assert effect == (action.needs == "viewer") and (effect or api.status_code == 403), (name, api.status_code)
