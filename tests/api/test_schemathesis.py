@@ -195,7 +195,7 @@ THOROUGH = pytest.mark.slow
 
 # The fast tier's run: every operation, a few examples each (the operations are many; `make
 # check` stays quick); `make test` gives every configuration the whole budget.
-FAST_EXAMPLES = 4
+FAST_EXAMPLES = 2
 
 
 @pytest.mark.parametrize(

@@ -101,7 +101,7 @@ def test_an_import_that_stops_short_or_comes_in_chunks_says_so_and_keeps_nothing
     hostile_archive(tmp_path / "ok.tar.gz", [member("workspace/Projects/a", os.urandom(100_000))], config=CONFIG)
     archive_bytes = (tmp_path / "ok.tar.gz").read_bytes()
     body = encode_multipart(BOUNDARY, {"team": str(team.pk), "archive": SimpleUploadedFile("ok.tar.gz", archive_bytes)})
-    before = set(settings.BACKUP_ROOT.iterdir())
+    before = set(services.backup.backup_root().iterdir())  # made if no test before this one made it
     post = functools.partial(admin_client.generic, "POST", "/backups/import/", body, content_type=MULTIPART_CONTENT)
     post(CONTENT_LENGTH=str(len(body) - 1000))
     page = admin_client.get("/backups/").content.decode()
