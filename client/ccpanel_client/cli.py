@@ -11,6 +11,7 @@ that failed or did not finish in time), 2 the panel could not be reached, 3 the 
 """
 
 import argparse
+import ipaddress
 import json
 import re
 import sys
@@ -100,6 +101,9 @@ def add_sandbox_verbs(sub, resource: Resource) -> None:
     logs.add_argument("-f", "--follow", action="store_true", help="go on printing lines as they come, until it stops")
     logs.add_argument("--tail", type=int, default=200, help="how many last lines (0-5000, 200)")
     logs.add_argument("-t", "--timestamps", action="store_true", help="begin each line with its time and stream")
+    logs.add_argument(
+        "--raw", action="store_true", help="write the lines' bytes as they are (escape sequences included: for a file, not a terminal)"
+    )
     logs.set_defaults(func=cmd_logs, resource=resource)
 
 
@@ -187,12 +191,31 @@ def details(obj: dict) -> str:
     return "\n".join(f"{k.ljust(width)}  {value(v)}" for k, v in obj.items())
 
 
+# What a terminal acts on rather than shows: C0 controls but tab and newline, DEL, C1 controls
+# (0x9b is a CSI of its own), and the bidirectional overrides that reorder what is read. Text
+# from the panel (a sandbox's name or status detail, an error message, above all a log line the
+# agent in the sandbox wrote) could otherwise set the window title, rewrite what is on screen,
+# hide text, or on some terminals write the clipboard or answer back as if typed.
+_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def visible(text: str) -> str:
+    """`text` with each control character written as its escape (`\\x1b`), shown, not acted on."""
+    return _CONTROLS.sub(lambda m: repr(m.group())[1:-1] if ord(m.group()) < 0x100 else f"\\u{ord(m.group()):04x}", text)
+
+
+def visible_line(line: bytes) -> bytes:
+    """A log line (bytes, ending in a newline or not) made safe for a terminal."""
+    end = b"\n" if line.endswith(b"\n") else b""
+    return visible(line[: len(line) - len(end)].decode("utf-8", "replace")).encode() + end
+
+
 def emit(args, data: Any, human: Callable[[], str]) -> None:
-    print(json.dumps(data, indent=2) if getattr(args, "json", False) else human())
+    print(json.dumps(data, indent=2) if getattr(args, "json", False) else visible(human()))
 
 
 def say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    print(visible(message), file=sys.stderr, flush=True)
 
 
 # --- commands ------------------------------------------------------------------------------
@@ -299,7 +322,7 @@ def cmd_action(api: Api, args) -> int:
             # As the page: the name typed, checked by the panel (a pipe may give it too).
             if sys.stdin.isatty():
                 print(
-                    f"This removes {sandbox['name']}'s container, home and workspace folder. Type its name to confirm: ",
+                    f"This removes {visible(sandbox['name'])}'s container, home and workspace folder. Type its name to confirm: ",
                     end="",
                     file=sys.stderr,
                     flush=True,
@@ -358,7 +381,8 @@ def cmd_logs(api: Api, args) -> int:
             match = STAMPED.fullmatch(line)
             if match:
                 params["since"] = match.group(1).decode("ascii", "replace")
-            out.write(line if args.timestamps or not match else match.group(3))
+            shown = line if args.timestamps or not match else match.group(3)
+            out.write(shown if args.raw else visible_line(shown))
             out.flush()
         if not args.follow:
             return 0
@@ -377,9 +401,13 @@ def cmd_logs(api: Api, args) -> int:
 def is_private(url: str) -> bool:
     """HTTPS, or HTTP to this machine: nobody on the way reads the token."""
     parts = urllib.parse.urlsplit(url)
-    return (
-        parts.scheme == "https" or (parts.hostname or "") in ("localhost", "127.0.0.1", "::1") or (parts.hostname or "").startswith("127.")
-    )
+    host = parts.hostname or ""
+    if parts.scheme == "https" or host == "localhost":
+        return True
+    try:  # a loopback address, not a name that only begins like one (127.panel.example)
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def main(argv: list[str] | None = None) -> int:
