@@ -4,6 +4,8 @@ judged again at every delivery."""
 
 import json
 import socket
+import threading
+import time
 
 import pytest
 from django.utils import timezone
@@ -163,6 +165,51 @@ def test_a_receiver_that_never_answers_times_out(queued, settings, team, team_ad
         [delivery_id] = run(queued)
     delivery = Delivery.objects.get(pk=delivery_id)
     assert delivery.status == D.PENDING and "timed out" in delivery.last_error.lower()
+
+
+def _dripping_server(first: bytes, stop_after: float):
+    """A receiver that reads the request, then sends `first` and one more header byte every 0.2 s
+    (each read well within the read timeout), for `stop_after` seconds at most."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+
+    def serve():
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(first)
+            ends = time.monotonic() + stop_after
+            while time.monotonic() < ends:
+                try:
+                    conn.sendall(b"a")
+                except OSError:
+                    return
+                time.sleep(0.2)
+
+    threading.Thread(target=serve, daemon=True).start()
+    return listener
+
+
+@pytest.mark.parametrize("status", [b"200 OK", b"500 Oops"])
+def test_a_receiver_dripping_its_headers_is_cut_off_at_the_total_time(status, queued, settings, team, team_admin):
+    """Each read comes within WEBHOOK_READ_SECONDS, so only a deadline on the whole attempt
+    stops a receiver that sends its headers a byte at a time (up to 100 lines of 64 KiB)."""
+    settings.WEBHOOK_READ_SECONDS, settings.WEBHOOK_TOTAL_SECONDS = 1.0, 1.5
+    listener = _dripping_server(b"HTTP/1.1 " + status + b"\r\nX-Slow: ", stop_after=12)
+    with listener:
+        port = listener.getsockname()[1]
+        services.webhook_create(
+            actor=team_admin, team=team, url=f"http://127.0.0.1:{port}/", chosen_events=["incident.declared"], allow_private=True
+        )
+        declare(team)
+        started = time.monotonic()
+        [delivery_id] = run(queued)
+        took = time.monotonic() - started
+    delivery = Delivery.objects.get(pk=delivery_id)
+    assert took < 4, f"the attempt held the worker {took:.1f} s"
+    assert (delivery.status, delivery.last_status_code) == (D.PENDING, None)
+    assert "longer than 1.5 s" in delivery.last_error
 
 
 # --- private addresses ----------------------------------------------------------------------------
