@@ -7,7 +7,7 @@ are IPv4: the panel's bridges have no IPv6, so an IPv6 literal or a name with on
 addresses is refused), and every address is judged: one in the ranges no sandbox reaches
 (sandboxes.network.BLOCKED_RANGES: loopback, private, link-local and metadata, CGNAT, multicast,
 reserved), on the host's LAN or one of the host's own addresses makes the URL private. A private
-URL is refused unless a team admin set `allow_private` for that webhook. The delivery then
+URL is refused unless a superuser set `allow_private` for that webhook (webhooks.services). The delivery then
 connects to the very address judged here (webhooks.http), never resolving the name again.
 """
 
@@ -146,8 +146,8 @@ def target(raw: str, *, allow_private: bool) -> Target:
         for address in addresses:
             if why := private_reason(address):
                 raise AddressRefused(
-                    f"{url.host} is a private address: {why}. A team admin may allow private addresses for this webhook."
+                    f"{url.host} is a private address: {why}. The panel's administrators may allow private addresses for this webhook."
                     if url.host != address
-                    else f"{why}. A team admin may allow private addresses for this webhook."
+                    else f"{why}. The panel's administrators may allow private addresses for this webhook."
                 )
     return Target(url=url, address=addresses[0])

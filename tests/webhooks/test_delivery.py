@@ -8,14 +8,16 @@ import threading
 import time
 
 import pytest
+from django.core.exceptions import PermissionDenied
 from django.utils import timezone
 
+from audit.models import AuditEvent
 from sandboxes.secrets import vault
 from sandboxes.services import InvalidInput
 from webhooks import addresses, services, tasks
 from webhooks.models import Delivery, Webhook
 
-from .conftest import declare
+from .conftest import declare, superuser
 from .helpers import Receiver, certificates
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -23,7 +25,8 @@ D = Delivery.Status
 
 
 def hook_for(receiver, team, admin, events=("incident.declared",), allow_private=True):
-    new = services.webhook_create(actor=admin, team=team, url=receiver.url, chosen_events=list(events), allow_private=allow_private)
+    actor = superuser() if allow_private else admin  # private addresses: superusers only
+    new = services.webhook_create(actor=actor, team=team, url=receiver.url, chosen_events=list(events), allow_private=allow_private)
     receiver.secret = new.secret
     return new.webhook
 
@@ -130,7 +133,7 @@ def test_no_answer_is_retried(queued, team, team_admin):
         closed.bind(("127.0.0.1", 0))
         port = closed.getsockname()[1]
     services.webhook_create(
-        actor=team_admin, team=team, url=f"http://127.0.0.1:{port}/", chosen_events=["incident.declared"], allow_private=True
+        actor=superuser(), team=team, url=f"http://127.0.0.1:{port}/", chosen_events=["incident.declared"], allow_private=True
     )
     declare(team)
     [delivery_id] = run(queued)
@@ -159,7 +162,7 @@ def test_a_receiver_that_never_answers_times_out(queued, settings, team, team_ad
         silent.listen(1)
         port = silent.getsockname()[1]
         services.webhook_create(
-            actor=team_admin, team=team, url=f"http://127.0.0.1:{port}/", chosen_events=["incident.declared"], allow_private=True
+            actor=superuser(), team=team, url=f"http://127.0.0.1:{port}/", chosen_events=["incident.declared"], allow_private=True
         )
         declare(team)
         [delivery_id] = run(queued)
@@ -200,7 +203,7 @@ def test_a_receiver_dripping_its_headers_is_cut_off_at_the_total_time(status, qu
     with listener:
         port = listener.getsockname()[1]
         services.webhook_create(
-            actor=team_admin, team=team, url=f"http://127.0.0.1:{port}/", chosen_events=["incident.declared"], allow_private=True
+            actor=superuser(), team=team, url=f"http://127.0.0.1:{port}/", chosen_events=["incident.declared"], allow_private=True
         )
         declare(team)
         started = time.monotonic()
@@ -231,6 +234,30 @@ def test_a_loopback_url_is_refused_unless_an_admin_allowed_it(receiver, queued, 
     delivery = Delivery.objects.get(pk=delivery_id)
     assert delivery.status == D.REFUSED and "127.0.0.0/8" in delivery.last_error
     assert len(receiver.received) == 1 and queued == []
+
+
+def test_a_team_admin_cannot_open_the_panels_own_machine(receiver, queued, team, team_admin):
+    """A team admin choosing the URL and lifting the private-address rule could POST to the
+    panel machine's own services (a Docker API on TCP: /containers/prune; the panel itself),
+    with the path of their choosing, and read each answer's start back as the delivery's error.
+    Lifting the rule is the panel's administrators' decision (superusers), as for sandboxes."""
+    with pytest.raises(PermissionDenied, match="superusers"):
+        services.webhook_create(
+            actor=team_admin, team=team, url=f"{receiver.url}/containers/prune", chosen_events=["incident.declared"], allow_private=True
+        )
+    assert not Webhook.objects.exists()
+    webhook = services.webhook_create(actor=team_admin, team=team, url="http://198.18.0.1/h", chosen_events=["incident.declared"]).webhook
+    with pytest.raises(PermissionDenied, match="superusers"):
+        services.webhook_set_allow_private(actor=team_admin, webhook=webhook, allow=True)
+    assert not Webhook.objects.get(pk=webhook.pk).allow_private
+    assert not AuditEvent.objects.filter(action="webhook.allow_private_set").exists()
+    # A superuser may; a team admin may then refuse private addresses again (never widen).
+    services.webhook_set_allow_private(actor=superuser(), webhook=webhook, allow=True)
+    services.webhook_set_allow_private(actor=team_admin, webhook=webhook, allow=False)
+    assert not Webhook.objects.get(pk=webhook.pk).allow_private
+    declare(team)
+    run(queued)
+    assert receiver.received == []
 
 
 def fake_dns(monkeypatch, answers: dict[str, list[str]]):
@@ -268,7 +295,7 @@ def test_a_name_that_moves_to_a_private_address_is_refused_at_delivery(monkeypat
 def test_the_delivery_connects_to_the_address_judged_with_the_name_as_host(monkeypatch, receiver, queued, team, team_admin):
     fake_dns(monkeypatch, {"receiver.test": ["127.0.0.1"]})
     new = services.webhook_create(
-        actor=team_admin,
+        actor=superuser(),
         team=team,
         url=f"http://receiver.test:{receiver.port}/in?x=1",
         chosen_events=["incident.declared"],
@@ -295,7 +322,7 @@ def test_the_delivery_connects_to_the_address_judged_with_the_name_as_host(monke
 )
 def test_urls_the_rule_refuses(url, said, team, team_admin):
     with pytest.raises(InvalidInput, match=said):
-        services.webhook_create(actor=team_admin, team=team, url=url, chosen_events=["backup.failed"], allow_private=True)
+        services.webhook_create(actor=superuser(), team=team, url=url, chosen_events=["backup.failed"], allow_private=True)
     assert not Webhook.objects.exists()
 
 
@@ -324,7 +351,7 @@ def test_https_is_verified_against_the_urls_name_not_the_address(monkeypatch, tl
     settings.WEBHOOK_CA_FILE = tls_receiver.ca
     fake_dns(monkeypatch, {"receiver.test": ["127.0.0.1"], "impostor.test": ["127.0.0.1"]})
     good = services.webhook_create(
-        actor=team_admin,
+        actor=superuser(),
         team=team,
         url=f"https://receiver.test:{tls_receiver.port}/in",
         chosen_events=["incident.declared"],
@@ -337,7 +364,7 @@ def test_https_is_verified_against_the_urls_name_not_the_address(monkeypatch, tl
     assert [r.verified for r in tls_receiver.received] == [True]
     services.webhook_delete(actor=team_admin, webhook=good.webhook)
     services.webhook_create(
-        actor=team_admin,
+        actor=superuser(),
         team=team,
         url=f"https://impostor.test:{tls_receiver.port}/in",
         chosen_events=["incident.declared"],
@@ -362,7 +389,7 @@ def test_other_spellings_of_loopback_are_judged_by_their_address(url, team, team
 
 def test_a_path_outside_ascii_is_sent_escaped(receiver, queued, team, team_admin):
     new = services.webhook_create(
-        actor=team_admin, team=team, url=f"{receiver.url}/caf\u00e9?q=\u00fc%20x", chosen_events=["incident.declared"], allow_private=True
+        actor=superuser(), team=team, url=f"{receiver.url}/caf\u00e9?q=\u00fc%20x", chosen_events=["incident.declared"], allow_private=True
     )
     receiver.secret = new.secret
     declare(team)
