@@ -222,11 +222,32 @@ def say(message: str) -> None:
 
 
 def find(api: Api, resource: Resource, ref: str) -> dict:
-    """One object by id, or by its exact name (searched in the list)."""
+    """One object by id, or by its exact name (searched in the list); `id:N` is an id only. A
+    name may be all digits (`42`): a number that is one object's id and another's name is
+    refused as ambiguous, so `destroy 42` never acts on another sandbox than the one meant."""
+    if ref.startswith("id:") and ref[3:].isdigit():
+        return api.get(f"{resource.path}{ref[3:]}/")
     if ref.isdigit():
-        return api.get(f"{resource.path}{ref}/")
+        try:
+            found = api.get(f"{resource.path}{ref}/")
+        except ClientError as exc:
+            if exc.status != 404 or not resource.by_name or not any(s.get("name") == ref for s in api.pages(resource.path, q=ref)):
+                raise
+            return by_name(api, resource, ref)  # no such id, but a name
+        if resource.by_name:
+            named = [s for s in api.pages(resource.path, q=ref) if s.get("name") == ref and str(s.get("id")) != ref]
+            if named:
+                ids = ", ".join(f"id:{m['id']}" for m in named)
+                raise ClientError(
+                    f"{ref!r} is ambiguous: the id of one {resource.name}, the name of another ({ids}). Say which: id:{ref}, or {ids}."
+                )
+        return found
     if not resource.by_name:
         raise ClientError(f"Give the {resource.name}'s id (a number).")
+    return by_name(api, resource, ref)
+
+
+def by_name(api: Api, resource: Resource, ref: str) -> dict:
     matches = [s for s in api.pages(resource.path, q=ref) if s.get("name") == ref]
     if not matches:
         raise ClientError(f"No {resource.name} named {ref!r} (or not one you may see).")

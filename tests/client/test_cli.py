@@ -274,3 +274,21 @@ def test_a_panels_messages_cannot_drive_the_terminal():
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_number_that_is_one_sandboxs_id_and_anothers_name_is_refused(panel):
+    """A sandbox may be named `42`: `ccpanel sandbox destroy 42 --yes` must not act on the
+    sandbox whose id is 42 when its user meant the one named so."""
+    url, token = panel
+    team = Team.objects.get(slug="default")
+    target = row(team, "web-1")
+    decoy = row(team, str(target.pk))
+    code, out, err = ccpanel("--json", "sandbox", "show", str(target.pk), url=url, token=token)
+    assert (code, out) == (1, "") and "ambiguous" in err and f"id:{decoy.pk}" in err
+    code, out, err = ccpanel("--json", "sandbox", "show", f"id:{target.pk}", url=url, token=token)
+    assert code == 0 and json.loads(out)["name"] == "web-1", err
+    code, out, err = ccpanel("--json", "sandbox", "show", f"id:{decoy.pk}", url=url, token=token)
+    assert code == 0 and json.loads(out)["name"] == str(target.pk), err
+    Sandbox.objects.filter(pk=target.pk).delete()  # the number is no id now: the name is found
+    code, out, err = ccpanel("--json", "sandbox", "show", str(target.pk), url=url, token=token)
+    assert code == 0 and json.loads(out)["id"] == decoy.pk, err
