@@ -260,6 +260,17 @@ def test_a_team_admin_cannot_open_the_panels_own_machine(receiver, queued, team,
     assert receiver.received == []
 
 
+def test_the_sandboxes_own_subnets_are_private_wherever_they_are(settings, team, team_admin):
+    """SANDBOX_SUBNET may be set outside the blocked ranges (198.18.0.0/15 is open to the egress
+    rules): a sandbox's address or gateway is still no receiver."""
+    settings.SANDBOX_SUBNET, settings.SANDBOX_ALLOW_SUBNET = "198.18.240.0/24", "198.18.241.0/24"
+    for address in ("198.18.240.1", "198.18.240.77", "198.18.241.9"):
+        with pytest.raises(InvalidInput, match="the sandboxes' own network"):
+            services.webhook_create(actor=team_admin, team=team, url=f"http://{address}/", chosen_events=["backup.failed"])
+    assert not Webhook.objects.exists()
+    services.webhook_create(actor=team_admin, team=team, url="http://198.18.242.1/", chosen_events=["backup.failed"])
+
+
 def fake_dns(monkeypatch, answers: dict[str, list[str]]):
     """Names answered as `answers` says (the rest as the system would)."""
     real = socket.getaddrinfo
