@@ -132,7 +132,11 @@ class SandboxLogs(PanelAPIView):
         response = StreamingHttpResponse(content, content_type="text/plain; charset=utf-8")
         response["X-Content-Type-Options"] = "nosniff"
         response["Cache-Control"] = "no-store"
-        response["X-Accel-Buffering"] = "no"  # a proxy in front must pass lines on as they come
+        if query["follow"]:
+            # A proxy in front must pass lines on as they come. Only then: a proxy that buffers a
+            # plain read frees the page process at once, whatever the client's pace (a follow's
+            # hold on one is capped by api.follows; an unbuffered plain read would not be).
+            response["X-Accel-Buffering"] = "no"
         return response
 
 
