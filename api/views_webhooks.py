@@ -217,7 +217,7 @@ class WebhookRedeliver(WebhookAPIView):
         request=None,
         responses={
             202: OpenApiResponse(DeliverySerializer, description="A new delivery of the same event, queued."),
-            409: OpenApiResponse(s.ErrorSerializer, description="The webhook is disabled."),
+            409: OpenApiResponse(s.ErrorSerializer, description="The webhook is disabled, or too many of its deliveries still wait."),
             **ERRORS,
             **NOT_FOUND,
         },

@@ -181,12 +181,17 @@ def webhook_delete(*, actor, webhook: Webhook, source_ip: str | None = None) -> 
 
 
 def delivery_redeliver(*, actor, delivery: Delivery, source_ip: str | None = None) -> Delivery:
-    """Send a delivery's event again, as a new delivery with the same payload (and event id)."""
+    """Send a delivery's event again, as a new delivery with the same payload (and event id);
+    refused while WEBHOOK_MAX_WAITING_REDELIVERIES of the webhook's deliveries wait."""
     webhook = delivery.webhook
     authorize(actor, webhook.team, Role.ADMIN)
     if not Webhook.objects.filter(pk=webhook.pk, enabled=True).exists():
         raise InvalidInput({"": ["The webhook is disabled: enable it first."]})
     with transaction.atomic():
+        Webhook.objects.select_for_update().filter(pk=webhook.pk).first()  # one redelivery of a webhook at a time
+        waiting = Delivery.objects.filter(webhook=webhook, status__in=[D.PENDING, D.SENDING]).count()
+        if waiting >= settings.WEBHOOK_MAX_WAITING_REDELIVERIES:
+            raise InvalidInput({"": [f"{waiting} deliveries of this webhook are still waiting: redeliver once they are done."]})
         again = Delivery.objects.create(
             webhook=webhook, event=delivery.event, event_id=delivery.event_id, payload=delivery.payload, next_attempt_at=timezone.now()
         )

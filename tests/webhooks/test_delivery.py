@@ -271,6 +271,22 @@ def test_the_sandboxes_own_subnets_are_private_wherever_they_are(settings, team,
     services.webhook_create(actor=team_admin, team=team, url="http://198.18.242.1/", chosen_events=["backup.failed"])
 
 
+def test_redeliveries_in_a_loop_queue_no_more_than_a_few_sends(queued, settings, team, team_admin):
+    """Each redelivery is a send that may wait WEBHOOK_TOTAL_SECONDS on a slow receiver: a loop of
+    them would keep the webhooks worker from every other team's deliveries."""
+    settings.WEBHOOK_MAX_WAITING_REDELIVERIES = 3
+    services.webhook_create(actor=team_admin, team=team, url="http://198.18.0.1/h", chosen_events=["incident.declared"])
+    declare(team)
+    first = Delivery.objects.get()
+    made = [services.delivery_redeliver(actor=team_admin, delivery=first) for _ in range(2)]
+    with pytest.raises(InvalidInput, match="still waiting"):
+        services.delivery_redeliver(actor=team_admin, delivery=first)
+    assert Delivery.objects.count() == 3 and len(queued) == 3
+    Delivery.objects.filter(pk__in=[d.pk for d in made]).update(status=D.FAILED)
+    services.delivery_redeliver(actor=team_admin, delivery=first)  # done: may be sent again
+    assert Delivery.objects.count() == 4
+
+
 def fake_dns(monkeypatch, answers: dict[str, list[str]]):
     """Names answered as `answers` says (the rest as the system would)."""
     real = socket.getaddrinfo
