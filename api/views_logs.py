@@ -48,7 +48,7 @@ from .views import ERRORS, NOT_FOUND, PK, PanelAPIView, _validated
 FOLLOW_SECONDS = 300  # a followed log ends after this (gunicorn kills a sync worker busy for 600 s)
 RECHECK_SECONDS = 5  # while lines come, the user's right to read them is checked this often
 MAX_TAIL = 5000  # as the page's log view
-STAMP_RE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?Z")
+STAMP_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?Z$")  # anchored: a RegexField only searches
 
 
 class LogQuery(s.StrictSerializer):

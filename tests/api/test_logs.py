@@ -58,7 +58,7 @@ def test_refusals(client, django_user_model, team, logged, make_sandbox):
     assert client.get(url, **auth(outsider)).status_code == 404  # as for no such sandbox
     assert client.get("/api/v1/sandboxes/999999/logs/", **auth(outsider)).status_code == 404
     reader = token_for(member(django_user_model, "dev", team, "viewer"), "read")
-    for query in ("tail=-1", "tail=5001", "tail=x", "follow=maybe", "since=yesterday", "colour=red"):
+    for query in ("tail=-1", "tail=5001", "tail=x", "follow=maybe", "since=yesterday", "colour=red", "since=x2026-01-01T00:00:00Z"):
         answer = client.get(f"{url}?{query}", **auth(reader))
         assert answer.status_code == 400, query
     logged.container_id = ""
