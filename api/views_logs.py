@@ -40,6 +40,7 @@ from rest_framework.response import Response
 from sandboxes import engine, selectors
 from sandboxes.live.logs import _line, _nanoseconds, _shown, _since
 
+from . import follows
 from . import serializers as s
 from .models import ApiToken
 from .views import ERRORS, NOT_FOUND, PK, PanelAPIView, _validated
@@ -47,7 +48,7 @@ from .views import ERRORS, NOT_FOUND, PK, PanelAPIView, _validated
 FOLLOW_SECONDS = 300  # a followed log ends after this (gunicorn kills a sync worker busy for 600 s)
 RECHECK_SECONDS = 5  # while lines come, the user's right to read them is checked this often
 MAX_TAIL = 5000  # as the page's log view
-STAMP_RE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?Z")
+STAMP_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?Z$")  # anchored: a RegexField only searches
 
 
 class LogQuery(s.StrictSerializer):
@@ -84,6 +85,7 @@ class SandboxLogs(PanelAPIView):
             ),
             400: OpenApiResponse(OpenApiTypes.OBJECT, description="A query parameter is refused: each with its messages."),
             409: OpenApiResponse(s.ErrorSerializer, description="The sandbox has no container yet: its log starts when it runs."),
+            429: OpenApiResponse(s.ErrorSerializer, description="follow=1 while the user (or the panel) follows as many logs as allowed."),
             503: OpenApiResponse(s.ErrorSerializer, description="Docker does not answer (or the sandbox's host is unreachable)."),
             **ERRORS,
             **NOT_FOUND,
@@ -96,11 +98,17 @@ class SandboxLogs(PanelAPIView):
         if not sandbox.container_id:
             return Response({"detail": f"{sandbox.name} has no container yet; its log starts when it runs."}, status=409)
         since = query.get("since")
+        try:  # a follow holds a page process for minutes: a user may hold only a few (api.follows)
+            slot = follows.follow_acquire(user_id=request.user.pk) if query["follow"] else None
+        except follows.TooManyFollows as exc:
+            return Response({"detail": str(exc)}, status=429, headers={"Retry-After": "30"})
         try:
             stream = engine.engine_for(sandbox).log_stream(
                 sandbox.container_id, tail=query["tail"], follow=query["follow"], since=_since(since) if since else None
             )
         except engine.EngineError as exc:
+            if slot is not None:
+                slot.release()
             return Response({"detail": f"The output is not available: {exc}"}, status=503)
         token = request.auth if isinstance(request.auth, ApiToken) else None
         under_asgi = isinstance(request._request, ASGIRequest)
@@ -118,12 +126,17 @@ class SandboxLogs(PanelAPIView):
             allowed=allowed,
             timestamps=query["timestamps"],
             after=_nanoseconds(since) if since else 0,
+            slot=slot,
         )
         content = _each_in_a_thread(lines, stream) if under_asgi else lines
         response = StreamingHttpResponse(content, content_type="text/plain; charset=utf-8")
         response["X-Content-Type-Options"] = "nosniff"
         response["Cache-Control"] = "no-store"
-        response["X-Accel-Buffering"] = "no"  # a proxy in front must pass lines on as they come
+        if query["follow"]:
+            # A proxy in front must pass lines on as they come. Only then: a proxy that buffers a
+            # plain read frees the page process at once, whatever the client's pace (a follow's
+            # hold on one is capped by api.follows; an unbuffered plain read would not be).
+            response["X-Accel-Buffering"] = "no"
         return response
 
 
@@ -135,9 +148,12 @@ def _still_allowed(*, user, token: ApiToken | None, sandbox_id: int) -> bool:
     return user.is_active and selectors.sandbox_get_visible(user=user, pk=sandbox_id) is not None
 
 
-def _log_lines(stream: engine.LogStream, *, client, allowed, timestamps: bool, after: int) -> Generator[bytes]:
-    """The stream's lines as text, one line each; the stream is closed however this ends (the
-    server closes this generator when the client goes away)."""
+def _log_lines(
+    stream: engine.LogStream, *, client, allowed, timestamps: bool, after: int, slot: follows.Slot | None = None
+) -> Generator[bytes]:
+    """The stream's lines as text, one line each; the stream is closed and the follow's slot
+    given back however this ends (the server closes this generator when the client goes away;
+    one closed unread frees its slot when it is dropped)."""
     done = threading.Event()
     threading.Thread(target=_watch, args=(stream, client, done), name="api-log-watch", daemon=True).start()
     continuing: dict[str, bool] = {}
@@ -164,6 +180,8 @@ def _log_lines(stream: engine.LogStream, *, client, allowed, timestamps: bool, a
     finally:
         done.set()
         stream.close()
+        if slot is not None:
+            slot.release()
 
 
 async def _each_in_a_thread(lines: Generator[bytes], stream: engine.LogStream) -> AsyncIterator[bytes]:

@@ -79,12 +79,14 @@ class WebhookCreateSerializer(s.StrictSerializer):
     team = serializers.IntegerField(min_value=1, max_value=BIG)
     url = serializers.CharField(max_length=500)
     events = serializers.ListField(child=serializers.ChoiceField(choices=sorted(events.EVENT_NAMES)), min_length=1, max_length=20)
-    allow_private = serializers.BooleanField(default=False)
+    allow_private = serializers.BooleanField(default=False, help_text="Let it reach a private address (superusers only: 403 for others).")
 
 
 class WebhookChangeSerializer(s.StrictSerializer):
     enabled = serializers.BooleanField(required=False)
-    allow_private = serializers.BooleanField(required=False)
+    allow_private = serializers.BooleanField(
+        required=False, help_text="true: superusers only (403 for others); false: any of the team's admins."
+    )
 
 
 def _invalid(exc: InvalidInput) -> exceptions.ValidationError:
@@ -172,10 +174,10 @@ class WebhookDetail(WebhookAPIView):
         webhook = self.webhook_or_404(request, pk)
         data = _validated(WebhookChangeSerializer, request.data).validated_data
         ip = client_ip(request)
+        if "allow_private" in data:  # first: refused (superusers only), nothing else has changed
+            services.webhook_set_allow_private(actor=request.user, webhook=webhook, allow=data["allow_private"], source_ip=ip)
         if "enabled" in data:
             services.webhook_set_enabled(actor=request.user, webhook=webhook, enabled=data["enabled"], source_ip=ip)
-        if "allow_private" in data:
-            services.webhook_set_allow_private(actor=request.user, webhook=webhook, allow=data["allow_private"], source_ip=ip)
         webhook.refresh_from_db()
         return Response(self._detail(webhook))
 
@@ -215,7 +217,7 @@ class WebhookRedeliver(WebhookAPIView):
         request=None,
         responses={
             202: OpenApiResponse(DeliverySerializer, description="A new delivery of the same event, queued."),
-            409: OpenApiResponse(s.ErrorSerializer, description="The webhook is disabled."),
+            409: OpenApiResponse(s.ErrorSerializer, description="The webhook is disabled, or too many of its deliveries still wait."),
             **ERRORS,
             **NOT_FOUND,
         },

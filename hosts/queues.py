@@ -5,6 +5,10 @@
 - `ccpanel-<instance>-host-<name>-jobs`: its long jobs (backups, restores, verifies, imports), so
   that however many run, a Stop still finds a free worker.
 
+Webhook deliveries go to `ccpanel-<instance>-webhooks`, read by the panel machine's webhooks
+worker only: a receiver (chosen by a team admin) that answers slowly holds that worker, never one
+a Stop or an incident's freeze needs.
+
 Tasks that touch no host (the audit chain's check, the repairs that only write the database, the
 sweeps that only queue) stay on the default queue `ccpanel-<instance>`, read by the panel
 machine's lifecycle worker. A task whose row is gone goes there too: it finds nothing and ends.
@@ -26,7 +30,7 @@ from django.conf import settings
 
 log = logging.getLogger(__name__)
 
-LIFECYCLE, JOBS = "lifecycle", "jobs"
+LIFECYCLE, JOBS, WEBHOOKS = "lifecycle", "jobs", "webhooks"
 JOBS_SUFFIX = "-jobs"  # a host name may not end so: its queue would be another host's jobs queue
 
 
@@ -104,9 +108,15 @@ _BY_NAME: dict[str, tuple[str, int, str]] = {
 }
 
 
+WEBHOOK_DELIVERY_TASK = "webhooks.tasks.delivery_task"
+
+
 def route_task(name: str, args: Any, kwargs: Any, options: Any, task: Any = None, **_kw: Any) -> dict[str, str] | None:
     """Celery's router (CELERY_TASK_ROUTES): the queue of the host a task is about; None (the
-    default queue) for a task about no host. One query at most."""
+    default queue) for a task about no host; a webhook's delivery to the webhooks' own queue
+    (a slow receiver holds only that worker). One query at most."""
+    if name == WEBHOOK_DELIVERY_TASK:
+        return {"queue": settings.CELERY_WEBHOOKS_QUEUE}
     if name in _BY_NAME:
         kind, index, arg = _BY_NAME[name]
         host_name = _arg(args, kwargs, index, arg)
@@ -157,9 +167,14 @@ def serves(host_name: str) -> bool:
 
 
 def worker_queues(role: str) -> list[str]:
-    """The queues a worker of `role` (lifecycle or jobs) reads on this machine."""
-    if role not in (LIFECYCLE, JOBS):
-        raise ValueError(f"role is {LIFECYCLE} or {JOBS}, not {role!r}")
+    """The queues a worker of `role` (lifecycle, jobs, or webhooks: the panel's machine only,
+    which holds the secrets key that signs them) reads on this machine."""
+    if role not in (LIFECYCLE, JOBS, WEBHOOKS):
+        raise ValueError(f"role is {LIFECYCLE}, {JOBS} or {WEBHOOKS}, not {role!r}")
+    if role == WEBHOOKS:
+        if settings.PANEL_HOST_AGENT:
+            raise ValueError("webhooks are delivered from the panel's machine, not by a host agent")
+        return [settings.CELERY_WEBHOOKS_QUEUE]
     hosts = served_here()
     if role == LIFECYCLE:
         own = [lifecycle_queue(h) for h in hosts]

@@ -206,10 +206,12 @@ def django_db_setup(django_db_setup, django_db_blocker):
             wrapper.connection.close()  # the driver's own close: Django's refuses another thread's
 
 
-def _is_wrapper(thing, wrapper_class) -> bool:
+def _is_wrapper(o, kind) -> bool:
+    """isinstance, for any object the collector lists: a weakref.proxy whose referent is gone
+    (uritemplate's, left by the API schema's generation) raises ReferenceError when asked."""
     try:
-        return isinstance(thing, wrapper_class)
-    except ReferenceError:  # a weakref.proxy whose object is gone (kombu's, after a broker it could not reach)
+        return isinstance(o, kind)
+    except ReferenceError:
         return False
 
 
@@ -235,11 +237,11 @@ def postgres_cluster() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def celery_worker(django_db_setup, django_db_blocker, _docker_ping, _test_image_built):
     """A real Celery worker (prefork, as `make run` starts it) on the test database, reading
-    what the panel's two workers read (hosts.queues)."""
+    what the panel's three workers read (hosts.queues)."""
     from hosts.queues import worker_queues
 
     with django_db_blocker.unblock():
-        queues = ",".join(dict.fromkeys(worker_queues("lifecycle") + worker_queues("jobs")))
+        queues = ",".join(dict.fromkeys(worker_queues("lifecycle") + worker_queues("jobs") + worker_queues("webhooks")))
     p = Proc("celery-worker", [str(ROOT / ".venv/bin/celery"), "-A", "controlpanel", "worker", "-l", "INFO", "-c", "2", "-Q", queues])
     try:
         p.wait_for_line("ready.", timeout=60)

@@ -6,8 +6,9 @@ name is resolved to IPv4 addresses (the egress rules, whose notion of "private" 
 are IPv4: the panel's bridges have no IPv6, so an IPv6 literal or a name with only IPv6
 addresses is refused), and every address is judged: one in the ranges no sandbox reaches
 (sandboxes.network.BLOCKED_RANGES: loopback, private, link-local and metadata, CGNAT, multicast,
-reserved), on the host's LAN or one of the host's own addresses makes the URL private. A private
-URL is refused unless a team admin set `allow_private` for that webhook. The delivery then
+reserved), in the sandboxes' own subnets, on the host's LAN or one of the host's own addresses
+makes the URL private. A private
+URL is refused unless a superuser set `allow_private` for that webhook (webhooks.services). The delivery then
 connects to the very address judged here (webhooks.http), never resolving the name again.
 """
 
@@ -127,6 +128,12 @@ def private_reason(address: str) -> str | None:
     for blocked in network.BLOCKED_RANGES:
         if ip in ipaddress.IPv4Network(blocked):
             return f"{address} lies in {blocked}, which no sandbox reaches (loopback, private, link-local or reserved)"
+    for bridge in (network.internet_bridge(), network.allowlist_bridge()):
+        # The sandboxes' own subnets, wherever SANDBOX_SUBNET puts them (198.18.0.0/15, which the
+        # egress rules leave open, or a public range): a sandbox's server is no receiver of the
+        # panel's (an agent there would read another team's events, or answer as the receiver).
+        if ip in ipaddress.IPv4Network(bridge.subnet):
+            return f"{address} lies in {bridge.subnet}, the sandboxes' own network"
     lans, own = _host_networks()
     if address in own:
         return f"{address} is one of the host's own addresses"
@@ -146,8 +153,8 @@ def target(raw: str, *, allow_private: bool) -> Target:
         for address in addresses:
             if why := private_reason(address):
                 raise AddressRefused(
-                    f"{url.host} is a private address: {why}. A team admin may allow private addresses for this webhook."
+                    f"{url.host} is a private address: {why}. The panel's administrators may allow private addresses for this webhook."
                     if url.host != address
-                    else f"{why}. A team admin may allow private addresses for this webhook."
+                    else f"{why}. The panel's administrators may allow private addresses for this webhook."
                 )
     return Target(url=url, address=addresses[0])

@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
+from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
@@ -30,7 +31,7 @@ from audit.services import audit_record
 from sandboxes.secrets import vault
 from sandboxes.services import InvalidInput
 from teams.models import Team
-from teams.permissions import Role, actor_name, actor_user, authorize
+from teams.permissions import Role, SystemActor, actor_name, actor_user, authorize
 
 from . import addresses, events, http
 from .models import Delivery, Webhook
@@ -80,6 +81,21 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
     return hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
 
 
+PRIVATE_NEEDS_SUPERUSER = (
+    "Only the panel's administrators (superusers) may let a webhook reach a private address: it opens "
+    "the panel's own machine (its services on 127.0.0.1) and its network to whoever chose the URL."
+)
+
+
+def _authorize_private(actor) -> None:
+    """Reaching a private address is the host's policy (the egress rules, which no team lifts for
+    its sandboxes either), not a team's: a team admin could otherwise POST, with a path of their
+    choosing, to the panel's machine's own services (a Docker API on TCP, the panel itself) or
+    its LAN, and read the start of each answer back as the delivery's error."""
+    if not (isinstance(actor, SystemActor) or getattr(actor, "is_superuser", False)):
+        raise PermissionDenied(PRIVATE_NEEDS_SUPERUSER)
+
+
 def judge_url(url: str, *, allow_private: bool) -> str:
     """The URL as stored, or InvalidInput on `url` saying why it may not be delivered to now."""
     try:
@@ -99,8 +115,11 @@ def _judge_events(chosen: list[str]) -> list[str]:
 def webhook_create(
     *, actor, team: Team, url: str, chosen_events: list[str], allow_private: bool = False, source_ip: str | None = None
 ) -> NewSecret:
-    """Register a URL for the chosen events (team admins). The secret is returned this once."""
+    """Register a URL for the chosen events (team admins; allowing a private address, superusers
+    only). The secret is returned this once."""
     authorize(actor, team, Role.ADMIN)
+    if allow_private:
+        _authorize_private(actor)
     chosen = _judge_events(chosen_events)
     url = judge_url(url, allow_private=allow_private)
     with transaction.atomic():
@@ -141,9 +160,12 @@ def webhook_set_enabled(*, actor, webhook: Webhook, enabled: bool, source_ip: st
 
 
 def webhook_set_allow_private(*, actor, webhook: Webhook, allow: bool, source_ip: str | None = None) -> None:
-    """Let the webhook reach private addresses, or not (team admins; audited). Turned off, the
-    next delivery to a private address is refused: the rule is judged at every delivery."""
+    """Let the webhook reach private addresses (superusers), or not (team admins too); audited.
+    Turned off, the next delivery to a private address is refused: the rule is judged at every
+    delivery."""
     authorize(actor, webhook.team, Role.ADMIN)
+    if allow:
+        _authorize_private(actor)
     with transaction.atomic():
         if Webhook.objects.filter(pk=webhook.pk).exclude(allow_private=allow).update(allow_private=allow):
             _audit(actor, "webhook.allow_private_set", webhook, {"allow_private": allow}, source_ip)
@@ -159,12 +181,17 @@ def webhook_delete(*, actor, webhook: Webhook, source_ip: str | None = None) -> 
 
 
 def delivery_redeliver(*, actor, delivery: Delivery, source_ip: str | None = None) -> Delivery:
-    """Send a delivery's event again, as a new delivery with the same payload (and event id)."""
+    """Send a delivery's event again, as a new delivery with the same payload (and event id);
+    refused while WEBHOOK_MAX_WAITING_REDELIVERIES of the webhook's deliveries wait."""
     webhook = delivery.webhook
     authorize(actor, webhook.team, Role.ADMIN)
     if not Webhook.objects.filter(pk=webhook.pk, enabled=True).exists():
         raise InvalidInput({"": ["The webhook is disabled: enable it first."]})
     with transaction.atomic():
+        Webhook.objects.select_for_update().filter(pk=webhook.pk).first()  # one redelivery of a webhook at a time
+        waiting = Delivery.objects.filter(webhook=webhook, status__in=[D.PENDING, D.SENDING]).count()
+        if waiting >= settings.WEBHOOK_MAX_WAITING_REDELIVERIES:
+            raise InvalidInput({"": [f"{waiting} deliveries of this webhook are still waiting: redeliver once they are done."]})
         again = Delivery.objects.create(
             webhook=webhook, event=delivery.event, event_id=delivery.event_id, payload=delivery.payload, next_attempt_at=timezone.now()
         )

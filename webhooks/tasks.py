@@ -1,6 +1,7 @@
-"""Celery tasks of the webhooks: ids in, one service each. Deliveries run on the default queue
-(the panel's machine, which holds the secrets key); the quota watch on each host's queue (it
-reads that machine's storage pool)."""
+"""Celery tasks of the webhooks: ids in, one service each. Deliveries run on their own queue
+(CELERY_WEBHOOKS_QUEUE, the panel machine's webhooks worker, which holds the secrets key): a
+slow receiver holds that worker, never the lifecycle one. The quota watch runs on each host's
+queue (it reads that machine's storage pool)."""
 
 import logging
 

@@ -31,6 +31,9 @@ def _team_as_admin(request: HttpRequest, slug: str) -> Team:
 
 
 def _page(request: HttpRequest, team: Team, form: WebhookForm, new: services.NewSecret | None = None, status: int = 200) -> HttpResponse:
+    if not request.user.is_superuser:
+        form.fields["allow_private"].disabled = True  # superusers only (webhooks.services)
+        form.fields["allow_private"].help_text += " Only the panel's administrators (superusers) may tick it."
     context = {"team": team, "form": form, "rows": selectors.webhooks_of(team), "new": new}
     response = render(request, "webhooks/team.html", context, status=status)
     if new is not None:
@@ -58,6 +61,9 @@ def team_webhooks(request: HttpRequest, slug: str) -> HttpResponse:
         except InvalidInput as exc:
             for field, problems in exc.errors.items():
                 form.add_error(field if field in form.fields else None, problems)
+        except PermissionDenied as exc:  # a private address, allowed by a team admin who is no superuser
+            form.add_error("allow_private", str(exc))
+            return _page(request, team, form, status=403)
         except vault.VaultError as exc:
             form.add_error(None, str(exc))
         else:

@@ -18,6 +18,7 @@ from . import __version__
 EXIT_REFUSED = 1  # 4xx, and what the client itself refuses (usage, configuration)
 EXIT_UNREACHABLE = 2  # no connection, or no HTTP answer
 EXIT_SERVER = 3  # 5xx
+MAX_LINE_BYTES = 256 * 1024  # a longer "line" (no newline) is printed in pieces, never held whole
 
 
 class ClientError(Exception):
@@ -128,8 +129,8 @@ class Api:
         """A text answer, a line at a time as it comes (a followed log)."""
         with self._open("GET", path, params=params, timeout=timeout) as response:
             while True:
-                try:
-                    line = response.readline()
+                try:  # bounded: the panel cuts a line at 16,384 characters; whatever answers may not
+                    line = response.readline(MAX_LINE_BYTES)
                 except OSError as exc:
                     raise ClientError(f"The answer from {self.base} broke off: {exc}", code=EXIT_UNREACHABLE) from None
                 if not line:

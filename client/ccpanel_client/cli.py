@@ -11,6 +11,7 @@ that failed or did not finish in time), 2 the panel could not be reached, 3 the 
 """
 
 import argparse
+import ipaddress
 import json
 import re
 import sys
@@ -100,6 +101,9 @@ def add_sandbox_verbs(sub, resource: Resource) -> None:
     logs.add_argument("-f", "--follow", action="store_true", help="go on printing lines as they come, until it stops")
     logs.add_argument("--tail", type=int, default=200, help="how many last lines (0-5000, 200)")
     logs.add_argument("-t", "--timestamps", action="store_true", help="begin each line with its time and stream")
+    logs.add_argument(
+        "--raw", action="store_true", help="write the lines' bytes as they are (escape sequences included: for a file, not a terminal)"
+    )
     logs.set_defaults(func=cmd_logs, resource=resource)
 
 
@@ -187,23 +191,63 @@ def details(obj: dict) -> str:
     return "\n".join(f"{k.ljust(width)}  {value(v)}" for k, v in obj.items())
 
 
+# What a terminal acts on rather than shows: C0 controls but tab and newline, DEL, C1 controls
+# (0x9b is a CSI of its own), and the bidirectional overrides that reorder what is read. Text
+# from the panel (a sandbox's name or status detail, an error message, above all a log line the
+# agent in the sandbox wrote) could otherwise set the window title, rewrite what is on screen,
+# hide text, or on some terminals write the clipboard or answer back as if typed.
+_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def visible(text: str) -> str:
+    """`text` with each control character written as its escape (`\\x1b`), shown, not acted on."""
+    return _CONTROLS.sub(lambda m: repr(m.group())[1:-1] if ord(m.group()) < 0x100 else f"\\u{ord(m.group()):04x}", text)
+
+
+def visible_line(line: bytes) -> bytes:
+    """A log line (bytes, ending in a newline or not) made safe for a terminal."""
+    end = b"\n" if line.endswith(b"\n") else b""
+    return visible(line[: len(line) - len(end)].decode("utf-8", "replace")).encode() + end
+
+
 def emit(args, data: Any, human: Callable[[], str]) -> None:
-    print(json.dumps(data, indent=2) if getattr(args, "json", False) else human())
+    print(json.dumps(data, indent=2) if getattr(args, "json", False) else visible(human()))
 
 
 def say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    print(visible(message), file=sys.stderr, flush=True)
 
 
 # --- commands ------------------------------------------------------------------------------
 
 
 def find(api: Api, resource: Resource, ref: str) -> dict:
-    """One object by id, or by its exact name (searched in the list)."""
+    """One object by id, or by its exact name (searched in the list); `id:N` is an id only. A
+    name may be all digits (`42`): a number that is one object's id and another's name is
+    refused as ambiguous, so `destroy 42` never acts on another sandbox than the one meant."""
+    if ref.startswith("id:") and ref[3:].isdigit():
+        return api.get(f"{resource.path}{ref[3:]}/")
     if ref.isdigit():
-        return api.get(f"{resource.path}{ref}/")
+        try:
+            found = api.get(f"{resource.path}{ref}/")
+        except ClientError as exc:
+            if exc.status != 404 or not resource.by_name or not any(s.get("name") == ref for s in api.pages(resource.path, q=ref)):
+                raise
+            return by_name(api, resource, ref)  # no such id, but a name
+        if resource.by_name:
+            named = [s for s in api.pages(resource.path, q=ref) if s.get("name") == ref and str(s.get("id")) != ref]
+            if named:
+                ids = ", ".join(f"id:{m['id']}" for m in named)
+                raise ClientError(
+                    f"{ref!r} is ambiguous: the id of one {resource.name}, the name of another ({ids}). Say which: id:{ref}, or {ids}."
+                )
+        return found
     if not resource.by_name:
         raise ClientError(f"Give the {resource.name}'s id (a number).")
+    return by_name(api, resource, ref)
+
+
+def by_name(api: Api, resource: Resource, ref: str) -> dict:
     matches = [s for s in api.pages(resource.path, q=ref) if s.get("name") == ref]
     if not matches:
         raise ClientError(f"No {resource.name} named {ref!r} (or not one you may see).")
@@ -299,7 +343,7 @@ def cmd_action(api: Api, args) -> int:
             # As the page: the name typed, checked by the panel (a pipe may give it too).
             if sys.stdin.isatty():
                 print(
-                    f"This removes {sandbox['name']}'s container, home and workspace folder. Type its name to confirm: ",
+                    f"This removes {visible(sandbox['name'])}'s container, home and workspace folder. Type its name to confirm: ",
                     end="",
                     file=sys.stderr,
                     flush=True,
@@ -358,7 +402,8 @@ def cmd_logs(api: Api, args) -> int:
             match = STAMPED.fullmatch(line)
             if match:
                 params["since"] = match.group(1).decode("ascii", "replace")
-            out.write(line if args.timestamps or not match else match.group(3))
+            shown = line if args.timestamps or not match else match.group(3)
+            out.write(shown if args.raw else visible_line(shown))
             out.flush()
         if not args.follow:
             return 0
@@ -377,9 +422,13 @@ def cmd_logs(api: Api, args) -> int:
 def is_private(url: str) -> bool:
     """HTTPS, or HTTP to this machine: nobody on the way reads the token."""
     parts = urllib.parse.urlsplit(url)
-    return (
-        parts.scheme == "https" or (parts.hostname or "") in ("localhost", "127.0.0.1", "::1") or (parts.hostname or "").startswith("127.")
-    )
+    host = parts.hostname or ""
+    if parts.scheme == "https" or host == "localhost":
+        return True
+    try:  # a loopback address, not a name that only begins like one (127.panel.example)
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def main(argv: list[str] | None = None) -> int:

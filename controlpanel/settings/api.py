@@ -1,6 +1,8 @@
 """The REST API (api/): Django REST Framework with personal tokens only, and its OpenAPI schema."""
 
-from .env import env_rate
+import os
+
+from .env import VAR_DIR, env_int, env_rate, env_str
 
 REST_FRAMEWORK = {
     # Tokens only: a browser's session cookie never authenticates an API call, so no API call
@@ -60,3 +62,14 @@ SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"] = {
     "IncidentStepEnum": "incidents.models.Incident.Step",
     "IncidentNextStepEnum": "api.serializers_incidents.STEPS",
 }
+
+# A followed log (GET /api/v1/sandboxes/<id>/logs/?follow=1) holds a page process (a gunicorn
+# sync worker) for up to five minutes: without a cap, one viewer opening a few of them would
+# take every worker and the pages with them. At most this many at once per user, and this many
+# in all (half the page processes by default, so that pages are always served); more is a 429.
+# The slots are lock files in API_LOG_FOLLOW_DIR (a lock goes with the process that held it).
+API_LOG_FOLLOWS_PER_USER = env_int("API_LOG_FOLLOWS_PER_USER", 2, minimum=1)
+API_LOG_FOLLOWS_TOTAL = env_int(
+    "API_LOG_FOLLOWS_TOTAL", max(1, int(os.environ.get("PANEL_WEB_WORKERS", min(8, 2 * (os.cpu_count() or 1)))) // 2), minimum=1
+)
+API_LOG_FOLLOW_DIR = env_str("API_LOG_FOLLOW_DIR", str(VAR_DIR / "log-follows"))

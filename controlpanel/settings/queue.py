@@ -71,6 +71,11 @@ CELERY_TASK_DEFAULT_QUEUE = f"ccpanel-{PANEL_INSTANCE}"
 # by that host's workers (hosts.queues). The jobs queue without a host is the panel's own: jobs
 # with no sandbox (an imported archive), and those queued before hosts had queues.
 CELERY_JOBS_QUEUE = f"ccpanel-{PANEL_INSTANCE}-jobs"
+# Webhook deliveries have a queue and a worker of their own (the Procfile's `webhooks`): each may
+# wait on a receiver for up to WEBHOOK_TOTAL_SECONDS, and a team admin chooses the receivers, so
+# on the lifecycle worker a few slow ones (20 webhooks a team, five attempts each) would keep a
+# Stop, a Start or an incident's freeze waiting.
+CELERY_WEBHOOKS_QUEUE = f"ccpanel-{PANEL_INSTANCE}-webhooks"
 PANEL_JOB_TASKS = (
     *(f"backups.tasks.{name}" for name in ("backup_task", "restore_task", "backup_verify_task", "backup_import_task")),
     "incidents.tasks.incident_job_task",  # an incident's snapshot (its evidence archive) and reset

@@ -43,6 +43,7 @@ TEST_ENVIRONMENT = {
     "BACKUP_ROOT": str(_base / "var" / f"{_name}-backups"),
     "EVIDENCE_ROOT": str(_base / "var" / f"{_name}-evidence"),
     "SECRETS_KEY_FILE": str(_base / "var" / f"{_name}-secrets_key"),
+    "API_LOG_FOLLOW_DIR": str(_base / "var" / f"{_name}-log-follows"),
     # The tests' own storage pool (mounted by the suite, tests/conftest.py; removed at its end).
     "STORAGE_POOL_FILE": str(_base / "var" / f"{_name}-pool.btrfs"),
 }

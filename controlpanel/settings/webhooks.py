@@ -21,5 +21,9 @@ WEBHOOK_CA_FILE = env_str("WEBHOOK_CA_FILE", "")
 WEBHOOK_RESPONSE_BYTES = 1024
 # Deliveries kept per webhook (the newest): the history never grows without bound.
 WEBHOOK_KEEP_DELIVERIES = env_int("WEBHOOK_KEEP_DELIVERIES", 100, minimum=1)
+# A redelivery is refused (409) while the webhook has this many deliveries waiting or being sent:
+# a loop of redeliveries would otherwise queue a hundred sends per webhook, each of which may wait
+# WEBHOOK_TOTAL_SECONDS on the receiver, and the webhooks worker would serve no other team.
+WEBHOOK_MAX_WAITING_REDELIVERIES = env_int("WEBHOOK_MAX_WAITING_REDELIVERIES", 5, minimum=1)
 # Webhooks per team.
 WEBHOOK_MAX_PER_TEAM = env_int("WEBHOOK_MAX_PER_TEAM", 20, minimum=1)

@@ -58,7 +58,7 @@ def test_refusals(client, django_user_model, team, logged, make_sandbox):
     assert client.get(url, **auth(outsider)).status_code == 404  # as for no such sandbox
     assert client.get("/api/v1/sandboxes/999999/logs/", **auth(outsider)).status_code == 404
     reader = token_for(member(django_user_model, "dev", team, "viewer"), "read")
-    for query in ("tail=-1", "tail=5001", "tail=x", "follow=maybe", "since=yesterday", "colour=red"):
+    for query in ("tail=-1", "tail=5001", "tail=x", "follow=maybe", "since=yesterday", "colour=red", "since=x2026-01-01T00:00:00Z"):
         answer = client.get(f"{url}?{query}", **auth(reader))
         assert answer.status_code == 400, query
     logged.container_id = ""
@@ -77,3 +77,28 @@ def test_a_follow_stops_being_sent_once_the_token_is_revoked(client, django_user
     assert next(lines) == b"line 100\n"
     user.api_tokens.update(revoked_at="2026-01-01T00:00:00Z")
     assert list(lines) == []
+
+
+def test_a_user_cannot_hold_every_page_process_with_followed_logs(client, django_user_model, team, logged, settings):
+    """A follow holds a gunicorn sync worker for minutes: a viewer opening one follow per
+    worker would take the panel's pages down. Past the per-user cap: 429, and a follow that
+    ends gives its slot back."""
+    settings.API_LOG_FOLLOWS_PER_USER, settings.API_LOG_FOLLOWS_TOTAL = 2, 3
+    viewer = token_for(member(django_user_model, "dev", team, "viewer"), "read")
+    url = f"/api/v1/sandboxes/{logged.pk}/logs/?follow=1"
+    held = [client.get(url, **auth(viewer)) for _ in range(2)]
+    assert [r.status_code for r in held] == [200, 200]
+    third = client.get(url, **auth(viewer))
+    assert third.status_code == 429 and "already follow 2 logs" in third.json()["detail"]
+    plain = client.get(url.replace("follow=1", "tail=1"), **auth(viewer))
+    assert plain.status_code == 200  # reading without follow is not capped...
+    assert "X-Accel-Buffering" not in plain  # ...and a proxy may buffer it, freeing the worker whatever the client's pace
+    assert held[1]["X-Accel-Buffering"] == "no"
+    # Another user gets the panel's last shared slot, then the panel is full for everyone.
+    other = token_for(member(django_user_model, "dev2", team, "viewer"), "read")
+    kept = client.get(url, **auth(other))
+    assert kept.status_code == 200
+    full = client.get(url, **auth(other))
+    assert full.status_code == 429 and "already serves 3 followed logs" in full.json()["detail"]
+    assert b"".join(held[0].streaming_content)  # read to its end: its slot is free again
+    assert client.get(url, **auth(viewer)).status_code == 200

@@ -71,6 +71,8 @@ def test_arguments_parse_before_or_after_the_verb():
 def test_plain_http_to_another_machine_is_warned_of():
     assert cli.is_private("http://127.0.0.1:8000") and cli.is_private("http://localhost:8000/") and cli.is_private("https://panel.example")
     assert not cli.is_private("http://panel.example:8000") and not cli.is_private("http://198.18.0.5:8000")
+    assert cli.is_private("http://127.0.0.2:8000") and cli.is_private("http://[::1]:8000")
+    assert not cli.is_private("http://127.0.0.1.panel.example/") and not cli.is_private("http://127.panel.example:8000")
     # (A command refused before any call: nothing is sent anywhere.)
     code, _out, err = ccpanel("sandbox", "create", "x", "--team", "1", "--memory", "lots", url="http://panel.example", token="ccp_0_secret")
     assert code == 1 and "plain HTTP to another machine" in err and "--memory" in err and "secret" not in err
@@ -221,3 +223,72 @@ def test_a_panel_failure_exits_3_and_a_redirect_is_not_followed():
     finally:
         server.shutdown()
         server.server_close()
+
+
+ESCAPES = "\x1b]0;owned\x07\x1b]52;c;cm0gLXJmIH4=\x07\x1b[2J\x9b8m\u202e"  # title, clipboard, clear, hide, reorder
+
+
+def test_escape_sequences_in_a_log_are_shown_not_acted_on(panel, make_sandbox, fake_engine, clean_workspace):
+    """The agent in a sandbox writes its log: sent raw to the user's terminal it could set the
+    title, write the clipboard, clear the screen or hide text. Shown escaped unless --raw."""
+    url, token = panel
+    sandbox = make_sandbox("talker")
+    fake_engine.containers[sandbox.container_id].log = [f"before{ESCAPES}after\tend\n"]
+    code, out, err = ccpanel("sandbox", "logs", "talker", url=url, token=token)
+    assert code == 0, err
+    assert out == "before\\x1b]0;owned\\x07\\x1b]52;c;cm0gLXJmIH4=\\x07\\x1b[2J\\x9b8m\\u202eafter\tend\n"
+    code, out, err = ccpanel("sandbox", "logs", "talker", "--raw", url=url, token=token)
+    assert (code, out) == (0, f"before{ESCAPES}after\tend\n"), err  # asked for: the bytes as written
+
+
+class _Hostile(http.server.BaseHTTPRequestHandler):
+    """A panel (or whatever answers at its address) whose messages hold escape sequences."""
+
+    def do_GET(self):
+        if self.path.startswith("/api/v1/sandboxes/7/"):
+            self.send_response(302)
+            self.send_header("Location", "http://198.18.0.1/\x1b[2J")
+            self.end_headers()
+            return
+        body = json.dumps({"detail": f"refused{ESCAPES}", "name": [f"bad{ESCAPES}"]}).encode()
+        self.send_response(400)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_panels_messages_cannot_drive_the_terminal():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hostile)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        code, out, err = ccpanel("sandbox", "list", url=url, token="ccp_00000000_secret")
+        assert code == 1 and "refused\\x1b]0;owned" in err and "bad\\x1b" in err
+        assert not any(c in err for c in "\x1b\x07\x9b\u202e"), repr(err)
+        code, out, err = ccpanel("sandbox", "show", "7", url=url, token="ccp_00000000_secret")
+        assert code == 1 and "redirect" in err and "\x1b" not in err
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_number_that_is_one_sandboxs_id_and_anothers_name_is_refused(panel):
+    """A sandbox may be named `42`: `ccpanel sandbox destroy 42 --yes` must not act on the
+    sandbox whose id is 42 when its user meant the one named so."""
+    url, token = panel
+    team = Team.objects.get(slug="default")
+    target = row(team, "web-1")
+    decoy = row(team, str(target.pk))
+    code, out, err = ccpanel("--json", "sandbox", "show", str(target.pk), url=url, token=token)
+    assert (code, out) == (1, "") and "ambiguous" in err and f"id:{decoy.pk}" in err
+    code, out, err = ccpanel("--json", "sandbox", "show", f"id:{target.pk}", url=url, token=token)
+    assert code == 0 and json.loads(out)["name"] == "web-1", err
+    code, out, err = ccpanel("--json", "sandbox", "show", f"id:{decoy.pk}", url=url, token=token)
+    assert code == 0 and json.loads(out)["name"] == str(target.pk), err
+    Sandbox.objects.filter(pk=target.pk).delete()  # the number is no id now: the name is found
+    code, out, err = ccpanel("--json", "sandbox", "show", str(target.pk), url=url, token=token)
+    assert code == 0 and json.loads(out)["id"] == decoy.pk, err

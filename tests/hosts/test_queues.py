@@ -111,6 +111,20 @@ def test_a_task_whose_row_is_gone_and_one_about_no_host_go_to_the_default_queue(
         assert routed(name) == default
 
 
+def test_a_webhook_delivery_has_a_queue_no_lifecycle_or_jobs_worker_reads(two_hosts, settings):
+    """A delivery may wait on a team admin's receiver for WEBHOOK_TOTAL_SECONDS, five times: on
+    the lifecycle worker (two processes) a few slow receivers would hold up every Stop, Start and
+    incident freeze of the panel's machine."""
+    assert routed("webhooks.tasks.delivery_task", 1) == settings.CELERY_WEBHOOKS_QUEUE
+    assert queues.worker_queues("webhooks") == [settings.CELERY_WEBHOOKS_QUEUE]
+    for role in ("lifecycle", "jobs"):
+        assert settings.CELERY_WEBHOOKS_QUEUE not in queues.worker_queues(role)
+    assert routed("webhooks.tasks.delivery_sweep_task") == settings.CELERY_TASK_DEFAULT_QUEUE  # only queues: stays
+    settings.PANEL_HOST, settings.PANEL_HOST_AGENT = "beta", True
+    with pytest.raises(ValueError, match="panel's machine"):
+        queues.worker_queues("webhooks")  # an agent has no secrets key to sign with
+
+
 def test_a_host_name_ending_in_jobs_is_refused(db):
     with pytest.raises(host_services.HostError, match="jobs"):
         host_services.host_create(actor=CLI, name="alpha-jobs")

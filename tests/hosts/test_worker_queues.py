@@ -24,6 +24,11 @@ def test_host_queues_prints_what_each_worker_reads(capsys):
     assert capsys.readouterr().out.strip() == f"{settings.CELERY_TASK_DEFAULT_QUEUE},{queues.lifecycle_queue('local')}"
     call_command("host", "queues", "jobs")
     assert capsys.readouterr().out.strip() == f"{queues.jobs_queue('local')},{settings.CELERY_JOBS_QUEUE}"
+    call_command("host", "queues", "webhooks")
+    assert capsys.readouterr().out.strip() == settings.CELERY_WEBHOOKS_QUEUE
+    procfile = (ROOT / "Procfile").read_text()
+    assert "webhooks: env PANEL_DB_CONN_MAX_AGE=600 .venv/bin/celery -A controlpanel worker" in procfile
+    assert '-Q "$(.venv/bin/python manage.py host queues webhooks)"' in procfile
 
 
 @pytest.mark.docker

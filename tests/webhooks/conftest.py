@@ -35,6 +35,15 @@ def team_admin(db, team, django_user_model):
     return user
 
 
+def superuser():
+    """The panel's administrator: the only one who may let a webhook reach a private address
+    (the tests' receivers listen on loopback)."""
+    from django.contrib.auth import get_user_model
+
+    User = get_user_model()
+    return User.objects.filter(username="hooks-root").first() or User.objects.create_superuser("hooks-root", "", "pw-hooks-root")
+
+
 @pytest.fixture
 def other_team(db):
     return Team.objects.create(slug="other", name="Other")

@@ -10,7 +10,7 @@ from teams.models import Membership
 from tests.api.helpers import auth, member, post_json, token_for
 from webhooks.models import Delivery, Webhook
 
-from .conftest import declare
+from .conftest import declare, superuser
 
 pytestmark = pytest.mark.django_db(transaction=True)
 NEW = {"url": "http://198.18.0.1/hook", "events": ["incident.declared"]}
@@ -50,9 +50,21 @@ def test_a_private_url_is_a_400_unless_allowed(client, team, team_admin):
     assert refused.status_code == 400 and "127.0.0.0/8" in str(refused.json()["url"])
     bad = post_json(client, "/api/v1/webhooks/", token, {**NEW, "events": ["sandbox.exploded"], "team": team.pk})
     assert bad.status_code == 400
-    allowed = post_json(client, "/api/v1/webhooks/", token, {**NEW, "url": "http://127.0.0.1:9/", "team": team.pk, "allow_private": True})
+    private = {**NEW, "url": "http://127.0.0.1:9/", "team": team.pk, "allow_private": True}
+    refused = post_json(client, "/api/v1/webhooks/", token, private)  # lifting the rule: superusers only
+    assert refused.status_code == 403 and "superusers" in refused.json()["detail"] and not Webhook.objects.exists()
+    allowed = post_json(client, "/api/v1/webhooks/", token_for(superuser()), private)
     assert allowed.status_code == 201
-    assert Webhook.objects.get().allow_private
+    webhook = Webhook.objects.get()
+    assert webhook.allow_private
+    # A team admin's PATCH that turns it on again (with another change) is refused whole.
+    client.patch(f"/api/v1/webhooks/{webhook.pk}/", {"allow_private": False}, content_type="application/json", **auth(token))
+    both = client.patch(
+        f"/api/v1/webhooks/{webhook.pk}/", {"allow_private": True, "enabled": False}, content_type="application/json", **auth(token)
+    )
+    assert both.status_code == 403
+    webhook.refresh_from_db()
+    assert (webhook.allow_private, webhook.enabled) == (False, True)
 
 
 @pytest.mark.parametrize(

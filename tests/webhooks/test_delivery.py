@@ -4,16 +4,20 @@ judged again at every delivery."""
 
 import json
 import socket
+import threading
+import time
 
 import pytest
+from django.core.exceptions import PermissionDenied
 from django.utils import timezone
 
+from audit.models import AuditEvent
 from sandboxes.secrets import vault
 from sandboxes.services import InvalidInput
 from webhooks import addresses, services, tasks
 from webhooks.models import Delivery, Webhook
 
-from .conftest import declare
+from .conftest import declare, superuser
 from .helpers import Receiver, certificates
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -21,7 +25,8 @@ D = Delivery.Status
 
 
 def hook_for(receiver, team, admin, events=("incident.declared",), allow_private=True):
-    new = services.webhook_create(actor=admin, team=team, url=receiver.url, chosen_events=list(events), allow_private=allow_private)
+    actor = superuser() if allow_private else admin  # private addresses: superusers only
+    new = services.webhook_create(actor=actor, team=team, url=receiver.url, chosen_events=list(events), allow_private=allow_private)
     receiver.secret = new.secret
     return new.webhook
 
@@ -128,7 +133,7 @@ def test_no_answer_is_retried(queued, team, team_admin):
         closed.bind(("127.0.0.1", 0))
         port = closed.getsockname()[1]
     services.webhook_create(
-        actor=team_admin, team=team, url=f"http://127.0.0.1:{port}/", chosen_events=["incident.declared"], allow_private=True
+        actor=superuser(), team=team, url=f"http://127.0.0.1:{port}/", chosen_events=["incident.declared"], allow_private=True
     )
     declare(team)
     [delivery_id] = run(queued)
@@ -157,12 +162,57 @@ def test_a_receiver_that_never_answers_times_out(queued, settings, team, team_ad
         silent.listen(1)
         port = silent.getsockname()[1]
         services.webhook_create(
-            actor=team_admin, team=team, url=f"http://127.0.0.1:{port}/", chosen_events=["incident.declared"], allow_private=True
+            actor=superuser(), team=team, url=f"http://127.0.0.1:{port}/", chosen_events=["incident.declared"], allow_private=True
         )
         declare(team)
         [delivery_id] = run(queued)
     delivery = Delivery.objects.get(pk=delivery_id)
     assert delivery.status == D.PENDING and "timed out" in delivery.last_error.lower()
+
+
+def _dripping_server(first: bytes, stop_after: float):
+    """A receiver that reads the request, then sends `first` and one more header byte every 0.2 s
+    (each read well within the read timeout), for `stop_after` seconds at most."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+
+    def serve():
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(first)
+            ends = time.monotonic() + stop_after
+            while time.monotonic() < ends:
+                try:
+                    conn.sendall(b"a")
+                except OSError:
+                    return
+                time.sleep(0.2)
+
+    threading.Thread(target=serve, daemon=True).start()
+    return listener
+
+
+@pytest.mark.parametrize("status", [b"200 OK", b"500 Oops"])
+def test_a_receiver_dripping_its_headers_is_cut_off_at_the_total_time(status, queued, settings, team, team_admin):
+    """Each read comes within WEBHOOK_READ_SECONDS, so only a deadline on the whole attempt
+    stops a receiver that sends its headers a byte at a time (up to 100 lines of 64 KiB)."""
+    settings.WEBHOOK_READ_SECONDS, settings.WEBHOOK_TOTAL_SECONDS = 1.0, 1.5
+    listener = _dripping_server(b"HTTP/1.1 " + status + b"\r\nX-Slow: ", stop_after=12)
+    with listener:
+        port = listener.getsockname()[1]
+        services.webhook_create(
+            actor=superuser(), team=team, url=f"http://127.0.0.1:{port}/", chosen_events=["incident.declared"], allow_private=True
+        )
+        declare(team)
+        started = time.monotonic()
+        [delivery_id] = run(queued)
+        took = time.monotonic() - started
+    delivery = Delivery.objects.get(pk=delivery_id)
+    assert took < 4, f"the attempt held the worker {took:.1f} s"
+    assert (delivery.status, delivery.last_status_code) == (D.PENDING, None)
+    assert "longer than 1.5 s" in delivery.last_error
 
 
 # --- private addresses ----------------------------------------------------------------------------
@@ -184,6 +234,57 @@ def test_a_loopback_url_is_refused_unless_an_admin_allowed_it(receiver, queued, 
     delivery = Delivery.objects.get(pk=delivery_id)
     assert delivery.status == D.REFUSED and "127.0.0.0/8" in delivery.last_error
     assert len(receiver.received) == 1 and queued == []
+
+
+def test_a_team_admin_cannot_open_the_panels_own_machine(receiver, queued, team, team_admin):
+    """A team admin choosing the URL and lifting the private-address rule could POST to the
+    panel machine's own services (a Docker API on TCP: /containers/prune; the panel itself),
+    with the path of their choosing, and read each answer's start back as the delivery's error.
+    Lifting the rule is the panel's administrators' decision (superusers), as for sandboxes."""
+    with pytest.raises(PermissionDenied, match="superusers"):
+        services.webhook_create(
+            actor=team_admin, team=team, url=f"{receiver.url}/containers/prune", chosen_events=["incident.declared"], allow_private=True
+        )
+    assert not Webhook.objects.exists()
+    webhook = services.webhook_create(actor=team_admin, team=team, url="http://198.18.0.1/h", chosen_events=["incident.declared"]).webhook
+    with pytest.raises(PermissionDenied, match="superusers"):
+        services.webhook_set_allow_private(actor=team_admin, webhook=webhook, allow=True)
+    assert not Webhook.objects.get(pk=webhook.pk).allow_private
+    assert not AuditEvent.objects.filter(action="webhook.allow_private_set").exists()
+    # A superuser may; a team admin may then refuse private addresses again (never widen).
+    services.webhook_set_allow_private(actor=superuser(), webhook=webhook, allow=True)
+    services.webhook_set_allow_private(actor=team_admin, webhook=webhook, allow=False)
+    assert not Webhook.objects.get(pk=webhook.pk).allow_private
+    declare(team)
+    run(queued)
+    assert receiver.received == []
+
+
+def test_the_sandboxes_own_subnets_are_private_wherever_they_are(settings, team, team_admin):
+    """SANDBOX_SUBNET may be set outside the blocked ranges (198.18.0.0/15 is open to the egress
+    rules): a sandbox's address or gateway is still no receiver."""
+    settings.SANDBOX_SUBNET, settings.SANDBOX_ALLOW_SUBNET = "198.18.240.0/24", "198.18.241.0/24"
+    for address in ("198.18.240.1", "198.18.240.77", "198.18.241.9"):
+        with pytest.raises(InvalidInput, match="the sandboxes' own network"):
+            services.webhook_create(actor=team_admin, team=team, url=f"http://{address}/", chosen_events=["backup.failed"])
+    assert not Webhook.objects.exists()
+    services.webhook_create(actor=team_admin, team=team, url="http://198.18.242.1/", chosen_events=["backup.failed"])
+
+
+def test_redeliveries_in_a_loop_queue_no_more_than_a_few_sends(queued, settings, team, team_admin):
+    """Each redelivery is a send that may wait WEBHOOK_TOTAL_SECONDS on a slow receiver: a loop of
+    them would keep the webhooks worker from every other team's deliveries."""
+    settings.WEBHOOK_MAX_WAITING_REDELIVERIES = 3
+    services.webhook_create(actor=team_admin, team=team, url="http://198.18.0.1/h", chosen_events=["incident.declared"])
+    declare(team)
+    first = Delivery.objects.get()
+    made = [services.delivery_redeliver(actor=team_admin, delivery=first) for _ in range(2)]
+    with pytest.raises(InvalidInput, match="still waiting"):
+        services.delivery_redeliver(actor=team_admin, delivery=first)
+    assert Delivery.objects.count() == 3 and len(queued) == 3
+    Delivery.objects.filter(pk__in=[d.pk for d in made]).update(status=D.FAILED)
+    services.delivery_redeliver(actor=team_admin, delivery=first)  # done: may be sent again
+    assert Delivery.objects.count() == 4
 
 
 def fake_dns(monkeypatch, answers: dict[str, list[str]]):
@@ -221,7 +322,7 @@ def test_a_name_that_moves_to_a_private_address_is_refused_at_delivery(monkeypat
 def test_the_delivery_connects_to_the_address_judged_with_the_name_as_host(monkeypatch, receiver, queued, team, team_admin):
     fake_dns(monkeypatch, {"receiver.test": ["127.0.0.1"]})
     new = services.webhook_create(
-        actor=team_admin,
+        actor=superuser(),
         team=team,
         url=f"http://receiver.test:{receiver.port}/in?x=1",
         chosen_events=["incident.declared"],
@@ -248,7 +349,7 @@ def test_the_delivery_connects_to_the_address_judged_with_the_name_as_host(monke
 )
 def test_urls_the_rule_refuses(url, said, team, team_admin):
     with pytest.raises(InvalidInput, match=said):
-        services.webhook_create(actor=team_admin, team=team, url=url, chosen_events=["backup.failed"], allow_private=True)
+        services.webhook_create(actor=superuser(), team=team, url=url, chosen_events=["backup.failed"], allow_private=True)
     assert not Webhook.objects.exists()
 
 
@@ -277,7 +378,7 @@ def test_https_is_verified_against_the_urls_name_not_the_address(monkeypatch, tl
     settings.WEBHOOK_CA_FILE = tls_receiver.ca
     fake_dns(monkeypatch, {"receiver.test": ["127.0.0.1"], "impostor.test": ["127.0.0.1"]})
     good = services.webhook_create(
-        actor=team_admin,
+        actor=superuser(),
         team=team,
         url=f"https://receiver.test:{tls_receiver.port}/in",
         chosen_events=["incident.declared"],
@@ -290,7 +391,7 @@ def test_https_is_verified_against_the_urls_name_not_the_address(monkeypatch, tl
     assert [r.verified for r in tls_receiver.received] == [True]
     services.webhook_delete(actor=team_admin, webhook=good.webhook)
     services.webhook_create(
-        actor=team_admin,
+        actor=superuser(),
         team=team,
         url=f"https://impostor.test:{tls_receiver.port}/in",
         chosen_events=["incident.declared"],
@@ -315,7 +416,7 @@ def test_other_spellings_of_loopback_are_judged_by_their_address(url, team, team
 
 def test_a_path_outside_ascii_is_sent_escaped(receiver, queued, team, team_admin):
     new = services.webhook_create(
-        actor=team_admin, team=team, url=f"{receiver.url}/caf\u00e9?q=\u00fc%20x", chosen_events=["incident.declared"], allow_private=True
+        actor=superuser(), team=team, url=f"{receiver.url}/caf\u00e9?q=\u00fc%20x", chosen_events=["incident.declared"], allow_private=True
     )
     receiver.secret = new.secret
     declare(team)

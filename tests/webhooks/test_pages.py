@@ -10,7 +10,7 @@ from teams.models import Membership
 from webhooks import services
 from webhooks.models import Delivery, Webhook
 
-from .conftest import declare
+from .conftest import declare, superuser
 
 pytestmark = pytest.mark.django_db(transaction=True)
 ADD = {"url": "http://127.0.0.1:9/hook", "events": ["incident.declared", "backup.failed"], "allow_private": "on"}
@@ -28,12 +28,19 @@ def member(django_user_model, team, role, name):
 
 def test_an_admin_adds_a_webhook_and_sees_its_secret_once(client, team, team_admin):
     client.force_login(team_admin)
+    refused = client.post(page(team), ADD)  # a private address: the panel's administrators only
+    assert refused.status_code == 403 and "superusers" in refused.content.decode() and not Webhook.objects.exists()
+    assert "Allow private addresses" not in client.get(page(team)).content.decode()
+    root = superuser()
+    client.force_login(root)
     answer = client.post(page(team), ADD)
     assert answer.status_code == 200 and answer["Cache-Control"] == "no-store"
     webhook = Webhook.objects.get()
     secret = vault.unseal(webhook.secret_sealed)
     assert secret.startswith("whsec_") and secret in answer.content.decode()
-    assert (webhook.events, webhook.allow_private, webhook.created_by) == (["incident.declared", "backup.failed"], True, team_admin)
+    assert (webhook.events, webhook.allow_private, webhook.created_by) == (["incident.declared", "backup.failed"], True, root)
+    client.force_login(team_admin)
+    assert "Refuse private addresses" in client.get(page(team)).content.decode()  # narrowing it is theirs
     again = client.get(page(team)).content.decode()
     assert secret not in again and "http://127.0.0.1:9/hook" in again
     event = AuditEvent.objects.get(action="webhook.created")

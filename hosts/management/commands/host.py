@@ -7,7 +7,7 @@ host agent [--procfile Procfile.host]
                                     run the host's workers (its own queues only), events
                                     watcher and heartbeat, with var/host.env's settings,
                                     under scripts/supervise.py (`make agent`)
-host queues lifecycle|jobs          the queues this machine's worker of that role reads,
+host queues lifecycle|jobs|webhooks the queues this machine's worker of that role reads,
                                     comma-separated (the Procfiles' -Q: hosts.queues)
 """
 
@@ -60,11 +60,14 @@ class Command(BaseCommand):
         agent = verbs.add_parser("agent", help="run this host's agent (its workers, events watcher and heartbeat)")
         agent.add_argument("--procfile", default=str(ROOT / "Procfile.host"))
         listing = verbs.add_parser("queues", help="the queues a worker of this machine reads")
-        listing.add_argument("role", choices=[queues.LIFECYCLE, queues.JOBS])
+        listing.add_argument("role", choices=[queues.LIFECYCLE, queues.JOBS, queues.WEBHOOKS])
 
     def handle(self, *args, verb, **opts):
         if verb == "queues":
-            self.stdout.write(",".join(queues.worker_queues(opts["role"])))
+            try:
+                self.stdout.write(",".join(queues.worker_queues(opts["role"])))
+            except ValueError as exc:
+                raise CommandError(str(exc)) from exc
         elif verb == "join":
             self.join(opts["token"], opts["docker_url"], opts["panel_url"])
         elif verb == "agent":
