@@ -94,11 +94,10 @@ def document_rate_limit(result: dict, generator, request, public) -> dict:
         for operation in path_item.values():
             if not isinstance(operation, dict) or "responses" not in operation:
                 continue
-            operation["responses"].setdefault(
+            answer = operation["responses"].setdefault(
                 "429",
                 {
                     "description": "Too many calls with this token: wait the seconds Retry-After says.",
-                    "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds until the window ends."}},
                     "content": {
                         "application/json": {
                             "schema": {"type": "object", "properties": {"detail": {"type": "string"}}, "required": ["detail"]}
@@ -106,4 +105,6 @@ def document_rate_limit(result: dict, generator, request, public) -> dict:
                     },
                 },
             )
+            # An operation's own 429 (too many followed logs) says Retry-After too.
+            answer.setdefault("headers", {})["Retry-After"] = {"schema": {"type": "integer"}, "description": "Seconds to wait."}
     return result
