@@ -89,12 +89,25 @@ lint() {
 case "$MODE" in
   lint) lint; exit 0 ;;
   check)
-    lint
-    say "the fast tests (no Docker, Redis or browser)"
-    # Two workers (pytest-xdist), each on a test slot of its own (controlpanel/settings/test.py);
-    # bytecode kept (pytest's rewritten test modules too) even where the shell says not to: the
-    # second run collects in a third of the time.
-    exec env -u PYTHONDONTWRITEBYTECODE DJANGO_SETTINGS_MODULE=controlpanel.settings.test .venv/bin/pytest -m "not docker and not browser and not slow and not postgres" -n 2 -q "$@"
+    # The lint runs beside the tests (its output shown when it ends): together they take the
+    # longer of the two, not the sum.
+    lint_log=$(mktemp)
+    (lint) > "$lint_log" 2>&1 &
+    lint_pid=$!
+    say "the fast tests (no Docker, Redis or browser), beside the lint"
+    # Three workers (pytest-xdist; many tests wait on processes and sockets, so more than the
+    # cores), each on a test slot of its own (controlpanel/settings/test.py); bytecode kept
+    # (pytest's rewritten test modules too) even where the shell says not to: the second run
+    # collects in a third of the time.
+    tests_rc=0
+    env -u PYTHONDONTWRITEBYTECODE DJANGO_SETTINGS_MODULE=controlpanel.settings.test .venv/bin/pytest \
+      -m "not docker and not browser and not slow and not postgres" -n 3 -q "$@" || tests_rc=$?
+    lint_rc=0
+    wait "$lint_pid" || lint_rc=$?
+    cat "$lint_log"
+    rm -f "$lint_log"
+    [ "$lint_rc" -eq 0 ] || die "the lint failed (above)"
+    exit "$tests_rc"
     ;;
 esac
 
