@@ -19,7 +19,11 @@ class CheckpointRow:
 
 SIZES_SECONDS = 5.0  # the most a list spends on its checkpoints' sizes; past it, the rest are unknown
 SIZE_TTL = 30.0  # a size is counted again after this long (the card asks every 5 s)
-_sizes: dict[str, tuple[float, int]] = {}  # checkpoint path -> (when counted, bytes)
+# A walk that did not finish in its time (a checkpoint of millions of files, which the agent
+# decides) is not tried again for this long: otherwise every refresh of every open card would
+# spend its whole budget walking it again, holding a page process and the disk.
+UNKNOWN_TTL = 600.0
+_sizes: dict[str, tuple[float, int | None]] = {}  # checkpoint path -> (when counted, bytes or None: too long to count)
 
 
 def checkpoints_of(sandbox: Sandbox) -> list[CheckpointRow]:
@@ -32,17 +36,16 @@ def checkpoints_of(sandbox: Sandbox) -> list[CheckpointRow]:
     if not pool.active():
         return [CheckpointRow(c, None) for c in rows]
     now = time.monotonic()
-    for path in [p for p, (when, _) in _sizes.items() if now - when > SIZE_TTL]:
+    for path in [p for p, (when, size) in _sizes.items() if now - when > (SIZE_TTL if size is not None else UNKNOWN_TTL)]:
         del _sizes[path]
     deadline = now + SIZES_SECONDS
     found = []
     for c in rows:
         path = str(checkpoint_path(c))
         size = _sizes[path][1] if path in _sizes else None
-        if size is None and (left := deadline - time.monotonic()) > 0:
+        if path not in _sizes and (left := deadline - time.monotonic()) > 0:
             size = pool.exclusive(path, timeout=left)
-            if size is not None:
-                _sizes[path] = (time.monotonic(), size)
+            _sizes[path] = (time.monotonic(), size)
         found.append(CheckpointRow(c, size))
     return found
 
