@@ -113,7 +113,7 @@ def api_token_authenticate(raw: str, *, source_ip: str | None = None) -> ApiToke
         raise TokenRefused(f"The user of token {token.prefix} is deactivated.")
     # A team that came to require a second factor after the token was made: as a session is sent
     # to set one up before any page answers, the token waits until there is one.
-    if second_factor.missing(token.user, None) == "setup":
+    if second_factor.setup_owed(token.user):
         raise TokenRefused("A team of yours requires a second factor: set one up on the panel (Second factor), then use the token.")
     _touch(token, now, source_ip)
     return token

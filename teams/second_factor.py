@@ -45,6 +45,13 @@ def missing(user, session, *, required: Callable[[], bool] | None = None) -> str
     return "setup" if (required() if required is not None else required_for(user)) else None
 
 
+def setup_owed(user) -> bool:
+    """missing(user, None) == "setup" (what a request without a session owes, as an API token's):
+    a team requires a factor and there is none; read requirement first, as most users have none
+    required (one query, not two)."""
+    return required_for(user) and not _has_confirmed_device(user)
+
+
 def _session_device(user, session) -> Device | None:
     """The device this session gave its code for: the one OTPMiddleware loaded for the request
     (`user.otp_device`, checked against the session's device id), else read from the session."""

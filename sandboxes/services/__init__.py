@@ -25,7 +25,7 @@ Views, consumers, tasks and the CLI call what is named here; reads live in ../se
 
 from teams.permissions import SystemActor
 
-from .actions import ACTIONS, Action, allowed_actions, sandbox_perform, sandbox_request_action
+from .actions import ACTIONS, Action, actions_allowed, allowed_actions, sandbox_perform, sandbox_request_action
 from .allowlist import allowlist_clients, grants_repair, sandbox_set_allowlist, sync_grants
 from .claims import claim, finish, requeue_stale_actions
 from .create import sandbox_create, sandbox_reapprove_folders, validate_settings
@@ -52,6 +52,7 @@ __all__ = [
     "NotQueued",
     "SandboxError",
     "SystemActor",
+    "actions_allowed",
     "allowed_actions",
     "claim",
     "finish",

@@ -403,15 +403,26 @@ def allowed_actions(sandbox: Sandbox, *, role: str | None) -> list[str]:
     """The actions `sandbox_request_action` would accept now from someone with `role`: what
     the pages show as buttons, so a page never offers what the service refuses, nor hides
     what it allows."""
-    if unreachable_reason(sandbox.host):
+    return actions_allowed(
+        status=sandbox.status,
+        on_hold=sandbox.on_hold,
+        pending_action=sandbox.pending_action,
+        unreachable=bool(unreachable_reason(sandbox.host)),
+        role=role,
+    )
+
+
+def actions_allowed(*, status: str, on_hold: bool, pending_action: str, unreachable: bool, role: str | None) -> list[str]:
+    """allowed_actions() from a sandbox's columns (the API's list reads them as values)."""
+    if unreachable:
         return []
     return [
         name
         for name, a in ACTIONS.items()
-        if sandbox.status in a.allowed_from
-        and not sandbox.on_hold
+        if status in a.allowed_from
+        and not on_hold
         and role_allows(role, a.role)
-        and (not sandbox.pending_action or (a.preempts and sandbox.pending_action != name))
+        and (not pending_action or (a.preempts and pending_action != name))
     ]
 
 

@@ -76,6 +76,44 @@ def test_the_list_costs_the_same_queries_for_2_or_40_rows(client, django_user_mo
     assert queries() == few
 
 
+def test_the_lists_rows_answer_what_the_serializer_answers(django_user_model, team):
+    """The list builds its rows from values (for speed); SandboxSerializer over model objects,
+    which the schema describes, must answer the same for every kind of row, actions included."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from api.serializers import SandboxSerializer, sandbox_rows
+    from hosts.models import Host
+    from sandboxes import selectors, services
+
+    away = Host.objects.create(name="away", docker_url="tcp://198.18.0.9:2376", last_heartbeat=timezone.now() - timedelta(hours=1))
+    row(team, "plain")
+    row(team, "odd", cpus=Decimal("1.25"), status="error", status_detail="The container exited with code 3.", health="unhealthy")
+    row(team, "busy", cpus=Decimal("0.5"), status="stopped", pending_action="start", on_hold=True, oom_kills=2, checklist_failed=3)
+    row(team, "paused", status="paused", pending_action="stop")
+    row(team, "far", host=away, status="stopped")
+    admin = django_user_model.objects.create_superuser("root", "", "pw-123456789")
+    objects = list(selectors.sandbox_page(user=admin, roles={}))
+    values = list(selectors.sandbox_page(user=admin, roles={}, values=True))
+    context = {"actions_of": lambda sandbox: services.allowed_actions(sandbox, role="operator")}
+    rows = sandbox_rows(
+        values,
+        actions_of=lambda r, *, unreachable: services.actions_allowed(
+            status=r["status"], on_hold=r["on_hold"], pending_action=r["pending_action"], unreachable=unreachable, role="operator"
+        ),
+    )
+    assert rows == SandboxSerializer(objects, many=True, context=context).data
+    assert [(r["name"], r["cpus"], bool(r["unreachable"]), r["actions"]) for r in rows] == [
+        ("busy", "0.50", False, []),
+        ("far", "1.00", True, []),
+        ("odd", "1.25", False, ["start", "stop", "restart", "reset", "clean"]),
+        ("paused", "1.00", False, []),  # its stop under way
+        ("plain", "1.00", False, ["stop", "restart", "pause", "reset", "clean"]),
+    ]
+    assert list(rows[0]) == list(SandboxSerializer().fields)
+
+
 def test_another_teams_sandbox_is_not_found_like_one_that_never_was(client, django_user_model, team):
     other = Team.objects.create(name="Other", slug="other")
     theirs = row(other, "theirs")
