@@ -47,6 +47,7 @@ from django.db import connection  # noqa: E402
 from django.test import Client  # noqa: E402
 from django.test.utils import CaptureQueriesContext  # noqa: E402
 
+from hosts.queues import worker_queues  # noqa: E402
 from sandboxes import seccomp, services  # noqa: E402
 from sandboxes.models import Sandbox, WarmSlot  # noqa: E402
 from sandboxes.services import warm  # noqa: E402
@@ -211,7 +212,20 @@ def main() -> None:
     sdk = docker.from_env()
     log = open(VAR / "log" / "bench-scale-worker.log", "w")  # noqa: SIM115
     worker = subprocess.Popen(
-        [str(ROOT / ".venv/bin/celery"), "-A", "controlpanel", "worker", "-l", "INFO", "-c", "2"],
+        # The lifecycle worker of the Procfile: its queues are this machine's hosts' (a worker without -Q
+        # read only Celery's default queue, and the bench waited for ever on a sandbox "creating").
+        [
+            str(ROOT / ".venv/bin/celery"),
+            "-A",
+            "controlpanel",
+            "worker",
+            "-l",
+            "INFO",
+            "-c",
+            "2",
+            "-Q",
+            ",".join(worker_queues("lifecycle")),
+        ],
         cwd=ROOT,
         env=dict(os.environ, PANEL_DB_CONN_MAX_AGE="600"),
         stdout=log,
