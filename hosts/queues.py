@@ -103,6 +103,7 @@ _BY_NAME: dict[str, tuple[str, int, str]] = {
     "sandboxes.tasks.host_reconcile_task": (LIFECYCLE, 0, "host_name"),
     "sandboxes.tasks.host_checklist_task": (LIFECYCLE, 0, "host_name"),
     "sandboxes.tasks.warm_fill_task": (LIFECYCLE, 0, "host_name"),
+    "sandboxes.tasks.terminal_end_task": (LIFECYCLE, 0, "host_name"),
     "incidents.tasks.incident_group_snapshot_task": (JOBS, 1, "host_name"),
     "webhooks.tasks.host_quota_watch_task": (LIFECYCLE, 0, "host_name"),
 }

@@ -10,6 +10,7 @@ import logging
 from celery import shared_task
 from django.conf import settings
 
+from hosts.models import Host
 from hosts.queues import serves
 from hosts.selectors import enabled_host_names
 from storage.pool import PoolError
@@ -76,6 +77,18 @@ def host_reconcile_task(host_name: str) -> int:
         return changed
     except engine.EngineUnavailable:
         return 0
+
+
+@shared_task
+def terminal_end_task(host_name: str, exec_id: str) -> None:
+    """Hang up a terminal's shell on the host whose engine runs it (services.terminals.end_shell:
+    the page's websocket closed on another machine)."""
+    if _not_mine(host_name, "a terminal's hang-up"):
+        return
+    try:
+        engine.engine_for_host(engine.host_of(Host.objects.get(name=host_name))).end_terminal(exec_id)
+    except (Host.DoesNotExist, engine.EngineError):
+        pass  # the host, the sandbox or Docker is gone, and the shell with it
 
 
 def _tidy_warm_pool(host_name: str) -> None:

@@ -42,6 +42,7 @@ class TerminalConsumer(SandboxStream):
         # What ends the shell is fixed when it opens, so that the end never depends on the
         # user's access at that moment (a removed user's shell is hung up too).
         self.docker = engine.engine_for(sandbox)
+        self.shell_of = sandbox
         self.output: asyncio.Queue = asyncio.Queue()
         self.sent = self.acked = self.read_total = 0
         self.window_open = threading.Event()
@@ -204,7 +205,6 @@ class TerminalConsumer(SandboxStream):
         if terminal is None:
             return
         terminal.close()  # a keystroke write blocked on a full pipe fails now
-        try:
-            await asyncio.get_running_loop().run_in_executor(None, self.docker.end_terminal, terminal.exec_id)
-        except engine.EngineError:
-            pass  # the sandbox (or Docker) is gone, and the shell with it
+        # Not on the consumers' shared database thread: a hang-up waits up to a second for the
+        # shell to go. Here, or by the host's agent where the engine is another machine's.
+        await database_sync_to_async(terminals.end_shell, thread_sensitive=False)(sandbox=self.shell_of, exec_id=terminal.exec_id)

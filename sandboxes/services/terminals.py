@@ -1,12 +1,14 @@
 """Browser terminals: who opened one into which sandbox, when, and for how long. Keystrokes are
 never recorded."""
 
+import logging
 import os
 import socket
 
 from django.db import transaction
 from django.utils import timezone
 
+from hosts.models import Host
 from teams.permissions import Role, SystemActor, actor_name, authorize
 
 from .. import engine
@@ -14,6 +16,8 @@ from ..models import Sandbox, TerminalSession
 from .auditing import audit
 from .errors import SandboxError
 from .hosting import host_problem
+
+log = logging.getLogger(__name__)
 
 
 def terminal_open(*, actor, sandbox: Sandbox, source_ip: str | None = None) -> TerminalSession:
@@ -66,13 +70,31 @@ def close_orphan_terminals(*, host_name: str | None = None) -> int:
         if _server_alive(session.server):
             continue
         if session.exec_id:
-            try:
-                engine.engine_for(session.sandbox).end_terminal(session.exec_id)
-            except engine.EngineError:
-                pass  # the sandbox is gone, and the shell with it
+            end_shell(sandbox=session.sandbox, exec_id=session.exec_id)
         terminal_close(session=session, reason="the panel's websocket server stopped")
         closed += 1
     return closed
+
+
+def end_shell(*, sandbox: Sandbox, exec_id: str) -> None:
+    """Hang up a terminal's shell (Docker keeps an exec running when its client goes away): here
+    when the sandbox's engine runs on this machine (its processes are ours to signal), else by
+    its host's agent, on that host's queue, where they are. An engine another machine serves with
+    no agent of the panel's (a TLS endpoint alone) keeps it running until the shell exits."""
+    try:
+        if engine.engine_for(sandbox).end_terminal(exec_id):
+            return
+    except engine.EngineError:
+        return  # the sandbox is gone, and the shell with it
+    host = Host.objects.filter(sandboxes=sandbox, agent=True).values_list("name", flat=True).first()
+    if host is None:
+        return
+    from ..tasks import terminal_end_task  # tasks import services; import here to avoid a cycle
+
+    try:
+        terminal_end_task.delay(host, exec_id)
+    except Exception as exc:  # noqa: BLE001 - kombu raises several types for "broker down"
+        log.warning("could not ask host %s to hang up terminal %s: %s", host, exec_id[:12], exc)
 
 
 def terminal_close(*, session: TerminalSession, reason: str) -> None:

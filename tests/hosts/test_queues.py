@@ -256,3 +256,19 @@ def test_an_incidents_snapshot_and_reset_are_jobs_on_its_hosts_jobs_queue_with_t
         limits = app.tasks[name]
         assert limits.soft_time_limit > settings.BACKUP_MAX_SECONDS and limits.time_limit > limits.soft_time_limit, name
     assert app.tasks["incidents.tasks.incident_step_task"].soft_time_limit in (None, settings.CELERY_TASK_SOFT_TIME_LIMIT)
+
+
+@pytest.mark.docker  # the tests' Redis, which `make test` starts (not the fast tier)
+def test_a_terminal_on_an_agents_host_is_hung_up_by_that_hosts_worker(two_hosts, broker):
+    """The page's websocket closes on the panel's machine; a shell on another machine's engine is
+    not ours to signal, so its hang-up goes to that host's queue, for the agent there. An engine
+    reached from here with no agent (alpha: a URL) gets none: nothing would read it."""
+    from sandboxes.services import terminals
+
+    alpha, beta = two_hosts["on-alpha"], two_hosts["on-beta"]
+    assert routed("sandboxes.tasks.terminal_end_task", "beta", "e" * 64) == queues.lifecycle_queue("beta")
+    terminals.end_shell(sandbox=beta, exec_id="e" * 64)
+    terminals.end_shell(sandbox=alpha, exec_id="a" * 64)
+    on_beta = broker(queues.lifecycle_queue("beta"))
+    assert [sent(raw) for raw in on_beta] == [("sandboxes.tasks.terminal_end_task", ["beta", "e" * 64])]
+    assert broker(queues.lifecycle_queue("alpha")) == [] and broker(settings.CELERY_TASK_DEFAULT_QUEUE) == []

@@ -53,10 +53,21 @@ terminal.send(b"echo $((6*7))-typed; echo marker-in-log > /proc/1/fd/1\\n")
 deadline = time.monotonic() + 10
 while b"42-typed" not in seen and time.monotonic() < deadline:
     seen += terminal.read()
-terminal.close()
+terminal.send(b"sleep 600\\n")
 time.sleep(0.5)
+terminal.close()
+time.sleep(1)
+# Docker keeps the shell running after its client went; the page's close hangs it up, here by
+# the host's agent (the engine is another machine's: its processes are not ours to signal).
+left_running = docker.terminal_running(terminal.exec_id)
+from sandboxes.services import terminals
+terminals.end_shell(sandbox=box, exec_id=terminal.exec_id)
+deadline = time.monotonic() + 20
+while docker.terminal_running(terminal.exec_id) and time.monotonic() < deadline:
+    time.sleep(0.2)
 print(json.dumps({"url": docker.host.base_url, "typed": "42-typed" in seen.decode(errors="replace"),
-                  "logs": docker.logs(box.container_id), "memory": docker.stats_once(box.container_id)["memory_stats"].get("usage", 0)}))
+                  "logs": docker.logs(box.container_id), "memory": docker.stats_once(box.container_id)["memory_stats"].get("usage", 0),
+                  "left_running": left_running, "hung_up": not docker.terminal_running(terminal.exec_id)}))
 """
 
 
@@ -221,6 +232,7 @@ def test_two_hosts_behind_one_panel(second_host, panel, tmp_path):
         streams = shell(panel, SHELL_STREAMS)
         assert streams["url"] == h2.docker_tls_url
         assert streams["typed"] and "marker-in-log" in streams["logs"] and streams["memory"] > 0
+        assert streams["left_running"] and streams["hung_up"]  # by the agent, on its host's queue
 
         # The second engine stops: its sandbox is unreachable, never changed; the first is served.
         h2.stop_engine()
