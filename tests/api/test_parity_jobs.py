@@ -1,5 +1,5 @@
 """Backups, incidents, a sandbox's and a team's standing rules (daily backup, checkpoint
-retention, second factor, resource policy, freeze) and webhooks are refused through the API
+retention, checklist, second factor, resource policy, freeze) and webhooks are refused through the API
 exactly where their pages refuse them: a table of role x action, each run through the page (the existing view) and through the API with an
 admin-scope token, each run undone (a savepoint rolled back) before the next. What each did is
 judged by its effect (a row, a state, a file sent), never by the status code alone."""
@@ -21,8 +21,8 @@ from backups.models import Backup, BackupSchedule, Restore
 from controlpanel.celery import app as celery_app
 from incidents import services as incidents
 from incidents.models import Incident
-from sandboxes.models import Sandbox
-from sandboxes.services import SystemActor
+from sandboxes.models import ChecklistItem, ChecklistTick, Sandbox
+from sandboxes.services import SystemActor, checklist
 from teams.models import Team, TeamPolicy
 from tests.backups.helpers import backup_row, hostile_archive
 from tests.backups.helpers import member as archive_member
@@ -69,6 +69,10 @@ def _put(c, url: str, token: str, body: dict):
 
 def _patch(c, url: str, token: str, body: dict):
     return c.patch(url, body, content_type="application/json", **auth(token))
+
+
+def _first_item(w: "World") -> int:
+    return ChecklistItem.objects.filter(team_id=w.box.team_id).values_list("pk", flat=True).first()  # type: ignore[return-value]
 
 
 def _imported(team_pk: int, data: bytes) -> bytes:
@@ -188,6 +192,18 @@ ACTIONS: dict[str, Action] = {
         lambda c, t, w: _put(c, f"/api/v1/teams/{w.box.team_id}/policy/", t, {"max_sandboxes": 7}),
         lambda w, r: TeamPolicy.objects.filter(team_id=w.box.team_id, max_sandboxes=7).exists(),
     ),
+    "checklist item": Action(
+        "admin",
+        lambda c, w: c.post(f"/teams/{w.box.team.slug}/checklist/", {"phase": "after", "text": "Rotate the keys"}),
+        lambda c, t, w: post_json(c, f"/api/v1/teams/{w.box.team_id}/checklist/", t, {"phase": "after", "text": "Rotate the keys"}),
+        lambda w, r: ChecklistItem.objects.filter(team_id=w.box.team_id, text="Rotate the keys").exists(),
+    ),
+    "checklist tick": Action(
+        "operator",
+        lambda c, w: c.post(f"/sandboxes/{w.box.pk}/checklist/", {"item": str(_first_item(w)), "ticked": "1"}),
+        lambda c, t, w: _put(c, f"/api/v1/sandboxes/{w.box.pk}/checklist/{_first_item(w)}/", t, {"ticked": True}),
+        lambda w, r: ChecklistTick.objects.filter(sandbox=w.box, item_id=_first_item(w)).exists(),
+    ),
     "webhook create": Action(
         "admin",
         lambda c, w: c.post(f"/teams/{w.box.team.slug}/webhooks/", {"url": HOOK + "/new", "events": ["incident.declared"]}),
@@ -246,6 +262,7 @@ def world(make_sandbox, fake_engine, clean_workspace, tmp_path) -> World:
     delivery = Delivery.objects.create(
         webhook=hook, event="incident.declared", payload={"event": "incident.declared"}, status="delivered", next_attempt_at=timezone.now()
     )
+    checklist.team_items(box.team)  # the team's items, made before the table (a GET makes them)
     before = set(settings.BACKUP_ROOT.iterdir())
     celery_app.conf.task_always_eager = True  # a verify runs when it is sent: its effect is seen
     yield World(box, held, backup, running, incident, (tmp_path / "elsewhere.tar.gz").read_bytes(), hook, delivery)
@@ -280,7 +297,7 @@ def _table(client, django_user_model, team, world: World, scope: str) -> list[tu
     return rows
 
 
-@pytest.mark.slow  # 69 cases, each through the page and the API: `make test`, not the fast tier
+@pytest.mark.slow  # 75 cases, each through the page and the API: `make test`, not the fast tier
 def test_page_and_api_allow_and_refuse_the_same_backup_and_incident_actions(client, django_user_model, team, world):
     rows = _table(client, django_user_model, team, world, "admin")
     mismatches = [r for r in rows if not (r[2] == r[3] == r[6] and r[4] == r[5])]
