@@ -6,6 +6,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from . import (
     views,
+    views_activity,
     views_audit,
     views_backups,
     views_checklist,
@@ -60,6 +61,8 @@ urlpatterns = [
         login_not_required(views_checklist.TeamChecklistItem.as_view()),
         name="api_team_checklist_item",
     ),
+    path("v1/sandboxes/<str:pk>/activity/", login_not_required(views_activity.SandboxActivity.as_view()), name="api_sandbox_activity"),
+    path("v1/sandboxes/<str:pk>/storage/", login_not_required(views_activity.SandboxStorage.as_view()), name="api_sandbox_storage"),
     path("v1/sandboxes/<str:pk>/refused/", login_not_required(views_refused.SandboxRefused.as_view()), name="api_sandbox_refused"),
     path(
         "v1/sandboxes/<str:pk>/refused/grouped/",

@@ -26,7 +26,7 @@ pytestmark = pytest.mark.django_db
 
 CHECKS = [not_a_server_error, response_schema_conformance, status_code_conformance, content_type_conformance]
 SEED = 20261207
-EXAMPLES = 10  # per operation and mode: 85 operations x 2 x 8 configurations, about 3 minutes in all
+EXAMPLES = 10  # per operation and mode: 87 operations x 2 x 8 configurations, about 3 minutes in all
 
 
 @pytest.fixture
@@ -137,7 +137,8 @@ SECOND_SLICE = {
 
 
 # A sandbox's and a team's standing rules: its daily backup and checkpoint retention, the team's
-# second-factor rule, resource policy and freeze; the security checklist; the refused connections.
+# second-factor rule, resource policy and freeze; the security checklist; the page's read-only
+# cards (refused connections, files changed lately, disk use).
 THIRD_SLICE = {
     "GET /api/v1/sandboxes/{pk}/backup-schedule/",
     "PUT /api/v1/sandboxes/{pk}/backup-schedule/",
@@ -156,6 +157,8 @@ THIRD_SLICE = {
     "PUT /api/v1/sandboxes/{pk}/checklist/{item}/",
     "GET /api/v1/sandboxes/{pk}/refused/",
     "GET /api/v1/sandboxes/{pk}/refused/grouped/",
+    "GET /api/v1/sandboxes/{pk}/activity/",
+    "GET /api/v1/sandboxes/{pk}/storage/",
 }
 
 
