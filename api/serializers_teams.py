@@ -2,9 +2,11 @@
 
 from rest_framework import serializers
 
+from incidents.models import Incident
 from teams.models import Membership
 
 from .serializers import StrictSerializer
+from .serializers_incidents import IncidentSerializer
 
 
 class TeamSerializer(serializers.Serializer):
@@ -27,3 +29,60 @@ class TeamDetailSerializer(TeamSerializer):
 
 class MemberSetSerializer(StrictSerializer):
     role = serializers.ChoiceField(choices=Membership.Role.choices)
+
+
+class SecondFactorSetSerializer(StrictSerializer):
+    required = serializers.BooleanField(help_text="Whether every member must have a second factor (a member without one is refused).")
+
+
+class FreezeSerializer(StrictSerializer):
+    """The Incidents page's Freeze the team: an incident on every live sandbox of the team."""
+
+    severity = serializers.ChoiceField(choices=Incident.Severity.choices, required=False, default=Incident.Severity.HIGH)
+    summary = serializers.CharField(max_length=5000, help_text="What was seen.")
+
+
+class FrozenSerializer(serializers.Serializer):
+    incidents = IncidentSerializer(many=True, help_text="One per sandbox, each held and pausing; a snapshot of each follows.")
+    skipped = serializers.ListField(child=serializers.CharField(), help_text="The sandboxes left out, each with why.")
+
+
+def _count() -> serializers.IntegerField:
+    return serializers.IntegerField(required=False, allow_null=True, default=None, min_value=0, max_value=2**31 - 1)
+
+
+def _amount() -> serializers.DecimalField:
+    return serializers.DecimalField(max_digits=7, decimal_places=2, required=False, allow_null=True, default=None)
+
+
+class UsageSerializer(serializers.Serializer):
+    sandboxes = serializers.IntegerField()
+    memory_mb = serializers.IntegerField()
+    cpus = serializers.CharField(help_text="A number, as text.")
+    disk_mb = serializers.IntegerField()
+
+
+class PolicySerializer(serializers.Serializer):
+    """A team's resource policy (a null limit: none), what it uses now, and what it is above."""
+
+    max_sandboxes = serializers.IntegerField(allow_null=True)
+    max_memory_mb = serializers.IntegerField(allow_null=True)
+    max_cpus = serializers.DecimalField(max_digits=7, decimal_places=2, allow_null=True)
+    max_disk_mb = serializers.IntegerField(allow_null=True)
+    default_disk_mb = serializers.IntegerField(allow_null=True, help_text="The quota of a sandbox created without one.")
+    idle_minutes = serializers.IntegerField(allow_null=True, help_text="The idle rule (with idle_cpu_percent); null: off.")
+    idle_cpu_percent = serializers.DecimalField(max_digits=7, decimal_places=2, allow_null=True)
+    usage = UsageSerializer(help_text="What its sandboxes take now (every one not destroyed counts).")
+    over = serializers.ListField(child=serializers.CharField(), help_text="The limits it is already above, in words.")
+
+
+class PolicySetSerializer(StrictSerializer):
+    """The team page's Resource policy form (superusers): a field left out (or null) is no limit."""
+
+    max_sandboxes = _count()
+    max_memory_mb = _count()
+    max_cpus = _amount()
+    max_disk_mb = _count()
+    default_disk_mb = _count()
+    idle_minutes = _count()
+    idle_cpu_percent = _amount()

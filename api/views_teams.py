@@ -4,18 +4,21 @@ teams.services (which authorizes, keeps a last admin, and audits). A team you ar
 only the team's admins learn which user names exist (as on the page)."""
 
 from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import exceptions, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from controlpanel.http import client_ip
-from teams import services
+from incidents import services as incidents
+from sandboxes.services import SandboxError
+from teams import policy, services
 from teams.models import Membership, Team
-from teams.permissions import Role, authorize, request_roles, teams_visible
+from teams.permissions import Role, authorize, has_role, request_roles, teams_visible
 
 from . import serializers_teams as t
-from .common import conflict, not_found, path_id, pk_or_404
+from .common import BAD, conflict, field_errors, not_found, path_id, pk_or_404
 from .views import BODY, ERRORS, PanelAPIView, _validated
 
 TEAM_404 = not_found("No such team, or not one of yours.")
@@ -114,3 +117,92 @@ class TeamMember(TeamsMixin):
         except services.TeamError as exc:
             return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class TeamSecondFactor(TeamsMixin):
+    """The team page's "Require a second factor" (team admins; teams.services)."""
+
+    @extend_schema(
+        operation_id="teams_second_factor_set",
+        parameters=[path_id("pk", "team")],
+        request=t.SecondFactorSetSerializer,
+        responses={200: t.TeamSerializer, **BAD, **ERRORS, **BODY, **TEAM_404},
+        summary="Require (or stop requiring) a second factor of every member (team admins)",
+        description="Once required, a member without a confirmed second factor is refused, by the pages and by their tokens "
+        "alike, until they set one up on the panel: yours too.",
+    )
+    def put(self, request: Request, pk: str) -> Response:
+        team, role = self.team_or_404(request, pk)
+        required = _validated(t.SecondFactorSetSerializer, request.data).validated_data["required"]
+        services.second_factor_require(actor=request.user, team=team, required=required, source_ip=client_ip(request))
+        return Response(_row(team, role))
+
+
+class TeamFreeze(TeamsMixin):
+    """The Incidents page's Freeze a team: an incident declared on each of its live sandboxes."""
+
+    @extend_schema(
+        operation_id="teams_freeze",
+        parameters=[path_id("pk", "team")],
+        request=t.FreezeSerializer,
+        responses={
+            202: OpenApiResponse(t.FrozenSerializer, description="Declared: each sandbox held and pausing, its snapshot queued."),
+            **BAD,
+            **ERRORS,
+            **BODY,
+            **not_found("No such team, or not one where you are an admin (as the page answers)."),
+            **conflict("Refused now (the page's message)."),
+        },
+        summary="Freeze a team (team admins): an incident on every live sandbox, each paused at once, then snapshotted",
+        description="To unfreeze, close each incident (POST /api/v1/incidents/{pk}/close/) or take its steps, as on the page.",
+    )
+    def post(self, request: Request, pk: str) -> Response:
+        team, _role = self.team_or_404(request, pk)
+        if not has_role(user=request.user, team=team, role=Role.ADMIN):  # as the page: not an admin's team is no team
+            raise exceptions.NotFound("No such team.")
+        data = _validated(t.FreezeSerializer, request.data).validated_data
+        try:
+            made, skipped = incidents.freeze_team(
+                actor=request.user, team=team, severity=data["severity"], summary=data["summary"], source_ip=client_ip(request)
+            )
+        except SandboxError as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        return Response(t.FrozenSerializer({"incidents": made, "skipped": skipped}).data, status=status.HTTP_202_ACCEPTED)
+
+
+def _policy(team: Team) -> dict:
+    found = policy.summary(team)
+    row = found["policy"]
+    limits = {name: (getattr(row, name) if row is not None else None) for name in policy.FIELDS}
+    return t.PolicySerializer({**limits, "usage": found["usage"], "over": found["over"]}).data  # type: ignore[return-value]
+
+
+class TeamResourcePolicy(TeamsMixin):
+    """A team's resource policy: read by its members (as on the team page), set by superusers."""
+
+    @extend_schema(
+        operation_id="teams_policy_retrieve",
+        parameters=[path_id("pk", "team")],
+        responses={200: t.PolicySerializer, **ERRORS, **TEAM_404},
+        summary="The team's resource policy and what it uses",
+    )
+    def get(self, request: Request, pk: str) -> Response:
+        team, _role = self.team_or_404(request, pk)
+        return Response(_policy(team))
+
+    @extend_schema(
+        operation_id="teams_policy_set",
+        parameters=[path_id("pk", "team")],
+        request=t.PolicySetSerializer,
+        responses={200: t.PolicySerializer, **BAD, **ERRORS, **BODY, **TEAM_404},
+        summary="Set the team's resource policy (superusers; every limit left out or null is none)",
+    )
+    def put(self, request: Request, pk: str) -> Response:
+        team, _role = self.team_or_404(request, pk)
+        values = _validated(t.PolicySetSerializer, request.data).validated_data
+        try:
+            policy.policy_set(actor=request.user, team=team, values=dict(values), source_ip=client_ip(request))
+        except ValidationError as exc:
+            found = exc.message_dict if hasattr(exc, "error_dict") else {"": exc.messages}
+            raise field_errors({("" if k == "__all__" else k): list(v) for k, v in found.items()}) from exc
+        return Response(_policy(team))

@@ -19,7 +19,7 @@ from django.db import transaction
 from django.db.models import Count, Sum
 
 from .models import Team, TeamPolicy
-from .permissions import SystemActor
+from .permissions import Role, SystemActor, authorize_cap
 from .services import TeamError, audit_team
 
 FIELDS = ("max_sandboxes", "max_memory_mb", "max_cpus", "max_disk_mb", "default_disk_mb", "idle_minutes", "idle_cpu_percent")
@@ -182,6 +182,7 @@ def policy_set(*, actor, team: Team, values: dict, source_ip: str | None = None)
     the limits the team is already above (its sandboxes keep running; creates are refused)."""
     if not isinstance(actor, SystemActor) and not getattr(actor, "is_superuser", False):
         raise PermissionDenied("Only a superuser sets a team's resource policy.")
+    authorize_cap(Role.ADMIN)  # an API token narrower than admin sets no policy, a superuser's neither
     values = {f: values.get(f) for f in FIELDS}
     if errors := problems(values):
         raise ValidationError(errors)

@@ -56,3 +56,15 @@ def membership_remove(*, actor, team: Team, user, source_ip: str | None = None) 
             raise TeamError(f"{user.get_username()} is the last admin of {team}; make someone else admin first.")
         membership.delete()
         audit_team(actor, "team.member_removed", team, {"user": user.get_username(), "role": membership.role}, source_ip)
+
+
+def second_factor_require(*, actor, team: Team, required: bool, source_ip: str | None = None) -> bool:
+    """Require (or stop requiring) a second factor of every member (team admins), audited when it
+    changes. Returns whether it changed (setting what is already set writes nothing)."""
+    authorize(actor, team, Role.ADMIN)
+    with transaction.atomic():
+        changed = bool(Team.objects.filter(pk=team.pk).exclude(require_second_factor=required).update(require_second_factor=required))
+        if changed:
+            audit_team(actor, "team.second_factor_required" if required else "team.second_factor_optional", team, source_ip=source_ip)
+    team.require_second_factor = required
+    return changed

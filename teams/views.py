@@ -107,9 +107,6 @@ def team_second_factor(request: HttpRequest, slug: str) -> HttpResponse:
     """Require (or stop requiring) a second factor of every member (team admins), audited."""
     team = _team_as_admin(request, slug, "Only the team's admins decide this.")
     required = request.POST.get("require") == "1"
-    if Team.objects.filter(pk=team.pk).exclude(require_second_factor=required).update(require_second_factor=required):
-        services.audit_team(
-            request.user, "team.second_factor_required" if required else "team.second_factor_optional", team, source_ip=client_ip(request)
-        )
+    if services.second_factor_require(actor=request.user, team=team, required=required, source_ip=client_ip(request)):
         messages.info(request, f"{team}: a second factor is now {'required' if required else 'optional'} for every member.")
     return redirect("team_detail", slug=slug)

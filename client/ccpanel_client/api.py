@@ -6,12 +6,13 @@ panel refused (4xx: its message is shown), 2 when it cannot be reached, 3 for it
 never to another address (redirects are not followed: urllib would carry the header along).
 """
 
+import hashlib
 import json
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, BinaryIO
 
 from . import __version__
 
@@ -114,6 +115,27 @@ class Api:
 
     def post(self, path: str, body: dict | None = None) -> Any:
         return self.call("POST", path, body=body if body is not None else {})
+
+    def put(self, path: str, body: dict | None = None) -> Any:
+        return self.call("PUT", path, body=body if body is not None else {})
+
+    def delete(self, path: str) -> Any:
+        return self.call("DELETE", path)
+
+    def download(self, path: str, out: BinaryIO, *, chunk: int = 1024 * 1024) -> tuple[int, str]:
+        """A file's bytes, written to `out` as they come: (how many, their SHA-256)."""
+        digest, size = hashlib.sha256(), 0
+        with self._open("GET", path, timeout=300) as response:
+            while True:
+                try:
+                    part = response.read(chunk)
+                except OSError as exc:
+                    raise ClientError(f"The download from {self.base} broke off: {exc}", code=EXIT_UNREACHABLE) from None
+                if not part:
+                    return size, digest.hexdigest()
+                digest.update(part)
+                size += len(part)
+                out.write(part)
 
     def pages(self, path: str, **params) -> Iterator[dict]:
         """Every result of a paged list, following `next` (its query only: the base stays ours)."""

@@ -13,6 +13,7 @@ that failed or did not finish in time), 2 the panel could not be reached, 3 the 
 import argparse
 import ipaddress
 import json
+import os
 import re
 import sys
 import time
@@ -34,6 +35,7 @@ class Filter:
     param: str  # the list's query parameter
     help: str
     choices: list[str] | None = None
+    required: bool = False
 
 
 @dataclass
@@ -45,6 +47,7 @@ class Resource:
     add_verbs: Callable[[Any, "Resource"], None] | None = None  # its own verbs, beside list and show
     by_name: bool = True  # `show NAME` finds it by its exact name (a list search)
     plural: str = ""  # "sandboxes"; the name and an s when empty
+    paged: bool = True  # its list answers a page at a time ({"results": …, "next": …}), or all at once (a list)
 
     @property
     def many(self) -> str:
@@ -106,6 +109,95 @@ def add_sandbox_verbs(sub, resource: Resource) -> None:
     )
     logs.set_defaults(func=cmd_logs, resource=resource)
 
+    backup = sub.add_parser("backup", help="back a sandbox up now (as the page's Back up now)", parents=[COMMON])
+    backup.add_argument("id", help="the sandbox's id or name")
+    backup.add_argument("--wait", action="store_true", help="wait until the backup is written (or failed)")
+    backup.add_argument("--timeout", type=float, default=1800.0, help="seconds --wait waits (1800)")
+    backup.set_defaults(func=cmd_backup, resource=resource)
+
+    checkpoint = sub.add_parser("checkpoint", help="take a checkpoint of a sandbox (a snapshot of its files)", parents=[COMMON])
+    checkpoint.add_argument("id", help="the sandbox's id or name")
+    checkpoint.add_argument("--label", default="", help="a few words to tell it by")
+    checkpoint.set_defaults(func=cmd_checkpoint, resource=resource)
+
+    schedule = sub.add_parser(
+        "schedule", help="its daily backup: shown, or changed by the options given (the others stay)", parents=[COMMON]
+    )
+    schedule.add_argument("id", help="the sandbox's id or name")
+    schedule.add_argument("--at", help="HH:MM, the panel's time zone (needed the first time)")
+    schedule.add_argument("--keep-last", metavar="N|none", help="keep the newest N scheduled backups (none: no count rule)")
+    schedule.add_argument("--keep-days", metavar="N|none", help="keep scheduled backups N days (none: no age rule)")
+    on_off = schedule.add_mutually_exclusive_group()
+    on_off.add_argument("--on", action="store_true", help="turn it on (setting it does, unless --off)")
+    on_off.add_argument("--off", action="store_true", help="turn it off (its time and limits are kept)")
+    schedule.set_defaults(func=cmd_schedule, resource=resource)
+
+    retention = sub.add_parser(
+        "retention", help="how many checkpoints it keeps, and how long: shown, or changed by the options given", parents=[COMMON]
+    )
+    retention.add_argument("id", help="the sandbox's id or name")
+    retention.add_argument("--keep-last", metavar="N|default", help="keep the newest N checkpoints (default: the panel's)")
+    retention.add_argument("--keep-days", metavar="N|none", help="keep checkpoints N days (none: no age rule)")
+    retention.set_defaults(func=cmd_retention, resource=resource)
+
+
+def add_backup_verbs(sub, resource: Resource) -> None:
+    download = sub.add_parser("download", help="download a backup's archive (operators), checked against its SHA-256", parents=[COMMON])
+    download.add_argument("id", help="the backup's id")
+    download.add_argument("-o", "--output", help="the file to write (- for standard output); its own file name if none")
+    download.add_argument("--force", action="store_true", help="replace the file if it exists")
+    download.set_defaults(func=cmd_backup_download, resource=resource)
+
+    restore = sub.add_parser("restore", help="restore a backup: into its sandbox, or into a new one", parents=[COMMON])
+    restore.add_argument("id", help="the backup's id")
+    restore.add_argument("--into", choices=["self", "new"], default="new", help="its own sandbox (replacing its files) or a new one (new)")
+    restore.add_argument("--name", help="--into new: the new sandbox's name")
+    restore.add_argument("--team", help="--into new: the team (its id or name); the backup's own if none")
+    restore.add_argument("--drop-outside-links", action="store_true", help="leave out links that point outside their folder")
+    restore.add_argument("--yes", action="store_true", help="--into self: do not ask for the sandbox's name")
+    restore.add_argument("--wait", action="store_true", help="wait until the restore is done (or failed)")
+    restore.add_argument("--timeout", type=float, default=1800.0, help="seconds --wait waits (1800)")
+    restore.set_defaults(func=cmd_backup_restore, resource=resource)
+
+    verify = sub.add_parser("verify", help="check a backup's archive against its checksum and manifest", parents=[COMMON])
+    verify.add_argument("id", help="the backup's id")
+    verify.add_argument("--wait", action="store_true", help="wait for the verdict")
+    verify.add_argument("--timeout", type=float, default=1800.0, help="seconds --wait waits (1800)")
+    verify.set_defaults(func=cmd_backup_verify, resource=resource)
+
+    for verb, what in (("cancel", "stop a backup being written"), ("delete", "delete a backup (admins)")):
+        p = sub.add_parser(verb, help=what, parents=[COMMON])
+        p.add_argument("id", help="the backup's id")
+        p.set_defaults(func=cmd_backup_cancel if verb == "cancel" else cmd_delete, resource=resource)
+
+
+def add_checkpoint_verbs(sub, resource: Resource) -> None:
+    rollback = sub.add_parser("rollback", help="put its sandbox back to a checkpoint (what is there is kept as one)", parents=[COMMON])
+    rollback.add_argument("id", help="the checkpoint's id")
+    rollback.add_argument("--yes", action="store_true", help="do not ask for the sandbox's name")
+    rollback.set_defaults(func=cmd_checkpoint_rollback, resource=resource)
+    delete = sub.add_parser("delete", help="delete a checkpoint", parents=[COMMON])
+    delete.add_argument("id", help="the checkpoint's id")
+    delete.set_defaults(func=cmd_delete, resource=resource)
+
+
+def _size(n) -> str:
+    if not isinstance(n, int):
+        return ""
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return ""
+
+
+def _verified(b: dict) -> str:
+    return "" if b.get("verified_ok") is None else ("ok" if b["verified_ok"] else "FAILED")
+
+
+def _when(text) -> str:
+    return str(text or "")[:19].replace("T", " ")
+
 
 RESOURCES = [
     Resource(
@@ -131,7 +223,46 @@ RESOURCES = [
         ],
         add_verbs=add_sandbox_verbs,
     ),
+    Resource(
+        name="backup",
+        path="/api/v1/backups/",
+        columns=[
+            ("ID", lambda b: b["id"]),
+            ("SANDBOX", lambda b: b.get("sandbox_name", "")),
+            ("TEAM", _team),
+            ("KIND", lambda b: b.get("kind", "")),
+            ("STATUS", lambda b: b.get("status", "")),
+            ("SIZE", lambda b: _size(b.get("size_bytes"))),
+            ("CREATED", lambda b: _when(b.get("created_at"))),
+            ("VERIFIED", _verified),
+        ],
+        filters=[
+            Filter("--sandbox", "sandbox", "only this sandbox's (its id or name)"),
+            Filter("--team", "team", "only this team's (its id, or its name)"),
+            Filter("--status", "status", "only those in this status", ["running", "done", "failed"]),
+            Filter("--kind", "kind", "only those of this kind", ["manual", "scheduled", "pre-restore", "evidence", "imported"]),
+        ],
+        add_verbs=add_backup_verbs,
+        by_name=False,
+    ),
+    Resource(
+        name="checkpoint",
+        path="/api/v1/checkpoints/",
+        columns=[
+            ("ID", lambda c: c["id"]),
+            ("LABEL", lambda c: c.get("label", "")),
+            ("SNAPSHOT", lambda c: c.get("snapshot", "")),
+            ("AUTO", lambda c: "yes" if c.get("automatic") else ""),
+            ("SIZE", lambda c: _size(c.get("size"))),
+            ("CREATED", lambda c: _when(c.get("created_at"))),
+        ],
+        filters=[Filter("--sandbox", "sandbox", "the sandbox whose checkpoints to list (its id or name)", required=True)],
+        add_verbs=add_checkpoint_verbs,
+        by_name=False,
+        paged=False,
+    ),
 ]
+SANDBOXES, BACKUPS, CHECKPOINTS = RESOURCES
 
 # --- argument parsing ----------------------------------------------------------------------
 
@@ -160,7 +291,7 @@ def build_parser() -> Parser:
         sub = r.add_subparsers(dest="verb", required=True, metavar="COMMAND", parser_class=Parser)
         listing = sub.add_parser("list", help=f"the {resource.many} you may see", parents=[COMMON])
         for f in resource.filters:
-            listing.add_argument(f.flag, dest=f"filter_{f.param}", choices=f.choices, help=f.help)
+            listing.add_argument(f.flag, dest=f"filter_{f.param}", choices=f.choices, help=f.help, required=f.required)
         listing.set_defaults(func=cmd_list, resource=resource)
         show = sub.add_parser("show", help=f"one {resource.name}", parents=[COMMON])
         show.add_argument("id", help=f"the {resource.name}'s id" + (" or name" if resource.by_name else ""))
@@ -272,9 +403,11 @@ def team_id(api: Api, ref: str) -> int:
 def cmd_list(api: Api, args) -> int:
     r: Resource = args.resource
     params = {f.param: getattr(args, f"filter_{f.param}") for f in r.filters}
-    if r.name == "sandbox" and params.get("team") and not str(params["team"]).isdigit():
+    if params.get("team") and not str(params["team"]).isdigit():
         params["team"] = team_id(api, params["team"])
-    rows = list(api.pages(r.path, **params))
+    if params.get("sandbox"):
+        params["sandbox"] = find(api, SANDBOXES, str(params["sandbox"]))["id"]
+    rows = list(api.pages(r.path, **params)) if r.paged else api.get(r.path, **params)
     emit(args, rows, lambda: table(rows, r.columns) if rows else f"No {r.many}.")
     return 0
 
@@ -417,6 +550,212 @@ def cmd_logs(api: Api, args) -> int:
             return 0
         if "since" not in params:
             params["tail"] = 0  # no line came: only what is written from now on
+
+
+# --- backups and checkpoints --------------------------------------------------------------
+
+
+def poll(api: Api, url: str, done: Callable[[dict], bool], *, timeout: float, what: str) -> dict:
+    """GET `url` until `done` says so; ClientError when time runs out."""
+    deadline = time.monotonic() + timeout
+    delay = 0.25
+    while True:
+        found = api.get(url)
+        if done(found):
+            return found
+        if time.monotonic() > deadline:
+            raise ClientError(f"Gave up waiting for the {what} after {timeout:g} s: it is {found.get('status', '?')}.")
+        time.sleep(delay)
+        delay = min(delay * 1.5, 2.0)
+
+
+def _backup_ended(api: Api, url: str, *, timeout: float, what: str) -> dict:
+    backup = poll(api, url, lambda b: b.get("status") != "running", timeout=timeout, what=what)
+    if backup.get("status") != "done":
+        raise ClientError(f"The {what} failed: {backup.get('detail') or 'no reason given'}")
+    return backup
+
+
+def cmd_backup(api: Api, args) -> int:
+    sandbox = find(api, args.resource, args.id)
+    answer = api.post("/api/v1/backups/", {"sandbox": sandbox["id"]})
+    backup = answer["backup"]
+    say(f"Backing up {sandbox['name']} to {backup['file_name']} (backup {backup['id']}).")
+    if args.wait:
+        backup = _backup_ended(api, answer["url"], timeout=args.timeout, what=f"backup of {sandbox['name']}")
+        say(f"Written: {_size(backup.get('size_bytes'))}, sha256 {backup.get('sha256', '')}.")
+    emit(args, backup, lambda: details(backup))
+    return 0
+
+
+def _backup(api: Api, ref: str) -> dict:
+    return find(api, BACKUPS, ref)
+
+
+def _output(path: str, force: bool) -> str:
+    if os.path.lexists(path) and not force:
+        raise ClientError(f"{path} exists: give another -o, or --force to replace it.")
+    return path
+
+
+def cmd_backup_download(api: Api, args) -> int:
+    backup = _backup(api, args.id)
+    if backup.get("status") != "done":
+        raise ClientError(f"Backup {backup['id']} is {backup.get('status')}: only a finished backup has a file.")
+    url = f"{BACKUPS.path}{backup['id']}/download/"
+    if args.output == "-":
+        size, sha256 = api.download(url, sys.stdout.buffer)
+        sys.stdout.buffer.flush()
+    else:
+        # Its own name as the panel gave it, never a path: a name with a slash is not followed.
+        target = _output(args.output or os.path.basename(str(backup.get("file_name") or f"backup-{backup['id']}.tar.gz")), args.force)
+        partial = f"{target}.part"
+        try:
+            with open(partial, "wb") as out:
+                size, sha256 = api.download(url, out)
+            if backup.get("sha256") and sha256 != backup["sha256"]:
+                raise ClientError(f"The download's SHA-256 is {sha256}, not the backup's {backup['sha256']}: nothing was kept.")
+            os.replace(partial, target)
+        finally:
+            if os.path.exists(partial):
+                os.unlink(partial)
+        say(f"Wrote {target}: {_size(size)}, sha256 {sha256}.")
+    if args.output == "-" and backup.get("sha256") and sha256 != backup["sha256"]:
+        raise ClientError(f"The download's SHA-256 is {sha256}, not the backup's {backup['sha256']}.")
+    return 0
+
+
+def _confirm(name: str, yes: bool, prompt: str) -> str:
+    """The name typed (as the page asks for it), or given with --yes; the panel checks it."""
+    if yes:
+        return name
+    if sys.stdin.isatty():
+        print(f"{prompt} Type its name to confirm: ", end="", file=sys.stderr, flush=True)
+    return sys.stdin.readline().strip()
+
+
+def cmd_backup_restore(api: Api, args) -> int:
+    backup = _backup(api, args.id)
+    body: dict[str, Any] = {"into": args.into, "drop_outside_links": args.drop_outside_links}
+    if args.into == "self":
+        name = str(backup.get("sandbox_name", ""))
+        body["confirm_name"] = _confirm(name, args.yes, f"This replaces {visible(name)}'s files with the backup's.")
+    else:
+        if not args.name:
+            raise ClientError("--into new needs --name, the new sandbox's name.")
+        body["new_name"] = args.name
+        body["team"] = team_id(api, args.team) if args.team else (backup.get("team") or {}).get("id")
+    answer = api.post(f"{BACKUPS.path}{backup['id']}/restore/", body)
+    restore = answer["restore"]
+    say(f"Restoring backup {backup['id']} (restore {restore['id']}).")
+    if args.wait:
+        restore = poll(api, answer["url"], lambda r: r.get("status") != "running", timeout=args.timeout, what="restore")
+        if restore.get("status") != "done":
+            raise ClientError(f"The restore {restore.get('status')}: {restore.get('detail') or 'no reason given'}")
+    emit(args, restore, lambda: details(restore))
+    return 0
+
+
+def cmd_backup_verify(api: Api, args) -> int:
+    backup = _backup(api, args.id)
+    before = backup.get("verified_at")
+    answer = api.post(f"{BACKUPS.path}{backup['id']}/verify/")
+    say(f"Verifying backup {backup['id']}.")
+    result = answer.get("backup", backup)
+    if args.wait:
+        result = poll(api, answer["url"], lambda b: b.get("verified_at") not in (None, before), timeout=args.timeout, what="verify")
+        if not result.get("verified_ok"):
+            emit(args, result, lambda: details(result))
+            raise ClientError(f"Backup {backup['id']} failed its check: {result.get('verify_detail') or 'no reason given'}")
+    emit(args, result, lambda: details(result))
+    return 0
+
+
+def cmd_backup_cancel(api: Api, args) -> int:
+    backup = _backup(api, args.id)
+    answer = api.post(f"{BACKUPS.path}{backup['id']}/cancel/")
+    emit(args, answer, lambda: f"Backup {backup['id']}: cancel asked.")
+    return 0
+
+
+def cmd_delete(api: Api, args) -> int:
+    r: Resource = args.resource
+    obj = find(api, r, args.id)
+    api.delete(f"{r.path}{obj['id']}/")
+    emit(args, {"deleted": obj["id"]}, lambda: f"Deleted {r.name} {obj['id']}.")
+    return 0
+
+
+def cmd_checkpoint(api: Api, args) -> int:
+    sandbox = find(api, args.resource, args.id)
+    made = api.post(CHECKPOINTS.path, {"sandbox": sandbox["id"], "label": args.label})
+    emit(args, made, lambda: details(made))
+    return 0
+
+
+def cmd_checkpoint_rollback(api: Api, args) -> int:
+    checkpoint = find(api, args.resource, args.id)
+    sandbox = api.get(f"{SANDBOXES.path}{checkpoint['sandbox']}/")
+    typed = _confirm(sandbox["name"], args.yes, f"This puts {visible(sandbox['name'])} back to checkpoint {checkpoint['snapshot']}.")
+    if typed != sandbox["name"]:
+        raise ClientError(f"Not rolled back: type {sandbox['name']} exactly to confirm.")
+    answer = api.post(f"{CHECKPOINTS.path}{checkpoint['id']}/rollback/")
+    say(f"Rolled back; what was there is checkpoint {answer['before']['id']} ({answer['before']['snapshot']}).")
+    emit(args, answer, lambda: details(answer["sandbox"]))
+    return 0
+
+
+def _limit(text: str | None, empty: str, flag: str) -> int | None | str:
+    """An option's number; None for `empty` (none, default); "" when the option was not given."""
+    if text is None:
+        return ""
+    if text.strip().lower() == empty:
+        return None
+    if not text.strip().isdigit():
+        raise ClientError(f"{flag}: a whole number, or {empty}; not {text!r}.")
+    return int(text)
+
+
+def cmd_schedule(api: Api, args) -> int:
+    sandbox = find(api, args.resource, args.id)
+    url = f"{SANDBOXES.path}{sandbox['id']}/backup-schedule/"
+    keep_last, keep_days = _limit(args.keep_last, "none", "--keep-last"), _limit(args.keep_days, "none", "--keep-days")
+    if args.off:
+        if args.at or keep_last != "" or keep_days != "":
+            raise ClientError("--off turns it off and changes nothing else: give the other options without it.")
+        api.delete(url)
+    elif args.on or args.at or keep_last != "" or keep_days != "":
+        now = api.get(url)
+        at = args.at or now.get("at")
+        if not at:
+            raise ClientError(f"{sandbox['name']} has no daily backup yet: give --at HH:MM.")
+        body = {
+            "enabled": True,
+            "at": at,
+            "keep_last": now.get("keep_last") if keep_last == "" else keep_last,
+            "keep_days": now.get("keep_days") if keep_days == "" else keep_days,
+        }
+        api.put(url, body)
+    shown = api.get(url)
+    emit(args, shown, lambda: details(shown) if shown.get("configured") else f"{sandbox['name']} has no daily backup.")
+    return 0
+
+
+def cmd_retention(api: Api, args) -> int:
+    sandbox = find(api, args.resource, args.id)
+    url = f"{SANDBOXES.path}{sandbox['id']}/checkpoint-retention/"
+    keep_last, keep_days = _limit(args.keep_last, "default", "--keep-last"), _limit(args.keep_days, "none", "--keep-days")
+    now = api.get(url)
+    if keep_last != "" or keep_days != "":
+        body = {
+            "keep_last": now.get("keep_last") if keep_last == "" else keep_last,
+            "keep_days": now.get("keep_days") if keep_days == "" else keep_days,
+        }
+        now = api.put(url, body)
+        if now.get("removed"):
+            say(f"{now['removed']} checkpoint(s) beyond the new rule went.")
+    emit(args, now, lambda: details(now))
+    return 0
 
 
 def is_private(url: str) -> bool:

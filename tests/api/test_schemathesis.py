@@ -12,6 +12,7 @@ import schemathesis
 from django.conf import settings as settings_module
 from django.core.signals import request_finished, request_started
 from django.db import close_old_connections
+from django_otp.plugins.otp_totp.models import TOTPDevice
 from hypothesis import HealthCheck, given, seed, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.generation import GenerationMode
@@ -25,7 +26,7 @@ pytestmark = pytest.mark.django_db
 
 CHECKS = [not_a_server_error, response_schema_conformance, status_code_conformance, content_type_conformance]
 SEED = 20261207
-EXAMPLES = 10  # per operation and mode: 68 operations x 2 x 8 configurations, about 3 minutes in all
+EXAMPLES = 10  # per operation and mode: 87 operations x 2 x 8 configurations, about 3 minutes in all
 
 
 @pytest.fixture
@@ -135,6 +136,32 @@ SECOND_SLICE = {
 }
 
 
+# A sandbox's and a team's standing rules: its daily backup and checkpoint retention, the team's
+# second-factor rule, resource policy and freeze; the security checklist; the page's read-only
+# cards (refused connections, files changed lately, disk use).
+THIRD_SLICE = {
+    "GET /api/v1/sandboxes/{pk}/backup-schedule/",
+    "PUT /api/v1/sandboxes/{pk}/backup-schedule/",
+    "DELETE /api/v1/sandboxes/{pk}/backup-schedule/",
+    "GET /api/v1/sandboxes/{pk}/checkpoint-retention/",
+    "PUT /api/v1/sandboxes/{pk}/checkpoint-retention/",
+    "PUT /api/v1/teams/{pk}/second-factor/",
+    "POST /api/v1/teams/{pk}/freeze/",
+    "GET /api/v1/teams/{pk}/policy/",
+    "PUT /api/v1/teams/{pk}/policy/",
+    "GET /api/v1/teams/{pk}/checklist/",
+    "POST /api/v1/teams/{pk}/checklist/",
+    "PUT /api/v1/teams/{pk}/checklist/{item}/",
+    "DELETE /api/v1/teams/{pk}/checklist/{item}/",
+    "GET /api/v1/sandboxes/{pk}/checklist/",
+    "PUT /api/v1/sandboxes/{pk}/checklist/{item}/",
+    "GET /api/v1/sandboxes/{pk}/refused/",
+    "GET /api/v1/sandboxes/{pk}/refused/grouped/",
+    "GET /api/v1/sandboxes/{pk}/activity/",
+    "GET /api/v1/sandboxes/{pk}/storage/",
+}
+
+
 def _rows_to_hit(sandbox) -> None:
     """Rows of each kind the second slice reads, beside the random ids: a finished backup with its
     file and a restore of it, a checkpoint row (the fast tier has no storage pool: acting on it is
@@ -163,7 +190,7 @@ def _rows_to_hit(sandbox) -> None:
     Sandbox.objects.filter(pk=sandbox.pk).update(on_hold=True)  # as incident_declare holds it
 
 
-OPERATIONS = FIRST_SLICE | SECOND_SLICE
+OPERATIONS = FIRST_SLICE | SECOND_SLICE | THIRD_SLICE
 
 
 @schemathesis.serializer("application/x-ndjson")
@@ -222,6 +249,9 @@ def test_the_served_schema_holds_for_every_operation(
         user = django_user_model.objects.create_superuser("fuzz-root", password="pw-123456789")
     else:
         user = member(django_user_model, f"fuzz-{role}", team, role)
+    # A confirmed second factor: a generated "required: true" for the team must not turn the
+    # token away for the rest of the run (a member without one is refused, as intended).
+    TOTPDevice.objects.create(user=user, name="fuzz", confirmed=True)
     token = {"Authorization": f"Bearer {token_for(user, scope or 'read')}"}
     schema = schemathesis.openapi.from_wsgi("/api/schema/?format=json", application, headers=token)
     assert schema.raw_schema["openapi"] == "3.1.0"

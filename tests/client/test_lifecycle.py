@@ -1,17 +1,22 @@
 """The client drives a whole lifecycle against a running panel (Daphne, a real Celery worker, the
 real Docker engine): create and wait until it runs, read the output the container printed (and
 follow it until the sandbox stops), stop, start, destroy after typing the name; the audit trail
-has each of those, by the token's user, through the API and the token."""
+has each of those, by the token's user, through the API and the token. A backup is written,
+listed, downloaded and restored into a new sandbox the same way."""
 
+import hashlib
+import json
 import socket
 import subprocess
 import sys
+import tarfile
 import threading
 import time
 
 import pytest
 
 from audit.models import AuditEvent
+from backups.models import Backup, Restore
 from sandboxes.models import Sandbox
 from tests.api.helpers import token_for
 from tests.support.docker import TEST_IMAGE, docker_cli
@@ -91,6 +96,43 @@ def test_a_whole_lifecycle_from_the_command_line(panel_server, admin_user, team,
     by_token = [e.action for e in events if e.actor_id == admin_user.pk and e.details.get("token") == prefix]
     for action in ("sandbox.create", "sandbox.stop", "sandbox.start", "sandbox.destroy"):
         assert action in by_token, (action, by_token)
+
+
+def test_a_backup_is_written_listed_downloaded_and_restored_from_the_command_line(
+    panel_server, admin_user, make_sandbox, clean_docker, tmp_path
+):
+    sandbox = make_sandbox("cli-kept", network_mode="none")
+    (sandbox.workspace_path / "Projects" / "plan.md").write_text("the plan\n")
+    token = token_for(admin_user, "operate")
+    prefix = "_".join(token.split("_")[:2])
+    run = lambda *args, **kw: ccpanel(*args, url=panel_server, token=token, **kw)  # noqa: E731
+
+    code, out, err = run("sandbox", "backup", "cli-kept", "--wait", "--timeout", "120", "--json")
+    assert code == 0, err
+    shown = json.loads(out)
+    backup = Backup.objects.get(pk=shown["id"])
+    assert backup.status == "done" and shown["status"] == "done" and shown["sha256"] == backup.sha256 and backup.path.exists()
+
+    code, out, err = run("backup", "list", "--sandbox", "cli-kept", "--json")
+    assert code == 0 and [b["id"] for b in json.loads(out)] == [backup.pk], err
+
+    target = tmp_path / "kept.tar.gz"
+    code, _out, err = run("backup", "download", str(backup.pk), "-o", str(target))
+    assert code == 0, err
+    assert hashlib.sha256(target.read_bytes()).hexdigest() == backup.sha256
+    with tarfile.open(target) as archive:
+        member = archive.extractfile("workspace/Projects/plan.md")
+        assert member is not None and member.read() == b"the plan\n"
+
+    code, out, err = run("backup", "restore", str(backup.pk), "--into", "new", "--name", "cli-kept-copy", "--wait", "--timeout", "180")
+    assert code == 0, err
+    restore = Restore.objects.get(backup=backup)
+    assert restore.status == "done" and restore.into_new
+    copy = Sandbox.objects.get(name="cli-kept-copy")
+    assert (copy.workspace_path / "Projects" / "plan.md").read_text() == "the plan\n"
+
+    events = set(AuditEvent.objects.filter(details__via="api", details__token=prefix).values_list("action", flat=True))
+    assert {"backup.requested", "backup.downloaded", "backup.restore_requested"} <= events, events
 
 
 @pytest.fixture
