@@ -489,6 +489,7 @@ def add_tree(writer: ArchiveWriter, dir_fd: int, prefix: str) -> None:
     st = os.fstat(dir_fd)
     writer.add_dir(prefix, mode=st.st_mode, mtime=st.st_mtime)
     walk = fdwalk.Walk(dir_fd, prefix, sort=True, max_depth=MAX_DEPTH)
+    linked: dict[tuple[int, int], str] = {}  # (device, inode) of a file with links -> where it was archived
     for parent, name, path, st in walk:
         if problem := name_problem(path):
             writer.skipped.append(f"{fdwalk.display_name(path)!r}: {problem}")  # a restore would refuse it
@@ -507,13 +508,23 @@ def add_tree(writer: ArchiveWriter, dir_fd: int, prefix: str) -> None:
                 continue
             writer.add_symlink(path, target, mtime=st.st_mtime)
         elif stat.S_ISREG(st.st_mode):
-            _add_regular(writer, parent, name, path)
+            _add_regular(writer, parent, name, path, linked)
         else:
             writer.skipped.append(path)
     writer.skipped += walk.skipped
 
 
-def _add_regular(writer: ArchiveWriter, dir_fd: int, name: str, path: str) -> None:
+# The most files with several links one add_tree remembers (a few hundred bytes each); past
+# it, further ones are archived as copies (still within the backup's byte cap).
+MAX_LINKED = 200_000
+
+
+def _add_regular(writer: ArchiveWriter, dir_fd: int, name: str, path: str, linked: dict[tuple[int, int], str]) -> None:
+    """A regular file; a further name of a file already archived in this tree (a hard link) is
+    archived as a link to it, not as another copy: a file of the quota's size linked 10,000
+    times would otherwise make an archive, and a read, of 10,000 times the quota (the evidence
+    archive has no byte cap). A restore makes the link a copy again, counted against its byte
+    limit."""
     # O_NONBLOCK: a FIFO swapped in after the scan cannot hang the open; fstat judges what opened.
     try:
         fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
@@ -525,12 +536,18 @@ def _add_regular(writer: ArchiveWriter, dir_fd: int, name: str, path: str) -> No
         if not stat.S_ISREG(st.st_mode):
             writer.skipped.append(path)
             return
+        key = (st.st_dev, st.st_ino)
+        if st.st_nlink > 1 and key in linked:
+            writer.add_hardlink(path, linked[key], mode=st.st_mode, mtime=st.st_mtime)
+            return
         # Fewer blocks than bytes: there may be holes, and the file is archived without them.
         segments = data_segments(fd, st.st_size) if st.st_blocks * 512 < st.st_size else None
         if segments is None:
             writer.add_file_fd(path, fd, size=st.st_size, mode=st.st_mode, mtime=st.st_mtime)
         else:
             writer.add_sparse_fd(path, fd, size=st.st_size, segments=segments, mode=st.st_mode, mtime=st.st_mtime)
+        if st.st_nlink > 1 and len(linked) < MAX_LINKED:
+            linked[key] = path
     finally:
         os.close(fd)
 

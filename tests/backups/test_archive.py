@@ -276,3 +276,42 @@ def test_restoring_many_links_and_deep_folders_takes_linear_time(ram_path):
     archive.extract(str(ram_path / "many.tar.gz"), str(dest), areas=AREAS, limits=archive.Limits())
     assert time.monotonic() - started < 20  # quadratic, this took minutes
     assert os.readlink(dest / "workspace/Projects/l4999") == "f4999"
+
+
+def test_a_file_linked_many_times_is_archived_once_and_restored_as_copies(tmp_path):
+    """A hard link is archived as a link to the first name of its file, not as one more copy: a
+    file of the quota's size linked thousands of times made an archive (and a read) of thousands
+    of times the quota. A link to a file of another folder stays a copy (a restore looks for a
+    link's target in its own folder only)."""
+    src, other = tmp_path / "src", tmp_path / "other"
+    (src / "sub").mkdir(parents=True)
+    other.mkdir()
+    data = os.urandom(1024 * 1024)
+    (src / "a.bin").write_bytes(data)
+    for n in range(40):
+        os.link(src / "a.bin", src / "sub" / f"l{n}")
+    os.link(src / "a.bin", other / "away")
+    out = tmp_path / "t.tar.gz"
+    with archive.ArchiveWriter(str(out)) as writer:
+        archive.add_tree(writer, os.open(src, os.O_RDONLY | os.O_DIRECTORY), "workspace/Projects")
+        archive.add_tree(writer, os.open(other, os.O_RDONLY | os.O_DIRECTORY), "workspace/shared")
+        writer.commit({"sandbox": CONFIG}, mtime=time.time())
+        assert writer.done.bytes == 2 * len(data)  # read twice (once per folder), not 42 times
+    assert out.stat().st_size < 3 * len(data)
+    checked = archive.verify(str(out))
+    assert checked.ok, checked.problems
+    with tarfile.open(out) as tar:
+        links = {m.name: m.linkname for m in tar.getmembers() if m.islnk()}
+    assert links == {f"workspace/Projects/sub/l{n}": "workspace/Projects/a.bin" for n in range(40)}
+
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    archive.extract(str(out), str(dest), areas=AREAS, limits=archive.Limits())
+    for n in range(40):
+        assert (dest / "workspace/Projects/sub" / f"l{n}").read_bytes() == data
+    assert (dest / "workspace/shared/away").read_bytes() == data
+    # The restore still counts every copy it writes: 42 MB do not fit in a 10 MB limit.
+    again = tmp_path / "again"
+    again.mkdir()
+    with pytest.raises(archive.Refused):
+        archive.extract(str(out), str(again), areas=AREAS, limits=archive.Limits(bytes=10 * 1024 * 1024))
