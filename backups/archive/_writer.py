@@ -259,6 +259,10 @@ class Progress:
     bytes: int = 0
 
 
+def _shown(skipped: list[str]) -> list[str]:
+    return skipped.shown() if isinstance(skipped, fdwalk.Noted) else list(skipped)
+
+
 class ArchiveWriter:
     """Write one archive to `final_path`, atomically. Use as a context manager: leaving the
     block with an exception removes the temporary file; `commit()` makes it the real one.
@@ -275,7 +279,7 @@ class ArchiveWriter:
         self._reading = 0  # bytes of the member being added, read so far
         self._since_tick = 0
         self.count = 0
-        self.skipped: list[str] = []
+        self.skipped: list[str] = fdwalk.Noted()
         self._spool: IO[bytes] | None = None  # one entry per line: memory stays flat whatever the count
         self.done = Progress()
         self._file: IO[bytes] | None = None
@@ -406,7 +410,7 @@ class ArchiveWriter:
         name. Returns (the archive's size, its sha256)."""
         tar, gzip_out, file, spool = _opened(self._tar), _opened(self._gzip), _opened(self._file), _opened(self._spool)
         with tempfile.TemporaryFile(dir=self.folder) as body:
-            _write_manifest(body, dict(manifest, format=FORMAT, skipped=self.skipped, count=self.count), spool)
+            _write_manifest(body, dict(manifest, format=FORMAT, skipped=_shown(self.skipped), count=self.count), spool)
             info = self._info(MANIFEST, tarfile.REGTYPE, 0o644, mtime, body.tell())
             body.seek(0)
             tar.addfile(info, body)
