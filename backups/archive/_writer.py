@@ -518,9 +518,10 @@ def add_tree(writer: ArchiveWriter, dir_fd: int, prefix: str) -> None:
     writer.skipped += walk.skipped
 
 
-# The most files with several links one add_tree remembers (a few hundred bytes each); past
-# it, further ones are archived as copies (still within the backup's byte cap).
-MAX_LINKED = 200_000
+# The most files with several links one add_tree remembers (each its path: up to 4 KB deep
+# down, so at most some 80 MB); past it, further ones are archived as copies (still within the
+# backup's byte cap).
+MAX_LINKED = 20_000
 
 
 def _add_regular(writer: ArchiveWriter, dir_fd: int, name: str, path: str, linked: dict[tuple[int, int], str]) -> None:
