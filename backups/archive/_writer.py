@@ -345,12 +345,14 @@ class ArchiveWriter:
         tar.addfile(info)
         self._added({"path": path, "type": "symlink", "target": target})
 
-    def add_hardlink(self, path: str, target: str, *, mode: int, mtime: float) -> None:
+    def add_hardlink(self, path: str, target: str, *, mode: int, mtime: float, size: int = 0) -> None:
+        """A hard link to `target`, archived before it. `size`: its file's data, counted in what
+        the archive unpacks to (a restore makes the link a copy), though none is read."""
         tar = _opened(self._tar)
         info = self._info(path, tarfile.LNKTYPE, mode, mtime)
         info.linkname = target
         tar.addfile(info)
-        self._added({"path": path, "type": "hardlink", "target": target})
+        self._added({"path": path, "type": "hardlink", "target": target}, size)
 
     def add_file_fd(self, path: str, fd: int, *, size: int, mode: int, mtime: float) -> str:
         """Add `size` bytes read from `fd`; returns their sha256."""
@@ -529,7 +531,7 @@ def _add_regular(writer: ArchiveWriter, dir_fd: int, name: str, path: str, linke
     archived as a link to it, not as another copy: a file of the quota's size linked 10,000
     times would otherwise make an archive, and a read, of 10,000 times the quota (the evidence
     archive has no byte cap). A restore makes the link a copy again, counted against its byte
-    limit."""
+    limit (and is counted as that copy in what the backup unpacks to)."""
     # O_NONBLOCK: a FIFO swapped in after the scan cannot hang the open; fstat judges what opened.
     try:
         fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
@@ -543,7 +545,9 @@ def _add_regular(writer: ArchiveWriter, dir_fd: int, name: str, path: str, linke
             return
         key = (st.st_dev, st.st_ino)
         if st.st_nlink > 1 and key in linked:
-            writer.add_hardlink(path, linked[key], mode=st.st_mode, mtime=st.st_mtime)
+            # Counted as the copy a restore makes of it (the restore's room for staging is what
+            # the backup unpacks to), but neither read nor written again.
+            writer.add_hardlink(path, linked[key], mode=st.st_mode, mtime=st.st_mtime, size=min(st.st_blocks * 512, st.st_size))
             return
         # Fewer blocks than bytes: there may be holes, and the file is archived without them.
         segments = data_segments(fd, st.st_size) if st.st_blocks * 512 < st.st_size else None
