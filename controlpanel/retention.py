@@ -15,7 +15,12 @@ def beyond_keeping(
     neither rule set, nothing goes."""
     if keep_last is None and keep_days is None:
         return []
-    cutoff = now - timedelta(days=keep_days) if keep_days is not None else None
+    cutoff = None
+    if keep_days is not None:
+        try:
+            cutoff = now - timedelta(days=keep_days)
+        except OverflowError:  # before the calendar begins: the age rule keeps everything
+            return []
     return [
         item
         for index, item in enumerate(newest_first)

@@ -286,21 +286,22 @@ def _put_back(incident: Incident, sandbox: Sandbox) -> str | None:
 # --- the steps (in a task) --------------------------------------------------------------------------
 
 
-def incident_step_perform(*, incident_id: int) -> None:
-    """Run the incident's current step, if it is running and its claim is free to take."""
+def incident_step_perform(*, incident_id: int) -> bool:
+    """Run the incident's current step, if it is running and its claim is free to take. False
+    when the task's soft time limit stopped it: the task is killed soon (see snapshot_group)."""
     incident = (
         Incident.objects.select_related("sandbox__team", "backup", "reset_backup").filter(pk=incident_id, state=STATE.RUNNING).first()
     )
     if incident is None or incident.step == STEP.CLOSE:
-        return
+        return True
     sandbox = take_run(incident.sandbox_id, JOB)
     if sandbox is None:
-        return
+        return True
     if sandbox.attempts > settings.SANDBOX_MAX_ATTEMPTS:
         _step_end(
             incident, sandbox, ok=False, detail=f"Given up after {settings.SANDBOX_MAX_ATTEMPTS} attempts: its worker stopped each time."
         )
-        return
+        return True
     with heartbeat(sandbox.pk, JOB):
         try:
             status = STEPS[incident.step](incident, sandbox)
@@ -310,11 +311,13 @@ def incident_step_perform(*, incident_id: int) -> None:
             _step_end(incident, sandbox, ok=False, detail=f"{incident.step} was refused: {' '.join(exc.problems)}")
         except SoftTimeLimitExceeded:
             _step_end(incident, sandbox, ok=False, detail=f"{incident.step} took longer than its task's time limit and was stopped.")
+            return False
         except Exception as exc:  # a step always ends; the log has the traceback
             log.exception("incident %s step %s failed unexpectedly", incident.pk, incident.step)
             _step_end(incident, sandbox, ok=False, detail=f"{incident.step} failed unexpectedly ({type(exc).__name__}: {exc}).")
         else:
             _step_end(incident, sandbox, ok=True, detail="", status=status)
+    return True
 
 
 def _step_end(incident: Incident, sandbox: Sandbox, *, ok: bool, detail: str, status: str | None = None) -> None:
@@ -530,23 +533,29 @@ STEPS: dict[str, Callable[[Incident, Sandbox], str | None]] = {
 
 def snapshot_group(group: str, *, host_name: str | None = None, wait: float = 60.0) -> int:
     """Snapshot a team-wide freeze's sandboxes one after another, each once its pause is done:
-    those on `host_name` (the host whose queue this runs from), or all (a task from before hosts)."""
+    those on `host_name` (the host whose queue this runs from), or all (a task from before hosts).
+    Returns how many were snapshotted here. Once the task's soft time limit has stopped one (the
+    evidence archive has no cap of its own), the rest are queued each as a job of its own, with
+    its own time limits: run here, they would be killed half-way by the hard limit a minute later."""
     done = 0
+    out_of_time = False
     incidents = Incident.objects.filter(group=group).order_by("sandbox_name")
     if host_name:
         incidents = incidents.filter(sandbox__host__name=host_name)
     for incident in incidents:
-        deadline = time.monotonic() + wait
+        deadline = time.monotonic() + (0 if out_of_time else wait)
         while incident.step == STEP.DECLARE and incident.state == STATE.RUNNING and time.monotonic() < deadline:
             time.sleep(0.2)
             incident.refresh_from_db()
         if not (incident.step == STEP.DECLARE and incident.state == STATE.DONE):
             continue
         try:
-            incident_advance(actor=SystemActor("team freeze"), incident=incident, step=STEP.SNAPSHOT, enqueue=False)
+            incident_advance(actor=SystemActor("team freeze"), incident=incident, step=STEP.SNAPSHOT, enqueue=out_of_time)
         except SandboxError as exc:
             _event(incident, f"The snapshot could not start: {exc}", failed=True, step=STEP.SNAPSHOT)
             continue
-        incident_step_perform(incident_id=incident.pk)
+        if out_of_time:
+            continue
+        out_of_time = not incident_step_perform(incident_id=incident.pk)
         done += 1
     return done

@@ -135,11 +135,12 @@ def _container(sandbox: Sandbox) -> Check:
 def _disk(sandbox: Sandbox) -> Check:
     """The disk quota: there (a subvolume of the storage pool), and not nearly used up. A sandbox
     with a writable root file system is also told whether its container layer is bounded: the
-    quota covers its folders and home, never what it writes elsewhere in its root."""
+    quota covers its folders and home, never what it writes elsewhere in its root. Its writable
+    extra mounts are named too: host folders outside the pool, which no quota bounds."""
     from storage import pool
 
     label = "The sandbox's disk use is bounded"
-    layer = _layer(sandbox)
+    layer = "; ".join(filter(None, [_layer(sandbox), _writable_mounts(sandbox)]))
     if not sandbox.in_pool:
         said = "no disk quota: plain folders (no storage pool), so it can fill the disk they are on"
         return Check(label, False, "; ".join(filter(None, [said, layer])))
@@ -153,6 +154,14 @@ def _disk(sandbox: Sandbox) -> Check:
         said += ": nearly full; free space, delete checkpoints or raise the quota"
         return Check(label, False, "; ".join(filter(None, [said, layer])))
     return Check(label, True, "; ".join(filter(None, [said, layer])))
+
+
+def _writable_mounts(sandbox: Sandbox) -> str:
+    """The writable extra mounts (host folders an admin allowed, outside the storage pool), or ""."""
+    writable = [m.container_path for m in sandbox.mounts.all() if not m.read_only]
+    if not writable:
+        return ""
+    return f"what it writes in {', '.join(writable)} (extra mounts of host folders, writable) is on the host's disk, outside any quota"
 
 
 def _layer(sandbox: Sandbox) -> str:

@@ -5,7 +5,8 @@ of 100,000 subfolders cannot exhaust the process's descriptors).
     for parent_fd, name, path, st in walk(fd, "Projects"):
         ...   # st is the lstat of `path`; open files relative to parent_fd, with O_NOFOLLOW
 
-Folders come before what they hold (depth first, in name order when `sort`); a folder that
+Folders come before what they hold (depth first, in name order when `sort`, for a folder of at
+most SORTED_MOST entries: a bigger one is read a block at a time); a folder that
 cannot be opened is reported in `skipped` (the caller says so) instead of silently left out.
 """
 
@@ -19,6 +20,38 @@ DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 def display_name(name: str) -> str:
     """A name as text that can always be shown: bytes that are not UTF-8 become U+FFFD."""
     return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+class Noted(list):
+    """A list of what a walk (or an archive) left out that keeps the first MOST and counts the
+    rest: one name a FIFO, some 2,900 a MB of quota, each up to 4 KB long, would otherwise take
+    a worker's memory (and the manifest it is written into) without bound."""
+
+    MOST = 1000
+
+    def __init__(self, items=()):
+        super().__init__()
+        self.more = 0
+        self.extend(items)
+
+    def append(self, item) -> None:
+        if len(self) < self.MOST:
+            super().append(item)
+        else:
+            self.more += 1
+
+    def extend(self, items) -> None:
+        for item in items:
+            self.append(item)
+        self.more += getattr(items, "more", 0)
+
+    def __iadd__(self, items):  # type: ignore[misc]
+        self.extend(items)
+        return self
+
+    def shown(self) -> list[str]:
+        """The names kept, and how many more there were."""
+        return [*self, *([f"... and {self.more} more, not listed"] if self.more else [])]
 
 
 class NotAFolder(Exception):
@@ -41,10 +74,57 @@ def open_dir(name: str, dir_fd: int, *, make: bool = False) -> int:
         raise NotAFolder(f"{name}: {exc.strerror or exc}") from exc
 
 
-def _listing(fd: int, sort: bool) -> list[os.DirEntry]:
-    with os.scandir(fd) as found:
-        entries = list(found)
-    return sorted(entries, key=lambda e: e.name) if sort else entries
+# A folder is listed whole (and sorted, when asked) only up to this many entries; a bigger one
+# is read as the file system gives it, a block at a time. A sandbox can make a folder of tens of
+# millions of empty files within its quota (some 2,900 a MB): listed whole, that took every
+# walker of it (a backup, the evidence archive, the activity list) gigabytes of memory.
+SORTED_MOST = 50_000
+
+
+class _Listing:
+    """The entries of an open folder, in name order when `sort` and it holds at most
+    SORTED_MOST; else the first SORTED_MOST then the rest, as read. close() ends it early."""
+
+    def __init__(self, fd: int, sort: bool):
+        self._found: Iterator[os.DirEntry] | None = os.scandir(fd)
+        first: list[os.DirEntry] = []
+        try:
+            for entry in self._found:
+                first.append(entry)
+                if len(first) >= SORTED_MOST:
+                    break
+            else:
+                self.close()
+                if sort:
+                    first.sort(key=lambda e: e.name)
+        except BaseException:
+            self.close()
+            raise
+        self._first = iter(first)
+
+    def __iter__(self) -> "_Listing":
+        return self
+
+    def __next__(self) -> os.DirEntry:
+        entry = next(self._first, None)
+        if entry is not None:
+            return entry
+        if self._found is None:
+            raise StopIteration
+        try:
+            return next(self._found)
+        except StopIteration:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self._found is not None:
+            self._found.close()  # type: ignore[attr-defined]
+            self._found = None
+
+
+def _listing(fd: int, sort: bool) -> _Listing:
+    return _Listing(fd, sort)
 
 
 class Walk:
@@ -53,7 +133,7 @@ class Walk:
 
     def __init__(self, top_fd: int, prefix: str, *, sort: bool = False, limit: int | None = None, max_depth: int | None = None):
         self.top_fd, self.prefix, self.sort, self.limit, self.max_depth = top_fd, prefix, sort, limit, max_depth
-        self.skipped: list[str] = []
+        self.skipped: list[str] = Noted()
         self.count = 0
         self.truncated = False
         self._prune = False
@@ -69,12 +149,17 @@ class Walk:
             os.close(self.top_fd)
             self.skipped.append(self.prefix)
             return
-        stack: list[tuple[int, str, Iterator[os.DirEntry]]] = [(self.top_fd, self.prefix, iter(listing))]
+        stack: list[tuple[int, str, _Listing]] = [(self.top_fd, self.prefix, listing)]
         try:
             while stack:
                 fd, base, entries = stack[-1]
-                entry = next(entries, None)
+                try:
+                    entry = next(entries, None)
+                except OSError:  # a big folder that could not be read to its end
+                    self.skipped.append(f"{base} (could not be listed to its end)")
+                    entry = None
                 if entry is None:
+                    entries.close()
                     os.close(fd)
                     stack.pop()
                     continue
@@ -104,9 +189,10 @@ class Walk:
                         os.close(child)
                         self.skipped.append(path)
                         continue
-                    stack.append((child, path, iter(listing)))
+                    stack.append((child, path, listing))
         finally:
-            for fd, _base, _entries in stack:
+            for fd, _base, entries in stack:
+                entries.close()
                 os.close(fd)
 
 

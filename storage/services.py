@@ -13,6 +13,7 @@ import uuid as uuidlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 from django.db import transaction
@@ -176,17 +177,32 @@ def _take(actor, sandbox: Sandbox, *, label: str, automatic: bool, was_running: 
     )
 
 
-def rotate(sandbox: Sandbox) -> int:
+def _locked(sandbox: Sandbox) -> Any:
+    """Inside a transaction: the sandbox's row, locked until the transaction ends (a claim, an
+    incident's hold and a second rotation wait meanwhile), with what deleting its checkpoints
+    depends on."""
+    serialise(f"checkpoints-{sandbox.pk}")  # two rotations at once would delete one snapshot twice
+    return (
+        Sandbox.objects.select_for_update()
+        .filter(pk=sandbox.pk)
+        .values("on_hold", "pending_action", "checkpoint_keep_last", "checkpoint_keep_days")
+        .first()
+    )
+
+
+def rotate(sandbox: Sandbox, *, keep: frozenset[int] = frozenset()) -> int:
     """Delete the checkpoints the sandbox's retention no longer keeps, by the rule scheduled
     backups are rotated by (controlpanel.retention): its newest `checkpoint_keep_last`
     (SANDBOX_KEEP_CHECKPOINTS when unset; automatic ones, taken before a rollback, counted after
-    the others, so they go first) and those younger than `checkpoint_keep_days`. Never while an
-    incident holds the sandbox: what it was before the incident is what a reset may need."""
+    the others, so they go first) and those younger than `checkpoint_keep_days`; never those in
+    `keep` (a rollback's checkpoint of the present, which it has just returned to undo it with).
+    Never while an incident holds the sandbox (what it was before the incident is what a reset
+    may need), nor while a rollback runs (its target and its checkpoint of the present are in
+    use; it rotates when it is done)."""
     removed = 0
     with transaction.atomic():
-        serialise(f"checkpoints-{sandbox.pk}")  # two rotations at once would delete one snapshot twice
-        current = Sandbox.objects.filter(pk=sandbox.pk).values("on_hold", "checkpoint_keep_last", "checkpoint_keep_days").first()
-        if current is None or current["on_hold"]:
+        current = _locked(sandbox)
+        if current is None or current["on_hold"] or current["pending_action"] == J.ROLLBACK:
             return 0
         ranked = sorted(Checkpoint.objects.filter(sandbox=sandbox), key=lambda c: (not c.automatic, c.created_at, c.pk), reverse=True)
         gone = beyond_keeping(
@@ -197,6 +213,8 @@ def rotate(sandbox: Sandbox) -> int:
             taken=_taken,
         )
         for checkpoint in gone:
+            if checkpoint.pk in keep:
+                continue
             _delete(checkpoint)
             audit(
                 SystemActor("rotation"),
@@ -246,8 +264,18 @@ def checkpoint_delete(*, actor, checkpoint: Checkpoint, source_ip: str | None = 
     authorize(actor, sandbox.team, Role.OPERATOR)
     if problem := folders_problem(sandbox):  # the snapshot is on that machine: the row would go, the snapshot stay
         raise StorageError(problem)
-    _delete(checkpoint)
-    audit(actor, "sandbox.checkpoint_deleted", sandbox, {"checkpoint": checkpoint.snapshot, "label": checkpoint.label}, source_ip)
+    with transaction.atomic():
+        current = _locked(sandbox)
+        if current is None:
+            raise StorageError("That sandbox no longer exists.")
+        if current["on_hold"]:
+            raise StorageError(
+                f"{sandbox.name} is held by an open incident: its checkpoints are what it was before, kept until the incident is closed."
+            )
+        if current["pending_action"] == J.ROLLBACK:
+            raise StorageError(f"{sandbox.name} is being rolled back; delete the checkpoint when the rollback has ended.")
+        _delete(checkpoint)
+        audit(actor, "sandbox.checkpoint_deleted", sandbox, {"checkpoint": checkpoint.snapshot, "label": checkpoint.label}, source_ip)
 
 
 def rollback(*, actor, sandbox: Sandbox, checkpoint: Checkpoint, source_ip: str | None = None) -> Checkpoint:
@@ -265,6 +293,10 @@ def rollback(*, actor, sandbox: Sandbox, checkpoint: Checkpoint, source_ip: str 
     if not os.path.isdir(checkpoint_path(checkpoint)):
         raise StorageError(f"The checkpoint's snapshot {checkpoint_path(checkpoint)} is missing.")
     with _claimed(sandbox, J.ROLLBACK) as status:
+        # Deleted between the check above and the claim (nothing deletes it once the claim is
+        # taken): said now, before the container is removed.
+        if not Checkpoint.objects.filter(pk=checkpoint.pk).exists() or not os.path.isdir(checkpoint_path(checkpoint)):
+            raise StorageError(f"The checkpoint {checkpoint.snapshot} was deleted meanwhile.")
         before = _take(
             SystemActor("rollback"),
             sandbox,
@@ -294,7 +326,7 @@ def rollback(*, actor, sandbox: Sandbox, checkpoint: Checkpoint, source_ip: str 
         {"checkpoint": checkpoint.snapshot, "label": checkpoint.label, "before": before.snapshot},
         source_ip,
     )
-    rotate(sandbox)
+    rotate(sandbox, keep=frozenset({before.pk}))
     return before
 
 

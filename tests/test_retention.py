@@ -20,3 +20,10 @@ def test_the_newest_n_or_the_younger_than_d_days_are_kept_and_either_rule_keeps(
     assert gone(keep_last=8, keep_days=1) == [8, 9]  # the count rule keeps more than the age
     assert gone(keep_last=None, keep_days=None) == []  # no rule: nothing goes
     assert gone(keep_last=20, keep_days=None) == []
+
+
+def test_an_age_past_the_calendar_keeps_everything_instead_of_failing():
+    """A schedule's "keep for days" of a million (the form took any positive number) made every
+    rotation raise OverflowError: nothing was ever rotated, and each scheduled backup's task failed."""
+    assert gone(keep_last=2, keep_days=10**6) == []
+    assert gone(keep_last=None, keep_days=2**31 - 1) == []

@@ -201,14 +201,28 @@ def _sparse_head(segments: list[tuple[int, int]], size: int) -> bytes:
     return head + bytes(-len(head) % tarfile.BLOCKSIZE)
 
 
+# The most bytes of holes that merging a sparse file's map may turn into zeros to read, beyond
+# four times its data: past it the file is left out of the archive (and named in the manifest).
+SPARSE_ZEROS_MOST = 1 << 30
+
+
+class TooCutUp(Exception):
+    """data_segments: a sparse file cut into so many pieces that bounding its map would mean
+    reading terabytes of its holes as zeros."""
+
+
 def data_segments(fd: int, size: int) -> list[tuple[int, int]] | None:
     """Where a file with holes holds data, as [(offset, length)] (SEEK_DATA/SEEK_HOLE), or None
     when it is better read whole: no holes, or a file system that cannot say. Holes too short to
     matter are merged into the data around them (archived as zeros), so that however the file is
-    cut up, the map stays under SPARSE_SEGMENTS and memory stays flat."""
+    cut up, the map stays under SPARSE_SEGMENTS and memory stays flat. TooCutUp when that would
+    read more than SPARSE_ZEROS_MOST (and four times the data) of holes: 131,072 blocks of 4 KB
+    spread over 16 TB (512 MB of data) merged into one segment of 16 TB of zeros, read for
+    hours (the evidence archive has no cap)."""
     found: list[list[int]] = []
     gap = 0
     position = 0
+    data = 0  # bytes the file really holds
     while position < size:
         try:
             start = os.lseek(fd, position, os.SEEK_DATA)
@@ -219,6 +233,7 @@ def data_segments(fd: int, size: int) -> list[tuple[int, int]] | None:
             return None
         if start >= size:
             break
+        data += end - start
         if found and start - found[-1][1] <= gap:
             found[-1][1] = end
         else:
@@ -226,6 +241,9 @@ def data_segments(fd: int, size: int) -> list[tuple[int, int]] | None:
         while len(found) >= SPARSE_SEGMENTS:
             gap = max(2 * gap, 1 << 16)
             found = _merged(found, gap)
+            zeros = sum(e - s for s, e in found) - data
+            if zeros > max(SPARSE_ZEROS_MOST, 4 * data):
+                raise TooCutUp(f"a sparse file cut into too many pieces: archiving it would read {zeros} bytes of its holes")
         position = end
     if found == [[0, size]]:
         return None
@@ -259,6 +277,10 @@ class Progress:
     bytes: int = 0
 
 
+def _shown(skipped: list[str]) -> list[str]:
+    return skipped.shown() if isinstance(skipped, fdwalk.Noted) else list(skipped)
+
+
 class ArchiveWriter:
     """Write one archive to `final_path`, atomically. Use as a context manager: leaving the
     block with an exception removes the temporary file; `commit()` makes it the real one.
@@ -275,7 +297,7 @@ class ArchiveWriter:
         self._reading = 0  # bytes of the member being added, read so far
         self._since_tick = 0
         self.count = 0
-        self.skipped: list[str] = []
+        self.skipped: list[str] = fdwalk.Noted()
         self._spool: IO[bytes] | None = None  # one entry per line: memory stays flat whatever the count
         self.done = Progress()
         self._file: IO[bytes] | None = None
@@ -341,12 +363,14 @@ class ArchiveWriter:
         tar.addfile(info)
         self._added({"path": path, "type": "symlink", "target": target})
 
-    def add_hardlink(self, path: str, target: str, *, mode: int, mtime: float) -> None:
+    def add_hardlink(self, path: str, target: str, *, mode: int, mtime: float, size: int = 0) -> None:
+        """A hard link to `target`, archived before it. `size`: its file's data, counted in what
+        the archive unpacks to (a restore makes the link a copy), though none is read."""
         tar = _opened(self._tar)
         info = self._info(path, tarfile.LNKTYPE, mode, mtime)
         info.linkname = target
         tar.addfile(info)
-        self._added({"path": path, "type": "hardlink", "target": target})
+        self._added({"path": path, "type": "hardlink", "target": target}, size)
 
     def add_file_fd(self, path: str, fd: int, *, size: int, mode: int, mtime: float) -> str:
         """Add `size` bytes read from `fd`; returns their sha256."""
@@ -406,7 +430,7 @@ class ArchiveWriter:
         name. Returns (the archive's size, its sha256)."""
         tar, gzip_out, file, spool = _opened(self._tar), _opened(self._gzip), _opened(self._file), _opened(self._spool)
         with tempfile.TemporaryFile(dir=self.folder) as body:
-            _write_manifest(body, dict(manifest, format=FORMAT, skipped=self.skipped, count=self.count), spool)
+            _write_manifest(body, dict(manifest, format=FORMAT, skipped=_shown(self.skipped), count=self.count), spool)
             info = self._info(MANIFEST, tarfile.REGTYPE, 0o644, mtime, body.tell())
             body.seek(0)
             tar.addfile(info, body)
@@ -489,6 +513,7 @@ def add_tree(writer: ArchiveWriter, dir_fd: int, prefix: str) -> None:
     st = os.fstat(dir_fd)
     writer.add_dir(prefix, mode=st.st_mode, mtime=st.st_mtime)
     walk = fdwalk.Walk(dir_fd, prefix, sort=True, max_depth=MAX_DEPTH)
+    linked: dict[tuple[int, int], str] = {}  # (device, inode) of a file with links -> where it was archived
     for parent, name, path, st in walk:
         if problem := name_problem(path):
             writer.skipped.append(f"{fdwalk.display_name(path)!r}: {problem}")  # a restore would refuse it
@@ -507,13 +532,24 @@ def add_tree(writer: ArchiveWriter, dir_fd: int, prefix: str) -> None:
                 continue
             writer.add_symlink(path, target, mtime=st.st_mtime)
         elif stat.S_ISREG(st.st_mode):
-            _add_regular(writer, parent, name, path)
+            _add_regular(writer, parent, name, path, linked)
         else:
             writer.skipped.append(path)
     writer.skipped += walk.skipped
 
 
-def _add_regular(writer: ArchiveWriter, dir_fd: int, name: str, path: str) -> None:
+# The most files with several links one add_tree remembers (each its path: up to 4 KB deep
+# down, so at most some 80 MB); past it, further ones are archived as copies (still within the
+# backup's byte cap).
+MAX_LINKED = 20_000
+
+
+def _add_regular(writer: ArchiveWriter, dir_fd: int, name: str, path: str, linked: dict[tuple[int, int], str]) -> None:
+    """A regular file; a further name of a file already archived in this tree (a hard link) is
+    archived as a link to it, not as another copy: a file of the quota's size linked 10,000
+    times would otherwise make an archive, and a read, of 10,000 times the quota (the evidence
+    archive has no byte cap). A restore makes the link a copy again, counted against its byte
+    limit (and is counted as that copy in what the backup unpacks to)."""
     # O_NONBLOCK: a FIFO swapped in after the scan cannot hang the open; fstat judges what opened.
     try:
         fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
@@ -525,12 +561,24 @@ def _add_regular(writer: ArchiveWriter, dir_fd: int, name: str, path: str) -> No
         if not stat.S_ISREG(st.st_mode):
             writer.skipped.append(path)
             return
+        key = (st.st_dev, st.st_ino)
+        if st.st_nlink > 1 and key in linked:
+            # Counted as the copy a restore makes of it (the restore's room for staging is what
+            # the backup unpacks to), but neither read nor written again.
+            writer.add_hardlink(path, linked[key], mode=st.st_mode, mtime=st.st_mtime, size=min(st.st_blocks * 512, st.st_size))
+            return
         # Fewer blocks than bytes: there may be holes, and the file is archived without them.
-        segments = data_segments(fd, st.st_size) if st.st_blocks * 512 < st.st_size else None
+        try:
+            segments = data_segments(fd, st.st_size) if st.st_blocks * 512 < st.st_size else None
+        except TooCutUp as exc:
+            writer.skipped.append(f"{path} ({exc})")
+            return
         if segments is None:
             writer.add_file_fd(path, fd, size=st.st_size, mode=st.st_mode, mtime=st.st_mtime)
         else:
             writer.add_sparse_fd(path, fd, size=st.st_size, segments=segments, mode=st.st_mode, mtime=st.st_mtime)
+        if st.st_nlink > 1 and len(linked) < MAX_LINKED:
+            linked[key] = path
     finally:
         os.close(fd)
 

@@ -17,6 +17,10 @@ from .backup import backup_request
 log = logging.getLogger(__name__)
 
 
+KEEP_LAST_MAX = 1000
+KEEP_DAYS_MAX = 3650
+
+
 def schedule_set(
     *,
     actor,
@@ -36,6 +40,11 @@ def schedule_set(
         raise SandboxError("Keep at least the newest backup.")
     if keep_days is not None and keep_days < 1:
         raise SandboxError("Keep backups for at least a day.")
+    # The bounds of a sandbox's checkpoint retention (storage.services), which follows this rule.
+    if keep_last is not None and keep_last > KEEP_LAST_MAX:
+        raise SandboxError(f"Keep at most the newest {KEEP_LAST_MAX} backups.")
+    if keep_days is not None and keep_days > KEEP_DAYS_MAX:
+        raise SandboxError(f"Keep backups for at most {KEEP_DAYS_MAX} days.")
     local = timezone.localtime(now or timezone.now())
     done_on = local.date() if at <= local.time() else None
     with transaction.atomic():

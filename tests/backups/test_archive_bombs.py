@@ -348,6 +348,41 @@ def test_a_sparse_files_data_moved_to_other_offsets_fails_verification(tmp_path)
     assert any("workspace/Projects/f differs from the manifest" in p for p in problems), problems
 
 
+def test_a_sparse_file_cut_up_to_make_its_holes_read_is_left_out_not_read_for_hours(tmp_path, monkeypatch):
+    """More data blocks than a sparse map may list, spread evenly over a huge file: bounding the
+    map merged its holes into one segment read as zeros (131,072 blocks of 4 KB over 16 TB, 512
+    MB of quota, made 16 TB to read: hours, and the evidence archive has no cap). Past
+    SPARSE_ZEROS_MOST of holes to read, the file is left out and named; the rest is archived."""
+    monkeypatch.setattr(archive._writer, "SPARSE_SEGMENTS", 64)
+    monkeypatch.setattr(archive._writer, "SPARSE_ZEROS_MOST", 64 * MiB, raising=False)
+    src = tmp_path / "src"
+    src.mkdir()
+    with open(src / "cut", "wb") as f:
+        for i in range(256):
+            f.seek(i * 16 * MiB)
+            f.write(b"d" * 4096)
+        f.truncate(256 * 16 * MiB)  # 4 GiB of which 1 MB is data
+    (src / "kept").write_text("kept")
+    read = []
+
+    def progress(files: int, data: int) -> None:
+        read.append(data)
+        if data > 256 * MiB:
+            raise AssertionError(f"read {data} bytes of a file that holds 1 MB")
+
+    out = tmp_path / "b.tar.gz"
+    with archive.ArchiveWriter(str(out), progress=progress) as writer:
+        archive.add_tree(writer, os.open(src, os.O_RDONLY | os.O_DIRECTORY), "workspace/Projects")
+        writer.commit({"sandbox": CONFIG}, mtime=0)
+    checked = archive.verify(str(out))
+    assert checked.ok, checked.problems
+    assert any(s.startswith("workspace/Projects/cut (a sparse file cut into too many pieces") for s in checked.manifest["skipped"])
+    dest = tmp_path / "staging"
+    dest.mkdir()
+    archive.extract(str(out), str(dest), areas=AREAS, limits=archive.Limits())
+    assert (dest / "workspace/Projects/kept").read_text() == "kept" and not (dest / "workspace/Projects/cut").exists()
+
+
 def test_data_segments_stay_few_however_a_file_is_cut_up(tmp_path, monkeypatch):
     monkeypatch.setattr(archive._writer, "SPARSE_SEGMENTS", 64)
     monkeypatch.setattr(archive._verify, "SPARSE_SEGMENTS", 64)

@@ -251,3 +251,30 @@ def test_a_folder_tree_deeper_than_any_limit_is_backed_up_restored_and_destroyed
     sandbox.refresh_from_db()
     assert sandbox.status == Sandbox.Status.DESTROYED and sandbox.status_detail == ""
     assert not sandbox.workspace_path.exists()
+
+
+def test_a_file_linked_many_times_is_backed_up_once_and_restored_within_the_quota_s_room(make_sandbox, clean_docker, clean_workspace):
+    """A backup archives a hard link as a link (a file of the quota's size linked thousands of
+    times made an archive of thousands of quotas), yet records what the archive unpacks to,
+    so that a restore, which makes every link a copy, is given the room for them."""
+    sandbox = make_sandbox("linked", disk_mb=200)
+    assert sandbox.in_pool
+    projects = sandbox.workspace_path / "Projects"
+    data = os.urandom(20 * 1024 * 1024)
+    (projects / "big.bin").write_bytes(data)
+    for n in range(4):
+        os.link(projects / "big.bin", projects / f"again{n}")
+    backup = back_up(sandbox)
+    assert backup.status == Backup.Status.DONE, backup.detail
+    assert backup.path.stat().st_size < 2 * len(data)  # one copy of the data, not five
+    assert backup.data_bytes >= 5 * len(data)
+
+    for n in range(4):
+        (projects / f"again{n}").unlink()
+    (projects / "big.bin").write_bytes(b"changed")
+    restore = services.restore_request(actor=ACTOR, backup=backup, sandbox=Sandbox.objects.get(pk=sandbox.pk), enqueue=False)
+    services.restore_perform(restore_id=restore.pk)
+    restore.refresh_from_db()
+    assert restore.status == Restore.Status.DONE, restore.detail
+    for name in ("big.bin", *(f"again{n}" for n in range(4))):
+        assert (projects / name).read_bytes() == data, name

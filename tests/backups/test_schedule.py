@@ -55,6 +55,10 @@ def test_a_schedule_keeps_at_least_one(make_sandbox, fake_engine, clean_workspac
     sandbox = make_sandbox("tiny")
     with pytest.raises(sandbox_services.SandboxError):
         services.schedule_set(actor=ACTOR, sandbox=sandbox, enabled=True, at=time(1, 0), keep_last=0, keep_days=None)
+    # Nor more than the bounds of a checkpoint's rule: a million days made every rotation fail.
+    for keep_last, keep_days in ((1001, None), (None, 10**6), (5, 3651)):
+        with pytest.raises(sandbox_services.SandboxError, match="at most"):
+            services.schedule_set(actor=ACTOR, sandbox=sandbox, enabled=True, at=time(1, 0), keep_last=keep_last, keep_days=keep_days)
 
 
 def test_a_schedule_set_after_todays_time_first_runs_at_the_next_one(make_sandbox, fake_engine, clean_workspace):

@@ -158,3 +158,36 @@ def test_a_team_freeze_pauses_every_sandbox_then_snapshots_them(make_sandbox, te
     for incident in Incident.objects.filter(group=incidents[0].group):
         assert incident.step == S.SNAPSHOT and incident.state == Incident.State.DONE and incident.evidence_sha256
         docker_cli("rmi", "-f", incident.image_id, check=False)
+
+
+def test_a_team_freeze_past_its_soft_time_limit_queues_the_rest_instead_of_running_them_to_the_kill(
+    make_sandbox, team, clean_docker, clean_workspace, own_queue, monkeypatch
+):
+    """The soft time limit of the task that snapshots a freeze's sandboxes one after another
+    fires during one evidence archive (which has no cap of its own): that one ends saying so, and
+    the next ones are queued as jobs of their own. Run on in the same task, the next one was
+    killed half-way by the hard limit a minute later."""
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    make_sandbox("late-a"), make_sandbox("late-b")
+    incidents, _ = services.freeze_team(actor=ACTOR, team=team, severity="critical", summary="token leaked")
+    for incident in incidents:
+        services.incident_step_perform(incident_id=incident.pk)
+    real = services.STEPS[S.SNAPSHOT]
+
+    def first_runs_out_of_time(incident, sandbox):
+        if sandbox.name == "late-a":
+            raise SoftTimeLimitExceeded()  # what Celery raises in the task when its soft limit passes
+        return real(incident, sandbox)
+
+    monkeypatch.setitem(services.STEPS, S.SNAPSHOT, first_runs_out_of_time)
+    assert services.snapshot_group(str(incidents[0].group)) == 1
+    late_a, late_b = Incident.objects.filter(group=incidents[0].group).order_by("sandbox_name")
+    assert late_a.state == Incident.State.FAILED and "time limit" in late_a.step_detail
+    # The second was not run here: it waits for a job worker, its step started and claimed.
+    assert late_b.step == S.SNAPSHOT and late_b.state == Incident.State.RUNNING and not late_b.evidence_file
+    assert Sandbox.objects.get(pk=late_b.sandbox_id).pending_action == Sandbox.Job.INCIDENT
+    services.incident_step_perform(incident_id=late_b.pk)  # the job that was queued for it
+    late_b.refresh_from_db()
+    assert late_b.state == Incident.State.DONE and late_b.evidence_sha256, late_b.step_detail
+    docker_cli("rmi", "-f", late_b.image_id, check=False)

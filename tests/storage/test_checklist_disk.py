@@ -112,3 +112,19 @@ def test_the_fast_tier_says_the_same_from_the_fake_engine(make_sandbox, fake_eng
     assert "is bounded to 20G by Docker's overlay2 storage driver" in disk_check(sandbox).detail
     fake_engine.down = True
     assert "is not known: Docker did not answer" in disk_check(sandbox).detail
+
+
+@pytest.mark.django_db
+def test_a_writable_extra_mount_is_named_as_outside_any_quota(make_sandbox, fake_engine, clean_workspace, mount_root):
+    """An extra mount of a host folder (under SANDBOX_MOUNT_ROOTS) is outside the storage pool:
+    what the agent writes there no quota bounds, and the check says so (a read-only one is
+    not named)."""
+    (mount_root / "data").mkdir()
+    (mount_root / "ref").mkdir()
+    sandbox = make_sandbox(
+        "mounted", extra_mounts=[(str(mount_root / "data"), "/workspace/data", False), (str(mount_root / "ref"), "/mnt/ref", True)]
+    )
+    found = disk_check(sandbox)
+    assert "what it writes in /workspace/data (extra mounts of host folders, writable) is on the host's disk" in found.detail, found
+    assert "/mnt/ref" not in found.detail
+    assert "/workspace/data" not in disk_check(make_sandbox("plain")).detail
