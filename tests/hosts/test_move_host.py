@@ -20,16 +20,18 @@ import pytest
 
 from tests.hosts import test_two_hosts
 from tests.hosts.test_two_hosts import _tail, manage, shell, stop, wait
+from tests.support.docker import TEST_IMAGE
 from tests.support.paths import ROOT
 
 pytestmark = [pytest.mark.docker, pytest.mark.postgres]
 panel = test_two_hosts.panel  # the fixture: the panel's database and environment
+ONLY_HERE = f"{TEST_IMAGE.split(':')[0]}:only-first-host"
 
 STATE = """
 import json
 from sandboxes.models import Move, Sandbox
 from audit.models import AuditEvent
-box = Sandbox.objects.select_related("host").get(name="mover")
+box = Sandbox.objects.select_related("host").get(name="NAME")
 print(json.dumps({
     "pk": box.pk, "uuid": str(box.uuid), "status": box.status, "pending": box.pending_action, "detail": box.status_detail,
     "host": box.host.name, "container": box.container_id, "memory_mb": box.memory_mb, "cpus": str(box.cpus),
@@ -49,7 +51,7 @@ User = get_user_model()
 admin = User.objects.filter(username="root").first() or User.objects.create_superuser("root", password="pw-root-123")
 client = Client(HTTP_HOST="127.0.0.1")
 client.force_login(admin)
-box = Sandbox.objects.get(name="mover")
+box = Sandbox.objects.get(name="NAME")
 page = client.get(f"/sandboxes/{box.pk}/").content.decode()
 form = page.split('id="move-host"', 1)[1].split("</select>", 1)[0] if 'id="move-host"' in page else ""
 offered = re.findall(r'<option value="([^"]+)">', form)
@@ -166,9 +168,15 @@ def test_a_stopped_sandbox_moves_to_the_second_host_with_every_file_intact(secon
         assert done.returncode == 0, done.stdout + done.stderr
         shell(panel, SET_SECRET)
 
-        def settled(status: str):
+        def state(name: str = "mover") -> dict:
+            return shell(panel, STATE.replace("NAME", name))
+
+        def page_move(name: str = "mover") -> dict:
+            return shell(panel, PAGE_MOVE.replace("NAME", name))
+
+        def settled(status: str, name: str = "mover"):
             def check():
-                s = shell(panel, STATE)
+                s = state(name)
                 assert s["status"] != "error", f"{s}{logs_now()}"
                 return s if s["status"] == status and not s["pending"] else None
 
@@ -188,22 +196,52 @@ def test_a_stopped_sandbox_moves_to_the_second_host_with_every_file_intact(secon
         assert hashes["/workspace/shared/link-to-readme"] == "-> ../Projects/readme.txt"
 
         # Running: the move is refused on the page, and nothing changes.
-        refused = shell(panel, PAGE_MOVE)
+        refused = page_move()
         assert refused["offered"] == ["far"], refused
         assert "only a stopped sandbox moves" in refused["said"], refused
-        after_refusal = shell(panel, STATE)
+        after_refusal = state()
         assert after_refusal["host"] == "local" and after_refusal["status"] == "running" and not after_refusal["pending"]
         assert after_refusal["moves"] == [] and after_refusal["audit"] == []
         assert on_first("true").returncode == 0  # its container still runs there
 
+        # A move that fails on the way (the second host lacks its image: a tag only this engine
+        # has) leaves the sandbox whole on the first host: its container, files and place there.
+        assert subprocess.run(["docker", "tag", TEST_IMAGE, ONLY_HERE], capture_output=True).returncode == 0
+        done = manage(panel, "sandbox", "create", "stayer", "--team", "default", "--host", "local", "--image", ONLY_HERE)
+        assert done.returncode == 0, done.stdout + done.stderr
+        stayer = wait(settled("running", "stayer"), timeout=180, what="stayer running")["container"]
+
+        def on_stayer(*cmd: str) -> subprocess.CompletedProcess:
+            return subprocess.run(["docker", "exec", "-u", "1000:1000", stayer, *cmd], capture_output=True, text=True, timeout=60)
+
+        assert on_stayer("sh", "-c", WRITE).returncode == 0
+        stayer_hashes = _hashes(on_stayer)
+        assert manage(panel, "sandbox", "stop", "stayer").returncode == 0
+        wait(settled("stopped", "stayer"), timeout=60, what="stayer stopped")
+        assert "is moving to host far" in page_move("stayer")["said"]
+        failed = wait(
+            lambda: (s := state("stayer"))["moves"] and s["moves"][0]["step"] == "ended" and not s["pending"] and s,
+            timeout=180,
+            what="the failed move ended",
+        )
+        assert failed["moves"][0]["status"] == "failed" and "has no image" in failed["moves"][0]["detail"], failed
+        assert failed["host"] == "local" and failed["status"] == "stopped" and failed["container"] == stayer
+        assert "has no image" in failed["detail"]
+        assert sorted(e["action"] for e in failed["audit"]) == ["sandbox.move_failed", "sandbox.move_requested"]
+        assert "stayer" not in h2.docker("volume", "ls", "-q").stdout  # nothing of it on the second host
+        assert "-stayer-move-" not in subprocess.run(["docker", "volume", "ls", "-q"], capture_output=True, text=True).stdout
+        assert manage(panel, "sandbox", "start", "stayer").returncode == 0
+        stayer = wait(settled("running", "stayer"), timeout=120, what="stayer running again")["container"]
+        assert _hashes(on_stayer) == stayer_hashes
+
         # Stopped, then moved from its page.
         assert manage(panel, "sandbox", "stop", "mover").returncode == 0
         wait(settled("stopped"), timeout=60, what="mover stopped")
-        asked = shell(panel, PAGE_MOVE)
+        asked = page_move()
         assert "is moving to host far" in asked["said"], asked
 
         def moved():
-            s = shell(panel, STATE)
+            s = state()
             assert not any(m["status"] == "failed" for m in s["moves"]), f"{s}{logs_now()}"
             return s if s["moves"] and s["moves"][0]["step"] == "ended" and not s["pending"] else None
 
@@ -247,10 +285,15 @@ def test_a_stopped_sandbox_moves_to_the_second_host_with_every_file_intact(secon
             what="the first host's copy removed",
         )
     finally:
-        manage(panel, "sandbox", "destroy", "mover", "--yes", timeout=60)
+        for name in ("mover", "stayer"):
+            manage(panel, "sandbox", "destroy", name, "--yes", timeout=60)
+        statuses = (
+            "import json; from sandboxes.models import Sandbox; print(json.dumps(list(Sandbox.objects.values_list('status', flat=True))))"
+        )
         try:
-            wait(lambda: shell(panel, STATE)["status"] == "destroyed", timeout=90, what="mover destroyed")
+            wait(lambda: all(st == "destroyed" for st in shell(panel, statuses)), timeout=90, what="both destroyed")
         finally:
+            subprocess.run(["docker", "rmi", ONLY_HERE], capture_output=True)
             stop(panel_worker)
             stop(agent)
             h2.run(sys.executable, "manage.py", "egress", "remove", env=agent_env, timeout=60)
