@@ -93,6 +93,7 @@ _BY_ROW: dict[str, tuple[str, int, str, Callable[[Any], Any]]] = {
     "backups.tasks.backup_task": (JOBS, 0, "backup_id", _backup_host),
     "backups.tasks.backup_verify_task": (JOBS, 0, "backup_id", _backup_host),
     "backups.tasks.backup_import_task": (JOBS, 0, "backup_id", _backup_host),
+    "backups.tasks.backup_stage_task": (JOBS, 0, "backup_id", _backup_host),
     "backups.tasks.restore_task": (JOBS, 0, "restore_id", _restore_host),
     "incidents.tasks.incident_step_task": (LIFECYCLE, 0, "incident_id", _incident_host),
     "incidents.tasks.incident_job_task": (JOBS, 0, "incident_id", _incident_host),

@@ -40,6 +40,7 @@ import dataclasses
 import hashlib
 import logging
 import os
+import secrets
 import tarfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -69,7 +70,7 @@ S = Sandbox.Status
 JOB = Sandbox.Job.MOVE
 STEP = Move.Step
 MOVE_FROM = frozenset({S.STOPPED})
-LABEL_MOVE = "ccpanel.move"
+LABEL_TRANSFER = "ccpanel.transfer"  # on the helpers and volumes that carry archives: "move" or "download"
 # The row's fields that say where the sandbox's data is on its host.
 PLACE_FIELDS = ("host_path_ids", "disk_group", "container_id", "warm_slot")
 
@@ -263,7 +264,7 @@ def _archive(move: Move, sandbox: Sandbox) -> tuple[str, dict]:
         audit(SystemActor("system"), "backup.done", sandbox, {"backup": row.file_name, "sha256": row.sha256, "kind": "move"})
     docker = engine.engine_for_host(engine.host_of(move.source))
     with _transfer_helper(docker, sandbox, move) as helper:
-        docker.write_archive(helper, home_target(), _one_file_tar(row.path, row.file_name))
+        docker.write_archive(helper, home_target(), one_file_tar(row.path, row.file_name))
     return STEP.TRANSFER, {"archive": row.file_name, "sha256": row.sha256, "size_bytes": row.size_bytes}
 
 
@@ -496,26 +497,34 @@ def _drop_transfer_volume(docker: engine.Engine, sandbox: Sandbox) -> bool:
 
 
 def _transfer_labels(sandbox: Sandbox) -> dict[str, str]:
-    return {**labels(sandbox), LABEL_MOVE: "true"}
+    return {**labels(sandbox), LABEL_TRANSFER: "move"}
+
+
+def _transfer_helper(docker: engine.Engine, sandbox: Sandbox, move: Move):
+    return volume_helper(docker, sandbox, transfer_volume(sandbox), "move")
 
 
 @contextmanager
-def _transfer_helper(docker: engine.Engine, sandbox: Sandbox, move: Move) -> Iterator[str]:
-    """A helper container (never started) holding only the sandbox's transfer volume at
-    home_target(), on `docker`'s engine: the backups' helper profile, judged by the policy."""
+def volume_helper(docker: engine.Engine, sandbox: Sandbox, volume: str, purpose: str, *, unique: bool = False) -> Iterator[str]:
+    """A helper container (never started) holding only `volume` (made if missing) at
+    home_target(), on `docker`'s engine: the backups' helper profile, judged by the policy like
+    every helper (one volume, whose name carries the sandbox's UUID; no host folder, no network).
+    `purpose` names the helper and labels the volume, so that the helpers of a move and of a
+    download never take each other's name; `unique` gives it a name of its own besides (several
+    downloads at once: a helper of the same name would be replaced, cutting the other short)."""
     base = helper_spec(sandbox)
     spec = dataclasses.replace(
         base,
-        name=f"{sandbox.container_name}-move",
-        volumes=(policy.VolumeMount(transfer_volume(sandbox), home_target()),),
-        labels={**base.labels, LABEL_MOVE: "true"},
+        name=f"{sandbox.container_name}-{purpose}" + (f"-{secrets.token_hex(4)}" if unique else ""),
+        volumes=(policy.VolumeMount(volume, home_target()),),
+        labels={**base.labels, LABEL_TRANSFER: purpose},
     )
-    docker.ensure_volume(transfer_volume(sandbox), labels=_transfer_labels(sandbox))
+    docker.ensure_volume(volume, labels={**labels(sandbox), LABEL_TRANSFER: purpose})
     with docker.helper(spec, rules=policy_rules()) as helper_id:
         yield helper_id
 
 
-def _one_file_tar(path: Path, name: str) -> Iterator[bytes]:
+def one_file_tar(path: Path, name: str) -> Iterator[bytes]:
     """A tar stream of one file, `name`, read from `path` a megabyte at a time (the engine's
     archive API takes tar streams only)."""
     with open(path, "rb") as fh:

@@ -10,6 +10,7 @@ and the home is hashed through the first engine before and through the second af
 UUID, settings and secret are the same; it starts on the second host; `sandbox.moved` is audited.
 A move asked for while it runs is refused and changes nothing."""
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -58,6 +59,31 @@ offered = re.findall(r'<option value="([^"]+)">', form)
 done = client.post(f"/sandboxes/{box.pk}/move/", {"host": "far"}, follow=True)
 said = " ".join(re.sub(r"<[^>]+>", "", m) for m in re.findall(r'<li class="(?:error|info)">(.*?)</li>', done.content.decode(), re.S))
 print(json.dumps({"offered": offered, "status": done.status_code, "said": said}))
+"""
+
+# A backup's Download on the panel, as an operator's browser asks for it (a superuser here).
+PAGE_DOWNLOAD = """
+import hashlib, json, re
+from django.contrib.auth import get_user_model
+from django.test import Client
+from backups.models import Backup
+from sandboxes.models import Sandbox
+User = get_user_model()
+client = Client(HTTP_HOST="127.0.0.1")
+client.force_login(User.objects.get(username="root"))
+backup = Backup.objects.filter(sandbox__name="mover", status="done", kind="manual").exclude(created_by_name__startswith="move").latest("pk")
+got = client.get(f"/backups/{backup.pk}/download/")
+out = {"pk": backup.pk, "file": backup.file_name, "sha256": backup.sha256, "status": got.status_code, "here": backup.path.exists()}
+if got.status_code == 200:
+    digest = hashlib.sha256()
+    for chunk in got.streaming_content:
+        digest.update(chunk)
+    out["got"] = digest.hexdigest()
+    out["disposition"] = got["Content-Disposition"]
+else:
+    page = client.get(got["Location"]).content.decode()
+    out["said"] = " ".join(re.sub(r"<[^>]+>", "", m) for m in re.findall(r'<li class="(?:error|info)">(.*?)</li>', page, re.S))
+print(json.dumps(out))
 """
 
 SET_SECRET = """
@@ -278,6 +304,22 @@ def test_a_stopped_sandbox_moves_to_the_second_host_with_every_file_intact(secon
         # The archive the move made is a backup of it on the second host, where it now is.
         archive = after["moves"][0]["archive"]
         assert (tmp_path / "agent-backups" / archive).is_file()
+        # A backup made on the second host, downloaded from the panel (streamed from that host's
+        # engine once its agent has made it ready there), byte for byte the file it wrote.
+        assert manage(panel, "sandbox", "backup", "mover").returncode == 0
+        backups = (
+            "import json; from backups.models import Backup; print(json.dumps(list(Backup.objects.filter(sandbox__name='mover', "
+            "kind='manual').exclude(created_by_name__startswith='move').values_list('status', 'detail'))))"
+        )
+        wait(lambda: shell(panel, backups) == [["done", ""]], timeout=120, what=f"the backup on far done{logs_now()}")
+        asked = shell(panel, PAGE_DOWNLOAD)
+        assert asked["status"] == 302 and not asked["here"] and "is on host far" in asked["said"], asked
+        got = wait(lambda: (d := shell(panel, PAGE_DOWNLOAD))["status"] == 200 and d, timeout=60, what=f"the download ready{logs_now()}")
+        on_far = tmp_path / "agent-backups" / got["file"]
+        assert got["got"] == got["sha256"] == hashlib.sha256(on_far.read_bytes()).hexdigest()
+        assert got["file"] in got["disposition"]
+        assert "-download" not in h2.docker("ps", "-a", "--format", "{{.Names}}").stdout  # its helpers went with the stream
+
         first_root = shell(panel, "import json; from django.conf import settings; print(json.dumps(str(settings.WORKSPACE_ROOT)))")
         wait(
             lambda: not (Path(first_root) / "mover").exists(),

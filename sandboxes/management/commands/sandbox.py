@@ -143,14 +143,20 @@ class Command(BaseCommand):
         self.stdout.write(self.style.SUCCESS(f"{sandbox.name}: {len(changed)} folder(s) re-recorded; Start checks them from now on."))
 
     def _backup(self, actor, sandbox):
-        """Back up now, in this process, through the same service as the Back up button."""
+        """Back up now, in this process, through the same service as the Back up button (queued on
+        its host when that is another machine's: a host agent writes it on its own disk)."""
         from backups import services as backups
         from backups.models import Backup
+        from hosts.queues import serves
 
+        here = serves(sandbox.host.name)  # a host agent's sandbox is backed up by that agent, on its own disk
         try:
-            backup = backups.backup_request(actor=actor, sandbox=sandbox, enqueue=False)
+            backup = backups.backup_request(actor=actor, sandbox=sandbox, enqueue=not here)
         except services.SandboxError as exc:
             raise CommandError(str(exc)) from exc
+        if not here:
+            self.stdout.write(f"{sandbox.name} is on host {sandbox.host.name}: {backup.file_name} is written there (queued)")
+            return
         backups.backup_perform(backup_id=backup.pk)
         backup.refresh_from_db()
         if backup.status != Backup.Status.DONE:
