@@ -134,3 +134,17 @@ def test_a_move_that_fails_on_the_target_puts_the_sandbox_back_on_its_source_as_
     failed = AuditEvent.objects.get(action="sandbox.move_failed")
     assert failed.details["from"] == "local" and failed.details["to"] == "far" and "boom" in failed.details["detail"]
     assert not AuditEvent.objects.filter(action="sandbox.moved").exists()
+
+
+def test_the_command_line_moves_through_the_same_service(stopped, far):
+    from django.core.management import CommandError, call_command
+
+    with pytest.raises(CommandError, match="name the host"):
+        call_command("sandbox", "move", "mover")
+    Sandbox.objects.filter(pk=stopped.pk).update(status=S.RUNNING)
+    with pytest.raises(CommandError, match="only a stopped sandbox moves"):
+        call_command("sandbox", "move", "mover", "--host", "far")
+    Sandbox.objects.filter(pk=stopped.pk).update(status=S.STOPPED)
+    call_command("sandbox", "move", "mover", "--host", "far")
+    assert Sandbox.objects.get(pk=stopped.pk).pending_action == "move"
+    assert Move.objects.get().target.name == "far"
