@@ -148,3 +148,23 @@ def test_the_command_line_moves_through_the_same_service(stopped, far):
     call_command("sandbox", "move", "mover", "--host", "far")
     assert Sandbox.objects.get(pk=stopped.pk).pending_action == "move"
     assert Move.objects.get().target.name == "far"
+
+
+def test_the_page_offers_the_move_to_operators_only(client, django_user_model, team, stopped, far):
+    from teams.models import Membership
+
+    def member(name: str, role: str):
+        user = django_user_model.objects.create_user(name, password="pw-123456789")
+        Membership.objects.create(user=user, team=team, role=role)
+        return user
+
+    client.force_login(member("look", "viewer"))
+    assert 'id="move-host"' not in client.get(f"/sandboxes/{stopped.pk}/").content.decode()
+    assert client.post(f"/sandboxes/{stopped.pk}/move/", {"host": "far"}).status_code == 403
+    assert Sandbox.objects.get(pk=stopped.pk).pending_action == "" and not Move.objects.exists()
+    client.force_login(member("op", "operator"))
+    page = client.get(f"/sandboxes/{stopped.pk}/").content.decode()
+    assert '<option value="far">far</option>' in page and '<option value="local">' not in page
+    assert client.post(f"/sandboxes/{stopped.pk}/move/", {"host": "far"}).status_code == 302
+    assert Sandbox.objects.get(pk=stopped.pk).pending_action == "move"
+    assert AuditEvent.objects.get(action="sandbox.move_requested").actor_name == "op"
