@@ -211,6 +211,9 @@ class Move(models.Model):
     archive = models.CharField(max_length=255, blank=True)
     sha256 = models.CharField(max_length=64, blank=True)
     size_bytes = models.PositiveBigIntegerField(default=0)
+    # The target found the archive already in its BACKUP_ROOT before copying it there (the two
+    # hosts share that folder): the source's clean-up then leaves it.
+    archive_shared = models.BooleanField(default=False)
     # What the sandbox's row said of its place on the source (folders' identities, quota group,
     # container): put back if the target fails, and what the source's cleanup removes.
     source_state = models.JSONField(default=dict, blank=True)

@@ -58,6 +58,7 @@ from teams.permissions import Role, SystemActor, actor_name, authorize
 
 from .. import engine, live, policy, workspace
 from ..models import Move, Sandbox
+from . import warm
 from .auditing import audit
 from .claims import claim, claimed, finish, heartbeat, take_run
 from .errors import LostClaim, SandboxError
@@ -307,13 +308,15 @@ def _restore(move: Move, sandbox: Sandbox) -> None:  # the last step: it ends th
         restore_into(restore, sandbox, job=JOB)
     except BaseException as exc:
         Restore.objects.filter(pk=restore.pk).update(status=Restore.Status.FAILED, detail=str(exc)[:2000], finished_at=timezone.now())
-        path.unlink(missing_ok=True)  # the source keeps its own copy (_fail puts the row back there)
+        if not Move.objects.filter(pk=move.pk, archive_shared=True).exists():
+            path.unlink(missing_ok=True)  # the source keeps its own copy (_fail puts the row back there)
         raise
     finally:
         from .. import fdwalk
 
         fdwalk.remove_path(str(staging_dir(restore, sandbox)))
         _drop_transfer_volume(docker, sandbox)
+        partial_marker(path, move).unlink(missing_ok=True)
     Restore.objects.filter(pk=restore.pk).update(
         status=Restore.Status.DONE, detail=f"Moved from host {move.source.name}.", finished_at=timezone.now()
     )
@@ -328,7 +331,10 @@ def _fetch_archive(docker: engine.Engine, sandbox: Sandbox, move: Move) -> Path:
 
     final = backup_root() / move.archive
     if final.exists() and _sha256_of(final) == move.sha256:
-        return final  # a run before this one got this far
+        # A run before this one got this far, or the source's own file: the two hosts share the folder.
+        if not partial_marker(final, move).exists():
+            Move.objects.filter(pk=move.pk).update(archive_shared=True)
+        return final
     partial = final.with_name(f".{final.name}.move-{move.pk}")
     digest = hashlib.sha256()
     from backups import archive
@@ -360,7 +366,13 @@ def _fetch_archive(docker: engine.Engine, sandbox: Sandbox, move: Move) -> Path:
         partial.unlink()
         raise MoveError(f"{final.name} exists on {move.target.name}'s backup folder and is another file; nothing was restored.")
     os.rename(partial, final)
+    partial_marker(final, move).touch(mode=0o600)
     return final
+
+
+def partial_marker(final: Path, move: Move) -> Path:
+    """A file beside the archive saying this move's target copied it there itself."""
+    return final.with_name(f".{final.name}.moved-{move.pk}")
 
 
 def _sha256_of(path: Path) -> str:
@@ -462,13 +474,14 @@ def _cleanup(move: Move) -> None:
                 source.remove_container(view.container_id)
             source.remove_container_if_ours(view.container_name, labels=engine.ownership_labels(str(view.uuid)))
             source.remove_volume(view.volume_name, labels=labels(view))
+            warm.after_recreate(view, source)  # taken from the warm pool: its slot's home volume
             if view.in_pool and pool.active():
                 pool.lift_limit(view.disk_group)
             if note := workspace.workspace_remove(view.name, str(view.uuid)):
                 left.append(note)
             elif view.in_pool and pool.active():
                 pool.destroy_group(view.disk_group)
-            if move.archive:
+            if move.archive and not move.archive_shared:
                 (backup_root() / move.archive).unlink(missing_ok=True)
         except (engine.EngineError, workspace.WorkspaceError, pool.PoolError, OSError) as exc:
             left.append(f"the sandbox's old copy on {move.source.name}: {exc}")
