@@ -116,6 +116,11 @@ def refusal(sandbox: Sandbox, target: Host) -> str:
             f"Hosts {source.name} and {target.name} both keep their folders on this machine's workspace root: "
             "there is nothing to move between them."
         )
+    from backups.models import Backup
+
+    if Backup.objects.filter(sandbox=sandbox, status=Backup.Status.RUNNING).exists():
+        # A backup reads its snapshot after letting go of the claim: its end still needs the source's copy.
+        return f"A backup of {sandbox.name} is being written; it moves once that has ended."
     if sandbox.mounts.exists():
         return f"{sandbox.name} has extra host folders: they are on {source.name}'s disk and do not move. Remove them first."
     from storage.models import Checkpoint

@@ -71,11 +71,18 @@ def test_a_running_sandbox_is_refused(stopped, far):
     assert "only a stopped sandbox moves" in refused(stopped)
 
 
-def test_a_sandbox_held_by_an_incident_or_busy_is_refused(stopped, far):
+def test_a_sandbox_held_by_an_incident_busy_or_being_backed_up_is_refused(stopped, far):
     Sandbox.objects.filter(pk=stopped.pk).update(on_hold=True)
     assert "incident" in refused(stopped)
     Sandbox.objects.filter(pk=stopped.pk).update(on_hold=False, pending_action="backup")
     assert "busy" in refused(stopped)
+    # A backup that let go of the claim once its snapshot was taken, still writing.
+    from backups.services.backup import new_backup_row
+
+    Sandbox.objects.filter(pk=stopped.pk).update(pending_action="")
+    running = new_backup_row(CLI, stopped, "manual")
+    assert "being written" in refused(stopped)
+    running.delete()
 
 
 @pytest.mark.parametrize(
