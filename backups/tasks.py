@@ -32,3 +32,12 @@ def backup_import_task(backup_id: int) -> None:
 def backup_schedules_task() -> int:
     """Every minute: start the scheduled backups whose time has come."""
     return services.run_due_schedules()
+
+
+@shared_task
+def backup_stage_task(backup_id: int) -> None:
+    """On the backup's host: copy its archive where the panel can stream it from (a download
+    from the panel of a backup written on another machine; services.downloads)."""
+    from .services.downloads import stage
+
+    stage(backup_id=backup_id)

@@ -5,13 +5,15 @@ from collections.abc import Callable
 from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http.response import HttpResponseBase
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from controlpanel.http import client_ip
 from controlpanel.uploads import limited_upload, upload_problem
 from sandboxes import policy
+from sandboxes.engine import EngineError
 from sandboxes.selectors import visible_sandbox_or_404
 from sandboxes.services import InvalidInput, SandboxError
 from teams.permissions import Role, has_role, user_role
@@ -19,7 +21,8 @@ from teams.permissions import Role, has_role, user_role
 from . import selectors, services
 from .forms import ImportForm, RestoreForm, ScheduleForm
 from .models import Backup, BackupSchedule
-from .tasks import backup_verify_task
+from .services import downloads
+from .tasks import backup_stage_task, backup_verify_task
 
 
 def sandbox_backups(request: HttpRequest, pk: int) -> HttpResponse:
@@ -107,10 +110,12 @@ def backup_detail(request: HttpRequest, pk: int) -> HttpResponse:
     return render(request, "backups/detail.html", context)
 
 
-def backup_download(request: HttpRequest, pk: int) -> FileResponse:
+def backup_download(request: HttpRequest, pk: int) -> HttpResponseBase:
     backup = _get_backup(request, pk)
     if not has_role(user=request.user, team=backup.team, role=Role.OPERATOR):
         raise PermissionDenied("Downloading a backup needs the operator role.")
+    if backup.status == Backup.Status.DONE and downloads.remote(backup):
+        return _remote_download(request, backup)
     if backup.status != Backup.Status.DONE or not backup.path.exists():
         raise Http404("This backup has no file.")
     services.backup.audit_backup(request.user, backup, "backup.downloaded", {"sha256": backup.sha256}, client_ip(request))
@@ -120,6 +125,32 @@ def backup_download(request: HttpRequest, pk: int) -> FileResponse:
         filename=backup.file_name,
         content_type="application/gzip",
     )
+    response["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+def _remote_download(request: HttpRequest, backup: Backup) -> HttpResponseBase:
+    """A backup on another machine (a host agent's): streamed from its engine once that host has
+    staged it; the first click asks for that and says to come back."""
+    try:
+        stream = downloads.staged_stream(backup)
+    except EngineError as exc:
+        messages.error(request, f"{backup.file_name} cannot be read from its host now: {exc}")
+        return redirect("backup_detail", pk=backup.pk)
+    if stream is None:
+        host = backup.sandbox.host.name  # type: ignore[union-attr]
+        try:
+            backup_stage_task.delay(backup.pk)
+        except Exception:  # noqa: BLE001 - kombu raises several types for "broker down"
+            messages.error(request, "The download was not prepared: the task queue (Redis) is not reachable.")
+        else:
+            messages.info(request, f"{backup.file_name} is on host {host}: it is being made ready there. Download again in a few seconds.")
+        return redirect("backup_detail", pk=backup.pk)
+    where = {"sha256": backup.sha256, "host": backup.sandbox.host.name}  # type: ignore[union-attr]
+    services.backup.audit_backup(request.user, backup, "backup.downloaded", where, client_ip(request))
+    response = StreamingHttpResponse(stream, content_type="application/gzip")
+    response["Content-Disposition"] = f'attachment; filename="{backup.file_name}"'
+    response["Content-Length"] = str(backup.size_bytes)
     response["X-Content-Type-Options"] = "nosniff"
     return response
 

@@ -17,16 +17,17 @@ ROOT = Path(__file__).resolve().parent.parent
 VAR = ROOT / "var"
 
 
-def setup(database: str, slot: str) -> Path:
-    """Point Django at var/<database> (removed first) and the test slot `slot` unless
-    PANEL_TEST_SLOT says otherwise; returns the database's path."""
+def setup(database: str, slot: str, url: str = "") -> Path:
+    """Point Django at var/<database> (removed first), or at the database `url` (PostgreSQL, made
+    by the caller), and the test slot `slot` unless PANEL_TEST_SLOT says otherwise; returns the
+    SQLite database's path."""
     sys.path.insert(0, str(ROOT))
     db = VAR / database
     os.environ.update(
         {
             "DJANGO_SETTINGS_MODULE": "controlpanel.settings.test",
             "PANEL_TEST_SLOT": os.environ.get("PANEL_TEST_SLOT", slot),
-            "PANEL_TEST_DATABASE_URL": f"sqlite:///{db}",
+            "PANEL_TEST_DATABASE_URL": url or f"sqlite:///{db}",
         }
     )
     for suffix in ("", "-wal", "-shm"):

@@ -12,10 +12,16 @@ raw SDK creates two at a time (the worker runs two processes). Dashboard: one GE
 page listing them all (page size 100), its server time and its number of queries, and the same
 with 10 sandboxes (the count must not grow).
 
-One host only: the second host of issue 16 (an agent on another machine) is not built yet, so
-`hosts` in the JSON says 1 and the batch runs on this machine.
+`--hosts 2`: the batch goes across two hosts (issue 16). A second host comes up on this machine
+(tests/support/second_host.py: a network namespace with its own dockerd, pool and Redis; the
+panel's database on PostgreSQL, scripts/postgres.sh) and joins with a token, its host agent
+running inside it with two worker processes of its own. The single-sandbox runs stay on the
+first host (`--host local`); the batch is placed as creates are (the host with the most memory
+left: about half each), and `batch_hosts` says how many went where. The raw SDK's batch runs on
+this machine's engine with as many at a time as the panel has worker processes in all (two per
+host). Without it, `hosts` says 1 and everything runs on this machine.
 
-Usage: .venv/bin/python bench/scale.py [--runs N] [--batch N]   (needs Docker, Redis and root)
+Usage: .venv/bin/python bench/scale.py [--runs N] [--batch N] [--hosts 1|2]   (needs Docker, Redis and root)
 The last line is a JSON object.
 """
 
@@ -27,17 +33,29 @@ import shutil
 import statistics
 import subprocess
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from pathlib import Path
 
 from _setup import ROOT, VAR, own_egress_rules, remove_slot_and_pool, setup
+from _two_hosts import SecondHost
 
 os.environ.setdefault("STORAGE_POOL_SIZE_MB", "8192")
 os.environ["STORAGE_OVERCOMMIT"] = "true"  # 100 quotas of 256 MB: empty sandboxes, an 8 GB pool
 os.environ["WARM_POOL"] = "ccpanel/test-busybox:latest@internet=2"
 os.environ["SANDBOX_TMP_MB"] = "16"  # /tmp's size then does not depend on the memory asked for
-DB = setup("bench-scale.sqlite3", slot="2")
+_early = argparse.ArgumentParser(add_help=False)
+_early.add_argument("--hosts", type=int, choices=(1, 2), default=1)
+HOSTS = _early.parse_known_args()[0].hosts
+FAR = SecondHost()
+DB = setup(
+    "bench-scale.sqlite3",
+    slot="2",
+    url=FAR.prepare(int(os.environ.get("PANEL_TEST_SLOT", "2"))) if HOSTS == 2 else "",
+)
+if HOSTS == 2:
+    FAR.up()
 
 import django  # noqa: E402
 import docker  # noqa: E402  - the raw SDK side of the comparison
@@ -78,9 +96,18 @@ def wait_running(names: list[str], poll: float, timeout: float = 300) -> None:
         time.sleep(poll)
 
 
-def create(team: Team, name: str, *, enqueue: bool = True) -> Sandbox:
+def create(team: Team, name: str, *, enqueue: bool = True, host: str | None = "local") -> Sandbox:
+    """`host` None: placed as any create is (the batch across two hosts)."""
     return services.sandbox_create(
-        actor=ACTOR, team=team, name=name, image=IMAGE, memory_mb=512, cpus=Decimal("1"), network_mode="internet", enqueue=enqueue
+        actor=ACTOR,
+        team=team,
+        name=name,
+        image=IMAGE,
+        memory_mb=512,
+        cpus=Decimal("1"),
+        network_mode="internet",
+        enqueue=enqueue,
+        host=host if HOSTS == 2 else None,
     )
 
 
@@ -88,6 +115,17 @@ def destroy(name: str) -> None:
     sandbox = Sandbox.objects.exclude(status="destroyed").get(name=name)
     services.sandbox_request_action(actor=ACTOR, sandbox=sandbox, action="destroy", enqueue=False)
     services.sandbox_perform(sandbox_id=sandbox.pk, action="destroy")
+
+
+def destroy_queued(names: list[str], timeout: float = 900) -> None:
+    """Destroy each on its own host's queue (another host's folders are not on this machine)."""
+    for sandbox in Sandbox.objects.filter(name__in=names).exclude(status="destroyed"):
+        services.sandbox_request_action(actor=ACTOR, sandbox=sandbox, action="destroy")
+    deadline = time.monotonic() + timeout
+    while Sandbox.objects.filter(name__in=names).exclude(status="destroyed").exists():
+        if time.monotonic() > deadline:
+            raise SystemExit("the batch was not all destroyed in time")
+        time.sleep(0.2)
 
 
 def wait_pool(count: int, timeout: float = 60) -> None:
@@ -195,6 +233,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=15)
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--poll-ms", type=float, default=1.0)
+    parser.add_argument("--hosts", type=int, choices=(1, 2), default=1, help="2: the batch across a second host (see above)")
     args = parser.parse_args()
     poll = args.poll_ms / 1000
     call_command("migrate", verbosity=0)
@@ -211,21 +250,12 @@ def main() -> None:
     client.force_login(user)
     sdk = docker.from_env()
     log = open(VAR / "log" / "bench-scale-worker.log", "w")  # noqa: SIM115
+    if HOSTS == 2:
+        FAR.join(warm_pool="")  # its own pool would fill beside the timed runs, which stay on this host
+
+    queues = ",".join(dict.fromkeys(worker_queues("lifecycle") + worker_queues("jobs")))  # this machine's hosts' queues
     worker = subprocess.Popen(
-        # The lifecycle worker of the Procfile: its queues are this machine's hosts' (a worker without -Q
-        # read only Celery's default queue, and the bench waited for ever on a sandbox "creating").
-        [
-            str(ROOT / ".venv/bin/celery"),
-            "-A",
-            "controlpanel",
-            "worker",
-            "-l",
-            "INFO",
-            "-c",
-            "2",
-            "-Q",
-            ",".join(worker_queues("lifecycle")),
-        ],
+        [str(ROOT / ".venv/bin/celery"), "-A", "controlpanel", "worker", "-l", "INFO", "-c", "2", "-Q", queues],
         cwd=ROOT,
         env=dict(os.environ, PANEL_DB_CONN_MAX_AGE="600"),
         stdout=log,
@@ -264,18 +294,22 @@ def main() -> None:
         call_command("egress", "apply", stdout=io.StringIO())
         t0 = time.perf_counter()
         for name in names:
-            create(team, name)
+            create(team, name, host=None)
         wait_running(names, 0.05, timeout=1800)
         batch = time.perf_counter() - t0
+        spread = dict(Counter(Sandbox.objects.filter(name__in=names).values_list("host__name", flat=True)))
         all_time, all_queries = dashboard(client)
-        t0 = time.perf_counter()  # the same Docker work, two at a time like the worker's two processes
-        with ThreadPoolExecutor(max_workers=2) as two:
+        t0 = time.perf_counter()  # the same Docker work, as many at a time as the panel's worker processes
+        with ThreadPoolExecutor(max_workers=2 * HOSTS) as two:
             list(two.map(lambda i: sdk_once(sdk, f"ccpanel-{settings.PANEL_INSTANCE}-rb{i}"), range(args.batch)))
         raw_batch = time.perf_counter() - t0
         for i in range(args.batch):
             sdk_remove(sdk, f"ccpanel-{settings.PANEL_INSTANCE}-rb{i}")
-        for name in names:
-            destroy(name)
+        if HOSTS == 2:
+            destroy_queued(names)
+        else:
+            for name in names:
+                destroy(name)
     finally:
         worker.terminate()
         worker.wait(10)
@@ -285,12 +319,13 @@ def main() -> None:
     def line(label: str, xs: list[float]) -> str:
         return f"{label:28} p50 {p50(xs):7.1f} ms   min {min(xs) * 1000:7.1f}   max {max(xs) * 1000:7.1f}"
 
-    print(f"runs: {args.runs} (after 2 warm-up), image {IMAGE}, polled every {args.poll_ms:g} ms, one host")
+    print(f"runs: {args.runs} (after 2 warm-up), image {IMAGE}, polled every {args.poll_ms:g} ms, {HOSTS} host(s)")
     print(line("warm pool, through the worker", pooled) + "   (target < 90)")
     print(line("warm pool, claimed in-process", claimed))
     print(line("cold create", cold))
     print(line("raw SDK create+start", raw))
-    print(f"batch of {args.batch}: {batch:.1f} s through the worker (-c 2), raw SDK two at a time {raw_batch:.1f} s")
+    print(f"batch of {args.batch} on {spread}: {batch:.1f} s through the workers (-c 2 a host),", end=" ")
+    print(f"raw SDK {2 * HOSTS} at a time {raw_batch:.1f} s")
     print(f"dashboard: {few_time * 1000:.1f} ms / {few_queries} queries with 10 listed,", end=" ")
     print(f"{all_time * 1000:.1f} ms / {all_queries} with {args.batch}")
     print(
@@ -309,7 +344,8 @@ def main() -> None:
                 "dashboard_queries": all_queries,
                 "dashboard_ms_10": round(few_time * 1000, 1),
                 "dashboard_queries_10": few_queries,
-                "hosts": 1,
+                "hosts": HOSTS,
+                "batch_hosts": spread,
                 "runs": args.runs,
             }
         )

@@ -93,6 +93,7 @@ _BY_ROW: dict[str, tuple[str, int, str, Callable[[Any], Any]]] = {
     "backups.tasks.backup_task": (JOBS, 0, "backup_id", _backup_host),
     "backups.tasks.backup_verify_task": (JOBS, 0, "backup_id", _backup_host),
     "backups.tasks.backup_import_task": (JOBS, 0, "backup_id", _backup_host),
+    "backups.tasks.backup_stage_task": (JOBS, 0, "backup_id", _backup_host),
     "backups.tasks.restore_task": (JOBS, 0, "restore_id", _restore_host),
     "incidents.tasks.incident_step_task": (LIFECYCLE, 0, "incident_id", _incident_host),
     "incidents.tasks.incident_job_task": (JOBS, 0, "incident_id", _incident_host),
@@ -110,6 +111,21 @@ _BY_NAME: dict[str, tuple[str, int, str]] = {
 
 
 WEBHOOK_DELIVERY_TASK = "webhooks.tasks.delivery_task"
+MOVE_TASK = "sandboxes.tasks.move_task"
+
+
+def _move_queue(move_id: Any, step: Any) -> str:
+    """A move's step (sandboxes.services.moves): the archive and the clean-up on the source
+    host's jobs queue, the restore on the target's, and the transfer on the panel's own jobs
+    queue (its machine reaches every host's engine; an agent reaches only its own)."""
+    from sandboxes.models import Move
+
+    found = Move.objects.filter(pk=move_id).values_list("source__name", "target__name").first()
+    if found is None:
+        return settings.CELERY_TASK_DEFAULT_QUEUE
+    if step == Move.Step.TRANSFER:
+        return settings.CELERY_JOBS_QUEUE
+    return jobs_queue(found[1] if step == Move.Step.RESTORE else found[0])
 
 
 def route_task(name: str, args: Any, kwargs: Any, options: Any, task: Any = None, **_kw: Any) -> dict[str, str] | None:
@@ -118,6 +134,8 @@ def route_task(name: str, args: Any, kwargs: Any, options: Any, task: Any = None
     (a slow receiver holds only that worker). One query at most."""
     if name == WEBHOOK_DELIVERY_TASK:
         return {"queue": settings.CELERY_WEBHOOKS_QUEUE}
+    if name == MOVE_TASK:
+        return {"queue": _move_queue(_arg(args, kwargs, 0, "move_id"), _arg(args, kwargs, 1, "step"))}
     if name in _BY_NAME:
         kind, index, arg = _BY_NAME[name]
         host_name = _arg(args, kwargs, index, arg)

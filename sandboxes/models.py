@@ -58,6 +58,7 @@ class Sandbox(models.Model):
         CHECKPOINT = "checkpoint"
         ROLLBACK = "rollback"
         MIGRATE = "migrate"
+        MOVE = "move"
 
     class Network(models.TextChoices):
         INTERNET = "internet", "Internet"
@@ -180,6 +181,49 @@ class Sandbox(models.Model):
     @property
     def volume_name(self) -> str:
         return f"{self.container_name}-home-{self.uuid}"
+
+
+class Move(models.Model):
+    """A stopped sandbox moving to another host (services.moves): its archive written on the
+    source host, carried to the target through both engines, checked and restored there. Each
+    step is recorded so that a redelivered task carries on where the last one stopped; while it
+    runs the sandbox is claimed (Job.MOVE) and stays whole on its source host until the target
+    has restored it."""
+
+    class Status(models.TextChoices):
+        RUNNING = "running"
+        DONE = "done"
+        FAILED = "failed"
+
+    class Step(models.TextChoices):
+        ARCHIVE = "archive"  # on the source host's jobs queue
+        TRANSFER = "transfer"  # on the panel's jobs queue (it reaches both engines)
+        RESTORE = "restore"  # on the target host's jobs queue
+        CLEANUP = "cleanup"  # on the source host's jobs queue, once the move has ended
+        ENDED = "ended"
+
+    sandbox = models.ForeignKey(Sandbox, on_delete=models.CASCADE, related_name="moves")
+    source = models.ForeignKey(Host, on_delete=models.PROTECT, related_name="+")
+    target = models.ForeignKey(Host, on_delete=models.PROTECT, related_name="+")
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.RUNNING)
+    step = models.CharField(max_length=8, choices=Step.choices, default=Step.ARCHIVE)
+    backup_id = models.PositiveBigIntegerField(null=True, blank=True)  # the archive's Backup row (backups app)
+    archive = models.CharField(max_length=255, blank=True)
+    sha256 = models.CharField(max_length=64, blank=True)
+    size_bytes = models.PositiveBigIntegerField(default=0)
+    # The target found the archive already in its BACKUP_ROOT before copying it there (the two
+    # hosts share that folder): the source's clean-up then leaves it.
+    archive_shared = models.BooleanField(default=False)
+    # What the sandbox's row said of its place on the source (folders' identities, quota group,
+    # container): put back if the target fails, and what the source's cleanup removes.
+    source_state = models.JSONField(default=dict, blank=True)
+    detail = models.TextField(blank=True)
+    requested_by_name = models.CharField(max_length=150)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"move of {self.sandbox_id} from {self.source_id} to {self.target_id}"
 
 
 class Mount(models.Model):

@@ -141,3 +141,13 @@ def warm_fill_task(host_name: str) -> int:
         return warm.fill(host)
     except engine.EngineUnavailable:
         return 0
+
+
+@shared_task
+def move_task(move_id: int, step: str) -> None:
+    """One step of a move to another host (services.moves), on the queue of the machine that
+    does it (hosts.queues routes it by the step). Safe to redeliver: a step that is not the
+    move's current one ends at once."""
+    from .services.moves import move_perform
+
+    move_perform(move_id=move_id, step=step)

@@ -33,6 +33,7 @@ urlpatterns = [
     path("sandboxes/<int:pk>/refused/", views.sandbox_denials, name="sandbox_denials"),
     path("sandboxes/<int:pk>/network/", views.sandbox_network, name="sandbox_network"),
     path("sandboxes/<int:pk>/allowlist/", views.sandbox_allowlist, name="sandbox_allowlist"),
+    path("sandboxes/<int:pk>/move/", views.sandbox_move, name="sandbox_move"),
     path("teams/<slug:slug>/secrets/", secrets_views.team_secrets, name="team_secrets"),
     path("teams/<slug:slug>/checklist/", views.team_checklist, name="team_checklist"),
     path("sandboxes/<int:pk>/<action:action>/", views.sandbox_action, name="sandbox_action"),

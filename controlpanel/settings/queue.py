@@ -80,6 +80,8 @@ PANEL_JOB_TASKS = (
     *(f"backups.tasks.{name}" for name in ("backup_task", "restore_task", "backup_verify_task", "backup_import_task")),
     "incidents.tasks.incident_job_task",  # an incident's snapshot (its evidence archive) and reset
     "incidents.tasks.incident_group_snapshot_task",  # a team freeze's snapshots, one after another
+    "sandboxes.tasks.move_task",  # a move to another host: an archive written, carried and restored
+    "backups.tasks.backup_stage_task",  # an agent's backup copied where the panel downloads it from
 )
 # One router for every task: a task about a sandbox goes to its host's queue (one query), the
 # rest to the default queue. A string: Celery imports it once Django is set up.

@@ -361,6 +361,9 @@ def run_destroy(sandbox: Sandbox, action: str) -> None:
     docker.remove_images(sandbox_uuid=str(sandbox.uuid))
     if not docker.remove_volume(sandbox.volume_name, labels=labels(sandbox)):
         left.append(f"volume {sandbox.volume_name} is not this sandbox's; left in place")
+    for name, found in docker.instance_volumes(f"{engine.LABEL_UUID}={sandbox.uuid}").items():
+        if "ccpanel.transfer" in found:  # what a move or a download carried archives in (services.moves)
+            docker.remove_volume(name, labels=labels(sandbox))
     if sandbox.in_pool and not pool.active():
         raise workspace.WorkspaceError(
             "The storage pool is not mounted at the workspace root: nothing of the sandbox's data could be removed. "

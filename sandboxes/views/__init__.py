@@ -6,6 +6,7 @@ the health banners come from the context processor. One module per page group:
     lifecycle  the lifecycle actions (start, stop, destroy...)
     transfer   the Files in and out card (imports/ and exports/)
     network    the network card: refused connections, network mode, allowlist
+    moves      the Move to host form
     checklist  the security checklist: a team's manual items, a sandbox's live card
 
 The secrets pages are in ../secrets/views.py.
@@ -15,6 +16,7 @@ from .checklist import sandbox_checklist, team_checklist
 from .dashboard import dashboard, sandbox_create
 from .detail import sandbox_detail, sandbox_files, sandbox_logs_download
 from .lifecycle import sandbox_action
+from .moves import sandbox_move
 from .network import sandbox_allowlist, sandbox_denials, sandbox_network
 from .transfer import sandbox_download, sandbox_transfer, sandbox_upload
 
@@ -29,6 +31,7 @@ __all__ = [
     "sandbox_download",
     "sandbox_files",
     "sandbox_logs_download",
+    "sandbox_move",
     "sandbox_network",
     "sandbox_transfer",
     "sandbox_upload",

@@ -6,12 +6,13 @@ from django.shortcuts import render
 from django.utils import timezone
 
 from teams import idle as idle_rule
-from teams.permissions import user_role
+from teams.permissions import Role, role_allows, user_role
 
 from .. import activity, engine, health, selectors
 from ..forms import DenialFilterForm, DestroyForm
 from ..models import Sandbox
 from ..rows import row_for
+from ..services import moves
 
 
 def sandbox_detail(request: HttpRequest, pk: int) -> HttpResponse:
@@ -22,9 +23,12 @@ def sandbox_detail(request: HttpRequest, pk: int) -> HttpResponse:
             hardening = selectors.hardening_report(sandbox)
         except engine.EngineError:
             pass  # the banner says why; the page still shows what the panel knows
+    role = user_role(user=request.user, team=sandbox.team)
+    movable = role_allows(role, Role.OPERATOR) and sandbox.status != Sandbox.Status.DESTROYED
     context = {
         "sandbox": sandbox,
-        "row": row_for(sandbox, user_role(user=request.user, team=sandbox.team), csrf=get_token(request), back_to_detail=True),
+        "move_targets": moves.move_targets(sandbox) if movable else [],
+        "row": row_for(sandbox, role, csrf=get_token(request), back_to_detail=True),
         "hardening": hardening,
         "csrf": get_token(request),
         "destroy_form": DestroyForm(sandbox=sandbox),

@@ -809,16 +809,17 @@ class SecondHost:
         load_image(self.layout, image)
         self.images.append(image)
 
-    def up(self, *, images: Sequence[str] = (TEST_IMAGE,)) -> None:
+    def up(self, *, images: Sequence[str] = (TEST_IMAGE,), redis_password: str = "") -> None:
         """Bring the host up: first whatever of this slot is on the machine goes (a crashed
         run's leftovers, or this host as it was), then everything is made anew (a new Redis
-        password). On failure, what was made is removed and the error raised."""
+        password, or `redis_password`: a caller that set its settings from redis_url before).
+        On failure, what was made is removed and the error raised."""
         self.down()
         self.root_rules_before = root_ruleset()
         layout = self.layout
         layout.run_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
         layout.log_dir.mkdir(parents=True, exist_ok=True)
-        self.redis_password = secrets.token_hex(16)
+        self.redis_password = redis_password or secrets.token_hex(16)
         self.images = []
         try:
             _network_up(layout)

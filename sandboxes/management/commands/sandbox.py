@@ -33,7 +33,7 @@ def _cpus(text: str) -> Decimal:
         ) from None
 
 
-VERBS = ["list", "create", "logs", "reapprove", "backup", "checkpoint", "checkpoints", "rollback", "disk", *Sandbox.Action.values]
+VERBS = ["list", "create", "logs", "reapprove", "backup", "move", "checkpoint", "checkpoints", "rollback", "disk", *Sandbox.Action.values]
 
 
 class Command(BaseCommand):
@@ -56,7 +56,9 @@ class Command(BaseCommand):
         parser.add_argument("--low-ports-and-ping", action="store_true", help="let it listen below port 1024 and ping (less safe)")
         parser.add_argument("--runtime", choices=[c for c, _ in Sandbox.Runtime.choices], default="runc", help="runsc: gVisor")
         parser.add_argument("--team", default="default", help="team slug (create)")
-        parser.add_argument("--host", default=None, help="create: the host to run on (default: the one with the most memory left)")
+        parser.add_argument(
+            "--host", default=None, help="create: the host to run on (default: the one with the most memory left); move: where to"
+        )
         parser.add_argument("--host-label", action="append", default=[], help="create: a label the host must have; repeatable")
         parser.add_argument("--tail", type=int, default=200, help="lines of output (logs)")
         parser.add_argument("--raw", action="store_true", help="logs: keep control characters and escape sequences")
@@ -84,6 +86,8 @@ class Command(BaseCommand):
             return self._reapprove(actor, sandbox)
         if verb == "backup":
             return self._backup(actor, sandbox)
+        if verb == "move":
+            return self._move(actor, sandbox, opts["host"])
         if verb in ("checkpoint", "checkpoints", "rollback", "disk"):
             return self._storage(actor, sandbox, verb, checkpoint, opts)
         if verb == "destroy" and not opts["yes"]:
@@ -143,19 +147,38 @@ class Command(BaseCommand):
         self.stdout.write(self.style.SUCCESS(f"{sandbox.name}: {len(changed)} folder(s) re-recorded; Start checks them from now on."))
 
     def _backup(self, actor, sandbox):
-        """Back up now, in this process, through the same service as the Back up button."""
+        """Back up now, in this process, through the same service as the Back up button (queued on
+        its host when that is another machine's: a host agent writes it on its own disk)."""
         from backups import services as backups
         from backups.models import Backup
+        from hosts.queues import serves
 
+        here = serves(sandbox.host.name)  # a host agent's sandbox is backed up by that agent, on its own disk
         try:
-            backup = backups.backup_request(actor=actor, sandbox=sandbox, enqueue=False)
+            backup = backups.backup_request(actor=actor, sandbox=sandbox, enqueue=not here)
         except services.SandboxError as exc:
             raise CommandError(str(exc)) from exc
+        if not here:
+            self.stdout.write(f"{sandbox.name} is on host {sandbox.host.name}: {backup.file_name} is written there (queued)")
+            return
         backups.backup_perform(backup_id=backup.pk)
         backup.refresh_from_db()
         if backup.status != Backup.Status.DONE:
             raise CommandError(f"{sandbox.name}: {backup.detail}")
         self.stdout.write(self.style.SUCCESS(f"{backup.path} ({backup.size_bytes} bytes, {backup.files} entries, sha256 {backup.sha256})"))
+
+    def _move(self, actor, sandbox, host):
+        """Move a stopped sandbox to another host, through the same service as the page's form; the
+        move runs on the hosts' queues (`sandbox list` shows it busy until it ends)."""
+        from sandboxes.services.moves import move_request
+
+        if not host:
+            raise CommandError("`sandbox move NAME --host H`: name the host it moves to.")
+        try:
+            move_request(actor=actor, sandbox=sandbox, target_name=host)
+        except services.SandboxError as exc:
+            raise CommandError(str(exc)) from exc
+        self.stdout.write(self.style.SUCCESS(f"{sandbox.name}: moving to host {host} (queued); it starts there at its next start"))
 
     def _storage(self, actor, sandbox, verb, which, opts):
         """Checkpoints, rollback and the disk quota, through the same services as the page."""

@@ -1,0 +1,177 @@
+"""Moves between hosts, fast: what is refused (and that a refusal changes nothing), where each
+step's task goes, and that a move failing once its row named the target puts it back on its
+source as it was. The move itself, files and all, is tests/hosts/test_move_host.py."""
+
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from django.conf import settings
+from django.utils import timezone
+
+from audit.models import AuditEvent
+from hosts import queues
+from hosts import services as host_services
+from hosts.models import Host
+from sandboxes import services
+from sandboxes.models import Move, Sandbox
+from sandboxes.services import moves
+from tests.support.docker import TEST_IMAGE
+
+pytestmark = pytest.mark.django_db
+CLI = services.SystemActor("test")
+S = Sandbox.Status
+
+
+@pytest.fixture
+def local(fake_engine, clean_workspace):
+    host = host_services.local_host()
+    Host.objects.filter(pk=host.pk).update(memory_mb=8192, disk_mb=1_000_000, labels=[])
+    return host
+
+
+@pytest.fixture
+def far(local):
+    """A host served by its agent on another machine, the panel reaching its engine over TLS."""
+    return Host.objects.create(
+        name="far",
+        agent=True,
+        panel_url="tcp://198.19.0.2:2376",
+        cpus=Decimal(4),
+        memory_mb=4096,
+        disk_mb=1_000_000,
+        last_heartbeat=timezone.now(),
+        engine_version="27.0",
+    )
+
+
+@pytest.fixture
+def stopped(local, team):
+    box = services.sandbox_create(
+        actor=CLI, team=team, name="mover", image=TEST_IMAGE, memory_mb=512, cpus=Decimal(1), network_mode="none", enqueue=False
+    )
+    Sandbox.objects.filter(pk=box.pk).update(
+        status=S.STOPPED, pending_action="", host_path_ids={"/x": [[1, 2]]}, disk_group="g-1", container_id="abc"
+    )
+    return Sandbox.objects.get(pk=box.pk)
+
+
+def refused(sandbox: Sandbox, target: str = "far") -> str:
+    before = Sandbox.objects.filter(pk=sandbox.pk).values().get()
+    with pytest.raises(services.SandboxError) as caught:
+        moves.move_request(actor=CLI, sandbox=sandbox, target_name=target, enqueue=False)
+    assert Sandbox.objects.filter(pk=sandbox.pk).values().get() == before  # nothing changed
+    assert not Move.objects.exists()
+    assert not AuditEvent.objects.filter(action__startswith="sandbox.move").exists()
+    return str(caught.value)
+
+
+def test_a_running_sandbox_is_refused(stopped, far):
+    Sandbox.objects.filter(pk=stopped.pk).update(status=S.RUNNING)
+    assert "only a stopped sandbox moves" in refused(stopped)
+
+
+def test_a_sandbox_held_by_an_incident_busy_or_being_backed_up_is_refused(stopped, far):
+    Sandbox.objects.filter(pk=stopped.pk).update(on_hold=True)
+    assert "incident" in refused(stopped)
+    Sandbox.objects.filter(pk=stopped.pk).update(on_hold=False, pending_action="backup")
+    assert "busy" in refused(stopped)
+    # A backup that let go of the claim once its snapshot was taken, still writing.
+    from backups.services.backup import new_backup_row
+
+    Sandbox.objects.filter(pk=stopped.pk).update(pending_action="")
+    running = new_backup_row(CLI, stopped, "manual")
+    assert "being written" in refused(stopped)
+    running.delete()
+
+
+@pytest.mark.parametrize(
+    ("change", "said"),
+    [
+        ({"enabled": False}, "disabled"),
+        ({"draining": True}, "draining"),
+        ({"last_heartbeat": timezone.now() - timedelta(hours=1)}, "unreachable"),
+        ({"memory_mb": 256}, "lacks the capacity"),
+        ({"panel_url": ""}, "no way to its engine"),
+    ],
+)
+def test_a_host_that_cannot_take_it_is_refused(stopped, far, change, said):
+    Host.objects.filter(pk=far.pk).update(**change)
+    assert said in refused(stopped)
+
+
+def test_its_own_host_an_unknown_one_and_two_hosts_on_this_machine_are_refused(stopped, far):
+    assert "already" in refused(stopped, "local")
+    assert "no host named" in refused(stopped, "nowhere")
+    host_services.host_create(
+        actor=CLI, name="beside", docker_url="unix:///var/run/docker.sock", cpus=Decimal(2), memory_mb=4096, disk_mb=10**6
+    )
+    assert "nothing to move" in refused(stopped, "beside")
+
+
+def test_a_move_claims_the_sandbox_and_each_step_goes_to_the_machine_that_does_it(stopped, far):
+    move = moves.move_request(actor=CLI, sandbox=stopped, target_name="far", enqueue=False)
+    box = Sandbox.objects.get(pk=stopped.pk)
+    assert box.pending_action == "move" and box.status == S.STOPPED and box.host.name == "local"
+    assert move.source_state == {"host_path_ids": {"/x": [[1, 2]]}, "disk_group": "g-1", "container_id": "abc", "warm_slot": ""}
+    event = AuditEvent.objects.get(action="sandbox.move_requested")
+    assert event.details == {"from": "local", "to": "far"}
+
+    def queue(step: str) -> str:
+        return queues.route_task(queues.MOVE_TASK, (move.pk, step), {}, {})["queue"]
+
+    assert queue("archive") == queue("cleanup") == queues.jobs_queue("local")
+    assert queue("transfer") == settings.CELERY_JOBS_QUEUE  # the panel's machine reaches both engines
+    assert queue("restore") == queues.jobs_queue("far")
+    # Another move is refused while this one holds it.
+    assert "busy" in str(pytest.raises(services.SandboxError, moves.move_request, actor=CLI, sandbox=box, target_name="far").value)
+
+
+def test_a_move_that_fails_on_the_target_puts_the_sandbox_back_on_its_source_as_it_was(stopped, far):
+    move = moves.move_request(actor=CLI, sandbox=stopped, target_name="far", enqueue=False)
+    # The restore step had pointed the row at the target before it failed.
+    Sandbox.objects.filter(pk=stopped.pk).update(host=far, host_path_ids={}, disk_group="", container_id="")
+    moves._fail(Move.objects.get(pk=move.pk), "The move failed at its restore: boom")
+    box = Sandbox.objects.get(pk=stopped.pk)
+    assert box.host.name == "local" and box.status == S.STOPPED and box.pending_action == ""
+    assert (box.host_path_ids, box.disk_group, box.container_id) == ({"/x": [[1, 2]]}, "g-1", "abc")
+    assert "boom" in box.status_detail
+    move.refresh_from_db()
+    assert (move.status, move.step) == (Move.Status.FAILED, Move.Step.CLEANUP)
+    failed = AuditEvent.objects.get(action="sandbox.move_failed")
+    assert failed.details["from"] == "local" and failed.details["to"] == "far" and "boom" in failed.details["detail"]
+    assert not AuditEvent.objects.filter(action="sandbox.moved").exists()
+
+
+def test_the_command_line_moves_through_the_same_service(stopped, far):
+    from django.core.management import CommandError, call_command
+
+    with pytest.raises(CommandError, match="name the host"):
+        call_command("sandbox", "move", "mover")
+    Sandbox.objects.filter(pk=stopped.pk).update(status=S.RUNNING)
+    with pytest.raises(CommandError, match="only a stopped sandbox moves"):
+        call_command("sandbox", "move", "mover", "--host", "far")
+    Sandbox.objects.filter(pk=stopped.pk).update(status=S.STOPPED)
+    call_command("sandbox", "move", "mover", "--host", "far")
+    assert Sandbox.objects.get(pk=stopped.pk).pending_action == "move"
+    assert Move.objects.get().target.name == "far"
+
+
+def test_the_page_offers_the_move_to_operators_only(client, django_user_model, team, stopped, far):
+    from teams.models import Membership
+
+    def member(name: str, role: str):
+        user = django_user_model.objects.create_user(name, password="pw-123456789")
+        Membership.objects.create(user=user, team=team, role=role)
+        return user
+
+    client.force_login(member("look", "viewer"))
+    assert 'id="move-host"' not in client.get(f"/sandboxes/{stopped.pk}/").content.decode()
+    assert client.post(f"/sandboxes/{stopped.pk}/move/", {"host": "far"}).status_code == 403
+    assert Sandbox.objects.get(pk=stopped.pk).pending_action == "" and not Move.objects.exists()
+    client.force_login(member("op", "operator"))
+    page = client.get(f"/sandboxes/{stopped.pk}/").content.decode()
+    assert '<option value="far">far</option>' in page and '<option value="local">' not in page
+    assert client.post(f"/sandboxes/{stopped.pk}/move/", {"host": "far"}).status_code == 302
+    assert Sandbox.objects.get(pk=stopped.pk).pending_action == "move"
+    assert AuditEvent.objects.get(action="sandbox.move_requested").actor_name == "op"
