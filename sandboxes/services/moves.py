@@ -219,6 +219,8 @@ def move_perform(*, move_id: int, step: str) -> None:
         return
     sandbox = take_run(move.sandbox_id, JOB)
     if sandbox is None:
+        if not Sandbox.objects.filter(pk=move.sandbox_id, pending_action=JOB).exists():
+            _taken_over(move, step)  # Destroy took the sandbox between two steps
         return
     if sandbox.attempts > settings.SANDBOX_MAX_ATTEMPTS:
         _fail(move, f"Given up after {settings.SANDBOX_MAX_ATTEMPTS} attempts at its {step}: its worker stopped each time.")
@@ -240,6 +242,17 @@ def move_perform(*, move_id: int, step: str) -> None:
             _fail(move, f"The move failed unexpectedly at its {step} ({type(exc).__name__}: {exc}); see the worker's log.")
     if following is not None:  # once the heartbeat has stopped: the next step's worker takes the run at once
         _advance(move, sandbox, following[0], **following[1])
+
+
+def _taken_over(move: Move, step: str) -> None:
+    """The sandbox is no longer the move's (Destroy preempts it) when its next step comes: the
+    move ends failed, its clean-up queued, instead of staying "running" with nothing to carry it
+    on. The restore step runs on the target's machine, whose transfer volume (the archive, all
+    the sandbox's files) only it reaches: that goes here."""
+    if step == STEP.RESTORE:
+        sandbox = Sandbox.objects.select_related("team").get(pk=move.sandbox_id)
+        _drop_transfer_volume(engine.engine_for_host(engine.host_of(move.target)), sandbox)
+    _ended(move, ok=False, detail=f"The sandbox was taken over (destroyed) before its move's {step}.")
 
 
 def _advance(move: Move, sandbox: Sandbox, step: str, **changes) -> None:
@@ -299,8 +312,19 @@ def _restore(move: Move, sandbox: Sandbox) -> None:  # the last step: it ends th
     if backup_row is None or backup_row.file_name != move.archive:
         raise MoveError("The move's archive record is gone.")
     docker = engine.engine_for_host(engine.host_of(move.target))
-    path = _fetch_archive(docker, sandbox, move)
-    sandbox = _onto_target(move, sandbox)
+    try:
+        path = _fetch_archive(docker, sandbox, move)
+    except BaseException:  # a sha256 that does not match, a claim lost: the move ends, its archive goes
+        _drop_transfer_volume(docker, sandbox)
+        raise
+    try:
+        sandbox = _onto_target(move, sandbox)
+    except BaseException:
+        _drop_transfer_volume(docker, sandbox)
+        if not Move.objects.filter(pk=move.pk, archive_shared=True).exists():
+            path.unlink(missing_ok=True)
+        partial_marker(path, move).unlink(missing_ok=True)
+        raise
     restore = Restore.objects.create(
         backup=backup_row,
         backup_name=backup_row.file_name,
@@ -473,7 +497,10 @@ def _cleanup(move: Move) -> None:
     source = engine.engine_for_host(engine.host_of(move.source))
     if not _drop_transfer_volume(source, sandbox):
         left.append(f"the transfer volume {transfer_volume(sandbox)}")
-    if move.status == Move.Status.DONE:
+    # The sandbox is gone from the target too when Destroy took it there during the move (its
+    # row named the target by then): its copy here has no other owner.
+    destroyed = move.status == Move.Status.FAILED and sandbox.host_id != move.source_id and sandbox.status in (S.DESTROYING, S.DESTROYED)
+    if move.status == Move.Status.DONE or destroyed:
         try:
             if view.container_id:
                 source.remove_container(view.container_id)
@@ -486,7 +513,7 @@ def _cleanup(move: Move) -> None:
                 left.append(note)
             elif view.in_pool and pool.active():
                 pool.destroy_group(view.disk_group)
-            if move.archive and not move.archive_shared:
+            if move.archive and not move.archive_shared and not destroyed:  # a destroyed sandbox's backups stay
                 (backup_root() / move.archive).unlink(missing_ok=True)
         except (engine.EngineError, workspace.WorkspaceError, pool.PoolError, OSError) as exc:
             left.append(f"the sandbox's old copy on {move.source.name}: {exc}")

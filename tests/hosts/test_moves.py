@@ -175,3 +175,50 @@ def test_the_page_offers_the_move_to_operators_only(client, django_user_model, t
     assert client.post(f"/sandboxes/{stopped.pk}/move/", {"host": "far"}).status_code == 302
     assert Sandbox.objects.get(pk=stopped.pk).pending_action == "move"
     assert AuditEvent.objects.get(action="sandbox.move_requested").actor_name == "op"
+
+
+def test_a_host_a_move_named_is_refused_deletion_saying_why(stopped, far):
+    """A move's record keeps its hosts (as a sandbox's row does): deleting one is refused with a
+    reason, on the page and in the API, never an error page; the hosts page does not offer it."""
+    from hosts.selectors import host_rows
+
+    spare = host_services.host_create(actor=CLI, name="spare", cpus=Decimal(1), memory_mb=1024, disk_mb=10**6)
+    Move.objects.create(sandbox=stopped, source=stopped.host, target=spare, status=Move.Status.FAILED, step=Move.Step.ENDED)
+    assert {row.host.name: row.deletable for row in host_rows()}["spare"] is False
+    with pytest.raises(host_services.HostError) as caught:
+        host_services.host_delete(actor=CLI, host=spare)
+    assert "move" in str(caught.value) and Host.objects.filter(pk=spare.pk).exists()
+    assert not AuditEvent.objects.filter(action="host.delete").exists()
+
+
+def test_a_move_whose_sandbox_is_destroyed_between_two_steps_ends_instead_of_running_for_ever(stopped, far):
+    """Destroy preempts a move: the move's next step finds the sandbox is no longer its own and
+    ends the move failed, its clean-up queued (before, it returned and the move stayed running,
+    its transfer volumes left on both engines)."""
+    move = moves.move_request(actor=CLI, sandbox=stopped, target_name="far", enqueue=False)
+    services.sandbox_request_action(actor=CLI, sandbox=stopped, action="destroy", enqueue=False)
+    moves.move_perform(move_id=move.pk, step=Move.Step.ARCHIVE)
+    move.refresh_from_db()
+    assert (move.status, move.step) == (Move.Status.FAILED, Move.Step.CLEANUP) and "destroyed" in move.detail
+    box = Sandbox.objects.get(pk=stopped.pk)
+    assert (box.status, box.pending_action, box.host.name) == (S.DESTROYING, "destroy", "local")  # Destroy's, untouched
+    assert AuditEvent.objects.filter(action="sandbox.move_failed").count() == 1
+
+
+def test_a_sandbox_destroyed_on_the_target_during_its_move_leaves_nothing_on_the_source(stopped, far):
+    """Destroy took the sandbox once its row named the target (the destroy ran there): the
+    source's clean-up removes the sandbox's old copy, which nothing else would; its archive, a
+    backup, stays."""
+    from sandboxes import workspace
+
+    workspace.workspace_create(stopped.name, str(stopped.uuid))
+    assert workspace.read_marker(stopped.name) == str(stopped.uuid)
+    move = moves.move_request(actor=CLI, sandbox=stopped, target_name="far", enqueue=False)
+    Sandbox.objects.filter(pk=stopped.pk).update(host=far, host_path_ids={}, disk_group="", container_id="")  # the restore's step
+    services.sandbox_request_action(actor=CLI, sandbox=Sandbox.objects.get(pk=stopped.pk), action="destroy", enqueue=False)
+    moves._ended(Move.objects.get(pk=move.pk), ok=False, detail="The sandbox was taken over (destroyed) during its move.")
+    Sandbox.objects.filter(pk=stopped.pk).update(status=S.DESTROYED, pending_action="")  # done there
+    moves.move_perform(move_id=move.pk, step=Move.Step.CLEANUP)
+    assert workspace.read_marker(stopped.name) is None
+    move.refresh_from_db()
+    assert move.step == Move.Step.ENDED and "Left on the source" not in move.detail
