@@ -25,8 +25,8 @@ on where the last one stopped (or finds its step done and ends):
    the manifest matched, the settings judged by the policy). Any failure removes what the
    target made and points the row back at the source, whose data was never touched.
 4. cleanup (the source host's jobs queue, after the move ended): a moved sandbox's container,
-   home volume, folders and quota group there are removed, and its archive (now on the target);
-   the transfer volumes go in every case.
+   home volume, download volumes, folders and quota group there are removed, and its archive
+   (now on the target); the transfer volumes go in every case.
 
 Refused: a sandbox that is not stopped, held by an incident or busy; with extra host folders or
 checkpoints (snapshots in the source's pool cannot move); to its own host, or to a host that is
@@ -506,6 +506,9 @@ def _cleanup(move: Move) -> None:
                 source.remove_container(view.container_id)
             source.remove_container_if_ours(view.container_name, labels=engine.ownership_labels(str(view.uuid)))
             source.remove_volume(view.volume_name, labels=labels(view))
+            for name, found in source.instance_volumes(f"{engine.LABEL_UUID}={view.uuid}").items():
+                if LABEL_TRANSFER in found:  # a download's staged archive (backups.services.downloads): a copy of its files
+                    source.remove_volume(name, labels=labels(view))
             warm.after_recreate(view, source)  # taken from the warm pool: its slot's home volume
             if view.in_pool and pool.active():
                 pool.lift_limit(view.disk_group)

@@ -222,3 +222,21 @@ def test_a_sandbox_destroyed_on_the_target_during_its_move_leaves_nothing_on_the
     assert workspace.read_marker(stopped.name) is None
     move.refresh_from_db()
     assert move.step == Move.Step.ENDED and "Left on the source" not in move.detail
+
+
+def test_a_moved_sandboxs_clean_up_removes_its_staged_download_on_the_source(stopped, far, fake_engine):
+    """A download staged on the source (backups.services.downloads: a backup's archive, all its
+    files, in a volume of the source's engine) goes with the rest of its old copy: nothing else
+    would remove it once the sandbox lives on the target (its Destroy runs there)."""
+    from backups.services.downloads import download_volume
+    from sandboxes.services.specs import labels
+
+    fake_engine.ensure_volume(download_volume(stopped), labels={**labels(stopped), moves.LABEL_TRANSFER: "download"})
+    fake_engine.ensure_volume("not-its-own", labels={moves.LABEL_TRANSFER: "download"})
+    move = moves.move_request(actor=CLI, sandbox=stopped, target_name="far", enqueue=False)
+    Sandbox.objects.filter(pk=stopped.pk).update(host=far, host_path_ids={}, disk_group="", container_id="")  # the restore's step
+    moves._ended(Move.objects.get(pk=move.pk), ok=True, detail="Moved.")
+    moves.move_perform(move_id=move.pk, step=Move.Step.CLEANUP)
+    assert download_volume(stopped) not in fake_engine.volumes and "not-its-own" in fake_engine.volumes
+    move.refresh_from_db()
+    assert move.step == Move.Step.ENDED and "Left on the source" not in move.detail
