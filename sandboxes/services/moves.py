@@ -196,9 +196,15 @@ def resume_move(sandbox: Sandbox) -> None:
     or release the sandbox if no move is running."""
     from ..tasks import move_task
 
-    move = Move.objects.filter(sandbox=sandbox, status=Move.Status.RUNNING).order_by("-pk").first()
+    running = Move.objects.filter(sandbox=sandbox, status=Move.Status.RUNNING).select_related("sandbox", "source", "target")
+    move = running.order_by("-pk").first()
     if move is None:
         finish(sandbox, JOB, None, "The move's record is gone; the sandbox was released.")
+        return
+    if move.step == STEP.RESTORE and (why := unreachable_reason(move.target)):
+        # Nothing reads the target's queue: the sandbox, whole on its source, is not held for as
+        # long as that host is away (a restore it had begun is removed there by nothing: logged).
+        _fail(move, f"The move was given up at its restore: {why}")
         return
     move_task.delay(move.pk, move.step)
 

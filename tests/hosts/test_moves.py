@@ -240,3 +240,17 @@ def test_a_moved_sandboxs_clean_up_removes_its_staged_download_on_the_source(sto
     assert download_volume(stopped) not in fake_engine.volumes and "not-its-own" in fake_engine.volumes
     move.refresh_from_db()
     assert move.step == Move.Step.ENDED and "Left on the source" not in move.detail
+
+
+def test_a_move_whose_target_went_away_before_its_restore_gives_the_sandbox_back(stopped, far):
+    """The restore waits on the target's queue; when its worker is gone and the target host is
+    unreachable, the resync ends the move (the sandbox back on its source, as it was) instead of
+    queueing the restore again for as long as that host is away, the sandbox held meanwhile."""
+    move = moves.move_request(actor=CLI, sandbox=stopped, target_name="far", enqueue=False)
+    Move.objects.filter(pk=move.pk).update(step=Move.Step.RESTORE, archive="a.tar.gz", sha256="0" * 64)
+    Host.objects.filter(pk=far.pk).update(last_heartbeat=timezone.now() - timedelta(hours=1))
+    moves.resume_move(Sandbox.objects.get(pk=stopped.pk))
+    move.refresh_from_db()
+    assert (move.status, move.step) == (Move.Status.FAILED, Move.Step.CLEANUP) and "unreachable" in move.detail
+    box = Sandbox.objects.get(pk=stopped.pk)
+    assert (box.host.name, box.pending_action, box.status, box.container_id) == ("local", "", S.STOPPED, "abc")
