@@ -624,7 +624,8 @@ def cmd_backup_download(api: Api, args) -> int:
         sys.stdout.buffer.flush()
     else:
         # Its own name as the panel gave it, never a path: a name with a slash is not followed.
-        target = _output(args.output or os.path.basename(str(backup.get("file_name") or f"backup-{backup['id']}.tar.gz")), args.force)
+        given = os.path.basename(str(backup.get("file_name") or ""))
+        target = _output(args.output or (given if given not in ("", ".", "..") else f"backup-{backup['id']}.tar.gz"), args.force)
         partial = f"{target}.part"
         out = _new_file(partial, args.force)
         try:
@@ -633,6 +634,8 @@ def cmd_backup_download(api: Api, args) -> int:
             if backup.get("sha256") and sha256 != backup["sha256"]:
                 raise ClientError(f"The download's SHA-256 is {sha256}, not the backup's {backup['sha256']}: nothing was kept.")
             os.replace(partial, target)
+        except OSError as exc:  # a full disk, a folder where the file goes: said, nothing kept
+            raise ClientError(f"Cannot write {target}: {exc.strerror or exc}.") from None
         finally:
             if os.path.lexists(partial):
                 os.unlink(partial)

@@ -80,6 +80,13 @@ def test_backups_are_listed_shown_and_downloaded_checked_by_their_sha256(kept, t
     assert written.read_bytes() == backup.path.read_bytes() and not written.is_symlink() and written.stat().st_mode & 0o077 == 0
     assert not (tmp_path / "linked.tar.gz.part").exists()
 
+    # A folder where the file would go: said in a sentence (no traceback), nothing left behind.
+    folder = tmp_path / "a-folder"
+    (folder / "inside").mkdir(parents=True)
+    code, _out, err = ccpanel("backup", "download", str(backup.pk), "-o", str(folder), "--force", url=url, token=token)
+    assert code == 1 and f"Cannot write {folder}" in err and "Traceback" not in err, err
+    assert (folder / "inside").is_dir() and not (tmp_path / "a-folder.part").exists()
+
     # A viewer may see it, not download it (as on the page).
     viewer = token_for(member(django_user_model, "vic", sandbox.team, "viewer"), "read")
     code, _out, err = ccpanel("backup", "download", str(backup.pk), "-o", str(tmp_path / "v.tar.gz"), url=url, token=viewer)
