@@ -228,6 +228,9 @@ def move_perform(*, move_id: int, step: str) -> None:
         if not Sandbox.objects.filter(pk=move.sandbox_id, pending_action=JOB).exists():
             _taken_over(move, step)  # Destroy took the sandbox between two steps
         return
+    if sandbox.on_hold:  # declared during the move: its evidence (container, logs) is on the source
+        _fail(move, held_detail(move))
+        return
     if sandbox.attempts > settings.SANDBOX_MAX_ATTEMPTS:
         _fail(move, f"Given up after {settings.SANDBOX_MAX_ATTEMPTS} attempts at its {step}: its worker stopped each time.")
         return
@@ -248,6 +251,13 @@ def move_perform(*, move_id: int, step: str) -> None:
             _fail(move, f"The move failed unexpectedly at its {step} ({type(exc).__name__}: {exc}); see the worker's log.")
     if following is not None:  # once the heartbeat has stopped: the next step's worker takes the run at once
         _advance(move, sandbox, following[0], **following[1])
+
+
+def held_detail(move: Move) -> str:
+    return (
+        f"An incident was declared on the sandbox during its move: it stays on {move.source.name}, as it was, where the "
+        "incident's steps find its container and logs."
+    )
 
 
 def _taken_over(move: Move, step: str) -> None:
@@ -420,7 +430,10 @@ def _onto_target(move: Move, sandbox: Sandbox) -> Sandbox:
     run before this one may have left some there: they go first)."""
     if sandbox.host_id == move.target_id:
         _remove_from_target(move, sandbox)
-    if not claimed(sandbox, JOB).update(host=move.target, **{f: "" if f != "host_path_ids" else {} for f in PLACE_FIELDS}):
+    emptied = {f: "" if f != "host_path_ids" else {} for f in PLACE_FIELDS}
+    if not claimed(sandbox, JOB).filter(on_hold=False).update(host=move.target, **emptied):
+        if claimed(sandbox, JOB).exists():  # held by an incident declared meanwhile: it stays where its evidence is
+            raise MoveError(held_detail(move))
         raise LostClaim()
     return Sandbox.objects.select_related("team", "host").get(pk=sandbox.pk)
 

@@ -254,3 +254,24 @@ def test_a_move_whose_target_went_away_before_its_restore_gives_the_sandbox_back
     assert (move.status, move.step) == (Move.Status.FAILED, Move.Step.CLEANUP) and "unreachable" in move.detail
     box = Sandbox.objects.get(pk=stopped.pk)
     assert (box.host.name, box.pending_action, box.status, box.container_id) == ("local", "", S.STOPPED, "abc")
+
+
+def test_an_incident_declared_during_a_move_keeps_the_sandbox_on_its_source(stopped, far):
+    """An incident's snapshot commits the container and reads its logs on the sandbox's host: a
+    move carried on while it holds the sandbox would have its source's clean-up remove that
+    evidence. The move's next step ends it instead, the sandbox as it was; the restore refuses
+    to point the row at the target once it is held."""
+    move = moves.move_request(actor=CLI, sandbox=stopped, target_name="far", enqueue=False)
+    Sandbox.objects.filter(pk=stopped.pk).update(on_hold=True)  # incident_declare: its own claim refused (busy)
+    moves.move_perform(move_id=move.pk, step=Move.Step.ARCHIVE)
+    move.refresh_from_db()
+    assert (move.status, move.step) == (Move.Status.FAILED, Move.Step.CLEANUP) and "incident" in move.detail
+    box = Sandbox.objects.get(pk=stopped.pk)
+    assert (box.host.name, box.pending_action, box.on_hold, box.container_id) == ("local", "", True, "abc")
+
+    Sandbox.objects.filter(pk=stopped.pk).update(on_hold=False)
+    again = moves.move_request(actor=CLI, sandbox=box, target_name="far", enqueue=False)
+    Sandbox.objects.filter(pk=stopped.pk).update(on_hold=True)
+    with pytest.raises(moves.MoveError, match="incident"):
+        moves._onto_target(again, Sandbox.objects.get(pk=stopped.pk))
+    assert Sandbox.objects.get(pk=stopped.pk).host.name == "local"
