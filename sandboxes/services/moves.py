@@ -116,6 +116,13 @@ def refusal(sandbox: Sandbox, target: Host) -> str:
             f"Hosts {source.name} and {target.name} both keep their folders on this machine's workspace root: "
             "there is nothing to move between them."
         )
+    return contents_problem(sandbox, source) or _capacity_problem(sandbox, target)
+
+
+def contents_problem(sandbox: Sandbox, source: Host) -> str:
+    """What the sandbox has that cannot move (or not now); judged again once it is claimed, when
+    nothing else can add any: a checkpoint or a backup that ended between the first look and the
+    claim would otherwise be moved past (its snapshot removed with the source's pool group)."""
     from backups.models import Backup
 
     if Backup.objects.filter(sandbox=sandbox, status=Backup.Status.RUNNING).exists():
@@ -130,7 +137,7 @@ def refusal(sandbox: Sandbox, target: Host) -> str:
             f"{sandbox.name} has checkpoints, snapshots in {source.name}'s storage pool that cannot move: "
             "delete them first (back up if needed)."
         )
-    return _capacity_problem(sandbox, target)
+    return ""
 
 
 def _capacity_problem(sandbox: Sandbox, target: Host) -> str:
@@ -162,6 +169,8 @@ def move_request(*, actor, sandbox: Sandbox, target_name: str, source_ip: str | 
         raise MoveError(problem)
     with transaction.atomic():
         claim(sandbox=sandbox, action=JOB, allowed_from=MOVE_FROM)
+        if problem := contents_problem(sandbox, sandbox.host):
+            raise MoveError(problem)  # the claim is rolled back with the transaction
         move = Move.objects.create(
             sandbox=sandbox,
             source=sandbox.host,

@@ -275,3 +275,19 @@ def test_an_incident_declared_during_a_move_keeps_the_sandbox_on_its_source(stop
     with pytest.raises(moves.MoveError, match="incident"):
         moves._onto_target(again, Sandbox.objects.get(pk=stopped.pk))
     assert Sandbox.objects.get(pk=stopped.pk).host.name == "local"
+
+
+def test_a_checkpoint_that_ends_just_before_the_claim_is_seen_and_the_move_refused(stopped, far, monkeypatch):
+    """The first look and the claim are two moments: a checkpoint taken between them (its own
+    claim released just before the move's) is judged again once the move holds the sandbox, and
+    refused with nothing changed; moved past, its snapshot would go with the source's pool group."""
+    from storage.models import Checkpoint
+
+    taken = moves.claim
+
+    def checkpoint_then_claim(**kwargs):
+        Checkpoint.objects.create(sandbox=stopped, snapshot="20260101-000000-between", created_by_name="test")
+        return taken(**kwargs)
+
+    monkeypatch.setattr(moves, "claim", checkpoint_then_claim)
+    assert "has checkpoints" in refused(stopped)
