@@ -36,6 +36,7 @@ this machine (they share its workspace root: nothing to move, and a clean-up wou
 very folders moved).
 """
 
+import contextlib
 import dataclasses
 import hashlib
 import logging
@@ -394,20 +395,25 @@ def _fetch_archive(docker: engine.Engine, sandbox: Sandbox, move: Move) -> Path:
     from backups import archive
 
     found = False
-    with _transfer_helper(docker, sandbox, move) as helper:
-        stream = archive.ChunkReader(docker.read_archive(helper, f"{home_target()}/{move.archive}"))
-        with tarfile.open(fileobj=stream, mode="r|") as tar:  # type: ignore[call-overload]
-            for member in tar:
-                if member.name != move.archive or not member.isfile():
-                    continue
-                data = tar.extractfile(member)
-                with open(partial, "wb", opener=lambda p, f: os.open(p, f, 0o600)) as out:
-                    while chunk := data.read(1 << 20):  # type: ignore[union-attr]
-                        digest.update(chunk)
-                        out.write(chunk)
-                    out.flush()
-                    os.fsync(out.fileno())
-                found = True
+    try:
+        with _transfer_helper(docker, sandbox, move) as helper:
+            stream = archive.ChunkReader(docker.read_archive(helper, f"{home_target()}/{move.archive}"))
+            with tarfile.open(fileobj=stream, mode="r|") as tar:  # type: ignore[call-overload]
+                for member in tar:
+                    if member.name != move.archive or not member.isfile():
+                        continue
+                    data = tar.extractfile(member)
+                    with open(partial, "wb", opener=lambda p, f: os.open(p, f, 0o600)) as out:
+                        while chunk := data.read(1 << 20):  # type: ignore[union-attr]
+                            digest.update(chunk)
+                            out.write(chunk)
+                        out.flush()
+                        os.fsync(out.fileno())
+                    found = True
+    except BaseException:  # a stream cut short, a full disk: the move ends; what it wrote goes
+        with contextlib.suppress(OSError):
+            partial.unlink(missing_ok=True)
+        raise
     if not found:
         raise MoveError(f"The transfer volume on {move.target.name} does not hold {move.archive}.")
     if digest.hexdigest() != move.sha256:

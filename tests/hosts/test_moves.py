@@ -291,3 +291,34 @@ def test_a_checkpoint_that_ends_just_before_the_claim_is_seen_and_the_move_refus
 
     monkeypatch.setattr(moves, "claim", checkpoint_then_claim)
     assert "has checkpoints" in refused(stopped)
+
+
+def test_a_restore_whose_archive_comes_cut_short_leaves_nothing_on_the_target(stopped, far, fake_engine, monkeypatch):
+    """The target's copy of the archive is cut short (a stream that ends early): the move ends
+    failed, the sandbox on its source as it was, and neither the half-written copy in the
+    target's backup folder nor the transfer volume (all the sandbox's files) is left there."""
+    import tarfile
+
+    from backups.models import Backup
+    from backups.services import backup_root
+    from backups.services.backup import new_backup_row
+
+    move = moves.move_request(actor=CLI, sandbox=stopped, target_name="far", enqueue=False)
+    row = new_backup_row(CLI, stopped, Backup.Kind.MANUAL)
+    Backup.objects.filter(pk=row.pk).update(status=Backup.Status.DONE)
+    Move.objects.filter(pk=move.pk).update(step=Move.Step.RESTORE, backup_id=row.pk, archive=row.file_name, sha256="0" * 64)
+    header = tarfile.TarInfo(row.file_name)
+    header.size = 10 << 20
+
+    def cut_short(container_id: str, path: str):
+        yield header.tobuf(format=tarfile.PAX_FORMAT)
+        yield b"x" * (1 << 20)  # and no more
+
+    monkeypatch.setattr(fake_engine, "read_archive", cut_short, raising=False)
+    moves.move_perform(move_id=move.pk, step=Move.Step.RESTORE)
+    move.refresh_from_db()
+    assert move.status == Move.Status.FAILED and "restore" in move.detail, move.detail
+    box = Sandbox.objects.get(pk=stopped.pk)
+    assert (box.host.name, box.pending_action, box.container_id) == ("local", "", "abc")
+    assert not (backup_root() / f".{row.file_name}.move-{move.pk}").exists() and not (backup_root() / row.file_name).exists()
+    assert moves.transfer_volume(box) not in fake_engine.volumes
