@@ -23,7 +23,7 @@ class HostRow:
     pool_free_mb: int | None  # the storage pool's free space, for this machine's engine only
     warm_ready: int = 0  # its warm pool's started containers ready for a create (sandboxes.services.warm)
     warm_wanted: int = 0  # how many WARM_POOL asks of it (none while it is disabled or draining)
-    deletable: bool = False  # no sandbox row names it, destroyed ones included (host_delete's rule)
+    deletable: bool = False  # no sandbox row names it, destroyed ones included, nor a move's (host_delete's rule)
 
     @property
     def reachable(self) -> bool:
@@ -65,10 +65,10 @@ def _pool_free_mb() -> int | None:
 def host_rows() -> list[HostRow]:
     """Every host with its load, its health as the watcher last wrote it, and, for this
     machine's engine, the storage pool's free space."""
-    from django.db.models import Count, Exists, OuterRef
+    from django.db.models import Count, Exists, OuterRef, Q
 
     from sandboxes import engine
-    from sandboxes.models import Sandbox, WarmSlot
+    from sandboxes.models import Move, Sandbox, WarmSlot
 
     now = timezone.now()
     ready = dict(
@@ -80,7 +80,8 @@ def host_rows() -> list[HostRow]:
     )
     wanted = sum(count for _image, _mode, count in settings.WARM_POOL)
     rows = []
-    named = Exists(Sandbox.objects.filter(host=OuterRef("pk")))
+    moved = Move.objects.filter(Q(source=OuterRef("pk")) | Q(target=OuterRef("pk")))
+    named = Exists(Sandbox.objects.filter(host=OuterRef("pk"))) | Exists(moved)
     for host in with_load(Host.objects.annotate(named=named)):
         where = host.docker_url or settings.DOCKER_HOST or "this machine's default socket"
         if host.agent:

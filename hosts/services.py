@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 
 from django.core.exceptions import PermissionDenied
 from django.db import IntegrityError, transaction
+from django.db.models import ProtectedError
 from django.utils import timezone
 
 from audit.services import audit_record
@@ -209,7 +210,7 @@ def host_set_state(*, actor, host: Host, enabled: bool | None = None, draining: 
 
 def host_delete(*, actor, host: Host, source_ip: str | None = None) -> None:
     """Delete a host that holds no sandbox (a destroyed one's row still names it: those count
-    too, since the row keeps its history). HostError otherwise."""
+    too, since the row keeps its history) and that no move's record names. HostError otherwise."""
     require_superuser(actor)
     with transaction.atomic():
         current = Host.objects.select_for_update().filter(pk=host.pk).first()
@@ -228,7 +229,13 @@ def host_delete(*, actor, host: Host, source_ip: str | None = None) -> None:
                 }
             )
         _audit(actor, "host.delete", current, {"docker_url": current.docker_url}, source_ip)
-        current.delete()
+        try:
+            current.delete()
+        except ProtectedError:
+            # A move's record names it (from or to): it keeps its history, as a sandbox's row does.
+            raise HostError(
+                {"": [f"Host {current.name} is named by the record of a sandbox's move to or from it: it cannot be deleted."]}
+            ) from None
 
 
 def host_heartbeat(*, host_name: str, engine_version: str = "", error: str = "") -> int:

@@ -10,7 +10,6 @@ import logging
 from celery import shared_task
 from django.conf import settings
 
-from hosts.models import Host
 from hosts.queues import serves
 from hosts.selectors import enabled_host_names
 from storage.pool import PoolError
@@ -80,15 +79,23 @@ def host_reconcile_task(host_name: str) -> int:
 
 
 @shared_task
-def terminal_end_task(host_name: str, exec_id: str) -> None:
+def terminal_end_task(host_name: str, exec_id: str, sandbox_id: int | None = None) -> None:
     """Hang up a terminal's shell on the host whose engine runs it (services.terminals.end_shell:
-    the page's websocket closed on another machine)."""
+    the page's websocket closed on another machine). Only an exec of the container the panel
+    recorded for that sandbox on this host is signalled (engine.end_terminal): an exec id from
+    the queue never reaches another container of this machine's engine."""
     if _not_mine(host_name, "a terminal's hang-up"):
         return
+    from .models import Sandbox
+
+    sandbox = Sandbox.objects.filter(pk=sandbox_id or 0, host__name=host_name).exclude(container_id="").select_related("host").first()
+    if sandbox is None:
+        log.warning("a terminal's hang-up on host %s refused: no sandbox of it with a container (%s)", host_name, sandbox_id)
+        return
     try:
-        engine.engine_for_host(engine.host_of(Host.objects.get(name=host_name))).end_terminal(exec_id)
-    except (Host.DoesNotExist, engine.EngineError):
-        pass  # the host, the sandbox or Docker is gone, and the shell with it
+        engine.engine_for_host(engine.host_of(sandbox.host)).end_terminal(exec_id, container_id=sandbox.container_id)
+    except engine.EngineError:
+        pass  # the sandbox or Docker is gone, and the shell with it
 
 
 def _tidy_warm_pool(host_name: str) -> None:

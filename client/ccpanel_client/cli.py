@@ -20,7 +20,7 @@ import time
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO
 
 from . import __version__
 from .api import EXIT_REFUSED, Api, ClientError
@@ -598,6 +598,22 @@ def _output(path: str, force: bool) -> str:
     return path
 
 
+def _new_file(path: str, force: bool) -> BinaryIO:
+    """`path`, made afresh for this process alone (readable by its owner only: a backup holds the
+    sandbox's home): never a file or link already there, whose target would be written through
+    (a link planted at FILE.part in a shared folder). With --force what is there goes first (a
+    link itself, never what it names)."""
+    if force and os.path.lexists(path) and not os.path.isdir(path):
+        os.unlink(path)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0), 0o600)
+    except FileExistsError:
+        raise ClientError(f"{path} exists (a download that did not end?): remove it, or --force to replace it.") from None
+    except OSError as exc:
+        raise ClientError(f"Cannot write {path}: {exc.strerror}.") from None
+    return os.fdopen(fd, "wb")
+
+
 def cmd_backup_download(api: Api, args) -> int:
     backup = _backup(api, args.id)
     if backup.get("status") != "done":
@@ -608,16 +624,20 @@ def cmd_backup_download(api: Api, args) -> int:
         sys.stdout.buffer.flush()
     else:
         # Its own name as the panel gave it, never a path: a name with a slash is not followed.
-        target = _output(args.output or os.path.basename(str(backup.get("file_name") or f"backup-{backup['id']}.tar.gz")), args.force)
+        given = os.path.basename(str(backup.get("file_name") or ""))
+        target = _output(args.output or (given if given not in ("", ".", "..") else f"backup-{backup['id']}.tar.gz"), args.force)
         partial = f"{target}.part"
+        out = _new_file(partial, args.force)
         try:
-            with open(partial, "wb") as out:
+            with out:
                 size, sha256 = api.download(url, out)
             if backup.get("sha256") and sha256 != backup["sha256"]:
                 raise ClientError(f"The download's SHA-256 is {sha256}, not the backup's {backup['sha256']}: nothing was kept.")
             os.replace(partial, target)
+        except OSError as exc:  # a full disk, a folder where the file goes: said, nothing kept
+            raise ClientError(f"Cannot write {target}: {exc.strerror or exc}.") from None
         finally:
-            if os.path.exists(partial):
+            if os.path.lexists(partial):
                 os.unlink(partial)
         say(f"Wrote {target}: {_size(size)}, sha256 {sha256}.")
     if args.output == "-" and backup.get("sha256") and sha256 != backup["sha256"]:

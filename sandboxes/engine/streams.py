@@ -6,6 +6,7 @@ own and hand what they read to their event loop.
 """
 
 import http.client
+import logging
 import os
 import signal
 import socket as socketlib
@@ -20,6 +21,8 @@ import urllib3.exceptions
 from docker.utils.socket import STDERR
 
 from .client import BaseClient, EngineError, EngineUnavailable, NotFound
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -213,15 +216,21 @@ class StreamsMixin(BaseClient):
     def resize_terminal(self, exec_id: str, *, cols: int, rows: int) -> None:
         self.call(self.api.exec_resize, exec_id, height=rows, width=cols)
 
-    def end_terminal(self, exec_id: str) -> bool:
+    def end_terminal(self, exec_id: str, *, container_id: str) -> bool:
         """Hang up a terminal's shell and whatever it runs (SIGHUP to its process group, then
         SIGKILL), as closing a real terminal would: Docker keeps an exec running when its client
-        goes away. Only where the engine runs on this machine; False elsewhere."""
+        goes away. Only where the engine runs on this machine; False elsewhere. Only an exec of
+        `container_id` (the sandbox's container, as the panel recorded it) is signalled: an exec
+        id of any other container on this engine (another sandbox's, or no sandbox's at all)
+        is left alone."""
         if not self.host.is_local:
             return False
         try:
             found = self.call(self.api.exec_inspect, exec_id)
         except NotFound:
+            return True
+        if len(container_id) < 12 or not str(found.get("ContainerID") or "").startswith(container_id):
+            log.warning("terminal hang-up refused: exec %s is not one of container %s", exec_id[:12], container_id[:12] or "(none)")
             return True
         pid = int(found.get("Pid") or 0)
         if not found.get("Running") or pid <= 1:

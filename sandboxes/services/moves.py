@@ -25,8 +25,8 @@ on where the last one stopped (or finds its step done and ends):
    the manifest matched, the settings judged by the policy). Any failure removes what the
    target made and points the row back at the source, whose data was never touched.
 4. cleanup (the source host's jobs queue, after the move ended): a moved sandbox's container,
-   home volume, folders and quota group there are removed, and its archive (now on the target);
-   the transfer volumes go in every case.
+   home volume, download volumes, folders and quota group there are removed, and its archive
+   (now on the target); the transfer volumes go in every case.
 
 Refused: a sandbox that is not stopped, held by an incident or busy; with extra host folders or
 checkpoints (snapshots in the source's pool cannot move); to its own host, or to a host that is
@@ -36,6 +36,7 @@ this machine (they share its workspace root: nothing to move, and a clean-up wou
 very folders moved).
 """
 
+import contextlib
 import dataclasses
 import hashlib
 import logging
@@ -116,6 +117,13 @@ def refusal(sandbox: Sandbox, target: Host) -> str:
             f"Hosts {source.name} and {target.name} both keep their folders on this machine's workspace root: "
             "there is nothing to move between them."
         )
+    return contents_problem(sandbox, source) or _capacity_problem(sandbox, target)
+
+
+def contents_problem(sandbox: Sandbox, source: Host) -> str:
+    """What the sandbox has that cannot move (or not now); judged again once it is claimed, when
+    nothing else can add any: a checkpoint or a backup that ended between the first look and the
+    claim would otherwise be moved past (its snapshot removed with the source's pool group)."""
     from backups.models import Backup
 
     if Backup.objects.filter(sandbox=sandbox, status=Backup.Status.RUNNING).exists():
@@ -130,7 +138,7 @@ def refusal(sandbox: Sandbox, target: Host) -> str:
             f"{sandbox.name} has checkpoints, snapshots in {source.name}'s storage pool that cannot move: "
             "delete them first (back up if needed)."
         )
-    return _capacity_problem(sandbox, target)
+    return ""
 
 
 def _capacity_problem(sandbox: Sandbox, target: Host) -> str:
@@ -162,6 +170,8 @@ def move_request(*, actor, sandbox: Sandbox, target_name: str, source_ip: str | 
         raise MoveError(problem)
     with transaction.atomic():
         claim(sandbox=sandbox, action=JOB, allowed_from=MOVE_FROM)
+        if problem := contents_problem(sandbox, sandbox.host):
+            raise MoveError(problem)  # the claim is rolled back with the transaction
         move = Move.objects.create(
             sandbox=sandbox,
             source=sandbox.host,
@@ -196,9 +206,15 @@ def resume_move(sandbox: Sandbox) -> None:
     or release the sandbox if no move is running."""
     from ..tasks import move_task
 
-    move = Move.objects.filter(sandbox=sandbox, status=Move.Status.RUNNING).order_by("-pk").first()
+    running = Move.objects.filter(sandbox=sandbox, status=Move.Status.RUNNING).select_related("sandbox", "source", "target")
+    move = running.order_by("-pk").first()
     if move is None:
         finish(sandbox, JOB, None, "The move's record is gone; the sandbox was released.")
+        return
+    if move.step == STEP.RESTORE and (why := unreachable_reason(move.target)):
+        # Nothing reads the target's queue: the sandbox, whole on its source, is not held for as
+        # long as that host is away (a restore it had begun is removed there by nothing: logged).
+        _fail(move, f"The move was given up at its restore: {why}")
         return
     move_task.delay(move.pk, move.step)
 
@@ -219,6 +235,11 @@ def move_perform(*, move_id: int, step: str) -> None:
         return
     sandbox = take_run(move.sandbox_id, JOB)
     if sandbox is None:
+        if not Sandbox.objects.filter(pk=move.sandbox_id, pending_action=JOB).exists():
+            _taken_over(move, step)  # Destroy took the sandbox between two steps
+        return
+    if sandbox.on_hold:  # declared during the move: its evidence (container, logs) is on the source
+        _fail(move, held_detail(move))
         return
     if sandbox.attempts > settings.SANDBOX_MAX_ATTEMPTS:
         _fail(move, f"Given up after {settings.SANDBOX_MAX_ATTEMPTS} attempts at its {step}: its worker stopped each time.")
@@ -240,6 +261,24 @@ def move_perform(*, move_id: int, step: str) -> None:
             _fail(move, f"The move failed unexpectedly at its {step} ({type(exc).__name__}: {exc}); see the worker's log.")
     if following is not None:  # once the heartbeat has stopped: the next step's worker takes the run at once
         _advance(move, sandbox, following[0], **following[1])
+
+
+def held_detail(move: Move) -> str:
+    return (
+        f"An incident was declared on the sandbox during its move: it stays on {move.source.name}, as it was, where the "
+        "incident's steps find its container and logs."
+    )
+
+
+def _taken_over(move: Move, step: str) -> None:
+    """The sandbox is no longer the move's (Destroy preempts it) when its next step comes: the
+    move ends failed, its clean-up queued, instead of staying "running" with nothing to carry it
+    on. The restore step runs on the target's machine, whose transfer volume (the archive, all
+    the sandbox's files) only it reaches: that goes here."""
+    if step == STEP.RESTORE:
+        sandbox = Sandbox.objects.select_related("team").get(pk=move.sandbox_id)
+        _drop_transfer_volume(engine.engine_for_host(engine.host_of(move.target)), sandbox)
+    _ended(move, ok=False, detail=f"The sandbox was taken over (destroyed) before its move's {step}.")
 
 
 def _advance(move: Move, sandbox: Sandbox, step: str, **changes) -> None:
@@ -299,8 +338,19 @@ def _restore(move: Move, sandbox: Sandbox) -> None:  # the last step: it ends th
     if backup_row is None or backup_row.file_name != move.archive:
         raise MoveError("The move's archive record is gone.")
     docker = engine.engine_for_host(engine.host_of(move.target))
-    path = _fetch_archive(docker, sandbox, move)
-    sandbox = _onto_target(move, sandbox)
+    try:
+        path = _fetch_archive(docker, sandbox, move)
+    except BaseException:  # a sha256 that does not match, a claim lost: the move ends, its archive goes
+        _drop_transfer_volume(docker, sandbox)
+        raise
+    try:
+        sandbox = _onto_target(move, sandbox)
+    except BaseException:
+        _drop_transfer_volume(docker, sandbox)
+        if not Move.objects.filter(pk=move.pk, archive_shared=True).exists():
+            path.unlink(missing_ok=True)
+        partial_marker(path, move).unlink(missing_ok=True)
+        raise
     restore = Restore.objects.create(
         backup=backup_row,
         backup_name=backup_row.file_name,
@@ -345,20 +395,25 @@ def _fetch_archive(docker: engine.Engine, sandbox: Sandbox, move: Move) -> Path:
     from backups import archive
 
     found = False
-    with _transfer_helper(docker, sandbox, move) as helper:
-        stream = archive.ChunkReader(docker.read_archive(helper, f"{home_target()}/{move.archive}"))
-        with tarfile.open(fileobj=stream, mode="r|") as tar:  # type: ignore[call-overload]
-            for member in tar:
-                if member.name != move.archive or not member.isfile():
-                    continue
-                data = tar.extractfile(member)
-                with open(partial, "wb", opener=lambda p, f: os.open(p, f, 0o600)) as out:
-                    while chunk := data.read(1 << 20):  # type: ignore[union-attr]
-                        digest.update(chunk)
-                        out.write(chunk)
-                    out.flush()
-                    os.fsync(out.fileno())
-                found = True
+    try:
+        with _transfer_helper(docker, sandbox, move) as helper:
+            stream = archive.ChunkReader(docker.read_archive(helper, f"{home_target()}/{move.archive}"))
+            with tarfile.open(fileobj=stream, mode="r|") as tar:  # type: ignore[call-overload]
+                for member in tar:
+                    if member.name != move.archive or not member.isfile():
+                        continue
+                    data = tar.extractfile(member)
+                    with open(partial, "wb", opener=lambda p, f: os.open(p, f, 0o600)) as out:
+                        while chunk := data.read(1 << 20):  # type: ignore[union-attr]
+                            digest.update(chunk)
+                            out.write(chunk)
+                        out.flush()
+                        os.fsync(out.fileno())
+                    found = True
+    except BaseException:  # a stream cut short, a full disk: the move ends; what it wrote goes
+        with contextlib.suppress(OSError):
+            partial.unlink(missing_ok=True)
+        raise
     if not found:
         raise MoveError(f"The transfer volume on {move.target.name} does not hold {move.archive}.")
     if digest.hexdigest() != move.sha256:
@@ -390,7 +445,10 @@ def _onto_target(move: Move, sandbox: Sandbox) -> Sandbox:
     run before this one may have left some there: they go first)."""
     if sandbox.host_id == move.target_id:
         _remove_from_target(move, sandbox)
-    if not claimed(sandbox, JOB).update(host=move.target, **{f: "" if f != "host_path_ids" else {} for f in PLACE_FIELDS}):
+    emptied = {f: "" if f != "host_path_ids" else {} for f in PLACE_FIELDS}
+    if not claimed(sandbox, JOB).filter(on_hold=False).update(host=move.target, **emptied):
+        if claimed(sandbox, JOB).exists():  # held by an incident declared meanwhile: it stays where its evidence is
+            raise MoveError(held_detail(move))
         raise LostClaim()
     return Sandbox.objects.select_related("team", "host").get(pk=sandbox.pk)
 
@@ -473,12 +531,18 @@ def _cleanup(move: Move) -> None:
     source = engine.engine_for_host(engine.host_of(move.source))
     if not _drop_transfer_volume(source, sandbox):
         left.append(f"the transfer volume {transfer_volume(sandbox)}")
-    if move.status == Move.Status.DONE:
+    # The sandbox is gone from the target too when Destroy took it there during the move (its
+    # row named the target by then): its copy here has no other owner.
+    destroyed = move.status == Move.Status.FAILED and sandbox.host_id != move.source_id and sandbox.status in (S.DESTROYING, S.DESTROYED)
+    if move.status == Move.Status.DONE or destroyed:
         try:
             if view.container_id:
                 source.remove_container(view.container_id)
             source.remove_container_if_ours(view.container_name, labels=engine.ownership_labels(str(view.uuid)))
             source.remove_volume(view.volume_name, labels=labels(view))
+            for name, found in source.instance_volumes(f"{engine.LABEL_UUID}={view.uuid}").items():
+                if LABEL_TRANSFER in found:  # a download's staged archive (backups.services.downloads): a copy of its files
+                    source.remove_volume(name, labels=labels(view))
             warm.after_recreate(view, source)  # taken from the warm pool: its slot's home volume
             if view.in_pool and pool.active():
                 pool.lift_limit(view.disk_group)
@@ -486,7 +550,7 @@ def _cleanup(move: Move) -> None:
                 left.append(note)
             elif view.in_pool and pool.active():
                 pool.destroy_group(view.disk_group)
-            if move.archive and not move.archive_shared:
+            if move.archive and not move.archive_shared and not destroyed:  # a destroyed sandbox's backups stay
                 (backup_root() / move.archive).unlink(missing_ok=True)
         except (engine.EngineError, workspace.WorkspaceError, pool.PoolError, OSError) as exc:
             left.append(f"the sandbox's old copy on {move.source.name}: {exc}")

@@ -81,8 +81,10 @@ def end_shell(*, sandbox: Sandbox, exec_id: str) -> None:
     when the sandbox's engine runs on this machine (its processes are ours to signal), else by
     its host's agent, on that host's queue, where they are. An engine another machine serves with
     no agent of the panel's (a TLS endpoint alone) keeps it running until the shell exits."""
+    if not sandbox.container_id:
+        return  # no container: no shell either
     try:
-        if engine.engine_for(sandbox).end_terminal(exec_id):
+        if engine.engine_for(sandbox).end_terminal(exec_id, container_id=sandbox.container_id):
             return
     except engine.EngineError:
         return  # the sandbox is gone, and the shell with it
@@ -92,7 +94,7 @@ def end_shell(*, sandbox: Sandbox, exec_id: str) -> None:
     from ..tasks import terminal_end_task  # tasks import services; import here to avoid a cycle
 
     try:
-        terminal_end_task.delay(host, exec_id)
+        terminal_end_task.delay(host, exec_id, sandbox.pk)
     except Exception as exc:  # noqa: BLE001 - kombu raises several types for "broker down"
         log.warning("could not ask host %s to hang up terminal %s: %s", host, exec_id[:12], exc)
 

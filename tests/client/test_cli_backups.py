@@ -65,6 +65,28 @@ def test_backups_are_listed_shown_and_downloaded_checked_by_their_sha256(kept, t
     code, _out, err = ccpanel("backup", "download", str(backup.pk), "-o", str(other), url=url, token=token)
     assert code == 1 and "SHA-256" in err and not other.exists() and not (tmp_path / "other.tar.gz.part").exists()
 
+    # A link planted at FILE.part is never written through (nor is a leftover .part taken over
+    # unless asked), and the file is its owner's alone.
+    Backup.objects.filter(pk=backup.pk).update(sha256=hashlib.sha256(backup.path.read_bytes()).hexdigest())
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious")
+    (tmp_path / "linked.tar.gz.part").symlink_to(victim)
+    code, _out, err = ccpanel("backup", "download", str(backup.pk), "-o", str(tmp_path / "linked.tar.gz"), url=url, token=token)
+    assert code == 1 and "exists" in err and victim.read_bytes() == b"precious" and not (tmp_path / "linked.tar.gz").exists()
+    assert (tmp_path / "linked.tar.gz.part").is_symlink()  # not ours: left as it was
+    code, _out, err = ccpanel("backup", "download", str(backup.pk), "-o", str(tmp_path / "linked.tar.gz"), "--force", url=url, token=token)
+    assert code == 0 and victim.read_bytes() == b"precious", err
+    written = tmp_path / "linked.tar.gz"
+    assert written.read_bytes() == backup.path.read_bytes() and not written.is_symlink() and written.stat().st_mode & 0o077 == 0
+    assert not (tmp_path / "linked.tar.gz.part").exists()
+
+    # A folder where the file would go: said in a sentence (no traceback), nothing left behind.
+    folder = tmp_path / "a-folder"
+    (folder / "inside").mkdir(parents=True)
+    code, _out, err = ccpanel("backup", "download", str(backup.pk), "-o", str(folder), "--force", url=url, token=token)
+    assert code == 1 and f"Cannot write {folder}" in err and "Traceback" not in err, err
+    assert (folder / "inside").is_dir() and not (tmp_path / "a-folder.part").exists()
+
     # A viewer may see it, not download it (as on the page).
     viewer = token_for(member(django_user_model, "vic", sandbox.team, "viewer"), "read")
     code, _out, err = ccpanel("backup", "download", str(backup.pk), "-o", str(tmp_path / "v.tar.gz"), url=url, token=viewer)

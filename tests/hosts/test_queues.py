@@ -265,10 +265,11 @@ def test_a_terminal_on_an_agents_host_is_hung_up_by_that_hosts_worker(two_hosts,
     reached from here with no agent (alpha: a URL) gets none: nothing would read it."""
     from sandboxes.services import terminals
 
-    alpha, beta = two_hosts["on-alpha"], two_hosts["on-beta"]
+    Sandbox.objects.filter(pk__in=[s.pk for s in two_hosts.values()]).update(container_id="c" * 64)  # running there
+    alpha, beta = (Sandbox.objects.get(pk=two_hosts[name].pk) for name in ("on-alpha", "on-beta"))
     assert routed("sandboxes.tasks.terminal_end_task", "beta", "e" * 64) == queues.lifecycle_queue("beta")
     terminals.end_shell(sandbox=beta, exec_id="e" * 64)
     terminals.end_shell(sandbox=alpha, exec_id="a" * 64)
     on_beta = broker(queues.lifecycle_queue("beta"))
-    assert [sent(raw) for raw in on_beta] == [("sandboxes.tasks.terminal_end_task", ["beta", "e" * 64])]
+    assert [sent(raw) for raw in on_beta] == [("sandboxes.tasks.terminal_end_task", ["beta", "e" * 64, beta.pk])]
     assert broker(queues.lifecycle_queue("alpha")) == [] and broker(settings.CELERY_TASK_DEFAULT_QUEUE) == []

@@ -236,3 +236,23 @@ def test_a_session_whose_server_was_killed_is_closed_and_its_shell_hung_up(admin
     assert alive.ended_at is None
     wait_for(lambda: not shells(sandbox.container_id), timeout=10, what="the shell to be hung up")
     terminal.close()
+
+
+def test_a_hang_up_signals_only_an_exec_of_the_sandboxs_own_container(admin_user, make_sandbox, clean_docker, settings):
+    """An exec id is only a string (from the queue, or a session's row): the hang-up, here or by
+    a host's agent, signals it only when it is an exec of the container the panel recorded for
+    that sandbox; another container's shell on the same engine keeps running."""
+    from sandboxes.tasks import terminal_end_task
+
+    mine, other = make_sandbox("hangs-mine"), make_sandbox("hangs-other")
+    terminal = engine.engine_for(other).open_terminal(
+        other.container_id, user="1000:1000", workdir="/workspace", cmd=["/bin/sh", "-l"], env={}
+    )
+    wait_for(lambda: shells(other.container_id), timeout=10, what="the shell")
+    terminals.end_shell(sandbox=mine, exec_id=terminal.exec_id)
+    terminal_end_task(settings.PANEL_HOST, terminal.exec_id, mine.pk)  # as an agent's worker runs it
+    terminal_end_task(settings.PANEL_HOST, terminal.exec_id)  # a message without its sandbox
+    assert shells(other.container_id) and engine.engine_for(other).terminal_running(terminal.exec_id)
+    terminal_end_task(settings.PANEL_HOST, terminal.exec_id, other.pk)
+    wait_for(lambda: not shells(other.container_id), timeout=10, what="the shell to be hung up")
+    terminal.close()

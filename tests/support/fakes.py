@@ -436,7 +436,7 @@ class FakeEngine:
         self._check("resize_terminal")
         raise engine.NotFound(f"No such exec instance: {exec_id}")
 
-    def end_terminal(self, exec_id: str) -> bool:
+    def end_terminal(self, exec_id: str, *, container_id: str) -> bool:
         """As the real engine answers for an engine on another machine: it cannot hang up here."""
         self._check("end_terminal")
         return False
