@@ -118,6 +118,13 @@ class BackupAcceptedSerializer(serializers.Serializer):
     backup = BackupDetailSerializer()
 
 
+class StagingSerializer(serializers.Serializer):
+    """A download not served now: why, and the URL to ask again (after its Retry-After)."""
+
+    detail = serializers.CharField()
+    url = serializers.CharField()
+
+
 class RestoreCreateSerializer(StrictSerializer):
     """The page's Restore form: into the sandbox itself (its name typed again) or into a new one."""
 

@@ -9,7 +9,7 @@ A backup, a verify, an import and a restore are long: they answer 202 with the `
 their state and result are read (the backup's, or the restore's)."""
 
 from django.conf import settings
-from django.http import FileResponse
+from django.http import FileResponse, HttpResponseBase, StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import exceptions, status
@@ -19,10 +19,12 @@ from rest_framework.response import Response
 from backups import selectors, services
 from backups.forms import ImportForm, RestoreForm
 from backups.models import Backup, Restore
-from backups.tasks import backup_verify_task
+from backups.services import downloads
+from backups.tasks import backup_stage_task, backup_verify_task
 from controlpanel.http import client_ip
 from sandboxes import policy
 from sandboxes import selectors as sandbox_selectors
+from sandboxes.engine import EngineError
 from sandboxes.services import InvalidInput, SandboxError
 from teams.permissions import Role, authorize
 
@@ -129,14 +131,21 @@ class BackupDownload(DownloadNegotiation, PanelAPIView):
         parameters=[PK],
         responses={
             (200, "application/gzip"): OpenApiResponse(OpenApiTypes.BINARY, description="The archive, streamed."),
+            202: OpenApiResponse(
+                b.StagingSerializer,
+                description="The backup is on a host agent's machine: that host is making it ready (Retry-After); ask again.",
+            ),
             **ERRORS,
             404: OpenApiResponse(s.ErrorSerializer, description="No such backup, one you may not see, or one with no file."),
+            503: OpenApiResponse(b.StagingSerializer, description="Its host's engine or the task queue does not answer now (Retry-After)."),
         },
         summary="Download a finished backup's archive (operators)",
     )
-    def get(self, request: Request, pk: str) -> FileResponse:
+    def get(self, request: Request, pk: str) -> HttpResponseBase:
         backup = _backup_or_404(request, pk)
         authorize(request.user, backup.team, Role.OPERATOR)  # as the page's has_role, under the token's scope
+        if backup.status == Backup.Status.DONE and downloads.remote(backup):
+            return self._remote(request, backup)
         if backup.status != Backup.Status.DONE or not backup.path.exists():
             raise exceptions.NotFound("This backup has no file.")
         services.backup.audit_backup(request.user, backup, "backup.downloaded", {"sha256": backup.sha256}, client_ip(request))
@@ -146,6 +155,34 @@ class BackupDownload(DownloadNegotiation, PanelAPIView):
             filename=backup.file_name,
             content_type="application/gzip",
         )
+        response["X-Content-Type-Options"] = "nosniff"
+        return response
+
+    def _remote(self, request: Request, backup: Backup) -> HttpResponseBase:
+        """As the page: a backup written on a host agent's machine is streamed from that host's
+        engine once the host has staged it (backups.services.downloads); until then 202, the
+        staging asked for, and Retry-After."""
+        url = f"/api/v1/backups/{backup.pk}/download/"
+        try:
+            stream = downloads.staged_stream(backup)
+        except EngineError as exc:
+            return Response(
+                {"detail": f"{backup.file_name} cannot be read from its host now: {exc}", "url": url},
+                status=503,
+                headers={"Retry-After": "30"},
+            )
+        host = backup.sandbox.host.name  # type: ignore[union-attr]
+        if stream is None:
+            try:
+                backup_stage_task.delay(backup.pk)
+            except Exception:  # noqa: BLE001 - kombu raises several types for "broker down"
+                return _queue_down("The download was not prepared: the task queue (Redis) is not reachable.", url)
+            detail = f"{backup.file_name} is on host {host}: it is being made ready there. Ask again in a few seconds."
+            return Response({"detail": detail, "url": url}, status=status.HTTP_202_ACCEPTED, headers={"Retry-After": "5", "Location": url})
+        services.backup.audit_backup(request.user, backup, "backup.downloaded", {"sha256": backup.sha256, "host": host}, client_ip(request))
+        response = StreamingHttpResponse(stream, content_type="application/gzip")
+        response["Content-Disposition"] = f'attachment; filename="{backup.file_name}"'
+        response["Content-Length"] = str(backup.size_bytes)
         response["X-Content-Type-Options"] = "nosniff"
         return response
 

@@ -227,3 +227,34 @@ def test_with_the_queue_down_a_backup_and_a_verify_are_503_and_nothing_is_under_
     assert restore.status_code == 503 and "not reachable" in restore.json()["detail"]
     assert Restore.objects.get().status in ("failed", "refused")
     assert Sandbox.objects.get(pk=box.pk).pending_action == ""
+
+
+def test_a_backup_on_an_agents_host_is_asked_of_that_host_and_refusals_say_why(
+    client, django_user_model, team, box, broker_down, monkeypatch
+):
+    """A backup written on a host agent's machine is not on the panel's disk: the API, as the
+    page, has that host make it ready and streams it from its engine (tests/hosts/
+    test_move_host.py does it for real); while its engine or the queue does not answer, 503
+    with Retry-After, and nothing is audited as downloaded."""
+    from backups.services import downloads
+    from hosts.models import Host
+    from sandboxes.engine import EngineUnavailable
+
+    finished = _finished(box)
+    far = Host.objects.create(name="far", agent=True, panel_url="tcp://198.18.0.9:2376", memory_mb=1024, disk_mb=1024)
+    Sandbox.objects.filter(pk=box.pk).update(host=far)
+    finished.path.unlink()  # on far's disk, not here
+    token = token_for(member(django_user_model, "ops", team, "operator"), "operate")
+    url = f"/api/v1/backups/{finished.pk}/download/"
+    monkeypatch.setattr(downloads, "staged_stream", lambda backup: None)  # not staged there yet
+    answer = client.get(url, **auth(token))
+    assert answer.status_code == 503 and "not prepared" in answer.json()["detail"] and answer["Retry-After"]
+    assert answer.json()["url"] == url
+
+    def unreachable(backup):
+        raise EngineUnavailable("far's engine does not answer")
+
+    monkeypatch.setattr(downloads, "staged_stream", unreachable)
+    answer = client.get(url, **auth(token))
+    assert answer.status_code == 503 and "cannot be read from its host now" in answer.json()["detail"]
+    assert not AuditEvent.objects.filter(action="backup.downloaded").exists()
