@@ -46,9 +46,15 @@ def _second_host_session(_docker_ping, _test_image_built) -> Iterator[h2.SecondH
 
 
 @pytest.fixture
-def second_host(request, _second_host_session) -> h2.SecondHost:
+def second_host(request, _second_host_session) -> Iterator[h2.SecondHost]:
     """The session's second host (its own dockerd, pool, internet, and a way back to the test's
     Redis and PostgreSQL): for tests marked `docker`."""
     if request.node.get_closest_marker("docker") is None:
         pytest.fail(f"{request.node.nodeid} uses a second dockerd: mark it `docker` so the fast tier leaves it out.")
-    return _second_host_session
+    yield _second_host_session
+    # The panel's networks a test's sandboxes made there (Docker keeps a network, and its bridge,
+    # after its last container): the next test finds the second host as the session made it.
+    names = _second_host_session.docker("network", "ls", "--format", "{{.Name}}", check=False).stdout.split()
+    for name in names:
+        if name.startswith("ccpanel-"):
+            _second_host_session.docker("network", "rm", name, check=False)
