@@ -7,7 +7,7 @@ from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from sandboxes import activity, engine, health, selectors
+from sandboxes import activity, selectors
 from storage import selectors as storage_selectors
 
 from .serializers import StrictSerializer
@@ -57,13 +57,7 @@ class SandboxActivity(PanelAPIView):
     def get(self, request: Request, pk: str) -> Response:
         sandbox = self.sandbox_or_404(request, pk)
         within = _validated(ActivityQuery, request.query_params.dict()).validated_data["within"]
-        found = activity.recent_files(sandbox, within_seconds=activity.WINDOWS[within])
-        diff, diff_error = [], ""
-        if sandbox.container_id and not health.docker_is_down():
-            try:
-                diff = engine.engine_for(sandbox, timeout=selectors.PAGE_TIMEOUT).diff(sandbox.container_id)[:500]
-            except engine.EngineError as exc:
-                diff_error = str(exc)
+        found, diff, diff_error = selectors.files_changed(sandbox, within)
         entries = [
             {"folder": e.folder, "path": e.path, "size": e.size, "is_link": e.is_link, "modified": e.modified} for e in found.entries
         ]

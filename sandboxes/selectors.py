@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from hosts.selectors import host_count
 
-from . import engine, policy
+from . import activity, engine, health, policy
 from .models import EgressDenial, Sandbox
 from .secrets import LABEL_SECRETS
 from .services import warm
@@ -25,6 +25,20 @@ def sandbox_list_visible(*, user, include_destroyed: bool = False) -> QuerySet[S
     if getattr(user, "is_superuser", False):
         return sandboxes
     return sandboxes.filter(team__memberships__user=user).distinct()
+
+
+def files_changed(sandbox: Sandbox, window: str) -> tuple[activity.Activity, list[dict], str]:
+    """The Files card (the page's and the API's): files modified in the sandbox's folders within
+    `window` (activity.WINDOWS; read on the host), and what changed in its container's own file
+    system (`docker diff`, 500 at most) with why that could not be read ("" when it could)."""
+    found = activity.recent_files(sandbox, within_seconds=activity.WINDOWS[window])
+    diff, diff_error = [], ""
+    if sandbox.container_id and not health.docker_is_down():
+        try:
+            diff = engine.engine_for(sandbox, timeout=PAGE_TIMEOUT).diff(sandbox.container_id)[:500]
+        except engine.EngineError as exc:
+            diff_error = str(exc)
+    return found, diff, diff_error
 
 
 def sandbox_get_visible(*, user, pk: int) -> Sandbox | None:
@@ -82,9 +96,9 @@ class SandboxPage:
         return self.number - 1
 
 
-# What the API's list answers of each sandbox (api.serializers.sandbox_rows).
-LIST_VALUES = (
-    "id",
+# The columns of a dashboard row, read by the page (as model objects) and by the API's list (as
+# values: api.serializers.sandbox_rows); the joined ones say whether its host answers (hosts.health).
+ROW_COLUMNS = (
     "name",
     "status",
     "pending_action",
@@ -104,6 +118,7 @@ LIST_VALUES = (
     "host__last_heartbeat",
     "host__last_error",
 )
+LIST_VALUES = ("id", *ROW_COLUMNS)
 
 
 def sandbox_page(
@@ -125,30 +140,8 @@ def sandbox_page(
         Sandbox.objects.select_related("team", "host")
         .exclude(status=Sandbox.Status.DESTROYED)
         .annotate(host_count=host_count())  # the host is named only when there are several
-        .only(
-            "pk",
-            "name",
-            "status",
-            "pending_action",
-            "on_hold",
-            "status_detail",
-            "image",
-            "memory_mb",
-            "cpus",
-            "network_mode",
-            "checklist_failed",
-            # The row's health and OOM badges (sandboxes.rows): deferred, each cost a query per row.
-            "health",
-            "oom_kills",
-            "oom_last_at",
-            "oom_since",
-            "team__name",
-            "team_id",
-            "host__name",
-            "host__last_heartbeat",  # whether its host answers (hosts.health)
-            "host__last_error",
-            "host_id",
-        )
+        # The row's health and OOM badges (sandboxes.rows) among them: deferred, each cost a query per row.
+        .only("pk", *ROW_COLUMNS, "oom_last_at", "oom_since")
     )
     if not getattr(user, "is_superuser", False):
         sandboxes = sandboxes.filter(team_id__in=list(roles))

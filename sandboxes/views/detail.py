@@ -47,13 +47,7 @@ def sandbox_files(request: HttpRequest, pk: int) -> HttpResponse:
     window = request.GET.get("within", "1h")
     if window not in activity.WINDOWS:
         window = "1h"
-    found = activity.recent_files(sandbox, within_seconds=activity.WINDOWS[window])
-    diff, diff_error = [], ""
-    if sandbox.container_id and not health.docker_is_down():
-        try:
-            diff = engine.engine_for(sandbox, timeout=selectors.PAGE_TIMEOUT).diff(sandbox.container_id)[:500]
-        except engine.EngineError as exc:
-            diff_error = str(exc)
+    found, diff, diff_error = selectors.files_changed(sandbox, window)
     context = {
         "sandbox": sandbox,
         "activity": found,
