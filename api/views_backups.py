@@ -9,7 +9,7 @@ A backup, a verify, an import and a restore are long: they answer 202 with the `
 their state and result are read (the backup's, or the restore's)."""
 
 from django.conf import settings
-from django.http import FileResponse, HttpResponseBase, StreamingHttpResponse
+from django.http import HttpResponseBase
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import exceptions, status
@@ -149,14 +149,7 @@ class BackupDownload(DownloadNegotiation, PanelAPIView):
         if backup.status != Backup.Status.DONE or not backup.path.exists():
             raise exceptions.NotFound("This backup has no file.")
         services.backup.audit_backup(request.user, backup, "backup.downloaded", {"sha256": backup.sha256}, client_ip(request))
-        response = FileResponse(
-            open(backup.path, "rb"),  # noqa: SIM115 - FileResponse closes it when the response ends
-            as_attachment=True,
-            filename=backup.file_name,
-            content_type="application/gzip",
-        )
-        response["X-Content-Type-Options"] = "nosniff"
-        return response
+        return downloads.file_response(backup)
 
     def _remote(self, request: Request, backup: Backup) -> HttpResponseBase:
         """As the page: a backup written on a host agent's machine is streamed from that host's
@@ -180,11 +173,7 @@ class BackupDownload(DownloadNegotiation, PanelAPIView):
             detail = f"{backup.file_name} is on host {host}: it is being made ready there. Ask again in a few seconds."
             return Response({"detail": detail, "url": url}, status=status.HTTP_202_ACCEPTED, headers={"Retry-After": "5", "Location": url})
         services.backup.audit_backup(request.user, backup, "backup.downloaded", {"sha256": backup.sha256, "host": host}, client_ip(request))
-        response = StreamingHttpResponse(stream, content_type="application/gzip")
-        response["Content-Disposition"] = f'attachment; filename="{backup.file_name}"'
-        response["Content-Length"] = str(backup.size_bytes)
-        response["X-Content-Type-Options"] = "nosniff"
-        return response
+        return downloads.file_response(backup, stream)
 
 
 class BackupVerify(PanelAPIView):

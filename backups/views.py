@@ -5,7 +5,7 @@ from collections.abc import Callable
 from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.http.response import HttpResponseBase
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
@@ -119,14 +119,7 @@ def backup_download(request: HttpRequest, pk: int) -> HttpResponseBase:
     if backup.status != Backup.Status.DONE or not backup.path.exists():
         raise Http404("This backup has no file.")
     services.backup.audit_backup(request.user, backup, "backup.downloaded", {"sha256": backup.sha256}, client_ip(request))
-    response = FileResponse(
-        open(backup.path, "rb"),  # noqa: SIM115 - FileResponse closes it when the response ends
-        as_attachment=True,
-        filename=backup.file_name,
-        content_type="application/gzip",
-    )
-    response["X-Content-Type-Options"] = "nosniff"
-    return response
+    return downloads.file_response(backup)
 
 
 def _remote_download(request: HttpRequest, backup: Backup) -> HttpResponseBase:
@@ -148,11 +141,7 @@ def _remote_download(request: HttpRequest, backup: Backup) -> HttpResponseBase:
         return redirect("backup_detail", pk=backup.pk)
     where = {"sha256": backup.sha256, "host": backup.sandbox.host.name}  # type: ignore[union-attr]
     services.backup.audit_backup(request.user, backup, "backup.downloaded", where, client_ip(request))
-    response = StreamingHttpResponse(stream, content_type="application/gzip")
-    response["Content-Disposition"] = f'attachment; filename="{backup.file_name}"'
-    response["Content-Length"] = str(backup.size_bytes)
-    response["X-Content-Type-Options"] = "nosniff"
-    return response
+    return downloads.file_response(backup, stream)
 
 
 @require_POST
