@@ -28,14 +28,10 @@ class SandboxesConfig(AppConfig):
 
         connection_created.connect(restrict_sqlite_files, dispatch_uid="restrict_sqlite_files")
         from .models import Sandbox
+        from .services import moves
         from .services.claims import register_resumer
 
-        def resume_move(sandbox):  # a move whose worker died carries on (services.moves)
-            from .services.moves import resume_move
-
-            resume_move(sandbox)
-
-        register_resumer(Sandbox.Job.MOVE, resume_move)
+        register_resumer(Sandbox.Job.MOVE, moves.resume_move)  # a move whose worker died carries on
         _more_descriptors()
 
         # Every process (web, worker, beat, watcher, CLI) refuses to start with unsafe roots.
