@@ -276,12 +276,19 @@ class Secret(models.Model):
     class Delivery(models.TextChoices):
         ENV = "env", "Environment variable"
         FILE = "file", "File in /run/secrets"
+        # The sandbox gets a placeholder in its environment; the panel's credential proxy puts
+        # the value into requests to `hosts` (in `header`) and nowhere else.
+        PROXY = "proxy", "Injected by the proxy"
 
     team = models.ForeignKey(Team, null=True, blank=True, on_delete=models.CASCADE, related_name="secrets")
     sandbox = models.ForeignKey(Sandbox, null=True, blank=True, on_delete=models.CASCADE, related_name="secrets")
     name = models.CharField(max_length=128)
-    delivery = models.CharField(max_length=4, choices=Delivery.choices, default=Delivery.ENV)
+    delivery = models.CharField(max_length=8, choices=Delivery.choices, default=Delivery.ENV)
     ciphertext = models.TextField()
+    # For delivery "proxy": the names the value is sent to (space-separated; "*.example.com"
+    # for its subdomains) and the header that carries it ("x-api-key", "Authorization: Bearer").
+    hosts = models.CharField(max_length=1000, blank=True, default="")
+    header = models.CharField(max_length=200, blank=True, default="")
     enabled = models.BooleanField(default=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
@@ -353,6 +360,13 @@ class ChecklistTick(models.Model):
         return f"{self.item} ticked for {self.sandbox}"
 
 
+class DecisionKind(models.TextChoices):
+    CONNECTION = "connection"  # the host's egress rules (kernel log)
+    DNS = "dns"  # the panel's resolver
+    PROXY = "proxy"  # the credential proxy: a CONNECT or a request through it
+    HTTP = "http"  # an HTTP rule (method, path) of an allowlist entry, enforced by the proxy
+
+
 class EgressDenial(models.Model):
     """One refused connection attempt (or a burst of alike ones within a second) from a sandbox,
     read from the kernel's log of the host's egress rules (sandboxes.network.decision_log): the first thing
@@ -367,6 +381,13 @@ class EgressDenial(models.Model):
     port = models.PositiveIntegerField(null=True, blank=True)
     protocol = models.CharField(max_length=8)
     count = models.PositiveIntegerField(default=1)
+    # Which layer decided (the host's rules, the resolver, the credential proxy, an HTTP rule of
+    # the allowlist) and how: the decision stream carries allowed requests of the proxy too.
+    kind = models.CharField(max_length=10, choices=DecisionKind.choices, default=DecisionKind.CONNECTION)
+    allowed = models.BooleanField(default=False)
+    method = models.CharField(max_length=10, blank=True, default="")
+    path = models.CharField(max_length=500, blank=True, default="")
+    reason = models.CharField(max_length=200, blank=True, default="")
 
     class Meta:
         ordering = ["-at", "-pk"]

@@ -95,6 +95,25 @@ class TeamPolicy(models.Model):
         return self.idle_minutes is not None and self.idle_cpu_percent is not None
 
 
+class AgentPolicy(models.Model):
+    """A team's policy for Claude Code itself, set by a team admin (teams.agent_policy):
+    `managed_settings` is delivered read-only, root-owned, as Claude Code's
+    managed-settings.json into every sandbox of the team at its start; `record_prompts` lets the
+    agent-activity receiver keep the text of prompts (otherwise only their length)."""
+
+    team = models.OneToOneField(Team, on_delete=models.CASCADE, related_name="agent_policy")
+    managed_settings = models.JSONField(default=dict, blank=True)
+    record_prompts = models.BooleanField(default=False)
+    updated_at = models.DateTimeField(auto_now=True)
+    updated_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+
+    class Meta:
+        verbose_name_plural = "agent policies"
+
+    def __str__(self) -> str:
+        return f"agent policy of {self.team}"
+
+
 class IdleWatch(models.Model):
     """What the idle rule (teams.idle) last saw of one running sandbox: Docker's CPU counters at
     the last look, so that the next look measures the CPU used over the whole interval (a burst
