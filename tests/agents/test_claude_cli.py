@@ -20,6 +20,7 @@ from tests.support.messages_api import FINAL_TEXT, StandIn, deny_script, edit_sc
 pytestmark = [pytest.mark.docker, pytest.mark.django_db]
 ACTOR = services.SystemActor("test")
 PORT = 8443
+NAME = "api.e2e.test"  # the stand-in's name in the test's own containers (--add-host)
 
 
 def _image_present() -> None:
@@ -66,8 +67,9 @@ def test_claude_runs_a_scripted_conversation_in_a_sandbox(make_sandbox, clean_do
 
 @contextmanager
 def _own_container(name: str, tmp_path, managed: str | None) -> Iterator[str]:
-    """A container of the test's own from the Claude Code image, no network, with
-    /workspace/Projects/keep.txt, and `managed` as its read-only managed settings when given."""
+    """A container of the test's own from the Claude Code image, no network (NAME is its own
+    loopback), with /workspace/Projects/keep.txt, and `managed` as its read-only managed settings
+    when given."""
     mounts = []
     if managed is not None:
         (tmp_path / "managed-settings.json").write_text(managed)
@@ -78,7 +80,7 @@ def _own_container(name: str, tmp_path, managed: str | None) -> Iterator[str]:
     label = f"{engine.LABEL_INSTANCE}={settings.PANEL_INSTANCE}"
     cid = docker_cli(
         "run", "-d", "--name", full, "--label", label, "--network", "none", "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
-        *mounts, claude_cli.IMAGE,
+        "--add-host", f"{NAME}:127.0.0.1", *mounts, claude_cli.IMAGE,
     ).stdout.strip()  # fmt: skip
     try:
         docker_cli("exec", cid, "sh", "-c", f"mkdir -p {claude_cli.WORKDIR} && echo keep > {claude_cli.WORKDIR}/keep.txt")
@@ -87,12 +89,12 @@ def _own_container(name: str, tmp_path, managed: str | None) -> Iterator[str]:
         docker_cli("rm", "-f", cid, check=False)
 
 
-def _scripted_rm(cid: str, tmp_path, flags: tuple[str, ...]) -> tuple[dict, StandIn, list[dict]]:
-    target = f"{claude_cli.WORKDIR}/keep.txt"
-    with StandIn(tmp_path, "127.0.0.1", PORT, deny_script(target), enter=in_container_netns(cid)) as api:
+def _scripted(cid: str, tmp_path, script: dict, flags: tuple[str, ...]) -> tuple[dict, StandIn, list[dict]]:
+    """Claude Code run in the container against the stand-in on its loopback, by name."""
+    with StandIn(tmp_path, "127.0.0.1", PORT, script, enter=in_container_netns(cid), names=(NAME,)) as api:
         claude_cli.put_file(cid, claude_cli.CA_PATH, api.ca.read_bytes())
         claude_cli.start_recorder(cid)
-        result = claude_cli.run_claude(cid, claude_cli.claude_env(api.base_url, api_key="sk-ant-e2e-deny"), flags=flags)
+        result = claude_cli.run_claude(cid, claude_cli.claude_env(api.base_url, api_key="sk-ant-e2e-own"), flags=flags)
     return result, api, claude_cli.events(cid, wait_for="claude_code.assistant_response")
 
 
@@ -104,7 +106,7 @@ def test_a_managed_deny_rule_refuses_a_scripted_rm_even_in_bypass_mode(clean_doc
         owner = docker_cli("exec", cid, "stat", "-c", "%u %a", "/etc/claude-code/managed-settings.json").stdout.split()
         assert owner == ["0", "644"]
         assert docker_cli("exec", cid, "sh", "-c", "echo {} > /etc/claude-code/managed-settings.json", check=False).returncode != 0
-        result, api, events = _scripted_rm(cid, tmp_path, flags)
+        result, api, events = _scripted(cid, tmp_path, deny_script(f"{claude_cli.WORKDIR}/keep.txt"), flags)
         assert _read(cid, f"{claude_cli.WORKDIR}/keep.txt") == "keep\n"
     [refused] = api.results()
     assert refused["is_error"] is True
@@ -119,6 +121,20 @@ def test_without_the_managed_rule_the_same_rm_runs(clean_docker, tmp_path):
     """The control: the refusal above is the managed rule's doing, not the script's."""
     _image_present()
     with _own_container("nodeny", tmp_path, None) as cid:
-        result, api, _ = _scripted_rm(cid, tmp_path, claude_cli.FLAGS)
+        result, api, _ = _scripted(cid, tmp_path, deny_script(f"{claude_cli.WORKDIR}/keep.txt"), claude_cli.FLAGS)
         assert docker_cli("exec", cid, "test", "-e", f"{claude_cli.WORKDIR}/keep.txt", check=False).returncode == 1
     assert result["permission_denials"] == [] and [r.get("is_error", False) for r in api.results()] == [False]
+
+
+def test_managed_settings_can_take_bypass_mode_away(clean_docker, tmp_path):
+    """disableBypassPermissionsMode: the CLI says nothing, runs in its default mode, and headless
+    (no one to ask) refuses what would need approval: here the Bash redirection and the Write."""
+    _image_present()
+    with _own_container("nobypass", tmp_path, '{"permissions": {"disableBypassPermissionsMode": "disable"}}') as cid:
+        result, api, events = _scripted(cid, tmp_path, edit_script(claude_cli.WORKDIR), claude_cli.FLAGS)
+        assert docker_cli("exec", cid, "ls", claude_cli.WORKDIR).stdout.split() == ["keep.txt"]
+    assert [d["tool_name"] for d in result["permission_denials"]] == ["Bash", "Write"]
+    assert all(r["is_error"] for r in api.results())
+    assert "needs approval" in result_text(api.results()[0])
+    modes = {(e["tool_name"], e["decision"], e["permission_mode"]) for e in events if e["name"] == "claude_code.tool_decision"}
+    assert ("Bash", "reject", "default") in modes and ("Write", "reject", "default") in modes

@@ -272,7 +272,7 @@ class StandIn:
     `base_url` is what ANTHROPIC_BASE_URL takes; `ca` the certificate NODE_EXTRA_CA_CERTS needs."""
 
     def __init__(self, directory: Path, host: str, port: int, script: dict, *, enter: list[str], names: tuple[str, ...] = ()):
-        self.directory, self.host, self.port, self.enter = directory, host, port, enter
+        self.directory, self.host, self.port, self.enter, self.names = directory, host, port, enter, names
         self.ca, self.cert, self.key = certificates(directory, list(names), [host])
         self.log = directory / "requests.jsonl"
         self.script_file = directory / "script.json"
@@ -282,7 +282,8 @@ class StandIn:
 
     @property
     def base_url(self) -> str:
-        return f"https://{self.host}:{self.port}"
+        """By its first name when it has names (the client must resolve it), else by address."""
+        return f"https://{(self.names or (self.host,))[0]}:{self.port}"
 
     def __enter__(self) -> StandIn:
         args = [
