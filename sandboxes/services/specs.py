@@ -38,6 +38,9 @@ def sandbox_spec(sandbox: Sandbox, extra_mounts: list[Mount] | None = None, *, s
         from ..secrets import LABEL_SECRETS, container_environment
 
         environment, spec_labels[LABEL_SECRETS] = container_environment(sandbox)
+        from agents.services import telemetry_environment
+
+        environment = {**environment, **telemetry_environment(sandbox)}  # the audit trail is not a secret's to redirect
     if sandbox.network_mode == Sandbox.Network.ALLOWLIST:
         spec_labels[engine.LABEL_DNS] = "panel"
     return policy.ContainerSpec(

@@ -1,0 +1,244 @@
+"""Reading what Claude Code's OpenTelemetry exporter sends (OTLP over HTTP, JSON encoding) into
+plain rows for AgentEvent, bounded at every step: the sender is the agent, which may send anything.
+
+Logs: resourceLogs → scopeLogs → logRecords, each with `timeUnixNano`, a `body` and `attributes`
+as a list of {key, value: AnyValue}. Claude Code names the event in the attribute `event.name`
+("tool_result") and in the body ("claude_code.tool_result"). Metrics are read only to be
+counted: the tokens and cost they sum are already in the api_request events.
+"""
+
+import json
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from django.conf import settings
+from django.utils import timezone
+
+KINDS = {"tool_result", "tool_decision", "api_request", "api_error", "user_prompt"}
+PREFIX = "claude_code."
+MAX_DEPTH = 4  # of an AnyValue (arrays and maps inside each other)
+# The attributes kept as columns; the rest (bounded) go to `attributes`.
+COLUMNS = {
+    "event.name",
+    "tool_name",
+    "success",
+    "decision",
+    "model",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_creation_tokens",
+    "cost_usd",
+    "prompt",
+    "prompt_length",
+    "session.id",
+    "prompt.id",
+    "tool_parameters",
+}
+# What names the command or file of a tool call, in tool_parameters, first found wins.
+SUMMARY_KEYS = ("full_command", "bash_command", "file_path", "path", "notebook_path", "pattern", "url", "skill_name", "mcp_tool_name")
+
+
+class OTLPError(ValueError):
+    """The body is not OTLP JSON the panel takes; the message says why (sent back with a 400)."""
+
+
+def loads(body: bytes) -> dict:
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise OTLPError(f"not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise OTLPError("not an OTLP JSON object")
+    return data
+
+
+def _list(value: Any, where: str) -> list:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise OTLPError(f"{where} is not a list")
+    return value
+
+
+def _short(text: str, limit: int | None = None) -> str:
+    limit = limit or settings.AGENT_OTLP_MAX_VALUE
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def any_value(value: Any, depth: int = 0) -> Any:
+    """An OTLP AnyValue as a plain (bounded) value: strings shortened, arrays and maps cut."""
+    if not isinstance(value, dict) or depth > MAX_DEPTH:
+        return None
+    if "stringValue" in value:
+        return _short(str(value["stringValue"]))
+    if "boolValue" in value:
+        return bool(value["boolValue"])
+    if "intValue" in value:  # JSON-encoded OTLP sends 64-bit integers as strings
+        try:
+            return int(value["intValue"])
+        except (TypeError, ValueError):
+            return None
+    if "doubleValue" in value:
+        try:
+            return float(value["doubleValue"])
+        except (TypeError, ValueError):
+            return None
+    limit = settings.AGENT_OTLP_MAX_ATTRIBUTES
+    if "arrayValue" in value and isinstance(value["arrayValue"], dict):
+        return [any_value(v, depth + 1) for v in _list(value["arrayValue"].get("values"), "arrayValue")[:limit]]
+    if "kvlistValue" in value and isinstance(value["kvlistValue"], dict):
+        return attributes(value["kvlistValue"].get("values"), depth + 1)
+    return None
+
+
+def attributes(items: Any, depth: int = 0) -> dict[str, Any]:
+    """OTLP's list of {key, value} as a dict of at most AGENT_OTLP_MAX_ATTRIBUTES entries."""
+    found: dict[str, Any] = {}
+    for item in _list(items, "attributes"):
+        if len(found) >= settings.AGENT_OTLP_MAX_ATTRIBUTES:
+            break
+        if isinstance(item, dict) and isinstance(item.get("key"), str):
+            found[_short(item["key"], 100)] = any_value(item.get("value"), depth)
+    return found
+
+
+def log_records(data: dict) -> list[tuple[dict, dict]]:
+    """(resource attributes, record) of every log record, refused past AGENT_OTLP_MAX_RECORDS."""
+    found: list[tuple[dict, dict]] = []
+    for resource_logs in _list(data.get("resourceLogs"), "resourceLogs"):
+        if not isinstance(resource_logs, dict):
+            raise OTLPError("a resourceLogs entry is not an object")
+        resource = attributes((resource_logs.get("resource") or {}).get("attributes"))
+        for scope_logs in _list(resource_logs.get("scopeLogs"), "scopeLogs"):
+            if not isinstance(scope_logs, dict):
+                raise OTLPError("a scopeLogs entry is not an object")
+            for record in _list(scope_logs.get("logRecords"), "logRecords"):
+                if not isinstance(record, dict):
+                    raise OTLPError("a log record is not an object")
+                found.append((resource, record))
+                if len(found) > settings.AGENT_OTLP_MAX_RECORDS:
+                    raise OTLPError(f"more than {settings.AGENT_OTLP_MAX_RECORDS} records in one request")
+    return found
+
+
+def metric_points(data: dict) -> int:
+    """How many data points the metrics request holds (checked for shape, not stored)."""
+    count = 0
+    for resource_metrics in _list(data.get("resourceMetrics"), "resourceMetrics"):
+        if not isinstance(resource_metrics, dict):
+            raise OTLPError("a resourceMetrics entry is not an object")
+        for scope in _list(resource_metrics.get("scopeMetrics"), "scopeMetrics"):
+            for metric in _list((scope or {}).get("metrics") if isinstance(scope, dict) else None, "metrics"):
+                if isinstance(metric, dict):
+                    for kind in ("sum", "gauge", "histogram"):
+                        if isinstance(metric.get(kind), dict):
+                            count += len(_list(metric[kind].get("dataPoints"), "dataPoints"))
+                if count > settings.AGENT_OTLP_MAX_RECORDS * 10:
+                    raise OTLPError("too many data points in one request")
+    return count
+
+
+def _when(record: dict) -> datetime:
+    for key in ("timeUnixNano", "observedTimeUnixNano"):
+        try:
+            nanos = int(record.get(key) or 0)
+        except (TypeError, ValueError):
+            continue
+        if nanos > 0:
+            try:
+                at = datetime.fromtimestamp(nanos / 1e9, tz=UTC)
+            except (OverflowError, OSError, ValueError):
+                continue
+            now = timezone.now()
+            return at if abs((at - now).total_seconds()) < 86400 else now  # a clock far off: when it came
+    return timezone.now()
+
+
+def _count(value: Any) -> int:
+    try:
+        number = int(float(value))
+    except (TypeError, ValueError, OverflowError):
+        return 0
+    return min(max(number, 0), 2**62)
+
+
+def _cost(value: Any) -> Decimal:
+    try:
+        cost = Decimal(str(value)).quantize(Decimal("0.000001"))
+    except (InvalidOperation, TypeError, ValueError):
+        return Decimal(0)
+    return cost if Decimal(0) <= cost < Decimal(10**8) else Decimal(0)
+
+
+def _bool(value: Any) -> bool | None:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    return None
+
+
+def _summary(kind: str, attrs: dict, record_prompts: bool) -> str:
+    if kind == "user_prompt":
+        return str(attrs.get("prompt") or "") if record_prompts else ""
+    if kind == "api_error":
+        return str(attrs.get("error") or attrs.get("status_code") or "")
+    params = attrs.get("tool_parameters")
+    if isinstance(params, str):
+        try:
+            params = json.loads(params)
+        except ValueError:
+            return params
+    if isinstance(params, dict):
+        for key in SUMMARY_KEYS:
+            if params.get(key):
+                return str(params[key])
+    return str(attrs.get("error") or "") if kind == "tool_result" and attrs.get("success") in (False, "false") else ""
+
+
+def _name(record: dict, attrs: dict) -> str:
+    name = attrs.get("event.name")
+    if not isinstance(name, str) or not name:
+        body = any_value(record.get("body"))
+        name = body if isinstance(body, str) else ""
+    return name.removeprefix(PREFIX)[:100]
+
+
+def event_row(resource: dict, record: dict, *, record_prompts: bool) -> dict:
+    """The AgentEvent fields of one log record (no sandbox yet)."""
+    attrs = attributes(record.get("attributes"))
+    name = _name(record, attrs)
+    kind = name if name in KINDS else "other"
+    prompt = attrs.get("prompt")
+    length = attrs.get("prompt_length")
+    extra = {k: v for k, v in {**resource, **attrs}.items() if k not in COLUMNS}
+    if kind == "user_prompt" and not record_prompts:
+        extra.pop("prompt", None)
+    return {
+        "at": _when(record),
+        "kind": kind,
+        "name": name,
+        "tool": _short(str(attrs.get("tool_name") or ""), 100),
+        "summary": _short(_summary(kind, attrs, record_prompts), 1000),
+        "success": _bool(attrs.get("success")),
+        "decision": _short(str(attrs.get("decision") or ""), 40),
+        "model": _short(str(attrs.get("model") or ""), 100),
+        "input_tokens": _count(attrs.get("input_tokens")),
+        "output_tokens": _count(attrs.get("output_tokens")),
+        "cache_read_tokens": _count(attrs.get("cache_read_tokens")),
+        "cache_creation_tokens": _count(attrs.get("cache_creation_tokens")),
+        "cost_usd": _cost(attrs.get("cost_usd")),
+        "prompt_length": _count(length)
+        if length is not None
+        else (len(prompt) if isinstance(prompt, str) and kind == "user_prompt" else None),
+        "session_id": _short(str(attrs.get("session.id") or resource.get("session.id") or ""), 100),
+        "prompt_id": _short(str(attrs.get("prompt.id") or ""), 100),
+        "attributes": dict(list(extra.items())[: settings.AGENT_OTLP_MAX_ATTRIBUTES]),
+    }
+
+
+def event_rows(body: bytes, *, record_prompts: bool) -> list[dict]:
+    """Every event of a /v1/logs body, or OTLPError (nothing of the body is then kept)."""
+    return [event_row(resource, record, record_prompts=record_prompts) for resource, record in log_records(loads(body))]
