@@ -35,9 +35,12 @@ COLUMNS = {
     "session.id",
     "prompt.id",
     "tool_parameters",
+    "tool_input",  # the whole input (a Write's whole file): only its command or path is kept
+    "prompt_text",
+    "response",  # the assistant's answer: in `summary`, and only where prompts are recorded
 }
 # What names the command or file of a tool call, in tool_parameters, first found wins.
-SUMMARY_KEYS = ("full_command", "bash_command", "file_path", "path", "notebook_path", "pattern", "url", "skill_name", "mcp_tool_name")
+SUMMARY_KEYS = ("full_command", "command", "bash_command", "file_path", "path", "notebook_path", "pattern", "url", "skill_name", "mcp_tool_name")
 
 
 class OTLPError(ValueError):
@@ -180,22 +183,41 @@ def _bool(value: Any) -> bool | None:
     return None
 
 
-def _summary(kind: str, attrs: dict, record_prompts: bool) -> str:
+def _raw(record: dict, key: str) -> str:
+    """An attribute's whole string (tool_parameters, tool_input: JSON, read before shortening)."""
+    for item in record.get("attributes") or ():
+        if isinstance(item, dict) and item.get("key") == key and isinstance(item.get("value"), dict):
+            value = item["value"].get("stringValue")
+            return value if isinstance(value, str) else ""
+    return ""
+
+
+def _tool_summary(record: dict) -> str:
+    """The command of a Bash call, the path of a file tool's (Claude Code sends them only with
+    OTEL_LOG_TOOL_DETAILS=1: in tool_parameters for Bash, in tool_input for Read/Edit/Write)."""
+    for key in ("tool_parameters", "tool_input"):
+        try:
+            params = json.loads(_raw(record, key) or "null")
+        except ValueError:
+            continue
+        if isinstance(params, dict):
+            for name in SUMMARY_KEYS:
+                if params.get(name) and isinstance(params[name], str | int | float):
+                    return str(params[name])
+    return ""
+
+
+def _summary(kind: str, name: str, record: dict, attrs: dict, record_prompts: bool) -> str:
     if kind == "user_prompt":
-        return str(attrs.get("prompt") or "") if record_prompts else ""
+        return str(attrs.get("prompt") or attrs.get("prompt_text") or "") if record_prompts else ""
+    if name == "assistant_response":
+        return str(attrs.get("response") or "") if record_prompts else ""
     if kind == "api_error":
         return str(attrs.get("error") or attrs.get("status_code") or "")
-    params = attrs.get("tool_parameters")
-    if isinstance(params, str):
-        try:
-            params = json.loads(params)
-        except ValueError:
-            return params
-    if isinstance(params, dict):
-        for key in SUMMARY_KEYS:
-            if params.get(key):
-                return str(params[key])
-    return str(attrs.get("error") or "") if kind == "tool_result" and attrs.get("success") in (False, "false") else ""
+    found = _tool_summary(record)
+    if not found and kind == "tool_result" and attrs.get("success") in (False, "false"):
+        return str(attrs.get("error") or "")
+    return found
 
 
 def _name(record: dict, attrs: dict) -> str:
@@ -211,17 +233,14 @@ def event_row(resource: dict, record: dict, *, record_prompts: bool) -> dict:
     attrs = attributes(record.get("attributes"))
     name = _name(record, attrs)
     kind = name if name in KINDS else "other"
-    prompt = attrs.get("prompt")
     length = attrs.get("prompt_length")
     extra = {k: v for k, v in {**resource, **attrs}.items() if k not in COLUMNS}
-    if kind == "user_prompt" and not record_prompts:
-        extra.pop("prompt", None)
     return {
         "at": _when(record),
         "kind": kind,
         "name": name,
         "tool": _short(str(attrs.get("tool_name") or ""), 100),
-        "summary": _short(_summary(kind, attrs, record_prompts), 1000),
+        "summary": _short(_summary(kind, name, record, attrs, record_prompts), 1000),
         "success": _bool(attrs.get("success")),
         "decision": _short(str(attrs.get("decision") or ""), 40),
         "model": _short(str(attrs.get("model") or ""), 100),
@@ -230,9 +249,7 @@ def event_row(resource: dict, record: dict, *, record_prompts: bool) -> dict:
         "cache_read_tokens": _count(attrs.get("cache_read_tokens")),
         "cache_creation_tokens": _count(attrs.get("cache_creation_tokens")),
         "cost_usd": _cost(attrs.get("cost_usd")),
-        "prompt_length": _count(length)
-        if length is not None
-        else (len(prompt) if isinstance(prompt, str) and kind == "user_prompt" else None),
+        "prompt_length": _count(length) if length is not None else None,
         "session_id": _short(str(attrs.get("session.id") or resource.get("session.id") or ""), 100),
         "prompt_id": _short(str(attrs.get("prompt.id") or ""), 100),
         "attributes": dict(list(extra.items())[: settings.AGENT_OTLP_MAX_ATTRIBUTES]),

@@ -68,3 +68,43 @@ def test_too_many_records_attributes_or_characters_are_bounded(settings):
 
 def test_metrics_are_counted_not_stored():
     assert otlp.metric_points(otlp.loads((HERE / "spec_metrics.json").read_bytes())) == 1
+
+
+# Real requests of Claude Code 2.1.337 (captured from the CLI in the sandbox image; see README).
+def _real(name: str, *, record_prompts: bool = False) -> list[dict]:
+    return otlp.event_rows((HERE / name).read_bytes(), record_prompts=record_prompts)
+
+
+def test_a_real_session_gives_the_commands_the_files_the_tokens_and_the_cost():
+    rows = _real("claude_logs.json")
+    results = [(r["tool"], r["success"], r["summary"]) for r in rows if r["kind"] == "tool_result"]
+    assert results == [
+        ("Bash", True, "echo hello-from-bash > /workspace/Projects/out.txt"),
+        ("Read", True, "/workspace/Projects/out.txt"),
+        ("Edit", True, "/workspace/Projects/out.txt"),
+        ("Write", True, "/workspace/Projects/notes.md"),
+    ]
+    api = [r for r in rows if r["kind"] == "api_request"]
+    assert len(api) == 5 and api[0]["input_tokens"] == 4552 and api[0]["cost_usd"] == Decimal("0.019148")
+    assert all(r["model"] and r["session_id"] for r in api)
+    assert [r["decision"] for r in rows if r["kind"] == "tool_decision"] == ["accept"] * 4
+    # No file's content is kept (a Write's whole input), and no prompt or answer unless recorded.
+    assert not any("tool_input" in r["attributes"] or "content" in r["summary"] for r in rows)
+    texts = [r["summary"] for r in rows if r["kind"] == "user_prompt" or r["name"] == "assistant_response"]
+    assert texts == ["", ""] and not any({"prompt", "prompt_text", "response"} & set(r["attributes"]) for r in rows)
+    (prompt,) = [r for r in rows if r["kind"] == "user_prompt"]
+    assert prompt["prompt_length"] == len("Run the scripted task")
+
+
+def test_a_real_prompt_is_kept_where_the_team_records_prompts():
+    (prompt,) = [r for r in _real("claude_logs.json", record_prompts=True) if r["kind"] == "user_prompt"]
+    assert prompt["summary"] == "Run the scripted task"
+
+
+def test_a_real_refusal_by_managed_settings_is_a_rejected_decision_with_its_command():
+    (refused,) = [r for r in _real("claude_logs_denied.json") if r["decision"] == "reject"]
+    assert refused["kind"] == "tool_decision" and refused["tool"] == "Bash" and refused["summary"].startswith("rm ")
+
+
+def test_real_metrics_are_read():
+    assert otlp.metric_points(otlp.loads((HERE / "claude_metrics.json").read_bytes())) > 5
