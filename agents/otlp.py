@@ -40,7 +40,18 @@ COLUMNS = {
     "response",  # the assistant's answer: in `summary`, and only where prompts are recorded
 }
 # What names the command or file of a tool call, in tool_parameters, first found wins.
-SUMMARY_KEYS = ("full_command", "command", "bash_command", "file_path", "path", "notebook_path", "pattern", "url", "skill_name", "mcp_tool_name")
+SUMMARY_KEYS = (
+    "full_command",
+    "command",
+    "bash_command",
+    "file_path",
+    "path",
+    "notebook_path",
+    "pattern",
+    "url",
+    "skill_name",
+    "mcp_tool_name",
+)
 
 
 class OTLPError(ValueError):

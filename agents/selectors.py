@@ -1,0 +1,59 @@
+"""Reads of agent activity: a sandbox's timeline (filtered, newest first) and the tokens and cost
+per day of a sandbox or of a team. Each is one query, whatever the number of rows shown."""
+
+from datetime import timedelta
+
+from django.db.models import Count, F, QuerySet, Sum
+from django.db.models.functions import TruncDate
+from django.utils import timezone
+
+from .models import AgentEvent
+
+USAGE_DAYS = 14
+
+
+def agent_events(*, sandbox, kind: str = "", tool: str = "", search: str = "") -> QuerySet[AgentEvent]:
+    """The sandbox's events, newest first: of one kind, of one tool, and whose command, path,
+    model or decision holds `search` (as the card's and the API's filters say)."""
+    rows = AgentEvent.objects.filter(sandbox=sandbox)
+    if kind:
+        rows = rows.filter(kind=kind)
+    if tool:
+        rows = rows.filter(tool__iexact=tool)
+    if search:
+        from django.db.models import Q
+
+        rows = rows.filter(
+            Q(summary__icontains=search) | Q(model__icontains=search) | Q(name__icontains=search) | Q(decision__iexact=search)
+        )
+    return rows.order_by("-at", "-id")
+
+
+def tools_used(sandbox) -> list[str]:
+    """The tools the sandbox's agent has used (the card's tool filter)."""
+    return list(AgentEvent.objects.filter(sandbox=sandbox).exclude(tool="").values_list("tool", flat=True).distinct().order_by("tool")[:50])
+
+
+def daily_usage(*, sandbox=None, team=None, days: int = USAGE_DAYS) -> list[dict]:
+    """Tokens, cost and API requests per day (UTC) of the last `days` days, oldest first, a day
+    without any included as zeros: of one sandbox, or of every sandbox of a team."""
+    today = timezone.now().date()
+    first = today - timedelta(days=days - 1)
+    rows = AgentEvent.objects.filter(kind=AgentEvent.Kind.API_REQUEST, at__date__gte=first)
+    rows = rows.filter(sandbox=sandbox) if sandbox is not None else rows.filter(sandbox__team=team)
+    sums = {
+        r["day"]: r
+        for r in rows.annotate(day=TruncDate("at"))
+        .values("day")
+        .annotate(
+            tokens=Sum(F("input_tokens") + F("output_tokens") + F("cache_read_tokens") + F("cache_creation_tokens")),
+            cost=Sum("cost_usd"),
+            requests=Count("id"),
+        )
+    }
+    found = []
+    for n in range(days):
+        day = first + timedelta(days=n)
+        r = sums.get(day, {})
+        found.append({"day": day, "tokens": r.get("tokens") or 0, "cost": r.get("cost") or 0, "requests": r.get("requests") or 0})
+    return found
