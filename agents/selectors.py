@@ -46,7 +46,7 @@ def daily_usage(*, sandbox=None, team=None, days: int = USAGE_DAYS) -> list[dict
         for r in rows.annotate(day=TruncDate("at"))
         .values("day")
         .annotate(
-            tokens=Sum(F("input_tokens") + F("output_tokens") + F("cache_read_tokens") + F("cache_creation_tokens")),
+            token_sum=Sum(F("input_tokens") + F("output_tokens") + F("cache_read_tokens") + F("cache_creation_tokens")),
             cost=Sum("cost_usd"),
             requests=Count("id"),
         )
@@ -54,6 +54,6 @@ def daily_usage(*, sandbox=None, team=None, days: int = USAGE_DAYS) -> list[dict
     found = []
     for n in range(days):
         day = first + timedelta(days=n)
-        r = sums.get(day, {})
-        found.append({"day": day, "tokens": r.get("tokens") or 0, "cost": r.get("cost") or 0, "requests": r.get("requests") or 0})
+        r = dict(sums.get(day) or {})
+        found.append({"day": day, "tokens": r.get("token_sum") or 0, "cost": r.get("cost") or 0, "requests": r.get("requests") or 0})
     return found
