@@ -57,3 +57,34 @@ def daily_usage(*, sandbox=None, team=None, days: int = USAGE_DAYS) -> list[dict
         r = dict(sums.get(day) or {})
         found.append({"day": day, "tokens": r.get("token_sum") or 0, "cost": r.get("cost") or 0, "requests": r.get("requests") or 0})
     return found
+
+
+AUDIT_PREFIX = "agent."  # the agent's events answer the audit filters' action as agent.<kind>
+
+
+def agent_events_for_audit(*, user, filters: dict) -> QuerySet[AgentEvent] | None:
+    """The agent's events an audit export adds (audit.export): of the sandboxes `user` sees (a
+    superuser: all), narrowed as the audit filters narrow the audit events (sandbox name, team,
+    time, an action prefix read against "agent.<kind>"). None when an actor is asked for (the
+    agent is nobody's account) or the action prefix names no agent event."""
+    from teams.permissions import team_ids_visible
+
+    if filters.get("actor"):
+        return None
+    rows = AgentEvent.objects.all()
+    if not getattr(user, "is_superuser", False):
+        rows = rows.filter(sandbox__team_id__in=team_ids_visible(user=user))
+    if action := filters.get("action"):
+        kinds = [k for k in AgentEvent.Kind.values if f"{AUDIT_PREFIX}{k}".startswith(action)]
+        if not kinds:
+            return None
+        rows = rows.filter(kind__in=kinds)
+    if sandbox := filters.get("sandbox"):
+        rows = rows.filter(sandbox__name=sandbox)
+    if team := filters.get("team"):
+        rows = rows.filter(sandbox__team_id=int(team))
+    if since := filters.get("since"):
+        rows = rows.filter(at__gte=since)
+    if until := filters.get("until"):
+        rows = rows.filter(at__lte=until)
+    return rows
