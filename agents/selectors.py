@@ -88,3 +88,17 @@ def agent_events_for_audit(*, user, filters: dict) -> QuerySet[AgentEvent] | Non
     if until := filters.get("until"):
         rows = rows.filter(at__lte=until)
     return rows
+
+
+EVIDENCE_LIMIT = 20_000  # the newest events an incident's evidence keeps (the archive is read whole by people)
+
+
+def evidence_lines(sandbox, *, limit: int = EVIDENCE_LIMIT) -> bytes:
+    """The sandbox's agent events as JSON Lines, oldest first (the newest `limit` of them), for
+    an incident's evidence archive (incidents.services): what the agent did before it was frozen."""
+    import json
+
+    fields = ["at", "kind", "name", "tool", "summary", "success", "decision", "model", "input_tokens", "output_tokens"]
+    fields += ["cache_read_tokens", "cache_creation_tokens", "cost_usd", "prompt_length", "session_id", "prompt_id", "attributes"]
+    newest = list(AgentEvent.objects.filter(sandbox=sandbox).order_by("-at", "-id").values(*fields)[:limit])
+    return b"".join(json.dumps(row, sort_keys=True, default=str).encode() + b"\n" for row in reversed(newest))
