@@ -81,15 +81,18 @@ def _short(text: str, limit: int | None = None) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def any_value(value: Any, depth: int = 0) -> Any:
-    """An OTLP AnyValue as a plain (bounded) value: strings shortened, arrays and maps cut."""
+def any_value(value: Any, depth: int = 0, limits: tuple[int, int] | None = None) -> Any:
+    """An OTLP AnyValue as a plain (bounded) value: strings shortened, arrays and maps cut.
+    `limits`: (attributes, characters), read from the settings once per record, not per value."""
     if not isinstance(value, dict) or depth > MAX_DEPTH:
         return None
+    count, length = limits or _limits()
     if "stringValue" in value:
-        return _short(str(value["stringValue"]))
+        text = str(value["stringValue"])
+        return text if len(text) <= length else text[: length - 1] + "…"
     if "boolValue" in value:
         return bool(value["boolValue"])
-    if "intValue" in value:  # JSON-encoded OTLP sends 64-bit integers as strings
+    if "intValue" in value:  # the OTLP JSON spec sends 64-bit integers as strings; Claude Code as numbers
         try:
             return int(value["intValue"])
         except (TypeError, ValueError):
@@ -99,22 +102,26 @@ def any_value(value: Any, depth: int = 0) -> Any:
             return float(value["doubleValue"])
         except (TypeError, ValueError):
             return None
-    limit = settings.AGENT_OTLP_MAX_ATTRIBUTES
     if "arrayValue" in value and isinstance(value["arrayValue"], dict):
-        return [any_value(v, depth + 1) for v in _list(value["arrayValue"].get("values"), "arrayValue")[:limit]]
+        return [any_value(v, depth + 1, (count, length)) for v in _list(value["arrayValue"].get("values"), "arrayValue")[:count]]
     if "kvlistValue" in value and isinstance(value["kvlistValue"], dict):
-        return attributes(value["kvlistValue"].get("values"), depth + 1)
+        return attributes(value["kvlistValue"].get("values"), depth + 1, (count, length))
     return None
 
 
-def attributes(items: Any, depth: int = 0) -> dict[str, Any]:
+def _limits() -> tuple[int, int]:
+    return settings.AGENT_OTLP_MAX_ATTRIBUTES, settings.AGENT_OTLP_MAX_VALUE
+
+
+def attributes(items: Any, depth: int = 0, limits: tuple[int, int] | None = None) -> dict[str, Any]:
     """OTLP's list of {key, value} as a dict of at most AGENT_OTLP_MAX_ATTRIBUTES entries."""
+    limits = limits or _limits()
     found: dict[str, Any] = {}
     for item in _list(items, "attributes"):
-        if len(found) >= settings.AGENT_OTLP_MAX_ATTRIBUTES:
+        if len(found) >= limits[0]:
             break
         if isinstance(item, dict) and isinstance(item.get("key"), str):
-            found[_short(item["key"], 100)] = any_value(item.get("value"), depth)
+            found[item["key"][:100]] = any_value(item.get("value"), depth, limits)
     return found
 
 

@@ -16,6 +16,7 @@ in batches by one thread (Writer).
 """
 
 import asyncio
+import collections
 import json
 import logging
 import queue
@@ -136,6 +137,7 @@ class Receiver:
         self.writer = Writer()
         self.wake: asyncio.Event | None = None
         self.accepted = 0
+        self.answers: collections.Counter[int] = collections.Counter()  # status -> how many (the log's summary)
 
     # --- which sandboxes have a listener -------------------------------------------------------
 
@@ -219,12 +221,13 @@ class Receiver:
                     status, body, close = await self.answer(listener, raw, reader)
                 except Refused as refused:
                     status, body, close = refused.status, json.dumps({"error": refused.message}).encode(), True
+                self.answers[status] += 1
                 writer.write(_response(status, body, close=close))
                 await writer.drain()
                 if close:
                     break
-        except (asyncio.IncompleteReadError, TimeoutError, ConnectionError):
-            pass
+        except (asyncio.IncompleteReadError, TimeoutError, ConnectionError, asyncio.CancelledError):
+            pass  # the sender went away, was idle too long, or the receiver stops
         finally:
             listener.connections.discard(writer)
             writer.close()
@@ -296,3 +299,9 @@ class Receiver:
                 pass
         for sandbox_id in list(self.listeners):
             self.close(sandbox_id)
+        await asyncio.sleep(0.2)  # the connections' tasks see their close and end before the loop does
+        log.info("%s", self.summary())
+
+    def summary(self) -> str:
+        answers = ", ".join(f"{status}: {n}" for status, n in sorted(self.answers.items()))
+        return f"{self.accepted} agent events accepted, {self.writer.written} written; answers {answers or 'none'}"

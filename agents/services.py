@@ -4,24 +4,44 @@ environment a sandbox's Claude Code is started with so that it exports to the re
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connections, transaction
 from django.utils import timezone
 
 from .models import AgentEvent
 
 
+# The columns the receiver writes, in order (every field of AgentEvent but its id).
+_FIELDS = [f for f in AgentEvent._meta.concrete_fields if not f.primary_key]
+_PREPARED = {"at", "cost_usd", "attributes"}  # values the database's driver needs converted (the rest are plain)
+
+
 def record_events(batches: list[tuple[int, list[dict]]]) -> int:
     """Write the rows of several requests in one transaction (the receiver's writer thread calls
     this with what arrived in the last fraction of a second); rows of a sandbox deleted meanwhile
-    are dropped. Returns how many were written."""
+    are dropped. Returns how many were written.
+
+    One INSERT a batch, its values converted by the fields themselves only where the driver needs
+    it: bulk_create prepares every field of every row (~160 µs a row, most of the receiver's time
+    at a few thousand events a second)."""
     from sandboxes.models import Sandbox
 
     wanted = {sandbox_id for sandbox_id, _ in batches}
     alive = set(Sandbox.objects.filter(pk__in=wanted).values_list("pk", flat=True))
-    events = [AgentEvent(sandbox_id=sandbox_id, **row) for sandbox_id, rows in batches if sandbox_id in alive for row in rows]
-    with transaction.atomic():
-        AgentEvent.objects.bulk_create(events, batch_size=500)
-    return len(events)
+    conn = connections[AgentEvent.objects.db]
+    params = []
+    for sandbox_id, rows in batches:
+        if sandbox_id in alive:
+            for row in rows:
+                row = {**row, "sandbox": sandbox_id}
+                params.append([f.get_db_prep_save(row[f.name], conn) if f.name in _PREPARED else row.get(f.name) for f in _FIELDS])
+    if not params:
+        return 0
+    table, quote = AgentEvent._meta.db_table, conn.ops.quote_name
+    columns = ", ".join(quote(f.column) for f in _FIELDS)
+    sql = f"INSERT INTO {quote(table)} ({columns}) VALUES ({', '.join(['%s'] * len(_FIELDS))})"  # noqa: S608 - the model's own names
+    with transaction.atomic(using=conn.alias), conn.cursor() as cursor:
+        cursor.executemany(sql, params)
+    return len(params)
 
 
 def purge_old_events(*, now=None) -> int:

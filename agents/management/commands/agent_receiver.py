@@ -3,6 +3,7 @@
 sandboxes' network namespaces to listen there)."""
 
 import asyncio
+import signal
 
 from django.core.management.base import BaseCommand
 
@@ -19,4 +20,11 @@ class Command(BaseCommand):
             self.stdout.write(f"receiving agent events on 127.0.0.1:{receiver.port} of each sandbox", ending="\n")
             self.stdout.flush()
 
-        asyncio.run(receiver.run(ready=ready))
+        async def main() -> None:
+            stop = asyncio.Event()
+            for signum in (signal.SIGTERM, signal.SIGINT):  # the supervisor's stop: close the listeners, say what was done
+                asyncio.get_running_loop().add_signal_handler(signum, lambda: (stop.set(), receiver.wake and receiver.wake.set()))
+            await receiver.run(stop, ready=ready)
+            self.stdout.write(receiver.summary())
+
+        asyncio.run(main())
