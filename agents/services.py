@@ -9,7 +9,6 @@ from django.utils import timezone
 
 from .models import AgentEvent
 
-
 # The columns the receiver writes, in order (every field of AgentEvent but its id).
 _FIELDS = [f for f in AgentEvent._meta.concrete_fields if not f.primary_key]
 _PREPARED = {"at", "cost_usd", "attributes"}  # values the database's driver needs converted (the rest are plain)
