@@ -36,7 +36,7 @@ def record_events(batches: list[tuple[int, list[dict]]]) -> int:
     if not params:
         return 0
     table, quote = AgentEvent._meta.db_table, conn.ops.quote_name
-    columns = ", ".join(quote(f.get_attname_column()[1]) for f in _FIELDS)
+    columns = ", ".join(quote(str(f.column)) for f in _FIELDS)
     sql = f"INSERT INTO {quote(table)} ({columns}) VALUES ({', '.join(['%s'] * len(_FIELDS))})"  # noqa: S608 - the model's own names
     with transaction.atomic(using=conn.alias), conn.cursor() as cursor:
         cursor.executemany(sql, params)
