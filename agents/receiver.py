@@ -39,6 +39,7 @@ IDLE_SECONDS = 30.0
 MAX_PENDING_ROWS = 50_000  # waiting for the database; past it, requests get 503
 WAKING = {"start", "restart", "die", "stop", "kill", "destroy", "pause", "unpause"}
 PURGE_EVERY = 3600.0
+LINGER_SECONDS, LINGER_BYTES = 2.0, 4 * 1024 * 1024  # read and dropped after a refusal, at most
 REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 411: "Length Required", 413: "Payload Too Large"}
 REASONS |= {415: "Unsupported Media Type", 429: "Too Many Requests", 431: "Request Header Fields Too Large", 503: "Service Unavailable"}
 
@@ -129,6 +130,24 @@ def _inflate(body: bytes, encoding: str) -> bytes:
     return out
 
 
+async def _linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """After an answer that closes the connection: stop writing, and read (and drop) what the
+    sender still sends, for a moment and a few MiB at most, so that closing with its body unread
+    does not reset the connection before it reads the answer (as a web server's lingering close)."""
+    loop = asyncio.get_running_loop()
+    deadline, left = loop.time() + LINGER_SECONDS, LINGER_BYTES
+    try:
+        if writer.can_write_eof():
+            writer.write_eof()
+        while left > 0 and (wait := deadline - loop.time()) > 0:
+            chunk = await asyncio.wait_for(reader.read(65536), wait)
+            if not chunk:
+                return
+            left -= len(chunk)
+    except (TimeoutError, ConnectionError, OSError):
+        return
+
+
 class Receiver:
     def __init__(self, *, port: int | None = None):
         self.port = port or settings.AGENT_OTLP_PORT
@@ -215,9 +234,10 @@ class Receiver:
                 try:
                     raw = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), IDLE_SECONDS)
                 except asyncio.LimitOverrunError:
-                    writer.write(_response(431, b'{"error":"request head too large"}', close=True))
-                    break
+                    raw = b""
                 try:
+                    if not raw:
+                        raise Refused(431, "request head too large")
                     status, body, close = await self.answer(listener, raw, reader)
                 except Refused as refused:
                     status, body, close = refused.status, json.dumps({"error": refused.message}).encode(), True
@@ -225,6 +245,7 @@ class Receiver:
                 writer.write(_response(status, body, close=close))
                 await writer.drain()
                 if close:
+                    await _linger(reader, writer)
                     break
         except (asyncio.IncompleteReadError, TimeoutError, ConnectionError, asyncio.CancelledError):
             pass  # the sender went away, was idle too long, or the receiver stops
