@@ -39,6 +39,7 @@ COLUMNS = {
     "prompt_text",
     "response",  # the assistant's answer: in `summary`, and only where prompts are recorded
 }
+RAW = {"tool_parameters", "tool_input"}  # JSON strings read whole (before shortening) for the summary
 # What names the command or file of a tool call, in tool_parameters, first found wins.
 SUMMARY_KEYS = (
     "full_command",
@@ -113,15 +114,24 @@ def _limits() -> tuple[int, int]:
     return settings.AGENT_OTLP_MAX_ATTRIBUTES, settings.AGENT_OTLP_MAX_VALUE
 
 
-def attributes(items: Any, depth: int = 0, limits: tuple[int, int] | None = None) -> dict[str, Any]:
-    """OTLP's list of {key, value} as a dict of at most AGENT_OTLP_MAX_ATTRIBUTES entries."""
-    limits = limits or _limits()
+def attributes(items: Any, depth: int = 0, limits: tuple[int, int] | None = None, raw: dict | None = None) -> dict[str, Any]:
+    """OTLP's list of {key, value} as a dict of at most AGENT_OTLP_MAX_ATTRIBUTES entries; the
+    whole strings of RAW keys (JSON the summary is read from) go to `raw` when given. The common
+    case (a string) is handled here: a session's requests are mostly strings, thousands a second."""
+    count, length = limits = limits or _limits()
     found: dict[str, Any] = {}
     for item in _list(items, "attributes"):
-        if len(found) >= limits[0]:
+        if len(found) >= count:
             break
-        if isinstance(item, dict) and isinstance(item.get("key"), str):
-            found[item["key"][:100]] = any_value(item.get("value"), depth, limits)
+        if type(item) is not dict or type(key := item.get("key")) is not str:
+            continue
+        value = item.get("value")
+        if type(value) is dict and type(text := value.get("stringValue")) is str:
+            if raw is not None and key in RAW:
+                raw[key] = text
+            found[key[:100]] = text if len(text) <= length else text[: length - 1] + "…"
+        else:
+            found[key[:100]] = any_value(value, depth, limits)
     return found
 
 
@@ -201,21 +211,12 @@ def _bool(value: Any) -> bool | None:
     return None
 
 
-def _raw(record: dict, key: str) -> str:
-    """An attribute's whole string (tool_parameters, tool_input: JSON, read before shortening)."""
-    for item in record.get("attributes") or ():
-        if isinstance(item, dict) and item.get("key") == key and isinstance(item.get("value"), dict):
-            value = item["value"].get("stringValue")
-            return value if isinstance(value, str) else ""
-    return ""
-
-
-def _tool_summary(record: dict) -> str:
+def _tool_summary(raw: dict) -> str:
     """The command of a Bash call, the path of a file tool's (Claude Code sends them only with
     OTEL_LOG_TOOL_DETAILS=1: in tool_parameters for Bash, in tool_input for Read/Edit/Write)."""
     for key in ("tool_parameters", "tool_input"):
         try:
-            params = json.loads(_raw(record, key) or "null")
+            params = json.loads(raw.get(key) or "null")
         except ValueError:
             continue
         if isinstance(params, dict):
@@ -225,14 +226,14 @@ def _tool_summary(record: dict) -> str:
     return ""
 
 
-def _summary(kind: str, name: str, record: dict, attrs: dict, record_prompts: bool) -> str:
+def _summary(kind: str, name: str, raw: dict, attrs: dict, record_prompts: bool) -> str:
     if kind == "user_prompt":
         return str(attrs.get("prompt") or attrs.get("prompt_text") or "") if record_prompts else ""
     if name == "assistant_response":
         return str(attrs.get("response") or "") if record_prompts else ""
     if kind == "api_error":
         return str(attrs.get("error") or attrs.get("status_code") or "")
-    found = _tool_summary(record)
+    found = _tool_summary(raw)
     if not found and kind == "tool_result" and attrs.get("success") in (False, "false"):
         return str(attrs.get("error") or "")
     return found
@@ -248,7 +249,8 @@ def _name(record: dict, attrs: dict) -> str:
 
 def event_row(resource: dict, record: dict, *, record_prompts: bool) -> dict:
     """The AgentEvent fields of one log record (no sandbox yet)."""
-    attrs = attributes(record.get("attributes"))
+    raw: dict[str, str] = {}
+    attrs = attributes(record.get("attributes"), raw=raw)
     name = _name(record, attrs)
     kind = name if name in KINDS else "other"
     length = attrs.get("prompt_length")
@@ -258,7 +260,7 @@ def event_row(resource: dict, record: dict, *, record_prompts: bool) -> dict:
         "kind": kind,
         "name": name,
         "tool": _short(str(attrs.get("tool_name") or ""), 100),
-        "summary": _short(_summary(kind, name, record, attrs, record_prompts), 1000),
+        "summary": _short(_summary(kind, name, raw, attrs, record_prompts), 1000),
         "success": _bool(attrs.get("success")),
         "decision": _short(str(attrs.get("decision") or ""), 40),
         "model": _short(str(attrs.get("model") or ""), 100),

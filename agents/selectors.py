@@ -29,11 +29,6 @@ def agent_events(*, sandbox, kind: str = "", tool: str = "", search: str = "") -
     return rows.order_by("-at", "-id")
 
 
-def tools_used(sandbox) -> list[str]:
-    """The tools the sandbox's agent has used (the card's tool filter)."""
-    return list(AgentEvent.objects.filter(sandbox=sandbox).exclude(tool="").values_list("tool", flat=True).distinct().order_by("tool")[:50])
-
-
 def daily_usage(*, sandbox=None, team=None, days: int = USAGE_DAYS) -> list[dict]:
     """Tokens, cost and API requests per day (UTC) of the last `days` days, oldest first, a day
     without any included as zeros: of one sandbox, or of every sandbox of a team."""
