@@ -38,7 +38,6 @@ HEAD_LIMIT = 16 * 1024
 IDLE_SECONDS = 30.0
 MAX_PENDING_ROWS = 50_000  # waiting for the database; past it, requests get 503
 WAKING = {"start", "restart", "die", "stop", "kill", "destroy", "pause", "unpause"}
-PURGE_EVERY = 3600.0
 LINGER_SECONDS, LINGER_BYTES = 2.0, 4 * 1024 * 1024  # read and dropped after a refusal, at most
 REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 411: "Length Required", 413: "Payload Too Large"}
 REASONS |= {415: "Unsupported Media Type", 429: "Too Many Requests", 431: "Request Header Fields Too Large", 503: "Service Unavailable"}
@@ -302,7 +301,6 @@ class Receiver:
         self.wake = asyncio.Event()
         self.writer.start()
         threading.Thread(target=self._follow_events, args=(loop,), name="agent-events-docker", daemon=True).start()
-        purged = 0.0
         stop = stop or asyncio.Event()
         while not stop.is_set():
             self.wake.clear()
@@ -310,9 +308,6 @@ class Receiver:
             if ready is not None:
                 ready()
                 ready = None
-            if time.monotonic() - purged > PURGE_EVERY:
-                purged = time.monotonic()
-                loop.run_in_executor(None, services.purge_old_events)
             try:
                 await asyncio.wait_for(self.wake.wait(), settings.AGENT_RECEIVER_RECONCILE_SECONDS)
                 await asyncio.sleep(0.2)  # a burst of events (stop, die, start) makes one look

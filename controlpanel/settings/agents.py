@@ -17,7 +17,7 @@ AGENT_EVENTS_A_SECOND = env_float("AGENT_EVENTS_A_SECOND", 200.0, minimum=1)
 AGENT_EVENTS_BURST = env_float("AGENT_EVENTS_BURST", 5000.0, minimum=1)
 # Open connections to one sandbox's receiver at a time.
 AGENT_OTLP_MAX_CONNECTIONS = env_int("AGENT_OTLP_MAX_CONNECTIONS", 8, minimum=1)
-# Events older than this many days are deleted (by the receiver, hourly), as the decision log's.
+# Events older than this many days are deleted (agents.tasks, hourly by Celery beat), as the decision log's.
 AGENT_EVENTS_KEEP_DAYS = env_int("AGENT_EVENTS_KEEP_DAYS", 30, minimum=1)
 # How often the receiver checks that every running sandbox of its host has its listener (Docker's
 # events make it look at once on a start or a stop).

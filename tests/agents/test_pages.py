@@ -99,6 +99,9 @@ def test_who_does_not_see_the_sandbox_sees_none_of_its_activity(client, django_u
 
 
 def test_old_events_go_after_the_days_kept(worked, settings):
+    from agents.tasks import agent_events_purge_task
+
     settings.AGENT_EVENTS_KEEP_DAYS = 2
-    assert services.purge_old_events() == 1
+    assert agent_events_purge_task() == 1
+    assert "agents.tasks.agent_events_purge_task" in {e["task"] for e in settings.CELERY_BEAT_SCHEDULE.values()}
     assert AgentEvent.objects.filter(sandbox=worked).count() == 20
