@@ -215,11 +215,13 @@ class Receiver:
         log.info("listening for sandbox %s's agent events", sandbox_id)
 
     def close(self, sandbox_id: int) -> None:
+        """Close the sandbox's listener and its connections: its namespace is not kept alive."""
         listener = self.listeners.pop(sandbox_id)
         if listener.server is not None:
             listener.server.close()
         for writer in list(listener.connections):
             writer.close()
+        log.info("no longer listening for sandbox %s's agent events", sandbox_id)
 
     # --- one connection ------------------------------------------------------------------------
 

@@ -95,7 +95,7 @@ def test_garbage_and_oversized_bodies_are_refused_and_change_nothing(make_sandbo
     assert rows_of(box, 20) == 20
 
 
-def test_the_listener_is_opened_again_after_a_restart(make_sandbox, clean_docker, agent_receiver):
+def test_the_listener_is_opened_again_after_a_restart_and_closed_at_a_stop(make_sandbox, clean_docker, agent_receiver):
     box = make_sandbox("otel-restart", network_mode="none")
     assert posted(box, b'{"resourceLogs": []}') == "{}"
     before = subprocess.run(["docker", "inspect", "-f", "{{.State.Pid}}", box.container_id], capture_output=True, text=True).stdout.strip()
@@ -104,3 +104,10 @@ def test_the_listener_is_opened_again_after_a_restart(make_sandbox, clean_docker
     assert before != after
     assert posted(box, SAMPLE) == "{}"
     assert rows_of(box, 20) == 20
+    closed = f"no longer listening for sandbox {box.pk}'s"
+    assert agent_receiver.output().count(f"listening for sandbox {box.pk}'s") >= 3  # opened, closed (the old namespace), opened
+    docker_cli("stop", "-t", "0", box.container_id)
+    deadline = time.monotonic() + 10
+    while agent_receiver.output().count(closed) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert agent_receiver.output().count(closed) == 2  # the stopped sandbox's namespace is not held open
