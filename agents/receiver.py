@@ -97,6 +97,8 @@ class Writer(threading.Thread):
 
 def _response(status: int, body: bytes, *, close: bool) -> bytes:
     head = f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+    if status in (429, 503):
+        head += "Retry-After: 1\r\n"  # the OTLP exporter waits that long before it sends the batch again
     return (head + ("Connection: close\r\n" if close else "") + "\r\n").encode() + body
 
 

@@ -52,6 +52,8 @@ def served(settings):
 def post(conn, body: bytes, path: str = "/v1/logs", **headers) -> tuple[int, bytes]:
     conn.request("POST", path, body=body, headers={"Content-Type": "application/json", **headers})
     response = conn.getresponse()
+    if response.status == 429:
+        assert response.getheader("Retry-After") == "1"
     return response.status, response.read()
 
 
