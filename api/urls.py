@@ -7,6 +7,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from . import (
     views,
     views_activity,
+    views_agents,
     views_audit,
     views_backups,
     views_checklist,
@@ -63,6 +64,11 @@ urlpatterns = [
     ),
     path("v1/sandboxes/<str:pk>/activity/", login_not_required(views_activity.SandboxActivity.as_view()), name="api_sandbox_activity"),
     path("v1/sandboxes/<str:pk>/storage/", login_not_required(views_activity.SandboxStorage.as_view()), name="api_sandbox_storage"),
+    path(
+        "v1/sandboxes/<str:pk>/agent-activity/",
+        login_not_required(views_agents.SandboxAgentActivity.as_view()),
+        name="api_sandbox_agent_activity",
+    ),
     path("v1/sandboxes/<str:pk>/refused/", login_not_required(views_refused.SandboxRefused.as_view()), name="api_sandbox_refused"),
     path(
         "v1/sandboxes/<str:pk>/refused/grouped/",

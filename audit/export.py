@@ -12,6 +12,11 @@ A member's export has none of them: the gaps between the sequence numbers of the
 events, and the head, would tell them how many events the other teams made. Their file is
 checked by its own numbering and seals instead, which need the panel's audit key as the chain does.
 
+The agent's own events in the exported sandboxes (agents.AgentEvent: tool calls, permission
+decisions, API requests) follow the audit events as lines of type "agent_event", numbered on
+from them and sealed the same way, so the digest and `verify_lines` cover them too; they have no
+place in the chain (the agent, not the panel, said them), hence no `seq` or `hash`.
+
 `verify_lines` recomputes each event's seal (an edited event fails) and, where the file has
 them, its chain HMAC and links; it names a missing event by its number and place, and
 recomputes the end's digest (a header changed fails). The CSV holds the same events for
@@ -96,10 +101,55 @@ def _sealed(events: QuerySet[AuditEvent], key: bytes, header: dict, chain: bool)
         yield row
 
 
-def jsonl_lines(events: QuerySet[AuditEvent], *, filters: dict, scope: str = "every event", chain: bool = True) -> Iterator[str]:
+AGENT_COLUMNS = [
+    "at",
+    "kind",
+    "name",
+    "tool",
+    "summary",
+    "success",
+    "decision",
+    "model",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_creation_tokens",
+    "cost_usd",
+    "prompt_length",
+    "session_id",
+    "prompt_id",
+    "attributes",
+]
+
+
+def _sealed_agent(agent_events: QuerySet | None, key: bytes, header: dict, after: int) -> Iterator[dict]:
+    """The agent's events, oldest first, numbered on from `after` and sealed as the events are."""
+    if agent_events is None:
+        return
+    rows = agent_events.order_by("at", "id").values(*AGENT_COLUMNS, "sandbox__uuid", "sandbox__name", "sandbox__team_id")
+    for n, row in enumerate(rows.iterator(chunk_size=CHUNK), start=after + 1):
+        line = {k: row[k] for k in AGENT_COLUMNS}
+        line.update(type="agent_event", n=n, at=row["at"].isoformat(), cost_usd=str(row["cost_usd"]))
+        line.update(sandbox_uuid=str(row["sandbox__uuid"]), sandbox=row["sandbox__name"], team_id=row["sandbox__team_id"])
+        line["mac"] = _seal(key, header["export_id"], _line(line))
+        yield line
+
+
+def _all_sealed(events, agent_events, key: bytes, header: dict, chain: bool) -> Iterator[dict]:
+    n = 0
+    for row in _sealed(events, key, header, chain):
+        n = row["n"]
+        yield row
+    yield from _sealed_agent(agent_events, key, header, n)
+
+
+def jsonl_lines(
+    events: QuerySet[AuditEvent], *, filters: dict, scope: str = "every event", chain: bool = True, agent_events: QuerySet | None = None
+) -> Iterator[str]:
     """`scope` says which events the exporter could see (a non-superuser's export holds only
     their teams'): `verify --file` repeats it, so a partial file is never taken for the trail.
-    `chain`: whether the exporter may see the trail's positions (superusers, the CLI)."""
+    `chain`: whether the exporter may see the trail's positions (superusers, the CLI).
+    `agent_events`: the agent's events to add after the audit events (see above)."""
     key = audit_key()
     header = _header(filters, scope, chain)
     header_line = _line(header)
@@ -107,7 +157,7 @@ def jsonl_lines(events: QuerySet[AuditEvent], *, filters: dict, scope: str = "ev
     yield header_line + "\n"
     count = 0
     buffer = []
-    for row in _sealed(events, key, header, chain):
+    for row in _all_sealed(events, agent_events, key, header, chain):
         digest.update(row["mac"].encode())
         buffer.append(_line(row))
         count += 1
@@ -119,7 +169,9 @@ def jsonl_lines(events: QuerySet[AuditEvent], *, filters: dict, scope: str = "ev
     yield _line({"type": "end", "count": count, "digest": digest.hexdigest()}) + "\n"
 
 
-def csv_lines(events: QuerySet[AuditEvent], *, filters: dict, scope: str = "every event", chain: bool = True) -> Iterator[str]:
+def csv_lines(
+    events: QuerySet[AuditEvent], *, filters: dict, scope: str = "every event", chain: bool = True, agent_events: QuerySet | None = None
+) -> Iterator[str]:
     key = audit_key()
     header = _header(filters, scope, chain)
     columns = ["n", *_columns(chain)]
@@ -128,8 +180,11 @@ def csv_lines(events: QuerySet[AuditEvent], *, filters: dict, scope: str = "ever
     writer.writerow(["type", *columns])
     writer.writerow(["header", _line(header)] + [""] * (len(columns) - 1))
     count = 0
-    for row in _sealed(events, key, header, chain):
-        writer.writerow(["event", *[_cell(json.dumps(row[f], sort_keys=True) if f == "details" else row[f]) for f in columns]])
+    for row in _all_sealed(events, agent_events, key, header, chain):
+        if row["type"] == "agent_event":  # its fields as one JSON cell, as the header's
+            writer.writerow(["agent_event", row["n"], _cell(_line(row))] + [""] * (len(columns) - 2))
+        else:
+            writer.writerow(["event", *[_cell(json.dumps(row[f], sort_keys=True) if f == "details" else row[f]) for f in columns]])
         count += 1
         if count % 500 == 0:
             yield out.getvalue()
@@ -142,11 +197,14 @@ def csv_lines(events: QuerySet[AuditEvent], *, filters: dict, scope: str = "ever
 def export_for(user, events: QuerySet[AuditEvent], *, fmt: str, filters: dict) -> Iterator[str]:
     """The export `user` may have of `events` (already limited to what they may see), for the
     audit page and the API alike: the trail's positions only for who may see them
-    (selectors.shows_positions); the header says whose events the file holds."""
+    (selectors.shows_positions); the header says whose events the file holds. The agent's
+    events of the sandboxes the user sees, as the same filters narrow them, follow."""
+    from agents.selectors import agent_events_for_audit
+
     chain = shows_positions(user)
     scope = "every event" if chain else f"the events {user.get_username()} may see (their teams')"
     lines = jsonl_lines if fmt == "jsonl" else csv_lines
-    return lines(events, filters=filters, scope=scope, chain=chain)
+    return lines(events, filters=filters, scope=scope, chain=chain, agent_events=agent_events_for_audit(user=user, filters=filters))
 
 
 def _cell(value) -> str:
@@ -240,7 +298,7 @@ def _parse(number: int, raw: str) -> tuple[dict, str | None]:
         return {}, f"Line {number} is not JSON."
     if not isinstance(row, dict) or _line(row) != raw.rstrip("\n"):
         return {}, f"Line {number} is not as the export wrote it."
-    if row.get("type") not in ("event", "end"):
+    if row.get("type") not in ("event", "agent_event", "end"):
         return {}, f"Line {number} is neither an event nor the end."
     return row, None
 
@@ -268,7 +326,9 @@ class _Checker:
         body = _line({k: v for k, v in row.items() if k != "mac"})
         if not hmac.compare_digest(_seal(self.key, str(self.header.get("export_id")), body), str(row.get("mac"))):
             return f"Event {n} of the export (line {number}) was altered: its seal does not match its contents."
-        if self.head is not None and (problem := self._in_chain(number, row, self.head)):
+        if row.get("type") == "event" and self.previous is not None and self.previous.get("type") != "event":
+            return f"Event {n} of the export (line {number}) is out of order: it comes after the agent's events."
+        if self.head is not None and row.get("type") == "event" and (problem := self._in_chain(number, row, self.head)):
             return problem
         last = self.previous["n"] if self.previous else 0
         if n <= last:

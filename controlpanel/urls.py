@@ -19,6 +19,7 @@ urlpatterns = [
     path("audit/", include("audit.urls")),
     path("backups/", include("backups.urls")),
     path("incidents/", include("incidents.urls")),
+    path("", include("agents.urls")),
     path("teams/<slug:slug>/webhooks/", include("webhooks.urls")),
     path("teams/", include("teams.urls")),
     path("hosts/", include("hosts.urls")),

@@ -425,6 +425,9 @@ def _bundle(incident: Incident, sandbox: Sandbox, state: engine.ContainerState |
     saved["files-modified-last-day.json"] = _json(
         [{"folder": e.folder, "path": e.path, "size": e.size, "modified": e.modified.isoformat(), "link": e.is_link} for e in found.entries]
     )
+    from agents.selectors import evidence_lines
+
+    saved["agent-activity.jsonl"] = evidence_lines(sandbox)  # what Claude Code in it did, as it told the receiver
     saved["incident.json"] = _json(
         {
             "id": incident.pk,

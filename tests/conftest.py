@@ -285,6 +285,18 @@ def engine_watcher(django_db_setup, docker_engine):
 
 
 @pytest.fixture
+def agent_receiver(django_db_setup, docker_engine):
+    """The agent-activity receiver (`manage.py agent_receiver`), as the Procfile runs it, looking
+    at the running sandboxes every second (Docker's events make it look at once anyway)."""
+    p = Proc("agent-receiver", [sys.executable, "manage.py", "agent_receiver"], AGENT_RECEIVER_RECONCILE_SECONDS="1")
+    try:
+        p.wait_for_line("receiving agent events", timeout=30)
+        yield p
+    finally:
+        p.stop()
+
+
+@pytest.fixture
 def own_queue():
     """Send this test's tasks to a queue only its own workers read (the suite's shared worker,
     with other settings, must not take them)."""

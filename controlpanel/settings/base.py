@@ -4,7 +4,7 @@ Everything a user may want to change comes from the environment (see README.md,
 "Configuration"); the defaults give a panel on 127.0.0.1:8000 with SQLite and the panel's own
 Redis on a unix socket in var/. A value that cannot be read stops start-up with its name.
 The topics live in their own modules: queue (Redis, Celery, Channels), sandboxes, backups,
-security, storage, webhooks.
+security, storage, webhooks, agents.
 """
 
 import os
@@ -13,6 +13,7 @@ from pathlib import Path
 
 import dj_database_url
 
+from .agents import *  # noqa: F403
 from .api import *  # noqa: F403
 from .backups import *  # noqa: F403
 from .env import BASE_DIR, VAR_DIR, env_int, env_str
@@ -47,6 +48,7 @@ INSTALLED_APPS = [
     "hosts",
     "api",
     "webhooks",
+    "agents",
 ]
 
 MIDDLEWARE = [

@@ -107,6 +107,7 @@ CELERY_BEAT_SCHEDULE = {
     "scheduled-backups": {"task": "backups.tasks.backup_schedules_task", "schedule": 60.0},
     "security-checklists": {"task": "sandboxes.tasks.checklist_refresh_task", "schedule": 300.0},
     "team-idle-rules": {"task": "teams.tasks.idle_sweep_task", "schedule": TEAM_IDLE_CHECK_SECONDS},
+    "agent-events-retention": {"task": "agents.tasks.agent_events_purge_task", "schedule": 3600.0},
     # Webhooks: deliveries whose task was lost queued again, and each host's disk quotas read.
     "webhook-deliveries": {"task": "webhooks.tasks.delivery_sweep_task", "schedule": 60.0},
     "disk-quota-watch": {"task": "webhooks.tasks.quota_watch_task", "schedule": 60.0},

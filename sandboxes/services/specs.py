@@ -38,6 +38,11 @@ def sandbox_spec(sandbox: Sandbox, extra_mounts: list[Mount] | None = None, *, s
         from ..secrets import LABEL_SECRETS, container_environment
 
         environment, spec_labels[LABEL_SECRETS] = container_environment(sandbox)
+    from agents.services import telemetry_environment
+
+    # Every container exports its agent's events (a warm slot's too: a team that records prompts
+    # differs from the slot's, and starts cold); the audit trail is not a secret's to redirect.
+    environment = {**environment, **telemetry_environment(sandbox)}
     if sandbox.network_mode == Sandbox.Network.ALLOWLIST:
         spec_labels[engine.LABEL_DNS] = "panel"
     return policy.ContainerSpec(

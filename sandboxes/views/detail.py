@@ -1,10 +1,13 @@
 """A sandbox's page, and the cards it loads: the recently changed files and the output download."""
 
+from django.conf import settings
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.middleware.csrf import get_token
 from django.shortcuts import render
 from django.utils import timezone
 
+from agents.forms import AgentFilterForm
+from agents.services import records_prompts
 from teams import idle as idle_rule
 from teams.permissions import Role, role_allows, user_role
 
@@ -33,6 +36,9 @@ def sandbox_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "csrf": get_token(request),
         "destroy_form": DestroyForm(sandbox=sandbox),
         "denial_filter": DenialFilterForm(auto_id="denials-%s"),
+        "agent_filter": AgentFilterForm(auto_id="agent-%s"),
+        "agent_keep_days": settings.AGENT_EVENTS_KEEP_DAYS,
+        "agent_records_prompts": records_prompts(sandbox.team_id),
         "sessions": sandbox.terminal_sessions.all()[:10],
         "open_incident": selectors.open_incident(sandbox),
         "idle_stop": idle_rule.last_idle_stop(sandbox),

@@ -138,7 +138,7 @@ SECOND_SLICE = {
 
 # A sandbox's and a team's standing rules: its daily backup and checkpoint retention, the team's
 # second-factor rule, resource policy and freeze; the security checklist; the page's read-only
-# cards (refused connections, files changed lately, disk use).
+# cards (refused connections, agent activity, files changed lately, disk use).
 THIRD_SLICE = {
     "GET /api/v1/sandboxes/{pk}/backup-schedule/",
     "PUT /api/v1/sandboxes/{pk}/backup-schedule/",
@@ -157,6 +157,7 @@ THIRD_SLICE = {
     "PUT /api/v1/sandboxes/{pk}/checklist/{item}/",
     "GET /api/v1/sandboxes/{pk}/refused/",
     "GET /api/v1/sandboxes/{pk}/refused/grouped/",
+    "GET /api/v1/sandboxes/{pk}/agent-activity/",
     "GET /api/v1/sandboxes/{pk}/activity/",
     "GET /api/v1/sandboxes/{pk}/storage/",
 }
@@ -188,6 +189,13 @@ def _rows_to_hit(sandbox) -> None:
         sandbox=sandbox, team=sandbox.team, sandbox_name=sandbox.name, severity="low", summary="fuzzed", evidence_file=evidence.name
     )
     Sandbox.objects.filter(pk=sandbox.pk).update(on_hold=True)  # as incident_declare holds it
+    from pathlib import Path
+
+    from agents import otlp
+    from agents import services as agents
+
+    sample = (Path(__file__).parent.parent / "agents" / "claude_logs.json").read_bytes()
+    agents.record_events([(sandbox.pk, otlp.event_rows(sample, record_prompts=False))])
 
 
 OPERATIONS = FIRST_SLICE | SECOND_SLICE | THIRD_SLICE

@@ -3,11 +3,14 @@ says, evidence verifies and outlives Clean and Destroy, and the sandbox is held 
 
 import hashlib
 import tarfile
+from pathlib import Path
 
 import pytest
 from django.conf import settings
 from django.db import transaction
 
+from agents import otlp
+from agents import services as agents
 from audit.models import AuditEvent
 from backups import archive
 from backups.models import Backup
@@ -23,6 +26,7 @@ from tests.support.waiting import wait_for
 pytestmark = pytest.mark.docker
 ACTOR = sandbox_services.SystemActor("test")
 S = Incident.Step
+AGENT_SAMPLE = (Path(__file__).parent.parent / "agents" / "claude_logs.json").read_bytes()
 
 
 def run_step(incident: Incident, step: str, **kwargs) -> Incident:
@@ -37,6 +41,7 @@ def test_the_whole_flow_freezes_snapshots_stops_resets_and_closes(make_sandbox, 
     sandbox = make_sandbox("suspect")
     (sandbox.workspace_path / "Projects" / "exfil.py").write_text("import os\n")
     engine.engine_for().exec_run(sandbox.container_id, ["sh", "-c", "echo the agent was here; touch /tmp/dropped"])
+    agents.record_events([(sandbox.pk, otlp.event_rows(AGENT_SAMPLE, record_prompts=False))])
 
     incident = services.incident_declare(actor=ACTOR, sandbox=sandbox, severity="high", summary="it read ~/.ssh")
     sandbox.refresh_from_db()
@@ -65,9 +70,13 @@ def test_the_whole_flow_freezes_snapshots_stops_resets_and_closes(make_sandbox, 
     assert checked.ok, checked.problems
     with tarfile.open(evidence, "r:gz") as tar:
         members = set(tar.getnames())
-    for name in ("logs.txt", "inspect.json", "diff.json", "processes.json", "stats.json", "files-modified-last-day.json", "incident.json"):
+    names = ("logs.txt", "inspect.json", "diff.json", "processes.json", "stats.json", "files-modified-last-day.json", "incident.json")
+    for name in (*names, "agent-activity.jsonl"):
         assert f"evidence/{name}" in members
     assert f"evidence/backup/{incident.backup.file_name}" in members
+    with tarfile.open(evidence, "r:gz") as tar:
+        told = tar.extractfile("evidence/agent-activity.jsonl").read().decode()  # type: ignore[union-attr]
+    assert len(told.splitlines()) == 20 and "echo hello-from-bash > /workspace/Projects/out.txt" in told
     # The evidence image never runs again, whoever asks and under whatever name.
     with pytest.raises(sandbox_services.InvalidInput, match="evidence"):
         sandbox_services.sandbox_create(

@@ -63,7 +63,11 @@ class Command(BaseCommand):
         events, applied, problems = audit_events_filtered(user=_Everyone(), params=opts)
         if problems:
             raise CommandError(" ".join(problems))
-        lines = export.jsonl_lines(events, filters=applied) if opts["format"] == "jsonl" else export.csv_lines(events, filters=applied)
+        from agents.selectors import agent_events_for_audit
+
+        agent = agent_events_for_audit(user=_Everyone(), filters=applied)
+        write = export.jsonl_lines if opts["format"] == "jsonl" else export.csv_lines
+        lines = write(events, filters=applied, agent_events=agent)
         out = open(opts["output"], "w", encoding="utf-8", newline="") if opts["output"] else sys.stdout  # noqa: SIM115
         try:
             for chunk in lines:

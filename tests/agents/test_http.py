@@ -1,0 +1,139 @@
+"""The receiver's HTTP side, served in-process on a loopback socket (the namespace part is tried
+with real Docker in test_receiver.py): keep-alive, every bound, the budget, gzip and its bombs."""
+
+import asyncio
+import gzip
+import http.client
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from agents.budget import EventBudget
+from agents.receiver import HEAD_LIMIT, Listener, Receiver
+
+SAMPLE = (Path(__file__).parent / "claude_logs.json").read_bytes()  # 20 records
+
+
+@pytest.fixture
+def served(settings):
+    """A receiver whose one listener (sandbox 7) is on a loopback port here; what it would have
+    written is kept in `put` instead of the database."""
+    settings.AGENT_OTLP_MAX_BODY = 200_000
+    receiver = Receiver()
+    put: list[tuple[int, list]] = []
+    receiver.writer.put = lambda sandbox_id, rows: put.append((sandbox_id, rows))  # type: ignore[method-assign]
+    receiver.budget = EventBudget(rate=1, burst=50)
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+    box: dict = {}
+
+    async def start():
+        listener = Listener(7, "c", 0, False)
+        server = await asyncio.start_server(lambda r, w: receiver.serve(listener, r, w), "127.0.0.1", 0, limit=HEAD_LIMIT)
+        box["port"], box["server"] = server.sockets[0].getsockname()[1], server
+        ready.set()
+
+    thread = threading.Thread(target=lambda: (loop.run_until_complete(start()), loop.run_forever()), daemon=True)
+    thread.start()
+    ready.wait(5)
+    yield box["port"], put, receiver
+    loop.call_soon_threadsafe(box["server"].close)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(5)
+    for task in asyncio.all_tasks(loop):  # the connections still open end as the receiver's stop ends them
+        task.cancel()
+    loop.run_until_complete(asyncio.sleep(0.1))
+    loop.close()
+
+
+def post(conn, body: bytes, path: str = "/v1/logs", **headers) -> tuple[int, bytes]:
+    conn.request("POST", path, body=body, headers={"Content-Type": "application/json", **headers})
+    response = conn.getresponse()
+    if response.status == 429:
+        assert response.getheader("Retry-After") == "1"
+    return response.status, response.read()
+
+
+def test_requests_on_one_connection_are_answered_and_their_events_kept_for_their_sandbox(served):
+    port, put, _ = served
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    assert post(conn, SAMPLE) == (200, b"{}")
+    assert post(conn, gzip.compress(SAMPLE), **{"Content-Encoding": "gzip"}) == (200, b"{}")
+    assert post(conn, b'{"resourceMetrics": []}', "/v1/metrics") == (200, b"{}")
+    assert [(sandbox_id, len(rows)) for sandbox_id, rows in put] == [(7, 20), (7, 20)]
+
+
+def test_over_the_budget_a_request_is_refused_whole(served):
+    port, put, _ = served
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    assert post(conn, SAMPLE)[0] == post(conn, SAMPLE)[0] == 200  # 40 of the burst of 50
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    status, body = post(conn, SAMPLE)
+    assert status == 429 and b"more events than it may" in body and len(put) == 2
+
+
+@pytest.mark.parametrize(
+    "raw, status",
+    [
+        (b"GET /v1/logs HTTP/1.1\r\nHost: x\r\n\r\n", 405),
+        (b"POST /v1/traces HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}", 404),
+        (b"POST /v1/logs HTTP/1.1\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n", 411),
+        (b"POST /v1/logs HTTP/1.1\r\nContent-Type: application/json\r\n\r\n", 411),
+        (b"POST /v1/logs HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 999999999\r\n\r\n", 413),
+        (b"POST /v1/logs HTTP/1.1\r\nContent-Type: application/x-protobuf\r\nContent-Length: 2\r\n\r\n{}", 415),
+        (b"POST /v1/logs HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 5\r\n\r\n[1,2]", 400),
+        (b"POST /v1/logs HTTP/1.1\r\nX: " + b"a" * (HEAD_LIMIT + 10) + b"\r\n\r\n", 431),
+        (b"nonsense\r\n\r\n", 400),
+    ],
+)
+def test_what_is_not_an_otlp_json_post_is_refused_and_the_connection_closed(served, raw, status):
+    port, put, _ = served
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(raw)
+        answer = b""
+        while chunk := s.recv(65536):
+            answer += chunk
+    assert answer.startswith(f"HTTP/1.1 {status} ".encode()) and b"Connection: close" in answer
+    assert put == []
+
+
+def test_a_gzip_bomb_is_refused_once_it_inflates_past_the_limit(served):
+    port, put, _ = served
+    bomb = gzip.compress(b" " * 5_000_000)
+    status, body = post(http.client.HTTPConnection("127.0.0.1", port, timeout=5), bomb, **{"Content-Encoding": "gzip"})
+    assert status == 413 and b"once inflated" in body and put == []
+    status, _ = post(http.client.HTTPConnection("127.0.0.1", port, timeout=5), SAMPLE, **{"Content-Encoding": "br"})
+    assert status == 415
+
+
+def test_connections_past_the_limit_are_closed_at_once(served, settings):
+    port, _, _ = served
+    settings.AGENT_OTLP_MAX_CONNECTIONS = 2
+    held = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(2)]
+    try:
+        time.sleep(0.2)
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as third:
+            third.sendall(b"POST /v1/logs HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}")
+            try:
+                assert third.recv(100) == b""  # closed without an answer
+            except ConnectionResetError:
+                pass  # closed without an answer, before it read what was sent
+    finally:
+        for s in held:
+            s.close()
+
+
+def test_the_sandbox_spec_tells_claude_code_to_export_and_prompts_only_where_recorded(db, team):
+    from sandboxes.models import Sandbox
+    from sandboxes.services.specs import sandbox_spec
+    from teams.models import AgentPolicy
+
+    sandbox = Sandbox.objects.create(name="spec", team=team, image="x", memory_mb=256, cpus=1, pids_limit=64)
+    env = sandbox_spec(sandbox, extra_mounts=[]).environment
+    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://127.0.0.1:4318" and env["OTEL_EXPORTER_OTLP_PROTOCOL"] == "http/json"
+    assert env["CLAUDE_CODE_ENABLE_TELEMETRY"] == "1" and env["OTEL_LOG_TOOL_DETAILS"] == "1" and "OTEL_LOG_USER_PROMPTS" not in env
+    AgentPolicy.objects.create(team=team, record_prompts=True)
+    assert sandbox_spec(sandbox, extra_mounts=[]).environment["OTEL_LOG_USER_PROMPTS"] == "1"
