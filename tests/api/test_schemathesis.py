@@ -149,6 +149,8 @@ THIRD_SLICE = {
     "POST /api/v1/teams/{pk}/freeze/",
     "GET /api/v1/teams/{pk}/policy/",
     "PUT /api/v1/teams/{pk}/policy/",
+    "GET /api/v1/teams/{pk}/agent-policy/",
+    "PUT /api/v1/teams/{pk}/agent-policy/",
     "GET /api/v1/teams/{pk}/checklist/",
     "POST /api/v1/teams/{pk}/checklist/",
     "PUT /api/v1/teams/{pk}/checklist/{item}/",
