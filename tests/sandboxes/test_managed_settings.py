@@ -51,3 +51,17 @@ def test_a_changed_policy_is_in_force_at_the_next_start_and_none_means_no_file(t
     sandbox = act(sandbox, "restart")
     assert inside(sandbox, f"test -e {TARGET}")[0] != 0
     assert managed_settings.LABEL not in engine.engine_for().inspect_container(sandbox.container_id)["Config"]["Labels"]
+
+
+def test_the_sandbox_page_shows_the_policy_and_the_checklist_says_whether_it_is_in_force(team, make_sandbox, clean_docker, logged_in):
+    from sandboxes import checklist
+
+    sandbox = make_sandbox("governed")
+    agent_policy.agent_policy_set(actor=ACTOR, team=team, managed_settings=DENY, record_prompts=False)
+    page = logged_in.get(f"/sandboxes/{sandbox.pk}/").content.decode()
+    assert "Policy for Claude Code" in page and "Bash(curl *)" in page and agent_policy.digest(DENY) in page
+    check = next(c for c in checklist.run_checks(sandbox) if "Claude Code" in c.label)
+    assert check.ok is False and "next start" in check.detail
+    sandbox = act(sandbox, "restart")
+    check = next(c for c in checklist.run_checks(sandbox) if "Claude Code" in c.label)
+    assert check.ok is True
