@@ -208,7 +208,7 @@ def egress_denials(*, sandbox: Sandbox, search: str = "", protocol: str = "", si
     address, part of a name, or a port), a protocol and a time window (DENIAL_WINDOWS; all kept
     when empty). `grouped`: one row per destination (an address, or a refused name), the latest
     first, with its attempts, entries, ports and when it was first and last refused."""
-    rows = EgressDenial.objects.filter(sandbox=sandbox)
+    rows = EgressDenial.objects.filter(sandbox=sandbox, allowed=False)  # the decision stream has the allowed ones
     if search:
         match = Q(destination__startswith=search) | Q(name__icontains=search)
         if search.isdecimal() and len(search) <= 5:

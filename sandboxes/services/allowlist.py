@@ -11,6 +11,7 @@ every change of mode or list, on the watcher's container events and in the perio
 
 import logging
 
+from django.core.exceptions import PermissionDenied
 from django.db import transaction
 
 from audit.services import audit_record
@@ -169,7 +170,48 @@ def allowlist_errors(presets: list[str], text: str) -> list[str]:
     return errors
 
 
-def sandbox_set_allowlist(*, actor, sandbox: Sandbox, presets: list[str], allow: str, source_ip: str | None = None) -> Sandbox:
+# How far each network mode reaches: moving up widens a sandbox's egress.
+MODE_REACH: dict[str, int] = {Sandbox.Network.NONE: 0, Sandbox.Network.ALLOWLIST: 1, Sandbox.Network.INTERNET: 2}
+WIDEN_REFUSED = (
+    "Only the team's admins may widen a sandbox's egress ({what}); operators may narrow it (to no network, or by removing entries)."
+)
+
+
+class WideningRefused(PermissionDenied):
+    """An operator's attempt to widen a sandbox's egress (a 403; the page shows its message)."""
+
+
+def _grants(presets: list[str], text: str) -> set[tuple[str, int]]:
+    return {(e.text, port) for e in allowlist.effective(presets, text) for port in e.ports}
+
+
+def authorize_egress(
+    actor, sandbox: Sandbox, *, mode: str | None = None, presets: list[str] | None = None, allow: str | None = None
+) -> None:
+    """The one rule for every change of a sandbox's network mode or list (page, API, ccpanel,
+    a live change, a one-click approval): operators of its team may narrow it, only its admins
+    may widen it: a mode that reaches further, or an entry, port or preset the list did not
+    grant (a name already covered by a listed wildcard still counts as new). PermissionDenied
+    says which."""
+    authorize(actor, sandbox.team, Role.OPERATOR)
+    widened = []
+    if mode is not None and MODE_REACH.get(mode, 0) > MODE_REACH.get(sandbox.network_mode, 0):
+        widened.append(f"to {mode}")
+    if presets is not None and allow is not None:
+        added = _grants(presets, allow) - _grants(sandbox.egress_presets or [], sandbox.egress_allow)
+        if added:
+            shown = ", ".join(sorted(f"{name}:{port}" for name, port in added)[:5])
+            widened.append(f"adding {shown}{' and more' if len(added) > 5 else ''}")
+    if widened:
+        try:
+            authorize(actor, sandbox.team, Role.ADMIN)
+        except PermissionDenied:
+            raise WideningRefused(WIDEN_REFUSED.format(what="; ".join(widened))) from None
+
+
+def sandbox_set_allowlist(
+    *, actor, sandbox: Sandbox, presets: list[str], allow: str, source_ip: str | None = None, why: dict | None = None
+) -> Sandbox:
     """Change what the sandbox's allowlist grants. In force at once for a running allowlist
     sandbox: the resolver reads the list at its next question (within a second), and the grants
     the list no longer names are taken back before this returns."""
@@ -177,6 +219,7 @@ def sandbox_set_allowlist(*, actor, sandbox: Sandbox, presets: list[str], allow:
     presets = sorted(set(presets))
     if errors := allowlist_errors(presets, allow):
         raise InvalidInput({"egress_allow": errors})
+    authorize_egress(actor, sandbox, presets=presets, allow=allow)
     if sandbox.on_hold:
         raise SandboxError(f"{sandbox.name} is held by an open incident; its network changes only through the incident.")
     with transaction.atomic():
@@ -185,7 +228,7 @@ def sandbox_set_allowlist(*, actor, sandbox: Sandbox, presets: list[str], allow:
         Sandbox.objects.filter(pk=sandbox.pk).update(egress_presets=presets, egress_allow=allow.strip())
         sandbox.egress_presets, sandbox.egress_allow = presets, allow.strip()
         after = {"presets": presets, "entries": len(allowlist.parse(allow)[0])}
-        audit(actor, "sandbox.allowlist_changed", sandbox, {"from": before, "to": after}, source_ip)
+        audit(actor, "sandbox.allowlist_changed", sandbox, {"from": before, "to": after, **(why or {})}, source_ip)
     if sandbox.network_mode == Sandbox.Network.ALLOWLIST:
         try:
             sync_grants()
@@ -195,3 +238,28 @@ def sandbox_set_allowlist(*, actor, sandbox: Sandbox, presets: list[str], allow:
             ) from exc
     live.sandbox_changed(sandbox)
     return sandbox
+
+
+def sandbox_allow_refused(*, actor, sandbox: Sandbox, name: str, port: int | None = None, source_ip: str | None = None) -> str:
+    """One click from the refused-connections card: add `name` (with `port`; 443 when none) to
+    the sandbox's list, through sandbox_set_allowlist (so its checks, the widening rule: team
+    admins only, and its audit event, which names what was approved). In force within a second
+    for a running allowlist sandbox (the resolver reads the list at each question). Returns the
+    entry added ("" when the list already grants it)."""
+    name = (name or "").strip().rstrip(".").lower()
+    if port is not None and not 0 < port < 65536:
+        raise InvalidInput({"port": ["A port is a number from 1 to 65535."]})
+    entry = f"{name}:{port}" if port else name
+    entries, errors = allowlist.parse(entry)
+    if errors or len(entries) != 1 or not entries[0].name or entries[0].name.startswith("*."):
+        raise InvalidInput({"name": errors or [f"{name[:100]!r} is not a name that can be allowed."]})
+    row = Sandbox.objects.get(pk=sandbox.pk)
+    if {(entries[0].text, p) for p in entries[0].ports} <= _grants(row.egress_presets or [], row.egress_allow):
+        authorize(actor, sandbox.team, Role.OPERATOR)
+        return ""
+    text = "\n".join(filter(None, [row.egress_allow.strip(), entry]))
+    sandbox_set_allowlist(
+        actor=actor, sandbox=row, presets=row.egress_presets or [], allow=text, source_ip=source_ip, why={"approved": entry}
+    )
+    sandbox.egress_allow = row.egress_allow
+    return entry

@@ -10,6 +10,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
 
 from controlpanel.http import client_ip
+from teams.permissions import Role, has_role
 
 from .. import selectors
 from ..forms import DenialFilterForm
@@ -36,6 +37,7 @@ def sandbox_denials(request: HttpRequest, pk: int) -> HttpResponse:
     )
     context = {
         "sandbox": sandbox,
+        "may_widen": has_role(user=request.user, team=sandbox.team, role=Role.ADMIN) and sandbox.status != Sandbox.Status.DESTROYED,
         "page": Paginator(rows, DENIALS_PAGE_SIZE).get_page(request.GET.get("page")),
         "grouped": bool(kept.get("group")),
         "query": urlencode(kept),
@@ -54,7 +56,7 @@ def _sandbox_change(request: HttpRequest, pk: int, change, done: str) -> HttpRes
         change(sandbox)
     except InvalidInput as exc:
         messages.error(request, str(exc))  # InvalidInput's text: its problems, joined
-    except services.SandboxError as exc:
+    except (services.SandboxError, services.WideningRefused) as exc:  # a refused widening says why, on the page
         messages.error(request, str(exc))
     else:
         messages.info(request, done.format(name=sandbox.name, network=sandbox.get_network_mode_display().lower()))
@@ -89,3 +91,28 @@ def sandbox_allowlist(request: HttpRequest, pk: int) -> HttpResponse:
         )
 
     return _sandbox_change(request, pk, change, "{name}: allowlist saved.")
+
+
+@require_http_methods(["POST"])
+def sandbox_allow_refused(request: HttpRequest, pk: int) -> HttpResponse:
+    """The card's Allow: a refused name (and port) onto the sandbox's list (team admins; the
+    service refuses anyone else with its message)."""
+    from .. import services
+
+    port = request.POST.get("port", "").strip()
+    added: list[str] = []
+
+    def change(sandbox: Sandbox) -> None:
+        if port and not port.isdecimal():
+            raise InvalidInput({"port": ["A port is a number from 1 to 65535."]})
+        added.append(
+            services.sandbox_allow_refused(
+                actor=request.user,
+                sandbox=sandbox,
+                name=request.POST.get("name", "")[:253],
+                port=int(port[:5]) if port else None,
+                source_ip=client_ip(request),
+            )
+        )
+
+    return _sandbox_change(request, pk, change, "{name}: allowed; in force within a second in allowlist mode.")
