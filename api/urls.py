@@ -10,6 +10,7 @@ from . import (
     views_audit,
     views_backups,
     views_checklist,
+    views_decisions,
     views_files,
     views_hosts,
     views_incidents,
@@ -64,6 +65,11 @@ urlpatterns = [
     path("v1/sandboxes/<str:pk>/activity/", login_not_required(views_activity.SandboxActivity.as_view()), name="api_sandbox_activity"),
     path("v1/sandboxes/<str:pk>/storage/", login_not_required(views_activity.SandboxStorage.as_view()), name="api_sandbox_storage"),
     path("v1/sandboxes/<str:pk>/refused/", login_not_required(views_refused.SandboxRefused.as_view()), name="api_sandbox_refused"),
+    path(
+        "v1/sandboxes/<str:pk>/decisions.jsonl",
+        login_not_required(views_decisions.SandboxDecisions.as_view()),
+        name="api_sandbox_decisions",
+    ),
     path(
         "v1/sandboxes/<str:pk>/refused/grouped/",
         login_not_required(views_refused.SandboxRefusedGrouped.as_view()),

@@ -17,7 +17,7 @@ from .dashboard import dashboard, sandbox_create
 from .detail import sandbox_detail, sandbox_files, sandbox_logs_download
 from .lifecycle import sandbox_action
 from .moves import sandbox_move
-from .network import sandbox_allow_refused, sandbox_allowlist, sandbox_denials, sandbox_network
+from .network import sandbox_allow_refused, sandbox_allowlist, sandbox_decisions, sandbox_denials, sandbox_network
 from .transfer import sandbox_download, sandbox_transfer, sandbox_upload
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     "sandbox_action",
     "sandbox_allowlist",
     "sandbox_allow_refused",
+    "sandbox_decisions",
     "sandbox_checklist",
     "sandbox_create",
     "sandbox_denials",

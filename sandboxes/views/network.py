@@ -13,7 +13,7 @@ from controlpanel.http import client_ip
 from teams.permissions import Role, has_role
 
 from .. import selectors
-from ..forms import DenialFilterForm
+from ..forms import DecisionQueryForm, DenialFilterForm
 from ..models import Sandbox
 from ..services import InvalidInput
 
@@ -116,3 +116,20 @@ def sandbox_allow_refused(request: HttpRequest, pk: int) -> HttpResponse:
         )
 
     return _sandbox_change(request, pk, change, "{name}: allowed; in force within a second in allowlist mode.")
+
+
+def sandbox_decisions(request: HttpRequest, pk: int) -> HttpResponse:
+    """The sandbox's decisions as JSON Lines (sandboxes.decisions): a download, or with follow=1
+    the live tail. Whoever sees the sandbox reads them; anyone else gets a 404."""
+    from .. import decisions
+
+    sandbox = selectors.visible_sandbox_or_404(user=request.user, pk=pk)
+    form = DecisionQueryForm(request.GET)
+    if not form.is_valid():
+        return HttpResponse("\n".join(form.problems()) + "\n", status=400, content_type="text/plain; charset=utf-8")
+    user = request.user
+
+    def still_allowed() -> bool:  # only a follow asks, and the page's download does not follow
+        return selectors.sandbox_get_visible(user=user, pk=sandbox.pk) is not None
+
+    return decisions.response(request, sandbox, form.cleaned_data, still_allowed=still_allowed)

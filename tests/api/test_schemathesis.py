@@ -158,6 +158,7 @@ THIRD_SLICE = {
     "GET /api/v1/sandboxes/{pk}/checklist/",
     "PUT /api/v1/sandboxes/{pk}/checklist/{item}/",
     "GET /api/v1/sandboxes/{pk}/refused/",
+    "GET /api/v1/sandboxes/{pk}/decisions.jsonl",
     "GET /api/v1/sandboxes/{pk}/refused/grouped/",
     "GET /api/v1/sandboxes/{pk}/activity/",
     "GET /api/v1/sandboxes/{pk}/storage/",
