@@ -103,3 +103,7 @@ class AgentPolicySetSerializer(StrictSerializer):
         help_text="A JSON object of Claude Code's managed settings (its known top-level keys only, at most 64 KiB; {} for none)."
     )
     record_prompts = serializers.BooleanField(required=False, default=False)
+
+
+class TeamAllowlistSerializer(StrictSerializer):
+    egress_allow = serializers.CharField(allow_blank=True, max_length=20000, help_text="One entry a line, as a sandbox's own list.")

@@ -82,6 +82,7 @@ urlpatterns = [
         name="api_sandbox_checklist_tick",
     ),
     path("v1/teams/<str:pk>/policy/", login_not_required(views_teams.TeamResourcePolicy.as_view()), name="api_team_policy"),
+    path("v1/teams/<str:pk>/allowlist/", login_not_required(views_teams.TeamAllowlist.as_view()), name="api_team_allowlist"),
     path("v1/teams/<str:pk>/agent-policy/", login_not_required(views_teams.TeamAgentPolicy.as_view()), name="api_team_agent_policy"),
     path("v1/teams/<str:team>/secrets/", login_not_required(views_secrets.TeamSecrets.as_view()), name="api_team_secrets"),
     path("v1/teams/<str:team>/secrets/<str:pk>/", login_not_required(views_secrets.TeamSecret.as_view()), name="api_team_secret"),

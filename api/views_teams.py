@@ -254,3 +254,44 @@ class TeamAgentPolicy(TeamsMixin):
             source_ip=client_ip(request),
         )
         return Response(t.AgentPolicySerializer(_agent_policy(team)).data)
+
+
+class TeamAllowlist(TeamsMixin):
+    """The team's allowlist (sandboxes.services.team_set_allowlist): read by its members, set by its admins."""
+
+    @extend_schema(
+        operation_id="teams_allowlist_retrieve",
+        parameters=[path_id("pk", "team")],
+        responses={200: t.TeamAllowlistSerializer, **ERRORS, **TEAM_404},
+        summary="The team's allowlist: entries in force for every allowlist-mode sandbox of the team",
+    )
+    def get(self, request: Request, pk: str) -> Response:
+        team, _role = self.team_or_404(request, pk)
+        return Response({"egress_allow": team.egress_allow})
+
+    @extend_schema(
+        operation_id="teams_allowlist_set",
+        parameters=[path_id("pk", "team")],
+        request=t.TeamAllowlistSerializer,
+        responses={
+            200: t.TeamAllowlistSerializer,
+            **BAD,
+            **ERRORS,
+            **BODY,
+            **TEAM_404,
+            **conflict("Saved, but the grants could not be brought in line."),
+        },
+        summary="Set the team's allowlist (team admins); in force within a second",
+    )
+    def put(self, request: Request, pk: str) -> Response:
+        from sandboxes import services as sandbox_services
+
+        team, _role = self.team_or_404(request, pk)
+        allow = _validated(t.TeamAllowlistSerializer, request.data).validated_data["egress_allow"]
+        try:
+            sandbox_services.team_set_allowlist(actor=request.user, team=team, allow=allow, source_ip=client_ip(request))
+        except sandbox_services.InvalidInput as exc:
+            raise field_errors(exc.errors) from exc
+        except SandboxError as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        return Response({"egress_allow": team.egress_allow})

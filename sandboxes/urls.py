@@ -38,5 +38,6 @@ urlpatterns = [
     path("sandboxes/<int:pk>/move/", views.sandbox_move, name="sandbox_move"),
     path("teams/<slug:slug>/secrets/", secrets_views.team_secrets, name="team_secrets"),
     path("teams/<slug:slug>/checklist/", views.team_checklist, name="team_checklist"),
+    path("teams/<slug:slug>/allowlist/", views.team_allowlist, name="team_allowlist"),
     path("sandboxes/<int:pk>/<action:action>/", views.sandbox_action, name="sandbox_action"),
 ]

@@ -34,6 +34,7 @@ from .allowlist import (
     sandbox_allow_refused,
     sandbox_set_allowlist,
     sync_grants,
+    team_set_allowlist,
 )
 from .claims import claim, finish, requeue_stale_actions
 from .create import sandbox_create, sandbox_reapprove_folders, validate_settings
@@ -78,6 +79,7 @@ __all__ = [
     "sandbox_set_allowlist",
     "authorize_egress",
     "sandbox_allow_refused",
+    "team_set_allowlist",
     "WideningRefused",
     "sync_grants",
     "allowlist_clients",

@@ -15,7 +15,9 @@ from django.core.exceptions import PermissionDenied
 from django.db import transaction
 
 from audit.services import audit_record
+from teams.models import Team
 from teams.permissions import Role, authorize
+from teams.services import audit_team
 
 from .. import engine, live, network
 from ..models import Sandbox
@@ -38,13 +40,13 @@ def _attached(network: str, mode: str, *, labels: tuple[str, ...] = ()) -> dict[
     except engine.NotFound:
         return {}
     rows = Sandbox.objects.filter(container_id__in=list(containers), network_mode=mode).values_list(
-        "container_id", "pk", "egress_presets", "egress_allow"
+        "container_id", "pk", "egress_presets", "egress_allow", "team__egress_allow"
     )
     found = {}
-    for container_id, pk, presets, text in rows:
+    for container_id, pk, presets, text, team_text in rows:
         address = (containers[container_id].get("IPv4Address") or "").split("/")[0]
-        if address:
-            found[address] = (pk, presets or [], text)
+        if address:  # its own entries, then its team's
+            found[address] = (pk, presets or [], "\n".join(filter(None, [text, team_text])))
     return found
 
 
@@ -240,12 +242,15 @@ def sandbox_set_allowlist(
     return sandbox
 
 
-def sandbox_allow_refused(*, actor, sandbox: Sandbox, name: str, port: int | None = None, source_ip: str | None = None) -> str:
+def sandbox_allow_refused(
+    *, actor, sandbox: Sandbox, name: str, port: int | None = None, to_team: bool = False, source_ip: str | None = None
+) -> str:
     """One click from the refused-connections card: add `name` (with `port`; 443 when none) to
-    the sandbox's list, through sandbox_set_allowlist (so its checks, the widening rule: team
-    admins only, and its audit event, which names what was approved). In force within a second
-    for a running allowlist sandbox (the resolver reads the list at each question). Returns the
-    entry added ("" when the list already grants it)."""
+    the sandbox's list through sandbox_set_allowlist (its checks, the widening rule: team admins
+    only, its audit event, which names what was approved), or with `to_team` to its team's
+    list through team_set_allowlist. In force within a second for a running allowlist sandbox
+    (the resolver reads the lists at each question). Returns the entry added ("" when the list
+    already grants it)."""
     name = (name or "").strip().rstrip(".").lower()
     if port is not None and not 0 < port < 65536:
         raise InvalidInput({"port": ["A port is a number from 1 to 65535."]})
@@ -253,6 +258,14 @@ def sandbox_allow_refused(*, actor, sandbox: Sandbox, name: str, port: int | Non
     entries, errors = allowlist.parse(entry)
     if errors or len(entries) != 1 or not entries[0].name or entries[0].name.startswith("*."):
         raise InvalidInput({"name": errors or [f"{name[:100]!r} is not a name that can be allowed."]})
+    if to_team:
+        team = Team.objects.get(pk=sandbox.team_id)
+        if {(entries[0].text, p) for p in entries[0].ports} <= _grants([], team.egress_allow):
+            authorize(actor, team, Role.ADMIN)
+            return ""
+        text = "\n".join(filter(None, [team.egress_allow.strip(), entry]))
+        team_set_allowlist(actor=actor, team=team, allow=text, source_ip=source_ip, why={"approved": entry, "from_sandbox": sandbox.name})
+        return entry
     row = Sandbox.objects.get(pk=sandbox.pk)
     if {(entries[0].text, p) for p in entries[0].ports} <= _grants(row.egress_presets or [], row.egress_allow):
         authorize(actor, sandbox.team, Role.OPERATOR)
@@ -263,3 +276,24 @@ def sandbox_allow_refused(*, actor, sandbox: Sandbox, name: str, port: int | Non
     )
     sandbox.egress_allow = row.egress_allow
     return entry
+
+
+def team_set_allowlist(*, actor, team: Team, allow: str, source_ip: str | None = None, why: dict | None = None) -> Team:
+    """Set the team's allowlist: entries in force for every allowlist-mode sandbox of the team
+    besides its own. The team's admins only (it reaches every sandbox of the team, so any
+    change is theirs); checked as a sandbox's list is, audited, in force within a second."""
+    authorize(actor, team, Role.ADMIN)
+    if errors := allowlist_errors([], allow):
+        raise InvalidInput({"egress_allow": errors})
+    with transaction.atomic():
+        row = Team.objects.select_for_update().get(pk=team.pk)
+        before = len(allowlist.parse(row.egress_allow)[0])
+        Team.objects.filter(pk=team.pk).update(egress_allow=allow.strip())
+        team.egress_allow = allow.strip()
+        details = {"from": {"entries": before}, "to": {"entries": len(allowlist.parse(allow)[0])}, **(why or {})}
+        audit_team(actor, "team.allowlist_changed", team, details, source_ip)
+    try:
+        sync_grants()
+    except (network.EgressError, engine.EngineError) as exc:
+        raise SandboxError(f"The list is saved, but the grants could not be brought in line ({exc}); the periodic check retries.") from exc
+    return team

@@ -6,11 +6,12 @@ from urllib.parse import urlencode
 from django.contrib import messages
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import redirect, render
+from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods
 
 from controlpanel.http import client_ip
-from teams.permissions import Role, has_role
+from teams.models import Team
+from teams.permissions import Role, has_role, team_ids_visible
 
 from .. import selectors
 from ..forms import DecisionQueryForm, DenialFilterForm
@@ -111,11 +112,29 @@ def sandbox_allow_refused(request: HttpRequest, pk: int) -> HttpResponse:
                 sandbox=sandbox,
                 name=request.POST.get("name", "")[:253],
                 port=int(port[:5]) if port else None,
+                to_team=request.POST.get("list") == "team",
                 source_ip=client_ip(request),
             )
         )
 
     return _sandbox_change(request, pk, change, "{name}: allowed; in force within a second in allowlist mode.")
+
+
+@require_http_methods(["POST"])
+def team_allowlist(request: HttpRequest, slug: str) -> HttpResponse:
+    """The team page's allowlist (team admins; the service refuses anyone else)."""
+    from .. import services
+
+    team = get_object_or_404(Team, slug=slug, pk__in=team_ids_visible(user=request.user))
+    try:
+        services.team_set_allowlist(
+            actor=request.user, team=team, allow=request.POST.get("egress_allow", "")[:20000], source_ip=client_ip(request)
+        )
+    except (InvalidInput, services.SandboxError) as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.info(request, f"{team}: the team's allowlist is saved; in force within a second in allowlist mode.")
+    return redirect("team_detail", slug=slug)
 
 
 def sandbox_decisions(request: HttpRequest, pk: int) -> HttpResponse:

@@ -200,6 +200,12 @@ ACTIONS: dict[str, Action] = {
         lambda c, t, w: _put(c, f"/api/v1/teams/{w.box.team_id}/agent-policy/", t, {"managed_settings": DENY_CURL}),
         lambda w, r: AgentPolicy.objects.filter(team_id=w.box.team_id, managed_settings=DENY_CURL).exists(),
     ),
+    "team allowlist": Action(
+        "admin",
+        lambda c, w: c.post(f"/teams/{w.box.team.slug}/allowlist/", {"egress_allow": "team.example:8443"}),
+        lambda c, t, w: _put(c, f"/api/v1/teams/{w.box.team_id}/allowlist/", t, {"egress_allow": "team.example:8443"}),
+        lambda w, r: Team.objects.filter(pk=w.box.team_id, egress_allow="team.example:8443").exists(),
+    ),
     "checklist item": Action(
         "admin",
         lambda c, w: c.post(f"/teams/{w.box.team.slug}/checklist/", {"phase": "after", "text": "Rotate the keys"}),

@@ -150,6 +150,8 @@ THIRD_SLICE = {
     "GET /api/v1/teams/{pk}/policy/",
     "PUT /api/v1/teams/{pk}/policy/",
     "GET /api/v1/teams/{pk}/agent-policy/",
+    "GET /api/v1/teams/{pk}/allowlist/",
+    "PUT /api/v1/teams/{pk}/allowlist/",
     "PUT /api/v1/teams/{pk}/agent-policy/",
     "GET /api/v1/teams/{pk}/checklist/",
     "POST /api/v1/teams/{pk}/checklist/",

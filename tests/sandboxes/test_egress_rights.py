@@ -71,3 +71,26 @@ def test_an_admin_allows_a_refused_name_once_and_bad_names_are_refused(box, admi
         with pytest.raises(services.InvalidInput):
             services.sandbox_allow_refused(actor=admin_user, sandbox=box, name=name, port=port)
     assert _state(box)[2] == "a.example\nb.example:22,443\nnew.example:8443"
+
+
+def test_only_team_admins_set_the_teams_list_and_bad_entries_change_nothing(box, client, django_user_model, team, admin_user):
+    operator = member(django_user_model, "op", team, "operator")
+    with pytest.raises(PermissionDenied):
+        services.team_set_allowlist(actor=operator, team=team, allow="c.example")
+    client.force_login(operator)
+    assert client.post(f"/teams/{team.slug}/allowlist/", {"egress_allow": "c.example"}).status_code == 403
+    api = client.put(
+        f"/api/v1/teams/{team.pk}/allowlist/", {"egress_allow": "c.example"}, content_type="application/json", **auth(token_for(operator))
+    )
+    assert api.status_code == 403
+    with pytest.raises(services.InvalidInput):
+        services.team_set_allowlist(actor=admin_user, team=team, allow="not a host!!")
+    team.refresh_from_db()
+    assert team.egress_allow == ""
+    assert services.sandbox_allow_refused(actor=admin_user, sandbox=box, name="c.example", to_team=True) == "c.example"
+    team.refresh_from_db()
+    assert team.egress_allow == "c.example" and _state(box)[2] == "a.example\nb.example:22,443"
+    from sandboxes.services.allowlist import _attached  # noqa: F401 - the merge is read by the resolver's clients
+
+    client.force_login(admin_user)
+    assert "Also in force: team" in client.get(f"/sandboxes/{box.pk}/").content.decode()

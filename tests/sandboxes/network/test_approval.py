@@ -62,3 +62,25 @@ def test_approving_a_refused_name_lets_the_next_connection_through_within_a_seco
     )
     assert narrowed.status_code == 200
     assert fetch(s, upstream_dns["internet"], PORT) == ""  # its grant taken back at once
+
+
+def test_approving_to_the_teams_list_opens_it_for_the_teams_allowlist_sandboxes(
+    make_sandbox, clean_docker, upstream_dns, client, team, django_user_model
+):
+    s = make_sandbox("egress-team", network_mode="allowlist")
+    assert fetch(s, "other.example.test", PORT) == ""
+    admin = member(django_user_model, "egress-team-admin", team, "admin")
+    client.force_login(admin)
+    approved = client.post(f"/sandboxes/{s.pk}/refused/allow/", {"name": "other.example.test", "port": str(PORT), "list": "team"})
+    clicked = time.monotonic()
+    assert approved.status_code == 302
+    while (got := fetch(s, "other.example.test", PORT)) != "internet" and time.monotonic() - clicked < 3:
+        time.sleep(0.05)
+    assert got == "internet" and time.monotonic() - clicked < 1.0
+    team.refresh_from_db()
+    assert team.egress_allow == f"other.example.test:{PORT}" and Sandbox.objects.get(pk=s.pk).egress_allow == ""
+    event = AuditEvent.objects.filter(action="team.allowlist_changed").latest("seq")
+    assert event.details["approved"] == f"other.example.test:{PORT}" and event.details["from_sandbox"] == s.name
+    # Emptied by an admin on the team page: taken back at once.
+    assert client.post(f"/teams/{team.slug}/allowlist/", {"egress_allow": ""}).status_code == 302
+    assert fetch(s, upstream_dns["internet"], PORT) == ""
