@@ -60,8 +60,10 @@ def test_the_sandbox_page_shows_the_policy_and_the_checklist_says_whether_it_is_
     agent_policy.agent_policy_set(actor=ACTOR, team=team, managed_settings=DENY, record_prompts=False)
     page = logged_in.get(f"/sandboxes/{sandbox.pk}/").content.decode()
     assert "Policy for Claude Code" in page and "Bash(curl *)" in page and agent_policy.digest(DENY) in page
-    check = next(c for c in checklist.run_checks(sandbox) if "Claude Code" in c.label)
+    checks = {c.label: c for c in checklist.run_checks(sandbox)}
+    check = checks["The team's policy for Claude Code is in force"]
     assert check.ok is False and "next start" in check.detail
+    assert checks["The container's real settings meet the policy"].ok is True  # a policy to take is no drift
     sandbox = act(sandbox, "restart")
     check = next(c for c in checklist.run_checks(sandbox) if "Claude Code" in c.label)
     assert check.ok is True
