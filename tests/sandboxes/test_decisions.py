@@ -60,6 +60,10 @@ def test_the_download_holds_every_row_as_one_json_line(box, logged_in):
     assert list(lines[0]) == [name for name, _type, _meaning in decisions.FIELDS]
     assert lines[4] == {**lines[4], "kind": "connection", "allowed": True, "method": "GET", "path": "/x", "reason": "listed"}
     assert lines[1]["name"] == "n1.example" and lines[1]["destination"] is None and lines[0]["at"].endswith("Z")
+    only = logged_in.get(f"/sandboxes/{box.pk}/decisions.jsonl?allowed=true&kind=connection")
+    assert [line["id"] for line in _lines(b"".join(only.streaming_content))] == [made[4].pk]
+    assert logged_in.get(f"/sandboxes/{box.pk}/decisions.jsonl?limit=0").status_code == 400
+    assert f"/sandboxes/{box.pk}/decisions.jsonl" in logged_in.get(f"/sandboxes/{box.pk}/").content.decode()
 
 
 def test_filters_bounds_and_resuming(box, client, team, django_user_model):
