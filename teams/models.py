@@ -23,7 +23,7 @@ class Team(models.Model):
     require_second_factor = models.BooleanField(default=False)
     # The team's allowlist: entries (as a sandbox's own list) in force for every allowlist-mode
     # sandbox of the team besides its own; set by the team's admins (sandboxes.services.allowlist).
-    egress_allow = models.TextField(blank=True, default="")
+    egress_allow = models.TextField(blank=True, default="", db_default="")  # a DB default: older code makes teams too
 
     def __str__(self) -> str:
         return self.name
