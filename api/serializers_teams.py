@@ -86,3 +86,24 @@ class PolicySetSerializer(StrictSerializer):
     default_disk_mb = _count()
     idle_minutes = _count()
     idle_cpu_percent = _amount()
+
+
+class AgentPolicySerializer(serializers.Serializer):
+    """A team's policy for Claude Code (teams.agent_policy), as the team page shows it."""
+
+    managed_settings = serializers.JSONField(help_text="Claude Code's managed-settings.json ({} for none).")
+    digest = serializers.CharField(help_text="The first 16 hex digits of the SHA-256 of the delivered file (empty for none).")
+    record_prompts = serializers.BooleanField(help_text="Whether the agent activity keeps the text of prompts.")
+    updated_at = serializers.DateTimeField(allow_null=True)
+    updated_by = serializers.CharField(allow_null=True)
+
+
+class AgentPolicySetSerializer(StrictSerializer):
+    managed_settings = serializers.JSONField(
+        help_text="A JSON object of Claude Code's managed settings (its known top-level keys only, at most 64 KiB; {} for none)."
+    )
+    record_prompts = serializers.BooleanField(required=False, default=False)
+
+
+class TeamAllowlistSerializer(StrictSerializer):
+    egress_allow = serializers.CharField(allow_blank=True, max_length=20000, help_text="One entry a line, as a sandbox's own list.")

@@ -11,6 +11,7 @@ from . import (
     views_audit,
     views_backups,
     views_checklist,
+    views_decisions,
     views_files,
     views_hosts,
     views_incidents,
@@ -71,6 +72,11 @@ urlpatterns = [
     ),
     path("v1/sandboxes/<str:pk>/refused/", login_not_required(views_refused.SandboxRefused.as_view()), name="api_sandbox_refused"),
     path(
+        "v1/sandboxes/<str:pk>/decisions.jsonl",
+        login_not_required(views_decisions.SandboxDecisions.as_view()),
+        name="api_sandbox_decisions",
+    ),
+    path(
         "v1/sandboxes/<str:pk>/refused/grouped/",
         login_not_required(views_refused.SandboxRefusedGrouped.as_view()),
         name="api_sandbox_refused_grouped",
@@ -82,6 +88,8 @@ urlpatterns = [
         name="api_sandbox_checklist_tick",
     ),
     path("v1/teams/<str:pk>/policy/", login_not_required(views_teams.TeamResourcePolicy.as_view()), name="api_team_policy"),
+    path("v1/teams/<str:pk>/allowlist/", login_not_required(views_teams.TeamAllowlist.as_view()), name="api_team_allowlist"),
+    path("v1/teams/<str:pk>/agent-policy/", login_not_required(views_teams.TeamAgentPolicy.as_view()), name="api_team_agent_policy"),
     path("v1/teams/<str:team>/secrets/", login_not_required(views_secrets.TeamSecrets.as_view()), name="api_team_secrets"),
     path("v1/teams/<str:team>/secrets/<str:pk>/", login_not_required(views_secrets.TeamSecret.as_view()), name="api_team_secret"),
     path("v1/sandboxes/<str:sandbox>/secrets/", login_not_required(views_secrets.SandboxSecrets.as_view()), name="api_sandbox_secrets"),

@@ -20,8 +20,6 @@ as `ccpanel sandbox logs -f` does.
 
 import contextlib
 import re
-import select
-import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Generator
@@ -37,6 +35,7 @@ from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from controlpanel.http import client_gone
 from sandboxes import engine, selectors
 from sandboxes.live.logs import _line, _nanoseconds, _shown, _since
 
@@ -209,15 +208,4 @@ def _watch(stream: engine.LogStream, client, done: threading.Event) -> None:
             return
 
 
-def _gone(client) -> bool:
-    """Whether the client closed its connection (gunicorn hands its socket in the environ; other
-    servers do not, and then only the deadline ends a quiet stream)."""
-    if not isinstance(client, socket.socket):
-        return False
-    try:
-        readable, _, _ = select.select([client], [], [], 0)
-        return bool(readable) and client.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
-    except BlockingIOError:
-        return False
-    except (OSError, ValueError):
-        return True
+_gone = client_gone  # a followed log and the decision stream judge the client alike

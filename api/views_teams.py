@@ -13,7 +13,7 @@ from rest_framework.response import Response
 from controlpanel.http import client_ip
 from incidents import services as incidents
 from sandboxes.services import SandboxError
-from teams import policy, services
+from teams import agent_policy, policy, services
 from teams.models import Membership, Team
 from teams.permissions import Role, authorize, has_role, request_roles, teams_visible
 
@@ -206,3 +206,92 @@ class TeamResourcePolicy(TeamsMixin):
             found = exc.message_dict if hasattr(exc, "error_dict") else {"": exc.messages}
             raise field_errors({("" if k == "__all__" else k): list(v) for k, v in found.items()}) from exc
         return Response(_policy(team))
+
+
+def _agent_policy(team: Team) -> dict:
+    found = agent_policy.policy_of(team)
+    settings = dict(found.managed_settings) if found is not None else {}
+    return {
+        "managed_settings": settings,
+        "digest": agent_policy.digest(settings) if settings else "",
+        "record_prompts": bool(found and found.record_prompts),
+        "updated_at": found.updated_at if found is not None else None,
+        "updated_by": found.updated_by.get_username() if found is not None and found.updated_by else None,
+    }
+
+
+class TeamAgentPolicy(TeamsMixin):
+    """A team's policy for Claude Code: read by its members (as on the team page), set by its admins."""
+
+    @extend_schema(
+        operation_id="teams_agent_policy_retrieve",
+        parameters=[path_id("pk", "team")],
+        responses={200: t.AgentPolicySerializer, **ERRORS, **TEAM_404},
+        summary="The team's policy for Claude Code (its managed settings)",
+    )
+    def get(self, request: Request, pk: str) -> Response:
+        team, _role = self.team_or_404(request, pk)
+        return Response(t.AgentPolicySerializer(_agent_policy(team)).data)
+
+    @extend_schema(
+        operation_id="teams_agent_policy_set",
+        parameters=[path_id("pk", "team")],
+        request=t.AgentPolicySetSerializer,
+        responses={200: t.AgentPolicySerializer, **BAD, **ERRORS, **BODY, **TEAM_404},
+        summary="Set the team's policy for Claude Code (team admins); each sandbox takes it at its next start",
+    )
+    def put(self, request: Request, pk: str) -> Response:
+        team, _role = self.team_or_404(request, pk)
+        authorize(request.user, team, Role.ADMIN)
+        data = _validated(t.AgentPolicySetSerializer, request.data).validated_data
+        if errors := agent_policy.settings_errors(data["managed_settings"]):
+            raise field_errors({"managed_settings": errors})
+        agent_policy.agent_policy_set(
+            actor=request.user,
+            team=team,
+            managed_settings=data["managed_settings"],
+            record_prompts=data["record_prompts"],
+            source_ip=client_ip(request),
+        )
+        return Response(t.AgentPolicySerializer(_agent_policy(team)).data)
+
+
+class TeamAllowlist(TeamsMixin):
+    """The team's allowlist (sandboxes.services.team_set_allowlist): read by its members, set by its admins."""
+
+    @extend_schema(
+        operation_id="teams_allowlist_retrieve",
+        parameters=[path_id("pk", "team")],
+        responses={200: t.TeamAllowlistSerializer, **ERRORS, **TEAM_404},
+        summary="The team's allowlist: entries in force for every allowlist-mode sandbox of the team",
+    )
+    def get(self, request: Request, pk: str) -> Response:
+        team, _role = self.team_or_404(request, pk)
+        return Response({"egress_allow": team.egress_allow})
+
+    @extend_schema(
+        operation_id="teams_allowlist_set",
+        parameters=[path_id("pk", "team")],
+        request=t.TeamAllowlistSerializer,
+        responses={
+            200: t.TeamAllowlistSerializer,
+            **BAD,
+            **ERRORS,
+            **BODY,
+            **TEAM_404,
+            **conflict("Saved, but the grants could not be brought in line."),
+        },
+        summary="Set the team's allowlist (team admins); in force within a second",
+    )
+    def put(self, request: Request, pk: str) -> Response:
+        from sandboxes import services as sandbox_services
+
+        team, _role = self.team_or_404(request, pk)
+        allow = _validated(t.TeamAllowlistSerializer, request.data).validated_data["egress_allow"]
+        try:
+            sandbox_services.team_set_allowlist(actor=request.user, team=team, allow=allow, source_ip=client_ip(request))
+        except sandbox_services.InvalidInput as exc:
+            raise field_errors(exc.errors) from exc
+        except SandboxError as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        return Response({"egress_allow": team.egress_allow})

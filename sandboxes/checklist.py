@@ -9,6 +9,8 @@ Automatic checks (each passes or fails, and says why):
 - the host's egress rules are in place (for a sandbox on the network; network.may_join says);
 - the container's real settings, read back from `docker inspect` and the kernel, meet the
   policy (selectors.hardening_report), a container changed outside the panel included;
+- the team's policy for Claude Code (its managed settings) is the one the container was made
+  with (the digest label sandboxes.managed_settings sets), when the team has one;
 - its disk use is bounded (a quota in the storage pool) and under SANDBOX_DISK_WARN_PERCENT, and,
   with a writable root file system, whether its container layer is bounded (`docker inspect`).
 
@@ -132,6 +134,28 @@ def _container(sandbox: Sandbox) -> Check:
     return Check(label, not failing, ("fails: " + "; ".join(failing)) if failing else f"{len(report)} checks hold")
 
 
+def _managed_settings(sandbox: Sandbox) -> Check:
+    """The container carries the team's current managed settings (their digest label)."""
+    from teams.agent_policy import digest, managed_settings_of
+
+    from .managed_settings import LABEL
+
+    label = "The team's policy for Claude Code is in force"
+    wanted = managed_settings_of(sandbox.team)
+    if not wanted:
+        return Check(label, None, "the team has set none")
+    if not sandbox.container_id:
+        return Check(label, None, "no container: it is taken at the next start")
+    try:
+        labels = (engine.engine_for(sandbox).inspect_container(sandbox.container_id).get("Config") or {}).get("Labels") or {}
+    except engine.EngineError as exc:
+        return Check(label, None, f"Docker did not answer: {exc}")
+    have, want = labels.get(LABEL, ""), digest(wanted)
+    if have == want:
+        return Check(label, True, f"managed settings {want}, read-only in /etc/claude-code")
+    return Check(label, False, f"the container has {have or 'none'}, the team's is {want}: it is taken at the next start")
+
+
 def _disk(sandbox: Sandbox) -> Check:
     """The disk quota: there (a subvolume of the storage pool), and not nearly used up. A sandbox
     with a writable root file system is also told whether its container layer is bounded: the
@@ -199,6 +223,7 @@ def run_checks(sandbox: Sandbox, *, egress_known: EgressKnown | None = None) -> 
         _backup(sandbox),
         _egress(sandbox, egress_known),
         _container(sandbox),
+        _managed_settings(sandbox),
         _disk(sandbox),
     ]
     failed = sum(1 for c in checks if c.ok is False)

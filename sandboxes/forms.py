@@ -11,7 +11,8 @@ from hosts.selectors import enabled_host_names
 from teams.models import Team
 from teams.permissions import teams_for_operator
 
-from .models import Sandbox
+from . import decisions
+from .models import DecisionKind, Sandbox
 from .network.allowlist import PRESETS
 
 
@@ -152,3 +153,19 @@ class DenialFilterForm(forms.Form):
 
     def problems(self) -> list[str]:
         return [f"{self.fields[name].label}: {message}" for name, messages in self.errors.items() for message in messages]
+
+
+class DecisionQueryForm(forms.Form):
+    """The decision stream's query (sandboxes.decisions), for the page's download: the API's
+    serializer (api.views_decisions) takes the same names, and `follow` (the live tail, capped
+    per user as followed logs are: api.follows)."""
+
+    kind = forms.ChoiceField(required=False, choices=[("", "any"), *DecisionKind.choices])
+    allowed = forms.NullBooleanField(required=False)
+    since = forms.DateTimeField(required=False)
+    until = forms.DateTimeField(required=False)
+    after = forms.IntegerField(required=False, min_value=0)
+    limit = forms.IntegerField(required=False, min_value=1, max_value=decisions.MAX_ROWS)
+
+    def problems(self) -> list[str]:
+        return [f"{name}: {message}" for name, messages in self.errors.items() for message in messages]

@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from hosts.selectors import host_count
 
-from . import activity, engine, health, policy
+from . import activity, engine, health, managed_settings, policy
 from .models import EgressDenial, Sandbox
 from .secrets import LABEL_SECRETS
 from .services import warm
@@ -185,8 +185,12 @@ def hardening_report(sandbox: Sandbox) -> list[tuple[str, bool, str]]:
     ]
     # Read without decrypting any secret (a page never needs a value); a secret changed since the
     # start is not a drift from the policy: the next start hands it over.
+    # Nor is a team's policy for Claude Code changed since (the checklist says which one it has):
+    # the file is compared as it was given, still read-only.
     spec = warm.running_spec(sandbox, secrets=False)
-    spec = dataclasses.replace(spec, labels={k: v for k, v in spec.labels.items() if k != LABEL_SECRETS})
+    given = next((m.get("Source") or "" for m in data.get("Mounts") or [] if m.get("Destination") == policy.MANAGED_SETTINGS_TARGET), "")
+    labels = {k: v for k, v in spec.labels.items() if k not in (LABEL_SECRETS, managed_settings.LABEL)}
+    spec = dataclasses.replace(spec, labels=labels, managed_settings=given)
     return report + policy.inspect_report(data, spec, processes)
 
 
@@ -208,7 +212,7 @@ def egress_denials(*, sandbox: Sandbox, search: str = "", protocol: str = "", si
     address, part of a name, or a port), a protocol and a time window (DENIAL_WINDOWS; all kept
     when empty). `grouped`: one row per destination (an address, or a refused name), the latest
     first, with its attempts, entries, ports and when it was first and last refused."""
-    rows = EgressDenial.objects.filter(sandbox=sandbox)
+    rows = EgressDenial.objects.filter(sandbox=sandbox, allowed=False)  # the decision stream has the allowed ones
     if search:
         match = Q(destination__startswith=search) | Q(name__icontains=search)
         if search.isdecimal() and len(search) <= 5:

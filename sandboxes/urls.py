@@ -31,10 +31,13 @@ urlpatterns = [
     path("sandboxes/<int:pk>/secrets/", secrets_views.sandbox_secrets, name="sandbox_secrets"),
     path("sandboxes/<int:pk>/checklist/", views.sandbox_checklist, name="sandbox_checklist"),
     path("sandboxes/<int:pk>/refused/", views.sandbox_denials, name="sandbox_denials"),
+    path("sandboxes/<int:pk>/decisions.jsonl", views.sandbox_decisions, name="sandbox_decisions"),
+    path("sandboxes/<int:pk>/refused/allow/", views.sandbox_allow_refused, name="sandbox_allow_refused"),
     path("sandboxes/<int:pk>/network/", views.sandbox_network, name="sandbox_network"),
     path("sandboxes/<int:pk>/allowlist/", views.sandbox_allowlist, name="sandbox_allowlist"),
     path("sandboxes/<int:pk>/move/", views.sandbox_move, name="sandbox_move"),
     path("teams/<slug:slug>/secrets/", secrets_views.team_secrets, name="team_secrets"),
     path("teams/<slug:slug>/checklist/", views.team_checklist, name="team_checklist"),
+    path("teams/<slug:slug>/allowlist/", views.team_allowlist, name="team_allowlist"),
     path("sandboxes/<int:pk>/<action:action>/", views.sandbox_action, name="sandbox_action"),
 ]

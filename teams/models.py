@@ -21,6 +21,9 @@ class Team(models.Model):
     slug = models.SlugField(max_length=50, unique=True)
     # Every member must sign in with a second factor (TOTP): see teams.second_factor.
     require_second_factor = models.BooleanField(default=False)
+    # The team's allowlist: entries (as a sandbox's own list) in force for every allowlist-mode
+    # sandbox of the team besides its own; set by the team's admins (sandboxes.services.allowlist).
+    egress_allow = models.TextField(blank=True, default="", db_default="")  # a DB default: older code makes teams too
 
     def __str__(self) -> str:
         return self.name

@@ -9,7 +9,7 @@ from django.views.decorators.http import require_POST
 
 from controlpanel.http import client_ip
 
-from . import policy, services
+from . import agent_policy, policy, services
 from .forms import TeamPolicyForm
 from .models import Membership, Team
 from .permissions import Role, team_roles, teams_visible, user_role
@@ -37,7 +37,7 @@ def _team_as_admin(request: HttpRequest, slug: str, refusal: str) -> Team:
     return team
 
 
-def team_detail(request: HttpRequest, slug: str, policy_form: TeamPolicyForm | None = None) -> HttpResponse:
+def team_detail(request: HttpRequest, slug: str, policy_form: TeamPolicyForm | None = None, agent_form: dict | None = None) -> HttpResponse:
     team, role = _get_team(request, slug)
     members = Membership.objects.filter(team=team).select_related("user").order_by("user__username")
     resources = policy.summary(team)
@@ -51,8 +51,37 @@ def team_detail(request: HttpRequest, slug: str, policy_form: TeamPolicyForm | N
         "is_admin": role == Role.ADMIN,
         "resources": resources,
         "policy_form": policy_form,
+        "agent": agent_form or _agent_form(team),
     }
-    return render(request, "teams/detail.html", context, status=400 if policy_form is not None and policy_form.errors else 200)
+    failed = (policy_form is not None and policy_form.errors) or (agent_form or {}).get("errors")
+    return render(request, "teams/detail.html", context, status=400 if failed else 200)
+
+
+def _agent_form(team: Team) -> dict:
+    """The agent policy card's values: the JSON as saved, the switch, who saved it when."""
+    found = agent_policy.policy_of(team)
+    settings = dict(found.managed_settings) if found is not None else {}
+    text = agent_policy.canonical(settings).decode() if settings else ""
+    return {"policy": found, "text": text, "record_prompts": bool(found and found.record_prompts), "errors": []}
+
+
+@require_POST
+def team_agent_policy(request: HttpRequest, slug: str) -> HttpResponse:
+    """Set the team's policy for Claude Code (team admins; the service checks and audits)."""
+    team = _team_as_admin(request, slug, "Only the team's admins set its policy for Claude Code.")
+    text, record = request.POST.get("managed_settings", ""), request.POST.get("record_prompts") == "1"
+    settings, errors = agent_policy.parse_settings(text)
+    if not errors:
+        try:
+            agent_policy.agent_policy_set(
+                actor=request.user, team=team, managed_settings=settings, record_prompts=record, source_ip=client_ip(request)
+            )
+        except services.TeamError as exc:
+            errors = [str(exc)]
+    if errors:
+        return team_detail(request, slug, agent_form={"policy": None, "text": text, "record_prompts": record, "errors": errors})
+    messages.info(request, f"{team}: the policy for Claude Code is saved; each sandbox takes it at its next start.")
+    return redirect("team_detail", slug=slug)
 
 
 @require_POST

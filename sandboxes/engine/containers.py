@@ -28,6 +28,8 @@ class ContainersMixin(BaseClient):
         self._refuse_evidence(spec.image)
         mounts = [Mount(target=b.target, source=b.source, type="bind", read_only=b.read_only) for b in spec.binds]
         mounts += [Mount(target=v.target, source=v.name, type="volume") for v in spec.volumes]
+        if spec.managed_settings:  # a team's Claude Code policy: read-only, root's (the policy judged it)
+            mounts.append(Mount(target=policy.MANAGED_SETTINGS_TARGET, source=spec.managed_settings, type="bind", read_only=True))
         kwargs: dict[str, Any] = dict(
             image=spec.image,
             name=spec.name,

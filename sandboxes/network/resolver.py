@@ -104,7 +104,9 @@ class Denials:
             if now - second < 1.0 and rows >= self.ROWS_A_SECOND:
                 EgressDenial.objects.filter(pk=latest).update(count=F("count") + 1)
                 return
-            row = EgressDenial.objects.create(sandbox_id=sandbox_id, at=timezone.now(), name=name[:253], port=53, protocol="dns")
+            row = EgressDenial.objects.create(
+                sandbox_id=sandbox_id, at=timezone.now(), name=name[:253], port=53, protocol="dns", kind="dns"
+            )
             if len(self.last) > 10000:
                 self.last.clear()
             self.last[key] = (row.pk, now)

@@ -45,6 +45,7 @@ from ._paths import (
 from ._spec import (
     ENV_NAME_RE,
     LABEL_UUID,
+    MANAGED_SETTINGS_TARGET,
     NO_NEW_PRIVILEGES,
     PING_GROUPS,
     PORT_START,
@@ -66,6 +67,7 @@ __all__ = [
     "ENV_NAME_RE",
     "HostPathError",
     "LABEL_UUID",
+    "MANAGED_SETTINGS_TARGET",
     "MountEntry",
     "NO_NEW_PRIVILEGES",
     "PING_GROUPS",

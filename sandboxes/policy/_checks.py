@@ -1,6 +1,8 @@
 """check(): a spec's values against the Rules (check_config) and its bind sources as they are on
 disk now (check_host_paths)."""
 
+import os
+import stat
 from collections.abc import Sequence
 
 from .. import seccomp
@@ -77,6 +79,7 @@ def check_config(spec: ContainerSpec, rules: Rules) -> list[str]:
         if not ENV_NAME_RE.fullmatch(name) or "\x00" in str(value):
             problems.append(f"Environment variable {name[:40]!r} is not valid.")
     problems += _check_mount_layout(spec, rules)
+    problems += _check_managed_settings(spec, rules)
     problems += _check_profile(spec)
     for target, size in spec.tmpfs:
         if target not in TMPFS_TARGETS or not 0 < size <= spec.memory_bytes:
@@ -146,6 +149,32 @@ def _check_mount_layout(spec: ContainerSpec, rules: Rules) -> list[str]:
     return problems
 
 
+def _check_managed_settings(spec: ContainerSpec, rules: Rules) -> list[str]:
+    """A team's managed-settings file: only a sandbox's, only a file directly inside the panel's
+    own folder for them (never a path a user named)."""
+    path = spec.managed_settings
+    if not path:
+        return []
+    root = rules.managed_settings_root
+    if spec.profile != "sandbox" or not root or not is_normalised(path) or os.path.dirname(path) != root:
+        return [f"The managed-settings file {path[:200]!r} must lie directly inside the panel's folder for them."]
+    return []
+
+
+def check_managed_settings_file(path: str, rules: Rules) -> list[str]:
+    """The managed-settings file as it is on disk now: a regular file reached by no link, owned
+    by root or the panel, writable by no one else."""
+    try:
+        info = os.lstat(path)
+    except OSError as exc:
+        return [f"The managed-settings file {path} cannot be read: {exc.strerror}."]
+    if os.path.realpath(path) != path or not stat.S_ISREG(info.st_mode):
+        return [f"The managed-settings file {path} is not a plain file (a link, or something else)."]
+    if info.st_uid not in rules.trusted_uids or info.st_mode & 0o022:
+        return [f"The managed-settings file {path} may be changed by someone other than root or the panel."]
+    return []
+
+
 def same_folder_or_nested(a: Sequence[Sequence[int]], b: Sequence[Sequence[int]]) -> bool:
     """Whether two folders, given as recorded chains, are the same or one lies inside the other,
     judged by identity rather than by name (a second name for a folder does not hide it)."""
@@ -159,6 +188,8 @@ def check(spec: ContainerSpec, rules: Rules) -> None:
     problems = check_config(spec, rules)
     if not problems:
         problems = check_host_paths(spec, rules)
+    if not problems and spec.managed_settings:
+        problems = check_managed_settings_file(spec.managed_settings, rules)
     if problems:
         raise PolicyViolation(problems)
 

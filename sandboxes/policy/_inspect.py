@@ -2,7 +2,7 @@
 
 from .. import seccomp
 from ._checks import TMPFS_OPTIONS, is_non_root
-from ._spec import ALLOWED_SECURITY_OPT, LOOSE_SYSCTLS, STRICT_SYSCTLS, ContainerSpec
+from ._spec import ALLOWED_SECURITY_OPT, LOOSE_SYSCTLS, MANAGED_SETTINGS_TARGET, STRICT_SYSCTLS, ContainerSpec
 
 # --- reading a container back ----------------------------------------------------------------------
 
@@ -105,6 +105,8 @@ def spec_drift(spec: ContainerSpec, data: dict) -> list[str]:
     drift = []
     want_mounts = {(b.source, b.target, not b.read_only) for b in spec.binds}
     want_mounts |= {(v.name, v.target, True) for v in spec.volumes}
+    if spec.managed_settings:
+        want_mounts.add((spec.managed_settings, MANAGED_SETTINGS_TARGET, False))
     have_mounts = {
         ((m.get("Name") if m.get("Type") == "volume" else m.get("Source")), m.get("Destination"), bool(m.get("RW")))
         for m in data.get("Mounts") or []

@@ -61,6 +61,10 @@ ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 WORKSPACE_TARGET = "/workspace"
 EXTRA_TARGET_PARENTS = ("/workspace", "/mnt")
 LABEL_UUID = "io.ccpanel.sandbox-uuid"
+# Where Claude Code reads its managed settings on Linux: a team's policy is bind-mounted here,
+# read-only, from a file the panel wrote under `Rules.managed_settings_root` (see
+# sandboxes.managed_settings).
+MANAGED_SETTINGS_TARGET = "/etc/claude-code/managed-settings.json"
 # The two network sysctls Docker (20.10+) loosens in every container it starts: any user may
 # bind a port below 1024 and open an ICMP echo ("ping") socket. A sandbox gets the kernel's own
 # values unless it opted in, and then Docker's, stated explicitly: never "whatever the daemon sets".
@@ -100,6 +104,7 @@ class Rules:
     homes: tuple[str, ...] = ()
     protected: tuple[str, ...] = ()
     trusted_uids: frozenset[int] = frozenset({0})
+    managed_settings_root: str = ""  # the only folder a managed-settings file may come from
 
 
 @dataclass(frozen=True)
@@ -188,3 +193,6 @@ class ContainerSpec:
     ulimits: tuple[tuple[str, int, int], ...] = ()
     # Kernel settings of the container's own namespaces: only network_sysctls(), strict or opted in.
     sysctls: dict[str, str] = field(default_factory=network_sysctls)
+    # A team's Claude Code policy: a file under Rules.managed_settings_root, mounted read-only on
+    # MANAGED_SETTINGS_TARGET ("" for none).
+    managed_settings: str = ""

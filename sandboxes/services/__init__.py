@@ -26,7 +26,16 @@ Views, consumers, tasks and the CLI call what is named here; reads live in ../se
 from teams.permissions import SystemActor
 
 from .actions import ACTIONS, Action, actions_allowed, allowed_actions, sandbox_perform, sandbox_request_action
-from .allowlist import allowlist_clients, grants_repair, sandbox_set_allowlist, sync_grants
+from .allowlist import (
+    WideningRefused,
+    allowlist_clients,
+    authorize_egress,
+    grants_repair,
+    sandbox_allow_refused,
+    sandbox_set_allowlist,
+    sync_grants,
+    team_set_allowlist,
+)
 from .claims import claim, finish, requeue_stale_actions
 from .create import sandbox_create, sandbox_reapprove_folders, validate_settings
 from .errors import InvalidInput, LostClaim, NotQueued, SandboxError
@@ -68,6 +77,10 @@ __all__ = [
     "sandbox_request_action",
     "sandbox_set_network",
     "sandbox_set_allowlist",
+    "authorize_egress",
+    "sandbox_allow_refused",
+    "team_set_allowlist",
+    "WideningRefused",
     "sync_grants",
     "allowlist_clients",
     "sandbox_spec",

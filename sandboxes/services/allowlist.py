@@ -11,10 +11,13 @@ every change of mode or list, on the watcher's container events and in the perio
 
 import logging
 
+from django.core.exceptions import PermissionDenied
 from django.db import transaction
 
 from audit.services import audit_record
+from teams.models import Team
 from teams.permissions import Role, authorize
+from teams.services import audit_team
 
 from .. import engine, live, network
 from ..models import Sandbox
@@ -37,13 +40,13 @@ def _attached(network: str, mode: str, *, labels: tuple[str, ...] = ()) -> dict[
     except engine.NotFound:
         return {}
     rows = Sandbox.objects.filter(container_id__in=list(containers), network_mode=mode).values_list(
-        "container_id", "pk", "egress_presets", "egress_allow"
+        "container_id", "pk", "egress_presets", "egress_allow", "team__egress_allow"
     )
     found = {}
-    for container_id, pk, presets, text in rows:
+    for container_id, pk, presets, text, team_text in rows:
         address = (containers[container_id].get("IPv4Address") or "").split("/")[0]
-        if address:
-            found[address] = (pk, presets or [], text)
+        if address:  # its own entries, then its team's
+            found[address] = (pk, presets or [], "\n".join(filter(None, [text, team_text])))
     return found
 
 
@@ -169,7 +172,48 @@ def allowlist_errors(presets: list[str], text: str) -> list[str]:
     return errors
 
 
-def sandbox_set_allowlist(*, actor, sandbox: Sandbox, presets: list[str], allow: str, source_ip: str | None = None) -> Sandbox:
+# How far each network mode reaches: moving up widens a sandbox's egress.
+MODE_REACH: dict[str, int] = {Sandbox.Network.NONE: 0, Sandbox.Network.ALLOWLIST: 1, Sandbox.Network.INTERNET: 2}
+WIDEN_REFUSED = (
+    "Only the team's admins may widen a sandbox's egress ({what}); operators may narrow it (to no network, or by removing entries)."
+)
+
+
+class WideningRefused(PermissionDenied):
+    """An operator's attempt to widen a sandbox's egress (a 403; the page shows its message)."""
+
+
+def _grants(presets: list[str], text: str) -> set[tuple[str, int]]:
+    return {(e.text, port) for e in allowlist.effective(presets, text) for port in e.ports}
+
+
+def authorize_egress(
+    actor, sandbox: Sandbox, *, mode: str | None = None, presets: list[str] | None = None, allow: str | None = None
+) -> None:
+    """The one rule for every change of a sandbox's network mode or list (page, API, ccpanel,
+    a live change, a one-click approval): operators of its team may narrow it, only its admins
+    may widen it: a mode that reaches further, or an entry, port or preset the list did not
+    grant (a name already covered by a listed wildcard still counts as new). PermissionDenied
+    says which."""
+    authorize(actor, sandbox.team, Role.OPERATOR)
+    widened = []
+    if mode is not None and MODE_REACH.get(mode, 0) > MODE_REACH.get(sandbox.network_mode, 0):
+        widened.append(f"to {mode}")
+    if presets is not None and allow is not None:
+        added = _grants(presets, allow) - _grants(sandbox.egress_presets or [], sandbox.egress_allow)
+        if added:
+            shown = ", ".join(sorted(f"{name}:{port}" for name, port in added)[:5])
+            widened.append(f"adding {shown}{' and more' if len(added) > 5 else ''}")
+    if widened:
+        try:
+            authorize(actor, sandbox.team, Role.ADMIN)
+        except PermissionDenied:
+            raise WideningRefused(WIDEN_REFUSED.format(what="; ".join(widened))) from None
+
+
+def sandbox_set_allowlist(
+    *, actor, sandbox: Sandbox, presets: list[str], allow: str, source_ip: str | None = None, why: dict | None = None
+) -> Sandbox:
     """Change what the sandbox's allowlist grants. In force at once for a running allowlist
     sandbox: the resolver reads the list at its next question (within a second), and the grants
     the list no longer names are taken back before this returns."""
@@ -177,6 +221,7 @@ def sandbox_set_allowlist(*, actor, sandbox: Sandbox, presets: list[str], allow:
     presets = sorted(set(presets))
     if errors := allowlist_errors(presets, allow):
         raise InvalidInput({"egress_allow": errors})
+    authorize_egress(actor, sandbox, presets=presets, allow=allow)
     if sandbox.on_hold:
         raise SandboxError(f"{sandbox.name} is held by an open incident; its network changes only through the incident.")
     with transaction.atomic():
@@ -185,7 +230,7 @@ def sandbox_set_allowlist(*, actor, sandbox: Sandbox, presets: list[str], allow:
         Sandbox.objects.filter(pk=sandbox.pk).update(egress_presets=presets, egress_allow=allow.strip())
         sandbox.egress_presets, sandbox.egress_allow = presets, allow.strip()
         after = {"presets": presets, "entries": len(allowlist.parse(allow)[0])}
-        audit(actor, "sandbox.allowlist_changed", sandbox, {"from": before, "to": after}, source_ip)
+        audit(actor, "sandbox.allowlist_changed", sandbox, {"from": before, "to": after, **(why or {})}, source_ip)
     if sandbox.network_mode == Sandbox.Network.ALLOWLIST:
         try:
             sync_grants()
@@ -195,3 +240,60 @@ def sandbox_set_allowlist(*, actor, sandbox: Sandbox, presets: list[str], allow:
             ) from exc
     live.sandbox_changed(sandbox)
     return sandbox
+
+
+def sandbox_allow_refused(
+    *, actor, sandbox: Sandbox, name: str, port: int | None = None, to_team: bool = False, source_ip: str | None = None
+) -> str:
+    """One click from the refused-connections card: add `name` (with `port`; 443 when none) to
+    the sandbox's list through sandbox_set_allowlist (its checks, the widening rule: team admins
+    only, its audit event, which names what was approved), or with `to_team` to its team's
+    list through team_set_allowlist. In force within a second for a running allowlist sandbox
+    (the resolver reads the lists at each question). Returns the entry added ("" when the list
+    already grants it)."""
+    name = (name or "").strip().rstrip(".").lower()
+    if port is not None and not 0 < port < 65536:
+        raise InvalidInput({"port": ["A port is a number from 1 to 65535."]})
+    entry = f"{name}:{port}" if port else name
+    entries, errors = allowlist.parse(entry)
+    if errors or len(entries) != 1 or not entries[0].name or entries[0].name.startswith("*."):
+        raise InvalidInput({"name": errors or [f"{name[:100]!r} is not a name that can be allowed."]})
+    if to_team:
+        team = Team.objects.get(pk=sandbox.team_id)
+        if {(entries[0].text, p) for p in entries[0].ports} <= _grants([], team.egress_allow):
+            authorize(actor, team, Role.ADMIN)
+            return ""
+        text = "\n".join(filter(None, [team.egress_allow.strip(), entry]))
+        team_set_allowlist(actor=actor, team=team, allow=text, source_ip=source_ip, why={"approved": entry, "from_sandbox": sandbox.name})
+        return entry
+    row = Sandbox.objects.get(pk=sandbox.pk)
+    if {(entries[0].text, p) for p in entries[0].ports} <= _grants(row.egress_presets or [], row.egress_allow):
+        authorize(actor, sandbox.team, Role.OPERATOR)
+        return ""
+    text = "\n".join(filter(None, [row.egress_allow.strip(), entry]))
+    sandbox_set_allowlist(
+        actor=actor, sandbox=row, presets=row.egress_presets or [], allow=text, source_ip=source_ip, why={"approved": entry}
+    )
+    sandbox.egress_allow = row.egress_allow
+    return entry
+
+
+def team_set_allowlist(*, actor, team: Team, allow: str, source_ip: str | None = None, why: dict | None = None) -> Team:
+    """Set the team's allowlist: entries in force for every allowlist-mode sandbox of the team
+    besides its own. The team's admins only (it reaches every sandbox of the team, so any
+    change is theirs); checked as a sandbox's list is, audited, in force within a second."""
+    authorize(actor, team, Role.ADMIN)
+    if errors := allowlist_errors([], allow):
+        raise InvalidInput({"egress_allow": errors})
+    with transaction.atomic():
+        row = Team.objects.select_for_update().get(pk=team.pk)
+        before = len(allowlist.parse(row.egress_allow)[0])
+        Team.objects.filter(pk=team.pk).update(egress_allow=allow.strip())
+        team.egress_allow = allow.strip()
+        details = {"from": {"entries": before}, "to": {"entries": len(allowlist.parse(allow)[0])}, **(why or {})}
+        audit_team(actor, "team.allowlist_changed", team, details, source_ip)
+    try:
+        sync_grants()
+    except (network.EgressError, engine.EngineError) as exc:
+        raise SandboxError(f"The list is saved, but the grants could not be brought in line ({exc}); the periodic check retries.") from exc
+    return team

@@ -11,7 +11,7 @@ from teams.permissions import Role, authorize
 
 from .. import engine, live, network
 from ..models import Sandbox
-from .allowlist import sync_grants
+from .allowlist import authorize_egress, sync_grants
 from .auditing import audit
 from .errors import InvalidInput, SandboxError
 
@@ -26,6 +26,7 @@ def sandbox_set_network(*, actor, sandbox: Sandbox, mode: str, source_ip: str | 
         raise InvalidInput({"network_mode": [f"Network: one of {', '.join(Sandbox.Network.values)}."]})
     if mode == sandbox.network_mode:
         return sandbox
+    authorize_egress(actor, sandbox, mode=mode)
     if sandbox.on_hold:
         raise SandboxError(f"{sandbox.name} is held by an open incident; its network changes only through the incident.")
     if sandbox.pending_action or sandbox.status in (S.DESTROYED, S.DESTROYING, S.CREATING):

@@ -7,7 +7,7 @@ import sys
 
 from django.conf import settings
 
-from .. import engine, network, policy
+from .. import engine, managed_settings, network, policy
 
 
 def protected_folders(*, with_engine: bool = False) -> tuple[str, ...]:
@@ -32,6 +32,7 @@ def policy_rules() -> policy.Rules:
         protected=protected_folders(with_engine=True),
         trusted_uids=frozenset({0, os.geteuid()}),
         selinux=host_has_selinux(),
+        managed_settings_root=str(managed_settings.root()),
     )
 
 

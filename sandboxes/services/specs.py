@@ -6,7 +6,7 @@ from decimal import Decimal
 
 from django.conf import settings
 
-from .. import engine, network, policy, seccomp, workspace
+from .. import engine, managed_settings, network, policy, seccomp, workspace
 from ..models import Mount, Sandbox
 
 
@@ -45,6 +45,9 @@ def sandbox_spec(sandbox: Sandbox, extra_mounts: list[Mount] | None = None, *, s
     environment = {**environment, **telemetry_environment(sandbox)}
     if sandbox.network_mode == Sandbox.Network.ALLOWLIST:
         spec_labels[engine.LABEL_DNS] = "panel"
+    settings_file, settings_digest = managed_settings.file_for(sandbox)
+    if settings_file:  # the team's Claude Code policy: a change makes the container anew
+        spec_labels[managed_settings.LABEL] = settings_digest
     return policy.ContainerSpec(
         name=sandbox.container_name,
         image=sandbox.image,
@@ -74,6 +77,7 @@ def sandbox_spec(sandbox: Sandbox, extra_mounts: list[Mount] | None = None, *, s
         ),
         ulimits=(("nofile", settings.SANDBOX_NOFILE, settings.SANDBOX_NOFILE), ("nproc", settings.SANDBOX_NPROC, settings.SANDBOX_NPROC)),
         sysctls=policy.network_sysctls(low_ports_and_ping=sandbox.low_ports_and_ping),
+        managed_settings=settings_file,
     )
 
 

@@ -17,13 +17,16 @@ from .dashboard import dashboard, sandbox_create
 from .detail import sandbox_detail, sandbox_files, sandbox_logs_download
 from .lifecycle import sandbox_action
 from .moves import sandbox_move
-from .network import sandbox_allowlist, sandbox_denials, sandbox_network
+from .network import sandbox_allow_refused, sandbox_allowlist, sandbox_decisions, sandbox_denials, sandbox_network, team_allowlist
 from .transfer import sandbox_download, sandbox_transfer, sandbox_upload
 
 __all__ = [
     "dashboard",
     "sandbox_action",
     "sandbox_allowlist",
+    "sandbox_allow_refused",
+    "sandbox_decisions",
+    "team_allowlist",
     "sandbox_checklist",
     "sandbox_create",
     "sandbox_denials",

@@ -8,6 +8,7 @@ from django.utils import timezone
 
 from agents.forms import AgentFilterForm
 from agents.services import records_prompts
+from teams import agent_policy
 from teams import idle as idle_rule
 from teams.permissions import Role, role_allows, user_role
 
@@ -42,8 +43,15 @@ def sandbox_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "sessions": sandbox.terminal_sessions.all()[:10],
         "open_incident": selectors.open_incident(sandbox),
         "idle_stop": idle_rule.last_idle_stop(sandbox),
+        "agent_settings": _agent_settings(sandbox),
     }
     return render(request, "sandboxes/detail.html", context)
+
+
+def _agent_settings(sandbox: Sandbox) -> dict:
+    """The team's policy for Claude Code, read-only (set on the team page by its admins)."""
+    wanted = agent_policy.managed_settings_of(sandbox.team)
+    return {"text": agent_policy.canonical(wanted).decode() if wanted else "", "digest": agent_policy.digest(wanted) if wanted else ""}
 
 
 def sandbox_files(request: HttpRequest, pk: int) -> HttpResponse:

@@ -49,7 +49,7 @@ def test_a_sandboxs_checklist_is_run_and_its_items_ticked(client, django_user_mo
     shown = client.get(f"/api/v1/sandboxes/{box.pk}/checklist/", **auth(viewer))
     assert shown.status_code == 200, shown.content
     body = shown.json()
-    assert len(body["checks"]) == 7 and body["failed"] == sum(1 for c in body["checks"] if c["ok"] is False)
+    assert len(body["checks"]) == 8 and body["failed"] == sum(1 for c in body["checks"] if c["ok"] is False)
     assert len(body["items"]) == 12 and not any(i["ticked"] for i in body["items"])
     first = body["items"][0]["id"]
     url = f"/api/v1/sandboxes/{box.pk}/checklist/{first}/"

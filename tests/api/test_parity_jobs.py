@@ -4,6 +4,7 @@ exactly where their pages refuse them: a table of role x action, each run throug
 admin-scope token, each run undone (a savepoint rolled back) before the next. What each did is
 judged by its effect (a row, a state, a file sent), never by the status code alone."""
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import time
@@ -23,7 +24,7 @@ from incidents import services as incidents
 from incidents.models import Incident
 from sandboxes.models import ChecklistItem, ChecklistTick, Sandbox
 from sandboxes.services import SystemActor, checklist
-from teams.models import Team, TeamPolicy
+from teams.models import AgentPolicy, Team, TeamPolicy
 from tests.backups.helpers import backup_row, hostile_archive
 from tests.backups.helpers import member as archive_member
 from tests.backups.test_archive import CONFIG
@@ -37,6 +38,7 @@ pytestmark = pytest.mark.django_db
 ROLES = ("viewer", "operator", "admin")
 RANK = {"viewer": 1, "operator": 2, "admin": 3, "superuser": 4}  # a resource policy: superusers only, no team role
 HOOK = "http://198.18.0.1/hook"
+DENY_CURL = {"permissions": {"deny": ["Bash(curl *)"]}}
 
 
 @dataclass
@@ -191,6 +193,18 @@ ACTIONS: dict[str, Action] = {
         lambda c, w: c.post(f"/teams/{w.box.team.slug}/policy/", {"max_sandboxes": "7"}),
         lambda c, t, w: _put(c, f"/api/v1/teams/{w.box.team_id}/policy/", t, {"max_sandboxes": 7}),
         lambda w, r: TeamPolicy.objects.filter(team_id=w.box.team_id, max_sandboxes=7).exists(),
+    ),
+    "agent policy": Action(
+        "admin",
+        lambda c, w: c.post(f"/teams/{w.box.team.slug}/agent-policy/", {"managed_settings": json.dumps(DENY_CURL)}),
+        lambda c, t, w: _put(c, f"/api/v1/teams/{w.box.team_id}/agent-policy/", t, {"managed_settings": DENY_CURL}),
+        lambda w, r: AgentPolicy.objects.filter(team_id=w.box.team_id, managed_settings=DENY_CURL).exists(),
+    ),
+    "team allowlist": Action(
+        "admin",
+        lambda c, w: c.post(f"/teams/{w.box.team.slug}/allowlist/", {"egress_allow": "team.example:8443"}),
+        lambda c, t, w: _put(c, f"/api/v1/teams/{w.box.team_id}/allowlist/", t, {"egress_allow": "team.example:8443"}),
+        lambda w, r: Team.objects.filter(pk=w.box.team_id, egress_allow="team.example:8443").exists(),
     ),
     "checklist item": Action(
         "admin",

@@ -40,8 +40,13 @@ def test_git_identity_and_ssh_key_are_set_and_read_back(client, django_user_mode
 def test_allowlist_and_network_mode(client, django_user_model, team, make_sandbox, fake_engine, clean_workspace):
     box = make_sandbox("netbox")
     token = token_for(member(django_user_model, "op", team, "operator"), "operate")
+    admin = token_for(member(django_user_model, "adm", team, "admin"), "admin")
     url = f"/api/v1/sandboxes/{box.pk}/settings/"
-    saved = put(client, f"{url}allowlist/", token, {"egress_presets": ["claude-code"], "egress_allow": "example.com\n"})
+    body = {"egress_presets": ["claude-code"], "egress_allow": "example.com\n"}
+    widen = put(client, f"{url}allowlist/", token, body)  # adding entries widens: the team's admins only
+    assert widen.status_code == 403 and "Only the team's admins may widen" in widen.json()["detail"]
+    assert Sandbox.objects.get(pk=box.pk).egress_allow == ""
+    saved = put(client, f"{url}allowlist/", admin, body)
     assert saved.status_code == 200, saved.content
     box.refresh_from_db()
     assert box.egress_presets == ["claude-code"] and box.egress_allow == "example.com"
@@ -53,8 +58,8 @@ def test_allowlist_and_network_mode(client, django_user_model, team, make_sandbo
     assert (moved.status_code == 200) == (Sandbox.objects.get(pk=box.pk).network_mode == "none")
     assert put(client, f"{url}network/", token, {"network_mode": "bridge-ish"}).status_code == 400
     held = Sandbox.objects.filter(pk=box.pk).update(on_hold=True)
-    assert held and put(client, f"{url}allowlist/", token, {"egress_allow": "b.example"}).status_code == 409
-    assert "incident" in put(client, f"{url}allowlist/", token, {"egress_allow": "b.example"}).json()["detail"]
+    assert held and put(client, f"{url}allowlist/", admin, {"egress_allow": "b.example"}).status_code == 409
+    assert "incident" in put(client, f"{url}allowlist/", admin, {"egress_allow": "b.example"}).json()["detail"]
     assert AuditEvent.objects.get(action="sandbox.allowlist_changed").details["via"] == "api"
 
 
@@ -84,7 +89,7 @@ def _state(box: Sandbox) -> tuple:
 def test_settings_changes_are_refused_where_the_page_refuses_them(
     client, django_user_model, team, make_sandbox, fake_engine, clean_workspace, scope
 ):
-    box = make_sandbox("parity")
+    box = make_sandbox("parity", egress_allow="a.example\nb.example")  # narrowed below: operators may
     changes = {
         # name: (page URL, page form, API path, API method, API body)
         "allowlist": (f"/sandboxes/{box.pk}/allowlist/", {"egress_allow": "a.example"}, "allowlist/", "put", {"egress_allow": "a.example"}),
