@@ -8,6 +8,7 @@ from django.conf import settings
 
 from .. import engine, network, policy, seccomp, workspace
 from ..models import Mount, Sandbox
+from ..network import proxy_ca
 
 
 def labels(sandbox: Sandbox) -> dict[str, str]:
@@ -40,6 +41,9 @@ def sandbox_spec(sandbox: Sandbox, extra_mounts: list[Mount] | None = None, *, s
         environment, spec_labels[LABEL_SECRETS] = container_environment(sandbox)
     if sandbox.network_mode == Sandbox.Network.ALLOWLIST:
         spec_labels[engine.LABEL_DNS] = "panel"
+    # The credential proxy: its address and CA (sandboxes.network.proxy_ca), in internet and allowlist mode.
+    environment.update(proxy_ca.environment(sandbox.network_mode))
+    spec_labels.update(proxy_ca.labels(sandbox.network_mode))
     return policy.ContainerSpec(
         name=sandbox.container_name,
         image=sandbox.image,
@@ -66,6 +70,7 @@ def sandbox_spec(sandbox: Sandbox, extra_mounts: list[Mount] | None = None, *, s
         tmpfs=(
             *((target, tmp_bytes(sandbox)) for target in ("/tmp", "/var/tmp")),  # noqa: S108 - the container's own, in memory
             ("/run/secrets", SECRETS_TMPFS_BYTES),
+            *(((proxy_ca.DIR_IN_SANDBOX, proxy_ca.TMPFS_BYTES),) if proxy_ca.proxied(sandbox.network_mode) else ()),
         ),
         ulimits=(("nofile", settings.SANDBOX_NOFILE, settings.SANDBOX_NOFILE), ("nproc", settings.SANDBOX_NPROC, settings.SANDBOX_NPROC)),
         sysctls=policy.network_sysctls(low_ports_and_ping=sandbox.low_ports_and_ping),
