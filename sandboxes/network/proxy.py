@@ -375,6 +375,8 @@ async def run(addresses: list[str], port: int, *, started: "threading.Event | No
         await master.run()
     finally:
         stop.set()
+        if server := master.addons.get("proxyserver"):
+            await server.servers.update([])  # mitmproxy's `done` leaves them listening
 
 
 def gateways() -> list[str]:
@@ -399,7 +401,10 @@ class ProxyThread(threading.Thread):
 
     def run(self) -> None:
         self.loop = asyncio.new_event_loop()
-        self.loop.run_until_complete(run(self.addresses, self.port, started=self.started, holder=self.holder))
+        try:
+            self.loop.run_until_complete(run(self.addresses, self.port, started=self.started, holder=self.holder))
+        finally:
+            self.loop.close()
 
     def stop(self) -> None:
         if self.loop is not None and self.holder:
