@@ -131,6 +131,7 @@ def _line(line: str, errors: list[str]) -> list[Entry]:
             continue
         if kind in rules.setdefault(len(found) - 1, {}):
             errors.append(f"{found[-1].text}: one list of methods and one path at most.")
+            rules[len(found) - 1]["broken"] = item
             continue
         rules[len(found) - 1][kind] = item.rstrip(",") if kind == "methods" else item
     ruled = (_ruled(entry, rules.get(i, {}), errors) for i, entry in enumerate(found))
@@ -140,6 +141,8 @@ def _line(line: str, errors: list[str]) -> list[Entry]:
 def _ruled(entry: Entry, written: dict[str, str], errors: list[str]) -> Entry | None:
     """The entry with its HTTP rules, checked; None when they are wrong (the error says why):
     an entry never stands without the rules it was written with."""
+    if "broken" in written:  # its error is said already
+        return None
     methods = tuple(dict.fromkeys(written.get("methods", "").split(","))) if written.get("methods") else ()
     path = written.get("path", "")
     bad = [m for m in methods if m not in METHODS]

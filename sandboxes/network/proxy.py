@@ -139,7 +139,6 @@ class Decisions:
             for k, v in pending.items()
             if budget.take(k[0], v[1])
         ]
-        close_old_connections()
         try:
             EgressDenial.objects.bulk_create(rows)
         except Exception:
@@ -151,6 +150,7 @@ class Decisions:
 
     def run(self, stop: threading.Event) -> None:
         while not stop.wait(0.5):
+            close_old_connections()
             self.flush()
         self.flush()
 
