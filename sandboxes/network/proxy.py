@@ -211,6 +211,7 @@ class Tunnel:
     client: Client
     host: str
     port: int
+    address: str  # the one judged: every connection for the tunnel goes there
     intercept: bool
 
 
@@ -230,7 +231,9 @@ class CredentialProxy:
         self.ranges = Ranges()
         self.names = Names()
         self.tunnels: dict[str, Tunnel] = {}  # client connection id -> its CONNECT
-        self.pins: dict[tuple[str, str, int], str] = {}  # (client connection id, host, port) -> the address judged
+        # By client connection: (name, port) -> the address judged, and (address, port) -> the name.
+        self.pins: dict[str, dict[tuple[str, int], str]] = {}
+        self.named: dict[str, dict[tuple[str, int], str]] = {}
 
     async def judge(self, client: Client, name: str, port: int) -> tuple[str | None, str]:
         """(the address to connect to, "") or (None, why not), by the sandbox's mode and list."""
@@ -260,8 +263,8 @@ class CredentialProxy:
             refusal(flow, f"CONNECT {host}:{port} refused: {why}.")
             return
         intercept = bool(client.bound(host)) or client.ruled(host)
-        self.tunnels[flow.client_conn.id] = Tunnel(client, host, port, intercept)
-        self.pins[(flow.client_conn.id, host, port)] = address
+        self.tunnels[flow.client_conn.id] = Tunnel(client, host, port, address, intercept)
+        self.pins.setdefault(flow.client_conn.id, {})[(host, port)] = address
 
     def tls_clienthello(self, data) -> None:
         tunnel = self.tunnels.get(data.context.client.id)
@@ -269,12 +272,24 @@ class CredentialProxy:
             data.ignore_connection = True  # passed through: the host's own certificate, nothing seen
 
     def server_connect(self, data) -> None:
+        """Every connection goes to an address the proxy judged: a passed-through tunnel's by its
+        name (rewritten here), a request's already rewritten (see _send_to), its name as SNI."""
         host, port = data.server.address
-        pinned = self.pins.get((data.client.id, str(host).rstrip(".").lower(), port))
-        if pinned is None:
+        key = (str(host).rstrip(".").lower(), port)
+        if (pinned := self.pins.get(data.client.id, {}).get(key)) is not None:
+            data.server.address = (pinned, port)
+        elif (name := self.named.get(data.client.id, {}).get(key)) is not None:
+            data.server.sni = name  # the certificate is checked against the name, not the address
+        else:
             data.server.error = "ccpanel proxy: no judged address for this connection"
-            return
-        data.server.address = (pinned, port)
+
+    def _send_to(self, flow, address: str) -> None:
+        """Send the request to the judged address (its Host header kept): connections to it are
+        reused from one request to the next."""
+        name, header = flow.request.host.rstrip(".").lower(), flow.request.host_header
+        self.named.setdefault(flow.client_conn.id, {})[(address, flow.request.port)] = name
+        flow.request.host = address
+        flow.request.host_header = header
 
     async def request(self, flow) -> None:
         if flow.request.method == "CONNECT":
@@ -297,6 +312,7 @@ class CredentialProxy:
             self._record(tunnel.client, flow, DecisionKind.PROXY, True, "injected " + ", ".join(b.name for b in bound))
         elif tunnel.client.ruled(host):
             self._record(tunnel.client, flow, DecisionKind.HTTP, True, "allowed by the list's HTTP rules")
+        self._send_to(flow, tunnel.address)
 
     async def _plain(self, flow) -> None:
         """A plain-HTTP request through the proxy: judged like a CONNECT; never injected into
@@ -312,7 +328,7 @@ class CredentialProxy:
             refusal(flow, f"{host}:{port} refused: {why}.")
             return
         if self._rules_allow(client, flow):
-            self.pins[(flow.client_conn.id, host, port)] = address
+            self._send_to(flow, address)
 
     def _rules_allow(self, client: Client, flow) -> bool:
         host, method, path = flow.request.host.rstrip(".").lower(), flow.request.method, flow.request.path.split("?", 1)[0]
@@ -329,8 +345,8 @@ class CredentialProxy:
 
     def client_disconnected(self, client) -> None:
         self.tunnels.pop(client.id, None)
-        for key in [k for k in self.pins if k[0] == client.id]:
-            del self.pins[key]
+        self.pins.pop(client.id, None)
+        self.named.pop(client.id, None)
 
 
 def _in(name: str, network: ipaddress.IPv4Network) -> bool:

@@ -46,8 +46,8 @@ def handle(c):
                 len(body), b"Connection: close\r\n" if close else b"") + body)
             if close:
                 return
-    except Exception:
-        pass
+    except Exception as exc:
+        print("stand-in:", repr(exc), file=sys.stderr, flush=True)
     finally:
         c.close()
 
