@@ -10,7 +10,8 @@ the usual variables (HTTPS_PROXY and friends) and trusts the CA through a root-o
 folder /run/ccpanel (an in-memory folder of the container, written as root at each start):
 `ca.pem` alone (NODE_EXTRA_CA_CERTS, added to Node's own roots) and `bundle.pem`, the image's
 system bundle plus the CA (OpenSSL's SSL_CERT_FILE, git, curl, Python's requests). The label
-LABEL_CA (the CA's fingerprint) makes a start recreate a container made before a new CA.
+LABEL_CA (the CA's fingerprint and the proxy's address) makes a start recreate a container made
+with another.
 """
 
 import hashlib
@@ -104,7 +105,9 @@ def environment(mode: str) -> dict[str, str]:
 
 
 def labels(mode: str) -> dict[str, str]:
-    return {LABEL_CA: fingerprint(ensure())} if proxied(mode) else {}
+    """The CA's fingerprint and the proxy's address: either changed, the next start recreates the
+    container (the in-memory folder /run/ccpanel tells one made with the proxy off)."""
+    return {LABEL_CA: f"{fingerprint(ensure())}@{address(mode)}"} if proxied(mode) else {}
 
 
 def deliver(docker, container_id: str, mode: str) -> None:

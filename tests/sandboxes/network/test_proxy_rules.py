@@ -87,6 +87,10 @@ def test_the_ca_is_made_once_with_its_key_private(settings, tmp_path):
     assert (tmp_path / "ca").stat().st_mode & 0o777 == 0o700
     assert (tmp_path / "ca" / proxy_ca.KEY_FILE).stat().st_mode & 0o777 == 0o600
     assert "PRIVATE KEY" in (tmp_path / "ca" / proxy_ca.KEY_FILE).read_text() and "PRIVATE KEY" not in pem
+    settings.SANDBOX_PROXY = True
+    label = proxy_ca.labels("internet")[proxy_ca.LABEL_CA]
+    assert label == f"{proxy_ca.fingerprint(pem)}@{proxy_ca.address('internet')}"  # either changed: the container is made anew
+    assert proxy_ca.labels("none") == {}
 
 
 @pytest.mark.django_db
