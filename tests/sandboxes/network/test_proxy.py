@@ -9,26 +9,24 @@ HTTPS service with a CA of the test's own (standin.py) that echoes the headers i
 import base64
 import json
 import subprocess
-import sys
 import time
 
 import pytest
 from cryptography import x509
 from django.conf import settings
 
-from sandboxes import engine, network
+from sandboxes import network
 from sandboxes import secrets as vault_secrets
 from sandboxes.models import EgressDenial, Sandbox
-from sandboxes.network import proxy, proxy_ca
+from sandboxes.network import proxy_ca
 from tests.sandboxes.network import standin
-from tests.sandboxes.network.helpers import ACTOR, _slot
+from tests.sandboxes.network.helpers import ACTOR
 from tests.support.docker import docker_cli
 from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.django_db(transaction=True)]
 IMAGE = "ccpanel/claude-code:latest"  # it has python3, the client below
 KEY = "sk-real-key-0123456789-proxy-test"
-NAMES = ["bound.example.test", "other.example.test", "ruled.example.test"]
 
 # The client inside the sandbox: one HTTPS request, through the proxy (HTTPS_PROXY) or straight
 # to an address; prints what came back as JSON, and the certificate the sandbox was shown.
@@ -77,33 +75,8 @@ def echoed(answer: dict) -> dict:
     return json.loads(answer["body"])["headers"]
 
 
-@pytest.fixture
-def proxy_world(upstream_dns, tmp_path, settings):
-    """The stand-in on 443 in the namespace, its names served, and the panel's proxy running."""
-    inet, ns = upstream_dns["internet"], f"ccp-inet{100 + _slot()}"
-    upstream_dns["names"].write_text(json.dumps(dict.fromkeys([*NAMES, "unlisted.example.test"], inet)))
-    certs = standin.make_certificates(tmp_path, NAMES)
-    server = subprocess.Popen(
-        ["ip", "netns", "exec", ns, sys.executable, "-c", standin.SERVER, inet, "443", str(certs["cert"]), str(certs["key"])]
-    )
-    settings.SANDBOX_PROXY = True
-    settings.SANDBOX_PROXY_UPSTREAM_CA = str(certs["ca"])
-    docker = engine.engine_for()
-    for bridge in network.bridges_table():
-        network.ensure_network_of(docker, bridge.mode)
-    running = proxy.start_thread()
-    try:
-        wait_for(lambda: f"{inet}:443" in subprocess.run(["ip", "netns", "exec", ns, "ss", "-lnt"], capture_output=True, text=True).stdout,
-                 timeout=10, what="the stand-in listening")  # fmt: skip
-        yield {"internet": inet, "certs": certs}
-    finally:
-        running.stop()
-        server.kill()
-        server.wait()
-
-
-def test_the_key_reaches_only_the_bound_host_and_the_sandbox_holds_a_placeholder(make_sandbox, clean_docker, proxy_world, team):
-    inet = proxy_world["internet"]
+def test_the_key_reaches_only_the_bound_host_and_the_sandbox_holds_a_placeholder(make_sandbox, clean_docker, credential_proxy, team):
+    inet = credential_proxy["internet"]
     vault_secrets.secret_set(
         actor=ACTOR, team=team, name="API_KEY", value=KEY, delivery="proxy", hosts="bound.example.test", header="x-api-key"
     )
@@ -146,7 +119,7 @@ def test_the_key_reaches_only_the_bound_host_and_the_sandbox_holds_a_placeholder
         assert "403" in ask(s, f"https://{target}/").get("error", ""), target
 
 
-def test_http_rules_and_the_allowlist_are_enforced_by_the_proxy(make_sandbox, clean_docker, proxy_world, team):
+def test_http_rules_and_the_allowlist_are_enforced_by_the_proxy(make_sandbox, clean_docker, credential_proxy, team):
     allow = "ruled.example.test GET /allowed/*\nbound.example.test"
     vault_secrets.secret_set(
         actor=ACTOR, team=team, name="API_KEY", value=KEY, delivery="proxy", hosts="bound.example.test", header="x-api-key"
@@ -177,7 +150,7 @@ PROBE = (
 )
 
 
-def test_a_client_that_is_no_sandbox_is_refused(proxy_world):
+def test_a_client_that_is_no_sandbox_is_refused(credential_proxy):
     gateway = network.internet_bridge().gateway
     out = subprocess.run(["python3", "-c", PROBE, gateway, str(settings.SANDBOX_PROXY_PORT)], capture_output=True, text=True, timeout=20)
     assert "403" in out.stdout and "only the panel's sandboxes" in out.stdout, out
