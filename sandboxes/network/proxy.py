@@ -367,6 +367,7 @@ def configure(master, addresses: list[str], port: int) -> None:
         mode=[f"regular@{a}:{port}" for a in addresses],
         confdir=str(proxy_ca.ca_dir()),
         connection_strategy="lazy",  # connect upstream only to the judged address, when needed
+        onboarding=False,  # mitmproxy's own pages (mitm.it): nothing is served but what is judged
     )
     if settings.SANDBOX_PROXY_UPSTREAM_CA:
         master.options.update(ssl_verify_upstream_trusted_ca=settings.SANDBOX_PROXY_UPSTREAM_CA)

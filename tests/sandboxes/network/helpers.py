@@ -191,7 +191,6 @@ while True:
 def upstream_dns(internet, tmp_path, settings) -> Iterator[dict]:
     """The internet's name server, a second web server there (198.18.<n>.11, "moved"), and the
     panel's resolver asking that name server, on the allowlist bridge's gateway."""
-
     from sandboxes.network import resolver
 
     ns = f"ccp-inet{100 + _slot()}"

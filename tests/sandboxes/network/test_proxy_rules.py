@@ -178,3 +178,22 @@ def test_alike_decisions_fold_into_one_row_with_a_count(make_sandbox, fake_engin
     rows = {r.kind: r for r in EgressDenial.objects.filter(sandbox=sandbox)}
     assert rows["proxy"].count == 5 and not rows["proxy"].allowed and rows["proxy"].method == "CONNECT"
     assert rows["http"].path == "/a"  # never the query, which may carry a token
+
+
+@pytest.mark.django_db
+def test_the_secrets_page_sets_a_proxy_secret_and_shows_where_it_goes(
+    client, django_user_model, make_sandbox, fake_engine, clean_workspace
+):
+    from django.urls import reverse
+
+    sandbox = make_sandbox("paged")
+    client.force_login(django_user_model.objects.create_superuser("root", "", "pw-123456789"))
+    url = reverse("sandbox_secrets", args=[sandbox.pk])
+    form = {"op": "set", "name": "API_KEY", "value": KEY, "delivery": "proxy", "hosts": "api.example.com", "header": "x-api-key"}
+    client.post(url, form)
+    secret = Secret.objects.get()
+    assert (secret.delivery, secret.hosts, secret.header) == ("proxy", "api.example.com", "x-api-key")
+    refused = client.post(url, {**form, "name": "OTHER", "header": "Content-Length"}, follow=True).content.decode()
+    assert "does not set Content-Length" in refused and Secret.objects.count() == 1
+    page = client.get(url).content.decode()
+    assert "api.example.com" in page and "x-api-key" in page and KEY not in page
