@@ -27,6 +27,7 @@ import asyncio
 import ipaddress
 import logging
 import secrets
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ from dataclasses import dataclass, field
 from django.conf import settings
 from django.db import close_old_connections
 from django.utils import timezone
+from django.utils.crypto import salted_hmac
 from dnslib import QTYPE, DNSRecord
 
 from ..models import DecisionKind, EgressDenial
@@ -45,6 +47,7 @@ log = logging.getLogger(__name__)
 REFRESH = 0.5  # seconds between two readings of who is who (a changed list or secret in force within a second)
 RANGES_REFRESH = 30.0  # the host's own addresses and LAN
 NAME_TTL_MAX = 60.0
+PROBE_SUFFIX = "proxy-probe.ccpanel.invalid"
 
 
 @dataclass
@@ -318,6 +321,11 @@ class CredentialProxy:
         """A plain-HTTP request through the proxy: judged like a CONNECT; never injected into
         (a secret never goes in clear text)."""
         client = await self.directory.lookup(flow.client_conn.peername[0])
+        if client is None and flow.request.host.endswith("." + PROBE_SUFFIX) and not _from_a_sandbox(flow.client_conn.peername[0]):
+            from mitmproxy import http
+
+            flow.response = http.Response.make(200, _probe_answer(flow.request.host.split(".", 1)[0]).encode())
+            return
         if client is None:
             refusal(flow, "only the panel's sandboxes may use this proxy.")
             return
@@ -347,6 +355,45 @@ class CredentialProxy:
         self.tunnels.pop(client.id, None)
         self.pins.pop(client.id, None)
         self.named.pop(client.id, None)
+
+
+def _from_a_sandbox(client: str) -> bool:
+    try:
+        address = ipaddress.IPv4Address(client)
+    except ValueError:
+        return False
+    return any(address in ipaddress.IPv4Network(b.subnet) for b in table())
+
+
+def _probe_answer(nonce: str) -> str:
+    return salted_hmac("ccpanel.proxy-probe", nonce).hexdigest()
+
+
+IMPOSTOR = "something other than the panel's credential proxy answers on"
+
+
+def probe(address: str, port: int | None = None) -> str | None:
+    """Whether the panel's own credential proxy answers on `address` (a bridge's gateway): None
+    when it does, else why not. A sandbox is pointed there and the host's rules let it reach that
+    port: anything else holding it (a squid on every address) would take its traffic anywhere
+    from the host, so a proxied sandbox starts only after this (network.gate)."""
+    port = port or settings.SANDBOX_PROXY_PORT
+    nonce = secrets.token_hex(8)
+    request = f"GET http://{nonce}.{PROBE_SUFFIX}/ HTTP/1.1\r\nHost: {nonce}.{PROBE_SUFFIX}\r\nConnection: close\r\n\r\n"
+    try:
+        with socket.create_connection((address, port), timeout=2) as conn:
+            conn.sendall(request.encode())
+            conn.settimeout(2)
+            answer = b""
+            while chunk := conn.recv(4096):
+                answer += chunk
+                if len(answer) > 65536:
+                    break
+    except OSError as exc:
+        return f"the panel's credential proxy does not answer on {address}:{port} ({exc}); is `manage.py credential_proxy` running?"
+    if not answer.endswith(_probe_answer(nonce).encode()) or not answer.startswith(b"HTTP/1.1 200"):
+        return f"{IMPOSTOR} {address}:{port}"
+    return None
 
 
 def _in(name: str, network: ipaddress.IPv4Network) -> bool:
@@ -424,6 +471,8 @@ class ProxyThread(threading.Thread):
             self.loop.close()
 
     def stop(self) -> None:
+        if not self.is_alive():
+            return
         if self.loop is not None and self.holder:
             self.loop.call_soon_threadsafe(self.holder[0].shutdown)
         self.join(10)

@@ -251,7 +251,7 @@ def credential_proxy(upstream_dns, tmp_path, settings) -> Iterator[dict]:
     try:
         wait_for(lambda: f"{inet}:443" in subprocess.run(["ip", "netns", "exec", ns, "ss", "-lnt"], capture_output=True, text=True).stdout,
                  timeout=10, what="the stand-in listening")  # fmt: skip
-        yield {"internet": inet, "certs": certs}
+        yield {"internet": inet, "certs": certs, "proxy": running}
     finally:
         running.stop()
         server.kill()

@@ -156,3 +156,29 @@ def test_a_client_that_is_no_sandbox_is_refused(credential_proxy):
     assert "403" in out.stdout and "only the panel's sandboxes" in out.stdout, out
     time.sleep(0.6)
     assert not EgressDenial.objects.exists()
+
+
+def test_a_proxied_sandbox_starts_only_beside_the_panels_proxy_and_stops_for_an_impostor(
+    make_sandbox, clean_docker, credential_proxy, settings
+):
+    from audit.models import AuditEvent
+    from sandboxes import services
+    from tests.sandboxes.network.test_proxy_rules import _Impostor
+
+    s = make_sandbox("proxy-gated", image=IMAGE, memory_mb=512)
+    assert s.status == "running", s.status_detail
+    # With the panel's proxy gone and something else on its port, the periodic check stops it.
+    credential_proxy["proxy"].stop()
+    impostor = _Impostor(network.internet_bridge().gateway, settings.SANDBOX_PROXY_PORT)
+    try:
+        services.proxy_check()
+        s = Sandbox.objects.get(pk=s.pk)
+        assert s.status != "running" and "something other than the panel's credential proxy" in s.status_detail, s.status_detail
+        assert AuditEvent.objects.filter(action="egress.proxy_impostor").exists()
+        # ... and a start is refused, saying why.
+        s = make_sandbox("proxy-refused", image=IMAGE, memory_mb=512)
+        assert s.status == "error" and "something other than the panel's credential proxy" in s.status_detail, s.status_detail
+    finally:
+        impostor.close()
+    s = make_sandbox("proxy-absent", image=IMAGE, memory_mb=512)
+    assert s.status == "error" and "does not answer" in s.status_detail, s.status_detail

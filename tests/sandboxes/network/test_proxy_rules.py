@@ -197,3 +197,51 @@ def test_the_secrets_page_sets_a_proxy_secret_and_shows_where_it_goes(
     assert "does not set Content-Length" in refused and Secret.objects.count() == 1
     page = client.get(url).content.decode()
     assert "api.example.com" in page and "x-api-key" in page and KEY not in page
+
+
+class _Impostor:
+    """Something other than the panel's proxy on a port: it answers every request with 200."""
+
+    def __init__(self, address: str, port: int = 0):
+        import socket
+        import threading
+
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.setsockopt(socket.SOL_IP, 15, 1)  # IP_FREEBIND
+        self.sock.bind((address, port))
+        self.sock.listen(8)
+        self.port = self.sock.getsockname()[1]
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            c.recv(4096)
+            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+            c.close()
+
+    def close(self):
+        import socket
+
+        self.sock.shutdown(socket.SHUT_RDWR)  # wakes the accept(): a close alone leaves it listening
+        self.sock.close()
+        self.thread.join(5)
+
+
+def test_the_probe_tells_the_panels_proxy_from_an_impostor_and_from_nothing():
+    running = proxy.start_thread(["127.0.0.1"], 18961)
+    try:
+        assert proxy.probe("127.0.0.1", 18961) is None
+    finally:
+        running.stop()
+    assert "does not answer" in (proxy.probe("127.0.0.1", 18961) or "")
+    impostor = _Impostor("127.0.0.1")
+    try:
+        assert (proxy.probe("127.0.0.1", impostor.port) or "").startswith(proxy.IMPOSTOR)
+    finally:
+        impostor.close()
