@@ -75,20 +75,26 @@ def read_clients() -> dict[str, Client]:
 
 class Directory:
     """Client address -> Client, read at most every REFRESH seconds (in a worker thread, so the
-    event loop never waits on the database)."""
+    event loop never waits on the database); an unknown address on a sandbox bridge (a sandbox
+    started since) has it read again sooner, at most every MISS_REFRESH seconds."""
+
+    MISS_REFRESH = 0.1
 
     def __init__(self):
         self.clients: dict[str, Client] = {}
-        self.read_at = 0.0
+        self.read_at = -REFRESH
         self.lock = asyncio.Lock()
 
     async def lookup(self, address: str) -> Client | None:
-        if time.monotonic() - self.read_at > REFRESH:
+        found = self.clients.get(address)
+        age = time.monotonic() - self.read_at
+        if age > REFRESH or (found is None and age > self.MISS_REFRESH and _from_a_sandbox(address)):
             async with self.lock:
-                if time.monotonic() - self.read_at > REFRESH:
+                if time.monotonic() - self.read_at > min(age, REFRESH):  # nobody read it meanwhile
                     self.clients = await asyncio.to_thread(self._read)
                     self.read_at = time.monotonic()
-        return self.clients.get(address)
+            found = self.clients.get(address)
+        return found
 
     @staticmethod
     def _read() -> dict[str, Client]:
@@ -320,12 +326,12 @@ class CredentialProxy:
     async def _plain(self, flow) -> None:
         """A plain-HTTP request through the proxy: judged like a CONNECT; never injected into
         (a secret never goes in clear text)."""
-        client = await self.directory.lookup(flow.client_conn.peername[0])
-        if client is None and flow.request.host.endswith("." + PROBE_SUFFIX) and not _from_a_sandbox(flow.client_conn.peername[0]):
+        if flow.request.host.endswith("." + PROBE_SUFFIX) and not _from_a_sandbox(flow.client_conn.peername[0]):
             from mitmproxy import http
 
             flow.response = http.Response.make(200, _probe_answer(flow.request.host.split(".", 1)[0]).encode())
             return
+        client = await self.directory.lookup(flow.client_conn.peername[0])
         if client is None:
             refusal(flow, "only the panel's sandboxes may use this proxy.")
             return
