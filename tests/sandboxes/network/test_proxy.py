@@ -99,6 +99,15 @@ def test_the_key_reaches_only_the_bound_host_and_the_sandbox_holds_a_placeholder
     answer = ask(s, "https://bound.example.test/v1/messages", headers={"x-api-key": "$API_KEY"})
     assert echoed(answer)["x-api-key"] == KEY
     assert "mitmproxy" in issuer(answer)
+    # Node (Claude Code's runtime) goes through the proxy and trusts the CA as it stands.
+    script = "fetch('https://bound.example.test/').then(r => r.json()).then(b => console.log(b.headers['x-api-key']))"
+    node = docker_cli("exec", s.container_id, "node", "-e", script, check=False)
+    assert node.stdout.strip() == KEY, node.stdout + node.stderr
+    # git over HTTPS too (libcurl: https_proxy, GIT_SSL_CAINFO); the stand-in is no git server,
+    # but the injected request is in the decision log, with its path.
+    docker_cli("exec", s.container_id, "git", "ls-remote", "https://bound.example.test/org/repo.git", check=False)
+    wait_for(lambda: EgressDenial.objects.filter(sandbox=s, path="/org/repo.git/info/refs", reason="injected API_KEY").exists(),
+             timeout=5, what="git's request injected")  # fmt: skip
     # (b) A host bound by no secret is not intercepted: the sandbox sees the host's own certificate.
     answer = ask(s, "https://other.example.test/", headers={"x-api-key": "$API_KEY"}, insecure=True)
     assert standin.CA_NAME in issuer(answer)
