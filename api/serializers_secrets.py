@@ -10,7 +10,7 @@ from sandboxes.secrets import MAX_VALUE_BYTES
 class SecretSerializer(serializers.ModelSerializer):
     class Meta:
         model = Secret
-        fields = ["id", "name", "delivery", "enabled", "created_at", "rotated_at"]
+        fields = ["id", "name", "delivery", "hosts", "header", "enabled", "created_at", "rotated_at"]
         read_only_fields = fields
 
 
@@ -29,7 +29,11 @@ class _NoEcho(serializers.Serializer):
         return super().to_internal_value(data)
 
 
-DELIVERY_ERRORS = {"invalid_choice": "Deliver as env (an environment variable) or file (in /run/secrets)."}
+DELIVERY_ERRORS = {
+    "invalid_choice": "Deliver as env (an environment variable), file (in /run/secrets) or proxy (injected by the panel's proxy)."
+}
+HOSTS_HELP = "Delivery proxy only: the host names the value is sent to, separated by spaces (*.example.com for subdomains)."
+HEADER_HELP = "Delivery proxy only: the header that carries the value (x-api-key, or Authorization: Bearer)."
 
 
 class SecretSetSerializer(_NoEcho):
@@ -42,6 +46,8 @@ class SecretSetSerializer(_NoEcho):
         help_text="Never returned, logged or audited.",
     )
     delivery = serializers.ChoiceField(choices=Secret.Delivery.choices, default=Secret.Delivery.ENV, error_messages=DELIVERY_ERRORS)
+    hosts = serializers.CharField(max_length=1000, required=False, default="", allow_blank=True, help_text=HOSTS_HELP)
+    header = serializers.CharField(max_length=200, required=False, default="", allow_blank=True, help_text=HEADER_HELP)
 
 
 class SecretChangeSerializer(_NoEcho):
@@ -52,12 +58,15 @@ class SecretChangeSerializer(_NoEcho):
     delivery = serializers.ChoiceField(
         choices=Secret.Delivery.choices, required=False, help_text="With a new value only.", error_messages=DELIVERY_ERRORS
     )
+    hosts = serializers.CharField(max_length=1000, required=False, allow_blank=True, help_text=HOSTS_HELP + " With a new value only.")
+    header = serializers.CharField(max_length=200, required=False, allow_blank=True, help_text=HEADER_HELP + " With a new value only.")
 
     def validate(self, attrs):
         if not attrs:
             raise serializers.ValidationError("Send enabled, or a new value (with its delivery, if it changes).")
-        if "delivery" in attrs and "value" not in attrs:
-            raise serializers.ValidationError({"delivery": ["A secret's delivery changes with a new value (rotate)."]})
+        for key in ("delivery", "hosts", "header"):
+            if key in attrs and "value" not in attrs:
+                raise serializers.ValidationError({key: [f"A secret's {key} changes with a new value (rotate)."]})
         return attrs
 
 

@@ -64,6 +64,8 @@ class SecretsBase(TeamsMixin):
                 name=data["name"],
                 value=data["value"],
                 delivery=data["delivery"],
+                hosts=data["hosts"],
+                header=data["header"],
                 source_ip=client_ip(request),
             )
         except InvalidInput as exc:
@@ -88,6 +90,8 @@ class SecretsBase(TeamsMixin):
                     name=secret.name,
                     value=data["value"],
                     delivery=data.get("delivery", secret.delivery),
+                    hosts=data.get("hosts", secret.hosts),
+                    header=data.get("header", secret.header),
                     source_ip=ip,
                 )
             if "enabled" in data:

@@ -69,6 +69,7 @@ def host_reconcile_task(host_name: str) -> int:
         if host_name == settings.PANEL_HOST:
             services.egress_repair()
             services.grants_repair()
+            services.proxy_check()
         terminals.close_orphan_terminals(host_name=host_name)
         changed = services.reconcile_all(host_name=host_name)
         services.remove_orphans(host_name=host_name)

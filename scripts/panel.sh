@@ -64,12 +64,15 @@ if ! "$PYTHON" -c 'import sys, venv, ensurepip; sys.exit(sys.version_info < (3, 
 fi
 # make run installs what the panel runs on; the other modes also install the tools (requirements-dev).
 case "$MODE" in run | agent) REQS=requirements.txt ;; *) REQS=requirements-dev.txt ;; esac
-REQ_SUM=$(cat requirements.txt "$REQS" | sha256sum | cut -d' ' -f1)
+REQ_SUM=$(cat requirements.txt "$REQS" requirements-proxy.txt | sha256sum | cut -d' ' -f1)
 if [ ! -x .venv/bin/python ] || ! grep -qx "$REQ_SUM" .venv/.installed 2>/dev/null; then
   say "installing $REQS into .venv"
   [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
   .venv/bin/pip install -q --upgrade pip
   .venv/bin/pip install -q -r "$REQS"
+  # The credential proxy's mitmproxy pins older versions of what the panel runs on: its own
+  # packages, each pinned, without dependency resolution (see requirements-proxy.txt).
+  .venv/bin/pip install -q --no-deps -r requirements-proxy.txt
   echo "$REQ_SUM" >> .venv/.installed
 fi
 PY=.venv/bin/python

@@ -74,6 +74,15 @@ DECISION_LOG_ROWS_A_SECOND = env_float("DECISION_LOG_ROWS_A_SECOND", 50.0, minim
 # internet, never the host, the local network or another sandbox. Needs root (iptables); turning
 # it off lets sandboxes reach the LAN and the host's services.
 SANDBOX_EGRESS_RULES = env_bool("SANDBOX_EGRESS_RULES", True)
+# The credential proxy (sandboxes.network.proxy, `manage.py credential_proxy`): listens on each
+# bridge's gateway at this port; sandboxes in internet and allowlist mode are pointed at it
+# (HTTPS_PROXY...) when SANDBOX_PROXY is on. Its CA (made once, key 0600) lives in
+# SANDBOX_PROXY_CA_DIR; SANDBOX_PROXY_UPSTREAM_CA, if set, is the bundle it trusts upstream
+# (else mitmproxy's, certifi's).
+SANDBOX_PROXY = env_bool("SANDBOX_PROXY", True)
+SANDBOX_PROXY_PORT = env_int("SANDBOX_PROXY_PORT", 3128, minimum=1)
+SANDBOX_PROXY_CA_DIR = env_str("SANDBOX_PROXY_CA_DIR", str(VAR_DIR / "proxy-ca"))
+SANDBOX_PROXY_UPSTREAM_CA = env_str("SANDBOX_PROXY_UPSTREAM_CA", "")
 SANDBOX_RUNTIMES = ("runc", "runsc")
 SANDBOX_STOP_TIMEOUT = env_int("SANDBOX_STOP_TIMEOUT", 10, minimum=0)
 # Docker keeps a sandbox's output in SANDBOX_LOG_MAX_FILES files of SANDBOX_LOG_MAX_SIZE each (the

@@ -43,6 +43,7 @@ TEST_ENVIRONMENT = {
     "BACKUP_ROOT": str(_base / "var" / f"{_name}-backups"),
     "EVIDENCE_ROOT": str(_base / "var" / f"{_name}-evidence"),
     "SECRETS_KEY_FILE": str(_base / "var" / f"{_name}-secrets_key"),
+    "SANDBOX_PROXY_CA_DIR": str(_base / "var" / f"{_name}-proxy-ca"),
     "API_LOG_FOLLOW_DIR": str(_base / "var" / f"{_name}-log-follows"),
     # The tests' own storage pool (mounted by the suite, tests/conftest.py; removed at its end).
     "STORAGE_POOL_FILE": str(_base / "var" / f"{_name}-pool.btrfs"),
@@ -60,6 +61,9 @@ for _key, _value in {
     "SANDBOX_STOP_TIMEOUT": "3",
     "STORAGE_POOL_SIZE_MB": "10240",
     "SANDBOX_DEFAULT_DISK_MB": "256",
+    # Sandboxes are pointed at the credential proxy only in the tests that run it
+    # (tests/sandboxes/network/test_proxy.py): elsewhere nothing listens there.
+    "SANDBOX_PROXY": "false",
     "WARM_POOL": "",  # a test that wants one sets it (settings.WARM_POOL) and fills it itself
     "API_RATE_LIMIT": "100000/min",  # counted in every call; tests/api/test_throttling.py sets a low one
 }.items():

@@ -23,6 +23,7 @@ second both may write), and `sandboxes.network.watch` (the rule watcher).
 
 from . import allowlist, grant_ledger
 from .bridges import Bridge, allowlist_bridge, bridge_of, ensure_network_of, internet_bridge, network_of, networks
+from .bridges import table as bridges_table
 from .commands import EgressError
 from .gate import Decision, may_join
 from .host import bridge_present, dropped_ranges, enforced, host_addresses, lan_subnets
@@ -59,6 +60,7 @@ __all__ = [
     "apply",
     "bridge_of",
     "bridge_present",
+    "bridges_table",
     "chains",
     "comment",
     "docker_asks_loopback",

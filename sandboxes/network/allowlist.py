@@ -5,20 +5,30 @@ An entry is a domain (`registry.npmjs.org`), a wildcard for a domain's subdomain
 (`198.51.100.0/24`), optionally followed by `:` and its TCP ports (`github.com:22,443`); 443 when
 none are given. Port 53 is never granted: names are asked only of the panel's resolver.
 
+A name may carry HTTP rules after it, on the same line: its methods (`GET,POST`) and a path
+pattern (`/myorg/*`, `*` any characters), either or both: `github.com GET,POST /myorg/*`. Such a
+name is reached only through the panel's credential proxy (sandboxes.network.proxy), which looks
+inside its TLS and refuses any other method or path with 403; the resolver grants it no direct
+connection. Several entries of one name allow what any of them allows.
+
 The rules that act on it live on the host (sandboxes.network: the bridge refuses everything but
 what is granted, and never the host, a private range or another sandbox, listed or not) and in
 the panel's resolver (sandboxes.network.resolver: an address is granted when it answers a listed name).
 """
 
+import fnmatch
 import ipaddress
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from . import rules
 
 DEFAULT_PORTS = (443,)
 MAX_ENTRIES = 200
 MAX_PORTS = 16
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+METHODS_RE = re.compile(r"^[A-Z]+(,[A-Z]+)*$")
+PATH_RE = re.compile(r"^/[A-Za-z0-9._~!$&'()*+,;=:@%/-]{0,199}$")
 LABEL = r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?"
 NAME_RE = re.compile(rf"^(\*\.)?({LABEL}\.)+{LABEL}$")
 
@@ -68,6 +78,19 @@ class Entry:
     ports: tuple[int, ...]
     name: str = ""  # a domain, or "*.domain" for its subdomains
     network: ipaddress.IPv4Network | None = None
+    methods: tuple[str, ...] = ()  # HTTP rules: the methods allowed (all when empty) ...
+    path: str = ""  # ... and the path pattern ("" or "/*": any path)
+
+    @property
+    def ruled(self) -> bool:
+        """Whether the entry restricts HTTP requests (and so is reached only through the proxy)."""
+        return bool(self.methods or self.path)
+
+    def permits(self, method: str, path: str) -> bool:
+        """Whether an HTTP request (its path without the query) passes the entry's rules."""
+        if self.methods and method.upper() not in self.methods:
+            return False
+        return not self.path or fnmatch.fnmatchcase(path, self.path.replace("[", "[[]"))
 
     def matches(self, qname: str) -> bool:
         if not self.name:
@@ -84,13 +107,52 @@ def parse(text: str) -> tuple[list[Entry], list[str]]:
     errors: list[str] = []
     for raw in (text or "").splitlines():
         line = raw.split("#", 1)[0].strip()
-        for item in line.split():
-            entry = _entry(item, errors)
-            if entry is not None and entry not in entries:
+        for entry in _line(line, errors):
+            if entry not in entries:
                 entries.append(entry)
     if len(entries) > MAX_ENTRIES:
         errors.append(f"At most {MAX_ENTRIES} entries; this list has {len(entries)}.")
     return entries, errors
+
+
+def _line(line: str, errors: list[str]) -> list[Entry]:
+    """A line's entries: each item, with the HTTP rules (methods, path) that follow a name."""
+    found: list[Entry] = []
+    rules: dict[int, dict[str, str]] = {}  # index in found -> its "methods" and "path" as written
+    for item in line.split():
+        kind = "methods" if METHODS_RE.match(item.rstrip(",")) else "path" if item.startswith("/") else ""
+        if not kind:
+            entry = _entry(item, errors)
+            if entry is not None:
+                found.append(entry)
+            continue
+        if not found or found[-1].network is not None:
+            errors.append(f"{item}: HTTP rules (methods, a path) follow a name on the same line, as in github.com GET,POST /myorg/*.")
+            continue
+        if kind in rules.setdefault(len(found) - 1, {}):
+            errors.append(f"{found[-1].text}: one list of methods and one path at most.")
+            rules[len(found) - 1]["broken"] = item
+            continue
+        rules[len(found) - 1][kind] = item.rstrip(",") if kind == "methods" else item
+    ruled = (_ruled(entry, rules.get(i, {}), errors) for i, entry in enumerate(found))
+    return [e for e in ruled if e is not None]
+
+
+def _ruled(entry: Entry, written: dict[str, str], errors: list[str]) -> Entry | None:
+    """The entry with its HTTP rules, checked; None when they are wrong (the error says why):
+    an entry never stands without the rules it was written with."""
+    if "broken" in written:  # its error is said already
+        return None
+    methods = tuple(dict.fromkeys(written.get("methods", "").split(","))) if written.get("methods") else ()
+    path = written.get("path", "")
+    bad = [m for m in methods if m not in METHODS]
+    if bad:
+        errors.append(f"{entry.text}: {bad[0]} is not an HTTP method ({', '.join(METHODS)}).")
+        return None
+    if path and not PATH_RE.match(path):
+        errors.append(f"{entry.text}: the path {path[:40]!r} is a URL path of at most 200 characters, '*' for any characters.")
+        return None
+    return replace(entry, methods=methods, path=path)
 
 
 def _entry(item: str, errors: list[str]) -> Entry | None:
@@ -168,3 +230,17 @@ def ports_for(qname: str, entries: list[Entry]) -> tuple[int, ...]:
         if entry.matches(qname):
             found.update(entry.ports)
     return tuple(sorted(found))
+
+
+def direct(entries: list[Entry]) -> list[Entry]:
+    """The entries the resolver grants: without HTTP rules (a ruled name goes through the proxy)."""
+    return [e for e in entries if not e.ruled]
+
+
+def http_verdict(host: str, method: str, path: str, entries: list[Entry]) -> bool | None:
+    """For a request to `host` through the proxy: None when no entry of the host has HTTP rules
+    (nothing to judge), else whether one of its entries allows it (a plain entry allows all)."""
+    mine = [e for e in entries if e.matches(host.rstrip(".").lower())]
+    if not any(e.ruled for e in mine):
+        return None
+    return any(e.permits(method, path) for e in mine)

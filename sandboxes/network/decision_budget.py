@@ -8,6 +8,9 @@ within their own limit therefore cannot together keep the database busy. What th
 refuses is not lost: it is counted per sandbox, and `flush()` writes one row (protocol
 "unlogged", the count in `count`) for one sandbox at most once a second, so the log still says
 how many refusals it did not itemise. In all: at most the rate plus one row a second.
+
+The credential proxy (sandboxes.network.proxy) runs in a process of its own and pays its rows
+from a budget of the same size in that process: together at most twice the rate.
 """
 
 import logging

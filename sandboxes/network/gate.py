@@ -10,7 +10,7 @@ anything of its own.
 
 from dataclasses import dataclass
 
-from . import bridges, commands, host, iptables
+from . import bridges, commands, host, iptables, proxy_ca
 
 ALLOWLIST_NEEDS_RULES = "Allowlist mode needs the host's egress rules, and SANDBOX_EGRESS_RULES is off."
 UNFILTERED = "filtering is turned off (SANDBOX_EGRESS_RULES=false)"
@@ -56,8 +56,9 @@ def may_join(mode: str, *, local_engine: bool, bridge_made: bool = False) -> Dec
 
 def _problems(bridge: bridges.Bridge, *, allowlist: bool, bridge_made: bool) -> list[str]:
     """What keeps a sandbox off `bridge`, in words: the rules of both bridges not exactly in
-    place, its bridge missing under its name, or, for the allowlist bridge, the panel's own
-    resolver not holding its port (its names would be asked of somebody else)."""
+    place, its bridge missing under its name, for the allowlist bridge, the panel's own
+    resolver not holding its port (its names would be asked of somebody else), and where
+    sandboxes are pointed at the credential proxy, the panel's own proxy not holding its port."""
     try:
         wrong = iptables.problems()
     except commands.EgressError as exc:
@@ -68,5 +69,10 @@ def _problems(bridge: bridges.Bridge, *, allowlist: bool, bridge_made: bool) -> 
         from . import resolver  # the watcher's; it brings dnslib and the models
 
         if why := resolver.probe():
+            wrong.append(why)
+    if proxy_ca.proxied(bridge.mode):
+        from . import proxy
+
+        if why := proxy.probe(bridge.gateway):
             wrong.append(why)
     return wrong

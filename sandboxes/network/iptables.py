@@ -50,6 +50,7 @@ from .rules import (
     chains,
     jumps,
     nat_jump,
+    proxy_address,
     wanted_allow_nat,
     wanted_allow_rules,
     wanted_rules,
@@ -58,8 +59,10 @@ from .rules import (
 
 def _wanted(c: Chains, dropped: list[str]) -> dict[str, list[str]]:
     if c == allow_chains():
-        return wanted_allow_rules(c, allow_gateway(), dropped)
-    return wanted_rules(c, host_resolvers(dropped=dropped), dropped, panel_dns=allow_gateway())
+        return wanted_allow_rules(c, allow_gateway(), dropped, proxy=proxy_address(allow_gateway()))
+    return wanted_rules(
+        c, host_resolvers(dropped=dropped), dropped, panel_dns=allow_gateway(), proxy=proxy_address(bridges.internet_bridge().gateway)
+    )
 
 
 def _bridges() -> list[Chains]:

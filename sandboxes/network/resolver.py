@@ -13,7 +13,9 @@ every REFRESH seconds, so a changed list is in force within a second):
   answer's TTL plus SANDBOX_ALLOW_MARGIN, *before* the answer is sent: the sandbox can connect as
   soon as it knows the address. A name that moves to a new address is granted the new one at the
   next question, which is why a CDN that rotates its addresses keeps working;
-- a client that is no allowlist sandbox is REFUSED.
+- a client that is no allowlist sandbox is REFUSED;
+- a name listed only with HTTP rules (`github.com GET /myorg/*`) is not granted: it is reached
+  only through the credential proxy (sandboxes.network.proxy), which enforces them.
 
 The events watcher runs it (watch_engine), beside the decision log.
 """
@@ -357,6 +359,7 @@ class Resolver:
         sandbox_id, entries = who
         if entries is None:  # an internet-mode sandbox moved there live from allowlist mode
             return self._relay(reply, forward(_own_query(request), tcp=tcp, servers=plain_upstreams()), request)
+        entries = allowlist.direct(entries)  # a name with HTTP rules is reached only through the proxy
         well_formed = bool(labels) and all(LABEL_RE.fullmatch(label) for label in labels)
         ports = allowlist.ports_for(qname, entries) if well_formed and len(qname) <= 253 else ()
         if not ports:
@@ -423,7 +426,7 @@ class Resolver:
         try:
             with ipset.grants_lock(), grant_ledger.opened() as ledger:
                 now = allowlist_clients().get(client)
-                entries = now[1] if now is not None and now[0] == sandbox_id and now[1] is not None else []
+                entries = allowlist.direct(now[1]) if now is not None and now[0] == sandbox_id and now[1] is not None else []
                 ports = allowlist.ports_for(qname, entries)
                 if not ports:
                     return False

@@ -71,24 +71,36 @@ def allow_gateway() -> str:
     return allowlist_bridge().gateway
 
 
-def wanted_rules(c: Chains, resolvers: list[str], dropped: list[str] | None = None, panel_dns: str | None = None) -> dict[str, list[str]]:
+def wanted_rules(
+    c: Chains, resolvers: list[str], dropped: list[str] | None = None, panel_dns: str | None = None, proxy: str | None = None
+) -> dict[str, list[str]]:
     """Each chain's rules, exactly as `iptables -S <chain>` prints them. `panel_dns`: the panel's
     resolver (on the allowlist bridge's gateway), which a sandbox moved here live from allowlist
-    mode still asks, and which answers it as Docker's DNS would."""
+    mode still asks, and which answers it as Docker's DNS would. `proxy`: "address:port" of the
+    credential proxy on this bridge's gateway, the one other thing of the host a sandbox reaches."""
     dns = [f"-A {c.forward} -d {server}/32 -p {proto} -m {proto} --dport 53 -j RETURN" for server in resolvers for proto in ("udp", "tcp")]
-    return _chains(c, dns, dropped, panel_dns)
+    return _chains(c, dns, dropped, panel_dns, proxy)
 
 
-def wanted_allow_rules(c: Chains, gateway: str, dropped: list[str] | None = None) -> dict[str, list[str]]:
+def wanted_allow_rules(c: Chains, gateway: str, dropped: list[str] | None = None, proxy: str | None = None) -> dict[str, list[str]]:
     """The allowlist bridge's filter chains: nothing leaves but what the grants name (a sandbox's
     address, a TCP port, a destination), and never to another sandbox, port 53 or a dropped
     range, granted or not; the host answers only DNS, on the gateway, where the resolver is."""
     only_granted = [f"-A {c.forward} -p {proto} -m {proto} --dport 53 -j {c.deny}" for proto in ("udp", "tcp")]
     only_granted.append(f"-A {c.forward} -m set ! --match-set {c.grants} src,dst,dst -j {c.deny}")
-    return _chains(c, only_granted, dropped, gateway)
+    return _chains(c, only_granted, dropped, gateway, proxy)
 
 
-def _chains(c: Chains, forward_checks: list[str], dropped: list[str] | None, panel_dns: str | None) -> dict[str, list[str]]:
+def proxy_address(bridge_gateway: str) -> str:
+    """The credential proxy's "address:port" on a bridge (sandboxes.network.proxy)."""
+    from django.conf import settings
+
+    return f"{bridge_gateway}:{settings.SANDBOX_PROXY_PORT}"
+
+
+def _chains(
+    c: Chains, forward_checks: list[str], dropped: list[str] | None, panel_dns: str | None, proxy: str | None = None
+) -> dict[str, list[str]]:
     """The chains of either bridge, which differ only in `forward_checks`: what the forward
     chain decides between refusing traffic to another sandbox and refusing the dropped ranges.
     The host is reached only for DNS on `panel_dns` and for replies to what it opened; every
@@ -97,6 +109,9 @@ def _chains(c: Chains, forward_checks: list[str], dropped: list[str] | None, pan
     forward += [f"-A {c.forward} -d {net} -j {c.deny}" for net in (dropped if dropped is not None else BLOCKED_RANGES)]
     forward.append(f"-A {c.forward} -j RETURN")
     host = [f"-A {c.input} -d {panel_dns}/32 -p {proto} -m {proto} --dport 53 -j RETURN" for proto in ("udp", "tcp")] if panel_dns else []
+    if proxy:
+        address, _, port = proxy.rpartition(":")
+        host.append(f"-A {c.input} -d {address}/32 -p tcp -m tcp --dport {port} -j RETURN")
     host += [
         f"-A {c.input} -m conntrack --ctstate RELATED,ESTABLISHED --ctdir REPLY -j RETURN",
         f"-A {c.input} -j {c.deny}",

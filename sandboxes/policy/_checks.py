@@ -98,7 +98,7 @@ def check_config(spec: ContainerSpec, rules: Rules) -> list[str]:
 
 
 PROFILES = ("sandbox", "helper")
-TMPFS_TARGETS = ("/tmp", "/var/tmp", "/run/secrets")  # noqa: S108 - in-memory folders inside the container, not files the panel writes
+TMPFS_TARGETS = ("/tmp", "/var/tmp", "/run/secrets", "/run/ccpanel")  # noqa: S108 - in-memory folders inside the container, not files the panel writes
 TMPFS_OPTIONS = "rw,nosuid,nodev"
 ULIMITS = ("nofile", "nproc", "core")
 

@@ -92,10 +92,11 @@ def _log_config(host: dict) -> dict:
 def tmpfs_options(spec: ContainerSpec) -> dict[str, str]:
     """Docker's `Tmpfs` for the spec: target -> mount options."""
     uid, _, gid = (spec.user or "").partition(":")
-    return {
-        target: f"{TMPFS_OPTIONS},size={size}" + (f",noexec,mode=0700,uid={uid},gid={gid}" if target == "/run/secrets" else "")
-        for target, size in spec.tmpfs
+    extra = {
+        "/run/secrets": f",noexec,mode=0700,uid={uid},gid={gid}",
+        "/run/ccpanel": ",noexec,mode=0755",  # root's: the proxy's CA, which the sandbox reads and cannot change
     }
+    return {target: f"{TMPFS_OPTIONS},size={size}" + extra.get(target, "") for target, size in spec.tmpfs}
 
 
 def spec_drift(spec: ContainerSpec, data: dict) -> list[str]:

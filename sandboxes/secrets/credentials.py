@@ -1,6 +1,11 @@
 """Secrets, git identity and SSH keys: set and changed here (audited by name, never by value),
 handed to a sandbox at each start (deliver), and never anywhere else.
 
+Proxy secrets ("Injected by the proxy") never enter the sandbox: its environment holds a
+placeholder (`ccp-placeholder-…`, keyed from the secret's id, never from its value), and the
+panel's credential proxy (sandboxes.network.proxy) sets the real value, in the secret's header,
+on requests to the secret's hosts and no other (proxy_secrets_for).
+
 Environment secrets go into the container's environment when it is made: anyone who may use
 Docker on this machine can read them with `docker inspect`, as with any container. File secrets
 and the SSH key are written after the start into /run/secrets, a tmpfs readable by the
@@ -11,11 +16,13 @@ no disk, no image, no log. A change takes effect at the next start (the containe
 
 import logging
 import re
+from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
@@ -40,7 +47,15 @@ RESERVED = {
     "HOME", "PATH", "USER", "SHELL", "HOSTNAME", "TERM", "PWD", "LANG", "NODE_EXTRA_CA_CERTS",
     "GIT_SSH_COMMAND", "GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL", "GIT_COMMITTER_NAME", "GIT_COMMITTER_EMAIL",
     "ID_ED25519",  # the SSH key's file in /run/secrets
+    # The credential proxy's (sandboxes.network.proxy_ca.environment)
+    "HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY", "SSL_CERT_FILE", "GIT_SSL_CAINFO", "CURL_CA_BUNDLE",
+    "REQUESTS_CA_BUNDLE", "NODE_USE_ENV_PROXY",
 }  # fmt: skip
+PLACEHOLDER_PREFIX = "ccp-placeholder-"
+MAX_HOSTS = 20
+HEADER_RE = re.compile(r"^[A-Za-z0-9-]{1,64}(: (Bearer|Basic|token|Token))?$")
+# Headers the proxy never sets: they steer the request itself, not who makes it.
+FORBIDDEN_HEADERS = {"host", "content-length", "transfer-encoding", "connection", "te", "upgrade", "proxy-authorization", "cookie"}
 # What one sandbox or one team may hold: what a start can hand over (the environment's size
 # limit, the 4 MiB /run/secrets) must never be exceeded by saving secrets.
 MAX_SECRETS = 50
@@ -50,6 +65,32 @@ EMAIL_RE = re.compile(r"^[^\s@\"\\<>\x00-\x1f\x7f]{1,64}@[^\s@\"\\<>\x00-\x1f\x7
 
 
 # --- secrets ---------------------------------------------------------------------------------------
+
+
+def _check_binding(hosts: str, header: str) -> dict[str, list[str]]:
+    """A proxy secret's hosts (names or *.wildcards, space-separated) and header ("x-api-key",
+    "Authorization: Bearer"): what is wrong with them, in words."""
+    from ..network import allowlist
+
+    errors: dict[str, list[str]] = {}
+    names = hosts.split() if isinstance(hosts, str) else []
+    bad = [h for h in names if not allowlist.NAME_RE.match(h.lower()) or len(h) > 253 or "*" in h[2:]]
+    if not names or bad or len(names) > MAX_HOSTS:
+        what = f"{bad[0][:60]!r} is not a host name. " if bad else ""
+        errors["hosts"] = [
+            f"{what}From 1 to {MAX_HOSTS} host names (api.example.com, *.example.com for its subdomains), separated by spaces."
+        ]
+    if not isinstance(header, str) or not HEADER_RE.fullmatch(header.strip()):
+        errors["header"] = ["A header name (x-api-key), optionally followed by ': Bearer' (Authorization: Bearer)."]
+    elif header.split(":", 1)[0].strip().lower() in FORBIDDEN_HEADERS:
+        errors["header"] = [f"The proxy does not set {header.split(':', 1)[0].strip()}; name the header the service reads its key from."]
+    return errors
+
+
+def placeholder(secret: Secret) -> str:
+    """What a sandbox holds instead of a proxy secret: random-looking, stable for the secret,
+    keyed by the vault's key from the secret's id (never from its value)."""
+    return PLACEHOLDER_PREFIX + vault.digest([("placeholder", f"{secret.pk}")])
 
 
 def _check_secret(name: str, value: str, delivery: str) -> dict[str, list[str]]:
@@ -63,12 +104,14 @@ def _check_secret(name: str, value: str, delivery: str) -> dict[str, list[str]]:
     elif "\x00" in value or len(value.encode("utf-8")) > MAX_VALUE_BYTES:
         errors["value"] = [f"A value of at most {MAX_VALUE_BYTES // 1024} KB, without NUL characters."]
     if delivery not in Secret.Delivery.values:
-        errors["delivery"] = ["Deliver as an environment variable or as a file."]
+        errors["delivery"] = ["Deliver as an environment variable, as a file or injected by the proxy."]
     return errors
 
 
 def _audit_secret(actor, action: str, secret: Secret, details: dict | None = None, source_ip: str | None = None) -> None:
     details = {"name": secret.name, "delivery": secret.delivery, **(details or {})}
+    if secret.delivery == Secret.Delivery.PROXY:
+        details.update(hosts=secret.hosts, header=secret.header)  # where it goes; never its value
     if secret.sandbox is not None:
         audit(actor, action, secret.sandbox, details, source_ip)
     elif secret.team is not None:
@@ -95,15 +138,23 @@ def secret_set(
     delivery: str = Secret.Delivery.ENV,
     sandbox: Sandbox | None = None,
     team: Team | None = None,
+    hosts: str = "",
+    header: str = "",
     source_ip: str | None = None,
 ) -> Secret:
     """Save a secret, or rotate it (a new value) if one of that name exists. The value is
-    encrypted before it reaches the database and is never returned."""
+    encrypted before it reaches the database and is never returned. A proxy secret names the
+    hosts it is sent to and its header; any other keeps neither."""
     if (sandbox is None) == (team is None):
         raise ValueError("a secret belongs to a sandbox or to a team")
     _authorize_for(actor, sandbox=sandbox, team=team)
     name = name.strip() if isinstance(name, str) else name
     errors = _check_secret(name, value, delivery)
+    if delivery == Secret.Delivery.PROXY:
+        errors.update(_check_binding(hosts, header))
+        hosts, header = " ".join(h.lower() for h in hosts.split()), header.strip()
+    else:
+        hosts, header = "", ""
     if errors:
         raise InvalidInput(errors)
     sealed = vault.seal(value)
@@ -123,6 +174,8 @@ def secret_set(
                 team=team,
                 name=name,
                 delivery=delivery,
+                hosts=hosts,
+                header=header,
                 ciphertext=sealed,
                 created_by=actor_user(actor),
                 rotated_at=timezone.now(),
@@ -130,7 +183,8 @@ def secret_set(
             _audit_secret(actor, "secret.created", secret, source_ip=source_ip)
         else:
             found.ciphertext, found.delivery, found.rotated_at = sealed, delivery, timezone.now()
-            found.save(update_fields=["ciphertext", "delivery", "rotated_at"])  # a disabled one stays disabled
+            found.hosts, found.header = hosts, header
+            found.save(update_fields=["ciphertext", "delivery", "hosts", "header", "rotated_at"])  # a disabled one stays disabled
             secret = found
             _audit_secret(actor, "secret.rotated", secret, source_ip=source_ip)
     return secret
@@ -151,17 +205,63 @@ def secret_delete(*, actor, secret: Secret, source_ip: str | None = None) -> Non
             _audit_secret(actor, "secret.deleted", secret, source_ip=source_ip)
 
 
+def given_to(sandbox_id: int, team_id: int) -> list[Secret]:
+    """Every enabled secret a sandbox receives: its team's, and its own over them (still sealed)."""
+    own = {s.name: s for s in Secret.objects.filter(sandbox_id=sandbox_id)}
+    found = {s.name: s for s in Secret.objects.filter(team_id=team_id, enabled=True).exclude(name__in=list(own))}
+    found.update({name: s for name, s in own.items() if s.enabled})  # a sandbox's own, disabled, holds the team's back
+    return list(found.values())
+
+
 @sensitive_variables("found")
 def secrets_for(sandbox: Sandbox) -> dict[str, tuple[str, str]]:
     """name -> (delivery, value) of every enabled secret the sandbox receives: its team's, and
-    its own over them."""
+    its own over them. A proxy secret's value here is its placeholder."""
     found: dict[str, tuple[str, str]] = {}
-    own = {s.name: s for s in Secret.objects.filter(sandbox=sandbox)}
-    for secret in Secret.objects.filter(team_id=sandbox.team_id, enabled=True).exclude(name__in=list(own)):
-        found[secret.name] = (secret.delivery, vault.unseal(secret.ciphertext))
-    for secret in own.values():  # a sandbox's own, disabled, also holds the team's of that name back
-        if secret.enabled:
-            found[secret.name] = (secret.delivery, vault.unseal(secret.ciphertext))
+    for secret in given_to(sandbox.pk, sandbox.team_id):
+        value = placeholder(secret) if secret.delivery == Secret.Delivery.PROXY else vault.unseal(secret.ciphertext)
+        found[secret.name] = (secret.delivery, value)
+    return found
+
+
+@dataclass(frozen=True)
+class Binding:
+    """A proxy secret as the credential proxy uses it: where it goes and what it replaces."""
+
+    name: str
+    hosts: tuple[str, ...]  # names, or "*.example.com" for its subdomains
+    header: str  # the header's name
+    scheme: str  # "" or "Bearer", "Basic", "token": written before the value
+    value: str = field(repr=False)
+
+    def binds(self, host: str) -> bool:
+        host = host.rstrip(".").lower()
+        return any(host.endswith(h[1:]) if h.startswith("*.") else host == h for h in self.hosts)
+
+    def header_value(self) -> str:
+        return f"{self.scheme} {self.value}" if self.scheme else self.value
+
+
+@sensitive_variables("secret", "value")
+def proxy_secrets_for(sandboxes: dict[int, int]) -> dict[int, list[Binding]]:
+    """The proxy secrets of sandboxes (pk -> team pk), with their values, in two queries: for the
+    credential proxy only. A sandbox's own secret of a name (enabled or not) holds its team's back."""
+    own: dict[int, dict[str, Secret]] = {}
+    teams: dict[int, dict[str, Secret]] = {}
+    rows = Secret.objects.filter(Q(sandbox_id__in=list(sandboxes)) | Q(team_id__in=set(sandboxes.values()), enabled=True))
+    for secret in rows:
+        if secret.sandbox_id is not None:
+            own.setdefault(secret.sandbox_id, {})[secret.name] = secret
+        elif secret.team_id is not None:
+            teams.setdefault(secret.team_id, {})[secret.name] = secret
+    found: dict[int, list[Binding]] = {}
+    for pk, team_id in sandboxes.items():
+        mine = {**teams.get(team_id, {}), **own.get(pk, {})}
+        for secret in mine.values():
+            if secret.enabled and secret.delivery == Secret.Delivery.PROXY:
+                name, _, scheme = secret.header.partition(":")
+                value = vault.unseal(secret.ciphertext)
+                found.setdefault(pk, []).append(Binding(secret.name, tuple(secret.hosts.split()), name.strip(), scheme.strip(), value))
     return found
 
 
@@ -227,7 +327,7 @@ def container_environment(sandbox: Sandbox) -> tuple[dict[str, str], str]:
     """(environment, digest label) for the sandbox's container: its environment secrets, and a
     keyed digest of everything deliver() will hand over, so a change makes the container anew."""
     given = secrets_for(sandbox)
-    env = {name: value for name, (delivery, value) in given.items() if delivery == Secret.Delivery.ENV}
+    env = {name: value for name, (delivery, value) in given.items() if delivery in (Secret.Delivery.ENV, Secret.Delivery.PROXY)}
     identity = Identity.objects.filter(sandbox=sandbox).first()
     items = [(f"{delivery}:{name}", value) for name, (delivery, value) in given.items()]
     if identity is not None:

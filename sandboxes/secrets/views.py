@@ -37,6 +37,8 @@ def _secret_post(request: HttpRequest, *, sandbox: Sandbox | None, team: Team | 
             name=name,
             value=request.POST.get("value", ""),
             delivery=request.POST.get("delivery", Secret.Delivery.ENV),
+            hosts=request.POST.get("hosts", ""),
+            header=request.POST.get("header", ""),
             source_ip=ip,
         )
         messages.info(request, f"Secret {name.strip()} saved; it is handed over at the next start (Restart a running sandbox).")

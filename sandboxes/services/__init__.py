@@ -43,6 +43,7 @@ from .network import sandbox_set_network
 from .reconcile import (
     egress_repair,
     observed_status,
+    proxy_check,
     reconcile_all,
     record_engine_event,
     remove_orphans,
@@ -86,6 +87,7 @@ __all__ = [
     "sandbox_spec",
     "sandbox_sync",
     "egress_repair",
+    "proxy_check",
     "stop_networked",
     "grants_repair",
     "sandbox_sync_container",

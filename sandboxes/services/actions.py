@@ -22,6 +22,7 @@ from teams.permissions import Role, SystemActor, authorize, role_allows
 
 from .. import engine, live, network, policy, secrets, workspace
 from ..models import Sandbox
+from ..network import proxy_ca
 from . import warm
 from .allowlist import grants_repair, sync_grants
 from .auditing import audit
@@ -257,6 +258,7 @@ def _deliver(sandbox: Sandbox, docker, container_id: str) -> None:
     stopped rather than left running without what it was given."""
     try:
         secrets.deliver(sandbox, container_id)
+        proxy_ca.deliver(docker, container_id, sandbox.network_mode)
     except (engine.EngineError, secrets.VaultError):
         docker.stop(container_id, timeout=settings.SANDBOX_STOP_TIMEOUT)
         raise

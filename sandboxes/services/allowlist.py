@@ -67,6 +67,19 @@ def resolver_clients() -> dict[str, tuple[int, list[allowlist.Entry] | None]]:
     return found
 
 
+def proxy_clients() -> dict[str, tuple[int, int, str, list[allowlist.Entry] | None]]:
+    """Whom the credential proxy serves: every sandbox on the internet or the allowlist bridge in
+    that bridge's mode, by address: (pk, team pk, mode, its entries in force; None in internet mode)."""
+    found: dict[str, tuple[int, int, str, list[allowlist.Entry] | None]] = {}
+    for bridge in network.bridges_table():
+        attached = _attached(bridge.network, bridge.mode)
+        teams = dict(Sandbox.objects.filter(pk__in=[pk for pk, _, _ in attached.values()]).values_list("pk", "team_id"))
+        for address, (pk, presets, text) in attached.items():
+            entries = allowlist.effective(presets, text) if bridge.mode == Sandbox.Network.ALLOWLIST else None
+            found[address] = (pk, teams.get(pk, 0), bridge.mode, entries)
+    return found
+
+
 def sync_grants() -> int:
     """Make the grants match the running allowlist sandboxes and their lists; returns how many
     changed. Without the set (rules not applied) there is nothing to keep: the start check and

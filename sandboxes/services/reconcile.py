@@ -191,6 +191,22 @@ def egress_repair() -> list[str]:
     return wrong
 
 
+def proxy_check() -> None:
+    """Sandboxes pointed at the credential proxy talk to the panel's own only: if something else
+    holds its port on a bridge (the proxy died and a squid took it), that bridge's sandboxes stop.
+    The proxy merely not answering leaves them running: their HTTPS through it fails."""
+    from ..network import proxy, proxy_ca
+
+    if not network.enforced() or not engine.engine_for().host.is_local:
+        return
+    for bridge in network.bridges_table():
+        why = proxy.probe(bridge.gateway) if proxy_ca.proxied(bridge.mode) else None
+        if why and why.startswith(proxy.IMPOSTOR):
+            log.error("sandboxes on %s stopped: %s", bridge.bridge, why)
+            audit_record(actor=None, actor_name="egress", action="egress.proxy_impostor", target=bridge.bridge, details={"error": why})
+            stop_networked(f"Stopped: {why}.", (bridge.network,))
+
+
 def stop_networked(reason: str, networks: tuple[str, ...] | None = None) -> None:
     """Fail closed for running sandboxes too: without their rules nothing of this panel stays on
     the network, whatever the rows say (a start under way, a container started by hand)."""

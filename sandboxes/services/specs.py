@@ -8,6 +8,7 @@ from django.conf import settings
 
 from .. import engine, managed_settings, network, policy, seccomp, workspace
 from ..models import Mount, Sandbox
+from ..network import proxy_ca
 
 
 def labels(sandbox: Sandbox) -> dict[str, str]:
@@ -48,6 +49,9 @@ def sandbox_spec(sandbox: Sandbox, extra_mounts: list[Mount] | None = None, *, s
     settings_file, settings_digest = managed_settings.file_for(sandbox)
     if settings_file:  # the team's Claude Code policy: a change makes the container anew
         spec_labels[managed_settings.LABEL] = settings_digest
+    # The credential proxy: its address and CA (sandboxes.network.proxy_ca), in internet and allowlist mode.
+    environment.update(proxy_ca.environment(sandbox.network_mode))
+    spec_labels.update(proxy_ca.labels(sandbox.network_mode))
     return policy.ContainerSpec(
         name=sandbox.container_name,
         image=sandbox.image,
@@ -74,6 +78,7 @@ def sandbox_spec(sandbox: Sandbox, extra_mounts: list[Mount] | None = None, *, s
         tmpfs=(
             *((target, tmp_bytes(sandbox)) for target in ("/tmp", "/var/tmp")),  # noqa: S108 - the container's own, in memory
             ("/run/secrets", SECRETS_TMPFS_BYTES),
+            *(((proxy_ca.DIR_IN_SANDBOX, proxy_ca.TMPFS_BYTES),) if proxy_ca.proxied(sandbox.network_mode) else ()),
         ),
         ulimits=(("nofile", settings.SANDBOX_NOFILE, settings.SANDBOX_NOFILE), ("nproc", settings.SANDBOX_NPROC, settings.SANDBOX_NPROC)),
         sysctls=policy.network_sysctls(low_ports_and_ping=sandbox.low_ports_and_ping),

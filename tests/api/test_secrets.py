@@ -140,3 +140,26 @@ def test_secret_changes_are_refused_where_the_pages_refuse_them(
                 if scope == "admin" and by_page != by_api:
                     mismatches.append((role, owner, op))
     assert not mismatches
+
+
+def test_a_proxy_secret_names_its_hosts_and_header_and_bad_ones_are_refused(
+    client, django_user_model, team, make_sandbox, fake_engine, clean_workspace
+):
+    box = make_sandbox("injected")
+    root = django_user_model.objects.create_superuser("root", "", "pw-123456789")
+    token = token_for(root, "admin")
+    url = f"/api/v1/sandboxes/{box.pk}/secrets/"
+    body = {"name": "API_KEY", "value": VALUE, "delivery": "proxy", "hosts": "api.example.com", "header": "x-api-key"}
+    made = post_json(client, url, token, body)
+    assert made.status_code == 201, made.content
+    shown = made.json()["secret"]
+    assert (shown["delivery"], shown["hosts"], shown["header"]) == ("proxy", "api.example.com", "x-api-key")
+    refused = post_json(client, url, token, {**body, "name": "OTHER", "header": "Host"})
+    assert refused.status_code == 400 and "header" in refused.json() and VALUE not in refused.content.decode()
+    refused = post_json(client, url, token, {**body, "name": "OTHER", "hosts": ""})
+    assert refused.status_code == 400 and "hosts" in refused.json()
+    assert list(Secret.objects.values_list("name", flat=True)) == ["API_KEY"]
+    moved = patch(client, f"{url}{Secret.objects.get().pk}/", token, {"hosts": "*.example.com"})
+    assert moved.status_code == 400  # hosts change with a new value only
+    rotated = patch(client, f"{url}{Secret.objects.get().pk}/", token, {"value": VALUE + "2", "hosts": "*.example.com"})
+    assert rotated.status_code == 200 and rotated.json()["hosts"] == "*.example.com" and rotated.json()["header"] == "x-api-key"

@@ -113,7 +113,8 @@ def test_a_host_disabled_by_hand_keeps_its_agent(fake_engine, settings):
 @pytest.mark.django_db(transaction=True)
 def test_the_agent_started_by_host_agent_stops_when_its_token_is_revoked(docker_engine, admin_user, tmp_path):
     """`manage.py host agent` for real: Procfile.host's two workers, the events watcher and the
-    agent-activity receiver under the supervisor; a revoke disables the host, and the watcher's
+    agent-activity receiver and the credential proxy under the supervisor; a revoke disables the
+    host, and the watcher's
     heartbeat stops them all."""
     name = "agent59"
     _host, token = joined_host(name)
@@ -132,7 +133,8 @@ def test_the_agent_started_by_host_agent_stops_when_its_token_is_revoked(docker_
         assert f".> {settings.CELERY_TASK_DEFAULT_QUEUE} " not in out and f".> {settings.CELERY_JOBS_QUEUE} " not in out  # its own only
         assert Host.objects.get(name=name).last_heartbeat is not None
         children = subprocess.run(["pgrep", "-P", str(agent.proc.pid)], capture_output=True, text=True).stdout.split()
-        assert len(children) == 4, agent.output()[-3000:]  # two workers, the events watcher, the agent-activity receiver
+        # the two workers, the events watcher, the agent-activity receiver, the proxy
+        assert len(children) == 5, agent.output()[-3000:]
         join.token_revoke(actor=admin_user, token=token)
         revoked_at = time.monotonic()
         assert agent.proc.wait(timeout=40) == 0, agent.output()[-3000:]

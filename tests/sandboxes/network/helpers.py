@@ -10,6 +10,7 @@ import json
 import os
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -18,9 +19,10 @@ from contextlib import contextmanager
 import pytest
 from django.conf import settings
 
-from sandboxes import network, services
+from sandboxes import engine, network, services
 from sandboxes.models import Sandbox
 from tests.support.docker import docker_cli
+from tests.support.waiting import wait_for
 
 ACTOR = services.SystemActor("test")
 PORT = 18080
@@ -189,8 +191,6 @@ while True:
 def upstream_dns(internet, tmp_path, settings) -> Iterator[dict]:
     """The internet's name server, a second web server there (198.18.<n>.11, "moved"), and the
     panel's resolver asking that name server, on the allowlist bridge's gateway."""
-    import sys
-
     from sandboxes.network import resolver
 
     ns = f"ccp-inet{100 + _slot()}"
@@ -222,6 +222,40 @@ def upstream_dns(internet, tmp_path, settings) -> Iterator[dict]:
         for p in procs:
             p.kill()
             p.wait()
+
+
+PROXY_NAMES = ["bound.example.test", "other.example.test", "ruled.example.test"]
+
+
+@pytest.fixture
+def credential_proxy(upstream_dns, tmp_path, settings) -> Iterator[dict]:
+    """The panel's credential proxy running on the bridges' gateways (as `manage.py
+    credential_proxy` runs it), sandboxes pointed at it (SANDBOX_PROXY), and a stand-in HTTPS
+    service on 443 in the namespace (standin.py; its CA trusted by the proxy) answering
+    PROXY_NAMES (and unlisted.example.test) through the namespace's name server."""
+    from sandboxes.network import proxy
+    from tests.sandboxes.network import standin
+
+    inet, ns = upstream_dns["internet"], f"ccp-inet{100 + _slot()}"
+    upstream_dns["names"].write_text(json.dumps(dict.fromkeys([*PROXY_NAMES, "unlisted.example.test"], inet)))
+    certs = standin.make_certificates(tmp_path, PROXY_NAMES)
+    server = subprocess.Popen(
+        ["ip", "netns", "exec", ns, sys.executable, "-c", standin.SERVER, inet, "443", str(certs["cert"]), str(certs["key"])]
+    )
+    settings.SANDBOX_PROXY = True
+    settings.SANDBOX_PROXY_UPSTREAM_CA = str(certs["ca"])
+    docker = engine.engine_for()
+    for bridge in network.bridges_table():
+        network.ensure_network_of(docker, bridge.mode)
+    running = proxy.start_thread()
+    try:
+        wait_for(lambda: f"{inet}:443" in subprocess.run(["ip", "netns", "exec", ns, "ss", "-lnt"], capture_output=True, text=True).stdout,
+                 timeout=10, what="the stand-in listening")  # fmt: skip
+        yield {"internet": inet, "certs": certs, "proxy": running}
+    finally:
+        running.stop()
+        server.kill()
+        server.wait()
 
 
 def lookup(sandbox: Sandbox, name: str, server: str = "") -> str:
