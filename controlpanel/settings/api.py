@@ -61,6 +61,8 @@ SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"] = {
     "SandboxStatusEnum": "sandboxes.models.Sandbox.Status",
     "IncidentStepEnum": "incidents.models.Incident.Step",
     "IncidentNextStepEnum": "api.serializers_incidents.STEPS",
+    "BackupKindEnum": "backups.models.Backup.Kind",
+    "AgentEventKindEnum": "agents.models.AgentEvent.Kind",
 }
 
 # A followed log (GET /api/v1/sandboxes/<id>/logs/?follow=1) holds a page process (a gunicorn
