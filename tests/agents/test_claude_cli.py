@@ -32,16 +32,20 @@ def _read(container_id: str, path: str) -> str:
 
 
 def test_claude_runs_a_scripted_conversation_in_a_sandbox(make_sandbox, clean_docker, team, internet, tmp_path):  # noqa: F811
+    """Internet mode, the stand-in by address."""
     _image_present()
     key = "sk-ant-e2e-" + pysecrets.token_hex(16)
     secrets.secret_set(actor=ACTOR, team=team, name="ANTHROPIC_API_KEY", value=key)
     sandbox = make_sandbox("agent", image=claude_cli.IMAGE, memory_mb=1024)
     assert sandbox.status == "running", sandbox.status_detail
     cid = sandbox.container_id
-    with StandIn(tmp_path, internet, PORT, edit_script(claude_cli.WORKDIR), enter=in_netns(f"ccp-inet{100 + _slot()}")) as api:
+    (tmp_path / "api").mkdir()
+    script = edit_script(claude_cli.WORKDIR)
+    with StandIn(tmp_path / "api", internet, PORT, script, enter=in_netns(f"ccp-inet{100 + _slot()}")) as api:
         claude_cli.put_file(cid, claude_cli.CA_PATH, api.ca.read_bytes())
         claude_cli.start_recorder(cid)
         result = claude_cli.run_claude(cid, claude_cli.claude_env(api.base_url))
+    assert api.base_url == f"https://{internet}:{PORT}"
 
     assert result["subtype"] == "success" and not result["is_error"], result
     assert result["result"] == FINAL_TEXT and result["num_turns"] == 5 and result["permission_denials"] == []
@@ -61,7 +65,7 @@ def test_claude_runs_a_scripted_conversation_in_a_sandbox(make_sandbox, clean_do
     assert "echo hello-from-bash > /workspace/Projects/out.txt" in by_tool["Bash"]["tool_parameters"]
     assert '"file_path":"/workspace/Projects/out.txt"' in by_tool["Edit"]["tool_input"]
     requests = [e for e in events if e["name"] == "claude_code.api_request"]
-    assert len(requests) == 5 and all(e["input_tokens"] > 0 and e["cost_usd"] > 0 for e in requests)
+    assert len(requests) >= 5 and all(e["input_tokens"] > 0 and e["cost_usd"] > 0 for e in requests)
     assert not any(key in repr(r) for r in claude_cli.recorded(cid)), "the key reached the telemetry"
 
 
