@@ -64,6 +64,8 @@ def loads(body: bytes) -> dict:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise OTLPError(f"not JSON: {exc}") from None
+    except RecursionError:  # arrays in arrays past what Python's parser follows: refused, not a crash of the connection
+        raise OTLPError("JSON nested too deeply") from None
     if not isinstance(data, dict):
         raise OTLPError("not an OTLP JSON object")
     return data

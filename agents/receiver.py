@@ -9,7 +9,8 @@ another's events. Docker's events (a start, a restart, a stop) make it look agai
 it looks every AGENT_RECEIVER_RECONCILE_SECONDS anyway: a sandbox whose namespace changed (a
 restart) gets a new listener, a stopped one loses its own (its namespace is not kept alive).
 
-Everything is bounded: the head of a request, its body (AGENT_OTLP_MAX_BODY, gzip included), the
+Everything is bounded: the head of a request, its body (AGENT_OTLP_MAX_BODY, gzip included; the
+time it takes to come), the
 records of one request, the attributes of one record, the connections at once, the events a
 second of each sandbox (agents.budget), and the rows waiting for the database. Rows are written
 in batches by one thread (Writer).
@@ -269,11 +270,15 @@ class Receiver:
             raise Refused(413, f"more than {settings.AGENT_OTLP_MAX_BODY} bytes")
         if "json" not in headers.get("content-type", ""):
             raise Refused(415, "OTLP over HTTP with the JSON encoding only (OTEL_EXPORTER_OTLP_PROTOCOL=http/json)")
-        body = _inflate(await reader.readexactly(length), headers.get("content-encoding", "").lower())
+        if not self.budget.left(listener.sandbox_id):  # refused on its head: no parsing of what would be refused
+            raise Refused(429, "this sandbox sends more events than it may; try later")
+        body = await asyncio.wait_for(reader.readexactly(length), IDLE_SECONDS)  # a body that never comes holds nothing
+        body = _inflate(body, headers.get("content-encoding", "").lower())
         close = headers.get("connection", "").lower() == "close"
         try:
             if path == "/v1/metrics":
                 otlp.metric_points(otlp.loads(body))
+                self.budget.take(listener.sandbox_id, 1)  # a request from the same budget: parsing is not free
                 return 200, b"{}", close
             rows = otlp.event_rows(body, record_prompts=listener.record_prompts)
         except otlp.OTLPError as exc:

@@ -137,3 +137,44 @@ def test_the_sandbox_spec_tells_claude_code_to_export_and_prompts_only_where_rec
     assert env["CLAUDE_CODE_ENABLE_TELEMETRY"] == "1" and env["OTEL_LOG_TOOL_DETAILS"] == "1" and "OTEL_LOG_USER_PROMPTS" not in env
     AgentPolicy.objects.create(team=team, record_prompts=True)
     assert sandbox_spec(sandbox, extra_mounts=[]).environment["OTEL_LOG_USER_PROMPTS"] == "1"
+
+
+def test_a_body_that_never_comes_is_not_waited_for(served, monkeypatch):
+    """A sender that announces a body and stops (slowloris) loses its connection after the idle
+    time, as one that never finishes its head does: it does not hold a slot and a buffer forever."""
+    import agents.receiver
+
+    port, put, _ = served
+    monkeypatch.setattr(agents.receiver, "IDLE_SECONDS", 0.5)
+    with socket.create_connection(("127.0.0.1", port), timeout=4) as s:
+        s.sendall(b"POST /v1/logs HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{")
+        started = time.monotonic()
+        assert s.recv(100) == b"" and time.monotonic() - started < 3
+    assert put == []
+
+
+def test_json_nested_past_what_python_reads_is_refused_with_a_400(served):
+    port, put, receiver = served
+    depth = 60_000
+    for path in ("/v1/logs", "/v1/metrics"):
+        body = b'{"resourceLogs": ' + b"[" * depth + b"]" * depth + b"}"
+        status, answer = post(http.client.HTTPConnection("127.0.0.1", port, timeout=5), body, path)
+        assert status == 400 and b"nested" in answer
+    assert put == [] and receiver.answers[400] == 2
+
+
+def test_a_sandbox_over_its_budget_is_refused_before_its_body_is_read_and_metrics_count(served):
+    """Past its budget a sandbox's requests cost the receiver no parsing: refused on their head
+    (its metrics too, each a request from the same budget), so one sandbox cannot keep the one
+    event loop of every sandbox busy parsing what it will refuse."""
+    port, put, receiver = served
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    assert post(conn, SAMPLE)[0] == post(conn, SAMPLE)[0] == 200  # 40 of the burst of 50
+    assert post(conn, b'{"resourceMetrics": []}', "/v1/metrics")[0] == 200  # 41
+    receiver.budget.take(7, 9)  # the rest: none left
+    status, body = post(http.client.HTTPConnection("127.0.0.1", port, timeout=5), b'{"resourceMetrics": []}', "/v1/metrics")
+    assert status == 429
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:  # refused on its head: the body never sent
+        s.sendall(b"POST /v1/logs HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n")
+        assert s.recv(100).startswith(b"HTTP/1.1 429 ")
+    assert len(put) == 2
