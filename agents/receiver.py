@@ -56,6 +56,7 @@ class Listener:
     container_id: str
     namespace: int
     record_prompts: bool
+    secrets: frozenset[str] = frozenset()  # its env and file secrets' values, blanked out of its events
     server: asyncio.Server | None = None
     connections: set = field(default_factory=set)
 
@@ -162,9 +163,9 @@ class Receiver:
 
     # --- which sandboxes have a listener -------------------------------------------------------
 
-    def wanted(self) -> dict[int, tuple[str, int, bool]]:
-        """sandbox id -> (container, pid, records prompts) of every running sandbox container of
-        this machine's engine (blocking: Docker and the database)."""
+    def wanted(self) -> dict[int, tuple[str, int, bool, frozenset[str]]]:
+        """sandbox id -> (container, pid, records prompts, its secrets' values) of every running
+        sandbox container of this machine's engine (blocking: Docker and the database)."""
         from sandboxes.models import Sandbox
 
         close_old_connections()
@@ -180,8 +181,9 @@ class Receiver:
             except engine.EngineError:
                 continue
             if pid > 0:
-                found[pk] = (container_id, pid, bool(prompts))
-        return found
+                found[pk] = (container_id, pid, bool(prompts), frozenset())
+        values = services.secret_values(found)
+        return {pk: (*wanted[:3], values.get(pk, frozenset())) for pk, wanted in found.items()}
 
     async def reconcile(self) -> None:
         loop = asyncio.get_running_loop()
@@ -192,7 +194,7 @@ class Receiver:
             return
         for sandbox_id in [s for s in self.listeners if s not in wanted]:
             self.close(sandbox_id)
-        for sandbox_id, (container_id, pid, prompts) in wanted.items():
+        for sandbox_id, (container_id, pid, prompts, secrets) in wanted.items():
             have = self.listeners.get(sandbox_id)
             try:
                 namespace = netns.namespace_of(pid)
@@ -200,19 +202,20 @@ class Receiver:
                 continue  # it stopped meanwhile
             if have and have.container_id == container_id and have.namespace == namespace:
                 have.record_prompts = prompts
+                have.secrets |= secrets  # a rotated secret's old value may still be in the running sandbox
                 continue
             if have:
                 self.close(sandbox_id)
-            await self.open(sandbox_id, container_id, pid, prompts)
+            await self.open(sandbox_id, container_id, pid, prompts, secrets)
 
-    async def open(self, sandbox_id: int, container_id: str, pid: int, prompts: bool) -> None:
+    async def open(self, sandbox_id: int, container_id: str, pid: int, prompts: bool, secrets: frozenset[str] = frozenset()) -> None:
         loop = asyncio.get_running_loop()
         try:
             sock, namespace = await loop.run_in_executor(None, netns.listen_in, pid, self.port)
         except OSError as exc:
             log.warning("no agent-activity listener for sandbox %s: %s", sandbox_id, exc)
             return
-        listener = Listener(sandbox_id, container_id, namespace, prompts)
+        listener = Listener(sandbox_id, container_id, namespace, prompts, secrets)
         listener.server = await asyncio.start_server(lambda r, w: self.serve(listener, r, w), sock=sock, limit=HEAD_LIMIT)
         self.listeners[sandbox_id] = listener
         log.info("listening for sandbox %s's agent events", sandbox_id)
@@ -280,7 +283,7 @@ class Receiver:
                 otlp.metric_points(otlp.loads(body))
                 self.budget.take(listener.sandbox_id, 1)  # a request from the same budget: parsing is not free
                 return 200, b"{}", close
-            rows = otlp.event_rows(body, record_prompts=listener.record_prompts)
+            rows = otlp.blank_secrets(otlp.event_rows(body, record_prompts=listener.record_prompts), listener.secrets)
         except otlp.OTLPError as exc:
             raise Refused(400, str(exc)) from None
         if self.writer.pending + len(rows) > MAX_PENDING_ROWS:

@@ -6,6 +6,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.db import connections, transaction
 from django.utils import timezone
+from django.views.decorators.debug import sensitive_variables
 
 from .models import AgentEvent
 
@@ -48,6 +49,24 @@ def purge_old_events(*, now=None) -> int:
     cutoff = (now or timezone.now()) - timedelta(days=settings.AGENT_EVENTS_KEEP_DAYS)
     deleted, _ = AgentEvent.objects.filter(at__lt=cutoff).delete()
     return deleted
+
+
+SECRET_MIN_LENGTH = 8  # shorter values (a "1", a "true") would blank ordinary words out of the events
+
+
+@sensitive_variables()
+def secret_values(sandbox_ids) -> dict[int, frozenset[str]]:
+    """sandbox id -> the values of the env and file secrets it receives (SECRET_MIN_LENGTH
+    characters or more), which the receiver blanks out of its events (otlp.blank_secrets); a
+    proxy secret's value never reaches the sandbox."""
+    from sandboxes.models import Sandbox, Secret
+    from sandboxes.secrets.credentials import secrets_for
+
+    found: dict[int, frozenset[str]] = {}
+    for sandbox in Sandbox.objects.filter(pk__in=list(sandbox_ids)):
+        values = secrets_for(sandbox).values()
+        found[sandbox.pk] = frozenset(v for delivery, v in values if delivery != Secret.Delivery.PROXY and len(v) >= SECRET_MIN_LENGTH)
+    return found
 
 
 def records_prompts(team_id: int) -> bool:

@@ -4,6 +4,7 @@ with real Docker in test_receiver.py): keep-alive, every bound, the budget, gzip
 import asyncio
 import gzip
 import http.client
+import json
 import socket
 import threading
 import time
@@ -31,7 +32,7 @@ def served(settings):
     box: dict = {}
 
     async def start():
-        listener = Listener(7, "c", 0, False)
+        listener = receiver.listeners[7] = Listener(7, "c", 0, False)
         server = await asyncio.start_server(lambda r, w: receiver.serve(listener, r, w), "127.0.0.1", 0, limit=HEAD_LIMIT)
         box["port"], box["server"] = server.sockets[0].getsockname()[1], server
         ready.set()
@@ -178,3 +179,26 @@ def test_a_sandbox_over_its_budget_is_refused_before_its_body_is_read_and_metric
         s.sendall(b"POST /v1/logs HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n")
         assert s.recv(100).startswith(b"HTTP/1.1 429 ")
     assert len(put) == 2
+
+
+def _bash_call(command: str, error: str) -> bytes:
+    attributes = [
+        {"key": "event.name", "value": {"stringValue": "tool_result"}},
+        {"key": "tool_parameters", "value": {"stringValue": json.dumps({"bash_command": command})}},
+        {"key": "error", "value": {"stringValue": error}},
+        {"key": "nested", "value": {"arrayValue": {"values": [{"stringValue": error}]}}},
+    ]
+    return json.dumps({"resourceLogs": [{"scopeLogs": [{"logRecords": [{"attributes": attributes}]}]}]}).encode()
+
+
+def test_the_sandbox_s_own_secret_values_are_blanked_out_of_its_events(served):
+    """An agent that echoes a secret it was given (an env or file secret: it holds the value) in
+    a command or an error does not put the value where every viewer of the sandbox reads it."""
+    port, put, receiver = served
+    receiver.listeners[7].secrets = frozenset({"s3cret-value-123"})
+    body = _bash_call("curl -H 'Authorization: Bearer s3cret-value-123' https://x", "401 for s3cret-value-123")
+    assert post(http.client.HTTPConnection("127.0.0.1", port, timeout=5), body) == (200, b"{}")
+    [(_, [row])] = put
+    assert "s3cret-value-123" not in json.dumps(row, default=str)
+    assert row["summary"] == "curl -H 'Authorization: Bearer [secret]' https://x"
+    assert row["attributes"]["error"] == "401 for [secret]" and row["attributes"]["nested"] == ["401 for [secret]"]
