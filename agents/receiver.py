@@ -21,6 +21,7 @@ import collections
 import json
 import logging
 import queue
+import re
 import threading
 import time
 import zlib
@@ -266,7 +267,7 @@ class Receiver:
             raise Refused(404, "only /v1/logs and /v1/metrics are here")
         if method != "POST":
             raise Refused(405, "POST only")
-        if "transfer-encoding" in headers or not headers.get("content-length", "").isdigit():
+        if "transfer-encoding" in headers or not re.fullmatch(r"[0-9]{1,12}", headers.get("content-length", "")):  # not "²"
             raise Refused(411, "a Content-Length is required")
         length = int(headers["content-length"])
         if length > settings.AGENT_OTLP_MAX_BODY:

@@ -83,6 +83,7 @@ def test_over_the_budget_a_request_is_refused_whole(served):
         (b"POST /v1/traces HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}", 404),
         (b"POST /v1/logs HTTP/1.1\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n", 411),
         (b"POST /v1/logs HTTP/1.1\r\nContent-Type: application/json\r\n\r\n", 411),
+        (b"POST /v1/logs HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: \xb2\r\n\r\n{}", 411),  # a "digit" int() refuses
         (b"POST /v1/logs HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 999999999\r\n\r\n", 413),
         (b"POST /v1/logs HTTP/1.1\r\nContent-Type: application/x-protobuf\r\nContent-Length: 2\r\n\r\n{}", 415),
         (b"POST /v1/logs HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 5\r\n\r\n[1,2]", 400),
