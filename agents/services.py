@@ -1,6 +1,7 @@
 """Writes of agent activity: the receiver's batches of events, the retention sweep, and the
 environment a sandbox's Claude Code is started with so that it exports to the receiver."""
 
+import logging
 from datetime import timedelta
 
 from django.conf import settings
@@ -9,6 +10,8 @@ from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
 from .models import AgentEvent
+
+log = logging.getLogger(__name__)
 
 # The columns the receiver writes, in order (every field of AgentEvent but its id).
 _FIELDS = [f for f in AgentEvent._meta.concrete_fields if not f.primary_key]
@@ -61,10 +64,15 @@ def secret_values(sandbox_ids) -> dict[int, frozenset[str]]:
     proxy secret's value never reaches the sandbox."""
     from sandboxes.models import Sandbox, Secret
     from sandboxes.secrets.credentials import secrets_for
+    from sandboxes.secrets.vault import VaultError
 
     found: dict[int, frozenset[str]] = {}
     for sandbox in Sandbox.objects.filter(pk__in=list(sandbox_ids)):
-        values = secrets_for(sandbox).values()
+        try:
+            values = secrets_for(sandbox).values()
+        except (VaultError, OSError) as exc:  # the listeners still open; only the blanking is missing
+            log.warning("the secrets of sandbox %s cannot be read to blank them out of its events: %s", sandbox.pk, exc)
+            continue
         found[sandbox.pk] = frozenset(v for delivery, v in values if delivery != Secret.Delivery.PROXY and len(v) >= SECRET_MIN_LENGTH)
     return found
 
