@@ -28,7 +28,7 @@ import zlib
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import DatabaseError, close_old_connections
 
 from sandboxes import engine
 
@@ -192,6 +192,9 @@ class Receiver:
             wanted = await loop.run_in_executor(None, self.wanted)
         except engine.EngineError as exc:
             log.warning("Docker unavailable (%s): the listeners stay as they are", exc)
+            return
+        except DatabaseError as exc:  # locked, restarting: the next look tries again (ending would stop the panel's other processes)
+            log.warning("the database is unavailable (%s): the listeners stay as they are", exc)
             return
         for sandbox_id in [s for s in self.listeners if s not in wanted]:
             self.close(sandbox_id)

@@ -203,3 +203,20 @@ def test_the_sandbox_s_own_secret_values_are_blanked_out_of_its_events(served):
     assert "s3cret-value-123" not in json.dumps(row, default=str)
     assert row["summary"] == "curl -H 'Authorization: Bearer [secret]' https://x"
     assert row["attributes"]["error"] == "401 for [secret]" and row["attributes"]["nested"] == ["401 for [secret]"]
+
+
+def test_the_database_away_at_a_look_leaves_the_listeners_as_they_are(served, monkeypatch):
+    """A look that cannot read the database (SQLite locked by the writer, PostgreSQL restarting)
+    keeps the listeners and is tried again at the next: it does not end the receiver (under the
+    supervisor, one process that ends stops the panel's others)."""
+    from django.db import OperationalError
+
+    port, put, receiver = served
+
+    def locked():
+        raise OperationalError("database is locked")
+
+    monkeypatch.setattr(receiver, "wanted", locked)
+    asyncio.run(receiver.reconcile())
+    assert list(receiver.listeners) == [7]
+    assert post(http.client.HTTPConnection("127.0.0.1", port, timeout=5), SAMPLE) == (200, b"{}")
