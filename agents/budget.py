@@ -25,5 +25,11 @@ class EventBudget:
         self.buckets[sandbox_id] = (tokens - count, now)
         return True
 
+    def left(self, sandbox_id: int) -> bool:
+        """Whether the sandbox may have at least one event recorded now (nothing is paid): the
+        receiver asks before it reads a body, so a sandbox past its budget costs no parsing."""
+        tokens, at = self.buckets.get(sandbox_id, (self.burst, time.monotonic()))
+        return min(self.burst, tokens + (time.monotonic() - at) * self.rate) >= 1
+
     def forget(self, sandbox_id: int) -> None:
         self.buckets.pop(sandbox_id, None)

@@ -64,6 +64,8 @@ def loads(body: bytes) -> dict:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise OTLPError(f"not JSON: {exc}") from None
+    except RecursionError:  # arrays in arrays past what Python's parser follows: refused, not a crash of the connection
+        raise OTLPError("JSON nested too deeply") from None
     if not isinstance(data, dict):
         raise OTLPError("not an OTLP JSON object")
     return data
@@ -274,6 +276,32 @@ def event_row(resource: dict, record: dict, *, record_prompts: bool) -> dict:
         "prompt_id": _short(str(attrs.get("prompt.id") or ""), 100),
         "attributes": dict(list(extra.items())[: settings.AGENT_OTLP_MAX_ATTRIBUTES]),
     }
+
+
+SECRET_MARK = "[secret]"  # noqa: S105 - what replaces a secret, not one
+TEXT_FIELDS = ("attributes", "summary", "tool", "name", "decision", "model", "session_id", "prompt_id")
+
+
+def _blank(value: Any, secrets: frozenset[str]) -> Any:
+    if isinstance(value, str):
+        for secret in secrets:
+            if secret in value:
+                value = value.replace(secret, SECRET_MARK)
+        return value
+    if isinstance(value, list):
+        return [_blank(v, secrets) for v in value]
+    if isinstance(value, dict):
+        return {k: _blank(v, secrets) for k, v in value.items()}
+    return value
+
+
+def blank_secrets(rows: list[dict], secrets: frozenset[str]) -> list[dict]:
+    """The rows with every value of the sandbox's own secrets (env and file: it holds them, and an
+    agent may echo one in a command or an error) replaced by "[secret]", in every text field and
+    attribute: events are read by whoever sees the sandbox and exported with the audit trail."""
+    if not secrets:
+        return rows
+    return [{k: _blank(v, secrets) if k in TEXT_FIELDS else v for k, v in row.items()} for row in rows]
 
 
 def event_rows(body: bytes, *, record_prompts: bool) -> list[dict]:

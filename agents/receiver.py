@@ -9,7 +9,8 @@ another's events. Docker's events (a start, a restart, a stop) make it look agai
 it looks every AGENT_RECEIVER_RECONCILE_SECONDS anyway: a sandbox whose namespace changed (a
 restart) gets a new listener, a stopped one loses its own (its namespace is not kept alive).
 
-Everything is bounded: the head of a request, its body (AGENT_OTLP_MAX_BODY, gzip included), the
+Everything is bounded: the head of a request, its body (AGENT_OTLP_MAX_BODY, gzip included; the
+time it takes to come), the
 records of one request, the attributes of one record, the connections at once, the events a
 second of each sandbox (agents.budget), and the rows waiting for the database. Rows are written
 in batches by one thread (Writer).
@@ -20,13 +21,14 @@ import collections
 import json
 import logging
 import queue
+import re
 import threading
 import time
 import zlib
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import DatabaseError, close_old_connections
 
 from sandboxes import engine
 
@@ -55,6 +57,7 @@ class Listener:
     container_id: str
     namespace: int
     record_prompts: bool
+    secrets: frozenset[str] = frozenset()  # its env and file secrets' values, blanked out of its events
     server: asyncio.Server | None = None
     connections: set = field(default_factory=set)
 
@@ -161,9 +164,9 @@ class Receiver:
 
     # --- which sandboxes have a listener -------------------------------------------------------
 
-    def wanted(self) -> dict[int, tuple[str, int, bool]]:
-        """sandbox id -> (container, pid, records prompts) of every running sandbox container of
-        this machine's engine (blocking: Docker and the database)."""
+    def wanted(self) -> dict[int, tuple[str, int, bool, frozenset[str]]]:
+        """sandbox id -> (container, pid, records prompts, its secrets' values) of every running
+        sandbox container of this machine's engine (blocking: Docker and the database)."""
         from sandboxes.models import Sandbox
 
         close_old_connections()
@@ -179,8 +182,9 @@ class Receiver:
             except engine.EngineError:
                 continue
             if pid > 0:
-                found[pk] = (container_id, pid, bool(prompts))
-        return found
+                found[pk] = (container_id, pid, bool(prompts), frozenset())
+        values = services.secret_values(found)
+        return {pk: (*wanted[:3], values.get(pk, frozenset())) for pk, wanted in found.items()}
 
     async def reconcile(self) -> None:
         loop = asyncio.get_running_loop()
@@ -189,9 +193,12 @@ class Receiver:
         except engine.EngineError as exc:
             log.warning("Docker unavailable (%s): the listeners stay as they are", exc)
             return
+        except DatabaseError as exc:  # locked, restarting: the next look tries again (ending would stop the panel's other processes)
+            log.warning("the database is unavailable (%s): the listeners stay as they are", exc)
+            return
         for sandbox_id in [s for s in self.listeners if s not in wanted]:
             self.close(sandbox_id)
-        for sandbox_id, (container_id, pid, prompts) in wanted.items():
+        for sandbox_id, (container_id, pid, prompts, secrets) in wanted.items():
             have = self.listeners.get(sandbox_id)
             try:
                 namespace = netns.namespace_of(pid)
@@ -199,19 +206,20 @@ class Receiver:
                 continue  # it stopped meanwhile
             if have and have.container_id == container_id and have.namespace == namespace:
                 have.record_prompts = prompts
+                have.secrets |= secrets  # a rotated secret's old value may still be in the running sandbox
                 continue
             if have:
                 self.close(sandbox_id)
-            await self.open(sandbox_id, container_id, pid, prompts)
+            await self.open(sandbox_id, container_id, pid, prompts, secrets)
 
-    async def open(self, sandbox_id: int, container_id: str, pid: int, prompts: bool) -> None:
+    async def open(self, sandbox_id: int, container_id: str, pid: int, prompts: bool, secrets: frozenset[str] = frozenset()) -> None:
         loop = asyncio.get_running_loop()
         try:
             sock, namespace = await loop.run_in_executor(None, netns.listen_in, pid, self.port)
         except OSError as exc:
             log.warning("no agent-activity listener for sandbox %s: %s", sandbox_id, exc)
             return
-        listener = Listener(sandbox_id, container_id, namespace, prompts)
+        listener = Listener(sandbox_id, container_id, namespace, prompts, secrets)
         listener.server = await asyncio.start_server(lambda r, w: self.serve(listener, r, w), sock=sock, limit=HEAD_LIMIT)
         self.listeners[sandbox_id] = listener
         log.info("listening for sandbox %s's agent events", sandbox_id)
@@ -262,20 +270,24 @@ class Receiver:
             raise Refused(404, "only /v1/logs and /v1/metrics are here")
         if method != "POST":
             raise Refused(405, "POST only")
-        if "transfer-encoding" in headers or not headers.get("content-length", "").isdigit():
+        if "transfer-encoding" in headers or not re.fullmatch(r"[0-9]{1,12}", headers.get("content-length", "")):  # not "²"
             raise Refused(411, "a Content-Length is required")
         length = int(headers["content-length"])
         if length > settings.AGENT_OTLP_MAX_BODY:
             raise Refused(413, f"more than {settings.AGENT_OTLP_MAX_BODY} bytes")
         if "json" not in headers.get("content-type", ""):
             raise Refused(415, "OTLP over HTTP with the JSON encoding only (OTEL_EXPORTER_OTLP_PROTOCOL=http/json)")
-        body = _inflate(await reader.readexactly(length), headers.get("content-encoding", "").lower())
+        if not self.budget.left(listener.sandbox_id):  # refused on its head: no parsing of what would be refused
+            raise Refused(429, "this sandbox sends more events than it may; try later")
+        body = await asyncio.wait_for(reader.readexactly(length), IDLE_SECONDS)  # a body that never comes holds nothing
+        body = _inflate(body, headers.get("content-encoding", "").lower())
         close = headers.get("connection", "").lower() == "close"
         try:
             if path == "/v1/metrics":
                 otlp.metric_points(otlp.loads(body))
+                self.budget.take(listener.sandbox_id, 1)  # a request from the same budget: parsing is not free
                 return 200, b"{}", close
-            rows = otlp.event_rows(body, record_prompts=listener.record_prompts)
+            rows = otlp.blank_secrets(otlp.event_rows(body, record_prompts=listener.record_prompts), listener.secrets)
         except otlp.OTLPError as exc:
             raise Refused(400, str(exc)) from None
         if self.writer.pending + len(rows) > MAX_PENDING_ROWS:

@@ -1,13 +1,17 @@
 """Writes of agent activity: the receiver's batches of events, the retention sweep, and the
 environment a sandbox's Claude Code is started with so that it exports to the receiver."""
 
+import logging
 from datetime import timedelta
 
 from django.conf import settings
 from django.db import connections, transaction
 from django.utils import timezone
+from django.views.decorators.debug import sensitive_variables
 
 from .models import AgentEvent
+
+log = logging.getLogger(__name__)
 
 # The columns the receiver writes, in order (every field of AgentEvent but its id).
 _FIELDS = [f for f in AgentEvent._meta.concrete_fields if not f.primary_key]
@@ -48,6 +52,29 @@ def purge_old_events(*, now=None) -> int:
     cutoff = (now or timezone.now()) - timedelta(days=settings.AGENT_EVENTS_KEEP_DAYS)
     deleted, _ = AgentEvent.objects.filter(at__lt=cutoff).delete()
     return deleted
+
+
+SECRET_MIN_LENGTH = 8  # shorter values (a "1", a "true") would blank ordinary words out of the events
+
+
+@sensitive_variables()
+def secret_values(sandbox_ids) -> dict[int, frozenset[str]]:
+    """sandbox id -> the values of the env and file secrets it receives (SECRET_MIN_LENGTH
+    characters or more), which the receiver blanks out of its events (otlp.blank_secrets); a
+    proxy secret's value never reaches the sandbox."""
+    from sandboxes.models import Sandbox, Secret
+    from sandboxes.secrets.credentials import secrets_for
+    from sandboxes.secrets.vault import VaultError
+
+    found: dict[int, frozenset[str]] = {}
+    for sandbox in Sandbox.objects.filter(pk__in=list(sandbox_ids)):
+        try:
+            values = secrets_for(sandbox).values()
+        except (VaultError, OSError) as exc:  # the listeners still open; only the blanking is missing
+            log.warning("the secrets of sandbox %s cannot be read to blank them out of its events: %s", sandbox.pk, exc)
+            continue
+        found[sandbox.pk] = frozenset(v for delivery, v in values if delivery != Secret.Delivery.PROXY and len(v) >= SECRET_MIN_LENGTH)
+    return found
 
 
 def records_prompts(team_id: int) -> bool:

@@ -239,6 +239,7 @@ def sandbox_set_allowlist(
         raise SandboxError(f"{sandbox.name} is held by an open incident; its network changes only through the incident.")
     with transaction.atomic():
         row = Sandbox.objects.select_for_update().get(pk=sandbox.pk)
+        authorize_egress(actor, row, presets=presets, allow=allow)  # against the list as saved: the caller's copy may be older
         before = {"presets": row.egress_presets, "entries": len(allowlist.parse(row.egress_allow)[0])}
         Sandbox.objects.filter(pk=sandbox.pk).update(egress_presets=presets, egress_allow=allow.strip())
         sandbox.egress_presets, sandbox.egress_allow = presets, allow.strip()

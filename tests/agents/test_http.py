@@ -4,6 +4,7 @@ with real Docker in test_receiver.py): keep-alive, every bound, the budget, gzip
 import asyncio
 import gzip
 import http.client
+import json
 import socket
 import threading
 import time
@@ -31,7 +32,7 @@ def served(settings):
     box: dict = {}
 
     async def start():
-        listener = Listener(7, "c", 0, False)
+        listener = receiver.listeners[7] = Listener(7, "c", 0, False)
         server = await asyncio.start_server(lambda r, w: receiver.serve(listener, r, w), "127.0.0.1", 0, limit=HEAD_LIMIT)
         box["port"], box["server"] = server.sockets[0].getsockname()[1], server
         ready.set()
@@ -82,6 +83,7 @@ def test_over_the_budget_a_request_is_refused_whole(served):
         (b"POST /v1/traces HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}", 404),
         (b"POST /v1/logs HTTP/1.1\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n", 411),
         (b"POST /v1/logs HTTP/1.1\r\nContent-Type: application/json\r\n\r\n", 411),
+        (b"POST /v1/logs HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: \xb2\r\n\r\n{}", 411),  # a "digit" int() refuses
         (b"POST /v1/logs HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 999999999\r\n\r\n", 413),
         (b"POST /v1/logs HTTP/1.1\r\nContent-Type: application/x-protobuf\r\nContent-Length: 2\r\n\r\n{}", 415),
         (b"POST /v1/logs HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 5\r\n\r\n[1,2]", 400),
@@ -137,3 +139,84 @@ def test_the_sandbox_spec_tells_claude_code_to_export_and_prompts_only_where_rec
     assert env["CLAUDE_CODE_ENABLE_TELEMETRY"] == "1" and env["OTEL_LOG_TOOL_DETAILS"] == "1" and "OTEL_LOG_USER_PROMPTS" not in env
     AgentPolicy.objects.create(team=team, record_prompts=True)
     assert sandbox_spec(sandbox, extra_mounts=[]).environment["OTEL_LOG_USER_PROMPTS"] == "1"
+
+
+def test_a_body_that_never_comes_is_not_waited_for(served, monkeypatch):
+    """A sender that announces a body and stops (slowloris) loses its connection after the idle
+    time, as one that never finishes its head does: it does not hold a slot and a buffer forever."""
+    import agents.receiver
+
+    port, put, _ = served
+    monkeypatch.setattr(agents.receiver, "IDLE_SECONDS", 0.5)
+    with socket.create_connection(("127.0.0.1", port), timeout=4) as s:
+        s.sendall(b"POST /v1/logs HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{")
+        started = time.monotonic()
+        assert s.recv(100) == b"" and time.monotonic() - started < 3
+    assert put == []
+
+
+def test_json_nested_past_what_python_reads_is_refused_with_a_400(served):
+    port, put, receiver = served
+    depth = 60_000
+    for path in ("/v1/logs", "/v1/metrics"):
+        body = b'{"resourceLogs": ' + b"[" * depth + b"]" * depth + b"}"
+        status, answer = post(http.client.HTTPConnection("127.0.0.1", port, timeout=5), body, path)
+        assert status == 400 and b"nested" in answer
+    assert put == [] and receiver.answers[400] == 2
+
+
+def test_a_sandbox_over_its_budget_is_refused_before_its_body_is_read_and_metrics_count(served):
+    """Past its budget a sandbox's requests cost the receiver no parsing: refused on their head
+    (its metrics too, each a request from the same budget), so one sandbox cannot keep the one
+    event loop of every sandbox busy parsing what it will refuse."""
+    port, put, receiver = served
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    assert post(conn, SAMPLE)[0] == post(conn, SAMPLE)[0] == 200  # 40 of the burst of 50
+    assert post(conn, b'{"resourceMetrics": []}', "/v1/metrics")[0] == 200  # 41
+    receiver.budget.take(7, 9)  # the rest: none left
+    status, body = post(http.client.HTTPConnection("127.0.0.1", port, timeout=5), b'{"resourceMetrics": []}', "/v1/metrics")
+    assert status == 429
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:  # refused on its head: the body never sent
+        s.sendall(b"POST /v1/logs HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n")
+        assert s.recv(100).startswith(b"HTTP/1.1 429 ")
+    assert len(put) == 2
+
+
+def _bash_call(command: str, error: str) -> bytes:
+    attributes = [
+        {"key": "event.name", "value": {"stringValue": "tool_result"}},
+        {"key": "tool_parameters", "value": {"stringValue": json.dumps({"bash_command": command})}},
+        {"key": "error", "value": {"stringValue": error}},
+        {"key": "nested", "value": {"arrayValue": {"values": [{"stringValue": error}]}}},
+    ]
+    return json.dumps({"resourceLogs": [{"scopeLogs": [{"logRecords": [{"attributes": attributes}]}]}]}).encode()
+
+
+def test_the_sandbox_s_own_secret_values_are_blanked_out_of_its_events(served):
+    """An agent that echoes a secret it was given (an env or file secret: it holds the value) in
+    a command or an error does not put the value where every viewer of the sandbox reads it."""
+    port, put, receiver = served
+    receiver.listeners[7].secrets = frozenset({"s3cret-value-123"})
+    body = _bash_call("curl -H 'Authorization: Bearer s3cret-value-123' https://x", "401 for s3cret-value-123")
+    assert post(http.client.HTTPConnection("127.0.0.1", port, timeout=5), body) == (200, b"{}")
+    [(_, [row])] = put
+    assert "s3cret-value-123" not in json.dumps(row, default=str)
+    assert row["summary"] == "curl -H 'Authorization: Bearer [secret]' https://x"
+    assert row["attributes"]["error"] == "401 for [secret]" and row["attributes"]["nested"] == ["401 for [secret]"]
+
+
+def test_the_database_away_at_a_look_leaves_the_listeners_as_they_are(served, monkeypatch):
+    """A look that cannot read the database (SQLite locked by the writer, PostgreSQL restarting)
+    keeps the listeners and is tried again at the next: it does not end the receiver (under the
+    supervisor, one process that ends stops the panel's others)."""
+    from django.db import OperationalError
+
+    port, put, receiver = served
+
+    def locked():
+        raise OperationalError("database is locked")
+
+    monkeypatch.setattr(receiver, "wanted", locked)
+    asyncio.run(receiver.reconcile())
+    assert list(receiver.listeners) == [7]
+    assert post(http.client.HTTPConnection("127.0.0.1", port, timeout=5), SAMPLE) == (200, b"{}")

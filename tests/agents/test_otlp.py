@@ -108,3 +108,33 @@ def test_a_real_refusal_by_managed_settings_is_a_rejected_decision_with_its_comm
 
 def test_real_metrics_are_read():
     assert otlp.metric_points(otlp.loads((HERE / "claude_metrics.json").read_bytes())) > 5
+
+
+def test_the_receiver_blanks_the_values_of_env_and_file_secrets_only(db, team, make_sandbox, fake_engine, clean_workspace):
+    from agents.services import secret_values
+    from sandboxes.secrets import credentials
+    from teams.permissions import SystemActor
+
+    box = make_sandbox("secrets-blanked")
+    actor = SystemActor("test")
+    credentials.secret_set(actor=actor, team=team, name="TEAM_TOKEN", value="team-token-value")
+    credentials.secret_set(actor=actor, sandbox=box, name="OWN_FILE", value="own-file-value", delivery="file")
+    credentials.secret_set(actor=actor, sandbox=box, name="SHORT", value="1")
+    proxied = {"delivery": "proxy", "hosts": "api.example", "header": "x-api-key"}
+    credentials.secret_set(actor=actor, team=team, name="API_KEY", value="proxied-key-value", **proxied)
+    assert secret_values([box.pk]) == {box.pk: frozenset({"team-token-value", "own-file-value"})}
+
+
+def test_a_secret_that_cannot_be_read_leaves_the_receiver_looking(db, team, make_sandbox, fake_engine, clean_workspace):
+    """A sealed value the key file does not open (the key replaced) is logged and skipped: the
+    receiver's look at the running sandboxes goes on, only that sandbox's blanking is missing."""
+    from agents.services import secret_values
+    from sandboxes.models import Secret
+    from sandboxes.secrets import credentials
+    from teams.permissions import SystemActor
+
+    box, other = make_sandbox("secrets-unreadable"), make_sandbox("secrets-readable")
+    credentials.secret_set(actor=SystemActor("test"), sandbox=box, name="BROKEN", value="broken-value-1")
+    credentials.secret_set(actor=SystemActor("test"), sandbox=other, name="FINE", value="fine-value-123")
+    Secret.objects.filter(name="BROKEN").update(ciphertext="not-a-fernet-token")
+    assert secret_values([box.pk, other.pk]) == {other.pk: frozenset({"fine-value-123"})}

@@ -94,3 +94,15 @@ def test_only_team_admins_set_the_teams_list_and_bad_entries_change_nothing(box,
 
     client.force_login(admin_user)
     assert "Also in force: team" in client.get(f"/sandboxes/{box.pk}/").content.decode()
+
+
+def test_a_widening_is_judged_against_the_list_as_saved_not_as_the_caller_last_read_it(box, django_user_model, team):
+    """An operator whose copy of the sandbox still shows the wide list an admin has narrowed
+    meanwhile (a page opened before, a request racing the admin's) cannot put it back: the
+    rule reads the row it changes, under its lock."""
+    operator = member(django_user_model, "op", team, "operator")
+    stale = Sandbox.objects.get(pk=box.pk)
+    Sandbox.objects.filter(pk=box.pk).update(egress_allow="a.example")  # the admin's narrowing
+    with pytest.raises(services.WideningRefused, match="adding b.example:22, b.example:443"):
+        services.sandbox_set_allowlist(actor=operator, sandbox=stale, presets=[], allow="a.example\nb.example:22,443")
+    assert _state(box) == ("allowlist", [], "a.example")
