@@ -136,14 +136,12 @@ def _container(sandbox: Sandbox) -> Check:
 
 def _managed_settings(sandbox: Sandbox) -> Check:
     """The container carries the team's current managed settings (their digest label)."""
-    from teams.agent_policy import digest, managed_settings_of
+    from teams.agent_policy import digest
 
-    from .managed_settings import LABEL
+    from .managed_settings import LABEL, delivered
 
     label = "The team's policy for Claude Code is in force"
-    wanted = managed_settings_of(sandbox.team)
-    if not wanted:
-        return Check(label, None, "the team has set none")
+    wanted = delivered(sandbox)
     if not sandbox.container_id:
         return Check(label, None, "no container: it is taken at the next start")
     try:

@@ -1,5 +1,5 @@
 """A team's Claude Code policy delivered into its sandboxes: the managed settings (teams.agent_policy)
-written on this machine as one file per team and content digest under var/managed-settings/,
+written on this machine as one file per content digest under var/managed-settings/,
 atomically, root's and 0644, and bind-mounted read-only on /etc/claude-code/managed-settings.json
 (policy.MANAGED_SETTINGS_TARGET) by the sandbox's spec. The label `io.ccpanel.managed-settings`
 carries the digest, so a changed policy makes the container anew at the next start (as the
@@ -7,15 +7,22 @@ secrets' digest does).
 
 The file is written by the process that builds the spec, which is the one that creates the
 container: for a host served by an agent that is the agent, on its own machine (where the
-sandbox's folders are too). A sandbox of no team, or of a team without managed settings, gets
-no file (Claude Code then runs with no managed policy)."""
+sandbox's folders are too).
 
+Every sandbox gets a file: the team's settings (if any) with the panel's telemetry environment
+(agents.services.telemetry_environment) merged into their `env`, the panel's values winning.
+Claude Code applies the managed `env` over its process's environment and every other settings
+file, so the agent cannot turn the export of its own activity off (`CLAUDE_CODE_ENABLE_TELEMETRY=0
+claude`, a settings file of its own) or point it elsewhere."""
+
+import hashlib
 import os
 import tempfile
 from pathlib import Path
 
 from django.conf import settings
 
+from agents.services import telemetry_environment
 from teams.agent_policy import canonical, digest, managed_settings_of
 
 from .models import Sandbox
@@ -30,16 +37,27 @@ def root() -> Path:
     return folder
 
 
+def delivered(sandbox: Sandbox) -> dict:
+    """The managed settings the sandbox gets: its team's, with the telemetry environment in `env`."""
+    wanted = managed_settings_of(sandbox.team if sandbox.team_id else None)
+    env = wanted.get("env")
+    return {**wanted, "env": {**(env if isinstance(env, dict) else {}), **telemetry_environment(sandbox)}}
+
+
 def file_for(sandbox: Sandbox) -> tuple[str, str]:
     """(host path, digest) of the sandbox's managed-settings file, written if it is not there
-    yet; ("", "") when its team has none."""
-    wanted = managed_settings_of(sandbox.team if sandbox.team_id else None)
-    if not wanted:
-        return "", ""
-    tag = digest(wanted)
-    path = root() / f"team-{sandbox.team_id}-{tag}.json"
-    if not path.is_file():
-        _write(path, canonical(wanted))
+    yet or not what it should hold."""
+    wanted = delivered(sandbox)
+    tag, data = digest(wanted), canonical(wanted)
+    # Named by its whole content's digest: sandboxes given the same settings (a warm slot and
+    # the sandbox that takes it, teams with no policy of their own) share one file and one mount.
+    path = root() / f"settings-{hashlib.sha256(data).hexdigest()}.json"
+    try:
+        same = path.read_bytes() == data
+    except OSError:
+        same = False
+    if not same:
+        _write(path, data)
     return str(path), tag
 
 

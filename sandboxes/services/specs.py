@@ -46,9 +46,8 @@ def sandbox_spec(sandbox: Sandbox, extra_mounts: list[Mount] | None = None, *, s
     environment = {**environment, **telemetry_environment(sandbox)}
     if sandbox.network_mode == Sandbox.Network.ALLOWLIST:
         spec_labels[engine.LABEL_DNS] = "panel"
-    settings_file, settings_digest = managed_settings.file_for(sandbox)
-    if settings_file:  # the team's Claude Code policy: a change makes the container anew
-        spec_labels[managed_settings.LABEL] = settings_digest
+    # The team's Claude Code policy and the panel's telemetry: a change makes the container anew.
+    settings_file, spec_labels[managed_settings.LABEL] = managed_settings.file_for(sandbox)
     # The credential proxy: its address and CA (sandboxes.network.proxy_ca), in internet and allowlist mode.
     environment.update(proxy_ca.environment(sandbox.network_mode))
     spec_labels.update(proxy_ca.labels(sandbox.network_mode))

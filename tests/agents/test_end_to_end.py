@@ -84,7 +84,8 @@ def test_claude_code_works_with_a_key_it_never_holds_under_its_teams_policy(mess
 
     # The team's policy: Claude Code's managed settings, root's and read-only in the sandbox.
     assert _sh(cid, "stat -c '%u %g %a' /etc/claude-code/managed-settings.json").split() == ["0", "0", "644"]
-    assert json.loads(_sh(cid, "cat /etc/claude-code/managed-settings.json")) == DENY
+    given = json.loads(_sh(cid, "cat /etc/claude-code/managed-settings.json"))
+    assert given["permissions"] == DENY["permissions"] and given["env"]["CLAUDE_CODE_ENABLE_TELEMETRY"] == "1"
     assert docker_cli("exec", cid, "sh", "-c", "echo {} > /etc/claude-code/managed-settings.json", check=False).returncode != 0
 
     result = claude_cli.run_claude(cid, {})  # the sandbox's own environment: placeholder, proxy, CA, telemetry
@@ -131,5 +132,11 @@ def test_claude_code_works_with_a_key_it_never_holds_under_its_teams_policy(mess
     requests = [e for e in found if e.kind == "api_request"]
     assert len(requests) >= 5 and all(e.input_tokens > 0 and e.cost_usd > 0 for e in requests)
     assert KEY not in json.dumps([e.attributes for e in found]) and not any(KEY in e.summary for e in found)
+    # The agent cannot turn the export of its activity off: the managed settings' env wins.
+    sessions = {e.session_id for e in found}
+    again = claude_cli.run_claude(cid, {"CLAUDE_CODE_ENABLE_TELEMETRY": "0", "OTEL_LOGS_EXPORTER": "none"})
+    assert again["subtype"] == "success", again
+    wait_for(lambda: {e.session_id for e in events() if e.kind == "api_request"} - sessions,
+             timeout=15, what="the second run's events, telemetry switched off in its environment")  # fmt: skip
     # The proxy's decisions: the injections to the bound name, the unbound name passed through.
     assert sandbox.egress_denials.filter(kind="proxy", allowed=True, reason="injected ANTHROPIC_API_KEY").exists()

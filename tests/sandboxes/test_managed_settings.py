@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from agents.services import telemetry_environment
 from sandboxes import engine, managed_settings, policy
 from teams import agent_policy
 from teams.permissions import SystemActor
@@ -23,34 +24,42 @@ def inside(sandbox, script: str) -> tuple[int, str]:
     return done.returncode, (done.stdout + done.stderr).strip()
 
 
+def policy_in(sandbox) -> dict:
+    """The sandbox's managed settings without the panel's telemetry environment (every file has it)."""
+    given = json.loads(inside(sandbox, f"cat {TARGET}")[1])
+    assert given.pop("env") == telemetry_environment(sandbox)
+    return given
+
+
 def test_the_policy_is_mounted_read_only_and_root_owned_and_the_agent_cannot_change_it(team, make_sandbox, clean_docker):
     agent_policy.agent_policy_set(actor=ACTOR, team=team, managed_settings=DENY, record_prompts=False)
     sandbox = make_sandbox("governed")
     data = engine.engine_for().inspect_container(sandbox.container_id)
     mount = next(m for m in data["Mounts"] if m["Destination"] == TARGET)
     assert mount["RW"] is False and mount["Type"] == "bind"
-    assert data["Config"]["Labels"][managed_settings.LABEL] == agent_policy.digest(DENY)
+    assert data["Config"]["Labels"][managed_settings.LABEL] == agent_policy.digest(managed_settings.delivered(sandbox))
     assert inside(sandbox, f"id -u; stat -c '%u %g %a' {TARGET}")[1].splitlines() == ["1000", "0 0 644"]
-    assert json.loads(inside(sandbox, f"cat {TARGET}")[1]) == DENY
+    assert policy_in(sandbox) == DENY
     attempts = (f"echo '{{}}' > {TARGET}", f"rm -f {TARGET}", f"mv {TARGET} /tmp/x", f"chmod 666 {TARGET}", "touch /etc/claude-code/x")
     for attempt in attempts:
         code, _out = inside(sandbox, attempt)
         assert code != 0, attempt
-    assert json.loads(inside(sandbox, f"cat {TARGET}")[1]) == DENY
+    assert policy_in(sandbox) == DENY
 
 
-def test_a_changed_policy_is_in_force_at_the_next_start_and_none_means_no_file(team, make_sandbox, clean_docker):
+def test_a_changed_policy_is_in_force_at_the_next_start_and_none_leaves_the_telemetry_alone(team, make_sandbox, clean_docker):
     agent_policy.agent_policy_set(actor=ACTOR, team=team, managed_settings=DENY, record_prompts=False)
     sandbox = make_sandbox("governed")
     wider = {**DENY, "disableAllHooks": True}
     agent_policy.agent_policy_set(actor=ACTOR, team=team, managed_settings=wider, record_prompts=False)
-    assert json.loads(inside(sandbox, f"cat {TARGET}")[1]) == DENY  # until the next start
+    assert policy_in(sandbox) == DENY  # until the next start
     sandbox = act(sandbox, "restart")
-    assert json.loads(inside(sandbox, f"cat {TARGET}")[1]) == wider
+    assert policy_in(sandbox) == wider
     agent_policy.agent_policy_set(actor=ACTOR, team=team, managed_settings={}, record_prompts=False)
     sandbox = act(sandbox, "restart")
-    assert inside(sandbox, f"test -e {TARGET}")[0] != 0
-    assert managed_settings.LABEL not in engine.engine_for().inspect_container(sandbox.container_id)["Config"]["Labels"]
+    assert policy_in(sandbox) == {}
+    labels = engine.engine_for().inspect_container(sandbox.container_id)["Config"]["Labels"]
+    assert labels[managed_settings.LABEL] == agent_policy.digest({"env": telemetry_environment(sandbox)})
 
 
 def test_the_sandbox_page_shows_the_policy_and_the_checklist_says_whether_it_is_in_force(team, make_sandbox, clean_docker, logged_in):

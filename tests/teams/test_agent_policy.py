@@ -1,12 +1,15 @@
 """A team's policy for Claude Code: what the managed settings may hold, who sets them, and what
 a refusal leaves (the fast tier; the delivery into a sandbox: tests/sandboxes/test_managed_settings.py)."""
 
+import hashlib
 import json
 import os
+from pathlib import Path
 
 import pytest
 from django.core.exceptions import PermissionDenied
 
+from agents.services import telemetry_environment
 from audit.models import AuditEvent
 from sandboxes import managed_settings
 from teams import agent_policy
@@ -87,13 +90,23 @@ def test_the_api_reads_and_refuses_as_the_page(client, team, admin_user):
     assert client.get(f"/api/v1/teams/{team.pk}/agent-policy/", **auth(token)).json()["managed_settings"] == DENY
 
 
-def test_the_file_is_written_once_per_team_and_digest_root_owned_and_0644(team, admin_user, make_sandbox, fake_engine, clean_workspace):
+def test_the_file_holds_the_team_s_settings_and_the_panel_s_telemetry_root_owned_and_0644(
+    team, admin_user, make_sandbox, fake_engine, clean_workspace
+):
     sandbox = make_sandbox("governed")
-    assert managed_settings.file_for(sandbox) == ("", "")  # no policy: no file
-    agent_policy.agent_policy_set(actor=admin_user, team=team, managed_settings=DENY, record_prompts=False)
-    path, tag = managed_settings.file_for(sandbox)
-    assert tag == agent_policy.digest(DENY) and path.endswith(f"team-{team.pk}-{tag}.json")
+    path, tag = managed_settings.file_for(sandbox)  # no policy: the telemetry environment alone
     with open(path, "rb") as fh:
-        assert json.loads(fh.read()) == DENY
+        assert json.loads(fh.read()) == {"env": telemetry_environment(sandbox)}
+    own = {**DENY, "env": {"CLAUDE_CODE_ENABLE_TELEMETRY": "0", "X": "y"}}
+    agent_policy.agent_policy_set(actor=admin_user, team=team, managed_settings=own, record_prompts=False)
+    path, tag = managed_settings.file_for(sandbox)
+    with open(path, "rb") as fh:
+        given = json.loads(fh.read())
+    # The team's own env is kept, but the panel's telemetry wins over it.
+    assert given == {**DENY, "env": {"X": "y", **telemetry_environment(sandbox)}} and given["env"]["CLAUDE_CODE_ENABLE_TELEMETRY"] == "1"
+    assert tag == agent_policy.digest(given) and path.endswith(f"settings-{hashlib.sha256(agent_policy.canonical(given)).hexdigest()}.json")
+    # A file changed on the host is written again as it should be.
+    Path(path).write_text("{}")
+    assert managed_settings.file_for(sandbox) == (path, tag) and json.loads(Path(path).read_bytes()) == given
     info = os.stat(path)
     assert info.st_mode & 0o777 == 0o644 and info.st_uid == (0 if os.geteuid() == 0 else os.geteuid())
