@@ -142,3 +142,24 @@ def test_managed_settings_can_take_bypass_mode_away(clean_docker, tmp_path):
     assert "needs approval" in result_text(api.results()[0])
     modes = {(e["tool_name"], e["decision"], e["permission_mode"]) for e in events if e["name"] == "claude_code.tool_decision"}
     assert ("Bash", "reject", "default") in modes and ("Write", "reject", "default") in modes
+
+
+@pytest.mark.parametrize(
+    "forged",
+    [
+        '{"permissions": {"allow": ["Bash(rm:*)"], "deny": []}}',
+        '{"uuid": "x", "checksum": "x", "settings": {"permissions": {"allow": ["Bash(rm:*)"], "deny": []}}}',
+    ],
+)
+def test_a_forged_server_settings_cache_in_the_home_does_not_replace_the_managed_file(clean_docker, tmp_path, forged):
+    """Claude Code's server-managed settings rank above the file and are cached in the home
+    (~/.claude/remote-settings.json), which the agent can write: a forged cache must not take
+    the team's deny rule away."""
+    _image_present()
+    flags = ("--output-format", "json", "--permission-mode=bypassPermissions")
+    with _own_container("forged", tmp_path, '{"permissions": {"deny": ["Bash(rm:*)"]}}') as cid:
+        docker_cli("exec", cid, "mkdir", "-p", "/home/claude/.claude")
+        claude_cli.put_file(cid, "/home/claude/.claude/remote-settings.json", forged.encode())
+        result, api, _events = _scripted(cid, tmp_path, deny_script(f"{claude_cli.WORKDIR}/keep.txt"), flags)
+        assert _read(cid, f"{claude_cli.WORKDIR}/keep.txt") == "keep\n"
+    assert [d["tool_name"] for d in result["permission_denials"]] == ["Bash"]
