@@ -48,6 +48,8 @@ REFRESH = 0.5  # seconds between two readings of who is who (a changed list or s
 RANGES_REFRESH = 30.0  # the host's own addresses and LAN
 NAME_TTL_MAX = 60.0
 PROBE_SUFFIX = "proxy-probe.ccpanel.invalid"
+# Headers by which many frameworks take a request for another method: judged as its method too.
+OVERRIDE_HEADERS = ("x-http-method-override", "x-http-method", "x-method-override")
 
 
 @dataclass
@@ -314,7 +316,7 @@ class CredentialProxy:
             return
         if not self._rules_allow(tunnel.client, flow):
             return
-        bound = tunnel.client.bound(host)
+        bound = tunnel.client.bound(host) if _over_tls(flow) else []  # plain HTTP inside a tunnel: never a secret
         for binding in bound:
             flow.request.headers[binding.header] = binding.header_value()
         if bound:
@@ -346,7 +348,8 @@ class CredentialProxy:
 
     def _rules_allow(self, client: Client, flow) -> bool:
         host, method, path = flow.request.host.rstrip(".").lower(), flow.request.method, flow.request.path.split("?", 1)[0]
-        if allowlist.http_verdict(host, method, path, client.entries or []) is not False:
+        methods = [method, *(v for h in OVERRIDE_HEADERS for v in flow.request.headers.get_all(h))]
+        if all(allowlist.http_verdict(host, m.strip(), path, client.entries or []) is not False for m in methods):
             return True
         refusal(flow, f"{method} {path[:200]} on {host} is not allowed by the sandbox's list.")
         self._record(client, flow, DecisionKind.HTTP, False, "forbidden by the list's HTTP rules")
@@ -361,6 +364,13 @@ class CredentialProxy:
         self.tunnels.pop(client.id, None)
         self.pins.pop(client.id, None)
         self.named.pop(client.id, None)
+
+
+def _over_tls(flow) -> bool:
+    """Whether the request came over the TLS the proxy ended (and so leaves over TLS): a CONNECT
+    tunnel may carry plain HTTP, which a secret never joins (on the wire in clear, and echoed back
+    by any page that shows the request)."""
+    return flow.request.scheme == "https" and bool(flow.client_conn.tls_established)
 
 
 def _from_a_sandbox(client: str) -> bool:
