@@ -245,3 +245,18 @@ def test_the_probe_tells_the_panels_proxy_from_an_impostor_and_from_nothing():
         assert (proxy.probe("127.0.0.1", impostor.port) or "").startswith(proxy.IMPOSTOR)
     finally:
         impostor.close()
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/allowed/../secret/x", "/allowed/%2e%2e/secret", "/allowed/%2E./secret", "/allowed/..%2fsecret", "/allowed/..;/secret",
+     "/allowed/x/./../../secret", "/allowed/..\\secret", "/allowed/%c0%ae%c0%ae/secret", "/allowed/%252e%252e/secret",
+     "/allowed/x#/../../secret", "/allowed/x\x00"],
+)  # fmt: skip
+def test_a_ruled_path_is_judged_as_a_server_reads_it_and_refused_when_it_may_be_read_otherwise(path):
+    entries, _ = allowlist.parse("ruled.example.test GET /allowed/*")
+    assert allowlist.http_verdict("ruled.example.test", "GET", path, entries) is False
+    assert allowlist.http_verdict("ruled.example.test", "GET", "/allowed/a%20b/.well-known", entries) is True
+    assert allowlist.http_verdict("ruled.example.test", "GET", "/%61llowed/x", entries) is True  # decoded: what the server reads
+    plain, _ = allowlist.parse("ruled.example.test GET /allowed/*\nruled.example.test")
+    assert allowlist.http_verdict("ruled.example.test", "GET", path, plain) is True  # a plain entry of the name allows all
