@@ -309,6 +309,8 @@ class CredentialProxy:
         if tunnel is None:
             await self._plain(flow)
             return
+        if not await self._still_holds(flow, tunnel):
+            return
         host, port = flow.request.host.rstrip(".").lower(), flow.request.port
         if (host, port) != (tunnel.host, tunnel.port) or flow.request.host_header and _host_of(flow.request.host_header) != host:
             refusal(flow, f"a request for {host} inside a tunnel to {tunnel.host}.")
@@ -324,6 +326,21 @@ class CredentialProxy:
         elif tunnel.client.ruled(host):
             self._record(tunnel.client, flow, DecisionKind.HTTP, True, "allowed by the list's HTTP rules")
         self._send_to(flow, tunnel.address)
+
+    async def _still_holds(self, flow, tunnel: Tunnel) -> bool:
+        """Each request of a kept-alive tunnel is judged by what is in force now (read again at
+        most every REFRESH seconds), not at its CONNECT: a secret disabled, deleted or changed, a
+        name taken off the list, the sandbox gone (its address another's) tell on the next request."""
+        client = await self.directory.lookup(flow.client_conn.peername[0])
+        if client is None or client.sandbox_id != tunnel.client.sandbox_id:
+            refusal(flow, "only the panel's sandboxes may use this proxy.")
+            return False
+        tunnel.client = client
+        if (await self.judge(client, tunnel.host, tunnel.port))[0] is None:
+            refusal(flow, f"{tunnel.host}:{tunnel.port} is no longer allowed for this sandbox.")
+            self._record(client, flow, DecisionKind.PROXY, False, "no longer allowed")
+            return False
+        return True
 
     async def _plain(self, flow) -> None:
         """A plain-HTTP request through the proxy: judged like a CONNECT; never injected into

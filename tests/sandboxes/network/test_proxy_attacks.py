@@ -3,6 +3,7 @@ inside may send the proxy by hand (helpers.credential_proxy's stand-ins, a real 
 
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -102,3 +103,39 @@ def test_a_ruled_path_is_judged_as_the_server_reads_it(make_sandbox, clean_docke
         )
         done = docker_cli("exec", s.container_id, "python3", "-c", script, check=False)
         assert done.stdout.strip() == status, (headers, done.stdout, done.stderr)
+
+
+# Two requests on one kept-alive connection through the proxy, the second when told (a line on stdin).
+KEPT_ALIVE = r"""
+import http.client, json, os, ssl, sys, urllib.parse
+p = urllib.parse.urlsplit(os.environ["HTTPS_PROXY"])
+c = http.client.HTTPSConnection(p.hostname, p.port, context=ssl.create_default_context(), timeout=10)
+c.set_tunnel("bound.example.test", 443)
+for _ in range(2):
+    c.request("GET", "/", headers={"x-api-key": os.environ["API_KEY"]})
+    r = c.getresponse()
+    body = r.read().decode()
+    print(json.loads(body)["headers"].get("x-api-key") if r.status == 200 else r.status, flush=True)
+    sys.stdin.readline()
+"""
+
+
+def test_a_disabled_secret_is_no_longer_injected_on_a_connection_opened_before(make_sandbox, clean_docker, credential_proxy, team):
+    secret = vault_secrets.secret_set(
+        actor=ACTOR, team=team, name="API_KEY", value=KEY, delivery="proxy", hosts="bound.example.test", header="x-api-key"
+    )
+    s = make_sandbox("attp-revoke", image=IMAGE, memory_mb=512)
+    assert s.status == "running", s.status_detail
+    client = subprocess.Popen(["docker", "exec", "-i", s.container_id, "python3", "-c", KEPT_ALIVE],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert client.stdout.readline().strip() == KEY  # injected while in force
+        vault_secrets.secret_enable(actor=ACTOR, secret=secret, enabled=False)
+        time.sleep(1.5)  # the proxy reads who holds what every half second
+        client.stdin.write("\n")
+        client.stdin.flush()
+        second = client.stdout.readline().strip()
+        assert second and second != KEY, client.stderr.read() if not second else second
+    finally:
+        client.kill()
+        client.wait()
