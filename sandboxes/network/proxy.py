@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 REFRESH = 0.5  # seconds between two readings of who is who (a changed list or secret in force within a second)
 RANGES_REFRESH = 30.0  # the host's own addresses and LAN
 NAME_TTL_MAX = 60.0
+STREAM_ABOVE = "1m"  # a larger body (up or down) is streamed through, never held whole in memory
 PROBE_SUFFIX = "proxy-probe.ccpanel.invalid"
 # Headers by which many frameworks take a request for another method: judged as its method too.
 OVERRIDE_HEADERS = ("x-http-method-override", "x-http-method", "x-method-override")
@@ -229,6 +230,10 @@ class Tunnel:
 def refusal(flow, text: str) -> None:
     from mitmproxy import http
 
+    if flow.request.stream or "chunked" in flow.request.headers.get("transfer-encoding", "").lower():
+        # a large (or unknown) body on its way: no answer without reading it all, the connection is cut
+        flow.kill()
+        return
     flow.response = http.Response.make(403, f"ccpanel proxy: {text}\n".encode(), {"content-type": "text/plain; charset=utf-8"})
 
 
@@ -302,7 +307,9 @@ class CredentialProxy:
         flow.request.host = address
         flow.request.host_header = header
 
-    async def request(self, flow) -> None:
+    async def requestheaders(self, flow) -> None:
+        """Judged, injected and sent on as soon as its headers are in: a body over STREAM_ABOVE
+        goes on as it comes (the proxy never holds a whole upload or download in memory)."""
         if flow.request.method == "CONNECT":
             return
         tunnel = self.tunnels.get(flow.client_conn.id)
@@ -447,6 +454,7 @@ def configure(master, addresses: list[str], port: int) -> None:
         mode=[f"regular@{a}:{port}" for a in addresses],
         confdir=str(proxy_ca.ca_dir()),
         connection_strategy="lazy",  # connect upstream only to the judged address, when needed
+        stream_large_bodies=STREAM_ABOVE,
         onboarding=False,  # mitmproxy's own pages (mitm.it): nothing is served but what is judged
     )
     if settings.SANDBOX_PROXY_UPSTREAM_CA:

@@ -139,3 +139,47 @@ def test_a_disabled_secret_is_no_longer_injected_on_a_connection_opened_before(m
     finally:
         client.kill()
         client.wait()
+
+
+# A large upload through the proxy, made as it goes (never whole in the sandbox's memory either).
+UPLOAD = r"""
+import os, socket, ssl, sys, urllib.parse
+url, size = urllib.parse.urlsplit(sys.argv[1]), int(sys.argv[2])
+p = urllib.parse.urlsplit(os.environ["HTTPS_PROXY"])
+s = socket.create_connection((p.hostname, p.port), timeout=30)
+path = sys.argv[1]
+if url.scheme == "https":
+    s.sendall(f"CONNECT {url.hostname}:443 HTTP/1.1\r\n\r\n".encode()); s.recv(4096)
+    s = ssl.create_default_context().wrap_socket(s, server_hostname=url.hostname)
+    path = url.path
+head = f"POST {path} HTTP/1.1\r\nHost: {url.hostname}\r\nContent-Length: {size}\r\nConnection: close\r\n\r\n"
+s.sendall(head.encode())
+chunk = b"x" * 65536
+try:
+    for _ in range(size // len(chunk)):
+        s.sendall(chunk)
+    data = b""
+    while c := s.recv(65536):
+        data += c
+    print(data.decode("latin-1"))
+except OSError as e:
+    print("cut:", e)
+"""
+
+
+def test_a_large_body_goes_through_the_proxy_as_it_comes(make_sandbox, clean_docker, credential_proxy, echo_on_80, team):
+    import resource
+
+    vault_secrets.secret_set(
+        actor=ACTOR, team=team, name="API_KEY", value=KEY, delivery="proxy", hosts="bound.example.test", header="x-api-key"
+    )
+    s = make_sandbox("attp-large", image=IMAGE, memory_mb=512)
+    assert s.status == "running", s.status_detail
+    # Streamed, a request to the bound host still gets its key (set before its body goes).
+    done = docker_cli("exec", s.container_id, "python3", "-c", UPLOAD, "https://bound.example.test/up", str(4 * 1024 * 1024), check=False)
+    assert f'"x-api-key": "{KEY}"' in done.stdout, done.stdout[-500:] + done.stderr
+    # The proxy (in this process) never holds a large upload whole: 300 MB go through it.
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    docker_cli("exec", s.container_id, "python3", "-c", UPLOAD, "http://bound.example.test/up", str(300 * 1024 * 1024), check=False)
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert grown_mb < 100, grown_mb
