@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 REFRESH = 0.5  # seconds between two readings of who is who (a changed list or secret in force within a second)
 RANGES_REFRESH = 30.0  # the host's own addresses and LAN
 NAME_TTL_MAX = 60.0
+MAX_CONNECTIONS = 256  # open at once from one address (a sandbox): more are cut, so no sandbox holds them all
 STREAM_ABOVE = "1m"  # a larger body (up or down) is streamed through, never held whole in memory
 PROBE_SUFFIX = "proxy-probe.ccpanel.invalid"
 # Headers by which many frameworks take a request for another method: judged as its method too.
@@ -250,6 +251,7 @@ class CredentialProxy:
         # By client connection: (name, port) -> the address judged, and (address, port) -> the name.
         self.pins: dict[str, dict[tuple[str, int], str]] = {}
         self.named: dict[str, dict[tuple[str, int], str]] = {}
+        self.open: dict[str, set[str]] = {}  # client address -> its connections' ids
 
     async def judge(self, client: Client, name: str, port: int) -> tuple[str | None, str]:
         """(the address to connect to, "") or (None, why not), by the sandbox's mode and list."""
@@ -384,7 +386,20 @@ class CredentialProxy:
         self.decisions.record(client.sandbox_id, kind, allowed, name=flow.request.host, port=flow.request.port, protocol=protocol,
                               destination=destination, method=flow.request.method, path=flow.request.path, reason=reason)  # fmt: skip
 
+    def client_connected(self, client) -> None:
+        """At most MAX_CONNECTIONS open at once from one address: the proxy's connections (and the
+        memory and descriptors each holds) are shared by every sandbox."""
+        mine = self.open.setdefault(client.peername[0], set())
+        if len(mine) >= MAX_CONNECTIONS:
+            client.error = f"ccpanel proxy: more than {MAX_CONNECTIONS} connections at once from {client.peername[0]}"
+            return
+        mine.add(client.id)
+
     def client_disconnected(self, client) -> None:
+        mine = self.open.get(client.peername[0], set())
+        mine.discard(client.id)
+        if not mine:
+            self.open.pop(client.peername[0], None)
         self.tunnels.pop(client.id, None)
         self.pins.pop(client.id, None)
         self.named.pop(client.id, None)

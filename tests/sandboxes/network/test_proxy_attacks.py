@@ -183,3 +183,37 @@ def test_a_large_body_goes_through_the_proxy_as_it_comes(make_sandbox, clean_doc
     docker_cli("exec", s.container_id, "python3", "-c", UPLOAD, "http://bound.example.test/up", str(300 * 1024 * 1024), check=False)
     grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
     assert grown_mb < 100, grown_mb
+
+
+# Many connections to the proxy held open at once; how many were served, and whether a new one
+# is once they are closed.
+HOARD = r"""
+import os, socket, sys, urllib.parse
+p = urllib.parse.urlsplit(os.environ["HTTPS_PROXY"])
+held, served = [], 0
+for _ in range(int(sys.argv[1])):
+    try:
+        held.append(socket.create_connection((p.hostname, p.port), timeout=5))
+    except OSError:
+        pass
+for s in held:
+    try:
+        s.sendall(b"CONNECT other.example.test:443 HTTP/1.1\r\n\r\n")
+        served += s.recv(100).startswith(b"HTTP/1.1 200")
+    except OSError:
+        pass
+for s in held:
+    s.close()
+again = socket.create_connection((p.hostname, p.port), timeout=5)
+again.sendall(b"CONNECT other.example.test:443 HTTP/1.1\r\n\r\n")
+print(served, again.recv(100).startswith(b"HTTP/1.1 200"))
+"""
+
+
+def test_a_sandbox_holds_at_most_its_share_of_the_proxys_connections(make_sandbox, clean_docker, credential_proxy, team):
+    from sandboxes.network import proxy
+
+    s = make_sandbox("attp-hoard", image=IMAGE, memory_mb=512)
+    assert s.status == "running", s.status_detail
+    done = docker_cli("exec", s.container_id, "python3", "-c", HOARD, str(proxy.MAX_CONNECTIONS + 100), check=False)
+    assert done.stdout.split() == [str(proxy.MAX_CONNECTIONS), "True"], done.stdout + done.stderr[-500:]
