@@ -20,6 +20,7 @@ import fnmatch
 import ipaddress
 import re
 from dataclasses import dataclass, replace
+from urllib.parse import unquote
 
 from . import rules
 
@@ -90,7 +91,7 @@ class Entry:
         """Whether an HTTP request (its path without the query) passes the entry's rules."""
         if self.methods and method.upper() not in self.methods:
             return False
-        return not self.path or fnmatch.fnmatchcase(path, self.path.replace("[", "[[]"))
+        return not self.path or fnmatch.fnmatchcase(path, unquote(self.path).replace("[", "[[]"))  # both decoded (server_path)
 
     def matches(self, qname: str) -> bool:
         if not self.name:
@@ -243,4 +244,24 @@ def http_verdict(host: str, method: str, path: str, entries: list[Entry]) -> boo
     mine = [e for e in entries if e.matches(host.rstrip(".").lower())]
     if not any(e.ruled for e in mine):
         return None
-    return any(e.permits(method, path) for e in mine)
+    read = server_path(path)
+    if read is None:
+        return any(not e.ruled for e in mine)  # a plain entry of the name allows everything
+    return any(e.permits(method, read) for e in mine)
+
+
+def server_path(path: str) -> str | None:
+    """The path (without its query) as a server reads it, to judge it by the list's patterns; None
+    when servers may read it otherwise than as judged, and it is refused: a `.` or `..` segment,
+    written or percent-encoded (`/myorg/../other` matches `/myorg/*` and reaches /other), an
+    encoded slash or backslash, a `;` parameter on a dot segment (`..;`), a fragment, anything
+    still encoded once decoded, control characters."""
+    try:
+        decoded = unquote(path, errors="strict") if "%" in path else path
+    except UnicodeDecodeError:  # not UTF-8 (an overlong `%c0%ae` is a dot to some servers)
+        return None
+    if not decoded.startswith("/") or "#" in path or any(c in decoded for c in "\\%") or any(ord(c) < 0x20 or c == "\x7f" for c in decoded):
+        return None
+    if "%2f" in path.lower() or any(segment.split(";", 1)[0] in (".", "..") for segment in decoded.split("/")):
+        return None
+    return decoded

@@ -30,6 +30,7 @@ import secrets
 import socket
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from django.conf import settings
@@ -47,7 +48,11 @@ log = logging.getLogger(__name__)
 REFRESH = 0.5  # seconds between two readings of who is who (a changed list or secret in force within a second)
 RANGES_REFRESH = 30.0  # the host's own addresses and LAN
 NAME_TTL_MAX = 60.0
+MAX_CONNECTIONS = 256  # open at once from one address (a sandbox): more are cut, so no sandbox holds them all
+STREAM_ABOVE = "1m"  # a larger body (up or down) is streamed through, never held whole in memory
 PROBE_SUFFIX = "proxy-probe.ccpanel.invalid"
+# Headers by which many frameworks take a request for another method: judged as its method too.
+OVERRIDE_HEADERS = ("x-http-method-override", "x-http-method", "x-method-override")
 
 
 @dataclass
@@ -186,12 +191,20 @@ class Ranges:
 
 
 class Names:
-    """Names resolved for the proxy, from the servers the resolver asks, kept for their TTL."""
+    """Names resolved for the proxy, from the servers the resolver asks, kept for their TTL. On
+    threads of their own (never those that read who is who), at most LOOKUPS_EACH at once for one
+    sandbox: a sandbox asking for names whose servers never answer (each a few seconds) waits on
+    its own lookups and holds up no other sandbox's."""
+
+    LOOKUPS_EACH = 4
+    THREADS = 16
 
     def __init__(self):
         self.kept: dict[tuple[str, bool], tuple[list[str], float]] = {}
+        self.pool = ThreadPoolExecutor(self.THREADS, thread_name_prefix="proxy-names")
+        self.asking: dict[int, asyncio.Semaphore] = {}
 
-    async def addresses(self, name: str, *, plain: bool) -> list[str]:
+    async def addresses(self, name: str, *, plain: bool, asker: int = 0) -> list[str]:
         try:
             return [str(ipaddress.IPv4Address(name))]
         except ValueError:
@@ -200,7 +213,8 @@ class Names:
         found, until = self.kept.get(key, ([], 0.0))
         if until > time.monotonic():
             return found
-        found, ttl = await asyncio.to_thread(self._ask, name, plain)
+        async with self.asking.setdefault(asker, asyncio.Semaphore(self.LOOKUPS_EACH)):
+            found, ttl = await asyncio.get_running_loop().run_in_executor(self.pool, self._ask, name, plain)
         if len(self.kept) > 10000:
             self.kept.clear()
         self.kept[key] = (found, time.monotonic() + min(max(ttl, 1), NAME_TTL_MAX))
@@ -227,6 +241,10 @@ class Tunnel:
 def refusal(flow, text: str) -> None:
     from mitmproxy import http
 
+    if flow.request.stream or "chunked" in flow.request.headers.get("transfer-encoding", "").lower():
+        # a large (or unknown) body on its way: no answer without reading it all, the connection is cut
+        flow.kill()
+        return
     flow.response = http.Response.make(403, f"ccpanel proxy: {text}\n".encode(), {"content-type": "text/plain; charset=utf-8"})
 
 
@@ -243,6 +261,7 @@ class CredentialProxy:
         # By client connection: (name, port) -> the address judged, and (address, port) -> the name.
         self.pins: dict[str, dict[tuple[str, int], str]] = {}
         self.named: dict[str, dict[tuple[str, int], str]] = {}
+        self.open: dict[str, set[str]] = {}  # client address -> its connections' ids
 
     async def judge(self, client: Client, name: str, port: int) -> tuple[str | None, str]:
         """(the address to connect to, "") or (None, why not), by the sandbox's mode and list."""
@@ -253,7 +272,7 @@ class CredentialProxy:
             )
             if port not in listed:
                 return None, "not on the sandbox's list" if not listed else f"port {port} is not listed for {name}"
-        addresses = await self.names.addresses(name, plain=client.entries is None)
+        addresses = await self.names.addresses(name, plain=client.entries is None, asker=client.sandbox_id)
         allowed = [a for a in addresses if not self.ranges.refused(a)]
         if not allowed:
             return None, "does not resolve" if not addresses else "a blocked address (private, the host or its LAN)"
@@ -300,12 +319,16 @@ class CredentialProxy:
         flow.request.host = address
         flow.request.host_header = header
 
-    async def request(self, flow) -> None:
+    async def requestheaders(self, flow) -> None:
+        """Judged, injected and sent on as soon as its headers are in: a body over STREAM_ABOVE
+        goes on as it comes (the proxy never holds a whole upload or download in memory)."""
         if flow.request.method == "CONNECT":
             return
         tunnel = self.tunnels.get(flow.client_conn.id)
         if tunnel is None:
             await self._plain(flow)
+            return
+        if not await self._still_holds(flow, tunnel):
             return
         host, port = flow.request.host.rstrip(".").lower(), flow.request.port
         if (host, port) != (tunnel.host, tunnel.port) or flow.request.host_header and _host_of(flow.request.host_header) != host:
@@ -314,7 +337,7 @@ class CredentialProxy:
             return
         if not self._rules_allow(tunnel.client, flow):
             return
-        bound = tunnel.client.bound(host)
+        bound = tunnel.client.bound(host) if _over_tls(flow) else []  # plain HTTP inside a tunnel: never a secret
         for binding in bound:
             flow.request.headers[binding.header] = binding.header_value()
         if bound:
@@ -322,6 +345,21 @@ class CredentialProxy:
         elif tunnel.client.ruled(host):
             self._record(tunnel.client, flow, DecisionKind.HTTP, True, "allowed by the list's HTTP rules")
         self._send_to(flow, tunnel.address)
+
+    async def _still_holds(self, flow, tunnel: Tunnel) -> bool:
+        """Each request of a kept-alive tunnel is judged by what is in force now (read again at
+        most every REFRESH seconds), not at its CONNECT: a secret disabled, deleted or changed, a
+        name taken off the list, the sandbox gone (its address another's) tell on the next request."""
+        client = await self.directory.lookup(flow.client_conn.peername[0])
+        if client is None or client.sandbox_id != tunnel.client.sandbox_id:
+            refusal(flow, "only the panel's sandboxes may use this proxy.")
+            return False
+        tunnel.client = client
+        if (await self.judge(client, tunnel.host, tunnel.port))[0] is None:
+            refusal(flow, f"{tunnel.host}:{tunnel.port} is no longer allowed for this sandbox.")
+            self._record(client, flow, DecisionKind.PROXY, False, "no longer allowed")
+            return False
+        return True
 
     async def _plain(self, flow) -> None:
         """A plain-HTTP request through the proxy: judged like a CONNECT; never injected into
@@ -346,7 +384,8 @@ class CredentialProxy:
 
     def _rules_allow(self, client: Client, flow) -> bool:
         host, method, path = flow.request.host.rstrip(".").lower(), flow.request.method, flow.request.path.split("?", 1)[0]
-        if allowlist.http_verdict(host, method, path, client.entries or []) is not False:
+        methods = [method, *(v for h in OVERRIDE_HEADERS for v in flow.request.headers.get_all(h))]
+        if all(allowlist.http_verdict(host, m.strip(), path, client.entries or []) is not False for m in methods):
             return True
         refusal(flow, f"{method} {path[:200]} on {host} is not allowed by the sandbox's list.")
         self._record(client, flow, DecisionKind.HTTP, False, "forbidden by the list's HTTP rules")
@@ -357,10 +396,30 @@ class CredentialProxy:
         self.decisions.record(client.sandbox_id, kind, allowed, name=flow.request.host, port=flow.request.port, protocol=protocol,
                               destination=destination, method=flow.request.method, path=flow.request.path, reason=reason)  # fmt: skip
 
+    def client_connected(self, client) -> None:
+        """At most MAX_CONNECTIONS open at once from one address: the proxy's connections (and the
+        memory and descriptors each holds) are shared by every sandbox."""
+        mine = self.open.setdefault(client.peername[0], set())
+        if len(mine) >= MAX_CONNECTIONS:
+            client.error = f"ccpanel proxy: more than {MAX_CONNECTIONS} connections at once from {client.peername[0]}"
+            return
+        mine.add(client.id)
+
     def client_disconnected(self, client) -> None:
+        mine = self.open.get(client.peername[0], set())
+        mine.discard(client.id)
+        if not mine:
+            self.open.pop(client.peername[0], None)
         self.tunnels.pop(client.id, None)
         self.pins.pop(client.id, None)
         self.named.pop(client.id, None)
+
+
+def _over_tls(flow) -> bool:
+    """Whether the request came over the TLS the proxy ended (and so leaves over TLS): a CONNECT
+    tunnel may carry plain HTTP, which a secret never joins (on the wire in clear, and echoed back
+    by any page that shows the request)."""
+    return flow.request.scheme == "https" and bool(flow.client_conn.tls_established)
 
 
 def _from_a_sandbox(client: str) -> bool:
@@ -420,6 +479,7 @@ def configure(master, addresses: list[str], port: int) -> None:
         mode=[f"regular@{a}:{port}" for a in addresses],
         confdir=str(proxy_ca.ca_dir()),
         connection_strategy="lazy",  # connect upstream only to the judged address, when needed
+        stream_large_bodies=STREAM_ABOVE,
         onboarding=False,  # mitmproxy's own pages (mitm.it): nothing is served but what is judged
     )
     if settings.SANDBOX_PROXY_UPSTREAM_CA:

@@ -245,3 +245,44 @@ def test_the_probe_tells_the_panels_proxy_from_an_impostor_and_from_nothing():
         assert (proxy.probe("127.0.0.1", impostor.port) or "").startswith(proxy.IMPOSTOR)
     finally:
         impostor.close()
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/allowed/../secret/x", "/allowed/%2e%2e/secret", "/allowed/%2E./secret", "/allowed/..%2fsecret", "/allowed/..;/secret",
+     "/allowed/x/./../../secret", "/allowed/..\\secret", "/allowed/%c0%ae%c0%ae/secret", "/allowed/%252e%252e/secret",
+     "/allowed/x#/../../secret", "/allowed/x\x00"],
+)  # fmt: skip
+def test_a_ruled_path_is_judged_as_a_server_reads_it_and_refused_when_it_may_be_read_otherwise(path):
+    entries, _ = allowlist.parse("ruled.example.test GET /allowed/*")
+    assert allowlist.http_verdict("ruled.example.test", "GET", path, entries) is False
+    assert allowlist.http_verdict("ruled.example.test", "GET", "/allowed/a%20b/.well-known", entries) is True
+    assert allowlist.http_verdict("ruled.example.test", "GET", "/%61llowed/x", entries) is True  # decoded: what the server reads
+    plain, _ = allowlist.parse("ruled.example.test GET /allowed/*\nruled.example.test")
+    assert allowlist.http_verdict("ruled.example.test", "GET", path, plain) is True  # a plain entry of the name allows all
+
+
+def test_a_sandbox_asking_names_whose_servers_never_answer_holds_up_no_other(settings):
+    import socket
+    import time
+
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    silent.bind(("127.0.0.98", 53))  # a name server that answers nothing (each lookup waits it out)
+    settings.SANDBOX_DNS_UPSTREAM = ["127.0.0.98"]
+    addon = proxy.CredentialProxy()
+    attacker = proxy.Client(1, "internet", None)
+
+    async def main() -> float:
+        asked = [asyncio.create_task(addon.judge(attacker, f"n{i}.black-hole.example.test", 443)) for i in range(30)]
+        await asyncio.sleep(0.3)
+        started = time.monotonic()
+        await asyncio.to_thread(lambda: None)  # where the proxy reads who is who, for every sandbox
+        waited = time.monotonic() - started
+        for task in asked:
+            task.cancel()
+        return waited
+
+    try:
+        assert asyncio.run(main()) < 0.5
+    finally:
+        silent.close()
