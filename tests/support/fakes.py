@@ -168,6 +168,8 @@ class FakeEngine:
         s = c.spec
         mounts = [{"Type": "bind", "Source": b.source, "Destination": b.target, "RW": not b.read_only} for b in s.binds]
         mounts += [{"Type": "volume", "Name": v.name, "Destination": v.target, "RW": True} for v in s.volumes]
+        if s.managed_settings:  # as the real engine mounts it (sandboxes.engine.containers)
+            mounts.append({"Type": "bind", "Source": s.managed_settings, "Destination": policy.MANAGED_SETTINGS_TARGET, "RW": False})
         return {
             "Id": c.id,
             "Name": "/" + s.name,
