@@ -317,7 +317,11 @@ def test_a_stopped_sandbox_moves_to_the_second_host_with_every_file_intact(secon
         second = running["container"]
         assert subprocess.run(["docker", "inspect", second], capture_output=True).returncode != 0
         mounts = json.loads(h2.docker("inspect", second).stdout)[0]["Mounts"]
-        assert all(m.get("Source", "").startswith(str(h2.workspace_root)) for m in mounts if m["Type"] == "bind"), mounts
+        folders = [m for m in mounts if m["Type"] == "bind" and m["Destination"] != "/etc/claude-code/managed-settings.json"]
+        assert folders and all(m["Source"].startswith(str(h2.workspace_root)) for m in folders), mounts
+        # Its managed settings too were written by the agent, on its own machine.
+        [given] = [m for m in mounts if m["Destination"] == "/etc/claude-code/managed-settings.json"]
+        assert given["Source"].startswith(str(tmp_path / "agent-var")) and given["RW"] is False, given
 
         def on_second(*cmd: str) -> subprocess.CompletedProcess:
             return h2.docker("exec", "-u", "1000:1000", second, *cmd, check=False)
