@@ -21,6 +21,7 @@ Traffic goes only to loopback and the namespace this script makes. The last line
 import argparse
 import importlib.util
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -30,6 +31,9 @@ from pathlib import Path
 
 from _setup import ROOT, setup
 
+# Plain folders for the sandboxes bench/_otel_ingest.py makes (as bench/lifecycle.py's: the
+# storage pool is bench/storage.py's to measure).
+os.environ.setdefault("STORAGE_POOL", "none")
 DB = setup("bench-proxy.sqlite3", slot="7")
 
 from django.conf import settings  # noqa: E402
