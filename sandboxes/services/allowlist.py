@@ -196,8 +196,27 @@ class WideningRefused(PermissionDenied):
     """An operator's attempt to widen a sandbox's egress (a 403; the page shows its message)."""
 
 
-def _grants(presets: list[str], text: str) -> set[tuple[str, int]]:
-    return {(e.text, port) for e in allowlist.effective(presets, text) for port in e.ports}
+Grant = tuple[str, int, frozenset[str], str]  # name or network as written, port, methods, path
+
+
+def _grants(presets: list[str], text: str) -> set[Grant]:
+    """What a list reaches: (entry, port, HTTP methods, path pattern); no methods and an empty
+    or "/*" path mean any request."""
+    return {
+        (e.text, port, frozenset(m.upper() for m in e.methods), "" if e.path in ("", "/*") else e.path)
+        for e in allowlist.effective(presets, text)
+        for port in e.ports
+    }
+
+
+def _covered(grant: Grant, before: set[Grant]) -> bool:
+    """Whether a grant reaches no further than one the list had: the same entry and port, with
+    its methods among that one's (or that one any method) and that one's path (or any path)."""
+    text, port, methods, path = grant
+    return any(
+        (text, port) == (t, p) and (not m or (methods and methods <= m)) and (not old_path or path == old_path)
+        for t, p, m, old_path in before
+    )
 
 
 def authorize_egress(
@@ -213,9 +232,10 @@ def authorize_egress(
     if mode is not None and MODE_REACH.get(mode, 0) > MODE_REACH.get(sandbox.network_mode, 0):
         widened.append(f"to {mode}")
     if presets is not None and allow is not None:
-        added = _grants(presets, allow) - _grants(sandbox.egress_presets or [], sandbox.egress_allow)
+        before = _grants(sandbox.egress_presets or [], sandbox.egress_allow)
+        added = [g for g in _grants(presets, allow) if not _covered(g, before)]  # an HTTP rule lifted widens too
         if added:
-            shown = ", ".join(sorted(f"{name}:{port}" for name, port in added)[:5])
+            shown = ", ".join(sorted(f"{name}:{port}" for name, port, _m, _p in added)[:5])
             widened.append(f"adding {shown}{' and more' if len(added) > 5 else ''}")
     if widened:
         try:
@@ -274,14 +294,14 @@ def sandbox_allow_refused(
         raise InvalidInput({"name": errors or [f"{name[:100]!r} is not a name that can be allowed."]})
     if to_team:
         team = Team.objects.get(pk=sandbox.team_id)
-        if {(entries[0].text, p) for p in entries[0].ports} <= _grants([], team.egress_allow):
+        if {(entries[0].text, p, frozenset(), "") for p in entries[0].ports} <= _grants([], team.egress_allow):
             authorize(actor, team, Role.ADMIN)
             return ""
         text = "\n".join(filter(None, [team.egress_allow.strip(), entry]))
         team_set_allowlist(actor=actor, team=team, allow=text, source_ip=source_ip, why={"approved": entry, "from_sandbox": sandbox.name})
         return entry
     row = Sandbox.objects.get(pk=sandbox.pk)
-    if {(entries[0].text, p) for p in entries[0].ports} <= _grants(row.egress_presets or [], row.egress_allow):
+    if {(entries[0].text, p, frozenset(), "") for p in entries[0].ports} <= _grants(row.egress_presets or [], row.egress_allow):
         authorize(actor, sandbox.team, Role.OPERATOR)
         return ""
     text = "\n".join(filter(None, [row.egress_allow.strip(), entry]))

@@ -43,6 +43,28 @@ def test_the_one_rule_judges_each_change(box, django_user_model, team, mode, pre
         services.authorize_egress(operator, box, mode=mode, presets=presets, allow=allow)
 
 
+@pytest.mark.parametrize(
+    ("allow", "widens"),
+    [
+        ("git.example GET,POST /org/*\na.example", False),  # unchanged
+        ("git.example GET /org/*", False),  # a method taken away
+        ("git.example GET,POST /org/x/*", True),  # another path: not judged narrower, an admin's
+        ("git.example GET,POST,DELETE /org/*", True),  # a method added
+        ("git.example GET,POST", True),  # the path rule lifted
+        ("git.example", True),  # every rule lifted: direct connections, any request
+        ("git.example GET,POST /*", True),
+    ],
+)
+def test_lifting_or_loosening_an_http_rule_widens(make_sandbox, fake_engine, clean_workspace, django_user_model, team, allow, widens):
+    ruled = make_sandbox("ruled", network_mode="allowlist", egress_allow="git.example GET,POST /org/*\na.example")
+    operator = member(django_user_model, "op", team, "operator")
+    if widens:
+        with pytest.raises(services.WideningRefused, match="Only the team's admins may widen"):
+            services.authorize_egress(operator, ruled, presets=[], allow=allow)
+    else:
+        services.authorize_egress(operator, ruled, presets=[], allow=allow)
+
+
 def test_an_operator_narrows_but_cannot_widen_by_page_or_api(box, client, django_user_model, team):
     operator = member(django_user_model, "op", team, "operator")
     token = token_for(operator, "operate")
