@@ -98,13 +98,13 @@ case "$MODE" in
     (lint) > "$lint_log" 2>&1 &
     lint_pid=$!
     say "the fast tests (no Docker, Redis or browser), beside the lint"
-    # Three workers (pytest-xdist; many tests wait on processes and sockets, so more than the
+    # Four workers (pytest-xdist; many tests wait on processes and sockets, so more than the
     # cores), each on a test slot of its own (controlpanel/settings/test.py); bytecode kept
     # (pytest's rewritten test modules too) even where the shell says not to: the second run
     # collects in a third of the time.
     tests_rc=0
     env -u PYTHONDONTWRITEBYTECODE DJANGO_SETTINGS_MODULE=controlpanel.settings.test .venv/bin/pytest \
-      -m "not docker and not browser and not slow and not postgres" -n 3 -q "$@" || tests_rc=$?
+      -m "not docker and not browser and not slow and not postgres" -n 4 -q "$@" || tests_rc=$?
     lint_rc=0
     wait "$lint_pid" || lint_rc=$?
     cat "$lint_log"

@@ -264,6 +264,7 @@ def test_what_a_restore_would_refuse_is_left_out_of_a_backup_and_named(tmp_path)
     assert (dest / "workspace/Projects/ok.txt").read_text() == "ok"
 
 
+@pytest.mark.slow  # seconds of CPU: left to `make test`, so that `make check` stays under a minute
 def test_restoring_many_links_and_deep_folders_takes_linear_time(ram_path):
     members = [member(f"workspace/Projects/f{i}") for i in range(5000)]
     members += [member(f"workspace/Projects/l{i}", kind=tarfile.SYMTYPE, link=f"f{i}") for i in range(5000)]
@@ -319,6 +320,7 @@ def test_a_file_linked_many_times_is_archived_once_and_restored_as_copies(tmp_pa
         archive.extract(str(out), str(again), areas=AREAS, limits=archive.Limits(bytes=10 * 1024 * 1024))
 
 
+@pytest.mark.slow  # seconds of CPU: left to `make test`, so that `make check` stays under a minute
 def test_a_folder_of_many_entries_or_many_fifos_takes_a_backup_little_memory(tmp_path, monkeypatch):
     """A sandbox makes some 2,900 empty files or FIFOs a MB of its quota. A backup listed each
     folder whole before walking it, and kept the name of every FIFO it left out (each up to 4 KB

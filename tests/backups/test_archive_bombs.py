@@ -142,6 +142,7 @@ def test_hard_links_within_the_limit_are_restored_as_copies_on_no_more_disk_than
     assert (dest / "workspace/Projects/l39").read_bytes() == b"a" * 1_000_000
 
 
+@pytest.mark.slow  # seconds of CPU: left to `make test`, so that `make check` stays under a minute
 def test_ten_thousand_links_to_one_member_and_links_to_links_are_counted(ram_path):
     members = [member("workspace/Projects/f", b"x" * 1000)]
     members += [member(f"workspace/Projects/l{i}", kind=tarfile.LNKTYPE, link="workspace/Projects/f") for i in range(10_000)]
