@@ -51,3 +51,25 @@ class AgentEvent(models.Model):
     @property
     def tokens(self) -> int:
         return self.input_tokens + self.output_tokens + self.cache_read_tokens + self.cache_creation_tokens
+
+
+# What the API, the audit export and the incident evidence show of an event, in this order.
+EVENT_FIELDS = [
+    "at",
+    "kind",
+    "name",
+    "tool",
+    "summary",
+    "success",
+    "decision",
+    "model",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_creation_tokens",
+    "cost_usd",
+    "prompt_length",
+    "session_id",
+    "prompt_id",
+    "attributes",
+]

@@ -7,7 +7,7 @@ from django.db.models import Count, F, QuerySet, Sum
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
-from .models import AgentEvent
+from .models import EVENT_FIELDS, AgentEvent
 
 USAGE_DAYS = 14
 
@@ -93,7 +93,5 @@ def evidence_lines(sandbox, *, limit: int = EVIDENCE_LIMIT) -> bytes:
     an incident's evidence archive (incidents.services): what the agent did before it was frozen."""
     import json
 
-    fields = ["at", "kind", "name", "tool", "summary", "success", "decision", "model", "input_tokens", "output_tokens"]
-    fields += ["cache_read_tokens", "cache_creation_tokens", "cost_usd", "prompt_length", "session_id", "prompt_id", "attributes"]
-    newest = list(AgentEvent.objects.filter(sandbox=sandbox).order_by("-at", "-id").values(*fields)[:limit])
+    newest = list(AgentEvent.objects.filter(sandbox=sandbox).order_by("-at", "-id").values(*EVENT_FIELDS)[:limit])
     return b"".join(json.dumps(row, sort_keys=True, default=str).encode() + b"\n" for row in reversed(newest))

@@ -8,7 +8,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from agents import selectors
-from agents.models import AgentEvent
+from agents.models import EVENT_FIELDS, AgentEvent
 
 from .helpers import page_of
 from .serializers import StrictSerializer
@@ -27,25 +27,7 @@ class AgentEventSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = AgentEvent
-        fields = [
-            "at",
-            "kind",
-            "name",
-            "tool",
-            "summary",
-            "success",
-            "decision",
-            "model",
-            "input_tokens",
-            "output_tokens",
-            "cache_read_tokens",
-            "cache_creation_tokens",
-            "cost_usd",
-            "prompt_length",
-            "session_id",
-            "prompt_id",
-            "attributes",
-        ]
+        fields = EVENT_FIELDS
         read_only_fields = fields
 
 

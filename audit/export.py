@@ -36,6 +36,8 @@ from datetime import datetime
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from agents.models import EVENT_FIELDS
+
 from .models import AuditEvent, payload
 from .selectors import shows_positions
 from .services import audit_key
@@ -101,25 +103,7 @@ def _sealed(events: QuerySet[AuditEvent], key: bytes, header: dict, chain: bool)
         yield row
 
 
-AGENT_COLUMNS = [
-    "at",
-    "kind",
-    "name",
-    "tool",
-    "summary",
-    "success",
-    "decision",
-    "model",
-    "input_tokens",
-    "output_tokens",
-    "cache_read_tokens",
-    "cache_creation_tokens",
-    "cost_usd",
-    "prompt_length",
-    "session_id",
-    "prompt_id",
-    "attributes",
-]
+AGENT_COLUMNS = EVENT_FIELDS  # what the API shows of an event, in its order
 
 
 def _sealed_agent(agent_events: QuerySet | None, key: bytes, header: dict, after: int) -> Iterator[dict]:
